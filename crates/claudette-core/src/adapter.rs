@@ -1,0 +1,342 @@
+//! The sans-IO provider contract.
+//!
+//! A provider is written as a [`ProviderAdapter`]: pure functions from our types to HTTP
+//! request descriptions and from response bytes back to our types. It never opens a socket,
+//! never sleeps and never spawns. That makes every provider testable on recorded bytes, lets
+//! one I/O layer (`claudette-http`) own timeouts, retries-off, metrics and secrets for all of
+//! them, and lets an adapter cross a `.so` boundary as JSON and bytes (a cdylib carries its own
+//! tokio, which cannot do I/O on the host's runtime).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::BackendError;
+use crate::settings::{BackendInfo, Pricing};
+use crate::types::{ChatRequest, ChatResponse, StreamEvent};
+
+/// HTTP method of a provider call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+/// How the I/O layer attaches the backend's API key. The adapter never sees the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthScheme {
+    /// No key (local servers).
+    None,
+    /// `Authorization: Bearer <key>`.
+    Bearer,
+    /// The key as the value of this header (`x-api-key`, `x-goog-api-key`).
+    Header(String),
+}
+
+/// A provider call, described but not performed.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    pub method: Method,
+    /// Absolute URL.
+    pub url: String,
+    /// Headers other than authentication.
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &self.headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .field("body_len", &self.body.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+impl HttpRequest {
+    pub fn get(url: impl Into<String>) -> Self {
+        Self { method: Method::Get, url: url.into(), headers: Vec::new(), body: None }
+    }
+    /// A POST with a JSON body.
+    pub fn post_json(url: impl Into<String>, body: &serde_json::Value) -> Result<Self, BackendError> {
+        let body = serde_json::to_vec(body).map_err(|e| BackendError::internal(format!("encode request: {e}")))?;
+        Ok(Self {
+            method: Method::Post,
+            url: url.into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Some(body),
+        })
+    }
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// The parts of an HTTP response an adapter looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpResponse<'a> {
+    pub status: u16,
+    pub headers: &'a [(String, String)],
+    pub body: &'a [u8],
+}
+
+impl HttpResponse<'_> {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn header_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// How a provider frames its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Framing {
+    /// `text/event-stream`: `event:` and `data:` lines, blank line between events.
+    Sse,
+    /// One JSON object per line (Ollama).
+    Ndjson,
+}
+
+/// One unit of a stream: an SSE event (name and joined data lines) or an NDJSON line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Turns a provider's stream frames into [`StreamEvent`]s. Stateful (it joins tool-call
+/// fragments, remembers usage and the finish reason), one per stream.
+pub trait StreamDecoder: Send {
+    /// Decodes one frame. Returns the events it yields, possibly none (pings, role-only
+    /// chunks). A frame the decoder cannot read is an error; so is an error frame.
+    fn decode(&mut self, frame: &Frame) -> Result<Vec<StreamEvent>, BackendError>;
+
+    /// The body ended. Returns the closing `Done` if the provider's end marker was seen (or
+    /// the decoder can prove the stream was complete), else an error: a stream that just
+    /// stops is never a success.
+    fn finish(&mut self) -> Result<Vec<StreamEvent>, BackendError>;
+}
+
+/// A provider's wire protocol, as pure functions. See the module docs for why.
+pub trait ProviderAdapter: Send + Sync + 'static {
+    /// What the backend says about itself (name, provider, model, prices, capabilities).
+    fn info(&self) -> &BackendInfo;
+
+    /// How the key goes on the wire.
+    fn auth_scheme(&self) -> AuthScheme;
+
+    /// The HTTP call for a chat request. `stream` asks for a streamed answer.
+    fn build_request(&self, request: &ChatRequest, stream: bool) -> Result<HttpRequest, BackendError>;
+
+    /// Reads a 2xx non-stream response.
+    fn parse_response(&self, request: &ChatRequest, response: &HttpResponse<'_>)
+    -> Result<ChatResponse, BackendError>;
+
+    /// Classifies a non-2xx response (status, headers such as `retry-after`, body).
+    fn classify_error(&self, response: &HttpResponse<'_>) -> BackendError;
+
+    /// Stream framing this provider uses.
+    fn framing(&self) -> Framing {
+        Framing::Sse
+    }
+
+    /// A fresh decoder for one stream.
+    fn stream_decoder(&self, request: &ChatRequest) -> Box<dyn StreamDecoder>;
+
+    /// A call that tells whether the backend is up without costing tokens (a model list,
+    /// never a completion: health checks that burn tokens are a known money sink).
+    fn health_probe(&self) -> Option<HttpRequest>;
+
+    /// Reads the health probe's 2xx body as a list of model ids.
+    fn parse_models(&self, body: &[u8]) -> Result<Vec<String>, BackendError>;
+
+    /// Prices of `model` (or of the configured model).
+    fn pricing(&self, model: Option<&str>) -> Pricing {
+        let _ = model;
+        self.info().pricing
+    }
+
+    /// Checks settings without I/O (base_url shape, model present...).
+    fn validate(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+/// Splits a byte stream into [`Frame`]s, sans-IO: push bytes as they arrive, take frames out.
+///
+/// Written here rather than taken from `eventsource-stream` because the same code must run on
+/// bytes inside a plugin and because it enforces a line cap (reliability-spec F-20: a 10 MiB
+/// line must end in an error, not in unbounded memory). Handles `\n`, `\r\n` and `\r` line
+/// ends, frames and UTF-8 sequences split across chunks at any byte (F-18), comments, and
+/// multi-line `data:`.
+#[derive(Debug)]
+pub struct Framer {
+    framing: Framing,
+    max_line: usize,
+    buf: Vec<u8>,
+    /// Scan position in `buf` (bytes before it hold no line end).
+    scanned: usize,
+    event: Option<String>,
+    data: Option<String>,
+    last_was_cr: bool,
+}
+
+/// Default longest line accepted in a stream.
+pub const DEFAULT_MAX_LINE: usize = 1 << 20;
+
+impl Framer {
+    pub fn new(framing: Framing) -> Self {
+        Self::with_max_line(framing, DEFAULT_MAX_LINE)
+    }
+
+    pub fn with_max_line(framing: Framing, max_line: usize) -> Self {
+        Self { framing, max_line, buf: Vec::new(), scanned: 0, event: None, data: None, last_was_cr: false }
+    }
+
+    /// Feeds bytes; appends complete frames to `out`.
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), BackendError> {
+        self.buf.extend_from_slice(bytes);
+        let mut start = 0;
+        let mut i = self.scanned;
+        while i < self.buf.len() {
+            let b = self.buf[i];
+            if b == b'\n' && self.last_was_cr && i == start {
+                // The `\n` of a `\r\n` pair whose `\r` ended the previous line.
+                self.last_was_cr = false;
+                start = i + 1;
+                i += 1;
+                continue;
+            }
+            if b == b'\n' || b == b'\r' {
+                self.last_was_cr = b == b'\r';
+                let line = std::str::from_utf8(&self.buf[start..i])
+                    .map_err(|_| BackendError::malformed("stream line is not valid UTF-8"))?
+                    .to_owned();
+                self.line(&line, out);
+                start = i + 1;
+            } else {
+                self.last_was_cr = false;
+            }
+            i += 1;
+        }
+        self.buf.drain(..start);
+        self.scanned = self.buf.len();
+        if self.buf.len() > self.max_line {
+            return Err(BackendError::malformed(format!(
+                "stream line longer than {} bytes; refusing to buffer more",
+                self.max_line
+            )));
+        }
+        Ok(())
+    }
+
+    /// End of input: flushes a last line without a line end and a pending event.
+    pub fn finish(&mut self, out: &mut Vec<Frame>) -> Result<(), BackendError> {
+        if !self.buf.is_empty() {
+            let rest = std::mem::take(&mut self.buf);
+            let line = std::str::from_utf8(&rest)
+                .map_err(|_| BackendError::malformed("stream ended inside a UTF-8 sequence"))?
+                .to_owned();
+            self.line(&line, out);
+        }
+        self.scanned = 0;
+        if self.framing == Framing::Sse {
+            self.dispatch(out);
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, line: &str, out: &mut Vec<Frame>) {
+        match self.framing {
+            Framing::Ndjson => {
+                if !line.trim().is_empty() {
+                    out.push(Frame { event: None, data: line.to_owned() });
+                }
+            }
+            Framing::Sse => {
+                if line.is_empty() {
+                    self.dispatch(out);
+                    return;
+                }
+                if line.starts_with(':') {
+                    return;
+                }
+                let (field, value) = match line.split_once(':') {
+                    Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+                    None => (line, ""),
+                };
+                match field {
+                    "event" => self.event = Some(value.to_owned()),
+                    "data" => match &mut self.data {
+                        Some(d) => {
+                            d.push('\n');
+                            d.push_str(value);
+                        }
+                        None => self.data = Some(value.to_owned()),
+                    },
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, out: &mut Vec<Frame>) {
+        let event = self.event.take();
+        if let Some(data) = self.data.take() {
+            out.push(Frame { event, data });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(framing: Framing, chunks: &[&[u8]]) -> Vec<Frame> {
+        let mut f = Framer::new(framing);
+        let mut out = Vec::new();
+        for c in chunks {
+            f.push(c, &mut out).unwrap();
+        }
+        f.finish(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn sse_events_with_names_and_multiline_data() {
+        let got = frames(Framing::Sse, &[b"event: a\ndata: 1\ndata: 2\n\n: comment\ndata: x\r\n\r\n"]);
+        assert_eq!(got, vec![
+            Frame { event: Some("a".into()), data: "1\n2".into() },
+            Frame { event: None, data: "x".into() }
+        ]);
+    }
+
+    #[test]
+    fn split_at_every_byte_is_identical_f18() {
+        let whole = "data: {\"t\":\"héllo 涌现\"}\r\n\r\nevent: e\ndata: [DONE]\n\n".as_bytes();
+        let expect = frames(Framing::Sse, &[whole]);
+        let split: Vec<&[u8]> = whole.chunks(1).collect();
+        assert_eq!(frames(Framing::Sse, &split), expect);
+        assert_eq!(expect.len(), 2);
+    }
+
+    #[test]
+    fn ndjson_lines_and_last_line_without_newline() {
+        let got = frames(Framing::Ndjson, &[b"{\"a\":1}\n\n{\"b\"", b":2}"]);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].data, "{\"b\":2}");
+    }
+
+    #[test]
+    fn line_cap_is_an_error_f20() {
+        let mut f = Framer::with_max_line(Framing::Sse, 16);
+        let mut out = Vec::new();
+        let err = f.push(&[b'a'; 64], &mut out).unwrap_err();
+        assert_eq!(err.kind, crate::error::ErrorKind::MalformedResponse);
+    }
+}

@@ -1,0 +1,29 @@
+//! # claudette-core
+//!
+//! The contract every Claudette provider implements and the policy that routes between them:
+//! provider-neutral types ([`ChatRequest`], [`ChatResponse`], [`StreamEvent`], [`Usage`]), one
+//! error type whose kind tells the router what it may do ([`BackendError`]), the sans-IO
+//! [`ProviderAdapter`] and the async [`Backend`] trait, the circuit breaker, the router, metrics
+//! and the provider registry.
+//!
+//! There is no I/O and no provider code here: `claudette-http` performs provider calls and
+//! each `claudette-<provider>` crate supplies an adapter.
+
+pub mod adapter;
+pub mod backend;
+pub mod clock;
+pub mod decision;
+pub mod error;
+pub mod settings;
+pub mod types;
+
+pub use adapter::{AuthScheme, Frame, Framer, Framing, HttpRequest, HttpResponse, Method, ProviderAdapter, StreamDecoder};
+pub use backend::{Backend, EventStream, SharedBackend};
+pub use clock::{Clock, FakeClock, SystemClock};
+pub use decision::{Attempt, AttemptOutcome, CandidateScore, RoutingDecision, SkipReason, Skipped};
+pub use error::{BackendError, ErrorKind, Outcome, Phase, RetryAction};
+pub use settings::{ApiKey, BackendInfo, BackendSettings, BackendType, Pricing, Timeouts};
+pub use types::{
+    ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEnd, StreamEvent, ToolCall, ToolCallDelta,
+    ToolSpec, Usage, UsageSource,
+};

@@ -1,0 +1,344 @@
+//! Settings of one backend, prices, timeouts, and the metadata a backend reports about itself.
+
+use std::fmt;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::error::BackendError;
+use crate::types::Usage;
+
+/// An API key. Its `Debug` prints `[REDACTED]`, it has no `Display` and no `Serialize`, and its
+/// memory is zeroed on drop, so it cannot end up in logs, error text or a config dump by
+/// accident (reliability-spec S-01). Reading it takes an explicit [`ApiKey::expose`].
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct ApiKey(SecretString);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(SecretString::from(key.into()))
+    }
+    /// The key itself. Call only where it is put on the wire.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.expose_secret().is_empty()
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey([REDACTED])")
+    }
+}
+
+impl From<&str> for ApiKey {
+    fn from(s: &str) -> Self {
+        Self::new(s)
+    }
+}
+impl From<String> for ApiKey {
+    fn from(s: String) -> Self {
+        Self::new(s)
+    }
+}
+
+/// Prices per 1,000 tokens, in one currency (the built-in tables are USD).
+///
+/// The seeds had one `cost_per_token`; real providers bill input, output, cache reads and
+/// cache writes at different rates, and getting cache pricing wrong is the most reported cost
+/// bug of other gateways (wire-protocols (c) #2). Cache rates default to the input rate.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Pricing {
+    pub input_per_1k: f64,
+    pub output_per_1k: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_1k: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_1k: Option<f64>,
+}
+
+impl Pricing {
+    pub const FREE: Pricing =
+        Pricing { input_per_1k: 0.0, output_per_1k: 0.0, cache_read_per_1k: None, cache_write_per_1k: None };
+
+    pub const fn new(input_per_1k: f64, output_per_1k: f64) -> Self {
+        Self { input_per_1k, output_per_1k, cache_read_per_1k: None, cache_write_per_1k: None }
+    }
+    pub const fn with_cache(mut self, read_per_1k: f64, write_per_1k: f64) -> Self {
+        self.cache_read_per_1k = Some(read_per_1k);
+        self.cache_write_per_1k = Some(write_per_1k);
+        self
+    }
+
+    /// Cost of `usage`: each token class at its own rate, never counted twice.
+    pub fn cost(&self, usage: &Usage) -> f64 {
+        let per = |tokens: u32, rate: f64| f64::from(tokens) * rate / 1000.0;
+        per(usage.uncached_input_tokens(), self.input_per_1k)
+            + per(usage.cache_read_tokens, self.cache_read_per_1k.unwrap_or(self.input_per_1k))
+            + per(usage.cache_write_tokens, self.cache_write_per_1k.unwrap_or(self.input_per_1k))
+            + per(usage.output_tokens, self.output_per_1k)
+    }
+
+    /// Cost of a request estimated before it is sent.
+    pub fn estimate(&self, input_tokens: u32, output_tokens: u32) -> f64 {
+        (f64::from(input_tokens) * self.input_per_1k + f64::from(output_tokens) * self.output_per_1k) / 1000.0
+    }
+
+    pub fn is_free(&self) -> bool {
+        self.input_per_1k == 0.0 && self.output_per_1k == 0.0
+    }
+}
+
+/// Per-backend timeouts (all enforced by the I/O layer, none by providers).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timeouts {
+    #[serde(with = "crate::types::duration_ms", rename = "connect_ms")]
+    pub connect: Duration,
+    /// From request sent to response headers (and, for streams, to the first event).
+    #[serde(with = "crate::types::duration_ms", rename = "first_byte_ms")]
+    pub first_byte: Duration,
+    /// Longest silence between two stream events.
+    #[serde(with = "crate::types::duration_ms", rename = "idle_ms")]
+    pub idle: Duration,
+    /// Whole-request deadline.
+    #[serde(with = "crate::types::duration_ms", rename = "total_ms")]
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            first_byte: Duration::from_secs(60),
+            idle: Duration::from_secs(30),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Whether a backend runs in someone's cloud or on our own hardware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendType {
+    #[default]
+    Cloud,
+    SelfHosted,
+}
+
+/// Settings of one backend: what the seeds called `BackendSettings`, made explicit.
+///
+/// Deserialises from a TOML/JSON table. Provider-specific keys go to `extra` and are read by
+/// the provider (e.g. `stream_include_usage` for OpenAI-compatible servers). Unknown keys in
+/// the common part are rejected so a typo does not silently fall back to a default.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BackendSettings {
+    /// Unique name of the backend in a router (e.g. `openai-mini`).
+    pub name: String,
+    /// The key. Prefer `api_key_env` in files.
+    #[serde(default)]
+    pub api_key: Option<ApiKey>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Overrides the provider's built-in price table.
+    #[serde(default)]
+    pub pricing: Option<Pricing>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Lower is preferred when scores tie.
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// 0..1, higher is better; the router's quality factor. Default 0.5.
+    #[serde(default)]
+    pub quality: Option<f64>,
+    /// Provider-specific settings.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl BackendSettings {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            api_key: None,
+            model: None,
+            base_url: None,
+            pricing: None,
+            timeouts: Timeouts::default(),
+            priority: 0,
+            enabled: true,
+            region: None,
+            tags: Vec::new(),
+            quality: None,
+            extra: serde_json::Map::new(),
+        }
+    }
+    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+    pub fn pricing(mut self, p: Pricing) -> Self {
+        self.pricing = Some(p);
+        self
+    }
+    pub fn timeouts(mut self, t: Timeouts) -> Self {
+        self.timeouts = t;
+        self
+    }
+    pub fn priority(mut self, p: i32) -> Self {
+        self.priority = p;
+        self
+    }
+    pub fn tags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tags: I) -> Self {
+        self.tags = tags.into_iter().map(Into::into).collect();
+        self
+    }
+    pub fn quality(mut self, q: f64) -> Self {
+        self.quality = Some(q);
+        self
+    }
+    /// Sets a provider-specific key.
+    pub fn extra(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Reads a provider-specific key, with a typed error naming the key.
+    pub fn extra_as<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, BackendError> {
+        match self.extra.get(key) {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| BackendError::config(format!("backend `{}`: setting `{key}`: {e}", self.name))),
+        }
+    }
+
+    /// Rejects `extra` keys the provider does not know (typos are errors, not defaults).
+    pub fn reject_unknown_extra(&self, known: &[&str]) -> Result<(), BackendError> {
+        for k in self.extra.keys() {
+            if !known.contains(&k.as_str()) {
+                return Err(BackendError::config(format!(
+                    "backend `{}`: unknown setting `{k}` (known here: {})",
+                    self.name,
+                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses and checks `base_url`: http or https, a host, no credentials in it.
+    pub fn parsed_base_url(&self, default: &str) -> Result<url::Url, BackendError> {
+        let raw = self.base_url.as_deref().unwrap_or(default);
+        let url = url::Url::parse(raw)
+            .map_err(|e| BackendError::config(format!("backend `{}`: base_url `{raw}`: {e}", self.name)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(BackendError::config(format!(
+                "backend `{}`: base_url must be http or https, got `{}`",
+                self.name,
+                url.scheme()
+            )));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(BackendError::config(format!(
+                "backend `{}`: base_url must not carry credentials; use api_key",
+                self.name
+            )));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(BackendError::config(format!("backend `{}`: base_url has no host", self.name)));
+        }
+        Ok(url)
+    }
+}
+
+/// What a backend says about itself (the seeds' `BackendInfo`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    pub name: String,
+    /// Provider kind, e.g. `openai`.
+    pub provider: String,
+    #[serde(rename = "type")]
+    pub backend_type: BackendType,
+    pub model: String,
+    pub priority: i32,
+    pub pricing: Pricing,
+    /// 0..1, higher is better.
+    pub quality: f64,
+    pub supports_streaming: bool,
+    pub supports_tools: bool,
+    /// Largest prompt+output the model takes, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub enabled: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_never_prints() {
+        let s = BackendSettings::new("a").api_key("sk-canary-0123456789");
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("canary"), "{dbg}");
+        assert!(dbg.contains("REDACTED"));
+    }
+
+    #[test]
+    fn settings_parse_with_extra_and_defaults() {
+        let s: BackendSettings = serde_json::from_value(serde_json::json!({
+            "name": "x", "api_key": "sk-1", "model": "m", "stream_include_usage": false,
+            "timeouts": {"connect_ms": 500}
+        }))
+        .unwrap();
+        assert!(s.enabled);
+        assert_eq!(s.timeouts.connect, Duration::from_millis(500));
+        assert_eq!(s.timeouts.total, Duration::from_secs(600));
+        assert_eq!(s.extra_as::<bool>("stream_include_usage").unwrap(), Some(false));
+        assert!(s.reject_unknown_extra(&[]).is_err());
+    }
+
+    #[test]
+    fn base_url_rules() {
+        assert!(BackendSettings::new("a").base_url("ftp://x").parsed_base_url("").is_err());
+        assert!(BackendSettings::new("a").base_url("http://u:p@x").parsed_base_url("").is_err());
+        assert!(BackendSettings::new("a").parsed_base_url("https://api.openai.com/v1").is_ok());
+    }
+
+    #[test]
+    fn cache_tokens_priced_at_their_rate() {
+        let p = Pricing::new(1.0, 2.0).with_cache(0.1, 1.25);
+        let u = Usage { cache_read_tokens: 1000, cache_write_tokens: 1000, ..Usage::reported(3000, 1000) };
+        let c = p.cost(&u);
+        assert!((c - (1.0 + 0.1 + 1.25 + 2.0)).abs() < 1e-9, "{c}");
+    }
+}

@@ -1,0 +1,384 @@
+//! Provider-neutral request, response and stream types.
+//!
+//! Every provider adapter translates from and to these types, so the router, the gateway and
+//! the plugin ABI only ever see one shape. They are plain serde types: a `.so` plugin receives
+//! them as JSON.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decision::RoutingDecision;
+use crate::error::BackendError;
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    /// The result of a tool call, sent back to the model.
+    Tool,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    /// Text content. Empty for an assistant turn that only calls tools.
+    #[serde(default)]
+    pub content: String,
+    /// Tool calls made by the assistant in this turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For `Role::Tool`: the id of the call this message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// For `Role::Tool`: the name of the tool that produced the result (some providers want it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None, name: None }
+    }
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new(Role::System, content)
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new(Role::User, content)
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new(Role::Assistant, content)
+    }
+    /// A tool result answering the call `tool_call_id`.
+    pub fn tool_result(tool_call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self { tool_call_id: Some(tool_call_id.into()), ..Self::new(Role::Tool, content) }
+    }
+}
+
+/// A tool (function) the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// JSON Schema of the arguments object.
+    pub parameters: serde_json::Value,
+}
+
+/// A complete tool call. `arguments` is always a JSON *object* here, whatever the provider sent
+/// (OpenAI sends a string, Ollama an object): normalising once spares every caller the guess.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: serde_json::Value,
+}
+
+/// A chat request, independent of any provider.
+///
+/// Build one with [`ChatRequest::prompt`] for the seeds' one-shot shape, or
+/// [`ChatRequest::new`] with a full conversation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    /// Model override. `None` uses the backend's configured model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolSpec>,
+    /// Forces one backend by name (the seeds' `request.backend`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Restricts candidates to backends carrying all of these tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Free-form metadata carried through to logs and the ledger (never sent upstream).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ChatRequest {
+    pub fn new(messages: Vec<Message>) -> Self {
+        Self { messages, ..Self::default() }
+    }
+
+    /// The seeds' `{ prompt }` shorthand: one user message.
+    pub fn prompt(prompt: impl Into<String>) -> Self {
+        Self::new(vec![Message::user(prompt)])
+    }
+
+    pub fn with_max_tokens(mut self, n: u32) -> Self {
+        self.max_tokens = Some(n);
+        self
+    }
+    pub fn with_temperature(mut self, t: f32) -> Self {
+        self.temperature = Some(t);
+        self
+    }
+    pub fn with_backend(mut self, name: impl Into<String>) -> Self {
+        self.backend = Some(name.into());
+        self
+    }
+    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// All text the request sends, for token estimates.
+    pub fn prompt_chars(&self) -> usize {
+        self.messages.iter().map(|m| m.content.len() + 4).sum()
+    }
+
+    /// Cheap prompt-token estimate (about 4 bytes a token) used for scoring and for usage the
+    /// provider did not report. Never billed as if it were reported: see [`UsageSource`].
+    pub fn estimated_input_tokens(&self) -> u32 {
+        estimate_tokens_from_len(self.prompt_chars())
+    }
+}
+
+/// Rough token count for `len` bytes of text (4 bytes a token, at least 1 for non-empty text).
+pub fn estimate_tokens_from_len(len: usize) -> u32 {
+    if len == 0 { 0 } else { u32::try_from(len.div_ceil(4)).unwrap_or(u32::MAX) }
+}
+
+/// Why the model stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+    /// A provider value with no neutral equivalent, kept verbatim.
+    Other(String),
+}
+
+impl FinishReason {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
+            Self::ContentFilter => "content_filter",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+/// Where a usage figure came from. Billing and dashboards must be able to tell a provider's
+/// count from our guess (LiteLLM priced guesses as facts for years).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageSource {
+    /// The provider reported these counts.
+    Reported,
+    /// We estimated them (the provider sent none, e.g. an interrupted stream).
+    Estimated,
+    /// Nothing known.
+    #[default]
+    Missing,
+}
+
+/// Token usage, normalised across providers.
+///
+/// `input_tokens` is the *whole* prompt, cache reads and writes included (OpenAI's convention;
+/// Anthropic's `input_tokens` excludes them and is summed up by its adapter). `output_tokens`
+/// includes `reasoning_tokens`. The splits are subsets, so nothing is ever counted twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    #[serde(default)]
+    pub cache_read_tokens: u32,
+    #[serde(default)]
+    pub cache_write_tokens: u32,
+    #[serde(default)]
+    pub reasoning_tokens: u32,
+    #[serde(default)]
+    pub source: UsageSource,
+}
+
+impl Usage {
+    pub fn reported(input: u32, output: u32) -> Self {
+        Self { input_tokens: input, output_tokens: output, source: UsageSource::Reported, ..Self::default() }
+    }
+    pub fn estimated(input: u32, output: u32) -> Self {
+        Self { input_tokens: input, output_tokens: output, source: UsageSource::Estimated, ..Self::default() }
+    }
+    pub fn total_tokens(&self) -> u32 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+    /// Prompt tokens billed at the plain input rate.
+    pub fn uncached_input_tokens(&self) -> u32 {
+        self.input_tokens.saturating_sub(self.cache_read_tokens).saturating_sub(self.cache_write_tokens)
+    }
+}
+
+/// One complete answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    pub content: String,
+    /// Reasoning text the provider returned apart from the answer (Qwen `reasoning_content`,
+    /// Anthropic thinking).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: Option<FinishReason>,
+    pub usage: Usage,
+    /// Model the provider says answered.
+    pub model: String,
+    /// Backend that answered (set by the backend, kept by the router).
+    pub backend: String,
+    /// Provider's response id, when it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Wall time of the successful attempt.
+    #[serde(with = "duration_ms")]
+    pub latency: Duration,
+    /// Cost of this answer in the price table's currency (built-in tables: USD).
+    pub cost: f64,
+    /// Whether the answer came from a cache.
+    #[serde(default)]
+    pub cache_hit: bool,
+    /// Non-fatal problems the caller should know about (e.g. a prompt the server truncated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Why this backend: candidates with their scores and every attempt. Filled by the router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<RoutingDecision>,
+}
+
+impl ChatResponse {
+    /// An empty response for `backend`, for adapters to fill in.
+    pub fn empty(backend: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            content: String::new(),
+            reasoning: None,
+            tool_calls: Vec::new(),
+            finish_reason: None,
+            usage: Usage::default(),
+            model: model.into(),
+            backend: backend.into(),
+            id: None,
+            latency: Duration::ZERO,
+            cost: 0.0,
+            cache_hit: false,
+            warnings: Vec::new(),
+            decision: None,
+        }
+    }
+}
+
+/// A fragment of a tool call in a stream. OpenAI sends the id and name once and the
+/// arguments as string fragments keyed by `index`; Anthropic sends `input_json_delta`s; Ollama
+/// sends the whole call at once (one delta with everything).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallDelta {
+    pub index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A fragment of the JSON arguments text; concatenate per `index`.
+    #[serde(default)]
+    pub arguments: String,
+}
+
+/// How a stream ended cleanly: the provider's terminal marker was seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamEnd {
+    pub finish_reason: Option<FinishReason>,
+    /// Usage for the whole stream, with its source.
+    pub usage: Usage,
+    /// Cost of the stream, filled in by the backend from `usage`.
+    #[serde(default)]
+    pub cost: f64,
+}
+
+/// One event of a streamed answer. Every provider yields this same sequence:
+/// zero or more content deltas, then exactly one of `Done` (the provider's end marker arrived)
+/// or `Error` (anything else: a cut connection, an error event, malformed data). A stream that
+/// stops without either is a bug.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// A piece of answer text.
+    TextDelta { text: String },
+    /// A piece of reasoning text, kept apart from the answer.
+    ReasoningDelta { text: String },
+    /// A piece of a tool call.
+    ToolCall { delta: ToolCallDelta },
+    /// Usage seen mid-stream (Anthropic `message_start`); the final figure is in `Done`.
+    Usage { usage: Usage },
+    /// Clean end.
+    Done { end: StreamEnd },
+    /// Terminal failure. Nothing follows it.
+    Error { error: BackendError },
+}
+
+impl StreamEvent {
+    pub fn text(t: impl Into<String>) -> Self {
+        Self::TextDelta { text: t.into() }
+    }
+
+    /// Content-bearing events commit a routed stream (reliability-spec RT-7): once one has
+    /// reached the caller, the router may no longer retry or fail over.
+    pub fn is_content(&self) -> bool {
+        matches!(self, Self::TextDelta { .. } | Self::ReasoningDelta { .. } | Self::ToolCall { .. })
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Done { .. } | Self::Error { .. })
+    }
+}
+
+/// Serde helper: a `Duration` as whole milliseconds.
+pub mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_shorthand_is_one_user_message() {
+        let r = ChatRequest::prompt("hi");
+        assert_eq!(r.messages, vec![Message::user("hi")]);
+    }
+
+    #[test]
+    fn usage_splits_are_subsets() {
+        let u = Usage { input_tokens: 100, cache_read_tokens: 60, cache_write_tokens: 10, ..Usage::reported(100, 5) };
+        assert_eq!(u.uncached_input_tokens(), 30);
+        assert_eq!(u.total_tokens(), 105);
+    }
+
+    #[test]
+    fn content_events_commit_streams() {
+        assert!(StreamEvent::text("a").is_content());
+        assert!(!StreamEvent::Usage { usage: Usage::default() }.is_content());
+    }
+}
