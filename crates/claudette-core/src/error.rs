@@ -74,6 +74,22 @@ impl ErrorKind {
         }
     }
 
+    /// The default reading of an HTTP status; adapters refine it from the body (a 429 that
+    /// says `insufficient_quota` is quota, a 400 that says "context length" is overflow).
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            401 | 403 => Self::Auth,
+            402 => Self::QuotaExhausted,
+            404 => Self::NotFound,
+            408 => Self::Timeout,
+            // 409 (conflict, e.g. a concurrent-request lock) is retryable per RT-3.
+            409 | 500..=599 => Self::Overloaded,
+            429 => Self::RateLimited,
+            400..=499 => Self::InvalidRequest,
+            _ => Self::MalformedResponse,
+        }
+    }
+
     /// The breaker's view of an attempt that ended with this error (CB-2).
     pub fn outcome(self) -> Outcome {
         match self {
@@ -305,6 +321,23 @@ impl BackendError {
 
     pub fn is_possibly_accepted(&self) -> bool {
         self.phase == Some(Phase::AwaitingResponse)
+    }
+
+    /// The provider-independent part of reading an error response: kind from the status,
+    /// retry hint, `x-should-retry`, and the scrubbed body. Adapters call this, then refine
+    /// `kind`, `code` and `message` from the body.
+    pub fn from_http(response: &crate::adapter::HttpResponse<'_>, message: impl Into<String>) -> Self {
+        let retry_after = parse_retry_after(response.header_pairs(), std::time::SystemTime::now());
+        let should_retry = response.header("x-should-retry").and_then(|v| match v.trim() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        });
+        Self::new(ErrorKind::from_status(response.status), message)
+            .with_status(response.status)
+            .with_retry_after(retry_after)
+            .with_should_retry(should_retry)
+            .with_provider_body(response.body)
     }
 
     pub fn transport(message: impl Into<String>, phase: Phase) -> Self {
