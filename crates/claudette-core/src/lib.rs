@@ -14,6 +14,7 @@ pub mod backend;
 pub mod clock;
 pub mod decision;
 pub mod error;
+pub mod registry;
 pub mod settings;
 pub mod types;
 
@@ -22,6 +23,7 @@ pub use backend::{Backend, EventStream, SharedBackend};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use decision::{Attempt, AttemptOutcome, CandidateScore, RoutingDecision, SkipReason, Skipped};
 pub use error::{BackendError, ErrorKind, Outcome, Phase, RetryAction};
+pub use registry::{Origin, ProviderFactory, Registry, RegistryError};
 pub use settings::{ApiKey, BackendInfo, BackendSettings, BackendType, Pricing, Timeouts};
 pub use types::{
     ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEnd, StreamEvent, ToolCall, ToolCallDelta,
