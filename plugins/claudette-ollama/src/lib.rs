@@ -1,0 +1,1 @@
+//! Ollama native /api/chat (NDJSON) as a Claudette provider.
