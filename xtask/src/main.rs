@@ -1,1 +1,118 @@
-fn main() {}
+//! `cargo xtask <task>`: project automation that is not a test.
+//!
+//! - `bench [core]`: the criterion/divan benchmarks (selection, breaker). Never part of CI's
+//!   test run: speed is measured on demand, not asserted.
+//! - `conformance`: starts the real third-party servers of `../shared/testbed/` (if installed),
+//!   runs the provider conformance tests against them, and stops what it started.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("conformance") => conformance(),
+        _ => {
+            eprintln!("usage: cargo xtask <bench [core]|conformance>");
+            bail!("unknown or missing task")
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    println!("$ cargo {}", args.join(" "));
+    let status = Command::new(cargo).args(args).current_dir(root()).status().context("running cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn bench(which: Option<&str>) -> Result<()> {
+    match which {
+        None | Some("core") => cargo(&["bench", "-p", "claudette-core", "--bench", "core"]),
+        Some(other) => bail!("unknown bench `{other}` (known: core)"),
+    }
+}
+
+/// Ports and readiness paths of the testbed servers (see ../shared/testbed/README.md).
+const SERVERS: [(&str, u16, &str); 3] =
+    [("llama", 39180, "/health"), ("lcp", 39181, "/v1/models"), ("ollama", 39183, "/health")];
+
+fn up(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        std::time::Duration::from_millis(500),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(n) if n >= 12 && buf.starts_with(b"HTTP/1.") && &buf[9..10] == b"2")
+}
+
+fn conformance() -> Result<()> {
+    let testbed = root().join("../shared/testbed");
+    let mut started = false;
+    if SERVERS.iter().all(|(_, p, path)| up(*p, path)) {
+        println!("testbed servers already running");
+    } else if Path::new("/opt/claudette-testbed/llama-build/bin/llama-server").exists() {
+        let names: Vec<&str> = SERVERS.iter().filter(|(_, p, path)| !up(*p, path)).map(|(n, _, _)| *n).collect();
+        println!("starting testbed servers: {}", names.join(" "));
+        let status = Command::new("bash")
+            .arg(testbed.join("start.sh"))
+            .args(&names)
+            .status()
+            .context("running testbed start.sh")?;
+        if !status.success() {
+            bail!("testbed start.sh failed ({status})");
+        }
+        started = true;
+    } else {
+        println!(
+            "testbed not installed (run {}/setup.sh, ~15 min); conformance tests will print why they skip",
+            testbed.display()
+        );
+    }
+    let result = cargo(&[
+        "test",
+        "-p",
+        "claudette-openai",
+        "-p",
+        "claudette-anthropic",
+        "-p",
+        "claudette-ollama",
+        "-p",
+        "claudette-qwen",
+        "--test",
+        "testbed",
+        "--",
+        "--nocapture",
+    ]);
+    if started {
+        let _ = Command::new("bash").arg(testbed.join("stop.sh")).status();
+    }
+    result
+}
