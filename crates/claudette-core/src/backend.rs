@@ -60,3 +60,9 @@ pub const DEFAULT_OUTPUT_ESTIMATE: u32 = 256;
 
 /// Shared handle to any backend.
 pub type SharedBackend = Arc<dyn Backend>;
+
+impl std::fmt::Debug for dyn Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Backend({})", self.name())
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// What went wrong, in the terms a router needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -435,9 +435,9 @@ pub fn parse_retry_after<'a>(
             secs = match v.parse::<f64>() {
                 Ok(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),
                 Ok(_) => None,
-                Err(_) => httpdate::parse_http_date(v)
-                    .ok()
-                    .map(|t| t.duration_since(now).unwrap_or(Duration::ZERO)),
+                Err(_) => {
+                    httpdate::parse_http_date(v).ok().map(|t| t.duration_since(now).unwrap_or(Duration::ZERO))
+                }
             };
         }
     }
@@ -464,7 +464,8 @@ mod tests {
         let s = scrub_secrets(r#"{"error":"Incorrect API key provided: sk-proj-abcdef123456. ok"}"#);
         assert!(!s.contains("abcdef123456"), "{s}");
         assert!(s.contains("Incorrect API key provided"));
-        let e = BackendError::new(ErrorKind::Auth, "bad").with_provider_body(b"token AIzaSyA1234567890abcdef");
+        let e =
+            BackendError::new(ErrorKind::Auth, "bad").with_provider_body(b"token AIzaSyA1234567890abcdef");
         assert!(!format!("{e:?} {}", e.provider_body.clone().unwrap_or_default()).contains("AIzaSyA123"));
     }
 

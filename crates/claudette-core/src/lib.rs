@@ -11,19 +11,34 @@
 
 pub mod adapter;
 pub mod backend;
+pub mod breaker;
+pub mod budget;
 pub mod clock;
 pub mod decision;
 pub mod error;
+pub mod metrics;
 pub mod registry;
+pub mod router;
 pub mod settings;
 pub mod types;
 
-pub use adapter::{AuthScheme, Frame, Framer, Framing, HttpRequest, HttpResponse, Method, ProviderAdapter, StreamDecoder};
+pub use adapter::{
+    AuthScheme, Frame, Framer, Framing, HttpRequest, HttpResponse, Method, ProviderAdapter, StreamDecoder,
+};
 pub use backend::{Backend, EventStream, SharedBackend};
+pub use breaker::{
+    BreakerConfig, BreakerCounters, BreakerSnapshot, BreakerState, CircuitBreaker, Permit, RejectReason,
+    Rejection,
+};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use decision::{Attempt, AttemptOutcome, CandidateScore, RoutingDecision, SkipReason, Skipped};
 pub use error::{BackendError, ErrorKind, Outcome, Phase, RetryAction};
+pub use metrics::{BackendMetrics, HealthStatus, LatencySummary, PerformanceMetrics};
 pub use registry::{Origin, ProviderFactory, Registry, RegistryError};
+pub use router::{
+    BackendRouter, OptimizationTarget, RetryPolicy, RouteError, RouteOverrides, RoutedStream, RouterOptions,
+    Selection, Weights,
+};
 pub use settings::{ApiKey, BackendInfo, BackendSettings, BackendType, Pricing, Timeouts};
 pub use types::{
     ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEnd, StreamEvent, ToolCall, ToolCallDelta,

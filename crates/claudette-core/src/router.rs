@@ -1,0 +1,1013 @@
+//! `BackendRouter`: picks a backend per request, retries, fails over, and streams honestly.
+//!
+//! One request (architecture.md "One request through the router"):
+//! 1. candidates: enabled backends that can serve the request (forced backend, tags, tools);
+//! 2. skip backends whose breaker is open or that are throttled, without I/O;
+//! 3. score the rest (cost, latency, availability, quality, each 0..1, weighted) and order
+//!    them — or follow the failover chain when one is set;
+//! 4. take a breaker permit, call, classify the outcome, record it;
+//! 5. fail over, retry the same backend after back-off, or stop, by error class, within the
+//!    attempt limit and the retry budget (reliability-spec §2.2, §2.3).
+//!
+//! Streams are committed at their first content event (RT-7): until then a failure fails
+//! over invisibly; after it, a failure becomes the stream's terminal `Error` event.
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use parking_lot::{Mutex, RwLock};
+use serde::Deserialize;
+
+use crate::backend::{EventStream, SharedBackend};
+use crate::breaker::{BreakerConfig, CircuitBreaker, Permit, RejectReason, Rejection};
+use crate::budget::RetryBudget;
+use crate::clock::{Clock, SystemClock};
+use crate::decision::{Attempt, AttemptOutcome, CandidateScore, RoutingDecision, SkipReason, Skipped};
+use crate::error::{BackendError, ErrorKind, Outcome, RetryAction};
+use crate::metrics::{BackendMetrics, HealthStatus, PerformanceMetrics};
+use crate::types::{ChatRequest, ChatResponse, StreamEvent};
+
+/// Routing weights and reliability settings. Weights need not sum to 1.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RouterOptions {
+    pub cost_weight: f64,
+    pub latency_weight: f64,
+    pub availability_weight: f64,
+    pub quality_weight: f64,
+    /// Fail over to other backends. Off: only the selected backend is tried (with retries).
+    pub fallback_enabled: bool,
+    /// Attempts per request across the whole chain (RT-2). Breaker rejections are not attempts.
+    pub max_attempts: u32,
+    pub retry: RetryPolicy,
+    pub breaker: BreakerConfig,
+}
+
+impl Default for RouterOptions {
+    /// The seeds' defaults: cost 0.4, latency 0.4, availability 0.2, fallback on.
+    fn default() -> Self {
+        Self {
+            cost_weight: 0.4,
+            latency_weight: 0.4,
+            availability_weight: 0.2,
+            quality_weight: 0.0,
+            fallback_enabled: true,
+            max_attempts: 3,
+            retry: RetryPolicy::default(),
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+impl RouterOptions {
+    /// Weights for an optimisation target (the seeds' `optimizationTarget`).
+    pub fn for_target(target: OptimizationTarget) -> Self {
+        let (c, l, a, q) = match target {
+            OptimizationTarget::Cost => (0.7, 0.1, 0.15, 0.05),
+            OptimizationTarget::Speed => (0.1, 0.7, 0.15, 0.05),
+            OptimizationTarget::Quality => (0.1, 0.1, 0.2, 0.6),
+            OptimizationTarget::Balanced => (0.3, 0.3, 0.2, 0.2),
+        };
+        Self {
+            cost_weight: c,
+            latency_weight: l,
+            availability_weight: a,
+            quality_weight: q,
+            ..Self::default()
+        }
+    }
+
+    /// Replaces the four weights, keeping the reliability settings.
+    pub fn with_weights(mut self, w: Weights) -> Self {
+        self.cost_weight = w.cost;
+        self.latency_weight = w.latency;
+        self.availability_weight = w.availability;
+        self.quality_weight = w.quality;
+        self
+    }
+
+    pub fn weights(&self) -> Weights {
+        Weights {
+            cost: self.cost_weight,
+            latency: self.latency_weight,
+            availability: self.availability_weight,
+            quality: self.quality_weight,
+        }
+    }
+}
+
+/// What to optimise for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizationTarget {
+    Cost,
+    Speed,
+    Quality,
+    Balanced,
+}
+
+/// The four scoring weights, on their own (per-request overrides).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Weights {
+    pub cost: f64,
+    pub latency: f64,
+    pub availability: f64,
+    pub quality: f64,
+}
+
+/// Back-off, deadlines and the retry budget (reliability-spec RT-2, RT-4, RT-6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RetryPolicy {
+    /// Back-off n = U(0, min(max_backoff, base_backoff·2^n)).
+    #[serde(with = "crate::types::duration_ms", rename = "base_backoff_ms")]
+    pub base_backoff: Duration,
+    #[serde(with = "crate::types::duration_ms", rename = "max_backoff_ms")]
+    pub max_backoff: Duration,
+    /// Server hints longer than this are not slept on (fail over or return the error).
+    #[serde(with = "crate::types::duration_ms", rename = "max_hint_ms")]
+    pub max_hint: Duration,
+    /// Retry a timeout or reset that happened after the request was sent (it may have been
+    /// accepted and billed). Default true, as the providers' SDKs do (RT-3).
+    pub retry_possibly_accepted: bool,
+    /// Whole-request deadline for non-stream requests.
+    #[serde(with = "crate::types::duration_ms", rename = "request_deadline_ms")]
+    pub request_deadline: Duration,
+    /// Deadline to the first content event of a stream.
+    #[serde(with = "crate::types::duration_ms", rename = "first_token_deadline_ms")]
+    pub first_token_deadline: Duration,
+    /// Budget: retries in the window ≤ max(budget_min, budget_ratio × requests in the window).
+    pub budget_ratio: f64,
+    pub budget_min: u32,
+    #[serde(with = "crate::types::duration_ms", rename = "budget_window_ms")]
+    pub budget_window: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(8),
+            max_hint: Duration::from_secs(60),
+            retry_possibly_accepted: true,
+            request_deadline: Duration::from_secs(600),
+            first_token_deadline: Duration::from_secs(60),
+            budget_ratio: 0.2,
+            budget_min: 100,
+            budget_window: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full-jitter back-off before same-backend retry `n` (0-based), honouring a server hint.
+    pub fn backoff(&self, n: u32, hint: Option<Duration>) -> Duration {
+        let cap =
+            self.base_backoff.saturating_mul(1u32.checked_shl(n).unwrap_or(u32::MAX)).min(self.max_backoff);
+        let jittered = cap.mul_f64(fastrand::f64());
+        match hint {
+            Some(h) => h.max(jittered),
+            None => jittered,
+        }
+    }
+}
+
+/// One registered backend with its breaker and figures.
+#[derive(Debug)]
+struct Entry {
+    backend: SharedBackend,
+    breaker: Arc<CircuitBreaker>,
+    metrics: Arc<BackendMetrics>,
+    order: usize,
+}
+
+/// The outcome of [`BackendRouter::select`]: the best backend and how every candidate scored.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub backend: SharedBackend,
+    pub decision: RoutingDecision,
+}
+
+/// Routes requests across backends. Cheap to share (`Arc<BackendRouter>`); all methods take
+/// `&self`.
+#[derive(Debug)]
+pub struct BackendRouter {
+    entries: RwLock<Vec<Arc<Entry>>>,
+    chain: RwLock<Option<Vec<String>>>,
+    options: RwLock<RouterOptions>,
+    clock: Arc<dyn Clock>,
+    budget: RetryBudget,
+}
+
+impl Default for BackendRouter {
+    fn default() -> Self {
+        Self::new(RouterOptions::default())
+    }
+}
+
+/// Per-request overrides of the router's options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteOverrides {
+    pub weights: Option<Weights>,
+}
+
+impl BackendRouter {
+    pub fn new(options: RouterOptions) -> Self {
+        Self::with_clock(options, SystemClock::shared())
+    }
+
+    /// A router on an injected clock (tests use [`FakeClock`](crate::clock::FakeClock)).
+    pub fn with_clock(options: RouterOptions, clock: Arc<dyn Clock>) -> Self {
+        let budget = RetryBudget::new(&options.retry, clock.clone());
+        Self {
+            entries: RwLock::new(Vec::new()),
+            chain: RwLock::new(None),
+            options: RwLock::new(options),
+            clock,
+            budget,
+        }
+    }
+
+    pub fn options(&self) -> RouterOptions {
+        self.options.read().clone()
+    }
+
+    /// Changes the weights (the seeds' `setPreferences`).
+    pub fn set_weights(&self, w: Weights) {
+        let mut o = self.options.write();
+        *o = o.clone().with_weights(w);
+    }
+
+    /// Adds a backend. Names must be unique.
+    pub fn register_backend(&self, backend: SharedBackend) -> Result<(), BackendError> {
+        let name = backend.name().to_owned();
+        let mut entries = self.entries.write();
+        if entries.iter().any(|e| e.backend.name() == name) {
+            return Err(BackendError::config(format!("backend `{name}` is already registered")));
+        }
+        let cfg = self.options.read().breaker.clone();
+        let order = entries.len();
+        entries.push(Arc::new(Entry {
+            breaker: CircuitBreaker::new(name.clone(), cfg, self.clock.clone()),
+            metrics: Arc::new(BackendMetrics::new(name)),
+            backend,
+            order,
+        }));
+        Ok(())
+    }
+
+    /// Names of registered backends, in registration order.
+    pub fn backend_names(&self) -> Vec<String> {
+        self.entries.read().iter().map(|e| e.backend.name().to_owned()).collect()
+    }
+
+    pub fn backend(&self, name: &str) -> Option<SharedBackend> {
+        self.entry(name).map(|e| e.backend.clone())
+    }
+
+    pub fn breaker(&self, name: &str) -> Option<Arc<CircuitBreaker>> {
+        self.entry(name).map(|e| e.breaker.clone())
+    }
+
+    pub fn metrics(&self, name: &str) -> Option<Arc<BackendMetrics>> {
+        self.entry(name).map(|e| e.metrics.clone())
+    }
+
+    /// Sets the ordered failover chain (the seeds' `setFailoverChain`). Attempts then follow
+    /// this order (first eligible backend first) and backends not named are not used. An empty
+    /// chain goes back to score order over all backends.
+    pub fn set_failover_chain<I: IntoIterator<Item = S>, S: Into<String>>(
+        &self,
+        chain: I,
+    ) -> Result<(), BackendError> {
+        let chain: Vec<String> = chain.into_iter().map(Into::into).collect();
+        for name in &chain {
+            if self.entry(name).is_none() {
+                return Err(BackendError::config(format!("failover chain names unknown backend `{name}`")));
+            }
+        }
+        *self.chain.write() = if chain.is_empty() { None } else { Some(chain) };
+        Ok(())
+    }
+
+    fn entry(&self, name: &str) -> Option<Arc<Entry>> {
+        self.entries.read().iter().find(|e| e.backend.name() == name).cloned()
+    }
+
+    /// The seeds' `getHealthStatus()` for one backend.
+    pub fn health_status(&self, name: &str) -> Option<HealthStatus> {
+        self.entry(name).map(|e| self.health_of(&e))
+    }
+
+    /// Health of every backend, in registration order.
+    pub fn health_statuses(&self) -> Vec<HealthStatus> {
+        let entries = self.entries.read().clone();
+        entries.iter().map(|e| self.health_of(e)).collect()
+    }
+
+    fn health_of(&self, e: &Entry) -> HealthStatus {
+        let check = e.breaker.check();
+        HealthStatus {
+            backend: e.backend.name().to_owned(),
+            healthy: check.is_ok() && e.backend.info().enabled,
+            consecutive_failures: e.breaker.snapshot().consecutive_failures,
+            last_successful_request: e.metrics.last_success(),
+            circuit_breaker_state: e.breaker.state(),
+            retry_in_ms: check
+                .err()
+                .map(|r| u64::try_from(r.retry_in(self.clock.now()).as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// The seeds' `getPerformanceMetrics()` for one backend.
+    pub fn performance_metrics(&self, name: &str) -> Option<PerformanceMetrics> {
+        self.entry(name).map(|e| e.metrics.performance())
+    }
+
+    pub fn all_performance_metrics(&self) -> Vec<PerformanceMetrics> {
+        self.entries.read().iter().map(|e| e.metrics.performance()).collect()
+    }
+
+    /// Runs every backend's free health probe once and feeds the breakers (FO-3: a passing
+    /// check on an open backend only moves its deadline to now; it never closes it).
+    pub async fn run_health_checks(&self) -> Vec<(String, Result<(), BackendError>)> {
+        let entries = self.entries.read().clone();
+        let checks = entries.iter().map(|e| async move {
+            let r = e.backend.health_check().await;
+            e.breaker.record_health_check(r.is_ok());
+            (e.backend.name().to_owned(), r)
+        });
+        futures::future::join_all(checks).await
+    }
+
+    /// Picks the best backend for `request`, leaving out `exclude` (the seeds'
+    /// `selectBackend`). Does no I/O and takes no breaker permit.
+    pub fn select_backend(
+        &self,
+        request: &ChatRequest,
+        exclude: &[&str],
+    ) -> Result<SharedBackend, BackendError> {
+        self.select(request, exclude).map(|s| s.backend)
+    }
+
+    /// Like [`select_backend`](Self::select_backend), with every candidate's score.
+    pub fn select(&self, request: &ChatRequest, exclude: &[&str]) -> Result<Selection, BackendError> {
+        let excluded: HashSet<&str> = exclude.iter().copied().collect();
+        let plan = self.plan(request, &excluded, false, RouteOverrides::default())?;
+        let first = plan.order.first().cloned().ok_or_else(|| plan.unavailable_error(self.clock.now()))?;
+        Ok(Selection { backend: first.backend.clone(), decision: plan.decision })
+    }
+
+    /// Candidates in attempt order, with scores and skip reasons.
+    fn plan(
+        &self,
+        request: &ChatRequest,
+        excluded: &HashSet<&str>,
+        stream: bool,
+        overrides: RouteOverrides,
+    ) -> Result<Plan, BackendError> {
+        let entries = self.entries.read().clone();
+        let now = self.clock.now();
+        let mut decision = RoutingDecision::default();
+        let mut earliest: Option<Rejection> = None;
+        let mut eligible: Vec<Arc<Entry>> = Vec::with_capacity(entries.len());
+
+        if let Some(forced) = request.backend.as_deref() {
+            if !entries.iter().any(|e| e.backend.name() == forced) {
+                return Err(BackendError::new(ErrorKind::NotFound, format!("unknown backend `{forced}`"))
+                    .with_status(404));
+            }
+        }
+        let chain = self.chain.read().clone();
+
+        for e in &entries {
+            let info = e.backend.info();
+            let name = info.name.as_str();
+            let skip = if request.backend.as_deref().is_some_and(|f| f != name) {
+                continue;
+            } else if !info.enabled {
+                Some(SkipReason::Disabled)
+            } else if excluded.contains(name) {
+                Some(SkipReason::Excluded)
+            } else if chain.as_ref().is_some_and(|c| !c.iter().any(|n| n == name))
+                && request.backend.is_none()
+            {
+                continue;
+            } else if !request.tags.iter().all(|t| info.tags.contains(t)) {
+                Some(SkipReason::MissingTags)
+            } else if stream && !info.supports_streaming {
+                Some(SkipReason::NoStreaming)
+            } else if !request.tools.is_empty() && !info.supports_tools {
+                Some(SkipReason::NoTools)
+            } else if let Err(rej) = e.breaker.check() {
+                if earliest.is_none_or(|x| rej.retry_at < x.retry_at) {
+                    earliest = Some(rej);
+                }
+                Some(rejection_reason(rej, now))
+            } else {
+                None
+            };
+            match skip {
+                Some(reason) => decision.skipped.push(Skipped { backend: name.to_owned(), reason }),
+                None => eligible.push(e.clone()),
+            }
+        }
+
+        let weights = overrides.weights.unwrap_or_else(|| self.options.read().weights());
+        let scores = score(&eligible, request, weights);
+        let mut scored: Vec<(Arc<Entry>, CandidateScore)> = eligible.into_iter().zip(scores).collect();
+        scored.sort_by(|(ea, a), (eb, b)| {
+            a.score
+                .total_cmp(&b.score)
+                .then(ea.backend.info().priority.cmp(&eb.backend.info().priority))
+                .then(ea.order.cmp(&eb.order))
+        });
+        if let Some(chain) = &chain {
+            if request.backend.is_none() {
+                scored.sort_by_key(|(e, _)| {
+                    chain.iter().position(|n| n == e.backend.name()).unwrap_or(usize::MAX)
+                });
+            }
+        }
+        let order = scored.iter().map(|(e, _)| e.clone()).collect();
+        decision.candidates = scored.into_iter().map(|(_, s)| s).collect();
+        Ok(Plan { order, decision, earliest })
+    }
+
+    /// Routes one request with retries and failover (the seeds' `routeRequest`).
+    pub async fn route_request(&self, request: &ChatRequest) -> Result<ChatResponse, RouteError> {
+        self.route_request_with(request, RouteOverrides::default()).await
+    }
+
+    pub async fn route_request_with(
+        &self,
+        request: &ChatRequest,
+        overrides: RouteOverrides,
+    ) -> Result<ChatResponse, RouteError> {
+        let mut run = self.start(request, false, overrides)?;
+        loop {
+            let (entry, permit, backoff) = match self.next_attempt(&mut run, request, false).await {
+                Ok(x) => x,
+                Err(e) => return Err(run.fail(e)),
+            };
+            let started = self.clock.now();
+            let call = entry.backend.send(request);
+            let result = if permit.is_probe() {
+                let probe_timeout = entry.breaker.config().probe_timeout;
+                match tokio::time::timeout(probe_timeout, call).await {
+                    Ok(r) => r,
+                    Err(_) => Err(BackendError::timeout(
+                        "half-open probe exceeded probe_timeout",
+                        crate::error::Phase::AwaitingResponse,
+                    )
+                    .with_backend(entry.backend.name())),
+                }
+            } else {
+                call.await
+            };
+            let latency = self.clock.now().saturating_sub(started);
+            let probe = permit.is_probe();
+            match result {
+                Ok(mut resp) => {
+                    permit.record(Outcome::Success, None);
+                    entry.metrics.record_success(
+                        latency,
+                        resp.cost,
+                        resp.usage.input_tokens,
+                        resp.usage.output_tokens,
+                    );
+                    run.decision.attempts.push(Attempt {
+                        backend: entry.backend.name().to_owned(),
+                        outcome: AttemptOutcome::Success,
+                        error: None,
+                        message: None,
+                        latency,
+                        backoff,
+                        probe,
+                    });
+                    resp.decision = Some(run.decision);
+                    return Ok(resp);
+                }
+                Err(err) => {
+                    let err = ensure_backend(err, entry.backend.name());
+                    permit.record(err.outcome(), err.retry_after);
+                    entry.metrics.record_failure(err.kind);
+                    run.decision.attempts.push(Attempt {
+                        backend: entry.backend.name().to_owned(),
+                        outcome: AttemptOutcome::Error,
+                        error: Some(err.kind),
+                        message: Some(err.message.clone()),
+                        latency,
+                        backoff,
+                        probe,
+                    });
+                    run.after_error(entry, err, &self.options.read().retry);
+                }
+            }
+        }
+    }
+
+    /// Routes a streamed request. Returns once the stream is committed (its first content
+    /// event arrived) or once every attempt failed before committing. After commit, a failure
+    /// becomes the stream's terminal `Error` event — never a silent end, never a second
+    /// backend's output spliced in (RT-7, RT-8).
+    pub async fn route_stream(&self, request: &ChatRequest) -> Result<RoutedStream, RouteError> {
+        self.route_stream_with(request, RouteOverrides::default()).await
+    }
+
+    pub async fn route_stream_with(
+        &self,
+        request: &ChatRequest,
+        overrides: RouteOverrides,
+    ) -> Result<RoutedStream, RouteError> {
+        let mut run = self.start(request, true, overrides)?;
+        let first_token_deadline = self.options.read().retry.first_token_deadline;
+        loop {
+            let (entry, permit, backoff) = match self.next_attempt(&mut run, request, true).await {
+                Ok(x) => x,
+                Err(e) => return Err(run.fail(e)),
+            };
+            let started = self.clock.now();
+            let wait = if permit.is_probe() {
+                entry.breaker.config().probe_timeout.min(first_token_deadline)
+            } else {
+                first_token_deadline
+            };
+            let opened = tokio::time::timeout(wait, open_until_content(&*entry.backend, request)).await;
+            let opened = match opened {
+                Ok(r) => r,
+                Err(_) => Err(BackendError::timeout(
+                    "no content before the first-token deadline",
+                    crate::error::Phase::AwaitingResponse,
+                )),
+            };
+            let latency = self.clock.now().saturating_sub(started);
+            let probe = permit.is_probe();
+            match opened {
+                Ok((buffered, rest)) => {
+                    entry.metrics.record_ttft(latency);
+                    // CB-11: the first content event is a success for the breaker. A regular
+                    // permit is held until the stream ends so a mid-stream failure still
+                    // counts (CB-2); a probe closes the breaker now.
+                    let permit = if probe {
+                        permit.record(Outcome::Success, None);
+                        None
+                    } else {
+                        Some(permit)
+                    };
+                    run.decision.attempts.push(Attempt {
+                        backend: entry.backend.name().to_owned(),
+                        outcome: AttemptOutcome::Success,
+                        error: None,
+                        message: None,
+                        latency,
+                        backoff,
+                        probe,
+                    });
+                    let decision = Arc::new(Mutex::new(run.decision));
+                    return Ok(RoutedStream {
+                        backend: entry.backend.name().to_owned(),
+                        decision: decision.clone(),
+                        inner: Box::pin(CommittedStream {
+                            buffered: buffered.into_iter().collect(),
+                            rest,
+                            permit,
+                            entry,
+                            decision,
+                            started,
+                            clock: self.clock.clone(),
+                            finished: false,
+                        }),
+                    });
+                }
+                Err(err) => {
+                    let err = ensure_backend(err, entry.backend.name());
+                    permit.record(err.outcome(), err.retry_after);
+                    entry.metrics.record_failure(err.kind);
+                    run.decision.attempts.push(Attempt {
+                        backend: entry.backend.name().to_owned(),
+                        outcome: AttemptOutcome::Error,
+                        error: Some(err.kind),
+                        message: Some(err.message.clone()),
+                        latency,
+                        backoff,
+                        probe,
+                    });
+                    run.after_error(entry, err, &self.options.read().retry);
+                }
+            }
+        }
+    }
+
+    fn start(
+        &self,
+        request: &ChatRequest,
+        stream: bool,
+        overrides: RouteOverrides,
+    ) -> Result<Run, RouteError> {
+        if request.messages.is_empty() {
+            return Err(RouteError::new(
+                BackendError::invalid("request has no messages").with_status(400),
+                RoutingDecision::default(),
+            ));
+        }
+        self.budget.record_request();
+        let plan = self
+            .plan(request, &HashSet::new(), stream, overrides)
+            .map_err(|e| RouteError::new(e, RoutingDecision::default()))?;
+        let opts = self.options.read();
+        let deadline = if stream { opts.retry.first_token_deadline } else { opts.retry.request_deadline };
+        Ok(Run {
+            decision: plan.decision.clone(),
+            plan: Some(plan),
+            tried: HashSet::new(),
+            last_error: None,
+            retry_same: None,
+            same_retries: 0,
+            attempts: 0,
+            max_attempts: opts.max_attempts.max(1),
+            fallback: opts.fallback_enabled,
+            deadline: self.clock.now() + deadline,
+            overrides,
+        })
+    }
+
+    /// Finds the next backend to call and takes its permit, sleeping first when the only way
+    /// forward is retrying the same backend.
+    async fn next_attempt(
+        &self,
+        run: &mut Run,
+        request: &ChatRequest,
+        stream: bool,
+    ) -> Result<(Arc<Entry>, Permit, Duration), BackendError> {
+        if run.attempts >= run.max_attempts {
+            return Err(run.take_last_error("no attempts left"));
+        }
+        if run.attempts > 0 && !self.budget.try_retry() {
+            metrics::counter!("claudette_retry_budget_exhausted_total").increment(1);
+            return Err(run.take_last_error("retry budget exhausted"));
+        }
+        // First attempt uses the plan made at start; later ones re-plan (breakers moved).
+        let plan = match run.plan.take() {
+            Some(p) => p,
+            None => {
+                let tried: HashSet<&str> = run.tried.iter().map(String::as_str).collect();
+                self.plan(request, &tried, stream, run.overrides)?
+            }
+        };
+        let mut earliest = plan.earliest;
+        let candidates: Vec<Arc<Entry>> = if run.attempts > 0 && !run.fallback {
+            Vec::new()
+        } else {
+            plan.order.into_iter().filter(|e| !run.tried.contains(e.backend.name())).collect()
+        };
+        for entry in candidates {
+            match entry.breaker.acquire() {
+                Ok(permit) => {
+                    run.attempts += 1;
+                    return Ok((entry, permit, Duration::ZERO));
+                }
+                Err(rej) => {
+                    // A rejection is not an attempt (CB-6, FO-2).
+                    if earliest.is_none_or(|x| rej.retry_at < x.retry_at) {
+                        earliest = Some(rej);
+                    }
+                    run.decision.skipped.push(Skipped {
+                        backend: entry.backend.name().to_owned(),
+                        reason: rejection_reason(rej, self.clock.now()),
+                    });
+                }
+            }
+        }
+        // Nobody new is eligible. Retry the same backend after back-off if the last error allows.
+        if let Some((entry, hint)) = run.retry_same.take() {
+            let policy = self.options.read().retry.clone();
+            let delay = policy.backoff(run.same_retries, hint);
+            let now = self.clock.now();
+            let too_long = hint.is_some_and(|h| h > policy.max_hint);
+            if !too_long && now + delay + Duration::from_secs(1) <= run.deadline {
+                tokio::time::sleep(delay).await;
+                run.same_retries += 1;
+                if let Ok(permit) = entry.breaker.acquire() {
+                    run.attempts += 1;
+                    return Ok((entry, permit, delay));
+                }
+            }
+        }
+        if let Some(err) = run.last_error.take() {
+            return Err(err);
+        }
+        // Nothing was ever attempted: every backend is unavailable (CB-20). Answer at once
+        // with the earliest time one may come back.
+        Err(Plan::unavailable(earliest, self.clock.now()))
+    }
+}
+
+/// Opens a backend stream and reads until the first content event, buffering what came
+/// before it. A terminal event before any content settles the attempt.
+async fn open_until_content(
+    backend: &dyn crate::backend::Backend,
+    request: &ChatRequest,
+) -> Result<(Vec<StreamEvent>, EventStream), BackendError> {
+    let mut stream = backend.send_stream(request).await?;
+    let mut buffered = Vec::new();
+    loop {
+        match stream.next().await {
+            Some(StreamEvent::Error { error }) => return Err(error),
+            Some(ev @ StreamEvent::Done { .. }) => {
+                // A complete, empty answer: nothing to fail over from.
+                buffered.push(ev);
+                return Ok((buffered, Box::pin(futures::stream::empty())));
+            }
+            Some(ev) => {
+                let content = ev.is_content();
+                buffered.push(ev);
+                if content {
+                    return Ok((buffered, stream));
+                }
+            }
+            None => return Err(BackendError::interrupted("stream ended before any event")),
+        }
+    }
+}
+
+fn ensure_backend(mut err: BackendError, name: &str) -> BackendError {
+    if err.backend.is_none() {
+        err.backend = Some(name.to_owned());
+    }
+    err
+}
+
+fn rejection_reason(rej: Rejection, now: Duration) -> SkipReason {
+    let retry_in = rej.retry_in(now);
+    match rej.reason {
+        RejectReason::Throttled => SkipReason::Throttled { retry_in },
+        _ => SkipReason::CircuitOpen { retry_in },
+    }
+}
+
+/// Scores eligible entries. Each factor is normalised to 0..1, lower is better:
+/// - cost: this request's estimated cost over the most expensive candidate's (the seeds
+///   divided by a fixed €0.01, which saturates for any premium model);
+/// - latency: smoothed latency over the slowest candidate's; 0.5 for a backend with no data
+///   yet, so it is neither shunned nor blindly preferred;
+/// - availability: failure ratio of the last 100 judged attempts;
+/// - quality: 1 − the backend's quality (0..1, higher is better).
+fn score(entries: &[Arc<Entry>], request: &ChatRequest, w: Weights) -> Vec<CandidateScore> {
+    let raw: Vec<(f64, Option<f64>, f64)> = entries
+        .iter()
+        .map(|e| {
+            let (lat, fail) = e.metrics.score_inputs();
+            (e.backend.estimate_cost(request), lat, fail)
+        })
+        .collect();
+    let max_cost = raw.iter().map(|r| r.0).fold(0.0, f64::max);
+    let max_lat = raw.iter().filter_map(|r| r.1).fold(0.0, f64::max);
+    entries
+        .iter()
+        .zip(raw)
+        .map(|(e, (cost, lat, fail))| {
+            let cost_f = if max_cost > 0.0 { cost / max_cost } else { 0.0 };
+            let lat_f = match lat {
+                Some(l) if max_lat > 0.0 => l / max_lat,
+                Some(_) => 0.0,
+                None => 0.5,
+            };
+            let quality_f = 1.0 - e.backend.info().quality.clamp(0.0, 1.0);
+            let s = cost_f * w.cost + lat_f * w.latency + fail * w.availability + quality_f * w.quality;
+            CandidateScore {
+                backend: e.backend.name().to_owned(),
+                score: s,
+                cost: cost_f,
+                latency: lat_f,
+                availability: fail,
+                quality: quality_f,
+                estimated_cost: cost,
+            }
+        })
+        .collect()
+}
+
+struct Plan {
+    order: Vec<Arc<Entry>>,
+    decision: RoutingDecision,
+    earliest: Option<Rejection>,
+}
+
+impl Plan {
+    fn unavailable_error(&self, now: Duration) -> BackendError {
+        Self::unavailable(self.earliest, now)
+    }
+
+    /// CB-20: every backend open or throttled → 503 (429 if all throttled) with the earliest
+    /// retry time; no backend at all → 503 without a hint.
+    fn unavailable(earliest: Option<Rejection>, now: Duration) -> BackendError {
+        match earliest {
+            Some(r) => {
+                let throttled = r.reason == RejectReason::Throttled;
+                let wait = r.retry_in(now);
+                BackendError::new(
+                    if throttled { ErrorKind::RateLimited } else { ErrorKind::CircuitOpen },
+                    format!("no backend available; earliest retry in {} ms", wait.as_millis()),
+                )
+                .with_status(if throttled { 429 } else { 503 })
+                .with_retry_after(Some(wait))
+            }
+            None => BackendError::new(ErrorKind::CircuitOpen, "no backend can serve this request")
+                .with_status(503),
+        }
+    }
+}
+
+/// State of one routed request.
+struct Run {
+    plan: Option<Plan>,
+    decision: RoutingDecision,
+    tried: HashSet<String>,
+    last_error: Option<BackendError>,
+    /// The backend to retry after back-off when nobody else is left, and its hint.
+    retry_same: Option<(Arc<Entry>, Option<Duration>)>,
+    same_retries: u32,
+    attempts: u32,
+    max_attempts: u32,
+    fallback: bool,
+    deadline: Duration,
+    overrides: RouteOverrides,
+}
+
+impl Run {
+    fn after_error(&mut self, entry: Arc<Entry>, err: BackendError, policy: &RetryPolicy) {
+        let name = entry.backend.name().to_owned();
+        let mut action = err.action();
+        if err.is_possibly_accepted() && !policy.retry_possibly_accepted && action == RetryAction::Retry {
+            action = RetryAction::Stop;
+        }
+        match action {
+            RetryAction::Stop => {
+                self.attempts = self.max_attempts;
+                self.retry_same = None;
+            }
+            RetryAction::FailOver => {
+                self.retry_same = None;
+            }
+            RetryAction::Retry => {
+                self.retry_same = Some((entry, err.retry_after));
+            }
+        }
+        self.tried.insert(name);
+        self.last_error = Some(err);
+    }
+
+    fn take_last_error(&mut self, why: &str) -> BackendError {
+        self.last_error.take().unwrap_or_else(|| BackendError::internal(format!("{why} before any attempt")))
+    }
+
+    fn fail(self, error: BackendError) -> RouteError {
+        RouteError::new(error, self.decision)
+    }
+}
+
+/// A request that could not be served, with the routing account of what was tried.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error}")]
+pub struct RouteError {
+    pub error: BackendError,
+    /// Boxed: errors travel by value through every `?`, the account rarely needs to.
+    pub decision: Box<RoutingDecision>,
+}
+
+impl RouteError {
+    pub fn new(error: BackendError, decision: RoutingDecision) -> Self {
+        Self { error, decision: Box::new(decision) }
+    }
+    pub fn attempts(&self) -> usize {
+        self.decision.attempts.len()
+    }
+}
+
+/// A committed stream: the chosen backend's events, ending in exactly one `Done` or `Error`.
+/// Dropping it cancels the upstream call.
+pub struct RoutedStream {
+    backend: String,
+    decision: Arc<Mutex<RoutingDecision>>,
+    inner: Pin<Box<CommittedStream>>,
+}
+
+impl std::fmt::Debug for RoutedStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutedStream").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl RoutedStream {
+    /// Backend serving the stream.
+    pub fn backend(&self) -> &str {
+        &self.backend
+    }
+    /// The routing account so far (the last attempt's outcome is final once the stream ended).
+    pub fn decision(&self) -> RoutingDecision {
+        self.decision.lock().clone()
+    }
+}
+
+impl Stream for RoutedStream {
+    type Item = StreamEvent;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamEvent>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+struct CommittedStream {
+    buffered: std::collections::VecDeque<StreamEvent>,
+    rest: EventStream,
+    permit: Option<Permit>,
+    entry: Arc<Entry>,
+    decision: Arc<Mutex<RoutingDecision>>,
+    started: Duration,
+    clock: Arc<dyn Clock>,
+    finished: bool,
+}
+
+impl CommittedStream {
+    fn settle(&mut self, ev: &StreamEvent) {
+        let latency = self.clock.now().saturating_sub(self.started);
+        match ev {
+            StreamEvent::Done { end } => {
+                if let Some(p) = self.permit.take() {
+                    p.record(Outcome::Success, None);
+                }
+                self.entry.metrics.record_success(
+                    latency,
+                    end.cost,
+                    end.usage.input_tokens,
+                    end.usage.output_tokens,
+                );
+            }
+            StreamEvent::Error { error } => {
+                if let Some(p) = self.permit.take() {
+                    p.record(error.outcome(), error.retry_after);
+                }
+                self.entry.metrics.record_failure(error.kind);
+                let mut d = self.decision.lock();
+                if let Some(a) = d.attempts.last_mut() {
+                    a.outcome = AttemptOutcome::FailedAfterCommit;
+                    a.error = Some(error.kind);
+                    a.message = Some(error.message.clone());
+                }
+            }
+            _ => {}
+        }
+        if let Some(a) = self.decision.lock().attempts.last_mut() {
+            a.latency = latency;
+        }
+    }
+}
+
+impl Stream for CommittedStream {
+    type Item = StreamEvent;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamEvent>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        let ev = if let Some(ev) = self.buffered.pop_front() {
+            ev
+        } else {
+            match self.rest.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(ev)) => ev,
+                // The backend contract says a terminal event always comes; enforce it here too.
+                Poll::Ready(None) => StreamEvent::Error {
+                    error: BackendError::interrupted("stream ended without a terminal event")
+                        .with_backend(self.entry.backend.name()),
+                },
+            }
+        };
+        if ev.is_terminal() {
+            self.finished = true;
+            let ev = match ev {
+                StreamEvent::Error { error } => {
+                    StreamEvent::Error { error: ensure_backend(error, self.entry.backend.name()) }
+                }
+                other => other,
+            };
+            self.settle(&ev);
+            return Poll::Ready(Some(ev));
+        }
+        Poll::Ready(Some(ev))
+    }
+}
+
+impl Drop for CommittedStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Client went away: cancelled, neutral for the breaker (permit dropped unrecorded).
+            if let Some(a) = self.decision.lock().attempts.last_mut() {
+                a.outcome = AttemptOutcome::Cancelled;
+            }
+        }
+    }
+}
