@@ -1,1 +1,80 @@
-//! placeholder
+//! # Claudette
+//!
+//! Route LLM requests across providers — OpenAI, Anthropic, Ollama, self-hosted Qwen on
+//! vLLM/llama.cpp, Gemini, any OpenAI-compatible server — picking for every request the backend
+//! that is best on cost, latency, availability and quality, with circuit breakers, retries,
+//! failover, cost tracking and streams that never end silently.
+//!
+//! This facade re-exports [`claudette_core`] (the contract and the router), [`claudette_http`]
+//! (the I/O layer) and one module per provider, each behind a cargo feature of the same name
+//! (all on by default). Depend on the provider crates directly if you want fewer dependencies.
+//!
+//! ```no_run
+//! use claudette::{BackendRouter, BackendSettings, ChatRequest, RouterOptions};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let router = BackendRouter::new(RouterOptions::default());
+//! let openai = BackendSettings::new("gpt").model("gpt-4o-mini").api_key(std::env::var("OPENAI_API_KEY")?);
+//! router.register_backend(claudette::openai::backend(&openai)?.shared())?;
+//! let answer = router.route_request(&ChatRequest::prompt("Explain TCP in one line")).await?;
+//! println!("{} (from {}, cost {:.6})", answer.content, answer.backend, answer.cost);
+//! # Ok(()) }
+//! ```
+
+pub use claudette_core as core;
+pub use claudette_core::{
+    Backend, BackendError, BackendInfo, BackendRouter, BackendSettings, ChatRequest, ChatResponse, ErrorKind,
+    Message, Pricing, Registry, RouteError, RoutedStream, RouterOptions, RoutingDecision, StreamEvent, Usage,
+};
+pub use claudette_http as http;
+
+#[cfg(feature = "anthropic")]
+pub use claudette_anthropic as anthropic;
+#[cfg(feature = "gemini")]
+pub use claudette_gemini as gemini;
+#[cfg(feature = "ollama")]
+pub use claudette_ollama as ollama;
+#[cfg(feature = "openai")]
+pub use claudette_openai as openai;
+#[cfg(feature = "qwen")]
+pub use claudette_qwen as qwen;
+
+/// Every provider this build enables, by name (`openai`, `anthropic`, ...), ready to build
+/// backends from settings tables.
+///
+/// Provider crates register themselves at link time with `inventory`; a crate that is only a
+/// dependency is not linked, so the `pub use` lines above, one per enabled feature, are what
+/// makes their registrations visible here.
+pub fn registry() -> Result<Registry, claudette_core::RegistryError> {
+    Registry::linked()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn enabled_providers_are_registered_at_link_time() {
+        let r = super::registry().unwrap();
+        let names: Vec<&str> = r.providers().map(|f| f.name).collect();
+        #[cfg(feature = "openai")]
+        assert!(names.contains(&"openai"), "{names:?}");
+        #[cfg(feature = "anthropic")]
+        assert!(names.contains(&"anthropic"), "{names:?}");
+        #[cfg(feature = "ollama")]
+        assert!(names.contains(&"ollama"), "{names:?}");
+        #[cfg(feature = "gemini")]
+        assert!(names.contains(&"gemini"), "{names:?}");
+        #[cfg(feature = "qwen")]
+        assert!(names.contains(&"qwen"), "{names:?}");
+    }
+
+    #[test]
+    fn unknown_provider_is_a_clear_error() {
+        let r = super::registry().unwrap();
+        let e = r
+            .build_from_value(serde_json::json!({"provider": "nope", "name": "x"}))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("unknown provider `nope`"), "{e}");
+    }
+}
