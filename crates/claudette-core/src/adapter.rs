@@ -8,11 +8,12 @@
 //! tokio, which cannot do I/O on the host's runtime).
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::BackendError;
-use crate::settings::{BackendInfo, Pricing};
+use crate::error::{BackendError, ErrorKind};
+use crate::settings::{BackendInfo, Pricing, Timeouts};
 use crate::types::{ChatRequest, ChatResponse, StreamEvent};
 
 /// HTTP method of a provider call.
@@ -62,7 +63,8 @@ impl HttpRequest {
     }
     /// A POST with a JSON body.
     pub fn post_json(url: impl Into<String>, body: &serde_json::Value) -> Result<Self, BackendError> {
-        let body = serde_json::to_vec(body).map_err(|e| BackendError::internal(format!("encode request: {e}")))?;
+        let body =
+            serde_json::to_vec(body).map_err(|e| BackendError::internal(format!("encode request: {e}")))?;
         Ok(Self {
             method: Method::Post,
             url: url.into(),
@@ -134,8 +136,11 @@ pub trait ProviderAdapter: Send + Sync + 'static {
     fn build_request(&self, request: &ChatRequest, stream: bool) -> Result<HttpRequest, BackendError>;
 
     /// Reads a 2xx non-stream response.
-    fn parse_response(&self, request: &ChatRequest, response: &HttpResponse<'_>)
-    -> Result<ChatResponse, BackendError>;
+    fn parse_response(
+        &self,
+        request: &ChatRequest,
+        response: &HttpResponse<'_>,
+    ) -> Result<ChatResponse, BackendError>;
 
     /// Classifies a non-2xx response (status, headers such as `retry-after`, body).
     fn classify_error(&self, response: &HttpResponse<'_>) -> BackendError;
@@ -164,6 +169,80 @@ pub trait ProviderAdapter: Send + Sync + 'static {
     /// Checks settings without I/O (base_url shape, model present...).
     fn validate(&self) -> Result<(), BackendError> {
         Ok(())
+    }
+
+    /// Timeouts for the next call. Most providers use the configured ones; adaptive
+    /// providers (self-hosted Qwen) stretch them from what [`observe`](Self::observe) taught
+    /// them, so a slow but healthy GPU box is not cut off at a cloud-sized deadline.
+    fn timeouts(&self, configured: &Timeouts, request: &ChatRequest) -> Timeouts {
+        let _ = request;
+        *configured
+    }
+
+    /// Told how each call went (by the I/O layer), for adapters that adapt.
+    fn observe(&self, observation: &Observation) {
+        let _ = observation;
+    }
+}
+
+/// How one call went, as seen by the I/O layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observation {
+    /// Whole call (non-stream) or time to the terminal event (stream).
+    pub latency: Duration,
+    /// Time to first content event, for streams.
+    pub ttft: Option<Duration>,
+    /// The error kind, `None` on success.
+    pub error: Option<ErrorKind>,
+    pub stream: bool,
+}
+
+/// A boxed adapter is an adapter, so `HttpBackend<Box<dyn ProviderAdapter>>` serves adapters
+/// chosen at run time (a registry lookup, a plugin) through the same I/O path as linked ones.
+/// Every method forwards, defaults included, so an adapter's overrides are never lost.
+impl ProviderAdapter for Box<dyn ProviderAdapter> {
+    fn info(&self) -> &BackendInfo {
+        (**self).info()
+    }
+    fn auth_scheme(&self) -> AuthScheme {
+        (**self).auth_scheme()
+    }
+    fn build_request(&self, request: &ChatRequest, stream: bool) -> Result<HttpRequest, BackendError> {
+        (**self).build_request(request, stream)
+    }
+    fn parse_response(
+        &self,
+        request: &ChatRequest,
+        response: &HttpResponse<'_>,
+    ) -> Result<ChatResponse, BackendError> {
+        (**self).parse_response(request, response)
+    }
+    fn classify_error(&self, response: &HttpResponse<'_>) -> BackendError {
+        (**self).classify_error(response)
+    }
+    fn framing(&self) -> Framing {
+        (**self).framing()
+    }
+    fn stream_decoder(&self, request: &ChatRequest) -> Box<dyn StreamDecoder> {
+        (**self).stream_decoder(request)
+    }
+    fn health_probe(&self) -> Option<HttpRequest> {
+        (**self).health_probe()
+    }
+    fn parse_models(&self, body: &[u8]) -> Result<Vec<String>, BackendError> {
+        (**self).parse_models(body)
+    }
+    fn pricing(&self, model: Option<&str>) -> Pricing {
+        (**self).pricing(model)
+    }
+    fn validate(&self) -> Result<(), BackendError> {
+        (**self).validate()
+    }
+    fn timeouts(&self, configured: &Timeouts, request: &ChatRequest) -> Timeouts {
+        (**self).timeouts(configured, request)
+    }
+    fn observe(&self, observation: &Observation) {
+        (**self).observe(observation)
     }
 }
 
@@ -310,10 +389,13 @@ mod tests {
     #[test]
     fn sse_events_with_names_and_multiline_data() {
         let got = frames(Framing::Sse, &[b"event: a\ndata: 1\ndata: 2\n\n: comment\ndata: x\r\n\r\n"]);
-        assert_eq!(got, vec![
-            Frame { event: Some("a".into()), data: "1\n2".into() },
-            Frame { event: None, data: "x".into() }
-        ]);
+        assert_eq!(
+            got,
+            vec![
+                Frame { event: Some("a".into()), data: "1\n2".into() },
+                Frame { event: None, data: "x".into() }
+            ]
+        );
     }
 
     #[test]
