@@ -23,7 +23,7 @@ pub mod settings;
 pub mod types;
 
 pub use adapter::{
-    AuthScheme, Frame, Framer, Framing, HttpRequest, HttpResponse, Method, ProviderAdapter, StreamDecoder,
+    AuthScheme, Frame, Framer, Framing, HttpRequest, HttpResponse, Method, Observation, ProviderAdapter, StreamDecoder,
 };
 pub use backend::{Backend, EventStream, SharedBackend};
 pub use breaker::{
