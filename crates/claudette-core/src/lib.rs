@@ -14,6 +14,7 @@ pub mod backend;
 pub mod breaker;
 pub mod budget;
 pub mod clock;
+pub mod costs;
 pub mod decision;
 pub mod error;
 pub mod metrics;
@@ -30,6 +31,7 @@ pub use breaker::{
     BreakerConfig, BreakerCounters, BreakerSnapshot, BreakerState, CircuitBreaker, Permit, RejectReason,
     Rejection,
 };
+pub use costs::{CostAnalysis, CostLine, GroupBy, parse_timeframe};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use decision::{Attempt, AttemptOutcome, CandidateScore, RoutingDecision, SkipReason, Skipped};
 pub use error::{BackendError, ErrorKind, Outcome, Phase, RetryAction};

@@ -26,6 +26,7 @@ use crate::backend::{EventStream, SharedBackend};
 use crate::breaker::{BreakerConfig, CircuitBreaker, Permit, RejectReason, Rejection};
 use crate::budget::RetryBudget;
 use crate::clock::{Clock, SystemClock};
+use crate::costs::{CostAnalysis, CostTracker, GroupBy};
 use crate::decision::{Attempt, AttemptOutcome, CandidateScore, RoutingDecision, SkipReason, Skipped};
 use crate::error::{BackendError, ErrorKind, Outcome, RetryAction};
 use crate::metrics::{BackendMetrics, HealthStatus, PerformanceMetrics};
@@ -201,6 +202,7 @@ pub struct BackendRouter {
     options: RwLock<RouterOptions>,
     clock: Arc<dyn Clock>,
     budget: RetryBudget,
+    costs: Arc<CostTracker>,
 }
 
 impl Default for BackendRouter {
@@ -227,6 +229,7 @@ impl BackendRouter {
             entries: RwLock::new(Vec::new()),
             chain: RwLock::new(None),
             options: RwLock::new(options),
+            costs: Arc::new(CostTracker::new(clock.clone())),
             clock,
             budget,
         }
@@ -330,6 +333,25 @@ impl BackendRouter {
 
     pub fn all_performance_metrics(&self) -> Vec<PerformanceMetrics> {
         self.entries.read().iter().map(|e| e.metrics.performance()).collect()
+    }
+
+    /// What this router has spent over `timeframe`, grouped, with a monthly projection (the
+    /// seeds' `analyzeCosts`). Counts what this process has seen since it started.
+    pub fn analyze_costs(&self, timeframe: Duration, group_by: GroupBy) -> CostAnalysis {
+        self.costs.analyze(timeframe, group_by)
+    }
+
+    /// Routes many requests with at most `concurrency` in flight, returning one result per
+    /// request in input order (the seeds' `processBatch`). One failure never fails the batch.
+    pub async fn process_batch(
+        &self,
+        requests: &[ChatRequest],
+        concurrency: usize,
+    ) -> Vec<Result<ChatResponse, RouteError>> {
+        futures::stream::iter(requests.iter().map(|r| self.route_request(r)))
+            .buffered(concurrency.max(1))
+            .collect()
+            .await
     }
 
     /// Runs every backend's free health probe once and feeds the breakers (FO-3: a passing
@@ -480,6 +502,13 @@ impl BackendRouter {
                         resp.usage.input_tokens,
                         resp.usage.output_tokens,
                     );
+                    self.costs.record(
+                        entry.backend.name(),
+                        &resp.model,
+                        resp.cost,
+                        resp.usage.input_tokens,
+                        resp.usage.output_tokens,
+                    );
                     run.decision.attempts.push(Attempt {
                         backend: entry.backend.name().to_owned(),
                         outcome: AttemptOutcome::Success,
@@ -569,6 +598,7 @@ impl BackendRouter {
                         probe,
                     });
                     let decision = Arc::new(Mutex::new(run.decision));
+                    let model = request.model.clone().unwrap_or_else(|| entry_model(&entry));
                     return Ok(RoutedStream {
                         backend: entry.backend.name().to_owned(),
                         decision: decision.clone(),
@@ -580,6 +610,8 @@ impl BackendRouter {
                             decision,
                             started,
                             clock: self.clock.clone(),
+                            costs: self.costs.clone(),
+                            model,
                             finished: false,
                         }),
                     });
@@ -733,6 +765,10 @@ async fn open_until_content(
             None => return Err(BackendError::interrupted("stream ended before any event")),
         }
     }
+}
+
+fn entry_model(entry: &Entry) -> String {
+    entry.backend.info().model.clone()
 }
 
 fn ensure_backend(mut err: BackendError, name: &str) -> BackendError {
@@ -929,6 +965,8 @@ struct CommittedStream {
     decision: Arc<Mutex<RoutingDecision>>,
     started: Duration,
     clock: Arc<dyn Clock>,
+    costs: Arc<CostTracker>,
+    model: String,
     finished: bool,
 }
 
@@ -942,6 +980,13 @@ impl CommittedStream {
                 }
                 self.entry.metrics.record_success(
                     latency,
+                    end.cost,
+                    end.usage.input_tokens,
+                    end.usage.output_tokens,
+                );
+                self.costs.record(
+                    self.entry.backend.name(),
+                    &self.model,
                     end.cost,
                     end.usage.input_tokens,
                     end.usage.output_tokens,
