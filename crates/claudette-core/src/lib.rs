@@ -36,7 +36,7 @@ pub use clock::{Clock, FakeClock, SystemClock};
 pub use decision::{Attempt, AttemptOutcome, CandidateScore, RoutingDecision, SkipReason, Skipped};
 pub use error::{BackendError, ErrorKind, Outcome, Phase, RetryAction};
 pub use metrics::{BackendMetrics, HealthStatus, LatencySummary, PerformanceMetrics};
-pub use registry::{Origin, ProviderFactory, Registry, RegistryError};
+pub use registry::{BuildFn, Origin, ProviderFactory, RegisteredProvider, Registry, RegistryError};
 pub use router::{
     BackendRouter, OptimizationTarget, RetryPolicy, RouteError, RouteOverrides, RoutedStream, RouterOptions,
     Selection, Weights,

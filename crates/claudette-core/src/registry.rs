@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::backend::SharedBackend;
 use crate::error::BackendError;
@@ -73,10 +74,42 @@ pub enum RegistryError {
     Backend(#[from] BackendError),
 }
 
-/// The providers this process knows, by name.
+/// Builds a backend from settings; a plain `fn` for linked providers, a closure over the
+/// loaded library for run-time plugins.
+pub type BuildFn = Arc<dyn Fn(&BackendSettings) -> Result<SharedBackend, BackendError> + Send + Sync>;
+
+/// One provider known to a [`Registry`].
+#[derive(Clone)]
+pub struct RegisteredProvider {
+    name: String,
+    description: String,
+    origin: Origin,
+    build: BuildFn,
+}
+
+impl RegisteredProvider {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+}
+
+impl fmt::Debug for RegisteredProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegisteredProvider").field("name", &self.name).field("origin", &self.origin).finish()
+    }
+}
+
+/// The providers this process knows, by name: linked crates, explicit registrations, and
+/// plugins loaded at run time (`claudette-plugin` adds those through [`Registry::add_dynamic`]).
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
-    factories: BTreeMap<&'static str, (ProviderFactory, Origin)>,
+    providers: BTreeMap<String, RegisteredProvider>,
 }
 
 impl Registry {
@@ -99,26 +132,41 @@ impl Registry {
     }
 
     pub fn add(&mut self, factory: ProviderFactory, origin: Origin) -> Result<(), RegistryError> {
-        if let Some((_, first)) = self.factories.get(factory.name) {
-            return Err(RegistryError::Duplicate { name: factory.name.to_owned(), first: first.clone(), second: origin });
+        let build = factory.build;
+        self.add_dynamic(factory.name, factory.description, Arc::new(build), origin)
+    }
+
+    /// Adds a provider whose constructor is a closure (run-time plugins).
+    pub fn add_dynamic(
+        &mut self,
+        name: impl Into<String>,
+        description: impl Into<String>,
+        build: BuildFn,
+        origin: Origin,
+    ) -> Result<(), RegistryError> {
+        let name = name.into();
+        if let Some(first) = self.providers.get(&name) {
+            return Err(RegistryError::Duplicate { name, first: first.origin.clone(), second: origin });
         }
-        self.factories.insert(factory.name, (factory, origin));
+        let description = description.into();
+        self.providers.insert(name.clone(), RegisteredProvider { name, description, origin, build });
         Ok(())
     }
 
-    pub fn providers(&self) -> impl Iterator<Item = &ProviderFactory> {
-        self.factories.values().map(|(f, _)| f)
+    /// Known providers, sorted by name.
+    pub fn providers(&self) -> impl Iterator<Item = &RegisteredProvider> {
+        self.providers.values()
     }
 
-    pub fn get(&self, provider: &str) -> Option<&ProviderFactory> {
-        self.factories.get(provider).map(|(f, _)| f)
+    pub fn get(&self, provider: &str) -> Option<&RegisteredProvider> {
+        self.providers.get(provider)
     }
 
     /// Builds a backend of `provider`. The backend validates its settings before it is returned.
     pub fn build(&self, provider: &str, settings: &BackendSettings) -> Result<SharedBackend, RegistryError> {
         let f = self.get(provider).ok_or_else(|| RegistryError::UnknownProvider {
             name: provider.to_owned(),
-            known: self.factories.keys().copied().collect::<Vec<_>>().join(", "),
+            known: self.providers.keys().cloned().collect::<Vec<_>>().join(", "),
         })?;
         let backend = (f.build)(settings)?;
         backend.validate_config()?;

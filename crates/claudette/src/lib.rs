@@ -54,7 +54,7 @@ mod tests {
     #[test]
     fn enabled_providers_are_registered_at_link_time() {
         let r = super::registry().unwrap();
-        let names: Vec<&str> = r.providers().map(|f| f.name).collect();
+        let names: Vec<&str> = r.providers().map(|f| f.name()).collect();
         #[cfg(feature = "openai")]
         assert!(names.contains(&"openai"), "{names:?}");
         #[cfg(feature = "anthropic")]
