@@ -34,6 +34,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ::metrics::{Key, Label, Level, Metadata};
@@ -453,6 +454,11 @@ pub struct CircuitBreaker {
     bucket_nanos: u64,
     probe_permits: u32,
     meters: Meters,
+    /// Hint, written at the end of each locked section: the breaker was left Closed and
+    /// unthrottled, so `acquire`/`check` should try the clock-free fast path first. Otherwise
+    /// they read the clock before locking and lock once. Correctness never depends on it: the
+    /// fast path re-checks under the lock.
+    fast: AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -482,6 +488,7 @@ impl CircuitBreaker {
             bucket_nanos,
             probe_permits: config.probe_permits.max(1),
             meters,
+            fast: AtomicBool::new(true),
             inner: Mutex::new(Inner {
                 state: BreakerState::Closed,
                 generation: 0,
@@ -522,21 +529,25 @@ impl CircuitBreaker {
     pub fn acquire(self: &Arc<Self>) -> Result<Permit, Rejection> {
         // Fast path: Closed and not throttled needs no clock (the clock read is a large part
         // of the cost of a breaker call on some machines).
-        if let Some(generation) = self.inner.lock().fast_generation() {
-            return Ok(Permit { breaker: Arc::clone(self), generation, probe: false, done: false });
+        if self.fast.load(Ordering::Relaxed) {
+            if let Some(generation) = self.inner.lock().fast_generation() {
+                return Ok(Permit { breaker: Arc::clone(self), generation, probe: false, done: false });
+            }
         }
         let now = self.clock.now();
         let mut fx = Effects::default();
         let result = {
             let mut g = self.inner.lock();
-            match self.admit(&mut g, now, true, &mut fx) {
+            let result = match self.admit(&mut g, now, true, &mut fx) {
                 Ok(probe) => Ok((probe, g.generation)),
                 Err(rejection) => {
                     g.counters.rejections += 1;
                     fx.rejected = true;
                     Err(rejection)
                 }
-            }
+            };
+            self.settle(&g);
+            result
         };
         self.emit(&fx);
         result.map(|(probe, generation)| Permit { breaker: Arc::clone(self), generation, probe, done: false })
@@ -551,14 +562,16 @@ impl CircuitBreaker {
     /// `acquire()` would do; otherwise `check` would keep answering "probe in flight" for a
     /// probe that will never report.
     pub fn check(&self) -> Result<(), Rejection> {
-        if self.inner.lock().fast_generation().is_some() {
+        if self.fast.load(Ordering::Relaxed) && self.inner.lock().fast_generation().is_some() {
             return Ok(());
         }
         let now = self.clock.now();
         let mut fx = Effects::default();
         let result = {
             let mut g = self.inner.lock();
-            self.admit(&mut g, now, false, &mut fx).map(|_| ())
+            let result = self.admit(&mut g, now, false, &mut fx).map(|_| ());
+            self.settle(&g);
+            result
         };
         self.emit(&fx);
         result
@@ -598,6 +611,7 @@ impl CircuitBreaker {
             let mut g = self.inner.lock();
             self.close(&mut g, now, &mut fx);
             g.opens = 0;
+            self.settle(&g);
         }
         self.emit(&fx);
     }
@@ -618,6 +632,14 @@ impl CircuitBreaker {
     }
 
     // ---- internals; all run with the lock held ------------------------------------------
+
+    /// Updates the fast-path hint from the state about to be unlocked.
+    fn settle(&self, g: &Inner) {
+        let fast = g.fast_generation().is_some();
+        if self.fast.load(Ordering::Relaxed) != fast {
+            self.fast.store(fast, Ordering::Relaxed);
+        }
+    }
 
     /// The admission decision shared by `acquire` (`take = true`) and `check`.
     /// `Ok(true)` means the (would-be) permit is a probe.
@@ -763,6 +785,7 @@ impl CircuitBreaker {
                     }
                 }
             }
+            self.settle(&g);
         }
         self.emit(&fx);
     }
