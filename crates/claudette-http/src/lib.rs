@@ -1,1 +1,534 @@
-//! placeholder
+//! # claudette-http
+//!
+//! The one place Claudette does provider I/O. [`HttpBackend`] wraps any sans-IO
+//! [`ProviderAdapter`] and implements [`Backend`] for it: it sends what the adapter describes
+//! on a shared connection pool, attaches the key, enforces the timeouts, frames and decodes
+//! streams, and measures latency and cost.
+//!
+//! Putting all of that in one crate means one implementation of the things providers get
+//! wrong most often (reliability-spec §3): redirects never followed, no retries below the
+//! router, a stream that just stops is an error and never a success, a 10 MiB line is an
+//! error and not unbounded memory, and the key never reaches a log line or an error message.
+
+mod client;
+mod errors;
+mod stats;
+mod stream;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use claudette_core::types::estimate_tokens_from_len;
+use claudette_core::{
+    ApiKey, AuthScheme, Backend, BackendError, BackendInfo, BackendSettings, ChatRequest, ChatResponse,
+    ErrorKind, EventStream, Framer, HttpRequest, HttpResponse, Method, Observation, Phase, ProviderAdapter,
+    Timeouts, UsageSource,
+};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use tokio::time::{Instant, timeout_at};
+
+pub use client::shared_client;
+pub use stats::{LatencyStats, METRIC_LATENCY, METRIC_REQUESTS, METRIC_TTFT};
+
+use crate::errors::{Redactor, body_error, loggable_url, redirect_error, send_error};
+use crate::stats::{Recorder, StatsCell};
+use crate::stream::{StreamSetup, event_stream};
+
+/// Largest 2xx response body read; a larger one is a `MalformedResponse` (no chat answer is
+/// that big, an endless body must not exhaust memory).
+pub const MAX_RESPONSE_BODY: usize = 32 << 20;
+
+/// Largest error body read before classification; the rest is not needed to classify and is
+/// dropped with the connection.
+pub const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// A [`Backend`] for any [`ProviderAdapter`], over HTTP.
+///
+/// Cheap to share (`Arc`), and cheap to create: the connection pool is process-wide (see
+/// [`shared_client`]).
+pub struct HttpBackend<A: ProviderAdapter> {
+    /// Shared with the streams this backend returns, which report to `observe` at their end.
+    adapter: Arc<A>,
+    client: reqwest::Client,
+    /// Whether `client` came from [`shared_client`], so a call whose adapter asks for another
+    /// connect timeout may take the shared client for that timeout instead.
+    shared_pool: bool,
+    /// `None` or empty: no auth header (local servers). Whether that is acceptable is the
+    /// adapter's call in `validate`.
+    api_key: Option<ApiKey>,
+    timeouts: Timeouts,
+    recorder: Recorder,
+    redactor: Redactor,
+}
+
+impl<A: ProviderAdapter> fmt::Debug for HttpBackend<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.adapter.info();
+        f.debug_struct("HttpBackend")
+            .field("name", &info.name)
+            .field("provider", &info.provider)
+            .field("model", &info.model)
+            .field("auth", &self.adapter.auth_scheme())
+            .field("api_key", &self.api_key.as_ref().map(|_| "[REDACTED]"))
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: ProviderAdapter> HttpBackend<A> {
+    /// A backend on the process-wide client for `settings.timeouts.connect`.
+    ///
+    /// Takes the key and timeouts from `settings` and runs `adapter.validate()`. A missing key
+    /// is not an error here: local servers need none, and the adapter's `validate` knows
+    /// whether its provider does.
+    pub fn new(adapter: A, settings: &BackendSettings) -> Result<Self, BackendError> {
+        let name = adapter.info().name.clone();
+        let client = shared_client(settings.timeouts.connect).map_err(|e| e.with_backend(name))?;
+        let mut backend = Self::with_client(adapter, settings, client)?;
+        backend.shared_pool = true;
+        Ok(backend)
+    }
+
+    /// A backend on a caller-supplied client (tests, custom TLS roots).
+    ///
+    /// The client's redirect and retry settings are the caller's responsibility; the
+    /// [`shared_client`] ones are what production needs. The connect timeout is the client's.
+    pub fn with_client(
+        adapter: A,
+        settings: &BackendSettings,
+        client: reqwest::Client,
+    ) -> Result<Self, BackendError> {
+        let name = adapter.info().name.clone();
+        adapter.validate().map_err(|e| e.with_backend(name.clone()))?;
+        let t = settings.timeouts;
+        for (what, d) in
+            [("connect", t.connect), ("first_byte", t.first_byte), ("idle", t.idle), ("total", t.total)]
+        {
+            if d.is_zero() {
+                return Err(BackendError::config(format!("timeout `{what}` must be greater than zero"))
+                    .with_backend(name));
+            }
+        }
+        let api_key = settings.api_key.clone().filter(|k| !k.is_empty());
+        Ok(Self {
+            adapter: Arc::new(adapter),
+            client,
+            shared_pool: false,
+            redactor: Redactor::new(api_key.clone()),
+            api_key,
+            timeouts: t,
+            recorder: Recorder { backend: name, stats: Arc::new(StatsCell::default()) },
+        })
+    }
+
+    pub fn adapter(&self) -> &A {
+        &self.adapter
+    }
+
+    /// This backend as a shared trait object, for a router.
+    pub fn shared(self) -> Arc<dyn Backend> {
+        Arc::new(self)
+    }
+
+    /// Latency of the last successful call and time to first token of the last stream.
+    pub fn latency_stats(&self) -> LatencyStats {
+        self.recorder.stats.snapshot()
+    }
+
+    pub fn last_latency(&self) -> Option<Duration> {
+        self.latency_stats().last_latency
+    }
+
+    pub fn last_ttft(&self) -> Option<Duration> {
+        self.latency_stats().last_ttft
+    }
+
+    fn backend_name(&self) -> &str {
+        &self.recorder.backend
+    }
+
+    /// Every error leaves through here: named after this backend, and without its key.
+    fn finish_error(&self, error: BackendError) -> BackendError {
+        self.redactor.error(error.with_backend(self.backend_name()))
+    }
+
+    /// Turns the adapter's description into a reqwest request with the key attached.
+    fn prepare(&self, http: HttpRequest) -> Result<reqwest::Request, BackendError> {
+        // The URL is not quoted in the error: it may carry a key in its query string.
+        let url = reqwest::Url::parse(&http.url)
+            .map_err(|e| BackendError::config(format!("the adapter built an invalid request URL: {e}")))?;
+        let method = match http.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+        };
+        let mut headers = HeaderMap::with_capacity(http.headers.len() + 1);
+        for (name, value) in &http.headers {
+            let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                BackendError::internal(format!("the adapter built an invalid header name `{name}`"))
+            })?;
+            let header_value = HeaderValue::from_str(value).map_err(|_| {
+                BackendError::internal(format!("the adapter built an invalid value for `{name}`"))
+            })?;
+            headers.append(header_name, header_value);
+        }
+        if let Some((name, value)) = self.auth_header()? {
+            headers.insert(name, value);
+        }
+        tracing::debug!(backend = %self.backend_name(), method = %method, url = %loggable_url(&url), "upstream request");
+        let mut request = reqwest::Request::new(method, url);
+        *request.headers_mut() = headers;
+        if let Some(body) = http.body {
+            *request.body_mut() = Some(body.into());
+        }
+        Ok(request)
+    }
+
+    /// The timeouts of one call: the configured ones as the adapter adjusts them (adaptive
+    /// self-hosted backends stretch them). A zero the adapter returns keeps the configured
+    /// value: a zero deadline would fail every call at once.
+    fn call_timeouts(&self, request: &ChatRequest) -> Timeouts {
+        let c = self.timeouts;
+        let t = self.adapter.timeouts(&c, request);
+        let pick = |d: Duration, configured: Duration| if d.is_zero() { configured } else { d };
+        Timeouts {
+            connect: pick(t.connect, c.connect),
+            first_byte: pick(t.first_byte, c.first_byte),
+            idle: pick(t.idle, c.idle),
+            total: pick(t.total, c.total),
+        }
+    }
+
+    /// The client for a call with this connect timeout.
+    fn client_for(&self, connect: Duration) -> reqwest::Client {
+        if self.shared_pool && connect != self.timeouts.connect {
+            // Building a client cannot fail where building the first one did not; if it
+            // somehow does, the configured pool still works, with its own connect timeout.
+            if let Ok(client) = shared_client(connect) {
+                return client;
+            }
+        }
+        self.client.clone()
+    }
+
+    fn observe(&self, latency: Duration, ttft: Option<Duration>, error: Option<ErrorKind>, stream: bool) {
+        self.adapter.observe(&Observation { latency, ttft, error, stream });
+    }
+
+    /// The auth header, marked sensitive so hyper never prints it and HTTP/2 never indexes it.
+    /// The only place the key is exposed.
+    fn auth_header(&self) -> Result<Option<(HeaderName, HeaderValue)>, BackendError> {
+        let Some(key) = &self.api_key else {
+            return Ok(None);
+        };
+        let bad_key =
+            || BackendError::config("the API key contains characters not allowed in an HTTP header");
+        let (name, mut value) = match self.adapter.auth_scheme() {
+            AuthScheme::None => return Ok(None),
+            AuthScheme::Bearer => (
+                AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| bad_key())?,
+            ),
+            AuthScheme::Header(name) => (
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    BackendError::internal(format!("the adapter names an invalid auth header `{name}`"))
+                })?,
+                HeaderValue::from_str(key.expose()).map_err(|_| bad_key())?,
+            ),
+        };
+        value.set_sensitive(true);
+        Ok(Some((name, value)))
+    }
+
+    /// Sends and waits for the response headers, until `headers_deadline`.
+    async fn execute(
+        &self,
+        client: &reqwest::Client,
+        http: HttpRequest,
+        headers_deadline: Instant,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, BackendError> {
+        let request = self.prepare(http)?;
+        match timeout_at(headers_deadline, client.execute(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(send_error(&e)),
+            Err(_elapsed) => Err(BackendError::timeout(
+                format!("no response headers within {} ms", timeout.as_millis()),
+                Phase::AwaitingResponse,
+            )),
+        }
+    }
+
+    /// The error for a non-2xx response: 3xx is refused outright, the rest is read (at most
+    /// [`MAX_ERROR_BODY`], until `deadline`) and classified by the adapter.
+    async fn status_error(&self, mut response: reqwest::Response, deadline: Instant) -> BackendError {
+        let status = response.status().as_u16();
+        if (300..400).contains(&status) {
+            return redirect_error(status);
+        }
+        let headers = header_pairs(response.headers());
+        // A body cut short or too slow still classifies by status and headers.
+        let (body, _end) = read_body(&mut response, MAX_ERROR_BODY, deadline).await;
+        drop(response);
+        let mut error = self.adapter.classify_error(&HttpResponse { status, headers: &headers, body: &body });
+        if error.status.is_none() {
+            error.status = Some(status);
+        }
+        error
+    }
+
+    async fn send_inner(
+        &self,
+        request: &ChatRequest,
+        t: Timeouts,
+        started: Instant,
+    ) -> Result<ChatResponse, BackendError> {
+        let total_deadline = deadline_after(started, t.total);
+        let headers_deadline = total_deadline.min(deadline_after(started, t.first_byte));
+        let http = self.adapter.build_request(request, false)?;
+        let client = self.client_for(t.connect);
+        let mut response = self.execute(&client, http, headers_deadline, t.first_byte.min(t.total)).await?;
+        if !response.status().is_success() {
+            return Err(self.status_error(response, total_deadline).await);
+        }
+        let status = response.status().as_u16();
+        if response.content_length().is_some_and(|n| n > MAX_RESPONSE_BODY as u64) {
+            return Err(too_large());
+        }
+        let headers = header_pairs(response.headers());
+        let (body, end) = read_body(&mut response, MAX_RESPONSE_BODY, total_deadline).await;
+        drop(response);
+        match end {
+            BodyEnd::Complete => {}
+            BodyEnd::OverCap => return Err(too_large()),
+            BodyEnd::TimedOut => {
+                return Err(BackendError::timeout(
+                    format!(
+                        "response body not complete within the total timeout of {} ms",
+                        t.total.as_millis()
+                    ),
+                    Phase::Body,
+                ));
+            }
+            BodyEnd::Failed(e) => return Err(e),
+        }
+        let mut answer =
+            self.adapter.parse_response(request, &HttpResponse { status, headers: &headers, body: &body })?;
+        let latency = started.elapsed();
+        answer.backend = self.backend_name().to_owned();
+        answer.latency = latency;
+        if answer.usage.source == UsageSource::Missing {
+            let output_bytes = answer.content.len()
+                + answer.reasoning.as_ref().map_or(0, String::len)
+                + answer.tool_calls.iter().map(|c| c.arguments.to_string().len()).sum::<usize>();
+            answer.usage = claudette_core::Usage::estimated(
+                request.estimated_input_tokens(),
+                estimate_tokens_from_len(output_bytes),
+            );
+        }
+        answer.cost = self.adapter.pricing(Some(&answer.model)).cost(&answer.usage);
+        self.recorder.success(status, latency);
+        Ok(answer)
+    }
+
+    async fn send_stream_inner(
+        &self,
+        request: &ChatRequest,
+        t: Timeouts,
+        started: Instant,
+    ) -> Result<EventStream, BackendError> {
+        let total_deadline = deadline_after(started, t.total);
+        let first_byte_deadline = deadline_after(started, t.first_byte);
+        let headers_deadline = total_deadline.min(first_byte_deadline);
+        let http = self.adapter.build_request(request, true)?;
+        let client = self.client_for(t.connect);
+        let response = self.execute(&client, http, headers_deadline, t.first_byte.min(t.total)).await?;
+        if !response.status().is_success() {
+            return Err(self.status_error(response, total_deadline).await);
+        }
+        let setup = StreamSetup {
+            recorder: self.recorder.clone(),
+            redactor: self.redactor.clone(),
+            observer: self.adapter.clone(),
+            status: response.status().as_u16(),
+            pricing: self.adapter.pricing(request.model.as_deref()),
+            input_estimate: request.estimated_input_tokens(),
+            started,
+            first_byte_deadline,
+            total_deadline,
+            first_byte: t.first_byte,
+            idle: t.idle,
+            total: t.total,
+        };
+        let framer = Framer::new(self.adapter.framing());
+        Ok(event_stream(setup, response, framer, self.adapter.stream_decoder(request)))
+    }
+
+    /// Runs the health probe: headers within `first_byte`, body (if `read`) within `total`.
+    async fn probe(&self, probe: HttpRequest) -> Result<Vec<u8>, BackendError> {
+        let started = Instant::now();
+        let headers_deadline = deadline_after(started, self.timeouts.first_byte);
+        let total_deadline = deadline_after(started, self.timeouts.total).max(headers_deadline);
+        let mut response =
+            self.execute(&self.client, probe, headers_deadline, self.timeouts.first_byte).await?;
+        if !response.status().is_success() {
+            return Err(self.status_error(response, headers_deadline).await);
+        }
+        let (body, end) = read_body(&mut response, MAX_RESPONSE_BODY, total_deadline).await;
+        match end {
+            BodyEnd::Complete => Ok(body),
+            BodyEnd::OverCap => Err(too_large()),
+            BodyEnd::TimedOut => Err(BackendError::timeout("model list not complete in time", Phase::Body)),
+            BodyEnd::Failed(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ProviderAdapter> Backend for HttpBackend<A> {
+    fn name(&self) -> &str {
+        self.backend_name()
+    }
+
+    fn info(&self) -> &BackendInfo {
+        self.adapter.info()
+    }
+
+    async fn send(&self, request: &ChatRequest) -> Result<ChatResponse, BackendError> {
+        let started = Instant::now();
+        let t = self.call_timeouts(request);
+        match self.send_inner(request, t, started).await {
+            Ok(answer) => {
+                self.observe(answer.latency, None, None, false);
+                Ok(answer)
+            }
+            Err(e) => {
+                let e = self.finish_error(e);
+                self.recorder.failure(&e, false);
+                self.observe(started.elapsed(), None, Some(e.kind), false);
+                tracing::debug!(backend = %self.backend_name(), error = %e, "upstream call failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// The stream reports to the adapter's `observe` when it ends, not when this returns.
+    async fn send_stream(&self, request: &ChatRequest) -> Result<EventStream, BackendError> {
+        let started = Instant::now();
+        let t = self.call_timeouts(request);
+        self.send_stream_inner(request, t, started).await.map_err(|e| {
+            let e = self.finish_error(e);
+            self.recorder.failure(&e, false);
+            self.observe(started.elapsed(), None, Some(e.kind), true);
+            tracing::debug!(backend = %self.backend_name(), error = %e, "upstream stream failed to start");
+            e
+        })
+    }
+
+    /// The adapter's probe (a model list, never a completion), with the first-byte timeout
+    /// for the headers. No probe means nothing to check: `Ok` without I/O.
+    async fn health_check(&self) -> Result<(), BackendError> {
+        let Some(probe) = self.adapter.health_probe() else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let deadline = deadline_after(started, self.timeouts.first_byte);
+        let response = self
+            .execute(&self.client, probe, deadline, self.timeouts.first_byte)
+            .await
+            .map_err(|e| self.finish_error(e))?;
+        if response.status().is_success() {
+            // The body is not needed; dropping it closes the connection, which is cheap next
+            // to reading a large model list every 30 s.
+            return Ok(());
+        }
+        Err(self.finish_error(self.status_error(response, deadline).await))
+    }
+
+    async fn available_models(&self) -> Result<Vec<String>, BackendError> {
+        let Some(probe) = self.adapter.health_probe() else {
+            return Err(BackendError::new(ErrorKind::Unsupported, "this backend has no model list")
+                .with_backend(self.backend_name()));
+        };
+        let body = self.probe(probe).await.map_err(|e| self.finish_error(e))?;
+        self.adapter.parse_models(&body).map_err(|e| self.finish_error(e))
+    }
+
+    fn validate_config(&self) -> Result<(), BackendError> {
+        self.adapter.validate().map_err(|e| self.finish_error(e))
+    }
+}
+
+/// `start + d`, saturating far in the future instead of overflowing (a configured
+/// `u64::MAX` ms must not panic).
+pub(crate) fn deadline_after(start: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    start
+        .checked_add(d.min(FAR))
+        .or_else(|| start.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(start)
+}
+
+fn too_large() -> BackendError {
+    BackendError::malformed(format!(
+        "response body larger than {} bytes; refusing to buffer more",
+        MAX_RESPONSE_BODY
+    ))
+}
+
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect()
+}
+
+/// How reading a body ended.
+#[derive(Debug)]
+enum BodyEnd {
+    Complete,
+    /// More than the cap arrived; the bytes up to the cap are kept.
+    OverCap,
+    TimedOut,
+    Failed(BackendError),
+}
+
+/// Reads at most `cap` bytes of body until `deadline`. Returns what arrived either way, so an
+/// error body cut short can still be classified.
+async fn read_body(response: &mut reqwest::Response, cap: usize, deadline: Instant) -> (Vec<u8>, BodyEnd) {
+    let mut body = Vec::new();
+    loop {
+        match timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                let room = cap - body.len();
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    return (body, BodyEnd::OverCap);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Ok(None)) => return (body, BodyEnd::Complete),
+            Ok(Err(e)) => return (body, BodyEnd::Failed(body_error(&e, false))),
+            Err(_elapsed) => return (body, BodyEnd::TimedOut),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_timeouts_do_not_overflow() {
+        let now = Instant::now();
+        assert!(deadline_after(now, Duration::MAX) > now);
+        assert_eq!(deadline_after(now, Duration::from_secs(1)), now + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn backend_is_send_sync_static() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<HttpBackend<Box<dyn ProviderAdapter>>>();
+    }
+}

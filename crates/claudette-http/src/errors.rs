@@ -1,0 +1,187 @@
+//! Turning transport failures into [`BackendError`]s without leaking URLs or keys.
+
+use std::error::Error as _;
+use std::fmt;
+
+use claudette_core::error::scrub_secrets;
+use claudette_core::{ApiKey, BackendError, ErrorKind, Phase};
+
+/// The cause of a reqwest error, as a readable chain ("tcp connect error: Connection refused
+/// (os error 111)"), without the URL reqwest attaches (it may carry a query-string key) and
+/// scrubbed of anything that looks like a key.
+pub(crate) fn cause_chain(e: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let msg = s.to_string();
+        // hyper repeats the inner error in the outer one's text ("dns error: failed to lookup
+        // ..." then "failed to lookup ..."): keep each piece of text once.
+        if !parts.iter().any(|p| p.contains(&msg)) {
+            parts.push(msg);
+        }
+        source = s.source();
+    }
+    if parts.is_empty() {
+        // No source: describe the kind ourselves; reqwest's own text names the URL.
+        parts.push(kind_text(e).to_owned());
+    }
+    scrub_secrets(&parts.join(": "))
+}
+
+fn kind_text(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "operation timed out"
+    } else if e.is_connect() {
+        "connect error"
+    } else if e.is_body() {
+        "response body error"
+    } else if e.is_decode() {
+        "response decode error"
+    } else {
+        "request error"
+    }
+}
+
+/// A failure of `Client::execute`: nothing was received.
+///
+/// Connect-stage failures (refused, DNS, TLS, connect timeout) are phase `Connect`: the
+/// request never left, so retrying is always safe. Anything later (a reset or close before the
+/// headers) is phase `AwaitingResponse`: the provider may have accepted, and billed, the
+/// request (RT-3 "possibly accepted").
+pub(crate) fn send_error(e: &reqwest::Error) -> BackendError {
+    let cause = cause_chain(e);
+    if e.is_builder() {
+        return BackendError::internal(format!("cannot build the HTTP request: {cause}"));
+    }
+    match (e.is_connect(), e.is_timeout()) {
+        (true, true) => BackendError::timeout(format!("connect timed out: {cause}"), Phase::Connect),
+        (true, false) => BackendError::transport(format!("connect failed: {cause}"), Phase::Connect),
+        (false, true) => BackendError::timeout(
+            format!("timed out waiting for the response headers: {cause}"),
+            Phase::AwaitingResponse,
+        ),
+        (false, false) => BackendError::transport(
+            format!("connection failed before the response headers: {cause}"),
+            Phase::AwaitingResponse,
+        ),
+    }
+}
+
+/// A failure while reading a response body after its headers arrived.
+///
+/// In a stream this is an interruption (the caller may already hold part of the answer); in a
+/// plain response it is a transport failure in phase `Body`.
+pub(crate) fn body_error(e: &reqwest::Error, streaming: bool) -> BackendError {
+    let cause = cause_chain(e);
+    if e.is_timeout() {
+        return BackendError::timeout(format!("timed out reading the response body: {cause}"), Phase::Body);
+    }
+    if streaming {
+        BackendError::interrupted(format!("connection lost mid-stream: {cause}"))
+    } else {
+        BackendError::new(
+            ErrorKind::Transport,
+            format!("connection lost while reading the response body: {cause}"),
+        )
+        .with_phase(Phase::Body)
+    }
+}
+
+/// The error for a 3xx answer. Redirects are never followed (S-09, F-27). The `Location` is
+/// deliberately left out: it is attacker-controlled text and may carry credentials.
+pub(crate) fn redirect_error(status: u16) -> BackendError {
+    BackendError::new(
+        ErrorKind::Transport,
+        format!("upstream answered a redirect (HTTP {status}), which is never followed"),
+    )
+    .with_status(status)
+    .with_phase(Phase::AwaitingResponse)
+}
+
+/// Removes this backend's own key from an error before it leaves the backend.
+///
+/// Adapters build messages from provider bodies, and providers echo the presented key
+/// ("Incorrect API key provided: sk-…"). `BackendError::with_provider_body` scrubs key-like
+/// tokens by shape; this is the exact-match second line of defence (S-03), and the only one
+/// that catches a key with no recognisable shape (a self-hosted server's password).
+#[derive(Clone)]
+pub(crate) struct Redactor {
+    key: Option<ApiKey>,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Redactor")
+    }
+}
+
+impl Redactor {
+    pub(crate) fn new(key: Option<ApiKey>) -> Self {
+        Self { key: key.filter(|k| !k.is_empty()) }
+    }
+
+    pub(crate) fn error(&self, mut error: BackendError) -> BackendError {
+        let Some(key) = &self.key else {
+            return error;
+        };
+        let key = key.expose();
+        let scrub = |s: &mut String| {
+            if s.contains(key) {
+                *s = s.replace(key, REDACTED);
+            }
+        };
+        scrub(&mut error.message);
+        if let Some(body) = error.provider_body.as_mut() {
+            scrub(body);
+        }
+        if let Some(code) = error.code.as_mut() {
+            scrub(code);
+        }
+        error
+    }
+}
+
+const REDACTED: &str = "[REDACTED]";
+
+/// `scheme://host[:port]/path` of a URL, for logs: no query string (Gemini-style `?key=`), no
+/// userinfo, no fragment.
+pub(crate) fn loggable_url(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
+        None => format!("{}://{host}{}", url.scheme(), url.path()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loggable_url_drops_query_and_userinfo() {
+        let url = reqwest::Url::parse("https://user:pw@example.com:8443/v1/models?key=AIzaSecret#x").unwrap();
+        assert_eq!(loggable_url(&url), "https://example.com:8443/v1/models");
+    }
+
+    #[test]
+    fn redactor_removes_the_exact_key_everywhere() {
+        let key = "hunter2-local-password";
+        let e = BackendError::new(ErrorKind::Auth, format!("bad key {key}"))
+            .with_code(key)
+            .with_provider_body(format!("{{\"error\":\"{key}\"}}").as_bytes());
+        let e = Redactor::new(Some(ApiKey::new(key))).error(e);
+        let shown = format!("{e} {:?} {:?}", e.provider_body, e.code);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains(REDACTED));
+        let untouched = Redactor::new(None).error(BackendError::new(ErrorKind::Auth, "x"));
+        assert_eq!(untouched.message, "x");
+    }
+
+    #[test]
+    fn redirect_error_is_transport_with_status() {
+        let e = redirect_error(307);
+        assert_eq!(e.kind, ErrorKind::Transport);
+        assert_eq!(e.status, Some(307));
+        assert!(e.message.contains("never followed"));
+    }
+}

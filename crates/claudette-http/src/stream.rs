@@ -1,0 +1,271 @@
+//! The streamed answer: body chunks → [`Framer`] → [`StreamDecoder`] → [`StreamEvent`]s.
+//!
+//! A hand-written state machine driven by `futures::stream::unfold`, so the stream owns the
+//! response: dropping the stream drops the response, which closes the connection and so
+//! cancels the generation upstream (RT-9).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use claudette_core::types::estimate_tokens_from_len;
+use claudette_core::{
+    BackendError, EventStream, Frame, Framer, Observation, Phase, Pricing, ProviderAdapter, StreamDecoder,
+    StreamEvent, Usage, UsageSource,
+};
+use futures::StreamExt;
+use tokio::time::{Instant, timeout_at};
+
+use crate::errors::{Redactor, body_error};
+use crate::stats::Recorder;
+
+/// Everything a stream needs after `send_stream` has returned.
+pub(crate) struct StreamSetup {
+    pub(crate) recorder: Recorder,
+    pub(crate) redactor: Redactor,
+    /// Told how the stream went, at its terminal event.
+    pub(crate) observer: Arc<dyn ProviderAdapter>,
+    pub(crate) status: u16,
+    pub(crate) pricing: Pricing,
+    /// Prompt tokens to bill when the provider reports no usage.
+    pub(crate) input_estimate: u32,
+    pub(crate) started: Instant,
+    pub(crate) first_byte_deadline: Instant,
+    pub(crate) total_deadline: Instant,
+    pub(crate) first_byte: Duration,
+    pub(crate) idle: Duration,
+    pub(crate) total: Duration,
+}
+
+/// Which timer ended a wait for the next chunk.
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    FirstByte,
+    Idle,
+    Total,
+}
+
+struct State {
+    setup: StreamSetup,
+    /// `None` once the stream has ended: the connection is released at the terminal event,
+    /// not when the caller gets around to dropping the stream.
+    response: Option<reqwest::Response>,
+    framer: Framer,
+    decoder: Box<dyn StreamDecoder>,
+    pending: VecDeque<StreamEvent>,
+    /// No frame yet: the first-byte timer still runs.
+    awaiting_first_frame: bool,
+    /// A `Done` or `Error` is queued; nothing may be queued after it.
+    terminal_queued: bool,
+    /// The terminal event went out.
+    finished: bool,
+    /// Bytes of text, reasoning and tool arguments seen, for the usage estimate.
+    output_bytes: usize,
+    ttft: Option<Duration>,
+}
+
+pub(crate) fn event_stream(
+    setup: StreamSetup,
+    response: reqwest::Response,
+    framer: Framer,
+    decoder: Box<dyn StreamDecoder>,
+) -> EventStream {
+    let state = State {
+        setup,
+        response: Some(response),
+        framer,
+        decoder,
+        pending: VecDeque::new(),
+        awaiting_first_frame: true,
+        terminal_queued: false,
+        finished: false,
+        output_bytes: 0,
+        ttft: None,
+    };
+    // Fused: a caller may poll again after the end and must get `None`, not a panic.
+    Box::pin(
+        futures::stream::unfold(state, |mut state| async move {
+            let event = state.next_event().await?;
+            Some((event, state))
+        })
+        .fuse(),
+    )
+}
+
+impl State {
+    async fn next_event(&mut self) -> Option<StreamEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(self.emit(event));
+            }
+            if self.finished {
+                return None;
+            }
+            self.pump().await;
+        }
+    }
+
+    /// Waits for the next body chunk (or the end, or a timer) and queues what it yields.
+    async fn pump(&mut self) {
+        let (deadline, timer) = self.next_deadline();
+        let Some(response) = self.response.as_mut() else {
+            // Unreachable by construction (the response goes away only with `finished`), but
+            // a stream must end in a terminal event whatever happens.
+            self.queue_error(BackendError::internal("stream polled after its response was released"));
+            return;
+        };
+        match timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(bytes))) => {
+                let mut frames = Vec::new();
+                // Frames completed before a line-cap error are still delivered, in order.
+                let pushed = self.framer.push(&bytes, &mut frames);
+                self.decode(frames);
+                if let Err(e) = pushed {
+                    self.queue_error(e);
+                }
+            }
+            Ok(Ok(None)) => self.end_of_body(),
+            Ok(Err(e)) => self.queue_error(body_error(&e, true)),
+            Err(_elapsed) => self.queue_error(self.timeout_error(timer)),
+        }
+    }
+
+    fn next_deadline(&self) -> (Instant, Timer) {
+        let mut best = (self.setup.total_deadline, Timer::Total);
+        let idle = crate::deadline_after(Instant::now(), self.setup.idle);
+        if idle < best.0 {
+            best = (idle, Timer::Idle);
+        }
+        if self.awaiting_first_frame && self.setup.first_byte_deadline < best.0 {
+            best = (self.setup.first_byte_deadline, Timer::FirstByte);
+        }
+        best
+    }
+
+    fn timeout_error(&self, timer: Timer) -> BackendError {
+        let message = match timer {
+            Timer::FirstByte => format!(
+                "no stream event within the first-byte timeout of {} ms",
+                self.setup.first_byte.as_millis()
+            ),
+            Timer::Idle => format!("no stream data for {} ms (idle timeout)", self.setup.idle.as_millis()),
+            Timer::Total => {
+                format!("stream exceeded the total timeout of {} ms", self.setup.total.as_millis())
+            }
+        };
+        BackendError::timeout(message, Phase::Body)
+    }
+
+    fn decode(&mut self, frames: Vec<Frame>) {
+        for frame in frames {
+            if self.terminal_queued {
+                return;
+            }
+            self.awaiting_first_frame = false;
+            match self.decoder.decode(&frame) {
+                Ok(events) => self.queue_all(events),
+                Err(e) => self.queue_error(e),
+            }
+        }
+    }
+
+    /// The body ended: flush the framer, then ask the decoder whether the end marker came.
+    fn end_of_body(&mut self) {
+        let mut frames = Vec::new();
+        let flushed = self.framer.finish(&mut frames);
+        self.decode(frames);
+        if let Err(e) = flushed {
+            self.queue_error(e);
+        }
+        if self.terminal_queued {
+            return;
+        }
+        match self.decoder.finish() {
+            Ok(events) => self.queue_all(events),
+            Err(e) => self.queue_error(e),
+        }
+        if !self.terminal_queued {
+            // A decoder that returns neither `Done` nor an error breaks its contract; the
+            // caller still gets the one terminal event it is promised (F-17).
+            self.queue_error(BackendError::interrupted("stream ended without the provider's end marker"));
+        }
+    }
+
+    fn queue_all(&mut self, events: Vec<StreamEvent>) {
+        for event in events {
+            if self.terminal_queued {
+                return;
+            }
+            self.terminal_queued = event.is_terminal();
+            self.pending.push_back(event);
+        }
+    }
+
+    fn queue_error(&mut self, error: BackendError) {
+        if !self.terminal_queued {
+            self.terminal_queued = true;
+            self.pending.push_back(StreamEvent::Error { error });
+        }
+    }
+
+    /// Bookkeeping on the way out: usage, cost, backend name, metrics.
+    fn emit(&mut self, event: StreamEvent) -> StreamEvent {
+        match event {
+            StreamEvent::TextDelta { ref text } | StreamEvent::ReasoningDelta { ref text } => {
+                self.output_bytes = self.output_bytes.saturating_add(text.len());
+                self.first_content();
+                event
+            }
+            StreamEvent::ToolCall { ref delta } => {
+                self.output_bytes = self.output_bytes.saturating_add(delta.arguments.len());
+                self.first_content();
+                event
+            }
+            StreamEvent::Usage { .. } => event,
+            StreamEvent::Done { mut end } => {
+                if end.usage.source == UsageSource::Missing {
+                    end.usage = Usage::estimated(
+                        self.setup.input_estimate,
+                        estimate_tokens_from_len(self.output_bytes),
+                    );
+                }
+                end.cost = self.setup.pricing.cost(&end.usage);
+                self.finish(None);
+                StreamEvent::Done { end }
+            }
+            StreamEvent::Error { error } => {
+                let error =
+                    self.setup.redactor.error(error.with_backend(self.setup.recorder.backend.clone()));
+                self.finish(Some(&error));
+                tracing::debug!(backend = %self.setup.recorder.backend, error = %error, "upstream stream failed");
+                StreamEvent::Error { error }
+            }
+        }
+    }
+
+    fn first_content(&mut self) {
+        if self.ttft.is_none() {
+            let ttft = self.setup.started.elapsed();
+            self.ttft = Some(ttft);
+            self.setup.recorder.ttft(ttft);
+        }
+    }
+
+    /// The terminal event is going out: release the connection, record the outcome.
+    fn finish(&mut self, error: Option<&BackendError>) {
+        self.finished = true;
+        self.pending.clear();
+        self.response = None;
+        let latency = self.setup.started.elapsed();
+        match error {
+            None => self.setup.recorder.success(self.setup.status, latency),
+            Some(e) => self.setup.recorder.failure(e, true),
+        }
+        self.setup.observer.observe(&Observation {
+            latency,
+            ttft: self.ttft,
+            error: error.map(|e| e.kind),
+            stream: true,
+        });
+    }
+}
