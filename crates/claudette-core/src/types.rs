@@ -78,6 +78,28 @@ pub struct ToolCall {
     pub arguments: serde_json::Value,
 }
 
+/// Tool-call arguments as the JSON object [`ToolCall::arguments`] promises, whatever came: an
+/// object stays, a string holding a JSON object is parsed, `null` or blank text is `{}`, and
+/// anything else is kept under `"value"` rather than dropped.
+///
+/// One function for every adapter: providers that want an object on the wire (Anthropic
+/// `tool_use.input`, Ollama) must not each guess differently what to do with the raw text an
+/// OpenAI-compatible server left in a history, or one backend would reject a conversation the
+/// others accept.
+pub fn normalize_tool_arguments(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(_) => v.clone(),
+        Value::Null => Value::Object(serde_json::Map::new()),
+        Value::String(s) if s.trim().is_empty() => Value::Object(serde_json::Map::new()),
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(o @ Value::Object(_)) => o,
+            _ => serde_json::json!({ "value": s }),
+        },
+        other => serde_json::json!({ "value": other }),
+    }
+}
+
 /// A chat request, independent of any provider.
 ///
 /// Build one with [`ChatRequest::prompt`] for the seeds' one-shot shape, or
@@ -151,6 +173,36 @@ impl ChatRequest {
 /// Rough token count for `len` bytes of text (4 bytes a token, at least 1 for non-empty text).
 pub fn estimate_tokens_from_len(len: usize) -> u32 {
     if len == 0 { 0 } else { u32::try_from(len.div_ceil(4)).unwrap_or(u32::MAX) }
+}
+
+/// A fresh tool-call id, `call_<n>`, for providers whose tool calls carry none (Ollama's native
+/// API, Gemini). Callers need an id to answer a call, and the same conversation may later be
+/// replayed to another provider that rejects duplicate ids (Anthropic refuses repeated
+/// `tool_use` ids), so `n` never repeats within a process and starts from the clock so two runs
+/// rarely hand out the same ids.
+pub fn new_tool_call_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
+            .unwrap_or_default()
+    });
+    format!("call_{}", seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// A sampling parameter (`temperature`, `top_p`) as the JSON number a person would write:
+/// `0.7`, not the `0.699999988079071` a plain `f32` to `f64` widening gives, so servers that
+/// check ranges or log requests see what was configured. NaN and infinities are a typed
+/// invalid-request error naming the parameter.
+pub fn json_f32(name: &str, x: f32) -> Result<serde_json::Value, BackendError> {
+    let shortest: f64 = x.to_string().parse().unwrap_or(f64::from(x));
+    serde_json::Number::from_f64(shortest)
+        .map(serde_json::Value::Number)
+        .ok_or_else(|| BackendError::invalid(format!("`{name}` must be a finite number, got {x}")))
 }
 
 /// Why the model stopped.
@@ -371,9 +423,40 @@ mod tests {
 
     #[test]
     fn usage_splits_are_subsets() {
-        let u = Usage { input_tokens: 100, cache_read_tokens: 60, cache_write_tokens: 10, ..Usage::reported(100, 5) };
+        let u = Usage {
+            input_tokens: 100,
+            cache_read_tokens: 60,
+            cache_write_tokens: 10,
+            ..Usage::reported(100, 5)
+        };
         assert_eq!(u.uncached_input_tokens(), 30);
         assert_eq!(u.total_tokens(), 105);
+    }
+
+    #[test]
+    fn sampling_floats_keep_their_decimal_form() {
+        assert_eq!(json_f32("t", 0.7).unwrap().to_string(), "0.7");
+        assert_eq!(json_f32("t", 1.0).unwrap().to_string(), "1.0");
+        assert!(json_f32("t", f32::NAN).is_err());
+    }
+
+    #[test]
+    fn tool_arguments_normalise_to_objects() {
+        use serde_json::json;
+        assert_eq!(normalize_tool_arguments(&json!({"a": 1})), json!({"a": 1}));
+        assert_eq!(normalize_tool_arguments(&json!("{\"a\":1}")), json!({"a": 1}));
+        assert_eq!(normalize_tool_arguments(&json!(" ")), json!({}));
+        assert_eq!(normalize_tool_arguments(&serde_json::Value::Null), json!({}));
+        assert_eq!(normalize_tool_arguments(&json!("{\"a\": tru")), json!({"value": "{\"a\": tru"}));
+        assert_eq!(normalize_tool_arguments(&json!([1])), json!({"value": [1]}));
+    }
+
+    #[test]
+    fn tool_call_ids_are_unique() {
+        let a = new_tool_call_id();
+        let b = new_tool_call_id();
+        assert!(a.starts_with("call_") && b.starts_with("call_"));
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -1,1 +1,58 @@
-//! Google Gemini generateContent as a Claudette provider.
+//! # claudette-gemini
+//!
+//! Google's Gemini API (`generateContent`, `streamGenerateContent?alt=sse`) as a Claudette
+//! provider: a sans-IO [`GeminiAdapter`], its SSE [`GeminiStreamDecoder`], a built-in price
+//! table ([`pricing`]), and (feature `http`, on by default) a ready [`GeminiBackend`] plus
+//! link-time registration under the provider name `"gemini"`.
+//!
+//! The key travels in the `x-goog-api-key` header, never in the `?key=` query string Google's
+//! examples use: URLs end up in access logs, traces and error messages.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), claudette_core::BackendError> {
+//! use claudette_core::BackendSettings;
+//!
+//! let settings = BackendSettings::new("gemini-flash").model("gemini-2.5-flash").api_key("AIza...");
+//! let backend = claudette_gemini::backend(&settings)?;
+//! # let _ = backend;
+//! # Ok(())
+//! # }
+//! ```
+
+mod adapter;
+pub mod pricing;
+mod stream;
+mod wire;
+
+pub use adapter::{
+    API_KEY_HEADER, DEFAULT_BASE_URL, GeminiAdapter, KNOWN_SETTINGS, PROVIDER, THOUGHT_SIGNATURE_PLACEHOLDER,
+};
+pub use stream::GeminiStreamDecoder;
+
+#[cfg(feature = "http")]
+pub use http::{GeminiBackend, backend};
+
+#[cfg(feature = "http")]
+mod http {
+    use claudette_core::{BackendError, BackendSettings, ProviderFactory, SharedBackend};
+
+    use crate::GeminiAdapter;
+
+    /// A Gemini backend over HTTP.
+    pub type GeminiBackend = claudette_http::HttpBackend<GeminiAdapter>;
+
+    /// Builds a Gemini backend from its settings (`model` and `api_key` required; `base_url`
+    /// defaults to [`DEFAULT_BASE_URL`](crate::DEFAULT_BASE_URL)).
+    pub fn backend(settings: &BackendSettings) -> Result<GeminiBackend, BackendError> {
+        let adapter = GeminiAdapter::new(settings).map_err(|e| e.with_backend(&settings.name))?;
+        claudette_http::HttpBackend::new(adapter, settings)
+    }
+
+    fn build(settings: &BackendSettings) -> Result<SharedBackend, BackendError> {
+        Ok(backend(settings)?.shared())
+    }
+
+    inventory::submit! {
+        ProviderFactory::new("gemini", "Google Gemini API generateContent (key in x-goog-api-key)", build)
+    }
+}

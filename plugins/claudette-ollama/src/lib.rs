@@ -1,1 +1,64 @@
-//! Ollama native /api/chat (NDJSON) as a Claudette provider.
+//! # claudette-ollama
+//!
+//! Ollama's native `POST /api/chat` as a Claudette provider: a sans-IO [`OllamaAdapter`], its
+//! NDJSON [`OllamaStreamDecoder`], and (feature `http`, on by default) a ready
+//! [`OllamaBackend`] plus link-time registration under the provider name `"ollama"`.
+//!
+//! Why the native API and not Ollama's OpenAI-compatible `/v1`: `/v1` ignores `options.num_ctx`
+//! (esengine/DeepSeek-Reasonix PR #10245), so prompts longer than the server's default window
+//! are cut without an error. Here `num_ctx` is sent on every request and the answer's
+//! `prompt_eval_count` is checked for signs of truncation (see [`truncation_warning`]).
+//!
+//! ```no_run
+//! # fn main() -> Result<(), claudette_core::BackendError> {
+//! use claudette_core::BackendSettings;
+//!
+//! let settings = BackendSettings::new("local-llama").model("llama3.2").extra("num_ctx", 16384);
+//! let backend = claudette_ollama::backend(&settings)?;
+//! # let _ = backend;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Metrics (through the `metrics` facade, visible to whatever exporter the host installs):
+//! - `claudette_ollama_load_seconds{backend}`: histogram of model load times, kept apart from
+//!   request latency so a cold start does not poison latency averages.
+//! - `claudette_ollama_truncation_total{backend}`: answers whose prompt looks silently
+//!   truncated.
+
+mod adapter;
+mod stream;
+mod wire;
+
+pub use adapter::{DEFAULT_BASE_URL, DEFAULT_NUM_CTX, KNOWN_SETTINGS, OllamaAdapter, PROVIDER};
+pub use stream::OllamaStreamDecoder;
+pub use wire::{OllamaTimings, TRUNCATION_MIN_GAP, parse_timings, truncation_warning};
+
+#[cfg(feature = "http")]
+pub use http::{OllamaBackend, backend};
+
+#[cfg(feature = "http")]
+mod http {
+    use claudette_core::{BackendError, BackendSettings, ProviderFactory, SharedBackend};
+
+    use crate::OllamaAdapter;
+
+    /// An Ollama backend over HTTP.
+    pub type OllamaBackend = claudette_http::HttpBackend<OllamaAdapter>;
+
+    /// Builds an Ollama backend from its settings (`model` required; `base_url` defaults to
+    /// [`DEFAULT_BASE_URL`](crate::DEFAULT_BASE_URL); extra settings in
+    /// [`KNOWN_SETTINGS`](crate::KNOWN_SETTINGS)).
+    pub fn backend(settings: &BackendSettings) -> Result<OllamaBackend, BackendError> {
+        let adapter = OllamaAdapter::new(settings).map_err(|e| e.with_backend(&settings.name))?;
+        claudette_http::HttpBackend::new(adapter, settings)
+    }
+
+    fn build(settings: &BackendSettings) -> Result<SharedBackend, BackendError> {
+        Ok(backend(settings)?.shared())
+    }
+
+    inventory::submit! {
+        ProviderFactory::new("ollama", "Ollama native /api/chat (NDJSON streaming, num_ctx always sent)", build)
+    }
+}

@@ -1,0 +1,411 @@
+//! [`GeminiAdapter`]: Gemini's `generateContent` as pure functions.
+
+use claudette_core::error::scrub_secrets;
+use claudette_core::types::{json_f32, normalize_tool_arguments};
+use claudette_core::{
+    AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse, Framing,
+    HttpRequest, HttpResponse, Message, Pricing, ProviderAdapter, Role, StreamDecoder,
+};
+use serde_json::{Map, Value, json};
+
+use crate::pricing::{context_window, price_for};
+use crate::stream::GeminiStreamDecoder;
+use crate::wire::{self, ErrorBody, GenerateContentResponse};
+
+/// Provider name in registries and `BackendInfo::provider`.
+pub const PROVIDER: &str = "gemini";
+/// The Gemini API (Google AI Studio keys). Vertex AI uses another host and OAuth, not this.
+pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com/v1beta";
+/// The header the key travels in. Never the `?key=` query parameter: URLs end up in proxy
+/// logs, traces and error messages, headers marked sensitive do not.
+pub const API_KEY_HEADER: &str = "x-goog-api-key";
+
+/// Provider-specific settings (`BackendSettings::extra`) this adapter reads.
+///
+/// - `thought_signature_placeholder` (bool, default `true`): see
+///   [`GeminiAdapter::request_body`].
+pub const KNOWN_SETTINGS: &[&str] = &["thought_signature_placeholder"];
+
+/// The value Google documents for replaying function calls whose real thought signature is
+/// unknown (history written by another model or another gateway).
+pub const THOUGHT_SIGNATURE_PLACEHOLDER: &str = "skip_thought_signature_validator";
+
+/// The Gemini API's `generateContent` / `streamGenerateContent?alt=sse`, sans I/O.
+#[derive(Debug, Clone)]
+pub struct GeminiAdapter {
+    info: BackendInfo,
+    base: String,
+    pricing_override: Option<Pricing>,
+    signature_placeholder: bool,
+    has_key: bool,
+}
+
+impl GeminiAdapter {
+    /// Checks the settings and builds the adapter. `model` is required.
+    pub fn new(settings: &BackendSettings) -> Result<Self, BackendError> {
+        settings.reject_unknown_extra(KNOWN_SETTINGS)?;
+        let model = settings
+            .model
+            .as_deref()
+            .map(strip_models_prefix)
+            .filter(|m| !m.trim().is_empty())
+            .ok_or_else(|| {
+                BackendError::config(format!("backend `{}`: gemini needs `model`", settings.name))
+            })?
+            .to_owned();
+        check_model_name(&model)
+            .map_err(|e| BackendError::config(format!("backend `{}`: {}", settings.name, e.message)))?;
+        let base = settings.parsed_base_url(DEFAULT_BASE_URL)?;
+        let base = base.as_str().trim_end_matches('/').to_owned();
+        if settings.pricing.is_none() && crate::pricing::known_price(&model).is_none() {
+            tracing::warn!(
+                backend = %settings.name, model = %model,
+                "no built-in price for this Gemini model; costs are estimated at the most expensive table \
+                 entry until `pricing` is set"
+            );
+        }
+        let pricing = settings.pricing.unwrap_or_else(|| price_for(&model));
+        let context_window = context_window(&model);
+        let info = BackendInfo {
+            name: settings.name.clone(),
+            provider: PROVIDER.to_owned(),
+            backend_type: BackendType::Cloud,
+            model,
+            priority: settings.priority,
+            pricing,
+            quality: settings.quality.unwrap_or(0.5),
+            supports_streaming: true,
+            supports_tools: true,
+            context_window,
+            region: settings.region.clone(),
+            tags: settings.tags.clone(),
+            enabled: settings.enabled,
+        };
+        Ok(Self {
+            info,
+            base,
+            pricing_override: settings.pricing,
+            signature_placeholder: settings
+                .extra_as::<bool>("thought_signature_placeholder")?
+                .unwrap_or(true),
+            has_key: settings.api_key.as_ref().is_some_and(|k| !k.is_empty()),
+        })
+    }
+
+    /// The model a request goes to (its override, else the configured one), checked.
+    fn model_for<'a>(&'a self, request: &'a ChatRequest) -> Result<&'a str, BackendError> {
+        let model = request.model.as_deref().map_or(self.info.model.as_str(), strip_models_prefix);
+        check_model_name(model)?;
+        Ok(model)
+    }
+
+    /// The `generateContent` JSON body for `request`.
+    ///
+    /// - System messages become `systemInstruction` (Gemini has no system role in `contents`).
+    /// - Assistant turns become role `model` with `functionCall` parts; tool results become
+    ///   `functionResponse` parts of a `user` turn, named after the call they answer (Gemini
+    ///   matches results by function name). Consecutive turns of one role are merged, so the
+    ///   results of parallel calls travel together as Gemini expects.
+    /// - When `thought_signature_placeholder` is on (default), the first `functionCall` of each
+    ///   replayed model turn carries [`THOUGHT_SIGNATURE_PLACEHOLDER`]. Gemini 3 rejects (400)
+    ///   replayed function calls without a thought signature; Claudette's neutral history
+    ///   cannot carry the real one (it would have to ride in the tool-call id, which other
+    ///   providers limit to 40 characters), so the documented placeholder is sent instead.
+    pub fn request_body(&self, request: &ChatRequest) -> Result<Value, BackendError> {
+        let mut system: Vec<Value> = Vec::new();
+        let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
+        for (i, m) in request.messages.iter().enumerate() {
+            let (role, parts) = match m.role {
+                Role::System => {
+                    system.push(json!({"text": m.content}));
+                    continue;
+                }
+                Role::User => ("user", vec![json!({"text": m.content})]),
+                Role::Assistant => ("model", self.model_parts(m)),
+                Role::Tool => ("user", vec![function_response(m, &request.messages[..i])?]),
+            };
+            if parts.is_empty() {
+                continue;
+            }
+            match contents.last_mut() {
+                Some((last_role, last_parts)) if *last_role == role => last_parts.extend(parts),
+                _ => contents.push((role, parts)),
+            }
+        }
+        let contents: Vec<Value> =
+            contents.into_iter().map(|(role, parts)| json!({"role": role, "parts": parts})).collect();
+        let mut body = Map::new();
+        body.insert("contents".into(), Value::Array(contents));
+        if !system.is_empty() {
+            body.insert("systemInstruction".into(), json!({"parts": system}));
+        }
+        let mut config = Map::new();
+        if let Some(n) = request.max_tokens {
+            config.insert("maxOutputTokens".into(), json!(n));
+        }
+        if let Some(t) = request.temperature {
+            config.insert("temperature".into(), json_f32("temperature", t)?);
+        }
+        if let Some(p) = request.top_p {
+            config.insert("topP".into(), json_f32("top_p", p)?);
+        }
+        if !request.stop.is_empty() {
+            config.insert("stopSequences".into(), json!(request.stop));
+        }
+        if !config.is_empty() {
+            body.insert("generationConfig".into(), Value::Object(config));
+        }
+        if !request.tools.is_empty() {
+            let declarations: Vec<Value> = request
+                .tools
+                .iter()
+                .map(|t| {
+                    let mut d = Map::new();
+                    d.insert("name".into(), json!(t.name));
+                    if !t.description.is_empty() {
+                        d.insert("description".into(), json!(t.description));
+                    }
+                    if let Some(p) = gemini_schema(&t.parameters) {
+                        d.insert("parameters".into(), p);
+                    }
+                    Value::Object(d)
+                })
+                .collect();
+            body.insert("tools".into(), json!([{"functionDeclarations": declarations}]));
+        }
+        Ok(Value::Object(body))
+    }
+
+    fn model_parts(&self, m: &Message) -> Vec<Value> {
+        let mut parts = Vec::new();
+        if !m.content.is_empty() {
+            parts.push(json!({"text": m.content}));
+        }
+        for (i, call) in m.tool_calls.iter().enumerate() {
+            let mut part = Map::new();
+            part.insert(
+                "functionCall".into(),
+                json!({"name": call.name, "args": normalize_tool_arguments(&call.arguments)}),
+            );
+            if i == 0 && self.signature_placeholder {
+                part.insert("thoughtSignature".into(), json!(THOUGHT_SIGNATURE_PLACEHOLDER));
+            }
+            parts.push(Value::Object(part));
+        }
+        if parts.is_empty() {
+            // An empty assistant turn still holds its place in the conversation.
+            parts.push(json!({"text": ""}));
+        }
+        parts
+    }
+
+    fn url(&self, model: &str, stream: bool) -> String {
+        if stream {
+            format!("{}/models/{model}:streamGenerateContent?alt=sse", self.base)
+        } else {
+            format!("{}/models/{model}:generateContent", self.base)
+        }
+    }
+}
+
+/// `models/gemini-2.5-flash` → `gemini-2.5-flash` (the API lists models with the prefix).
+pub(crate) fn strip_models_prefix(model: &str) -> &str {
+    model.strip_prefix("models/").unwrap_or(model)
+}
+
+/// The model name goes into the URL path, and a request may override it: only characters
+/// Google's model ids use are accepted, so no override can point the keyed request at another
+/// path (`../files`) or smuggle a query string.
+fn check_model_name(model: &str) -> Result<(), BackendError> {
+    let ok = !model.is_empty()
+        && !model.contains("..")
+        && model.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if ok { Ok(()) } else { Err(BackendError::invalid(format!("gemini: invalid model name `{model}`"))) }
+}
+
+/// A tool result as a `functionResponse` part. Gemini wants the function *name* and an object
+/// `response`: a result that is a JSON object is sent as is, anything else under `"result"`.
+fn function_response(m: &Message, earlier: &[Message]) -> Result<Value, BackendError> {
+    let name = m
+        .name
+        .as_deref()
+        .or_else(|| {
+            let id = m.tool_call_id.as_deref()?;
+            earlier.iter().rev().flat_map(|e| e.tool_calls.iter()).find(|c| c.id == id).map(|c| c.name.as_str())
+        })
+        .ok_or_else(|| {
+            BackendError::invalid(
+                "gemini: a tool result needs the tool's name (set `name`, or answer a call present in the history)",
+            )
+        })?;
+    let response = match serde_json::from_str::<Value>(&m.content) {
+        Ok(o @ Value::Object(_)) => o,
+        Ok(other) => json!({ "result": other }),
+        Err(_) => json!({ "result": m.content }),
+    };
+    Ok(json!({"functionResponse": {"name": name, "response": response}}))
+}
+
+/// A JSON Schema made acceptable to `functionDeclarations[].parameters`, which takes an
+/// OpenAPI subset: `$schema` and `additionalProperties` (emitted by most schema generators)
+/// are rejected with a 400, so they are dropped at every level; an object schema with no
+/// properties is rejected too ("properties: should be non-empty for OBJECT type"), so such a
+/// tool is declared without parameters.
+fn gemini_schema(schema: &Value) -> Option<Value> {
+    fn clean(v: &Value) -> Value {
+        match v {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .filter(|(k, _)| !matches!(k.as_str(), "$schema" | "additionalProperties"))
+                    .map(|(k, v)| (k.clone(), clean(v)))
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(clean).collect()),
+            other => other.clone(),
+        }
+    }
+    let cleaned = clean(schema);
+    let empty_object = cleaned.get("type").and_then(Value::as_str) == Some("object")
+        && cleaned.get("properties").and_then(Value::as_object).is_none_or(Map::is_empty);
+    if cleaned.is_null() || empty_object { None } else { Some(cleaned) }
+}
+
+/// Classifies a non-2xx response (or, with the stream's `error.code` as status, an error
+/// object inside a 200 stream).
+pub(crate) fn classify_body(response: &HttpResponse<'_>) -> BackendError {
+    let parsed: Option<ErrorBody> =
+        serde_json::from_slice::<Value>(response.body).ok().as_ref().and_then(ErrorBody::from_json);
+    let text = parsed.as_ref().and_then(|b| b.message.clone()).unwrap_or_else(|| {
+        let raw = String::from_utf8_lossy(response.body);
+        let raw = raw.trim();
+        if raw.is_empty() { format!("HTTP {}", response.status) } else { raw.chars().take(300).collect() }
+    });
+    // An error object inside a 200 (a stream, or a proxy) classifies by the code it carries.
+    let status = if (200..300).contains(&response.status) {
+        parsed.as_ref().and_then(|b| b.code).unwrap_or(500)
+    } else {
+        response.status
+    };
+    let (kind, code) = wire::classify(status, parsed.as_ref());
+    let mut err =
+        BackendError::from_http(response, format!("gemini: {}", scrub_secrets(&text))).with_status(status);
+    err.kind = kind;
+    err.code = code;
+    if let Some(delay) = parsed.as_ref().and_then(ErrorBody::retry_delay) {
+        err.retry_after = Some(delay);
+    }
+    if kind == claudette_core::ErrorKind::QuotaExhausted {
+        // The delay Google attaches to a spent daily quota is the per-minute window's, not
+        // when the quota comes back; passing it on would bring traffic back far too early.
+        err.retry_after = None;
+    }
+    err
+}
+
+impl ProviderAdapter for GeminiAdapter {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    fn auth_scheme(&self) -> AuthScheme {
+        AuthScheme::Header(API_KEY_HEADER.to_owned())
+    }
+
+    fn build_request(&self, request: &ChatRequest, stream: bool) -> Result<HttpRequest, BackendError> {
+        let model = self.model_for(request)?;
+        let req = HttpRequest::post_json(self.url(model, stream), &self.request_body(request)?)?;
+        Ok(if stream { req.header("accept", "text/event-stream") } else { req })
+    }
+
+    fn parse_response(
+        &self,
+        request: &ChatRequest,
+        response: &HttpResponse<'_>,
+    ) -> Result<ChatResponse, BackendError> {
+        let body = GenerateContentResponse::parse(response.body)?;
+        if body.error.is_some() {
+            return Err(classify_body(response));
+        }
+        if let Some(blocked) = body.prompt_block() {
+            return Err(blocked.with_status(response.status));
+        }
+        let Some(candidate) = body.first_candidate() else {
+            return Err(BackendError::malformed("gemini: answer without candidates or a block reason"));
+        };
+        let model = body.model_version.clone().unwrap_or_else(|| {
+            request.model.as_deref().map_or(self.info.model.clone(), |m| strip_models_prefix(m).to_owned())
+        });
+        let mut out = ChatResponse::empty(&self.info.name, model);
+        out.id = body.response_id.clone();
+        let mut reasoning = String::new();
+        for part in body.parts() {
+            if let Some(call) = &part.function_call {
+                out.tool_calls.push(call.to_tool_call());
+            } else if let Some(text) = &part.text {
+                if part.thought == Some(true) { reasoning.push_str(text) } else { out.content.push_str(text) }
+            }
+        }
+        if !reasoning.is_empty() {
+            out.reasoning = Some(reasoning);
+        }
+        if let Some(reason) = candidate.finish_reason.as_deref() {
+            if wire::is_filter_reason(reason) && out.content.is_empty() && out.tool_calls.is_empty() {
+                return Err(wire::blocked_output(reason).with_status(response.status));
+            }
+            out.finish_reason = Some(wire::finish_reason(reason, !out.tool_calls.is_empty()));
+        }
+        if let Some(usage) = body.usage_metadata {
+            out.usage = usage.to_usage();
+        }
+        out.cost = self.pricing(Some(&out.model)).cost(&out.usage);
+        Ok(out)
+    }
+
+    fn classify_error(&self, response: &HttpResponse<'_>) -> BackendError {
+        classify_body(response).with_backend(&self.info.name)
+    }
+
+    fn framing(&self) -> Framing {
+        Framing::Sse
+    }
+
+    fn stream_decoder(&self, _request: &ChatRequest) -> Box<dyn StreamDecoder> {
+        Box::new(GeminiStreamDecoder::new(&self.info.name))
+    }
+
+    fn health_probe(&self) -> Option<HttpRequest> {
+        Some(HttpRequest::get(format!("{}/models", self.base)))
+    }
+
+    fn parse_models(&self, body: &[u8]) -> Result<Vec<String>, BackendError> {
+        #[derive(serde::Deserialize)]
+        struct Models {
+            #[serde(default)]
+            models: Vec<Model>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Model {
+            name: String,
+        }
+        let list: Models = serde_json::from_slice(body)
+            .map_err(|e| BackendError::malformed(format!("gemini: unreadable model list: {e}")))?;
+        Ok(list.models.into_iter().map(|m| strip_models_prefix(&m.name).to_owned()).collect())
+    }
+
+    /// The settings' override, else the built-in table by longest model-name prefix.
+    fn pricing(&self, model: Option<&str>) -> Pricing {
+        if let Some(p) = self.pricing_override {
+            return p;
+        }
+        model.map_or(self.info.pricing, |m| price_for(strip_models_prefix(m)))
+    }
+
+    /// A key is required: Gemini has no anonymous access.
+    fn validate(&self) -> Result<(), BackendError> {
+        if self.has_key {
+            Ok(())
+        } else {
+            Err(BackendError::config(format!("backend `{}`: gemini needs `api_key`", self.info.name)))
+        }
+    }
+}
