@@ -75,9 +75,15 @@ pub enum SkipReason {
     Disabled,
     Excluded,
     /// Breaker open (or half-open with its probe taken) until `retry_in`.
-    CircuitOpen { #[serde(with = "crate::types::duration_ms")] retry_in: Duration },
+    CircuitOpen {
+        #[serde(with = "crate::types::duration_ms")]
+        retry_in: Duration,
+    },
     /// Rate limited until `retry_in`.
-    Throttled { #[serde(with = "crate::types::duration_ms")] retry_in: Duration },
+    Throttled {
+        #[serde(with = "crate::types::duration_ms")]
+        retry_in: Duration,
+    },
     MissingTags,
     NoStreaming,
     NoTools,

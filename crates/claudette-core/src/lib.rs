@@ -24,15 +24,16 @@ pub mod settings;
 pub mod types;
 
 pub use adapter::{
-    AuthScheme, Frame, Framer, Framing, HttpRequest, HttpResponse, Method, Observation, ProviderAdapter, StreamDecoder,
+    AuthScheme, Frame, Framer, Framing, HttpRequest, HttpResponse, Method, Observation, ProviderAdapter,
+    StreamDecoder,
 };
 pub use backend::{Backend, EventStream, SharedBackend};
 pub use breaker::{
     BreakerConfig, BreakerCounters, BreakerSnapshot, BreakerState, CircuitBreaker, Permit, RejectReason,
     Rejection,
 };
-pub use costs::{CostAnalysis, CostLine, GroupBy, parse_timeframe};
 pub use clock::{Clock, FakeClock, SystemClock};
+pub use costs::{CostAnalysis, CostLine, GroupBy, parse_timeframe};
 pub use decision::{Attempt, AttemptOutcome, CandidateScore, RoutingDecision, SkipReason, Skipped};
 pub use error::{BackendError, ErrorKind, Outcome, Phase, RetryAction};
 pub use metrics::{BackendMetrics, HealthStatus, LatencySummary, PerformanceMetrics};

@@ -373,27 +373,37 @@ impl BackendRouter {
         request: &ChatRequest,
         exclude: &[&str],
     ) -> Result<SharedBackend, BackendError> {
-        self.select(request, exclude).map(|s| s.backend)
+        self.select_inner(request, exclude, false).map(|s| s.backend)
     }
 
     /// Like [`select_backend`](Self::select_backend), with every candidate's score.
     pub fn select(&self, request: &ChatRequest, exclude: &[&str]) -> Result<Selection, BackendError> {
+        self.select_inner(request, exclude, true)
+    }
+
+    fn select_inner(
+        &self,
+        request: &ChatRequest,
+        exclude: &[&str],
+        explain: bool,
+    ) -> Result<Selection, BackendError> {
         let excluded: HashSet<&str> = exclude.iter().copied().collect();
-        let plan = self.plan(request, &excluded, false, RouteOverrides::default())?;
+        let plan = self.plan(request, &excluded, false, RouteOverrides::default(), explain)?;
         let first = plan.order.first().cloned().ok_or_else(|| plan.unavailable_error(self.clock.now()))?;
         Ok(Selection { backend: first.backend.clone(), decision: plan.decision })
     }
 
-    /// Candidates in attempt order, with scores and skip reasons.
+    /// Candidates in attempt order, with scores and skip reasons when `explain` is set (the
+    /// explanation costs a `String` per candidate, which a bare selection does not need).
     fn plan(
         &self,
         request: &ChatRequest,
         excluded: &HashSet<&str>,
         stream: bool,
         overrides: RouteOverrides,
+        explain: bool,
     ) -> Result<Plan, BackendError> {
-        let entries = self.entries.read().clone();
-        let now = self.clock.now();
+        let entries = self.entries.read();
         let mut decision = RoutingDecision::default();
         let mut earliest: Option<Rejection> = None;
         let mut eligible: Vec<Arc<Entry>> = Vec::with_capacity(entries.len());
@@ -404,21 +414,22 @@ impl BackendRouter {
                     .with_status(404));
             }
         }
-        let chain = self.chain.read().clone();
+        let chain_guard = self.chain.read();
+        let chain = chain_guard.as_ref().filter(|_| request.backend.is_none());
 
-        for e in &entries {
+        for e in entries.iter() {
             let info = e.backend.info();
             let name = info.name.as_str();
-            let skip = if request.backend.as_deref().is_some_and(|f| f != name) {
+            // Not a candidate at all: another backend is forced, or outside the chain.
+            if request.backend.as_deref().is_some_and(|f| f != name)
+                || chain.is_some_and(|c| !c.iter().any(|n| n == name))
+            {
                 continue;
-            } else if !info.enabled {
+            }
+            let skip = if !info.enabled {
                 Some(SkipReason::Disabled)
             } else if excluded.contains(name) {
                 Some(SkipReason::Excluded)
-            } else if chain.as_ref().is_some_and(|c| !c.iter().any(|n| n == name))
-                && request.backend.is_none()
-            {
-                continue;
             } else if !request.tags.iter().all(|t| info.tags.contains(t)) {
                 Some(SkipReason::MissingTags)
             } else if stream && !info.supports_streaming {
@@ -429,34 +440,37 @@ impl BackendRouter {
                 if earliest.is_none_or(|x| rej.retry_at < x.retry_at) {
                     earliest = Some(rej);
                 }
-                Some(rejection_reason(rej, now))
+                Some(rejection_reason(rej, self.clock.now()))
             } else {
                 None
             };
             match skip {
-                Some(reason) => decision.skipped.push(Skipped { backend: name.to_owned(), reason }),
+                Some(reason) if explain => {
+                    decision.skipped.push(Skipped { backend: name.to_owned(), reason })
+                }
+                Some(_) => {}
                 None => eligible.push(e.clone()),
             }
         }
+        drop(entries);
 
         let weights = overrides.weights.unwrap_or_else(|| self.options.read().weights());
-        let scores = score(&eligible, request, weights);
-        let mut scored: Vec<(Arc<Entry>, CandidateScore)> = eligible.into_iter().zip(scores).collect();
+        let factors = score(&eligible, request, weights);
+        let mut scored: Vec<(Arc<Entry>, Factors)> = eligible.into_iter().zip(factors).collect();
         scored.sort_by(|(ea, a), (eb, b)| {
             a.score
                 .total_cmp(&b.score)
                 .then(ea.backend.info().priority.cmp(&eb.backend.info().priority))
                 .then(ea.order.cmp(&eb.order))
         });
-        if let Some(chain) = &chain {
-            if request.backend.is_none() {
-                scored.sort_by_key(|(e, _)| {
-                    chain.iter().position(|n| n == e.backend.name()).unwrap_or(usize::MAX)
-                });
-            }
+        if let Some(chain) = chain {
+            scored
+                .sort_by_key(|(e, _)| chain.iter().position(|n| n == e.backend.name()).unwrap_or(usize::MAX));
         }
-        let order = scored.iter().map(|(e, _)| e.clone()).collect();
-        decision.candidates = scored.into_iter().map(|(_, s)| s).collect();
+        if explain {
+            decision.candidates = scored.iter().map(|(e, f)| f.explain(e.backend.name())).collect();
+        }
+        let order = scored.into_iter().map(|(e, _)| e).collect();
         Ok(Plan { order, decision, earliest })
     }
 
@@ -649,7 +663,7 @@ impl BackendRouter {
         }
         self.budget.record_request();
         let plan = self
-            .plan(request, &HashSet::new(), stream, overrides)
+            .plan(request, &HashSet::new(), stream, overrides, true)
             .map_err(|e| RouteError::new(e, RoutingDecision::default()))?;
         let opts = self.options.read();
         let deadline = if stream { opts.retry.first_token_deadline } else { opts.retry.request_deadline };
@@ -688,7 +702,7 @@ impl BackendRouter {
             Some(p) => p,
             None => {
                 let tried: HashSet<&str> = run.tried.iter().map(String::as_str).collect();
-                self.plan(request, &tried, stream, run.overrides)?
+                self.plan(request, &tried, stream, run.overrides, true)?
             }
         };
         let mut earliest = plan.earliest;
@@ -793,39 +807,62 @@ fn rejection_reason(rej: Rejection, now: Duration) -> SkipReason {
 ///   yet, so it is neither shunned nor blindly preferred;
 /// - availability: failure ratio of the last 100 judged attempts;
 /// - quality: 1 − the backend's quality (0..1, higher is better).
-fn score(entries: &[Arc<Entry>], request: &ChatRequest, w: Weights) -> Vec<CandidateScore> {
-    let raw: Vec<(f64, Option<f64>, f64)> = entries
+fn score(entries: &[Arc<Entry>], request: &ChatRequest, w: Weights) -> Vec<Factors> {
+    let mut out: Vec<Factors> = entries
         .iter()
         .map(|e| {
             let (lat, fail) = e.metrics.score_inputs();
-            (e.backend.estimate_cost(request), lat, fail)
-        })
-        .collect();
-    let max_cost = raw.iter().map(|r| r.0).fold(0.0, f64::max);
-    let max_lat = raw.iter().filter_map(|r| r.1).fold(0.0, f64::max);
-    entries
-        .iter()
-        .zip(raw)
-        .map(|(e, (cost, lat, fail))| {
-            let cost_f = if max_cost > 0.0 { cost / max_cost } else { 0.0 };
-            let lat_f = match lat {
-                Some(l) if max_lat > 0.0 => l / max_lat,
-                Some(_) => 0.0,
-                None => 0.5,
-            };
-            let quality_f = 1.0 - e.backend.info().quality.clamp(0.0, 1.0);
-            let s = cost_f * w.cost + lat_f * w.latency + fail * w.availability + quality_f * w.quality;
-            CandidateScore {
-                backend: e.backend.name().to_owned(),
-                score: s,
-                cost: cost_f,
-                latency: lat_f,
+            Factors {
+                score: 0.0,
+                cost: 0.0,
+                latency: lat.unwrap_or(-1.0),
                 availability: fail,
-                quality: quality_f,
-                estimated_cost: cost,
+                quality: 1.0 - e.backend.info().quality.clamp(0.0, 1.0),
+                estimated_cost: e.backend.estimate_cost(request),
             }
         })
-        .collect()
+        .collect();
+    let max_cost = out.iter().map(|f| f.estimated_cost).fold(0.0, f64::max);
+    let max_lat = out.iter().map(|f| f.latency).fold(0.0, f64::max);
+    for f in &mut out {
+        f.cost = if max_cost > 0.0 { f.estimated_cost / max_cost } else { 0.0 };
+        f.latency = if f.latency < 0.0 {
+            0.5
+        } else if max_lat > 0.0 {
+            f.latency / max_lat
+        } else {
+            0.0
+        };
+        f.score =
+            f.cost * w.cost + f.latency * w.latency + f.availability * w.availability + f.quality * w.quality;
+    }
+    out
+}
+
+/// One candidate's normalised factors (see [`score`]).
+#[derive(Debug, Clone, Copy)]
+struct Factors {
+    score: f64,
+    cost: f64,
+    /// Raw EWMA in ms (negative: no data) until normalised.
+    latency: f64,
+    availability: f64,
+    quality: f64,
+    estimated_cost: f64,
+}
+
+impl Factors {
+    fn explain(&self, backend: &str) -> CandidateScore {
+        CandidateScore {
+            backend: backend.to_owned(),
+            score: self.score,
+            cost: self.cost,
+            latency: self.latency,
+            availability: self.availability,
+            quality: self.quality,
+            estimated_cost: self.estimated_cost,
+        }
+    }
 }
 
 struct Plan {
