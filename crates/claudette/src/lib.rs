@@ -28,6 +28,10 @@ pub use claudette_core::{
 };
 pub use claudette_http as http;
 
+mod entry;
+pub use claudette_config::{Config, ConfigError};
+pub use entry::Claudette;
+
 #[cfg(feature = "anthropic")]
 pub use claudette_anthropic as anthropic;
 #[cfg(feature = "gemini")]

@@ -1,0 +1,221 @@
+//! Where environment variables come from, and the `CLAUDETTE__SECTION__KEY` overlay.
+//!
+//! Reading goes through [`EnvSource`] rather than `std::env` directly so that tests (and
+//! embedders) can hand in a map: setting process variables from tests is `unsafe` in Rust 2024
+//! and races with every other test thread.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use crate::error::ConfigError;
+
+/// Prefix of the generic override variables: `CLAUDETTE__ROUTER__COST_WEIGHT=0.7`.
+pub const OVERRIDE_PREFIX: &str = "CLAUDETTE__";
+/// Overrides `server.listen`.
+pub const LISTEN_VAR: &str = "CLAUDETTE_LISTEN";
+/// Path of the configuration file.
+pub const CONFIG_VAR: &str = "CLAUDETTE_CONFIG";
+
+/// A source of environment variables.
+pub trait EnvSource {
+    /// The value of `name`, if set and valid UTF-8. Empty values count as unset: an exported but
+    /// empty `OPENAI_API_KEY=` is a mistake, not a key.
+    fn var(&self, name: &str) -> Option<String>;
+    /// Every variable whose name starts with `prefix`, sorted by name.
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with(prefix)).collect();
+        v.sort();
+        v
+    }
+}
+
+impl EnvSource for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).filter(|v| !v.is_empty()).cloned()
+    }
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> =
+            self.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        v.sort();
+        v
+    }
+}
+
+impl EnvSource for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).filter(|v| !v.is_empty()).cloned()
+    }
+    fn vars_with_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        self.range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// Which configuration paths an environment variable set, so an error about such a value can
+/// say where it came from.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Origins {
+    /// `(key path, variable)`, e.g. `("router.cost_weight", "CLAUDETTE__ROUTER__COST_WEIGHT")`.
+    set: Vec<(String, String)>,
+}
+
+impl Origins {
+    pub(crate) fn record(&mut self, path: String, var: &str) {
+        self.set.push((path, var.to_owned()));
+    }
+
+    /// The variable that set `key` or one of its parents.
+    pub(crate) fn of(&self, key: &str) -> Option<&str> {
+        self.set
+            .iter()
+            .rev()
+            .find(|(p, _)| {
+                key == p || key.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with(['.', '[']))
+            })
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Names of all variables applied.
+    pub(crate) fn vars(&self) -> Vec<String> {
+        self.set.iter().map(|(_, v)| v.clone()).collect()
+    }
+}
+
+/// Applies `CLAUDETTE_LISTEN` and every `CLAUDETTE__A__B…` variable to the raw tree.
+///
+/// Segments are lower-cased (`COST_WEIGHT` → `cost_weight`). Under `BACKENDS` the next segment
+/// picks a backend by its `name` (compared case-insensitively with `-` read as `_`, so
+/// `CLAUDETTE__BACKENDS__OPENAI_MINI__MODEL` reaches `name = "openai-mini"`) or by its index.
+/// Overrides change existing backends; they never create one.
+///
+/// The value is typed by what it replaces: a string stays a string (`MODEL=1` is the model
+/// "1"), as do keys that are always strings; otherwise it is read as a TOML value (`0.7`, `true`, `["a", "b"]`), and as a plain
+/// string when it is not one (`127.0.0.1:9000`).
+pub(crate) fn apply_overrides(root: &mut Value, env: &dyn EnvSource) -> Result<Origins, ConfigError> {
+    let mut origins = Origins::default();
+    if let Some(listen) = env.var(LISTEN_VAR) {
+        set_path(root, &["server".into(), "listen".into()], listen, LISTEN_VAR, &mut origins)?;
+    }
+    for (var, value) in env.vars_with_prefix(OVERRIDE_PREFIX) {
+        let rest = &var[OVERRIDE_PREFIX.len()..];
+        let segments: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        if segments.iter().any(String::is_empty) || segments.len() < 2 {
+            return Err(ConfigError::Override {
+                var,
+                reason: "expected CLAUDETTE__<SECTION>__<KEY>, e.g. CLAUDETTE__ROUTER__COST_WEIGHT".into(),
+            });
+        }
+        set_path(root, &segments, value, &var, &mut origins)?;
+    }
+    Ok(origins)
+}
+
+fn set_path(
+    root: &mut Value,
+    segments: &[String],
+    raw: String,
+    var: &str,
+    origins: &mut Origins,
+) -> Result<(), ConfigError> {
+    let err = |reason: String| ConfigError::Override { var: var.to_owned(), reason };
+    let mut node = root;
+    let mut path = String::new();
+    let last = segments.len() - 1;
+    let mut i = 0;
+    while i < last {
+        let seg = &segments[i];
+        if seg == "backends" && path.is_empty() {
+            let selector = &segments[i + 1];
+            if i + 1 == last {
+                return Err(err(
+                    "name a key inside the backend, e.g. CLAUDETTE__BACKENDS__OPENAI__MODEL".into()
+                ));
+            }
+            let list = node
+                .as_object_mut()
+                .and_then(|m| m.get_mut("backends"))
+                .and_then(Value::as_array_mut)
+                .ok_or_else(|| err("there are no [[backends]] to override".into()))?;
+            let index = find_backend(list, selector)
+                .ok_or_else(|| err(format!("no backend named or numbered `{selector}`")))?;
+            path = format!("backends[{index}]");
+            node = &mut list[index];
+            i += 2;
+            continue;
+        }
+        let map = node.as_object_mut().ok_or_else(|| err(format!("`{path}` is not a table")))?;
+        node = map.entry(seg.clone()).or_insert_with(|| Value::Object(serde_json::Map::new()));
+        path = if path.is_empty() { seg.clone() } else { format!("{path}.{seg}") };
+        i += 1;
+    }
+    let key = &segments[last];
+    let map = node.as_object_mut().ok_or_else(|| err(format!("`{path}` is not a table")))?;
+    let typed = match map.get(key.as_str()) {
+        Some(Value::String(_)) => Value::String(raw),
+        None if STRING_KEYS.contains(&key.as_str()) => Value::String(raw),
+        _ => parse_scalar(raw),
+    };
+    map.insert(key.clone(), typed);
+    origins.record(if path.is_empty() { key.clone() } else { format!("{path}.{key}") }, var);
+    Ok(())
+}
+
+/// Keys that always hold strings, so an override of an unset one is not read as a number.
+const STRING_KEYS: &[&str] =
+    &["name", "provider", "model", "base_url", "region", "api_key_env", "key_env", "listen", "optimize_for"];
+
+fn find_backend(list: &[Value], selector: &str) -> Option<usize> {
+    let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
+    let by_name = list.iter().position(|b| {
+        b.get("name").and_then(Value::as_str).or_else(|| b.get("provider").and_then(Value::as_str)).map(norm)
+            == Some(norm(selector))
+    });
+    by_name.or_else(|| selector.parse::<usize>().ok().filter(|i| *i < list.len()))
+}
+
+/// `0.7` → number, `true` → bool, `["a"]` → array, anything else → the string itself.
+fn parse_scalar(raw: String) -> Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => match t.remove("v").map(serde_json::to_value) {
+            Some(Ok(v)) => v,
+            _ => Value::String(raw),
+        },
+        Err(_) => Value::String(raw),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalars_are_typed() {
+        assert_eq!(parse_scalar("0.7".into()), serde_json::json!(0.7));
+        assert_eq!(parse_scalar("true".into()), serde_json::json!(true));
+        assert_eq!(parse_scalar("127.0.0.1:9000".into()), serde_json::json!("127.0.0.1:9000"));
+        assert_eq!(parse_scalar(r#"["a", "b"]"#.into()), serde_json::json!(["a", "b"]));
+    }
+
+    #[test]
+    fn origins_match_children() {
+        let mut o = Origins::default();
+        o.record("router.retry".into(), "V");
+        assert_eq!(o.of("router.retry.base_backoff_ms"), Some("V"));
+        assert_eq!(o.of("router.retry_x"), None);
+    }
+}

@@ -1,0 +1,298 @@
+//! # claudette-config
+//!
+//! One `claudette.toml` → a typed, validated [`Config`] → a ready
+//! [`BackendRouter`](claudette_core::BackendRouter).
+//!
+//! ```toml
+//! [server]
+//! listen = "127.0.0.1:8080"          # default; a non-loopback address needs [[server.keys]]
+//!
+//! [[server.keys]]
+//! name = "team-a"
+//! key_env = "CLAUDETTE_KEY_TEAM_A"   # read from the environment, hashed at load, never kept
+//!
+//! [router]
+//! cost_weight = 0.5
+//! latency_weight = 0.3
+//! availability_weight = 0.2
+//! failover_chain = ["openai", "claude"]
+//!
+//! [[backends]]
+//! name = "openai"
+//! provider = "openai"
+//! model = "gpt-4o-mini"
+//! api_key_env = "OPENAI_API_KEY"     # secrets only by reference: `api_key = "sk-…"` is refused
+//!
+//! [[backends]]
+//! name = "claude"
+//! provider = "anthropic"
+//! api_key_env = "ANTHROPIC_API_KEY"
+//! ```
+//!
+//! Where the configuration comes from ([`Config::load`]): an explicit path, else the file named
+//! by `CLAUDETTE_CONFIG`, else `./claudette.toml` when it exists, else the environment alone
+//! ([`Config::discover`]: `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `GEMINI_API_KEY` or
+//! `GOOGLE_API_KEY`, `OLLAMA_HOST`). A file without `[[backends]]` also gets the discovered
+//! ones, so a file may configure only the server.
+//!
+//! On top of either, `CLAUDETTE_LISTEN` sets `server.listen` and any
+//! `CLAUDETTE__<SECTION>__<KEY>=value` sets one key (`CLAUDETTE__ROUTER__COST_WEIGHT=0.7`,
+//! `CLAUDETTE__BACKENDS__OPENAI__MODEL=gpt-4o`).
+//!
+//! Every problem is a [`ConfigError`] naming the key path and the reason
+//! (`backends[1].pricing.input_per_1k: expected a number, found string "cheap"`), plus the
+//! environment variable when one set the value. Secrets never appear in errors or in `Debug`.
+//!
+//! This crate depends on `claudette-core` only; [`Config::build_router`] takes the provider
+//! [`Registry`] as an argument (`claudette::registry()` in the facade) so the facade can depend
+//! on this crate without a cycle.
+
+mod describe;
+mod discover;
+mod env;
+mod error;
+mod load;
+mod raw;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use claudette_core::{BackendRouter, BackendSettings, Registry, RegistryError, RouterOptions};
+
+pub use discover::DISCOVERY_VARS;
+pub use env::{CONFIG_VAR, EnvSource, LISTEN_VAR, OVERRIDE_PREFIX, ProcessEnv};
+pub use error::ConfigError;
+
+/// Name of the file [`Config::load`] looks for in the working directory.
+pub const DEFAULT_FILE: &str = "claudette.toml";
+
+/// Default request body limit (reliability-spec S-10).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+/// Default limit on requests served at once.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 1024;
+/// Default time in-flight requests get to finish after SIGTERM / Ctrl-C.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Shortest gateway key accepted from `key_env` (S-07 asks for ≥ 128 random bits).
+pub const MIN_GATEWAY_KEY_LEN: usize = 16;
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from.
+    pub source: ConfigSource,
+    pub server: ServerConfig,
+    pub router: RouterConfig,
+    pub backends: Vec<BackendConfig>,
+    /// Names of the environment variables that overrode values (never their values).
+    pub overrides: Vec<String>,
+}
+
+/// Where a [`Config`] came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A TOML file.
+    File(PathBuf),
+    /// TOML text handed in directly.
+    Text,
+    /// No file: backends discovered from the environment.
+    Environment,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "{}", p.display()),
+            Self::Text => f.write_str("inline TOML"),
+            Self::Environment => f.write_str("environment (no config file)"),
+        }
+    }
+}
+
+/// `[server]`: how the gateway listens and whom it lets in.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Default `127.0.0.1:8080`. Port 0 picks a free port (the gateway prints the real one).
+    pub listen: SocketAddr,
+    /// Serve a non-loopback address without gateway keys (off: refused at load, S-08).
+    pub allow_unauthenticated_non_loopback: bool,
+    pub max_body_bytes: usize,
+    pub max_concurrency: usize,
+    pub shutdown_grace: Duration,
+    /// Directories to load provider plugins from, resolved against the config file's directory.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Gateway keys, as hashes only.
+    pub keys: Vec<GatewayKey>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            allow_unauthenticated_non_loopback: false,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            plugin_dirs: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// One gateway key: a name (for logs and metrics) and the SHA-256 of the key. The key itself
+/// is never stored: a `key_env` value is hashed the moment it is read.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GatewayKey {
+    pub name: String,
+    pub sha256: [u8; 32],
+    /// The variable the key was read from, if it was not given as a hash.
+    pub key_env: Option<String>,
+}
+
+impl GatewayKey {
+    /// The hash as 64 lower-case hex digits.
+    pub fn sha256_hex(&self) -> String {
+        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for GatewayKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A hash of a random key is not a secret, but there is no reason to print it whole.
+        let hex = self.sha256_hex();
+        f.debug_struct("GatewayKey")
+            .field("name", &self.name)
+            .field("sha256", &format!("{}…", &hex[..8]))
+            .field("key_env", &self.key_env)
+            .finish()
+    }
+}
+
+/// SHA-256 of a gateway key, as the gateway compares it.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
+/// `[router]`: weights, reliability settings and the failover chain.
+#[derive(Debug, Clone, Default)]
+pub struct RouterConfig {
+    pub options: RouterOptions,
+    /// Ordered chain; empty means score order over all backends.
+    pub failover_chain: Vec<String>,
+}
+
+/// One `[[backends]]` entry.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// Provider name in the registry (`openai`, `anthropic`, a plugin's name…).
+    pub provider: String,
+    /// Settings handed to the provider, with the key already read from `api_key_env` (the key
+    /// type never prints).
+    pub settings: BackendSettings,
+    /// The variable the key came from.
+    pub api_key_env: Option<String>,
+}
+
+impl BackendConfig {
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+}
+
+impl Config {
+    /// The configuration a server or CLI uses: `explicit` if given, else the file named by
+    /// `CLAUDETTE_CONFIG`, else `./claudette.toml` if it exists, else [`Config::discover`].
+    pub fn load(explicit: Option<&Path>, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        if let Some(p) = explicit {
+            return Self::from_file(p, env);
+        }
+        if let Some(p) = env.var(CONFIG_VAR) {
+            return Self::from_file(Path::new(&p), env);
+        }
+        let local = Path::new(DEFAULT_FILE);
+        if local.is_file() {
+            return Self::from_file(local, env);
+        }
+        Self::discover(env)
+    }
+
+    /// What a library uses (`Claudette::from_env()`): the file named by `CLAUDETTE_CONFIG` if
+    /// set, else [`Config::discover`]. Unlike [`Config::load`] it never reads the working
+    /// directory, which a library has no business doing.
+    pub fn from_env(env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        match env.var(CONFIG_VAR) {
+            Some(p) => Self::from_file(Path::new(&p), env),
+            None => Self::discover(env),
+        }
+    }
+
+    /// Reads and validates a TOML file, with environment overrides applied.
+    pub fn from_file(path: &Path, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let base = path.parent().map(Path::to_owned).unwrap_or_default();
+        load::from_toml(&text, Some(path), &base, env)
+    }
+
+    /// Parses TOML text. Relative `plugin_dirs` are resolved against the working directory.
+    pub fn from_toml_str(text: &str, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        load::from_toml(text, None, Path::new(""), env)
+    }
+
+    /// No file: backends from the usual environment variables (see [`DISCOVERY_VARS`]),
+    /// default server and router settings, then the overrides.
+    pub fn discover(env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        load::discovered(env)
+    }
+
+    /// Builds every backend with `registry` (which checks each one's provider settings),
+    /// registers them in a new router with the configured options, and sets the failover chain.
+    ///
+    /// Errors name the backend's key path: `backends[0].provider: unknown provider "opnai"
+    /// (known: anthropic, gemini, …)`, `backends[2]: unknown setting `num_ctxx` …`.
+    pub fn build_router(&self, registry: &Registry) -> Result<Arc<BackendRouter>, ConfigError> {
+        let router = BackendRouter::new(self.router.options.clone());
+        for (i, b) in self.backends.iter().enumerate() {
+            let backend = registry.build(&b.provider, &b.settings).map_err(|e| match e {
+                RegistryError::UnknownProvider { name, known } => ConfigError::invalid(
+                    format!("backends[{i}].provider"),
+                    format!("unknown provider \"{name}\" (known: {known})"),
+                ),
+                RegistryError::Backend(be) => {
+                    let message = strip_backend_prefix(&be.message, b.name());
+                    // "unknown setting `x` (known here: …)" is about one key: name it.
+                    match message.strip_prefix("unknown setting `").and_then(|r| r.split_once('`')) {
+                        Some((setting, rest)) => ConfigError::invalid(
+                            format!("backends[{i}].{setting}"),
+                            format!(
+                                "unknown setting for provider \"{}\"{}",
+                                b.provider,
+                                rest.replace("(known here: ", "(known: ")
+                            ),
+                        ),
+                        None => ConfigError::invalid(format!("backends[{i}]"), message),
+                    }
+                }
+                other => ConfigError::invalid(format!("backends[{i}]"), other.to_string()),
+            })?;
+            router
+                .register_backend(backend)
+                .map_err(|e| ConfigError::invalid(format!("backends[{i}].name"), e.message))?;
+        }
+        if !self.router.failover_chain.is_empty() {
+            router
+                .set_failover_chain(self.router.failover_chain.iter().cloned())
+                .map_err(|e| ConfigError::invalid("router.failover_chain", e.message))?;
+        }
+        Ok(Arc::new(router))
+    }
+}
+
+/// Provider errors start with "backend `x`: "; the key path already says which backend.
+fn strip_backend_prefix(message: &str, name: &str) -> String {
+    let prefix = format!("backend `{name}`: ");
+    message.strip_prefix(&prefix).unwrap_or(message).to_owned()
+}

@@ -1,0 +1,98 @@
+//! [`Claudette`]: the seeds' one-line entry point (`new Claudette()`, `claudette.optimize(…)`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use claudette_config::{Config, ConfigError, ProcessEnv};
+use claudette_core::{BackendRouter, ChatRequest, ChatResponse, RouteError};
+
+/// A ready router built from configuration, with the seeds' small API on top.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// // Backends from OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, OLLAMA_HOST…
+/// // (or the file named by CLAUDETTE_CONFIG).
+/// let claudette = claudette::Claudette::from_env()?;
+/// let answer = claudette.optimize("Explain TCP in one line").await?;
+/// println!("{} (from {}, ${:.6})", answer.content, answer.backend, answer.cost);
+/// # Ok(()) }
+/// ```
+///
+/// Everything else (streams, batches, health, costs) is on [`Claudette::router`].
+#[derive(Debug, Clone)]
+pub struct Claudette {
+    router: Arc<BackendRouter>,
+}
+
+impl Claudette {
+    /// Wraps a router you built yourself.
+    pub fn new(router: Arc<BackendRouter>) -> Self {
+        Self { router }
+    }
+
+    /// From the environment: the file named by `CLAUDETTE_CONFIG` if set, else backends
+    /// discovered from `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `GEMINI_API_KEY` /
+    /// `GOOGLE_API_KEY` and `OLLAMA_HOST`, with `CLAUDETTE__…` overrides applied. Providers are
+    /// the ones this build links (the facade's cargo features).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::with_config(Config::from_env(&ProcessEnv)?)
+    }
+
+    /// From a `claudette.toml` (plus environment overrides).
+    pub fn from_config(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        Self::with_config(Config::from_file(path.as_ref(), &ProcessEnv)?)
+    }
+
+    /// From an already loaded configuration.
+    pub fn with_config(config: Config) -> Result<Self, ConfigError> {
+        let registry = crate::registry().map_err(|e| ConfigError::invalid("providers", e.to_string()))?;
+        Ok(Self::new(config.build_router(&registry)?))
+    }
+
+    /// Routes one prompt to the best backend, with retries and failover (the seeds'
+    /// `optimize(message)`). The response says which backend answered, what it cost and why it
+    /// was chosen (`response.decision`).
+    pub async fn optimize(&self, prompt: impl Into<String>) -> Result<ChatResponse, RouteError> {
+        self.router.route_request(&ChatRequest::prompt(prompt)).await
+    }
+
+    /// The router: `route_request`, `route_stream`, `process_batch`, `health_statuses`,
+    /// `analyze_costs`…
+    pub fn router(&self) -> &Arc<BackendRouter> {
+        &self.router
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use claudette_testkit::{FakeServer, Reply};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn from_config_routes_a_prompt_over_real_http() {
+        let fake = FakeServer::start().await;
+        fake.set_default(Reply::openai_text("hello from the fake"));
+        let path = std::env::temp_dir().join(format!("claudette-entry-{}.toml", std::process::id()));
+        let toml = format!(
+            "[[backends]]\nname = \"fake\"\nprovider = \"openai\"\nmodel = \"fake-model\"\nbase_url = \"{}\"\n",
+            fake.v1_url()
+        );
+        std::fs::write(&path, toml).unwrap();
+        let claudette = Claudette::from_config(&path);
+        let _ = std::fs::remove_file(&path);
+        let claudette = claudette.unwrap();
+        let answer = claudette.optimize("hi").await.unwrap();
+        assert_eq!(answer.content, "hello from the fake");
+        assert_eq!(answer.backend, "fake");
+        assert_eq!(answer.decision.and_then(|d| d.chosen().map(str::to_owned)).as_deref(), Some("fake"));
+        assert_eq!(fake.post_requests(), 1);
+        assert_eq!(claudette.router().backend_names(), vec!["fake"]);
+    }
+
+    #[test]
+    fn from_config_reports_the_key_path() {
+        let e = Claudette::from_config("/nonexistent/claudette.toml").unwrap_err().to_string();
+        assert!(e.starts_with("cannot read config file /nonexistent/claudette.toml"), "{e}");
+    }
+}
