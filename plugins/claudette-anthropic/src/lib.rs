@@ -1,1 +1,76 @@
-//! Anthropic Messages API as a Claudette provider.
+//! # claudette-anthropic
+//!
+//! The Anthropic Messages API (`POST {base_url}/v1/messages`) as a Claudette provider, named
+//! `anthropic` in the registry. It also drives servers that speak the same protocol: LiteLLM's
+//! `/v1/messages`, llama.cpp's `llama-server`, DashScope's Anthropic-compatible endpoint.
+//!
+//! The provider is a sans-IO [`AnthropicAdapter`]: request bodies, response parsing, stream
+//! decoding and error classification are pure functions, tested on recorded bytes.
+//! With the default `http` feature, [`ClaudeBackend`] is that adapter inside
+//! `claudette-http`'s `HttpBackend`, and [`backend`] builds one from settings.
+//!
+//! ## Settings
+//!
+//! Common keys of [`BackendSettings`] plus these `extra` keys (any other key is an error, so a
+//! typo does not silently fall back to a default):
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `model` | `claude-haiku-4-5` | model id sent when the request names none |
+//! | `base_url` | `https://api.anthropic.com` | API root; a trailing `/v1` is accepted |
+//! | `api_key` | – | sent as `x-api-key`; required for `api.anthropic.com` |
+//! | `anthropic_version` | `2023-06-01` | `anthropic-version` header |
+//! | `anthropic_beta` | – | `anthropic-beta` header (a string or a list) |
+//! | `default_max_tokens` | 4096 | `max_tokens` when the request sets none (Anthropic requires it) |
+//! | `context_window` | 200000 for Claude models | largest prompt + output, for routing |
+//! | `backend_type` | `self_hosted` on loopback, else `cloud` | for routing and reports |
+//!
+//! Prices come from a built-in table (see [`pricing`]) unless `pricing` is set; cache writes
+//! are billed at 1.25× and cache reads at 0.1× the input rate.
+//!
+//! ## Usage accounting
+//!
+//! Anthropic's `input_tokens` excludes cached tokens. [`claudette_core::Usage::input_tokens`]
+//! is the whole prompt, so this provider reports `input + cache_creation + cache_read` there,
+//! with `cache_write_tokens = cache_creation` and `cache_read_tokens = cache_read` as subsets.
+//! Costs are computed per class, so nothing is billed twice.
+
+mod adapter;
+mod error;
+pub mod pricing;
+mod request;
+mod response;
+mod stream;
+mod wire;
+
+pub use adapter::{
+    AnthropicAdapter, DEFAULT_ANTHROPIC_VERSION, DEFAULT_BASE_URL, DEFAULT_MAX_TOKENS, DEFAULT_MODEL,
+    EXTRA_KEYS, PROVIDER,
+};
+use claudette_core::{BackendError, BackendSettings};
+pub use stream::AnthropicStreamDecoder;
+
+/// The Anthropic provider as a ready [`claudette_core::Backend`] (the seeds' `ClaudeBackend`).
+#[cfg(feature = "http")]
+pub type ClaudeBackend = claudette_http::HttpBackend<AnthropicAdapter>;
+
+/// Builds a [`ClaudeBackend`] from settings, checking them first.
+#[cfg(feature = "http")]
+pub fn backend(settings: &BackendSettings) -> Result<ClaudeBackend, BackendError> {
+    claudette_http::HttpBackend::new(AnthropicAdapter::new(settings)?, settings)
+}
+
+/// Builds the adapter alone, for a sans-IO host (a plugin, or a test on recorded bytes).
+pub fn adapter(settings: &BackendSettings) -> Result<AnthropicAdapter, BackendError> {
+    AnthropicAdapter::new(settings)
+}
+
+#[cfg(feature = "http")]
+fn build(settings: &BackendSettings) -> Result<claudette_core::SharedBackend, BackendError> {
+    Ok(backend(settings)?.shared())
+}
+
+#[cfg(feature = "http")]
+inventory::submit! {
+    claudette_core::ProviderFactory::new("anthropic", "Anthropic Messages API (and compatible servers)", build)
+}

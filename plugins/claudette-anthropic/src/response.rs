@@ -1,0 +1,96 @@
+//! A non-stream Messages response as a [`ChatResponse`].
+
+use claudette_core::{BackendError, ChatResponse, ToolCall};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::classify_event;
+use crate::wire::{WireUsage, finish_reason};
+
+#[derive(Debug, Deserialize)]
+struct WireMessage {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    content: Vec<Value>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+}
+
+/// Parses a 2xx body. `requested_model` names the answer when the body does not.
+pub(crate) fn parse(body: &[u8], backend: &str, requested_model: &str) -> Result<ChatResponse, BackendError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        BackendError::malformed(format!("response is not JSON: {e}")).with_provider_body(body)
+    })?;
+    // A proxy may wrap an error in a 200; it is still an error, classified like a stream's.
+    if value.get("type").and_then(Value::as_str) == Some("error")
+        || value.get("error").is_some_and(|e| !e.is_null())
+    {
+        return Err(classify_event(&value, &String::from_utf8_lossy(body)));
+    }
+    if value.get("content").is_none() {
+        return Err(BackendError::malformed("response has no `content` array").with_provider_body(body));
+    }
+    let msg: WireMessage = serde_json::from_value(value).map_err(|e| {
+        BackendError::malformed(format!("unexpected response shape: {e}")).with_provider_body(body)
+    })?;
+    if msg.kind.as_deref().is_some_and(|k| k != "message") {
+        return Err(BackendError::malformed(format!(
+            "unexpected response type `{}`",
+            msg.kind.unwrap_or_default()
+        ))
+        .with_provider_body(body));
+    }
+
+    let mut out = ChatResponse::empty(backend, msg.model.unwrap_or_else(|| requested_model.to_owned()));
+    out.id = msg.id;
+    let mut reasoning = String::new();
+    for block in &msg.content {
+        let str_field = |k: &str| block.get(k).and_then(Value::as_str);
+        match str_field("type") {
+            Some("text") => out.content.push_str(str_field("text").unwrap_or_default()),
+            Some("thinking") => reasoning.push_str(str_field("thinking").unwrap_or_default()),
+            Some("tool_use") => {
+                let (Some(id), Some(name)) = (str_field("id"), str_field("name")) else {
+                    return Err(
+                        BackendError::malformed("tool_use block without id or name").with_provider_body(body)
+                    );
+                };
+                let arguments = match block.get("input") {
+                    Some(v @ Value::Object(_)) => v.clone(),
+                    // Anthropic always sends an object; a compatible server that sends the JSON
+                    // text instead still means the same call.
+                    Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+                        Ok(v @ Value::Object(_)) => v,
+                        _ => {
+                            return Err(BackendError::malformed(format!(
+                                "tool `{name}` input is not an object"
+                            ))
+                            .with_provider_body(body));
+                        }
+                    },
+                    None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
+                    Some(_) => {
+                        return Err(BackendError::malformed(format!("tool `{name}` input is not an object"))
+                            .with_provider_body(body));
+                    }
+                };
+                out.tool_calls.push(ToolCall { id: id.to_owned(), name: name.to_owned(), arguments });
+            }
+            // redacted_thinking, server tool blocks, citations-only blocks, future types.
+            _ => {}
+        }
+    }
+    if !reasoning.is_empty() {
+        out.reasoning = Some(reasoning);
+    }
+    out.finish_reason = msg.stop_reason.as_deref().map(finish_reason);
+    out.usage = msg.usage.unwrap_or_default().to_usage();
+    Ok(out)
+}

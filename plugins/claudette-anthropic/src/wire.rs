@@ -1,0 +1,104 @@
+//! Pieces of the Messages wire format shared by the response parser and the stream decoder.
+
+use claudette_core::{FinishReason, Usage, UsageSource};
+use serde::Deserialize;
+
+/// Anthropic's `usage` object. Every field is optional because compatible servers leave some
+/// out (llama.cpp sends no `cache_creation_input_tokens`; DashScope sends input counts only in
+/// `message_delta`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub(crate) struct WireUsage {
+    #[serde(default)]
+    pub input_tokens: Option<u64>,
+    #[serde(default)]
+    pub output_tokens: Option<u64>,
+    #[serde(default)]
+    pub cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    pub cache_read_input_tokens: Option<u64>,
+}
+
+fn sat(v: Option<u64>) -> u32 {
+    v.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+impl WireUsage {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Takes every field `later` carries. Anthropic's stream usage is cumulative, so the later
+    /// figure replaces the earlier one, it is never added to it.
+    pub fn merge(&mut self, later: &WireUsage) {
+        self.input_tokens = later.input_tokens.or(self.input_tokens);
+        self.output_tokens = later.output_tokens.or(self.output_tokens);
+        self.cache_creation_input_tokens =
+            later.cache_creation_input_tokens.or(self.cache_creation_input_tokens);
+        self.cache_read_input_tokens = later.cache_read_input_tokens.or(self.cache_read_input_tokens);
+    }
+
+    /// The neutral form. Anthropic's `input_tokens` excludes cache reads and writes; ours is
+    /// the whole prompt with the cache counts as subsets, so they are added here, once.
+    pub fn to_usage(self) -> Usage {
+        if self.is_empty() {
+            return Usage::default();
+        }
+        let write = sat(self.cache_creation_input_tokens);
+        let read = sat(self.cache_read_input_tokens);
+        Usage {
+            input_tokens: sat(self.input_tokens).saturating_add(write).saturating_add(read),
+            output_tokens: sat(self.output_tokens),
+            cache_read_tokens: read,
+            cache_write_tokens: write,
+            reasoning_tokens: 0,
+            source: UsageSource::Reported,
+        }
+    }
+}
+
+/// `stop_reason` in neutral terms.
+pub(crate) fn finish_reason(stop_reason: &str) -> FinishReason {
+    match stop_reason {
+        "end_turn" | "stop_sequence" => FinishReason::Stop,
+        // `model_context_window_exceeded`: the output was cut by the window, not by max_tokens,
+        // but for the caller it is the same truncated answer.
+        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "tool_use" => FinishReason::ToolCalls,
+        "refusal" => FinishReason::ContentFilter,
+        other => FinishReason::Other(other.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_counts_join_the_prompt_once() {
+        let w = WireUsage {
+            input_tokens: Some(10),
+            output_tokens: Some(5),
+            cache_creation_input_tokens: Some(100),
+            cache_read_input_tokens: Some(1000),
+        };
+        let u = w.to_usage();
+        assert_eq!(u.input_tokens, 1110);
+        assert_eq!(u.uncached_input_tokens(), 10);
+        assert_eq!(u.source, UsageSource::Reported);
+        assert_eq!(WireUsage::default().to_usage().source, UsageSource::Missing);
+    }
+
+    #[test]
+    fn merge_replaces_never_sums() {
+        let mut a = WireUsage { input_tokens: Some(7), output_tokens: Some(1), ..WireUsage::default() };
+        a.merge(&WireUsage { output_tokens: Some(30), ..WireUsage::default() });
+        a.merge(&WireUsage {
+            output_tokens: Some(42),
+            cache_read_input_tokens: Some(3),
+            ..WireUsage::default()
+        });
+        assert_eq!(a.output_tokens, Some(42));
+        assert_eq!(a.input_tokens, Some(7));
+        assert_eq!(a.cache_read_input_tokens, Some(3));
+    }
+}
