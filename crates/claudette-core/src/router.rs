@@ -317,7 +317,8 @@ impl BackendRouter {
         HealthStatus {
             backend: e.backend.name().to_owned(),
             healthy: check.is_ok() && e.backend.info().enabled,
-            consecutive_failures: e.breaker.snapshot().consecutive_failures,
+            // Since the last success (the breaker's own streak restarts when it opens).
+            consecutive_failures: e.metrics.consecutive_failures(),
             last_successful_request: e.metrics.last_success(),
             circuit_breaker_state: e.breaker.state(),
             retry_in_ms: check

@@ -142,7 +142,10 @@ async fn f07_rate_limited_backend_is_skipped_for_its_hint_without_sleep_or_failu
     let clock = FakeClock::new();
     let a = FakeServer::start().await;
     let b = FakeServer::start().await;
-    a.push(Reply::openai_error(429, "rate_limit_exceeded", Some("rate_limit_exceeded"), "slow down").header("retry-after", "2"));
+    a.push(
+        Reply::openai_error(429, "rate_limit_exceeded", Some("rate_limit_exceeded"), "slow down")
+            .header("retry-after", "2"),
+    );
     let r = router(&clock, &[("a", a.v1_url()), ("b", b.v1_url())]);
     let resp = r.route_request(&req()).await.unwrap();
     assert_eq!(resp.backend, "b");
@@ -167,9 +170,18 @@ async fn f08_later_shorter_retry_after_never_shrinks_the_deadline() {
     let b = FakeServer::start().await;
     let r = Arc::new(router(&clock, &[("a", a.v1_url()), ("b", b.v1_url())]));
     // Two requests in flight on A at once: the first answer says 30 s, the second 1 s.
-    a.push(Reply::openai_error(429, "rate_limit_exceeded", None, "slow").header("retry-after", "30").delay(Duration::from_millis(50)));
-    a.push(Reply::openai_error(429, "rate_limit_exceeded", None, "slow").header("retry-after", "1").delay(Duration::from_millis(250)));
-    let (x, y) = tokio::join!(r.route_request(&req()), r.route_request(&req()));
+    a.push(
+        Reply::openai_error(429, "rate_limit_exceeded", None, "slow")
+            .header("retry-after", "30")
+            .delay(Duration::from_millis(50)),
+    );
+    a.push(
+        Reply::openai_error(429, "rate_limit_exceeded", None, "slow")
+            .header("retry-after", "1")
+            .delay(Duration::from_millis(250)),
+    );
+    let (r1, r2) = (req(), req());
+    let (x, y) = tokio::join!(r.route_request(&r1), r.route_request(&r2));
     assert_eq!(x.unwrap().backend, "b");
     assert_eq!(y.unwrap().backend, "b");
     assert_eq!(a.post_requests(), 2);
@@ -199,7 +211,12 @@ async fn f10_quota_exhausted_is_not_retried_opens_the_breaker_and_fails_over() {
     let clock = FakeClock::new();
     let a = FakeServer::start().await;
     let b = FakeServer::start().await;
-    a.push(Reply::openai_error(429, "insufficient_quota", Some("insufficient_quota"), "You exceeded your current quota"));
+    a.push(Reply::openai_error(
+        429,
+        "insufficient_quota",
+        Some("insufficient_quota"),
+        "You exceeded your current quota",
+    ));
     let r = router(&clock, &[("a", a.v1_url()), ("b", b.v1_url())]);
     let resp = r.route_request(&req()).await.unwrap();
     assert_eq!(resp.backend, "b");
@@ -328,7 +345,11 @@ async fn f16_error_after_content_ends_with_error_event_and_counts_a_failure() {
     assert_eq!(text, "partial answer");
     assert!(matches!(events.last(), Some(StreamEvent::Error { .. })));
     assert_eq!(b.requests(), 0);
-    assert_eq!(r.breaker("a").unwrap().snapshot().consecutive_failures, 1, "mid-stream error is a Failure (CB-2)");
+    assert_eq!(
+        r.breaker("a").unwrap().snapshot().consecutive_failures,
+        1,
+        "mid-stream error is a Failure (CB-2)"
+    );
     assert_eq!(r.performance_metrics("a").unwrap().failures_by_kind.get("overloaded"), Some(&1));
 }
 
@@ -370,7 +391,10 @@ async fn f19_malformed_json_is_a_failure_that_fails_over_without_panic() {
     let a = FakeServer::start().await;
     let b = FakeServer::start().await;
     a.push(Reply::malformed_json());
-    a.push(Reply::sse(vec!["data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}".into(), "data: {not json".into()]));
+    a.push(Reply::sse(vec![
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}".into(),
+        "data: {not json".into(),
+    ]));
     let r = router(&clock, &[("a", a.v1_url()), ("b", b.v1_url())]);
     let resp = r.route_request(&req()).await.unwrap();
     assert_eq!(resp.backend, "b");
@@ -418,7 +442,12 @@ async fn f26_unauthorized_is_not_retried_fails_over_and_never_leaks_the_key() {
     let clock = FakeClock::new();
     let a = FakeServer::start().await;
     let b = FakeServer::start().await;
-    a.set_default(Reply::openai_error(401, "invalid_request_error", Some("invalid_api_key"), &format!("Incorrect API key provided: {CANARY}")));
+    a.set_default(Reply::openai_error(
+        401,
+        "invalid_request_error",
+        Some("invalid_api_key"),
+        &format!("Incorrect API key provided: {CANARY}"),
+    ));
     let r = router(&clock, &[("a", a.v1_url()), ("b", b.v1_url())]);
     let resp = r.route_request(&req()).await.unwrap();
     assert_eq!(resp.backend, "b");
@@ -478,11 +507,24 @@ async fn stream_failover_before_commit_is_invisible() {
 async fn decision_explains_scores_and_cheapest_wins_without_a_chain() {
     let a = FakeServer::start().await;
     let b = FakeServer::start().await;
-    let r = BackendRouter::new(RouterOptions { cost_weight: 1.0, latency_weight: 0.0, availability_weight: 0.0, ..options() });
-    r.register_backend(claudette_openai::backend(&settings("pricey", &a.v1_url()).pricing(Pricing::new(0.03, 0.06))).unwrap().shared())
-        .unwrap();
-    r.register_backend(claudette_openai::backend(&settings("cheap", &b.v1_url()).pricing(Pricing::new(0.0001, 0.0002))).unwrap().shared())
-        .unwrap();
+    let r = BackendRouter::new(RouterOptions {
+        cost_weight: 1.0,
+        latency_weight: 0.0,
+        availability_weight: 0.0,
+        ..options()
+    });
+    r.register_backend(
+        claudette_openai::backend(&settings("pricey", &a.v1_url()).pricing(Pricing::new(0.03, 0.06)))
+            .unwrap()
+            .shared(),
+    )
+    .unwrap();
+    r.register_backend(
+        claudette_openai::backend(&settings("cheap", &b.v1_url()).pricing(Pricing::new(0.0001, 0.0002)))
+            .unwrap()
+            .shared(),
+    )
+    .unwrap();
     let resp = r.route_request(&req()).await.unwrap();
     assert_eq!(resp.backend, "cheap");
     let d = resp.decision.unwrap();
