@@ -1,1 +1,75 @@
-//! placeholder
+//! # claudette-openai
+//!
+//! OpenAI chat completions as a Claudette provider, for OpenAI itself and for any
+//! OpenAI-compatible server: llama.cpp's `llama-server`, llama-cpp-python, vLLM, SGLang,
+//! LiteLLM. Point `base_url` at the server's `/v1`.
+//!
+//! The crate is a sans-IO [`OpenAiAdapter`] (request bodies, response and stream decoding,
+//! error classification, prices) plus, with the default `http` feature, [`OpenAiBackend`]:
+//! that adapter driven by `claudette-http`'s shared client, and a link-time registration under
+//! the provider name `openai`. Without `http` nothing here does I/O, so the same code can be
+//! built into a cdylib plugin.
+//!
+//! The wire pieces are public so another crate can speak this protocol with its own provider
+//! name, defaults and price table: [`OpenAiAdapter::with_options`] with [`OpenAiOptions`], or
+//! the functions directly ([`build_body`], [`parse_chat_completion`], [`OpenAiStreamDecoder`],
+//! [`classify_openai_error`], [`parse_model_list`]).
+//!
+//! ```no_run
+//! # #[cfg(feature = "http")]
+//! # fn demo() -> Result<(), claudette_core::BackendError> {
+//! use claudette_core::BackendSettings;
+//!
+//! let settings = BackendSettings::new("local-llama")
+//!     .base_url("http://127.0.0.1:39180/v1")
+//!     .model("tiny-llama");
+//! let backend = claudette_openai::backend(&settings)?;
+//! # let _ = backend; Ok(()) }
+//! ```
+
+mod adapter;
+mod error;
+mod models;
+mod request;
+mod response;
+mod stream;
+
+pub use adapter::{EXTRA_KEYS, OpenAiAdapter, OpenAiOptions, parse_model_list};
+pub use error::{ErrorFields, classify_error_value, classify_openai_error, error_fields, refine_kind};
+pub use models::{ModelEntry, OPENAI_MODELS, lookup_model};
+pub use request::{BodyOptions, MaxTokensField, build_body};
+pub use response::{
+    content_text, map_finish_reason, parse_arguments, parse_chat_completion, parse_usage, reasoning_text,
+};
+pub use stream::OpenAiStreamDecoder;
+
+/// Provider name under which this crate registers.
+pub const PROVIDER: &str = "openai";
+
+/// OpenAI (or a compatible server) as an async [`claudette_core::Backend`].
+#[cfg(feature = "http")]
+pub type OpenAiBackend = claudette_http::HttpBackend<OpenAiAdapter>;
+
+/// Builds an [`OpenAiBackend`] from settings, checking them first (including that
+/// `api.openai.com` gets a key).
+#[cfg(feature = "http")]
+pub fn backend(
+    settings: &claudette_core::BackendSettings,
+) -> Result<OpenAiBackend, claudette_core::BackendError> {
+    use claudette_core::ProviderAdapter as _;
+    let adapter = OpenAiAdapter::new(settings)?;
+    adapter.validate()?;
+    claudette_http::HttpBackend::new(adapter, settings)
+}
+
+#[cfg(feature = "http")]
+fn build(
+    settings: &claudette_core::BackendSettings,
+) -> Result<claudette_core::SharedBackend, claudette_core::BackendError> {
+    Ok(std::sync::Arc::new(backend(settings)?))
+}
+
+#[cfg(feature = "http")]
+inventory::submit! {
+    claudette_core::ProviderFactory::new(PROVIDER, "OpenAI chat completions, or any OpenAI-compatible server", build)
+}

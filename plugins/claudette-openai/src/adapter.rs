@@ -1,0 +1,406 @@
+//! The [`OpenAiAdapter`]: settings in, [`ProviderAdapter`] out.
+
+use std::net::IpAddr;
+
+use claudette_core::{
+    AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse,
+    HttpRequest, HttpResponse, Pricing, ProviderAdapter, StreamDecoder,
+};
+use serde_json::{Map, Value};
+use url::{Host, Url};
+
+use crate::error::classify_openai_error;
+use crate::models::{ModelEntry, OPENAI_MODELS, lookup_model};
+use crate::request::{BodyOptions, MaxTokensField, build_body};
+use crate::response::parse_chat_completion;
+use crate::stream::OpenAiStreamDecoder;
+
+/// Provider-specific settings this adapter reads from [`BackendSettings::extra`].
+pub const EXTRA_KEYS: [&str; 5] =
+    ["stream_include_usage", "organization", "context_window", "backend_type", "max_tokens_field"];
+
+/// What makes an OpenAI-compatible provider *this* provider: its name, defaults, model table,
+/// the hosts that need a key, and the settings and body fields it adds.
+///
+/// [`OpenAiOptions::openai`] is OpenAI itself. A crate for another OpenAI-compatible provider
+/// (self-hosted Qwen on vLLM, say) starts from it, changes what differs and calls
+/// [`OpenAiAdapter::with_options`], reusing the whole wire implementation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAiOptions {
+    /// `BackendInfo::provider`, e.g. `openai`.
+    pub provider: String,
+    pub default_base_url: String,
+    /// Model used when the settings name none; `None` makes `model` required.
+    pub default_model: Option<String>,
+    /// Prices, quality and context windows by model name.
+    pub models: &'static [ModelEntry],
+    /// Hosts that refuse anonymous calls: a backend pointing at one without a key is a
+    /// configuration error, reported before the first request.
+    pub key_required_hosts: Vec<String>,
+    /// Additional `extra` keys the wrapping crate reads itself (not rejected here).
+    pub extra_keys: Vec<String>,
+    /// Top-level fields added to every request body.
+    pub extra_body: Map<String, Value>,
+}
+
+impl OpenAiOptions {
+    /// OpenAI's own API: `https://api.openai.com/v1`, `gpt-4o-mini` by default, OpenAI prices.
+    pub fn openai() -> Self {
+        Self {
+            provider: "openai".into(),
+            default_base_url: "https://api.openai.com/v1".into(),
+            default_model: Some("gpt-4o-mini".into()),
+            models: OPENAI_MODELS,
+            key_required_hosts: vec!["api.openai.com".into()],
+            extra_keys: Vec::new(),
+            extra_body: Map::new(),
+        }
+    }
+
+    pub fn provider(mut self, name: impl Into<String>) -> Self {
+        self.provider = name.into();
+        self
+    }
+    pub fn default_base_url(mut self, url: impl Into<String>) -> Self {
+        self.default_base_url = url.into();
+        self
+    }
+    pub fn default_model(mut self, model: Option<String>) -> Self {
+        self.default_model = model;
+        self
+    }
+    pub fn models(mut self, table: &'static [ModelEntry]) -> Self {
+        self.models = table;
+        self
+    }
+    pub fn key_required_hosts<I: IntoIterator<Item = S>, S: Into<String>>(mut self, hosts: I) -> Self {
+        self.key_required_hosts = hosts.into_iter().map(Into::into).collect();
+        self
+    }
+    pub fn allow_extra<I: IntoIterator<Item = S>, S: Into<String>>(mut self, keys: I) -> Self {
+        self.extra_keys.extend(keys.into_iter().map(Into::into));
+        self
+    }
+    pub fn extra_body(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.extra_body.insert(key.into(), value.into());
+        self
+    }
+}
+
+impl Default for OpenAiOptions {
+    fn default() -> Self {
+        Self::openai()
+    }
+}
+
+/// OpenAI chat completions as a sans-IO [`ProviderAdapter`].
+///
+/// Works for any OpenAI-compatible server (llama.cpp `llama-server`, llama-cpp-python, vLLM,
+/// SGLang, LiteLLM): point `base_url` at its `/v1`. Settings read from `extra`:
+///
+/// | key | type | default | meaning |
+/// |---|---|---|---|
+/// | `stream_include_usage` | bool | `true` | send `stream_options.include_usage`; switch off for servers that reject it |
+/// | `organization` | string | none | `OpenAI-Organization` header |
+/// | `context_window` | u32 | model table | the model's window, for routing |
+/// | `backend_type` | `cloud` / `self_hosted` | self-hosted for loopback and private hosts | |
+/// | `max_tokens_field` | `max_tokens` / `max_completion_tokens` | `max_tokens`, `max_completion_tokens` for o-series | which field carries `max_tokens` |
+///
+/// Unknown keys are a configuration error (a typo must not silently become a default).
+#[derive(Debug, Clone)]
+pub struct OpenAiAdapter {
+    info: BackendInfo,
+    options: OpenAiOptions,
+    base_url: Url,
+    has_key: bool,
+    organization: Option<String>,
+    stream_include_usage: bool,
+    /// Explicit setting; `None` picks per model (see [`MaxTokensField`]).
+    max_tokens_field: Option<MaxTokensField>,
+    pricing_override: Option<Pricing>,
+}
+
+impl OpenAiAdapter {
+    /// An adapter for OpenAI (or a compatible server at `base_url`).
+    pub fn new(settings: &BackendSettings) -> Result<Self, BackendError> {
+        Self::with_options(settings, OpenAiOptions::openai())
+    }
+
+    /// An adapter for an OpenAI-compatible provider described by `options`.
+    ///
+    /// Fails with a `Config` error naming the backend for a bad `base_url`, an unknown or
+    /// mistyped `extra` key, a missing model (when `options` has no default) or a quality
+    /// outside 0..1. Whether a key is needed is checked by [`ProviderAdapter::validate`].
+    pub fn with_options(settings: &BackendSettings, options: OpenAiOptions) -> Result<Self, BackendError> {
+        let name = &settings.name;
+        let known: Vec<&str> =
+            EXTRA_KEYS.iter().copied().chain(options.extra_keys.iter().map(String::as_str)).collect();
+        settings.reject_unknown_extra(&known)?;
+        let base_url = settings.parsed_base_url(&options.default_base_url)?;
+        let model = settings
+            .model
+            .clone()
+            .filter(|m| !m.trim().is_empty())
+            .or_else(|| options.default_model.clone())
+            .ok_or_else(|| BackendError::config(format!("backend `{name}`: `model` is required")))?;
+        let stream_include_usage = settings.extra_as::<bool>("stream_include_usage")?.unwrap_or(true);
+        let organization = settings.extra_as::<String>("organization")?.filter(|o| !o.trim().is_empty());
+        let max_tokens_field = settings.extra_as::<MaxTokensField>("max_tokens_field")?;
+        let backend_type = match settings.extra_as::<BackendType>("backend_type")? {
+            Some(t) => t,
+            None if is_local_host(&base_url) => BackendType::SelfHosted,
+            None => BackendType::Cloud,
+        };
+        let entry = lookup_model(options.models, &model);
+        let context_window = match settings.extra_as::<u32>("context_window")? {
+            Some(0) => {
+                return Err(BackendError::config(format!(
+                    "backend `{name}`: `context_window` must be positive"
+                )));
+            }
+            Some(w) => Some(w),
+            None => entry.and_then(|e| e.context_window),
+        };
+        let quality = match settings.quality {
+            Some(q) if !(0.0..=1.0).contains(&q) => {
+                return Err(BackendError::config(format!(
+                    "backend `{name}`: `quality` must be within 0..1, got {q}"
+                )));
+            }
+            Some(q) => q,
+            None => entry.map_or(0.5, |e| e.quality),
+        };
+        if let Some(p) = &settings.pricing {
+            let rates =
+                [Some(p.input_per_1k), Some(p.output_per_1k), p.cache_read_per_1k, p.cache_write_per_1k];
+            if rates.into_iter().flatten().any(|r| !r.is_finite() || r < 0.0) {
+                return Err(BackendError::config(format!(
+                    "backend `{name}`: prices must be finite and not negative"
+                )));
+            }
+        }
+        let pricing = match settings.pricing {
+            Some(p) => p,
+            None => table_pricing(options.models, &model).unwrap_or(Pricing::FREE),
+        };
+        let info = BackendInfo {
+            name: name.clone(),
+            provider: options.provider.clone(),
+            backend_type,
+            model,
+            priority: settings.priority,
+            pricing,
+            quality,
+            supports_streaming: true,
+            supports_tools: true,
+            context_window,
+            region: settings.region.clone(),
+            tags: settings.tags.clone(),
+            enabled: settings.enabled,
+        };
+        Ok(Self {
+            info,
+            options,
+            base_url,
+            has_key: settings.api_key.as_ref().is_some_and(|k| !k.is_empty()),
+            organization,
+            stream_include_usage,
+            max_tokens_field,
+            pricing_override: settings.pricing,
+        })
+    }
+
+    /// The options this adapter was built with.
+    pub fn options(&self) -> &OpenAiOptions {
+        &self.options
+    }
+
+    /// The validated base URL (e.g. `https://api.openai.com/v1`).
+    pub fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    /// `{base_url}/{path}`, keeping a query string the base URL may carry.
+    pub fn endpoint(&self, path: &str) -> String {
+        let mut url = self.base_url.clone();
+        let joined = format!("{}/{}", url.path().trim_end_matches('/'), path.trim_start_matches('/'));
+        url.set_path(&joined);
+        url.to_string()
+    }
+
+    /// The body options for `request` (model, output-cap field, usage in streams, extras).
+    pub fn body_options(&self, request: &ChatRequest) -> BodyOptions {
+        let model = request.model.as_deref().filter(|m| !m.is_empty()).unwrap_or(&self.info.model);
+        let max_tokens_field = self.max_tokens_field.unwrap_or_else(|| {
+            if lookup_model(self.options.models, model).is_some_and(|e| e.reasoning) {
+                MaxTokensField::MaxCompletionTokens
+            } else {
+                MaxTokensField::MaxTokens
+            }
+        });
+        BodyOptions {
+            model: self.info.model.clone(),
+            max_tokens_field,
+            stream_include_usage: self.stream_include_usage,
+            extra: self.options.extra_body.clone(),
+        }
+    }
+
+    fn with_common_headers(&self, mut request: HttpRequest) -> HttpRequest {
+        if let Some(org) = &self.organization {
+            request = request.header("OpenAI-Organization", org.clone());
+        }
+        request
+    }
+}
+
+/// Prices of `model` from `table`, if the table knows it.
+fn table_pricing(table: &[ModelEntry], model: &str) -> Option<Pricing> {
+    lookup_model(table, model).map(|e| e.pricing)
+}
+
+/// Loopback, private, link-local and unique-local addresses, and `localhost`: a server on
+/// our own hardware. Anything else (including private DNS names we cannot resolve here)
+/// counts as cloud unless `backend_type` says otherwise.
+fn is_local_host(url: &Url) -> bool {
+    let ip = match url.host() {
+        Some(Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            return d == "localhost" || d.ends_with(".localhost");
+        }
+        Some(Host::Ipv4(v4)) => IpAddr::V4(v4),
+        Some(Host::Ipv6(v6)) => IpAddr::V6(v6),
+        None => return false,
+    };
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (first & 0xffc0) == 0xfe80 // link local fe80::/10
+                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback() || v4.is_private())
+        }
+    }
+}
+
+impl ProviderAdapter for OpenAiAdapter {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    fn auth_scheme(&self) -> AuthScheme {
+        if self.has_key { AuthScheme::Bearer } else { AuthScheme::None }
+    }
+
+    fn build_request(&self, request: &ChatRequest, stream: bool) -> Result<HttpRequest, BackendError> {
+        let body = build_body(&self.body_options(request), request, stream)?;
+        let accept = if stream { "text/event-stream" } else { "application/json" };
+        let http = HttpRequest::post_json(self.endpoint("chat/completions"), &body)?.header("accept", accept);
+        Ok(self.with_common_headers(http))
+    }
+
+    fn parse_response(
+        &self,
+        request: &ChatRequest,
+        response: &HttpResponse<'_>,
+    ) -> Result<ChatResponse, BackendError> {
+        let requested = request.model.as_deref().filter(|m| !m.is_empty()).unwrap_or(&self.info.model);
+        let mut parsed = parse_chat_completion(response.body, &self.info.name, requested)
+            .map_err(|e| e.with_backend(&self.info.name))?;
+        parsed.cost = self.pricing(Some(&parsed.model)).cost(&parsed.usage);
+        Ok(parsed)
+    }
+
+    fn classify_error(&self, response: &HttpResponse<'_>) -> BackendError {
+        classify_openai_error(response).with_backend(&self.info.name)
+    }
+
+    fn stream_decoder(&self, _request: &ChatRequest) -> Box<dyn StreamDecoder> {
+        Box::new(OpenAiStreamDecoder::new())
+    }
+
+    fn health_probe(&self) -> Option<HttpRequest> {
+        Some(self.with_common_headers(
+            HttpRequest::get(self.endpoint("models")).header("accept", "application/json"),
+        ))
+    }
+
+    fn parse_models(&self, body: &[u8]) -> Result<Vec<String>, BackendError> {
+        parse_model_list(body).map_err(|e| e.with_backend(&self.info.name))
+    }
+
+    /// Prices for `model`: the settings' override if any, else the table entry of the model
+    /// that answered, else that of the configured model, else free (logged at debug: an
+    /// unknown model is typically a self-hosted one, and a guessed price would be worse).
+    fn pricing(&self, model: Option<&str>) -> Pricing {
+        if let Some(p) = self.pricing_override {
+            return p;
+        }
+        if let Some(p) = model.and_then(|m| table_pricing(self.options.models, m)) {
+            return p;
+        }
+        if let Some(p) = table_pricing(self.options.models, &self.info.model) {
+            return p;
+        }
+        tracing::debug!(
+            backend = %self.info.name,
+            model = model.unwrap_or(&self.info.model),
+            "no price known for this model; counting it as free (set `pricing` to override)"
+        );
+        Pricing::FREE
+    }
+
+    fn validate(&self) -> Result<(), BackendError> {
+        let host = self.base_url.host_str().unwrap_or_default().to_ascii_lowercase();
+        if !self.has_key && self.options.key_required_hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
+            return Err(BackendError::config(format!(
+                "backend `{}`: {host} needs an API key (set `api_key` or `api_key_env`)",
+                self.info.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Reads a model list: OpenAI's `{"data":[{"id":…}]}`, or llama.cpp's Ollama-style
+/// `{"models":[{"name"|"model":…}]}` when there is no `data`.
+pub fn parse_model_list(body: &[u8]) -> Result<Vec<String>, BackendError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        BackendError::malformed(format!("model list is not JSON: {e}")).with_provider_body(body)
+    })?;
+    if let Some(data) = value.get("data").and_then(Value::as_array) {
+        return Ok(data
+            .iter()
+            .filter_map(|m| m.get("id").and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect());
+    }
+    if let Some(models) = value.get("models").and_then(Value::as_array) {
+        return Ok(models
+            .iter()
+            .filter_map(|m| m.get("name").or_else(|| m.get("model")).and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect());
+    }
+    Err(BackendError::malformed("model list has neither `data` nor `models`").with_provider_body(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_hosts() {
+        let local = |u: &str| is_local_host(&Url::parse(u).unwrap());
+        assert!(local("http://127.0.0.1:8080/v1"));
+        assert!(local("http://localhost/v1"));
+        assert!(local("http://10.1.2.3/v1"));
+        assert!(local("http://192.168.0.9/v1"));
+        assert!(local("http://[::1]:8000/v1"));
+        assert!(local("http://[fd00::1]/v1"));
+        assert!(!local("https://api.openai.com/v1"));
+        assert!(!local("http://8.8.8.8/v1"));
+    }
+}
