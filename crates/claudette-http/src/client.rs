@@ -12,7 +12,13 @@ use parking_lot::Mutex;
 /// a little earlier than most of them.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-static CLIENTS: OnceLock<Mutex<HashMap<Duration, reqwest::Client>>> = OnceLock::new();
+/// Pools per (tokio runtime, connect timeout). A pooled connection is driven by a task on the
+/// runtime that opened it; handed to another runtime after the first one shut down, it fails
+/// with "dispatch task is gone". A process normally has one runtime, so this is one pool per
+/// timeout; tests (a runtime each) and programs embedding several runtimes stay correct.
+type PoolKey = (Option<tokio::runtime::Id>, Duration);
+
+static CLIENTS: OnceLock<Mutex<HashMap<PoolKey, reqwest::Client>>> = OnceLock::new();
 
 /// The shared client for `connect_timeout`.
 ///
@@ -33,9 +39,10 @@ static CLIENTS: OnceLock<Mutex<HashMap<Duration, reqwest::Client>>> = OnceLock::
 /// Errors only when the TLS stack cannot be initialised, which makes every HTTPS call
 /// impossible anyway; it is reported as a configuration error instead of a panic.
 pub fn shared_client(connect_timeout: Duration) -> Result<reqwest::Client, BackendError> {
+    let key = (tokio::runtime::Handle::try_current().ok().map(|h| h.id()), connect_timeout);
     let clients = CLIENTS.get_or_init(|| Mutex::new(HashMap::new()));
     let mut clients = clients.lock();
-    if let Some(client) = clients.get(&connect_timeout) {
+    if let Some(client) = clients.get(&key) {
         return Ok(client.clone());
     }
     let client = reqwest::Client::builder()
@@ -46,6 +53,6 @@ pub fn shared_client(connect_timeout: Duration) -> Result<reqwest::Client, Backe
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .build()
         .map_err(|e| BackendError::config(format!("cannot build the HTTP client: {}", e.without_url())))?;
-    clients.insert(connect_timeout, client.clone());
+    clients.insert(key, client.clone());
     Ok(client)
 }

@@ -202,7 +202,8 @@ impl<A: ProviderAdapter> HttpBackend<A> {
 
     /// The client for a call with this connect timeout.
     fn client_for(&self, connect: Duration) -> reqwest::Client {
-        if self.shared_pool && connect != self.timeouts.connect {
+        // Shared pools are looked up at call time, in the runtime making the call.
+        if self.shared_pool {
             // Building a client cannot fail where building the first one did not; if it
             // somehow does, the configured pool still works, with its own connect timeout.
             if let Ok(client) = shared_client(connect) {
