@@ -18,7 +18,8 @@ use futures::StreamExt;
 async fn main() -> anyhow::Result<()> {
     let cheap = FakeServer::start().await;
     let fast = FakeServer::start().await;
-    cheap.set_default(Reply::openai_text("an answer from the cheap server").delay(Duration::from_millis(120)));
+    cheap
+        .set_default(Reply::openai_text("an answer from the cheap server").delay(Duration::from_millis(120)));
     fast.set_default(Reply::openai_text("an answer from the fast server").delay(Duration::from_millis(10)));
 
     // Cost matters most, latency second, recent failures third.
@@ -28,8 +29,11 @@ async fn main() -> anyhow::Result<()> {
         availability_weight: 0.2,
         ..RouterOptions::default()
     });
-    for (name, server, price) in [("cheap", &cheap, Pricing::new(0.0002, 0.0004)), ("fast", &fast, Pricing::new(0.002, 0.004))] {
-        let settings = BackendSettings::new(name).base_url(server.v1_url()).model("fake-model").pricing(price);
+    for (name, server, price) in
+        [("cheap", &cheap, Pricing::new(0.0002, 0.0004)), ("fast", &fast, Pricing::new(0.002, 0.004))]
+    {
+        let settings =
+            BackendSettings::new(name).base_url(server.v1_url()).model("fake-model").pricing(price);
         router.register_backend(claudette::openai::backend(&settings)?.shared())?;
     }
 
@@ -61,7 +65,10 @@ async fn main() -> anyhow::Result<()> {
                         println!("      skipped   {:<5} {:?}", s.backend, s.reason);
                     }
                     for a in &d.attempts {
-                        let why = a.error.map(|k| format!(" ({k}: {})", a.message.clone().unwrap_or_default())).unwrap_or_default();
+                        let why = a
+                            .error
+                            .map(|k| format!(" ({k}: {})", a.message.clone().unwrap_or_default()))
+                            .unwrap_or_default();
                         println!("      attempt   {:<5} {}{why}", a.backend, a.outcome.as_str());
                     }
                 }
@@ -75,7 +82,15 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!("\nA streamed answer, token by token:");
-    fast.set_default(Reply::openai_stream(&["Streams ", "are ", "committed ", "at ", "the ", "first ", "token."]));
+    fast.set_default(Reply::openai_stream(&[
+        "Streams ",
+        "are ",
+        "committed ",
+        "at ",
+        "the ",
+        "first ",
+        "token.",
+    ]));
     let mut stream = router.route_stream(&ChatRequest::prompt("stream please")).await?;
     print!("  [{}] ", stream.backend());
     while let Some(ev) = stream.next().await {
