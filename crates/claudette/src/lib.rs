@@ -72,6 +72,33 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "openai")]
+    fn registry_builds_from_a_table_and_names_bad_settings() {
+        let r = super::registry().unwrap();
+        let b = r
+            .build_from_value(serde_json::json!({
+                "provider": "openai", "name": "local", "model": "m", "base_url": "http://127.0.0.1:9/v1"
+            }))
+            .unwrap();
+        assert_eq!(b.name(), "local");
+        assert_eq!(b.info().provider, "openai");
+        let e = r
+            .build_from_value(
+                serde_json::json!({"provider": "openai", "name": "x", "stream_include_usge": true}),
+            )
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("stream_include_usge"), "{e}");
+        let e = r
+            .build_from_value(serde_json::json!({"provider": "openai", "name": "x", "priority": "high"}))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("provider `openai`") && e.contains("invalid type"), "{e}");
+    }
+
+    #[test]
     fn unknown_provider_is_a_clear_error() {
         let r = super::registry().unwrap();
         let e = r
