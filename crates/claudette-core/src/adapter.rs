@@ -372,6 +372,130 @@ impl Framer {
     }
 }
 
+/// Bytes in, [`StreamEvent`]s out, for one stream: a [`Framer`] feeding a [`StreamDecoder`],
+/// with the stream contract enforced in one place — exactly one terminal event (`Done` or
+/// `Error`), nothing after it, and an `Error` when the body ends without the provider's end
+/// marker. Sans-IO: the I/O layer adds timers, tests feed recorded bytes.
+pub struct StreamParser {
+    framer: Framer,
+    decoder: Box<dyn StreamDecoder>,
+    terminated: bool,
+    seen_frame: bool,
+    frames: Vec<Frame>,
+}
+
+impl fmt::Debug for StreamParser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamParser").field("terminated", &self.terminated).finish_non_exhaustive()
+    }
+}
+
+impl StreamParser {
+    pub fn new(framing: Framing, decoder: Box<dyn StreamDecoder>) -> Self {
+        Self {
+            framer: Framer::new(framing),
+            decoder,
+            terminated: false,
+            seen_frame: false,
+            frames: Vec::new(),
+        }
+    }
+
+    /// A parser for `adapter`'s framing and a fresh decoder for `request`.
+    pub fn for_adapter(adapter: &dyn ProviderAdapter, request: &ChatRequest) -> Self {
+        Self::new(adapter.framing(), adapter.stream_decoder(request))
+    }
+
+    /// Whether the terminal event was produced.
+    pub fn is_terminated(&self) -> bool {
+        self.terminated
+    }
+
+    /// Whether any frame arrived yet (the I/O layer's first-byte timer runs until one does).
+    pub fn has_seen_frame(&self) -> bool {
+        self.seen_frame
+    }
+
+    /// Feeds body bytes; appends the events they complete to `out`.
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<StreamEvent>) {
+        if self.terminated {
+            return;
+        }
+        // Frames completed before a line-cap error are still delivered, in order.
+        let pushed = self.framer.push(bytes, &mut self.frames);
+        self.decode_pending(out);
+        if let Err(e) = pushed {
+            self.fail(e, out);
+        }
+    }
+
+    /// The body ended: flush the framer, then ask the decoder whether the end marker came.
+    pub fn finish(&mut self, out: &mut Vec<StreamEvent>) {
+        if self.terminated {
+            return;
+        }
+        let flushed = self.framer.finish(&mut self.frames);
+        self.decode_pending(out);
+        if let Err(e) = flushed {
+            self.fail(e, out);
+        }
+        if self.terminated {
+            return;
+        }
+        match self.decoder.finish() {
+            Ok(events) => self.emit(events, out),
+            Err(e) => self.fail(e, out),
+        }
+        if !self.terminated {
+            // A decoder returning neither `Done` nor an error breaks its contract; the caller
+            // still gets the one terminal event it is promised (F-17).
+            self.fail(BackendError::interrupted("stream ended without the provider's end marker"), out);
+        }
+    }
+
+    /// Ends the stream with `error` unless it already ended.
+    pub fn fail(&mut self, error: BackendError, out: &mut Vec<StreamEvent>) {
+        if !self.terminated {
+            self.terminated = true;
+            out.push(StreamEvent::Error { error });
+        }
+    }
+
+    /// Parses a whole recorded body fed in `chunk`-byte pieces (tests, replays).
+    pub fn parse_all(mut self, body: &[u8], chunk: usize) -> Vec<StreamEvent> {
+        let mut out = Vec::new();
+        for piece in body.chunks(chunk.max(1)) {
+            self.push(piece, &mut out);
+        }
+        self.finish(&mut out);
+        out
+    }
+
+    fn decode_pending(&mut self, out: &mut Vec<StreamEvent>) {
+        let frames = std::mem::take(&mut self.frames);
+        self.seen_frame |= !frames.is_empty();
+        for frame in &frames {
+            if self.terminated {
+                break;
+            }
+            match self.decoder.decode(frame) {
+                Ok(events) => self.emit(events, out),
+                Err(e) => self.fail(e, out),
+            }
+        }
+    }
+
+    fn emit(&mut self, events: Vec<StreamEvent>, out: &mut Vec<StreamEvent>) {
+        for event in events {
+            if self.terminated {
+                return;
+            }
+            self.terminated = event.is_terminal();
+            out.push(event);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +536,54 @@ mod tests {
         let got = frames(Framing::Ndjson, &[b"{\"a\":1}\n\n{\"b\"", b":2}"]);
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].data, "{\"b\":2}");
+    }
+
+    /// Text per `data:` line; `[DONE]` ends; `!` is an error frame; ignores the "end"
+    /// contract on purpose (returns nothing from `finish`) to prove the parser enforces it.
+    struct Lines {
+        done: bool,
+    }
+    impl StreamDecoder for Lines {
+        fn decode(&mut self, frame: &Frame) -> Result<Vec<StreamEvent>, BackendError> {
+            match frame.data.as_str() {
+                "[DONE]" => {
+                    self.done = true;
+                    Ok(vec![StreamEvent::Done {
+                        end: crate::types::StreamEnd {
+                            finish_reason: None,
+                            usage: Default::default(),
+                            cost: 0.0,
+                        },
+                    }])
+                }
+                "!" => Err(BackendError::malformed("bang")),
+                t => Ok(vec![StreamEvent::text(t)]),
+            }
+        }
+        fn finish(&mut self) -> Result<Vec<StreamEvent>, BackendError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn parse(body: &str, chunk: usize) -> Vec<StreamEvent> {
+        StreamParser::new(Framing::Sse, Box::new(Lines { done: false })).parse_all(body.as_bytes(), chunk)
+    }
+
+    #[test]
+    fn parser_yields_exactly_one_terminal_event() {
+        let evs = parse("data: a\n\ndata: [DONE]\n\ndata: late\n\n", 1);
+        assert_eq!(evs.len(), 2);
+        assert!(matches!(evs[1], StreamEvent::Done { .. }));
+        let evs = parse("data: a\n\ndata: !\n\ndata: b\n\n", 3);
+        assert_eq!(evs.len(), 2, "{evs:?}");
+        assert!(
+            matches!(&evs[1], StreamEvent::Error { error } if error.kind == crate::error::ErrorKind::MalformedResponse)
+        );
+        // The decoder forgot to complain about a missing end marker: the parser does (F-17).
+        let evs = parse("data: a\n\n", 64);
+        assert!(
+            matches!(&evs[1], StreamEvent::Error { error } if error.kind == crate::error::ErrorKind::StreamInterrupted)
+        );
     }
 
     #[test]

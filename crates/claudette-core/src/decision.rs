@@ -130,3 +130,24 @@ pub struct Attempt {
     #[serde(default)]
     pub probe: bool,
 }
+
+impl Attempt {
+    /// A finished attempt: a success when `error` is `None`.
+    pub fn new(
+        backend: &str,
+        error: Option<&crate::error::BackendError>,
+        latency: Duration,
+        backoff: Duration,
+        probe: bool,
+    ) -> Self {
+        Self {
+            backend: backend.to_owned(),
+            outcome: if error.is_some() { AttemptOutcome::Error } else { AttemptOutcome::Success },
+            error: error.map(|e| e.kind),
+            message: error.map(|e| e.message.clone()),
+            latency,
+            backoff,
+            probe,
+        }
+    }
+}

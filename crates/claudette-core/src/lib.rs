@@ -25,7 +25,7 @@ pub mod types;
 
 pub use adapter::{
     AuthScheme, Frame, Framer, Framing, HttpRequest, HttpResponse, Method, Observation, ProviderAdapter,
-    StreamDecoder,
+    StreamDecoder, StreamParser,
 };
 pub use backend::{Backend, EventStream, SharedBackend};
 pub use breaker::{

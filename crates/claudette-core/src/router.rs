@@ -524,15 +524,13 @@ impl BackendRouter {
                         resp.usage.input_tokens,
                         resp.usage.output_tokens,
                     );
-                    run.decision.attempts.push(Attempt {
-                        backend: entry.backend.name().to_owned(),
-                        outcome: AttemptOutcome::Success,
-                        error: None,
-                        message: None,
+                    run.decision.attempts.push(Attempt::new(
+                        entry.backend.name(),
+                        None,
                         latency,
                         backoff,
                         probe,
-                    });
+                    ));
                     resp.decision = Some(run.decision);
                     return Ok(resp);
                 }
@@ -540,15 +538,13 @@ impl BackendRouter {
                     let err = ensure_backend(err, entry.backend.name());
                     permit.record(err.outcome(), err.retry_after);
                     entry.metrics.record_failure(err.kind);
-                    run.decision.attempts.push(Attempt {
-                        backend: entry.backend.name().to_owned(),
-                        outcome: AttemptOutcome::Error,
-                        error: Some(err.kind),
-                        message: Some(err.message.clone()),
+                    run.decision.attempts.push(Attempt::new(
+                        entry.backend.name(),
+                        Some(&err),
                         latency,
                         backoff,
                         probe,
-                    });
+                    ));
                     run.after_error(entry, err, &self.options.read().retry);
                 }
             }
@@ -603,15 +599,13 @@ impl BackendRouter {
                     } else {
                         Some(permit)
                     };
-                    run.decision.attempts.push(Attempt {
-                        backend: entry.backend.name().to_owned(),
-                        outcome: AttemptOutcome::Success,
-                        error: None,
-                        message: None,
+                    run.decision.attempts.push(Attempt::new(
+                        entry.backend.name(),
+                        None,
                         latency,
                         backoff,
                         probe,
-                    });
+                    ));
                     let decision = Arc::new(Mutex::new(run.decision));
                     let model = request.model.clone().unwrap_or_else(|| entry_model(&entry));
                     return Ok(RoutedStream {
@@ -635,15 +629,13 @@ impl BackendRouter {
                     let err = ensure_backend(err, entry.backend.name());
                     permit.record(err.outcome(), err.retry_after);
                     entry.metrics.record_failure(err.kind);
-                    run.decision.attempts.push(Attempt {
-                        backend: entry.backend.name().to_owned(),
-                        outcome: AttemptOutcome::Error,
-                        error: Some(err.kind),
-                        message: Some(err.message.clone()),
+                    run.decision.attempts.push(Attempt::new(
+                        entry.backend.name(),
+                        Some(&err),
                         latency,
                         backoff,
                         probe,
-                    });
+                    ));
                     run.after_error(entry, err, &self.options.read().retry);
                 }
             }

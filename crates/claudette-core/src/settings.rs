@@ -227,6 +227,40 @@ impl BackendSettings {
         self
     }
 
+    /// Every setting except `api_key`, as the JSON object [`BackendSettings`] deserialises from.
+    ///
+    /// This is what crosses into a run-time plugin (`claudette-plugin`): the key stays in the
+    /// host, whose I/O layer attaches it to each request the plugin's adapter describes, so a
+    /// plugin never holds a secret it could log or send elsewhere. Whether a key is configured
+    /// travels separately, for adapters whose validation depends on it.
+    pub fn to_plugin_json(&self) -> serde_json::Value {
+        let mut map = self.extra.clone();
+        let mut put = |key: &str, value: serde_json::Value| {
+            map.insert(key.to_owned(), value);
+        };
+        put("name", self.name.clone().into());
+        if let Some(model) = &self.model {
+            put("model", model.clone().into());
+        }
+        if let Some(url) = &self.base_url {
+            put("base_url", url.clone().into());
+        }
+        if let Some(pricing) = &self.pricing {
+            put("pricing", serde_json::to_value(pricing).unwrap_or(serde_json::Value::Null));
+        }
+        put("timeouts", serde_json::to_value(self.timeouts).unwrap_or(serde_json::Value::Null));
+        put("priority", self.priority.into());
+        put("enabled", self.enabled.into());
+        if let Some(region) = &self.region {
+            put("region", region.clone().into());
+        }
+        put("tags", self.tags.clone().into());
+        if let Some(quality) = self.quality {
+            put("quality", quality.into());
+        }
+        serde_json::Value::Object(map)
+    }
+
     /// Reads a provider-specific key, with a typed error naming the key.
     pub fn extra_as<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, BackendError> {
         match self.extra.get(key) {
@@ -325,6 +359,33 @@ mod tests {
         assert_eq!(s.timeouts.total, Duration::from_secs(600));
         assert_eq!(s.extra_as::<bool>("stream_include_usage").unwrap(), Some(false));
         assert!(s.reject_unknown_extra(&[]).is_err());
+    }
+
+    #[test]
+    fn plugin_json_round_trips_everything_but_the_key() {
+        let s = BackendSettings::new("a")
+            .api_key("sk-canary-0123456789")
+            .model("m")
+            .base_url("http://127.0.0.1:9/v1")
+            .pricing(Pricing::new(0.15, 0.6).with_cache(0.075, 0.1875))
+            .timeouts(Timeouts { connect: Duration::from_millis(250), ..Timeouts::default() })
+            .priority(3)
+            .tags(["fast", "cheap"])
+            .quality(0.8)
+            .extra("stream_include_usage", false);
+        let json = s.to_plugin_json();
+        assert!(!json.to_string().contains("canary"), "{json}");
+        assert!(json.get("api_key").is_none());
+        let back: BackendSettings = serde_json::from_value(json).unwrap();
+        assert!(back.api_key.is_none());
+        assert_eq!(back.name, "a");
+        assert_eq!(back.model.as_deref(), Some("m"));
+        assert_eq!(back.base_url, s.base_url);
+        assert_eq!(back.pricing, s.pricing);
+        assert_eq!(back.timeouts, s.timeouts);
+        assert_eq!((back.priority, back.enabled, back.quality), (3, true, Some(0.8)));
+        assert_eq!(back.tags, s.tags);
+        assert_eq!(back.extra, s.extra);
     }
 
     #[test]

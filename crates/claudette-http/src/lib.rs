@@ -23,8 +23,8 @@ use async_trait::async_trait;
 use claudette_core::types::estimate_tokens_from_len;
 use claudette_core::{
     ApiKey, AuthScheme, Backend, BackendError, BackendInfo, BackendSettings, ChatRequest, ChatResponse,
-    ErrorKind, EventStream, Framer, HttpRequest, HttpResponse, Method, Observation, Phase, ProviderAdapter,
-    Timeouts, UsageSource,
+    ErrorKind, EventStream, HttpRequest, HttpResponse, Method, Observation, Phase, ProviderAdapter,
+    StreamParser, Timeouts, UsageSource,
 };
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use tokio::time::{Instant, timeout_at};
@@ -362,8 +362,8 @@ impl<A: ProviderAdapter> HttpBackend<A> {
             idle: t.idle,
             total: t.total,
         };
-        let framer = Framer::new(self.adapter.framing());
-        Ok(event_stream(setup, response, framer, self.adapter.stream_decoder(request)))
+        let parser = StreamParser::new(self.adapter.framing(), self.adapter.stream_decoder(request));
+        Ok(event_stream(setup, response, parser))
     }
 
     /// Runs the health probe: headers within `first_byte`, body (if `read`) within `total`.

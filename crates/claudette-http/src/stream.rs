@@ -1,4 +1,5 @@
-//! The streamed answer: body chunks → [`Framer`] → [`StreamDecoder`] → [`StreamEvent`]s.
+//! The streamed answer: body chunks → [`StreamParser`] (framing, decoding, the one-terminal-
+//! event contract) → [`StreamEvent`]s, with the timers and the usage/cost bookkeeping added here.
 //!
 //! A hand-written state machine driven by `futures::stream::unfold`, so the stream owns the
 //! response: dropping the stream drops the response, which closes the connection and so
@@ -10,8 +11,8 @@ use std::time::Duration;
 
 use claudette_core::types::estimate_tokens_from_len;
 use claudette_core::{
-    BackendError, EventStream, Frame, Framer, Observation, Phase, Pricing, ProviderAdapter, StreamDecoder,
-    StreamEvent, Usage, UsageSource,
+    BackendError, EventStream, Observation, Phase, Pricing, ProviderAdapter, StreamEvent, StreamParser,
+    Usage, UsageSource,
 };
 use futures::StreamExt;
 use tokio::time::{Instant, timeout_at};
@@ -50,13 +51,8 @@ struct State {
     /// `None` once the stream has ended: the connection is released at the terminal event,
     /// not when the caller gets around to dropping the stream.
     response: Option<reqwest::Response>,
-    framer: Framer,
-    decoder: Box<dyn StreamDecoder>,
+    parser: StreamParser,
     pending: VecDeque<StreamEvent>,
-    /// No frame yet: the first-byte timer still runs.
-    awaiting_first_frame: bool,
-    /// A `Done` or `Error` is queued; nothing may be queued after it.
-    terminal_queued: bool,
     /// The terminal event went out.
     finished: bool,
     /// Bytes of text, reasoning and tool arguments seen, for the usage estimate.
@@ -67,17 +63,13 @@ struct State {
 pub(crate) fn event_stream(
     setup: StreamSetup,
     response: reqwest::Response,
-    framer: Framer,
-    decoder: Box<dyn StreamDecoder>,
+    parser: StreamParser,
 ) -> EventStream {
     let state = State {
         setup,
         response: Some(response),
-        framer,
-        decoder,
+        parser,
         pending: VecDeque::new(),
-        awaiting_first_frame: true,
-        terminal_queued: false,
         finished: false,
         output_bytes: 0,
         ttft: None,
@@ -116,15 +108,15 @@ impl State {
         };
         match timeout_at(deadline, response.chunk()).await {
             Ok(Ok(Some(bytes))) => {
-                let mut frames = Vec::new();
-                // Frames completed before a line-cap error are still delivered, in order.
-                let pushed = self.framer.push(&bytes, &mut frames);
-                self.decode(frames);
-                if let Err(e) = pushed {
-                    self.queue_error(e);
-                }
+                let mut events = Vec::new();
+                self.parser.push(&bytes, &mut events);
+                self.pending.extend(events);
             }
-            Ok(Ok(None)) => self.end_of_body(),
+            Ok(Ok(None)) => {
+                let mut events = Vec::new();
+                self.parser.finish(&mut events);
+                self.pending.extend(events);
+            }
             Ok(Err(e)) => self.queue_error(body_error(&e, true)),
             Err(_elapsed) => self.queue_error(self.timeout_error(timer)),
         }
@@ -136,7 +128,7 @@ impl State {
         if idle < best.0 {
             best = (idle, Timer::Idle);
         }
-        if self.awaiting_first_frame && self.setup.first_byte_deadline < best.0 {
+        if !self.parser.has_seen_frame() && self.setup.first_byte_deadline < best.0 {
             best = (self.setup.first_byte_deadline, Timer::FirstByte);
         }
         best
@@ -156,56 +148,10 @@ impl State {
         BackendError::timeout(message, Phase::Body)
     }
 
-    fn decode(&mut self, frames: Vec<Frame>) {
-        for frame in frames {
-            if self.terminal_queued {
-                return;
-            }
-            self.awaiting_first_frame = false;
-            match self.decoder.decode(&frame) {
-                Ok(events) => self.queue_all(events),
-                Err(e) => self.queue_error(e),
-            }
-        }
-    }
-
-    /// The body ended: flush the framer, then ask the decoder whether the end marker came.
-    fn end_of_body(&mut self) {
-        let mut frames = Vec::new();
-        let flushed = self.framer.finish(&mut frames);
-        self.decode(frames);
-        if let Err(e) = flushed {
-            self.queue_error(e);
-        }
-        if self.terminal_queued {
-            return;
-        }
-        match self.decoder.finish() {
-            Ok(events) => self.queue_all(events),
-            Err(e) => self.queue_error(e),
-        }
-        if !self.terminal_queued {
-            // A decoder that returns neither `Done` nor an error breaks its contract; the
-            // caller still gets the one terminal event it is promised (F-17).
-            self.queue_error(BackendError::interrupted("stream ended without the provider's end marker"));
-        }
-    }
-
-    fn queue_all(&mut self, events: Vec<StreamEvent>) {
-        for event in events {
-            if self.terminal_queued {
-                return;
-            }
-            self.terminal_queued = event.is_terminal();
-            self.pending.push_back(event);
-        }
-    }
-
     fn queue_error(&mut self, error: BackendError) {
-        if !self.terminal_queued {
-            self.terminal_queued = true;
-            self.pending.push_back(StreamEvent::Error { error });
-        }
+        let mut events = Vec::new();
+        self.parser.fail(error, &mut events);
+        self.pending.extend(events);
     }
 
     /// Bookkeeping on the way out: usage, cost, backend name, metrics.
