@@ -236,6 +236,7 @@ fn gateway_key(ctx: &Ctx, i: usize, k: RawKey, env: &dyn EnvSource) -> Result<Ga
 
 fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
     let hex = hex.trim();
+    let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
     if hex.len() != 64 || !hex.is_ascii() {
         return None;
     }

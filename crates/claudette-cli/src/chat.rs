@@ -1,0 +1,146 @@
+//! `claudette chat "prompt"`: one routed request, streamed to the terminal token by token.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use claudette::{ChatRequest, Message, RouteError, StreamEvent};
+use futures::StreamExt;
+
+use crate::common::{CliError, build_router, load_config, money};
+
+#[derive(Debug, Args)]
+pub(crate) struct ChatArgs {
+    /// The prompt. Use `-` to read it from stdin.
+    pub prompt: String,
+    /// Send to this backend only (by name), instead of letting the router choose.
+    #[arg(long, short = 'b', value_name = "NAME")]
+    pub backend: Option<String>,
+    /// Print the whole response as JSON (content, usage, cost, backend, routing decision)
+    /// instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+    /// A system message sent before the prompt.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Cap on the answer's length, in tokens.
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature.
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f32>,
+    /// Configuration file (default: $CLAUDETTE_CONFIG, then ./claudette.toml, then discovery).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
+    let prompt = if args.prompt == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| CliError::failure(format!("cannot read the prompt from stdin: {e}")))?;
+        s
+    } else {
+        args.prompt.clone()
+    };
+    if prompt.trim().is_empty() {
+        return Err(CliError::usage("the prompt is empty"));
+    }
+    let config = load_config(args.config.as_deref())?;
+    let router = build_router(&config)?;
+    if let Some(b) = &args.backend {
+        if router.backend(b).is_none() {
+            return Err(CliError::usage(format!(
+                "no backend named \"{b}\" (configured: {})",
+                router.backend_names().join(", ")
+            )));
+        }
+    }
+
+    let mut messages = Vec::new();
+    if let Some(system) = &args.system {
+        messages.push(Message::system(system.clone()));
+    }
+    messages.push(Message::user(prompt));
+    let mut request = ChatRequest::new(messages);
+    request.backend = args.backend.clone();
+    request.max_tokens = args.max_tokens;
+    request.temperature = args.temperature;
+
+    if args.json {
+        let response = router.route_request(&request).await.map_err(route_failure)?;
+        let text = serde_json::to_string_pretty(&response)
+            .map_err(|e| CliError::failure(format!("cannot encode the response: {e}")))?;
+        println!("{text}");
+        return Ok(());
+    }
+
+    let mut stream = router.route_stream(&request).await.map_err(route_failure)?;
+    let mut out = std::io::stdout().lock();
+    let mut wrote_text = false;
+    let mut in_reasoning = false;
+    while let Some(event) = stream.next().await {
+        match event {
+            StreamEvent::TextDelta { text } => {
+                if in_reasoning {
+                    eprintln!();
+                    in_reasoning = false;
+                }
+                // Flush per delta: the point is to see tokens as they arrive.
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+                wrote_text = true;
+            }
+            StreamEvent::ReasoningDelta { text } => {
+                // Reasoning is not the answer: keep stdout clean for pipes.
+                eprint!("{text}");
+                in_reasoning = true;
+            }
+            StreamEvent::ToolCall { delta } => {
+                if let Some(name) = delta.name {
+                    eprintln!("[tool call: {name}]");
+                }
+            }
+            StreamEvent::Usage { .. } => {}
+            StreamEvent::Done { end } => {
+                if wrote_text {
+                    let _ = writeln!(out);
+                }
+                let d = stream.decision();
+                let attempts = d.attempts.len();
+                eprintln!(
+                    "[{} · {} in / {} out tokens{} · {} · {} attempt{}]",
+                    stream.backend(),
+                    end.usage.input_tokens,
+                    end.usage.output_tokens,
+                    if end.usage.source == claudette::core::UsageSource::Estimated {
+                        " (estimated)"
+                    } else {
+                        ""
+                    },
+                    money(end.cost),
+                    attempts,
+                    if attempts == 1 { "" } else { "s" }
+                );
+                return Ok(());
+            }
+            StreamEvent::Error { error } => {
+                if wrote_text {
+                    let _ = writeln!(out);
+                }
+                // Committed streams never fail over: say plainly the answer is incomplete.
+                return Err(CliError::failure(format!("the answer was cut off: {error}")));
+            }
+        }
+    }
+    Err(CliError::failure("the stream ended without a final event"))
+}
+
+fn route_failure(e: RouteError) -> CliError {
+    let n = e.attempts();
+    if n == 0 {
+        CliError::failure(e.error.to_string())
+    } else {
+        CliError::failure(format!("{} (after {n} attempt{})", e.error, if n == 1 { "" } else { "s" }))
+    }
+}

@@ -1,0 +1,115 @@
+//! What every command shares: loading the configuration, building the router, errors and exit
+//! codes, logging.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use claudette::BackendRouter;
+use claudette_config::{Config, ConfigError, ProcessEnv};
+
+/// A command's failure: one line for stderr and the exit code.
+#[derive(Debug)]
+pub(crate) struct CliError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl CliError {
+    /// Exit 1: the command ran and failed.
+    pub fn failure(message: impl Into<String>) -> Self {
+        Self { code: 1, message: message.into() }
+    }
+    /// Exit 2: the command was called wrongly.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self { code: 2, message: message.into() }
+    }
+    /// Exit 130: stopped by Ctrl-C / SIGTERM before finishing.
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        Self { code: 130, message: message.into() }
+    }
+
+    pub fn report(self) -> ExitCode {
+        // One line, whatever the message holds.
+        let line = self.message.replace('\n', " ");
+        eprintln!("claudette: error: {line}");
+        ExitCode::from(self.code)
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        Self::failure(format!("invalid configuration: {e}"))
+    }
+}
+
+/// Loads the configuration the usual way (see `CONFIG_HELP`).
+pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, CliError> {
+    Ok(Config::load(path, &ProcessEnv)?)
+}
+
+/// Builds the router with every provider this binary links.
+pub(crate) fn build_router(config: &Config) -> Result<Arc<BackendRouter>, CliError> {
+    let registry = claudette::registry().map_err(|e| CliError::failure(format!("provider registry: {e}")))?;
+    Ok(config.build_router(&registry)?)
+}
+
+/// Logs go to stderr. `serve` logs requests at info; other commands only warnings, so their
+/// stdout and stderr stay readable. `CLAUDETTE_LOG` (or `RUST_LOG`) overrides, e.g.
+/// `CLAUDETTE_LOG=debug`.
+pub(crate) fn init_logging(serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if serving { "info" } else { "warn" };
+    let filter = std::env::var("CLAUDETTE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+pub(crate) async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `$0.000123` with enough digits for the tiny amounts one request costs.
+pub(crate) fn money(x: f64) -> String {
+    if x == 0.0 {
+        "$0".into()
+    } else if x.abs() >= 1.0 {
+        format!("${x:.2}")
+    } else if x.abs() >= 0.01 {
+        format!("${x:.4}")
+    } else {
+        format!("${x:.6}")
+    }
+}
+
+/// A short, safe description of a backend for logs and tables: never the key.
+pub(crate) fn describe_backend(b: &dyn claudette::Backend) -> (String, String, String) {
+    let info = b.info();
+    (info.name.clone(), info.provider.clone(), info.model.clone())
+}

@@ -1,0 +1,77 @@
+//! `claudette serve`: configuration → router → gateway, until SIGTERM or Ctrl-C.
+
+use std::io::Write;
+
+use claudette_config::Config;
+use claudette_gateway::{Gateway, GatewayOptions, KeyEntry};
+
+use crate::ConfigArg;
+use crate::common::{CliError, build_router, describe_backend, load_config, termination_signal};
+
+/// The gateway's options from `[server]`. Keys cross over as hashes: the plain keys were
+/// dropped when the configuration was loaded.
+pub(crate) fn gateway_options(config: &Config) -> GatewayOptions {
+    let s = &config.server;
+    GatewayOptions {
+        listen: s.listen,
+        api_keys: s.keys.iter().map(|k| KeyEntry { name: k.name.clone(), sha256: k.sha256 }).collect(),
+        allow_unauthenticated_non_loopback: s.allow_unauthenticated_non_loopback,
+        max_body_bytes: s.max_body_bytes,
+        max_concurrency: s.max_concurrency,
+        shutdown_grace: s.shutdown_grace,
+    }
+}
+
+pub(crate) async fn run(args: ConfigArg) -> Result<(), CliError> {
+    let config = load_config(args.config.as_deref())?;
+    let router = build_router(&config)?;
+    if !config.server.plugin_dirs.is_empty() {
+        tracing::warn!(
+            dirs = ?config.server.plugin_dirs,
+            "server.plugin_dirs is set, but this build does not load provider plugins yet; ignoring it"
+        );
+    }
+    let options = gateway_options(&config);
+    let gateway = Gateway::new(router.clone(), options)
+        .map_err(|e| CliError::failure(format!("cannot start the gateway: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| CliError::failure(format!("cannot listen on {}: {e}", config.server.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::failure(format!("cannot read the bound address: {e}")))?;
+
+    eprintln!("claudette {} — config: {}", env!("CARGO_PKG_VERSION"), config.source);
+    for name in router.backend_names() {
+        if let Some(b) = router.backend(&name) {
+            let (name, provider, model) = describe_backend(&*b);
+            let state = if b.info().enabled { "" } else { " (disabled)" };
+            eprintln!("  backend {name}: {provider}, model {model}{state}");
+        }
+    }
+    match config.server.keys.len() {
+        0 => eprintln!("  no gateway keys: open to anyone who can reach {local}"),
+        n => eprintln!(
+            "  {n} gateway key(s): {}",
+            config.server.keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+    if !config.overrides.is_empty() {
+        eprintln!("  overridden by environment: {}", config.overrides.join(", "));
+    }
+    // The one line scripts and tests read: the real address, also when the port was 0.
+    println!("listening on http://{local}");
+    let _ = std::io::stdout().flush();
+
+    let grace = config.server.shutdown_grace;
+    let shutdown = async move {
+        termination_signal().await;
+        eprintln!("claudette: shutting down; in-flight requests have {} ms to finish", grace.as_millis());
+    };
+    gateway
+        .serve(listener, shutdown)
+        .await
+        .map_err(|e| CliError::failure(format!("gateway stopped: {e}")))?;
+    eprintln!("claudette: stopped");
+    Ok(())
+}

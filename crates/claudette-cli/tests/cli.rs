@@ -1,0 +1,568 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The real `claudette` binary, spawned as a process, against test-kit fake providers on
+//! 127.0.0.1: `config check`, `serve` (real HTTP through it, then SIGTERM → exit 0), `chat`
+//! (tokens reach stdout as they arrive), `batch` (order, per-line errors, resume), `backends`,
+//! `costs` and `demo`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use claudette_testkit::{FakeServer, Reply};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BACKEND_CANARY: &str = "sk-canary-cli-backend-5e1d9c";
+const GATEWAY_KEY: &str = "gw-canary-cli-0a9b8c7d6e5f4a3b";
+
+/// Safety net only: no test asserts on speed, but none may hang the suite either.
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn claudette(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_claudette"));
+    // A clean environment: no provider keys, no CLAUDETTE_* from the developer's shell, and a
+    // working directory without a claudette.toml.
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TEST_BACKEND_KEY", BACKEND_CANARY)
+        .env("TEST_GATEWAY_KEY", GATEWAY_KEY)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(mut cmd: Command) -> Output {
+    let out = tokio::time::timeout(LIMIT, cmd.output()).await.expect("claudette did not finish").unwrap();
+    let o = Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    for text in [&o.stdout, &o.stderr] {
+        assert!(!text.contains(BACKEND_CANARY) && !text.contains(GATEWAY_KEY), "a key was printed:\n{text}");
+        assert!(!text.contains("panicked"), "claudette panicked:\n{text}");
+    }
+    o
+}
+
+/// A config with one OpenAI-compatible backend `fake` at `server`, and optionally more TOML.
+fn write_config(dir: &Path, server: &FakeServer, extra: &str) -> PathBuf {
+    let path = dir.join("claudette.test.toml");
+    let toml = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+shutdown_grace_ms = 5000
+
+[router.retry]
+base_backoff_ms = 10
+max_backoff_ms = 50
+
+[[backends]]
+name = "fake"
+provider = "openai"
+model = "fake-model"
+base_url = "{}"
+api_key_env = "TEST_BACKEND_KEY"
+pricing = {{ input_per_1k = 0.001, output_per_1k = 0.002 }}
+{extra}"#,
+        server.v1_url()
+    );
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_accepts_a_valid_file_and_prints_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    let path = write_config(dir.path(), &fake, "");
+    let mut cmd = claudette(dir.path());
+    cmd.args(["config", "check", "--config"]).arg(&path);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.starts_with("config OK: "), "{}", o.stdout);
+    assert!(o.stdout.contains("fake") && o.stdout.contains("$TEST_BACKEND_KEY (set)"), "{}", o.stdout);
+    assert_eq!(fake.requests(), 0, "config check makes no calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_fails_with_key_path_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n[[backends]]\nname = \"b\"\nprovider = \"ollama\"\n\
+         model = \"m\"\npricing = { input_per_1k = \"cheap\", output_per_1k = 1 }\n",
+    )
+    .unwrap();
+    let mut cmd = claudette(dir.path());
+    cmd.args(["config", "check", "--config"]).arg(&path);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1);
+    assert_eq!(
+        o.stderr,
+        "claudette: error: invalid configuration: backends[1].pricing.input_per_1k: expected a number, \
+         found string \"cheap\"\n"
+    );
+
+    // An unknown provider, found only when backends are built.
+    std::fs::write(&path, "[[backends]]\nprovider = \"opnai\"\n").unwrap();
+    let mut cmd = claudette(dir.path());
+    cmd.args(["config", "check", "--config"]).arg(&path);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("backends[0].provider: unknown provider \"opnai\" (known: "), "{}", o.stderr);
+    assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
+
+    // CLAUDETTE_CONFIG names the file; an override's error names the variable.
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n").unwrap();
+    let mut cmd = claudette(dir.path());
+    cmd.args(["config", "check"]).env("CLAUDETTE_CONFIG", &good).env("CLAUDETTE__ROUTER__COST_WEIGHT", "-1");
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("router.cost_weight: must be a number ≥ 0, found -1 (set by environment variable CLAUDETTE__ROUTER__COST_WEIGHT)"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_config_passes_config_check_with_its_variables_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/claudette.toml");
+    let mut cmd = claudette(dir.path());
+    cmd.args(["config", "check", "--config"])
+        .arg(&sample)
+        .env("OPENAI_API_KEY", BACKEND_CANARY)
+        .env("ANTHROPIC_API_KEY", BACKEND_CANARY)
+        .env("GEMINI_API_KEY", BACKEND_CANARY)
+        .env("CLAUDETTE_KEY_TEAM_A", GATEWAY_KEY);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    for name in ["openai", "claude", "gemini", "local", "qwen"] {
+        assert!(o.stdout.contains(name), "{name} missing from\n{}", o.stdout);
+    }
+}
+
+/// Reads the child's stdout until `listening on http://ADDR`, returning ADDR.
+async fn listening_address(child: &mut Child) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let find = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                return addr.to_owned();
+            }
+        }
+        panic!("serve exited before printing its address");
+    };
+    tokio::time::timeout(LIMIT, find).await.expect("no `listening on` line")
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().expect("child already reaped").to_string();
+    let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_routes_real_http_and_exits_0_on_sigterm_after_draining() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    fake.set_default(Reply::openai_text("served through the gateway"));
+    let path = write_config(
+        dir.path(),
+        &fake,
+        "[[server.keys]]\nname = \"tests\"\nkey_env = \"TEST_GATEWAY_KEY\"\n",
+    );
+    let mut cmd = claudette(dir.path());
+    cmd.arg("serve").arg("--config").arg(&path);
+    let mut child = cmd.spawn().unwrap();
+    let addr = listening_address(&mut child).await;
+    let base = format!("http://{addr}");
+    let http = client();
+    let body = r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#;
+
+    // Without the key: 401, and no upstream call.
+    let r = http
+        .post(format!("{base}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(fake.post_requests(), 0);
+
+    let r = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(GATEWAY_KEY)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-claudette-backend"], "fake");
+    let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "served through the gateway");
+    assert_eq!(fake.post_requests(), 1);
+    // The gateway used the backend's key upstream, never the client's.
+    let upstream = fake.received().into_iter().find(|r| r.method == "POST").unwrap();
+    assert_eq!(upstream.header("authorization"), Some(format!("Bearer {BACKEND_CANARY}").as_str()));
+
+    // `costs` and `backends --url` read this gateway.
+    let mut cmd = claudette(dir.path());
+    cmd.args(["costs", "--url", &base, "--timeframe", "1h"]).env("CLAUDETTE_API_KEY", GATEWAY_KEY);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.lines().any(|l| l.starts_with("fake ") && l.contains(" 1 ")), "{}", o.stdout);
+    assert!(o.stdout.contains("TOTAL"), "{}", o.stdout);
+    let mut cmd = claudette(dir.path());
+    cmd.args(["costs", "--url", &base]);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1, "no key: the gateway refuses");
+    assert!(o.stderr.contains("401") && o.stderr.contains("--key"), "{}", o.stderr);
+    let mut cmd = claudette(dir.path());
+    cmd.args(["backends", "--url", &base, "--key", GATEWAY_KEY]);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.lines().any(|l| l.starts_with("fake ") && l.contains("healthy") && l.contains("closed")),
+        "{}",
+        o.stdout
+    );
+
+    // A slow request in flight when SIGTERM arrives still completes; then the process exits 0.
+    fake.push(Reply::openai_text("finished during shutdown").delay(Duration::from_millis(800)));
+    let slow = tokio::spawn({
+        let http = http.clone();
+        let url = format!("{base}/v1/chat/completions");
+        async move {
+            http.post(url)
+                .bearer_auth(GATEWAY_KEY)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+        }
+    });
+    // Wait until the upstream has the request, so it is really in flight.
+    tokio::time::timeout(LIMIT, async {
+        while fake.post_requests() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    sigterm(&child);
+    let r = slow.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "finished during shutdown");
+    let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+    assert!(stderr.contains("backend fake: openai, model fake-model"), "{stderr}");
+    assert!(stderr.contains("shutting down") && stderr.contains("stopped"), "{stderr}");
+    assert!(!stderr.contains(BACKEND_CANARY) && !stderr.contains(GATEWAY_KEY), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_bad_config_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    let path = write_config(dir.path(), &fake, "");
+    std::fs::write(&path, std::fs::read_to_string(&path).unwrap().replace("127.0.0.1:0", "0.0.0.0:0"))
+        .unwrap();
+    let mut cmd = claudette(dir.path());
+    cmd.arg("serve").arg("--config").arg(&path);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("server.listen: 0.0.0.0:0 is not a loopback address"), "{}", o.stderr);
+    assert_eq!(o.stdout, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_streams_the_answer_and_reports_the_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    fake.set_default(Reply::openai_stream(&["Hel", "lo ", "world"]));
+    let path = write_config(dir.path(), &fake, "");
+    let mut cmd = claudette(dir.path());
+    cmd.args(["chat", "say hello", "--config"]).arg(&path);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, "Hello world\n");
+    assert!(o.stderr.starts_with("[fake · 10 in / 3 out tokens · $0.000016 · 1 attempt]"), "{}", o.stderr);
+    let sent = fake.last_json().unwrap();
+    assert_eq!(sent["stream"], true);
+    assert_eq!(sent["messages"][0]["content"], "say hello");
+
+    // --json: the whole response with its routing decision.
+    fake.set_default(Reply::openai_text("a json answer"));
+    let mut cmd = claudette(dir.path());
+    cmd.args(["chat", "hi", "--json", "--backend", "fake", "--max-tokens", "7", "--config"]).arg(&path);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["content"], "a json answer");
+    assert_eq!(v["backend"], "fake");
+    assert_eq!(v["decision"]["attempts"][0]["outcome"], "success");
+    assert_eq!(fake.last_json().unwrap()["max_tokens"], 7);
+
+    // Usage errors exit 2 with one line; upstream failures exit 1 with one line.
+    let mut cmd = claudette(dir.path());
+    cmd.args(["chat", "hi", "--backend", "nope", "--config"]).arg(&path);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 2);
+    assert_eq!(o.stderr, "claudette: error: no backend named \"nope\" (configured: fake)\n");
+    fake.set_default(Reply::openai_error(400, "invalid_request_error", None, "bad prompt"));
+    let mut cmd = claudette(dir.path());
+    cmd.args(["chat", "hi", "--config"]).arg(&path);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.starts_with("claudette: error: backend `fake`: ") && o.stderr.contains("bad prompt"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
+}
+
+/// Tokens reach stdout while the upstream stream is still open: the first piece is printed
+/// although the rest is held back by a 30 s gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_prints_tokens_as_they_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    let frames = Reply::openai_stream(&["First", " second"]).body_chunks();
+    // Role + "First" in one chunk, the rest 30 s later.
+    let first: Vec<u8> = frames[..2].concat();
+    let rest: Vec<u8> = frames[2..].concat();
+    fake.set_default(Reply::chunks(200, "text/event-stream", vec![first, rest]).gap(Duration::from_secs(30)));
+    let path = write_config(dir.path(), &fake, "");
+    let mut cmd = claudette(dir.path());
+    cmd.args(["chat", "hi", "--config"]).arg(&path);
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 64];
+        while !seen.contains("First") {
+            let n = stdout.read(&mut buf).await.unwrap();
+            assert!(n > 0, "stdout closed before the first token");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+    .await
+    .expect("the first token was not printed while the stream was open");
+    assert_eq!(seen, "First", "nothing after the first token can have arrived yet");
+    child.kill().await.unwrap();
+}
+
+fn batch_lines() -> String {
+    [
+        r#"{"id": "a", "prompt": "one"}"#,
+        r#"{"id": "b", "prompt": "two", "max_tokens": 5}"#,
+        r#"{"id": "c", "prompt": "three", "backend": "broken"}"#,
+        "",
+        r#"{"id": 4, "messages": [{"role": "user", "content": "four"}]}"#,
+        r#"{"prompt": "five", "system": "be brief"}"#,
+    ]
+    .join("\n")
+}
+
+fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_keeps_order_records_errors_and_resumes_without_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = FakeServer::start().await;
+    let broken = FakeServer::start().await;
+    // The first request is the slowest, so completions come back out of order.
+    good.push(Reply::openai_text("answer").delay(Duration::from_millis(300)));
+    good.set_default(Reply::openai_text("answer"));
+    broken.set_default(Reply::openai_error(400, "invalid_request_error", None, "this backend refuses"));
+    let extra = format!(
+        "[[backends]]\nname = \"broken\"\nprovider = \"openai\"\nmodel = \"fake-model\"\nbase_url = \"{}\"\n\
+         [router]\nfailover_chain = [\"fake\"]\n",
+        broken.v1_url()
+    );
+    let config = write_config(dir.path(), &good, &extra);
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    std::fs::write(&input, batch_lines()).unwrap();
+    let batch = || {
+        let mut cmd = claudette(dir.path());
+        cmd.arg("batch")
+            .arg(&input)
+            .arg("-o")
+            .arg(&output)
+            .args(["--concurrency", "3", "--config"])
+            .arg(&config);
+        cmd
+    };
+
+    let o = run(batch()).await;
+    assert_eq!(o.code, 1, "a failed line makes the batch exit 1: {}", o.stderr);
+    assert!(o.stderr.contains("1 of 5 line(s) failed"), "{}", o.stderr);
+    let out = read_jsonl(&output);
+    let lines: Vec<u64> = out.iter().map(|v| v["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, vec![1, 2, 3, 5, 6], "input order, blank line skipped");
+    let ids: Vec<Value> = out.iter().map(|v| v.get("id").cloned().unwrap_or(Value::Null)).collect();
+    assert_eq!(ids, vec!["a".into(), "b".into(), "c".into(), 4.into(), Value::Null]);
+    let oks: Vec<bool> = out.iter().map(|v| v["ok"].as_bool().unwrap()).collect();
+    assert_eq!(oks, vec![true, true, false, true, true]);
+    assert_eq!(out[0]["response"]["content"], "answer");
+    assert_eq!(out[0]["response"]["backend"], "fake");
+    assert_eq!(out[2]["error"]["kind"], "invalid_request");
+    assert_eq!(out[2]["error"]["backend"], "broken");
+    assert_eq!(out[2]["error"]["attempts"], 1);
+    assert_eq!(good.post_requests(), 4);
+    assert_eq!(broken.post_requests(), 1);
+    let sent: Vec<Value> = good.received().iter().filter(|r| r.method == "POST").map(|r| r.json()).collect();
+    assert!(sent.iter().any(|b| b["max_tokens"] == 5 && b["messages"][0]["content"] == "two"));
+    assert!(
+        sent.iter().any(|b| b["messages"][0]["role"] == "system" && b["messages"][1]["content"] == "five")
+    );
+
+    // Re-run: only the failed line is sent again.
+    broken.set_default(Reply::openai_text("fixed"));
+    let o = run(batch()).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("1 answered now, 4 resumed, 0 failed"), "{}", o.stderr);
+    assert_eq!(good.post_requests(), 4, "done lines are not repeated");
+    assert_eq!(broken.post_requests(), 2);
+    let out = read_jsonl(&output);
+    assert!(out.iter().all(|v| v["ok"] == true));
+    assert_eq!(out[2]["response"]["content"], "fixed");
+    assert_eq!(out.iter().map(|v| v["line"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3, 5, 6]);
+
+    // A third run has nothing to do; an edited line is sent again.
+    let o = run(batch()).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(good.post_requests() + broken.post_requests(), 6);
+    std::fs::write(&input, batch_lines().replace("\"two\"", "\"TWO\"")).unwrap();
+    let o = run(batch()).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(good.post_requests(), 5);
+    assert_eq!(good.last_json().unwrap()["messages"][0]["content"], "TWO");
+    assert!(!dir.path().join("out.jsonl.partial").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_records_invalid_input_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    let config = write_config(dir.path(), &fake, "");
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    std::fs::write(&input, "{\"prompt\": \"ok\"}\nnot json\n{\"id\": 3}\n").unwrap();
+    let mut cmd = claudette(dir.path());
+    cmd.arg("batch").arg(&input).arg("-o").arg(&output).arg("--config").arg(&config);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1);
+    let out = read_jsonl(&output);
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[1]["error"]["kind"], "invalid_input");
+    assert!(out[1]["error"]["message"].as_str().unwrap().starts_with("not JSON"));
+    assert_eq!(out[2]["id"], 3);
+    assert_eq!(out[2]["error"]["message"], "expected \"prompt\" or \"messages\"");
+    assert_eq!(fake.post_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_probes_health_from_this_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = FakeServer::start().await;
+    let down_url = claudette_testkit::closed_port_url().await;
+    let extra = format!(
+        "[[backends]]\nname = \"gone\"\nprovider = \"openai\"\nmodel = \"fake-model\"\nbase_url = \"{down_url}/v1\"\n"
+    );
+    let config = write_config(dir.path(), &up, &extra);
+    let mut cmd = claudette(dir.path());
+    cmd.args(["backends", "--config"]).arg(&config);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1, "one backend is down: {}", o.stdout);
+    assert!(o.stdout.lines().any(|l| l.starts_with("fake ") && l.contains(" ok (")), "{}", o.stdout);
+    assert!(o.stdout.lines().any(|l| l.starts_with("gone ") && l.contains("down: ")), "{}", o.stdout);
+    assert_eq!(o.stderr, "claudette: error: 1 backend(s) are not healthy\n");
+    assert_eq!(up.post_requests(), 0, "health probes never call a completion");
+    assert!(up.requests() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn costs_reports_an_unreachable_gateway_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = claudette(dir.path());
+    cmd.args(["costs", "--url", &claudette_testkit::closed_port_url().await]);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.starts_with("claudette: error: cannot reach the gateway at http://127.0.0.1:"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(o.stderr.lines().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_the_simulation_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = claudette(dir.path());
+    cmd.arg("demo");
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("SIMULATION — fake providers on 127.0.0.1, no real API calls"));
+    assert!(o.stdout.contains("attempts: local:error(overloaded) → budget:ok"), "{}", o.stdout);
+    assert!(o.stdout.contains("breaker of `local`: OPEN"), "{}", o.stdout);
+    assert!(o.stdout.contains("skipped: local (breaker open)"), "{}", o.stdout);
+    assert!(o.stdout.contains("`local` received 0 call(s) while open"), "{}", o.stdout);
+    assert!(o.stdout.contains("breaker of `local`: CLOSED"), "{}", o.stdout);
+    assert!(o.stdout.contains("→ premium"), "{}", o.stdout);
+    assert!(o.stdout.contains("Streams are committed at the first token.  [done]"), "{}", o.stdout);
+    assert!(o.stdout.contains("TOTAL"), "{}", o.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_config_and_no_keys_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = claudette(dir.path());
+    cmd.args(["chat", "hi"]);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("no backends configured") && o.stderr.contains("OPENAI_API_KEY"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(o.stderr.lines().count(), 1);
+    // A ./claudette.toml in the working directory is picked up.
+    std::fs::write(dir.path().join("claudette.toml"), "[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n")
+        .unwrap();
+    let mut cmd = claudette(dir.path());
+    cmd.args(["config", "check"]);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.starts_with("config OK: claudette.toml"), "{}", o.stdout);
+}
