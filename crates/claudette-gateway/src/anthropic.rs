@@ -1,0 +1,808 @@
+//! `POST /v1/messages`: Anthropic Messages in and out.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use bytes::BytesMut;
+use claudette_core::{
+    ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEvent, ToolCall, ToolSpec, Usage,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{ApiError, Flavor};
+use crate::respond::{self, Encoder, Endpoint, Shared};
+use crate::{ids, routing};
+
+const EP: Endpoint = Endpoint { label: "messages", flavor: Flavor::Anthropic };
+
+// ---------------------------------------------------------------------------------------------
+// Request
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct MessagesRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    system: Option<Content>,
+    #[serde(default)]
+    messages: Option<Vec<InMessage>>,
+    #[serde(default)]
+    stop_sequences: Option<Vec<String>>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    tools: Option<Vec<InTool>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    metadata: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Blocks(Vec<Block>),
+}
+
+/// A content block, flat: which fields matter depends on `type`.
+#[derive(Debug, Deserialize)]
+struct Block {
+    r#type: String,
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default)]
+    tool_use_id: Option<String>,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InMessage {
+    role: String,
+    content: Content,
+}
+
+#[derive(Debug, Deserialize)]
+struct InTool {
+    #[serde(default)]
+    r#type: Option<String>,
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    input_schema: Option<Value>,
+}
+
+fn unsupported(kind: &str, param: String) -> ApiError {
+    ApiError::invalid(format!("content blocks of type `{kind}` are not supported by this gateway"))
+        .with_param(param)
+}
+
+/// Text of a system prompt or a tool result: a string, or text blocks joined.
+fn plain_text(content: Option<Content>, param: &dyn Fn() -> String) -> Result<String, ApiError> {
+    match content {
+        None => Ok(String::new()),
+        Some(Content::Text(t)) => Ok(t),
+        Some(Content::Blocks(blocks)) => {
+            let mut out = String::new();
+            for b in blocks {
+                match (b.r#type.as_str(), b.text) {
+                    ("text", Some(t)) => {
+                        if !out.is_empty() {
+                            out.push('\n');
+                        }
+                        out.push_str(&t);
+                    }
+                    (other, _) => return Err(unsupported(other, param())),
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+impl MessagesRequest {
+    pub(crate) fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// The provider-neutral request. A user turn's `tool_result` blocks become tool messages
+    /// (before the turn's text, as Anthropic orders them); thinking blocks of earlier turns are
+    /// dropped (their signatures only mean something to the provider that made them).
+    pub(crate) fn into_chat(self) -> Result<(ChatRequest, Option<String>), ApiError> {
+        let Some(max_tokens) = self.max_tokens else {
+            return Err(ApiError::invalid("max_tokens: Field required").with_param("max_tokens"));
+        };
+        let Some(messages) = self.messages else {
+            return Err(ApiError::invalid("messages: Field required").with_param("messages"));
+        };
+        if messages.is_empty() {
+            return Err(
+                ApiError::invalid("messages: at least one message is required").with_param("messages")
+            );
+        }
+        let mut out = Vec::with_capacity(messages.len() + 1);
+        let system = plain_text(self.system, &|| "system".to_owned())?;
+        if !system.is_empty() {
+            out.push(Message::system(system));
+        }
+        for (i, m) in messages.into_iter().enumerate() {
+            let role = match m.role.as_str() {
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                other => {
+                    return Err(ApiError::invalid(format!("unknown message role `{other}`"))
+                        .with_param(format!("messages.{i}.role")));
+                }
+            };
+            let blocks = match m.content {
+                Content::Text(t) => {
+                    out.push(Message::new(role, t));
+                    continue;
+                }
+                Content::Blocks(b) => b,
+            };
+            let mut text = String::new();
+            let mut tool_calls = Vec::new();
+            let mut had_results = false;
+            for (j, b) in blocks.into_iter().enumerate() {
+                let param = || format!("messages.{i}.content.{j}");
+                match (b.r#type.as_str(), role) {
+                    ("text", _) => text.push_str(b.text.as_deref().unwrap_or_default()),
+                    ("tool_use", Role::Assistant) => {
+                        let (Some(id), Some(name)) = (b.id, b.name) else {
+                            return Err(
+                                ApiError::invalid("tool_use blocks need `id` and `name`").with_param(param())
+                            );
+                        };
+                        let arguments = b.input.unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+                        tool_calls.push(ToolCall { id, name, arguments });
+                    }
+                    ("tool_result", Role::User) => {
+                        let Some(id) = b.tool_use_id else {
+                            return Err(ApiError::invalid("tool_result blocks need `tool_use_id`")
+                                .with_param(param()));
+                        };
+                        let content = plain_text(b.content, &param)?;
+                        out.push(Message::tool_result(id, content));
+                        had_results = true;
+                    }
+                    ("thinking" | "redacted_thinking", Role::Assistant) => {}
+                    (other, _) => return Err(unsupported(other, param())),
+                }
+            }
+            if role == Role::Assistant || !text.is_empty() || !had_results {
+                out.push(Message { role, content: text, tool_calls, tool_call_id: None, name: None });
+            }
+        }
+        let mut tools = Vec::new();
+        for (i, t) in self.tools.unwrap_or_default().into_iter().enumerate() {
+            if t.r#type.as_deref().is_some_and(|ty| ty != "custom") {
+                return Err(ApiError::invalid("only client tools with an `input_schema` are supported")
+                    .with_param(format!("tools.{i}.type")));
+            }
+            tools.push(ToolSpec {
+                name: t.name,
+                description: t.description.unwrap_or_default(),
+                parameters: t
+                    .input_schema
+                    .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+            });
+        }
+        let request = ChatRequest {
+            messages: out,
+            model: None,
+            max_tokens: Some(max_tokens),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            stop: self.stop_sequences.unwrap_or_default(),
+            tools,
+            backend: None,
+            tags: Vec::new(),
+            metadata: self.metadata.unwrap_or_default(),
+        };
+        Ok((request, self.model))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handler
+
+pub(crate) async fn messages(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    let admitted = match respond::admit(&st, EP, body).await {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let parsed: MessagesRequest = match respond::parse_json(EP, &admitted.body) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let stream = parsed.is_stream();
+    let (mut request, model) = match parsed.into_chat() {
+        Ok(x) => x,
+        Err(e) => return respond::local_error(EP, e),
+    };
+    let overrides = match routing::overrides(&headers) {
+        Ok(o) => o,
+        Err(e) => return respond::local_error(EP, e),
+    };
+    if let Err(e) = routing::resolve_model(&st.router, model.as_deref(), &mut request) {
+        return respond::local_error(EP, e);
+    }
+    if stream {
+        match st.router.route_stream_with(&request, overrides).await {
+            Ok(s) => {
+                let model = crate::openai::stream_model(&st, s.backend(), &request);
+                respond::sse_ok(EP, admitted, s, AnthropicEncoder::new(model))
+            }
+            Err(e) => respond::routed_error(EP, admitted.started, &e),
+        }
+    } else {
+        match st.router.route_request_with(&request, overrides).await {
+            Ok(resp) => {
+                let body = message_body(&resp);
+                respond::json_ok(EP, admitted.started, body, &resp.backend, resp.cost, resp.decision.as_ref())
+            }
+            Err(e) => respond::routed_error(EP, admitted.started, &e),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response
+
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    id: &'a str,
+    r#type: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: Vec<BlockOut<'a>>,
+    stop_reason: Option<&'a str>,
+    stop_sequence: Option<&'a str>,
+    usage: OutUsage,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BlockOut<'a> {
+    Thinking { thinking: &'a str, signature: &'a str },
+    Text { text: &'a str },
+    ToolUse { id: &'a str, name: &'a str, input: Value },
+}
+
+/// Anthropic's usage: `input_tokens` *excludes* cache reads and writes; ours includes them.
+#[derive(Serialize, Clone, Copy)]
+struct OutUsage {
+    input_tokens: u32,
+    output_tokens: u32,
+    cache_creation_input_tokens: u32,
+    cache_read_input_tokens: u32,
+}
+
+fn out_usage(u: &Usage) -> OutUsage {
+    OutUsage {
+        input_tokens: u.uncached_input_tokens(),
+        output_tokens: u.output_tokens,
+        cache_creation_input_tokens: u.cache_write_tokens,
+        cache_read_input_tokens: u.cache_read_tokens,
+    }
+}
+
+fn stop_reason(f: Option<&FinishReason>) -> &str {
+    match f {
+        None | Some(FinishReason::Stop) => "end_turn",
+        Some(FinishReason::Length) => "max_tokens",
+        Some(FinishReason::ToolCalls) => "tool_use",
+        Some(FinishReason::ContentFilter) => "refusal",
+        Some(FinishReason::Other(s)) => match s.as_str() {
+            known @ ("end_turn" | "max_tokens" | "stop_sequence" | "tool_use" | "pause_turn" | "refusal") => {
+                known
+            }
+            "length" => "max_tokens",
+            "tool_calls" => "tool_use",
+            "content_filter" => "refusal",
+            _ => "end_turn",
+        },
+    }
+}
+
+/// A tool input as Anthropic sends it: an object. An adapter's unparsed string is parsed if it
+/// can be; anything else is wrapped so the client still sees it.
+fn tool_input(v: &Value) -> Value {
+    match v {
+        Value::Object(_) => v.clone(),
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(o @ Value::Object(_)) => o,
+            _ => serde_json::json!({ "_raw": s }),
+        },
+        other => serde_json::json!({ "_value": other }),
+    }
+}
+
+fn message_body(resp: &ChatResponse) -> Vec<u8> {
+    let id = match &resp.id {
+        Some(id) => std::borrow::Cow::Borrowed(id.as_str()),
+        None => std::borrow::Cow::Owned(ids::new_id("msg_")),
+    };
+    let mut content = Vec::with_capacity(2 + resp.tool_calls.len());
+    if let Some(r) = resp.reasoning.as_deref().filter(|r| !r.is_empty()) {
+        content.push(BlockOut::Thinking { thinking: r, signature: "" });
+    }
+    if !resp.content.is_empty() || resp.tool_calls.is_empty() {
+        content.push(BlockOut::Text { text: &resp.content });
+    }
+    for c in &resp.tool_calls {
+        content.push(BlockOut::ToolUse { id: &c.id, name: &c.name, input: tool_input(&c.arguments) });
+    }
+    let body = MessageOut {
+        id: &id,
+        r#type: "message",
+        role: "assistant",
+        model: &resp.model,
+        content,
+        stop_reason: Some(stop_reason(resp.finish_reason.as_ref())),
+        stop_sequence: None,
+        usage: out_usage(&resp.usage),
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream
+
+#[derive(Serialize)]
+struct MessageStart<'a> {
+    r#type: &'static str,
+    message: MessageOut<'a>,
+}
+
+#[derive(Serialize)]
+struct BlockStart<'a> {
+    r#type: &'static str,
+    index: u32,
+    content_block: BlockOut<'a>,
+}
+
+#[derive(Serialize)]
+struct BlockDelta<'a> {
+    r#type: &'static str,
+    index: u32,
+    delta: DeltaOut<'a>,
+}
+
+/// Variant names are the wire's `type` values (`text_delta`…), hence the shared suffix.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[allow(clippy::enum_variant_names)]
+enum DeltaOut<'a> {
+    TextDelta { text: &'a str },
+    ThinkingDelta { thinking: &'a str },
+    InputJsonDelta { partial_json: &'a str },
+}
+
+#[derive(Serialize)]
+struct BlockStop {
+    r#type: &'static str,
+    index: u32,
+}
+
+#[derive(Serialize)]
+struct MessageDelta<'a> {
+    r#type: &'static str,
+    delta: StopDelta<'a>,
+    usage: OutUsage,
+}
+
+#[derive(Serialize)]
+struct StopDelta<'a> {
+    stop_reason: &'a str,
+    stop_sequence: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct TypeOnly {
+    r#type: &'static str,
+}
+
+#[derive(Serialize)]
+struct ErrorEvent<'a> {
+    r#type: &'static str,
+    error: crate::error::AnthropicError<'a>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Text(u32),
+    Thinking(u32),
+    Tool { call: u32, block: u32 },
+}
+
+/// The full Messages event sequence: `message_start` and a `ping`, then per content block
+/// `content_block_start` / `_delta`s / `_stop` (text, thinking, tool_use with
+/// `input_json_delta`), then `message_delta` with the final usage and `message_stop`. A
+/// failure after commit is `event: error` and the stream closes without `message_stop`.
+pub(crate) struct AnthropicEncoder {
+    id: String,
+    model: String,
+    started: bool,
+    usage: Option<Usage>,
+    open: Option<Open>,
+    next_block: u32,
+    /// Tool-call indexes whose block was already closed.
+    closed_calls: Vec<u32>,
+}
+
+impl AnthropicEncoder {
+    pub(crate) fn new(model: String) -> AnthropicEncoder {
+        AnthropicEncoder {
+            id: ids::new_id("msg_"),
+            model,
+            started: false,
+            usage: None,
+            open: None,
+            next_block: 0,
+            closed_calls: Vec::new(),
+        }
+    }
+
+    fn start(&mut self, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let usage = self.usage.map(|u| out_usage(&u)).unwrap_or(OutUsage {
+            input_tokens: 0,
+            output_tokens: 0,
+            cache_creation_input_tokens: 0,
+            cache_read_input_tokens: 0,
+        });
+        let start = MessageStart {
+            r#type: "message_start",
+            message: MessageOut {
+                id: &self.id,
+                r#type: "message",
+                role: "assistant",
+                model: &self.model,
+                content: Vec::new(),
+                stop_reason: None,
+                stop_sequence: None,
+                usage,
+            },
+        };
+        respond::event_frame(out, "message_start", &start);
+        respond::event_frame(out, "ping", &TypeOnly { r#type: "ping" });
+    }
+
+    fn close(&mut self, out: &mut BytesMut) {
+        if let Some(open) = self.open.take() {
+            let index = match open {
+                Open::Text(i) | Open::Thinking(i) => i,
+                Open::Tool { call, block } => {
+                    self.closed_calls.push(call);
+                    block
+                }
+            };
+            respond::event_frame(
+                out,
+                "content_block_stop",
+                &BlockStop { r#type: "content_block_stop", index },
+            );
+        }
+    }
+
+    fn open_block(&mut self, out: &mut BytesMut, block: BlockOut<'_>) -> u32 {
+        self.close(out);
+        let index = self.next_block;
+        self.next_block += 1;
+        respond::event_frame(
+            out,
+            "content_block_start",
+            &BlockStart { r#type: "content_block_start", index, content_block: block },
+        );
+        index
+    }
+
+    fn delta(out: &mut BytesMut, index: u32, delta: DeltaOut<'_>) {
+        respond::event_frame(
+            out,
+            "content_block_delta",
+            &BlockDelta { r#type: "content_block_delta", index, delta },
+        );
+    }
+
+    fn error(out: &mut BytesMut, api: &ApiError) {
+        respond::event_frame(out, "error", &ErrorEvent { r#type: "error", error: api.anthropic_error() });
+    }
+}
+
+impl Encoder for AnthropicEncoder {
+    fn event(&mut self, ev: StreamEvent, out: &mut BytesMut) -> bool {
+        match ev {
+            StreamEvent::Usage { usage } => {
+                self.usage = Some(usage);
+                false
+            }
+            StreamEvent::TextDelta { text } => {
+                self.start(out);
+                let index = match self.open {
+                    Some(Open::Text(i)) => i,
+                    _ => {
+                        let i = self.open_block(out, BlockOut::Text { text: "" });
+                        self.open = Some(Open::Text(i));
+                        i
+                    }
+                };
+                Self::delta(out, index, DeltaOut::TextDelta { text: &text });
+                false
+            }
+            StreamEvent::ReasoningDelta { text } => {
+                self.start(out);
+                let index = match self.open {
+                    Some(Open::Thinking(i)) => i,
+                    _ => {
+                        let i = self.open_block(out, BlockOut::Thinking { thinking: "", signature: "" });
+                        self.open = Some(Open::Thinking(i));
+                        i
+                    }
+                };
+                Self::delta(out, index, DeltaOut::ThinkingDelta { thinking: &text });
+                false
+            }
+            StreamEvent::ToolCall { delta } => {
+                self.start(out);
+                let index = match self.open {
+                    Some(Open::Tool { call, block }) if call == delta.index => block,
+                    _ if self.closed_calls.contains(&delta.index) => {
+                        // Anthropic's protocol cannot reopen a closed block; say so rather than
+                        // hand the client a corrupt tool call.
+                        self.close(out);
+                        let api = ApiError::new(
+                            axum::http::StatusCode::BAD_GATEWAY,
+                            "the upstream interleaved fragments of several tool calls, which the Messages \
+                             stream format cannot carry; retry without streaming",
+                        )
+                        .with_code("unsupported_stream_shape");
+                        Self::error(out, &api);
+                        return true;
+                    }
+                    _ => {
+                        let id = delta.id.clone().unwrap_or_else(|| ids::new_id("toolu_"));
+                        let name = delta.name.clone().unwrap_or_default();
+                        let block = self.open_block(
+                            out,
+                            BlockOut::ToolUse {
+                                id: &id,
+                                name: &name,
+                                input: Value::Object(serde_json::Map::new()),
+                            },
+                        );
+                        self.open = Some(Open::Tool { call: delta.index, block });
+                        block
+                    }
+                };
+                if !delta.arguments.is_empty() {
+                    Self::delta(out, index, DeltaOut::InputJsonDelta { partial_json: &delta.arguments });
+                }
+                false
+            }
+            StreamEvent::Done { end } => {
+                if let Some(u) = self.usage.filter(|_| end.usage.input_tokens == 0) {
+                    // The final figure lacks the prompt side; keep what message_start reported.
+                    self.usage = Some(Usage { output_tokens: end.usage.output_tokens, ..u });
+                } else {
+                    self.usage = Some(end.usage);
+                }
+                self.start(out);
+                self.close(out);
+                let usage = self.usage.map(|u| out_usage(&u)).unwrap_or_else(|| out_usage(&end.usage));
+                let delta = MessageDelta {
+                    r#type: "message_delta",
+                    delta: StopDelta {
+                        stop_reason: stop_reason(end.finish_reason.as_ref()),
+                        stop_sequence: None,
+                    },
+                    usage,
+                };
+                respond::event_frame(out, "message_delta", &delta);
+                respond::event_frame(out, "message_stop", &TypeOnly { r#type: "message_stop" });
+                true
+            }
+            StreamEvent::Error { error } => {
+                Self::error(out, &ApiError::from_backend(&error));
+                true
+            }
+        }
+    }
+
+    fn keepalive(&mut self, out: &mut BytesMut) {
+        respond::event_frame(out, "ping", &TypeOnly { r#type: "ping" });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use claudette_core::{BackendError, ErrorKind, StreamEnd, ToolCallDelta};
+
+    use super::*;
+
+    fn parse(v: Value) -> Result<(ChatRequest, Option<String>), ApiError> {
+        serde_json::from_value::<MessagesRequest>(v).unwrap().into_chat()
+    }
+
+    fn frames(out: &BytesMut) -> Vec<(String, Value)> {
+        String::from_utf8(out.to_vec())
+            .unwrap()
+            .split("\n\n")
+            .filter(|f| !f.is_empty())
+            .map(|f| {
+                let (ev, data) = f.split_once('\n').unwrap();
+                (
+                    ev.strip_prefix("event: ").unwrap().to_owned(),
+                    serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn requests_map_to_the_neutral_shape() {
+        let (r, model) = parse(serde_json::json!({
+            "model": "claude-fake", "max_tokens": 64,
+            "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": "add 2 and 2"},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                    {"type": "text", "text": "calling"},
+                    {"type": "tool_use", "id": "toolu_1", "name": "add", "input": {"a": 2, "b": 2}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "4"}]},
+                    {"type": "text", "text": "thanks"}]}
+            ],
+            "stop_sequences": ["END"], "temperature": 0.5,
+            "tools": [{"name": "add", "description": "adds", "input_schema": {"type": "object"}}]
+        }))
+        .unwrap();
+        assert_eq!(model.as_deref(), Some("claude-fake"));
+        let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();
+        assert_eq!(roles, vec![Role::System, Role::User, Role::Assistant, Role::Tool, Role::User]);
+        assert_eq!(r.messages[0].content, "be brief");
+        assert_eq!(r.messages[2].content, "calling");
+        assert_eq!(r.messages[2].tool_calls[0].arguments, serde_json::json!({"a": 2, "b": 2}));
+        assert_eq!(r.messages[3].tool_call_id.as_deref(), Some("toolu_1"));
+        assert_eq!(r.messages[3].content, "4");
+        assert_eq!(r.max_tokens, Some(64));
+        assert_eq!(r.stop, vec!["END".to_owned()]);
+        assert_eq!(r.tools[0].parameters, serde_json::json!({"type": "object"}));
+    }
+
+    #[test]
+    fn requests_we_cannot_honour_are_refused() {
+        let no_max = parse(serde_json::json!({"messages": [{"role": "user", "content": "x"}]})).unwrap_err();
+        assert_eq!(no_max.param.as_deref(), Some("max_tokens"));
+        assert!(parse(serde_json::json!({"max_tokens": 5})).is_err());
+        let image = serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": ""}}]}]});
+        assert!(parse(image).unwrap_err().message.contains("image"));
+        let server_tool = serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "web_search_20250305", "name": "web_search"}]});
+        assert!(parse(server_tool).is_err());
+    }
+
+    #[test]
+    fn usage_excludes_cache_tokens() {
+        let u = Usage { cache_read_tokens: 60, cache_write_tokens: 10, ..Usage::reported(100, 5) };
+        let out = out_usage(&u);
+        assert_eq!(
+            (out.input_tokens, out.cache_read_input_tokens, out.cache_creation_input_tokens),
+            (30, 60, 10)
+        );
+    }
+
+    #[test]
+    fn stream_has_the_full_event_sequence() {
+        let mut enc = AnthropicEncoder::new("claude-fake".into());
+        let mut out = BytesMut::new();
+        enc.event(StreamEvent::Usage { usage: Usage::reported(12, 1) }, &mut out);
+        assert!(out.is_empty(), "message_start waits for content");
+        enc.event(StreamEvent::ReasoningDelta { text: "think".into() }, &mut out);
+        enc.event(StreamEvent::text("Hel"), &mut out);
+        enc.event(StreamEvent::text("lo"), &mut out);
+        let call = |id: Option<&str>, args: &str| StreamEvent::ToolCall {
+            delta: ToolCallDelta {
+                index: 0,
+                id: id.map(Into::into),
+                name: id.map(|_| "add".into()),
+                arguments: args.into(),
+            },
+        };
+        enc.event(call(Some("c1"), ""), &mut out);
+        enc.event(call(None, "{\"a\":"), &mut out);
+        enc.event(call(None, "1}"), &mut out);
+        let end = StreamEnd {
+            finish_reason: Some(FinishReason::ToolCalls),
+            usage: Usage::reported(12, 7),
+            cost: 0.0,
+        };
+        assert!(enc.event(StreamEvent::Done { end }, &mut out));
+        let f = frames(&out);
+        let names: Vec<&str> = f.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop",
+            ]
+        );
+        assert_eq!(f[0].1["message"]["usage"]["input_tokens"], 12);
+        assert_eq!(f[2].1["content_block"]["type"], "thinking");
+        assert_eq!(f[3].1["delta"]["type"], "thinking_delta");
+        assert_eq!(f[6].1["delta"]["text"], "Hel");
+        assert_eq!(f[9].1["content_block"]["type"], "tool_use");
+        assert_eq!(f[9].1["content_block"]["id"], "c1");
+        assert_eq!(f[9].1["index"], 2);
+        assert_eq!(f[10].1["delta"]["type"], "input_json_delta");
+        assert_eq!(f[13].1["delta"]["stop_reason"], "tool_use");
+        assert_eq!(f[13].1["usage"]["output_tokens"], 7);
+    }
+
+    #[test]
+    fn a_failure_after_commit_is_an_error_event_without_message_stop() {
+        let mut enc = AnthropicEncoder::new("m".into());
+        let mut out = BytesMut::new();
+        enc.event(StreamEvent::text("Hi"), &mut out);
+        let error = BackendError::new(ErrorKind::Overloaded, "overloaded").with_backend("b");
+        assert!(enc.event(StreamEvent::Error { error }, &mut out));
+        let f = frames(&out);
+        let (name, data) = f.last().unwrap();
+        assert_eq!(name, "error");
+        assert_eq!(data["type"], "error");
+        assert_eq!(data["error"]["type"], "overloaded_error");
+        assert!(f.iter().all(|(n, _)| n != "message_stop"));
+    }
+
+    #[test]
+    fn interleaved_tool_fragments_end_in_an_error_not_a_corrupt_call() {
+        let mut enc = AnthropicEncoder::new("m".into());
+        let mut out = BytesMut::new();
+        let call = |index: u32, id: Option<&str>| StreamEvent::ToolCall {
+            delta: ToolCallDelta {
+                index,
+                id: id.map(Into::into),
+                name: Some("f".into()),
+                arguments: "{}".into(),
+            },
+        };
+        assert!(!enc.event(call(0, Some("a")), &mut out));
+        assert!(!enc.event(call(1, Some("b")), &mut out));
+        assert!(enc.event(call(0, None), &mut out));
+        assert_eq!(frames(&out).last().unwrap().0, "error");
+    }
+}

@@ -1,0 +1,166 @@
+//! Gateway API keys (reliability-spec S-07): kept as SHA-256 digests, compared in constant time.
+//!
+//! A digest is enough here (no pepper, no slow KDF) because gateway keys are long random
+//! strings, not passwords: there is nothing to brute-force, and the digest only spares the
+//! process from holding usable keys in memory or in its configuration.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::AppState;
+use crate::error::{ApiError, Flavor, GatewayError};
+
+/// One accepted client key: a name for logs and metrics, and the SHA-256 of the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyEntry {
+    pub name: String,
+    pub sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The digest is not a secret in itself, but nothing about a key belongs in a log.
+        f.debug_struct("KeyEntry").field("name", &self.name).field("sha256", &"[REDACTED]").finish()
+    }
+}
+
+impl KeyEntry {
+    /// An entry for a plain-text key; only its digest is kept.
+    pub fn from_plain(name: impl Into<String>, key: &str) -> KeyEntry {
+        KeyEntry { name: name.into(), sha256: hash_key(key) }
+    }
+
+    /// An entry from a hex SHA-256 digest (64 hex digits, either case; a `sha256:` prefix is
+    /// accepted), as a configuration file stores it.
+    pub fn from_hex(name: impl Into<String>, digest: &str) -> Result<KeyEntry, GatewayError> {
+        let name = name.into();
+        let digest = digest.trim();
+        let digest = digest.strip_prefix("sha256:").unwrap_or(digest);
+        let mut sha256 = [0u8; 32];
+        hex::decode_to_slice(digest, &mut sha256).map_err(|e| GatewayError::InvalidKeyHash {
+            name: name.clone(),
+            reason: format!("expected 64 hex digits of a SHA-256 digest ({e})"),
+        })?;
+        Ok(KeyEntry { name, sha256 })
+    }
+}
+
+/// SHA-256 of a key, as [`KeyEntry`] stores it.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// The key the client presented: `Authorization: Bearer <key>` (scheme case-insensitive) and
+/// `x-api-key: <key>` are both candidates, as the OpenAI and Anthropic SDKs use one each.
+fn candidates(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    let bearer = headers.get_all(axum::http::header::AUTHORIZATION).into_iter().filter_map(|v| {
+        let v = v.as_bytes();
+        let scheme = v.get(..7)?;
+        scheme.eq_ignore_ascii_case(b"bearer ").then(|| trim(v.get(7..).unwrap_or_default()))
+    });
+    let api_key = headers.get_all("x-api-key").into_iter().map(|v| trim(v.as_bytes()));
+    bearer.chain(api_key).filter(|k| !k.is_empty())
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    b.trim_ascii()
+}
+
+/// The entry matching a presented key, if any. Every presented key is compared with every
+/// entry, always, with constant-time equality: timing tells nothing about which entry (or how
+/// much of one) matched.
+pub(crate) fn authorize<'a>(keys: &'a [KeyEntry], headers: &HeaderMap) -> Option<&'a KeyEntry> {
+    let mut found = None;
+    for presented in candidates(headers) {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        for entry in keys {
+            let equal: bool = entry.sha256.ct_eq(&digest).into();
+            if equal && found.is_none() {
+                found = Some(entry);
+            }
+        }
+    }
+    found
+}
+
+/// Middleware in front of everything but `/health` when keys are configured.
+pub(crate) async fn require_key(State(st): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    match authorize(&st.keys, request.headers()) {
+        Some(entry) => {
+            tracing::trace!(key = %entry.name, "gateway key accepted");
+            next.run(request).await
+        }
+        None => {
+            let flavor = Flavor::for_path(request.uri().path());
+            tracing::debug!(path = %request.uri().path(), "rejected: missing or invalid gateway API key");
+            crate::observe::count(crate::observe::endpoint_for_path(request.uri().path()), 401);
+            ApiError::unauthorized().into_response(flavor)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(*n, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn hashes_are_sha256() {
+        assert_eq!(
+            hex::encode(hash_key("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn hex_entries_round_trip() {
+        let plain = KeyEntry::from_plain("a", "abc");
+        let hexed = KeyEntry::from_hex(
+            "a",
+            "sha256:BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD",
+        )
+        .unwrap();
+        assert_eq!(plain, hexed);
+        assert!(KeyEntry::from_hex("bad", "abc").is_err());
+        assert!(KeyEntry::from_hex("bad", &"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn bearer_and_x_api_key_are_accepted() {
+        let keys = vec![KeyEntry::from_plain("one", "k-one"), KeyEntry::from_plain("two", "k-two")];
+        assert_eq!(
+            authorize(&keys, &headers(&[("authorization", "Bearer k-two")])).map(|e| e.name.as_str()),
+            Some("two")
+        );
+        assert_eq!(
+            authorize(&keys, &headers(&[("authorization", "bearer  k-one ")])).map(|e| e.name.as_str()),
+            Some("one")
+        );
+        assert_eq!(
+            authorize(&keys, &headers(&[("x-api-key", "k-one")])).map(|e| e.name.as_str()),
+            Some("one")
+        );
+        assert!(authorize(&keys, &headers(&[("authorization", "Basic k-one")])).is_none());
+        assert!(authorize(&keys, &headers(&[("authorization", "Bearer k-on")])).is_none());
+        assert!(authorize(&keys, &headers(&[("x-api-key", "")])).is_none());
+        assert!(authorize(&keys, &HeaderMap::new()).is_none());
+        // A wrong bearer does not hide a right x-api-key.
+        let both = headers(&[("authorization", "Bearer nope"), ("x-api-key", "k-two")]);
+        assert_eq!(authorize(&keys, &both).map(|e| e.name.as_str()), Some("two"));
+    }
+}

@@ -1,0 +1,321 @@
+//! # claudette-gateway
+//!
+//! Claudette as a server. Point the official OpenAI or Anthropic SDK at it, change nothing but
+//! the base URL, and every request is routed, failed over, metered and explained by a
+//! [`BackendRouter`].
+//!
+//! ## Endpoints
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `POST /v1/chat/completions` | OpenAI Chat Completions: JSON, or SSE `chat.completion.chunk`s with `stream_options.include_usage`; tools; errors in OpenAI's `{"error":{message,type,param,code}}` |
+//! | `POST /v1/messages` | Anthropic Messages: JSON, or the full SSE event sequence (`message_start` … `message_stop`, `ping`s); tools; errors in Anthropic's `{"type":"error","error":{type,message}}` |
+//! | `POST /api/chat` | the seeds' integration: `{"message": "…"}` → `{"response": "…"}`, errors `{"error": "…"}` |
+//! | `GET /v1/models` | `auto`, every backend name and every backend's configured model (OpenAI list shape, with Anthropic's fields too) |
+//! | `GET /health` | liveness; always open, even when keys are configured |
+//! | `GET /ready` | 200 when at least one backend can take traffic now, else 503 |
+//! | `GET /metrics` | Prometheus text: the router's `claudette_*` metrics plus the gateway's own |
+//! | `GET /v1/backends` | per backend: health, breaker snapshot, performance figures |
+//! | `GET /v1/costs?timeframe=24h&group_by=backend` | spend seen by this process, grouped, with a monthly projection |
+//!
+//! ## Choosing a backend
+//!
+//! `model: "auto"` (or no model) lets the router choose. A model equal to a backend name forces
+//! that backend; a model equal to some backend's configured model forces the first such backend.
+//! Any other model is answered locally with 404 in the client's envelope, with no upstream call
+//! (reliability-spec F-23): passing an unknown model through would only buy a failed attempt
+//! and a breaker-neutral 404 from a provider.
+//!
+//! Per-request preferences come in a header: `x-claudette-route: cost|speed|quality|balanced`,
+//! or explicit weights `x-claudette-weights: cost=0.5,latency=0.3,availability=0.2,quality=0`
+//! (unnamed weights are 0).
+//!
+//! Every routed response — JSON or SSE, success or error — carries `x-claudette-backend`,
+//! `x-claudette-attempts`, `x-claudette-cost` and `x-claudette-decision`
+//! ([`RoutingDecision::compact`](claudette_core::RoutingDecision::compact)). Headers precede
+//! an SSE body, so for streams `x-claudette-cost` is the router's pre-call estimate and
+//! `x-claudette-cost-estimated: true` says so.
+//!
+//! ## Honest streams
+//!
+//! The router commits a stream at its first content event (RT-7): failures before it fail over
+//! invisibly, and a stream that cannot be opened anywhere becomes a normal HTTP error response.
+//! A failure after commit ends the stream with a terminal error in the client's protocol
+//! (OpenAI `data: {"error":…}` without `[DONE]`; Anthropic `event: error` without
+//! `message_stop`) — never a clean end. A client that disconnects drops the response body, which
+//! drops the routed stream and with it the upstream request (RT-9).
+//!
+//! ## Security
+//!
+//! - Gateway keys ([`KeyEntry`]) are kept only as SHA-256 digests and compared with
+//!   `subtle`'s constant-time equality; `Authorization: Bearer <key>` and `x-api-key: <key>`
+//!   are accepted. The 401 body is generic and never echoes what was presented.
+//! - [`Gateway::new`] refuses a non-loopback listen address without keys unless
+//!   [`GatewayOptions::allow_unauthenticated_non_loopback`] is set (S-08).
+//! - Client credentials are never forwarded: the router builds upstream requests from backend
+//!   settings only, and upstream base URLs come only from configuration — request bodies are
+//!   parsed into provider-neutral types and unknown fields are ignored (S-09).
+//! - Request bodies are capped ([`GatewayOptions::max_body_bytes`], 413 before any upstream
+//!   call), in-flight inference requests are capped ([`GatewayOptions::max_concurrency`], a
+//!   fail-fast 503 with `Retry-After: 1` rather than an unbounded queue), and request logs carry
+//!   method, path, status and latency only — never headers or query strings (S-02, S-10).
+//!
+//! ## Use
+//!
+//! ```no_run
+//! # async fn demo(router: std::sync::Arc<claudette_core::BackendRouter>) -> Result<(), claudette_gateway::GatewayError> {
+//! use claudette_gateway::{Gateway, GatewayOptions, KeyEntry};
+//!
+//! let options = GatewayOptions {
+//!     api_keys: vec![KeyEntry::from_plain("ci", "cl-3b9f0c…")],
+//!     ..GatewayOptions::default()
+//! };
+//! Gateway::new(router, options)?.run().await // until SIGTERM or Ctrl-C, then drains
+//! # }
+//! ```
+//!
+//! [`Gateway::app`] gives the `axum::Router` for in-process use; [`Gateway::serve`] serves it on
+//! a listener you bound, until a shutdown future of your choosing resolves.
+
+mod anthropic;
+mod auth;
+mod body;
+mod error;
+mod ids;
+mod observe;
+mod openai;
+mod ops;
+mod respond;
+mod routing;
+mod server;
+mod simple;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use claudette_core::BackendRouter;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub use auth::{KeyEntry, hash_key};
+pub use error::GatewayError;
+
+/// How the gateway listens and protects itself. A plain struct: configuration files are parsed
+/// elsewhere (`claudette-config`) and mapped onto it.
+#[derive(Clone)]
+pub struct GatewayOptions {
+    /// Address [`Gateway::run`] binds. Default `127.0.0.1:8080`: loopback unless asked otherwise.
+    pub listen: SocketAddr,
+    /// Accepted client keys. Empty: no authentication (allowed on loopback only, unless
+    /// [`allow_unauthenticated_non_loopback`](Self::allow_unauthenticated_non_loopback)).
+    pub api_keys: Vec<KeyEntry>,
+    /// Permit a non-loopback listen address without keys (S-08). Off by default.
+    pub allow_unauthenticated_non_loopback: bool,
+    /// Largest request body accepted, in bytes. Default 10 MiB (axum's own default is 2 MB,
+    /// too small for long conversations).
+    pub max_body_bytes: usize,
+    /// Inference requests (`/v1/chat/completions`, `/v1/messages`, `/api/chat`) in flight at
+    /// once, streams included until they end. Past it: 503 with `Retry-After: 1`.
+    pub max_concurrency: usize,
+    /// After shutdown is asked for: how long in-flight requests may take to finish before
+    /// their connections are closed.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_keys: Vec::new(),
+            allow_unauthenticated_non_loopback: false,
+            max_body_bytes: 10 * 1024 * 1024,
+            max_concurrency: 1024,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl std::fmt::Debug for GatewayOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayOptions")
+            .field("listen", &self.listen)
+            .field("api_keys", &self.api_keys)
+            .field("allow_unauthenticated_non_loopback", &self.allow_unauthenticated_non_loopback)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
+}
+
+/// Shared by every handler.
+pub(crate) struct AppState {
+    pub(crate) router: Arc<BackendRouter>,
+    pub(crate) keys: Arc<[KeyEntry]>,
+    pub(crate) inflight: Arc<Semaphore>,
+    pub(crate) max_body: usize,
+}
+
+/// The gateway: a [`BackendRouter`] behind OpenAI- and Anthropic-compatible HTTP endpoints.
+pub struct Gateway {
+    options: GatewayOptions,
+    state: Arc<AppState>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Checks the options and prepares the gateway. Installs the process-wide Prometheus
+    /// recorder on first use (later gateways share it).
+    ///
+    /// Fails with [`GatewayError::UnauthenticatedNonLoopback`] when `listen` is not a loopback
+    /// address, no keys are configured and that was not explicitly allowed.
+    pub fn new(router: Arc<BackendRouter>, options: GatewayOptions) -> Result<Gateway, GatewayError> {
+        check_exposure(options.listen, &options)?;
+        if options.max_body_bytes == 0 {
+            return Err(GatewayError::InvalidOption {
+                option: "max_body_bytes",
+                reason: "must be > 0".into(),
+            });
+        }
+        if options.max_concurrency == 0 {
+            return Err(GatewayError::InvalidOption {
+                option: "max_concurrency",
+                reason: "must be > 0".into(),
+            });
+        }
+        // Semaphore permits are bounded by usize::MAX >> 3.
+        let permits = options.max_concurrency.min(Semaphore::MAX_PERMITS);
+        observe::init();
+        let state = Arc::new(AppState {
+            router,
+            keys: options.api_keys.clone().into(),
+            inflight: Arc::new(Semaphore::new(permits)),
+            max_body: options.max_body_bytes,
+        });
+        Ok(Gateway { options, state })
+    }
+
+    /// The options this gateway was built with.
+    pub fn options(&self) -> &GatewayOptions {
+        &self.options
+    }
+
+    /// The router behind the gateway.
+    pub fn router(&self) -> &Arc<BackendRouter> {
+        &self.state.router
+    }
+
+    /// The HTTP application, for in-process tests and for embedding into a larger axum app.
+    pub fn app(&self) -> Router {
+        let st = self.state.clone();
+        let inference = Router::new()
+            .route("/v1/chat/completions", post(openai::chat_completions))
+            .route("/v1/messages", post(anthropic::messages))
+            .route("/api/chat", post(simple::chat));
+        let ops = Router::new()
+            .route("/v1/models", get(ops::models))
+            .route("/ready", get(ops::ready))
+            .route("/metrics", get(ops::metrics))
+            .route("/v1/backends", get(ops::backends))
+            .route("/v1/costs", get(ops::costs));
+        let mut protected = inference.merge(ops);
+        if !st.keys.is_empty() {
+            protected =
+                protected.route_layer(axum::middleware::from_fn_with_state(st.clone(), auth::require_key));
+        }
+        protected
+            .route("/health", get(ops::health))
+            .fallback(ops::not_found)
+            .layer(DefaultBodyLimit::max(st.max_body))
+            .layer(observe::trace_layer())
+            .with_state(st)
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting (new connections
+    /// are refused), lets in-flight requests finish for up to
+    /// [`shutdown_grace`](GatewayOptions::shutdown_grace), closes what is left and returns.
+    ///
+    /// The listener's own address is checked like [`GatewayOptions::listen`]: a non-loopback
+    /// listener without keys is refused unless explicitly allowed.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let addr = listener.local_addr()?;
+        if let Err(e) = check_exposure(addr, &self.options) {
+            return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()));
+        }
+        let app = self.app();
+        server::serve(listener, app, shutdown, self.options.shutdown_grace).await
+    }
+
+    /// Binds [`GatewayOptions::listen`] and serves until SIGTERM or Ctrl-C, then shuts down
+    /// gracefully. `Ok(())` after a clean shutdown, so a binary can exit 0.
+    pub async fn run(self) -> Result<(), GatewayError> {
+        let addr = self.options.listen;
+        let listener = TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { addr, source })?;
+        let local = listener.local_addr().unwrap_or(addr);
+        tracing::info!(address = %local, backends = self.state.router.backend_names().len(), "claudette gateway listening");
+        self.serve(listener, server::termination_signal()).await?;
+        tracing::info!("claudette gateway stopped");
+        Ok(())
+    }
+}
+
+fn check_exposure(addr: SocketAddr, options: &GatewayOptions) -> Result<(), GatewayError> {
+    if !addr.ip().is_loopback() && options.api_keys.is_empty() && !options.allow_unauthenticated_non_loopback
+    {
+        return Err(GatewayError::UnauthenticatedNonLoopback { addr });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_safe() {
+        let o = GatewayOptions::default();
+        assert!(o.listen.ip().is_loopback());
+        assert_eq!(o.max_body_bytes, 10 * 1024 * 1024);
+        assert!(o.api_keys.is_empty());
+        assert!(!o.allow_unauthenticated_non_loopback);
+    }
+
+    #[test]
+    fn non_loopback_without_keys_is_refused() {
+        let router = Arc::new(BackendRouter::default());
+        let open = GatewayOptions { listen: "0.0.0.0:8080".parse().unwrap(), ..GatewayOptions::default() };
+        let err = Gateway::new(router.clone(), open.clone()).unwrap_err();
+        assert!(matches!(err, GatewayError::UnauthenticatedNonLoopback { .. }), "{err}");
+        let keyed =
+            GatewayOptions { api_keys: vec![KeyEntry::from_plain("k", "secret-key")], ..open.clone() };
+        assert!(Gateway::new(router.clone(), keyed).is_ok());
+        let allowed = GatewayOptions { allow_unauthenticated_non_loopback: true, ..open };
+        assert!(Gateway::new(router, allowed).is_ok());
+    }
+
+    #[test]
+    fn debug_never_shows_key_material() {
+        let o = GatewayOptions {
+            api_keys: vec![KeyEntry::from_plain("team", "canary-debug-key-123")],
+            ..GatewayOptions::default()
+        };
+        let text = format!("{o:?}");
+        assert!(text.contains("team"));
+        assert!(!text.contains("canary-debug-key-123"));
+        assert!(!text.contains(&hex::encode(hash_key("canary-debug-key-123"))));
+    }
+}

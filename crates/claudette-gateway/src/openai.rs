@@ -1,0 +1,693 @@
+//! `POST /v1/chat/completions`: OpenAI Chat Completions in and out.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use bytes::BytesMut;
+use claudette_core::{
+    ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEvent, ToolCall, ToolCallDelta, ToolSpec,
+    Usage,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{ApiError, Flavor};
+use crate::respond::{self, Encoder, Endpoint, Shared};
+use crate::{ids, routing};
+
+const EP: Endpoint = Endpoint { label: "chat_completions", flavor: Flavor::OpenAi };
+
+// ---------------------------------------------------------------------------------------------
+// Request
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CompletionRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<InMessage>>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    stop: Option<Stop>,
+    #[serde(default)]
+    tools: Option<Vec<InTool>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    n: Option<u32>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    metadata: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<InToolCall>>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Deserialize)]
+struct Part {
+    r#type: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InToolCall {
+    id: String,
+    #[serde(default)]
+    r#type: Option<String>,
+    function: InFunctionCall,
+}
+
+#[derive(Debug, Deserialize)]
+struct InFunctionCall {
+    name: String,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InTool {
+    #[serde(default)]
+    r#type: Option<String>,
+    function: InFunction,
+}
+
+#[derive(Debug, Deserialize)]
+struct InFunction {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    parameters: Option<Value>,
+}
+
+fn content_text(content: Option<Content>, param: impl Fn() -> String) -> Result<String, ApiError> {
+    match content {
+        None => Ok(String::new()),
+        Some(Content::Text(t)) => Ok(t),
+        Some(Content::Parts(parts)) => {
+            let mut text = String::new();
+            for p in parts {
+                match (p.r#type.as_str(), p.text) {
+                    ("text", Some(t)) => text.push_str(&t),
+                    (other, _) => {
+                        return Err(ApiError::invalid(format!(
+                            "content parts of type `{other}` are not supported by this gateway; send text"
+                        ))
+                        .with_param(param()));
+                    }
+                }
+            }
+            Ok(text)
+        }
+    }
+}
+
+impl CompletionRequest {
+    pub(crate) fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    pub(crate) fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
+    }
+
+    /// The provider-neutral request. Fields the gateway cannot honour are refused rather than
+    /// silently dropped when dropping them would change the answer (`n > 1`, image parts);
+    /// everything else unknown is ignored.
+    pub(crate) fn into_chat(self) -> Result<(ChatRequest, Option<String>), ApiError> {
+        let Some(messages) = self.messages else {
+            return Err(ApiError::invalid("`messages` is required").with_param("messages"));
+        };
+        if messages.is_empty() {
+            return Err(
+                ApiError::invalid("`messages` must contain at least one message").with_param("messages")
+            );
+        }
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::invalid("only `n: 1` is supported").with_param("n"));
+        }
+        let mut out = Vec::with_capacity(messages.len());
+        for (i, m) in messages.into_iter().enumerate() {
+            let role = match m.role.as_str() {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                "tool" => Role::Tool,
+                other => {
+                    return Err(ApiError::invalid(format!("unknown message role `{other}`"))
+                        .with_param(format!("messages[{i}].role")));
+                }
+            };
+            let content = content_text(m.content, || format!("messages[{i}].content"))?;
+            let mut tool_calls = Vec::new();
+            for (j, c) in m.tool_calls.unwrap_or_default().into_iter().enumerate() {
+                if c.r#type.as_deref().is_some_and(|t| t != "function") {
+                    return Err(ApiError::invalid("only `function` tool calls are supported")
+                        .with_param(format!("messages[{i}].tool_calls[{j}].type")));
+                }
+                let raw = c.function.arguments.unwrap_or_default();
+                let arguments = if raw.trim().is_empty() {
+                    Value::Object(serde_json::Map::new())
+                } else {
+                    serde_json::from_str(&raw).map_err(|e| {
+                        ApiError::invalid(format!("tool call arguments are not valid JSON: {e}"))
+                            .with_param(format!("messages[{i}].tool_calls[{j}].function.arguments"))
+                    })?
+                };
+                tool_calls.push(ToolCall { id: c.id, name: c.function.name, arguments });
+            }
+            if role == Role::Tool && m.tool_call_id.is_none() {
+                return Err(ApiError::invalid("tool messages need `tool_call_id`")
+                    .with_param(format!("messages[{i}].tool_call_id")));
+            }
+            out.push(Message { role, content, tool_calls, tool_call_id: m.tool_call_id, name: m.name });
+        }
+        let mut tools = Vec::new();
+        for (i, t) in self.tools.unwrap_or_default().into_iter().enumerate() {
+            if t.r#type.as_deref().is_some_and(|ty| ty != "function") {
+                return Err(ApiError::invalid("only `function` tools are supported")
+                    .with_param(format!("tools[{i}].type")));
+            }
+            tools.push(ToolSpec {
+                name: t.function.name,
+                description: t.function.description.unwrap_or_default(),
+                parameters: t
+                    .function
+                    .parameters
+                    .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+            });
+        }
+        let mut metadata = self.metadata.unwrap_or_default();
+        if let Some(user) = self.user {
+            metadata.insert("user".into(), Value::String(user));
+        }
+        let request = ChatRequest {
+            messages: out,
+            model: None,
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            stop: match self.stop {
+                None => Vec::new(),
+                Some(Stop::One(s)) => vec![s],
+                Some(Stop::Many(v)) => v,
+            },
+            tools,
+            backend: None,
+            tags: Vec::new(),
+            metadata,
+        };
+        Ok((request, self.model))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handler
+
+pub(crate) async fn chat_completions(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Response {
+    let admitted = match respond::admit(&st, EP, body).await {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let parsed: CompletionRequest = match respond::parse_json(EP, &admitted.body) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let stream = parsed.is_stream();
+    let include_usage = parsed.include_usage();
+    let (mut request, model) = match parsed.into_chat() {
+        Ok(x) => x,
+        Err(e) => return respond::local_error(EP, e),
+    };
+    let overrides = match routing::overrides(&headers) {
+        Ok(o) => o,
+        Err(e) => return respond::local_error(EP, e),
+    };
+    if let Err(e) = routing::resolve_model(&st.router, model.as_deref(), &mut request) {
+        return respond::local_error(EP, e);
+    }
+    if stream {
+        match st.router.route_stream_with(&request, overrides).await {
+            Ok(s) => {
+                let model = stream_model(&st, s.backend(), &request);
+                let encoder = OpenAiEncoder::new(model, include_usage);
+                respond::sse_ok(EP, admitted, s, encoder)
+            }
+            Err(e) => respond::routed_error(EP, admitted.started, &e),
+        }
+    } else {
+        match st.router.route_request_with(&request, overrides).await {
+            Ok(resp) => {
+                let body = completion_body(&resp);
+                respond::json_ok(EP, admitted.started, body, &resp.backend, resp.cost, resp.decision.as_ref())
+            }
+            Err(e) => respond::routed_error(EP, admitted.started, &e),
+        }
+    }
+}
+
+/// The model a stream reports: the request's override, else the serving backend's model.
+pub(crate) fn stream_model(st: &crate::AppState, backend: &str, request: &ChatRequest) -> String {
+    request
+        .model
+        .clone()
+        .or_else(|| st.router.backend(backend).map(|b| b.info().model.clone()))
+        .unwrap_or_else(|| backend.to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response
+
+#[derive(Serialize)]
+struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [Choice<'a>; 1],
+    usage: OutUsage,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    message: OutMessage<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct OutMessage<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    refusal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<OutToolCall<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutToolCall<'a> {
+    id: &'a str,
+    r#type: &'static str,
+    function: OutFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct OutFunction<'a> {
+    name: &'a str,
+    arguments: String,
+}
+
+#[derive(Serialize)]
+struct OutUsage {
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    total_tokens: u32,
+    prompt_tokens_details: PromptDetails,
+    completion_tokens_details: CompletionDetails,
+}
+
+#[derive(Serialize)]
+struct PromptDetails {
+    cached_tokens: u32,
+}
+
+#[derive(Serialize)]
+struct CompletionDetails {
+    reasoning_tokens: u32,
+}
+
+/// OpenAI's usage: `prompt_tokens` includes cached tokens, as ours does.
+fn out_usage(u: &Usage) -> OutUsage {
+    OutUsage {
+        prompt_tokens: u.input_tokens,
+        completion_tokens: u.output_tokens,
+        total_tokens: u.total_tokens(),
+        prompt_tokens_details: PromptDetails { cached_tokens: u.cache_read_tokens },
+        completion_tokens_details: CompletionDetails { reasoning_tokens: u.reasoning_tokens },
+    }
+}
+
+/// Arguments as OpenAI sends them: a JSON string. A string value is an adapter's unparsed
+/// text and goes out verbatim.
+fn arguments_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) fn finish_reason(f: Option<&FinishReason>) -> &str {
+    match f {
+        None | Some(FinishReason::Stop) => "stop",
+        Some(FinishReason::Length) => "length",
+        Some(FinishReason::ToolCalls) => "tool_calls",
+        Some(FinishReason::ContentFilter) => "content_filter",
+        Some(FinishReason::Other(s)) => match s.as_str() {
+            "end_turn" | "stop_sequence" | "pause_turn" => "stop",
+            "max_tokens" => "length",
+            "tool_use" => "tool_calls",
+            "refusal" => "content_filter",
+            other => other,
+        },
+    }
+}
+
+fn completion_body(resp: &ChatResponse) -> Vec<u8> {
+    let id = match &resp.id {
+        Some(id) => std::borrow::Cow::Borrowed(id.as_str()),
+        None => std::borrow::Cow::Owned(ids::new_id("chatcmpl-")),
+    };
+    let content = if resp.content.is_empty() && !resp.tool_calls.is_empty() {
+        None
+    } else {
+        Some(resp.content.as_str())
+    };
+    let body = Completion {
+        id: &id,
+        object: "chat.completion",
+        created: ids::unix_now(),
+        model: &resp.model,
+        choices: [Choice {
+            index: 0,
+            message: OutMessage {
+                role: "assistant",
+                content,
+                refusal: None,
+                reasoning_content: resp.reasoning.as_deref(),
+                tool_calls: resp
+                    .tool_calls
+                    .iter()
+                    .map(|c| OutToolCall {
+                        id: &c.id,
+                        r#type: "function",
+                        function: OutFunction { name: &c.name, arguments: arguments_text(&c.arguments) },
+                    })
+                    .collect(),
+            },
+            logprobs: None,
+            finish_reason: finish_reason(resp.finish_reason.as_ref()),
+        }],
+        usage: out_usage(&resp.usage),
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream
+
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: &'a [ChunkChoice<'a>],
+    /// Present (as `null` or the figures) only when the client asked for usage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<OutUsage>>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Serialize, Default)]
+struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolDelta<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct ToolDelta<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    r#type: Option<&'static str>,
+    function: ToolDeltaFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct ToolDeltaFunction<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct StreamError<'a> {
+    error: crate::error::OpenAiError<'a>,
+}
+
+/// `chat.completion.chunk`s: a role chunk first, content deltas, a finish chunk, the usage chunk
+/// when asked for, then `data: [DONE]`. A failure after commit is `data: {"error":…}` and the
+/// stream closes without `[DONE]`, so no client mistakes it for a complete answer.
+pub(crate) struct OpenAiEncoder {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+    started: bool,
+}
+
+impl OpenAiEncoder {
+    pub(crate) fn new(model: String, include_usage: bool) -> OpenAiEncoder {
+        OpenAiEncoder {
+            id: ids::new_id("chatcmpl-"),
+            created: ids::unix_now(),
+            model,
+            include_usage,
+            started: false,
+        }
+    }
+
+    fn chunk(&self, out: &mut BytesMut, delta: Delta<'_>, finish: Option<&str>) {
+        let choices = [ChunkChoice { index: 0, delta, logprobs: None, finish_reason: finish }];
+        let chunk = Chunk {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: &choices,
+            usage: self.include_usage.then_some(None),
+        };
+        respond::data_frame(out, &chunk);
+    }
+}
+
+impl Encoder for OpenAiEncoder {
+    fn event(&mut self, ev: StreamEvent, out: &mut BytesMut) -> bool {
+        if !self.started && !matches!(ev, StreamEvent::Error { .. } | StreamEvent::Usage { .. }) {
+            self.started = true;
+            self.chunk(out, Delta { role: Some("assistant"), content: Some(""), ..Delta::default() }, None);
+        }
+        match ev {
+            StreamEvent::TextDelta { text } => {
+                self.chunk(out, Delta { content: Some(&text), ..Delta::default() }, None);
+                false
+            }
+            StreamEvent::ReasoningDelta { text } => {
+                self.chunk(out, Delta { reasoning_content: Some(&text), ..Delta::default() }, None);
+                false
+            }
+            StreamEvent::ToolCall { delta } => {
+                let ToolCallDelta { index, id, name, arguments } = &delta;
+                let tool = ToolDelta {
+                    index: *index,
+                    id: id.as_deref(),
+                    r#type: id.as_ref().map(|_| "function"),
+                    function: ToolDeltaFunction { name: name.as_deref(), arguments },
+                };
+                self.chunk(out, Delta { tool_calls: Some([tool]), ..Delta::default() }, None);
+                false
+            }
+            StreamEvent::Usage { .. } => false,
+            StreamEvent::Done { end } => {
+                self.chunk(out, Delta::default(), Some(finish_reason(end.finish_reason.as_ref())));
+                if self.include_usage {
+                    let chunk = Chunk {
+                        id: &self.id,
+                        object: "chat.completion.chunk",
+                        created: self.created,
+                        model: &self.model,
+                        choices: &[],
+                        usage: Some(Some(out_usage(&end.usage))),
+                    };
+                    respond::data_frame(out, &chunk);
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                true
+            }
+            StreamEvent::Error { error } => {
+                let api = ApiError::from_backend(&error);
+                respond::data_frame(out, &StreamError { error: api.openai_error() });
+                true
+            }
+        }
+    }
+
+    fn keepalive(&mut self, out: &mut BytesMut) {
+        out.extend_from_slice(b": keep-alive\n\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use claudette_core::{BackendError, ErrorKind, StreamEnd};
+
+    use super::*;
+
+    fn parse(v: Value) -> Result<(ChatRequest, Option<String>), ApiError> {
+        serde_json::from_value::<CompletionRequest>(v).unwrap().into_chat()
+    }
+
+    #[test]
+    fn requests_map_to_the_neutral_shape() {
+        let (r, model) = parse(serde_json::json!({
+            "model": "auto",
+            "messages": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "what is "}, {"type": "text", "text": "2+2?"}]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": "{\"a\":2,\"b\":2}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "4"}
+            ],
+            "max_completion_tokens": 50, "max_tokens": 10, "temperature": 0.2, "top_p": 0.9,
+            "stop": "END", "stream": true, "stream_options": {"include_usage": true},
+            "tools": [{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}],
+            "base_url": "http://169.254.169.254/", "user": "u-1"
+        }))
+        .unwrap();
+        assert_eq!(model.as_deref(), Some("auto"));
+        assert_eq!(r.messages[0].role, Role::System);
+        assert_eq!(r.messages[1].content, "what is 2+2?");
+        assert_eq!(r.messages[2].tool_calls[0].arguments, serde_json::json!({"a": 2, "b": 2}));
+        assert_eq!(r.messages[3].tool_call_id.as_deref(), Some("call_1"));
+        assert_eq!(r.max_tokens, Some(50));
+        assert_eq!(r.stop, vec!["END".to_owned()]);
+        assert_eq!(r.tools[0].name, "add");
+        assert_eq!(r.metadata["user"], "u-1");
+        let (r, _) =
+            parse(serde_json::json!({"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b"]}))
+                .unwrap();
+        assert_eq!(r.stop.len(), 2);
+    }
+
+    #[test]
+    fn requests_we_cannot_honour_are_refused() {
+        assert_eq!(parse(serde_json::json!({"model": "x"})).unwrap_err().param.as_deref(), Some("messages"));
+        assert!(parse(serde_json::json!({"messages": []})).is_err());
+        assert!(parse(serde_json::json!({"messages": [{"role": "user", "content": "x"}], "n": 2})).is_err());
+        let image = serde_json::json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]});
+        assert_eq!(parse(image).unwrap_err().param.as_deref(), Some("messages[0].content"));
+        assert!(parse(serde_json::json!({"messages": [{"role": "wizard", "content": "x"}]})).is_err());
+        let bad_args = serde_json::json!({"messages": [{"role": "assistant", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]});
+        assert!(parse(bad_args).is_err());
+    }
+
+    #[test]
+    fn stream_frames_follow_openai() {
+        let mut enc = OpenAiEncoder::new("m".into(), true);
+        let mut out = BytesMut::new();
+        assert!(!enc.event(StreamEvent::text("Hi"), &mut out));
+        assert!(!enc.event(
+            StreamEvent::ToolCall {
+                delta: ToolCallDelta {
+                    index: 0,
+                    id: Some("c1".into()),
+                    name: Some("f".into()),
+                    arguments: "{".into()
+                }
+            },
+            &mut out
+        ));
+        let end =
+            StreamEnd { finish_reason: Some(FinishReason::Stop), usage: Usage::reported(3, 2), cost: 0.0 };
+        assert!(enc.event(StreamEvent::Done { end }, &mut out));
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        let frames: Vec<&str> = text.split("\n\n").filter(|f| !f.is_empty()).collect();
+        assert_eq!(frames.len(), 6, "{text}");
+        let role: Value = serde_json::from_str(frames[0].strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(role["choices"][0]["delta"]["role"], "assistant");
+        assert!(role["usage"].is_null() && role.as_object().unwrap().contains_key("usage"));
+        let tool: Value = serde_json::from_str(frames[2].strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(tool["choices"][0]["delta"]["tool_calls"][0]["type"], "function");
+        let finish: Value = serde_json::from_str(frames[3].strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+        let usage: Value = serde_json::from_str(frames[4].strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(usage["usage"]["total_tokens"], 5);
+        assert_eq!(usage["choices"], serde_json::json!([]));
+        assert_eq!(frames[5], "data: [DONE]");
+    }
+
+    #[test]
+    fn a_failure_after_commit_is_an_error_frame_without_done() {
+        let mut enc = OpenAiEncoder::new("m".into(), false);
+        let mut out = BytesMut::new();
+        enc.event(StreamEvent::text("Hi"), &mut out);
+        let error = BackendError::new(ErrorKind::StreamInterrupted, "cut").with_backend("b");
+        assert!(enc.event(StreamEvent::Error { error }, &mut out));
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(!text.contains("[DONE]"));
+        let last = text.split("\n\n").filter(|f| !f.is_empty()).last().unwrap();
+        let v: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(v["error"]["code"], "stream_interrupted");
+        assert!(!text.contains("\"usage\""));
+    }
+}

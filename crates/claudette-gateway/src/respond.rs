@@ -1,0 +1,298 @@
+//! The steps every inference endpoint shares: admission (concurrency and body limits), local
+//! and routed error responses, JSON responses, and the SSE body that turns a
+//! [`RoutedStream`] into a client protocol.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use claudette_core::error::scrub_secrets;
+use claudette_core::{BackendError, RouteError, RoutedStream, RoutingDecision, StreamEvent};
+use futures::Stream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Sleep;
+
+use crate::AppState;
+use crate::body::{BodyError, read_body};
+use crate::error::{ApiError, Flavor};
+use crate::{observe, routing};
+
+/// Idle time after which an SSE stream gets a keep-alive (a comment for OpenAI clients, an
+/// `event: ping` for Anthropic ones), so proxies and clients with read timeouts do not cut a
+/// stream whose model is thinking.
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Output is flushed to the client once this much is buffered, even if more events are ready.
+const FLUSH_AT: usize = 16 * 1024;
+
+/// One inference endpoint: its metrics label and error envelope.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Endpoint {
+    pub(crate) label: &'static str,
+    pub(crate) flavor: Flavor,
+}
+
+/// An admitted request: a concurrency permit, held until the response (or stream) ends, and
+/// its body.
+pub(crate) struct Admitted {
+    pub(crate) permit: OwnedSemaphorePermit,
+    pub(crate) body: Bytes,
+    pub(crate) started: Instant,
+}
+
+/// Takes a concurrency permit (fail fast: 503 + `Retry-After: 1` when none is free, so load is
+/// shed instead of queued without bound) and reads the body under the size limit.
+pub(crate) async fn admit(st: &AppState, ep: Endpoint, body: Body) -> Result<Admitted, Response> {
+    let started = Instant::now();
+    let Ok(permit) = st.inflight.clone().try_acquire_owned() else {
+        observe::rejected(ep.label, "concurrency");
+        return Err(local_error(ep, ApiError::overloaded()));
+    };
+    match read_body(body, st.max_body).await {
+        Ok(body) => Ok(Admitted { permit, body, started }),
+        Err(BodyError::TooLarge { drained }) => {
+            observe::rejected(ep.label, "body_too_large");
+            let mut resp = local_error(ep, ApiError::body_too_large(st.max_body));
+            if !drained {
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Err(resp)
+        }
+        Err(BodyError::Read) => Err(local_error(ep, ApiError::invalid("could not read the request body"))),
+    }
+}
+
+/// Parses a JSON body, answering 400 in the endpoint's envelope when it is not valid.
+pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(ep: Endpoint, body: &'a [u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        local_error(ep, ApiError::invalid(format!("request body is not valid JSON for this endpoint: {e}")))
+    })
+}
+
+/// An error decided before routing: no upstream call was made.
+pub(crate) fn local_error(ep: Endpoint, err: ApiError) -> Response {
+    observe::count(ep.label, err.status.as_u16());
+    let mut resp = err.into_response(ep.flavor);
+    routing::explain_local(resp.headers_mut());
+    resp
+}
+
+/// A request the router could not serve.
+pub(crate) fn routed_error(ep: Endpoint, started: Instant, err: &RouteError) -> Response {
+    let api = ApiError::from_backend(&err.error);
+    let status = api.status.as_u16();
+    tracing::warn!(
+        endpoint = ep.label,
+        status,
+        attempts = err.decision.attempts.len(),
+        error = %scrub_secrets(&err.error.to_string()),
+        "request failed"
+    );
+    observe::count(ep.label, status);
+    observe::finished(ep.label, started, Some(&err.decision));
+    let mut resp = api.into_response(ep.flavor);
+    routing::explain(resp.headers_mut(), routing::last_backend(&err.decision), 0.0, false, &err.decision);
+    resp
+}
+
+/// A successful JSON answer with its routing headers.
+pub(crate) fn json_ok(
+    ep: Endpoint,
+    started: Instant,
+    body: Vec<u8>,
+    backend: &str,
+    cost: f64,
+    decision: Option<&RoutingDecision>,
+) -> Response {
+    observe::count(ep.label, 200);
+    observe::finished(ep.label, started, decision);
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let empty = RoutingDecision::default();
+    routing::explain(h, backend, cost, false, decision.unwrap_or(&empty));
+    resp
+}
+
+/// Turns stream events into one client protocol's SSE frames.
+pub(crate) trait Encoder: Send + Unpin + 'static {
+    /// Appends the frames for `ev` to `out`. Returns true when the stream is over (a terminal
+    /// event, or one the protocol cannot carry, which the encoder reported as an error).
+    fn event(&mut self, ev: StreamEvent, out: &mut BytesMut) -> bool;
+    /// Appends a keep-alive frame.
+    fn keepalive(&mut self, out: &mut BytesMut);
+}
+
+/// A committed stream as an SSE response: status 200, routing headers (cost estimated), body.
+pub(crate) fn sse_ok<E: Encoder>(
+    ep: Endpoint,
+    admitted: Admitted,
+    stream: RoutedStream,
+    encoder: E,
+) -> Response {
+    observe::count(ep.label, 200);
+    let decision = stream.decision();
+    let estimate =
+        decision.candidates.iter().find(|c| c.backend == stream.backend()).map_or(0.0, |c| c.estimated_cost);
+    let backend = stream.backend().to_owned();
+    let body = SseBody {
+        stream,
+        encoder,
+        keepalive: Box::pin(tokio::time::sleep(KEEPALIVE)),
+        last_write: Instant::now(),
+        finished: false,
+        endpoint: ep.label,
+        started: admitted.started,
+        _permit: admitted.permit,
+    };
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies not to buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    routing::explain(h, &backend, estimate, true, &decision);
+    resp
+}
+
+/// The SSE body. Dropping it (the client went away) drops the routed stream, which cancels the
+/// upstream request (RT-9) and leaves the breaker untouched.
+struct SseBody<E> {
+    stream: RoutedStream,
+    encoder: E,
+    keepalive: Pin<Box<Sleep>>,
+    last_write: Instant,
+    finished: bool,
+    endpoint: &'static str,
+    started: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<E: Encoder> SseBody<E> {
+    fn finish(&mut self) {
+        self.finished = true;
+        observe::finished(self.endpoint, self.started, Some(&self.stream.decision()));
+    }
+
+    /// Whether a keep-alive is due; registers the timer's waker otherwise.
+    fn keepalive_due(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.keepalive.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = self.last_write + KEEPALIVE;
+            let now = Instant::now();
+            if now >= due {
+                self.keepalive.as_mut().reset((now + KEEPALIVE).into());
+                // Register the waker for the next one.
+                let _ = self.keepalive.as_mut().poll(cx);
+                return true;
+            }
+            // Data went out since the timer was set: wait for the rest of the idle period.
+            self.keepalive.as_mut().reset(due.into());
+        }
+    }
+}
+
+impl<E: Encoder> Stream for SseBody<E> {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        let mut out = BytesMut::new();
+        // Coalesce events that are already available into one write.
+        loop {
+            match Pin::new(&mut this.stream).poll_next(cx) {
+                Poll::Ready(Some(ev)) => {
+                    if let StreamEvent::Error { error } = &ev {
+                        note_stream_error(this.endpoint, this.stream.backend(), error);
+                    }
+                    if this.encoder.event(ev, &mut out) {
+                        this.finish();
+                        break;
+                    }
+                    if out.len() >= FLUSH_AT {
+                        break;
+                    }
+                }
+                Poll::Ready(None) => {
+                    // The router guarantees a terminal event; never end a stream silently anyway.
+                    let error = BackendError::interrupted("stream ended without a terminal event")
+                        .with_backend(this.stream.backend());
+                    note_stream_error(this.endpoint, this.stream.backend(), &error);
+                    this.encoder.event(StreamEvent::Error { error }, &mut out);
+                    this.finish();
+                    break;
+                }
+                Poll::Pending => {
+                    if out.is_empty() {
+                        if !this.keepalive_due(cx) {
+                            return Poll::Pending;
+                        }
+                        this.encoder.keepalive(&mut out);
+                    }
+                    break;
+                }
+            }
+        }
+        this.last_write = Instant::now();
+        Poll::Ready(Some(Ok(out.freeze())))
+    }
+}
+
+impl<E> Drop for SseBody<E> {
+    fn drop(&mut self) {
+        if !self.finished {
+            metrics::counter!(observe::CLIENT_DISCONNECTS, "endpoint" => self.endpoint).increment(1);
+            observe::finished(self.endpoint, self.started, Some(&self.stream.decision()));
+            tracing::debug!(
+                endpoint = self.endpoint,
+                backend = self.stream.backend(),
+                "client left mid-stream; upstream cancelled"
+            );
+        }
+    }
+}
+
+fn note_stream_error(endpoint: &'static str, backend: &str, error: &BackendError) {
+    metrics::counter!(observe::STREAM_ERRORS, "endpoint" => endpoint, "kind" => error.kind.as_str())
+        .increment(1);
+    tracing::warn!(endpoint, backend, error = %scrub_secrets(&error.to_string()), "stream failed after commit");
+}
+
+/// Appends `data: <json>\n\n`.
+pub(crate) fn data_frame<T: serde::Serialize>(out: &mut BytesMut, value: &T) {
+    out.extend_from_slice(b"data: ");
+    json_into(out, value);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Appends `event: <name>\ndata: <json>\n\n`.
+pub(crate) fn event_frame<T: serde::Serialize>(out: &mut BytesMut, name: &str, value: &T) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    json_into(out, value);
+    out.extend_from_slice(b"\n\n");
+}
+
+fn json_into<T: serde::Serialize>(out: &mut BytesMut, value: &T) {
+    use bytes::BufMut;
+    // Serializing plain structs into memory cannot fail; if it ever did, send valid JSON.
+    if serde_json::to_writer(out.writer(), value).is_err() {
+        out.extend_from_slice(b"{}");
+    }
+}
+
+/// Shared state for a handler.
+pub(crate) type Shared = Arc<AppState>;

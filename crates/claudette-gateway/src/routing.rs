@@ -1,0 +1,186 @@
+//! Between the client and the router: which backend a `model` means, per-request routing
+//! preferences, and the `x-claudette-*` headers that explain every routed response.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use claudette_core::{
+    BackendRouter, ChatRequest, OptimizationTarget, RouteOverrides, RouterOptions, RoutingDecision, Weights,
+};
+
+use crate::error::ApiError;
+
+pub(crate) const BACKEND: HeaderName = HeaderName::from_static("x-claudette-backend");
+pub(crate) const ATTEMPTS: HeaderName = HeaderName::from_static("x-claudette-attempts");
+pub(crate) const COST: HeaderName = HeaderName::from_static("x-claudette-cost");
+pub(crate) const COST_ESTIMATED: HeaderName = HeaderName::from_static("x-claudette-cost-estimated");
+pub(crate) const DECISION: HeaderName = HeaderName::from_static("x-claudette-decision");
+
+/// The model name that lets the router choose.
+pub(crate) const AUTO: &str = "auto";
+
+/// Applies the client's `model` to `request`.
+///
+/// - absent, empty or `auto`: the router chooses;
+/// - a backend name: that backend is forced;
+/// - some backend's configured model: the first such backend (registration order) is forced;
+/// - anything else: 404 in the client's envelope, decided locally (F-23).
+///
+/// A forced backend uses its configured model, so `request.model` stays unset.
+pub(crate) fn resolve_model(
+    router: &BackendRouter,
+    model: Option<&str>,
+    request: &mut ChatRequest,
+) -> Result<(), ApiError> {
+    let Some(model) = model.map(str::trim).filter(|m| !m.is_empty() && *m != AUTO) else {
+        return Ok(());
+    };
+    if router.backend(model).is_some() {
+        request.backend = Some(model.to_owned());
+        return Ok(());
+    }
+    for name in router.backend_names() {
+        if router.backend(&name).is_some_and(|b| b.info().model == model) {
+            request.backend = Some(name);
+            return Ok(());
+        }
+    }
+    Err(ApiError::model_not_found(model))
+}
+
+/// Per-request routing preferences from `x-claudette-route` (an optimisation target) or
+/// `x-claudette-weights` (`cost=0.5,latency=0.3,availability=0.2,quality=0`; unnamed weights
+/// are 0). Both at once is ambiguous and refused.
+pub(crate) fn overrides(headers: &HeaderMap) -> Result<RouteOverrides, ApiError> {
+    let route = headers.get("x-claudette-route");
+    let weights = headers.get("x-claudette-weights");
+    match (route, weights) {
+        (None, None) => Ok(RouteOverrides::default()),
+        (Some(_), Some(_)) => {
+            Err(ApiError::invalid("send either `x-claudette-route` or `x-claudette-weights`, not both"))
+        }
+        (Some(v), None) => {
+            let target = match v.to_str().map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+                Ok("cost") => OptimizationTarget::Cost,
+                Ok("speed" | "latency") => OptimizationTarget::Speed,
+                Ok("quality") => OptimizationTarget::Quality,
+                Ok("balanced") => OptimizationTarget::Balanced,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "`x-claudette-route` must be one of cost, speed, quality, balanced",
+                    ));
+                }
+            };
+            Ok(RouteOverrides { weights: Some(RouterOptions::for_target(target).weights()) })
+        }
+        (None, Some(v)) => {
+            let text = v.to_str().map_err(|_| ApiError::invalid("`x-claudette-weights` must be ASCII"))?;
+            Ok(RouteOverrides { weights: Some(parse_weights(text)?) })
+        }
+    }
+}
+
+fn parse_weights(text: &str) -> Result<Weights, ApiError> {
+    let bad = |why: String| {
+        ApiError::invalid(format!(
+            "invalid `x-claudette-weights` ({why}); expected e.g. cost=0.5,latency=0.3,availability=0.2,quality=0"
+        ))
+    };
+    let mut w = Weights { cost: 0.0, latency: 0.0, availability: 0.0, quality: 0.0 };
+    let mut any = false;
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part.split_once('=').ok_or_else(|| bad(format!("`{part}` is not name=value")))?;
+        let value: f64 =
+            value.trim().parse().map_err(|_| bad(format!("`{}` is not a number", value.trim())))?;
+        if !value.is_finite() || value < 0.0 {
+            return Err(bad(format!("`{}` must be a finite number ≥ 0", name.trim())));
+        }
+        let slot = match name.trim().to_ascii_lowercase().as_str() {
+            "cost" => &mut w.cost,
+            "latency" | "speed" => &mut w.latency,
+            "availability" => &mut w.availability,
+            "quality" => &mut w.quality,
+            other => return Err(bad(format!("unknown weight `{other}`"))),
+        };
+        *slot = value;
+        any = true;
+    }
+    if !any {
+        return Err(bad("no weights given".into()));
+    }
+    Ok(w)
+}
+
+/// Adds the `x-claudette-*` headers.
+pub(crate) fn explain(
+    headers: &mut HeaderMap,
+    backend: &str,
+    cost: f64,
+    estimated: bool,
+    decision: &RoutingDecision,
+) {
+    headers.insert(BACKEND, header_value(backend));
+    headers.insert(ATTEMPTS, HeaderValue::from(decision.attempts.len()));
+    // f64's Display never uses exponent notation: `0.0000125`, not `1.25e-5`.
+    let cost = if cost.is_finite() { cost.max(0.0) } else { 0.0 };
+    headers.insert(COST, header_value(&cost.to_string()));
+    if estimated {
+        headers.insert(COST_ESTIMATED, HeaderValue::from_static("true"));
+    }
+    headers.insert(DECISION, header_value(&decision.compact()));
+}
+
+/// The backend a failed request last tried, or `none`.
+pub(crate) fn last_backend(decision: &RoutingDecision) -> &str {
+    decision.attempts.last().map_or("none", |a| a.backend.as_str())
+}
+
+/// Headers for a request that never reached the router.
+pub(crate) fn explain_local(headers: &mut HeaderMap) {
+    headers.insert(BACKEND, HeaderValue::from_static("none"));
+    headers.insert(ATTEMPTS, HeaderValue::from_static("0"));
+    headers.insert(COST, HeaderValue::from_static("0"));
+}
+
+/// A header value from arbitrary text: anything but visible ASCII and spaces becomes `?`
+/// (`HeaderValue` would accept Latin-1 bytes, which clients decode inconsistently).
+fn header_value(s: &str) -> HeaderValue {
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        if let Ok(v) = HeaderValue::from_str(s) {
+            return v;
+        }
+    }
+    let clean: String = s.chars().map(|c| if (' '..='~').contains(&c) { c } else { '?' }).collect();
+    HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static("?"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(name: &'static str, value: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(name, HeaderValue::from_str(value).unwrap());
+        m
+    }
+
+    #[test]
+    fn route_targets_and_weights_parse() {
+        assert!(overrides(&HeaderMap::new()).unwrap().weights.is_none());
+        let cost = overrides(&h("x-claudette-route", "Cost")).unwrap().weights.unwrap();
+        assert_eq!(cost, RouterOptions::for_target(OptimizationTarget::Cost).weights());
+        let w =
+            overrides(&h("x-claudette-weights", "cost=0.5, latency=0.3,availability=0.2,quality=0")).unwrap();
+        assert_eq!(w.weights.unwrap(), Weights { cost: 0.5, latency: 0.3, availability: 0.2, quality: 0.0 });
+        let partial = overrides(&h("x-claudette-weights", "quality=1")).unwrap().weights.unwrap();
+        assert_eq!(partial, Weights { cost: 0.0, latency: 0.0, availability: 0.0, quality: 1.0 });
+        for bad in ["cost", "cost=x", "cost=-1", "price=1", "", "cost=NaN"] {
+            assert!(overrides(&h("x-claudette-weights", bad)).is_err(), "{bad}");
+        }
+        assert!(overrides(&h("x-claudette-route", "cheapest")).is_err());
+    }
+
+    #[test]
+    fn odd_header_text_is_made_safe() {
+        assert_eq!(header_value("b1=0.5;b1:ok").to_str().unwrap(), "b1=0.5;b1:ok");
+        assert_eq!(header_value("bäckend").to_str().unwrap(), "b?ckend");
+    }
+}

@@ -1,0 +1,259 @@
+//! Shared set-up for the gateway's HTTP tests: fake upstreams, routers, an in-process gateway
+//! on 127.0.0.1:0, SSE parsing, and a log capture used by the canary-key test.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use claudette_core::{BackendRouter, BackendSettings, Pricing, RouterOptions, SharedBackend, Timeouts};
+use claudette_gateway::{Gateway, GatewayOptions};
+use claudette_testkit::FakeServer;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+// ------------------------------------------------------------------------------------------
+// Log capture: one global subscriber for the whole test binary, writing into a buffer, so the
+// canary test can grep everything every test in this binary logged.
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the capturing subscriber (TRACE for Claudette's crates and tower-http, DEBUG for
+/// the rest). Idempotent.
+pub fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = Capture(buf.clone());
+        let filter = tracing_subscriber::EnvFilter::new(
+            "debug,claudette_gateway=trace,claudette_core=trace,claudette_http=trace,tower_http=trace",
+        );
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        buf
+    });
+}
+
+/// Everything logged so far by this test binary.
+pub fn logs() -> String {
+    LOGS.get()
+        .map(|b| String::from_utf8_lossy(&b.lock().unwrap_or_else(|e| e.into_inner())).into_owned())
+        .unwrap_or_default()
+}
+
+// ------------------------------------------------------------------------------------------
+// Backends and routers
+
+pub const UPSTREAM_KEY: &str = "sk-upstream-test-0001";
+
+/// A router whose back-off is short, so retry paths do not slow the suite.
+pub fn fast_options() -> RouterOptions {
+    let mut o = RouterOptions::default();
+    o.retry.base_backoff = Duration::from_millis(5);
+    o.retry.max_backoff = Duration::from_millis(20);
+    o
+}
+
+pub fn openai_settings(name: &str, fake: &FakeServer) -> BackendSettings {
+    BackendSettings::new(name).base_url(fake.v1_url()).model("fake-model").api_key(UPSTREAM_KEY)
+}
+
+pub fn anthropic_settings(name: &str, fake: &FakeServer) -> BackendSettings {
+    BackendSettings::new(name).base_url(fake.url()).model("claude-fake").api_key(UPSTREAM_KEY)
+}
+
+pub fn openai(settings: BackendSettings) -> SharedBackend {
+    claudette_openai::backend(&settings).expect("openai backend").shared()
+}
+
+pub fn anthropic(settings: BackendSettings) -> SharedBackend {
+    claudette_anthropic::backend(&settings).expect("anthropic backend").shared()
+}
+
+pub fn with_idle(settings: BackendSettings, idle: Duration) -> BackendSettings {
+    settings.timeouts(Timeouts { idle, ..Timeouts::default() })
+}
+
+pub fn priced(settings: BackendSettings, input_per_1k: f64, output_per_1k: f64) -> BackendSettings {
+    settings.pricing(Pricing::new(input_per_1k, output_per_1k))
+}
+
+pub fn router(backends: Vec<SharedBackend>) -> Arc<BackendRouter> {
+    router_with(backends, fast_options())
+}
+
+pub fn router_with(backends: Vec<SharedBackend>, options: RouterOptions) -> Arc<BackendRouter> {
+    let r = BackendRouter::new(options);
+    for b in backends {
+        r.register_backend(b).expect("register");
+    }
+    Arc::new(r)
+}
+
+// ------------------------------------------------------------------------------------------
+// The gateway
+
+/// A gateway serving on 127.0.0.1:<random>, stopped (gracefully) when dropped.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub router: Arc<BackendRouter>,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Asks the gateway to shut down and returns its serve task.
+    pub fn shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("already shut down")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+pub async fn start(router: Arc<BackendRouter>) -> Running {
+    start_with(router, GatewayOptions::default()).await
+}
+
+pub async fn start_with(router: Arc<BackendRouter>, options: GatewayOptions) -> Running {
+    capture_logs();
+    let gateway = Gateway::new(router.clone(), options).expect("gateway");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(gateway.serve(listener, async move {
+        let _ = rx.await;
+    }));
+    Running { addr, url: format!("http://{addr}"), router, stop: Some(tx), task: Some(task) }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
+}
+
+// ------------------------------------------------------------------------------------------
+// Responses
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    /// SSE frames as (event name, data) pairs; comments dropped.
+    pub fn frames(&self) -> Vec<(Option<String>, String)> {
+        parse_sse(&self.text)
+    }
+}
+
+pub async fn post(url: &str, path: &str, body: serde_json::Value) -> Reply {
+    post_with(url, path, body, &[]).await
+}
+
+pub async fn post_with(url: &str, path: &str, body: serde_json::Value, headers: &[(&str, &str)]) -> Reply {
+    let mut req = client()
+        .post(format!("{url}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    collect(req.send().await.expect("send")).await
+}
+
+pub async fn get(url: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = client().get(format!("{url}{path}"));
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    collect(req.send().await.expect("send")).await
+}
+
+pub async fn collect(resp: reqwest::Response) -> Reply {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    // A stream that ends with an error still yields what arrived; keep it.
+    let mut text = Vec::new();
+    let mut resp = resp;
+    while let Ok(Some(c)) = resp.chunk().await {
+        text.extend_from_slice(&c);
+    }
+    Reply { status, headers, text: String::from_utf8_lossy(&text).into_owned() }
+}
+
+pub fn parse_sse(text: &str) -> Vec<(Option<String>, String)> {
+    text.split("\n\n")
+        .filter(|f| !f.trim().is_empty())
+        .filter_map(|frame| {
+            let mut event = None;
+            let mut data = Vec::new();
+            for line in frame.lines() {
+                if let Some(e) = line.strip_prefix("event: ") {
+                    event = Some(e.to_owned());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push(d);
+                }
+            }
+            if event.is_none() && data.is_empty() { None } else { Some((event, data.join("\n"))) }
+        })
+        .collect()
+}
+
+/// The OpenAI chunks' text content, concatenated.
+pub fn openai_text(frames: &[(Option<String>, String)]) -> String {
+    frames
+        .iter()
+        .filter(|(_, d)| d != "[DONE]")
+        .filter_map(|(_, d)| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The Anthropic text deltas, concatenated.
+pub fn anthropic_text(frames: &[(Option<String>, String)]) -> String {
+    frames
+        .iter()
+        .filter(|(e, _)| e.as_deref() == Some("content_block_delta"))
+        .filter_map(|(_, d)| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
+pub fn user(text: &str) -> serde_json::Value {
+    serde_json::json!([{"role": "user", "content": text}])
+}

@@ -1,0 +1,176 @@
+//! The official `openai` and `anthropic` Python SDKs as clients of an in-process gateway.
+//!
+//! A virtualenv is created under the workspace's `target/` (and reused) with both SDKs
+//! installed from PyPI. Without Python, venv, pip or network the test prints why and passes:
+//! it proves compatibility where it can run and must not break builds where it cannot.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use claudette_core::BackendRouter;
+use claudette_gateway::{GatewayOptions, KeyEntry};
+use claudette_testkit::{FakeServer, Reply as Fake};
+use common::*;
+use serde_json::json;
+use tokio::process::Command;
+
+const KEY: &str = "gw-sdk-test-key";
+
+fn venv_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("claudette-gateway-pyenv")
+}
+
+async fn run(cmd: &mut Command, limit: Duration) -> Result<std::process::Output, String> {
+    cmd.stdin(Stdio::null()).kill_on_drop(true);
+    match tokio::time::timeout(limit, cmd.output()).await {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("timed out after {limit:?}")),
+    }
+}
+
+/// The venv's python with both SDKs importable, or why not.
+async fn sdk_python() -> Result<PathBuf, String> {
+    let dir = venv_dir();
+    let python = dir.join("bin").join("python");
+    let check = |p: &Path| {
+        let mut c = Command::new(p);
+        c.args(["-c", "import openai, anthropic; print(openai.__version__, anthropic.__version__)"]);
+        c
+    };
+    if python.exists() {
+        if let Ok(out) = run(&mut check(&python), Duration::from_secs(60)).await {
+            if out.status.success() {
+                println!("python SDKs (reused venv): {}", String::from_utf8_lossy(&out.stdout).trim());
+                return Ok(python);
+            }
+        }
+    }
+    let out = run(Command::new("python3").args(["-m", "venv"]).arg(&dir), Duration::from_secs(120))
+        .await
+        .map_err(|e| format!("python3 -m venv: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("python3 -m venv failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let out = run(
+        Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "openai",
+            "anthropic",
+        ]),
+        Duration::from_secs(600),
+    )
+    .await
+    .map_err(|e| format!("pip install: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "pip install openai anthropic failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let out = run(&mut check(&python), Duration::from_secs(60)).await?;
+    if !out.status.success() {
+        return Err(format!("SDKs not importable: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    println!("python SDKs: {}", String::from_utf8_lossy(&out.stdout).trim());
+    Ok(python)
+}
+
+async fn script(python: &Path, name: &str, args: &[&str]) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(name);
+    let out =
+        run(Command::new(python).arg(&path).args(args), Duration::from_secs(120)).await.expect("run script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{name} failed:\n{stdout}\n{stderr}");
+    serde_json::from_str(stdout.trim().lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{name} printed no JSON ({e}):\n{stdout}\n{stderr}"))
+}
+
+/// One fake per scenario, each always giving the same answer, so scenario order does not
+/// matter.
+async fn fake(reply: Fake) -> FakeServer {
+    let f = FakeServer::start().await;
+    f.set_default(reply);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_sdks_work_against_the_gateway() {
+    let python = match sdk_python().await {
+        Ok(p) => p,
+        Err(why) => {
+            println!("SKIPPED official SDK test: {why}");
+            return;
+        }
+    };
+
+    let oa_json = fake(Fake::openai_text("Hello from the gateway")).await;
+    let oa_stream = fake(Fake::openai_stream(&["Hel", "lo", "!"])).await;
+    let oa_tool = fake(Fake::openai_tool_call("call_1", "add", r#"{"a":1,"b":2}"#)).await;
+    let oa_cut = fake(Fake::openai_stream(&["par", "tial", "never"]).cut_after(3)).await;
+    let oa_tool_stream = fake(Fake::openai_stream_tool_call("call_2", "add", &["{\"a\":", "1}"])).await;
+    let cl_json = fake(Fake::anthropic_text("Hi from claude")).await;
+    let cl_stream = fake(Fake::anthropic_stream(&["Str", "eam", "ed"])).await;
+    let cl_cut = fake(Fake::anthropic_stream_error_after(&["so ", "far"], "overloaded_error")).await;
+    let r = router(vec![
+        openai(openai_settings("oa-json", &oa_json)),
+        openai(openai_settings("oa-stream", &oa_stream)),
+        openai(openai_settings("oa-tool", &oa_tool)),
+        openai(openai_settings("oa-cut", &oa_cut)),
+        openai(openai_settings("oa-tool-stream", &oa_tool_stream)),
+        anthropic(anthropic_settings("cl-json", &cl_json)),
+        anthropic(anthropic_settings("cl-stream", &cl_stream)),
+        anthropic(anthropic_settings("cl-cut", &cl_cut)),
+    ]);
+    let options =
+        GatewayOptions { api_keys: vec![KeyEntry::from_plain("sdk", KEY)], ..GatewayOptions::default() };
+    let gw = start_with(r, options).await;
+
+    let throttled_fake =
+        fake(Fake::anthropic_error(429, "rate_limit_error", "slow down").header("retry-after", "30")).await;
+    let mut throttled_options = fast_options();
+    throttled_options.retry.max_hint = Duration::from_secs(1);
+    let throttled_router = BackendRouter::new(throttled_options);
+    throttled_router.register_backend(anthropic(anthropic_settings("busy", &throttled_fake))).unwrap();
+    let throttled = start(Arc::new(throttled_router)).await;
+
+    let o = script(&python, "openai_client.py", &[&gw.url, KEY]).await;
+    println!("openai SDK: {o}");
+    assert_eq!(o["json"]["content"], "Hello from the gateway");
+    assert_eq!(o["json"]["prompt_tokens"], 10);
+    assert_eq!(o["json"]["cached_tokens"], 0);
+    assert_eq!(o["json"]["backend"], "oa-json");
+    assert_eq!(o["json"]["attempts"], "1");
+    assert_eq!(o["stream"], json!({"text": "Hello!", "finish": "stop", "completion_tokens": 3}));
+    assert_eq!(o["tool"], json!({"name": "add", "arguments": {"a": 1, "b": 2}}));
+    assert_eq!(o["not_found"]["status"], 404);
+    assert_eq!(o["not_found"]["code"], "model_not_found");
+    assert_eq!(o["cut"]["text"], "partial");
+    assert_eq!(o["auth"]["status"], 401);
+
+    let a = script(&python, "anthropic_client.py", &[&gw.url, KEY, &throttled.url]).await;
+    println!("anthropic SDK: {a}");
+    assert_eq!(a["json"], json!({"text": "Hi from claude", "input_tokens": 10, "output_tokens": 3}));
+    assert_eq!(a["stream"]["text"], "Streamed");
+    assert_eq!(a["stream"]["stop_reason"], "end_turn");
+    assert_eq!(a["stream"]["input_tokens"], 10);
+    assert_eq!(a["stream"]["output_tokens"], 3);
+    assert_eq!(a["tool"], json!({"name": "add", "input": {"a": 1}, "stop_reason": "tool_use"}));
+    assert_eq!(a["cut"]["text"], "so far");
+    assert_eq!(a["not_found"]["status"], 404);
+    assert_eq!(a["throttled"], json!([[429, "30"], [429, "30"]]));
+    assert_eq!(throttled_fake.post_requests(), 1, "the second throttled call never left the gateway");
+}
