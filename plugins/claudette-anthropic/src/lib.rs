@@ -74,3 +74,12 @@ fn build(settings: &BackendSettings) -> Result<claudette_core::SharedBackend, Ba
 inventory::submit! {
     claudette_core::ProviderFactory::new("anthropic", "Anthropic Messages API (and compatible servers)", build)
 }
+
+// The cdylib plugin build (`cargo xtask plugins`): the sans-IO adapter behind the stable ABI of
+// `claudette-plugin`; the host drives it with its own `HttpBackend`.
+#[cfg(feature = "plugin")]
+claudette_plugin::export_plugin!(
+    name = "anthropic",
+    description = "Anthropic Messages API (and compatible servers)",
+    ctor = AnthropicAdapter::new
+);

@@ -56,3 +56,12 @@ mod http {
         ProviderFactory::new("gemini", "Google Gemini API generateContent (key in x-goog-api-key)", build)
     }
 }
+
+// The cdylib plugin build (`cargo xtask plugins`): the sans-IO adapter behind the stable ABI of
+// `claudette-plugin`; the host drives it with its own `HttpBackend`.
+#[cfg(feature = "plugin")]
+claudette_plugin::export_plugin!(
+    name = PROVIDER,
+    description = "Google Gemini API generateContent (key in x-goog-api-key)",
+    ctor = GeminiAdapter::new
+);

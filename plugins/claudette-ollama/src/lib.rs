@@ -62,3 +62,12 @@ mod http {
         ProviderFactory::new("ollama", "Ollama native /api/chat (NDJSON streaming, num_ctx always sent)", build)
     }
 }
+
+// The cdylib plugin build (`cargo xtask plugins`): the sans-IO adapter behind the stable ABI of
+// `claudette-plugin`; the host drives it with its own `HttpBackend`.
+#[cfg(feature = "plugin")]
+claudette_plugin::export_plugin!(
+    name = PROVIDER,
+    description = "Ollama native /api/chat (NDJSON streaming, num_ctx always sent)",
+    ctor = OllamaAdapter::new
+);

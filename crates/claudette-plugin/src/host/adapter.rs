@@ -1,0 +1,247 @@
+//! [`PluginAdapter`]: a plugin's adapter seen from the host as a plain `ProviderAdapter`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use abi_stable::std_types::{RBox, RErr, ROk, ROption, RResult, RSlice, RStr, RString};
+use claudette_core::{
+    AuthScheme, BackendError, BackendInfo, ChatRequest, ChatResponse, Frame, Framing, HttpRequest,
+    HttpResponse, Observation, Pricing, ProviderAdapter, StreamDecoder, StreamEvent, Timeouts,
+};
+use serde::de::DeserializeOwned;
+
+use crate::abi::{FfiAdapter_TO, FfiHttpResponse, FfiStreamDecoder_TO};
+use crate::wire::{
+    decode_error, duration_to_ns, opt_ns, pricing_from_ffi, request_from_ffi, timeouts_from_ffi,
+    timeouts_to_ffi,
+};
+
+/// Which plugin an adapter comes from, for messages.
+#[derive(Debug)]
+pub(crate) struct Source {
+    pub path: std::path::PathBuf,
+    pub provider: String,
+}
+
+/// A provider adapter living in a loaded plugin.
+///
+/// It implements [`ProviderAdapter`], so `claudette_http::HttpBackend<PluginAdapter>` drives
+/// it exactly like a linked adapter: the same client, timeouts, key handling, stream framing,
+/// metrics and cost. Each call crosses the boundary as JSON (requests, responses, events) or
+/// bytes (bodies); `info`, `auth_scheme` and `framing` are fixed per adapter and read once.
+///
+/// Methods whose trait signature cannot fail (`pricing`, `timeouts`, `observe`, `health_probe`,
+/// `stream_decoder`) fall back to a safe answer when the plugin errs or panics, and log it.
+pub struct PluginAdapter {
+    inner: FfiAdapter_TO<'static, RBox<()>>,
+    info: BackendInfo,
+    auth: AuthScheme,
+    framing: Framing,
+    source: Arc<Source>,
+}
+
+impl fmt::Debug for PluginAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginAdapter")
+            .field("plugin", &self.source.path)
+            .field("provider", &self.source.provider)
+            .field("backend", &self.info.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn json<T: DeserializeOwned>(what: &str, result: RResult<RString, RString>) -> Result<T, BackendError> {
+    match result {
+        ROk(text) => serde_json::from_str(&text)
+            .map_err(|e| BackendError::internal(format!("plugin returned unreadable {what}: {e}"))),
+        RErr(e) => Err(decode_error(&e)),
+    }
+}
+
+fn request_json(request: &ChatRequest) -> Result<String, BackendError> {
+    serde_json::to_string(request)
+        .map_err(|e| BackendError::internal(format!("encode request for plugin: {e}")))
+}
+
+fn headers_json(headers: &[(String, String)]) -> Result<String, BackendError> {
+    serde_json::to_string(headers)
+        .map_err(|e| BackendError::internal(format!("encode headers for plugin: {e}")))
+}
+
+impl PluginAdapter {
+    pub(crate) fn new(
+        inner: FfiAdapter_TO<'static, RBox<()>>,
+        source: Arc<Source>,
+    ) -> Result<Self, BackendError> {
+        let info: BackendInfo = json("backend info", inner.info())?;
+        let auth: AuthScheme = json("auth scheme", inner.auth_scheme())?;
+        let framing: Framing = json("framing", inner.framing())?;
+        Ok(Self { inner, info, auth, framing, source })
+    }
+
+    /// The plugin file this adapter lives in.
+    pub fn plugin_path(&self) -> &std::path::Path {
+        &self.source.path
+    }
+
+    fn warn(&self, what: &str, error: &BackendError) {
+        tracing::warn!(
+            plugin = %self.source.path.display(),
+            provider = %self.source.provider,
+            backend = %self.info.name,
+            "plugin {what} failed: {error}; using the default"
+        );
+    }
+}
+
+impl ProviderAdapter for PluginAdapter {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    fn auth_scheme(&self) -> AuthScheme {
+        self.auth.clone()
+    }
+
+    fn build_request(&self, request: &ChatRequest, stream: bool) -> Result<HttpRequest, BackendError> {
+        let body = request_json(request)?;
+        match self.inner.build_request(RStr::from(body.as_str()), stream) {
+            ROk(http) => request_from_ffi(http),
+            RErr(e) => Err(decode_error(&e)),
+        }
+    }
+
+    fn parse_response(
+        &self,
+        request: &ChatRequest,
+        response: &HttpResponse<'_>,
+    ) -> Result<ChatResponse, BackendError> {
+        let request = request_json(request)?;
+        let headers = headers_json(response.headers)?;
+        let ffi = FfiHttpResponse {
+            status: response.status,
+            headers_json: RStr::from(headers.as_str()),
+            body: RSlice::from_slice(response.body),
+        };
+        json("response", self.inner.parse_response(RStr::from(request.as_str()), ffi))
+    }
+
+    fn classify_error(&self, response: &HttpResponse<'_>) -> BackendError {
+        let headers = match headers_json(response.headers) {
+            Ok(h) => h,
+            Err(e) => return e,
+        };
+        let ffi = FfiHttpResponse {
+            status: response.status,
+            headers_json: RStr::from(headers.as_str()),
+            body: RSlice::from_slice(response.body),
+        };
+        decode_error(&self.inner.classify_error(ffi))
+    }
+
+    fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    fn stream_decoder(&self, request: &ChatRequest) -> Box<dyn StreamDecoder> {
+        let made =
+            request_json(request).and_then(|r| match self.inner.stream_decoder(RStr::from(r.as_str())) {
+                ROk(decoder) => Ok(decoder),
+                RErr(e) => Err(decode_error(&e)),
+            });
+        match made {
+            Ok(inner) => Box::new(PluginStreamDecoder { inner }),
+            // The trait cannot fail here; the stream fails at its first frame instead.
+            Err(error) => Box::new(FailedDecoder { error }),
+        }
+    }
+
+    fn health_probe(&self) -> Option<HttpRequest> {
+        let probe = match self.inner.health_probe() {
+            ROk(ROption::RSome(http)) => request_from_ffi(http).map(Some),
+            ROk(ROption::RNone) => Ok(None),
+            RErr(e) => Err(decode_error(&e)),
+        };
+        probe.unwrap_or_else(|e| {
+            self.warn("health_probe", &e);
+            None
+        })
+    }
+
+    fn parse_models(&self, body: &[u8]) -> Result<Vec<String>, BackendError> {
+        json("model list", self.inner.parse_models(RSlice::from_slice(body)))
+    }
+
+    fn pricing(&self, model: Option<&str>) -> Pricing {
+        match self.inner.pricing(model.map(RStr::from).into()) {
+            ROk(p) => pricing_from_ffi(p),
+            RErr(e) => {
+                self.warn("pricing", &decode_error(&e));
+                self.info.pricing
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), BackendError> {
+        match self.inner.validate() {
+            ROk(()) => Ok(()),
+            RErr(e) => Err(decode_error(&e)),
+        }
+    }
+
+    fn timeouts(&self, configured: &Timeouts, request: &ChatRequest) -> Timeouts {
+        let asked = request_json(request).and_then(|r| {
+            match self.inner.timeouts(timeouts_to_ffi(*configured), RStr::from(r.as_str())) {
+                ROk(t) => Ok(timeouts_from_ffi(t)),
+                RErr(e) => Err(decode_error(&e)),
+            }
+        });
+        asked.unwrap_or_else(|e| {
+            self.warn("timeouts", &e);
+            *configured
+        })
+    }
+
+    fn observe(&self, observation: &Observation) {
+        let kind = observation.error.map(|k| k.as_str());
+        let result = self.inner.observe(
+            duration_to_ns(observation.latency),
+            opt_ns(observation.ttft),
+            kind.map(RStr::from).into(),
+            observation.stream,
+        );
+        if let RErr(e) = result {
+            self.warn("observe", &decode_error(&e));
+        }
+    }
+}
+
+/// A plugin's stream decoder, seen from the host.
+struct PluginStreamDecoder {
+    inner: FfiStreamDecoder_TO<'static, RBox<()>>,
+}
+
+impl StreamDecoder for PluginStreamDecoder {
+    fn decode(&mut self, frame: &Frame) -> Result<Vec<StreamEvent>, BackendError> {
+        let event = frame.event.as_deref().map(RStr::from).into();
+        json("stream events", self.inner.decode(event, RStr::from(frame.data.as_str())))
+    }
+
+    fn finish(&mut self) -> Result<Vec<StreamEvent>, BackendError> {
+        json("stream events", self.inner.finish())
+    }
+}
+
+/// Stands in for a decoder the plugin could not make: fails the stream at once.
+struct FailedDecoder {
+    error: BackendError,
+}
+
+impl StreamDecoder for FailedDecoder {
+    fn decode(&mut self, _frame: &Frame) -> Result<Vec<StreamEvent>, BackendError> {
+        Err(self.error.clone())
+    }
+    fn finish(&mut self) -> Result<Vec<StreamEvent>, BackendError> {
+        Err(self.error.clone())
+    }
+}

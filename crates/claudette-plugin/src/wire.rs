@@ -1,0 +1,159 @@
+//! Conversions between `claudette-core` types and their boundary forms, used by both sides.
+// The host-to-core directions are unused in a plugin-only build.
+#![cfg_attr(not(feature = "host"), allow(dead_code))]
+
+use std::time::Duration;
+
+use abi_stable::std_types::{ROption, RString, RVec};
+use claudette_core::{BackendError, HttpRequest, Method, Pricing, Timeouts};
+use serde::{Deserialize, Serialize};
+
+use crate::abi::{FfiHttpRequest, FfiPricing, FfiTimeouts};
+
+/// `BackendError::code` of an error that stands for a panic caught inside a plugin.
+pub const PANIC_CODE: &str = "plugin_panic";
+
+/// The JSON of an error, for the `Err` side of an [`FfiResult`](crate::abi::FfiResult).
+pub(crate) fn encode_error(error: &BackendError) -> RString {
+    match serde_json::to_string(error) {
+        Ok(s) => s.into(),
+        // A BackendError always serialises; this keeps the kind and message if it ever fails.
+        Err(_) => format!(
+            "{{\"kind\":\"internal\",\"message\":{}}}",
+            serde_json::Value::String(error.message.clone())
+        )
+        .into(),
+    }
+}
+
+/// Reads an error a plugin returned. Text that is not a `BackendError` (a plugin built by hand
+/// against this ABI) is kept as the message of an internal error rather than lost.
+pub(crate) fn decode_error(text: &str) -> BackendError {
+    serde_json::from_str(text).unwrap_or_else(|_| BackendError::internal(format!("plugin error: {text}")))
+}
+
+#[derive(Serialize)]
+struct HeadRef<'a> {
+    method: Method,
+    url: &'a str,
+    headers: &'a [(String, String)],
+}
+
+#[derive(Deserialize)]
+struct Head {
+    method: Method,
+    url: String,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+}
+
+pub(crate) fn request_to_ffi(request: HttpRequest) -> Result<FfiHttpRequest, BackendError> {
+    let head = HeadRef { method: request.method, url: &request.url, headers: &request.headers };
+    let head_json = serde_json::to_string(&head)
+        .map_err(|e| BackendError::internal(format!("encode request head: {e}")))?;
+    Ok(FfiHttpRequest { head_json: head_json.into(), body: request.body.map(RVec::from).into() })
+}
+
+pub(crate) fn request_from_ffi(request: FfiHttpRequest) -> Result<HttpRequest, BackendError> {
+    let head: Head = serde_json::from_str(&request.head_json)
+        .map_err(|e| BackendError::internal(format!("plugin returned an unreadable request: {e}")))?;
+    Ok(HttpRequest {
+        method: head.method,
+        url: head.url,
+        headers: head.headers,
+        body: request.body.into_option().map(RVec::into_vec),
+    })
+}
+
+pub(crate) fn pricing_to_ffi(p: Pricing) -> FfiPricing {
+    FfiPricing {
+        input_per_1k: p.input_per_1k,
+        output_per_1k: p.output_per_1k,
+        cache_read_per_1k: p.cache_read_per_1k.into(),
+        cache_write_per_1k: p.cache_write_per_1k.into(),
+    }
+}
+
+pub(crate) fn pricing_from_ffi(p: FfiPricing) -> Pricing {
+    Pricing {
+        input_per_1k: p.input_per_1k,
+        output_per_1k: p.output_per_1k,
+        cache_read_per_1k: p.cache_read_per_1k.into_option(),
+        cache_write_per_1k: p.cache_write_per_1k.into_option(),
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn timeouts_to_ffi(t: Timeouts) -> FfiTimeouts {
+    FfiTimeouts {
+        connect_ns: nanos(t.connect),
+        first_byte_ns: nanos(t.first_byte),
+        idle_ns: nanos(t.idle),
+        total_ns: nanos(t.total),
+    }
+}
+
+pub(crate) fn timeouts_from_ffi(t: FfiTimeouts) -> Timeouts {
+    Timeouts {
+        connect: Duration::from_nanos(t.connect_ns),
+        first_byte: Duration::from_nanos(t.first_byte_ns),
+        idle: Duration::from_nanos(t.idle_ns),
+        total: Duration::from_nanos(t.total_ns),
+    }
+}
+
+pub(crate) fn duration_to_ns(d: Duration) -> u64 {
+    nanos(d)
+}
+
+pub(crate) fn opt_ns(d: Option<Duration>) -> ROption<u64> {
+    d.map(nanos).into()
+}
+
+/// The config a host passes to `new_adapter`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct AdapterConfig {
+    /// `BackendSettings::to_plugin_json`: everything but the key.
+    pub settings: serde_json::Value,
+    /// Whether the host holds a non-empty key for this backend.
+    #[serde(default)]
+    pub has_api_key: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_with_body_bytes() {
+        let r = HttpRequest::post_json("http://h/x", &serde_json::json!({"a": "é"}))
+            .unwrap()
+            .header("anthropic-version", "2023-06-01");
+        assert_eq!(request_from_ffi(request_to_ffi(r.clone()).unwrap()).unwrap(), r);
+        let g = HttpRequest::get("http://h/models");
+        assert_eq!(request_from_ffi(request_to_ffi(g.clone()).unwrap()).unwrap(), g);
+    }
+
+    #[test]
+    fn pricing_and_timeouts_round_trip() {
+        let p = Pricing::new(0.15, 0.6).with_cache(0.075, 0.1875);
+        assert_eq!(pricing_from_ffi(pricing_to_ffi(p)), p);
+        let t = Timeouts { idle: Duration::from_micros(1500), ..Timeouts::default() };
+        assert_eq!(timeouts_from_ffi(timeouts_to_ffi(t)), t);
+    }
+
+    #[test]
+    fn errors_round_trip_and_foreign_text_is_kept() {
+        let e = BackendError::new(claudette_core::ErrorKind::RateLimited, "slow down")
+            .with_status(429)
+            .with_retry_after(Some(Duration::from_millis(1500)))
+            .with_code("rate_limit_exceeded");
+        assert_eq!(decode_error(&encode_error(&e)), e);
+        let foreign = decode_error("boom");
+        assert_eq!(foreign.kind, claudette_core::ErrorKind::Internal);
+        assert!(foreign.message.contains("boom"));
+    }
+}
