@@ -16,7 +16,8 @@ pub(crate) struct GatewayArgs {
     /// Base URL of a running `claudette serve`.
     #[arg(long, env = "CLAUDETTE_URL", default_value = "http://127.0.0.1:8080", value_name = "URL")]
     pub url: String,
-    /// Gateway key, if the gateway has [[server.keys]].
+    /// Gateway key, if the gateway has [[server.keys]]. Prefer the environment variable: a
+    /// command-line argument is visible to other users of the machine.
     #[arg(long, env = "CLAUDETTE_API_KEY", hide_env_values = true, value_name = "KEY")]
     pub key: Option<String>,
 }
@@ -27,7 +28,7 @@ pub(crate) struct BackendsArgs {
     /// from this process.
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
-    /// Gateway key for --url.
+    /// Gateway key for --url (prefer the CLAUDETTE_API_KEY variable).
     #[arg(long, env = "CLAUDETTE_API_KEY", hide_env_values = true, value_name = "KEY")]
     pub key: Option<String>,
     /// Print JSON instead of a table.

@@ -77,9 +77,12 @@ enum Command {
     /// Configuration commands.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// A self-contained simulation: fake providers with different prices, speeds and failure
-    /// patterns behind a real gateway on 127.0.0.1, showing routing decisions, failover, a
-    /// circuit breaker opening and recovering, and a cost breakdown. No keys, no network.
+    /// A self-contained simulation of routing, failover and circuit breaking (no keys needed).
+    ///
+    /// Fake providers with different prices, speeds and failure patterns run behind a real
+    /// gateway on 127.0.0.1; the demo sends traffic through it and shows routing decisions,
+    /// failovers, a circuit breaker opening and recovering, and a cost breakdown. No real API
+    /// calls, no network.
     Demo(demo::DemoArgs),
 }
 

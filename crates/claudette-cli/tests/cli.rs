@@ -566,3 +566,45 @@ async fn no_config_and_no_keys_is_a_clear_error() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(o.stdout.starts_with("config OK: claudette.toml"), "{}", o.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_interrupted_keeps_answers_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    fake.push_n(2, Reply::openai_text("quick"));
+    fake.push(Reply::openai_text("never").hang());
+    fake.set_default(Reply::openai_text("after resume"));
+    let config = write_config(dir.path(), &fake, "");
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    std::fs::write(&input, "{\"prompt\": \"1\"}\n{\"prompt\": \"2\"}\n{\"prompt\": \"3\"}\n").unwrap();
+    let batch = || {
+        let mut cmd = claudette(dir.path());
+        cmd.arg("batch").arg(&input).arg("-o").arg(&output).args(["-j", "1", "--config"]).arg(&config);
+        cmd
+    };
+    let child = batch().spawn().unwrap();
+    // The third request is held by the fake: the batch is stuck on it.
+    tokio::time::timeout(LIMIT, async {
+        while fake.post_requests() < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    sigterm(&child);
+    let out = tokio::time::timeout(LIMIT, child.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("interrupted; answers so far are in"), "{stderr}");
+    let kept = read_jsonl(&output);
+    assert_eq!(kept.len(), 2);
+    assert!(kept.iter().all(|v| v["ok"] == true && v["response"]["content"] == "quick"));
+
+    let o = run(batch()).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(fake.post_requests(), 4, "only the interrupted line is sent again");
+    let out = read_jsonl(&output);
+    assert_eq!(out.iter().map(|v| v["line"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(out[2]["response"]["content"], "after resume");
+}
