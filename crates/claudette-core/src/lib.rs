@@ -12,6 +12,7 @@
 pub mod adapter;
 pub mod backend;
 pub mod breaker;
+#[cfg(feature = "router")]
 pub mod budget;
 pub mod clock;
 pub mod costs;
@@ -19,6 +20,7 @@ pub mod decision;
 pub mod error;
 pub mod metrics;
 pub mod registry;
+#[cfg(feature = "router")]
 pub mod router;
 pub mod settings;
 pub mod types;
@@ -38,6 +40,7 @@ pub use decision::{Attempt, AttemptOutcome, CandidateScore, RoutingDecision, Ski
 pub use error::{BackendError, ErrorKind, Outcome, Phase, RetryAction};
 pub use metrics::{BackendMetrics, HealthStatus, LatencySummary, PerformanceMetrics};
 pub use registry::{BuildFn, Origin, ProviderFactory, RegisteredProvider, Registry, RegistryError};
+#[cfg(feature = "router")]
 pub use router::{
     BackendRouter, OptimizationTarget, RetryPolicy, RouteError, RouteOverrides, RoutedStream, RouterOptions,
     Selection, Weights,
