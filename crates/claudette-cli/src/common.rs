@@ -48,10 +48,46 @@ pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, CliError> {
     Ok(Config::load(path, &ProcessEnv)?)
 }
 
-/// Builds the router with every provider this binary links.
+/// Builds the router with every provider this binary links, plus the plugins of
+/// `server.plugin_dirs`.
 pub(crate) fn build_router(config: &Config) -> Result<Arc<BackendRouter>, CliError> {
-    let registry = claudette::registry().map_err(|e| CliError::failure(format!("provider registry: {e}")))?;
-    Ok(config.build_router(&registry)?)
+    build_router_with_plugins(config).map(|(router, _)| router)
+}
+
+/// What plugin loading did.
+#[derive(Debug, Default)]
+pub(crate) struct PluginSummary {
+    /// Provider names registered from plugins.
+    pub loaded: Vec<String>,
+    /// One line per refused file or directory (each names the file and the reason).
+    pub refused: Vec<String>,
+}
+
+/// Like [`build_router`], also saying which plugins loaded and which were refused. A refused
+/// plugin does not stop the others or the linked providers (a backend that needs its provider
+/// then fails with "unknown provider", naming the key).
+pub(crate) fn build_router_with_plugins(
+    config: &Config,
+) -> Result<(Arc<BackendRouter>, PluginSummary), CliError> {
+    let mut registry =
+        claudette::registry().map_err(|e| CliError::failure(format!("provider registry: {e}")))?;
+    let mut summary = PluginSummary::default();
+    let s = &config.server;
+    if !s.plugin_dirs.is_empty() {
+        let mut options = claudette_plugin::LoadOptions::default();
+        for a in &s.plugin_allow {
+            options = options.allow(a.file.clone(), a.sha256.clone());
+        }
+        if let Some(dir) = &s.plugin_copy_dir {
+            options = options.copy_to(dir.clone());
+        }
+        for dir in &s.plugin_dirs {
+            let report = claudette_plugin::load_dir_into(&mut registry, dir, &options);
+            summary.loaded.extend(report.loaded);
+            summary.refused.extend(report.errors.iter().map(ToString::to_string));
+        }
+    }
+    Ok((config.build_router(&registry)?, summary))
 }
 
 /// Logs go to stderr. `serve` logs requests at info; other commands only warnings, so their

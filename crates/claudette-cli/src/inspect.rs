@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use crate::ConfigArg;
-use crate::common::{CliError, build_router, load_config, money};
+use crate::common::{CliError, build_router, build_router_with_plugins, load_config, money};
 use crate::table::Table;
 
 /// Where a running gateway is, and the key to ask it with.
@@ -299,7 +299,7 @@ fn human_secs(s: u64) -> String {
 
 pub(crate) fn config_check(args: ConfigArg) -> Result<(), CliError> {
     let config = load_config(args.config.as_deref())?;
-    let router = build_router(&config)?;
+    let (router, plugins) = build_router_with_plugins(&config)?;
     println!("config OK: {}", config.source);
     let s = &config.server;
     println!(
@@ -327,9 +327,18 @@ pub(crate) fn config_check(args: ConfigArg) -> Result<(), CliError> {
     }
     if !s.plugin_dirs.is_empty() {
         println!(
-            "plugin dirs: {}",
-            s.plugin_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+            "plugin dirs: {} ({}); providers loaded: {}",
+            s.plugin_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+            if s.plugin_allow.is_empty() {
+                "no allow-list".to_owned()
+            } else {
+                format!("allow-list of {}", s.plugin_allow.len())
+            },
+            if plugins.loaded.is_empty() { "none".to_owned() } else { plugins.loaded.join(", ") }
         );
+        for refused in &plugins.refused {
+            println!("plugin refused: {refused}");
+        }
     }
     let o = &config.router.options;
     println!(

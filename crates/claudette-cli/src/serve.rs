@@ -6,7 +6,7 @@ use claudette_config::Config;
 use claudette_gateway::{Gateway, GatewayOptions, KeyEntry};
 
 use crate::ConfigArg;
-use crate::common::{CliError, build_router, describe_backend, load_config, termination_signal};
+use crate::common::{CliError, build_router_with_plugins, describe_backend, load_config, termination_signal};
 
 /// The gateway's options from `[server]`. Keys cross over as hashes: the plain keys were
 /// dropped when the configuration was loaded.
@@ -24,13 +24,7 @@ pub(crate) fn gateway_options(config: &Config) -> GatewayOptions {
 
 pub(crate) async fn run(args: ConfigArg) -> Result<(), CliError> {
     let config = load_config(args.config.as_deref())?;
-    let router = build_router(&config)?;
-    if !config.server.plugin_dirs.is_empty() {
-        tracing::warn!(
-            dirs = ?config.server.plugin_dirs,
-            "server.plugin_dirs is set, but this build does not load provider plugins yet; ignoring it"
-        );
-    }
+    let (router, plugins) = build_router_with_plugins(&config)?;
     let options = gateway_options(&config);
     let gateway = Gateway::new(router.clone(), options)
         .map_err(|e| CliError::failure(format!("cannot start the gateway: {e}")))?;
@@ -48,6 +42,12 @@ pub(crate) async fn run(args: ConfigArg) -> Result<(), CliError> {
             let state = if b.info().enabled { "" } else { " (disabled)" };
             eprintln!("  backend {name}: {provider}, model {model}{state}");
         }
+    }
+    if !plugins.loaded.is_empty() {
+        eprintln!("  plugin providers: {}", plugins.loaded.join(", "));
+    }
+    for refused in &plugins.refused {
+        eprintln!("  plugin refused: {refused}");
     }
     match config.server.keys.len() {
         0 => eprintln!("  no gateway keys: open to anyone who can reach {local}"),

@@ -608,3 +608,89 @@ async fn batch_interrupted_keeps_answers_and_resumes() {
     assert_eq!(out.iter().map(|v| v["line"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(out[2]["response"]["content"], "after resume");
 }
+
+/// Builds `examples/custom-backend` as a cdylib the way `cargo xtask plugins` does (same
+/// command, so the build cache is shared) and returns the library's path.
+fn build_custom_plugin() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "rustc",
+            "--quiet",
+            "-p",
+            "claudette-custom-backend",
+            "--lib",
+            "--crate-type",
+            "cdylib",
+            "--message-format=json-render-diagnostics",
+        ])
+        .current_dir(&root)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running cargo rustc");
+    assert!(out.status.success(), "building the example plugin failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "claudette_custom_backend")
+        .flat_map(|v| v["filenames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|f| f.as_str().map(PathBuf::from))
+        .find(|f| f.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX))
+        .expect("no cdylib artifact reported")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_dirs_load_an_allow_listed_plugin_provider() {
+    let built = tokio::task::spawn_blocking(build_custom_plugin).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let file =
+        format!("{}claudette_custom_backend{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    std::fs::copy(&built, plugins.join(&file)).unwrap();
+    let sha = {
+        use sha2::Digest;
+        let bytes = std::fs::read(plugins.join(&file)).unwrap();
+        sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let api = FakeServer::start().await;
+    api.set_default(Reply::json(
+        200,
+        serde_json::json!({"content": "from the plugin", "tokensInput": 3, "tokensOutput": 4}),
+    ));
+    let config = dir.path().join("claudette.toml");
+    let toml = format!(
+        "[server]\nplugin_dirs = [\"plugins\"]\nplugin_copy_dir = \"run\"\n\
+         [[server.plugins]]\nfile = \"{file}\"\nsha256 = \"{sha}\"\n\
+         [[backends]]\nname = \"inhouse\"\nprovider = \"custom\"\nbase_url = \"{}\"\napi_key_env = \"TEST_BACKEND_KEY\"\n",
+        api.url()
+    );
+    std::fs::write(&config, &toml).unwrap();
+
+    let mut cmd = claudette(dir.path());
+    cmd.args(["config", "check"]);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("(allow-list of 1); providers loaded: custom"), "{}", o.stdout);
+    assert!(o.stdout.lines().any(|l| l.starts_with("inhouse ") && l.contains("custom")), "{}", o.stdout);
+
+    let mut cmd = claudette(dir.path());
+    cmd.args(["chat", "hi", "--json"]);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["content"], "from the plugin");
+    assert_eq!(v["backend"], "inhouse");
+    let sent = api.received().into_iter().find(|r| r.method == "POST").unwrap();
+    assert_eq!(sent.path, "/generate");
+    // The host attached the key; the plugin never saw it.
+    assert_eq!(sent.header("authorization"), Some(format!("Bearer {BACKEND_CANARY}").as_str()));
+
+    // A wrong hash: the file is refused before it is opened, and the backend cannot be built.
+    std::fs::write(&config, toml.replace(&sha, &"0".repeat(64))).unwrap();
+    let mut cmd = claudette(dir.path());
+    cmd.args(["config", "check"]);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("backends[0].provider: unknown provider \"custom\""), "{}", o.stderr);
+}

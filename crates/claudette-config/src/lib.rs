@@ -122,7 +122,14 @@ pub struct ServerConfig {
     pub max_concurrency: usize,
     pub shutdown_grace: Duration,
     /// Directories to load provider plugins from, resolved against the config file's directory.
+    /// Empty (the default): no plugin is ever loaded.
     pub plugin_dirs: Vec<PathBuf>,
+    /// A private directory plugins are copied into before they are hashed and loaded, so the
+    /// checked bytes are the bytes that run (reliability-spec S-13).
+    pub plugin_copy_dir: Option<PathBuf>,
+    /// `[[server.plugins]]`: the allow-list. When not empty, only these files load, and only
+    /// with this content hash.
+    pub plugin_allow: Vec<PluginAllow>,
     /// Gateway keys, as hashes only.
     pub keys: Vec<GatewayKey>,
 }
@@ -136,6 +143,8 @@ impl Default for ServerConfig {
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             plugin_dirs: Vec::new(),
+            plugin_copy_dir: None,
+            plugin_allow: Vec::new(),
             keys: Vec::new(),
         }
     }
@@ -168,6 +177,14 @@ impl fmt::Debug for GatewayKey {
             .field("key_env", &self.key_env)
             .finish()
     }
+}
+
+/// One allow-listed plugin file: its file name (no directory) and its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginAllow {
+    pub file: String,
+    /// 64 lower-case hex digits.
+    pub sha256: String,
 }
 
 /// SHA-256 of a gateway key, as the gateway compares it.

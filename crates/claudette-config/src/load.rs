@@ -21,8 +21,8 @@ use crate::env::{EnvSource, Origins, apply_overrides};
 use crate::error::ConfigError;
 use crate::raw::{BACKEND_KEYS, RawBackend, RawFile, RawKey, RawRouter, RawServer};
 use crate::{
-    BackendConfig, Config, ConfigSource, DISCOVERY_VARS, GatewayKey, MIN_GATEWAY_KEY_LEN, RouterConfig,
-    ServerConfig, hash_key,
+    BackendConfig, Config, ConfigSource, DISCOVERY_VARS, GatewayKey, MIN_GATEWAY_KEY_LEN, PluginAllow,
+    RouterConfig, ServerConfig, hash_key,
 };
 
 pub(crate) fn from_toml(
@@ -138,8 +138,24 @@ fn server(ctx: &Ctx, raw: RawServer, base: &Path, env: &dyn EnvSource) -> Result
     if let Some(ms) = raw.shutdown_grace_ms {
         s.shutdown_grace = Duration::from_millis(ms);
     }
-    s.plugin_dirs =
-        raw.plugin_dirs.into_iter().map(|d| if d.is_relative() { base.join(d) } else { d }).collect();
+    let resolve = |d: std::path::PathBuf| if d.is_relative() { base.join(d) } else { d };
+    s.plugin_dirs = raw.plugin_dirs.into_iter().map(resolve).collect();
+    s.plugin_copy_dir = raw.plugin_copy_dir.map(resolve);
+    for (i, p) in raw.plugins.into_iter().enumerate() {
+        let at = |f: &str| format!("server.plugins[{i}].{f}");
+        if p.file.is_empty() || p.file.contains(['/', '\\']) || p.file == "." || p.file == ".." {
+            return Err(
+                ctx.invalid(at("file"), format!("\"{}\" must be a file name without a directory", p.file))
+            );
+        }
+        let sha256 = parse_sha256(&p.sha256)
+            .map(|b| b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+            .ok_or_else(|| ctx.invalid(at("sha256"), "expected 64 hexadecimal digits (a SHA-256 digest)"))?;
+        if s.plugin_allow.iter().any(|a| a.file == p.file) {
+            return Err(ctx.invalid(at("file"), format!("\"{}\" is listed twice", p.file)));
+        }
+        s.plugin_allow.push(PluginAllow { file: p.file, sha256 });
+    }
 
     let mut names = HashSet::new();
     for (i, k) in raw.keys.into_iter().enumerate() {

@@ -26,7 +26,16 @@ pub(crate) struct RawServer {
     pub max_concurrency: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
     pub plugin_dirs: Vec<PathBuf>,
+    pub plugin_copy_dir: Option<PathBuf>,
+    pub plugins: Vec<RawPlugin>,
     pub keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlugin {
+    pub file: String,
+    pub sha256: String,
 }
 
 #[derive(Debug, Deserialize)]

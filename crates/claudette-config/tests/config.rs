@@ -520,6 +520,36 @@ fn syntax_errors_give_file_line_and_column() {
 }
 
 #[test]
+fn plugin_settings_resolve_against_the_file_and_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let hash = "2CF24DBA5FB0A30E26E83B2AC5B9E29E1B161E5C1FA7425E73043362938B9824";
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nplugin_dirs = [\"plugins\", \"/opt/p\"]\nplugin_copy_dir = \"run\"\n\
+             [[server.plugins]]\nfile = \"libx.so\"\nsha256 = \"{hash}\"\n\
+             [[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n"
+        ),
+    )
+    .unwrap();
+    let c = Config::from_file(&path, &env(&[])).unwrap();
+    assert_eq!(c.server.plugin_dirs, vec![dir.path().join("plugins"), Path::new("/opt/p").to_owned()]);
+    assert_eq!(c.server.plugin_copy_dir, Some(dir.path().join("run")));
+    assert_eq!(c.server.plugin_allow.len(), 1);
+    assert_eq!(c.server.plugin_allow[0].file, "libx.so");
+    assert_eq!(c.server.plugin_allow[0].sha256, hash.to_lowercase());
+
+    let ollama = "[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n";
+    let e = error_of(&format!("[[server.plugins]]\nfile = \"../x.so\"\nsha256 = \"{hash}\"\n{ollama}"), &[]);
+    assert_eq!(e, "server.plugins[0].file: \"../x.so\" must be a file name without a directory");
+    let e = error_of(&format!("[[server.plugins]]\nfile = \"x.so\"\nsha256 = \"12\"\n{ollama}"), &[]);
+    assert_eq!(e, "server.plugins[0].sha256: expected 64 hexadecimal digits (a SHA-256 digest)");
+    let e = error_of(&format!("[[server.plugins]]\nfile = \"x.so\"\n{ollama}"), &[]);
+    assert_eq!(e, "server.plugins[0].sha256: is required");
+}
+
+#[test]
 fn optimize_for_presets_weights_and_explicit_weights_win() {
     let c = load(
         "[router]\noptimize_for = \"speed\"\ncost_weight = 0.25\n[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n",
