@@ -2,6 +2,9 @@
 //!
 //! - `bench [core]`: the criterion/divan benchmarks (selection, breaker). Never part of CI's
 //!   test run: speed is measured on demand, not asserted.
+//! - `bench plugins`: per-call overhead of a run-time plugin adapter against the linked one.
+//! - `plugins [--release] [--out DIR]`: builds every provider (and the example plugin) as a
+//!   run-time plugin `.so` into `target/plugins/` and prints name, size and SHA-256.
 //! - `conformance`: starts the real third-party servers of `../shared/testbed/` (if installed),
 //!   runs the provider conformance tests against them, and stops what it started.
 
@@ -9,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
+
+mod plugins;
 
 fn main() -> ExitCode {
     match run() {
@@ -25,6 +30,7 @@ fn run() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("conformance") => conformance(),
+        Some("plugins") => plugins::plugins(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <bench [core]|conformance>");
             bail!("unknown or missing task")
@@ -49,6 +55,7 @@ fn cargo(args: &[&str]) -> Result<()> {
 fn bench(which: Option<&str>) -> Result<()> {
     match which {
         None | Some("core") => cargo(&["bench", "-p", "claudette-core", "--bench", "core"]),
+        Some("plugins") => cargo(&["bench", "-p", "claudette-plugin", "--bench", "ffi"]),
         Some(other) => bail!("unknown bench `{other}` (known: core)"),
     }
 }

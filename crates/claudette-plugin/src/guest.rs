@@ -47,9 +47,11 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
+/// How every panic message from a plugin starts.
+pub(crate) const PANIC_PREFIX: &str = "plugin panicked in";
+
 fn panic_error(what: &str, payload: &(dyn Any + Send)) -> BackendError {
-    BackendError::internal(format!("plugin panicked in {what}: {}", panic_message(payload)))
-        .with_code(PANIC_CODE)
+    BackendError::internal(format!("{PANIC_PREFIX} {what}: {}", panic_message(payload))).with_code(PANIC_CODE)
 }
 
 /// Runs `f`, turning an error into its JSON and a panic into an internal error, so that no
@@ -253,14 +255,15 @@ pub mod __private {
 
     pub use crate::abi::{AbiVersionField, ClaudettePlugin_Ref, FfiAdapter_TO};
 
-    /// Body of the exported `descriptor` function.
-    pub fn descriptor(
-        name: &str,
-        description: &str,
+    /// Body of the exported `descriptor` function. The macro's `name` and `description`
+    /// expressions are evaluated inside the guard too.
+    pub fn descriptor<'a>(
+        name_and_description: impl FnOnce() -> (&'a str, &'a str),
         plugin_version: &str,
         schema_version: u32,
     ) -> RResult<RString, RString> {
-        let built = catch_unwind(|| {
+        let built = catch_unwind(AssertUnwindSafe(|| {
+            let (name, description) = name_and_description();
             serde_json::to_string(&PluginDescriptor {
                 name: name.to_owned(),
                 description: description.to_owned(),
@@ -268,24 +271,24 @@ pub mod __private {
                 schema_version,
                 interface_version: INTERFACE_VERSION.to_owned(),
             })
-        });
+        }));
         match built {
             Ok(Ok(json)) => ROk(json.into()),
             Ok(Err(e)) => RErr(format!("cannot encode the descriptor: {e}").into()),
-            Err(payload) => {
-                RErr(format!("plugin panicked in descriptor: {}", panic_message(&*payload)).into())
-            }
+            Err(payload) => RErr(format!("{PANIC_PREFIX} descriptor: {}", panic_message(&*payload)).into()),
         }
     }
 
     /// Body of the exported `new_adapter` function: rebuilds the settings (with a
     /// [`PLACEHOLDER_API_KEY`] if the host holds a key) and calls the provider's constructor.
-    pub fn new_adapter<A, F>(config_json: RStr<'_>, ctor: F) -> FfiResult<FfiAdapter_TO<'static, RBox<()>>>
+    pub fn new_adapter<A, C, F>(config_json: RStr<'_>, ctor: F) -> FfiResult<FfiAdapter_TO<'static, RBox<()>>>
     where
         A: ProviderAdapter,
-        F: FnOnce(&BackendSettings) -> Result<A, BackendError>,
+        C: FnOnce(&BackendSettings) -> Result<A, BackendError>,
+        F: FnOnce() -> C,
     {
         guard("new_adapter", || {
+            let ctor = ctor();
             let config: AdapterConfig = from_json("the adapter config", config_json.as_str())?;
             let mut settings: BackendSettings = serde_json::from_value(config.settings).map_err(|e| {
                 BackendError::config(format!("plugin could not read the backend settings: {e}"))
@@ -371,13 +374,13 @@ macro_rules! export_plugin {
             use $crate::__private as __cp;
 
             extern "C" fn __claudette_descriptor() -> __cp::RResult<__cp::RString, __cp::RString> {
-                __cp::descriptor($name, $description, ::core::env!("CARGO_PKG_VERSION"), $schema)
+                __cp::descriptor(|| ($name, $description), ::core::env!("CARGO_PKG_VERSION"), $schema)
             }
 
             extern "C" fn __claudette_new_adapter(
                 config_json: __cp::RStr<'_>,
             ) -> __cp::RResult<__cp::FfiAdapter_TO<'static, __cp::RBox<()>>, __cp::RString> {
-                __cp::new_adapter(config_json, $ctor)
+                __cp::new_adapter(config_json, || $ctor)
             }
 
             fn __claudette_root_module() -> __cp::ClaudettePlugin_Ref {

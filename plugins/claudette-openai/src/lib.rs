@@ -73,3 +73,12 @@ fn build(
 inventory::submit! {
     claudette_core::ProviderFactory::new(PROVIDER, "OpenAI chat completions, or any OpenAI-compatible server", build)
 }
+
+// The cdylib plugin build (`cargo xtask plugins`): the sans-IO adapter behind the stable ABI of
+// `claudette-plugin`; the host drives it with its own `HttpBackend`.
+#[cfg(feature = "plugin")]
+claudette_plugin::export_plugin!(
+    name = PROVIDER,
+    description = "OpenAI chat completions, or any OpenAI-compatible server",
+    ctor = OpenAiAdapter::new,
+);

@@ -88,3 +88,13 @@ mod http {
         )
     }
 }
+
+// The cdylib plugin build (`cargo xtask plugins`): the sans-IO adapter behind the stable ABI of
+// `claudette-plugin`; the host drives it with its own `HttpBackend`.
+#[cfg(feature = "plugin")]
+claudette_plugin::export_plugin!(
+    name = PROVIDER,
+    description =
+        "self-hosted Qwen on an OpenAI-compatible server (vLLM, llama.cpp, SGLang) with adaptive timeouts",
+    ctor = QwenAdapter::new,
+);

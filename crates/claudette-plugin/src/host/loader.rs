@@ -380,8 +380,10 @@ pub fn sha256_hex(path: impl AsRef<Path>) -> std::io::Result<String> {
 /// Longest library-error text kept (an ABI mismatch report lists whole type layouts).
 const MAX_REASON: usize = 4096;
 
+/// abi_stable's error text, on one line (it spans many, with blank ones) and bounded.
 fn reason(e: &LibraryError) -> String {
-    let mut s = e.to_string();
+    let text = e.to_string();
+    let mut s = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
     if s.len() > MAX_REASON {
         let mut cut = MAX_REASON;
         while !s.is_char_boundary(cut) {
@@ -423,8 +425,9 @@ fn read_descriptor(path: &Path, module: ClaudettePlugin_Ref) -> Result<PluginDes
         ROk(text) => text,
         RErr(message) => {
             let message = message.into_string();
-            return Err(if message.contains("panicked") {
-                PluginError::Panicked { path: p(), during: "descriptor", message }
+            let panic_prefix = format!("{} descriptor: ", crate::guest::PANIC_PREFIX);
+            return Err(if let Some(message) = message.strip_prefix(&panic_prefix) {
+                PluginError::Panicked { path: p(), during: "descriptor", message: message.to_owned() }
             } else {
                 PluginError::BadDescriptor { path: p(), reason: message }
             });
