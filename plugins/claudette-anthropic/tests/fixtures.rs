@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use claudette_anthropic::{AnthropicAdapter, DEFAULT_MAX_TOKENS, DEFAULT_MODEL};
 use claudette_core::{
-    AuthScheme, BackendError, BackendSettings, BackendType, ChatRequest, ErrorKind, FinishReason, Framer,
-    HttpResponse, Message, Method, Phase, Pricing, ProviderAdapter, RetryAction, StreamEvent, ToolCall,
-    ToolCallDelta, ToolSpec, Usage, UsageSource,
+    AuthScheme, BackendError, BackendSettings, BackendType, ChatRequest, ErrorKind, FinishReason,
+    HttpResponse, Message, Method, Phase, Pricing, ProviderAdapter, RetryAction, StreamEvent, StreamParser,
+    ToolCall, ToolCallDelta, ToolSpec, Usage, UsageSource,
 };
 use serde_json::{Value, json};
 
@@ -44,35 +44,16 @@ fn ok(body: &[u8]) -> HttpResponse<'_> {
 /// Runs `bytes` through the framer and the adapter's decoder, pushing `chunk` bytes at a time,
 /// exactly as the I/O layer does. Returns the events and the terminal error, if any.
 fn decode(a: &AnthropicAdapter, bytes: &[u8], chunk: usize) -> (Vec<StreamEvent>, Option<BackendError>) {
-    let mut framer = Framer::new(a.framing());
-    let mut decoder = a.stream_decoder(&ChatRequest::prompt("hi"));
-    let mut events = Vec::new();
-    let mut frames = Vec::new();
-    for piece in bytes.chunks(chunk.max(1)) {
-        if let Err(e) = framer.push(piece, &mut frames) {
-            return (events, Some(e));
+    let parser = StreamParser::for_adapter(a, &ChatRequest::prompt("hi"));
+    let mut events = parser.parse_all(bytes, chunk);
+    match events.pop() {
+        Some(StreamEvent::Error { error }) => (events, Some(error)),
+        Some(last) => {
+            events.push(last);
+            (events, None)
         }
-        for f in frames.drain(..) {
-            match decoder.decode(&f) {
-                Ok(evs) => events.extend(evs),
-                Err(e) => return (events, Some(e)),
-            }
-        }
+        None => (events, None),
     }
-    if let Err(e) = framer.finish(&mut frames) {
-        return (events, Some(e));
-    }
-    for f in frames.drain(..) {
-        match decoder.decode(&f) {
-            Ok(evs) => events.extend(evs),
-            Err(e) => return (events, Some(e)),
-        }
-    }
-    match decoder.finish() {
-        Ok(evs) => events.extend(evs),
-        Err(e) => return (events, Some(e)),
-    }
-    (events, None)
 }
 
 fn text_of(events: &[StreamEvent]) -> String {

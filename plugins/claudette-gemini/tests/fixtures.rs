@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use claudette_core::{
-    AuthScheme, BackendError, BackendSettings, BackendType, ChatRequest, ErrorKind, FinishReason, Frame,
-    Framer, Framing, HttpResponse, Message, Method, Outcome, Pricing, ProviderAdapter, RetryAction,
-    StreamEnd, StreamEvent, ToolCall, ToolCallDelta, ToolSpec, Usage, UsageSource,
+    AuthScheme, BackendError, BackendSettings, BackendType, ChatRequest, ErrorKind, FinishReason, Framing,
+    HttpResponse, Message, Method, Outcome, Pricing, ProviderAdapter, RetryAction, StreamEnd, StreamEvent,
+    StreamParser, ToolCall, ToolCallDelta, ToolSpec, Usage, UsageSource,
 };
 use claudette_gemini::GeminiAdapter;
 use claudette_gemini::pricing::{PRICES, known_price};
@@ -42,37 +42,16 @@ fn sse(chunks: &[Value]) -> Vec<u8> {
 
 /// Framer (SSE) in pieces of `step` bytes, then a fresh decoder; the events and the error that
 /// ended the stream, if any.
-fn decode(bytes: &[u8], step: usize) -> (Vec<StreamEvent>, Option<BackendError>) {
-    let a = adapter();
-    let mut framer = Framer::new(a.framing());
-    let mut decoder = a.stream_decoder(&ChatRequest::prompt("x"));
-    let mut events = Vec::new();
-    let mut frames: Vec<Frame> = Vec::new();
-    let mut feed = |frames: &mut Vec<Frame>, events: &mut Vec<StreamEvent>| -> Option<BackendError> {
-        for f in frames.drain(..) {
-            match decoder.decode(&f) {
-                Ok(evs) => events.extend(evs),
-                Err(e) => return Some(e),
-            }
-        }
-        None
-    };
-    for piece in bytes.chunks(step.max(1)) {
-        framer.push(piece, &mut frames).unwrap();
-        if let Some(e) = feed(&mut frames, &mut events) {
-            return (events, Some(e));
-        }
-    }
-    framer.finish(&mut frames).unwrap();
-    if let Some(e) = feed(&mut frames, &mut events) {
-        return (events, Some(e));
-    }
-    match decoder.finish() {
-        Ok(evs) => {
-            events.extend(evs);
+fn decode(bytes: &[u8], chunk: usize) -> (Vec<StreamEvent>, Option<BackendError>) {
+    let parser = StreamParser::for_adapter(&adapter(), &ChatRequest::prompt("x"));
+    let mut events = parser.parse_all(bytes, chunk);
+    match events.pop() {
+        Some(StreamEvent::Error { error }) => (events, Some(error)),
+        Some(last) => {
+            events.push(last);
             (events, None)
         }
-        Err(e) => (events, Some(e)),
+        None => (events, None),
     }
 }
 

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use claudette_core::{
-    AuthScheme, BackendSettings, BackendType, ChatRequest, ErrorKind, FinishReason, Frame, Framer, Framing,
-    HttpResponse, Message, Method, Outcome, Pricing, ProviderAdapter, StreamEvent, ToolCall, ToolSpec,
+    AuthScheme, BackendSettings, BackendType, ChatRequest, ErrorKind, FinishReason, Framing, HttpResponse,
+    Message, Method, Outcome, Pricing, ProviderAdapter, StreamEvent, StreamParser, ToolCall, ToolSpec,
     UsageSource,
 };
 use claudette_ollama::{OllamaAdapter, parse_timings, truncation_warning};
@@ -45,38 +45,17 @@ fn decode(
     adapter: &OllamaAdapter,
     request: &ChatRequest,
     bytes: &[u8],
-    step: usize,
+    chunk: usize,
 ) -> (Vec<StreamEvent>, Option<claudette_core::BackendError>) {
-    let mut framer = Framer::new(adapter.framing());
-    let mut decoder = adapter.stream_decoder(request);
-    let mut events = Vec::new();
-    let mut frames: Vec<Frame> = Vec::new();
-    let mut feed =
-        |frames: &mut Vec<Frame>, events: &mut Vec<StreamEvent>| -> Option<claudette_core::BackendError> {
-            for f in frames.drain(..) {
-                match decoder.decode(&f) {
-                    Ok(evs) => events.extend(evs),
-                    Err(e) => return Some(e),
-                }
-            }
-            None
-        };
-    for piece in bytes.chunks(step.max(1)) {
-        framer.push(piece, &mut frames).unwrap();
-        if let Some(e) = feed(&mut frames, &mut events) {
-            return (events, Some(e));
-        }
-    }
-    framer.finish(&mut frames).unwrap();
-    if let Some(e) = feed(&mut frames, &mut events) {
-        return (events, Some(e));
-    }
-    match decoder.finish() {
-        Ok(evs) => {
-            events.extend(evs);
+    let parser = StreamParser::for_adapter(adapter, request);
+    let mut events = parser.parse_all(bytes, chunk);
+    match events.pop() {
+        Some(StreamEvent::Error { error }) => (events, Some(error)),
+        Some(last) => {
+            events.push(last);
             (events, None)
         }
-        Err(e) => (events, Some(e)),
+        None => (events, None),
     }
 }
 

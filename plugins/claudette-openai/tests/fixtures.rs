@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use claudette_core::{
-    AuthScheme, BackendError, BackendSettings, BackendType, ChatRequest, ErrorKind, FinishReason, Framer,
-    Framing, HttpResponse, Message, Method, Pricing, ProviderAdapter, RetryAction, StreamDecoder,
-    StreamEvent, ToolCall, ToolSpec, Usage, UsageSource,
+    AuthScheme, BackendError, BackendSettings, BackendType, ChatRequest, ErrorKind, FinishReason, Framing,
+    HttpResponse, Message, Method, Pricing, ProviderAdapter, RetryAction, StreamDecoder, StreamEvent,
+    StreamParser, ToolCall, ToolSpec, Usage, UsageSource,
 };
 use claudette_openai::{
     MaxTokensField, OPENAI_MODELS, OpenAiAdapter, OpenAiOptions, OpenAiStreamDecoder, classify_openai_error,
@@ -47,43 +47,12 @@ fn body_json(req: &claudette_core::HttpRequest) -> Value {
 /// Runs `chunks` through the core SSE framer and a fresh decoder, like the I/O layer does:
 /// the events in order, ending with `Done` or `Error` (the decoder's terminal result).
 fn transcript<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<StreamEvent> {
-    let mut framer = Framer::new(Framing::Sse);
-    let mut decoder = OpenAiStreamDecoder::new();
+    let mut parser = StreamParser::new(Framing::Sse, Box::new(OpenAiStreamDecoder::new()));
     let mut out = Vec::new();
-    let mut frames = Vec::new();
-    let fail = |out: &mut Vec<StreamEvent>, error: BackendError| out.push(StreamEvent::Error { error });
     for chunk in chunks {
-        if let Err(e) = framer.push(chunk, &mut frames) {
-            fail(&mut out, e);
-            return out;
-        }
-        for frame in frames.drain(..) {
-            match decoder.decode(&frame) {
-                Ok(events) => out.extend(events),
-                Err(e) => {
-                    fail(&mut out, e);
-                    return out;
-                }
-            }
-        }
+        parser.push(chunk, &mut out);
     }
-    if let Err(e) = framer.finish(&mut frames) {
-        fail(&mut out, e);
-        return out;
-    }
-    for frame in frames.drain(..) {
-        match decoder.decode(&frame) {
-            Ok(events) => out.extend(events),
-            Err(e) => {
-                fail(&mut out, e);
-                return out;
-            }
-        }
-    }
-    match decoder.finish() {
-        Ok(events) => out.extend(events),
-        Err(e) => fail(&mut out, e),
-    }
+    parser.finish(&mut out);
     out
 }
 

@@ -8,9 +8,9 @@
 use std::path::PathBuf;
 
 use claudette_core::{
-    AuthScheme, BackendError, BackendSettings, BackendType, ChatRequest, ChatResponse, ErrorKind,
-    FinishReason, Framer, HttpRequest, HttpResponse, Message, Method, Pricing, ProviderAdapter, StreamEnd,
-    StreamEvent, ToolCall, ToolSpec, Usage, UsageSource,
+    AuthScheme, BackendSettings, BackendType, ChatRequest, ChatResponse, ErrorKind, FinishReason,
+    HttpRequest, HttpResponse, Message, Method, Pricing, ProviderAdapter, StreamEnd, StreamEvent,
+    StreamParser, ToolCall, ToolSpec, Usage, UsageSource,
 };
 use claudette_openai::OpenAiAdapter;
 use claudette_qwen::{DEFAULT_MODEL, QwenAdapter};
@@ -48,31 +48,7 @@ fn parse(adapter: &QwenAdapter, body: &[u8]) -> ChatResponse {
 /// Runs `bytes`, cut into `chunk`-byte pieces, through the core SSE framer and the adapter's
 /// decoder, as the I/O layer does; ends with the decoder's terminal result.
 fn transcript(adapter: &QwenAdapter, bytes: &[u8], chunk: usize) -> Vec<StreamEvent> {
-    let mut framer = Framer::new(adapter.framing());
-    let mut decoder = adapter.stream_decoder(&ChatRequest::prompt("Say hi"));
-    let mut out = Vec::new();
-    let mut frames = Vec::new();
-    let mut run =
-        |frames: &mut Vec<claudette_core::Frame>, out: &mut Vec<StreamEvent>| -> Result<(), BackendError> {
-            for frame in frames.drain(..) {
-                out.extend(decoder.decode(&frame)?);
-            }
-            Ok(())
-        };
-    let result = (|| {
-        for piece in bytes.chunks(chunk) {
-            framer.push(piece, &mut frames)?;
-            run(&mut frames, &mut out)?;
-        }
-        framer.finish(&mut frames)?;
-        run(&mut frames, &mut out)?;
-        Ok::<_, BackendError>(())
-    })();
-    match result.and_then(|()| decoder.finish()) {
-        Ok(events) => out.extend(events),
-        Err(error) => out.push(StreamEvent::Error { error }),
-    }
-    out
+    StreamParser::for_adapter(adapter, &ChatRequest::prompt("Say hi")).parse_all(bytes, chunk)
 }
 
 /// (reasoning, text, end) of a transcript that must end with exactly one `Done`.
