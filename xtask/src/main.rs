@@ -2,6 +2,8 @@
 //!
 //! - `bench [core]`: the criterion/divan benchmarks (selection, breaker). Never part of CI's
 //!   test run: speed is measured on demand, not asserted.
+//! - `bench gateway`: gateway overhead against a direct baseline (throughput, added latency,
+//!   CPU per request, RSS), JSON and SSE, on loopback.
 //! - `bench plugins`: per-call overhead of a run-time plugin adapter against the linked one.
 //! - `plugins [--release] [--out DIR]`: builds every provider (and the example plugin) as a
 //!   run-time plugin `.so` into `target/plugins/` and prints name, size and SHA-256.
@@ -32,14 +34,17 @@ fn run() -> Result<()> {
         Some("conformance") => conformance(),
         Some("plugins") => plugins::plugins(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <bench [core]|conformance>");
+            eprintln!("usage: cargo xtask <bench [core|gateway]|conformance>");
             bail!("unknown or missing task")
         }
     }
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
@@ -55,8 +60,11 @@ fn cargo(args: &[&str]) -> Result<()> {
 fn bench(which: Option<&str>) -> Result<()> {
     match which {
         None | Some("core") => cargo(&["bench", "-p", "claudette-core", "--bench", "core"]),
+        Some("gateway") => {
+            cargo(&["run", "--release", "-p", "claudette-gateway", "--example", "bench_gateway"])
+        }
         Some("plugins") => cargo(&["bench", "-p", "claudette-plugin", "--bench", "ffi"]),
-        Some(other) => bail!("unknown bench `{other}` (known: core)"),
+        Some(other) => bail!("unknown bench `{other}` (known: core, gateway)"),
     }
 }
 
@@ -86,7 +94,8 @@ fn conformance() -> Result<()> {
     if SERVERS.iter().all(|(_, p, path)| up(*p, path)) {
         println!("testbed servers already running");
     } else if Path::new("/opt/claudette-testbed/llama-build/bin/llama-server").exists() {
-        let names: Vec<&str> = SERVERS.iter().filter(|(_, p, path)| !up(*p, path)).map(|(n, _, _)| *n).collect();
+        let names: Vec<&str> =
+            SERVERS.iter().filter(|(_, p, path)| !up(*p, path)).map(|(n, _, _)| *n).collect();
         println!("starting testbed servers: {}", names.join(" "));
         let status = Command::new("bash")
             .arg(testbed.join("start.sh"))

@@ -4,7 +4,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use bytes::BytesMut;
 use claudette_core::{
     ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEvent, ToolCall, ToolSpec, Usage,
 };
@@ -459,7 +458,7 @@ impl AnthropicEncoder {
         }
     }
 
-    fn start(&mut self, out: &mut BytesMut) {
+    fn start(&mut self, out: &mut Vec<u8>) {
         if self.started {
             return;
         }
@@ -487,7 +486,7 @@ impl AnthropicEncoder {
         respond::event_frame(out, "ping", &TypeOnly { r#type: "ping" });
     }
 
-    fn close(&mut self, out: &mut BytesMut) {
+    fn close(&mut self, out: &mut Vec<u8>) {
         if let Some(open) = self.open.take() {
             let index = match open {
                 Open::Text(i) | Open::Thinking(i) => i,
@@ -504,7 +503,7 @@ impl AnthropicEncoder {
         }
     }
 
-    fn open_block(&mut self, out: &mut BytesMut, block: BlockOut<'_>) -> u32 {
+    fn open_block(&mut self, out: &mut Vec<u8>, block: BlockOut<'_>) -> u32 {
         self.close(out);
         let index = self.next_block;
         self.next_block += 1;
@@ -516,7 +515,7 @@ impl AnthropicEncoder {
         index
     }
 
-    fn delta(out: &mut BytesMut, index: u32, delta: DeltaOut<'_>) {
+    fn delta(out: &mut Vec<u8>, index: u32, delta: DeltaOut<'_>) {
         respond::event_frame(
             out,
             "content_block_delta",
@@ -524,13 +523,13 @@ impl AnthropicEncoder {
         );
     }
 
-    fn error(out: &mut BytesMut, api: &ApiError) {
+    fn error(out: &mut Vec<u8>, api: &ApiError) {
         respond::event_frame(out, "error", &ErrorEvent { r#type: "error", error: api.anthropic_error() });
     }
 }
 
 impl Encoder for AnthropicEncoder {
-    fn event(&mut self, ev: StreamEvent, out: &mut BytesMut) -> bool {
+    fn event(&mut self, ev: StreamEvent, out: &mut Vec<u8>) -> bool {
         match ev {
             StreamEvent::Usage { usage } => {
                 self.usage = Some(usage);
@@ -628,7 +627,7 @@ impl Encoder for AnthropicEncoder {
         }
     }
 
-    fn keepalive(&mut self, out: &mut BytesMut) {
+    fn keepalive(&mut self, out: &mut Vec<u8>) {
         respond::event_frame(out, "ping", &TypeOnly { r#type: "ping" });
     }
 }
@@ -643,7 +642,7 @@ mod tests {
         serde_json::from_value::<MessagesRequest>(v).unwrap().into_chat()
     }
 
-    fn frames(out: &BytesMut) -> Vec<(String, Value)> {
+    fn frames(out: &[u8]) -> Vec<(String, Value)> {
         String::from_utf8(out.to_vec())
             .unwrap()
             .split("\n\n")
@@ -716,7 +715,7 @@ mod tests {
     #[test]
     fn stream_has_the_full_event_sequence() {
         let mut enc = AnthropicEncoder::new("claude-fake".into());
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         enc.event(StreamEvent::Usage { usage: Usage::reported(12, 1) }, &mut out);
         assert!(out.is_empty(), "message_start waits for content");
         enc.event(StreamEvent::ReasoningDelta { text: "think".into() }, &mut out);
@@ -776,7 +775,7 @@ mod tests {
     #[test]
     fn a_failure_after_commit_is_an_error_event_without_message_stop() {
         let mut enc = AnthropicEncoder::new("m".into());
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         enc.event(StreamEvent::text("Hi"), &mut out);
         let error = BackendError::new(ErrorKind::Overloaded, "overloaded").with_backend("b");
         assert!(enc.event(StreamEvent::Error { error }, &mut out));
@@ -791,7 +790,7 @@ mod tests {
     #[test]
     fn interleaved_tool_fragments_end_in_an_error_not_a_corrupt_call() {
         let mut enc = AnthropicEncoder::new("m".into());
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         let call = |index: u32, id: Option<&str>| StreamEvent::ToolCall {
             delta: ToolCallDelta {
                 index,

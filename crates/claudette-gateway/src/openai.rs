@@ -4,7 +4,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use bytes::BytesMut;
 use claudette_core::{
     ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEvent, ToolCall, ToolCallDelta, ToolSpec,
     Usage,
@@ -516,7 +515,7 @@ impl OpenAiEncoder {
         }
     }
 
-    fn chunk(&self, out: &mut BytesMut, delta: Delta<'_>, finish: Option<&str>) {
+    fn chunk(&self, out: &mut Vec<u8>, delta: Delta<'_>, finish: Option<&str>) {
         let choices = [ChunkChoice { index: 0, delta, logprobs: None, finish_reason: finish }];
         let chunk = Chunk {
             id: &self.id,
@@ -531,7 +530,7 @@ impl OpenAiEncoder {
 }
 
 impl Encoder for OpenAiEncoder {
-    fn event(&mut self, ev: StreamEvent, out: &mut BytesMut) -> bool {
+    fn event(&mut self, ev: StreamEvent, out: &mut Vec<u8>) -> bool {
         if !self.started && !matches!(ev, StreamEvent::Error { .. } | StreamEvent::Usage { .. }) {
             self.started = true;
             self.chunk(out, Delta { role: Some("assistant"), content: Some(""), ..Delta::default() }, None);
@@ -581,7 +580,7 @@ impl Encoder for OpenAiEncoder {
         }
     }
 
-    fn keepalive(&mut self, out: &mut BytesMut) {
+    fn keepalive(&mut self, out: &mut Vec<u8>) {
         out.extend_from_slice(b": keep-alive\n\n");
     }
 }
@@ -644,7 +643,7 @@ mod tests {
     #[test]
     fn stream_frames_follow_openai() {
         let mut enc = OpenAiEncoder::new("m".into(), true);
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         assert!(!enc.event(StreamEvent::text("Hi"), &mut out));
         assert!(!enc.event(
             StreamEvent::ToolCall {
@@ -660,7 +659,7 @@ mod tests {
         let end =
             StreamEnd { finish_reason: Some(FinishReason::Stop), usage: Usage::reported(3, 2), cost: 0.0 };
         assert!(enc.event(StreamEvent::Done { end }, &mut out));
-        let text = String::from_utf8(out.to_vec()).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
         let frames: Vec<&str> = text.split("\n\n").filter(|f| !f.is_empty()).collect();
         assert_eq!(frames.len(), 6, "{text}");
         let role: Value = serde_json::from_str(frames[0].strip_prefix("data: ").unwrap()).unwrap();
@@ -679,11 +678,11 @@ mod tests {
     #[test]
     fn a_failure_after_commit_is_an_error_frame_without_done() {
         let mut enc = OpenAiEncoder::new("m".into(), false);
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         enc.event(StreamEvent::text("Hi"), &mut out);
         let error = BackendError::new(ErrorKind::StreamInterrupted, "cut").with_backend("b");
         assert!(enc.event(StreamEvent::Error { error }, &mut out));
-        let text = String::from_utf8(out.to_vec()).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
         assert!(!text.contains("[DONE]"));
         let last = text.split("\n\n").filter(|f| !f.is_empty()).last().unwrap();
         let v: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();

@@ -10,9 +10,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
 use claudette_core::error::scrub_secrets;
 use claudette_core::{BackendError, RouteError, RoutedStream, RoutingDecision, StreamEvent};
 use futures::Stream;
@@ -113,7 +113,7 @@ pub(crate) fn json_ok(
 ) -> Response {
     observe::count(ep.label, 200);
     observe::finished(ep.label, started, decision);
-    let mut resp = (StatusCode::OK, body).into_response();
+    let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let empty = RoutingDecision::default();
@@ -125,9 +125,9 @@ pub(crate) fn json_ok(
 pub(crate) trait Encoder: Send + Unpin + 'static {
     /// Appends the frames for `ev` to `out`. Returns true when the stream is over (a terminal
     /// event, or one the protocol cannot carry, which the encoder reported as an error).
-    fn event(&mut self, ev: StreamEvent, out: &mut BytesMut) -> bool;
+    fn event(&mut self, ev: StreamEvent, out: &mut Vec<u8>) -> bool;
     /// Appends a keep-alive frame.
-    fn keepalive(&mut self, out: &mut BytesMut);
+    fn keepalive(&mut self, out: &mut Vec<u8>);
 }
 
 /// A committed stream as an SSE response: status 200, routing headers (cost estimated), body.
@@ -145,8 +145,8 @@ pub(crate) fn sse_ok<E: Encoder>(
     let body = SseBody {
         stream,
         encoder,
-        keepalive: Box::pin(tokio::time::sleep(KEEPALIVE)),
-        last_write: Instant::now(),
+        keepalive: None,
+        last_write: tokio::time::Instant::now(),
         finished: false,
         endpoint: ep.label,
         started: admitted.started,
@@ -167,8 +167,10 @@ pub(crate) fn sse_ok<E: Encoder>(
 struct SseBody<E> {
     stream: RoutedStream,
     encoder: E,
-    keepalive: Pin<Box<Sleep>>,
-    last_write: Instant,
+    /// Created the first time the stream waits, so streams that never wait cost no timer.
+    keepalive: Option<Pin<Box<Sleep>>>,
+    /// Tokio's clock, like the timer's.
+    last_write: tokio::time::Instant,
     finished: bool,
     endpoint: &'static str,
     started: Instant,
@@ -183,20 +185,23 @@ impl<E: Encoder> SseBody<E> {
 
     /// Whether a keep-alive is due; registers the timer's waker otherwise.
     fn keepalive_due(&mut self, cx: &mut Context<'_>) -> bool {
+        let last_write = self.last_write;
+        let timer =
+            self.keepalive.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last_write + KEEPALIVE)));
         loop {
-            if self.keepalive.as_mut().poll(cx).is_pending() {
+            if timer.as_mut().poll(cx).is_pending() {
                 return false;
             }
-            let due = self.last_write + KEEPALIVE;
-            let now = Instant::now();
+            let due = last_write + KEEPALIVE;
+            let now = tokio::time::Instant::now();
             if now >= due {
-                self.keepalive.as_mut().reset((now + KEEPALIVE).into());
+                timer.as_mut().reset(now + KEEPALIVE);
                 // Register the waker for the next one.
-                let _ = self.keepalive.as_mut().poll(cx);
+                let _ = timer.as_mut().poll(cx);
                 return true;
             }
             // Data went out since the timer was set: wait for the rest of the idle period.
-            self.keepalive.as_mut().reset(due.into());
+            timer.as_mut().reset(due);
         }
     }
 }
@@ -209,7 +214,9 @@ impl<E: Encoder> Stream for SseBody<E> {
         if this.finished {
             return Poll::Ready(None);
         }
-        let mut out = BytesMut::new();
+        // A Vec, not a BytesMut: serde_json writes many small slices, and Vec's io::Write is
+        // the cheapest sink for them; Bytes::from(Vec) takes it without a copy.
+        let mut out = Vec::with_capacity(1024);
         // Coalesce events that are already available into one write.
         loop {
             match Pin::new(&mut this.stream).poll_next(cx) {
@@ -245,8 +252,8 @@ impl<E: Encoder> Stream for SseBody<E> {
                 }
             }
         }
-        this.last_write = Instant::now();
-        Poll::Ready(Some(Ok(out.freeze())))
+        this.last_write = tokio::time::Instant::now();
+        Poll::Ready(Some(Ok(Bytes::from(out))))
     }
 }
 
@@ -271,14 +278,14 @@ fn note_stream_error(endpoint: &'static str, backend: &str, error: &BackendError
 }
 
 /// Appends `data: <json>\n\n`.
-pub(crate) fn data_frame<T: serde::Serialize>(out: &mut BytesMut, value: &T) {
+pub(crate) fn data_frame<T: serde::Serialize>(out: &mut Vec<u8>, value: &T) {
     out.extend_from_slice(b"data: ");
     json_into(out, value);
     out.extend_from_slice(b"\n\n");
 }
 
 /// Appends `event: <name>\ndata: <json>\n\n`.
-pub(crate) fn event_frame<T: serde::Serialize>(out: &mut BytesMut, name: &str, value: &T) {
+pub(crate) fn event_frame<T: serde::Serialize>(out: &mut Vec<u8>, name: &str, value: &T) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b"\ndata: ");
@@ -286,13 +293,95 @@ pub(crate) fn event_frame<T: serde::Serialize>(out: &mut BytesMut, name: &str, v
     out.extend_from_slice(b"\n\n");
 }
 
-fn json_into<T: serde::Serialize>(out: &mut BytesMut, value: &T) {
-    use bytes::BufMut;
+fn json_into<T: serde::Serialize>(out: &mut Vec<u8>, value: &T) {
     // Serializing plain structs into memory cannot fail; if it ever did, send valid JSON.
-    if serde_json::to_writer(out.writer(), value).is_err() {
+    if serde_json::to_writer(&mut *out, value).is_err() {
         out.extend_from_slice(b"{}");
     }
 }
 
 /// Shared state for a handler.
 pub(crate) type Shared = Arc<AppState>;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use claudette_core::{
+        Backend, BackendError, BackendInfo, BackendRouter, BackendType, ChatRequest, ChatResponse,
+        EventStream, Pricing, StreamEvent,
+    };
+    use futures::StreamExt;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::openai::OpenAiEncoder;
+
+    /// Sends one text event, then nothing, ever.
+    struct Silent {
+        info: BackendInfo,
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Silent {
+        fn info(&self) -> &BackendInfo {
+            &self.info
+        }
+        async fn send(&self, _: &ChatRequest) -> Result<ChatResponse, BackendError> {
+            Err(BackendError::internal("stream only"))
+        }
+        async fn send_stream(&self, _: &ChatRequest) -> Result<EventStream, BackendError> {
+            Ok(Box::pin(
+                futures::stream::iter(vec![StreamEvent::text("a")]).chain(futures::stream::pending()),
+            ))
+        }
+        async fn health_check(&self) -> Result<(), BackendError> {
+            Ok(())
+        }
+        async fn available_models(&self) -> Result<Vec<String>, BackendError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_streams_get_keepalives() {
+        let router = BackendRouter::default();
+        let info = BackendInfo {
+            name: "silent".into(),
+            provider: "test".into(),
+            backend_type: BackendType::SelfHosted,
+            model: "m".into(),
+            priority: 0,
+            pricing: Pricing::FREE,
+            quality: 0.5,
+            supports_streaming: true,
+            supports_tools: false,
+            context_window: None,
+            region: None,
+            tags: Vec::new(),
+            enabled: true,
+        };
+        router.register_backend(Arc::new(Silent { info })).unwrap();
+        let stream = router.route_stream(&ChatRequest::prompt("x")).await.unwrap();
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let mut body = SseBody {
+            stream,
+            encoder: OpenAiEncoder::new("m".into(), false),
+            keepalive: None,
+            last_write: tokio::time::Instant::now(),
+            finished: false,
+            endpoint: "test",
+            started: Instant::now(),
+            _permit: permit,
+        };
+        let first = body.next().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("\"content\":\"a\""));
+        let before = tokio::time::Instant::now();
+        for _ in 0..2 {
+            let ping = tokio::time::timeout(KEEPALIVE * 2, body.next()).await.unwrap().unwrap().unwrap();
+            assert_eq!(&ping[..], b": keep-alive\n\n");
+        }
+        let waited = tokio::time::Instant::now() - before;
+        assert!(waited >= KEEPALIVE * 2 && waited < KEEPALIVE * 3, "{waited:?}");
+    }
+}

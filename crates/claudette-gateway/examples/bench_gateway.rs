@@ -1,0 +1,592 @@
+//! Gateway overhead benchmark: `cargo xtask bench gateway`
+//! (= `cargo run --release -p claudette-gateway --example bench_gateway`).
+//!
+//! Three processes on 127.0.0.1, so each one's CPU and memory can be read on its own from
+//! `/proc/<pid>`:
+//!
+//! - an **upstream**: a minimal axum server answering `POST /v1/chat/completions` with a
+//!   pre-built OpenAI body (JSON, or a 12-frame SSE stream). Not the test kit's recording
+//!   server, which stores every request body.
+//! - the **gateway**: a [`Gateway`] in front of a one-backend router pointing at the upstream,
+//!   with its defaults (metrics recorder installed, no logging subscriber).
+//! - this process, the **load generator**: raw HTTP/1.1 over keep-alive connections (no client
+//!   library in the measured path), sending the same requests either directly to the upstream
+//!   or through the gateway, in the same run.
+//!
+//! Measured: saturated throughput (closed loop, fixed number of connections), latency at a
+//! fixed 400 requests/s (added latency = gateway − direct, p50 and p99), the gateway's CPU time
+//! per request (utime + stime deltas of its process) and its resident memory (VmRSS) under load.
+//! Nothing here is asserted: it prints figures. Loopback only, bounded in time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::{Buf, BytesMut};
+use claudette_core::{BackendRouter, BackendSettings, RouterOptions};
+use claudette_gateway::{Gateway, GatewayOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SATURATION_CONNS: usize = 16;
+const SATURATION_TIME: Duration = Duration::from_secs(4);
+const FIXED_RATE: f64 = 400.0;
+const FIXED_TIME: Duration = Duration::from_secs(5);
+const FIXED_CONNS: usize = 8;
+
+fn main() {
+    match std::env::args().nth(1).as_deref() {
+        Some("upstream") => child_runtime(None, run_upstream()),
+        Some("gateway") => {
+            let upstream = std::env::args().nth(2).expect("upstream url");
+            let threads = std::env::var("BENCH_GATEWAY_THREADS").ok().and_then(|v| v.parse().ok());
+            child_runtime(threads, run_gateway(Some(upstream)));
+        }
+        Some("stub-gateway") => {
+            let threads = std::env::var("BENCH_GATEWAY_THREADS").ok().and_then(|v| v.parse().ok());
+            child_runtime(threads, run_gateway(None));
+        }
+        // Diagnostics: `load PORT json|sse` saturates one server (e.g. under `perf record`).
+        Some("load") => {
+            let port: u16 = std::env::args().nth(2).and_then(|p| p.parse().ok()).expect("port");
+            let stream = std::env::args().nth(3).as_deref() == Some("sse");
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+            let s = rt.block_on(saturate(([127, 0, 0, 1], port).into(), request_bytes(stream), None, 100.0));
+            println!("{:.0} req/s, {} errors", s.rps, s.errors);
+        }
+        _ => orchestrate(),
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Children
+
+/// Children exit when the orchestrator's end of their stdin closes, so nothing outlives it.
+/// `threads`: tokio worker threads (default: one per core; 0 = a current-thread runtime).
+fn child_runtime(threads: Option<usize>, fut: impl std::future::Future<Output = ()>) {
+    std::thread::spawn(|| {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+        std::process::exit(0);
+    });
+    let mut builder = match threads {
+        Some(0) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build().expect("runtime").block_on(fut);
+}
+
+fn upstream_bodies() -> (Bytes, Bytes) {
+    let json = serde_json::json!({
+        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1_700_000_000u64, "model": "fake-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! How can I help you today?"},
+                     "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 9, "total_tokens": 18,
+                  "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
+    })
+    .to_string();
+    let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+        format!(
+            "data: {}\n\n",
+            serde_json::json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
+                "model": "fake-model", "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+                "usage": null})
+        )
+    };
+    let mut sse = chunk(serde_json::json!({"role": "assistant", "content": ""}), serde_json::Value::Null);
+    for piece in ["Hello", "!", " How", " can", " I", " help", " you", " today?"] {
+        sse.push_str(&chunk(serde_json::json!({"content": piece}), serde_json::Value::Null));
+    }
+    sse.push_str(&chunk(serde_json::json!({}), serde_json::json!("stop")));
+    sse.push_str(&format!(
+        "data: {}\n\n",
+        serde_json::json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
+            "model": "fake-model", "choices": [],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 8, "total_tokens": 17}})
+    ));
+    sse.push_str("data: [DONE]\n\n");
+    (Bytes::from(json), Bytes::from(sse))
+}
+
+async fn run_upstream() {
+    let (json, sse) = upstream_bodies();
+    let app = Router::new().route(
+        "/v1/chat/completions",
+        post(move |body: Bytes| {
+            let (json, sse) = (json.clone(), sse.clone());
+            async move {
+                let stream = body.windows(13).any(|w| w == b"\"stream\":true");
+                let (body, ct) = if stream { (sse, "text/event-stream") } else { (json, "application/json") };
+                let mut resp: Response = body.into_response();
+                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+                resp
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+    println!("PORT {}", listener.local_addr().expect("addr").port());
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app).await.expect("upstream");
+}
+
+/// A gateway in front of the upstream over HTTP (the real path), or, with `None`, in front of
+/// an in-process stub backend: the gateway's own cost with no upstream I/O at all.
+async fn run_gateway(upstream: Option<String>) {
+    let router = BackendRouter::new(RouterOptions::default());
+    let backend: claudette_core::SharedBackend = match upstream {
+        Some(url) => {
+            claudette_openai::backend(&BackendSettings::new("upstream").base_url(url).model("fake-model"))
+                .expect("backend")
+                .shared()
+        }
+        None => Arc::new(Stub::new()),
+    };
+    router.register_backend(backend).expect("register");
+    let gateway = Gateway::new(Arc::new(router), GatewayOptions::default()).expect("gateway");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+    println!("PORT {}", listener.local_addr().expect("addr").port());
+    gateway.serve(listener, std::future::pending()).await.expect("gateway");
+}
+
+/// A backend that answers at once from memory: what the upstream sends, already decoded.
+struct Stub {
+    info: claudette_core::BackendInfo,
+}
+
+impl Stub {
+    fn new() -> Stub {
+        Stub {
+            info: claudette_core::BackendInfo {
+                name: "stub".into(),
+                provider: "stub".into(),
+                backend_type: claudette_core::BackendType::SelfHosted,
+                model: "fake-model".into(),
+                priority: 0,
+                pricing: claudette_core::Pricing::new(0.15, 0.6),
+                quality: 0.5,
+                supports_streaming: true,
+                supports_tools: true,
+                context_window: None,
+                region: None,
+                tags: Vec::new(),
+                enabled: true,
+            },
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl claudette_core::Backend for Stub {
+    fn info(&self) -> &claudette_core::BackendInfo {
+        &self.info
+    }
+
+    async fn send(
+        &self,
+        _request: &claudette_core::ChatRequest,
+    ) -> Result<claudette_core::ChatResponse, claudette_core::BackendError> {
+        let mut r = claudette_core::ChatResponse::empty("stub", "fake-model");
+        r.content = "Hello! How can I help you today?".into();
+        r.finish_reason = Some(claudette_core::FinishReason::Stop);
+        r.usage = claudette_core::Usage::reported(9, 9);
+        r.cost = self.info.pricing.cost(&r.usage);
+        r.id = Some("chatcmpl-bench".into());
+        Ok(r)
+    }
+
+    async fn send_stream(
+        &self,
+        _request: &claudette_core::ChatRequest,
+    ) -> Result<claudette_core::EventStream, claudette_core::BackendError> {
+        use claudette_core::StreamEvent;
+        let mut events: Vec<StreamEvent> = ["Hello", "!", " How", " can", " I", " help", " you", " today?"]
+            .into_iter()
+            .map(StreamEvent::text)
+            .collect();
+        let usage = claudette_core::Usage::reported(9, 8);
+        events.push(StreamEvent::Done {
+            end: claudette_core::StreamEnd {
+                finish_reason: Some(claudette_core::FinishReason::Stop),
+                usage,
+                cost: self.info.pricing.cost(&usage),
+            },
+        });
+        Ok(Box::pin(futures::stream::iter(events)))
+    }
+
+    async fn health_check(&self) -> Result<(), claudette_core::BackendError> {
+        Ok(())
+    }
+
+    async fn available_models(&self) -> Result<Vec<String>, claudette_core::BackendError> {
+        Ok(vec!["fake-model".into()])
+    }
+}
+
+fn spawn_child(args: &[&str]) -> (Child, u16) {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read port");
+    let port =
+        line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()).expect("child printed its port");
+    (child, port)
+}
+
+// ------------------------------------------------------------------------------------------
+// /proc readings
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let stime: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    (utime + stime) / ticks
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+// ------------------------------------------------------------------------------------------
+// Load generator: raw HTTP/1.1, keep-alive.
+
+fn request_bytes(stream: bool) -> Arc<Vec<u8>> {
+    let body = if stream {
+        r#"{"model":"auto","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16,"stream":true,"stream_options":{"include_usage":true}}"#
+    } else {
+        r#"{"model":"auto","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}"#
+    };
+    Arc::new(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+struct Conn {
+    sock: TcpStream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        let sock = TcpStream::connect(addr).await.expect("connect");
+        sock.set_nodelay(true).expect("nodelay");
+        Conn { sock, buf: BytesMut::with_capacity(16 * 1024) }
+    }
+
+    async fn fill(&mut self) -> bool {
+        self.buf.reserve(8 * 1024);
+        matches!(self.sock.read_buf(&mut self.buf).await, Ok(n) if n > 0)
+    }
+
+    /// Sends one request and reads the whole response. Returns the status and body length.
+    async fn call(&mut self, req: &[u8]) -> Option<(u16, usize)> {
+        self.sock.write_all(req).await.ok()?;
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if !self.fill().await {
+                return None;
+            }
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end]).ok()?.to_ascii_lowercase();
+        let status: u16 = head.get(9..12)?.parse().ok()?;
+        let length =
+            head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok());
+        let chunked = head.contains("transfer-encoding: chunked");
+        self.buf.advance(head_end);
+        let mut body = 0usize;
+        if let Some(len) = length {
+            while self.buf.len() < len {
+                if !self.fill().await {
+                    return None;
+                }
+            }
+            self.buf.advance(len);
+            body = len;
+        } else if chunked {
+            loop {
+                let line_end = loop {
+                    if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                        break i;
+                    }
+                    if !self.fill().await {
+                        return None;
+                    }
+                };
+                let size_text = std::str::from_utf8(&self.buf[..line_end]).ok()?;
+                let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+                while self.buf.len() < line_end + 2 + size + 2 {
+                    if !self.fill().await {
+                        return None;
+                    }
+                }
+                self.buf.advance(line_end + 2 + size + 2);
+                body += size;
+                if size == 0 {
+                    break;
+                }
+            }
+        }
+        Some((status, body))
+    }
+}
+
+struct Saturation {
+    rps: f64,
+    errors: u64,
+    cpu_per_req_us: Option<f64>,
+    rss_max_kib: Option<u64>,
+}
+
+/// Closed loop: `conns` connections each send the next request as soon as the last one
+/// completes, for `time`. Samples the watched process's CPU and RSS meanwhile.
+async fn saturate(addr: SocketAddr, req: Arc<Vec<u8>>, watch: Option<u32>, ticks: f64) -> Saturation {
+    // Warm up: connections, pools, caches.
+    let mut warm = Conn::open(addr).await;
+    for _ in 0..200 {
+        warm.call(&req).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let cpu0 = watch.map(|p| cpu_seconds(p, ticks));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..SATURATION_CONNS {
+        let (req, stop, done, errors) = (req.clone(), stop.clone(), done.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = Conn::open(addr).await;
+            while !stop.load(Ordering::Relaxed) {
+                match c.call(&req).await {
+                    Some((200, _)) => done.fetch_add(1, Ordering::Relaxed),
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        c = Conn::open(addr).await;
+                        0
+                    }
+                };
+            }
+        }));
+    }
+    let mut rss_max = 0;
+    while started.elapsed() < SATURATION_TIME {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(p) = watch {
+            rss_max = rss_max.max(rss_kib(p));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let n = done.load(Ordering::Relaxed);
+    let cpu = match (watch, cpu0) {
+        (Some(p), Some(c0)) if n > 0 => Some((cpu_seconds(p, ticks) - c0) / n as f64 * 1e6),
+        _ => None,
+    };
+    Saturation {
+        rps: n as f64 / elapsed,
+        errors: errors.load(Ordering::Relaxed),
+        cpu_per_req_us: cpu,
+        rss_max_kib: watch.map(|_| rss_max),
+    }
+}
+
+/// Open loop at a fixed rate over a few connections; latency of each request from send to
+/// the end of its response, in microseconds, sorted.
+async fn fixed_rate(addr: SocketAddr, req: Arc<Vec<u8>>) -> (Vec<f64>, u64) {
+    let mut warm = Conn::open(addr).await;
+    for _ in 0..200 {
+        warm.call(&req).await;
+    }
+    let interval = Duration::from_secs_f64(1.0 / FIXED_RATE);
+    let total = (FIXED_RATE * FIXED_TIME.as_secs_f64()) as usize;
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::new();
+    for k in 0..FIXED_CONNS {
+        let req = req.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Conn::open(addr).await;
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            let mut i = k;
+            while i < total {
+                tokio::time::sleep_until(start + interval * u32::try_from(i).unwrap_or(u32::MAX)).await;
+                let t0 = Instant::now();
+                match c.call(&req).await {
+                    Some((200, _)) => lat.push(t0.elapsed().as_secs_f64() * 1e6),
+                    _ => {
+                        errors += 1;
+                        c = Conn::open(addr).await;
+                    }
+                }
+                i += FIXED_CONNS;
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.expect("task");
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_by(f64::total_cmp);
+    (all, errors)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[idx]
+}
+
+fn orchestrate() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let (mut upstream, up_port) = spawn_child(&["upstream"]);
+    let (mut gateway, gw_port) = spawn_child(&["gateway", &format!("http://127.0.0.1:{up_port}/v1")]);
+    let (mut stub, stub_port) = spawn_child(&["stub-gateway"]);
+    let direct: SocketAddr = ([127, 0, 0, 1], up_port).into();
+    let via: SocketAddr = ([127, 0, 0, 1], gw_port).into();
+    let via_stub: SocketAddr = ([127, 0, 0, 1], stub_port).into();
+    let ticks = clock_ticks();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!(
+        "claudette gateway benchmark — {cores} cores, loopback; upstream pid {}, gateway pid {}",
+        upstream.id(),
+        gateway.id()
+    );
+    println!(
+        "saturation: {SATURATION_CONNS} connections × {}s; fixed rate: {FIXED_RATE} req/s × {}s over {FIXED_CONNS} connections\n",
+        SATURATION_TIME.as_secs(),
+        FIXED_TIME.as_secs()
+    );
+
+    rt.block_on(async {
+        let rss_idle = rss_kib(gateway.id());
+        let mut rows = Vec::new();
+        let mut stub_rows = Vec::new();
+        for (label, stream) in [("JSON", false), ("SSE", true)] {
+            let req = request_bytes(stream);
+            // Sanity: both paths answer 200 with a body.
+            let mut probe = Conn::open(via).await;
+            let (status, len) = probe.call(&req).await.expect("gateway answers");
+            assert_eq!(status, 200, "gateway answered {status}");
+            assert!(len > 0);
+
+            let d = saturate(direct, req.clone(), Some(upstream.id()), ticks).await;
+            let g = saturate(via, req.clone(), Some(gateway.id()), ticks).await;
+            let (dl, de) = fixed_rate(direct, req.clone()).await;
+            let (gl, ge) = fixed_rate(via, req.clone()).await;
+            let s = saturate(via_stub, req.clone(), Some(stub.id()), ticks).await;
+            let (sl, _) = fixed_rate(via_stub, req.clone()).await;
+            stub_rows.push((label, s, sl));
+            rows.push((label, d, g, dl, de, gl, ge));
+        }
+
+        println!("{:<6} {:>14} {:>14} {:>8}   {:>9} {:>9} {:>9}   {:>9} {:>9} {:>9}   {:>11} {:>11}",
+            "", "direct req/s", "gateway req/s", "ratio", "p50 dir", "p50 gw", "added", "p99 dir", "p99 gw", "added", "gw CPU/req", "upstr CPU/req");
+        let mut rss_max = 0;
+        for (label, d, g, dl, de, gl, ge) in &rows {
+            let (p50d, p50g, p99d, p99g) = (pct(dl, 0.5), pct(gl, 0.5), pct(dl, 0.99), pct(gl, 0.99));
+            println!(
+                "{:<6} {:>14.0} {:>14.0} {:>7.1}%   {:>7.0}µs {:>7.0}µs {:>7.0}µs   {:>7.0}µs {:>7.0}µs {:>7.0}µs   {:>9.1}µs {:>9.1}µs",
+                label,
+                d.rps,
+                g.rps,
+                g.rps / d.rps * 100.0,
+                p50d,
+                p50g,
+                p50g - p50d,
+                p99d,
+                p99g,
+                p99g - p99d,
+                g.cpu_per_req_us.unwrap_or(f64::NAN),
+                d.cpu_per_req_us.unwrap_or(f64::NAN),
+            );
+            if d.errors + g.errors + de + ge > 0 {
+                println!("       errors: direct {} / {}, gateway {} / {}", d.errors, de, g.errors, ge);
+            }
+            rss_max = rss_max.max(g.rss_max_kib.unwrap_or(0));
+        }
+        println!("\nthe gateway alone, in front of an in-process stub backend (no upstream HTTP client, no upstream hop):");
+        for (label, s, sl) in &stub_rows {
+            println!(
+                "{:<6} {:>14.0} req/s   p50 {:.0}µs  p99 {:.0}µs   CPU/req {:.1}µs   RSS max {:.1} MiB",
+                label,
+                s.rps,
+                pct(sl, 0.5),
+                pct(sl, 0.99),
+                s.cpu_per_req_us.unwrap_or(f64::NAN),
+                s.rss_max_kib.unwrap_or(0) as f64 / 1024.0
+            );
+        }
+        let rss_after = rss_kib(gateway.id());
+        println!(
+            "\ngateway RSS: {:.1} MiB idle, {:.1} MiB max under load, {:.1} MiB after",
+            rss_idle as f64 / 1024.0,
+            rss_max as f64 / 1024.0,
+            rss_after as f64 / 1024.0
+        );
+        println!(
+            "goals (issue 5): JSON ≥ 45 % and SSE ≥ 30 % of direct throughput; added p50 ≤ 150 µs, p99 ≤ 500 µs at 400 req/s; RSS ≤ 25 MiB"
+        );
+    });
+
+    for child in [&mut gateway, &mut stub, &mut upstream] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
