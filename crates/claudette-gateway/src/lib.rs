@@ -45,6 +45,23 @@
 //! `message_stop`) — never a clean end. A client that disconnects drops the response body, which
 //! drops the routed stream and with it the upstream request (RT-9).
 //!
+//! ## Metrics
+//!
+//! `GET /metrics` renders everything recorded through the `metrics` facade in this process
+//! (the router's and the HTTP layer's `claudette_*` series: requests, latency and TTFT
+//! histograms, breaker transitions, tokens, cost) plus the gateway's own:
+//! `claudette_gateway_requests_total{endpoint,status}`,
+//! `claudette_gateway_request_duration_seconds{endpoint}` (streams until their end),
+//! `claudette_gateway_attempts{endpoint}`, `claudette_gateway_failovers_total{endpoint}`,
+//! `claudette_gateway_stream_errors_total{endpoint,kind}`,
+//! `claudette_gateway_client_disconnects_total{endpoint}`,
+//! `claudette_gateway_rejected_total{endpoint,reason}`, and per backend, refreshed at each
+//! scrape, `claudette_breaker_state` (0 closed, 1 half-open, 2 open),
+//! `claudette_gateway_backend_healthy`, `claudette_gateway_backend_cost` and
+//! `claudette_gateway_backend_tokens{direction}`. The Prometheus recorder is installed once per
+//! process by the first [`Gateway::new`]; if the embedding program installed another recorder
+//! first, `/metrics` answers 503 and that recorder's exporter has the figures.
+//!
 //! ## Security
 //!
 //! - Gateway keys ([`KeyEntry`]) are kept only as SHA-256 digests and compared with
