@@ -11,6 +11,8 @@
 //! - `build_request`, `parse_response`: the two big ones alone.
 //! - `stream_200_events`: decoding a recorded-shape stream of 200 content events plus the
 //!   end marker, framing included; divide the difference by 200 for the per-event figure.
+//! - `json_floor`: one JSON round trip of the request and of the answer, no plugin: the part
+//!   of the per-request overhead that is the price of JSON at the boundary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
@@ -163,5 +165,21 @@ fn stream_200_events(bencher: Bencher, which: &str) {
         let events = StreamParser::for_adapter(a, &req).parse_all(black_box(&body), body.len());
         assert_eq!(events.len(), 201);
         events
+    });
+}
+
+/// The floor of the JSON boundary: encoding and decoding the request and the answer once
+/// each, with no plugin involved. Most of the plugin's added time per request is this.
+#[divan::bench]
+fn json_floor(bencher: Bencher) {
+    let a = adapter("linked");
+    let req = request();
+    let body = completion();
+    let answer = a.parse_response(&req, &HttpResponse { status: 200, headers: &[], body: &body }).unwrap();
+    bencher.bench(|| {
+        let r: ChatRequest = serde_json::from_str(&serde_json::to_string(black_box(&req)).unwrap()).unwrap();
+        let c: claudette_core::ChatResponse =
+            serde_json::from_str(&serde_json::to_string(black_box(&answer)).unwrap()).unwrap();
+        (r, c)
     });
 }

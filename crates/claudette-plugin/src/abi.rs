@@ -47,13 +47,21 @@ pub struct FfiHttpRequest {
     pub body: ROption<RVec<u8>>,
 }
 
-/// A response handed to a plugin adapter: status, headers as a JSON array of `[name, value]`
-/// pairs, and the body bytes borrowed from the host.
+/// One response header, borrowed from the host.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy)]
+pub struct FfiHeader<'a> {
+    pub name: RStr<'a>,
+    pub value: RStr<'a>,
+}
+
+/// A response handed to a plugin adapter: status, headers and body, all borrowed from the host
+/// (no JSON: a real response carries a dozen headers and this is on every call's path).
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy)]
 pub struct FfiHttpResponse<'a> {
     pub status: u16,
-    pub headers_json: RStr<'a>,
+    pub headers: RSlice<'a, FfiHeader<'a>>,
     pub body: RSlice<'a, u8>,
 }
 

@@ -6,6 +6,7 @@
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
 
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_trait::TD_Opaque;
@@ -79,14 +80,38 @@ fn from_json<T: DeserializeOwned>(what: &str, text: &str) -> Result<T, BackendEr
 }
 
 /// Headers of a response, as the adapter wants them.
-fn headers_of(response: &FfiHttpResponse<'_>) -> Result<Vec<(String, String)>, BackendError> {
-    from_json("response headers", response.headers_json.as_str())
+fn headers_of(response: &FfiHttpResponse<'_>) -> Vec<(String, String)> {
+    response.headers.iter().map(|h| (h.name.as_str().to_owned(), h.value.as_str().to_owned())).collect()
 }
 
 /// A provider adapter as the plugin exports it.
 #[derive(Debug)]
 pub struct GuestAdapter<A> {
     inner: A,
+    /// The last request read, by its JSON: one call makes the host send the same request up to
+    /// three times (`timeouts`, `build_request`, `parse_response`), and parsing it is most of
+    /// the cost of crossing the boundary.
+    last_request: Mutex<Option<(RString, Arc<ChatRequest>)>>,
+}
+
+impl<A> GuestAdapter<A> {
+    fn new(inner: A) -> Self {
+        Self { inner, last_request: Mutex::new(None) }
+    }
+
+    fn request(&self, json: RStr<'_>) -> Result<Arc<ChatRequest>, BackendError> {
+        let cached = |slot: &Option<(RString, Arc<ChatRequest>)>| {
+            slot.as_ref().filter(|(text, _)| text.as_str() == json.as_str()).map(|(_, r)| Arc::clone(r))
+        };
+        if let Some(hit) = self.last_request.lock().ok().and_then(|slot| cached(&slot)) {
+            return Ok(hit);
+        }
+        let request: Arc<ChatRequest> = Arc::new(from_json("the chat request", json.as_str())?);
+        if let Ok(mut slot) = self.last_request.lock() {
+            *slot = Some((RString::from(json.as_str()), Arc::clone(&request)));
+        }
+        Ok(request)
+    }
 }
 
 impl<A: ProviderAdapter> FfiAdapter for GuestAdapter<A> {
@@ -104,15 +129,15 @@ impl<A: ProviderAdapter> FfiAdapter for GuestAdapter<A> {
 
     fn build_request(&self, request_json: RStr<'_>, stream: bool) -> FfiResult<FfiHttpRequest> {
         guard("build_request", || {
-            let request: ChatRequest = from_json("the chat request", request_json.as_str())?;
+            let request = self.request(request_json)?;
             request_to_ffi(self.inner.build_request(&request, stream)?)
         })
     }
 
     fn parse_response(&self, request_json: RStr<'_>, response: FfiHttpResponse<'_>) -> FfiResult<RString> {
         guard("parse_response", || {
-            let request: ChatRequest = from_json("the chat request", request_json.as_str())?;
-            let headers = headers_of(&response)?;
+            let request = self.request(request_json)?;
+            let headers = headers_of(&response);
             let http =
                 HttpResponse { status: response.status, headers: &headers, body: response.body.as_slice() };
             to_json("the response", &self.inner.parse_response(&request, &http)?)
@@ -121,7 +146,7 @@ impl<A: ProviderAdapter> FfiAdapter for GuestAdapter<A> {
 
     fn classify_error(&self, response: FfiHttpResponse<'_>) -> RString {
         let classified = guard("classify_error", || {
-            let headers = headers_of(&response)?;
+            let headers = headers_of(&response);
             let http =
                 HttpResponse { status: response.status, headers: &headers, body: response.body.as_slice() };
             Ok(self.inner.classify_error(&http))
@@ -134,7 +159,7 @@ impl<A: ProviderAdapter> FfiAdapter for GuestAdapter<A> {
 
     fn stream_decoder(&self, request_json: RStr<'_>) -> FfiResult<FfiStreamDecoder_TO<'static, RBox<()>>> {
         guard("stream_decoder", || {
-            let request: ChatRequest = from_json("the chat request", request_json.as_str())?;
+            let request = self.request(request_json)?;
             let decoder = GuestDecoder { inner: self.inner.stream_decoder(&request), poisoned: false };
             Ok(FfiStreamDecoder_TO::from_value(decoder, TD_Opaque))
         })
@@ -163,7 +188,7 @@ impl<A: ProviderAdapter> FfiAdapter for GuestAdapter<A> {
 
     fn timeouts(&self, configured: FfiTimeouts, request_json: RStr<'_>) -> FfiResult<FfiTimeouts> {
         guard("timeouts", || {
-            let request: ChatRequest = from_json("the chat request", request_json.as_str())?;
+            let request = self.request(request_json)?;
             Ok(timeouts_to_ffi(self.inner.timeouts(&timeouts_from_ffi(configured), &request)))
         })
     }
@@ -295,7 +320,7 @@ pub mod __private {
             })?;
             settings.api_key = config.has_api_key.then(|| ApiKey::new(PLACEHOLDER_API_KEY));
             let adapter = ctor(&settings)?;
-            Ok(FfiAdapter_TO::from_value(GuestAdapter { inner: adapter }, TD_Opaque))
+            Ok(FfiAdapter_TO::from_value(GuestAdapter::new(adapter), TD_Opaque))
         })
     }
 

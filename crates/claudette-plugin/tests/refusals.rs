@@ -2,6 +2,8 @@
 //! (issue 4 item 4; reliability-spec F-33, F-34, S-13). Every case loads a real `.so` built
 //! from `tests/fixture-plugin` or by `cargo xtask plugins`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Ownership, modes and symlinks are Unix notions; the loader skips those checks elsewhere.
+#![cfg(unix)]
 
 mod common;
 
@@ -30,7 +32,9 @@ fn a_good_fixture_loads_and_describes_itself() {
     assert_eq!(plugin.descriptor().schema_version, SCHEMA_VERSION);
     assert_eq!(plugin.descriptor().plugin_version, env!("CARGO_PKG_VERSION"));
     assert_eq!(plugin.sha256(), sha256_hex(&file).unwrap());
-    assert!(is_mapped(&file), "a loaded library is mapped (so the not-mapped checks below can fail)");
+    if cfg!(target_os = "linux") {
+        assert!(is_mapped(&file), "a loaded library is mapped (so the not-mapped checks below can fail)");
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! [`PluginAdapter`]: a plugin's adapter seen from the host as a plain `ProviderAdapter`.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use abi_stable::std_types::{RBox, RErr, ROk, ROption, RResult, RSlice, RStr, RString};
 use claudette_core::{
@@ -10,7 +10,7 @@ use claudette_core::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::abi::{FfiAdapter_TO, FfiHttpResponse, FfiStreamDecoder_TO};
+use crate::abi::{FfiAdapter_TO, FfiHeader, FfiHttpResponse, FfiStreamDecoder_TO};
 use crate::wire::{
     decode_error, duration_to_ns, opt_ns, pricing_from_ffi, request_from_ffi, timeouts_from_ffi,
     timeouts_to_ffi,
@@ -38,6 +38,9 @@ pub struct PluginAdapter {
     auth: AuthScheme,
     framing: Framing,
     source: Arc<Source>,
+    /// The last request encoded: one call hands the same request to `timeouts`,
+    /// `build_request` and `parse_response`, and comparing is cheaper than encoding again.
+    last_request: Mutex<Option<(ChatRequest, Arc<str>)>>,
 }
 
 impl fmt::Debug for PluginAdapter {
@@ -58,14 +61,17 @@ fn json<T: DeserializeOwned>(what: &str, result: RResult<RString, RString>) -> R
     }
 }
 
-fn request_json(request: &ChatRequest) -> Result<String, BackendError> {
+fn encode_request(request: &ChatRequest) -> Result<Arc<str>, BackendError> {
     serde_json::to_string(request)
+        .map(Arc::from)
         .map_err(|e| BackendError::internal(format!("encode request for plugin: {e}")))
 }
 
-fn headers_json(headers: &[(String, String)]) -> Result<String, BackendError> {
-    serde_json::to_string(headers)
-        .map_err(|e| BackendError::internal(format!("encode headers for plugin: {e}")))
+fn ffi_headers(headers: &[(String, String)]) -> Vec<FfiHeader<'_>> {
+    headers
+        .iter()
+        .map(|(k, v)| FfiHeader { name: RStr::from(k.as_str()), value: RStr::from(v.as_str()) })
+        .collect()
 }
 
 impl PluginAdapter {
@@ -76,7 +82,23 @@ impl PluginAdapter {
         let info: BackendInfo = json("backend info", inner.info())?;
         let auth: AuthScheme = json("auth scheme", inner.auth_scheme())?;
         let framing: Framing = json("framing", inner.framing())?;
-        Ok(Self { inner, info, auth, framing, source })
+        Ok(Self { inner, info, auth, framing, source, last_request: Mutex::new(None) })
+    }
+
+    /// `request` as JSON, from the one-entry cache when it is the last request seen.
+    fn request_json(&self, request: &ChatRequest) -> Result<Arc<str>, BackendError> {
+        if let Ok(slot) = self.last_request.lock() {
+            if let Some((cached, json)) = slot.as_ref() {
+                if cached == request {
+                    return Ok(Arc::clone(json));
+                }
+            }
+        }
+        let json = encode_request(request)?;
+        if let Ok(mut slot) = self.last_request.lock() {
+            *slot = Some((request.clone(), Arc::clone(&json)));
+        }
+        Ok(json)
     }
 
     /// The plugin file this adapter lives in.
@@ -104,8 +126,8 @@ impl ProviderAdapter for PluginAdapter {
     }
 
     fn build_request(&self, request: &ChatRequest, stream: bool) -> Result<HttpRequest, BackendError> {
-        let body = request_json(request)?;
-        match self.inner.build_request(RStr::from(body.as_str()), stream) {
+        let body = self.request_json(request)?;
+        match self.inner.build_request(RStr::from(&*body), stream) {
             ROk(http) => request_from_ffi(http),
             RErr(e) => Err(decode_error(&e)),
         }
@@ -116,24 +138,21 @@ impl ProviderAdapter for PluginAdapter {
         request: &ChatRequest,
         response: &HttpResponse<'_>,
     ) -> Result<ChatResponse, BackendError> {
-        let request = request_json(request)?;
-        let headers = headers_json(response.headers)?;
+        let request = self.request_json(request)?;
+        let headers = ffi_headers(response.headers);
         let ffi = FfiHttpResponse {
             status: response.status,
-            headers_json: RStr::from(headers.as_str()),
+            headers: RSlice::from_slice(&headers),
             body: RSlice::from_slice(response.body),
         };
-        json("response", self.inner.parse_response(RStr::from(request.as_str()), ffi))
+        json("response", self.inner.parse_response(RStr::from(&*request), ffi))
     }
 
     fn classify_error(&self, response: &HttpResponse<'_>) -> BackendError {
-        let headers = match headers_json(response.headers) {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
+        let headers = ffi_headers(response.headers);
         let ffi = FfiHttpResponse {
             status: response.status,
-            headers_json: RStr::from(headers.as_str()),
+            headers: RSlice::from_slice(&headers),
             body: RSlice::from_slice(response.body),
         };
         decode_error(&self.inner.classify_error(ffi))
@@ -145,7 +164,7 @@ impl ProviderAdapter for PluginAdapter {
 
     fn stream_decoder(&self, request: &ChatRequest) -> Box<dyn StreamDecoder> {
         let made =
-            request_json(request).and_then(|r| match self.inner.stream_decoder(RStr::from(r.as_str())) {
+            self.request_json(request).and_then(|r| match self.inner.stream_decoder(RStr::from(&*r)) {
                 ROk(decoder) => Ok(decoder),
                 RErr(e) => Err(decode_error(&e)),
             });
@@ -190,8 +209,8 @@ impl ProviderAdapter for PluginAdapter {
     }
 
     fn timeouts(&self, configured: &Timeouts, request: &ChatRequest) -> Timeouts {
-        let asked = request_json(request).and_then(|r| {
-            match self.inner.timeouts(timeouts_to_ffi(*configured), RStr::from(r.as_str())) {
+        let asked = self.request_json(request).and_then(|r| {
+            match self.inner.timeouts(timeouts_to_ffi(*configured), RStr::from(&*r)) {
                 ROk(t) => Ok(timeouts_from_ffi(t)),
                 RErr(e) => Err(decode_error(&e)),
             }

@@ -129,8 +129,11 @@ pub fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// Whether the library at `path` is mapped into this process (Linux: `/proc/self/maps`), to
-/// prove a refused file was never opened.
+#[cfg(not(unix))]
+pub fn set_mode(_path: &Path, _mode: u32) {}
+
+/// Whether the library at `path` is mapped into this process (Linux: `/proc/self/maps`; always
+/// `false` elsewhere), to prove a refused file was never opened.
 pub fn is_mapped(path: &Path) -> bool {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     maps.contains(path.to_str().unwrap())
