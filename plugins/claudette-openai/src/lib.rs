@@ -76,6 +76,12 @@ inventory::submit! {
 
 // The cdylib plugin build (`cargo xtask plugins`): the sans-IO adapter behind the stable ABI of
 // `claudette-plugin`; the host drives it with its own `HttpBackend`.
+// A plugin is sans-IO (the host does the I/O), and its exported root-module symbol may exist
+// once per binary: linking two crates built with `plugin` fails at link time.
+#[cfg(all(feature = "plugin", feature = "http"))]
+compile_error!(
+    "feature `plugin` is for the sans-IO cdylib build: use `--no-default-features --features plugin` (`cargo xtask plugins`)"
+);
 #[cfg(feature = "plugin")]
 claudette_plugin::export_plugin!(
     name = PROVIDER,
