@@ -19,6 +19,7 @@ pub(crate) fn gateway_options(config: &Config) -> GatewayOptions {
         max_body_bytes: s.max_body_bytes,
         max_concurrency: s.max_concurrency,
         shutdown_grace: s.shutdown_grace,
+        admin_from_any: s.admin_from_any,
     }
 }
 

@@ -118,6 +118,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Serve a non-loopback address without gateway keys (off: refused at load, S-08).
     pub allow_unauthenticated_non_loopback: bool,
+    /// Serve `/metrics`, `/v1/backends` and `/v1/costs` to non-loopback clients too (off:
+    /// loopback only, S-08).
+    pub admin_from_any: bool,
     pub max_body_bytes: usize,
     pub max_concurrency: usize,
     pub shutdown_grace: Duration,
@@ -139,6 +142,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             allow_unauthenticated_non_loopback: false,
+            admin_from_any: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,

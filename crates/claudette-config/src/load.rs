@@ -129,6 +129,7 @@ fn server(ctx: &Ctx, raw: RawServer, base: &Path, env: &dyn EnvSource) -> Result
         })?;
     }
     s.allow_unauthenticated_non_loopback = raw.allow_unauthenticated_non_loopback;
+    s.admin_from_any = raw.admin_from_any;
     if let Some(n) = raw.max_body_bytes {
         s.max_body_bytes = positive_usize(ctx, "server.max_body_bytes", n)?;
     }

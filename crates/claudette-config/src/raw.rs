@@ -22,6 +22,7 @@ pub(crate) struct RawFile {
 pub(crate) struct RawServer {
     pub listen: Option<String>,
     pub allow_unauthenticated_non_loopback: bool,
+    pub admin_from_any: bool,
     pub max_body_bytes: Option<u64>,
     pub max_concurrency: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,

@@ -4,9 +4,12 @@
 //! strings, not passwords: there is nothing to brute-force, and the digest only spares the
 //! process from holding usable keys in memory or in its configuration.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -89,19 +92,81 @@ pub(crate) fn authorize<'a>(keys: &'a [KeyEntry], headers: &HeaderMap) -> Option
     found
 }
 
+/// Failed authentications per client address allowed in one window before that address is
+/// refused outright until the window ends (S-07): guessing keys must be slow.
+const FAILED_AUTH_LIMIT: u32 = 20;
+const FAILED_AUTH_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked at most; past it, expired windows are swept.
+const FAILED_AUTH_TRACKED: usize = 10_000;
+
+/// Failed-authentication counters per client IP, in fixed windows.
+#[derive(Debug, Default)]
+pub(crate) struct FailedAuth {
+    windows: parking_lot::Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl FailedAuth {
+    /// When `ip` is blocked: how long until it may try again.
+    fn blocked_for(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let w = self.windows.lock();
+        let (start, count) = w.get(&ip)?;
+        let left = FAILED_AUTH_WINDOW.checked_sub(now.duration_since(*start))?;
+        (*count >= FAILED_AUTH_LIMIT).then_some(left)
+    }
+
+    fn record_failure(&self, ip: IpAddr, now: Instant) {
+        let mut w = self.windows.lock();
+        if w.len() >= FAILED_AUTH_TRACKED {
+            w.retain(|_, (start, _)| now.duration_since(*start) < FAILED_AUTH_WINDOW);
+        }
+        let entry = w.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= FAILED_AUTH_WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+}
+
+fn peer(request: &Request) -> Option<SocketAddr> {
+    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
+
 /// Middleware in front of everything but `/health` when keys are configured.
 pub(crate) async fn require_key(State(st): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let flavor = Flavor::for_path(request.uri().path());
+    let ip = peer(&request).map(|p| p.ip());
+    let now = Instant::now();
+    if let Some(wait) = ip.and_then(|ip| st.auth_failures.blocked_for(ip, now)) {
+        tracing::debug!("rejected: too many failed authentications from this address");
+        crate::observe::count(crate::observe::endpoint_for_path(request.uri().path()), 429);
+        return ApiError::too_many_auth_failures(wait).into_response(flavor);
+    }
     match authorize(&st.keys, request.headers()) {
         Some(entry) => {
             tracing::trace!(key = %entry.name, "gateway key accepted");
             next.run(request).await
         }
         None => {
-            let flavor = Flavor::for_path(request.uri().path());
+            if let Some(ip) = ip {
+                st.auth_failures.record_failure(ip, now);
+            }
             tracing::debug!(path = %request.uri().path(), "rejected: missing or invalid gateway API key");
             crate::observe::count(crate::observe::endpoint_for_path(request.uri().path()), 401);
             ApiError::unauthorized().into_response(flavor)
         }
+    }
+}
+
+/// Admin endpoints answer loopback clients only unless `admin_from_any` (S-08). A request
+/// without a known peer (the app embedded in a server that does not record it) is let through:
+/// there is nothing to judge it by, and such embedders run their own front door.
+pub(crate) async fn admin_guard(State(st): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    match peer(&request) {
+        Some(p) if !st.admin_from_any && !p.ip().is_loopback() => {
+            crate::observe::count(crate::observe::endpoint_for_path(request.uri().path()), 403);
+            ApiError::admin_loopback_only().into_response(Flavor::for_path(request.uri().path()))
+        }
+        _ => next.run(request).await,
     }
 }
 

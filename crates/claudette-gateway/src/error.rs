@@ -165,6 +165,26 @@ impl ApiError {
         .with_code("invalid_api_key")
     }
 
+    /// Too many failed authentications from this address (S-07). Says nothing about keys.
+    pub(crate) fn too_many_auth_failures(wait: std::time::Duration) -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed authentication attempts from this address; try again later.",
+        )
+        .with_code("too_many_auth_failures");
+        e.retry_after = Some(ceil_secs(wait));
+        e
+    }
+
+    /// An admin endpoint asked for by a non-loopback client (S-08).
+    pub(crate) fn admin_loopback_only() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Admin endpoints are served to loopback clients only (set server.admin_from_any to change this).",
+        )
+        .with_code("admin_loopback_only")
+    }
+
     pub(crate) fn model_not_found(model: &str) -> ApiError {
         // The model name is the client's own input, but clip it: it lands in logs too.
         let shown: String = model.chars().take(200).collect();

@@ -142,6 +142,9 @@ pub struct GatewayOptions {
     /// After shutdown is asked for: how long in-flight requests may take to finish before
     /// their connections are closed.
     pub shutdown_grace: Duration,
+    /// Serve the admin endpoints (`/metrics`, `/v1/backends`, `/v1/costs`) to non-loopback
+    /// clients too (S-08). Off by default: spend and fleet health are operator data.
+    pub admin_from_any: bool,
 }
 
 impl Default for GatewayOptions {
@@ -153,6 +156,7 @@ impl Default for GatewayOptions {
             max_body_bytes: 10 * 1024 * 1024,
             max_concurrency: 1024,
             shutdown_grace: Duration::from_secs(30),
+            admin_from_any: false,
         }
     }
 }
@@ -166,6 +170,7 @@ impl std::fmt::Debug for GatewayOptions {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_concurrency", &self.max_concurrency)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("admin_from_any", &self.admin_from_any)
             .finish()
     }
 }
@@ -176,6 +181,8 @@ pub(crate) struct AppState {
     pub(crate) keys: Arc<[KeyEntry]>,
     pub(crate) inflight: Arc<Semaphore>,
     pub(crate) max_body: usize,
+    pub(crate) admin_from_any: bool,
+    pub(crate) auth_failures: auth::FailedAuth,
 }
 
 /// The gateway: a [`BackendRouter`] behind OpenAI- and Anthropic-compatible HTTP endpoints.
@@ -218,6 +225,8 @@ impl Gateway {
             keys: options.api_keys.clone().into(),
             inflight: Arc::new(Semaphore::new(permits)),
             max_body: options.max_body_bytes,
+            admin_from_any: options.admin_from_any,
+            auth_failures: auth::FailedAuth::default(),
         });
         Ok(Gateway { options, state })
     }
@@ -239,12 +248,13 @@ impl Gateway {
             .route("/v1/chat/completions", post(openai::chat_completions))
             .route("/v1/messages", post(anthropic::messages))
             .route("/api/chat", post(simple::chat));
-        let ops = Router::new()
-            .route("/v1/models", get(ops::models))
-            .route("/ready", get(ops::ready))
+        let admin = Router::new()
             .route("/metrics", get(ops::metrics))
             .route("/v1/backends", get(ops::backends))
-            .route("/v1/costs", get(ops::costs));
+            .route("/v1/costs", get(ops::costs))
+            .route_layer(axum::middleware::from_fn_with_state(st.clone(), auth::admin_guard));
+        let ops =
+            Router::new().route("/v1/models", get(ops::models)).route("/ready", get(ops::ready)).merge(admin);
         let mut protected = inference.merge(ops);
         if !st.keys.is_empty() {
             protected =

@@ -35,10 +35,18 @@ pub(crate) async fn serve(
             biased;
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     // SSE events are small; Nagle would hold them back.
                     let _ = stream.set_nodelay(true);
-                    let service = TowerToHyperService::new(app.clone());
+                    // Handlers see the peer address (admin guard, failed-auth limiter) as
+                    // axum's `ConnectInfo`, the same extension `into_make_service_with_connect_info` sets.
+                    let app = app.clone();
+                    let service = TowerToHyperService::new(tower::service_fn(
+                        move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                            tower::ServiceExt::oneshot(app.clone(), req)
+                        },
+                    ));
                     let conn = builder.serve_connection(TokioIo::new(stream), service);
                     let mut stop = stop_rx.clone();
                     tasks.spawn(async move {

@@ -721,3 +721,66 @@ async fn canary_keys_never_appear_in_logs_or_bodies() {
         assert!(!logs.contains(needle), "`{needle}` leaked into the logs:\n{logs}");
     }
 }
+
+#[tokio::test]
+async fn s07_repeated_failed_auth_from_one_address_is_refused_for_a_while() {
+    let oa = FakeServer::start().await;
+    let r = router(vec![openai(openai_settings("oa", &oa))]);
+    let options =
+        GatewayOptions { api_keys: vec![KeyEntry::from_plain("team", GW_KEY)], ..GatewayOptions::default() };
+    let gw = start_with(r, options).await;
+    let chat = json!({"model": "oa", "messages": user("x")});
+    let bearer = |k: &str| format!("Bearer {k}");
+    for i in 0..20 {
+        let wrong = post_with(
+            &gw.url,
+            "/v1/chat/completions",
+            chat.clone(),
+            &[("authorization", &bearer(WRONG_KEY))],
+        )
+        .await;
+        assert_eq!(wrong.status, 401, "attempt {i}");
+    }
+    // The 21st try from this address is refused before the key is even looked at, even a right one.
+    let blocked =
+        post_with(&gw.url, "/v1/chat/completions", chat.clone(), &[("authorization", &bearer(GW_KEY))]).await;
+    assert_eq!(blocked.status, 429, "{}", blocked.text);
+    assert_eq!(blocked.json()["error"]["code"], "too_many_auth_failures");
+    let wait: u64 = blocked.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert!(!blocked.text.contains("canary"));
+    assert_eq!(oa.requests(), 0, "no upstream call for refused clients");
+    assert_eq!(get(&gw.url, "/health", &[]).await.status, 200, "liveness stays open");
+}
+
+#[tokio::test]
+async fn s08_admin_endpoints_answer_loopback_clients_only_by_default() {
+    use axum::extract::ConnectInfo;
+    use tower::ServiceExt;
+
+    let oa = FakeServer::start().await;
+    let r = router(vec![openai(openai_settings("oa", &oa))]);
+    let remote: std::net::SocketAddr = "10.1.2.3:40000".parse().unwrap();
+    let local: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let call = |app: axum::Router, path: &'static str, peer: std::net::SocketAddr| async move {
+        let mut req = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.oneshot(req).await.unwrap().status().as_u16()
+    };
+
+    let gw = claudette_gateway::Gateway::new(r.clone(), GatewayOptions::default()).unwrap();
+    for path in ["/metrics", "/v1/backends", "/v1/costs"] {
+        assert_eq!(call(gw.app(), path, remote).await, 403, "{path} from a remote client");
+        assert_eq!(call(gw.app(), path, local).await, 200, "{path} from loopback");
+    }
+    // Inference and the model list are not admin routes.
+    assert_eq!(call(gw.app(), "/v1/models", remote).await, 200);
+
+    let open = GatewayOptions { admin_from_any: true, ..GatewayOptions::default() };
+    let gw = claudette_gateway::Gateway::new(r, open).unwrap();
+    assert_eq!(call(gw.app(), "/v1/costs", remote).await, 200, "admin_from_any opens them");
+
+    // Served for real, the peer is recorded: a loopback client over TCP gets through.
+    let served = start(router(vec![openai(openai_settings("oa2", &oa))])).await;
+    assert_eq!(get(&served.url, "/v1/backends", &[]).await.status, 200);
+}
