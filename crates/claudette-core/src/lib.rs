@@ -23,6 +23,7 @@ pub mod registry;
 #[cfg(feature = "router")]
 pub mod router;
 pub mod settings;
+pub mod tokens;
 pub mod types;
 
 pub use adapter::{
