@@ -38,6 +38,10 @@ use claudette_gateway::{Gateway, GatewayOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The allocator the `claudette` binary uses, so the figures are the shipped gateway's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SATURATION_CONNS: usize = 16;
 const SATURATION_TIME: Duration = Duration::from_secs(4);
 const FIXED_RATE: f64 = 400.0;
