@@ -112,7 +112,42 @@ struct Inner {
 pub struct BackendMetrics {
     name: String,
     inner: Mutex<Inner>,
+    keys: Keys,
 }
+
+/// Facade keys of the per-success series, built once per backend: the macros with a
+/// `name.clone()` label allocated labels and strings on every event. Keys, not handles, so
+/// each event goes to the recorder installed at that moment (as with the macros).
+#[derive(Debug)]
+struct Keys {
+    success: ::metrics::Key,
+    latency: ::metrics::Key,
+    tokens_input: ::metrics::Key,
+    tokens_output: ::metrics::Key,
+    cost: ::metrics::Key,
+    ttft: ::metrics::Key,
+}
+
+impl Keys {
+    fn new(backend: &str) -> Self {
+        use ::metrics::{Key, Label};
+        let b = || Label::new("backend", backend.to_owned());
+        let with = |name: &'static str, k: &'static str, v: &'static str| {
+            Key::from_parts(name, vec![b(), Label::new(k, v)])
+        };
+        Self {
+            success: with("claudette_requests_total", "outcome", "success"),
+            latency: Key::from_parts("claudette_request_latency_seconds", vec![b()]),
+            tokens_input: with("claudette_tokens_total", "direction", "input"),
+            tokens_output: with("claudette_tokens_total", "direction", "output"),
+            cost: Key::from_parts("claudette_cost_total", vec![b()]),
+            ttft: Key::from_parts("claudette_ttft_seconds", vec![b()]),
+        }
+    }
+}
+
+static METADATA: ::metrics::Metadata<'static> =
+    ::metrics::Metadata::new(module_path!(), ::metrics::Level::INFO, Some(module_path!()));
 
 fn push_bounded(w: &mut VecDeque<f64>, v: f64) {
     if w.len() == LATENCY_WINDOW {
@@ -123,7 +158,8 @@ fn push_bounded(w: &mut VecDeque<f64>, v: f64) {
 
 impl BackendMetrics {
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), inner: Mutex::new(Inner::default()) }
+        let name = name.into();
+        Self { keys: Keys::new(&name), name, inner: Mutex::new(Inner::default()) }
     }
 
     pub fn name(&self) -> &str {
@@ -159,16 +195,14 @@ impl BackendMetrics {
             });
             Self::push_outcome(&mut i, true);
         }
-        let b = self.name.clone();
-        metrics::counter!("claudette_requests_total", "backend" => b.clone(), "outcome" => "success")
-            .increment(1);
-        metrics::histogram!("claudette_request_latency_seconds", "backend" => b.clone())
-            .record(latency.as_secs_f64());
-        metrics::counter!("claudette_tokens_total", "backend" => b.clone(), "direction" => "input")
-            .increment(u64::from(input_tokens));
-        metrics::counter!("claudette_tokens_total", "backend" => b.clone(), "direction" => "output")
-            .increment(u64::from(output_tokens));
-        metrics::gauge!("claudette_cost_total", "backend" => b).increment(cost);
+        let k = &self.keys;
+        ::metrics::with_recorder(|r| {
+            r.register_counter(&k.success, &METADATA).increment(1);
+            r.register_histogram(&k.latency, &METADATA).record(latency.as_secs_f64());
+            r.register_counter(&k.tokens_input, &METADATA).increment(u64::from(input_tokens));
+            r.register_counter(&k.tokens_output, &METADATA).increment(u64::from(output_tokens));
+            r.register_gauge(&k.cost, &METADATA).increment(cost);
+        });
     }
 
     /// Cost and tokens of an attempt that failed after it produced billable output (a stream
@@ -201,8 +235,9 @@ impl BackendMetrics {
     /// Time to the first content event of a stream.
     pub fn record_ttft(&self, ttft: Duration) {
         push_bounded(&mut self.inner.lock().ttfts, ttft.as_secs_f64() * 1000.0);
-        metrics::histogram!("claudette_ttft_seconds", "backend" => self.name.clone())
-            .record(ttft.as_secs_f64());
+        ::metrics::with_recorder(|r| {
+            r.register_histogram(&self.keys.ttft, &METADATA).record(ttft.as_secs_f64())
+        });
     }
 
     /// Smoothed latency for scoring, if any request finished yet.

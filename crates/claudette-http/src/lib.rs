@@ -61,6 +61,10 @@ pub struct HttpBackend<A: ProviderAdapter> {
     timeouts: Timeouts,
     recorder: Recorder,
     redactor: Redactor,
+    /// The last request URL the adapter built, parsed. An adapter builds the same URL for
+    /// every call (base URL + fixed path), and parsing it (IDNA host processing included) was a
+    /// visible share of a call's CPU; a different URL simply replaces the entry.
+    last_url: parking_lot::Mutex<Option<(String, reqwest::Url)>>,
 }
 
 impl<A: ProviderAdapter> fmt::Debug for HttpBackend<A> {
@@ -119,7 +123,8 @@ impl<A: ProviderAdapter> HttpBackend<A> {
             redactor: Redactor::new(api_key.clone()),
             api_key,
             timeouts: t,
-            recorder: Recorder { backend: name, stats: Arc::new(StatsCell::default()) },
+            recorder: Recorder::new(name, Arc::new(StatsCell::default())),
+            last_url: parking_lot::Mutex::new(None),
         })
     }
 
@@ -156,9 +161,7 @@ impl<A: ProviderAdapter> HttpBackend<A> {
 
     /// Turns the adapter's description into a reqwest request with the key attached.
     fn prepare(&self, http: HttpRequest) -> Result<reqwest::Request, BackendError> {
-        // The URL is not quoted in the error: it may carry a key in its query string.
-        let url = reqwest::Url::parse(&http.url)
-            .map_err(|e| BackendError::config(format!("the adapter built an invalid request URL: {e}")))?;
+        let url = self.parse_url(&http.url)?;
         let method = match http.method {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
@@ -183,6 +186,21 @@ impl<A: ProviderAdapter> HttpBackend<A> {
             *request.body_mut() = Some(body.into());
         }
         Ok(request)
+    }
+
+    /// `url` parsed, from the one-entry cache when it is the URL of the previous call.
+    fn parse_url(&self, url: &str) -> Result<reqwest::Url, BackendError> {
+        let mut last = self.last_url.lock();
+        if let Some((text, parsed)) = last.as_ref() {
+            if text == url {
+                return Ok(parsed.clone());
+            }
+        }
+        // The URL is not quoted in the error: it may carry a key in its query string.
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| BackendError::config(format!("the adapter built an invalid request URL: {e}")))?;
+        *last = Some((url.to_owned(), parsed.clone()));
+        Ok(parsed)
     }
 
     /// The timeouts of one call: the configured ones as the adapter adjusts them (adaptive

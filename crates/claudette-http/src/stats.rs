@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics::{Key, Label, Level, Metadata};
 use parking_lot::Mutex;
 
 /// Whole-call latency of successful calls, in seconds, labelled `backend`.
@@ -39,21 +40,55 @@ impl StatsCell {
 }
 
 /// Records the end of a call in the metrics facade and, for successes, in `stats`.
+///
+/// The metric keys of the common events are built once per backend: emitting through the
+/// macros with a `backend.clone()` label allocated a label vector and strings per event.
+/// Keys (not handles) are kept, and resolved against the recorder installed at emit time,
+/// so a recorder installed after the backend was built still gets every event.
 #[derive(Debug, Clone)]
 pub(crate) struct Recorder {
     pub(crate) backend: String,
     pub(crate) stats: Arc<StatsCell>,
+    keys: Arc<Keys>,
 }
 
+#[derive(Debug)]
+struct Keys {
+    latency: Key,
+    ttft: Key,
+    /// `METRIC_REQUESTS` with `status="200"`, the status of nearly every success.
+    requests_200: Key,
+}
+
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
 impl Recorder {
+    pub(crate) fn new(backend: String, stats: Arc<StatsCell>) -> Self {
+        let b = || Label::new("backend", backend.clone());
+        let keys = Keys {
+            latency: Key::from_parts(METRIC_LATENCY, vec![b()]),
+            ttft: Key::from_parts(METRIC_TTFT, vec![b()]),
+            requests_200: Key::from_parts(METRIC_REQUESTS, vec![b(), Label::new("status", "200")]),
+        };
+        Self { backend, stats, keys: Arc::new(keys) }
+    }
+
     pub(crate) fn success(&self, status: u16, latency: Duration) {
         {
             let mut s = self.stats.0.lock();
             s.last_latency = Some(latency);
             s.successes = s.successes.saturating_add(1);
         }
-        metrics::histogram!(METRIC_LATENCY, "backend" => self.backend.clone()).record(latency.as_secs_f64());
-        self.count(status.to_string());
+        let keys = &*self.keys;
+        metrics::with_recorder(|r| {
+            r.register_histogram(&keys.latency, &METADATA).record(latency.as_secs_f64());
+            if status == 200 {
+                r.register_counter(&keys.requests_200, &METADATA).increment(1);
+            }
+        });
+        if status != 200 {
+            self.count(status.to_string());
+        }
     }
 
     pub(crate) fn failure(&self, error: &claudette_core::BackendError, after_2xx: bool) {
@@ -66,7 +101,9 @@ impl Recorder {
 
     pub(crate) fn ttft(&self, ttft: Duration) {
         self.stats.0.lock().last_ttft = Some(ttft);
-        metrics::histogram!(METRIC_TTFT, "backend" => self.backend.clone()).record(ttft.as_secs_f64());
+        metrics::with_recorder(|r| {
+            r.register_histogram(&self.keys.ttft, &METADATA).record(ttft.as_secs_f64())
+        });
     }
 
     fn count(&self, status: String) {
