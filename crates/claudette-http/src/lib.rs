@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use claudette_core::types::estimate_tokens_from_len;
+use claudette_core::tokens::{estimate_request_tokens, estimate_tokens};
 use claudette_core::{
     ApiKey, AuthScheme, Backend, BackendError, BackendInfo, BackendSettings, ChatRequest, ChatResponse,
     ErrorKind, EventStream, HttpRequest, HttpResponse, Method, Observation, Phase, ProviderAdapter,
@@ -338,13 +338,10 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         answer.backend = self.backend_name().to_owned();
         answer.latency = latency;
         if answer.usage.source == UsageSource::Missing {
-            let output_bytes = answer.content.len()
-                + answer.reasoning.as_ref().map_or(0, String::len)
-                + answer.tool_calls.iter().map(|c| c.arguments.to_string().len()).sum::<usize>();
-            answer.usage = claudette_core::Usage::estimated(
-                request.estimated_input_tokens(),
-                estimate_tokens_from_len(output_bytes),
-            );
+            let output = estimate_tokens(&answer.content)
+                + answer.reasoning.as_deref().map_or(0, estimate_tokens)
+                + answer.tool_calls.iter().map(|c| estimate_tokens(&c.arguments.to_string())).sum::<u32>();
+            answer.usage = claudette_core::Usage::estimated(estimate_request_tokens(request), output);
         }
         answer.cost = self.adapter.pricing(Some(&answer.model)).cost(&answer.usage);
         self.recorder.success(status, latency);
@@ -372,7 +369,7 @@ impl<A: ProviderAdapter> HttpBackend<A> {
             observer: self.adapter.clone(),
             status: response.status().as_u16(),
             pricing: self.adapter.pricing(request.model.as_deref()),
-            input_estimate: request.estimated_input_tokens(),
+            prompt: crate::stream::PromptText::of(request),
             started,
             first_byte_deadline,
             total_deadline,

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use claudette_core::types::estimate_tokens_from_len;
+use claudette_core::tokens::estimate_tokens;
 use claudette_core::{
     BackendError, EventStream, Observation, Phase, Pricing, ProviderAdapter, StreamEvent, StreamParser,
     Usage, UsageSource,
@@ -28,14 +28,32 @@ pub(crate) struct StreamSetup {
     pub(crate) observer: Arc<dyn ProviderAdapter>,
     pub(crate) status: u16,
     pub(crate) pricing: Pricing,
-    /// Prompt tokens to bill when the provider reports no usage.
-    pub(crate) input_estimate: u32,
+    /// The prompt, kept for an input estimate when the provider reports no usage.
+    pub(crate) prompt: PromptText,
     pub(crate) started: Instant,
     pub(crate) first_byte_deadline: Instant,
     pub(crate) total_deadline: Instant,
     pub(crate) first_byte: Duration,
     pub(crate) idle: Duration,
     pub(crate) total: Duration,
+}
+
+/// A request's message texts, kept for an input estimate at the end of a stream. Estimating
+/// up front would tokenise every prompt although most providers report usage.
+pub(crate) struct PromptText {
+    messages: Vec<String>,
+}
+
+impl PromptText {
+    pub(crate) fn of(request: &claudette_core::ChatRequest) -> Self {
+        Self { messages: request.messages.iter().map(|m| m.content.clone()).collect() }
+    }
+
+    /// Same rule as `claudette_core::tokens::estimate_request_tokens`: each message's text
+    /// plus ~4 tokens of framing.
+    fn estimate(&self) -> u32 {
+        self.messages.iter().map(|m| estimate_tokens(m).saturating_add(4)).fold(0u32, u32::saturating_add)
+    }
 }
 
 /// Which timer ended a wait for the next chunk.
@@ -55,8 +73,8 @@ struct State {
     pending: VecDeque<StreamEvent>,
     /// The terminal event went out.
     finished: bool,
-    /// Bytes of text, reasoning and tool arguments seen, for the usage estimate.
-    output_bytes: usize,
+    /// Text, reasoning and tool arguments seen, for the usage estimate.
+    output_text: String,
     ttft: Option<Duration>,
 }
 
@@ -71,7 +89,7 @@ pub(crate) fn event_stream(
         parser,
         pending: VecDeque::new(),
         finished: false,
-        output_bytes: 0,
+        output_text: String::new(),
         ttft: None,
     };
     // Fused: a caller may poll again after the end and must get `None`, not a panic.
@@ -158,22 +176,20 @@ impl State {
     fn emit(&mut self, event: StreamEvent) -> StreamEvent {
         match event {
             StreamEvent::TextDelta { ref text } | StreamEvent::ReasoningDelta { ref text } => {
-                self.output_bytes = self.output_bytes.saturating_add(text.len());
+                self.output_text.push_str(text);
                 self.first_content();
                 event
             }
             StreamEvent::ToolCall { ref delta } => {
-                self.output_bytes = self.output_bytes.saturating_add(delta.arguments.len());
+                self.output_text.push_str(&delta.arguments);
                 self.first_content();
                 event
             }
             StreamEvent::Usage { .. } => event,
             StreamEvent::Done { mut end } => {
                 if end.usage.source == UsageSource::Missing {
-                    end.usage = Usage::estimated(
-                        self.setup.input_estimate,
-                        estimate_tokens_from_len(self.output_bytes),
-                    );
+                    end.usage =
+                        Usage::estimated(self.setup.prompt.estimate(), estimate_tokens(&self.output_text));
                 }
                 end.cost = self.setup.pricing.cost(&end.usage);
                 self.finish(None);
