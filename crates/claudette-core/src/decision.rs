@@ -26,22 +26,31 @@ impl RoutingDecision {
 
     /// One line for a header or a log: `b1=0.31,b2=0.52;b1:error(overloaded),b2:ok`.
     pub fn compact(&self) -> String {
-        let mut s = String::new();
+        use std::fmt::Write as _;
+        // Written in place (this is on every response's header path); writing to a String
+        // cannot fail, so the `fmt::Result`s are ignored.
+        let mut s = String::with_capacity(24 * (self.candidates.len() + self.attempts.len()) + 1);
         for (i, c) in self.candidates.iter().enumerate() {
             if i > 0 {
                 s.push(',');
             }
-            s.push_str(&format!("{}={:.3}", c.backend, c.score));
+            let _ = write!(s, "{}={:.3}", c.backend, c.score);
         }
         s.push(';');
         for (i, a) in self.attempts.iter().enumerate() {
             if i > 0 {
                 s.push(',');
             }
+            s.push_str(&a.backend);
             match (&a.outcome, a.error) {
-                (AttemptOutcome::Success, _) => s.push_str(&format!("{}:ok", a.backend)),
-                (o, Some(k)) => s.push_str(&format!("{}:{}({k})", a.backend, o.as_str())),
-                (o, None) => s.push_str(&format!("{}:{}", a.backend, o.as_str())),
+                (AttemptOutcome::Success, _) => s.push_str(":ok"),
+                (o, Some(k)) => {
+                    let _ = write!(s, ":{}({k})", o.as_str());
+                }
+                (o, None) => {
+                    s.push(':');
+                    s.push_str(o.as_str());
+                }
             }
         }
         s

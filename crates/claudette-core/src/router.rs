@@ -978,6 +978,12 @@ impl RoutedStream {
     pub fn decision(&self) -> RoutingDecision {
         self.decision.lock().clone()
     }
+    /// Reads the routing account in place, without the copy [`RoutedStream::decision`] makes
+    /// (the gateway reads it twice per stream: for the headers and at the end). `read` runs
+    /// under the stream's lock: keep it short, and do not call back into this stream.
+    pub fn with_decision<R>(&self, read: impl FnOnce(&RoutingDecision) -> R) -> R {
+        read(&self.decision.lock())
+    }
 }
 
 impl Stream for RoutedStream {

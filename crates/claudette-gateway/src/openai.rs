@@ -433,7 +433,14 @@ fn completion_body(resp: &ChatResponse) -> Vec<u8> {
         }],
         usage: out_usage(&resp.usage),
     };
-    serde_json::to_vec(&body).unwrap_or_default()
+    // Sized for the whole body up front (the envelope is ~350 bytes): `to_vec` starts small
+    // and reallocates as it grows.
+    let text = resp.content.len() + resp.reasoning.as_ref().map_or(0, String::len);
+    let mut out = Vec::with_capacity(512 + text + text / 8);
+    match serde_json::to_writer(&mut out, &body) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

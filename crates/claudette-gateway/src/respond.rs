@@ -138,10 +138,18 @@ pub(crate) fn sse_ok<E: Encoder>(
     encoder: E,
 ) -> Response {
     observe::count(ep.label, 200);
-    let decision = stream.decision();
-    let estimate =
-        decision.candidates.iter().find(|c| c.backend == stream.backend()).map_or(0.0, |c| c.estimated_cost);
-    let backend = stream.backend().to_owned();
+    let mut resp = Response::new(Body::empty());
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tells nginx-style proxies not to buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    stream.with_decision(|decision| {
+        let backend = stream.backend();
+        let estimate =
+            decision.candidates.iter().find(|c| c.backend == backend).map_or(0.0, |c| c.estimated_cost);
+        routing::explain(h, backend, estimate, true, decision);
+    });
     let body = SseBody {
         stream,
         encoder,
@@ -152,13 +160,7 @@ pub(crate) fn sse_ok<E: Encoder>(
         started: admitted.started,
         _permit: admitted.permit,
     };
-    let mut resp = Response::new(Body::from_stream(body));
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    // Tells nginx-style proxies not to buffer the stream.
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    routing::explain(h, &backend, estimate, true, &decision);
+    *resp.body_mut() = Body::from_stream(body);
     resp
 }
 
@@ -180,7 +182,8 @@ struct SseBody<E> {
 impl<E: Encoder> SseBody<E> {
     fn finish(&mut self) {
         self.finished = true;
-        observe::finished(self.endpoint, self.started, Some(&self.stream.decision()));
+        let (endpoint, started) = (self.endpoint, self.started);
+        self.stream.with_decision(|d| observe::finished(endpoint, started, Some(d)));
     }
 
     /// Whether a keep-alive is due; registers the timer's waker otherwise.

@@ -121,11 +121,11 @@ pub(crate) fn explain(
     headers.insert(ATTEMPTS, HeaderValue::from(decision.attempts.len()));
     // f64's Display never uses exponent notation: `0.0000125`, not `1.25e-5`.
     let cost = if cost.is_finite() { cost.max(0.0) } else { 0.0 };
-    headers.insert(COST, header_value(&cost.to_string()));
+    headers.insert(COST, owned_header_value(cost.to_string()));
     if estimated {
         headers.insert(COST_ESTIMATED, HeaderValue::from_static("true"));
     }
-    headers.insert(DECISION, header_value(&decision.compact()));
+    headers.insert(DECISION, owned_header_value(decision.compact()));
 }
 
 /// The backend a failed request last tried, or `none`.
@@ -138,6 +138,18 @@ pub(crate) fn explain_local(headers: &mut HeaderMap) {
     headers.insert(BACKEND, HeaderValue::from_static("none"));
     headers.insert(ATTEMPTS, HeaderValue::from_static("0"));
     headers.insert(COST, HeaderValue::from_static("0"));
+}
+
+/// [`header_value`] for a `String` built for the header: its buffer becomes the value without
+/// a copy when it is clean (always, for names and numbers the configuration allows).
+fn owned_header_value(s: String) -> HeaderValue {
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        if let Ok(v) = HeaderValue::try_from(s) {
+            return v;
+        }
+        return HeaderValue::from_static("?");
+    }
+    header_value(&s)
 }
 
 /// A header value from arbitrary text: anything but visible ASCII and spaces becomes `?`
@@ -182,5 +194,7 @@ mod tests {
     fn odd_header_text_is_made_safe() {
         assert_eq!(header_value("b1=0.5;b1:ok").to_str().unwrap(), "b1=0.5;b1:ok");
         assert_eq!(header_value("bäckend").to_str().unwrap(), "b?ckend");
+        assert_eq!(owned_header_value("b1=0.5;b1:ok".into()).to_str().unwrap(), "b1=0.5;b1:ok");
+        assert_eq!(owned_header_value("bäckend".into()).to_str().unwrap(), "b?ckend");
     }
 }
