@@ -548,3 +548,32 @@ mod tests {
         check::<HttpBackend<Box<dyn ProviderAdapter>>>();
     }
 }
+
+/// Registers a provider at link time: the [`ProviderFactory`](claudette_core::ProviderFactory)
+/// that `claudette::registry()` finds, built from the provider's `backend(settings)`
+/// constructor. One line per provider crate (which must depend on `inventory`):
+///
+/// ```ignore
+/// claudette_http::register_provider!(PROVIDER, "Ollama native /api/chat", backend);
+/// ```
+#[macro_export]
+macro_rules! register_provider {
+    ($name:expr, $description:expr, $backend:path $(,)?) => {
+        const _: () = {
+            fn __claudette_build(
+                settings: &$crate::__private::BackendSettings,
+            ) -> ::core::result::Result<$crate::__private::SharedBackend, $crate::__private::BackendError>
+            {
+                ::core::result::Result::Ok($backend(settings)?.shared())
+            }
+            ::inventory::submit! {
+                $crate::__private::ProviderFactory::new($name, $description, __claudette_build)
+            }
+        };
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use claudette_core::{BackendError, BackendSettings, ProviderFactory, SharedBackend};
+}

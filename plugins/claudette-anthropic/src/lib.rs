@@ -66,14 +66,7 @@ pub fn adapter(settings: &BackendSettings) -> Result<AnthropicAdapter, BackendEr
 }
 
 #[cfg(feature = "http")]
-fn build(settings: &BackendSettings) -> Result<claudette_core::SharedBackend, BackendError> {
-    Ok(backend(settings)?.shared())
-}
-
-#[cfg(feature = "http")]
-inventory::submit! {
-    claudette_core::ProviderFactory::new("anthropic", "Anthropic Messages API (and compatible servers)", build)
-}
+claudette_http::register_provider!("anthropic", "Anthropic Messages API (and compatible servers)", backend);
 
 // The cdylib plugin build (`cargo xtask plugins`): the sans-IO adapter behind the stable ABI of
 // `claudette-plugin`; the host drives it with its own `HttpBackend`.

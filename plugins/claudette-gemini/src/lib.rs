@@ -34,7 +34,7 @@ pub use http::{GeminiBackend, backend};
 
 #[cfg(feature = "http")]
 mod http {
-    use claudette_core::{BackendError, BackendSettings, ProviderFactory, SharedBackend};
+    use claudette_core::{BackendError, BackendSettings};
 
     use crate::GeminiAdapter;
 
@@ -48,13 +48,11 @@ mod http {
         claudette_http::HttpBackend::new(adapter, settings)
     }
 
-    fn build(settings: &BackendSettings) -> Result<SharedBackend, BackendError> {
-        Ok(backend(settings)?.shared())
-    }
-
-    inventory::submit! {
-        ProviderFactory::new("gemini", "Google Gemini API generateContent (key in x-goog-api-key)", build)
-    }
+    claudette_http::register_provider!(
+        "gemini",
+        "Google Gemini API generateContent (key in x-goog-api-key)",
+        backend
+    );
 }
 
 // The cdylib plugin build (`cargo xtask plugins`): the sans-IO adapter behind the stable ABI of

@@ -39,7 +39,7 @@ pub use http::{OllamaBackend, backend};
 
 #[cfg(feature = "http")]
 mod http {
-    use claudette_core::{BackendError, BackendSettings, ProviderFactory, SharedBackend};
+    use claudette_core::{BackendError, BackendSettings};
 
     use crate::OllamaAdapter;
 
@@ -54,13 +54,11 @@ mod http {
         claudette_http::HttpBackend::new(adapter, settings)
     }
 
-    fn build(settings: &BackendSettings) -> Result<SharedBackend, BackendError> {
-        Ok(backend(settings)?.shared())
-    }
-
-    inventory::submit! {
-        ProviderFactory::new("ollama", "Ollama native /api/chat (NDJSON streaming, num_ctx always sent)", build)
-    }
+    claudette_http::register_provider!(
+        "ollama",
+        "Ollama native /api/chat (NDJSON streaming, num_ctx always sent)",
+        backend
+    );
 }
 
 // The cdylib plugin build (`cargo xtask plugins`): the sans-IO adapter behind the stable ABI of

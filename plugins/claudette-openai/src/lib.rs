@@ -63,16 +63,11 @@ pub fn backend(
 }
 
 #[cfg(feature = "http")]
-fn build(
-    settings: &claudette_core::BackendSettings,
-) -> Result<claudette_core::SharedBackend, claudette_core::BackendError> {
-    Ok(std::sync::Arc::new(backend(settings)?))
-}
-
-#[cfg(feature = "http")]
-inventory::submit! {
-    claudette_core::ProviderFactory::new(PROVIDER, "OpenAI chat completions, or any OpenAI-compatible server", build)
-}
+claudette_http::register_provider!(
+    PROVIDER,
+    "OpenAI chat completions, or any OpenAI-compatible server",
+    backend
+);
 
 // The cdylib plugin build (`cargo xtask plugins`): the sans-IO adapter behind the stable ABI of
 // `claudette-plugin`; the host drives it with its own `HttpBackend`.

@@ -62,7 +62,7 @@ pub use http::{QwenBackend, backend};
 
 #[cfg(feature = "http")]
 mod http {
-    use claudette_core::{BackendError, BackendSettings, ProviderFactory, SharedBackend};
+    use claudette_core::{BackendError, BackendSettings};
 
     use crate::QwenAdapter;
 
@@ -76,17 +76,11 @@ mod http {
         claudette_http::HttpBackend::new(adapter, settings)
     }
 
-    fn build(settings: &BackendSettings) -> Result<SharedBackend, BackendError> {
-        Ok(backend(settings)?.shared())
-    }
-
-    inventory::submit! {
-        ProviderFactory::new(
-            crate::PROVIDER,
-            "self-hosted Qwen on an OpenAI-compatible server (vLLM, llama.cpp, SGLang) with adaptive timeouts",
-            build,
-        )
-    }
+    claudette_http::register_provider!(
+        crate::PROVIDER,
+        "self-hosted Qwen on an OpenAI-compatible server (vLLM, llama.cpp, SGLang) with adaptive timeouts",
+        backend
+    );
 }
 
 // The cdylib plugin build (`cargo xtask plugins`): the sans-IO adapter behind the stable ABI of
