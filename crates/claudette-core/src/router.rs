@@ -534,19 +534,7 @@ impl BackendRouter {
                     resp.decision = Some(run.decision);
                     return Ok(resp);
                 }
-                Err(err) => {
-                    let err = ensure_backend(err, entry.backend.name());
-                    permit.record(err.outcome(), err.retry_after);
-                    entry.metrics.record_failure(err.kind);
-                    run.decision.attempts.push(Attempt::new(
-                        entry.backend.name(),
-                        Some(&err),
-                        latency,
-                        backoff,
-                        probe,
-                    ));
-                    run.after_error(entry, err, &self.options.read().retry);
-                }
+                Err(err) => self.attempt_failed(&mut run, entry, permit, err, latency, backoff),
             }
         }
     }
@@ -625,21 +613,27 @@ impl BackendRouter {
                         }),
                     });
                 }
-                Err(err) => {
-                    let err = ensure_backend(err, entry.backend.name());
-                    permit.record(err.outcome(), err.retry_after);
-                    entry.metrics.record_failure(err.kind);
-                    run.decision.attempts.push(Attempt::new(
-                        entry.backend.name(),
-                        Some(&err),
-                        latency,
-                        backoff,
-                        probe,
-                    ));
-                    run.after_error(entry, err, &self.options.read().retry);
-                }
+                Err(err) => self.attempt_failed(&mut run, entry, permit, err, latency, backoff),
             }
         }
+    }
+
+    /// Bookkeeping of a failed attempt (breaker, metrics, decision), then what to do next.
+    fn attempt_failed(
+        &self,
+        run: &mut Run,
+        entry: Arc<Entry>,
+        permit: Permit,
+        err: BackendError,
+        latency: Duration,
+        backoff: Duration,
+    ) {
+        let err = ensure_backend(err, entry.backend.name());
+        let probe = permit.is_probe();
+        permit.record(err.outcome(), err.retry_after);
+        entry.metrics.record_failure(err.kind);
+        run.decision.attempts.push(Attempt::new(entry.backend.name(), Some(&err), latency, backoff, probe));
+        run.after_error(entry, err, &self.options.read().retry);
     }
 
     fn start(
