@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use claudette::BackendRouter;
+use claudette::{BackendRouter, PluginReport};
 use claudette_config::{Config, ConfigError, ProcessEnv};
 
 /// A command's failure: one line for stderr and the exit code.
@@ -54,40 +54,14 @@ pub(crate) fn build_router(config: &Config) -> Result<Arc<BackendRouter>, CliErr
     build_router_with_plugins(config).map(|(router, _)| router)
 }
 
-/// What plugin loading did.
-#[derive(Debug, Default)]
-pub(crate) struct PluginSummary {
-    /// Provider names registered from plugins.
-    pub loaded: Vec<String>,
-    /// One line per refused file or directory (each names the file and the reason).
-    pub refused: Vec<String>,
-}
-
-/// Like [`build_router`], also saying which plugins loaded and which were refused. A refused
-/// plugin does not stop the others or the linked providers (a backend that needs its provider
-/// then fails with "unknown provider", naming the key).
+/// Like [`build_router`], also saying which plugins loaded and which were refused. The facade's
+/// [`claudette::build_router`] does the work, so the binary and `Claudette::from_config` load
+/// the same plugins: a refused plugin does not stop the others or the linked providers (a
+/// backend that needs its provider then fails with "unknown provider", naming the key).
 pub(crate) fn build_router_with_plugins(
     config: &Config,
-) -> Result<(Arc<BackendRouter>, PluginSummary), CliError> {
-    let mut registry =
-        claudette::registry().map_err(|e| CliError::failure(format!("provider registry: {e}")))?;
-    let mut summary = PluginSummary::default();
-    let s = &config.server;
-    if !s.plugin_dirs.is_empty() {
-        let mut options = claudette_plugin::LoadOptions::default();
-        for a in &s.plugin_allow {
-            options = options.allow(a.file.clone(), a.sha256.clone());
-        }
-        if let Some(dir) = &s.plugin_copy_dir {
-            options = options.copy_to(dir.clone());
-        }
-        for dir in &s.plugin_dirs {
-            let report = claudette_plugin::load_dir_into(&mut registry, dir, &options);
-            summary.loaded.extend(report.loaded);
-            summary.refused.extend(report.errors.iter().map(ToString::to_string));
-        }
-    }
-    Ok((config.build_router(&registry)?, summary))
+) -> Result<(Arc<BackendRouter>, PluginReport), CliError> {
+    Ok(claudette::build_router(config)?)
 }
 
 /// Logs go to stderr. `serve` logs requests at info; other commands only warnings, so their

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use claudette_config::{Config, ConfigError, ProcessEnv};
 use claudette_core::{BackendRouter, ChatRequest, ChatResponse, RouteError};
 
+use crate::PluginReport;
+
 /// A ready router built from configuration, with the seeds' small API on top.
 ///
 /// ```no_run
@@ -19,34 +21,52 @@ use claudette_core::{BackendRouter, ChatRequest, ChatResponse, RouteError};
 /// ```
 ///
 /// Everything else (streams, batches, health, costs) is on [`Claudette::router`].
+///
+/// A configuration's `server.plugin_dirs` are loaded as the `claudette` binary loads them
+/// (feature `plugins`, on by default); [`Claudette::plugin_report`] says which plugins loaded
+/// and which were refused.
 #[derive(Debug, Clone)]
 pub struct Claudette {
     router: Arc<BackendRouter>,
+    plugins: Arc<PluginReport>,
 }
 
 impl Claudette {
-    /// Wraps a router you built yourself.
+    /// Wraps a router you built yourself (no plugins were loaded on its behalf).
     pub fn new(router: Arc<BackendRouter>) -> Self {
-        Self { router }
+        Self { router, plugins: Arc::default() }
     }
 
     /// From the environment: the file named by `CLAUDETTE_CONFIG` if set, else backends
     /// discovered from `OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `GEMINI_API_KEY` /
     /// `GOOGLE_API_KEY` and `OLLAMA_HOST`, with `CLAUDETTE__…` overrides applied. Providers are
-    /// the ones this build links (the facade's cargo features).
+    /// the ones this build links (the facade's cargo features), plus the plugins of the file's
+    /// `server.plugin_dirs` (see [`Claudette::from_config`]).
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::with_config(Config::from_env(&ProcessEnv)?)
     }
 
-    /// From a `claudette.toml` (plus environment overrides).
+    /// From a `claudette.toml` (plus environment overrides), with the plugins of its
+    /// `server.plugin_dirs`.
+    ///
+    /// A refused plugin does not fail the load: it is logged at `warn` (file and reason) and
+    /// listed in [`Claudette::plugin_report`], and the linked providers and the other plugins
+    /// still work. A backend whose provider is neither linked nor loaded fails the load with
+    /// `backends[i].provider: unknown provider "…" (known: …)`.
     pub fn from_config(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         Self::with_config(Config::from_file(path.as_ref(), &ProcessEnv)?)
     }
 
-    /// From an already loaded configuration.
+    /// From an already loaded configuration, plugins included (see [`Claudette::from_config`]).
     pub fn with_config(config: Config) -> Result<Self, ConfigError> {
-        let registry = crate::registry().map_err(|e| ConfigError::invalid("providers", e.to_string()))?;
-        Ok(Self::new(config.build_router(&registry)?))
+        let (router, plugins) = crate::build_router(&config)?;
+        Ok(Self { router, plugins: Arc::new(plugins) })
+    }
+
+    /// Which plugins the configuration's `server.plugin_dirs` loaded and which were refused
+    /// (each with the file and the reason). Empty if it names no plugin directory.
+    pub fn plugin_report(&self) -> &PluginReport {
+        &self.plugins
     }
 
     /// Routes one prompt to the best backend, with retries and failover (the seeds'
@@ -88,6 +108,7 @@ mod tests {
         assert_eq!(answer.decision.and_then(|d| d.chosen().map(str::to_owned)).as_deref(), Some("fake"));
         assert_eq!(fake.post_requests(), 1);
         assert_eq!(claudette.router().backend_names(), vec!["fake"]);
+        assert_eq!(claudette.plugin_report(), &crate::PluginReport::default());
     }
 
     #[test]

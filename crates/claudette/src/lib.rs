@@ -20,6 +20,26 @@
 //! println!("{} (from {}, cost {:.6})", answer.content, answer.backend, answer.cost);
 //! # Ok(()) }
 //! ```
+//!
+//! ## From a configuration, with plugins
+//!
+//! [`Claudette::from_config`] (and [`Claudette::from_env`] when `CLAUDETTE_CONFIG` names a file)
+//! builds the router a `claudette.toml` describes, exactly as the `claudette` binary does: the
+//! providers this build links, plus the run-time plugins (`.so` files) of `server.plugin_dirs`,
+//! checked against the `[[server.plugins]]` allow-list and copied to `server.plugin_copy_dir` if
+//! set (feature `plugins`, on by default; `claudette::plugin` re-exports `claudette_plugin`).
+//! A refused plugin is logged at `warn` and listed in [`Claudette::plugin_report`]; it does not
+//! stop the others. [`build_router`] and [`registry_for`] are the same steps for a router or
+//! registry of your own.
+//!
+//! ```no_run
+//! # fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let claudette = claudette::Claudette::from_config("claudette.toml")?;
+//! for refused in &claudette.plugin_report().refused {
+//!     eprintln!("{refused}"); // names the file and the reason
+//! }
+//! # Ok(()) }
+//! ```
 
 pub use claudette_core as core;
 pub use claudette_core::{
@@ -29,8 +49,10 @@ pub use claudette_core::{
 pub use claudette_http as http;
 
 mod entry;
+mod plugins;
 pub use claudette_config::{Config, ConfigError};
 pub use entry::Claudette;
+pub use plugins::{PluginRefusal, PluginReport, build_router, registry_for};
 
 #[cfg(feature = "anthropic")]
 pub use claudette_anthropic as anthropic;
@@ -40,6 +62,10 @@ pub use claudette_gemini as gemini;
 pub use claudette_ollama as ollama;
 #[cfg(feature = "openai")]
 pub use claudette_openai as openai;
+/// Run-time provider plugins: the loader [`build_router`] uses, for hosts that load plugins
+/// from elsewhere than `server.plugin_dirs`.
+#[cfg(feature = "plugins")]
+pub use claudette_plugin as plugin;
 #[cfg(feature = "qwen")]
 pub use claudette_qwen as qwen;
 
