@@ -303,10 +303,13 @@ pub(crate) fn config_check(args: ConfigArg) -> Result<(), CliError> {
     println!("config OK: {}", config.source);
     let s = &config.server;
     println!(
-        "server: listen {}, body limit {} bytes, {} concurrent requests, shutdown grace {} ms",
+        "server: listen {}, body limit {} bytes, {} concurrent requests, {} messages a request, \
+         max_tokens {}, shutdown grace {} ms",
         s.listen,
         s.max_body_bytes,
         s.max_concurrency,
+        s.max_messages,
+        s.max_output_tokens.map_or_else(|| "uncapped".to_owned(), |n| format!("capped at {n}")),
         s.shutdown_grace.as_millis()
     );
     if s.keys.is_empty() {
@@ -318,9 +321,18 @@ pub(crate) fn config_check(args: ConfigArg) -> Result<(), CliError> {
         let names: Vec<String> = s
             .keys
             .iter()
-            .map(|k| match &k.key_env {
-                Some(v) => format!("{} (from {v})", k.name),
-                None => format!("{} (sha256)", k.name),
+            .map(|k| {
+                let mut limits = String::new();
+                if let Some(n) = k.rpm {
+                    limits.push_str(&format!(", {n} rpm"));
+                }
+                if let Some(n) = k.max_concurrent {
+                    limits.push_str(&format!(", {n} concurrent"));
+                }
+                match &k.key_env {
+                    Some(v) => format!("{} (from {v}{limits})", k.name),
+                    None => format!("{} (sha256{limits})", k.name),
+                }
             })
             .collect();
         println!("gateway keys: {}", names.join(", "));

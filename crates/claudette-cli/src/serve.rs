@@ -8,16 +8,27 @@ use claudette_gateway::{Gateway, GatewayOptions, KeyEntry};
 use crate::ConfigArg;
 use crate::common::{CliError, build_router_with_plugins, describe_backend, load_config, termination_signal};
 
-/// The gateway's options from `[server]`. Keys cross over as hashes: the plain keys were
-/// dropped when the configuration was loaded.
+/// The gateway's options from `[server]`. Keys cross over as hashes (the plain keys were
+/// dropped when the configuration was loaded), each with its own limits.
 pub(crate) fn gateway_options(config: &Config) -> GatewayOptions {
     let s = &config.server;
     GatewayOptions {
         listen: s.listen,
-        api_keys: s.keys.iter().map(|k| KeyEntry { name: k.name.clone(), sha256: k.sha256 }).collect(),
+        api_keys: s
+            .keys
+            .iter()
+            .map(|k| KeyEntry {
+                name: k.name.clone(),
+                sha256: k.sha256,
+                rpm: k.rpm,
+                max_concurrent: k.max_concurrent,
+            })
+            .collect(),
         allow_unauthenticated_non_loopback: s.allow_unauthenticated_non_loopback,
         max_body_bytes: s.max_body_bytes,
         max_concurrency: s.max_concurrency,
+        max_messages: s.max_messages,
+        max_output_tokens: s.max_output_tokens.map(std::num::NonZeroU32::get),
         shutdown_grace: s.shutdown_grace,
         admin_from_any: s.admin_from_any,
     }
@@ -75,4 +86,40 @@ pub(crate) async fn run(args: ConfigArg) -> Result<(), CliError> {
         .map_err(|e| CliError::failure(format!("gateway stopped: {e}")))?;
     eprintln!("claudette: stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn key_limits_and_request_caps_reach_the_gateway() {
+        let env: HashMap<String, String> = HashMap::new();
+        let config = Config::from_toml_str(
+            "[server]\nmax_messages = 20\nmax_output_tokens = 512\n\
+             [[server.keys]]\nname = \"metered\"\nrpm = 60\nmax_concurrent = 2\n\
+             sha256 = \"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\"\n\
+             [[server.keys]]\nname = \"open\"\n\
+             sha256 = \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"\n\
+             [[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n",
+            &env,
+        )
+        .unwrap();
+        let o = gateway_options(&config);
+        assert_eq!((o.max_messages, o.max_output_tokens), (20, Some(512)));
+        let metered = &o.api_keys[0];
+        assert_eq!(metered.name, "metered");
+        assert_eq!(
+            (metered.rpm.map(|n| n.get()), metered.max_concurrent.map(|n| n.get())),
+            (Some(60), Some(2))
+        );
+        assert_eq!((o.api_keys[1].rpm, o.api_keys[1].max_concurrent), (None, None));
+
+        let defaults = gateway_options(
+            &Config::from_toml_str("[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n", &env).unwrap(),
+        );
+        assert_eq!((defaults.max_messages, defaults.max_output_tokens), (1000, None));
+    }
 }

@@ -10,6 +10,8 @@
 //! [[server.keys]]
 //! name = "team-a"
 //! key_env = "CLAUDETTE_KEY_TEAM_A"   # read from the environment, hashed at load, never kept
+//! rpm = 600                          # optional: requests a minute for this key (429 past it)
+//! max_concurrent = 8                 # optional: requests in flight for this key (429 past it)
 //!
 //! [router]
 //! cost_weight = 0.5
@@ -56,6 +58,7 @@ mod raw;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +76,8 @@ pub const DEFAULT_FILE: &str = "claudette.toml";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// Default limit on requests served at once.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 1024;
+/// Default limit on the messages of one request (S-10).
+pub const DEFAULT_MAX_MESSAGES: usize = 1000;
 /// Default time in-flight requests get to finish after SIGTERM / Ctrl-C.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Shortest gateway key accepted from `key_env` (S-07 asks for ≥ 128 random bits).
@@ -123,6 +128,11 @@ pub struct ServerConfig {
     pub admin_from_any: bool,
     pub max_body_bytes: usize,
     pub max_concurrency: usize,
+    /// Messages one request may carry (`max_messages`, default 1000): past it, 400.
+    pub max_messages: usize,
+    /// Cap on a request's `max_tokens` (`max_output_tokens`, default none): a request asking
+    /// for more is refused with 400, one asking for nothing gets the cap.
+    pub max_output_tokens: Option<NonZeroU32>,
     pub shutdown_grace: Duration,
     /// Directories to load provider plugins from, resolved against the config file's directory.
     /// Empty (the default): no plugin is ever loaded.
@@ -145,6 +155,8 @@ impl Default for ServerConfig {
             admin_from_any: false,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_messages: DEFAULT_MAX_MESSAGES,
+            max_output_tokens: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             plugin_dirs: Vec::new(),
             plugin_copy_dir: None,
@@ -154,14 +166,18 @@ impl Default for ServerConfig {
     }
 }
 
-/// One gateway key: a name (for logs and metrics) and the SHA-256 of the key. The key itself
-/// is never stored: a `key_env` value is hashed the moment it is read.
+/// One gateway key: a name (for logs and metrics), the SHA-256 of the key, and the key's own
+/// limits. The key itself is never stored: a `key_env` value is hashed the moment it is read.
 #[derive(Clone, PartialEq, Eq)]
 pub struct GatewayKey {
     pub name: String,
     pub sha256: [u8; 32],
     /// The variable the key was read from, if it was not given as a hash.
     pub key_env: Option<String>,
+    /// `rpm`: requests a minute this key may send to the inference endpoints. `None`: no limit.
+    pub rpm: Option<NonZeroU32>,
+    /// `max_concurrent`: requests this key may have in flight (streams until they end).
+    pub max_concurrent: Option<NonZeroU32>,
 }
 
 impl GatewayKey {
@@ -179,6 +195,8 @@ impl fmt::Debug for GatewayKey {
             .field("name", &self.name)
             .field("sha256", &format!("{}…", &hex[..8]))
             .field("key_env", &self.key_env)
+            .field("rpm", &self.rpm)
+            .field("max_concurrent", &self.max_concurrent)
             .finish()
     }
 }

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::time::Duration;
 
@@ -136,6 +137,12 @@ fn server(ctx: &Ctx, raw: RawServer, base: &Path, env: &dyn EnvSource) -> Result
     if let Some(n) = raw.max_concurrency {
         s.max_concurrency = positive_usize(ctx, "server.max_concurrency", n)?;
     }
+    if let Some(n) = raw.max_messages {
+        s.max_messages = positive_usize(ctx, "server.max_messages", n)?;
+    }
+    if let Some(n) = raw.max_output_tokens {
+        s.max_output_tokens = Some(positive_u32(ctx, "server.max_output_tokens", n)?);
+    }
     if let Some(ms) = raw.shutdown_grace_ms {
         s.shutdown_grace = Duration::from_millis(ms);
     }
@@ -206,6 +213,13 @@ fn positive_usize(ctx: &Ctx, key: &str, n: u64) -> Result<usize, ConfigError> {
     }
 }
 
+/// A count that must fit a `u32` and be at least 1.
+fn positive_u32(ctx: &Ctx, key: &str, n: u64) -> Result<NonZeroU32, ConfigError> {
+    let v =
+        u32::try_from(n).map_err(|_| ctx.invalid(key, format!("{n} is too large (at most {})", u32::MAX)))?;
+    NonZeroU32::new(v).ok_or_else(|| ctx.invalid(key, "must be at least 1"))
+}
+
 fn gateway_key(ctx: &Ctx, i: usize, k: RawKey, env: &dyn EnvSource) -> Result<GatewayKey, ConfigError> {
     let at = |field: &str| format!("server.keys[{i}].{field}");
     if k.key.is_some() {
@@ -218,6 +232,8 @@ fn gateway_key(ctx: &Ctx, i: usize, k: RawKey, env: &dyn EnvSource) -> Result<Ga
     if k.name.trim().is_empty() {
         return Err(ctx.invalid(at("name"), "must not be empty"));
     }
+    let rpm = k.rpm.map(|n| positive_u32(ctx, &at("rpm"), n)).transpose()?;
+    let max_concurrent = k.max_concurrent.map(|n| positive_u32(ctx, &at("max_concurrent"), n)).transpose()?;
     match (k.sha256, k.key_env) {
         (Some(_), Some(_)) => Err(ctx.invalid(at("sha256"), "give either sha256 or key_env, not both")),
         (None, None) => {
@@ -227,7 +243,7 @@ fn gateway_key(ctx: &Ctx, i: usize, k: RawKey, env: &dyn EnvSource) -> Result<Ga
             let sha256 = parse_sha256(&hex).ok_or_else(|| {
                 ctx.invalid(at("sha256"), "expected 64 hexadecimal digits (a SHA-256 digest)")
             })?;
-            Ok(GatewayKey { name: k.name, sha256, key_env: None })
+            Ok(GatewayKey { name: k.name, sha256, key_env: None, rpm, max_concurrent })
         }
         (None, Some(var)) => {
             check_var_name(ctx, &at("key_env"), &var)?;
@@ -246,7 +262,7 @@ fn gateway_key(ctx: &Ctx, i: usize, k: RawKey, env: &dyn EnvSource) -> Result<Ga
                 ));
             }
             let sha256 = hash_key(secret.expose_secret());
-            Ok(GatewayKey { name: k.name, sha256, key_env: Some(var) })
+            Ok(GatewayKey { name: k.name, sha256, key_env: Some(var), rpm, max_concurrent })
         }
     }
 }

@@ -25,6 +25,8 @@ pub(crate) struct RawServer {
     pub admin_from_any: bool,
     pub max_body_bytes: Option<u64>,
     pub max_concurrency: Option<u64>,
+    pub max_messages: Option<u64>,
+    pub max_output_tokens: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
     pub plugin_dirs: Vec<PathBuf>,
     pub plugin_copy_dir: Option<PathBuf>,
@@ -47,6 +49,10 @@ pub(crate) struct RawKey {
     pub sha256: Option<String>,
     #[serde(default)]
     pub key_env: Option<String>,
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    #[serde(default)]
+    pub max_concurrent: Option<u64>,
     /// Only here to refuse it with a clear message.
     #[serde(default)]
     pub key: Option<IgnoredAny>,

@@ -318,6 +318,7 @@ fn load_prefers_explicit_path_then_config_var() {
 #[test]
 fn every_error_names_its_key_path_and_reason() {
     let ollama = "[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n";
+    let hello = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
     type Case = (String, Vec<(&'static str, &'static str)>, &'static str);
     let cases: Vec<Case> = vec![
         (
@@ -496,6 +497,47 @@ fn every_error_names_its_key_path_and_reason() {
             vec![("K", "0123456789abcdef0123")],
             "server.keys[1].name: \"a\" is used twice",
         ),
+        (format!("[server]\nmax_messages = 0\n{ollama}"), vec![], "server.max_messages: must be at least 1"),
+        (
+            format!("[server]\nmax_messages = -3\n{ollama}"),
+            vec![],
+            "server.max_messages: expected a whole number ≥ 0, found integer `-3`",
+        ),
+        (
+            format!("[server]\nmax_output_tokens = 0\n{ollama}"),
+            vec![],
+            "server.max_output_tokens: must be at least 1",
+        ),
+        (
+            format!("[server]\nmax_output_tokens = 5000000000\n{ollama}"),
+            vec![],
+            "server.max_output_tokens: 5000000000 is too large (at most 4294967295)",
+        ),
+        (
+            format!("[[server.keys]]\nname = \"a\"\nsha256 = \"{hello}\"\nrpm = 0\n{ollama}"),
+            vec![],
+            "server.keys[0].rpm: must be at least 1",
+        ),
+        (
+            format!("[[server.keys]]\nname = \"a\"\nsha256 = \"{hello}\"\nrpm = -60\n{ollama}"),
+            vec![],
+            "server.keys[0].rpm: expected a whole number ≥ 0, found integer `-60`",
+        ),
+        (
+            format!("[[server.keys]]\nname = \"a\"\nsha256 = \"{hello}\"\nmax_concurrent = 0\n{ollama}"),
+            vec![],
+            "server.keys[0].max_concurrent: must be at least 1",
+        ),
+        (
+            format!("[[server.keys]]\nname = \"a\"\nsha256 = \"{hello}\"\nmax_concurrent = \"8\"\n{ollama}"),
+            vec![],
+            "server.keys[0].max_concurrent: expected a whole number ≥ 0, found string \"8\"",
+        ),
+        (
+            format!("[[server.keys]]\nname = \"a\"\nsha256 = \"{hello}\"\nrpn = 5\n{ollama}"),
+            vec![],
+            "server.keys[0].rpn: unknown key (known: name, sha256, key_env, rpm, max_concurrent, key)",
+        ),
         (
             format!("[sever]\nlisten = \"x\"\n{ollama}"),
             vec![],
@@ -506,6 +548,39 @@ fn every_error_names_its_key_path_and_reason() {
         let got = error_of(&toml, &vars);
         assert!(got.starts_with(want), "for\n{toml}\nwant: {want}\ngot:  {got}");
     }
+}
+
+#[test]
+fn key_limits_and_request_caps_parse_and_default_to_off() {
+    let c = load(
+        "[server]\nmax_messages = 50\nmax_output_tokens = 4096\n\
+         [[server.keys]]\nname = \"metered\"\nkey_env = \"K\"\nrpm = 600\nmax_concurrent = 8\n\
+         [[server.keys]]\nname = \"open\"\nsha256 = \"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\"\n\
+         [[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n",
+        &[("K", GATEWAY_CANARY)],
+    )
+    .unwrap();
+    assert_eq!(c.server.max_messages, 50);
+    assert_eq!(c.server.max_output_tokens.map(|n| n.get()), Some(4096));
+    let metered = &c.server.keys[0];
+    assert_eq!((metered.rpm.map(|n| n.get()), metered.max_concurrent.map(|n| n.get())), (Some(600), Some(8)));
+    let open = &c.server.keys[1];
+    assert_eq!((open.rpm, open.max_concurrent), (None, None));
+    let debug = format!("{:?}", c.server);
+    assert!(debug.contains("600") && !debug.contains(GATEWAY_CANARY), "{debug}");
+
+    // Defaults: 1000 messages, no max_tokens cap.
+    let d = load("[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n", &[]).unwrap();
+    assert_eq!(d.server.max_messages, 1000);
+    assert_eq!(d.server.max_output_tokens, None);
+
+    // Environment overrides reach them like any other key.
+    let o = load(
+        "[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n",
+        &[("CLAUDETTE__SERVER__MAX_OUTPUT_TOKENS", "256"), ("CLAUDETTE__SERVER__MAX_MESSAGES", "9")],
+    )
+    .unwrap();
+    assert_eq!((o.server.max_messages, o.server.max_output_tokens.map(|n| n.get())), (9, Some(256)));
 }
 
 #[test]
@@ -571,6 +646,9 @@ fn sample_config_is_accepted_when_its_variables_are_set() {
     ]);
     let c = Config::from_file(&path, &vars).unwrap();
     assert_eq!(c.backends.len(), 5);
+    assert_eq!(c.server.keys[0].rpm.map(|n| n.get()), Some(600));
+    assert_eq!(c.server.keys[0].max_concurrent.map(|n| n.get()), Some(8));
+    assert_eq!(c.server.max_messages, 1000);
     let router = c.build_router(&registry()).unwrap();
     assert_eq!(router.backend_names(), vec!["openai", "claude", "gemini", "local", "qwen"]);
     // Without the variables, the first missing one is named.

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, Flavor};
 use crate::respond::{self, Encoder, Endpoint, Shared};
-use crate::{ids, routing};
+use crate::{ids, limits, routing};
 
 const EP: Endpoint = Endpoint { label: "messages", flavor: Flavor::Anthropic };
 
@@ -234,6 +234,9 @@ pub(crate) async fn messages(State(st): State<Shared>, headers: HeaderMap, body:
         Ok(x) => x,
         Err(e) => return respond::local_error(EP, e),
     };
+    if let Err(resp) = limits::check_request(&st, EP, &mut request) {
+        return resp;
+    }
     let overrides = match routing::overrides(&headers) {
         Ok(o) => o,
         Err(e) => return respond::local_error(EP, e),

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,24 +20,51 @@ use subtle::ConstantTimeEq;
 use crate::AppState;
 use crate::error::{ApiError, Flavor, GatewayError};
 
-/// One accepted client key: a name for logs and metrics, and the SHA-256 of the key.
+/// One accepted client key: a name for logs and metrics, the SHA-256 of the key, and the key's
+/// own limits (reliability-spec S-10). Limits belong to the entry, never to a presented string.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyEntry {
     pub name: String,
     pub sha256: [u8; 32],
+    /// Requests a minute on the inference endpoints: a bucket of `rpm` requests refilled at
+    /// `rpm` a minute (a burst of `rpm`, then `rpm` a minute sustained). Over it: 429 with
+    /// `Retry-After`, no upstream call. `None`: no rate limit.
+    pub rpm: Option<NonZeroU32>,
+    /// Inference requests in flight at once, streams until they end. Over it: 429 with
+    /// `Retry-After: 1`, no upstream call. `None`: only the gateway-wide limit applies.
+    pub max_concurrent: Option<NonZeroU32>,
 }
 
 impl std::fmt::Debug for KeyEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The digest is not a secret in itself, but nothing about a key belongs in a log.
-        f.debug_struct("KeyEntry").field("name", &self.name).field("sha256", &"[REDACTED]").finish()
+        f.debug_struct("KeyEntry")
+            .field("name", &self.name)
+            .field("sha256", &"[REDACTED]")
+            .field("rpm", &self.rpm)
+            .field("max_concurrent", &self.max_concurrent)
+            .finish()
     }
 }
 
 impl KeyEntry {
-    /// An entry for a plain-text key; only its digest is kept.
+    /// An entry for a plain-text key; only its digest is kept. No limits.
     pub fn from_plain(name: impl Into<String>, key: &str) -> KeyEntry {
-        KeyEntry { name: name.into(), sha256: hash_key(key) }
+        KeyEntry { name: name.into(), sha256: hash_key(key), rpm: None, max_concurrent: None }
+    }
+
+    /// This entry with a requests-per-minute limit ([`rpm`](Self::rpm)).
+    #[must_use]
+    pub fn with_rpm(mut self, rpm: NonZeroU32) -> KeyEntry {
+        self.rpm = Some(rpm);
+        self
+    }
+
+    /// This entry with a limit on requests in flight ([`max_concurrent`](Self::max_concurrent)).
+    #[must_use]
+    pub fn with_max_concurrent(mut self, max: NonZeroU32) -> KeyEntry {
+        self.max_concurrent = Some(max);
+        self
     }
 
     /// An entry from a hex SHA-256 digest (64 hex digits, either case; a `sha256:` prefix is
@@ -50,7 +78,7 @@ impl KeyEntry {
             name: name.clone(),
             reason: format!("expected 64 hex digits of a SHA-256 digest ({e})"),
         })?;
-        Ok(KeyEntry { name, sha256 })
+        Ok(KeyEntry { name, sha256, rpm: None, max_concurrent: None })
     }
 }
 
@@ -75,17 +103,17 @@ fn trim(b: &[u8]) -> &[u8] {
     b.trim_ascii()
 }
 
-/// The entry matching a presented key, if any. Every presented key is compared with every
-/// entry, always, with constant-time equality: timing tells nothing about which entry (or how
-/// much of one) matched.
-pub(crate) fn authorize<'a>(keys: &'a [KeyEntry], headers: &HeaderMap) -> Option<&'a KeyEntry> {
+/// The index of the entry matching a presented key, if any. Every presented key is compared
+/// with every entry, always, with constant-time equality: timing tells nothing about which
+/// entry (or how much of one) matched.
+pub(crate) fn authorize(keys: &[KeyEntry], headers: &HeaderMap) -> Option<usize> {
     let mut found = None;
     for presented in candidates(headers) {
         let digest: [u8; 32] = Sha256::digest(presented).into();
-        for entry in keys {
+        for (i, entry) in keys.iter().enumerate() {
             let equal: bool = entry.sha256.ct_eq(&digest).into();
             if equal && found.is_none() {
-                found = Some(entry);
+                found = Some(i);
             }
         }
     }
@@ -142,8 +170,14 @@ pub(crate) async fn require_key(State(st): State<Arc<AppState>>, request: Reques
         return ApiError::too_many_auth_failures(wait).into_response(flavor);
     }
     match authorize(&st.keys, request.headers()) {
-        Some(entry) => {
-            tracing::trace!(key = %entry.name, "gateway key accepted");
+        Some(i) => {
+            if let Some(entry) = st.keys.get(i) {
+                tracing::trace!(key = %entry.name, "gateway key accepted");
+            }
+            // The key's own limits (S-10); a key without any has no limiter and skips them.
+            if let Some(Some(limiter)) = st.key_limits.get(i) {
+                return crate::limits::enforce(limiter, request, next).await;
+            }
             next.run(request).await
         }
         None => {
@@ -208,6 +242,9 @@ mod tests {
     #[test]
     fn bearer_and_x_api_key_are_accepted() {
         let keys = vec![KeyEntry::from_plain("one", "k-one"), KeyEntry::from_plain("two", "k-two")];
+        fn authorize<'a>(keys: &'a [KeyEntry], h: &HeaderMap) -> Option<&'a KeyEntry> {
+            super::authorize(keys, h).map(|i| &keys[i])
+        }
         assert_eq!(
             authorize(&keys, &headers(&[("authorization", "Bearer k-two")])).map(|e| e.name.as_str()),
             Some("two")

@@ -176,6 +176,58 @@ impl ApiError {
         e
     }
 
+    /// The client's gateway key is over its requests-per-minute limit (S-10). 429, not 503: the
+    /// client, not the gateway, is over its share. Names the limit, never the key.
+    pub(crate) fn key_rate_limited(rpm: u32, wait: std::time::Duration) -> ApiError {
+        let secs = ceil_secs(wait).max(1);
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("This gateway key is over its limit of {rpm} requests per minute; retry in {secs} s."),
+        )
+        .with_code("rate_limit_exceeded");
+        e.retry_after = Some(secs);
+        e
+    }
+
+    /// The client's gateway key has its maximum of requests in flight (S-10). A slot frees when
+    /// one of them (a stream: when it ends) finishes; `Retry-After: 1` like the global limit.
+    pub(crate) fn key_concurrency_limited(max: u32) -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "This gateway key already has its maximum of {max} requests in flight; retry when one \
+                 has finished."
+            ),
+        )
+        .with_code("concurrency_limit_exceeded");
+        e.retry_after = Some(1);
+        e
+    }
+
+    /// More messages than the gateway accepts in one request (S-10).
+    pub(crate) fn too_many_messages(count: usize, max: usize) -> ApiError {
+        ApiError::invalid(format!(
+            "The conversation has {count} messages (system prompt and tool results included); this \
+             gateway accepts at most {max}."
+        ))
+        .with_param("messages")
+        .with_code("too_many_messages")
+    }
+
+    /// A `max_tokens` above the gateway's cap (S-10). Refused, never clamped: a silently
+    /// shortened answer would look complete to a client that asked for more.
+    pub(crate) fn max_tokens_over_cap(requested: u32, cap: u32, flavor: Flavor) -> ApiError {
+        let field = match flavor {
+            Flavor::OpenAi => "`max_completion_tokens` (or `max_tokens`)",
+            Flavor::Anthropic | Flavor::Simple => "`max_tokens`",
+        };
+        ApiError::invalid(format!(
+            "{field} is {requested}, above this gateway's cap of {cap}; ask for at most {cap}."
+        ))
+        .with_param("max_tokens")
+        .with_code("max_tokens_above_cap")
+    }
+
     /// An admin endpoint asked for by a non-loopback client (S-08).
     pub(crate) fn admin_loopback_only() -> ApiError {
         ApiError::new(

@@ -76,6 +76,18 @@
 //!   call), in-flight inference requests are capped ([`GatewayOptions::max_concurrency`], a
 //!   fail-fast 503 with `Retry-After: 1` rather than an unbounded queue), and request logs carry
 //!   method, path, status and latency only — never headers or query strings (S-02, S-10).
+//! - Each key may have its own limits on the inference endpoints (S-10):
+//!   [`KeyEntry::rpm`] (requests a minute) and [`KeyEntry::max_concurrent`] (requests in flight,
+//!   streams until they end). Over either, the client gets 429 with `Retry-After` in its own
+//!   envelope (`rate_limit_error`), decided before the body is read, with no upstream call: 429
+//!   and not 503 because the client, not the gateway, is over its share. Limits belong to the
+//!   configured entry, never to the presented string, and logs name the entry, never the key.
+//! - Request shapes are capped before routing: [`GatewayOptions::max_messages`] (default 1000)
+//!   and [`GatewayOptions::max_output_tokens`] (default none). Over either: 400 naming the field
+//!   and the limit, no upstream call. A `max_tokens` above the cap is refused rather than
+//!   clamped; a request without one is sent with the cap. Refusals count in
+//!   `claudette_gateway_rejected_total{reason}` (`key_rate`, `key_concurrency`,
+//!   `too_many_messages`, `max_tokens`).
 //!
 //! ## Use
 //!
@@ -99,6 +111,7 @@ mod auth;
 mod body;
 mod error;
 mod ids;
+mod limits;
 mod observe;
 mod openai;
 mod ops;
@@ -137,8 +150,17 @@ pub struct GatewayOptions {
     /// too small for long conversations).
     pub max_body_bytes: usize,
     /// Inference requests (`/v1/chat/completions`, `/v1/messages`, `/api/chat`) in flight at
-    /// once, streams included until they end. Past it: 503 with `Retry-After: 1`.
+    /// once, streams included until they end. Past it: 503 with `Retry-After: 1`. Per-key limits
+    /// are on [`KeyEntry`] ([`rpm`](KeyEntry::rpm), [`max_concurrent`](KeyEntry::max_concurrent)).
     pub max_concurrency: usize,
+    /// Messages one request may carry, counted as sent upstream (a system prompt and each tool
+    /// result count). Past it: 400 naming `messages`, no upstream call. Default 1000.
+    pub max_messages: usize,
+    /// Cap on a request's `max_tokens` (`max_completion_tokens`). `None` (the default): no cap.
+    /// A request asking for more is refused with 400 naming the field and the cap, never
+    /// clamped (a silently shortened answer is a wrong answer); a request without `max_tokens`
+    /// is sent with the cap as its `max_tokens`.
+    pub max_output_tokens: Option<u32>,
     /// After shutdown is asked for: how long in-flight requests may take to finish before
     /// their connections are closed.
     pub shutdown_grace: Duration,
@@ -155,6 +177,8 @@ impl Default for GatewayOptions {
             allow_unauthenticated_non_loopback: false,
             max_body_bytes: 10 * 1024 * 1024,
             max_concurrency: 1024,
+            max_messages: 1000,
+            max_output_tokens: None,
             shutdown_grace: Duration::from_secs(30),
             admin_from_any: false,
         }
@@ -169,6 +193,8 @@ impl std::fmt::Debug for GatewayOptions {
             .field("allow_unauthenticated_non_loopback", &self.allow_unauthenticated_non_loopback)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_concurrency", &self.max_concurrency)
+            .field("max_messages", &self.max_messages)
+            .field("max_output_tokens", &self.max_output_tokens)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("admin_from_any", &self.admin_from_any)
             .finish()
@@ -179,6 +205,9 @@ impl std::fmt::Debug for GatewayOptions {
 pub(crate) struct AppState {
     pub(crate) router: Arc<BackendRouter>,
     pub(crate) keys: Arc<[KeyEntry]>,
+    /// Parallel to `keys`: each key's limiter, `None` for a key without limits.
+    pub(crate) key_limits: Box<[Option<Arc<limits::KeyLimiter>>]>,
+    pub(crate) shape: limits::Shape,
     pub(crate) inflight: Arc<Semaphore>,
     pub(crate) max_body: usize,
     pub(crate) admin_from_any: bool,
@@ -217,12 +246,26 @@ impl Gateway {
                 reason: "must be > 0".into(),
             });
         }
+        if options.max_messages == 0 {
+            return Err(GatewayError::InvalidOption { option: "max_messages", reason: "must be > 0".into() });
+        }
+        if options.max_output_tokens == Some(0) {
+            return Err(GatewayError::InvalidOption {
+                option: "max_output_tokens",
+                reason: "must be > 0 (or None for no cap)".into(),
+            });
+        }
         // Semaphore permits are bounded by usize::MAX >> 3.
         let permits = options.max_concurrency.min(Semaphore::MAX_PERMITS);
         observe::init();
         let state = Arc::new(AppState {
             router,
             keys: options.api_keys.clone().into(),
+            key_limits: options.api_keys.iter().map(limits::KeyLimiter::for_key).collect(),
+            shape: limits::Shape {
+                max_messages: options.max_messages,
+                max_output_tokens: options.max_output_tokens,
+            },
             inflight: Arc::new(Semaphore::new(permits)),
             max_body: options.max_body_bytes,
             admin_from_any: options.admin_from_any,
@@ -332,6 +375,23 @@ mod tests {
         assert!(Gateway::new(router.clone(), keyed).is_ok());
         let allowed = GatewayOptions { allow_unauthenticated_non_loopback: true, ..open };
         assert!(Gateway::new(router, allowed).is_ok());
+    }
+
+    #[test]
+    fn zero_limits_are_refused() {
+        let router = Arc::new(BackendRouter::default());
+        for (options, name) in [
+            (GatewayOptions { max_messages: 0, ..GatewayOptions::default() }, "max_messages"),
+            (GatewayOptions { max_output_tokens: Some(0), ..GatewayOptions::default() }, "max_output_tokens"),
+        ] {
+            match Gateway::new(router.clone(), options) {
+                Err(GatewayError::InvalidOption { option, .. }) => assert_eq!(option, name),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        let capped =
+            GatewayOptions { max_output_tokens: Some(1), max_messages: 1, ..GatewayOptions::default() };
+        assert!(Gateway::new(router, capped).is_ok());
     }
 
     #[test]

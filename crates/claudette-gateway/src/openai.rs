@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, Flavor};
 use crate::respond::{self, Encoder, Endpoint, Shared};
-use crate::{ids, routing};
+use crate::{ids, limits, routing};
 
 const EP: Endpoint = Endpoint { label: "chat_completions", flavor: Flavor::OpenAi };
 
@@ -260,6 +260,9 @@ pub(crate) async fn chat_completions(State(st): State<Shared>, headers: HeaderMa
         Ok(x) => x,
         Err(e) => return respond::local_error(EP, e),
     };
+    if let Err(resp) = limits::check_request(&st, EP, &mut request) {
+        return resp;
+    }
     let overrides = match routing::overrides(&headers) {
         Ok(o) => o,
         Err(e) => return respond::local_error(EP, e),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, Flavor};
 use crate::respond::{self, Endpoint, Shared};
-use crate::routing;
+use crate::{limits, routing};
 
 const EP: Endpoint = Endpoint { label: "api_chat", flavor: Flavor::Simple };
 
@@ -51,6 +51,9 @@ pub(crate) async fn chat(State(st): State<Shared>, headers: HeaderMap, body: Bod
     let mut request = ChatRequest::prompt(message);
     request.max_tokens = parsed.max_tokens;
     request.temperature = parsed.temperature;
+    if let Err(resp) = limits::check_request(&st, EP, &mut request) {
+        return resp;
+    }
     let overrides = match routing::overrides(&headers) {
         Ok(o) => o,
         Err(e) => return respond::local_error(EP, e),
