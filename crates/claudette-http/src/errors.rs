@@ -6,76 +6,29 @@ use std::fmt;
 use claudette_core::error::scrub_secrets;
 use claudette_core::{ApiKey, BackendError, ErrorKind, Phase};
 
-/// The cause of a reqwest error, as a readable chain ("tcp connect error: Connection refused
-/// (os error 111)"), without the URL reqwest attaches (it may carry a query-string key) and
-/// scrubbed of anything that looks like a key.
-pub(crate) fn cause_chain(e: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
+/// A hyper error as a readable chain ("connection closed before message completed: ..."),
+/// each piece of text once, scrubbed of anything that looks like a key. hyper never puts a
+/// URL in its errors, so nothing else needs taking out.
+pub(crate) fn hyper_cause(e: &hyper::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
     let mut source = e.source();
     while let Some(s) = source {
         let msg = s.to_string();
-        // hyper repeats the inner error in the outer one's text ("dns error: failed to lookup
-        // ..." then "failed to lookup ..."): keep each piece of text once.
+        // An error often repeats its source's text: keep each piece once.
         if !parts.iter().any(|p| p.contains(&msg)) {
             parts.push(msg);
         }
         source = s.source();
     }
-    if parts.is_empty() {
-        // No source: describe the kind ourselves; reqwest's own text names the URL.
-        parts.push(kind_text(e).to_owned());
-    }
     scrub_secrets(&parts.join(": "))
-}
-
-fn kind_text(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "operation timed out"
-    } else if e.is_connect() {
-        "connect error"
-    } else if e.is_body() {
-        "response body error"
-    } else if e.is_decode() {
-        "response decode error"
-    } else {
-        "request error"
-    }
-}
-
-/// A failure of `Client::execute`: nothing was received.
-///
-/// Connect-stage failures (refused, DNS, TLS, connect timeout) are phase `Connect`: the
-/// request never left, so retrying is always safe. Anything later (a reset or close before the
-/// headers) is phase `AwaitingResponse`: the provider may have accepted, and billed, the
-/// request (RT-3 "possibly accepted").
-pub(crate) fn send_error(e: &reqwest::Error) -> BackendError {
-    let cause = cause_chain(e);
-    if e.is_builder() {
-        return BackendError::internal(format!("cannot build the HTTP request: {cause}"));
-    }
-    match (e.is_connect(), e.is_timeout()) {
-        (true, true) => BackendError::timeout(format!("connect timed out: {cause}"), Phase::Connect),
-        (true, false) => BackendError::transport(format!("connect failed: {cause}"), Phase::Connect),
-        (false, true) => BackendError::timeout(
-            format!("timed out waiting for the response headers: {cause}"),
-            Phase::AwaitingResponse,
-        ),
-        (false, false) => BackendError::transport(
-            format!("connection failed before the response headers: {cause}"),
-            Phase::AwaitingResponse,
-        ),
-    }
 }
 
 /// A failure while reading a response body after its headers arrived.
 ///
 /// In a stream this is an interruption (the caller may already hold part of the answer); in a
 /// plain response it is a transport failure in phase `Body`.
-pub(crate) fn body_error(e: &reqwest::Error, streaming: bool) -> BackendError {
-    let cause = cause_chain(e);
-    if e.is_timeout() {
-        return BackendError::timeout(format!("timed out reading the response body: {cause}"), Phase::Body);
-    }
+pub(crate) fn body_error(e: &hyper::Error, streaming: bool) -> BackendError {
+    let cause = hyper_cause(e);
     if streaming {
         BackendError::interrupted(format!("connection lost mid-stream: {cause}"))
     } else {
@@ -145,7 +98,7 @@ const REDACTED: &str = "[REDACTED]";
 
 /// `scheme://host[:port]/path` of a URL, for logs: no query string (Gemini-style `?key=`), no
 /// userinfo, no fragment.
-pub(crate) fn loggable_url(url: &reqwest::Url) -> String {
+pub(crate) fn loggable_url(url: &url::Url) -> String {
     let host = url.host_str().unwrap_or("");
     match url.port() {
         Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
@@ -159,7 +112,7 @@ mod tests {
 
     #[test]
     fn loggable_url_drops_query_and_userinfo() {
-        let url = reqwest::Url::parse("https://user:pw@example.com:8443/v1/models?key=AIzaSecret#x").unwrap();
+        let url = url::Url::parse("https://user:pw@example.com:8443/v1/models?key=AIzaSecret#x").unwrap();
         assert_eq!(loggable_url(&url), "https://example.com:8443/v1/models");
     }
 

@@ -10,31 +10,32 @@
 //! router, a stream that just stops is an error and never a success, a 10 MiB line is an
 //! error and not unbounded memory, and the key never reaches a log line or an error message.
 
-mod client;
 mod errors;
 mod stats;
 mod stream;
+mod transport;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use claudette_core::tokens::{estimate_request_tokens, estimate_tokens};
 use claudette_core::{
     ApiKey, AuthScheme, Backend, BackendError, BackendInfo, BackendSettings, ChatRequest, ChatResponse,
     ErrorKind, EventStream, HttpRequest, HttpResponse, Method, Observation, Phase, ProviderAdapter,
     StreamParser, Timeouts, UsageSource,
 };
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{AUTHORIZATION, HOST, HeaderMap, HeaderName, HeaderValue};
 use tokio::time::{Instant, timeout_at};
 
-pub use client::shared_client;
 pub use stats::{LatencyStats, METRIC_LATENCY, METRIC_REQUESTS, METRIC_TTFT};
 
-use crate::errors::{Redactor, body_error, loggable_url, redirect_error, send_error};
+use crate::errors::{Redactor, body_error, loggable_url, redirect_error};
 use crate::stats::{Recorder, StatsCell};
 use crate::stream::{StreamSetup, event_stream};
+use crate::transport::{Origin, RequestBody, Response};
 
 /// Largest 2xx response body read; a larger one is a `MalformedResponse` (no chat answer is
 /// that big, an endless body must not exhaust memory).
@@ -46,15 +47,12 @@ pub const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// A [`Backend`] for any [`ProviderAdapter`], over HTTP.
 ///
-/// Cheap to share (`Arc`), and cheap to create: the connection pool is process-wide (see
-/// [`shared_client`]).
+/// Cheap to share (`Arc`), and cheap to create: the connection pool is process-wide, so every
+/// backend talking to the same origin shares warm connections (TLS handshakes are the dominant
+/// cost of a cold call). See the `transport` module for why the pool is Claudette's own.
 pub struct HttpBackend<A: ProviderAdapter> {
     /// Shared with the streams this backend returns, which report to `observe` at their end.
     adapter: Arc<A>,
-    client: reqwest::Client,
-    /// Whether `client` came from [`shared_client`], so a call whose adapter asks for another
-    /// connect timeout may take the shared client for that timeout instead.
-    shared_pool: bool,
     /// `None` or empty: no auth header (local servers). Whether that is acceptable is the
     /// adapter's call in `validate`.
     api_key: Option<ApiKey>,
@@ -64,7 +62,17 @@ pub struct HttpBackend<A: ProviderAdapter> {
     /// The last request URL the adapter built, parsed. An adapter builds the same URL for
     /// every call (base URL + fixed path), and parsing it (IDNA host processing included) was a
     /// visible share of a call's CPU; a different URL simply replaces the entry.
-    last_url: parking_lot::Mutex<Option<(String, reqwest::Url)>>,
+    last_url: parking_lot::Mutex<Option<(String, Arc<Target>)>>,
+}
+
+/// A parsed request URL: where to connect, and what to put in the request line and `Host`.
+struct Target {
+    origin: Origin,
+    /// Path and query: the request-target of an HTTP/1.1 request line.
+    path: hyper::Uri,
+    host: HeaderValue,
+    /// For logs: no query string, no userinfo.
+    loggable: String,
 }
 
 impl<A: ProviderAdapter> fmt::Debug for HttpBackend<A> {
@@ -82,28 +90,12 @@ impl<A: ProviderAdapter> fmt::Debug for HttpBackend<A> {
 }
 
 impl<A: ProviderAdapter> HttpBackend<A> {
-    /// A backend on the process-wide client for `settings.timeouts.connect`.
+    /// A backend on the process-wide connection pool.
     ///
     /// Takes the key and timeouts from `settings` and runs `adapter.validate()`. A missing key
     /// is not an error here: local servers need none, and the adapter's `validate` knows
     /// whether its provider does.
     pub fn new(adapter: A, settings: &BackendSettings) -> Result<Self, BackendError> {
-        let name = adapter.info().name.clone();
-        let client = shared_client(settings.timeouts.connect).map_err(|e| e.with_backend(name))?;
-        let mut backend = Self::with_client(adapter, settings, client)?;
-        backend.shared_pool = true;
-        Ok(backend)
-    }
-
-    /// A backend on a caller-supplied client (tests, custom TLS roots).
-    ///
-    /// The client's redirect and retry settings are the caller's responsibility; the
-    /// [`shared_client`] ones are what production needs. The connect timeout is the client's.
-    pub fn with_client(
-        adapter: A,
-        settings: &BackendSettings,
-        client: reqwest::Client,
-    ) -> Result<Self, BackendError> {
         let name = adapter.info().name.clone();
         adapter.validate().map_err(|e| e.with_backend(name.clone()))?;
         let t = settings.timeouts;
@@ -118,8 +110,6 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         let api_key = settings.api_key.clone().filter(|k| !k.is_empty());
         Ok(Self {
             adapter: Arc::new(adapter),
-            client,
-            shared_pool: false,
             redactor: Redactor::new(api_key.clone()),
             api_key,
             timeouts: t,
@@ -159,14 +149,20 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         self.redactor.error(error.with_backend(self.backend_name()))
     }
 
-    /// Turns the adapter's description into a reqwest request with the key attached.
-    fn prepare(&self, http: HttpRequest) -> Result<reqwest::Request, BackendError> {
-        let url = self.parse_url(&http.url)?;
+    /// Turns the adapter's description into an HTTP request with the key attached.
+    fn prepare(&self, http: HttpRequest) -> Result<(Arc<Target>, hyper::Request<RequestBody>), BackendError> {
+        let target = self.target(&http.url)?;
         let method = match http.method {
-            Method::Get => reqwest::Method::GET,
-            Method::Post => reqwest::Method::POST,
+            Method::Get => hyper::Method::GET,
+            Method::Post => hyper::Method::POST,
         };
-        let mut headers = HeaderMap::with_capacity(http.headers.len() + 1);
+        let body = http.body.map(Bytes::from).unwrap_or_default();
+        let mut request = hyper::Request::new(RequestBody::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = target.path.clone();
+        let headers = request.headers_mut();
+        headers.reserve(http.headers.len() + 2);
+        headers.insert(HOST, target.host.clone());
         for (name, value) in &http.headers {
             let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 BackendError::internal(format!("the adapter built an invalid header name `{name}`"))
@@ -179,28 +175,38 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         if let Some((name, value)) = self.auth_header()? {
             headers.insert(name, value);
         }
-        tracing::debug!(backend = %self.backend_name(), method = %method, url = %loggable_url(&url), "upstream request");
-        let mut request = reqwest::Request::new(method, url);
-        *request.headers_mut() = headers;
-        if let Some(body) = http.body {
-            *request.body_mut() = Some(body.into());
-        }
-        Ok(request)
+        tracing::debug!(backend = %self.backend_name(), method = %request.method(), url = %target.loggable, "upstream request");
+        Ok((target, request))
     }
 
     /// `url` parsed, from the one-entry cache when it is the URL of the previous call.
-    fn parse_url(&self, url: &str) -> Result<reqwest::Url, BackendError> {
+    fn target(&self, url: &str) -> Result<Arc<Target>, BackendError> {
         let mut last = self.last_url.lock();
-        if let Some((text, parsed)) = last.as_ref() {
+        if let Some((text, target)) = last.as_ref() {
             if text == url {
-                return Ok(parsed.clone());
+                return Ok(target.clone());
             }
         }
-        // The URL is not quoted in the error: it may carry a key in its query string.
-        let parsed = reqwest::Url::parse(url)
+        // The URL is not quoted in the errors: it may carry a key in its query string.
+        let parsed = url::Url::parse(url)
             .map_err(|e| BackendError::config(format!("the adapter built an invalid request URL: {e}")))?;
-        *last = Some((url.to_owned(), parsed.clone()));
-        Ok(parsed)
+        let origin = Origin::of(&parsed)?;
+        let path = match parsed.query() {
+            Some(q) => format!("{}?{q}", parsed.path()),
+            None => parsed.path().to_owned(),
+        };
+        let path = hyper::Uri::try_from(path)
+            .map_err(|_| BackendError::config("the adapter built an invalid request path"))?;
+        let host = match (parsed.host_str(), parsed.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => return Err(BackendError::config("the request URL has no host")),
+        };
+        let host = HeaderValue::from_str(&host)
+            .map_err(|_| BackendError::config("the request URL's host is not a valid Host header"))?;
+        let target = Arc::new(Target { origin, path, host, loggable: loggable_url(&parsed) });
+        *last = Some((url.to_owned(), target.clone()));
+        Ok(target)
     }
 
     /// The timeouts of one call: the configured ones as the adapter adjusts them (adaptive
@@ -216,19 +222,6 @@ impl<A: ProviderAdapter> HttpBackend<A> {
             idle: pick(t.idle, c.idle),
             total: pick(t.total, c.total),
         }
-    }
-
-    /// The client for a call with this connect timeout.
-    fn client_for(&self, connect: Duration) -> reqwest::Client {
-        // Shared pools are looked up at call time, in the runtime making the call.
-        if self.shared_pool {
-            // Building a client cannot fail where building the first one did not; if it
-            // somehow does, the configured pool still works, with its own connect timeout.
-            if let Ok(client) = shared_client(connect) {
-                return client;
-            }
-        }
-        self.client.clone()
     }
 
     fn observe(&self, latency: Duration, ttft: Option<Duration>, error: Option<ErrorKind>, stream: bool) {
@@ -263,15 +256,14 @@ impl<A: ProviderAdapter> HttpBackend<A> {
     /// Sends and waits for the response headers, until `headers_deadline`.
     async fn execute(
         &self,
-        client: &reqwest::Client,
         http: HttpRequest,
+        connect: Duration,
         headers_deadline: Instant,
         timeout: Duration,
-    ) -> Result<reqwest::Response, BackendError> {
-        let request = self.prepare(http)?;
-        match timeout_at(headers_deadline, client.execute(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(send_error(&e)),
+    ) -> Result<Response, BackendError> {
+        let (target, request) = self.prepare(http)?;
+        match timeout_at(headers_deadline, transport::send(&target.origin, request, connect)).await {
+            Ok(result) => result,
             Err(_elapsed) => Err(BackendError::timeout(
                 format!("no response headers within {} ms", timeout.as_millis()),
                 Phase::AwaitingResponse,
@@ -281,12 +273,12 @@ impl<A: ProviderAdapter> HttpBackend<A> {
 
     /// The error for a non-2xx response: 3xx is refused outright, the rest is read (at most
     /// [`MAX_ERROR_BODY`], until `deadline`) and classified by the adapter.
-    async fn status_error(&self, mut response: reqwest::Response, deadline: Instant) -> BackendError {
-        let status = response.status().as_u16();
+    async fn status_error(&self, mut response: Response, deadline: Instant) -> BackendError {
+        let status = response.status.as_u16();
         if (300..400).contains(&status) {
             return redirect_error(status);
         }
-        let headers = header_pairs(response.headers());
+        let headers = header_pairs(&response.headers);
         // A body cut short or too slow still classifies by status and headers.
         let (body, _end) = read_body(&mut response, MAX_ERROR_BODY, deadline).await;
         drop(response);
@@ -306,16 +298,15 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         let total_deadline = deadline_after(started, t.total);
         let headers_deadline = total_deadline.min(deadline_after(started, t.first_byte));
         let http = self.adapter.build_request(request, false)?;
-        let client = self.client_for(t.connect);
-        let mut response = self.execute(&client, http, headers_deadline, t.first_byte.min(t.total)).await?;
-        if !response.status().is_success() {
+        let mut response = self.execute(http, t.connect, headers_deadline, t.first_byte.min(t.total)).await?;
+        if !response.status.is_success() {
             return Err(self.status_error(response, total_deadline).await);
         }
-        let status = response.status().as_u16();
-        if response.content_length().is_some_and(|n| n > MAX_RESPONSE_BODY as u64) {
+        let status = response.status.as_u16();
+        if content_length(&response.headers).is_some_and(|n| n > MAX_RESPONSE_BODY as u64) {
             return Err(too_large());
         }
-        let headers = header_pairs(response.headers());
+        let headers = header_pairs(&response.headers);
         let (body, end) = read_body(&mut response, MAX_RESPONSE_BODY, total_deadline).await;
         drop(response);
         match end {
@@ -358,16 +349,15 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         let first_byte_deadline = deadline_after(started, t.first_byte);
         let headers_deadline = total_deadline.min(first_byte_deadline);
         let http = self.adapter.build_request(request, true)?;
-        let client = self.client_for(t.connect);
-        let response = self.execute(&client, http, headers_deadline, t.first_byte.min(t.total)).await?;
-        if !response.status().is_success() {
+        let response = self.execute(http, t.connect, headers_deadline, t.first_byte.min(t.total)).await?;
+        if !response.status.is_success() {
             return Err(self.status_error(response, total_deadline).await);
         }
         let setup = StreamSetup {
             recorder: self.recorder.clone(),
             redactor: self.redactor.clone(),
             observer: self.adapter.clone(),
-            status: response.status().as_u16(),
+            status: response.status.as_u16(),
             pricing: self.adapter.pricing(request.model.as_deref()),
             prompt: crate::stream::PromptText::of(request),
             started,
@@ -387,8 +377,8 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         let headers_deadline = deadline_after(started, self.timeouts.first_byte);
         let total_deadline = deadline_after(started, self.timeouts.total).max(headers_deadline);
         let mut response =
-            self.execute(&self.client, probe, headers_deadline, self.timeouts.first_byte).await?;
-        if !response.status().is_success() {
+            self.execute(probe, self.timeouts.connect, headers_deadline, self.timeouts.first_byte).await?;
+        if !response.status.is_success() {
             return Err(self.status_error(response, headers_deadline).await);
         }
         let (body, end) = read_body(&mut response, MAX_RESPONSE_BODY, total_deadline).await;
@@ -451,10 +441,10 @@ impl<A: ProviderAdapter> Backend for HttpBackend<A> {
         let started = Instant::now();
         let deadline = deadline_after(started, self.timeouts.first_byte);
         let response = self
-            .execute(&self.client, probe, deadline, self.timeouts.first_byte)
+            .execute(probe, self.timeouts.connect, deadline, self.timeouts.first_byte)
             .await
             .map_err(|e| self.finish_error(e))?;
-        if response.status().is_success() {
+        if response.status.is_success() {
             // The body is not needed; dropping it closes the connection, which is cheap next
             // to reading a large model list every 30 s.
             return Ok(());
@@ -493,6 +483,10 @@ fn too_large() -> BackendError {
     ))
 }
 
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(hyper::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
 fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
@@ -512,7 +506,7 @@ enum BodyEnd {
 
 /// Reads at most `cap` bytes of body until `deadline`. Returns what arrived either way, so an
 /// error body cut short can still be classified.
-async fn read_body(response: &mut reqwest::Response, cap: usize, deadline: Instant) -> (Vec<u8>, BodyEnd) {
+async fn read_body(response: &mut Response, cap: usize, deadline: Instant) -> (Vec<u8>, BodyEnd) {
     let mut body = Vec::new();
     loop {
         match timeout_at(deadline, response.chunk()).await {

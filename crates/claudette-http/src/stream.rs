@@ -19,6 +19,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::errors::{Redactor, body_error};
 use crate::stats::Recorder;
+use crate::transport::Response;
 
 /// Everything a stream needs after `send_stream` has returned.
 pub(crate) struct StreamSetup {
@@ -68,7 +69,7 @@ struct State {
     setup: StreamSetup,
     /// `None` once the stream has ended: the connection is released at the terminal event,
     /// not when the caller gets around to dropping the stream.
-    response: Option<reqwest::Response>,
+    response: Option<Response>,
     parser: StreamParser,
     pending: VecDeque<StreamEvent>,
     /// The terminal event went out.
@@ -78,11 +79,7 @@ struct State {
     ttft: Option<Duration>,
 }
 
-pub(crate) fn event_stream(
-    setup: StreamSetup,
-    response: reqwest::Response,
-    parser: StreamParser,
-) -> EventStream {
+pub(crate) fn event_stream(setup: StreamSetup, response: Response, parser: StreamParser) -> EventStream {
     let state = State {
         setup,
         response: Some(response),
@@ -217,7 +214,11 @@ impl State {
     fn finish(&mut self, error: Option<&BackendError>) {
         self.finished = true;
         self.pending.clear();
-        self.response = None;
+        // A body already read to its end gives its connection back to the pool; otherwise
+        // dropping it closes the connection (an abandoned generation must stop upstream).
+        if let Some(mut response) = self.response.take() {
+            response.try_finish();
+        }
         let latency = self.setup.started.elapsed();
         match error {
             None => self.setup.recorder.success(self.setup.status, latency),

@@ -770,3 +770,167 @@ async fn adapter_timeouts_apply_per_call_and_every_outcome_is_observed() {
     assert_eq!((seen[2].error, seen[2].stream, seen[2].ttft), (None, false, None));
     assert_eq!(Some(seen[2].latency), b.last_latency());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The connection pool: reuse, stale connections, dropped streams, TLS.
+// ---------------------------------------------------------------------------------------------
+
+/// A raw HTTP/1.1 server that counts the connections it accepts and answers every request
+/// with `body` (JSON or SSE by `content_type`). With `close_after_reply`, it closes each
+/// connection right after its answer without saying so (no `connection: close`), like a
+/// provider whose keep-alive timeout ran out while the connection sat in our pool.
+struct CountingServer {
+    addr: std::net::SocketAddr,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingServer {
+    async fn start(content_type: &'static str, body: String, close_after_reply: bool) -> CountingServer {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (conns, reqs) = (connections.clone(), requests.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                conns.fetch_add(1, Ordering::SeqCst);
+                let (reqs, body) = (reqs.clone(), body.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        // Read one request: headers, then content-length bytes of body.
+                        let mut chunk = [0u8; 4096];
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        while buf.len() < head_end + len {
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..head_end + len);
+                        reqs.fetch_add(1, Ordering::SeqCst);
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if sock.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        if close_after_reply {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        CountingServer { addr, connections, requests }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn completion_json() -> String {
+    json!({"choices": [{"message": {"content": "pooled"}}], "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
+        .to_string()
+}
+
+fn sse_body() -> String {
+    let mut s = String::new();
+    for piece in ["a", "b", "c"] {
+        s.push_str(&format!("data: {}\n\n", json!({"choices": [{"delta": {"content": piece}}]})));
+    }
+    s.push_str("data: [DONE]\n\n");
+    s
+}
+
+#[tokio::test]
+async fn sequential_calls_reuse_one_connection() {
+    let server = CountingServer::start("application/json", completion_json(), false).await;
+    let b = backend(&server.url());
+    for _ in 0..5 {
+        assert_eq!(b.send(&hi()).await.unwrap().content, "pooled");
+    }
+    assert_eq!(server.requests(), 5);
+    assert_eq!(server.connections(), 1, "every call after the first must reuse the pooled connection");
+}
+
+#[tokio::test]
+async fn a_stream_read_to_its_end_gives_its_connection_back() {
+    let server = CountingServer::start("text/event-stream", sse_body(), false).await;
+    let b = backend(&server.url());
+    for _ in 0..3 {
+        let events = drain(b.send_stream(&hi()).await.unwrap()).await;
+        assert_eq!(texts(&events), ["a", "b", "c"]);
+        done(&events);
+    }
+    assert_eq!(server.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_dropped_early_closes_its_connection() {
+    let server = CountingServer::start("text/event-stream", sse_body(), false).await;
+    let b = backend(&server.url());
+    let mut stream = b.send_stream(&hi()).await.unwrap();
+    // Take nothing, drop the stream: the half-read connection must not go back to the pool,
+    // or the next call would read the previous answer's leftovers.
+    let _ = stream.next().await;
+    drop(stream);
+    let events = drain(b.send_stream(&hi()).await.unwrap()).await;
+    assert_eq!(texts(&events), ["a", "b", "c"]);
+    assert_eq!(server.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_server_closed_is_replaced_without_an_error() {
+    let server = CountingServer::start("application/json", completion_json(), true).await;
+    let b = backend(&server.url());
+    for _ in 0..3 {
+        // Give the server's close time to arrive, so the pooled connection is really stale.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(b.send(&hi()).await.unwrap().content, "pooled");
+    }
+    assert_eq!(server.requests(), 3);
+    assert_eq!(server.connections(), 3);
+}
+
+#[tokio::test]
+async fn https_is_really_tls_and_verified() {
+    // A plain-HTTP server behind an https:// URL: the client must attempt a TLS handshake and
+    // fail it at connect time, never fall back to plain text.
+    let server = FakeServer::start().await;
+    let url = server.url().replace("http://", "https://");
+    let err = backend(&url).send(&hi()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Transport, "{err}");
+    assert_eq!(err.phase, Some(Phase::Connect), "{err}");
+    assert!(err.message.contains("TLS"), "{err}");
+    assert_eq!(server.post_requests(), 0);
+}
