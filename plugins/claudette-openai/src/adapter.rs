@@ -4,14 +4,14 @@ use std::net::IpAddr;
 
 use claudette_core::{
     AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse,
-    HttpRequest, HttpResponse, Pricing, ProviderAdapter, StreamDecoder,
+    HttpRequest, HttpResponse, Method, Pricing, ProviderAdapter, StreamDecoder,
 };
 use serde_json::{Map, Value};
 use url::{Host, Url};
 
 use crate::error::classify_openai_error;
 use crate::models::{ModelEntry, OPENAI_MODELS, lookup_model};
-use crate::request::{BodyOptions, MaxTokensField, build_body};
+use crate::request::{BodyOptions, BodySpec, MaxTokensField, encode};
 use crate::response::parse_chat_completion;
 use crate::stream::OpenAiStreamDecoder;
 
@@ -112,6 +112,8 @@ pub struct OpenAiAdapter {
     info: BackendInfo,
     options: OpenAiOptions,
     base_url: Url,
+    /// `{base_url}/chat/completions`, joined once rather than per request.
+    chat_url: String,
     has_key: bool,
     organization: Option<String>,
     stream_include_usage: bool,
@@ -198,10 +200,12 @@ impl OpenAiAdapter {
             tags: settings.tags.clone(),
             enabled: settings.enabled,
         };
+        let chat_url = endpoint(&base_url, "chat/completions");
         Ok(Self {
             info,
             options,
             base_url,
+            chat_url,
             has_key: settings.api_key.as_ref().is_some_and(|k| !k.is_empty()),
             organization,
             stream_include_usage,
@@ -222,14 +226,22 @@ impl OpenAiAdapter {
 
     /// `{base_url}/{path}`, keeping a query string the base URL may carry.
     pub fn endpoint(&self, path: &str) -> String {
-        let mut url = self.base_url.clone();
-        let joined = format!("{}/{}", url.path().trim_end_matches('/'), path.trim_start_matches('/'));
-        url.set_path(&joined);
-        url.to_string()
+        endpoint(&self.base_url, path)
     }
 
     /// The body options for `request` (model, output-cap field, usage in streams, extras).
     pub fn body_options(&self, request: &ChatRequest) -> BodyOptions {
+        let spec = self.body_spec(request);
+        BodyOptions {
+            model: spec.model.to_owned(),
+            max_tokens_field: spec.max_tokens_field,
+            stream_include_usage: spec.stream_include_usage,
+            extra: spec.extra.clone(),
+        }
+    }
+
+    /// [`Self::body_options`] by reference, for the per-request path.
+    fn body_spec(&self, request: &ChatRequest) -> BodySpec<'_> {
         let model = request.model.as_deref().filter(|m| !m.is_empty()).unwrap_or(&self.info.model);
         let max_tokens_field = self.max_tokens_field.unwrap_or_else(|| {
             if lookup_model(self.options.models, model).is_some_and(|e| e.reasoning) {
@@ -238,11 +250,11 @@ impl OpenAiAdapter {
                 MaxTokensField::MaxTokens
             }
         });
-        BodyOptions {
-            model: self.info.model.clone(),
+        BodySpec {
+            model: &self.info.model,
             max_tokens_field,
             stream_include_usage: self.stream_include_usage,
-            extra: self.options.extra_body.clone(),
+            extra: &self.options.extra_body,
         }
     }
 
@@ -252,6 +264,14 @@ impl OpenAiAdapter {
         }
         request
     }
+}
+
+/// `{base}/{path}`, keeping a query string the base URL may carry.
+fn endpoint(base: &Url, path: &str) -> String {
+    let mut url = base.clone();
+    let joined = format!("{}/{}", url.path().trim_end_matches('/'), path.trim_start_matches('/'));
+    url.set_path(&joined);
+    url.to_string()
 }
 
 /// Prices of `model` from `table`, if the table knows it.
@@ -295,9 +315,19 @@ impl ProviderAdapter for OpenAiAdapter {
     }
 
     fn build_request(&self, request: &ChatRequest, stream: bool) -> Result<HttpRequest, BackendError> {
-        let body = build_body(&self.body_options(request), request, stream)?;
+        let body = encode(&self.body_spec(request), request, stream)?;
         let accept = if stream { "text/event-stream" } else { "application/json" };
-        let http = HttpRequest::post_json(self.endpoint("chat/completions"), &body)?.header("accept", accept);
+        // `HttpRequest::post_json` takes a `Value`; the body is already JSON bytes, so the
+        // same request (content type, then accept) is built here.
+        let http = HttpRequest {
+            method: Method::Post,
+            url: self.chat_url.clone(),
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("accept".into(), accept.into()),
+            ],
+            body: Some(body),
+        };
         Ok(self.with_common_headers(http))
     }
 

@@ -12,7 +12,7 @@
 //!
 //! The wire pieces are public so another crate can speak this protocol with its own provider
 //! name, defaults and price table: [`OpenAiAdapter::with_options`] with [`OpenAiOptions`], or
-//! the functions directly ([`build_body`], [`parse_chat_completion`], [`OpenAiStreamDecoder`],
+//! the functions directly ([`build_body`] or [`encode_body`], [`parse_chat_completion`], [`OpenAiStreamDecoder`],
 //! [`classify_openai_error`], [`parse_model_list`]).
 //!
 //! ```no_run
@@ -33,11 +33,12 @@ mod models;
 mod request;
 mod response;
 mod stream;
+mod wire;
 
 pub use adapter::{EXTRA_KEYS, OpenAiAdapter, OpenAiOptions, parse_model_list};
 pub use error::{ErrorFields, classify_error_value, classify_openai_error, error_fields, refine_kind};
 pub use models::{ModelEntry, OPENAI_MODELS, lookup_model};
-pub use request::{BodyOptions, MaxTokensField, build_body};
+pub use request::{BodyOptions, MaxTokensField, build_body, encode_body};
 pub use response::{
     content_text, map_finish_reason, parse_arguments, parse_chat_completion, parse_usage, reasoning_text,
 };

@@ -1,8 +1,12 @@
 //! Building the `POST /chat/completions` body from a [`ChatRequest`].
+//!
+//! The body is serialised straight from borrowing views of the request (no intermediate
+//! `serde_json::Value`, no copy of a message text): this runs for every request.
 
 use claudette_core::{BackendError, ChatRequest, Message, Role, ToolCall, ToolSpec};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Number, Value};
 
 /// Which body field carries the output cap.
 ///
@@ -55,109 +59,260 @@ impl BodyOptions {
 /// Routing-only fields of the request (`backend`, `tags`, `metadata`) are never sent.
 /// Returns `InvalidRequest` for what the server would reject anyway (a tool result without
 /// `tool_call_id`, a non-finite temperature), so the error names the message at fault.
+///
+/// The adapter sends [`encode_body`]'s bytes; this `Value` form is for callers that want to
+/// inspect or amend a body.
 pub fn build_body(options: &BodyOptions, request: &ChatRequest, stream: bool) -> Result<Value, BackendError> {
-    let model = request.model.as_deref().filter(|m| !m.is_empty()).unwrap_or(&options.model);
-    let messages = request
-        .messages
-        .iter()
-        .enumerate()
-        .map(|(i, m)| message_json(i, m))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut body = Map::new();
-    body.insert("model".into(), Value::String(model.to_owned()));
-    body.insert("messages".into(), Value::Array(messages));
-    if let Some(n) = request.max_tokens {
-        body.insert(options.max_tokens_field.as_str().into(), Value::from(n));
-    }
-    if let Some(t) = request.temperature {
-        body.insert("temperature".into(), float("temperature", t)?);
-    }
-    if let Some(p) = request.top_p {
-        body.insert("top_p".into(), float("top_p", p)?);
-    }
-    if !request.stop.is_empty() {
-        body.insert("stop".into(), json!(request.stop));
-    }
-    if !request.tools.is_empty() {
-        body.insert("tools".into(), Value::Array(request.tools.iter().map(tool_json).collect()));
-    }
-    if stream {
-        body.insert("stream".into(), Value::Bool(true));
-        if options.stream_include_usage {
-            body.insert("stream_options".into(), json!({"include_usage": true}));
-        }
-    }
-    for (k, v) in &options.extra {
-        body.insert(k.clone(), v.clone());
-    }
-    Ok(Value::Object(body))
+    let body = Body::new(BodySpec::from(options), request, stream)?;
+    serde_json::to_value(&body).map_err(|e| BackendError::internal(format!("encode request: {e}")))
 }
 
-fn message_json(index: usize, m: &Message) -> Result<Value, BackendError> {
-    let role = match m.role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    };
-    let mut out = Map::new();
-    out.insert("role".into(), Value::String(role.into()));
-    match m.role {
-        Role::Assistant if !m.tool_calls.is_empty() => {
-            // OpenAI's shape for a turn that only calls tools is `content: null`.
-            let content = if m.content.is_empty() { Value::Null } else { Value::String(m.content.clone()) };
-            out.insert("content".into(), content);
-            let calls = m.tool_calls.iter().map(tool_call_json).collect::<Result<Vec<_>, _>>()?;
-            out.insert("tool_calls".into(), Value::Array(calls));
+/// [`build_body`] as the JSON bytes sent on the wire, serialised without building a `Value`.
+pub fn encode_body(
+    options: &BodyOptions,
+    request: &ChatRequest,
+    stream: bool,
+) -> Result<Vec<u8>, BackendError> {
+    encode(&BodySpec::from(options), request, stream)
+}
+
+/// [`BodyOptions`] by reference: what the adapter has at hand without cloning its extras.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodySpec<'a> {
+    pub model: &'a str,
+    pub max_tokens_field: MaxTokensField,
+    pub stream_include_usage: bool,
+    pub extra: &'a Map<String, Value>,
+}
+
+impl<'a> From<&'a BodyOptions> for BodySpec<'a> {
+    fn from(o: &'a BodyOptions) -> Self {
+        Self {
+            model: &o.model,
+            max_tokens_field: o.max_tokens_field,
+            stream_include_usage: o.stream_include_usage,
+            extra: &o.extra,
         }
-        Role::Tool => {
-            let id = m.tool_call_id.as_deref().filter(|id| !id.is_empty()).ok_or_else(|| {
-                BackendError::invalid(format!(
+    }
+}
+
+/// The body bytes for `request` (see [`build_body`]).
+pub(crate) fn encode(
+    spec: &BodySpec<'_>,
+    request: &ChatRequest,
+    stream: bool,
+) -> Result<Vec<u8>, BackendError> {
+    let body = Body::new(*spec, request, stream)?;
+    // Most of a body is its message texts; start there rather than growing from nothing.
+    let texts: usize = request.messages.iter().map(|m| m.content.len()).sum();
+    let mut out = Vec::with_capacity(256 + texts + texts / 8);
+    serde_json::to_writer(&mut out, &body)
+        .map_err(|e| BackendError::internal(format!("encode request: {e}")))?;
+    Ok(out)
+}
+
+/// A checked request, ready to serialise: everything that can be refused has been.
+struct Body<'a> {
+    spec: BodySpec<'a>,
+    model: &'a str,
+    request: &'a ChatRequest,
+    temperature: Option<Number>,
+    top_p: Option<Number>,
+    stream: bool,
+}
+
+impl<'a> Body<'a> {
+    fn new(spec: BodySpec<'a>, request: &'a ChatRequest, stream: bool) -> Result<Self, BackendError> {
+        for (index, m) in request.messages.iter().enumerate() {
+            if m.role == Role::Tool && m.tool_call_id.as_deref().is_none_or(str::is_empty) {
+                return Err(BackendError::invalid(format!(
                     "message {index}: a tool result needs the `tool_call_id` it answers"
-                ))
-            })?;
-            out.insert("tool_call_id".into(), Value::String(id.to_owned()));
-            out.insert("content".into(), Value::String(m.content.clone()));
+                )));
+            }
         }
-        _ => {
-            out.insert("content".into(), Value::String(m.content.clone()));
-        }
+        Ok(Self {
+            spec,
+            model: request.model.as_deref().filter(|m| !m.is_empty()).unwrap_or(spec.model),
+            request,
+            temperature: request.temperature.map(|t| float("temperature", t)).transpose()?,
+            top_p: request.top_p.map(|p| float("top_p", p)).transpose()?,
+            stream,
+        })
     }
-    Ok(Value::Object(out))
 }
 
-fn tool_call_json(call: &ToolCall) -> Result<Value, BackendError> {
-    // OpenAI wants the arguments as a JSON *string*. A string here is arguments we could not
-    // parse when they came in: send them back verbatim rather than double-encoded.
-    let arguments = match &call.arguments {
-        Value::String(raw) => raw.clone(),
-        other => serde_json::to_string(other)
-            .map_err(|e| BackendError::internal(format!("encode tool call arguments: {e}")))?,
-    };
-    Ok(json!({
-        "id": call.id,
-        "type": "function",
-        "function": {"name": call.name, "arguments": arguments},
-    }))
+impl Serialize for Body<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let extra = self.spec.extra;
+        let request = self.request;
+        let mut map = serializer.serialize_map(None)?;
+        // Provider extras override the fields set here: a field they name is written once,
+        // with their value, at the end.
+        entry(&mut map, extra, "model", &self.model)?;
+        entry(&mut map, extra, "messages", &Messages(&request.messages))?;
+        if let Some(n) = request.max_tokens {
+            entry(&mut map, extra, self.spec.max_tokens_field.as_str(), &n)?;
+        }
+        if let Some(t) = &self.temperature {
+            entry(&mut map, extra, "temperature", t)?;
+        }
+        if let Some(p) = &self.top_p {
+            entry(&mut map, extra, "top_p", p)?;
+        }
+        if !request.stop.is_empty() {
+            entry(&mut map, extra, "stop", &request.stop)?;
+        }
+        if !request.tools.is_empty() {
+            entry(&mut map, extra, "tools", &Tools(&request.tools))?;
+        }
+        if self.stream {
+            entry(&mut map, extra, "stream", &true)?;
+            if self.spec.stream_include_usage {
+                entry(&mut map, extra, "stream_options", &IncludeUsage { include_usage: true })?;
+            }
+        }
+        for (k, v) in extra {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
 }
 
-fn tool_json(tool: &ToolSpec) -> Value {
-    let mut function = Map::new();
-    function.insert("name".into(), Value::String(tool.name.clone()));
-    if !tool.description.is_empty() {
-        function.insert("description".into(), Value::String(tool.description.clone()));
+/// One body field, unless the provider extras set it.
+fn entry<M: SerializeMap, T: Serialize + ?Sized>(
+    map: &mut M,
+    extra: &Map<String, Value>,
+    key: &str,
+    value: &T,
+) -> Result<(), M::Error> {
+    if extra.contains_key(key) { Ok(()) } else { map.serialize_entry(key, value) }
+}
+
+#[derive(Serialize)]
+struct IncludeUsage {
+    include_usage: bool,
+}
+
+struct Messages<'a>(&'a [Message]);
+
+impl Serialize for Messages<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
+        for m in self.0 {
+            seq.serialize_element(&WireMessage(m))?;
+        }
+        seq.end()
     }
-    function.insert("parameters".into(), tool.parameters.clone());
-    json!({"type": "function", "function": function})
+}
+
+/// One message in OpenAI's shape. Tool results were checked for their `tool_call_id` by
+/// [`Body::new`].
+struct WireMessage<'a>(&'a Message);
+
+impl Serialize for WireMessage<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let m = self.0;
+        let role = match m.role {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        };
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("role", role)?;
+        match m.role {
+            Role::Assistant if !m.tool_calls.is_empty() => {
+                // OpenAI's shape for a turn that only calls tools is `content: null`.
+                let content = Some(m.content.as_str()).filter(|c| !c.is_empty());
+                map.serialize_entry("content", &content)?;
+                map.serialize_entry("tool_calls", &ToolCalls(&m.tool_calls))?;
+            }
+            Role::Tool => {
+                map.serialize_entry("tool_call_id", m.tool_call_id.as_deref().unwrap_or_default())?;
+                map.serialize_entry("content", &m.content)?;
+            }
+            _ => map.serialize_entry("content", &m.content)?,
+        }
+        map.end()
+    }
+}
+
+struct ToolCalls<'a>(&'a [ToolCall]);
+
+impl Serialize for ToolCalls<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|call| WireToolCall {
+            id: &call.id,
+            kind: "function",
+            function: WireFunctionCall { name: &call.name, arguments: Arguments(&call.arguments) },
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct WireToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunctionCall<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunctionCall<'a> {
+    name: &'a str,
+    arguments: Arguments<'a>,
+}
+
+/// OpenAI wants the arguments as a JSON *string*. A string here is arguments we could not
+/// parse when they came in: sent back verbatim rather than double-encoded. Anything else is
+/// written as its compact JSON text, straight into the string (no intermediate `String`).
+struct Arguments<'a>(&'a Value);
+
+impl Serialize for Arguments<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::String(raw) => serializer.serialize_str(raw),
+            other => serializer.collect_str(other),
+        }
+    }
+}
+
+struct Tools<'a>(&'a [ToolSpec]);
+
+impl Serialize for Tools<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|tool| WireTool {
+            kind: "function",
+            function: WireFunction {
+                name: &tool.name,
+                description: &tool.description,
+                parameters: &tool.parameters,
+            },
+        }))
+    }
+}
+
+#[derive(Serialize)]
+struct WireTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunction<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    description: &'a str,
+    parameters: &'a Value,
 }
 
 /// An `f32` as the JSON number a person would write: `0.7`, not `0.699999988079071` (what a
 /// plain `f32 as f64` widening gives). Servers that validate ranges or log requests see
 /// exactly what was configured.
-fn float(name: &str, x: f32) -> Result<Value, BackendError> {
+fn float(name: &str, x: f32) -> Result<Number, BackendError> {
     let shortest: f64 = x.to_string().parse().unwrap_or(f64::from(x));
-    serde_json::Number::from_f64(shortest)
-        .map(Value::Number)
+    Number::from_f64(shortest)
         .ok_or_else(|| BackendError::invalid(format!("`{name}` must be a finite number, got {x}")))
 }
 
@@ -170,5 +325,20 @@ mod tests {
         assert_eq!(float("t", 0.7).unwrap().to_string(), "0.7");
         assert_eq!(float("t", 1.0).unwrap().to_string(), "1.0");
         assert!(float("t", f32::NAN).is_err());
+    }
+
+    #[test]
+    fn extras_override_a_field_once_and_bytes_match_the_value() {
+        let mut options = BodyOptions::new("m");
+        options.extra.insert("temperature".into(), serde_json::json!(0.1));
+        options.extra.insert("chat_template_kwargs".into(), serde_json::json!({"enable_thinking": false}));
+        let request = ChatRequest::prompt("hi \"there\"\n").with_temperature(0.7);
+        let bytes = encode_body(&options, &request, true).unwrap();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert_eq!(text.matches("\"temperature\"").count(), 1, "{text}");
+        let parsed: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(parsed["temperature"], serde_json::json!(0.1));
+        assert_eq!(parsed["messages"][0]["content"], "hi \"there\"\n");
+        assert_eq!(parsed, build_body(&options, &request, true).unwrap());
     }
 }

@@ -1,16 +1,22 @@
 //! Reading a non-stream chat completion, and the pieces the stream decoder shares with it
 //! (usage, finish reasons, content text).
 //!
-//! Everything is read from a `serde_json::Value` by hand rather than derived: compatible
-//! servers send nulls where OpenAI omits fields, numbers where it sends strings, content
-//! arrays where it sends text, and extra fields everywhere (`timings`, `provider_specific_fields`).
-//! Being lenient per field keeps one odd field from failing a good answer, while a body
-//! that is not a chat completion at all still fails with a message naming what is missing.
+//! Compatible servers send nulls where OpenAI omits fields, numbers where it sends strings,
+//! content arrays where it sends text, and extra fields everywhere (`timings`,
+//! `provider_specific_fields`). Being lenient per field keeps one odd field from failing a
+//! good answer, while a body that is not a chat completion at all still fails with a message
+//! naming what is missing. The body is read into the borrowing, per-field lenient types of
+//! [`crate::wire`] (no `Value` tree: this runs on every answer); only the rare paths (an error
+//! object instead of choices, a body those types refuse) build a `serde_json::Value`.
+
+use std::borrow::Cow;
 
 use claudette_core::{BackendError, ChatResponse, FinishReason, ToolCall, Usage, UsageSource};
+use serde::Deserialize as _;
 use serde_json::Value;
 
 use crate::error::classify_error_value;
+use crate::wire::{Args, CompletionWire, Content, FunctionWire, MessageWire, Obj, UsageWire};
 
 /// Maps OpenAI's `finish_reason` to ours; unknown values are kept verbatim.
 pub fn map_finish_reason(reason: &str) -> FinishReason {
@@ -30,53 +36,36 @@ pub fn map_finish_reason(reason: &str) -> FinishReason {
 /// which is exactly our convention; the splits are clamped to their totals so a server that
 /// reports nonsense cannot make us count something twice.
 pub fn parse_usage(value: &Value) -> Option<Usage> {
-    let obj = value.as_object()?;
-    let input = obj.get("prompt_tokens").and_then(count);
-    let output = obj.get("completion_tokens").and_then(count);
-    if input.is_none() && output.is_none() {
-        return None;
-    }
-    let input = input.unwrap_or(0);
-    let output = output.unwrap_or(0);
-    let detail =
-        |outer: &str, inner: &str| obj.get(outer).and_then(|d| d.get(inner)).and_then(count).unwrap_or(0);
-    Some(Usage {
-        input_tokens: input,
-        output_tokens: output,
-        cache_read_tokens: detail("prompt_tokens_details", "cached_tokens").min(input),
-        cache_write_tokens: 0,
-        reasoning_tokens: detail("completion_tokens_details", "reasoning_tokens").min(output),
-        source: UsageSource::Reported,
-    })
+    Obj::<UsageWire>::deserialize(value).ok()?.0?.to_usage()
 }
 
-/// A token count: a non-negative integer (or an integral float, which some servers send).
-fn count(v: &Value) -> Option<u32> {
-    if let Some(n) = v.as_u64() {
-        return Some(u32::try_from(n).unwrap_or(u32::MAX));
+impl UsageWire {
+    /// See [`parse_usage`].
+    pub(crate) fn to_usage(&self) -> Option<Usage> {
+        let (input, output) = (self.prompt_tokens.0, self.completion_tokens.0);
+        if input.is_none() && output.is_none() {
+            return None;
+        }
+        let input = input.unwrap_or(0);
+        let output = output.unwrap_or(0);
+        let cached = self.prompt_tokens_details.0.as_ref().and_then(|d| d.cached_tokens.0).unwrap_or(0);
+        let reasoning =
+            self.completion_tokens_details.0.as_ref().and_then(|d| d.reasoning_tokens.0).unwrap_or(0);
+        Some(Usage {
+            input_tokens: input,
+            output_tokens: output,
+            cache_read_tokens: cached.min(input),
+            cache_write_tokens: 0,
+            reasoning_tokens: reasoning.min(output),
+            source: UsageSource::Reported,
+        })
     }
-    let f = v.as_f64()?;
-    if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= f64::from(u32::MAX) {
-        // Exact: the value is integral and in range.
-        return Some(f as u32);
-    }
-    None
 }
 
 /// The text of a `content` field: a string, or the `text` parts of a content-part array
 /// (some servers answer in the request's multi-part shape). Null and other shapes are empty.
 pub fn content_text(value: Option<&Value>) -> String {
-    match value {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| match p {
-                Value::String(s) => Some(s.as_str()),
-                other => other.get("text").and_then(Value::as_str),
-            })
-            .collect(),
-        _ => String::new(),
-    }
+    value.map(|v| Content::deserialize(v).unwrap_or_default()).unwrap_or_default().into_text()
 }
 
 /// Reasoning text a server sent beside the answer: `reasoning_content` (vLLM, SGLang, Qwen,
@@ -94,18 +83,24 @@ pub fn reasoning_text(obj: &Value) -> Option<&str> {
 /// kept as a string value and reported through the returned warning, never dropped: the
 /// caller decides what a half-written call is worth.
 pub fn parse_arguments(name: &str, raw: Option<&Value>) -> (Value, Option<String>) {
+    arguments_value(name, Args::from_value(raw))
+}
+
+/// [`parse_arguments`] of the typed field, taking it by value (an object is moved, not cloned).
+pub(crate) fn arguments_value(name: &str, raw: Args<'_>) -> (Value, Option<String>) {
     match raw {
-        None | Some(Value::Null) => (Value::Object(serde_json::Map::new()), None),
-        Some(Value::String(s)) if s.trim().is_empty() => (Value::Object(serde_json::Map::new()), None),
-        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+        Args::Absent => (Value::Object(serde_json::Map::new()), None),
+        Args::Text(s) if s.trim().is_empty() => (Value::Object(serde_json::Map::new()), None),
+        Args::Text(s) => match serde_json::from_str::<Value>(&s) {
             Ok(v) => (v, None),
-            Err(e) => (
-                Value::String(s.clone()),
-                Some(format!("tool call `{name}`: arguments are not valid JSON ({e}); kept as a string")),
-            ),
+            Err(e) => {
+                let warning =
+                    format!("tool call `{name}`: arguments are not valid JSON ({e}); kept as a string");
+                (Value::String(s.into_owned()), Some(warning))
+            }
         },
         // Some compatible servers send the object itself.
-        Some(other) => (other.clone(), None),
+        Args::Json(v) => (v, None),
     }
 }
 
@@ -121,82 +116,109 @@ pub fn parse_chat_completion(
     backend: &str,
     requested_model: &str,
 ) -> Result<ChatResponse, BackendError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        BackendError::malformed(format!("response body is not JSON: {e}")).with_provider_body(body)
-    })?;
-    if !value.is_object() {
-        return Err(BackendError::malformed("response body is not a JSON object").with_provider_body(body));
+    match serde_json::from_slice::<Obj<CompletionWire<'_>>>(body) {
+        Ok(Obj(Some(completion))) => read_completion(completion, body, backend, requested_model),
+        Ok(Obj(None)) => Err(not_an_object(body)),
+        Err(_) => {
+            // Not JSON (the `Value` parser's message says why, as it always did), or JSON the
+            // typed pass refuses: a repeated key, of which a `Value` keeps the last.
+            let value: Value = serde_json::from_slice(body).map_err(|e| not_json(body, &e))?;
+            match Obj::<CompletionWire<'_>>::deserialize(&value) {
+                Ok(Obj(Some(completion))) => read_completion(completion, body, backend, requested_model),
+                Ok(Obj(None)) => Err(not_an_object(body)),
+                Err(e) => Err(BackendError::malformed(format!("response body cannot be read: {e}"))
+                    .with_provider_body(body)),
+            }
+        }
     }
-    let choices = match value.get("choices") {
-        Some(Value::Array(c)) if !c.is_empty() => c,
+}
+
+fn not_json(body: &[u8], e: &serde_json::Error) -> BackendError {
+    BackendError::malformed(format!("response body is not JSON: {e}")).with_provider_body(body)
+}
+
+fn not_an_object(body: &[u8]) -> BackendError {
+    BackendError::malformed("response body is not a JSON object").with_provider_body(body)
+}
+
+fn read_completion(
+    completion: CompletionWire<'_>,
+    body: &[u8],
+    backend: &str,
+    requested_model: &str,
+) -> Result<ChatResponse, BackendError> {
+    let mut choices = match completion.choices.0 {
+        Some(c) if !c.is_empty() => c,
         other => {
+            // The rare path: an error object in a 2xx body. Its classification reads a `Value`.
+            let value: Value = serde_json::from_slice(body).map_err(|e| not_json(body, &e))?;
             if let Some(err) = classify_error_value(&value) {
                 return Err(err);
             }
             let what = match other {
-                Some(Value::Array(_)) => "an empty `choices` array",
-                _ => "no `choices` array",
+                Some(_) => "an empty `choices` array",
+                None => "no `choices` array",
             };
             return Err(BackendError::malformed(format!("response has {what}; not a chat completion"))
                 .with_provider_body(body));
         }
     };
     // We never ask for n > 1: take choice 0 (by its index when the server numbers them).
-    let choice = choices
-        .iter()
-        .find(|c| c.get("index").and_then(Value::as_u64) == Some(0))
-        .or_else(|| choices.first())
-        .ok_or_else(|| BackendError::malformed("response has no choice"))?;
-    let message = choice.get("message").filter(|m| m.is_object()).ok_or_else(|| {
+    let at = choices.iter().position(|c| c.0.as_ref().is_some_and(|c| c.index.0 == Some(0))).unwrap_or(0);
+    let choice = choices.swap_remove(at).0.unwrap_or_default();
+    let mut message = choice.message.0.ok_or_else(|| {
         BackendError::malformed("`choices[0]` has no `message` object").with_provider_body(body)
     })?;
 
-    let model =
-        value.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).unwrap_or(requested_model);
-    let mut response = ChatResponse::empty(backend, model);
-    response.id = value.get("id").and_then(Value::as_str).map(str::to_owned);
-    response.content = content_text(message.get("content"));
-    if let Some(refusal) = message.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+    let model = completion.model.non_empty();
+    let mut response = ChatResponse::empty(backend, model.as_deref().unwrap_or(requested_model));
+    response.id = completion.id.0.map(Cow::into_owned);
+    response.content = std::mem::take(&mut message.content).into_text();
+    if let Some(refusal) = message.refusal.0.take().filter(|r| !r.is_empty()) {
         // A refusal is an answer, not an error: keep it visible as content, and say so.
         if response.content.is_empty() {
-            response.content = refusal.to_owned();
+            response.content = refusal.into_owned();
         }
         response.warnings.push("the model refused the request (OpenAI `refusal`)".to_owned());
     }
-    response.reasoning = reasoning_text(message).map(str::to_owned);
-    read_tool_calls(message, &mut response)?;
-    response.finish_reason = choice.get("finish_reason").and_then(Value::as_str).map(map_finish_reason);
-    if let Some(usage) = value.get("usage").and_then(parse_usage) {
+    response.reasoning = message.take_reasoning().map(Cow::into_owned);
+    read_tool_calls(*message, &mut response)?;
+    response.finish_reason = choice.finish_reason.0.as_deref().map(map_finish_reason);
+    if let Some(usage) = completion.usage.0.as_ref().and_then(UsageWire::to_usage) {
         response.usage = usage;
     }
     Ok(response)
 }
 
-fn read_tool_calls(message: &Value, response: &mut ChatResponse) -> Result<(), BackendError> {
-    let mut push = |i: usize, id: Option<&str>, function: &Value| -> Result<(), BackendError> {
-        let name = function
-            .get("name")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| BackendError::malformed(format!("tool call {i} has no function name")))?;
-        let (arguments, warning) = parse_arguments(name, function.get("arguments"));
-        response.warnings.extend(warning);
-        // An id is needed to answer the call; synthesise a stable one if the server sent none.
-        let id = id.filter(|s| !s.is_empty()).map_or_else(|| format!("call_{i}"), str::to_owned);
-        response.tool_calls.push(ToolCall { id, name: name.to_owned(), arguments });
-        Ok(())
-    };
-    if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
-        for (i, call) in calls.iter().enumerate() {
+fn read_tool_calls(message: MessageWire<'_>, response: &mut ChatResponse) -> Result<(), BackendError> {
+    if let Some(calls) = &message.tool_calls.0 {
+        response.tool_calls.reserve(calls.len());
+    }
+    let mut push =
+        |i: usize, id: Option<Cow<'_, str>>, function: FunctionWire<'_>| -> Result<(), BackendError> {
+            let name = function
+                .name
+                .non_empty()
+                .ok_or_else(|| BackendError::malformed(format!("tool call {i} has no function name")))?;
+            let (arguments, warning) = arguments_value(&name, function.arguments);
+            response.warnings.extend(warning);
+            // An id is needed to answer the call; synthesise a stable one if the server sent none.
+            let id = id.filter(|s| !s.is_empty()).map_or_else(|| format!("call_{i}"), Cow::into_owned);
+            response.tool_calls.push(ToolCall { id, name: name.into_owned(), arguments });
+            Ok(())
+        };
+    if let Some(calls) = message.tool_calls.0 {
+        for (i, call) in calls.into_iter().enumerate() {
+            let call = call.0.unwrap_or_default();
             let function = call
-                .get("function")
-                .filter(|f| f.is_object())
+                .function
+                .0
                 .ok_or_else(|| BackendError::malformed(format!("tool call {i} has no `function` object")))?;
-            push(i, call.get("id").and_then(Value::as_str), function)?;
+            push(i, call.id.0, function)?;
         }
-    } else if let Some(function) = message.get("function_call").filter(|f| f.is_object()) {
+    } else if let Some(function) = message.function_call.0 {
         // The pre-tools shape, still sent by some older servers.
-        push(0, None, function)?;
+        push(0, None, *function)?;
     }
     Ok(())
 }
@@ -218,6 +240,13 @@ mod tests {
         );
         assert!(parse_usage(&Value::Null).is_none());
         assert!(parse_usage(&serde_json::json!({})).is_none());
+    }
+
+    #[test]
+    fn a_repeated_key_reads_like_a_value_last_one_wins() {
+        let body = br#"{"model":"a","model":"b","choices":[{"index":0,"message":{"content":"x"}}]}"#;
+        let r = parse_chat_completion(body, "be", "req").unwrap();
+        assert_eq!((r.model.as_str(), r.content.as_str()), ("b", "x"));
     }
 
     #[test]

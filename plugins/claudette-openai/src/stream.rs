@@ -1,14 +1,18 @@
 //! Decoding an OpenAI chat-completions SSE stream into [`StreamEvent`]s.
 
+use std::borrow::Cow;
+
 use claudette_core::error::scrub_secrets;
 use claudette_core::{
     BackendError, ErrorKind, FinishReason, Frame, Phase, StreamDecoder, StreamEnd, StreamEvent,
     ToolCallDelta, Usage,
 };
+use serde::Deserialize as _;
 use serde_json::Value;
 
 use crate::error::classify_error_value;
-use crate::response::{content_text, map_finish_reason, parse_usage, reasoning_text};
+use crate::response::map_finish_reason;
+use crate::wire::{Args, ChunkWire, Completion, FunctionWire, MessageWire, Obj, Str, UsageWire};
 
 /// Turns `data:` chunks of a chat-completions stream into events, one decoder per stream.
 ///
@@ -27,6 +31,10 @@ use crate::response::{content_text, map_finish_reason, parse_usage, reasoning_te
 ///
 /// `Done` carries usage with source `Missing` when the server sent none (llama-cpp-python
 /// ignores `include_usage`) and cost 0: the I/O layer estimates usage and prices the stream.
+///
+/// Each chunk is read into the borrowing, per-field lenient types of [`crate::wire`] (no
+/// `Value` tree per chunk); a `Value` is built only for an error object, or for a chunk those
+/// types refuse (a repeated key), which then reads exactly as it always did.
 #[derive(Debug, Default)]
 pub struct OpenAiStreamDecoder {
     finish_reason: Option<FinishReason>,
@@ -65,70 +73,128 @@ impl OpenAiStreamDecoder {
         }
     }
 
-    fn chunk(&mut self, value: &Value, out: &mut Vec<StreamEvent>) {
-        if let Some(model) = value.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()) {
-            if self.model.as_deref() != Some(model) {
-                self.model = Some(model.to_owned());
+    fn chunk(&mut self, chunk: ChunkWire<'_>, out: &mut Vec<StreamEvent>) {
+        if let Some(model) = chunk.model.non_empty() {
+            if self.model.as_deref() != Some(&*model) {
+                self.model = Some(model.into_owned());
             }
         }
-        if let Some(choices) = value.get("choices").and_then(Value::as_array) {
+        if let Some(choices) = chunk.choices.0 {
             // We never ask for n > 1; a server that numbers choices gets only choice 0 read.
-            for choice in
-                choices.iter().filter(|c| c.get("index").and_then(Value::as_u64).is_none_or(|i| i == 0))
+            for choice in choices.into_iter().filter_map(|c| c.0).filter(|c| c.index.0.is_none_or(|i| i == 0))
             {
-                if let Some(delta) = choice.get("delta").filter(|d| d.is_object()) {
-                    delta_events(delta, out);
+                if let Some(mut delta) = choice.delta.0 {
+                    delta_events(&mut delta, out);
                 }
-                if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-                    self.finish_reason = Some(map_finish_reason(reason));
+                if let Some(reason) = choice.finish_reason.0 {
+                    self.finish_reason = Some(map_finish_reason(&reason));
                 }
             }
         }
-        if let Some(usage) = value.get("usage").and_then(parse_usage) {
+        if let Some(usage) = chunk.usage.0.as_ref().and_then(UsageWire::to_usage) {
             self.usage = Some(usage);
         }
     }
+
+    /// A parsed `data:` line: an error object is an error, an `event: error` frame is one
+    /// whatever it holds, anything but an object is malformed, and a chunk yields its events.
+    /// `value` is the line as a `Value` when the caller already built one.
+    fn read(
+        &mut self,
+        chunk: Obj<ChunkWire<'_>>,
+        value: Option<&Value>,
+        data: &str,
+        is_error_event: bool,
+    ) -> Result<Vec<StreamEvent>, BackendError> {
+        if chunk.0.as_ref().is_some_and(Completion::looks_like_error) {
+            // The rare path: an error object, classified from a `Value` like any other.
+            let parsed;
+            let value = match value {
+                Some(v) => v,
+                None => {
+                    parsed = serde_json::from_str::<Value>(data)
+                        .map_err(|e| unreadable(data, &e, is_error_event))?;
+                    &parsed
+                }
+            };
+            if let Some(err) = classify_error_value(value) {
+                return Err(err.with_phase(Phase::Body));
+            }
+        }
+        if is_error_event {
+            return Err(error_event(data));
+        }
+        let Some(chunk) = chunk.0 else {
+            return Err(BackendError::malformed(format!(
+                "stream chunk is not a JSON object: `{}`",
+                snippet(data, 120)
+            ))
+            .with_phase(Phase::Body));
+        };
+        let mut out = Vec::new();
+        self.chunk(chunk, &mut out);
+        Ok(out)
+    }
 }
 
-fn delta_events(delta: &Value, out: &mut Vec<StreamEvent>) {
-    if let Some(text) = reasoning_text(delta) {
-        out.push(StreamEvent::ReasoningDelta { text: text.to_owned() });
+fn delta_events(delta: &mut MessageWire<'_>, out: &mut Vec<StreamEvent>) {
+    if let Some(text) = delta.take_reasoning() {
+        out.push(StreamEvent::ReasoningDelta { text: text.into_owned() });
     }
-    let text = content_text(delta.get("content"));
+    let text = std::mem::take(&mut delta.content).into_text();
     if !text.is_empty() {
         out.push(StreamEvent::TextDelta { text });
     }
     // A streamed refusal is the answer text of a refusing model.
-    if let Some(refusal) = delta.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()) {
-        out.push(StreamEvent::TextDelta { text: refusal.to_owned() });
+    if let Some(refusal) = std::mem::take(&mut delta.refusal).non_empty() {
+        out.push(StreamEvent::TextDelta { text: refusal.into_owned() });
     }
-    if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
-        for (position, call) in calls.iter().enumerate() {
+    if let Some(calls) = delta.tool_calls.0.take() {
+        for (position, call) in calls.into_iter().enumerate() {
+            // A fragment that is not an object carries nothing.
+            let Some(call) = call.0 else { continue };
             let index = call
-                .get("index")
-                .and_then(Value::as_u64)
+                .index
+                .0
                 .and_then(|i| u32::try_from(i).ok())
                 .unwrap_or_else(|| u32::try_from(position).unwrap_or(u32::MAX));
-            push_tool_delta(index, call.get("id"), call.get("function"), out);
+            push_tool_delta(index, call.id, call.function.0, out);
         }
-    } else if let Some(function) = delta.get("function_call") {
-        push_tool_delta(0, None, Some(function), out);
+    } else if let Some(function) = delta.function_call.0.take() {
+        push_tool_delta(0, Str::default(), Some(*function), out);
     }
 }
 
-fn push_tool_delta(index: u32, id: Option<&Value>, function: Option<&Value>, out: &mut Vec<StreamEvent>) {
-    let text = |v: Option<&Value>| v.and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
-    let id = text(id);
-    let name = text(function.and_then(|f| f.get("name")));
-    let arguments = match function.and_then(|f| f.get("arguments")) {
-        Some(Value::String(s)) => s.clone(),
-        None | Some(Value::Null) => String::new(),
+fn push_tool_delta(index: u32, id: Str<'_>, function: Option<FunctionWire<'_>>, out: &mut Vec<StreamEvent>) {
+    let id = id.non_empty().map(Cow::into_owned);
+    let (name, arguments) = match function {
+        Some(f) => (f.name.non_empty().map(Cow::into_owned), f.arguments),
+        None => (None, Args::Absent),
+    };
+    let arguments = match arguments {
+        Args::Text(s) => s.into_owned(),
+        Args::Absent => String::new(),
         // Some servers send the whole arguments object at once.
-        Some(other) => other.to_string(),
+        Args::Json(v) => v.to_string(),
     };
     if id.is_some() || name.is_some() || !arguments.is_empty() {
         out.push(StreamEvent::ToolCall { delta: ToolCallDelta { index, id, name, arguments } });
     }
+}
+
+/// A `data:` line that is not JSON: malformed, or in an `event: error` frame that error.
+fn unreadable(data: &str, e: &serde_json::Error, is_error_event: bool) -> BackendError {
+    if is_error_event {
+        return error_event(data);
+    }
+    BackendError::malformed(format!("stream data is not JSON ({e}): `{}`", snippet(data, 120)))
+        .with_phase(Phase::Body)
+}
+
+/// An `event: error` frame whose data is no error object we can classify.
+fn error_event(data: &str) -> BackendError {
+    BackendError::new(ErrorKind::Overloaded, format!("error event: {}", snippet(data, 200)))
+        .with_phase(Phase::Body)
 }
 
 /// The first `max` bytes of `text`, scrubbed, for error messages about bad data.
@@ -158,43 +224,23 @@ impl StreamDecoder for OpenAiStreamDecoder {
         if data.is_empty() && !is_error_event {
             return Ok(Vec::new());
         }
-        let value: Value = match serde_json::from_str(data) {
-            Ok(v) => v,
-            Err(_) if is_error_event => {
-                return Err(BackendError::new(
-                    ErrorKind::Overloaded,
-                    format!("error event: {}", snippet(data, 200)),
-                )
-                .with_phase(Phase::Body));
+        match serde_json::from_str::<Obj<ChunkWire<'_>>>(data) {
+            Ok(chunk) => self.read(chunk, None, data, is_error_event),
+            Err(_) => {
+                // Not JSON, or JSON the typed pass refuses (a repeated key, of which a `Value`
+                // keeps the last): the `Value` parser decides, with its message.
+                let value: Value =
+                    serde_json::from_str(data).map_err(|e| unreadable(data, &e, is_error_event))?;
+                let chunk = Obj::<ChunkWire<'_>>::deserialize(&value).map_err(|e| {
+                    BackendError::malformed(format!(
+                        "stream chunk cannot be read ({e}): `{}`",
+                        snippet(data, 120)
+                    ))
+                    .with_phase(Phase::Body)
+                })?;
+                self.read(chunk, Some(&value), data, is_error_event)
             }
-            Err(e) => {
-                return Err(BackendError::malformed(format!(
-                    "stream data is not JSON ({e}): `{}`",
-                    snippet(data, 120)
-                ))
-                .with_phase(Phase::Body));
-            }
-        };
-        if let Some(err) = classify_error_value(&value) {
-            return Err(err.with_phase(Phase::Body));
         }
-        if is_error_event {
-            return Err(BackendError::new(
-                ErrorKind::Overloaded,
-                format!("error event: {}", snippet(data, 200)),
-            )
-            .with_phase(Phase::Body));
-        }
-        if !value.is_object() {
-            return Err(BackendError::malformed(format!(
-                "stream chunk is not a JSON object: `{}`",
-                snippet(data, 120)
-            ))
-            .with_phase(Phase::Body));
-        }
-        let mut out = Vec::new();
-        self.chunk(&value, &mut out);
-        Ok(out)
     }
 
     fn finish(&mut self) -> Result<Vec<StreamEvent>, BackendError> {
@@ -206,5 +252,54 @@ impl StreamDecoder for OpenAiStreamDecoder {
             None => String::new(),
         };
         Err(BackendError::interrupted(format!("stream ended without [DONE]{after}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(data: &str) -> Frame {
+        Frame { event: None, data: data.to_owned() }
+    }
+
+    #[test]
+    fn a_repeated_key_reads_like_a_value_last_one_wins() {
+        let mut d = OpenAiStreamDecoder::new();
+        let events = d
+            .decode(&frame(
+                r#"{"model":"a","model":"b","choices":[{"index":0,"delta":{"content":"x","content":"y"}}]}"#,
+            ))
+            .unwrap();
+        assert_eq!(events, vec![StreamEvent::text("y")]);
+        assert_eq!(d.model(), Some("b"));
+    }
+
+    #[test]
+    fn odd_shapes_in_a_delta_are_skipped_not_fatal() {
+        let mut d = OpenAiStreamDecoder::new();
+        let events = d
+            .decode(&frame(
+                r#"{"choices":[{"index":0,"delta":{"content":[{"type":"text","text":"a\nb"},7],"refusal":3,
+                "tool_calls":[5,{"index":2,"id":"c","function":{"name":"f","arguments":{"b":1,"a":[1]}}}]},
+                "finish_reason":null}],"usage":{"prompt_tokens":2.0,"completion_tokens":"3"}}"#,
+            ))
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![
+                StreamEvent::text("a\nb"),
+                StreamEvent::ToolCall {
+                    delta: ToolCallDelta {
+                        index: 2,
+                        id: Some("c".into()),
+                        name: Some("f".into()),
+                        arguments: r#"{"a":[1],"b":1}"#.into(),
+                    },
+                },
+            ]
+        );
+        let usage = d.usage().unwrap();
+        assert_eq!((usage.input_tokens, usage.output_tokens), (2, 0));
     }
 }

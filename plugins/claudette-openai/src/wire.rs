@@ -1,0 +1,610 @@
+//! Typed, borrowing views of what an OpenAI-compatible server sends back, read without a
+//! `serde_json::Value` tree.
+//!
+//! Compatible servers disagree on shapes: nulls where OpenAI omits a field, floats where it
+//! sends integers, content arrays where it sends text, tool-call arguments as an object where
+//! it sends a string, and extra fields everywhere (`timings`, `provider_specific_fields`).
+//! Plain derived structs would fail a whole good answer on one odd field. So the leaves here
+//! are small lenient types, each reading *any* JSON value and keeping it only if it has the
+//! expected shape, exactly as the `Value` accessors did (`as_str`, `as_u64`, `as_array`,
+//! "is an object"): a wrong-typed field reads as absent, never as an error. Unknown fields
+//! are skipped without being built.
+//!
+//! Fields that are never read are skipped by the parser without being decoded, so a broken
+//! string in one of them (invalid UTF-8, a lone surrogate escape in `timings`, say) no longer
+//! fails an answer whose read fields are fine; the text as a whole must still be JSON.
+//!
+//! Strings borrow from the input when they hold no escapes (`Cow::Borrowed`), so the common
+//! chunk costs no allocation until its text becomes an owned event.
+//!
+//! Every type reads the same from a `serde_json::Value` (`&Value` is a deserializer too):
+//! the callers re-read from a `Value` the rare input that the typed pass refuses, a repeated
+//! key (a derived struct rejects it, a `Value` keeps the last one), so such input is handled
+//! exactly as before.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+/// Visitor methods that read a JSON value of another shape as the type's default ("absent"),
+/// consuming it. One arm per kind of value `serde_json` (from text or from a `Value`) reports.
+macro_rules! other_is_default {
+    ($($kind:ident),* $(,)?) => { $( other_is_default!(@ $kind); )* };
+    (@ bool) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> { Ok(Default::default()) }
+    };
+    (@ i64) => {
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> { Ok(Default::default()) }
+    };
+    (@ u64) => {
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> { Ok(Default::default()) }
+    };
+    (@ f64) => {
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> { Ok(Default::default()) }
+    };
+    (@ str) => {
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> { Ok(Default::default()) }
+    };
+    (@ unit) => {
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> { Ok(Default::default()) }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> { Ok(Default::default()) }
+    };
+    (@ seq) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            IgnoredAny.visit_seq(seq)?;
+            Ok(Default::default())
+        }
+    };
+    (@ map) => {
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            IgnoredAny.visit_map(map)?;
+            Ok(Default::default())
+        }
+    };
+}
+
+/// A string field; any other value (null, number, object, …) reads as `None`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Str<'a>(pub Option<Cow<'a, str>>);
+
+impl<'a> Str<'a> {
+    /// The text if it is not empty (servers send `""` where they mean "nothing").
+    pub fn non_empty(self) -> Option<Cow<'a, str>> {
+        self.0.filter(|s| !s.is_empty())
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Str<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Some(Cow::Borrowed(s))))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Str(Some(Cow::Owned(s.to_owned()))))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Str(Some(Cow::Owned(s))))
+            }
+            other_is_default!(bool, i64, u64, f64, unit, seq, map);
+        }
+        deserializer.deserialize_any(V(PhantomData))
+    }
+}
+
+/// An object read as `T`; any other value reads as `None` (`Value::get` on a non-object).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Obj<T>(pub Option<T>);
+
+impl<T> Default for Obj<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(|t| Obj(Some(t)))
+            }
+            other_is_default!(bool, i64, u64, f64, str, unit, seq);
+        }
+        deserializer.deserialize_any(V(PhantomData))
+    }
+}
+
+/// An array of `T`; any other value reads as `None` (`Value::as_array`). Elements must be
+/// lenient themselves (`Obj<…>`), so one odd element does not fail the array.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Arr<T>(pub Option<Vec<T>>);
+
+impl<T> Default for Arr<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Arr<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Arr<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                // Bounded: a size hint is the peer's claim, not a promise.
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Arr(Some(items)))
+            }
+            other_is_default!(bool, i64, u64, f64, str, unit, map);
+        }
+        deserializer.deserialize_any(V(PhantomData))
+    }
+}
+
+/// A non-negative integer (`Value::as_u64`: floats, even integral ones, are not indices).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Index(pub Option<u64>);
+
+impl<'de> Deserialize<'de> for Index {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Index;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                Ok(Index(Some(n)))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+                Ok(Index(u64::try_from(n).ok()))
+            }
+            other_is_default!(bool, f64, str, unit, seq, map);
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// A token count: a non-negative integer (clamped to `u32::MAX`), or an integral float in
+/// range, which some servers send. Anything else reads as `None`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Count(pub Option<u32>);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                Ok(Count(Some(u32::try_from(n).unwrap_or(u32::MAX))))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+                Ok(Count(u64::try_from(n).ok().map(|n| u32::try_from(n).unwrap_or(u32::MAX))))
+            }
+            fn visit_f64<E: de::Error>(self, f: f64) -> Result<Self::Value, E> {
+                if f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= f64::from(u32::MAX) {
+                    // Exact: the value is integral and in range.
+                    return Ok(Count(Some(f as u32)));
+                }
+                Ok(Count(None))
+            }
+            other_is_default!(bool, str, unit, seq, map);
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// Whether a field is there at all, whatever its value (even `null`): FastAPI's `detail`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Present(pub bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(deserializer).map(|_| Present(true))
+    }
+}
+
+/// An `error` field that makes its object an error: an object or a string (not `null`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ErrorField(pub bool);
+
+impl<'de> Deserialize<'de> for ErrorField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ErrorField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(ErrorField(true))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                IgnoredAny.visit_map(map)?;
+                Ok(ErrorField(true))
+            }
+            other_is_default!(bool, i64, u64, f64, unit, seq);
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// A `content` field: text, or an array of content parts (some servers answer in the
+/// request's multi-part shape), of which string parts and the `text` of object parts count.
+/// `null` and other shapes are empty.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) enum Content<'a> {
+    #[default]
+    Empty,
+    Text(Cow<'a, str>),
+    Parts(Vec<Str<'a>>),
+}
+
+impl Content<'_> {
+    pub fn into_text(self) -> String {
+        match self {
+            Self::Empty => String::new(),
+            Self::Text(text) => text.into_owned(),
+            Self::Parts(parts) => parts.iter().filter_map(|p| p.0.as_deref()).collect(),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Content<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Content::Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Content::Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Content::Text(Cow::Owned(s)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(Part(text)) = seq.next_element()? {
+                    parts.push(text);
+                }
+                Ok(Content::Parts(parts))
+            }
+            other_is_default!(bool, i64, u64, f64, unit, map);
+        }
+        deserializer.deserialize_any(V(PhantomData))
+    }
+}
+
+/// One content part: a string, or an object whose `text` is a string.
+#[derive(Default)]
+struct Part<'a>(Str<'a>);
+
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct TextPart<'a> {
+    #[serde(borrow)]
+    text: Str<'a>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Part<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Part<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Part(Str(Some(Cow::Borrowed(s)))))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Part(Str(Some(Cow::Owned(s.to_owned())))))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Part(Str(Some(Cow::Owned(s)))))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                TextPart::deserialize(MapAccessDeserializer::new(map)).map(|p| Part(p.text))
+            }
+            other_is_default!(bool, i64, u64, f64, unit, seq);
+        }
+        deserializer.deserialize_any(V(PhantomData))
+    }
+}
+
+/// Tool-call `arguments`: OpenAI's JSON text, absent/`null`, or — some compatible servers —
+/// the JSON value itself, which is kept as a `Value` (the rare case; the field only).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) enum Args<'a> {
+    #[default]
+    Absent,
+    Text(Cow<'a, str>),
+    Json(Value),
+}
+
+impl<'a> Args<'a> {
+    /// The same view of a field already held as a `Value`.
+    pub fn from_value(value: Option<&'a Value>) -> Self {
+        match value {
+            None | Some(Value::Null) => Self::Absent,
+            Some(Value::String(s)) => Self::Text(Cow::Borrowed(s)),
+            Some(other) => Self::Json(other.clone()),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Args<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Args<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Args::Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Args::Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Args::Text(Cow::Owned(s)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Args::Absent)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Args::Absent)
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
+                Ok(Args::Json(Value::Bool(b)))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+                Ok(Args::Json(Value::from(n)))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                Ok(Args::Json(Value::from(n)))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
+                Ok(Args::Json(Value::from(n)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Value::deserialize(SeqAccessDeserializer::new(seq)).map(Args::Json)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                Value::deserialize(MapAccessDeserializer::new(map)).map(Args::Json)
+            }
+        }
+        deserializer.deserialize_any(V(PhantomData))
+    }
+}
+
+/// A chat completion (`C` = [`MessageChoice`]) or one stream chunk (`C` = [`DeltaChoice`]).
+/// The `error`, `object`, `type` and `detail` fields only say whether the object is an error
+/// object (see [`Completion::looks_like_error`]).
+#[derive(Debug, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct Completion<'a, C> {
+    #[serde(borrow)]
+    pub id: Str<'a>,
+    #[serde(borrow)]
+    pub model: Str<'a>,
+    pub choices: Arr<Obj<C>>,
+    pub usage: Obj<UsageWire>,
+    pub error: ErrorField,
+    #[serde(borrow)]
+    pub object: Str<'a>,
+    #[serde(borrow, rename = "type")]
+    pub kind: Str<'a>,
+    pub detail: Present,
+}
+
+/// A non-stream chat completion.
+pub(crate) type CompletionWire<'a> = Completion<'a, MessageChoice<'a>>;
+/// One `data:` chunk of a chat-completions stream.
+pub(crate) type ChunkWire<'a> = Completion<'a, DeltaChoice<'a>>;
+
+impl<C> Default for Completion<'_, C> {
+    fn default() -> Self {
+        Self {
+            id: Str::default(),
+            model: Str::default(),
+            choices: Arr::default(),
+            usage: Obj::default(),
+            error: ErrorField::default(),
+            object: Str::default(),
+            kind: Str::default(),
+            detail: Present::default(),
+        }
+    }
+}
+
+impl<C> Completion<'_, C> {
+    /// Whether [`crate::error_fields`] would read this object as an error: an `error` object
+    /// or string, `object`/`type` `"error"` (vLLM, SGLang), or a `detail` (FastAPI).
+    pub fn looks_like_error(&self) -> bool {
+        self.error.0
+            || self.object.0.as_deref() == Some("error")
+            || self.kind.0.as_deref() == Some("error")
+            || self.detail.0
+    }
+}
+
+/// A completion's choice. (Two choice types rather than one with both `message` and
+/// `delta`: each is moved around per chunk, and half of it would always be empty.)
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct MessageChoice<'a> {
+    pub index: Index,
+    #[serde(borrow)]
+    pub message: Obj<Box<MessageWire<'a>>>,
+    #[serde(borrow)]
+    pub finish_reason: Str<'a>,
+}
+
+/// A stream chunk's choice.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct DeltaChoice<'a> {
+    pub index: Index,
+    /// Boxed, as is `message`: a choice is moved several times on its way out of the
+    /// parser, and the message is most of its size.
+    #[serde(borrow)]
+    pub delta: Obj<Box<MessageWire<'a>>>,
+    #[serde(borrow)]
+    pub finish_reason: Str<'a>,
+}
+
+/// A completion's `message` or a chunk's `delta`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct MessageWire<'a> {
+    #[serde(borrow)]
+    pub content: Content<'a>,
+    #[serde(borrow)]
+    pub reasoning_content: Str<'a>,
+    #[serde(borrow)]
+    pub reasoning: Str<'a>,
+    #[serde(borrow)]
+    pub refusal: Str<'a>,
+    #[serde(borrow)]
+    pub tool_calls: Arr<Obj<ToolCallWire<'a>>>,
+    /// The pre-tools shape, still sent by some older servers.
+    #[serde(borrow)]
+    pub function_call: Obj<Box<FunctionWire<'a>>>,
+}
+
+impl<'a> MessageWire<'a> {
+    /// Reasoning text sent beside the answer: `reasoning_content` (vLLM, SGLang, Qwen,
+    /// DeepSeek) or else `reasoning` (newer vLLM, OpenRouter), whichever is a string first;
+    /// `None` when that is empty.
+    pub fn take_reasoning(&mut self) -> Option<Cow<'a, str>> {
+        self.reasoning_content.0.take().or_else(|| self.reasoning.0.take()).filter(|s| !s.is_empty())
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct ToolCallWire<'a> {
+    pub index: Index,
+    #[serde(borrow)]
+    pub id: Str<'a>,
+    #[serde(borrow)]
+    pub function: Obj<FunctionWire<'a>>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct FunctionWire<'a> {
+    #[serde(borrow)]
+    pub name: Str<'a>,
+    #[serde(borrow)]
+    pub arguments: Args<'a>,
+}
+
+/// An OpenAI `usage` object (see [`crate::parse_usage`] for what is read and why).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct UsageWire {
+    pub prompt_tokens: Count,
+    pub completion_tokens: Count,
+    pub prompt_tokens_details: Obj<PromptDetails>,
+    pub completion_tokens_details: Obj<CompletionDetails>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct PromptDetails {
+    pub cached_tokens: Count,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct CompletionDetails {
+    pub reasoning_tokens: Count,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn wrong_shapes_read_as_absent() {
+        let c: Obj<ChunkWire<'_>> = serde_json::from_str(
+            r#"{"id":7,"model":null,"choices":{"a":1},"usage":[1],"error":null,"detail":null,
+                "object":"chat.completion","extra":{"deep":[1,{"x":"y"}]}}"#,
+        )
+        .unwrap();
+        let c = c.0.unwrap();
+        assert_eq!((&c.id, &c.model), (&Str(None), &Str(None)));
+        assert!(c.choices.0.is_none() && c.usage.0.is_none());
+        assert!(!c.error.0 && c.detail.0, "`detail: null` is present, `error: null` is not");
+        assert!(c.looks_like_error());
+        let top: Obj<CompletionWire<'_>> = serde_json::from_str("[1,2]").unwrap();
+        assert!(top.0.is_none());
+    }
+
+    #[test]
+    fn strings_borrow_unless_escaped() {
+        let s: Str<'_> = serde_json::from_str(r#""plain""#).unwrap();
+        assert!(matches!(s.0, Some(Cow::Borrowed("plain"))));
+        let s: Str<'_> = serde_json::from_str(r#""a\nb""#).unwrap();
+        assert!(matches!(s.0, Some(Cow::Owned(ref o)) if o == "a\nb"));
+    }
+
+    #[test]
+    fn numbers_like_the_value_accessors() {
+        let count = |j: &str| serde_json::from_str::<Count>(j).unwrap().0;
+        assert_eq!(count("5"), Some(5));
+        assert_eq!(count("5.0"), Some(5));
+        assert_eq!(count("5.5"), None);
+        assert_eq!(count("-1"), None);
+        assert_eq!(count("1e20"), None);
+        assert_eq!(count("99999999999"), Some(u32::MAX));
+        assert_eq!(count("\"5\""), None);
+        let index = |j: &str| serde_json::from_str::<Index>(j).unwrap().0;
+        assert_eq!((index("0"), index("0.0"), index("-1"), index("null")), (Some(0), None, None, None));
+    }
+
+    #[test]
+    fn reads_the_same_from_a_value() {
+        let v = json!({"choices":[{"index":0,"message":{"content":[{"type":"text","text":"a"},"b",3],
+            "tool_calls":[{"id":"c","function":{"name":"f","arguments":{"x":1}}}]}}]});
+        let c = Obj::<CompletionWire<'_>>::deserialize(&v).unwrap().0.unwrap();
+        let mut choices = c.choices.0.unwrap();
+        let message = choices.remove(0).0.unwrap().message.0.unwrap();
+        assert_eq!(message.content.into_text(), "ab");
+        let call = message.tool_calls.0.unwrap().remove(0).0.unwrap();
+        assert_eq!(call.function.0.unwrap().arguments, Args::Json(json!({"x":1})));
+    }
+}
