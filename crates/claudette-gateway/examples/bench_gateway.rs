@@ -68,6 +68,19 @@ fn main() {
             let s = rt.block_on(saturate(([127, 0, 0, 1], port).into(), request_bytes(stream), None, 100.0));
             println!("{:.0} req/s, {} errors", s.rps, s.errors);
         }
+        // Diagnostics: `rate PORT json|sse` measures latency at the fixed rate against one server.
+        Some("rate") => {
+            let port: u16 = std::env::args().nth(2).and_then(|p| p.parse().ok()).expect("port");
+            let stream = std::env::args().nth(3).as_deref() == Some("sse");
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+            let (lat, errors) = rt.block_on(fixed_rate(([127, 0, 0, 1], port).into(), request_bytes(stream)));
+            println!(
+                "p50 {:.0}µs p90 {:.0}µs p99 {:.0}µs, {errors} errors",
+                pct(&lat, 0.5),
+                pct(&lat, 0.9),
+                pct(&lat, 0.99)
+            );
+        }
         _ => orchestrate(),
     }
 }

@@ -1,5 +1,15 @@
-//! Diagnostic: CPU per upstream call of each HTTP client path, in this process alone.
-//! `client_cost PORT MODE` against `bench_gateway upstream` on PORT.
+//! Diagnostic: what one upstream call costs through each HTTP client path, measured in this
+//! process alone, against `bench_gateway upstream` (start it first; it prints its port).
+//!
+//! - `client_cost PORT MODE [THREADS]`: 16 tasks call for 3 s; prints CPU per call. MODE is
+//!   `raw` (a hand-written HTTP/1.1 exchange: the floor), `reqwest`, `legacy` (hyper-util's
+//!   pooled client), `conn` (a hyper connection polled by the calling task, what
+//!   `claudette-http` does) or `backend` (a full `HttpBackend` with the OpenAI adapter).
+//!   THREADS 0 (default) is a current-thread runtime.
+//! - `client_cost PORT MODE-lat [THREADS]`: sequential calls 2.5 ms apart; prints latency
+//!   percentiles (`raw-lat`, `conn-lat`, `backend-lat`).
+//!
+//! The figures behind the choice of transport in `claudette-http` come from here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -30,6 +40,10 @@ fn main() {
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build().unwrap()
     };
+    if let Some(m) = mode.strip_suffix("-lat") {
+        let m = m.to_owned();
+        return rt.block_on(async move { tokio::spawn(latency(port, m)).await.unwrap() });
+    }
     rt.block_on(async move {
         let count = Arc::new(AtomicU64::new(0));
         let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
@@ -135,4 +149,66 @@ fn main() {
         let c = cpu() - c0;
         println!("{mode}: {n} calls in 3 s, {:.1} µs CPU per call", c / n as f64 * 1e6);
     });
+}
+
+/// Sequential calls 2.5 ms apart (400/s): the latency of one call when nothing else runs.
+async fn latency(port: u16, mode: String) {
+    let backend = claudette_openai::backend(
+        &BackendSettings::new("up").base_url(format!("http://127.0.0.1:{port}/v1")).model("fake-model"),
+    )
+    .unwrap();
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    sock.set_nodelay(true).unwrap();
+    let req_bytes = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let mut buf = vec![0u8; 16384];
+    let request = ChatRequest::prompt("Say hello");
+    let s2 = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s2.set_nodelay(true).unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::Builder::new()
+        .writev(std::env::var("WRITEV").map(|v| v == "1").unwrap_or(true))
+        .handshake(TokioIo::new(s2))
+        .await
+        .unwrap();
+    let mut conn = Box::pin(conn);
+    let mut lat = Vec::new();
+    for i in 0..1200 {
+        tokio::time::sleep(Duration::from_micros(2500)).await;
+        let t0 = Instant::now();
+        if mode == "raw" {
+            sock.write_all(req_bytes.as_bytes()).await.unwrap();
+            let n = sock.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+        } else if mode == "conn" {
+            let req = hyper::Request::post("/v1/chat/completions")
+                .header("host", "127.0.0.1")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+                .unwrap();
+            let work = async {
+                let r = send.send_request(req).await.unwrap();
+                r.into_body().collect().await.unwrap().to_bytes()
+            };
+            tokio::pin!(work);
+            tokio::select! {
+                biased;
+                b = &mut work => assert!(!b.is_empty()),
+                _ = conn.as_mut() => panic!("conn closed"),
+            };
+        } else {
+            claudette_core::Backend::send(&backend, &request).await.unwrap();
+        }
+        if i >= 200 {
+            lat.push(t0.elapsed().as_micros() as u64);
+        }
+    }
+    lat.sort_unstable();
+    println!(
+        "{mode}: p50 {} µs, p90 {} µs, p99 {} µs",
+        lat[lat.len() / 2],
+        lat[lat.len() * 9 / 10],
+        lat[lat.len() * 99 / 100]
+    );
 }
