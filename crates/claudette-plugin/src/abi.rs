@@ -2,11 +2,14 @@
 //!
 //! Everything here is `#[repr(C)]` and derives [`StableAbi`], so abi_stable can compare the
 //! host's and the plugin's layouts when the library is loaded and refuse a mismatch before any
-//! call is made. The interface is deliberately thin: requests, responses, stream events,
-//! settings and errors cross as JSON of the `claudette-core` serde types, bodies as byte slices,
-//! and only the values read on every call (prices, timeouts, observations, stream frames) have
-//! dedicated `repr(C)` shapes. Growing the model is then a serde change (new optional fields),
-//! not an ABI break; growing the interface is appending a field to a prefix type.
+//! call is made. The interface is deliberately thin. What crosses on every call (the chat
+//! request, the HTTP request the adapter describes, the answer, stream events) is a byte
+//! string in the compact binary form of the `codec` module; bodies and response headers are
+//! borrowed byte slices and strings; prices, timeouts and observations are small `repr(C)`
+//! structs. What crosses once per adapter or on error paths (settings, backend info, errors,
+//! model lists, the descriptor) is JSON of the `claudette-core` serde types. Growing the
+//! interface is appending a field to a prefix type; changing the data model is a
+//! [`SCHEMA_VERSION`] bump.
 //!
 //! `unsafe_code` is allowed in this module only because abi_stable's derive and `sabi_trait`
 //! macros expand to `unsafe` blocks and `unsafe impl`s; nothing here is written unsafe by hand.
@@ -19,14 +22,21 @@ use abi_stable::sabi_types::VersionStrings;
 use abi_stable::std_types::{RBox, ROption, RResult, RSlice, RStr, RString, RVec};
 use abi_stable::{StableAbi, declare_root_module_statics, package_version_strings, sabi_trait};
 
-/// Version of the calling convention *above* abi_stable's layout check: what the JSON strings
-/// mean, which errors are encoded how. Bumped when a change keeps every layout but changes
-/// meaning; a plugin reporting another value is refused (reliability-spec F-33).
-pub const ABI_VERSION: u32 = 1;
+/// Version of the calling convention *above* abi_stable's layout check: what the byte and JSON
+/// strings mean, which errors are encoded how. Bumped when a change keeps every layout but
+/// changes meaning; a plugin reporting another value is refused (reliability-spec F-33).
+///
+/// History: 1, everything as JSON; 2, the per-call values (chat request, HTTP request head,
+/// answer, stream events) in the binary form of the `codec` module, to cut the per-request
+/// overhead from about 8 µs to about 2 µs (issue 4 item 6).
+pub const ABI_VERSION: u32 = 2;
 
-/// Version of the `claudette-core` data model the JSON at the boundary follows (request,
-/// response, event, error and settings shapes). Bumped when a serde change is not backwards
-/// compatible; a plugin built against another schema is refused (F-33).
+/// Version of the `claudette-core` data model the boundary encodings follow (request,
+/// response, event, error and settings shapes, in JSON and in the binary per-call form).
+/// Bumped when a field or variant is added to or removed from a type that crosses, or a serde
+/// change is not backwards compatible; a plugin built against another schema is refused
+/// (F-33). The binary form does not compile until it covers every field, so a core change
+/// cannot slip through without touching this crate.
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// The field type of [`ClaudettePlugin::abi_version`]. It is `u64` only under the test feature
@@ -38,12 +48,12 @@ pub type AbiVersionField = u64;
 
 /// A call a plugin adapter describes (the plugin never performs I/O).
 ///
-/// `head_json` is `{"method": "Post", "url": "…", "headers": [["name", "value"], …]}`; the body
-/// travels as bytes so a large prompt is not re-encoded as a JSON array of numbers.
+/// `head` is the binary form of method, URL and headers; the body travels apart, as the bytes
+/// the adapter produced (moved into the `RVec`, not copied, on the plugin side).
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
 pub struct FfiHttpRequest {
-    pub head_json: RString,
+    pub head: RVec<u8>,
     pub body: ROption<RVec<u8>>,
 }
 
@@ -90,8 +100,8 @@ pub struct FfiTimeouts {
 /// [`PANIC_CODE`](crate::PANIC_CODE), never as an unwind.
 pub type FfiResult<T> = RResult<T, RString>;
 
-/// One provider's adapter inside a plugin: `claudette_core::ProviderAdapter` with JSON and bytes
-/// at the boundary. Plugin authors never implement it: [`export_plugin!`](crate::export_plugin)
+/// One provider's adapter inside a plugin: `claudette_core::ProviderAdapter` with binary
+/// encodings, JSON and borrowed bytes at the boundary. Plugin authors never implement it: [`export_plugin!`](crate::export_plugin)
 /// wraps their `ProviderAdapter`, catching panics in every method.
 #[sabi_trait]
 pub trait FfiAdapter: Send + Sync {
@@ -104,17 +114,19 @@ pub trait FfiAdapter: Send + Sync {
     /// JSON of `Framing`.
     fn framing(&self) -> FfiResult<RString>;
 
-    /// `request_json` is a `ChatRequest`.
-    fn build_request(&self, request_json: RStr<'_>, stream: bool) -> FfiResult<FfiHttpRequest>;
+    /// `request` is the binary form of a `ChatRequest` (as in every method taking one). One
+    /// call passes the same request to `timeouts`, `build_request` and `parse_response`; the
+    /// plugin side decodes it once.
+    fn build_request(&self, request: RSlice<'_, u8>, stream: bool) -> FfiResult<FfiHttpRequest>;
 
-    /// Returns JSON of `ChatResponse`.
-    fn parse_response(&self, request_json: RStr<'_>, response: FfiHttpResponse<'_>) -> FfiResult<RString>;
+    /// Returns the binary form of the `ChatResponse`.
+    fn parse_response(&self, request: RSlice<'_, u8>, response: FfiHttpResponse<'_>) -> FfiResult<RVec<u8>>;
 
     /// Always an error: returns JSON of the `BackendError` (a panic becomes an internal one).
     fn classify_error(&self, response: FfiHttpResponse<'_>) -> RString;
 
-    /// A decoder for one stream of `request_json`.
-    fn stream_decoder(&self, request_json: RStr<'_>) -> FfiResult<FfiStreamDecoder_TO<'static, RBox<()>>>;
+    /// A decoder for one stream of `request`.
+    fn stream_decoder(&self, request: RSlice<'_, u8>) -> FfiResult<FfiStreamDecoder_TO<'static, RBox<()>>>;
 
     fn health_probe(&self) -> FfiResult<ROption<FfiHttpRequest>>;
 
@@ -125,7 +137,7 @@ pub trait FfiAdapter: Send + Sync {
 
     fn validate(&self) -> FfiResult<()>;
 
-    fn timeouts(&self, configured: FfiTimeouts, request_json: RStr<'_>) -> FfiResult<FfiTimeouts>;
+    fn timeouts(&self, configured: FfiTimeouts, request: RSlice<'_, u8>) -> FfiResult<FfiTimeouts>;
 
     /// `error_kind` is the serde name of an `ErrorKind` (`"rate_limited"`), `None` on success.
     #[sabi(last_prefix_field)]
@@ -139,13 +151,13 @@ pub trait FfiAdapter: Send + Sync {
 }
 
 /// A stream decoder inside a plugin (`claudette_core::StreamDecoder`). Frames cross as their two
-/// strings; events come back as a JSON array of `StreamEvent`.
+/// strings, borrowed; events come back as the binary form of a `Vec<StreamEvent>`.
 #[sabi_trait]
 pub trait FfiStreamDecoder: Send {
-    fn decode(&mut self, event: ROption<RStr<'_>>, data: RStr<'_>) -> FfiResult<RString>;
+    fn decode(&mut self, event: ROption<RStr<'_>>, data: RStr<'_>) -> FfiResult<RVec<u8>>;
 
     #[sabi(last_prefix_field)]
-    fn finish(&mut self) -> FfiResult<RString>;
+    fn finish(&mut self) -> FfiResult<RVec<u8>>;
 }
 
 /// The root module every Claudette plugin exports (through

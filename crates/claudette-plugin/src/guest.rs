@@ -5,23 +5,25 @@
 //! `claudette-core`. It needs no runtime and does no I/O.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RBox, RErr, ROk, ROption, RSlice, RStr, RString};
+use abi_stable::std_types::{RBox, RErr, ROk, ROption, RSlice, RStr, RString, RVec};
 use claudette_core::{
     ApiKey, BackendError, BackendSettings, ChatRequest, ErrorKind, Frame, HttpResponse, Observation,
-    ProviderAdapter, StreamDecoder,
+    ProviderAdapter, StreamDecoder, StreamEvent,
 };
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::abi::{
     ClaudettePlugin, FfiAdapter, FfiHttpRequest, FfiHttpResponse, FfiPricing, FfiResult, FfiStreamDecoder,
     FfiStreamDecoder_TO, FfiTimeouts,
 };
+use crate::codec;
 use crate::wire::{
     AdapterConfig, PANIC_CODE, encode_error, pricing_to_ffi, request_to_ffi, timeouts_from_ffi,
     timeouts_to_ffi,
@@ -79,19 +81,61 @@ fn from_json<T: DeserializeOwned>(what: &str, text: &str) -> Result<T, BackendEr
     })
 }
 
-/// Headers of a response, as the adapter wants them.
-fn headers_of(response: &FfiHttpResponse<'_>) -> Vec<(String, String)> {
-    response.headers.iter().map(|h| (h.name.as_str().to_owned(), h.value.as_str().to_owned())).collect()
+thread_local! {
+    /// Header strings reused from one response to the next on this thread: `HttpResponse`
+    /// wants owned `(String, String)` pairs, and a real response carries a dozen or more
+    /// headers, so copying into kept buffers spares two allocations per header per call. The
+    /// library is never unloaded (see the crate docs), so the thread-local outlives its code.
+    static HEADER_BUF: Cell<Vec<(String, String)>> = const { Cell::new(Vec::new()) };
 }
+
+/// Most headers a response may have for their buffers to be kept for the next one.
+const KEEP_HEADERS: usize = 64;
+
+/// Runs `f` with the response's headers as the adapter wants them. The buffers are taken out
+/// of the thread-local while in use, so a nested call (none exists) or a panic in `f` only
+/// costs fresh allocations, never a borrow error.
+fn with_headers<T>(response: &FfiHttpResponse<'_>, f: impl FnOnce(&[(String, String)]) -> T) -> T {
+    let mut buf = HEADER_BUF.try_with(Cell::take).unwrap_or_default();
+    buf.truncate(response.headers.len());
+    for (i, h) in response.headers.iter().enumerate() {
+        match buf.get_mut(i) {
+            Some((name, value)) => {
+                name.clear();
+                name.push_str(h.name.as_str());
+                value.clear();
+                value.push_str(h.value.as_str());
+            }
+            None => buf.push((h.name.as_str().to_owned(), h.value.as_str().to_owned())),
+        }
+    }
+    let out = f(&buf);
+    if buf.len() <= KEEP_HEADERS {
+        let _ = HEADER_BUF.try_with(|cell| cell.set(buf));
+    }
+    out
+}
+
+/// An `ErrorKind` from its serde name, as `observe` receives it: by name because `ErrorKind`
+/// is `#[non_exhaustive]`, so no tag table here could be checked for completeness by the
+/// compiler. Parsed without building a JSON value (this is on every failed call's path).
+fn error_kind_named(name: &str) -> Result<ErrorKind, BackendError> {
+    let name_de = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(name);
+    ErrorKind::deserialize(name_de)
+        .map_err(|e| BackendError::internal(format!("plugin could not read error kind `{name}`: {e}")))
+}
+
+/// Largest request encoding whose buffer is kept for the next request's.
+const KEEP_REQUEST_BYTES: usize = 64 << 10;
 
 /// A provider adapter as the plugin exports it.
 #[derive(Debug)]
 pub struct GuestAdapter<A> {
     inner: A,
-    /// The last request read, by its JSON: one call makes the host send the same request up to
-    /// three times (`timeouts`, `build_request`, `parse_response`), and parsing it is most of
-    /// the cost of crossing the boundary.
-    last_request: Mutex<Option<(RString, Arc<ChatRequest>)>>,
+    /// The last request read, by its encoding: one call makes the host send the same request
+    /// three times (`timeouts`, `build_request`, `parse_response`), and comparing bytes is
+    /// cheaper than decoding them again (a long conversation is many strings to allocate).
+    last_request: Mutex<Option<(Vec<u8>, Arc<ChatRequest>)>>,
 }
 
 impl<A> GuestAdapter<A> {
@@ -99,16 +143,26 @@ impl<A> GuestAdapter<A> {
         Self { inner, last_request: Mutex::new(None) }
     }
 
-    fn request(&self, json: RStr<'_>) -> Result<Arc<ChatRequest>, BackendError> {
-        let cached = |slot: &Option<(RString, Arc<ChatRequest>)>| {
-            slot.as_ref().filter(|(text, _)| text.as_str() == json.as_str()).map(|(_, r)| Arc::clone(r))
+    fn request(&self, bytes: RSlice<'_, u8>) -> Result<Arc<ChatRequest>, BackendError> {
+        let bytes = bytes.as_slice();
+        let cached = |slot: &Option<(Vec<u8>, Arc<ChatRequest>)>| {
+            slot.as_ref().filter(|(seen, _)| seen.as_slice() == bytes).map(|(_, r)| Arc::clone(r))
         };
         if let Some(hit) = self.last_request.lock().ok().and_then(|slot| cached(&slot)) {
             return Ok(hit);
         }
-        let request: Arc<ChatRequest> = Arc::new(from_json("the chat request", json.as_str())?);
+        let request: Arc<ChatRequest> = Arc::new(codec::decode("chat request from the host", bytes)?);
         if let Ok(mut slot) = self.last_request.lock() {
-            *slot = Some((RString::from(json.as_str()), Arc::clone(&request)));
+            let request = Arc::clone(&request);
+            match slot.as_mut() {
+                // The key's buffer is reused unless a long conversation made it large.
+                Some((seen, cached)) if seen.capacity() <= KEEP_REQUEST_BYTES => {
+                    seen.clear();
+                    seen.extend_from_slice(bytes);
+                    *cached = request;
+                }
+                _ => *slot = Some((bytes.to_vec(), request)),
+            }
         }
         Ok(request)
     }
@@ -127,29 +181,30 @@ impl<A: ProviderAdapter> FfiAdapter for GuestAdapter<A> {
         guard("framing", || to_json("framing", &self.inner.framing()))
     }
 
-    fn build_request(&self, request_json: RStr<'_>, stream: bool) -> FfiResult<FfiHttpRequest> {
+    fn build_request(&self, request: RSlice<'_, u8>, stream: bool) -> FfiResult<FfiHttpRequest> {
         guard("build_request", || {
-            let request = self.request(request_json)?;
-            request_to_ffi(self.inner.build_request(&request, stream)?)
+            let request = self.request(request)?;
+            Ok(request_to_ffi(self.inner.build_request(&request, stream)?))
         })
     }
 
-    fn parse_response(&self, request_json: RStr<'_>, response: FfiHttpResponse<'_>) -> FfiResult<RString> {
+    fn parse_response(&self, request: RSlice<'_, u8>, response: FfiHttpResponse<'_>) -> FfiResult<RVec<u8>> {
         guard("parse_response", || {
-            let request = self.request(request_json)?;
-            let headers = headers_of(&response);
-            let http =
-                HttpResponse { status: response.status, headers: &headers, body: response.body.as_slice() };
-            to_json("the response", &self.inner.parse_response(&request, &http)?)
+            let request = self.request(request)?;
+            let answer = with_headers(&response, |headers| {
+                let http = HttpResponse { status: response.status, headers, body: response.body.as_slice() };
+                self.inner.parse_response(&request, &http)
+            })?;
+            Ok(codec::encode(&answer, 256 + answer.content.len()).into())
         })
     }
 
     fn classify_error(&self, response: FfiHttpResponse<'_>) -> RString {
         let classified = guard("classify_error", || {
-            let headers = headers_of(&response);
-            let http =
-                HttpResponse { status: response.status, headers: &headers, body: response.body.as_slice() };
-            Ok(self.inner.classify_error(&http))
+            Ok(with_headers(&response, |headers| {
+                let http = HttpResponse { status: response.status, headers, body: response.body.as_slice() };
+                self.inner.classify_error(&http)
+            }))
         });
         match classified {
             ROk(error) => encode_error(&error),
@@ -157,19 +212,20 @@ impl<A: ProviderAdapter> FfiAdapter for GuestAdapter<A> {
         }
     }
 
-    fn stream_decoder(&self, request_json: RStr<'_>) -> FfiResult<FfiStreamDecoder_TO<'static, RBox<()>>> {
+    fn stream_decoder(&self, request: RSlice<'_, u8>) -> FfiResult<FfiStreamDecoder_TO<'static, RBox<()>>> {
         guard("stream_decoder", || {
-            let request = self.request(request_json)?;
-            let decoder = GuestDecoder { inner: self.inner.stream_decoder(&request), poisoned: false };
+            let request = self.request(request)?;
+            let decoder = GuestDecoder {
+                inner: self.inner.stream_decoder(&request),
+                poisoned: false,
+                frame: Frame { event: None, data: String::new() },
+            };
             Ok(FfiStreamDecoder_TO::from_value(decoder, TD_Opaque))
         })
     }
 
     fn health_probe(&self) -> FfiResult<ROption<FfiHttpRequest>> {
-        guard("health_probe", || match self.inner.health_probe() {
-            Some(probe) => Ok(ROption::RSome(request_to_ffi(probe)?)),
-            None => Ok(ROption::RNone),
-        })
+        guard("health_probe", || Ok(self.inner.health_probe().map(request_to_ffi).into()))
     }
 
     fn parse_models(&self, body: RSlice<'_, u8>) -> FfiResult<RString> {
@@ -186,9 +242,9 @@ impl<A: ProviderAdapter> FfiAdapter for GuestAdapter<A> {
         guard("validate", || self.inner.validate())
     }
 
-    fn timeouts(&self, configured: FfiTimeouts, request_json: RStr<'_>) -> FfiResult<FfiTimeouts> {
+    fn timeouts(&self, configured: FfiTimeouts, request: RSlice<'_, u8>) -> FfiResult<FfiTimeouts> {
         guard("timeouts", || {
-            let request = self.request(request_json)?;
+            let request = self.request(request)?;
             Ok(timeouts_to_ffi(self.inner.timeouts(&timeouts_from_ffi(configured), &request)))
         })
     }
@@ -201,15 +257,7 @@ impl<A: ProviderAdapter> FfiAdapter for GuestAdapter<A> {
         stream: bool,
     ) -> FfiResult<()> {
         guard("observe", || {
-            let error = match error_kind.into_option() {
-                Some(kind) => Some(
-                    serde_json::from_value::<ErrorKind>(serde_json::Value::String(kind.as_str().to_owned()))
-                        .map_err(|e| {
-                            BackendError::internal(format!("plugin could not read error kind: {e}"))
-                        })?,
-                ),
-                None => None,
-            };
+            let error = error_kind.into_option().map(|kind| error_kind_named(kind.as_str())).transpose()?;
             self.inner.observe(&Observation {
                 latency: std::time::Duration::from_nanos(latency_ns),
                 ttft: ttft_ns.into_option().map(std::time::Duration::from_nanos),
@@ -226,24 +274,33 @@ impl<A: ProviderAdapter> FfiAdapter for GuestAdapter<A> {
 struct GuestDecoder {
     inner: Box<dyn StreamDecoder>,
     poisoned: bool,
+    /// The frame handed to the decoder, refilled for each one so its strings' buffers are
+    /// reused across a stream's hundreds of frames.
+    frame: Frame,
 }
 
 impl GuestDecoder {
     fn run(
         &mut self,
         what: &str,
-        f: impl FnOnce(&mut dyn StreamDecoder) -> Result<Vec<claudette_core::StreamEvent>, BackendError>,
-    ) -> FfiResult<RString> {
+        f: impl FnOnce(&mut dyn StreamDecoder, &Frame) -> Result<Vec<StreamEvent>, BackendError>,
+    ) -> FfiResult<RVec<u8>> {
         if self.poisoned {
             return RErr(encode_error(
                 &BackendError::internal("plugin stream decoder is unusable after an earlier panic")
                     .with_code(PANIC_CODE),
             ));
         }
-        let inner = &mut *self.inner;
-        match catch_unwind(AssertUnwindSafe(|| f(inner).and_then(|events| to_json("stream events", &events))))
-        {
-            Ok(Ok(json)) => ROk(json),
+        let (inner, frame) = (&mut *self.inner, &self.frame);
+        match catch_unwind(AssertUnwindSafe(|| {
+            f(inner, frame).map(|events| {
+                let size = events
+                    .iter()
+                    .map(|e| if let StreamEvent::TextDelta { text } = e { 8 + text.len() } else { 64 });
+                codec::encode(&events, 4 + size.sum::<usize>())
+            })
+        })) {
+            Ok(Ok(bytes)) => ROk(bytes.into()),
             Ok(Err(e)) => RErr(encode_error(&e)),
             Err(payload) => {
                 self.poisoned = true;
@@ -254,16 +311,22 @@ impl GuestDecoder {
 }
 
 impl FfiStreamDecoder for GuestDecoder {
-    fn decode(&mut self, event: ROption<RStr<'_>>, data: RStr<'_>) -> FfiResult<RString> {
-        let frame = Frame {
-            event: event.into_option().map(|e| e.as_str().to_owned()),
-            data: data.as_str().to_owned(),
-        };
-        self.run("decode", |d| d.decode(&frame))
+    fn decode(&mut self, event: ROption<RStr<'_>>, data: RStr<'_>) -> FfiResult<RVec<u8>> {
+        match (event.into_option(), &mut self.frame.event) {
+            (None, slot) => *slot = None,
+            (Some(name), Some(slot)) => {
+                slot.clear();
+                slot.push_str(name.as_str());
+            }
+            (Some(name), slot) => *slot = Some(name.as_str().to_owned()),
+        }
+        self.frame.data.clear();
+        self.frame.data.push_str(data.as_str());
+        self.run("decode", |d, frame| d.decode(frame))
     }
 
-    fn finish(&mut self) -> FfiResult<RString> {
-        self.run("finish", |d| d.finish())
+    fn finish(&mut self) -> FfiResult<RVec<u8>> {
+        self.run("finish", |d, _| d.finish())
     }
 }
 
@@ -427,4 +490,26 @@ macro_rules! export_plugin {
                 unsafe { __cp::lib_header(__claudette_root_module_loader) };
         };
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_kinds_are_read_by_their_names() {
+        for kind in [
+            ErrorKind::RateLimited,
+            ErrorKind::Overloaded,
+            ErrorKind::Timeout,
+            ErrorKind::Transport,
+            ErrorKind::QuotaExhausted,
+            ErrorKind::StreamInterrupted,
+            ErrorKind::Internal,
+        ] {
+            assert_eq!(error_kind_named(kind.as_str()).unwrap(), kind);
+        }
+        let e = error_kind_named("exploded").unwrap_err();
+        assert!(e.message.contains("`exploded`"), "{e}");
+    }
 }

@@ -59,7 +59,8 @@
 //! A plugin must be built with the same `claudette-plugin` minor release (and so the same
 //! abi_stable 0.11 ABI), the same [`ABI_VERSION`] and the same [`SCHEMA_VERSION`] as the host;
 //! anything else is refused at load time with an error naming the file. The Rust compiler
-//! version does not have to match: only `#[repr(C)]` types and JSON cross the boundary. In this
+//! version does not have to match: only `#[repr(C)]` types, JSON and this crate's own
+//! length-prefixed binary encoding cross the boundary, never a Rust layout. In this
 //! repository `cargo xtask plugins` builds every provider crate and the example into
 //! `target/plugins/` and prints each file's size and SHA-256.
 //!
@@ -99,7 +100,12 @@
 //!    the full type layout of the root module; then [`ABI_VERSION`] and the descriptor's
 //!    [`SCHEMA_VERSION`] are compared.
 //! 3. **Registering**: a provider name already taken, by a linked crate or another plugin, is
-//!    refused with both origins named.
+//!    refused with the file, the name and the first origin named. The name comes from the
+//!    plugin's descriptor, which is plugin code, so it is known only after step 2; when
+//!    loading into a registry ([`load_dir_into`], [`RegistryPluginExt::load_file`]) the name
+//!    is checked as soon as the descriptor returns, before anything of the plugin is built. A
+//!    file byte-for-byte identical to one whose descriptor already declared a taken name (a
+//!    copy of the same plugin) is refused from that declaration, before it is opened.
 //!
 //! A constructor error or panic surfaces when a backend of that provider is built, as a
 //! `BackendError` naming the plugin file; other backends are unaffected.
@@ -123,19 +129,25 @@
 //!
 //! The root module [`ClaudettePlugin`] (a prefix type, so later releases can append fields)
 //! holds [`ABI_VERSION`], a `descriptor` function returning [`PluginDescriptor`] as JSON, and
-//! `new_adapter`, which returns an [`FfiAdapter`] trait object mirroring `ProviderAdapter`:
-//! requests, responses, events, settings and errors cross as JSON of the `claudette-core`
-//! serde types, bodies as byte slices, prices, timeouts and observations as small `repr(C)`
-//! structs. [`FfiStreamDecoder`] mirrors `StreamDecoder`.
+//! `new_adapter`, which returns an [`FfiAdapter`] trait object mirroring `ProviderAdapter`.
+//! What crosses on every call (the chat request, the HTTP request the adapter describes, the
+//! answer, stream events) is a compact length-prefixed binary encoding of the `claudette-core`
+//! types, written in this crate (strings copied, never escaped; floats and durations exact);
+//! bodies and response headers are borrowed slices; prices, timeouts and observations small
+//! `repr(C)` structs. What crosses once per adapter or only on failure (settings, backend
+//! info, errors, model lists, the descriptor) is JSON of the serde types.
+//! [`FfiStreamDecoder`] mirrors `StreamDecoder`.
 //!
 //! The cost, measured by `benches/ffi.rs` (`cargo xtask bench plugins`) on a 2-core machine for
-//! the OpenAI adapter: about 8 µs added per non-streaming request (of which 4 µs is one JSON
-//! round trip of the request and one of the answer) and about 0.65 µs added per stream event;
-//! next to a provider call of hundreds of milliseconds, noise. Each adapter keeps the last
-//! request's encoding on both sides, because one call hands the same request to `timeouts`,
-//! `build_request` and `parse_response`.
+//! the OpenAI adapter: about 2 µs added per non-streaming request and 0.25 µs per stream event.
+//! ABI version 1, which sent everything as JSON, added 8 µs and 0.9 µs (a JSON round trip of
+//! the request and the answer alone is 4 µs). Next to a provider call of hundreds of
+//! milliseconds, noise. The host encodes the request for each call that needs it (a few
+//! copies) and the plugin decodes a given encoding once, because one call hands the same
+//! request to `timeouts`, `build_request` and `parse_response`.
 
 pub mod abi;
+mod codec;
 mod guest;
 #[cfg(feature = "host")]
 mod host;

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use abi_stable::std_types::{ROption, RString, RVec};
-use claudette_core::{BackendError, HttpRequest, Method, Pricing, Timeouts};
+use claudette_core::{BackendError, HttpRequest, Pricing, Timeouts};
 use serde::{Deserialize, Serialize};
 
 use crate::abi::{FfiHttpRequest, FfiPricing, FfiTimeouts};
+use crate::codec;
 
 /// `BackendError::code` of an error that stands for a panic caught inside a plugin.
 pub const PANIC_CODE: &str = "plugin_panic";
@@ -32,37 +33,17 @@ pub(crate) fn decode_error(text: &str) -> BackendError {
     serde_json::from_str(text).unwrap_or_else(|_| BackendError::internal(format!("plugin error: {text}")))
 }
 
-#[derive(Serialize)]
-struct HeadRef<'a> {
-    method: Method,
-    url: &'a str,
-    headers: &'a [(String, String)],
+/// An adapter's request description as it leaves the plugin: the head encoded, the body moved.
+pub(crate) fn request_to_ffi(request: HttpRequest) -> FfiHttpRequest {
+    let head = codec::HeadRef(&request).encode();
+    FfiHttpRequest { head: head.into(), body: request.body.map(RVec::from).into() }
 }
 
-#[derive(Deserialize)]
-struct Head {
-    method: Method,
-    url: String,
-    #[serde(default)]
-    headers: Vec<(String, String)>,
-}
-
-pub(crate) fn request_to_ffi(request: HttpRequest) -> Result<FfiHttpRequest, BackendError> {
-    let head = HeadRef { method: request.method, url: &request.url, headers: &request.headers };
-    let head_json = serde_json::to_string(&head)
-        .map_err(|e| BackendError::internal(format!("encode request head: {e}")))?;
-    Ok(FfiHttpRequest { head_json: head_json.into(), body: request.body.map(RVec::from).into() })
-}
-
+/// The same on the host. The body is copied out of the plugin's allocation (`RVec::into_vec`
+/// copies when the vector comes from another library's allocator, which it always does here).
 pub(crate) fn request_from_ffi(request: FfiHttpRequest) -> Result<HttpRequest, BackendError> {
-    let head: Head = serde_json::from_str(&request.head_json)
-        .map_err(|e| BackendError::internal(format!("plugin returned an unreadable request: {e}")))?;
-    Ok(HttpRequest {
-        method: head.method,
-        url: head.url,
-        headers: head.headers,
-        body: request.body.into_option().map(RVec::into_vec),
-    })
+    let codec::Head { method, url, headers } = codec::decode("request head from the plugin", &request.head)?;
+    Ok(HttpRequest { method, url, headers, body: request.body.into_option().map(RVec::into_vec) })
 }
 
 pub(crate) fn pricing_to_ffi(p: Pricing) -> FfiPricing {
@@ -132,9 +113,9 @@ mod tests {
         let r = HttpRequest::post_json("http://h/x", &serde_json::json!({"a": "é"}))
             .unwrap()
             .header("anthropic-version", "2023-06-01");
-        assert_eq!(request_from_ffi(request_to_ffi(r.clone()).unwrap()).unwrap(), r);
+        assert_eq!(request_from_ffi(request_to_ffi(r.clone())).unwrap(), r);
         let g = HttpRequest::get("http://h/models");
-        assert_eq!(request_from_ffi(request_to_ffi(g.clone()).unwrap()).unwrap(), g);
+        assert_eq!(request_from_ffi(request_to_ffi(g.clone())).unwrap(), g);
     }
 
     #[test]

@@ -160,7 +160,8 @@ fn a_constructor_panic_is_contained() {
 
 #[test]
 fn a_duplicate_provider_name_names_both_origins() {
-    // Two copies of the same plugin: the second is refused, naming the first.
+    // Two copies of the same plugin: the second is refused, naming the first. Its bytes are
+    // the first's, whose descriptor declared the name already: refused before it is opened.
     let dir = plugin_dir();
     let first = install(&fixture(""), dir.path(), "liba.so");
     let second = install(&fixture(""), dir.path(), "libb.so");
@@ -170,14 +171,21 @@ fn a_duplicate_provider_name_names_both_origins() {
     assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
     let e = &report.errors[0];
     match e {
-        PluginError::DuplicateName { name, first: origin, .. } => {
+        PluginError::DuplicateName { name, first: origin, identical_to, .. } => {
             assert_eq!(name, "fixture");
             assert_eq!(origin, &Origin::Plugin(first.display().to_string()));
+            assert!(identical_to.is_some(), "{e}");
         }
         other => panic!("expected a duplicate, got {other}"),
     }
     named(e, &second);
-    assert!(e.to_string().contains(&first.display().to_string()), "{e}");
+    let text = e.to_string();
+    assert!(text.contains(&first.display().to_string()) && text.contains("`fixture`"), "{text}");
+    assert!(text.contains("refused before opening it"), "{text}");
+    if cfg!(target_os = "linux") {
+        assert!(is_mapped(&first));
+        assert!(!is_mapped(&second), "an identical duplicate is refused before dlopen");
+    }
 
     // Against a provider registered in code (a linked crate is the same case).
     let mut registry = Registry::empty();
@@ -187,6 +195,36 @@ fn a_duplicate_provider_name_names_both_origins() {
     let e = registry.load_file(&first, &LoadOptions::default()).unwrap_err();
     assert!(matches!(&e, PluginError::DuplicateName { first: Origin::Explicit, .. }), "{e}");
     assert!(e.to_string().contains("registered in code"), "{e}");
+    named(&e, &first);
+    assert_eq!(registry.providers().count(), 1, "nothing of the plugin was registered");
+}
+
+#[test]
+fn a_duplicate_only_its_descriptor_reveals_is_refused_before_anything_is_built() {
+    // Another build of the same provider (other bytes): the name is known only once the
+    // descriptor has run, and it is refused right then, naming the file and the name.
+    let dir = plugin_dir();
+    let first = install(&fixture(""), dir.path(), "liba.so");
+    let other = install(&fixture("other-build"), dir.path(), "libz.so");
+    assert_ne!(sha256_hex(&first).unwrap(), sha256_hex(&other).unwrap());
+    let mut registry = Registry::empty();
+    let report = load_dir_into(&mut registry, dir.path(), &LoadOptions::default());
+    assert_eq!(report.loaded, vec!["fixture".to_owned()]);
+    match report.errors.as_slice() {
+        [e @ PluginError::DuplicateName { name, first: origin, identical_to: None, .. }] => {
+            assert_eq!(name, "fixture");
+            assert_eq!(origin, &Origin::Plugin(first.display().to_string()));
+            named(e, &other);
+            assert!(e.to_string().contains("`fixture`"), "{e}");
+        }
+        other => panic!("expected one duplicate, got {other:?}"),
+    }
+    assert_eq!(registry.providers().count(), 1);
+    // On its own, the other build is a good plugin.
+    let mut alone = Registry::empty();
+    assert_eq!(alone.load_file(&other, &LoadOptions::default()).unwrap(), "fixture");
+    let registered = alone.get("fixture").unwrap();
+    assert!(registered.description().contains("another build"), "{}", registered.description());
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! [`PluginAdapter`]: a plugin's adapter seen from the host as a plain `ProviderAdapter`.
 
+use std::cell::Cell;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use abi_stable::std_types::{RBox, RErr, ROk, ROption, RResult, RSlice, RStr, RString};
+use abi_stable::std_types::{RBox, RErr, ROk, ROption, RResult, RSlice, RStr, RString, RVec};
 use claudette_core::{
     AuthScheme, BackendError, BackendInfo, ChatRequest, ChatResponse, Frame, Framing, HttpRequest,
     HttpResponse, Observation, Pricing, ProviderAdapter, StreamDecoder, StreamEvent, Timeouts,
@@ -11,6 +12,7 @@ use claudette_core::{
 use serde::de::DeserializeOwned;
 
 use crate::abi::{FfiAdapter_TO, FfiHeader, FfiHttpResponse, FfiStreamDecoder_TO};
+use crate::codec::{self, Wire};
 use crate::wire::{
     decode_error, duration_to_ns, opt_ns, pricing_from_ffi, request_from_ffi, timeouts_from_ffi,
     timeouts_to_ffi,
@@ -27,8 +29,9 @@ pub(crate) struct Source {
 ///
 /// It implements [`ProviderAdapter`], so `claudette_http::HttpBackend<PluginAdapter>` drives
 /// it exactly like a linked adapter: the same client, timeouts, key handling, stream framing,
-/// metrics and cost. Each call crosses the boundary as JSON (requests, responses, events) or
-/// bytes (bodies); `info`, `auth_scheme` and `framing` are fixed per adapter and read once.
+/// metrics and cost. Requests, answers and stream events cross the boundary in a compact
+/// binary form, bodies and headers as borrowed bytes; `info`, `auth_scheme` and `framing` are
+/// fixed per adapter, read once as JSON.
 ///
 /// Methods whose trait signature cannot fail (`pricing`, `timeouts`, `observe`, `health_probe`,
 /// `stream_decoder`) fall back to a safe answer when the plugin errs or panics, and log it.
@@ -38,9 +41,6 @@ pub struct PluginAdapter {
     auth: AuthScheme,
     framing: Framing,
     source: Arc<Source>,
-    /// The last request encoded: one call hands the same request to `timeouts`,
-    /// `build_request` and `parse_response`, and comparing is cheaper than encoding again.
-    last_request: Mutex<Option<(ChatRequest, Arc<str>)>>,
 }
 
 impl fmt::Debug for PluginAdapter {
@@ -61,10 +61,35 @@ fn json<T: DeserializeOwned>(what: &str, result: RResult<RString, RString>) -> R
     }
 }
 
-fn encode_request(request: &ChatRequest) -> Result<Arc<str>, BackendError> {
-    serde_json::to_string(request)
-        .map(Arc::from)
-        .map_err(|e| BackendError::internal(format!("encode request for plugin: {e}")))
+/// A binary answer from the plugin, read and then freed (by the plugin's allocator).
+fn binary<T: Wire>(what: &'static str, result: RResult<RVec<u8>, RString>) -> Result<T, BackendError> {
+    match result {
+        ROk(bytes) => codec::decode(what, &bytes),
+        RErr(e) => Err(decode_error(&e)),
+    }
+}
+
+thread_local! {
+    /// The buffer requests are encoded into on this thread, kept between calls.
+    static REQUEST_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Largest request buffer kept for the next call (a long conversation's is dropped).
+const KEEP_REQUEST_BYTES: usize = 64 << 10;
+
+/// Runs `f` with the binary form of `request`, encoded afresh for each call that needs it:
+/// encoding is a few copies, cheaper than keeping a clone of the request to recognise it by,
+/// and the plugin side recognises a repeat by its bytes and decodes it only once. The buffer
+/// is taken out of the thread-local while in use, so re-entry can only cost an allocation.
+fn with_request<T>(request: &ChatRequest, f: impl FnOnce(RSlice<'_, u8>) -> T) -> T {
+    let mut buf = REQUEST_BUF.try_with(Cell::take).unwrap_or_default();
+    buf.clear();
+    request.put(&mut buf);
+    let out = f(RSlice::from_slice(&buf));
+    if buf.capacity() <= KEEP_REQUEST_BYTES {
+        let _ = REQUEST_BUF.try_with(|cell| cell.set(buf));
+    }
+    out
 }
 
 fn ffi_headers(headers: &[(String, String)]) -> Vec<FfiHeader<'_>> {
@@ -82,23 +107,7 @@ impl PluginAdapter {
         let info: BackendInfo = json("backend info", inner.info())?;
         let auth: AuthScheme = json("auth scheme", inner.auth_scheme())?;
         let framing: Framing = json("framing", inner.framing())?;
-        Ok(Self { inner, info, auth, framing, source, last_request: Mutex::new(None) })
-    }
-
-    /// `request` as JSON, from the one-entry cache when it is the last request seen.
-    fn request_json(&self, request: &ChatRequest) -> Result<Arc<str>, BackendError> {
-        if let Ok(slot) = self.last_request.lock() {
-            if let Some((cached, json)) = slot.as_ref() {
-                if cached == request {
-                    return Ok(Arc::clone(json));
-                }
-            }
-        }
-        let json = encode_request(request)?;
-        if let Ok(mut slot) = self.last_request.lock() {
-            *slot = Some((request.clone(), Arc::clone(&json)));
-        }
-        Ok(json)
+        Ok(Self { inner, info, auth, framing, source })
     }
 
     /// The plugin file this adapter lives in.
@@ -126,8 +135,7 @@ impl ProviderAdapter for PluginAdapter {
     }
 
     fn build_request(&self, request: &ChatRequest, stream: bool) -> Result<HttpRequest, BackendError> {
-        let body = self.request_json(request)?;
-        match self.inner.build_request(RStr::from(&*body), stream) {
+        match with_request(request, |r| self.inner.build_request(r, stream)) {
             ROk(http) => request_from_ffi(http),
             RErr(e) => Err(decode_error(&e)),
         }
@@ -138,14 +146,13 @@ impl ProviderAdapter for PluginAdapter {
         request: &ChatRequest,
         response: &HttpResponse<'_>,
     ) -> Result<ChatResponse, BackendError> {
-        let request = self.request_json(request)?;
         let headers = ffi_headers(response.headers);
         let ffi = FfiHttpResponse {
             status: response.status,
             headers: RSlice::from_slice(&headers),
             body: RSlice::from_slice(response.body),
         };
-        json("response", self.inner.parse_response(RStr::from(&*request), ffi))
+        binary("response from the plugin", with_request(request, |r| self.inner.parse_response(r, ffi)))
     }
 
     fn classify_error(&self, response: &HttpResponse<'_>) -> BackendError {
@@ -163,11 +170,10 @@ impl ProviderAdapter for PluginAdapter {
     }
 
     fn stream_decoder(&self, request: &ChatRequest) -> Box<dyn StreamDecoder> {
-        let made =
-            self.request_json(request).and_then(|r| match self.inner.stream_decoder(RStr::from(&*r)) {
-                ROk(decoder) => Ok(decoder),
-                RErr(e) => Err(decode_error(&e)),
-            });
+        let made = match with_request(request, |r| self.inner.stream_decoder(r)) {
+            ROk(decoder) => Ok(decoder),
+            RErr(e) => Err(decode_error(&e)),
+        };
         match made {
             Ok(inner) => Box::new(PluginStreamDecoder { inner }),
             // The trait cannot fail here; the stream fails at its first frame instead.
@@ -209,16 +215,13 @@ impl ProviderAdapter for PluginAdapter {
     }
 
     fn timeouts(&self, configured: &Timeouts, request: &ChatRequest) -> Timeouts {
-        let asked = self.request_json(request).and_then(|r| {
-            match self.inner.timeouts(timeouts_to_ffi(*configured), RStr::from(&*r)) {
-                ROk(t) => Ok(timeouts_from_ffi(t)),
-                RErr(e) => Err(decode_error(&e)),
+        match with_request(request, |r| self.inner.timeouts(timeouts_to_ffi(*configured), r)) {
+            ROk(t) => timeouts_from_ffi(t),
+            RErr(e) => {
+                self.warn("timeouts", &decode_error(&e));
+                *configured
             }
-        });
-        asked.unwrap_or_else(|e| {
-            self.warn("timeouts", &e);
-            *configured
-        })
+        }
     }
 
     fn observe(&self, observation: &Observation) {
@@ -243,11 +246,11 @@ struct PluginStreamDecoder {
 impl StreamDecoder for PluginStreamDecoder {
     fn decode(&mut self, frame: &Frame) -> Result<Vec<StreamEvent>, BackendError> {
         let event = frame.event.as_deref().map(RStr::from).into();
-        json("stream events", self.inner.decode(event, RStr::from(frame.data.as_str())))
+        binary("stream events from the plugin", self.inner.decode(event, RStr::from(frame.data.as_str())))
     }
 
     fn finish(&mut self) -> Result<Vec<StreamEvent>, BackendError> {
-        json("stream events", self.inner.finish())
+        binary("stream events from the plugin", self.inner.finish())
     }
 }
 

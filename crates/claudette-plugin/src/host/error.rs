@@ -58,9 +58,17 @@ pub enum PluginError {
     #[error("plugin {} (provider `{provider}`): constructor panicked: {message}", path.display())]
     ConstructorPanicked { path: PathBuf, provider: String, message: String },
 
-    /// Another provider with this name is registered already.
-    #[error("plugin {}: provider `{name}` is already provided by {first}", path.display())]
-    DuplicateName { path: PathBuf, name: String, first: Origin },
+    /// Another provider with this name is registered already. The name comes from the
+    /// plugin's own descriptor, which only runs once the library is opened, so the refusal
+    /// usually follows the opening (before anything of the plugin is built or registered).
+    /// The exception: a file byte-for-byte identical to one that already declared the name
+    /// (`identical_to`) is refused from that declaration, before it is opened.
+    #[error(
+        "plugin {}: provider `{name}` is already provided by {first}{}",
+        path.display(),
+        identical_note(path, identical_to.as_deref())
+    )]
+    DuplicateName { path: PathBuf, name: String, first: Origin, identical_to: Option<PathBuf> },
 
     /// An allow-list is configured and does not name this file (F-34).
     #[error("plugin {}: not in the plugin allow-list; refused before opening it", path.display())]
@@ -102,6 +110,23 @@ pub enum PluginError {
     /// The private runtime directory plugins are copied to is unusable.
     #[error("plugin runtime directory {}: {reason}", dir.display())]
     RuntimeDir { dir: PathBuf, reason: String },
+}
+
+/// The end of a [`PluginError::DuplicateName`] message refused before opening.
+fn identical_note(path: &std::path::Path, twin: Option<&std::path::Path>) -> String {
+    match twin {
+        None => String::new(),
+        Some(twin) if twin == path => {
+            " (this file declared that name when it was loaded before; refused before opening it again)"
+                .into()
+        }
+        Some(twin) => {
+            format!(
+                " (this file is identical to {}, which declared that name; refused before opening it)",
+                twin.display()
+            )
+        }
+    }
 }
 
 impl PluginError {

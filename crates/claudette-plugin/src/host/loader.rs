@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use abi_stable::library::{LibraryError, RootModuleError, lib_header_from_path};
 use abi_stable::std_types::{RErr, ROk, RStr};
@@ -172,7 +172,7 @@ impl LoadedPlugin {
         );
         registry.add_dynamic(self.name(), description, self.build_fn(), self.origin()).map_err(|e| match e {
             RegistryError::Duplicate { name, first, .. } => {
-                PluginError::DuplicateName { path: self.inner.path.clone(), name, first }
+                PluginError::DuplicateName { path: self.inner.path.clone(), name, first, identical_to: None }
             }
             other => PluginError::BadDescriptor { path: self.inner.path.clone(), reason: other.to_string() },
         })
@@ -197,12 +197,15 @@ pub struct LoadReport {
 /// [`SCHEMA_VERSION`] checked and its descriptor read.
 pub fn load_file(path: impl AsRef<Path>, options: &LoadOptions) -> Result<LoadedPlugin, PluginError> {
     let path = path.as_ref();
-    let dir = match path.parent() {
+    fsck::check_dir_chain(&parent_dir(path), path)?;
+    load_checked(path, options, None)
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
-    };
-    fsck::check_dir_chain(&dir, path)?;
-    load_checked(path, options)
+    }
 }
 
 /// Loads every `.so`/`.dylib`/`.dll` in `dir` (sorted by name; other files and directories are
@@ -211,7 +214,20 @@ pub fn load_file(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded
 ///
 /// Two files of the same provider name are not refused here (see [`register_all`]).
 pub fn load_dir(dir: impl AsRef<Path>, options: &LoadOptions) -> (Vec<LoadedPlugin>, Vec<PluginError>) {
-    let dir = dir.as_ref();
+    let (files, mut errors) = plugin_files(dir.as_ref());
+    let mut loaded = Vec::new();
+    for file in files {
+        match load_checked(&file, options, None) {
+            Ok(plugin) => loaded.push(plugin),
+            Err(e) => errors.push(e),
+        }
+    }
+    (loaded, errors)
+}
+
+/// The plugin files of `dir`, sorted by name, once the directory passed its checks; and the
+/// errors met on the way (a directory that fails its checks gives no file and one error).
+fn plugin_files(dir: &Path) -> (Vec<PathBuf>, Vec<PluginError>) {
     if let Err(e) = fsck::check_dir_chain(dir, dir) {
         return (Vec::new(), vec![e]);
     }
@@ -237,14 +253,7 @@ pub fn load_dir(dir: impl AsRef<Path>, options: &LoadOptions) -> (Vec<LoadedPlug
         }
     }
     files.sort();
-    let mut loaded = Vec::new();
-    for file in files {
-        match load_checked(&file, options) {
-            Ok(plugin) => loaded.push(plugin),
-            Err(e) => errors.push(e),
-        }
-    }
-    (loaded, errors)
+    (files, errors)
 }
 
 /// Registers every plugin; a duplicate name is an error for that plugin only.
@@ -260,27 +269,36 @@ pub fn register_all(registry: &mut Registry, plugins: &[LoadedPlugin]) -> (Vec<S
     (names, errors)
 }
 
-/// Loads every plugin in `dir` and registers its provider: what a host calls for each
-/// configured plugin directory (`server.plugin_dirs`). Never fails as a whole: each refusal
-/// is logged at `warn` and listed in the report, and the host goes on with what loaded.
+/// Loads every plugin in `dir` (in file-name order) and registers its provider: what a host
+/// calls for each configured plugin directory (`server.plugin_dirs`). Never fails as a whole:
+/// each refusal is logged at `warn` and listed in the report, and the host goes on with what
+/// loaded.
+///
+/// A provider name already in `registry` (linked, registered in code, or from a file loaded
+/// earlier) is refused as soon as the plugin's descriptor names it, before anything of the
+/// plugin is built; a file byte-for-byte identical to one that already declared a taken name
+/// is refused before it is even opened (see [`PluginError::DuplicateName`]).
 pub fn load_dir_into(registry: &mut Registry, dir: impl AsRef<Path>, options: &LoadOptions) -> LoadReport {
-    let dir = dir.as_ref();
-    let (plugins, mut errors) = load_dir(dir, options);
-    let (loaded, register_errors) = register_all(registry, &plugins);
-    errors.extend(register_errors);
+    let (files, mut errors) = plugin_files(dir.as_ref());
+    let mut loaded = Vec::new();
+    for file in files {
+        match load_checked(&file, options, Some(registry)).and_then(|p| p.register_into(registry).map(|()| p))
+        {
+            Ok(p) => {
+                tracing::info!(
+                    plugin = %p.path().display(),
+                    provider = %p.name(),
+                    version = %p.descriptor().plugin_version,
+                    sha256 = %p.sha256(),
+                    "plugin loaded"
+                );
+                loaded.push(p.name().to_owned());
+            }
+            Err(e) => errors.push(e),
+        }
+    }
     for e in &errors {
         tracing::warn!(plugin = %e.path().display(), "plugin refused: {e}");
-    }
-    for p in &plugins {
-        if loaded.iter().any(|n| n == p.name()) {
-            tracing::info!(
-                plugin = %p.path().display(),
-                provider = %p.name(),
-                version = %p.descriptor().plugin_version,
-                sha256 = %p.sha256(),
-                "plugin loaded"
-            );
-        }
     }
     LoadReport { loaded, errors }
 }
@@ -299,14 +317,58 @@ impl RegistryPluginExt for Registry {
     }
 
     fn load_file(&mut self, path: impl AsRef<Path>, options: &LoadOptions) -> Result<String, PluginError> {
-        let plugin = load_file(path, options)?;
+        let path = path.as_ref();
+        fsck::check_dir_chain(&parent_dir(path), path)?;
+        let plugin = load_checked(path, options, Some(self))?;
         plugin.register_into(self)?;
         Ok(plugin.name().to_owned())
     }
 }
 
+/// Provider names declared by plugin files this process has read a descriptor from, by the
+/// files' SHA-256: lets a byte-identical copy be refused as a duplicate before it is opened.
+static DECLARED: Mutex<Option<HashMap<String, (PathBuf, String)>>> = Mutex::new(None);
+
+fn declared_by_identical_file(sha256: &str) -> Option<(PathBuf, String)> {
+    DECLARED.lock().ok()?.as_ref()?.get(sha256).cloned()
+}
+
+fn remember_declaration(sha256: &str, path: &Path, name: &str) {
+    if let Ok(mut declared) = DECLARED.lock() {
+        declared
+            .get_or_insert_with(HashMap::new)
+            .entry(sha256.to_owned())
+            .or_insert_with(|| (path.to_path_buf(), name.to_owned()));
+    }
+}
+
+/// `name` is taken in `registry`: the refusal naming both origins.
+fn taken(
+    registry: Option<&Registry>,
+    path: &Path,
+    name: &str,
+    identical_to: Option<PathBuf>,
+) -> Result<(), PluginError> {
+    match registry.and_then(|r| r.get(name)) {
+        Some(first) => Err(PluginError::DuplicateName {
+            path: path.to_path_buf(),
+            name: name.to_owned(),
+            first: first.origin().clone(),
+            identical_to,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Per-file checks, hashing, copying and loading; the directory chain is already checked.
-fn load_checked(path: &Path, options: &LoadOptions) -> Result<LoadedPlugin, PluginError> {
+/// With `registry`, a provider name it already holds is refused as early as it can be known:
+/// from an identical file's earlier descriptor before opening, else right after this file's
+/// descriptor is read.
+fn load_checked(
+    path: &Path,
+    options: &LoadOptions,
+    registry: Option<&Registry>,
+) -> Result<LoadedPlugin, PluginError> {
     let file_meta = fsck::check_file(path)?;
     let file_name = path.file_name().and_then(|n| n.to_str()).map(str::to_owned);
     let expected_hash = match &options.allow_list {
@@ -333,11 +395,16 @@ fn load_checked(path: &Path, options: &LoadOptions) -> Result<LoadedPlugin, Plug
             return Err(PluginError::HashMismatch { path: path.to_path_buf(), expected, found: sha256 });
         }
     }
+    if let Some((twin, name)) = declared_by_identical_file(&sha256) {
+        taken(registry, path, &name, Some(twin))?;
+    }
     let result = open_module(path, &load_path);
     // The mapping outlives the file: the copy is removed whether or not the load worked.
     drop(copy);
     let module = result?;
     let descriptor = read_descriptor(path, module)?;
+    remember_declaration(&sha256, path, &descriptor.name);
+    taken(registry, path, &descriptor.name, None)?;
     let source = Arc::new(Source { path: path.to_path_buf(), provider: descriptor.name.clone() });
     Ok(LoadedPlugin {
         inner: Arc::new(Inner { path: path.to_path_buf(), sha256, descriptor, module, source }),

@@ -148,7 +148,11 @@ fn name() -> &'static str {
 #[cfg(not(feature = "no-export"))]
 claudette_plugin::export_plugin!(
     name = name(),
-    description = "claudette-plugin test fixture",
+    description = if cfg!(feature = "other-build") {
+        "claudette-plugin test fixture, another build"
+    } else {
+        "claudette-plugin test fixture"
+    },
     ctor = FixtureAdapter::new,
     __abi_version = claudette_plugin::ABI_VERSION + u32::from(cfg!(feature = "abi-bump")),
     __schema_version = claudette_plugin::SCHEMA_VERSION + u32::from(cfg!(feature = "schema-bump")),

@@ -1,0 +1,861 @@
+//! The binary encoding of the values that cross the boundary on every call: the chat request,
+//! the HTTP request an adapter describes, the answer and stream events.
+//!
+//! Why not JSON, which everything else at the boundary uses: JSON of the request and of the
+//! answer alone cost about 4 µs per call (issue 4 item 6 measured it; the target for the whole
+//! plugin overhead is under 5 µs), most of it escaping and unescaping strings and matching
+//! field names. This format is a plain length-prefixed dump: strings are copied, never
+//! scanned, floats travel as their bits (exact, where JSON needed `float_roundtrip` and
+//! kept durations in whole milliseconds), and the field order is the schema.
+//!
+//! Why not a binary serde format (bincode, postcard): the `claudette-core` types use
+//! `skip_serializing_if` and hold `serde_json::Value`s, which only self-describing formats
+//! can read back. Free-form JSON (tool schemas, tool-call arguments, request metadata, a
+//! routing decision, an error inside a stream event) is carried here as JSON text: it is
+//! rare on the hot path and has no fixed shape to dump.
+//!
+//! Both sides compile this same module (the plugin against its own copy of `claudette-core`),
+//! so they agree as long as [`SCHEMA_VERSION`](crate::SCHEMA_VERSION) does. Every encoder
+//! destructures its struct without `..` and every decoder builds it with a struct literal, so
+//! a field added to a `claudette-core` type fails to compile here until the format follows
+//! it; such a change must bump `SCHEMA_VERSION`. Decoding never panics and never trusts a
+//! length: truncated, oversized or trailing input is an error naming what was being read.
+//!
+//! Layout: integers little-endian, `bool` one byte (0 or 1), `f32`/`f64` their IEEE bits,
+//! strings and byte vectors a `u32` length then the bytes (strings UTF-8, checked on read),
+//! `Option` a tag byte (0 none, 1 some) then the value, `Vec` a `u32` count then the items,
+//! enums a tag byte (then the variant's fields).
+// The host-side decoders are unused in a plugin-only build, and the other way round.
+#![cfg_attr(not(feature = "host"), allow(dead_code))]
+
+use std::time::Duration;
+
+use claudette_core::{
+    BackendError, ChatRequest, ChatResponse, FinishReason, HttpRequest, Message, Method, Role,
+    RoutingDecision, StreamEnd, StreamEvent, ToolCall, ToolCallDelta, ToolSpec, Usage, UsageSource,
+};
+
+/// A decoding failure: the boxed error keeps every reader's `Result` one pointer wide. With
+/// `BackendError` itself (a dozen fields) as the error type, moving results up the nested
+/// readers made decoding a short request twice as slow (measured); so did leaving the small
+/// readers un-inlined, hence the `#[inline]`s.
+pub(crate) struct Bad(Box<BackendError>);
+
+/// A value with a binary form at the boundary.
+pub(crate) trait Wire: Sized {
+    /// Appends the encoding of `self` to `out`.
+    fn put(&self, out: &mut Vec<u8>);
+    /// Reads one value from the front of `r`.
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad>;
+}
+
+/// The encoding of `value`, in a buffer sized for a typical value of its kind.
+pub(crate) fn encode<T: Wire>(value: &T, size_hint: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size_hint);
+    value.put(&mut out);
+    out
+}
+
+/// Reads a whole `T` from `bytes`; anything left over is an error (the two sides disagree on
+/// the format, which the version checks should have caught).
+pub(crate) fn decode<T: Wire>(what: &'static str, bytes: &[u8]) -> Result<T, BackendError> {
+    let mut r = Reader { bytes, what };
+    let value = T::get(&mut r).map_err(|Bad(e)| *e)?;
+    if !r.bytes.is_empty() {
+        return Err(*r.error(format_args!("{} unexpected trailing bytes", r.bytes.len())).0);
+    }
+    Ok(value)
+}
+
+/// The unread part of an encoding, and what it is the encoding of (for error messages).
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    #[cold]
+    fn error(&self, detail: std::fmt::Arguments<'_>) -> Bad {
+        Bad(Box::new(BackendError::internal(format!(
+            "unreadable {} at the plugin boundary: {detail} (plugin and host built against other schemas?)",
+            self.what
+        ))))
+    }
+
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
+        if n > self.bytes.len() {
+            return Err(self.error(format_args!("{n} bytes needed, {} left", self.bytes.len())));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Bad> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    #[inline]
+    fn tag(&mut self) -> Result<u8, Bad> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    #[cold]
+    fn bad_tag<T>(&self, tag: u8, of: &str) -> Result<T, Bad> {
+        Err(self.error(format_args!("unknown {of} tag {tag}")))
+    }
+
+    /// A length or count, checked against what is left (every item takes at least one byte),
+    /// so a corrupt length can never make the reader reserve memory it has no bytes for.
+    #[inline]
+    fn len(&mut self) -> Result<usize, Bad> {
+        let n = usize::try_from(u32::from_le_bytes(self.array()?)).unwrap_or(usize::MAX);
+        if n > self.bytes.len() {
+            return Err(self.error(format_args!("length {n} but {} bytes left", self.bytes.len())));
+        }
+        Ok(n)
+    }
+
+    #[inline]
+    fn str(&mut self) -> Result<&'a str, Bad> {
+        let n = self.len()?;
+        let bytes = self.take(n)?;
+        std::str::from_utf8(bytes).map_err(|e| self.error(format_args!("a string is not UTF-8: {e}")))
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, Bad> {
+        let text = self.str()?;
+        serde_json::from_str(text).map_err(|e| self.error(format_args!("embedded JSON: {e}")))
+    }
+}
+
+fn put_len(n: usize, out: &mut Vec<u8>) {
+    // Nothing that crosses the boundary comes near 4 GiB: the gateway and the HTTP layer cap
+    // request and response bodies far below that. A saturated length would make the reader
+    // fail on the bytes that follow rather than allocate for them.
+    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn put_str(s: &str, out: &mut Vec<u8>) {
+    put_len(s.len(), out);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Free-form JSON as text. Serialising a `serde_json::Value` (or a derived type) to a
+/// `Vec` cannot fail; should it ever, `null` keeps the stream readable and the decoder of
+/// the typed value reports it.
+fn put_json<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    let at = out.len();
+    put_len(0, out);
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.truncate(at + 4);
+        out.extend_from_slice(b"null");
+    }
+    let n = out.len() - at - 4;
+    out[at..at + 4].copy_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+macro_rules! wire_le {
+    ($($t:ty),*) => {$(
+        impl Wire for $t {
+            #[inline]
+            fn put(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            #[inline]
+            fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+                Ok(<$t>::from_le_bytes(r.array()?))
+            }
+        }
+    )*};
+}
+wire_le!(u16, u32, u64, f32, f64);
+
+impl Wire for bool {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(*self));
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        match r.tag()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            t => r.bad_tag(t, "bool"),
+        }
+    }
+}
+
+impl Wire for String {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        put_str(self, out);
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        r.str().map(str::to_owned)
+    }
+}
+
+impl<T: Wire> Wire for Option<T> {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        match self {
+            None => out.push(0),
+            Some(v) => {
+                out.push(1);
+                v.put(out);
+            }
+        }
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        match r.tag()? {
+            0 => Ok(None),
+            1 => T::get(r).map(Some),
+            t => r.bad_tag(t, "option"),
+        }
+    }
+}
+
+impl<T: Wire> Wire for Vec<T> {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        put_len(self.len(), out);
+        for item in self {
+            item.put(out);
+        }
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        let n = r.len()?;
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(T::get(r)?);
+        }
+        Ok(items)
+    }
+}
+
+impl<A: Wire, B: Wire> Wire for (A, B) {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        self.0.put(out);
+        self.1.put(out);
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        Ok((A::get(r)?, B::get(r)?))
+    }
+}
+
+impl Wire for Duration {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        self.as_secs().put(out);
+        self.subsec_nanos().put(out);
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        let secs = u64::get(r)?;
+        let nanos = u32::get(r)?;
+        if nanos >= 1_000_000_000 {
+            return Err(r.error(format_args!("a duration with {nanos} nanoseconds")));
+        }
+        Ok(Duration::new(secs, nanos))
+    }
+}
+
+impl Wire for serde_json::Value {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        put_json(self, out);
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        r.json()
+    }
+}
+
+/// Request metadata: usually empty, and then just an empty string instead of `{}`.
+fn put_map(map: &serde_json::Map<String, serde_json::Value>, out: &mut Vec<u8>) {
+    if map.is_empty() { put_len(0, out) } else { put_json(map, out) }
+}
+
+fn get_map(r: &mut Reader<'_>) -> Result<serde_json::Map<String, serde_json::Value>, Bad> {
+    if r.bytes.get(..4) == Some(&[0, 0, 0, 0]) {
+        r.take(4)?;
+        return Ok(serde_json::Map::new());
+    }
+    r.json()
+}
+
+impl Wire for Role {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        out.push(match self {
+            Role::System => 0,
+            Role::User => 1,
+            Role::Assistant => 2,
+            Role::Tool => 3,
+        });
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        match r.tag()? {
+            0 => Ok(Role::System),
+            1 => Ok(Role::User),
+            2 => Ok(Role::Assistant),
+            3 => Ok(Role::Tool),
+            t => r.bad_tag(t, "role"),
+        }
+    }
+}
+
+impl Wire for Method {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        out.push(match self {
+            Method::Get => 0,
+            Method::Post => 1,
+        });
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        match r.tag()? {
+            0 => Ok(Method::Get),
+            1 => Ok(Method::Post),
+            t => r.bad_tag(t, "HTTP method"),
+        }
+    }
+}
+
+impl Wire for UsageSource {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        out.push(match self {
+            UsageSource::Reported => 0,
+            UsageSource::Estimated => 1,
+            UsageSource::Missing => 2,
+        });
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        match r.tag()? {
+            0 => Ok(UsageSource::Reported),
+            1 => Ok(UsageSource::Estimated),
+            2 => Ok(UsageSource::Missing),
+            t => r.bad_tag(t, "usage source"),
+        }
+    }
+}
+
+impl Wire for FinishReason {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        match self {
+            FinishReason::Stop => out.push(0),
+            FinishReason::Length => out.push(1),
+            FinishReason::ToolCalls => out.push(2),
+            FinishReason::ContentFilter => out.push(3),
+            FinishReason::Other(s) => {
+                out.push(4);
+                put_str(s, out);
+            }
+        }
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        match r.tag()? {
+            0 => Ok(FinishReason::Stop),
+            1 => Ok(FinishReason::Length),
+            2 => Ok(FinishReason::ToolCalls),
+            3 => Ok(FinishReason::ContentFilter),
+            4 => String::get(r).map(FinishReason::Other),
+            t => r.bad_tag(t, "finish reason"),
+        }
+    }
+}
+
+impl Wire for ToolCall {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        let ToolCall { id, name, arguments } = self;
+        id.put(out);
+        name.put(out);
+        arguments.put(out);
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        Ok(ToolCall { id: Wire::get(r)?, name: Wire::get(r)?, arguments: Wire::get(r)? })
+    }
+}
+
+impl Wire for ToolSpec {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        let ToolSpec { name, description, parameters } = self;
+        name.put(out);
+        description.put(out);
+        parameters.put(out);
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        Ok(ToolSpec { name: Wire::get(r)?, description: Wire::get(r)?, parameters: Wire::get(r)? })
+    }
+}
+
+impl Wire for Message {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        let Message { role, content, tool_calls, tool_call_id, name } = self;
+        role.put(out);
+        content.put(out);
+        tool_calls.put(out);
+        tool_call_id.put(out);
+        name.put(out);
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        Ok(Message {
+            role: Wire::get(r)?,
+            content: Wire::get(r)?,
+            tool_calls: Wire::get(r)?,
+            tool_call_id: Wire::get(r)?,
+            name: Wire::get(r)?,
+        })
+    }
+}
+
+impl Wire for ChatRequest {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        let ChatRequest {
+            messages,
+            model,
+            max_tokens,
+            temperature,
+            top_p,
+            stop,
+            tools,
+            backend,
+            tags,
+            metadata,
+        } = self;
+        messages.put(out);
+        model.put(out);
+        max_tokens.put(out);
+        temperature.put(out);
+        top_p.put(out);
+        stop.put(out);
+        tools.put(out);
+        backend.put(out);
+        tags.put(out);
+        put_map(metadata, out);
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        Ok(ChatRequest {
+            messages: Wire::get(r)?,
+            model: Wire::get(r)?,
+            max_tokens: Wire::get(r)?,
+            temperature: Wire::get(r)?,
+            top_p: Wire::get(r)?,
+            stop: Wire::get(r)?,
+            tools: Wire::get(r)?,
+            backend: Wire::get(r)?,
+            tags: Wire::get(r)?,
+            metadata: get_map(r)?,
+        })
+    }
+}
+
+impl Wire for Usage {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        let Usage {
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            reasoning_tokens,
+            source,
+        } = self;
+        input_tokens.put(out);
+        output_tokens.put(out);
+        cache_read_tokens.put(out);
+        cache_write_tokens.put(out);
+        reasoning_tokens.put(out);
+        source.put(out);
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        Ok(Usage {
+            input_tokens: Wire::get(r)?,
+            output_tokens: Wire::get(r)?,
+            cache_read_tokens: Wire::get(r)?,
+            cache_write_tokens: Wire::get(r)?,
+            reasoning_tokens: Wire::get(r)?,
+            source: Wire::get(r)?,
+        })
+    }
+}
+
+/// Filled by the router, never by an adapter, so in practice always `None` here; kept (as
+/// JSON) so the encoding loses nothing.
+impl Wire for RoutingDecision {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        put_json(self, out);
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        r.json()
+    }
+}
+
+impl Wire for ChatResponse {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        let ChatResponse {
+            content,
+            reasoning,
+            tool_calls,
+            finish_reason,
+            usage,
+            model,
+            backend,
+            id,
+            latency,
+            cost,
+            cache_hit,
+            warnings,
+            decision,
+        } = self;
+        content.put(out);
+        reasoning.put(out);
+        tool_calls.put(out);
+        finish_reason.put(out);
+        usage.put(out);
+        model.put(out);
+        backend.put(out);
+        id.put(out);
+        latency.put(out);
+        cost.put(out);
+        cache_hit.put(out);
+        warnings.put(out);
+        decision.put(out);
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        Ok(ChatResponse {
+            content: Wire::get(r)?,
+            reasoning: Wire::get(r)?,
+            tool_calls: Wire::get(r)?,
+            finish_reason: Wire::get(r)?,
+            usage: Wire::get(r)?,
+            model: Wire::get(r)?,
+            backend: Wire::get(r)?,
+            id: Wire::get(r)?,
+            latency: Wire::get(r)?,
+            cost: Wire::get(r)?,
+            cache_hit: Wire::get(r)?,
+            warnings: Wire::get(r)?,
+            decision: Wire::get(r)?,
+        })
+    }
+}
+
+impl Wire for ToolCallDelta {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        let ToolCallDelta { index, id, name, arguments } = self;
+        index.put(out);
+        id.put(out);
+        name.put(out);
+        arguments.put(out);
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        Ok(ToolCallDelta {
+            index: Wire::get(r)?,
+            id: Wire::get(r)?,
+            name: Wire::get(r)?,
+            arguments: Wire::get(r)?,
+        })
+    }
+}
+
+impl Wire for StreamEnd {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        let StreamEnd { finish_reason, usage, cost } = self;
+        finish_reason.put(out);
+        usage.put(out);
+        cost.put(out);
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        Ok(StreamEnd { finish_reason: Wire::get(r)?, usage: Wire::get(r)?, cost: Wire::get(r)? })
+    }
+}
+
+/// An error ends a stream at most once, so it goes as JSON: `BackendError`'s kind enum is
+/// `#[non_exhaustive]` and its serde form is already the boundary's error encoding.
+impl Wire for BackendError {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        put_json(self, out);
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        r.json()
+    }
+}
+
+impl Wire for StreamEvent {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        match self {
+            StreamEvent::TextDelta { text } => {
+                out.push(0);
+                text.put(out);
+            }
+            StreamEvent::ReasoningDelta { text } => {
+                out.push(1);
+                text.put(out);
+            }
+            StreamEvent::ToolCall { delta } => {
+                out.push(2);
+                delta.put(out);
+            }
+            StreamEvent::Usage { usage } => {
+                out.push(3);
+                usage.put(out);
+            }
+            StreamEvent::Done { end } => {
+                out.push(4);
+                end.put(out);
+            }
+            StreamEvent::Error { error } => {
+                out.push(5);
+                error.put(out);
+            }
+        }
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        match r.tag()? {
+            0 => Ok(StreamEvent::TextDelta { text: Wire::get(r)? }),
+            1 => Ok(StreamEvent::ReasoningDelta { text: Wire::get(r)? }),
+            2 => Ok(StreamEvent::ToolCall { delta: Wire::get(r)? }),
+            3 => Ok(StreamEvent::Usage { usage: Wire::get(r)? }),
+            4 => Ok(StreamEvent::Done { end: Wire::get(r)? }),
+            5 => Ok(StreamEvent::Error { error: Wire::get(r)? }),
+            t => r.bad_tag(t, "stream event"),
+        }
+    }
+}
+
+/// The head of an [`HttpRequest`] (method, URL, headers); the body crosses as its own bytes.
+pub(crate) struct HeadRef<'a>(pub &'a HttpRequest);
+
+impl HeadRef<'_> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let HttpRequest { method, url, headers, body: _ } = self.0;
+        let size = 1 + 4 + url.len() + 4 + headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(size);
+        method.put(&mut out);
+        put_str(url, &mut out);
+        headers.put(&mut out);
+        out
+    }
+}
+
+/// A decoded head: everything of an [`HttpRequest`] but the body.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Head {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Wire for Head {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        let Head { method, url, headers } = self;
+        method.put(out);
+        url.put(out);
+        headers.put(out);
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        Ok(Head { method: Wire::get(r)?, url: Wire::get(r)?, headers: Wire::get(r)? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use claudette_core::{Attempt, ErrorKind};
+    use serde_json::json;
+
+    use super::*;
+
+    fn round_trip<T: Wire + PartialEq + std::fmt::Debug>(value: &T) {
+        let bytes = encode(value, 0);
+        assert_eq!(&decode::<T>("test value", &bytes).unwrap(), value);
+        // Every truncation is an error, never a panic or a different value.
+        for cut in 0..bytes.len() {
+            assert!(decode::<T>("test value", &bytes[..cut]).is_err(), "cut at {cut} of {}", bytes.len());
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let e = decode::<T>("test value", &longer).unwrap_err();
+        assert!(e.message.contains("trailing"), "{e}");
+    }
+
+    fn full_request() -> ChatRequest {
+        let mut metadata = serde_json::Map::new();
+        metadata.insert("team".into(), json!("search"));
+        metadata.insert("n".into(), json!(3));
+        ChatRequest {
+            messages: vec![
+                Message::system("be brief"),
+                Message::user("héllo \"quoted\" \n\u{1F600}"),
+                Message {
+                    tool_calls: vec![ToolCall {
+                        id: "call_1".into(),
+                        name: "lookup".into(),
+                        arguments: json!({"q": "x", "deep": {"a": [1, 2.5, null]}}),
+                    }],
+                    ..Message::assistant("")
+                },
+                Message { name: Some("lookup".into()), ..Message::tool_result("call_1", "{\"ok\":true}") },
+            ],
+            model: Some("gpt-4o-mini".into()),
+            max_tokens: Some(256),
+            temperature: Some(0.3),
+            top_p: Some(f32::MIN_POSITIVE),
+            stop: vec!["\n\n".into(), "END".into()],
+            tools: vec![ToolSpec {
+                name: "lookup".into(),
+                description: "looks things up".into(),
+                parameters: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
+            }],
+            backend: Some("b1".into()),
+            tags: vec!["eu".into()],
+            metadata,
+        }
+    }
+
+    #[test]
+    fn requests_round_trip_full_and_empty() {
+        round_trip(&full_request());
+        round_trip(&ChatRequest::prompt(""));
+        round_trip(&ChatRequest::default());
+    }
+
+    #[test]
+    fn responses_round_trip_with_exact_floats_and_durations() {
+        let mut r = ChatResponse::empty("b", "m");
+        round_trip(&r);
+        r.content = "answer ✓".into();
+        r.reasoning = Some("thought".into());
+        r.tool_calls = vec![ToolCall { id: "c".into(), name: "f".into(), arguments: json!({}) }];
+        r.finish_reason = Some(FinishReason::Other("eos_token".into()));
+        r.usage = Usage {
+            input_tokens: 31,
+            output_tokens: 42,
+            cache_read_tokens: 7,
+            cache_write_tokens: 1,
+            reasoning_tokens: 5,
+            source: UsageSource::Estimated,
+        };
+        r.id = Some("chatcmpl-1".into());
+        // JSON kept whole milliseconds and needed `float_roundtrip`; bits are exact.
+        r.latency = Duration::new(1, 234_567_891);
+        r.cost = 0.000_029_849_999_999_999_994;
+        r.cache_hit = true;
+        r.warnings = vec!["truncated".into()];
+        r.decision = Some(RoutingDecision {
+            attempts: vec![Attempt::new("b", None, Duration::from_millis(12), Duration::ZERO, false)],
+            ..RoutingDecision::default()
+        });
+        round_trip(&r);
+        for finish in
+            [FinishReason::Stop, FinishReason::Length, FinishReason::ToolCalls, FinishReason::ContentFilter]
+        {
+            round_trip(&Some(finish));
+        }
+    }
+
+    #[test]
+    fn every_stream_event_round_trips() {
+        let events = vec![
+            StreamEvent::text("a"),
+            StreamEvent::ReasoningDelta { text: "r".into() },
+            StreamEvent::ToolCall {
+                delta: ToolCallDelta {
+                    index: 2,
+                    id: Some("c".into()),
+                    name: None,
+                    arguments: "{\"q\"".into(),
+                },
+            },
+            StreamEvent::Usage { usage: Usage::reported(1, 2) },
+            StreamEvent::Done {
+                end: StreamEnd {
+                    finish_reason: Some(FinishReason::Stop),
+                    usage: Usage::default(),
+                    cost: 0.1,
+                },
+            },
+            StreamEvent::Error {
+                error: BackendError::new(ErrorKind::StreamInterrupted, "cut")
+                    .with_status(502)
+                    .with_retry_after(Some(Duration::from_millis(1500)))
+                    .with_code("upstream"),
+            },
+        ];
+        round_trip(&events);
+        round_trip(&Vec::<StreamEvent>::new());
+    }
+
+    #[test]
+    fn heads_round_trip() {
+        let http = HttpRequest::post_json("https://api.example/v1/chat", &json!({"a": 1}))
+            .unwrap()
+            .header("anthropic-version", "2023-06-01");
+        let bytes = HeadRef(&http).encode();
+        let head: Head = decode("head", &bytes).unwrap();
+        assert_eq!(
+            (head.method, head.url.as_str(), &head.headers),
+            (http.method, http.url.as_str(), &http.headers)
+        );
+        round_trip(&Head { method: Method::Get, url: String::new(), headers: Vec::new() });
+    }
+
+    #[test]
+    fn corrupt_input_is_an_error_naming_what_was_read() {
+        // A count far beyond the input must not reserve memory for it.
+        let e = decode::<Vec<String>>("the chat request", &[0xff, 0xff, 0xff, 0x7f]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Internal);
+        assert!(e.message.contains("the chat request") && e.message.contains("length"), "{e}");
+        // Not UTF-8.
+        let e = decode::<String>("s", &[2, 0, 0, 0, 0xc3, 0x28]).unwrap_err();
+        assert!(e.message.contains("UTF-8"), "{e}");
+        // Unknown enum tags.
+        assert!(decode::<Role>("r", &[9]).unwrap_err().message.contains("role tag 9"));
+        assert!(decode::<bool>("b", &[2]).is_err());
+        assert!(decode::<Option<u32>>("o", &[7, 0, 0, 0, 0]).is_err());
+        assert!(decode::<Duration>("d", &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0xca, 0x9a, 0x3b]).is_err());
+        // Embedded JSON that is not JSON.
+        let mut bytes = Vec::new();
+        put_str("{not json", &mut bytes);
+        assert!(decode::<serde_json::Value>("v", &bytes).unwrap_err().message.contains("embedded JSON"));
+    }
+}
