@@ -134,6 +134,9 @@ pub struct ServerConfig {
     /// for more is refused with 400, one asking for nothing gets the cap.
     pub max_output_tokens: Option<NonZeroU32>,
     pub shutdown_grace: Duration,
+    /// Serving threads (`workers`). `None` (the default): one per core. `Some(0)`: connections
+    /// run on the process's main runtime.
+    pub workers: Option<usize>,
     /// Directories to load provider plugins from, resolved against the config file's directory.
     /// Empty (the default): no plugin is ever loaded.
     pub plugin_dirs: Vec<PathBuf>,
@@ -158,6 +161,7 @@ impl Default for ServerConfig {
             max_messages: DEFAULT_MAX_MESSAGES,
             max_output_tokens: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            workers: None,
             plugin_dirs: Vec::new(),
             plugin_copy_dir: None,
             plugin_allow: Vec::new(),

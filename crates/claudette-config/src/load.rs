@@ -43,6 +43,9 @@ pub(crate) fn discovered(env: &dyn EnvSource) -> Result<Config, ConfigError> {
     finish(Value::Object(serde_json::Map::new()), ConfigSource::Environment, Path::new(""), env)
 }
 
+/// Upper bound for `server.workers`.
+const MAX_WORKERS: u64 = 1024;
+
 fn syntax_error(text: &str, path: Option<&Path>, e: &toml::de::Error) -> ConfigError {
     let offset = e.span().map_or(0, |s| s.start).min(text.len());
     let before = &text.as_bytes()[..offset];
@@ -145,6 +148,13 @@ fn server(ctx: &Ctx, raw: RawServer, base: &Path, env: &dyn EnvSource) -> Result
     }
     if let Some(ms) = raw.shutdown_grace_ms {
         s.shutdown_grace = Duration::from_millis(ms);
+    }
+    if let Some(n) = raw.workers {
+        // A thread each: a typo like 10000 would start ten thousand of them.
+        if n > MAX_WORKERS {
+            return Err(ctx.invalid("server.workers", format!("{n} is more than the {MAX_WORKERS} allowed")));
+        }
+        s.workers = Some(n as usize);
     }
     let resolve = |d: std::path::PathBuf| if d.is_relative() { base.join(d) } else { d };
     s.plugin_dirs = raw.plugin_dirs.into_iter().map(resolve).collect();

@@ -504,6 +504,11 @@ fn every_error_names_its_key_path_and_reason() {
             "server.max_messages: expected a whole number ≥ 0, found integer `-3`",
         ),
         (
+            format!("[server]\nworkers = 5000\n{ollama}"),
+            vec![],
+            "server.workers: 5000 is more than the 1024 allowed",
+        ),
+        (
             format!("[server]\nmax_output_tokens = 0\n{ollama}"),
             vec![],
             "server.max_output_tokens: must be at least 1",
@@ -581,6 +586,18 @@ fn key_limits_and_request_caps_parse_and_default_to_off() {
     )
     .unwrap();
     assert_eq!((o.server.max_messages, o.server.max_output_tokens.map(|n| n.get())), (9, Some(256)));
+}
+
+#[test]
+fn workers_default_to_one_per_core_and_can_be_set() {
+    let d = load("[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n", &[]).unwrap();
+    assert_eq!(d.server.workers, None);
+    let c = load("[server]\nworkers = 0\n[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n", &[]).unwrap();
+    assert_eq!(c.server.workers, Some(0));
+    let o =
+        load("[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n", &[("CLAUDETTE__SERVER__WORKERS", "3")])
+            .unwrap();
+    assert_eq!(o.server.workers, Some(3));
 }
 
 #[test]

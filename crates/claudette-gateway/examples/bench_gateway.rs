@@ -177,7 +177,14 @@ async fn run_gateway(upstream: Option<String>) {
         None => Arc::new(Stub::new()),
     };
     router.register_backend(backend).expect("register");
-    let gateway = Gateway::new(Arc::new(router), GatewayOptions::default()).expect("gateway");
+    // Serving threads as the `claudette` binary runs them: one per core
+    // (`BENCH_GATEWAY_WORKERS=0`: on this child's runtime instead).
+    let workers = std::env::var("BENCH_GATEWAY_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let options = GatewayOptions { workers, ..GatewayOptions::default() };
+    let gateway = Gateway::new(Arc::new(router), options).expect("gateway");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
     println!("PORT {}", listener.local_addr().expect("addr").port());
     gateway.serve(listener, std::future::pending()).await.expect("gateway");

@@ -167,6 +167,11 @@ pub struct GatewayOptions {
     /// Serve the admin endpoints (`/metrics`, `/v1/backends`, `/v1/costs`) to non-loopback
     /// clients too (S-08). Off by default: spend and fleet health are operator data.
     pub admin_from_any: bool,
+    /// Serving threads, each with a single-threaded runtime; connections are dealt to them
+    /// round-robin and a request runs start to end on one thread. 0 (the default for a
+    /// library): connections run on the runtime that calls [`Gateway::serve`]. The
+    /// `claudette` binary uses one per core.
+    pub workers: usize,
 }
 
 impl Default for GatewayOptions {
@@ -181,6 +186,7 @@ impl Default for GatewayOptions {
             max_output_tokens: None,
             shutdown_grace: Duration::from_secs(30),
             admin_from_any: false,
+            workers: 0,
         }
     }
 }
@@ -197,6 +203,7 @@ impl std::fmt::Debug for GatewayOptions {
             .field("max_output_tokens", &self.max_output_tokens)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("admin_from_any", &self.admin_from_any)
+            .field("workers", &self.workers)
             .finish()
     }
 }
@@ -327,7 +334,7 @@ impl Gateway {
             return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()));
         }
         let app = self.app();
-        server::serve(listener, app, shutdown, self.options.shutdown_grace).await
+        server::serve(listener, app, shutdown, self.options.shutdown_grace, self.options.workers).await
     }
 
     /// Binds [`GatewayOptions::listen`] and serves until SIGTERM or Ctrl-C, then shuts down

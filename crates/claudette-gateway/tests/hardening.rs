@@ -602,9 +602,19 @@ async fn concurrency_limit_sheds_load_with_503_and_retry_after() {
 
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
+    graceful_shutdown_with(0).await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_with_serving_threads_finishes_in_flight_requests() {
+    graceful_shutdown_with(2).await;
+}
+
+async fn graceful_shutdown_with(workers: usize) {
     let fake = FakeServer::start().await;
     fake.push(Fake::openai_text("finished anyway").delay(Duration::from_millis(400)));
-    let mut gw = start(router(vec![openai(openai_settings("oa", &fake))])).await;
+    let options = GatewayOptions { workers, ..GatewayOptions::default() };
+    let mut gw = start_with(router(vec![openai(openai_settings("oa", &fake))]), options).await;
     let url = gw.url.clone();
     let in_flight =
         tokio::spawn(async move { post(&url, "/v1/chat/completions", json!({"messages": user("x")})).await });
@@ -629,9 +639,19 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
 
 #[tokio::test]
 async fn shutdown_grace_bounds_the_wait_for_stuck_requests() {
+    shutdown_grace_with(0).await;
+}
+
+#[tokio::test]
+async fn shutdown_grace_bounds_the_wait_with_serving_threads_too() {
+    shutdown_grace_with(2).await;
+}
+
+async fn shutdown_grace_with(workers: usize) {
     let fake = FakeServer::start().await;
     fake.push(Fake::openai_text("never").hang());
-    let options = GatewayOptions { shutdown_grace: Duration::from_millis(200), ..GatewayOptions::default() };
+    let options =
+        GatewayOptions { shutdown_grace: Duration::from_millis(200), workers, ..GatewayOptions::default() };
     let mut gw = start_with(router(vec![openai(openai_settings("oa", &fake))]), options).await;
     let url = gw.url.clone();
     let stuck = tokio::spawn(async move {
@@ -783,4 +803,42 @@ async fn s08_admin_endpoints_answer_loopback_clients_only_by_default() {
     // Served for real, the peer is recorded: a loopback client over TCP gets through.
     let served = start(router(vec![openai(openai_settings("oa2", &oa))])).await;
     assert_eq!(get(&served.url, "/v1/backends", &[]).await.status, 200);
+}
+
+// ------------------------------------------------------------------------------------------
+// Serving threads.
+
+#[tokio::test]
+async fn serving_threads_answer_json_and_streams_on_many_connections() {
+    let fake = FakeServer::start().await;
+    fake.set_default(Fake::openai_text("from a worker"));
+    let options = GatewayOptions { workers: 2, ..GatewayOptions::default() };
+    let gw = start_with(router(vec![openai(openai_settings("oa", &fake))]), options).await;
+    // Separate clients, so connections are dealt to both threads.
+    let mut calls = Vec::new();
+    for _ in 0..6 {
+        let url = gw.url.clone();
+        calls.push(tokio::spawn(async move {
+            let c = client();
+            let r = c
+                .post(format!("{url}/v1/chat/completions"))
+                .body(json!({"messages": user("x")}).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["x-claudette-backend"], "oa");
+            let v = collect(r).await.json();
+            v["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
+        }));
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap(), "from a worker");
+    }
+    fake.push(Fake::openai_stream(&["str", "eamed"]));
+    let r = post(&gw.url, "/v1/chat/completions", json!({"messages": user("x"), "stream": true})).await;
+    assert_eq!(r.status, 200);
+    let frames = r.frames();
+    assert_eq!(openai_text(&frames), "streamed");
+    assert_eq!(frames.last().map(|f| f.1.as_str()), Some("[DONE]"));
 }
