@@ -119,22 +119,7 @@ fn main() {
                         }
                         "conn" => {
                             let (send, conn) = conn.as_mut().unwrap();
-                            let req = hyper::Request::post("/v1/chat/completions")
-                                .header("host", "127.0.0.1")
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from_static(BODY.as_bytes())))
-                                .unwrap();
-                            let work = async {
-                                let r = send.send_request(req).await.unwrap();
-                                r.into_body().collect().await.unwrap().to_bytes()
-                            };
-                            tokio::pin!(work);
-                            let b = tokio::select! {
-                                biased;
-                                b = &mut work => b,
-                                _ = conn.as_mut() => panic!("conn closed"),
-                            };
-                            assert!(!b.is_empty());
+                            conn_call(send, conn).await;
                         }
                         _ => panic!("mode"),
                     }
@@ -182,21 +167,7 @@ async fn latency(port: u16, mode: String) {
             let n = sock.read(&mut buf).await.unwrap();
             assert!(n > 0);
         } else if mode == "conn" {
-            let req = hyper::Request::post("/v1/chat/completions")
-                .header("host", "127.0.0.1")
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from_static(BODY.as_bytes())))
-                .unwrap();
-            let work = async {
-                let r = send.send_request(req).await.unwrap();
-                r.into_body().collect().await.unwrap().to_bytes()
-            };
-            tokio::pin!(work);
-            tokio::select! {
-                biased;
-                b = &mut work => assert!(!b.is_empty()),
-                _ = conn.as_mut() => panic!("conn closed"),
-            };
+            conn_call(&mut send, &mut conn).await;
         } else {
             claudette_core::Backend::send(&backend, &request).await.unwrap();
         }
@@ -211,4 +182,26 @@ async fn latency(port: u16, mode: String) {
         lat[lat.len() * 9 / 10],
         lat[lat.len() * 99 / 100]
     );
+}
+
+type HyperConn =
+    std::pin::Pin<Box<hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>>>;
+
+/// One call on a hyper connection polled by this task, as `claudette-http` does it.
+async fn conn_call(send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>, conn: &mut HyperConn) {
+    let req = hyper::Request::post("/v1/chat/completions")
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+        .unwrap();
+    let work = async {
+        let r = send.send_request(req).await.unwrap();
+        r.into_body().collect().await.unwrap().to_bytes()
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        b = &mut work => assert!(!b.is_empty()),
+        _ = conn.as_mut() => panic!("conn closed"),
+    };
 }
