@@ -16,10 +16,11 @@
 //!
 //! Both sides compile this same module (the plugin against its own copy of `claudette-core`),
 //! so they agree as long as [`SCHEMA_VERSION`](crate::SCHEMA_VERSION) does. Every encoder
-//! destructures its struct without `..` and every decoder builds it with a struct literal, so
-//! a field added to a `claudette-core` type fails to compile here until the format follows
-//! it; such a change must bump `SCHEMA_VERSION`. Decoding never panics and never trusts a
-//! length: truncated, oversized or trailing input is an error naming what was being read.
+//! destructures its struct or variant without `..` and every decoder builds it with a struct
+//! literal (`wire_struct!` and `wire_enum!` generate both from one list of fields), so a field
+//! added to a `claudette-core` type fails to compile here until the format follows it; such a
+//! change must bump `SCHEMA_VERSION`. Decoding never panics and never trusts a length:
+//! truncated, oversized or trailing input is an error naming what was being read.
 //!
 //! Layout: integers little-endian, `bool` one byte (0 or 1), `f32`/`f64` their IEEE bits,
 //! strings and byte vectors a `u32` length then the bytes (strings UTF-8, checked on read),
@@ -175,6 +176,23 @@ macro_rules! wire_le {
 }
 wire_le!(u16, u32, u64, f32, f64);
 
+/// `Wire` as JSON text (see the module docs: free-form values, or ones rare on the hot path).
+macro_rules! wire_json {
+    ($(#[$attr:meta])* $t:ty) => {
+        $(#[$attr])*
+        impl Wire for $t {
+            #[inline]
+            fn put(&self, out: &mut Vec<u8>) {
+                put_json(self, out);
+            }
+            #[inline]
+            fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+                r.json()
+            }
+        }
+    };
+}
+
 impl Wire for bool {
     #[inline]
     fn put(&self, out: &mut Vec<u8>) {
@@ -270,89 +288,74 @@ impl Wire for Duration {
     }
 }
 
-impl Wire for serde_json::Value {
+wire_json!(serde_json::Value);
+
+/// `Wire` for a struct: its fields in the order listed, each with its own `Wire`. The encoder
+/// destructures without `..` and the decoder builds a struct literal, so the list must name
+/// every field (a field added to the type fails to compile here until it is listed); struct
+/// literal fields are evaluated in the order written, so the decoder reads in list order.
+macro_rules! wire_struct {
+    ($ty:ident { $($field:ident),+ $(,)? }) => {
+        impl Wire for $ty {
+            #[inline]
+            fn put(&self, out: &mut Vec<u8>) {
+                let $ty { $($field),+ } = self;
+                $($field.put(out);)+
+            }
+            #[inline]
+            fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+                Ok($ty { $($field: Wire::get(r)?),+ })
+            }
+        }
+    };
+}
+
+/// `Wire` for an enum: a tag byte, then the variant's named fields (if any) in the order
+/// listed. The encoder's `match` is exhaustive and names every field without `..`, so a variant
+/// or field added to the type fails to compile here until it is listed; a tag given twice is an
+/// unreachable pattern in the decoder (denied by `-D warnings`).
+macro_rules! wire_enum {
+    ($ty:ident, $what:literal, { $($variant:ident $({ $($field:ident),+ })? = $tag:literal),+ $(,)? }) => {
+        impl Wire for $ty {
+            #[inline]
+            fn put(&self, out: &mut Vec<u8>) {
+                match self {
+                    $($ty::$variant $({ $($field),+ })? => {
+                        out.push($tag);
+                        $($($field.put(out);)+)?
+                    })+
+                }
+            }
+            #[inline]
+            fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+                match r.tag()? {
+                    $($tag => Ok($ty::$variant $({ $($field: Wire::get(r)?),+ })?),)+
+                    t => r.bad_tag(t, $what),
+                }
+            }
+        }
+    };
+}
+
+/// Request metadata: usually empty, and then just an empty string instead of `{}`.
+impl Wire for serde_json::Map<String, serde_json::Value> {
     #[inline]
     fn put(&self, out: &mut Vec<u8>) {
-        put_json(self, out);
+        if self.is_empty() { put_len(0, out) } else { put_json(self, out) }
     }
     #[inline]
     fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        if r.bytes.get(..4) == Some(&[0, 0, 0, 0]) {
+            r.take(4)?;
+            return Ok(serde_json::Map::new());
+        }
         r.json()
     }
 }
 
-/// Request metadata: usually empty, and then just an empty string instead of `{}`.
-fn put_map(map: &serde_json::Map<String, serde_json::Value>, out: &mut Vec<u8>) {
-    if map.is_empty() { put_len(0, out) } else { put_json(map, out) }
-}
-
-fn get_map(r: &mut Reader<'_>) -> Result<serde_json::Map<String, serde_json::Value>, Bad> {
-    if r.bytes.get(..4) == Some(&[0, 0, 0, 0]) {
-        r.take(4)?;
-        return Ok(serde_json::Map::new());
-    }
-    r.json()
-}
-
-impl Wire for Role {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        out.push(match self {
-            Role::System => 0,
-            Role::User => 1,
-            Role::Assistant => 2,
-            Role::Tool => 3,
-        });
-    }
-    #[inline]
-    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
-        match r.tag()? {
-            0 => Ok(Role::System),
-            1 => Ok(Role::User),
-            2 => Ok(Role::Assistant),
-            3 => Ok(Role::Tool),
-            t => r.bad_tag(t, "role"),
-        }
-    }
-}
-
-impl Wire for Method {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        out.push(match self {
-            Method::Get => 0,
-            Method::Post => 1,
-        });
-    }
-    #[inline]
-    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
-        match r.tag()? {
-            0 => Ok(Method::Get),
-            1 => Ok(Method::Post),
-            t => r.bad_tag(t, "HTTP method"),
-        }
-    }
-}
-
-impl Wire for UsageSource {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        out.push(match self {
-            UsageSource::Reported => 0,
-            UsageSource::Estimated => 1,
-            UsageSource::Missing => 2,
-        });
-    }
-    #[inline]
-    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
-        match r.tag()? {
-            0 => Ok(UsageSource::Reported),
-            1 => Ok(UsageSource::Estimated),
-            2 => Ok(UsageSource::Missing),
-            t => r.bad_tag(t, "usage source"),
-        }
-    }
-}
+wire_enum!(Role, "role", { System = 0, User = 1, Assistant = 2, Tool = 3 });
+wire_enum!(Method, "HTTP method", { Get = 0, Post = 1 });
+wire_enum!(UsageSource, "usage source", { Reported = 0, Estimated = 1, Missing = 2 });
 
 impl Wire for FinishReason {
     #[inline]
@@ -381,285 +384,74 @@ impl Wire for FinishReason {
     }
 }
 
-impl Wire for ToolCall {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        let ToolCall { id, name, arguments } = self;
-        id.put(out);
-        name.put(out);
-        arguments.put(out);
-    }
-    #[inline]
-    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
-        Ok(ToolCall { id: Wire::get(r)?, name: Wire::get(r)?, arguments: Wire::get(r)? })
-    }
-}
+wire_struct!(ToolCall { id, name, arguments });
 
-impl Wire for ToolSpec {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        let ToolSpec { name, description, parameters } = self;
-        name.put(out);
-        description.put(out);
-        parameters.put(out);
-    }
-    #[inline]
-    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
-        Ok(ToolSpec { name: Wire::get(r)?, description: Wire::get(r)?, parameters: Wire::get(r)? })
-    }
-}
+wire_struct!(ToolSpec { name, description, parameters });
 
-impl Wire for Message {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        let Message { role, content, tool_calls, tool_call_id, name } = self;
-        role.put(out);
-        content.put(out);
-        tool_calls.put(out);
-        tool_call_id.put(out);
-        name.put(out);
-    }
-    #[inline]
-    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
-        Ok(Message {
-            role: Wire::get(r)?,
-            content: Wire::get(r)?,
-            tool_calls: Wire::get(r)?,
-            tool_call_id: Wire::get(r)?,
-            name: Wire::get(r)?,
-        })
-    }
-}
+wire_struct!(Message { role, content, tool_calls, tool_call_id, name });
 
-impl Wire for ChatRequest {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        let ChatRequest {
-            messages,
-            model,
-            max_tokens,
-            temperature,
-            top_p,
-            stop,
-            tools,
-            backend,
-            tags,
-            metadata,
-        } = self;
-        messages.put(out);
-        model.put(out);
-        max_tokens.put(out);
-        temperature.put(out);
-        top_p.put(out);
-        stop.put(out);
-        tools.put(out);
-        backend.put(out);
-        tags.put(out);
-        put_map(metadata, out);
-    }
-    #[inline]
-    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
-        Ok(ChatRequest {
-            messages: Wire::get(r)?,
-            model: Wire::get(r)?,
-            max_tokens: Wire::get(r)?,
-            temperature: Wire::get(r)?,
-            top_p: Wire::get(r)?,
-            stop: Wire::get(r)?,
-            tools: Wire::get(r)?,
-            backend: Wire::get(r)?,
-            tags: Wire::get(r)?,
-            metadata: get_map(r)?,
-        })
-    }
-}
+wire_struct!(ChatRequest {
+    messages,
+    model,
+    max_tokens,
+    temperature,
+    top_p,
+    stop,
+    tools,
+    backend,
+    tags,
+    metadata
+});
 
-impl Wire for Usage {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        let Usage {
-            input_tokens,
-            output_tokens,
-            cache_read_tokens,
-            cache_write_tokens,
-            reasoning_tokens,
-            source,
-        } = self;
-        input_tokens.put(out);
-        output_tokens.put(out);
-        cache_read_tokens.put(out);
-        cache_write_tokens.put(out);
-        reasoning_tokens.put(out);
-        source.put(out);
-    }
-    #[inline]
-    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
-        Ok(Usage {
-            input_tokens: Wire::get(r)?,
-            output_tokens: Wire::get(r)?,
-            cache_read_tokens: Wire::get(r)?,
-            cache_write_tokens: Wire::get(r)?,
-            reasoning_tokens: Wire::get(r)?,
-            source: Wire::get(r)?,
-        })
-    }
-}
+wire_struct!(Usage {
+    input_tokens,
+    output_tokens,
+    cache_read_tokens,
+    cache_write_tokens,
+    reasoning_tokens,
+    source
+});
 
-/// Filled by the router, never by an adapter, so in practice always `None` here; kept (as
-/// JSON) so the encoding loses nothing.
-impl Wire for RoutingDecision {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        put_json(self, out);
-    }
-    #[inline]
-    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
-        r.json()
-    }
-}
+wire_json!(
+    /// Filled by the router, never by an adapter, so in practice always `None` here; kept (as
+    /// JSON) so the encoding loses nothing.
+    RoutingDecision
+);
 
-impl Wire for ChatResponse {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        let ChatResponse {
-            content,
-            reasoning,
-            tool_calls,
-            finish_reason,
-            usage,
-            model,
-            backend,
-            id,
-            latency,
-            cost,
-            cache_hit,
-            warnings,
-            decision,
-        } = self;
-        content.put(out);
-        reasoning.put(out);
-        tool_calls.put(out);
-        finish_reason.put(out);
-        usage.put(out);
-        model.put(out);
-        backend.put(out);
-        id.put(out);
-        latency.put(out);
-        cost.put(out);
-        cache_hit.put(out);
-        warnings.put(out);
-        decision.put(out);
-    }
-    #[inline]
-    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
-        Ok(ChatResponse {
-            content: Wire::get(r)?,
-            reasoning: Wire::get(r)?,
-            tool_calls: Wire::get(r)?,
-            finish_reason: Wire::get(r)?,
-            usage: Wire::get(r)?,
-            model: Wire::get(r)?,
-            backend: Wire::get(r)?,
-            id: Wire::get(r)?,
-            latency: Wire::get(r)?,
-            cost: Wire::get(r)?,
-            cache_hit: Wire::get(r)?,
-            warnings: Wire::get(r)?,
-            decision: Wire::get(r)?,
-        })
-    }
-}
+wire_struct!(ChatResponse {
+    content,
+    reasoning,
+    tool_calls,
+    finish_reason,
+    usage,
+    model,
+    backend,
+    id,
+    latency,
+    cost,
+    cache_hit,
+    warnings,
+    decision
+});
 
-impl Wire for ToolCallDelta {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        let ToolCallDelta { index, id, name, arguments } = self;
-        index.put(out);
-        id.put(out);
-        name.put(out);
-        arguments.put(out);
-    }
-    #[inline]
-    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
-        Ok(ToolCallDelta {
-            index: Wire::get(r)?,
-            id: Wire::get(r)?,
-            name: Wire::get(r)?,
-            arguments: Wire::get(r)?,
-        })
-    }
-}
+wire_struct!(ToolCallDelta { index, id, name, arguments });
 
-impl Wire for StreamEnd {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        let StreamEnd { finish_reason, usage, cost } = self;
-        finish_reason.put(out);
-        usage.put(out);
-        cost.put(out);
-    }
-    #[inline]
-    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
-        Ok(StreamEnd { finish_reason: Wire::get(r)?, usage: Wire::get(r)?, cost: Wire::get(r)? })
-    }
-}
+wire_struct!(StreamEnd { finish_reason, usage, cost });
 
-/// An error ends a stream at most once, so it goes as JSON: `BackendError`'s kind enum is
-/// `#[non_exhaustive]` and its serde form is already the boundary's error encoding.
-impl Wire for BackendError {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        put_json(self, out);
-    }
-    #[inline]
-    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
-        r.json()
-    }
-}
+wire_json!(
+    /// An error ends a stream at most once, so it goes as JSON: `BackendError`'s kind enum is
+    /// `#[non_exhaustive]` and its serde form is already the boundary's error encoding.
+    BackendError
+);
 
-impl Wire for StreamEvent {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        match self {
-            StreamEvent::TextDelta { text } => {
-                out.push(0);
-                text.put(out);
-            }
-            StreamEvent::ReasoningDelta { text } => {
-                out.push(1);
-                text.put(out);
-            }
-            StreamEvent::ToolCall { delta } => {
-                out.push(2);
-                delta.put(out);
-            }
-            StreamEvent::Usage { usage } => {
-                out.push(3);
-                usage.put(out);
-            }
-            StreamEvent::Done { end } => {
-                out.push(4);
-                end.put(out);
-            }
-            StreamEvent::Error { error } => {
-                out.push(5);
-                error.put(out);
-            }
-        }
-    }
-    #[inline]
-    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
-        match r.tag()? {
-            0 => Ok(StreamEvent::TextDelta { text: Wire::get(r)? }),
-            1 => Ok(StreamEvent::ReasoningDelta { text: Wire::get(r)? }),
-            2 => Ok(StreamEvent::ToolCall { delta: Wire::get(r)? }),
-            3 => Ok(StreamEvent::Usage { usage: Wire::get(r)? }),
-            4 => Ok(StreamEvent::Done { end: Wire::get(r)? }),
-            5 => Ok(StreamEvent::Error { error: Wire::get(r)? }),
-            t => r.bad_tag(t, "stream event"),
-        }
-    }
-}
+wire_enum!(StreamEvent, "stream event", {
+    TextDelta { text } = 0,
+    ReasoningDelta { text } = 1,
+    ToolCall { delta } = 2,
+    Usage { usage } = 3,
+    Done { end } = 4,
+    Error { error } = 5,
+});
 
 /// The head of an [`HttpRequest`] (method, URL, headers); the body crosses as its own bytes.
 pub(crate) struct HeadRef<'a>(pub &'a HttpRequest);
@@ -684,19 +476,7 @@ pub(crate) struct Head {
     pub headers: Vec<(String, String)>,
 }
 
-impl Wire for Head {
-    #[inline]
-    fn put(&self, out: &mut Vec<u8>) {
-        let Head { method, url, headers } = self;
-        method.put(out);
-        url.put(out);
-        headers.put(out);
-    }
-    #[inline]
-    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
-        Ok(Head { method: Wire::get(r)?, url: Wire::get(r)?, headers: Wire::get(r)? })
-    }
-}
+wire_struct!(Head { method, url, headers });
 
 #[cfg(test)]
 mod tests {
