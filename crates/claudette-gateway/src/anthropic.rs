@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ApiError, Flavor};
+use crate::ids;
 use crate::respond::{self, Encoder, Endpoint, Shared};
-use crate::{ids, limits, routing};
 
 const EP: Endpoint = Endpoint { label: "messages", flavor: Flavor::Anthropic };
 
@@ -221,45 +221,21 @@ impl MessagesRequest {
 // Handler
 
 pub(crate) async fn messages(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let admitted = match respond::admit(&st, EP, body).await {
-        Ok(a) => a,
-        Err(resp) => return resp,
-    };
-    let parsed: MessagesRequest = match respond::parse_json(EP, &admitted.body) {
+    let prepared = respond::prepare(&st, EP, &headers, body, |bytes| {
+        let parsed: MessagesRequest = respond::parse_json(EP, bytes)?;
+        let stream = parsed.is_stream();
+        let (request, model) = parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;
+        Ok((request, model, stream))
+    })
+    .await;
+    let prepared = match prepared {
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let stream = parsed.is_stream();
-    let (mut request, model) = match parsed.into_chat() {
-        Ok(x) => x,
-        Err(e) => return respond::local_error(EP, e),
-    };
-    if let Err(resp) = limits::check_request(&st, EP, &mut request) {
-        return resp;
-    }
-    let overrides = match routing::overrides(&headers) {
-        Ok(o) => o,
-        Err(e) => return respond::local_error(EP, e),
-    };
-    if let Err(e) = routing::resolve_model(&st.router, model.as_deref(), &mut request) {
-        return respond::local_error(EP, e);
-    }
-    if stream {
-        match st.router.route_stream_with(&request, overrides).await {
-            Ok(s) => {
-                let model = crate::openai::stream_model(&st, s.backend(), &request);
-                respond::sse_ok(EP, admitted, s, AnthropicEncoder::new(model))
-            }
-            Err(e) => respond::routed_error(EP, admitted.started, &e),
-        }
+    if prepared.extra {
+        respond::answer_stream(&st, EP, prepared, AnthropicEncoder::new).await
     } else {
-        match st.router.route_request_with(&request, overrides).await {
-            Ok(resp) => {
-                let body = message_body(&resp);
-                respond::json_ok(EP, admitted.started, body, &resp.backend, resp.cost, resp.decision.as_ref())
-            }
-            Err(e) => respond::routed_error(EP, admitted.started, &e),
-        }
+        respond::answer_json(&st, EP, prepared, message_body).await
     }
 }
 

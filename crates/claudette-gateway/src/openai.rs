@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ApiError, Flavor};
+use crate::ids;
 use crate::respond::{self, Encoder, Endpoint, Shared};
-use crate::{ids, limits, routing};
 
 const EP: Endpoint = Endpoint { label: "chat_completions", flavor: Flavor::OpenAi };
 
@@ -246,57 +246,23 @@ impl CompletionRequest {
 // Handler
 
 pub(crate) async fn chat_completions(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let admitted = match respond::admit(&st, EP, body).await {
-        Ok(a) => a,
-        Err(resp) => return resp,
-    };
-    let parsed: CompletionRequest = match respond::parse_json(EP, &admitted.body) {
+    let prepared = respond::prepare(&st, EP, &headers, body, |bytes| {
+        let parsed: CompletionRequest = respond::parse_json(EP, bytes)?;
+        let flags = (parsed.is_stream(), parsed.include_usage());
+        let (request, model) = parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;
+        Ok((request, model, flags))
+    })
+    .await;
+    let prepared = match prepared {
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let stream = parsed.is_stream();
-    let include_usage = parsed.include_usage();
-    let (mut request, model) = match parsed.into_chat() {
-        Ok(x) => x,
-        Err(e) => return respond::local_error(EP, e),
-    };
-    if let Err(resp) = limits::check_request(&st, EP, &mut request) {
-        return resp;
-    }
-    let overrides = match routing::overrides(&headers) {
-        Ok(o) => o,
-        Err(e) => return respond::local_error(EP, e),
-    };
-    if let Err(e) = routing::resolve_model(&st.router, model.as_deref(), &mut request) {
-        return respond::local_error(EP, e);
-    }
+    let (stream, include_usage) = prepared.extra;
     if stream {
-        match st.router.route_stream_with(&request, overrides).await {
-            Ok(s) => {
-                let model = stream_model(&st, s.backend(), &request);
-                let encoder = OpenAiEncoder::new(model, include_usage);
-                respond::sse_ok(EP, admitted, s, encoder)
-            }
-            Err(e) => respond::routed_error(EP, admitted.started, &e),
-        }
+        respond::answer_stream(&st, EP, prepared, |model| OpenAiEncoder::new(model, include_usage)).await
     } else {
-        match st.router.route_request_with(&request, overrides).await {
-            Ok(resp) => {
-                let body = completion_body(&resp);
-                respond::json_ok(EP, admitted.started, body, &resp.backend, resp.cost, resp.decision.as_ref())
-            }
-            Err(e) => respond::routed_error(EP, admitted.started, &e),
-        }
+        respond::answer_json(&st, EP, prepared, completion_body).await
     }
-}
-
-/// The model a stream reports: the request's override, else the serving backend's model.
-pub(crate) fn stream_model(st: &crate::AppState, backend: &str, request: &ChatRequest) -> String {
-    request
-        .model
-        .clone()
-        .or_else(|| st.router.backend(backend).map(|b| b.info().model.clone()))
-        .unwrap_or_else(|| backend.to_owned())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
-//! The steps every inference endpoint shares: admission (concurrency and body limits), local
-//! and routed error responses, JSON responses, and the SSE body that turns a
-//! [`RoutedStream`] into a client protocol.
+//! The steps every inference endpoint shares: admission (concurrency and body limits), the
+//! path from a parsed request to a routed answer ([`prepare`], [`answer_json`],
+//! [`answer_stream`]), local and routed error responses, JSON responses, and the SSE body that
+//! turns a [`RoutedStream`] into a client protocol. An endpoint module contributes only its
+//! wire shapes: how its body becomes a [`ChatRequest`], and how an answer is written back.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,11 +12,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
 use claudette_core::error::scrub_secrets;
-use claudette_core::{BackendError, RouteError, RoutedStream, RoutingDecision, StreamEvent};
+use claudette_core::{
+    BackendError, ChatRequest, ChatResponse, RouteError, RouteOverrides, RoutedStream, RoutingDecision,
+    StreamEvent,
+};
 use futures::Stream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
@@ -22,7 +27,7 @@ use tokio::time::Sleep;
 use crate::AppState;
 use crate::body::{BodyError, read_body};
 use crate::error::{ApiError, Flavor};
-use crate::{observe, routing};
+use crate::{limits, observe, routing};
 
 /// Idle time after which an SSE stream gets a keep-alive (a comment for OpenAI clients, an
 /// `event: ping` for Anthropic ones), so proxies and clients with read timeouts do not cut a
@@ -100,6 +105,73 @@ pub(crate) fn routed_error(ep: Endpoint, started: Instant, err: &RouteError) -> 
     let mut resp = api.into_response(ep.flavor);
     routing::explain(resp.headers_mut(), routing::last_backend(&err.decision), 0.0, false, &err.decision);
     resp
+}
+
+/// A request ready for the router: admitted, parsed into the neutral shape, within the
+/// request limits, with its routing preferences and its model resolved. `extra` is what the
+/// endpoint kept from its own request for the answer (stream flags).
+pub(crate) struct Prepared<X> {
+    admitted: Admitted,
+    request: ChatRequest,
+    overrides: RouteOverrides,
+    pub(crate) extra: X,
+}
+
+/// The front half every inference endpoint shares. `neutral` turns the body into the neutral
+/// request, the model or backend the client named (if any), and the endpoint's `extra`; it
+/// answers in the endpoint's envelope itself when the body is not acceptable. Every refusal
+/// here happens before any upstream call.
+pub(crate) async fn prepare<X>(
+    st: &AppState,
+    ep: Endpoint,
+    headers: &HeaderMap,
+    body: Body,
+    neutral: impl FnOnce(&[u8]) -> Result<(ChatRequest, Option<String>, X), Response>,
+) -> Result<Prepared<X>, Response> {
+    let admitted = admit(st, ep, body).await?;
+    let (mut request, target, extra) = neutral(&admitted.body)?;
+    limits::check_request(st, ep, &mut request)?;
+    let overrides = routing::overrides(headers).map_err(|e| local_error(ep, e))?;
+    routing::resolve_model(&st.router, target.as_deref(), &mut request).map_err(|e| local_error(ep, e))?;
+    Ok(Prepared { admitted, request, overrides, extra })
+}
+
+/// Routes a prepared request and answers with `body(answer)` as JSON.
+pub(crate) async fn answer_json<X>(
+    st: &AppState,
+    ep: Endpoint,
+    p: Prepared<X>,
+    body: impl FnOnce(&ChatResponse) -> Vec<u8>,
+) -> Response {
+    match st.router.route_request_with(&p.request, p.overrides).await {
+        Ok(resp) => {
+            let bytes = body(&resp);
+            json_ok(ep, p.admitted.started, bytes, &resp.backend, resp.cost, resp.decision.as_ref())
+        }
+        Err(e) => routed_error(ep, p.admitted.started, &e),
+    }
+}
+
+/// Routes a prepared request as a stream and answers with SSE from `encoder(model)`, where
+/// `model` is the one the stream reports: the request's override, else the serving backend's.
+pub(crate) async fn answer_stream<X, E: Encoder>(
+    st: &AppState,
+    ep: Endpoint,
+    p: Prepared<X>,
+    encoder: impl FnOnce(String) -> E,
+) -> Response {
+    match st.router.route_stream_with(&p.request, p.overrides).await {
+        Ok(s) => {
+            let model = p
+                .request
+                .model
+                .clone()
+                .or_else(|| st.router.backend(s.backend()).map(|b| b.info().model.clone()))
+                .unwrap_or_else(|| s.backend().to_owned());
+            sse_ok(ep, p.admitted, s, encoder(model))
+        }
+        Err(e) => routed_error(ep, p.admitted.started, &e),
+    }
 }
 
 /// A successful JSON answer with its routing headers.

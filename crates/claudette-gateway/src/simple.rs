@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, Flavor};
 use crate::respond::{self, Endpoint, Shared};
-use crate::{limits, routing};
 
 const EP: Endpoint = Endpoint { label: "api_chat", flavor: Flavor::Simple };
 
@@ -37,43 +36,33 @@ struct SimpleResponse<'a> {
 }
 
 pub(crate) async fn chat(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let admitted = match respond::admit(&st, EP, body).await {
-        Ok(a) => a,
-        Err(resp) => return resp,
-    };
-    let parsed: SimpleRequest = match respond::parse_json(EP, &admitted.body) {
+    let prepared = respond::prepare(&st, EP, &headers, body, |bytes| {
+        let parsed: SimpleRequest = respond::parse_json(EP, bytes)?;
+        let Some(message) = parsed.message.filter(|m| !m.trim().is_empty()) else {
+            return Err(respond::local_error(
+                EP,
+                ApiError::invalid("`message` is required").with_param("message"),
+            ));
+        };
+        let mut request = ChatRequest::prompt(message);
+        request.max_tokens = parsed.max_tokens;
+        request.temperature = parsed.temperature;
+        // `backend` names a backend explicitly; `model` resolves like the other endpoints.
+        Ok((request, parsed.backend.or(parsed.model), ()))
+    })
+    .await;
+    let prepared = match prepared {
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let Some(message) = parsed.message.filter(|m| !m.trim().is_empty()) else {
-        return respond::local_error(EP, ApiError::invalid("`message` is required").with_param("message"));
-    };
-    let mut request = ChatRequest::prompt(message);
-    request.max_tokens = parsed.max_tokens;
-    request.temperature = parsed.temperature;
-    if let Err(resp) = limits::check_request(&st, EP, &mut request) {
-        return resp;
-    }
-    let overrides = match routing::overrides(&headers) {
-        Ok(o) => o,
-        Err(e) => return respond::local_error(EP, e),
-    };
-    // `backend` names a backend explicitly; `model` resolves like the other endpoints.
-    let target = parsed.backend.or(parsed.model);
-    if let Err(e) = routing::resolve_model(&st.router, target.as_deref(), &mut request) {
-        return respond::local_error(EP, e);
-    }
-    match st.router.route_request_with(&request, overrides).await {
-        Ok(resp) => {
-            let body = serde_json::to_vec(&SimpleResponse {
-                response: &resp.content,
-                backend: &resp.backend,
-                model: &resp.model,
-                cost: resp.cost,
-            })
-            .unwrap_or_default();
-            respond::json_ok(EP, admitted.started, body, &resp.backend, resp.cost, resp.decision.as_ref())
-        }
-        Err(e) => respond::routed_error(EP, admitted.started, &e),
-    }
+    respond::answer_json(&st, EP, prepared, |resp| {
+        serde_json::to_vec(&SimpleResponse {
+            response: &resp.content,
+            backend: &resp.backend,
+            model: &resp.model,
+            cost: resp.cost,
+        })
+        .unwrap_or_default()
+    })
+    .await
 }
