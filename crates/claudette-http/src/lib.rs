@@ -567,6 +567,46 @@ macro_rules! register_provider {
     };
 }
 
+/// A provider crate's HTTP face, declared once: the backend type (its adapter on
+/// [`HttpBackend`]), `pub fn backend(settings)` (the adapter built from the settings, then the
+/// shared HTTP layer; errors name the backend), and the link-time registration
+/// ([`register_provider!`]). The adapter must have `fn new(&BackendSettings) -> Result<Self,
+/// BackendError>`.
+///
+/// ```ignore
+/// #[cfg(feature = "http")]
+/// claudette_http::http_provider! {
+///     /// An Ollama backend over HTTP.
+///     pub type OllamaBackend = OllamaAdapter;
+///     /// Builds an Ollama backend from its settings (`model` required).
+///     pub fn backend;
+///     register(PROVIDER, "Ollama native /api/chat");
+/// }
+/// ```
+#[macro_export]
+macro_rules! http_provider {
+    (
+        $(#[$type_doc:meta])*
+        pub type $backend:ident = $adapter:ty;
+        $(#[$fn_doc:meta])*
+        pub fn backend;
+        register($name:expr, $description:expr $(,)?);
+    ) => {
+        $(#[$type_doc])*
+        pub type $backend = $crate::HttpBackend<$adapter>;
+
+        $(#[$fn_doc])*
+        pub fn backend(
+            settings: &$crate::__private::BackendSettings,
+        ) -> ::core::result::Result<$backend, $crate::__private::BackendError> {
+            let adapter = <$adapter>::new(settings).map_err(|e| e.with_backend(&settings.name))?;
+            $crate::HttpBackend::new(adapter, settings)
+        }
+
+        $crate::register_provider!($name, $description, backend);
+    };
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use claudette_core::{BackendError, BackendSettings, ProviderFactory, SharedBackend};

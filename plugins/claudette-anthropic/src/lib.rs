@@ -50,23 +50,19 @@ pub use adapter::{
 use claudette_core::{BackendError, BackendSettings};
 pub use stream::AnthropicStreamDecoder;
 
-/// The Anthropic provider as a ready [`claudette_core::Backend`] (the seeds' `ClaudeBackend`).
 #[cfg(feature = "http")]
-pub type ClaudeBackend = claudette_http::HttpBackend<AnthropicAdapter>;
-
-/// Builds a [`ClaudeBackend`] from settings, checking them first.
-#[cfg(feature = "http")]
-pub fn backend(settings: &BackendSettings) -> Result<ClaudeBackend, BackendError> {
-    claudette_http::HttpBackend::new(AnthropicAdapter::new(settings)?, settings)
+claudette_http::http_provider! {
+    /// The Anthropic provider as a ready [`claudette_core::Backend`] (the seeds' `ClaudeBackend`).
+    pub type ClaudeBackend = AnthropicAdapter;
+    /// Builds a [`ClaudeBackend`] from settings, checking them first.
+    pub fn backend;
+    register("anthropic", "Anthropic Messages API (and compatible servers)");
 }
 
 /// Builds the adapter alone, for a sans-IO host (a plugin, or a test on recorded bytes).
 pub fn adapter(settings: &BackendSettings) -> Result<AnthropicAdapter, BackendError> {
     AnthropicAdapter::new(settings)
 }
-
-#[cfg(feature = "http")]
-claudette_http::register_provider!("anthropic", "Anthropic Messages API (and compatible servers)", backend);
 
 // The cdylib plugin build (`cargo xtask plugins`): the sans-IO adapter behind the stable ABI of
 // `claudette-plugin`; the host drives it with its own `HttpBackend`.

@@ -30,29 +30,13 @@ pub use adapter::{
 pub use stream::GeminiStreamDecoder;
 
 #[cfg(feature = "http")]
-pub use http::{GeminiBackend, backend};
-
-#[cfg(feature = "http")]
-mod http {
-    use claudette_core::{BackendError, BackendSettings};
-
-    use crate::GeminiAdapter;
-
+claudette_http::http_provider! {
     /// A Gemini backend over HTTP.
-    pub type GeminiBackend = claudette_http::HttpBackend<GeminiAdapter>;
-
+    pub type GeminiBackend = GeminiAdapter;
     /// Builds a Gemini backend from its settings (`model` and `api_key` required; `base_url`
-    /// defaults to [`DEFAULT_BASE_URL`](crate::DEFAULT_BASE_URL)).
-    pub fn backend(settings: &BackendSettings) -> Result<GeminiBackend, BackendError> {
-        let adapter = GeminiAdapter::new(settings).map_err(|e| e.with_backend(&settings.name))?;
-        claudette_http::HttpBackend::new(adapter, settings)
-    }
-
-    claudette_http::register_provider!(
-        "gemini",
-        "Google Gemini API generateContent (key in x-goog-api-key)",
-        backend
-    );
+    /// defaults to [`DEFAULT_BASE_URL`]).
+    pub fn backend;
+    register("gemini", "Google Gemini API generateContent (key in x-goog-api-key)");
 }
 
 // The cdylib plugin build (`cargo xtask plugins`): the sans-IO adapter behind the stable ABI of

@@ -35,30 +35,13 @@ pub use stream::OllamaStreamDecoder;
 pub use wire::{OllamaTimings, TRUNCATION_MIN_GAP, parse_timings, truncation_warning};
 
 #[cfg(feature = "http")]
-pub use http::{OllamaBackend, backend};
-
-#[cfg(feature = "http")]
-mod http {
-    use claudette_core::{BackendError, BackendSettings};
-
-    use crate::OllamaAdapter;
-
+claudette_http::http_provider! {
     /// An Ollama backend over HTTP.
-    pub type OllamaBackend = claudette_http::HttpBackend<OllamaAdapter>;
-
+    pub type OllamaBackend = OllamaAdapter;
     /// Builds an Ollama backend from its settings (`model` required; `base_url` defaults to
-    /// [`DEFAULT_BASE_URL`](crate::DEFAULT_BASE_URL); extra settings in
-    /// [`KNOWN_SETTINGS`](crate::KNOWN_SETTINGS)).
-    pub fn backend(settings: &BackendSettings) -> Result<OllamaBackend, BackendError> {
-        let adapter = OllamaAdapter::new(settings).map_err(|e| e.with_backend(&settings.name))?;
-        claudette_http::HttpBackend::new(adapter, settings)
-    }
-
-    claudette_http::register_provider!(
-        "ollama",
-        "Ollama native /api/chat (NDJSON streaming, num_ctx always sent)",
-        backend
-    );
+    /// [`DEFAULT_BASE_URL`]; extra settings in [`KNOWN_SETTINGS`]).
+    pub fn backend;
+    register("ollama", "Ollama native /api/chat (NDJSON streaming, num_ctx always sent)");
 }
 
 // The cdylib plugin build (`cargo xtask plugins`): the sans-IO adapter behind the stable ABI of

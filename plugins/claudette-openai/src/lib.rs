@@ -47,28 +47,15 @@ pub use stream::OpenAiStreamDecoder;
 /// Provider name under which this crate registers.
 pub const PROVIDER: &str = "openai";
 
-/// OpenAI (or a compatible server) as an async [`claudette_core::Backend`].
 #[cfg(feature = "http")]
-pub type OpenAiBackend = claudette_http::HttpBackend<OpenAiAdapter>;
-
-/// Builds an [`OpenAiBackend`] from settings, checking them first (including that
-/// `api.openai.com` gets a key).
-#[cfg(feature = "http")]
-pub fn backend(
-    settings: &claudette_core::BackendSettings,
-) -> Result<OpenAiBackend, claudette_core::BackendError> {
-    use claudette_core::ProviderAdapter as _;
-    let adapter = OpenAiAdapter::new(settings)?;
-    adapter.validate()?;
-    claudette_http::HttpBackend::new(adapter, settings)
+claudette_http::http_provider! {
+    /// OpenAI (or a compatible server) as an async [`claudette_core::Backend`].
+    pub type OpenAiBackend = OpenAiAdapter;
+    /// Builds an [`OpenAiBackend`] from settings, checking them first (including that
+    /// `api.openai.com` gets a key).
+    pub fn backend;
+    register(PROVIDER, "OpenAI chat completions, or any OpenAI-compatible server");
 }
-
-#[cfg(feature = "http")]
-claudette_http::register_provider!(
-    PROVIDER,
-    "OpenAI chat completions, or any OpenAI-compatible server",
-    backend
-);
 
 // The cdylib plugin build (`cargo xtask plugins`): the sans-IO adapter behind the stable ABI of
 // `claudette-plugin`; the host drives it with its own `HttpBackend`.

@@ -58,28 +58,15 @@ pub use adaptive::{
 pub use think::{ThinkSplitter, ThinkTagDecoder, split_think};
 
 #[cfg(feature = "http")]
-pub use http::{QwenBackend, backend};
-
-#[cfg(feature = "http")]
-mod http {
-    use claudette_core::{BackendError, BackendSettings};
-
-    use crate::QwenAdapter;
-
+claudette_http::http_provider! {
     /// Self-hosted Qwen over HTTP: [`QwenAdapter`] driven by `claudette-http`.
-    pub type QwenBackend = claudette_http::HttpBackend<QwenAdapter>;
-
+    pub type QwenBackend = QwenAdapter;
     /// Builds a [`QwenBackend`] from settings (all optional but `name`; see [`QwenAdapter`]
     /// for the `extra` keys), checking them first.
-    pub fn backend(settings: &BackendSettings) -> Result<QwenBackend, BackendError> {
-        let adapter = QwenAdapter::new(settings).map_err(|e| e.with_backend(&settings.name))?;
-        claudette_http::HttpBackend::new(adapter, settings)
-    }
-
-    claudette_http::register_provider!(
-        crate::PROVIDER,
+    pub fn backend;
+    register(
+        PROVIDER,
         "self-hosted Qwen on an OpenAI-compatible server (vLLM, llama.cpp, SGLang) with adaptive timeouts",
-        backend
     );
 }
 
