@@ -50,6 +50,7 @@ fn fixture_backend(name: &str, base_url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn from_config_loads_the_allow_listed_plugin_and_routes_through_it() {
+    captured_warnings();
     let (bytes, sha) = tokio::task::spawn_blocking(fixture).await.unwrap();
     // The same library twice; only one name is allow-listed.
     let (root, config) = layout(&[(FIXTURE_FILE, &bytes), ("libunlisted.so", &bytes)]);
@@ -100,22 +101,37 @@ impl Write for Captured {
     }
 }
 
-/// Runs `f` with `warn` and above captured; returns its result and the log text.
+/// The warnings of this whole test binary. A process-wide subscriber, installed by every test
+/// before it does anything: a subscriber scoped to one thread misses events when another test
+/// thread hits the same callsite first with none installed (tracing caches the callsite's
+/// interest), which made the log assertion flaky. Tests find their own lines by their
+/// temporary paths.
+fn captured_warnings() -> &'static Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        captured
+    })
+}
+
+/// Runs `f`; returns its result and the warnings logged so far in this binary.
 fn with_warnings<T>(f: impl FnOnce() -> T) -> (T, String) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let out = tracing::subscriber::with_default(subscriber, f);
+    let captured = captured_warnings();
+    let out = f();
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     (out, text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_library_file_is_reported_and_the_rest_still_loads() {
+    captured_warnings();
     let (bytes, _) = tokio::task::spawn_blocking(fixture).await.unwrap();
     let junk: &[u8] = b"this is not an ELF file\n";
     let (_root, config) = layout(&[(FIXTURE_FILE, &bytes), ("notes.so", junk)]);
@@ -162,6 +178,7 @@ async fn a_non_library_file_is_reported_and_the_rest_still_loads() {
 
 #[test]
 fn a_backend_whose_plugin_was_refused_fails_with_the_provider_named() {
+    captured_warnings();
     let (_root, config) = layout(&[("libfixture.so", b"not a library either")]);
     std::fs::write(
         &config,
