@@ -125,7 +125,9 @@ impl Pools {
     }
 
     fn checkin(&self, conn: Conn) {
-        let key = (runtime_id(), conn.origin.clone());
+        // The runtime that opened it, not the one finishing the body: a stream may be read
+        // to its end elsewhere.
+        let key = (conn.runtime, conn.origin.clone());
         let now = Instant::now();
         let mut idle = self.idle.lock();
         let list = idle.entry(key).or_default();
@@ -142,6 +144,8 @@ impl Pools {
 /// I/O, which whoever holds the connection must poll.
 struct Conn {
     origin: Origin,
+    /// The runtime whose reactor the socket is registered with.
+    runtime: Option<tokio::runtime::Id>,
     sender: http1::SendRequest<RequestBody>,
     /// `None` once it has completed (the connection is closed); never polled after that.
     driver: Option<Driver>,
@@ -322,7 +326,7 @@ async fn connect(origin: &Origin, timeout: Duration) -> Result<Conn, BackendErro
     let (sender, driver) = http1::Builder::new().handshake(TokioIo::new(io)).await.map_err(|e| {
         BackendError::transport(format!("connect failed: {}", hyper_cause(&e)), Phase::Connect)
     })?;
-    Ok(Conn { origin: origin.clone(), sender, driver: Some(Box::pin(driver)) })
+    Ok(Conn { origin: origin.clone(), runtime: runtime_id(), sender, driver: Some(Box::pin(driver)) })
 }
 
 /// A TCP connection to the first of the host's addresses that accepts, with a DNS failure
