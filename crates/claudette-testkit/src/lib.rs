@@ -35,6 +35,7 @@
 //! counts in the shapes are predictable (see [`shapes`]) so usage and cost tests can assert
 //! exact numbers.
 
+pub mod events;
 mod faults;
 mod reply;
 mod server;

@@ -11,6 +11,7 @@ use claudette_core::{
     Backend, BackendSettings, ChatRequest, ErrorKind, FinishReason, Registry, RetryAction, StreamEvent,
     Timeouts, UsageSource,
 };
+use claudette_testkit::events::text_of;
 use claudette_testkit::{FakeServer, Reply};
 use futures::StreamExt;
 use serde_json::json;
@@ -37,13 +38,6 @@ fn backend(server: &FakeServer) -> ClaudeBackend {
 async fn collect(b: &ClaudeBackend, req: &ChatRequest) -> Vec<StreamEvent> {
     let stream = b.send_stream(req).await.unwrap();
     stream.collect().await
-}
-
-fn text_of(events: &[StreamEvent]) -> String {
-    events
-        .iter()
-        .filter_map(|e| if let StreamEvent::TextDelta { text } = e { Some(text.as_str()) } else { None })
-        .collect()
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use claudette_core::{
     HttpResponse, Message, Method, Phase, Pricing, ProviderAdapter, RetryAction, StreamEvent, StreamParser,
     ToolCall, ToolCallDelta, ToolSpec, Usage, UsageSource,
 };
+use claudette_testkit::events::text_of;
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -45,22 +46,7 @@ fn ok(body: &[u8]) -> HttpResponse<'_> {
 /// exactly as the I/O layer does. Returns the events and the terminal error, if any.
 fn decode(a: &AnthropicAdapter, bytes: &[u8], chunk: usize) -> (Vec<StreamEvent>, Option<BackendError>) {
     let parser = StreamParser::for_adapter(a, &ChatRequest::prompt("hi"));
-    let mut events = parser.parse_all(bytes, chunk);
-    match events.pop() {
-        Some(StreamEvent::Error { error }) => (events, Some(error)),
-        Some(last) => {
-            events.push(last);
-            (events, None)
-        }
-        None => (events, None),
-    }
-}
-
-fn text_of(events: &[StreamEvent]) -> String {
-    events
-        .iter()
-        .filter_map(|e| if let StreamEvent::TextDelta { text } = e { Some(text.as_str()) } else { None })
-        .collect()
+    claudette_testkit::events::decode_split(parser, bytes, chunk)
 }
 
 fn done(events: &[StreamEvent]) -> &claudette_core::StreamEnd {

@@ -8,6 +8,7 @@ use claudette_core::{
     Backend, BackendSettings, ChatRequest, ErrorKind, FinishReason, Outcome, Registry, StreamEvent,
     UsageSource,
 };
+use claudette_testkit::events::text_of;
 use claudette_testkit::{FakeServer, Reply};
 use futures::StreamExt;
 use serde_json::json;
@@ -19,16 +20,6 @@ fn settings(server: &FakeServer) -> BackendSettings {
         .model("gemini-2.5-flash")
         .api_key(KEY)
         .base_url(format!("{}/v1beta", server.url()))
-}
-
-fn text_of(events: &[StreamEvent]) -> String {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            StreamEvent::TextDelta { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Every trace of the key a request leaves: URL, query, and headers other than the one it

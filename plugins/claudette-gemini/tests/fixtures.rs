@@ -14,6 +14,7 @@ use claudette_core::{
 };
 use claudette_gemini::GeminiAdapter;
 use claudette_gemini::pricing::{PRICES, known_price};
+use claudette_testkit::events::{text_of, without_ids};
 use serde_json::{Value, json};
 
 const KEY: &str = "AIzaSyCANARYcanary0123456789abcdefghij";
@@ -44,39 +45,7 @@ fn sse(chunks: &[Value]) -> Vec<u8> {
 /// ended the stream, if any.
 fn decode(bytes: &[u8], chunk: usize) -> (Vec<StreamEvent>, Option<BackendError>) {
     let parser = StreamParser::for_adapter(&adapter(), &ChatRequest::prompt("x"));
-    let mut events = parser.parse_all(bytes, chunk);
-    match events.pop() {
-        Some(StreamEvent::Error { error }) => (events, Some(error)),
-        Some(last) => {
-            events.push(last);
-            (events, None)
-        }
-        None => (events, None),
-    }
-}
-
-fn without_ids(events: &[StreamEvent]) -> Vec<StreamEvent> {
-    events
-        .iter()
-        .cloned()
-        .map(|e| match e {
-            StreamEvent::ToolCall { mut delta } => {
-                delta.id = delta.id.map(|_| "<id>".into());
-                StreamEvent::ToolCall { delta }
-            }
-            other => other,
-        })
-        .collect()
-}
-
-fn text_of(events: &[StreamEvent]) -> String {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            StreamEvent::TextDelta { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect()
+    claudette_testkit::events::decode_split(parser, bytes, chunk)
 }
 
 // ---------------------------------------------------------------------------------------------

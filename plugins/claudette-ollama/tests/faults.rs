@@ -9,6 +9,7 @@ use claudette_core::{
     Backend, BackendSettings, ChatRequest, ErrorKind, FinishReason, Outcome, Registry, StreamEvent, Timeouts,
     UsageSource,
 };
+use claudette_testkit::events::text_of;
 use claudette_testkit::{FakeServer, Reply};
 use futures::StreamExt;
 use serde_json::json;
@@ -20,16 +21,6 @@ fn settings(server: &FakeServer) -> BackendSettings {
 async fn collect(backend: &claudette_ollama::OllamaBackend, request: &ChatRequest) -> Vec<StreamEvent> {
     let stream = backend.send_stream(request).await.unwrap();
     stream.collect().await
-}
-
-fn text_of(events: &[StreamEvent]) -> String {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            StreamEvent::TextDelta { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test]

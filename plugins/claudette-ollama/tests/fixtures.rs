@@ -16,6 +16,7 @@ use claudette_core::{
     UsageSource,
 };
 use claudette_ollama::{OllamaAdapter, parse_timings, truncation_warning};
+use claudette_testkit::events::{text_of, without_ids};
 use serde_json::{Value, json};
 
 const TESTBED_CHAT: &[u8] = include_bytes!("data/api_chat.json");
@@ -48,40 +49,7 @@ fn decode(
     chunk: usize,
 ) -> (Vec<StreamEvent>, Option<claudette_core::BackendError>) {
     let parser = StreamParser::for_adapter(adapter, request);
-    let mut events = parser.parse_all(bytes, chunk);
-    match events.pop() {
-        Some(StreamEvent::Error { error }) => (events, Some(error)),
-        Some(last) => {
-            events.push(last);
-            (events, None)
-        }
-        None => (events, None),
-    }
-}
-
-/// Generated tool-call ids differ from run to run; compare everything else.
-fn without_ids(events: &[StreamEvent]) -> Vec<StreamEvent> {
-    events
-        .iter()
-        .cloned()
-        .map(|e| match e {
-            StreamEvent::ToolCall { mut delta } => {
-                delta.id = delta.id.map(|_| "<id>".into());
-                StreamEvent::ToolCall { delta }
-            }
-            other => other,
-        })
-        .collect()
-}
-
-fn text_of(events: &[StreamEvent]) -> String {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            StreamEvent::TextDelta { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect()
+    claudette_testkit::events::decode_split(parser, bytes, chunk)
 }
 
 fn ndjson(lines: &[Value]) -> Vec<u8> {

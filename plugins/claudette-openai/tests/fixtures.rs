@@ -16,6 +16,7 @@ use claudette_openai::{
     MaxTokensField, OPENAI_MODELS, OpenAiAdapter, OpenAiOptions, OpenAiStreamDecoder, classify_openai_error,
     lookup_model, parse_chat_completion,
 };
+use claudette_testkit::events::text_of;
 use serde_json::{Value, json};
 
 const SERVERS: [&str; 3] = ["llama-server", "llama-cpp-python", "litellm"];
@@ -58,16 +59,6 @@ fn transcript<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<StreamEvent
 
 fn whole(bytes: &[u8]) -> Vec<StreamEvent> {
     transcript([bytes])
-}
-
-fn text_of(events: &[StreamEvent]) -> String {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            StreamEvent::TextDelta { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn last(events: &[StreamEvent]) -> &StreamEvent {
