@@ -1,8 +1,6 @@
 //! `POST /v1/messages`: Anthropic Messages in and out.
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::{
     ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEvent, ToolCall, ToolSpec, Usage,
@@ -10,6 +8,7 @@ use claudette_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::content::TextOr;
 use crate::error::{ApiError, Flavor};
 use crate::ids;
 use crate::respond::{self, Encoder, Endpoint, Shared};
@@ -43,12 +42,7 @@ pub(crate) struct MessagesRequest {
     metadata: Option<serde_json::Map<String, Value>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Blocks(Vec<Block>),
-}
+type Content = TextOr<Block>;
 
 /// A content block, flat: which fields matter depends on `type`.
 #[derive(Debug, Deserialize)]
@@ -94,8 +88,8 @@ fn unsupported(kind: &str, param: String) -> ApiError {
 fn plain_text(content: Option<Content>, param: &dyn Fn() -> String) -> Result<String, ApiError> {
     match content {
         None => Ok(String::new()),
-        Some(Content::Text(t)) => Ok(t),
-        Some(Content::Blocks(blocks)) => {
+        Some(TextOr::Text(t)) => Ok(t),
+        Some(TextOr::List(blocks)) => {
             let mut out = String::new();
             for b in blocks {
                 match (b.r#type.as_str(), b.text) {
@@ -148,11 +142,11 @@ impl MessagesRequest {
                 }
             };
             let blocks = match m.content {
-                Content::Text(t) => {
+                TextOr::Text(t) => {
                     out.push(Message::new(role, t));
                     continue;
                 }
-                Content::Blocks(b) => b,
+                TextOr::List(b) => b,
             };
             let mut text = String::new();
             let mut tool_calls = Vec::new();
@@ -220,8 +214,8 @@ impl MessagesRequest {
 // ---------------------------------------------------------------------------------------------
 // Handler
 
-pub(crate) async fn messages(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let prepared = respond::prepare(&st, EP, &headers, body, |bytes| {
+pub(crate) async fn messages(State(st): State<Shared>, request: Request) -> Response {
+    let prepared = respond::prepare(&st, EP, request, |bytes| {
         let parsed: MessagesRequest = respond::parse_json(EP, bytes)?;
         let stream = parsed.is_stream();
         let (request, model) = parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;

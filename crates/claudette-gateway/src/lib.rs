@@ -109,6 +109,7 @@
 mod anthropic;
 mod auth;
 mod body;
+mod content;
 mod error;
 mod ids;
 mod limits;

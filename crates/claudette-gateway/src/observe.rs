@@ -12,8 +12,13 @@ use std::time::Instant;
 
 use axum::http::Request;
 use claudette_core::{BackendRouter, RoutingDecision};
-use metrics::SharedString;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_util::KeyHasher;
+use parking_lot::RwLock;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{DefaultOnFailure, DefaultOnRequest, DefaultOnResponse, MakeSpan, TraceLayer};
 use tracing::{Level, Span};
@@ -43,9 +48,14 @@ fn handle() -> Option<&'static PrometheusHandle> {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(ATTEMPTS.into()), &ATTEMPT_BUCKETS));
-            let handle = match builder.map(PrometheusBuilder::install_recorder) {
-                Ok(Ok(h)) => h,
-                Ok(Err(e)) | Err(e) => {
+            let installed = builder.map_err(|e| e.to_string()).and_then(|b| {
+                let recorder = b.build_recorder();
+                let handle = recorder.handle();
+                metrics::set_global_recorder(Cached::new(recorder)).map(|()| handle).map_err(|e| e.to_string())
+            });
+            let handle = match installed {
+                Ok(h) => h,
+                Err(e) => {
                     // Another recorder owns the process (an embedding application's): its
                     // exporter serves the metrics, and /metrics says so.
                     tracing::warn!(error = %e, "prometheus recorder not installed; GET /metrics is unavailable");
@@ -56,6 +66,69 @@ fn handle() -> Option<&'static PrometheusHandle> {
             Some(handle)
         })
         .as_ref()
+}
+
+/// The Prometheus recorder with a cache of the handles it gave out, looked up by the key's
+/// precomputed hash.
+///
+/// `PrometheusRecorder::register_*` turns the key into an owned copy (a new label slice, new
+/// strings) before it looks it up, on every call, and every request registers about ten
+/// series (router, upstream and gateway). With the cache, a series already seen costs a
+/// read-locked hash lookup and a handle clone. Keys are the same bounded set the exporter
+/// keeps for its whole life anyway (no idle expiry is configured).
+struct Cached {
+    inner: PrometheusRecorder,
+    counters: Handles<Counter>,
+    gauges: Handles<Gauge>,
+    histograms: Handles<Histogram>,
+}
+
+type Handles<H> = RwLock<HashMap<Key, H, BuildHasherDefault<KeyHasher>>>;
+
+impl Cached {
+    fn new(inner: PrometheusRecorder) -> Cached {
+        Cached {
+            inner,
+            counters: RwLock::default(),
+            gauges: RwLock::default(),
+            histograms: RwLock::default(),
+        }
+    }
+
+    fn get<H: Clone>(cache: &Handles<H>, key: &Key, register: impl FnOnce() -> H) -> H {
+        if let Some(h) = cache.read().get(key) {
+            return h.clone();
+        }
+        let h = register();
+        cache.write().entry(key.clone()).or_insert_with(|| h.clone());
+        h
+    }
+}
+
+impl Recorder for Cached {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_gauge(key, unit, description);
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_histogram(key, unit, description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        Self::get(&self.counters, key, || self.inner.register_counter(key, metadata))
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        Self::get(&self.gauges, key, || self.inner.register_gauge(key, metadata))
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        Self::get(&self.histograms, key, || self.inner.register_histogram(key, metadata))
+    }
 }
 
 fn describe() {
@@ -140,8 +213,48 @@ pub(crate) fn endpoint_for_path(path: &str) -> &'static str {
     }
 }
 
+/// The keys every successful request of an inference endpoint records, built at compile time:
+/// the macros build a label vector and look its strings up on every call.
+struct EndpointKeys {
+    ok: Key,
+    duration: Key,
+    attempts: Key,
+}
+
+macro_rules! endpoint_keys {
+    ($endpoint:literal) => {{
+        const E: &[Label] = &[Label::from_static_parts("endpoint", $endpoint)];
+        const OK: &[Label] =
+            &[Label::from_static_parts("endpoint", $endpoint), Label::from_static_parts("status", "200")];
+        EndpointKeys {
+            ok: Key::from_static_parts(REQUESTS, OK),
+            duration: Key::from_static_parts(DURATION, E),
+            attempts: Key::from_static_parts(ATTEMPTS, E),
+        }
+    }};
+}
+
+static CHAT_COMPLETIONS: EndpointKeys = endpoint_keys!("chat_completions");
+static MESSAGES: EndpointKeys = endpoint_keys!("messages");
+static API_CHAT: EndpointKeys = endpoint_keys!("api_chat");
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+fn keys(endpoint: &str) -> Option<&'static EndpointKeys> {
+    match endpoint {
+        "chat_completions" => Some(&CHAT_COMPLETIONS),
+        "messages" => Some(&MESSAGES),
+        "api_chat" => Some(&API_CHAT),
+        _ => None,
+    }
+}
+
 /// Counts one response.
 pub(crate) fn count(endpoint: &'static str, status: u16) {
+    if let (200, Some(k)) = (status, keys(endpoint)) {
+        metrics::with_recorder(|r| r.register_counter(&k.ok, &METADATA).increment(1));
+        return;
+    }
     metrics::counter!(REQUESTS, "endpoint" => endpoint, "status" => status_label(status)).increment(1);
 }
 
@@ -152,9 +265,23 @@ pub(crate) fn rejected(endpoint: &'static str, reason: &'static str) {
 
 /// Duration, attempts and failovers of a finished routed request.
 pub(crate) fn finished(endpoint: &'static str, started: Instant, decision: Option<&RoutingDecision>) {
-    metrics::histogram!(DURATION, "endpoint" => endpoint).record(started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    let attempts = decision.map(|d| d.attempts.len() as f64);
+    match keys(endpoint) {
+        Some(k) => metrics::with_recorder(|r| {
+            r.register_histogram(&k.duration, &METADATA).record(seconds);
+            if let Some(n) = attempts {
+                r.register_histogram(&k.attempts, &METADATA).record(n);
+            }
+        }),
+        None => {
+            metrics::histogram!(DURATION, "endpoint" => endpoint).record(seconds);
+            if let Some(n) = attempts {
+                metrics::histogram!(ATTEMPTS, "endpoint" => endpoint).record(n);
+            }
+        }
+    }
     if let Some(d) = decision {
-        metrics::histogram!(ATTEMPTS, "endpoint" => endpoint).record(d.attempts.len() as f64);
         let moves = d.attempts.windows(2).filter(|w| w[0].backend != w[1].backend).count();
         if moves > 0 {
             metrics::counter!(FAILOVERS, "endpoint" => endpoint).increment(moves as u64);

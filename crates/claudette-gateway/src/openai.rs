@@ -1,8 +1,6 @@
 //! `POST /v1/chat/completions`: OpenAI Chat Completions in and out.
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::{
     ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEvent, ToolCall, ToolCallDelta, ToolSpec,
@@ -11,9 +9,10 @@ use claudette_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::content::TextOr;
 use crate::error::{ApiError, Flavor};
 use crate::ids;
-use crate::respond::{self, Encoder, Endpoint, Shared};
+use crate::respond::{self, Encoder, Endpoint, Shared, json_str};
 
 const EP: Endpoint = Endpoint { label: "chat_completions", flavor: Flavor::OpenAi };
 
@@ -50,12 +49,7 @@ pub(crate) struct CompletionRequest {
     metadata: Option<serde_json::Map<String, Value>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Stop {
-    One(String),
-    Many(Vec<String>),
-}
+type Stop = TextOr<String>;
 
 #[derive(Debug, Deserialize)]
 struct StreamOptions {
@@ -76,12 +70,7 @@ struct InMessage {
     tool_call_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<Part>),
-}
+type Content = TextOr<Part>;
 
 #[derive(Debug, Deserialize)]
 struct Part {
@@ -124,8 +113,8 @@ struct InFunction {
 fn content_text(content: Option<Content>, param: impl Fn() -> String) -> Result<String, ApiError> {
     match content {
         None => Ok(String::new()),
-        Some(Content::Text(t)) => Ok(t),
-        Some(Content::Parts(parts)) => {
+        Some(TextOr::Text(t)) => Ok(t),
+        Some(TextOr::List(parts)) => {
             let mut text = String::new();
             for p in parts {
                 match (p.r#type.as_str(), p.text) {
@@ -230,8 +219,8 @@ impl CompletionRequest {
             top_p: self.top_p,
             stop: match self.stop {
                 None => Vec::new(),
-                Some(Stop::One(s)) => vec![s],
-                Some(Stop::Many(v)) => v,
+                Some(TextOr::Text(s)) => vec![s],
+                Some(TextOr::List(v)) => v,
             },
             tools,
             backend: None,
@@ -245,8 +234,8 @@ impl CompletionRequest {
 // ---------------------------------------------------------------------------------------------
 // Handler
 
-pub(crate) async fn chat_completions(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let prepared = respond::prepare(&st, EP, &headers, body, |bytes| {
+pub(crate) async fn chat_completions(State(st): State<Shared>, request: Request) -> Response {
+    let prepared = respond::prepare(&st, EP, request, |bytes| {
         let parsed: CompletionRequest = respond::parse_json(EP, bytes)?;
         let flags = (parsed.is_stream(), parsed.include_usage());
         let (request, model) = parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;
@@ -478,17 +467,44 @@ pub(crate) struct OpenAiEncoder {
     model: String,
     include_usage: bool,
     started: bool,
+    /// `data: {"id":…,"model":…,"choices":[{"index":0,"delta":`: what every chunk of this
+    /// stream starts with, serialized once. Text deltas, nearly every event of a stream, are
+    /// this, the delta, and [`Self::tail`]; the same bytes the serde structs would write.
+    head: Vec<u8>,
 }
 
 impl OpenAiEncoder {
     pub(crate) fn new(model: String, include_usage: bool) -> OpenAiEncoder {
-        OpenAiEncoder {
-            id: ids::new_id("chatcmpl-"),
-            created: ids::unix_now(),
-            model,
-            include_usage,
-            started: false,
+        let id = ids::new_id("chatcmpl-");
+        let created = ids::unix_now();
+        let mut head = Vec::with_capacity(96 + id.len() + model.len());
+        head.extend_from_slice(b"data: {\"id\":");
+        json_str(&mut head, &id);
+        head.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        head.extend_from_slice(created.to_string().as_bytes());
+        head.extend_from_slice(b",\"model\":");
+        json_str(&mut head, &model);
+        head.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":");
+        OpenAiEncoder { id, created, model, include_usage, started: false, head }
+    }
+
+    /// What follows the delta of a chunk that does not finish the stream.
+    fn tail(&self) -> &'static [u8] {
+        if self.include_usage {
+            b",\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n"
+        } else {
+            b",\"logprobs\":null,\"finish_reason\":null}]}\n\n"
         }
+    }
+
+    /// A chunk whose delta is `{<field>"text"}`, `field` being e.g. `"content":`.
+    fn text_chunk(&self, out: &mut Vec<u8>, field: &[u8], text: &str) {
+        out.extend_from_slice(&self.head);
+        out.push(b'{');
+        out.extend_from_slice(field);
+        json_str(out, text);
+        out.push(b'}');
+        out.extend_from_slice(self.tail());
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Delta<'_>, finish: Option<&str>) {
@@ -509,15 +525,15 @@ impl Encoder for OpenAiEncoder {
     fn event(&mut self, ev: StreamEvent, out: &mut Vec<u8>) -> bool {
         if !self.started && !matches!(ev, StreamEvent::Error { .. } | StreamEvent::Usage { .. }) {
             self.started = true;
-            self.chunk(out, Delta { role: Some("assistant"), content: Some(""), ..Delta::default() }, None);
+            self.text_chunk(out, b"\"role\":\"assistant\",\"content\":", "");
         }
         match ev {
             StreamEvent::TextDelta { text } => {
-                self.chunk(out, Delta { content: Some(&text), ..Delta::default() }, None);
+                self.text_chunk(out, b"\"content\":", &text);
                 false
             }
             StreamEvent::ReasoningDelta { text } => {
-                self.chunk(out, Delta { reasoning_content: Some(&text), ..Delta::default() }, None);
+                self.text_chunk(out, b"\"reasoning_content\":", &text);
                 false
             }
             StreamEvent::ToolCall { delta } => {
@@ -563,6 +579,30 @@ impl Encoder for OpenAiEncoder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn templated_chunks_are_the_bytes_serde_writes() {
+        for include_usage in [false, true] {
+            let enc = super::OpenAiEncoder::new("m\"odel\u{1}é".into(), include_usage);
+            for text in ["", "Hello", "a \"quoted\"\n\\ line\u{7}", "日本語 🎉"] {
+                let (mut fast, mut slow) = (Vec::new(), Vec::new());
+                enc.text_chunk(&mut fast, b"\"content\":", text);
+                enc.chunk(&mut slow, super::Delta { content: Some(text), ..super::Delta::default() }, None);
+                assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+                let (mut fast, mut slow) = (Vec::new(), Vec::new());
+                enc.text_chunk(&mut fast, b"\"reasoning_content\":", text);
+                let delta = super::Delta { reasoning_content: Some(text), ..super::Delta::default() };
+                enc.chunk(&mut slow, delta, None);
+                assert_eq!(fast, slow);
+            }
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            enc.text_chunk(&mut fast, b"\"role\":\"assistant\",\"content\":", "");
+            let delta =
+                super::Delta { role: Some("assistant"), content: Some(""), ..super::Delta::default() };
+            enc.chunk(&mut slow, delta, None);
+            assert_eq!(fast, slow);
+        }
+    }
+
     use claudette_core::{BackendError, ErrorKind, StreamEnd};
 
     use super::*;

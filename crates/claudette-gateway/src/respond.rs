@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
 use claudette_core::error::scrub_secrets;
@@ -124,10 +124,12 @@ pub(crate) struct Prepared<X> {
 pub(crate) async fn prepare<X>(
     st: &AppState,
     ep: Endpoint,
-    headers: &HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
     neutral: impl FnOnce(&[u8]) -> Result<(ChatRequest, Option<String>, X), Response>,
 ) -> Result<Prepared<X>, Response> {
+    // The request itself rather than a `HeaderMap` extractor, which clones every header.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let admitted = admit(st, ep, body).await?;
     let (mut request, target, extra) = neutral(&admitted.body)?;
     limits::check_request(st, ep, &mut request)?;
@@ -366,6 +368,11 @@ pub(crate) fn event_frame<T: serde::Serialize>(out: &mut Vec<u8>, name: &str, va
     out.extend_from_slice(b"\ndata: ");
     json_into(out, value);
     out.extend_from_slice(b"\n\n");
+}
+
+/// Appends `s` as a JSON string literal, quoted and escaped.
+pub(crate) fn json_str(out: &mut Vec<u8>, s: &str) {
+    json_into(out, &s);
 }
 
 fn json_into<T: serde::Serialize>(out: &mut Vec<u8>, value: &T) {

@@ -13,6 +13,8 @@ pub(crate) const ATTEMPTS: HeaderName = HeaderName::from_static("x-claudette-att
 pub(crate) const COST: HeaderName = HeaderName::from_static("x-claudette-cost");
 pub(crate) const COST_ESTIMATED: HeaderName = HeaderName::from_static("x-claudette-cost-estimated");
 pub(crate) const DECISION: HeaderName = HeaderName::from_static("x-claudette-decision");
+const ROUTE: HeaderName = HeaderName::from_static("x-claudette-route");
+const WEIGHTS: HeaderName = HeaderName::from_static("x-claudette-weights");
 
 /// The model name that lets the router choose.
 pub(crate) const AUTO: &str = "auto";
@@ -50,8 +52,8 @@ pub(crate) fn resolve_model(
 /// `x-claudette-weights` (`cost=0.5,latency=0.3,availability=0.2,quality=0`; unnamed weights
 /// are 0). Both at once is ambiguous and refused.
 pub(crate) fn overrides(headers: &HeaderMap) -> Result<RouteOverrides, ApiError> {
-    let route = headers.get("x-claudette-route");
-    let weights = headers.get("x-claudette-weights");
+    let route = headers.get(ROUTE);
+    let weights = headers.get(WEIGHTS);
     match (route, weights) {
         (None, None) => Ok(RouteOverrides::default()),
         (Some(_), Some(_)) => {

@@ -1,8 +1,6 @@
 //! `POST /api/chat`: the seeds' Express integration, `{"message": "…"}` → `{"response": "…"}`.
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::ChatRequest;
 use serde::{Deserialize, Serialize};
@@ -35,8 +33,8 @@ struct SimpleResponse<'a> {
     cost: f64,
 }
 
-pub(crate) async fn chat(State(st): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let prepared = respond::prepare(&st, EP, &headers, body, |bytes| {
+pub(crate) async fn chat(State(st): State<Shared>, request: Request) -> Response {
+    let prepared = respond::prepare(&st, EP, request, |bytes| {
         let parsed: SimpleRequest = respond::parse_json(EP, bytes)?;
         let Some(message) = parsed.message.filter(|m| !m.trim().is_empty()) else {
             return Err(respond::local_error(
