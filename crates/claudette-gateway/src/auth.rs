@@ -161,8 +161,25 @@ fn peer(request: &Request) -> Option<SocketAddr> {
 
 /// Middleware in front of everything but `/health` when keys are configured.
 pub(crate) async fn require_key(State(st): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let client = peer(&request);
+    check_key(&st, client, request, |r| next.run(r)).await
+}
+
+/// Authenticates `request` (from `client`, when known) and runs `next` with it, under the
+/// key's own limits; or answers 401 / 429 in the path's envelope. The one implementation
+/// behind both the axum middleware and the connection front's direct dispatch.
+pub(crate) async fn check_key<F, Fut>(
+    st: &AppState,
+    client: Option<SocketAddr>,
+    request: Request,
+    next: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let flavor = Flavor::for_path(request.uri().path());
-    let ip = peer(&request).map(|p| p.ip());
+    let ip = client.map(|p| p.ip());
     let now = Instant::now();
     if let Some(wait) = ip.and_then(|ip| st.auth_failures.blocked_for(ip, now)) {
         tracing::debug!("rejected: too many failed authentications from this address");
@@ -178,7 +195,7 @@ pub(crate) async fn require_key(State(st): State<Arc<AppState>>, request: Reques
             if let Some(Some(limiter)) = st.key_limits.get(i) {
                 return crate::limits::enforce(limiter, request, next).await;
             }
-            next.run(request).await
+            next(request).await
         }
         None => {
             if let Some(ip) = ip {

@@ -111,6 +111,7 @@ mod auth;
 mod body;
 mod content;
 mod error;
+mod front;
 mod ids;
 mod limits;
 mod observe;
@@ -334,8 +335,8 @@ impl Gateway {
         if let Err(e) = check_exposure(addr, &self.options) {
             return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()));
         }
-        let app = self.app();
-        server::serve(listener, app, shutdown, self.options.shutdown_grace, self.options.workers).await
+        let front = front::Front::new(self.state.clone(), self.app());
+        server::serve(listener, front, shutdown, self.options.shutdown_grace, self.options.workers).await
     }
 
     /// Binds [`GatewayOptions::listen`] and serves until SIGTERM or Ctrl-C, then shuts down

@@ -30,7 +30,6 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use claudette_core::ChatRequest;
@@ -143,9 +142,13 @@ fn inference_endpoint(path: &str) -> Option<Endpoint> {
 /// Applies `limiter` (the limits of the key this request authenticated with) and runs the rest
 /// of the stack. The concurrency slot is taken before the rate is spent, so a request refused
 /// for concurrency does not use up the key's rate.
-pub(crate) async fn enforce(limiter: &Arc<KeyLimiter>, request: Request, next: Next) -> Response {
+pub(crate) async fn enforce<F, Fut>(limiter: &Arc<KeyLimiter>, request: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
     let Some(ep) = inference_endpoint(request.uri().path()) else {
-        return next.run(request).await;
+        return next(request).await;
     };
     let slot = match limiter.acquire() {
         Ok(slot) => slot,
@@ -161,7 +164,7 @@ pub(crate) async fn enforce(limiter: &Arc<KeyLimiter>, request: Request, next: N
         observe::rejected(ep.label, "key_rate");
         return respond::local_error(ep, ApiError::key_rate_limited(rpm, wait));
     }
-    let response = next.run(request).await;
+    let response = next(request).await;
     match slot {
         None => response,
         Some(slot) => response.map(|inner| Body::new(Held { inner, _slot: slot })),

@@ -10,12 +10,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+
+use crate::front::Front;
 
 /// A client must send its request headers within this time (S-10: slow-loris protection).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,16 +31,16 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// saturation. The accept loop stays on the caller's runtime.
 pub(crate) async fn serve(
     listener: TcpListener,
-    app: Router,
+    front: Front,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
     workers: usize,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut local = Connections::new(app.clone(), stop_rx.clone());
+    let mut local = Connections::new(front.clone(), stop_rx.clone());
     let mut pool = Vec::with_capacity(workers);
     for i in 0..workers {
-        pool.push(Worker::start(i, app.clone(), stop_rx.clone(), grace)?);
+        pool.push(Worker::start(i, front.clone(), stop_rx.clone(), grace)?);
     }
     let mut next = 0usize;
     tokio::pin!(shutdown);
@@ -95,14 +95,14 @@ struct Connections {
     tasks: JoinSet<()>,
     stop: watch::Receiver<bool>,
     builder: hyper::server::conn::http1::Builder,
-    app: Router,
+    front: Front,
 }
 
 impl Connections {
-    fn new(app: Router, stop: watch::Receiver<bool>) -> Connections {
+    fn new(front: Front, stop: watch::Receiver<bool>) -> Connections {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
-        Connections { tasks: JoinSet::new(), stop, builder, app }
+        Connections { tasks: JoinSet::new(), stop, builder, front }
     }
 
     fn is_empty(&self) -> bool {
@@ -116,13 +116,8 @@ impl Connections {
     fn spawn(&mut self, stream: TcpStream, peer: SocketAddr) {
         // Handlers see the peer address (admin guard, failed-auth limiter) as axum's
         // `ConnectInfo`, the same extension `into_make_service_with_connect_info` sets.
-        let app = self.app.clone();
-        let service = TowerToHyperService::new(tower::service_fn(
-            move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                tower::ServiceExt::oneshot(app.clone(), req)
-            },
-        ));
+        let front = self.front.clone();
+        let service = hyper::service::service_fn(move |req| front.call(req, peer));
         let conn = self.builder.serve_connection(TokioIo::new(stream), service);
         let mut stop = self.stop.clone();
         self.tasks.spawn(async move {
@@ -168,14 +163,19 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(i: usize, app: Router, stop: watch::Receiver<bool>, grace: Duration) -> std::io::Result<Worker> {
+    fn start(
+        i: usize,
+        front: Front,
+        stop: watch::Receiver<bool>,
+        grace: Duration,
+    ) -> std::io::Result<Worker> {
         let (incoming, mut rx) = mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
         let (done_tx, done) = oneshot::channel();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         std::thread::Builder::new().name(format!("claudette-worker-{i}")).spawn(move || {
             runtime.block_on(async move {
                 let mut stop_signal = stop.clone();
-                let mut conns = Connections::new(app, stop);
+                let mut conns = Connections::new(front, stop);
                 loop {
                     tokio::select! {
                         biased;

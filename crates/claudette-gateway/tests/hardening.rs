@@ -842,3 +842,41 @@ async fn serving_threads_answer_json_and_streams_on_many_connections() {
     assert_eq!(openai_text(&frames), "streamed");
     assert_eq!(frames.last().map(|f| f.1.as_str()), Some("[DONE]"));
 }
+
+/// `serve` dispatches the inference endpoints itself; `Gateway::app()`, for embedding, routes
+/// them through axum. Both must authenticate the same way and answer the same thing.
+#[tokio::test]
+async fn the_embeddable_app_authenticates_inference_like_the_server() {
+    use axum::extract::ConnectInfo;
+    use tower::ServiceExt;
+
+    let oa = FakeServer::start().await;
+    let r = router(vec![openai(openai_settings("oa", &oa))]);
+    let options =
+        GatewayOptions { api_keys: vec![KeyEntry::from_plain("team", GW_KEY)], ..GatewayOptions::default() };
+    let gw = claudette_gateway::Gateway::new(r, options).unwrap();
+    let chat = json!({"model": "oa", "messages": user("x")}).to_string();
+    let call = |key: Option<&'static str>| {
+        let app = gw.app();
+        let chat = chat.clone();
+        async move {
+            let mut req =
+                axum::http::Request::post("/v1/chat/completions").header("content-type", "application/json");
+            if let Some(k) = key {
+                req = req.header("authorization", format!("Bearer {k}"));
+            }
+            let mut req = req.body(axum::body::Body::from(chat)).unwrap();
+            req.extensions_mut()
+                .insert(ConnectInfo("127.0.0.1:40000".parse::<std::net::SocketAddr>().unwrap()));
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let backend = resp.headers().get("x-claudette-backend").map(|v| v.to_str().unwrap().to_owned());
+            (status, backend)
+        }
+    };
+    assert_eq!(call(None).await.0, 401);
+    assert_eq!(call(Some("wrong")).await.0, 401);
+    assert_eq!(oa.requests(), 0, "no upstream call for refused clients");
+    assert_eq!(call(Some(GW_KEY)).await, (200, Some("oa".to_owned())));
+    assert_eq!(oa.requests(), 1);
+}
