@@ -176,6 +176,12 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         for part in [method, " ", &target.path, " HTTP/1.1\r\nhost: ", &target.host, "\r\n"] {
             head.extend_from_slice(part.as_bytes());
         }
+        let scheme = self.adapter.auth_scheme();
+        let auth_name = match (&self.api_key, &scheme) {
+            (None, _) | (_, AuthScheme::None) => None,
+            (Some(_), AuthScheme::Bearer) => Some("authorization"),
+            (Some(_), AuthScheme::Header(name)) => Some(name.as_str()),
+        };
         for (name, value) in &http.headers {
             if !is_token(name) {
                 return Err(BackendError::internal(format!(
@@ -187,12 +193,15 @@ impl<A: ProviderAdapter> HttpBackend<A> {
                     "the adapter built an invalid value for `{name}`"
                 )));
             }
-            if ["host", "content-length", "transfer-encoding"].iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            // Ours to set; and the auth header, when we send one, replaces the adapter's.
+            if ["host", "content-length", "transfer-encoding"].iter().any(|n| name.eq_ignore_ascii_case(n))
+                || auth_name.is_some_and(|a| name.eq_ignore_ascii_case(a))
+            {
                 continue;
             }
             push_field(&mut head, name, value);
         }
-        self.push_auth(&mut head)?;
+        self.push_auth(&mut head, scheme)?;
         // hyper's rule: a POST always states its length, a GET only when it has a body.
         if http.method == Method::Post || !body.is_empty() {
             head.extend_from_slice(b"content-length: ");
@@ -260,7 +269,7 @@ impl<A: ProviderAdapter> HttpBackend<A> {
     /// Appends the auth header to the request head. The only place the key is exposed: it
     /// goes into the bytes written to the socket and nowhere else (the head is dropped after
     /// the write and has no `Debug`).
-    fn push_auth(&self, head: &mut Vec<u8>) -> Result<(), BackendError> {
+    fn push_auth(&self, head: &mut Vec<u8>, scheme: AuthScheme) -> Result<(), BackendError> {
         let Some(key) = &self.api_key else {
             return Ok(());
         };
@@ -270,7 +279,7 @@ impl<A: ProviderAdapter> HttpBackend<A> {
                 "the API key contains characters not allowed in an HTTP header",
             ));
         }
-        match self.adapter.auth_scheme() {
+        match scheme {
             AuthScheme::None => {}
             AuthScheme::Bearer => {
                 head.extend_from_slice(b"authorization: Bearer ");

@@ -332,6 +332,9 @@ impl Conn {
                     &self.buf,
                     &mut slots,
                 ) {
+                    Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+                        Err(malformed_head(&format!("response head larger than {MAX_HEAD} bytes")))
+                    }
                     Ok(httparse::Status::Complete(len)) => match parsed.code {
                         Some(101) => Err(malformed_head(
                             "the server switched protocols (101), which was never asked for",
