@@ -10,20 +10,26 @@
 //! a plain socket write and read being 10–13 µs.
 //!
 //! Even polled by the calling task, hyper's client keeps its dispatcher, its internal
-//! request/response channels, a channel per body frame, `http::Request`/`Uri`/`HeaderMap`
-//! building, and spreads a call over many small pieces; a flat profile of a saturated gateway
-//! put ~15 µs of user CPU per call there. A client that only ever sends one POST or GET with a
-//! body it already holds, and reads one response, needs little of that. So the codec here is
-//! Claudette's own: the request head is written straight from the adapter's parts into one
-//! buffer and sent with the body in one (vectored) write; the response head is parsed with
-//! `httparse`; the body is framed by `Content-Length`, `Transfer-Encoding: chunked` or the
-//! connection's end, and handed out as it arrives, slices of the connection's read buffer
-//! (no copy). Measured with `client_cost` (`backend` mode, same minute, 2 cores): see the
-//! figures in the crate's commit history and in the numbers below.
+//! request/response channels, a channel hand-over per body frame, `http::Request`/`Uri`/
+//! `HeaderMap` building, and timers per call; a flat profile of a saturated gateway put ~15 µs
+//! of user CPU per call under `HttpBackend::execute`. A client that only ever sends one POST
+//! or GET with a body it already holds, and reads one response, needs little of that. So the
+//! codec here is Claudette's own, over the same pooled socket: the request head is written
+//! straight from the adapter's parts into one buffer and goes out with the body in one
+//! vectored write; the response head is parsed with `httparse`; the body is framed by
+//! `Content-Length`, `Transfer-Encoding: chunked` or the connection's end (RFC 9112 §6.3) and
+//! handed out as it arrives, as slices of the connection's read buffer. Bytes that came in with
+//! the head (most JSON answers; several events of a stream) are taken without arming a timer.
 //!
-//! - hyper conn under `HttpBackend`: ~36-38 µs CPU per call, this codec: ~27-29 µs (the whole
-//!   backend call, adapter JSON included); in the saturated gateway (`/tmp/cpusplit.sh`) the
-//!   JSON path went from user 74-76 µs to see the README of the branch's commit.
+//! Measured on the 2-core machine, same minutes, interleaved, hyper conn → this codec:
+//! - saturated gateway (`/tmp/cpusplit.sh`, gateway CPU per request): JSON user 71-80 → 55-62
+//!   µs, user+sys 106 → 83-86 µs; SSE user 106-124 → 95-98 µs, user+sys 154-162 → 132-135 µs;
+//! - `client_cost PORT backend` (a whole `HttpBackend` call, OpenAI adapter included): 27-34 →
+//!   18-21 µs of CPU per call — below a bare hyper connection polled by the calling task
+//!   (15-17 µs) plus the adapter; a raw write+read is 9-12 µs;
+//! - frame-pointer profile of the saturated JSON gateway: everything under
+//!   `HttpBackend::execute` went from ~14 % to ~6.5 % of user samples, the rest of it being the
+//!   headers timer, the `writev`/`recv` calls and `httparse`.
 //!
 //! A checked-out connection belongs to the call: the call reads the response head and the
 //! body itself, and puts the connection back into the pool when the body has been read to its
@@ -33,7 +39,10 @@
 //! What this deliberately is not: no redirects (S-09), no proxy, no retries except one — a
 //! request that a pooled connection could not even start to send (the server had closed it
 //! while it sat idle) goes once more on a fresh connection, because nothing reached the
-//! provider. No HTTP/2: every provider API speaks HTTP/1.1, and a connection per in-flight
+//! provider. A pooled connection is looked at before use with one read that does not wait (an
+//! end of stream, an error or bytes nobody asked for: it is dropped); one the server closes
+//! after that look, while our request is already on its way, fails the call — the provider
+//! may have read it, and a POST is never resent (RFC 9112 §9.3.1). No HTTP/2: every provider API speaks HTTP/1.1, and a connection per in-flight
 //! call is what the pool gives. No pipelining, no `Expect: 100-continue` (interim 1xx answers
 //! are skipped all the same), no upgrades.
 
