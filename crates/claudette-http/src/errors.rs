@@ -1,42 +1,30 @@
 //! Turning transport failures into [`BackendError`]s without leaking URLs or keys.
 
-use std::error::Error as _;
 use std::fmt;
 
-use claudette_core::error::scrub_secrets;
 use claudette_core::{ApiKey, BackendError, ErrorKind, Phase};
 
-/// A hyper error as a readable chain ("connection closed before message completed: ..."),
-/// each piece of text once, scrubbed of anything that looks like a key. hyper never puts a
-/// URL in its errors, so nothing else needs taking out.
-pub(crate) fn hyper_cause(e: &hyper::Error) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let msg = s.to_string();
-        // An error often repeats its source's text: keep each piece once.
-        if !parts.iter().any(|p| p.contains(&msg)) {
-            parts.push(msg);
-        }
-        source = s.source();
-    }
-    scrub_secrets(&parts.join(": "))
-}
+use crate::transport::BodyError;
 
 /// A failure while reading a response body after its headers arrived.
 ///
-/// In a stream this is an interruption (the caller may already hold part of the answer); in a
-/// plain response it is a transport failure in phase `Body`.
-pub(crate) fn body_error(e: &hyper::Error, streaming: bool) -> BackendError {
-    let cause = hyper_cause(e);
-    if streaming {
-        BackendError::interrupted(format!("connection lost mid-stream: {cause}"))
-    } else {
-        BackendError::new(
+/// In a stream a lost connection is an interruption (the caller may already hold part of the
+/// answer); in a plain response it is a transport failure in phase `Body`. A body whose
+/// framing is broken is a malformed response either way. The texts are our own and the I/O
+/// error's: no URL, no key.
+pub(crate) fn body_error(e: &BodyError, streaming: bool) -> BackendError {
+    match e {
+        BodyError::Malformed(what) => {
+            BackendError::malformed(format!("malformed response body: {what}")).with_phase(Phase::Body)
+        }
+        BodyError::Transport(cause) if streaming => {
+            BackendError::interrupted(format!("connection lost mid-stream: {cause}"))
+        }
+        BodyError::Transport(cause) => BackendError::new(
             ErrorKind::Transport,
             format!("connection lost while reading the response body: {cause}"),
         )
-        .with_phase(Phase::Body)
+        .with_phase(Phase::Body),
     }
 }
 

@@ -27,7 +27,6 @@ use claudette_core::{
     ErrorKind, EventStream, HttpRequest, HttpResponse, Method, Observation, Phase, ProviderAdapter,
     StreamParser, Timeouts, UsageSource,
 };
-use hyper::header::{AUTHORIZATION, HOST, HeaderMap, HeaderName, HeaderValue};
 use tokio::time::{Instant, timeout_at};
 
 pub use stats::{LatencyStats, METRIC_LATENCY, METRIC_REQUESTS, METRIC_TTFT};
@@ -35,7 +34,7 @@ pub use stats::{LatencyStats, METRIC_LATENCY, METRIC_REQUESTS, METRIC_TTFT};
 use crate::errors::{Redactor, body_error, loggable_url, redirect_error};
 use crate::stats::{Recorder, StatsCell};
 use crate::stream::{StreamSetup, event_stream};
-use crate::transport::{Origin, RequestBody, Response};
+use crate::transport::{Origin, Response};
 
 /// Largest 2xx response body read; a larger one is a `MalformedResponse` (no chat answer is
 /// that big, an endless body must not exhaust memory).
@@ -69,10 +68,19 @@ pub struct HttpBackend<A: ProviderAdapter> {
 struct Target {
     origin: Origin,
     /// Path and query: the request-target of an HTTP/1.1 request line.
-    path: hyper::Uri,
-    host: HeaderValue,
+    path: String,
+    /// The `Host` header's value: host, and port when the URL names one.
+    host: String,
     /// For logs: no query string, no userinfo.
     loggable: String,
+}
+
+/// A request ready for the wire. `head` holds the API key: it is written and dropped, never
+/// printed (no `Debug`).
+struct Prepared {
+    target: Arc<Target>,
+    head: Vec<u8>,
+    body: Vec<u8>,
 }
 
 impl<A: ProviderAdapter> fmt::Debug for HttpBackend<A> {
@@ -149,34 +157,60 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         self.redactor.error(error.with_backend(self.backend_name()))
     }
 
-    /// Turns the adapter's description into an HTTP request with the key attached.
-    fn prepare(&self, http: HttpRequest) -> Result<(Arc<Target>, hyper::Request<RequestBody>), BackendError> {
+    /// Turns the adapter's description into an HTTP/1.1 request head with the key attached,
+    /// written straight into the bytes that go on the wire, and the body.
+    ///
+    /// The framing headers are ours: an adapter's `host`, `content-length` or
+    /// `transfer-encoding` would contradict the request we actually send, so they are left
+    /// out. Names and values are checked as `http::HeaderName`/`HeaderValue` would (no CR, LF
+    /// or other control bytes: an adapter can never smuggle a second header or request in).
+    fn prepare(&self, http: HttpRequest) -> Result<Prepared, BackendError> {
         let target = self.target(&http.url)?;
+        let body = http.body.unwrap_or_default();
         let method = match http.method {
-            Method::Get => hyper::Method::GET,
-            Method::Post => hyper::Method::POST,
+            Method::Get => "GET",
+            Method::Post => "POST",
         };
-        let body = http.body.map(Bytes::from).unwrap_or_default();
-        let mut request = hyper::Request::new(RequestBody::new(body));
-        *request.method_mut() = method;
-        *request.uri_mut() = target.path.clone();
-        let headers = request.headers_mut();
-        headers.reserve(http.headers.len() + 2);
-        headers.insert(HOST, target.host.clone());
+        let fields: usize = http.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+        let mut head = Vec::with_capacity(96 + target.path.len() + target.host.len() + fields);
+        for part in [method, " ", &target.path, " HTTP/1.1\r\nhost: ", &target.host, "\r\n"] {
+            head.extend_from_slice(part.as_bytes());
+        }
+        let scheme = self.adapter.auth_scheme();
+        let auth_name = match (&self.api_key, &scheme) {
+            (None, _) | (_, AuthScheme::None) => None,
+            (Some(_), AuthScheme::Bearer) => Some("authorization"),
+            (Some(_), AuthScheme::Header(name)) => Some(name.as_str()),
+        };
         for (name, value) in &http.headers {
-            let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                BackendError::internal(format!("the adapter built an invalid header name `{name}`"))
-            })?;
-            let header_value = HeaderValue::from_str(value).map_err(|_| {
-                BackendError::internal(format!("the adapter built an invalid value for `{name}`"))
-            })?;
-            headers.append(header_name, header_value);
+            if !is_token(name) {
+                return Err(BackendError::internal(format!(
+                    "the adapter built an invalid header name `{name}`"
+                )));
+            }
+            if !is_field_value(value) {
+                return Err(BackendError::internal(format!(
+                    "the adapter built an invalid value for `{name}`"
+                )));
+            }
+            // Ours to set; and the auth header, when we send one, replaces the adapter's.
+            if ["host", "content-length", "transfer-encoding"].iter().any(|n| name.eq_ignore_ascii_case(n))
+                || auth_name.is_some_and(|a| name.eq_ignore_ascii_case(a))
+            {
+                continue;
+            }
+            push_field(&mut head, name, value);
         }
-        if let Some((name, value)) = self.auth_header()? {
-            headers.insert(name, value);
+        self.push_auth(&mut head, scheme)?;
+        // hyper's rule: a POST always states its length, a GET only when it has a body.
+        if http.method == Method::Post || !body.is_empty() {
+            head.extend_from_slice(b"content-length: ");
+            head.extend_from_slice(body.len().to_string().as_bytes());
+            head.extend_from_slice(b"\r\n");
         }
-        tracing::debug!(backend = %self.backend_name(), method = %request.method(), url = %target.loggable, "upstream request");
-        Ok((target, request))
+        head.extend_from_slice(b"\r\n");
+        tracing::debug!(backend = %self.backend_name(), method, url = %target.loggable, "upstream request");
+        Ok(Prepared { target, head, body })
     }
 
     /// `url` parsed, from the one-entry cache when it is the URL of the previous call.
@@ -195,15 +229,19 @@ impl<A: ProviderAdapter> HttpBackend<A> {
             Some(q) => format!("{}?{q}", parsed.path()),
             None => parsed.path().to_owned(),
         };
-        let path = hyper::Uri::try_from(path)
-            .map_err(|_| BackendError::config("the adapter built an invalid request path"))?;
+        // `url` percent-encodes paths and queries, so this holds; checked all the same, as the
+        // request line is written from it verbatim.
+        if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(BackendError::config("the adapter built an invalid request path"));
+        }
         let host = match (parsed.host_str(), parsed.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_owned(),
             (None, _) => return Err(BackendError::config("the request URL has no host")),
         };
-        let host = HeaderValue::from_str(&host)
-            .map_err(|_| BackendError::config("the request URL's host is not a valid Host header"))?;
+        if !host.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(BackendError::config("the request URL's host is not a valid Host header"));
+        }
         let target = Arc::new(Target { origin, path, host, loggable: loggable_url(&parsed) });
         *last = Some((url.to_owned(), target.clone()));
         Ok(target)
@@ -228,29 +266,36 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         self.adapter.observe(&Observation { latency, ttft, error, stream });
     }
 
-    /// The auth header, marked sensitive so hyper never prints it and HTTP/2 never indexes it.
-    /// The only place the key is exposed.
-    fn auth_header(&self) -> Result<Option<(HeaderName, HeaderValue)>, BackendError> {
+    /// Appends the auth header to the request head. The only place the key is exposed: it
+    /// goes into the bytes written to the socket and nowhere else (the head is dropped after
+    /// the write and has no `Debug`).
+    fn push_auth(&self, head: &mut Vec<u8>, scheme: AuthScheme) -> Result<(), BackendError> {
         let Some(key) = &self.api_key else {
-            return Ok(None);
+            return Ok(());
         };
-        let bad_key =
-            || BackendError::config("the API key contains characters not allowed in an HTTP header");
-        let (name, mut value) = match self.adapter.auth_scheme() {
-            AuthScheme::None => return Ok(None),
-            AuthScheme::Bearer => (
-                AUTHORIZATION,
-                HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| bad_key())?,
-            ),
-            AuthScheme::Header(name) => (
-                HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                    BackendError::internal(format!("the adapter names an invalid auth header `{name}`"))
-                })?,
-                HeaderValue::from_str(key.expose()).map_err(|_| bad_key())?,
-            ),
-        };
-        value.set_sensitive(true);
-        Ok(Some((name, value)))
+        let key = key.expose();
+        if !is_field_value(key) {
+            return Err(BackendError::config(
+                "the API key contains characters not allowed in an HTTP header",
+            ));
+        }
+        match scheme {
+            AuthScheme::None => {}
+            AuthScheme::Bearer => {
+                head.extend_from_slice(b"authorization: Bearer ");
+                head.extend_from_slice(key.as_bytes());
+                head.extend_from_slice(b"\r\n");
+            }
+            AuthScheme::Header(name) => {
+                if !is_token(&name) {
+                    return Err(BackendError::internal(format!(
+                        "the adapter names an invalid auth header `{name}`"
+                    )));
+                }
+                push_field(head, &name, key);
+            }
+        }
+        Ok(())
     }
 
     /// Sends and waits for the response headers, until `headers_deadline`.
@@ -261,8 +306,8 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         headers_deadline: Instant,
         timeout: Duration,
     ) -> Result<Response, BackendError> {
-        let (target, request) = self.prepare(http)?;
-        match timeout_at(headers_deadline, transport::send(&target.origin, request, connect)).await {
+        let Prepared { target, head, body } = self.prepare(http)?;
+        match timeout_at(headers_deadline, transport::send(&target.origin, &head, &body, connect)).await {
             Ok(result) => result,
             Err(_elapsed) => Err(BackendError::timeout(
                 format!("no response headers within {} ms", timeout.as_millis()),
@@ -274,11 +319,11 @@ impl<A: ProviderAdapter> HttpBackend<A> {
     /// The error for a non-2xx response: 3xx is refused outright, the rest is read (at most
     /// [`MAX_ERROR_BODY`], until `deadline`) and classified by the adapter.
     async fn status_error(&self, mut response: Response, deadline: Instant) -> BackendError {
-        let status = response.status.as_u16();
+        let status = response.status;
         if (300..400).contains(&status) {
             return redirect_error(status);
         }
-        let headers = header_pairs(&response.headers);
+        let headers = std::mem::take(&mut response.headers);
         // A body cut short or too slow still classifies by status and headers.
         let (body, _end) = read_body(&mut response, MAX_ERROR_BODY, deadline).await;
         drop(response);
@@ -299,14 +344,14 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         let headers_deadline = total_deadline.min(deadline_after(started, t.first_byte));
         let http = self.adapter.build_request(request, false)?;
         let mut response = self.execute(http, t.connect, headers_deadline, t.first_byte.min(t.total)).await?;
-        if !response.status.is_success() {
+        if !response.is_success() {
             return Err(self.status_error(response, total_deadline).await);
         }
-        let status = response.status.as_u16();
-        if content_length(&response.headers).is_some_and(|n| n > MAX_RESPONSE_BODY as u64) {
+        let status = response.status;
+        if response.content_length.is_some_and(|n| n > MAX_RESPONSE_BODY as u64) {
             return Err(too_large());
         }
-        let headers = header_pairs(&response.headers);
+        let headers = std::mem::take(&mut response.headers);
         let (body, end) = read_body(&mut response, MAX_RESPONSE_BODY, total_deadline).await;
         drop(response);
         match end {
@@ -350,14 +395,14 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         let headers_deadline = total_deadline.min(first_byte_deadline);
         let http = self.adapter.build_request(request, true)?;
         let response = self.execute(http, t.connect, headers_deadline, t.first_byte.min(t.total)).await?;
-        if !response.status.is_success() {
+        if !response.is_success() {
             return Err(self.status_error(response, total_deadline).await);
         }
         let setup = StreamSetup {
             recorder: self.recorder.clone(),
             redactor: self.redactor.clone(),
             observer: self.adapter.clone(),
-            status: response.status.as_u16(),
+            status: response.status,
             pricing: self.adapter.pricing(request.model.as_deref()),
             prompt: crate::stream::PromptText::of(request),
             started,
@@ -378,7 +423,7 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         let total_deadline = deadline_after(started, self.timeouts.total).max(headers_deadline);
         let mut response =
             self.execute(probe, self.timeouts.connect, headers_deadline, self.timeouts.first_byte).await?;
-        if !response.status.is_success() {
+        if !response.is_success() {
             return Err(self.status_error(response, headers_deadline).await);
         }
         let (body, end) = read_body(&mut response, MAX_RESPONSE_BODY, total_deadline).await;
@@ -444,7 +489,7 @@ impl<A: ProviderAdapter> Backend for HttpBackend<A> {
             .execute(probe, self.timeouts.connect, deadline, self.timeouts.first_byte)
             .await
             .map_err(|e| self.finish_error(e))?;
-        if response.status.is_success() {
+        if response.is_success() {
             // The body is not needed; dropping it closes the connection, which is cheap next
             // to reading a large model list every 30 s.
             return Ok(());
@@ -483,15 +528,21 @@ fn too_large() -> BackendError {
     ))
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(hyper::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+/// An RFC 9110 `token`: what a header field name may be.
+fn is_token(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        .collect()
+/// What `http::HeaderValue::from_str` accepts: visible ASCII, space and tab.
+fn is_field_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+fn push_field(head: &mut Vec<u8>, name: &str, value: &str) {
+    head.extend_from_slice(name.as_bytes());
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value.as_bytes());
+    head.extend_from_slice(b"\r\n");
 }
 
 /// How reading a body ended.
@@ -506,22 +557,46 @@ enum BodyEnd {
 
 /// Reads at most `cap` bytes of body until `deadline`. Returns what arrived either way, so an
 /// error body cut short can still be classified.
+///
+/// What already arrived with the headers (most JSON answers) is taken without a timer; one
+/// timer then covers the rest of the body, not one per read.
 async fn read_body(response: &mut Response, cap: usize, deadline: Instant) -> (Vec<u8>, BodyEnd) {
-    let mut body = Vec::new();
-    loop {
-        match timeout_at(deadline, response.chunk()).await {
-            Ok(Ok(Some(chunk))) => {
-                let room = cap - body.len();
-                if chunk.len() > room {
-                    body.extend_from_slice(&chunk[..room]);
-                    return (body, BodyEnd::OverCap);
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(Ok(None)) => return (body, BodyEnd::Complete),
-            Ok(Err(e)) => return (body, BodyEnd::Failed(body_error(&e, false))),
-            Err(_elapsed) => return (body, BodyEnd::TimedOut),
+    let declared = response.content_length.map_or(0, |n| usize::try_from(n).unwrap_or(cap));
+    let mut body = Vec::with_capacity(declared.min(cap));
+    while let Some(piece) = response.buffered() {
+        if let Some(end) = take_piece(&mut body, cap, piece) {
+            return (body, end);
         }
+    }
+    let rest = async {
+        loop {
+            if let Some(end) = take_piece(&mut body, cap, response.chunk().await) {
+                return end;
+            }
+        }
+    };
+    let end = timeout_at(deadline, rest).await.unwrap_or(BodyEnd::TimedOut);
+    (body, end)
+}
+
+/// Adds one piece of body; `Some` when the body has ended (or must end here).
+fn take_piece(
+    body: &mut Vec<u8>,
+    cap: usize,
+    piece: Result<Option<Bytes>, transport::BodyError>,
+) -> Option<BodyEnd> {
+    match piece {
+        Ok(Some(chunk)) => {
+            let room = cap - body.len();
+            if chunk.len() > room {
+                body.extend_from_slice(&chunk[..room]);
+                return Some(BodyEnd::OverCap);
+            }
+            body.extend_from_slice(&chunk);
+            None
+        }
+        Ok(None) => Some(BodyEnd::Complete),
+        Err(e) => Some(BodyEnd::Failed(body_error(&e, false))),
     }
 }
 

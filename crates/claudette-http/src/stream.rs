@@ -113,27 +113,42 @@ impl State {
     }
 
     /// Waits for the next body chunk (or the end, or a timer) and queues what it yields.
+    /// What has already been read goes through without arming a timer.
     async fn pump(&mut self) {
-        let (deadline, timer) = self.next_deadline();
         let Some(response) = self.response.as_mut() else {
             // Unreachable by construction (the response goes away only with `finished`), but
             // a stream must end in a terminal event whatever happens.
             self.queue_error(BackendError::internal("stream polled after its response was released"));
             return;
         };
-        match timeout_at(deadline, response.chunk()).await {
-            Ok(Ok(Some(bytes))) => {
+        let piece = match response.buffered() {
+            Some(piece) => piece,
+            None => {
+                let (deadline, timer) = self.next_deadline();
+                let Some(response) = self.response.as_mut() else {
+                    return;
+                };
+                match timeout_at(deadline, response.chunk()).await {
+                    Ok(piece) => piece,
+                    Err(_elapsed) => {
+                        self.queue_error(self.timeout_error(timer));
+                        return;
+                    }
+                }
+            }
+        };
+        match piece {
+            Ok(Some(bytes)) => {
                 let mut events = Vec::new();
                 self.parser.push(&bytes, &mut events);
                 self.pending.extend(events);
             }
-            Ok(Ok(None)) => {
+            Ok(None) => {
                 let mut events = Vec::new();
                 self.parser.finish(&mut events);
                 self.pending.extend(events);
             }
-            Ok(Err(e)) => self.queue_error(body_error(&e, true)),
-            Err(_elapsed) => self.queue_error(self.timeout_error(timer)),
+            Err(e) => self.queue_error(body_error(&e, true)),
         }
     }
 

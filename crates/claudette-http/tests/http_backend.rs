@@ -34,6 +34,8 @@ struct TestAdapter {
     /// Replaces the configured first-byte timeout, like an adaptive adapter would.
     first_byte: Option<Duration>,
     observed: Arc<Mutex<Vec<Observation>>>,
+    /// Headers added to every request, as an adapter would.
+    extra_headers: Vec<(String, String)>,
 }
 
 impl TestAdapter {
@@ -59,6 +61,7 @@ impl TestAdapter {
             valid: true,
             first_byte: None,
             observed: Arc::default(),
+            extra_headers: Vec::new(),
         }
     }
 }
@@ -87,10 +90,12 @@ impl ProviderAdapter for TestAdapter {
     fn build_request(&self, request: &ChatRequest, stream: bool) -> Result<HttpRequest, BackendError> {
         let messages: Vec<Value> =
             request.messages.iter().map(|m| json!({"role": "user", "content": m.content})).collect();
-        HttpRequest::post_json(
+        let mut http = HttpRequest::post_json(
             format!("{}/chat/completions", self.base),
             &json!({"model": self.info.model, "messages": messages, "stream": stream}),
-        )
+        )?;
+        http.headers.extend(self.extra_headers.iter().cloned());
+        Ok(http)
     }
     fn parse_response(
         &self,
@@ -519,6 +524,35 @@ async fn named_header_auth_and_no_key_means_no_header() {
     assert_eq!(received[0].header("authorization"), None);
     assert_eq!(received[1].header("authorization"), None);
     assert_eq!(received[1].header("x-api-key"), None);
+}
+
+#[tokio::test]
+async fn the_request_framing_is_ours_and_adapter_headers_cannot_inject() {
+    let server = FakeServer::start().await;
+    let mut adapter = TestAdapter::new("head", &server.v1_url());
+    adapter.extra_headers =
+        [("x-custom", "1"), ("Content-Length", "999"), ("Authorization", "Bearer other"), ("Host", "evil")]
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+    let b = HttpBackend::new(adapter, &settings(quick())).unwrap();
+    b.send(&hi()).await.unwrap();
+    let received = server.received();
+    let r = &received[0];
+    let all = |name: &str| r.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).count();
+    assert_eq!(r.header("x-custom"), Some("1"));
+    assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()));
+    assert_eq!(r.header("authorization"), Some(format!("Bearer {CANARY}").as_str()));
+    assert_eq!(r.header("host"), Some(server.url().trim_start_matches("http://")));
+    assert_eq!((all("content-length"), all("authorization"), all("host")), (1, 1, 1), "{:?}", r.headers);
+
+    for (name, value) in [("x-evil", "1\r\nx-injected: 2"), ("bad name", "1"), ("x-nul", "a\0b")] {
+        let mut adapter = TestAdapter::new("inject", &server.v1_url());
+        adapter.extra_headers = vec![(name.to_owned(), value.to_owned())];
+        let err = HttpBackend::new(adapter, &settings(quick())).unwrap().send(&hi()).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Internal, "{err}");
+    }
+    assert_eq!(server.received().len(), 1, "nothing with an invalid header was sent");
 }
 
 #[tokio::test]
