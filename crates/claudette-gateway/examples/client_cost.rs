@@ -4,7 +4,8 @@
 //! - `client_cost PORT MODE [THREADS]`: 16 tasks call for 3 s; prints CPU per call. MODE is
 //!   `raw` (a hand-written HTTP/1.1 exchange: the floor), `reqwest`, `legacy` (hyper-util's
 //!   pooled client), `conn` (a hyper connection polled by the calling task, what
-//!   `claudette-http` does) or `backend` (a full `HttpBackend` with the OpenAI adapter).
+//!   `claudette-http` did before it got its own HTTP/1.1 codec) or `backend` (a full
+//!   `HttpBackend` with the OpenAI adapter, i.e. today's transport).
 //!   THREADS 0 (default) is a current-thread runtime.
 //! - `client_cost PORT MODE-lat [THREADS]`: sequential calls 2.5 ms apart; prints latency
 //!   percentiles (`raw-lat`, `conn-lat`, `backend-lat`).
