@@ -67,6 +67,8 @@ macro_rules! other_is_default {
     };
 }
 
+pub(crate) use other_is_default;
+
 /// A string field; any other value (null, number, object, …) reads as `None`.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct Str<'a>(pub Option<Cow<'a, str>>);
@@ -429,7 +431,10 @@ pub(crate) struct Completion<'a, C> {
 
 /// A non-stream chat completion.
 pub(crate) type CompletionWire<'a> = Completion<'a, MessageChoice<'a>>;
-/// One `data:` chunk of a chat-completions stream.
+/// One `data:` chunk of a chat-completions stream, read the derived way: the stream decoder
+/// reads chunks in one hand-written pass (`stream::TopChunk`); this is kept as the reference
+/// its equivalence test compares against.
+#[cfg(test)]
 pub(crate) type ChunkWire<'a> = Completion<'a, DeltaChoice<'a>>;
 
 impl<C> Default for Completion<'_, C> {
@@ -447,6 +452,7 @@ impl<C> Default for Completion<'_, C> {
     }
 }
 
+#[cfg(test)]
 impl<C> Completion<'_, C> {
     /// Whether [`crate::error_fields`] would read this object as an error: an `error` object
     /// or string, `object`/`type` `"error"` (vLLM, SGLang), or a `detail` (FastAPI).
@@ -470,7 +476,8 @@ pub(crate) struct MessageChoice<'a> {
     pub finish_reason: Str<'a>,
 }
 
-/// A stream chunk's choice.
+/// A stream chunk's choice (the derived reference, see [`ChunkWire`]).
+#[cfg(test)]
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
 pub(crate) struct DeltaChoice<'a> {
