@@ -18,8 +18,8 @@ use serde_json::Value;
 use crate::error::classify_error_value;
 use crate::response::map_finish_reason;
 use crate::wire::{
-    Args, CompletionDetails, Content, Count, ErrorField, FunctionWire, Index, MessageWire, Obj,
-    PromptDetails, Scan, Str, UsageWire, other_is_default,
+    Args, ErrorField, FunctionWire, Index, MessageWire, Obj, Scan, Str, UsageWire, other_is_default,
+    scan_message, scan_usage, seen_once,
 };
 
 /// Turns `data:` chunks of a chat-completions stream into events, one decoder per stream.
@@ -383,7 +383,7 @@ fn scan_chunk(data: &str) -> Option<ChunkRead<'_>> {
             }
             "usage" => {
                 seen_once(&mut seen, 8)?;
-                r.usage = scan_usage(s)?;
+                r.usage = scan_usage(s)?.0.as_ref().and_then(UsageWire::to_usage);
             }
             // Error objects take the general path.
             "error" => {
@@ -407,12 +407,6 @@ fn scan_chunk(data: &str) -> Option<ChunkRead<'_>> {
     Some(r)
 }
 
-fn seen_once(seen: &mut u16, bit: u16) -> Option<()> {
-    let first = *seen & bit == 0;
-    *seen |= bit;
-    first.then_some(())
-}
-
 fn scan_choice<'a>(
     s: &mut Scan<'a>,
     events: &mut Vec<StreamEvent>,
@@ -428,7 +422,7 @@ fn scan_choice<'a>(
             "delta" => {
                 seen_once(&mut seen, 2)?;
                 if !s.null() {
-                    delta = Some(scan_delta(s)?);
+                    delta = Some(scan_message(s)?);
                 }
             }
             "finish_reason" => {
@@ -448,98 +442,6 @@ fn scan_choice<'a>(
         }
     }
     Some(())
-}
-
-fn scan_delta<'a>(s: &mut Scan<'a>) -> Option<MessageWire<'a>> {
-    let mut m = MessageWire::default();
-    let mut seen = 0u16;
-    let text = |s: &mut Scan<'a>| s.text_or_null().map(Str);
-    s.object(|s, key| {
-        match key {
-            "content" => {
-                seen_once(&mut seen, 1)?;
-                m.content = s.text_or_null()?.map_or(Content::Empty, Content::Text);
-            }
-            "reasoning_content" => {
-                seen_once(&mut seen, 2)?;
-                m.reasoning_content = text(s)?;
-            }
-            "reasoning" => {
-                seen_once(&mut seen, 4)?;
-                m.reasoning = text(s)?;
-            }
-            "refusal" => {
-                seen_once(&mut seen, 8)?;
-                m.refusal = text(s)?;
-            }
-            // Tool calls take the general path.
-            "tool_calls" | "function_call" => {
-                if !s.null() {
-                    return None;
-                }
-                seen_once(&mut seen, if key == "tool_calls" { 16 } else { 32 })?;
-            }
-            _ => s.skip()?,
-        }
-        Some(())
-    })?;
-    Some(m)
-}
-
-/// A `usage` value: `null`, or an object of plain counts.
-fn scan_usage(s: &mut Scan<'_>) -> Option<Option<Usage>> {
-    if s.null() {
-        return Some(None);
-    }
-    let count =
-        |s: &mut Scan<'_>| s.uint_or_null().map(|n| Count(n.map(|n| u32::try_from(n).unwrap_or(u32::MAX))));
-    let mut u = UsageWire::default();
-    let mut seen = 0u16;
-    s.object(|s, key| {
-        match key {
-            "prompt_tokens" => {
-                seen_once(&mut seen, 1)?;
-                u.prompt_tokens = count(s)?;
-            }
-            "completion_tokens" => {
-                seen_once(&mut seen, 2)?;
-                u.completion_tokens = count(s)?;
-            }
-            "prompt_tokens_details" => {
-                seen_once(&mut seen, 4)?;
-                if !s.null() {
-                    let (mut d, mut once) = (PromptDetails::default(), 0u16);
-                    s.object(|s, key| {
-                        if key == "cached_tokens" {
-                            seen_once(&mut once, 1)?;
-                            d.cached_tokens = count(s)?;
-                            return Some(());
-                        }
-                        s.skip()
-                    })?;
-                    u.prompt_tokens_details = Obj(Some(d));
-                }
-            }
-            "completion_tokens_details" => {
-                seen_once(&mut seen, 8)?;
-                if !s.null() {
-                    let (mut d, mut once) = (CompletionDetails::default(), 0u16);
-                    s.object(|s, key| {
-                        if key == "reasoning_tokens" {
-                            seen_once(&mut once, 1)?;
-                            d.reasoning_tokens = count(s)?;
-                            return Some(());
-                        }
-                        s.skip()
-                    })?;
-                    u.completion_tokens_details = Obj(Some(d));
-                }
-            }
-            _ => s.skip()?,
-        }
-        Some(())
-    })?;
-    Some(u.to_usage())
 }
 
 fn delta_events(delta: &mut MessageWire<'_>, out: &mut Vec<StreamEvent>) {
@@ -666,7 +568,7 @@ impl StreamDecoder for OpenAiStreamDecoder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::wire::{ChunkWire, Completion};
 
@@ -862,7 +764,7 @@ mod tests {
     /// xorshift64*: a fixed-seed generator, so a failure names an input that can be replayed.
     /// `plain`: generate the common shape only (likely values, no escapes, no error or tool
     /// fields, no repeated keys), which the scanner reads itself.
-    struct Rng(u64, bool);
+    pub(crate) struct Rng(pub u64, pub bool);
 
     impl Rng {
         fn next(&mut self) -> u64 {
@@ -871,7 +773,7 @@ mod tests {
             self.0 ^= self.0 >> 27;
             self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
         }
-        fn below(&mut self, n: usize) -> usize {
+        pub(crate) fn below(&mut self, n: usize) -> usize {
             (self.next() % n as u64) as usize
         }
         fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
@@ -1006,7 +908,7 @@ mod tests {
         )
     }
 
-    fn chunk(rng: &mut Rng) -> String {
+    pub(crate) fn chunk(rng: &mut Rng) -> String {
         object(
             rng,
             &[

@@ -850,6 +850,106 @@ impl<'a> Scan<'a> {
     }
 }
 
+/// `None` the second time a key is seen (the scanner leaves repeated keys to serde).
+pub(crate) fn seen_once(seen: &mut u16, bit: u16) -> Option<()> {
+    let first = *seen & bit == 0;
+    *seen |= bit;
+    first.then_some(())
+}
+
+/// A `message` or `delta` object of text fields; tool calls are left to serde.
+pub(crate) fn scan_message<'a>(s: &mut Scan<'a>) -> Option<MessageWire<'a>> {
+    let mut m = MessageWire::default();
+    let mut seen = 0u16;
+    let text = |s: &mut Scan<'a>| s.text_or_null().map(Str);
+    s.object(|s, key| {
+        match key {
+            "content" => {
+                seen_once(&mut seen, 1)?;
+                m.content = s.text_or_null()?.map_or(Content::Empty, Content::Text);
+            }
+            "reasoning_content" => {
+                seen_once(&mut seen, 2)?;
+                m.reasoning_content = text(s)?;
+            }
+            "reasoning" => {
+                seen_once(&mut seen, 4)?;
+                m.reasoning = text(s)?;
+            }
+            "refusal" => {
+                seen_once(&mut seen, 8)?;
+                m.refusal = text(s)?;
+            }
+            // Tool calls take the general path.
+            "tool_calls" | "function_call" => {
+                if !s.null() {
+                    return None;
+                }
+                seen_once(&mut seen, if key == "tool_calls" { 16 } else { 32 })?;
+            }
+            _ => s.skip()?,
+        }
+        Some(())
+    })?;
+    Some(m)
+}
+
+/// A `usage` value: `null`, or an object of plain counts.
+pub(crate) fn scan_usage(s: &mut Scan<'_>) -> Option<Obj<UsageWire>> {
+    if s.null() {
+        return Some(Obj(None));
+    }
+    let count =
+        |s: &mut Scan<'_>| s.uint_or_null().map(|n| Count(n.map(|n| u32::try_from(n).unwrap_or(u32::MAX))));
+    let mut u = UsageWire::default();
+    let mut seen = 0u16;
+    s.object(|s, key| {
+        match key {
+            "prompt_tokens" => {
+                seen_once(&mut seen, 1)?;
+                u.prompt_tokens = count(s)?;
+            }
+            "completion_tokens" => {
+                seen_once(&mut seen, 2)?;
+                u.completion_tokens = count(s)?;
+            }
+            "prompt_tokens_details" => {
+                seen_once(&mut seen, 4)?;
+                if !s.null() {
+                    let (mut d, mut once) = (PromptDetails::default(), 0u16);
+                    s.object(|s, key| {
+                        if key == "cached_tokens" {
+                            seen_once(&mut once, 1)?;
+                            d.cached_tokens = count(s)?;
+                            return Some(());
+                        }
+                        s.skip()
+                    })?;
+                    u.prompt_tokens_details = Obj(Some(d));
+                }
+            }
+            "completion_tokens_details" => {
+                seen_once(&mut seen, 8)?;
+                if !s.null() {
+                    let (mut d, mut once) = (CompletionDetails::default(), 0u16);
+                    s.object(|s, key| {
+                        if key == "reasoning_tokens" {
+                            seen_once(&mut once, 1)?;
+                            d.reasoning_tokens = count(s)?;
+                            return Some(());
+                        }
+                        s.skip()
+                    })?;
+                    u.completion_tokens_details = Obj(Some(d));
+                }
+            }
+            _ => s.skip()?,
+        }
+        Some(())
+    })?;
+    Some(Obj(Some(u)))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
