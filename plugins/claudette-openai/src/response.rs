@@ -6,8 +6,9 @@
 //! `provider_specific_fields`). Being lenient per field keeps one odd field from failing a
 //! good answer, while a body that is not a chat completion at all still fails with a message
 //! naming what is missing. The body is read into the borrowing, per-field lenient types of
-//! [`crate::wire`] (no `Value` tree: this runs on every answer); only the rare paths (an error
-//! object instead of choices, a body those types refuse) build a `serde_json::Value`.
+//! [`crate::wire`] (no `Value` tree: this runs on every answer) — the common body by the strict
+//! scanner [`crate::wire::Scan`], anything it is unsure of by serde; only the rare paths (an
+//! error object instead of choices, a body those types refuse) build a `serde_json::Value`.
 
 use std::borrow::Cow;
 

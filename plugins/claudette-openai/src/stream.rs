@@ -40,9 +40,11 @@ use crate::wire::{
 /// `Done` carries usage with source `Missing` when the server sent none (llama-cpp-python
 /// ignores `include_usage`) and cost 0: the I/O layer estimates usage and prices the stream.
 ///
-/// Each chunk is read into the borrowing, per-field lenient types of [`crate::wire`] (no
-/// `Value` tree per chunk); a `Value` is built only for an error object, or for a chunk those
-/// types refuse (a repeated key), which then reads exactly as it always did.
+/// Each chunk is read first by the strict scanner of [`crate::wire::Scan`] (the common chunk:
+/// plain strings, `null`, plain integers), else in one serde pass into the per-field lenient
+/// types of [`crate::wire`] (no `Value` tree per chunk); a `Value` is built only for an error
+/// object, or for a chunk those types refuse (a repeated key), which then reads exactly as it
+/// always did. All three readings agree; the tests compare them on generated chunks.
 #[derive(Debug, Default)]
 pub struct OpenAiStreamDecoder {
     finish_reason: Option<FinishReason>,
