@@ -257,11 +257,16 @@ impl ProviderAdapter for Box<dyn ProviderAdapter> {
 pub struct Framer {
     framing: Framing,
     max_line: usize,
+    /// The unfinished last line of the input so far (empty whenever a push ended on a line
+    /// end, which is the common case: lines are then read straight from the pushed bytes).
     buf: Vec<u8>,
     /// Scan position in `buf` (bytes before it hold no line end).
     scanned: usize,
     event: Option<String>,
     data: Option<String>,
+    /// A dispatched frame's `data` handed back by [`StreamParser`] once decoded, reused for
+    /// the next frame's data so a stream costs one buffer rather than one per frame.
+    spare: Option<String>,
     last_was_cr: bool,
 }
 
@@ -274,36 +279,39 @@ impl Framer {
     }
 
     pub fn with_max_line(framing: Framing, max_line: usize) -> Self {
-        Self { framing, max_line, buf: Vec::new(), scanned: 0, event: None, data: None, last_was_cr: false }
+        Self {
+            framing,
+            max_line,
+            buf: Vec::new(),
+            scanned: 0,
+            event: None,
+            data: None,
+            spare: None,
+            last_was_cr: false,
+        }
     }
 
     /// Feeds bytes; appends complete frames to `out`.
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), BackendError> {
-        self.buf.extend_from_slice(bytes);
-        let mut start = 0;
-        let mut i = self.scanned;
-        while i < self.buf.len() {
-            let b = self.buf[i];
-            if b == b'\n' && self.last_was_cr && i == start {
-                // The `\n` of a `\r\n` pair whose `\r` ended the previous line.
-                self.last_was_cr = false;
-                start = i + 1;
-                i += 1;
-                continue;
-            }
-            if b == b'\n' || b == b'\r' {
-                self.last_was_cr = b == b'\r';
-                let line = std::str::from_utf8(&self.buf[start..i])
-                    .map_err(|_| BackendError::malformed("stream line is not valid UTF-8"))?
-                    .to_owned();
-                self.line(&line, out);
-                start = i + 1;
-            } else {
-                self.last_was_cr = false;
-            }
-            i += 1;
+        if self.buf.is_empty() {
+            // No unfinished line: read the lines in place, keep only the unfinished tail.
+            let start = self.lines(bytes, 0, out)?;
+            self.buf.extend_from_slice(&bytes[start..]);
+        } else {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.extend_from_slice(bytes);
+            let read = self.lines(&buf, self.scanned, out);
+            // Put the buffer back (its allocation is reused) even when a line was bad.
+            let start = match read {
+                Ok(start) => start,
+                Err(e) => {
+                    self.buf = buf;
+                    return Err(e);
+                }
+            };
+            buf.drain(..start);
+            self.buf = buf;
         }
-        self.buf.drain(..start);
         self.scanned = self.buf.len();
         if self.buf.len() > self.max_line {
             return Err(BackendError::malformed(format!(
@@ -314,14 +322,42 @@ impl Framer {
         Ok(())
     }
 
+    /// Reads the complete lines of `input` (which starts at a line start; no line end before
+    /// `from`) and returns where the unfinished last line starts.
+    fn lines(&mut self, input: &[u8], from: usize, out: &mut Vec<Frame>) -> Result<usize, BackendError> {
+        let mut start = 0;
+        let mut i = from;
+        while let Some(at) = memchr::memchr2(b'\n', b'\r', &input[i..]) {
+            i += at;
+            let b = input[i];
+            if b == b'\n' && self.last_was_cr && i == start {
+                // The `\n` of a `\r\n` pair whose `\r` ended the previous line.
+                self.last_was_cr = false;
+                start = i + 1;
+                i += 1;
+                continue;
+            }
+            self.last_was_cr = b == b'\r';
+            let line = std::str::from_utf8(&input[start..i])
+                .map_err(|_| BackendError::malformed("stream line is not valid UTF-8"))?;
+            self.line(line, out);
+            start = i + 1;
+            i += 1;
+        }
+        if start < input.len() {
+            // The unfinished line has bytes, so the last byte seen was no line end.
+            self.last_was_cr = false;
+        }
+        Ok(start)
+    }
+
     /// End of input: flushes a last line without a line end and a pending event.
     pub fn finish(&mut self, out: &mut Vec<Frame>) -> Result<(), BackendError> {
         if !self.buf.is_empty() {
             let rest = std::mem::take(&mut self.buf);
             let line = std::str::from_utf8(&rest)
-                .map_err(|_| BackendError::malformed("stream ended inside a UTF-8 sequence"))?
-                .to_owned();
-            self.line(&line, out);
+                .map_err(|_| BackendError::malformed("stream ended inside a UTF-8 sequence"))?;
+            self.line(line, out);
         }
         self.scanned = 0;
         if self.framing == Framing::Sse {
@@ -330,11 +366,31 @@ impl Framer {
         Ok(())
     }
 
+    /// Hands back a decoded frame's data buffer for reuse.
+    fn recycle(&mut self, mut data: String) {
+        if self.spare.as_ref().is_none_or(|s| s.capacity() < data.capacity()) {
+            data.clear();
+            self.spare = Some(data);
+        }
+    }
+
+    /// An owned copy of `text`, in the spare buffer when there is one.
+    fn owned(&mut self, text: &str) -> String {
+        match self.spare.take() {
+            Some(mut s) => {
+                s.push_str(text);
+                s
+            }
+            None => text.to_owned(),
+        }
+    }
+
     fn line(&mut self, line: &str, out: &mut Vec<Frame>) {
         match self.framing {
             Framing::Ndjson => {
                 if !line.trim().is_empty() {
-                    out.push(Frame { event: None, data: line.to_owned() });
+                    let data = self.owned(line);
+                    out.push(Frame { event: None, data });
                 }
             }
             Framing::Sse => {
@@ -356,7 +412,7 @@ impl Framer {
                             d.push('\n');
                             d.push_str(value);
                         }
-                        None => self.data = Some(value.to_owned()),
+                        None => self.data = Some(self.owned(value)),
                     },
                     _ => {}
                 }
@@ -472,17 +528,21 @@ impl StreamParser {
     }
 
     fn decode_pending(&mut self, out: &mut Vec<StreamEvent>) {
-        let frames = std::mem::take(&mut self.frames);
+        // Taken and put back, so the frame list and each frame's data buffer are reused by
+        // the next push rather than allocated afresh.
+        let mut frames = std::mem::take(&mut self.frames);
         self.seen_frame |= !frames.is_empty();
-        for frame in &frames {
+        for frame in frames.drain(..) {
             if self.terminated {
                 break;
             }
-            match self.decoder.decode(frame) {
+            match self.decoder.decode(&frame) {
                 Ok(events) => self.emit(events, out),
                 Err(e) => self.fail(e, out),
             }
+            self.framer.recycle(frame.data);
         }
+        self.frames = frames;
     }
 
     fn emit(&mut self, events: Vec<StreamEvent>, out: &mut Vec<StreamEvent>) {
@@ -584,6 +644,107 @@ mod tests {
         assert!(
             matches!(&evs[1], StreamEvent::Error { error } if error.kind == crate::error::ErrorKind::StreamInterrupted)
         );
+    }
+
+    /// Frames of a whole body by the SSE / NDJSON rules, written plainly as the reference
+    /// for [`framer_matches_a_plain_reading_at_any_split`].
+    fn reference(framing: Framing, body: &str) -> Vec<Frame> {
+        let normalized = body.replace("\r\n", "\n").replace('\r', "\n");
+        let (mut out, mut event, mut data) = (Vec::new(), None, None::<String>);
+        let mut lines: Vec<&str> = normalized.split('\n').collect();
+        if lines.last() == Some(&"") {
+            lines.pop();
+        }
+        for line in lines {
+            if framing == Framing::Ndjson {
+                if !line.trim().is_empty() {
+                    out.push(Frame { event: None, data: line.to_owned() });
+                }
+                continue;
+            }
+            if line.is_empty() {
+                if let Some(data) = data.take() {
+                    out.push(Frame { event: event.take(), data });
+                }
+                event = None;
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) =
+                line.split_once(':').map_or((line, ""), |(f, v)| (f, v.strip_prefix(' ').unwrap_or(v)));
+            match field {
+                "event" => event = Some(value.to_owned()),
+                "data" => match &mut data {
+                    Some(d) => {
+                        d.push('\n');
+                        d.push_str(value);
+                    }
+                    None => data = Some(value.to_owned()),
+                },
+                _ => {}
+            }
+        }
+        if let Some(data) = data.take() {
+            out.push(Frame { event: event.take(), data });
+        }
+        out
+    }
+
+    /// The framer reads lines in place from the pushed bytes and buffers only an unfinished
+    /// one; whatever the split (through `\r\n` pairs, inside UTF-8 sequences), it must frame
+    /// exactly as a plain reading of the whole body does.
+    #[test]
+    fn framer_matches_a_plain_reading_at_any_split() {
+        let pieces = [
+            "data: ",
+            "data:",
+            "event: e",
+            ": c",
+            "id: 1",
+            "\n",
+            "\r",
+            "\r\n",
+            "\n\n",
+            "héllo 涌",
+            "{\"a\":1}",
+            "[DONE]",
+            " ",
+            "x",
+        ];
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for case in 0..2000 {
+            let body: String = (0..next(30)).map(|_| pieces[next(pieces.len())]).collect();
+            for framing in [Framing::Sse, Framing::Ndjson] {
+                let expect = reference(framing, &body);
+                let mut f = Framer::new(framing);
+                let mut got = Vec::new();
+                let bytes = body.as_bytes();
+                let mut at = 0;
+                while at < bytes.len() {
+                    let end = (at + 1 + next(12)).min(bytes.len());
+                    f.push(&bytes[at..end], &mut got).unwrap();
+                    at = end;
+                }
+                f.finish(&mut got).unwrap();
+                assert_eq!(got, expect, "case {case} {framing:?}: {body:?}");
+            }
+        }
+    }
+
+    /// A stream's frames reuse one data buffer: what a recycled buffer held never leaks into
+    /// the next frame.
+    #[test]
+    fn recycled_buffers_start_empty() {
+        let evs = parse("data: a long first line of text\n\ndata: b\n\ndata: [DONE]\n\n", 5);
+        assert_eq!(evs[..2], [StreamEvent::text("a long first line of text"), StreamEvent::text("b")]);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use claudette_core::{
-    BackendSettings, ChatRequest, Frame, Message, ProviderAdapter, StreamDecoder, ToolSpec,
+    BackendSettings, ChatRequest, Frame, Framing, Message, ProviderAdapter, StreamDecoder, StreamParser,
+    ToolSpec,
 };
 use claudette_openai::{OpenAiAdapter, OpenAiStreamDecoder, parse_chat_completion};
 use serde_json::json;
@@ -134,5 +135,31 @@ fn decode_stream(bencher: divan::Bencher) {
             events += decoder.decode(frame).map_or(0, |e| e.len());
         }
         events
+    });
+}
+
+/// The same stream as body bytes through a [`StreamParser`] (framer, decoder, the stream
+/// contract), in one piece as a small upstream answer arrives: what the gateway pays per
+/// streamed request.
+#[divan::bench]
+fn parse_stream(bencher: divan::Bencher) {
+    let body: String = stream_frames().iter().map(|f| format!("data: {}\n\n", f.data)).collect();
+    bencher.bench(|| {
+        let parser = StreamParser::new(Framing::Sse, Box::new(OpenAiStreamDecoder::new()));
+        parser.parse_all(divan::black_box(body.as_bytes()), body.len()).len()
+    });
+}
+
+/// The floor under `decode_stream`: serde_json only tokenizing each frame (`IgnoredAny`), no
+/// field read. What is above it is the decoder's own cost.
+#[divan::bench]
+fn floor_ignored_any(bencher: divan::Bencher) {
+    let frames = stream_frames();
+    bencher.bench(|| {
+        let mut n = 0;
+        for frame in divan::black_box(&frames) {
+            n += usize::from(serde_json::from_str::<serde::de::IgnoredAny>(&frame.data).is_ok());
+        }
+        n
     });
 }

@@ -6,8 +6,9 @@
 //! `provider_specific_fields`). Being lenient per field keeps one odd field from failing a
 //! good answer, while a body that is not a chat completion at all still fails with a message
 //! naming what is missing. The body is read into the borrowing, per-field lenient types of
-//! [`crate::wire`] (no `Value` tree: this runs on every answer); only the rare paths (an error
-//! object instead of choices, a body those types refuse) build a `serde_json::Value`.
+//! [`crate::wire`] (no `Value` tree: this runs on every answer) — the common body by the strict
+//! scanner [`crate::wire::Scan`], anything it is unsure of by serde; only the rare paths (an
+//! error object instead of choices, a body those types refuse) build a `serde_json::Value`.
 
 use std::borrow::Cow;
 
@@ -16,7 +17,10 @@ use serde::Deserialize as _;
 use serde_json::Value;
 
 use crate::error::classify_error_value;
-use crate::wire::{Args, CompletionWire, Content, FunctionWire, MessageWire, Obj, UsageWire};
+use crate::wire::{
+    Args, Arr, CompletionWire, Content, FunctionWire, Index, MessageChoice, MessageWire, Obj, Scan, Str,
+    UsageWire, scan_message, scan_usage, seen_once,
+};
 
 /// Maps OpenAI's `finish_reason` to ours; unknown values are kept verbatim.
 pub fn map_finish_reason(reason: &str) -> FinishReason {
@@ -116,6 +120,16 @@ pub fn parse_chat_completion(
     backend: &str,
     requested_model: &str,
 ) -> Result<ChatResponse, BackendError> {
+    // The common answer is read by the scanner; anything it is unsure of, by serde.
+    if let Some(completion) = std::str::from_utf8(body).ok().and_then(scan_completion) {
+        return read_completion(completion, body, backend, requested_model);
+    }
+    parse_general(body, backend, requested_model)
+}
+
+/// [`parse_chat_completion`] by the serde reader alone (the scanner's fallback and, in
+/// tests, its reference).
+fn parse_general(body: &[u8], backend: &str, requested_model: &str) -> Result<ChatResponse, BackendError> {
     match serde_json::from_slice::<Obj<CompletionWire<'_>>>(body) {
         Ok(Obj(Some(completion))) => read_completion(completion, body, backend, requested_model),
         Ok(Obj(None)) => Err(not_an_object(body)),
@@ -131,6 +145,87 @@ pub fn parse_chat_completion(
             }
         }
     }
+}
+
+/// The common completion read by [`Scan`] without `serde_json`: `None` when it holds anything
+/// the scanner is not sure of (see [`Scan`]; tool calls, an error object, a repeated key…),
+/// and then the serde reader reads it. The same `CompletionWire` as serde's otherwise.
+fn scan_completion(text: &str) -> Option<CompletionWire<'_>> {
+    let mut s = Scan::new(text);
+    let mut c = CompletionWire::default();
+    let mut seen = 0u16;
+    s.object(|s, key| {
+        match key {
+            "id" => {
+                seen_once(&mut seen, 1)?;
+                c.id = Str(s.text_or_null()?);
+            }
+            "model" => {
+                seen_once(&mut seen, 2)?;
+                c.model = Str(s.text_or_null()?);
+            }
+            "choices" => {
+                seen_once(&mut seen, 4)?;
+                if !s.null() {
+                    let mut choices = Vec::with_capacity(1);
+                    s.array(|s| {
+                        choices.push(Obj(Some(scan_choice(s)?)));
+                        Some(())
+                    })?;
+                    c.choices = Arr(Some(choices));
+                }
+            }
+            "usage" => {
+                seen_once(&mut seen, 8)?;
+                c.usage = scan_usage(s)?;
+            }
+            "error" => {
+                seen_once(&mut seen, 16)?;
+                if !s.null() {
+                    return None;
+                }
+            }
+            "object" => {
+                seen_once(&mut seen, 32)?;
+                c.object = Str(s.text_or_null()?);
+            }
+            "type" => {
+                seen_once(&mut seen, 64)?;
+                c.kind = Str(s.text_or_null()?);
+            }
+            "detail" => return None,
+            _ => s.skip()?,
+        }
+        Some(())
+    })?;
+    s.end()?;
+    Some(c)
+}
+
+fn scan_choice<'a>(s: &mut Scan<'a>) -> Option<MessageChoice<'a>> {
+    let mut choice = MessageChoice::default();
+    let mut seen = 0u16;
+    s.object(|s, key| {
+        match key {
+            "index" => {
+                seen_once(&mut seen, 1)?;
+                choice.index = Index(s.uint_or_null()?);
+            }
+            "message" => {
+                seen_once(&mut seen, 2)?;
+                if !s.null() {
+                    choice.message = Obj(Some(Box::new(scan_message(s)?)));
+                }
+            }
+            "finish_reason" => {
+                seen_once(&mut seen, 4)?;
+                choice.finish_reason = Str(s.text_or_null()?);
+            }
+            _ => s.skip()?,
+        }
+        Some(())
+    })?;
+    Some(choice)
 }
 
 fn not_json(body: &[u8], e: &serde_json::Error) -> BackendError {
@@ -247,6 +342,30 @@ mod tests {
         let body = br#"{"model":"a","model":"b","choices":[{"index":0,"message":{"content":"x"}}]}"#;
         let r = parse_chat_completion(body, "be", "req").unwrap();
         assert_eq!((r.model.as_str(), r.content.as_str()), ("b", "x"));
+    }
+
+    /// The scanner's reading of a completion against serde's, on generated bodies of every
+    /// shape (the stream test's chunks with `delta` renamed `message`).
+    #[test]
+    fn scanned_completion_matches_the_serde_reader() {
+        let mut rng = crate::stream::tests::Rng(0x2545_F491_4F6C_DD1D, false);
+        let mut fast = 0;
+        for case in 0..4000 {
+            rng.1 = case % 2 == 0;
+            let body = crate::stream::tests::chunk(&mut rng).replace("\"delta\"", "\"message\"");
+            let mut body = body.into_bytes();
+            if rng.below(20) == 0 {
+                body.truncate(rng.below(body.len() + 1));
+            }
+            fast += usize::from(std::str::from_utf8(&body).ok().and_then(scan_completion).is_some());
+            assert_eq!(
+                parse_chat_completion(&body, "be", "req"),
+                parse_general(&body, "be", "req"),
+                "case {case}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        assert!((400..3600).contains(&fast), "{fast} of 4000 bodies read by the scanner");
     }
 
     #[test]

@@ -7,12 +7,20 @@ use claudette_core::{
     BackendError, ErrorKind, FinishReason, Frame, Phase, StreamDecoder, StreamEnd, StreamEvent,
     ToolCallDelta, Usage,
 };
-use serde::Deserialize as _;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::Value;
 
 use crate::error::classify_error_value;
 use crate::response::map_finish_reason;
-use crate::wire::{Args, ChunkWire, Completion, FunctionWire, MessageWire, Obj, Str, UsageWire};
+use crate::wire::{
+    Args, ErrorField, FunctionWire, Index, MessageWire, Obj, Scan, Str, UsageWire, other_is_default,
+    scan_message, scan_usage, seen_once,
+};
 
 /// Turns `data:` chunks of a chat-completions stream into events, one decoder per stream.
 ///
@@ -32,9 +40,11 @@ use crate::wire::{Args, ChunkWire, Completion, FunctionWire, MessageWire, Obj, S
 /// `Done` carries usage with source `Missing` when the server sent none (llama-cpp-python
 /// ignores `include_usage`) and cost 0: the I/O layer estimates usage and prices the stream.
 ///
-/// Each chunk is read into the borrowing, per-field lenient types of [`crate::wire`] (no
-/// `Value` tree per chunk); a `Value` is built only for an error object, or for a chunk those
-/// types refuse (a repeated key), which then reads exactly as it always did.
+/// Each chunk is read first by the strict scanner of [`crate::wire::Scan`] (the common chunk:
+/// plain strings, `null`, plain integers), else in one serde pass into the per-field lenient
+/// types of [`crate::wire`] (no `Value` tree per chunk); a `Value` is built only for an error
+/// object, or for a chunk those types refuse (a repeated key), which then reads exactly as it
+/// always did. All three readings agree; the tests compare them on generated chunks.
 #[derive(Debug, Default)]
 pub struct OpenAiStreamDecoder {
     finish_reason: Option<FinishReason>,
@@ -73,27 +83,20 @@ impl OpenAiStreamDecoder {
         }
     }
 
-    fn chunk(&mut self, chunk: ChunkWire<'_>, out: &mut Vec<StreamEvent>) {
+    /// A chunk read without error: its effects on the stream's state, and its events.
+    fn apply(&mut self, chunk: ChunkRead<'_>) -> Vec<StreamEvent> {
         if let Some(model) = chunk.model.non_empty() {
             if self.model.as_deref() != Some(&*model) {
                 self.model = Some(model.into_owned());
             }
         }
-        if let Some(choices) = chunk.choices.0 {
-            // We never ask for n > 1; a server that numbers choices gets only choice 0 read.
-            for choice in choices.into_iter().filter_map(|c| c.0).filter(|c| c.index.0.is_none_or(|i| i == 0))
-            {
-                if let Some(mut delta) = choice.delta.0 {
-                    delta_events(&mut delta, out);
-                }
-                if let Some(reason) = choice.finish_reason.0 {
-                    self.finish_reason = Some(map_finish_reason(&reason));
-                }
-            }
+        if let Some(reason) = chunk.finish_reason {
+            self.finish_reason = Some(map_finish_reason(&reason));
         }
-        if let Some(usage) = chunk.usage.0.as_ref().and_then(UsageWire::to_usage) {
+        if let Some(usage) = chunk.usage {
             self.usage = Some(usage);
         }
+        chunk.events
     }
 
     /// A parsed `data:` line: an error object is an error, an `event: error` frame is one
@@ -101,12 +104,12 @@ impl OpenAiStreamDecoder {
     /// `value` is the line as a `Value` when the caller already built one.
     fn read(
         &mut self,
-        chunk: Obj<ChunkWire<'_>>,
+        chunk: Option<ChunkRead<'_>>,
         value: Option<&Value>,
         data: &str,
         is_error_event: bool,
     ) -> Result<Vec<StreamEvent>, BackendError> {
-        if chunk.0.as_ref().is_some_and(Completion::looks_like_error) {
+        if chunk.as_ref().is_some_and(ChunkRead::looks_like_error) {
             // The rare path: an error object, classified from a `Value` like any other.
             let parsed;
             let value = match value {
@@ -124,17 +127,323 @@ impl OpenAiStreamDecoder {
         if is_error_event {
             return Err(error_event(data));
         }
-        let Some(chunk) = chunk.0 else {
+        let Some(chunk) = chunk else {
             return Err(BackendError::malformed(format!(
                 "stream chunk is not a JSON object: `{}`",
                 snippet(data, 120)
             ))
             .with_phase(Phase::Body));
         };
-        let mut out = Vec::new();
-        self.chunk(chunk, &mut out);
-        Ok(out)
+        Ok(self.apply(chunk))
     }
+}
+
+/// One stream chunk read in a single pass, straight into what the decoder needs: the events
+/// of choice 0 in order, the last finish reason, the usage, the model, and whether the object
+/// is an error object. Nothing is applied to the decoder's state until the whole chunk has
+/// been read and found not to be an error.
+///
+/// Hand-written rather than derived (the per-field leaves of [`crate::wire`] are reused):
+/// this runs on every chunk of every stream, and the derived `Completion<DeltaChoice>` paid
+/// for a `Vec` of choices, a boxed delta and several moves of large structs per chunk. The
+/// semantics are those of the derived types, field by field, including that a repeated known
+/// key is refused (the caller then re-reads the chunk from a `Value`, last key wins).
+#[derive(Debug, Default)]
+pub(crate) struct ChunkRead<'a> {
+    model: Str<'a>,
+    events: Vec<StreamEvent>,
+    finish_reason: Option<Cow<'a, str>>,
+    usage: Option<Usage>,
+    error: bool,
+    object_is_error: bool,
+    type_is_error: bool,
+    detail: bool,
+}
+
+impl ChunkRead<'_> {
+    /// Whether [`crate::error_fields`] would read this object as an error: an `error` object
+    /// or string, `object`/`type` `"error"` (vLLM, SGLang), or a `detail` (FastAPI).
+    fn looks_like_error(&self) -> bool {
+        self.error || self.object_is_error || self.type_is_error || self.detail
+    }
+}
+
+/// A top-level chunk: `None` when the JSON value is not an object.
+#[derive(Default)]
+pub(crate) struct TopChunk<'a>(pub Option<ChunkRead<'a>>);
+
+#[derive(Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum ChunkKey {
+    Id,
+    Model,
+    Choices,
+    Usage,
+    Error,
+    Object,
+    #[serde(rename = "type")]
+    Type,
+    Detail,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum ChoiceKey {
+    Index,
+    Delta,
+    FinishReason,
+    #[serde(other)]
+    Other,
+}
+
+/// Refuses a second occurrence of a known key, as a derived struct does.
+fn once<E: de::Error>(seen: &mut u16, bit: u16, name: &'static str) -> Result<(), E> {
+    if *seen & bit != 0 {
+        return Err(E::duplicate_field(name));
+    }
+    *seen |= bit;
+    Ok(())
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TopChunk<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = TopChunk<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut r = ChunkRead::default();
+                let mut seen = 0u16;
+                while let Some(key) = map.next_key::<ChunkKey>()? {
+                    match key {
+                        ChunkKey::Id => {
+                            once(&mut seen, 1, "id")?;
+                            // Read as the derived `Completion` read it (a number is parsed,
+                            // so an out-of-range one is an error, as it was).
+                            map.next_value::<Str<'_>>()?;
+                        }
+                        ChunkKey::Model => {
+                            once(&mut seen, 2, "model")?;
+                            r.model = map.next_value()?;
+                        }
+                        ChunkKey::Choices => {
+                            once(&mut seen, 4, "choices")?;
+                            map.next_value_seed(Choices {
+                                events: &mut r.events,
+                                finish: &mut r.finish_reason,
+                            })?;
+                        }
+                        ChunkKey::Usage => {
+                            once(&mut seen, 8, "usage")?;
+                            r.usage =
+                                map.next_value::<Obj<UsageWire>>()?.0.as_ref().and_then(UsageWire::to_usage);
+                        }
+                        ChunkKey::Error => {
+                            once(&mut seen, 16, "error")?;
+                            r.error = map.next_value::<ErrorField>()?.0;
+                        }
+                        ChunkKey::Object => {
+                            once(&mut seen, 32, "object")?;
+                            r.object_is_error = map.next_value::<Str<'_>>()?.0.as_deref() == Some("error");
+                        }
+                        ChunkKey::Type => {
+                            once(&mut seen, 64, "type")?;
+                            r.type_is_error = map.next_value::<Str<'_>>()?.0.as_deref() == Some("error");
+                        }
+                        ChunkKey::Detail => {
+                            once(&mut seen, 128, "detail")?;
+                            map.next_value::<IgnoredAny>()?;
+                            r.detail = true;
+                        }
+                        ChunkKey::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(TopChunk(Some(r)))
+            }
+            other_is_default!(bool, i64, u64, f64, str, unit, seq);
+        }
+        deserializer.deserialize_any(V(PhantomData))
+    }
+}
+
+/// The `choices` array, each choice read and turned into events in place (no `Vec` of
+/// choices): anything but an array carries nothing, and so does an element that is not an
+/// object.
+struct Choices<'o, 'a> {
+    events: &'o mut Vec<StreamEvent>,
+    finish: &'o mut Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for Choices<'_, 'a> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for Choices<'_, 'a> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq
+            .next_element_seed(Choice { events: &mut *self.events, finish: &mut *self.finish })?
+            .is_some()
+        {}
+        Ok(())
+    }
+    other_is_default!(bool, i64, u64, f64, str, unit, map);
+}
+
+/// One choice: read whole (its `index` may come after its `delta`), then, if it is choice 0
+/// (or unnumbered), its delta's events are appended and its finish reason kept.
+struct Choice<'o, 'a> {
+    events: &'o mut Vec<StreamEvent>,
+    finish: &'o mut Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for Choice<'_, 'a> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for Choice<'_, 'a> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut index = Index::default();
+        let mut delta: Obj<MessageWire<'a>> = Obj::default();
+        let mut finish: Str<'a> = Str::default();
+        let mut seen = 0u16;
+        while let Some(key) = map.next_key::<ChoiceKey>()? {
+            match key {
+                ChoiceKey::Index => {
+                    once(&mut seen, 1, "index")?;
+                    index = map.next_value()?;
+                }
+                ChoiceKey::Delta => {
+                    once(&mut seen, 2, "delta")?;
+                    delta = map.next_value()?;
+                }
+                ChoiceKey::FinishReason => {
+                    once(&mut seen, 4, "finish_reason")?;
+                    finish = map.next_value()?;
+                }
+                ChoiceKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        // We never ask for n > 1; a server that numbers choices gets only choice 0 read.
+        if index.0.is_none_or(|i| i == 0) {
+            if let Some(mut delta) = delta.0 {
+                delta_events(&mut delta, self.events);
+            }
+            if let Some(reason) = finish.0 {
+                *self.finish = Some(reason);
+            }
+        }
+        Ok(())
+    }
+    other_is_default!(bool, i64, u64, f64, str, unit, seq);
+}
+
+/// The common chunk read by [`Scan`] without `serde_json`; `None` when the chunk holds
+/// anything the scanner is not sure of (an escape, a float where a number is read, tool
+/// calls, an error object, a repeated key, invalid text…), and then [`TopChunk`] reads it.
+/// Same result as [`TopChunk`] on everything it accepts: checked by the equivalence test.
+fn scan_chunk(data: &str) -> Option<ChunkRead<'_>> {
+    let mut s = Scan::new(data);
+    let mut r = ChunkRead::default();
+    let mut seen = 0u16;
+    s.object(|s, key| {
+        match key {
+            "id" => {
+                seen_once(&mut seen, 1)?;
+                s.text_or_null()?;
+            }
+            "model" => {
+                seen_once(&mut seen, 2)?;
+                r.model = Str(s.text_or_null()?);
+            }
+            "choices" => {
+                seen_once(&mut seen, 4)?;
+                if !s.null() {
+                    s.array(|s| scan_choice(s, &mut r.events, &mut r.finish_reason))?;
+                }
+            }
+            "usage" => {
+                seen_once(&mut seen, 8)?;
+                r.usage = scan_usage(s)?.0.as_ref().and_then(UsageWire::to_usage);
+            }
+            // Error objects take the general path.
+            "error" => {
+                seen_once(&mut seen, 64)?;
+                if !s.null() {
+                    return None;
+                }
+            }
+            "object" | "type" => {
+                seen_once(&mut seen, if key == "object" { 16 } else { 32 })?;
+                if s.text_or_null()?.as_deref() == Some("error") {
+                    return None;
+                }
+            }
+            "detail" => return None,
+            _ => s.skip()?,
+        }
+        Some(())
+    })?;
+    s.end()?;
+    Some(r)
+}
+
+fn scan_choice<'a>(
+    s: &mut Scan<'a>,
+    events: &mut Vec<StreamEvent>,
+    finish: &mut Option<Cow<'a, str>>,
+) -> Option<()> {
+    let (mut index, mut delta, mut reason, mut seen) = (None, None, None, 0u16);
+    s.object(|s, key| {
+        match key {
+            "index" => {
+                seen_once(&mut seen, 1)?;
+                index = s.uint_or_null()?;
+            }
+            "delta" => {
+                seen_once(&mut seen, 2)?;
+                if !s.null() {
+                    delta = Some(scan_message(s)?);
+                }
+            }
+            "finish_reason" => {
+                seen_once(&mut seen, 4)?;
+                reason = s.text_or_null()?;
+            }
+            _ => s.skip()?,
+        }
+        Some(())
+    })?;
+    if index.is_none_or(|i| i == 0) {
+        if let Some(mut delta) = delta {
+            delta_events(&mut delta, events);
+        }
+        if let Some(reason) = reason {
+            *finish = Some(reason);
+        }
+    }
+    Some(())
 }
 
 fn delta_events(delta: &mut MessageWire<'_>, out: &mut Vec<StreamEvent>) {
@@ -224,21 +533,26 @@ impl StreamDecoder for OpenAiStreamDecoder {
         if data.is_empty() && !is_error_event {
             return Ok(Vec::new());
         }
-        match serde_json::from_str::<Obj<ChunkWire<'_>>>(data) {
-            Ok(chunk) => self.read(chunk, None, data, is_error_event),
+        if !is_error_event {
+            if let Some(chunk) = scan_chunk(data) {
+                return Ok(self.apply(chunk));
+            }
+        }
+        match serde_json::from_str::<TopChunk<'_>>(data) {
+            Ok(chunk) => self.read(chunk.0, None, data, is_error_event),
             Err(_) => {
                 // Not JSON, or JSON the typed pass refuses (a repeated key, of which a `Value`
                 // keeps the last): the `Value` parser decides, with its message.
                 let value: Value =
                     serde_json::from_str(data).map_err(|e| unreadable(data, &e, is_error_event))?;
-                let chunk = Obj::<ChunkWire<'_>>::deserialize(&value).map_err(|e| {
+                let chunk = TopChunk::deserialize(&value).map_err(|e| {
                     BackendError::malformed(format!(
                         "stream chunk cannot be read ({e}): `{}`",
                         snippet(data, 120)
                     ))
                     .with_phase(Phase::Body)
                 })?;
-                self.read(chunk, Some(&value), data, is_error_event)
+                self.read(chunk.0, Some(&value), data, is_error_event)
             }
         }
     }
@@ -256,8 +570,9 @@ impl StreamDecoder for OpenAiStreamDecoder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::wire::{ChunkWire, Completion};
 
     fn frame(data: &str) -> Frame {
         Frame { event: None, data: data.to_owned() }
@@ -301,5 +616,389 @@ mod tests {
         );
         let usage = d.usage().unwrap();
         assert_eq!((usage.input_tokens, usage.output_tokens), (2, 0));
+    }
+
+    #[test]
+    fn choice_index_after_its_delta_still_selects_the_choice() {
+        let mut d = OpenAiStreamDecoder::new();
+        let events = d
+            .decode(&frame(
+                r#"{"choices":[{"delta":{"content":"no"},"index":1,"finish_reason":"length"},
+                {"delta":{"content":"yes","reasoning":"r"},"finish_reason":"stop","index":0}]}"#,
+            ))
+            .unwrap();
+        assert_eq!(events, vec![StreamEvent::ReasoningDelta { text: "r".into() }, StreamEvent::text("yes")]);
+        assert_eq!(d.finish_reason, Some(FinishReason::Stop));
+    }
+
+    /// The scanner reads the common chunk shapes itself (the general reader is the fallback,
+    /// not the rule): a role chunk, a content chunk, a finish chunk and a usage chunk, as
+    /// OpenAI and vLLM send them.
+    #[test]
+    fn scanner_reads_the_common_chunks() {
+        for data in [
+            r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"m","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+            r#"{"choices":[{"delta":{"content":" How"},"finish_reason":null,"index":0,"logprobs":null}],"created":1700000000,"id":"c","model":"m","object":"chat.completion.chunk"}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"id":"c","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":8,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#,
+        ] {
+            assert!(scan_chunk(data).is_some(), "{data}");
+        }
+        let chunk = scan_chunk(r#"{"model":"m","choices":[{"index":0,"delta":{"content":"hi"}}]}"#).unwrap();
+        assert_eq!(chunk.events, vec![StreamEvent::text("hi")]);
+        let chunk = scan_chunk(r#"{"choices":[{"delta":{"content":"a\n\"b\"\\/\/\t"}}]}"#).unwrap();
+        assert_eq!(chunk.events, vec![StreamEvent::text("a\n\"b\"\\//\t")]);
+        // `\u` escapes, floats where a count is read, tool calls, repeated keys, bad text: the
+        // general reader's.
+        for data in [
+            r#"{"choices":[{"index":0,"delta":{"content":"\u00e9"}}]}"#,
+            r#"{"usage":{"prompt_tokens":9.0}}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[]}}]}"#,
+            r#"{"choices":[],"choices":[]}"#,
+            r#"{"a":1,}"#,
+        ] {
+            assert!(scan_chunk(data).is_none(), "{data}");
+        }
+    }
+
+    /// The decoder as it was before chunks were read in one hand-written pass: the derived
+    /// `Completion<DeltaChoice>` types, then the same state changes. The reference for
+    /// [`hand_written_chunk_reader_matches_the_derived_one`].
+    #[derive(Default)]
+    struct Reference {
+        finish_reason: Option<FinishReason>,
+        usage: Option<Usage>,
+        model: Option<String>,
+        done: bool,
+    }
+
+    impl Reference {
+        fn chunk(&mut self, chunk: ChunkWire<'_>, out: &mut Vec<StreamEvent>) {
+            if let Some(model) = chunk.model.non_empty() {
+                if self.model.as_deref() != Some(&*model) {
+                    self.model = Some(model.into_owned());
+                }
+            }
+            if let Some(choices) = chunk.choices.0 {
+                for choice in
+                    choices.into_iter().filter_map(|c| c.0).filter(|c| c.index.0.is_none_or(|i| i == 0))
+                {
+                    if let Some(mut delta) = choice.delta.0 {
+                        delta_events(&mut delta, out);
+                    }
+                    if let Some(reason) = choice.finish_reason.0 {
+                        self.finish_reason = Some(map_finish_reason(&reason));
+                    }
+                }
+            }
+            if let Some(usage) = chunk.usage.0.as_ref().and_then(UsageWire::to_usage) {
+                self.usage = Some(usage);
+            }
+        }
+
+        fn read(
+            &mut self,
+            chunk: Obj<ChunkWire<'_>>,
+            value: Option<&Value>,
+            data: &str,
+            is_error_event: bool,
+        ) -> Result<Vec<StreamEvent>, BackendError> {
+            if chunk.0.as_ref().is_some_and(Completion::looks_like_error) {
+                let parsed;
+                let value = match value {
+                    Some(v) => v,
+                    None => {
+                        parsed = serde_json::from_str::<Value>(data)
+                            .map_err(|e| unreadable(data, &e, is_error_event))?;
+                        &parsed
+                    }
+                };
+                if let Some(err) = classify_error_value(value) {
+                    return Err(err.with_phase(Phase::Body));
+                }
+            }
+            if is_error_event {
+                return Err(error_event(data));
+            }
+            let Some(chunk) = chunk.0 else {
+                return Err(BackendError::malformed(format!(
+                    "stream chunk is not a JSON object: `{}`",
+                    snippet(data, 120)
+                ))
+                .with_phase(Phase::Body));
+            };
+            let mut out = Vec::new();
+            self.chunk(chunk, &mut out);
+            Ok(out)
+        }
+
+        fn decode(&mut self, frame: &Frame) -> Result<Vec<StreamEvent>, BackendError> {
+            if self.done {
+                return Ok(Vec::new());
+            }
+            let data = frame.data.trim();
+            if data == "[DONE]" {
+                self.done = true;
+                return Ok(Vec::new());
+            }
+            let is_error_event = frame.event.as_deref() == Some("error");
+            if data.is_empty() && !is_error_event {
+                return Ok(Vec::new());
+            }
+            match serde_json::from_str::<Obj<ChunkWire<'_>>>(data) {
+                Ok(chunk) => self.read(chunk, None, data, is_error_event),
+                Err(_) => {
+                    let value: Value =
+                        serde_json::from_str(data).map_err(|e| unreadable(data, &e, is_error_event))?;
+                    let chunk = Obj::<ChunkWire<'_>>::deserialize(&value).map_err(|e| {
+                        BackendError::malformed(format!(
+                            "stream chunk cannot be read ({e}): `{}`",
+                            snippet(data, 120)
+                        ))
+                        .with_phase(Phase::Body)
+                    })?;
+                    self.read(chunk, Some(&value), data, is_error_event)
+                }
+            }
+        }
+    }
+
+    /// xorshift64*: a fixed-seed generator, so a failure names an input that can be replayed.
+    /// `plain`: generate the common shape only (likely values, no escapes, no error or tool
+    /// fields, no repeated keys), which the scanner reads itself.
+    pub(crate) struct Rng(pub u64, pub bool);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+    }
+
+    /// Any JSON value, small, of every kind.
+    fn any_value(rng: &mut Rng, depth: u32) -> String {
+        match rng.below(if depth > 2 { 7 } else { 9 }) {
+            0 => "null".into(),
+            1 => rng.pick(&["true", "false"]).into(),
+            2 => rng
+                .pick(&[
+                    "0",
+                    "1",
+                    "-1",
+                    "2.0",
+                    "0.5",
+                    "1e3",
+                    "4294967296",
+                    "-0",
+                    "1e400",
+                    "18446744073709551616",
+                    "01",
+                ])
+                .into(),
+            3 | 4 => rng
+                .pick(&[r#""""#, r#""stop""#, r#""error""#, r#""a\nb""#, r#""\u00e9x""#, r#""héllo""#])
+                .into(),
+            5 | 6 => rng.pick(&["[]", "{}", r#"{"x":[1,{"y":null}]}"#]).into(),
+            7 => format!("[{},{}]", any_value(rng, depth + 1), any_value(rng, depth + 1)),
+            _ => format!(r#"{{"k":{},"text":{}}}"#, any_value(rng, depth + 1), any_value(rng, depth + 1)),
+        }
+    }
+
+    /// Makes one field's likely value.
+    type Gen = dyn Fn(&mut Rng) -> String;
+
+    /// An object of some of `fields` (each with a likely value or any value), in a random
+    /// order, now and then with a key twice and an unknown key.
+    fn object(rng: &mut Rng, fields: &[(&str, &Gen)]) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        for (key, likely) in fields {
+            if rng.1 && ["error", "detail", "type", "tool_calls", "function_call"].contains(key) {
+                continue;
+            }
+            if rng.below(3) > 0 {
+                let value = if rng.1 || rng.below(5) > 0 { likely(rng) } else { any_value(rng, 1) };
+                parts.push(format!(r#""{key}":{value}"#));
+            }
+        }
+        if rng.below(4) == 0 {
+            let extra =
+                if rng.1 { r#"{"x":[1,-2.5e3,true,{"y":null}]}"#.to_owned() } else { any_value(rng, 0) };
+            parts.push(format!(r#""extra":{extra}"#));
+        }
+        if !rng.1 && rng.below(12) == 0 && !parts.is_empty() {
+            let again = parts[rng.below(parts.len())].clone();
+            parts.push(again);
+        }
+        for i in (1..parts.len()).rev() {
+            parts.swap(i, rng.below(i + 1));
+        }
+        format!("{{{}}}", parts.join(","))
+    }
+
+    fn text(rng: &mut Rng) -> String {
+        if rng.1 {
+            return rng.pick(&[r#""""#, r#""Hello""#, r#"" wörld""#, "null", r#""a\n\"b\"\\c\/""#]).into();
+        }
+        rng.pick(&[r#""""#, r#""Hello""#, r#"" wörld""#, r#""a\"b\\n""#, r#""\ud83d\ude00""#]).into()
+    }
+
+    fn function(rng: &mut Rng) -> String {
+        object(
+            rng,
+            &[
+                ("name", &|r: &mut Rng| r.pick(&[r#""get_weather""#, r#""""#]).into()),
+                ("arguments", &|r: &mut Rng| {
+                    r.pick(&[r#""{\"city\":""#, r#""""#, r#"{"a":1}"#, "null"]).into()
+                }),
+            ],
+        )
+    }
+
+    fn delta(rng: &mut Rng) -> String {
+        object(
+            rng,
+            &[
+                ("role", &|_: &mut Rng| r#""assistant""#.into()),
+                ("content", &|r: &mut Rng| {
+                    if r.below(6) == 0 {
+                        format!(r#"[{{"type":"text","text":{}}},{}]"#, text(r), text(r))
+                    } else {
+                        text(r)
+                    }
+                }),
+                ("reasoning_content", &text),
+                ("reasoning", &text),
+                ("refusal", &text),
+                ("tool_calls", &|r: &mut Rng| {
+                    let call = |r: &mut Rng| {
+                        object(
+                            r,
+                            &[
+                                ("index", &|r: &mut Rng| r.pick(&["0", "1", "-2"]).into()),
+                                ("id", &|r: &mut Rng| r.pick(&[r#""call_1""#, r#""""#]).into()),
+                                ("type", &|_: &mut Rng| r#""function""#.into()),
+                                ("function", &function),
+                            ],
+                        )
+                    };
+                    format!("[{},{}]", call(r), if r.below(2) == 0 { call(r) } else { any_value(r, 1) })
+                }),
+                ("function_call", &function),
+            ],
+        )
+    }
+
+    fn choice(rng: &mut Rng) -> String {
+        object(
+            rng,
+            &[
+                ("index", &|r: &mut Rng| r.pick(&["0", "0", "1", "0.0", r#""0""#, "-1"]).into()),
+                ("delta", &delta),
+                ("logprobs", &|_: &mut Rng| "null".into()),
+                ("finish_reason", &|r: &mut Rng| {
+                    r.pick(&["null", r#""stop""#, r#""tool_calls""#, r#""""#, r#""weird""#]).into()
+                }),
+            ],
+        )
+    }
+
+    pub(crate) fn chunk(rng: &mut Rng) -> String {
+        object(
+            rng,
+            &[
+                ("id", &|_: &mut Rng| r#""chatcmpl-1""#.into()),
+                ("object", &|r: &mut Rng| r.pick(&[r#""chat.completion.chunk""#, r#""error""#]).into()),
+                ("created", &|_: &mut Rng| "1700000000".into()),
+                ("model", &|r: &mut Rng| r.pick(&[r#""m-1""#, r#""m-2""#, r#""""#]).into()),
+                ("choices", &|r: &mut Rng| {
+                    let n = r.below(4);
+                    let items: Vec<String> =
+                        (0..n).map(|_| if r.below(8) == 0 { any_value(r, 1) } else { choice(r) }).collect();
+                    format!("[{}]", items.join(","))
+                }),
+                ("usage", &|r: &mut Rng| {
+                    object(
+                        r,
+                        &[
+                            ("prompt_tokens", &|r: &mut Rng| r.pick(&["9", "9.0", "-1", "null"]).into()),
+                            ("completion_tokens", &|r: &mut Rng| r.pick(&["8", "8.5", "1e2"]).into()),
+                            ("prompt_tokens_details", &|r: &mut Rng| {
+                                format!(r#"{{"cached_tokens":{}}}"#, r.pick(&["3", "99"]))
+                            }),
+                            ("completion_tokens_details", &|_: &mut Rng| r#"{"reasoning_tokens":2}"#.into()),
+                        ],
+                    )
+                }),
+                ("error", &|r: &mut Rng| {
+                    r.pick(&[
+                        r#"{"message":"overloaded","type":"server_error","code":503}"#,
+                        r#""boom""#,
+                        "null",
+                    ])
+                    .into()
+                }),
+                ("type", &|r: &mut Rng| r.pick(&[r#""error""#, r#""chunk""#]).into()),
+                ("detail", &|r: &mut Rng| r.pick(&[r#""Not Found""#, "null"]).into()),
+            ],
+        )
+    }
+
+    /// The hand-written one-pass chunk reader against the derived reference, on generated
+    /// chunks of every shape (wrong types, repeated keys, keys in any order, escapes, error
+    /// objects, `event: error` frames, text cut short or spoiled): the same events, the same
+    /// errors, the same state after each frame.
+    #[test]
+    fn hand_written_chunk_reader_matches_the_derived_one() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15, false);
+        let (mut compared, mut fast) = (0, 0);
+        for stream in 0..1000 {
+            let (mut new, mut old) = (OpenAiStreamDecoder::new(), Reference::default());
+            rng.1 = stream % 2 == 0;
+            for _ in 0..6 {
+                let mut data = match rng.below(30) {
+                    0 => "[DONE]".to_owned(),
+                    1 => any_value(&mut rng, 0),
+                    _ => chunk(&mut rng),
+                };
+                let mut at = rng.below(data.len() + 1);
+                while !data.is_char_boundary(at) {
+                    at -= 1;
+                }
+                match rng.below(20) {
+                    0 => data.truncate(at),
+                    1 => data.insert_str(at, rng.pick(&["x", ",", "}", "\""])),
+                    _ => {}
+                }
+                let event = (rng.below(15) == 0).then(|| "error".to_owned());
+                let f = Frame { event, data };
+                fast += usize::from(f.event.is_none() && scan_chunk(f.data.trim()).is_some());
+                let (a, b) = (new.decode(&f), old.decode(&f));
+                let b = match (&a, b) {
+                    // The reference does not build the `Done` event (it is not under test).
+                    (Ok(a), Ok(b)) if a.iter().any(StreamEvent::is_terminal) => {
+                        Ok(b.into_iter().chain(a.iter().filter(|e| e.is_terminal()).cloned()).collect())
+                    }
+                    (_, b) => b,
+                };
+                assert_eq!(a, b, "stream {stream}: {f:?}");
+                assert_eq!(
+                    (&new.model, new.usage, &new.finish_reason, new.done),
+                    (&old.model, old.usage, &old.finish_reason, old.done),
+                    "stream {stream}: {f:?}"
+                );
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, 6000);
+        // Both paths are exercised: the scanner's and the general one it leaves to.
+        assert!((600..5400).contains(&fast), "{fast} of {compared} frames read by the scanner");
     }
 }
