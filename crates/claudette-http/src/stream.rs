@@ -89,9 +89,11 @@ pub(crate) fn event_stream(setup: StreamSetup, response: Response, parser: Strea
         output_text: String::new(),
         ttft: None,
     };
-    // Fused: a caller may poll again after the end and must get `None`, not a panic.
+    // Fused: a caller may poll again after the end and must get `None`, not a panic. The
+    // state is boxed because `unfold` moves it into and out of a new future for every event;
+    // boxed, each move is of a pointer rather than of the response, parser and setup.
     Box::pin(
-        futures::stream::unfold(state, |mut state| async move {
+        futures::stream::unfold(Box::new(state), |mut state| async move {
             let event = state.next_event().await?;
             Some((event, state))
         })
