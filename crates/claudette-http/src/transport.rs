@@ -469,10 +469,17 @@ fn interpret(parsed: &httparse::Response<'_, '_>) -> Result<Head, BackendError> 
             None => Body::UntilClose,
         }
     };
+    // An HTTP/1.0 message with Transfer-Encoding has faulty framing and its connection is
+    // closed after it (RFC 9112 §6.1). A 204 or 304 that announces a body (a non-zero
+    // Content-Length on a 204, Transfer-Encoding on either) has none by its status, but a
+    // server that sent one may still be writing it: left on the connection, it would be
+    // read as the head of the next answer.
+    let announces_body = transfer_encoding || (status == 204 && content_length.is_some_and(|n| n > 0));
     let reusable = !(close
-        || (http10 && !keep_alive)
+        || (http10 && (!keep_alive || transfer_encoding))
         || matches!(body, Body::UntilClose)
-        || (transfer_encoding && content_length.is_some()));
+        || (transfer_encoding && content_length.is_some())
+        || (matches!(body, Body::Done) && announces_body));
     let content_length = if matches!(body, Body::Length(_)) { content_length } else { None };
     Ok(Head { status, headers, content_length, body, reusable })
 }
@@ -1190,7 +1197,7 @@ mod tests {
         let (status, _, body) = call(&server).await.unwrap();
         assert_eq!((status, body.as_str()), (204, ""), "204 has no body whatever the headers say");
         assert_eq!(call(&server).await.unwrap().2, "ok");
-        assert_eq!(server.connections(), 1);
+        assert_eq!(server.connections(), 2, "a 204 announcing a body does not leave its connection reusable");
     }
 
     #[tokio::test]
@@ -1304,6 +1311,222 @@ mod tests {
         go_on.send(()).unwrap();
         assert_eq!(&response.chunk().await.unwrap().unwrap()[..], b"hi");
         assert!(response.chunk().await.unwrap().is_none());
+    }
+
+    /// A 204 that announces a body, whose body a broken server writes late (here: only when
+    /// the next request comes): the connection must not carry that next request, or those
+    /// bytes would be read as its answer.
+    #[tokio::test]
+    async fn a_204_announcing_a_body_does_not_poison_the_next_request() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = Origin::new(false, "127.0.0.1".into(), listener.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut n = 0;
+                    while read_request(&mut sock, &mut buf).await {
+                        let answer: &[u8] = if n == 0 {
+                            b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n"
+                        } else {
+                            // The 204's late "body", then what answers this request.
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nWRONGHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                        };
+                        n += 1;
+                        if sock.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let server = RawServer { origin, connections: Arc::new(AtomicUsize::new(0)) };
+        let (status, _, body) = call(&server).await.unwrap();
+        assert_eq!((status, body.as_str()), (204, ""));
+        // A fresh connection: its first answer is the 204 again, not a spliced one.
+        let (status, _, body) = call(&server).await.unwrap();
+        assert_eq!((status, body.as_str()), (204, ""), "the second request went on the 204's connection");
+    }
+
+    /// Framing that RFC 9112 calls ambiguous or faulty is read by the rule that wins, and its
+    /// connection is never reused: both Content-Length and Transfer-Encoding, chunked in an
+    /// HTTP/1.0 answer, a final coding other than chunked, chunked not last.
+    #[tokio::test]
+    async fn ambiguous_framing_is_read_by_the_rfc_and_never_reused() {
+        let ok = || whole("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        let server = RawServer::start(vec![
+            // Transfer-Encoding wins over Content-Length (which would cut the body at 3).
+            whole("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+            ok(),
+            whole("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+            ok(),
+            // HTTP/1.0 with Transfer-Encoding, even with keep-alive: faulty, closed after.
+            whole("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+            ok(),
+            // `gzip, chunked`: framed by chunked (the data is the coded bytes), reusable.
+            whole("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+            ok(),
+            // Chunked not the final coding: the body runs to the close.
+            then_close(whole("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n")),
+            ok(),
+        ])
+        .await;
+        let expected = [
+            ("hello", 1),
+            ("ok", 2),
+            ("hello", 2),
+            ("ok", 3),
+            ("hello", 3),
+            ("ok", 4),
+            ("hello", 4),
+            ("ok", 4),
+            ("5\r\nhello\r\n0\r\n\r\n", 4),
+            ("ok", 5),
+        ];
+        for (i, (body, connections)) in expected.into_iter().enumerate() {
+            assert_eq!(call(&server).await.unwrap().2, body, "answer {i}");
+            assert_eq!(server.connections(), connections, "answer {i}");
+        }
+    }
+
+    /// Heads and lengths that must be refused rather than guessed at, and the tolerated
+    /// variants (bare LF line endings, leading zeros) read right.
+    #[tokio::test]
+    async fn hostile_heads_and_lengths_are_refused() {
+        let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        let server = RawServer::start(vec![
+            whole("HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n"),
+            whole("HTTP/1.1 200 OK\r\ncontent-length: 0x10\r\n\r\n"),
+            whole("HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551616\r\n\r\n"),
+            whole("HTTP/1.1 200 OK\r\ncontent-length:\r\n\r\n"),
+            whole("HTTP/1.1 200 OK\r\ncontent-length: 2,\r\n\r\nok"),
+            whole("HTTP/1.1 200 OK\r\nx-folded: a\r\n b\r\ncontent-length: 2\r\n\r\nok"),
+            whole("HTTP/1.1 200 OK\r\ncontent-length : 2\r\n\r\nok"),
+            // An interim answer with a body: what follows it is no head.
+            whole("HTTP/1.1 100 Continue\r\ncontent-length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+            whole(&format!("{head}ffffffffffffffffff\r\nhello\r\n")),
+            whole(&format!("{head}-5\r\nhello\r\n0\r\n\r\n")),
+            whole(&format!("{head}0x5\r\nhello\r\n0\r\n\r\n")),
+            whole(&format!("{head}5\r\nhelloX\r\n0\r\n\r\n")),
+        ])
+        .await;
+        for (i, expected) in [
+            "invalid Content-Length `-1`",
+            "invalid Content-Length `0x10`",
+            "invalid Content-Length `18446744073709551616`",
+            "invalid Content-Length ``",
+            "invalid Content-Length `2,`",
+            "invalid response head",
+            "invalid response head",
+            "invalid response head",
+            "invalid chunk size line `ffffffffffffffffff`",
+            "invalid chunk size line `-5`",
+            "invalid chunk size line `0x5`",
+            "chunk data longer than its declared size",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let err = call(&server).await.unwrap_err();
+            assert_eq!(err.kind, ErrorKind::MalformedResponse, "{i}: {err}");
+            assert!(err.message.contains(expected), "{i}: {expected}: {err}");
+        }
+        assert_eq!(server.connections(), 12, "no connection with refused framing is reused");
+
+        let server = RawServer::start(vec![
+            whole("HTTP/1.1 200 OK\ncontent-length: 002\n\nok"),
+            whole("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n000002\nok\n0\n\n"),
+            whole("HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nend"),
+        ])
+        .await;
+        for body in ["ok", "ok", "end"] {
+            assert_eq!(call(&server).await.unwrap().2, body);
+        }
+        assert_eq!(server.connections(), 1);
+    }
+
+    /// Bytes past the end of an answer (a server answering twice, or a spliced response) are
+    /// never read as the next call's answer: the connection holding them is closed.
+    #[tokio::test]
+    async fn bytes_after_the_answer_close_the_connection() {
+        let server = RawServer::start(vec![
+            whole("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nWRONG"),
+            whole("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nWRONG"),
+            whole("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nright"),
+        ])
+        .await;
+        assert_eq!(call(&server).await.unwrap().2, "ok");
+        assert_eq!(call(&server).await.unwrap().2, "ok");
+        assert_eq!(call(&server).await.unwrap().2, "right");
+        assert_eq!(server.connections(), 3);
+    }
+
+    /// Random splits and random garbage fed to the body framing: never a panic, never more
+    /// data out than went in, and a chunked body of random chunk sizes always decodes to
+    /// itself, whatever the read boundaries.
+    #[test]
+    fn chunked_framing_survives_random_input() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |n: usize| {
+            seed ^= seed >> 12;
+            seed ^= seed << 25;
+            seed ^= seed >> 27;
+            (seed.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as usize
+        };
+        const ALPHABET: &[u8] = b"0123456789abcdefABCDEF;= \t\r\n\r\n\r\nxZ-+\"\x00\xff";
+        for _ in 0..3000 {
+            // A valid body of random chunks, then the start of another answer.
+            let mut wire = Vec::new();
+            let mut expected = Vec::new();
+            for _ in 0..next(5) {
+                let len = 1 + next(40);
+                let data: Vec<u8> = (0..len).map(|_| ALPHABET[next(ALPHABET.len())]).collect();
+                wire.extend_from_slice(format!("{len:x}").as_bytes());
+                if next(3) == 0 {
+                    wire.extend_from_slice(b";ext=1");
+                }
+                wire.extend_from_slice(if next(4) == 0 { b"\n" } else { b"\r\n" });
+                wire.extend_from_slice(&data);
+                wire.extend_from_slice(b"\r\n");
+                expected.extend_from_slice(&data);
+            }
+            wire.extend_from_slice(b"0\r\n\r\nHTTP/1.1");
+            let mut body = Body::Chunked(Chunk::Size);
+            let mut buf = BytesMut::new();
+            let mut out = Vec::new();
+            let mut ended = false;
+            let mut rest = &wire[..];
+            while !rest.is_empty() && !ended {
+                let (piece, more) = rest.split_at(1 + next(rest.len()).min(20));
+                rest = more;
+                buf.extend_from_slice(piece);
+                loop {
+                    match frame(&mut body, &mut buf).unwrap() {
+                        Step::Data(d) => out.extend_from_slice(&d),
+                        Step::End => {
+                            ended = true;
+                            break;
+                        }
+                        Step::NeedMore => break,
+                    }
+                }
+            }
+            assert!(ended);
+            assert_eq!(out, expected);
+            buf.extend_from_slice(rest);
+            assert_eq!(&buf[..], b"HTTP/1.1");
+
+            // Garbage: whatever it yields, no panic and no more bytes out than in.
+            let garbage: Vec<u8> = (0..next(60)).map(|_| ALPHABET[next(ALPHABET.len())]).collect();
+            let mut body = Body::Chunked(Chunk::Size);
+            let mut buf = BytesMut::from(&garbage[..]);
+            let mut total = 0;
+            while let Ok(Step::Data(d)) = frame(&mut body, &mut buf) {
+                total += d.len();
+            }
+            assert!(total <= garbage.len());
+        }
     }
 
     #[test]

@@ -368,6 +368,38 @@ mod tests {
         assert!((400..3600).contains(&fast), "{fast} of 4000 bodies read by the scanner");
     }
 
+    /// Several thousand random edits of real completions: whatever the scanner accepts is
+    /// JSON (the `Value` parser agrees, but for a number beyond `f64` in a field nobody reads,
+    /// which serde's typed reader skips by its grammar too), and the answer or error is the
+    /// serde reader's.
+    #[test]
+    fn mutated_real_completions_read_as_serde_reads_them() {
+        let real = [
+            r#"{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello!\nHow can I help?","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0}},"service_tier":"default","system_fingerprint":"fp_1"}"#,
+            r#"{"choices":[{"finish_reason":"length","index":0,"message":{"content":"4","reasoning_content":"2+2","role":"assistant"}}],"created":1,"model":"qwen","object":"chat.completion","usage":{"completion_tokens":1,"prompt_tokens":5,"total_tokens":6},"id":"x","timings":{"prompt_ms":1.5,"predicted_per_second":-3e2}}"#,
+        ];
+        let mut rng = crate::stream::tests::Rng(0x94D0_49BB_1331_11EB, false);
+        let mut accepted = 0;
+        for case in 0..4000 {
+            let mut body = real[case % real.len()].to_owned();
+            for _ in 0..1 + rng.below(3) {
+                crate::stream::tests::mutate(&mut rng, &mut body);
+            }
+            if scan_completion(&body).is_some() {
+                accepted += 1;
+                if let Err(e) = serde_json::from_str::<Value>(&body) {
+                    assert!(e.to_string().contains("number out of range"), "accepted non-JSON {body:?}: {e}");
+                }
+            }
+            assert_eq!(
+                parse_chat_completion(body.as_bytes(), "be", "req"),
+                parse_general(body.as_bytes(), "be", "req"),
+                "case {case}: {body:?}"
+            );
+        }
+        assert!(accepted > 200 && accepted < 4000, "{accepted} of 4000 mutants accepted");
+    }
+
     #[test]
     fn content_parts_are_joined() {
         let v = serde_json::json!([{"type":"text","text":"a"},{"type":"text","text":"b"}]);

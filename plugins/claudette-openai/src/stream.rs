@@ -1001,4 +1001,242 @@ pub(crate) mod tests {
         // Both paths are exercised: the scanner's and the general one it leaves to.
         assert!((600..5400).contains(&fast), "{fast} of {compared} frames read by the scanner");
     }
+
+    /// Real chunks, as OpenAI, vLLM and llama.cpp send them: the seeds of the mutation test.
+    const REAL_CHUNKS: &[&str] = &[
+        r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"m","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+        r#"{"choices":[{"delta":{"content":" How"},"finish_reason":null,"index":0,"logprobs":null}],"created":1700000000,"id":"c","model":"m","object":"chat.completion.chunk"}"#,
+        r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        r#"{"id":"c","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":8,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#,
+        r#"{"choices":[{"finish_reason":null,"index":0,"delta":{"reasoning_content":"think\n\"q\""}}],"created":1,"id":"x","model":"qwen","object":"chat.completion.chunk","timings":{"prompt_n":1,"predicted_per_second":-12.5e-3}}"#,
+        r#"{ "id" : "c" , "choices" : [ { "index" : 0 , "delta" : { "content" : "é ü\t/" } } ] , "x" : [ true , false , null , -0 , 0.5 , [ ] , { } ] }"#,
+    ];
+
+    /// What a mutation puts in: JSON's structural bytes, number bytes, escapes, control
+    /// characters, whitespace JSON does not allow, and a multi-byte character.
+    const SPECIAL: &[&str] = &[
+        "\"",
+        "\\",
+        ",",
+        ":",
+        "{",
+        "}",
+        "[",
+        "]",
+        "0",
+        "1",
+        "-",
+        "+",
+        ".",
+        "e",
+        "E",
+        "n",
+        "u",
+        " ",
+        "\t",
+        "\n",
+        "\r",
+        "\u{b}",
+        "\u{c}",
+        "\u{0}",
+        "\u{1f}",
+        "\u{7f}",
+        "\u{a0}",
+        "é",
+        "\\u",
+        "\\ud800",
+        "null",
+        "01",
+        "1e400",
+        "18446744073709551616",
+        "4294967296",
+        "-1",
+        "\"content\":\"x\",",
+        "\"id\":1,",
+    ];
+
+    /// One random edit of `data`, at a character boundary: a byte or character replaced,
+    /// something inserted or deleted, a piece repeated, or the text cut short.
+    pub(crate) fn mutate(rng: &mut Rng, data: &mut String) {
+        let mut at = rng.below(data.len() + 1);
+        while !data.is_char_boundary(at) {
+            at -= 1;
+        }
+        let mut end = (at + 1 + rng.below(8)).min(data.len());
+        while !data.is_char_boundary(end) {
+            end += 1;
+        }
+        match rng.below(6) {
+            0 => data.insert_str(at, rng.pick(SPECIAL)),
+            1 if at < data.len() => {
+                data.replace_range(at..end.max(at + 1).min(data.len()), rng.pick(SPECIAL))
+            }
+            2 => data.replace_range(at..end, ""),
+            3 => {
+                let piece = data[at..end].to_owned();
+                data.insert_str(end, &piece);
+            }
+            4 if rng.below(4) == 0 => data.truncate(at),
+            _ => {
+                // Flip one ASCII byte to another ASCII byte (keeps the text UTF-8).
+                if let Some(b) = data.as_bytes().get(at).copied().filter(u8::is_ascii) {
+                    let flipped = (b ^ (1 << rng.below(7))) as char;
+                    data.replace_range(at..at + 1, flipped.encode_utf8(&mut [0; 4]));
+                }
+            }
+        }
+    }
+
+    /// The scanner's contract, checked on one text: whatever it accepts is JSON that the
+    /// serde reader reads to the very same chunk, and that the `Value` parser accepts too
+    /// (but for a number beyond `f64` in a field nobody reads: serde's typed reader skips
+    /// those by their grammar, as the scanner does, so the two readers still agree).
+    fn scanner_contract(data: &str) -> bool {
+        let Some(scanned) = scan_chunk(data) else { return false };
+        match serde_json::from_str::<Value>(data) {
+            Ok(value) => assert!(value.is_object(), "{data:?}"),
+            Err(e) => assert!(
+                e.to_string().contains("number out of range"),
+                "scanner accepted non-JSON {data:?}: {e}"
+            ),
+        }
+        let serde = serde_json::from_str::<TopChunk<'_>>(data)
+            .unwrap_or_else(|e| panic!("scanner accepted what serde refuses {data:?}: {e}"))
+            .0
+            .unwrap_or_else(|| panic!("scanner accepted a non-object {data:?}"));
+        assert_eq!(format!("{scanned:?}"), format!("{serde:?}"), "{data:?}");
+        true
+    }
+
+    /// Several thousand random edits of real chunks: every text the scanner accepts obeys
+    /// its contract, and the decoder (scanner first) agrees with the derived reference on
+    /// every frame, accepted or not.
+    #[test]
+    fn mutated_real_chunks_never_break_the_scanner_contract() {
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03, false);
+        let (mut accepted, mut total) = (0, 0);
+        for case in 0..6000 {
+            let mut data = REAL_CHUNKS[case % REAL_CHUNKS.len()].to_owned();
+            for _ in 0..1 + rng.below(3) {
+                mutate(&mut rng, &mut data);
+            }
+            accepted += usize::from(scanner_contract(&data));
+            total += 1;
+            let f = frame(&data);
+            let (mut new, mut old) = (OpenAiStreamDecoder::new(), Reference::default());
+            let (a, b) = (new.decode(&f), old.decode(&f));
+            if a.as_ref().is_ok_and(|a| a.iter().any(StreamEvent::is_terminal)) {
+                continue;
+            }
+            assert_eq!(a, b, "case {case}: {data:?}");
+            assert_eq!(
+                (&new.model, new.usage, &new.finish_reason),
+                (&old.model, old.usage, &old.finish_reason),
+                "case {case}: {data:?}"
+            );
+        }
+        // Some edits keep the text readable (a changed letter in a string, added spaces…).
+        assert!(accepted > 300 && accepted < total, "{accepted} of {total} mutants accepted");
+    }
+
+    /// Hand-picked texts that are not JSON, or JSON the scanner must leave to serde: each is
+    /// refused by the scanner; the valid ones still decode through the general reader.
+    #[test]
+    fn adversarial_texts_are_refused_by_the_scanner() {
+        let deep_ok = format!("{{\"x\":{}1{}}}", "[".repeat(70), "]".repeat(70));
+        let deep_bad = format!("{{\"x\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+        let refused: Vec<String> = [
+            // Not JSON.
+            "{\"choices\":[{\"delta\":{\"content\":\"a\u{1}b\"}}]}",
+            "{\"model\":\"a\nb\"}",
+            "{\"x\":\"\u{7}\"}",
+            r#"{"id":"x",}"#,
+            r#"{"x":[1,]}"#,
+            r#"{"x":[,1]}"#,
+            r#"{,"x":1}"#,
+            r#"{"x" 1}"#,
+            r#"{"x":1 "y":2}"#,
+            r#"{"x":1}}"#,
+            r#"{"x":1}{}"#,
+            r#"{"x":1}x"#,
+            r#"{"x":01}"#,
+            r#"{"x":-01}"#,
+            r#"{"x":-}"#,
+            r#"{"x":1.}"#,
+            r#"{"x":.5}"#,
+            r#"{"x":+1}"#,
+            r#"{"x":1e}"#,
+            r#"{"x":1e+}"#,
+            r#"{"x":0x1}"#,
+            r#"{"x":Infinity}"#,
+            r#"{"x":NaN}"#,
+            r#"{"x":tru}"#,
+            r#"{"x":nul}"#,
+            r#"{"x":nulll}"#,
+            r#"{"x":truefalse}"#,
+            r#"{"x":'a'}"#,
+            r#"{"x":"\a"}"#,
+            r#"{"x":"\"}"#,
+            r#"{x:1}"#,
+            "{\u{b}\"id\":\"x\"}",
+            "{\"id\":\u{c}\"x\"}",
+            "{\"id\":\u{a0}\"x\"}",
+            "\u{feff}{\"id\":\"x\"}",
+            r#"{"choices":[{"index":0 1}]}"#,
+            r#"{"model":"m""#,
+            r#"{"model":"m"#,
+            r#"{"model""#,
+            "{",
+            "",
+            "[]",
+            "null",
+            &deep_bad,
+            // JSON, but not the scanner's to read.
+            r#"{"choices":[{"index":01}]}"#,
+            r#"{"choices":[{"index":-0,"delta":{"content":"x"}}]}"#,
+            r#"{"choices":[{"index":1e0,"delta":{"content":"x"}}]}"#,
+            r#"{"choices":[{"index":0.0,"delta":{"content":"x"}}]}"#,
+            r#"{"choices":[{"index":18446744073709551616,"delta":{"content":"x"}}]}"#,
+            r#"{"usage":{"prompt_tokens":1E2}}"#,
+            r#"{"usage":{"prompt_tokens":-0}}"#,
+            r#"{"mod\u0065l":"m"}"#,
+            r#"{"model":"\u006d"}"#,
+            r#"{"x":"\ud800"}"#,
+            r#"{"choices":[{"delta":{"content":"a","content":"b"}}]}"#,
+            r#"{"choices":[{"index":0,"index":1}]}"#,
+            r#"{"usage":{"prompt_tokens":1,"prompt_tokens":2}}"#,
+            r#"{"usage":{"prompt_tokens_details":{"cached_tokens":1,"cached_tokens":2}}}"#,
+            r#"{"error":{"message":"x"}}"#,
+            r#"{"detail":null}"#,
+            r#"{"type":"error"}"#,
+            r#"{"object":"error"}"#,
+            r#"{"choices":{"index":0}}"#,
+            r#"{"choices":[1]}"#,
+            r#"{"usage":[]}"#,
+            &deep_ok,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for data in &refused {
+            assert!(scan_chunk(data).is_none(), "{data:?}");
+            // Whatever the general reader makes of it, the decoder and the reference agree.
+            let f = frame(data);
+            let (a, b) = (OpenAiStreamDecoder::new().decode(&f), Reference::default().decode(&f));
+            if !a.as_ref().is_ok_and(|a| a.iter().any(StreamEvent::is_terminal)) {
+                assert_eq!(a, b, "{data:?}");
+            }
+        }
+        // The edges it does read, read as serde reads them.
+        for data in [
+            r#"{"usage":{"prompt_tokens":4294967296,"completion_tokens":18446744073709551615}}"#,
+            r#"{"usage":{"prompt_tokens":0,"completion_tokens":null,"prompt_tokens_details":null}}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"\/\b\f\n\r\t\"\\"}}],"x":-0.0e-0}"#,
+            "{\"model\":\"\u{7f}é\u{10ffff}\",\"x\":[1e400]}",
+            "{\r\n\t \"model\" :\"m\"\n}",
+            r#"{"":"","x":{"":{"":[]}}}"#,
+        ] {
+            assert!(scanner_contract(data), "{data:?}");
+        }
+    }
 }
