@@ -42,8 +42,10 @@
 //! provider. A pooled connection is looked at before use with one read that does not wait (an
 //! end of stream, an error or bytes nobody asked for: it is dropped); one the server closes
 //! after that look, while our request is already on its way, fails the call — the provider
-//! may have read it, and a POST is never resent (RFC 9112 §9.3.1). No HTTP/2: every provider API speaks HTTP/1.1, and a connection per in-flight
-//! call is what the pool gives. No pipelining, no `Expect: 100-continue` (interim 1xx answers
+//! may have read it, and a POST is never resent (RFC 9112 §9.3.1). A write cut short by a
+//! server that answered early (a 413 for a body it will not read) returns that answer. No
+//! HTTP/2: every provider API speaks HTTP/1.1, and a connection per in-flight call is what
+//! the pool gives. No pipelining, no `Expect: 100-continue` (interim 1xx answers
 //! are skipped all the same), no upgrades.
 
 use std::collections::HashMap;
@@ -326,6 +328,25 @@ impl Conn {
             }
         }
         self.io.flush().await.map_err(|error| WriteFailure { written, error })
+    }
+
+    /// After the request could not be written to its end: the answer the server had already
+    /// sent, if its whole head is here, else the write's error. A server that refuses a
+    /// large body answers (413, 401…) and closes without reading the rest, and our write
+    /// then fails with a reset; its answer is the one to report (RFC 9112 §9.5: a client
+    /// watches for a response while it sends), not a transport error that would read as
+    /// "possibly accepted". Never waits; the connection goes with the answer.
+    fn early_answer(self, failure: WriteFailure) -> Result<Response, BackendError> {
+        if failure.written == 0 {
+            return Err(failure.into_error());
+        }
+        match self.read_response().now_or_never() {
+            Some(Ok(mut response)) => {
+                response.reusable = false;
+                Ok(response)
+            }
+            _ => Err(failure.into_error()),
+        }
     }
 
     /// Reads the response head (skipping interim 1xx answers) and hands the connection to the
@@ -787,28 +808,20 @@ pub(crate) async fn send(
     body: &[u8],
     connect_timeout: Duration,
 ) -> Result<Response, BackendError> {
-    let conn = match pools().checkout(origin) {
-        Some(mut conn) => match conn.write_request(head, body).await {
-            Ok(()) => conn,
+    if let Some(mut conn) = pools().checkout(origin) {
+        match conn.write_request(head, body).await {
+            Ok(()) => return conn.read_response().await,
             // The idle connection died before any byte of the request left: nothing reached
             // the provider, so a fresh connection may take it. Once written, never again.
-            Err(WriteFailure { written: 0, .. }) => send_fresh(origin, head, body, connect_timeout).await?,
-            Err(e) => return Err(e.into_error()),
-        },
-        None => send_fresh(origin, head, body, connect_timeout).await?,
-    };
-    conn.read_response().await
-}
-
-async fn send_fresh(
-    origin: &Origin,
-    head: &[u8],
-    body: &[u8],
-    connect_timeout: Duration,
-) -> Result<Conn, BackendError> {
+            Err(WriteFailure { written: 0, .. }) => {}
+            Err(failure) => return conn.early_answer(failure),
+        }
+    }
     let mut conn = connect(origin, connect_timeout).await?;
-    conn.write_request(head, body).await.map_err(WriteFailure::into_error)?;
-    Ok(conn)
+    match conn.write_request(head, body).await {
+        Ok(()) => conn.read_response().await,
+        Err(failure) => conn.early_answer(failure),
+    }
 }
 
 /// Dials `origin` (TCP, then TLS for https) within `timeout`.
@@ -1527,6 +1540,33 @@ mod tests {
             }
             assert!(total <= garbage.len());
         }
+    }
+
+    /// A server refusing a large body answers before reading it and closes: the write fails
+    /// with a reset, and the call returns that answer (here a 413), not a transport error.
+    #[tokio::test]
+    async fn an_answer_sent_before_the_body_was_read_is_the_calls_answer() {
+        let server = RawServer::start(vec![whole("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")]).await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = Origin::new(false, "127.0.0.1".into(), listener.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = sock.read(&mut head).await;
+            let answer = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nbig!";
+            sock.write_all(answer).await.unwrap();
+            // Closed with the body unread: the kernel resets the connection.
+        });
+        // More than loopback's socket buffers hold, so the write cannot finish.
+        let body = vec![b'x'; 32 << 20];
+        let head = format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", body.len());
+        let mut response = send(&origin, head.as_bytes(), &body, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(response.status, 413);
+        assert_eq!(&response.chunk().await.unwrap().unwrap()[..], b"big!");
+        assert!(response.chunk().await.unwrap().is_none());
+        assert!(!response.reusable, "a connection whose request was cut is never reused");
+        // A later call to another server is unaffected.
+        assert_eq!(call(&server).await.unwrap().2, "ok");
     }
 
     #[test]
