@@ -352,8 +352,14 @@ impl Conn {
     /// Reads the response head (skipping interim 1xx answers) and hands the connection to the
     /// response, whose body it then carries.
     async fn read_response(mut self) -> Result<Response, BackendError> {
+        // How much of the buffer is known to hold no end of head: a head trickled in a byte
+        // at a time is then scanned once, not parsed again from its start on every read.
+        let mut scanned = 0;
         loop {
-            if !self.buf.is_empty() {
+            // The first bytes are always parsed, so a server that is not speaking HTTP is named
+            // at once, not when the headers deadline runs out.
+            let first = scanned == 0 && !self.buf.is_empty();
+            if first || self.buf.len() >= MAX_HEAD || head_complete(&self.buf, scanned) {
                 let mut slots =
                     [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
                 let mut parsed = httparse::Response::new(&mut []);
@@ -389,11 +395,13 @@ impl Conn {
                     // An interim answer: the real one follows.
                     (len, None) if len > 0 => {
                         self.buf.advance(len);
+                        scanned = 0;
                         continue;
                     }
                     _ => {}
                 }
             }
+            scanned = self.buf.len();
             match self.read_more().await {
                 Ok(0) => {
                     return Err(BackendError::transport(
@@ -414,6 +422,17 @@ impl Conn {
 }
 
 /// The request reached the provider; what came back is not HTTP we can read.
+/// Whether `buf` holds a blank line (`\n\n` or `\n\r\n`, the end of a head as httparse reads
+/// it), looking only at what follows the first `from` bytes (and the two before, where a
+/// marker split across reads begins).
+fn head_complete(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(2).min(buf.len());
+    let tail = &buf[start..];
+    tail.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && matches!(&tail[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
+}
+
 fn malformed_head(what: &str) -> BackendError {
     BackendError::malformed(format!("malformed response: {what}")).with_phase(Phase::AwaitingResponse)
 }
@@ -1298,6 +1317,45 @@ mod tests {
             assert_eq!((err.kind, err.phase), (ErrorKind::MalformedResponse, Some(Phase::AwaitingResponse)));
             assert!(err.message.contains(expected), "{expected}: {err}");
         }
+    }
+
+    /// The head is parsed when it is complete, not on every read; but the first bytes always
+    /// are, so a server that does not speak HTTP and keeps the line open is named at once.
+    #[tokio::test]
+    async fn a_banner_is_refused_at_once_and_a_trickled_head_still_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = Origin::new(false, "127.0.0.1".into(), listener.local_addr().unwrap().port());
+        let (done, hold) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            read_request(&mut sock, &mut Vec::new()).await;
+            sock.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await.unwrap();
+            let _ = hold.await;
+            let (mut sock, _) = listener.accept().await.unwrap();
+            read_request(&mut sock, &mut Vec::new()).await;
+            for b in "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 2\r\n\r\nok".bytes() {
+                sock.write_all(&[b]).await.unwrap();
+                sock.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let _ = tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let head = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+        let banner =
+            tokio::time::timeout(Duration::from_secs(5), send(&origin, head, b"", Duration::from_secs(2)))
+                .await
+                .expect("answered before any deadline");
+        let err = banner.err().expect("a banner is not an HTTP answer");
+        assert_eq!(err.kind, ErrorKind::MalformedResponse, "{err}");
+        assert!(err.message.contains("invalid response head"), "{err}");
+        let _ = done.send(());
+        let mut resp = send(&origin, head, b"", Duration::from_secs(2)).await.unwrap();
+        assert_eq!(resp.status, 200);
+        let mut body = Vec::new();
+        while let Some(piece) = resp.chunk().await.unwrap() {
+            body.extend_from_slice(&piece);
+        }
+        assert_eq!(body, b"ok");
     }
 
     /// SSE: a chunk is handed out as soon as it is read, while the server holds the rest back.
