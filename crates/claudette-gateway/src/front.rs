@@ -2,7 +2,7 @@
 //! here, straight to their handlers; everything else goes through the axum app.
 //!
 //! Why: on the request path, the axum router and the tower layers around it (path matching,
-//! the trace layer's span and response wrapper, the connect-info extension) cost 6-8 µs of
+//! the trace layer's span and response wrapper, the connect-info extension) cost 5-7 µs of
 //! CPU per request out of about 32 µs of user time for a gateway answering from memory
 //! (`bench_gateway stub-gateway`, measured with and without them). The inference endpoints
 //! are where the traffic is, so they skip that stack; the admin and ops endpoints keep it.

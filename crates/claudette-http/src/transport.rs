@@ -1136,6 +1136,18 @@ mod tests {
 
     /// Every way of cutting a chunked body (and the start of the next answer) in two reads
     /// gives the same body, ends at the same place, and leaves the next answer untouched.
+    /// Feeds what `buf` holds through `frame` until it needs more bytes; true once the body
+    /// ended.
+    fn drain(body: &mut Body, buf: &mut BytesMut, out: &mut Vec<u8>) -> bool {
+        loop {
+            match frame(body, buf).unwrap() {
+                Step::Data(d) => out.extend_from_slice(&d),
+                Step::End => return true,
+                Step::NeedMore => return false,
+            }
+        }
+    }
+
     #[test]
     fn chunked_framing_at_every_split_point() {
         let wire = CHUNKED.split_once("\r\n\r\n").unwrap().1.to_owned() + "HTTP/1.1 200 OK";
@@ -1148,16 +1160,7 @@ mod tests {
                 let mut ended = false;
                 for piece in [&wire[..cut], &wire[cut..second_cut], &wire[second_cut..]] {
                     buf.extend_from_slice(piece);
-                    loop {
-                        match frame(&mut body, &mut buf).unwrap() {
-                            Step::Data(d) => out.extend_from_slice(&d),
-                            Step::End => {
-                                ended = true;
-                                break;
-                            }
-                            Step::NeedMore => break,
-                        }
-                    }
+                    ended |= drain(&mut body, &mut buf, &mut out);
                 }
                 assert!(ended, "cut at {cut}/{second_cut}");
                 assert_eq!(out, CHUNKED_BODY.as_bytes(), "cut at {cut}/{second_cut}");
@@ -1572,16 +1575,7 @@ mod tests {
                 let (piece, more) = rest.split_at(1 + next(rest.len()).min(20));
                 rest = more;
                 buf.extend_from_slice(piece);
-                loop {
-                    match frame(&mut body, &mut buf).unwrap() {
-                        Step::Data(d) => out.extend_from_slice(&d),
-                        Step::End => {
-                            ended = true;
-                            break;
-                        }
-                        Step::NeedMore => break,
-                    }
-                }
+                ended = drain(&mut body, &mut buf, &mut out);
             }
             assert!(ended);
             assert_eq!(out, expected);
