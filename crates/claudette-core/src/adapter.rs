@@ -118,6 +118,14 @@ pub trait StreamDecoder: Send {
     /// chunks). A frame the decoder cannot read is an error; so is an error frame.
     fn decode(&mut self, frame: &Frame) -> Result<Vec<StreamEvent>, BackendError>;
 
+    /// [`decode`](Self::decode), appending to `out` instead of returning a new list. The
+    /// stream path calls this once per frame; a decoder that overrides it costs no list
+    /// allocation per frame. On an error, what was appended before it is kept.
+    fn decode_into(&mut self, frame: &Frame, out: &mut Vec<StreamEvent>) -> Result<(), BackendError> {
+        out.extend(self.decode(frame)?);
+        Ok(())
+    }
+
     /// The body ended. Returns the closing `Done` if the provider's end marker was seen (or
     /// the decoder can prove the stream was complete), else an error: a stream that just
     /// stops is never a success.
@@ -293,14 +301,28 @@ impl Framer {
 
     /// Feeds bytes; appends complete frames to `out`.
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), BackendError> {
+        self.push_with(bytes, &mut |frame| {
+            out.push(frame);
+            None
+        })
+    }
+
+    /// Feeds bytes; hands each complete frame to `sink` as soon as it is complete. The sink
+    /// may hand the frame's data buffer back, and the next frame's data is read into it: a
+    /// body of many frames then costs one buffer, not one per frame.
+    pub fn push_with(
+        &mut self,
+        bytes: &[u8],
+        sink: &mut dyn FnMut(Frame) -> Option<String>,
+    ) -> Result<(), BackendError> {
         if self.buf.is_empty() {
             // No unfinished line: read the lines in place, keep only the unfinished tail.
-            let start = self.lines(bytes, 0, out)?;
+            let start = self.lines(bytes, 0, sink)?;
             self.buf.extend_from_slice(&bytes[start..]);
         } else {
             let mut buf = std::mem::take(&mut self.buf);
             buf.extend_from_slice(bytes);
-            let read = self.lines(&buf, self.scanned, out);
+            let read = self.lines(&buf, self.scanned, sink);
             // Put the buffer back (its allocation is reused) even when a line was bad.
             let start = match read {
                 Ok(start) => start,
@@ -324,7 +346,12 @@ impl Framer {
 
     /// Reads the complete lines of `input` (which starts at a line start; no line end before
     /// `from`) and returns where the unfinished last line starts.
-    fn lines(&mut self, input: &[u8], from: usize, out: &mut Vec<Frame>) -> Result<usize, BackendError> {
+    fn lines(
+        &mut self,
+        input: &[u8],
+        from: usize,
+        sink: &mut dyn FnMut(Frame) -> Option<String>,
+    ) -> Result<usize, BackendError> {
         let mut start = 0;
         let mut i = from;
         while let Some(at) = memchr::memchr2(b'\n', b'\r', &input[i..]) {
@@ -340,7 +367,7 @@ impl Framer {
             self.last_was_cr = b == b'\r';
             let line = std::str::from_utf8(&input[start..i])
                 .map_err(|_| BackendError::malformed("stream line is not valid UTF-8"))?;
-            self.line(line, out);
+            self.line(line, sink);
             start = i + 1;
             i += 1;
         }
@@ -353,15 +380,23 @@ impl Framer {
 
     /// End of input: flushes a last line without a line end and a pending event.
     pub fn finish(&mut self, out: &mut Vec<Frame>) -> Result<(), BackendError> {
+        self.finish_with(&mut |frame| {
+            out.push(frame);
+            None
+        })
+    }
+
+    /// [`finish`](Self::finish), handing frames to `sink` as [`push_with`](Self::push_with) does.
+    pub fn finish_with(&mut self, sink: &mut dyn FnMut(Frame) -> Option<String>) -> Result<(), BackendError> {
         if !self.buf.is_empty() {
             let rest = std::mem::take(&mut self.buf);
             let line = std::str::from_utf8(&rest)
                 .map_err(|_| BackendError::malformed("stream ended inside a UTF-8 sequence"))?;
-            self.line(line, out);
+            self.line(line, sink);
         }
         self.scanned = 0;
         if self.framing == Framing::Sse {
-            self.dispatch(out);
+            self.dispatch(sink);
         }
         Ok(())
     }
@@ -385,17 +420,17 @@ impl Framer {
         }
     }
 
-    fn line(&mut self, line: &str, out: &mut Vec<Frame>) {
+    fn line(&mut self, line: &str, sink: &mut dyn FnMut(Frame) -> Option<String>) {
         match self.framing {
             Framing::Ndjson => {
                 if !line.trim().is_empty() {
                     let data = self.owned(line);
-                    out.push(Frame { event: None, data });
+                    self.deliver(Frame { event: None, data }, sink);
                 }
             }
             Framing::Sse => {
                 if line.is_empty() {
-                    self.dispatch(out);
+                    self.dispatch(sink);
                     return;
                 }
                 if line.starts_with(':') {
@@ -420,10 +455,16 @@ impl Framer {
         }
     }
 
-    fn dispatch(&mut self, out: &mut Vec<Frame>) {
+    fn dispatch(&mut self, sink: &mut dyn FnMut(Frame) -> Option<String>) {
         let event = self.event.take();
         if let Some(data) = self.data.take() {
-            out.push(Frame { event, data });
+            self.deliver(Frame { event, data }, sink);
+        }
+    }
+
+    fn deliver(&mut self, frame: Frame, sink: &mut dyn FnMut(Frame) -> Option<String>) {
+        if let Some(data) = sink(frame) {
+            self.recycle(data);
         }
     }
 }
@@ -437,7 +478,6 @@ pub struct StreamParser {
     decoder: Box<dyn StreamDecoder>,
     terminated: bool,
     seen_frame: bool,
-    frames: Vec<Frame>,
 }
 
 impl fmt::Debug for StreamParser {
@@ -448,13 +488,7 @@ impl fmt::Debug for StreamParser {
 
 impl StreamParser {
     pub fn new(framing: Framing, decoder: Box<dyn StreamDecoder>) -> Self {
-        Self {
-            framer: Framer::new(framing),
-            decoder,
-            terminated: false,
-            seen_frame: false,
-            frames: Vec::new(),
-        }
+        Self { framer: Framer::new(framing), decoder, terminated: false, seen_frame: false }
     }
 
     /// A parser for `adapter`'s framing and a fresh decoder for `request`.
@@ -477,9 +511,12 @@ impl StreamParser {
         if self.terminated {
             return;
         }
-        // Frames completed before a line-cap error are still delivered, in order.
-        let pushed = self.framer.push(bytes, &mut self.frames);
-        self.decode_pending(out);
+        // Frames completed before a line-cap error are still delivered, in order. Each frame
+        // is decoded as soon as it is complete, and its buffer goes back to the framer.
+        let (decoder, terminated, seen) = (&mut self.decoder, &mut self.terminated, &mut self.seen_frame);
+        let pushed = self
+            .framer
+            .push_with(bytes, &mut |frame| decode_frame(decoder.as_mut(), terminated, seen, frame, out));
         if let Err(e) = pushed {
             self.fail(e, out);
         }
@@ -490,8 +527,10 @@ impl StreamParser {
         if self.terminated {
             return;
         }
-        let flushed = self.framer.finish(&mut self.frames);
-        self.decode_pending(out);
+        let (decoder, terminated, seen) = (&mut self.decoder, &mut self.terminated, &mut self.seen_frame);
+        let flushed = self
+            .framer
+            .finish_with(&mut |frame| decode_frame(decoder.as_mut(), terminated, seen, frame, out));
         if let Err(e) = flushed {
             self.fail(e, out);
         }
@@ -527,24 +566,6 @@ impl StreamParser {
         out
     }
 
-    fn decode_pending(&mut self, out: &mut Vec<StreamEvent>) {
-        // Taken and put back, so the frame list and each frame's data buffer are reused by
-        // the next push rather than allocated afresh.
-        let mut frames = std::mem::take(&mut self.frames);
-        self.seen_frame |= !frames.is_empty();
-        for frame in frames.drain(..) {
-            if self.terminated {
-                break;
-            }
-            match self.decoder.decode(&frame) {
-                Ok(events) => self.emit(events, out),
-                Err(e) => self.fail(e, out),
-            }
-            self.framer.recycle(frame.data);
-        }
-        self.frames = frames;
-    }
-
     fn emit(&mut self, events: Vec<StreamEvent>, out: &mut Vec<StreamEvent>) {
         for event in events {
             if self.terminated {
@@ -554,6 +575,35 @@ impl StreamParser {
             out.push(event);
         }
     }
+}
+
+/// One frame through the decoder, with the stream contract: nothing after the terminal
+/// event, and an error frame is the terminal event. Returns the frame's buffer for reuse.
+fn decode_frame(
+    decoder: &mut dyn StreamDecoder,
+    terminated: &mut bool,
+    seen_frame: &mut bool,
+    frame: Frame,
+    out: &mut Vec<StreamEvent>,
+) -> Option<String> {
+    *seen_frame = true;
+    if *terminated {
+        return Some(frame.data);
+    }
+    let from = out.len();
+    let decoded = decoder.decode_into(&frame, out);
+    // Keep what came up to and including the first terminal event.
+    if let Some(end) = out[from..].iter().position(StreamEvent::is_terminal) {
+        out.truncate(from + end + 1);
+        *terminated = true;
+    }
+    if let Err(error) = decoded {
+        if !*terminated {
+            *terminated = true;
+            out.push(StreamEvent::Error { error });
+        }
+    }
+    Some(frame.data)
 }
 
 #[cfg(test)]
@@ -644,6 +694,74 @@ mod tests {
         assert!(
             matches!(&evs[1], StreamEvent::Error { error } if error.kind == crate::error::ErrorKind::StreamInterrupted)
         );
+    }
+
+    /// Appends straight into the output: `a,b` is two texts, `x!` a text then an error,
+    /// `end+` a `Done` then a text that must not survive it. Counts the frames it was given.
+    struct Appending {
+        calls: usize,
+    }
+    impl StreamDecoder for Appending {
+        fn decode(&mut self, frame: &Frame) -> Result<Vec<StreamEvent>, BackendError> {
+            let mut out = Vec::new();
+            self.decode_into(frame, &mut out).map(|()| out)
+        }
+        fn decode_into(&mut self, frame: &Frame, out: &mut Vec<StreamEvent>) -> Result<(), BackendError> {
+            self.calls += 1;
+            match frame.data.as_str() {
+                "x!" => {
+                    out.push(StreamEvent::text("x"));
+                    Err(BackendError::malformed("bang"))
+                }
+                "end+" => {
+                    out.push(StreamEvent::Done {
+                        end: crate::types::StreamEnd {
+                            finish_reason: None,
+                            usage: Default::default(),
+                            cost: 0.0,
+                        },
+                    });
+                    out.push(StreamEvent::text("after the end"));
+                    Ok(())
+                }
+                t => {
+                    out.extend(t.split(',').map(StreamEvent::text));
+                    Ok(())
+                }
+            }
+        }
+        fn finish(&mut self) -> Result<Vec<StreamEvent>, BackendError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn decode_into_keeps_the_one_terminal_event_contract() {
+        let run = |body: &str, chunk: usize| {
+            let mut parser = StreamParser::new(Framing::Sse, Box::new(Appending { calls: 0 }));
+            let mut out = Vec::new();
+            for piece in body.as_bytes().chunks(chunk) {
+                parser.push(piece, &mut out);
+            }
+            parser.finish(&mut out);
+            out
+        };
+        for chunk in [1, 5, 1000] {
+            let evs = run("data: a,b\n\ndata: x!\n\ndata: c\n\n", chunk);
+            assert_eq!(evs.len(), 4, "{evs:?}");
+            assert_eq!(evs[..3], [StreamEvent::text("a"), StreamEvent::text("b"), StreamEvent::text("x")]);
+            assert!(matches!(&evs[3], StreamEvent::Error { error } if error.message.contains("bang")));
+
+            let evs = run("data: a\n\ndata: end+\n\ndata: c\n\n", chunk);
+            assert_eq!(evs.len(), 2, "{evs:?}");
+            assert!(matches!(evs[1], StreamEvent::Done { .. }));
+        }
+        // Frames after the terminal event are not decoded at all.
+        let mut parser = StreamParser::new(Framing::Sse, Box::new(Appending { calls: 0 }));
+        let mut out = Vec::new();
+        parser.push(b"data: end+\n\ndata: a\n\ndata: b\n\n", &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(parser.is_terminated());
     }
 
     /// Frames of a whole body by the SSE / NDJSON rules, written plainly as the reference
