@@ -9,6 +9,10 @@
 //!   server, which stores every request body.
 //! - the **gateway**: a [`Gateway`] in front of a one-backend router pointing at the upstream,
 //!   with its defaults (metrics recorder installed, no logging subscriber).
+//! - a **floor proxy**: forwards bytes between a client connection and its own upstream
+//!   connection, framed by Content-Length, with no parsing, JSON, routing or pooling. It is
+//!   the ceiling for any proxy making the same upstream hop on this machine, so the gateway's
+//!   ratio can be read against what is possible, not only against direct.
 //! - this process, the **load generator**: raw HTTP/1.1 over keep-alive connections (no client
 //!   library in the measured path), sending the same requests either directly to the upstream
 //!   or through the gateway, in the same run.
@@ -55,6 +59,11 @@ fn main() {
             let upstream = std::env::args().nth(2).expect("upstream url");
             let threads = std::env::var("BENCH_GATEWAY_THREADS").ok().and_then(|v| v.parse().ok());
             child_runtime(threads, run_gateway(Some(upstream)));
+        }
+        Some("floor-proxy") => {
+            let port: u16 = std::env::args().nth(2).and_then(|p| p.parse().ok()).expect("upstream port");
+            let threads = std::env::var("BENCH_GATEWAY_THREADS").ok().and_then(|v| v.parse().ok());
+            child_runtime(threads, run_floor_proxy(([127, 0, 0, 1], port).into()));
         }
         Some("stub-gateway") => {
             let threads = std::env::var("BENCH_GATEWAY_THREADS").ok().and_then(|v| v.parse().ok());
@@ -188,6 +197,67 @@ async fn run_gateway(upstream: Option<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
     println!("PORT {}", listener.local_addr().expect("addr").port());
     gateway.serve(listener, std::future::pending()).await.expect("gateway");
+}
+
+/// The cheapest possible proxy: each client connection gets its own upstream connection, and
+/// every request and answer is forwarded byte for byte, framed by Content-Length and nothing
+/// else (no header parsing, no JSON, no routing, no pool). Not a gateway: a floor. Whatever it
+/// reaches is the most any proxy that makes the same upstream hop can reach on this machine,
+/// because the hop's kernel work (two more loopback sends and reads per request) is the same.
+async fn run_floor_proxy(upstream: SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind floor proxy");
+    println!("PORT {}", listener.local_addr().expect("addr").port());
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let _ = client.set_nodelay(true);
+            let Ok(mut up) = TcpStream::connect(upstream).await else { return };
+            let _ = up.set_nodelay(true);
+            let (mut from_client, mut from_up) =
+                (BytesMut::with_capacity(8192), BytesMut::with_capacity(16384));
+            loop {
+                let Some(n) = read_message(&mut client, &mut from_client).await else { return };
+                if up.write_all(&from_client[..n]).await.is_err() {
+                    return;
+                }
+                from_client.advance(n);
+                let Some(n) = read_message(&mut up, &mut from_up).await else { return };
+                if client.write_all(&from_up[..n]).await.is_err() {
+                    return;
+                }
+                from_up.advance(n);
+            }
+        });
+    }
+}
+
+/// Reads until `buf` holds one whole HTTP/1.1 message framed by Content-Length (or without a
+/// body); returns its length.
+async fn read_message(sock: &mut TcpStream, buf: &mut BytesMut) -> Option<usize> {
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..i]).ok()?;
+            let len = head
+                .split("\r\n")
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            let total = i + 4 + len;
+            while buf.len() < total {
+                buf.reserve(total - buf.len());
+                if !matches!(sock.read_buf(buf).await, Ok(n) if n > 0) {
+                    return None;
+                }
+            }
+            return Some(total);
+        }
+        buf.reserve(8192);
+        if !matches!(sock.read_buf(buf).await, Ok(n) if n > 0) {
+            return None;
+        }
+    }
 }
 
 /// A backend that answers at once from memory: what the upstream sends, already decoded.
@@ -522,9 +592,11 @@ fn orchestrate() {
     let (mut upstream, up_port) = spawn_child(&["upstream"]);
     let (mut gateway, gw_port) = spawn_child(&["gateway", &format!("http://127.0.0.1:{up_port}/v1")]);
     let (mut stub, stub_port) = spawn_child(&["stub-gateway"]);
+    let (mut floor, floor_port) = spawn_child(&["floor-proxy", &up_port.to_string()]);
     let direct: SocketAddr = ([127, 0, 0, 1], up_port).into();
     let via: SocketAddr = ([127, 0, 0, 1], gw_port).into();
     let via_stub: SocketAddr = ([127, 0, 0, 1], stub_port).into();
+    let via_floor: SocketAddr = ([127, 0, 0, 1], floor_port).into();
     let ticks = clock_ticks();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!(
@@ -542,6 +614,7 @@ fn orchestrate() {
         let rss_idle = rss_kib(gateway.id());
         let mut rows = Vec::new();
         let mut stub_rows = Vec::new();
+        let mut floor_rows = Vec::new();
         for (label, stream) in [("JSON", false), ("SSE", true)] {
             let req = request_bytes(stream);
             // Sanity: both paths answer 200 with a body.
@@ -557,6 +630,8 @@ fn orchestrate() {
             let s = saturate(via_stub, req.clone(), Some(stub.id()), ticks).await;
             let (sl, _) = fixed_rate(via_stub, req.clone()).await;
             stub_rows.push((label, s, sl));
+            let f = saturate(via_floor, req.clone(), Some(floor.id()), ticks).await;
+            floor_rows.push((label, f, d.rps));
             rows.push((label, d, g, dl, de, gl, ge));
         }
 
@@ -597,6 +672,19 @@ fn orchestrate() {
                 s.rss_max_kib.unwrap_or(0) as f64 / 1024.0
             );
         }
+        println!(
+            "\nthe ceiling: a proxy that only forwards bytes (Content-Length framing, one upstream connection per client \
+             connection, no parsing, no JSON, no routing), the same upstream hop:"
+        );
+        for (label, f, direct) in &floor_rows {
+            println!(
+                "{:<6} {:>14.0} req/s = {:.1}% of direct   CPU/req {:.1}µs",
+                label,
+                f.rps,
+                f.rps / direct * 100.0,
+                f.cpu_per_req_us.unwrap_or(f64::NAN)
+            );
+        }
         let rss_after = rss_kib(gateway.id());
         println!(
             "\ngateway RSS: {:.1} MiB idle, {:.1} MiB max under load, {:.1} MiB after",
@@ -609,7 +697,7 @@ fn orchestrate() {
         );
     });
 
-    for child in [&mut gateway, &mut stub, &mut upstream] {
+    for child in [&mut gateway, &mut stub, &mut floor, &mut upstream] {
         let _ = child.kill();
         let _ = child.wait();
     }

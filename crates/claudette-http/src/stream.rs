@@ -72,6 +72,8 @@ struct State {
     response: Option<Response>,
     parser: StreamParser,
     pending: VecDeque<StreamEvent>,
+    /// The parser's output list, kept so a chunk's events cost no new list.
+    decoded: Vec<StreamEvent>,
     /// The terminal event went out.
     finished: bool,
     /// Text, reasoning and tool arguments seen, for the usage estimate.
@@ -85,6 +87,7 @@ pub(crate) fn event_stream(setup: StreamSetup, response: Response, parser: Strea
         response: Some(response),
         parser,
         pending: VecDeque::new(),
+        decoded: Vec::new(),
         finished: false,
         output_text: String::new(),
         ttft: None,
@@ -141,14 +144,12 @@ impl State {
         };
         match piece {
             Ok(Some(bytes)) => {
-                let mut events = Vec::new();
-                self.parser.push(&bytes, &mut events);
-                self.pending.extend(events);
+                self.parser.push(&bytes, &mut self.decoded);
+                self.pending.extend(self.decoded.drain(..));
             }
             Ok(None) => {
-                let mut events = Vec::new();
-                self.parser.finish(&mut events);
-                self.pending.extend(events);
+                self.parser.finish(&mut self.decoded);
+                self.pending.extend(self.decoded.drain(..));
             }
             Err(e) => self.queue_error(body_error(&e, true)),
         }

@@ -120,6 +120,9 @@ pub struct OpenAiAdapter {
     /// Explicit setting; `None` picks per model (see [`MaxTokensField`]).
     max_tokens_field: Option<MaxTokensField>,
     pricing_override: Option<Pricing>,
+    /// The table entry of the configured model, looked up once: nearly every request and
+    /// answer names that model, and a lookup walks the whole table.
+    own_entry: Option<ModelEntry>,
 }
 
 impl OpenAiAdapter {
@@ -211,7 +214,16 @@ impl OpenAiAdapter {
             stream_include_usage,
             max_tokens_field,
             pricing_override: settings.pricing,
+            own_entry: entry.copied(),
         })
+    }
+
+    /// The table entry for `model`.
+    fn entry(&self, model: &str) -> Option<ModelEntry> {
+        if model == self.info.model {
+            return self.own_entry;
+        }
+        lookup_model(self.options.models, model).copied()
     }
 
     /// The options this adapter was built with.
@@ -244,7 +256,7 @@ impl OpenAiAdapter {
     fn body_spec(&self, request: &ChatRequest) -> BodySpec<'_> {
         let model = request.model.as_deref().filter(|m| !m.is_empty()).unwrap_or(&self.info.model);
         let max_tokens_field = self.max_tokens_field.unwrap_or_else(|| {
-            if lookup_model(self.options.models, model).is_some_and(|e| e.reasoning) {
+            if self.entry(model).is_some_and(|e| e.reasoning) {
                 MaxTokensField::MaxCompletionTokens
             } else {
                 MaxTokensField::MaxTokens
@@ -368,11 +380,11 @@ impl ProviderAdapter for OpenAiAdapter {
         if let Some(p) = self.pricing_override {
             return p;
         }
-        if let Some(p) = model.and_then(|m| table_pricing(self.options.models, m)) {
-            return p;
+        if let Some(e) = model.and_then(|m| self.entry(m)) {
+            return e.pricing;
         }
-        if let Some(p) = table_pricing(self.options.models, &self.info.model) {
-            return p;
+        if let Some(e) = self.own_entry {
+            return e.pricing;
         }
         tracing::debug!(
             backend = %self.info.name,
