@@ -138,6 +138,21 @@ fn decode_stream(bencher: divan::Bencher) {
     });
 }
 
+/// [`decode_stream`] through `decode_into` with one event list for the whole stream, as
+/// [`StreamParser`] calls the decoder: no list allocated per frame.
+#[divan::bench]
+fn decode_stream_into(bencher: divan::Bencher) {
+    let frames = stream_frames();
+    bencher.bench(|| {
+        let mut decoder = OpenAiStreamDecoder::new();
+        let mut events = Vec::new();
+        for frame in divan::black_box(&frames) {
+            let _ = decoder.decode_into(frame, &mut events);
+        }
+        events.len()
+    });
+}
+
 /// The same stream as body bytes through a [`StreamParser`] (framer, decoder, the stream
 /// contract), in one piece as a small upstream answer arrives: what the gateway pays per
 /// streamed request.

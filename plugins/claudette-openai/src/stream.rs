@@ -19,7 +19,7 @@ use crate::error::classify_error_value;
 use crate::response::map_finish_reason;
 use crate::wire::{
     Args, ErrorField, FunctionWire, Index, MessageWire, Obj, Scan, Str, UsageWire, other_is_default,
-    scan_message, scan_usage, seen_once,
+    scan_usage, seen_once,
 };
 
 /// Turns `data:` chunks of a chat-completions stream into events, one decoder per stream.
@@ -83,20 +83,26 @@ impl OpenAiStreamDecoder {
         }
     }
 
-    /// A chunk read without error: its effects on the stream's state, and its events.
-    fn apply(&mut self, chunk: ChunkRead<'_>) -> Vec<StreamEvent> {
-        if let Some(model) = chunk.model.non_empty() {
+    /// A chunk read without error: its effects on the stream's state.
+    fn note(&mut self, model: Str<'_>, finish_reason: Option<Cow<'_, str>>, usage: Option<Usage>) {
+        if let Some(model) = model.non_empty() {
             if self.model.as_deref() != Some(&*model) {
                 self.model = Some(model.into_owned());
             }
         }
-        if let Some(reason) = chunk.finish_reason {
+        if let Some(reason) = finish_reason {
             self.finish_reason = Some(map_finish_reason(&reason));
         }
-        if let Some(usage) = chunk.usage {
+        if let Some(usage) = usage {
             self.usage = Some(usage);
         }
-        chunk.events
+    }
+
+    /// A chunk read by the general reader without error: its effects, and its events
+    /// appended to `out`.
+    fn apply(&mut self, mut chunk: ChunkRead<'_>, out: &mut Vec<StreamEvent>) {
+        self.note(chunk.model, chunk.finish_reason, chunk.usage);
+        out.append(&mut chunk.events);
     }
 
     /// A parsed `data:` line: an error object is an error, an `event: error` frame is one
@@ -108,7 +114,8 @@ impl OpenAiStreamDecoder {
         value: Option<&Value>,
         data: &str,
         is_error_event: bool,
-    ) -> Result<Vec<StreamEvent>, BackendError> {
+        out: &mut Vec<StreamEvent>,
+    ) -> Result<(), BackendError> {
         if chunk.as_ref().is_some_and(ChunkRead::looks_like_error) {
             // The rare path: an error object, classified from a `Value` like any other.
             let parsed;
@@ -134,7 +141,8 @@ impl OpenAiStreamDecoder {
             ))
             .with_phase(Phase::Body));
         };
-        Ok(self.apply(chunk))
+        self.apply(chunk, out);
+        Ok(())
     }
 }
 
@@ -359,19 +367,31 @@ impl<'de: 'a, 'a> Visitor<'de> for Choice<'_, 'a> {
     other_is_default!(bool, i64, u64, f64, str, unit, seq);
 }
 
-/// The common chunk read by [`Scan`] without `serde_json`; `None` when the chunk holds
-/// anything the scanner is not sure of (an escape, a float where a number is read, tool
-/// calls, an error object, a repeated key, invalid text…), and then [`TopChunk`] reads it.
-/// Same result as [`TopChunk`] on everything it accepts: checked by the equivalence test.
-fn scan_chunk(data: &str) -> Option<ChunkRead<'_>> {
+/// What the scanner keeps of a chunk besides its events (which it appends straight to the
+/// caller's list, so a plain content chunk costs no allocation but its event's text). No
+/// error flags: the scanner leaves anything that may be an error object to serde.
+#[derive(Debug, Default)]
+struct ScannedChunk<'a> {
+    model: Str<'a>,
+    finish_reason: Option<Cow<'a, str>>,
+    usage: Option<Usage>,
+}
+
+/// The common chunk read by [`Scan`] without `serde_json`, its events appended to `out`;
+/// `None` when the chunk holds anything the scanner is not sure of (an escape, a float where
+/// a number is read, tool calls, an error object, a repeated key, invalid text…), and then
+/// the caller drops what was appended and [`TopChunk`] reads the chunk. Same result as
+/// [`TopChunk`] on everything it accepts: checked by the equivalence tests.
+fn scan_chunk_into<'a>(data: &'a str, out: &mut Vec<StreamEvent>) -> Option<ScannedChunk<'a>> {
     let mut s = Scan::new(data);
-    let mut r = ChunkRead::default();
+    let mut r = ScannedChunk::default();
     let mut seen = 0u16;
     s.object(|s, key| {
         match key {
             "id" => {
                 seen_once(&mut seen, 1)?;
-                s.text_or_null()?;
+                // Never read: checked as the string (or null) serde would accept, not kept.
+                s.skip_text_or_null()?;
             }
             "model" => {
                 seen_once(&mut seen, 2)?;
@@ -380,7 +400,7 @@ fn scan_chunk(data: &str) -> Option<ChunkRead<'_>> {
             "choices" => {
                 seen_once(&mut seen, 4)?;
                 if !s.null() {
-                    s.array(|s| scan_choice(s, &mut r.events, &mut r.finish_reason))?;
+                    s.array(|s| scan_choice(s, out, &mut r.finish_reason))?;
                 }
             }
             "usage" => {
@@ -409,6 +429,21 @@ fn scan_chunk(data: &str) -> Option<ChunkRead<'_>> {
     Some(r)
 }
 
+/// [`scan_chunk_into`] in the shape the general reader gives, so that tests compare the two
+/// readers field by field.
+#[cfg(test)]
+fn scan_chunk(data: &str) -> Option<ChunkRead<'_>> {
+    let mut events = Vec::new();
+    let c = scan_chunk_into(data, &mut events)?;
+    Some(ChunkRead {
+        model: c.model,
+        events,
+        finish_reason: c.finish_reason,
+        usage: c.usage,
+        ..ChunkRead::default()
+    })
+}
+
 fn scan_choice<'a>(
     s: &mut Scan<'a>,
     events: &mut Vec<StreamEvent>,
@@ -424,7 +459,7 @@ fn scan_choice<'a>(
             "delta" => {
                 seen_once(&mut seen, 2)?;
                 if !s.null() {
-                    delta = Some(scan_message(s)?);
+                    delta = Some(scan_delta(s)?);
                 }
             }
             "finish_reason" => {
@@ -436,14 +471,79 @@ fn scan_choice<'a>(
         Some(())
     })?;
     if index.is_none_or(|i| i == 0) {
-        if let Some(mut delta) = delta {
-            delta_events(&mut delta, events);
+        if let Some(delta) = delta {
+            delta.events(events);
         }
         if let Some(reason) = reason {
             *finish = Some(reason);
         }
     }
     Some(())
+}
+
+/// The text fields of a `delta` without tool calls, borrowed from the chunk. Lighter than
+/// the [`MessageWire`] that [`crate::wire::scan_message`] builds (no content parts, no tool
+/// calls to hold, nothing to drop but borrowed text), which matters on every chunk.
+#[derive(Debug, Default)]
+struct DeltaText<'a> {
+    content: Option<Cow<'a, str>>,
+    reasoning_content: Option<Cow<'a, str>>,
+    reasoning: Option<Cow<'a, str>>,
+    refusal: Option<Cow<'a, str>>,
+}
+
+impl DeltaText<'_> {
+    /// The events [`delta_events`] makes of the same delta, in its order: reasoning
+    /// (`reasoning_content`, else `reasoning`, if not empty), content, refusal.
+    fn events(self, out: &mut Vec<StreamEvent>) {
+        let non_empty = |t: &Cow<'_, str>| !t.is_empty();
+        if let Some(text) = self.reasoning_content.or(self.reasoning).filter(non_empty) {
+            out.push(StreamEvent::ReasoningDelta { text: text.into_owned() });
+        }
+        if let Some(text) = self.content.filter(non_empty) {
+            out.push(StreamEvent::TextDelta { text: text.into_owned() });
+        }
+        // A streamed refusal is the answer text of a refusing model.
+        if let Some(text) = self.refusal.filter(non_empty) {
+            out.push(StreamEvent::TextDelta { text: text.into_owned() });
+        }
+    }
+}
+
+/// A `delta` object of text fields, read as [`crate::wire::scan_message`] reads one (same
+/// keys, same refusals: tool calls and repeated keys are left to serde).
+fn scan_delta<'a>(s: &mut Scan<'a>) -> Option<DeltaText<'a>> {
+    let mut d = DeltaText::default();
+    let mut seen = 0u16;
+    s.object(|s, key| {
+        match key {
+            "content" => {
+                seen_once(&mut seen, 1)?;
+                d.content = s.text_or_null()?;
+            }
+            "reasoning_content" => {
+                seen_once(&mut seen, 2)?;
+                d.reasoning_content = s.text_or_null()?;
+            }
+            "reasoning" => {
+                seen_once(&mut seen, 4)?;
+                d.reasoning = s.text_or_null()?;
+            }
+            "refusal" => {
+                seen_once(&mut seen, 8)?;
+                d.refusal = s.text_or_null()?;
+            }
+            "tool_calls" | "function_call" => {
+                if !s.null() {
+                    return None;
+                }
+                seen_once(&mut seen, if key == "tool_calls" { 16 } else { 32 })?;
+            }
+            _ => s.skip()?,
+        }
+        Some(())
+    })?;
+    Some(d)
 }
 
 fn delta_events(delta: &mut MessageWire<'_>, out: &mut Vec<StreamEvent>) {
@@ -521,25 +621,37 @@ fn snippet(text: &str, max: usize) -> String {
 
 impl StreamDecoder for OpenAiStreamDecoder {
     fn decode(&mut self, frame: &Frame) -> Result<Vec<StreamEvent>, BackendError> {
+        let mut out = Vec::new();
+        self.decode_into(frame, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends a frame's events to `out`; a frame that is an error appends nothing.
+    fn decode_into(&mut self, frame: &Frame, out: &mut Vec<StreamEvent>) -> Result<(), BackendError> {
         if self.done {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let data = frame.data.trim();
         if data == "[DONE]" {
             self.done = true;
-            return Ok(vec![self.end()]);
+            out.push(self.end());
+            return Ok(());
         }
         let is_error_event = frame.event.as_deref() == Some("error");
         if data.is_empty() && !is_error_event {
-            return Ok(Vec::new());
+            return Ok(());
         }
         if !is_error_event {
-            if let Some(chunk) = scan_chunk(data) {
-                return Ok(self.apply(chunk));
+            let before = out.len();
+            if let Some(chunk) = scan_chunk_into(data, out) {
+                self.note(chunk.model, chunk.finish_reason, chunk.usage);
+                return Ok(());
             }
+            // Not the scanner's to read: what it appended goes, the general reader starts over.
+            out.truncate(before);
         }
         match serde_json::from_str::<TopChunk<'_>>(data) {
-            Ok(chunk) => self.read(chunk.0, None, data, is_error_event),
+            Ok(chunk) => self.read(chunk.0, None, data, is_error_event, out),
             Err(_) => {
                 // Not JSON, or JSON the typed pass refuses (a repeated key, of which a `Value`
                 // keeps the last): the `Value` parser decides, with its message.
@@ -552,7 +664,7 @@ impl StreamDecoder for OpenAiStreamDecoder {
                     ))
                     .with_phase(Phase::Body)
                 })?;
-                self.read(chunk.0, Some(&value), data, is_error_event)
+                self.read(chunk.0, Some(&value), data, is_error_event, out)
             }
         }
     }
@@ -659,6 +771,104 @@ pub(crate) mod tests {
         ] {
             assert!(scan_chunk(data).is_none(), "{data}");
         }
+    }
+
+    /// `decode_into` appends after what the list already holds, and a frame that fails
+    /// appends nothing, even when the scanner had read some of its events before leaving it
+    /// to the general reader; a frame the general reader then accepts has its events once.
+    #[test]
+    fn decode_into_appends_only_what_a_frame_yields() {
+        let mut d = OpenAiStreamDecoder::new();
+        let mut out = vec![StreamEvent::text("before")];
+        d.decode_into(&frame(r#"{"choices":[{"index":0,"delta":{"content":"a"}}]}"#), &mut out).unwrap();
+        assert_eq!(out, vec![StreamEvent::text("before"), StreamEvent::text("a")]);
+        // Content read by the scanner, then an error object: the frame is an error, no event.
+        let err = d
+            .decode_into(
+                &frame(r#"{"choices":[{"index":0,"delta":{"content":"lost"}}],"error":{"message":"overloaded","type":"server_error","code":503}}"#),
+                &mut out,
+            )
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Overloaded, "{err:?}");
+        assert_eq!(out.len(), 2);
+        // Content read by the scanner, then a `\u` escape it leaves to serde: one event.
+        d.decode_into(
+            &frame(r#"{"choices":[{"index":0,"delta":{"content":"b"}}],"model":"\u006d"}"#),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out[2..], [StreamEvent::text("b")]);
+        assert_eq!(d.model(), Some("m"));
+        // Not JSON after a scanned prefix: an error, nothing appended.
+        assert!(d.decode_into(&frame(r#"{"choices":[{"delta":{"content":"c"}}],"#), &mut out).is_err());
+        assert!(d.decode_into(&Frame { event: Some("error".into()), data: "{}".into() }, &mut out).is_err());
+        assert_eq!(out.len(), 3);
+        d.decode_into(&frame("[DONE]"), &mut out).unwrap();
+        assert!(out[3].is_terminal());
+        d.decode_into(&frame(r#"{"choices":[{"delta":{"content":"late"}}]}"#), &mut out).unwrap();
+        assert_eq!(out.len(), 4, "nothing counts after [DONE]");
+    }
+
+    /// `decode_into` over a stream, one list for all frames, gives what `decode` gives frame
+    /// by frame (on generated streams of every shape, errors included).
+    #[test]
+    fn decode_into_matches_decode() {
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D, false);
+        for stream in 0..300 {
+            rng.1 = stream % 2 == 0;
+            let (mut a, mut b) = (OpenAiStreamDecoder::new(), OpenAiStreamDecoder::new());
+            let (mut all, mut each) = (Vec::new(), Vec::new());
+            for _ in 0..8 {
+                let mut data = if rng.below(12) == 0 { "[DONE]".to_owned() } else { chunk(&mut rng) };
+                if rng.below(4) == 0 {
+                    mutate(&mut rng, &mut data);
+                }
+                let f = frame(&data);
+                let into = a.decode_into(&f, &mut all);
+                match b.decode(&f) {
+                    Ok(events) => {
+                        assert!(into.is_ok(), "stream {stream}: {data:?}");
+                        each.extend(events);
+                    }
+                    Err(e) => assert_eq!(into.unwrap_err(), e, "stream {stream}: {data:?}"),
+                }
+                assert_eq!(all, each, "stream {stream}: {data:?}");
+            }
+        }
+    }
+
+    /// The scanner's light `delta` reader makes the same events as `scan_message` followed by
+    /// `delta_events`, and accepts and refuses the same texts (generated deltas, plain and
+    /// odd, some of them mutated).
+    #[test]
+    fn scanned_delta_matches_scan_message() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15, true);
+        let mut read = 0;
+        for case in 0..3000 {
+            rng.1 = case % 2 == 0;
+            let mut data = delta(&mut rng);
+            if rng.below(3) == 0 {
+                mutate(&mut rng, &mut data);
+            }
+            let mut light = Scan::new(&data);
+            let light = scan_delta(&mut light).filter(|_| light.end().is_some());
+            let mut full = Scan::new(&data);
+            let full = crate::wire::scan_message(&mut full).filter(|_| full.end().is_some());
+            assert_eq!(light.is_some(), full.is_some(), "{data:?}");
+            if let (Some(light), Some(mut full)) = (light, full) {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                light.events(&mut a);
+                delta_events(&mut full, &mut b);
+                assert_eq!(a, b, "{data:?}");
+                read += 1;
+            }
+        }
+        assert!(read > 500, "{read} deltas read");
+        // Reasoning: `reasoning_content` first, even empty (then there is none).
+        let mut s = Scan::new(r#"{"reasoning_content":"","reasoning":"r","content":"c","refusal":"no"}"#);
+        let mut out = Vec::new();
+        scan_delta(&mut s).unwrap().events(&mut out);
+        assert_eq!(out, vec![StreamEvent::text("c"), StreamEvent::text("no")]);
     }
 
     /// The decoder as it was before chunks were read in one hand-written pass: the derived
