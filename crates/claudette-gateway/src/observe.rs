@@ -8,7 +8,8 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use axum::http::Request;
@@ -22,7 +23,7 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use metrics_util::KeyHasher;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{DefaultOnFailure, DefaultOnRequest, DefaultOnResponse, MakeSpan, TraceLayer};
 use tracing::{Level, Span};
@@ -84,6 +85,7 @@ fn start_upkeep(handle: PrometheusHandle) {
     let spawned = std::thread::Builder::new().name("claudette-metrics".into()).spawn(move || {
         loop {
             std::thread::sleep(UPKEEP_EVERY);
+            flush_all();
             handle.run_upkeep();
         }
     });
@@ -149,7 +151,7 @@ impl Recorder for Cached {
             |l| &mut l.counters,
             || {
                 let shared = Self::get(&self.counters, key, || self.inner.register_counter(key, metadata));
-                Counter::from_arc(Arc::new(Forward(shared)))
+                Counter::from_arc(batched(LocalCounter { shared, pending: AtomicU64::new(0) }))
             },
         )
     }
@@ -174,7 +176,7 @@ impl Recorder for Cached {
             || {
                 let shared =
                     Self::get(&self.histograms, key, || self.inner.register_histogram(key, metadata));
-                Histogram::from_arc(Arc::new(Forward(shared)))
+                Histogram::from_arc(batched(LocalHistogram { shared, pending: Mutex::new(Vec::new()) }))
             },
         )
     }
@@ -228,15 +230,111 @@ fn local<H: Clone>(
     h
 }
 
-/// A thread's own handle around the shared one (see [`Local`]).
+/// A thread's own gauge handle around the shared one (see [`Local`]). Gauges are set, not
+/// summed, so they go straight through.
 struct Forward<H>(H);
 
-impl CounterFn for Forward<Counter> {
+/// Thread-owned handles that gather what is recorded and hand it to the shared series in
+/// batches: at every scrape (so `/metrics` is exact), every upkeep second, when a thread's
+/// sample buffer fills, and when the thread ends.
+///
+/// Recording into the shared series directly writes cache lines that every serving thread
+/// writes (the value and the exporter's recency counter), about ten series per request: on
+/// two cores, metrics cost about 3 µs of CPU per request (`bench_gateway` against a no-op
+/// recorder). A thread's own counter or buffer stays in its core's cache.
+trait Flush: Send + Sync {
+    fn flush(&self);
+}
+
+/// Every batched handle alive, for [`flush_all`].
+static BATCHED: Mutex<Vec<Weak<dyn Flush>>> = Mutex::new(Vec::new());
+
+fn batched<T: Flush + 'static>(handle: T) -> Arc<T> {
+    let handle = Arc::new(handle);
+    let as_flush: Arc<dyn Flush> = handle.clone();
+    let mut all = BATCHED.lock();
+    all.retain(|w| w.strong_count() > 0);
+    all.push(Arc::downgrade(&as_flush));
+    handle
+}
+
+/// Hands every thread's pending counts and samples to the shared series.
+fn flush_all() {
+    let live: Vec<Arc<dyn Flush>> = BATCHED.lock().iter().filter_map(Weak::upgrade).collect();
+    for handle in live {
+        handle.flush();
+    }
+}
+
+struct LocalCounter {
+    shared: Counter,
+    pending: AtomicU64,
+}
+
+impl Flush for LocalCounter {
+    fn flush(&self) {
+        let n = self.pending.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            self.shared.increment(n);
+        }
+    }
+}
+
+impl CounterFn for LocalCounter {
     fn increment(&self, value: u64) {
-        self.0.increment(value);
+        self.pending.fetch_add(value, Ordering::Relaxed);
     }
     fn absolute(&self, value: u64) {
-        self.0.absolute(value);
+        self.flush();
+        self.shared.absolute(value);
+    }
+}
+
+impl Drop for LocalCounter {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Samples a thread keeps before it hands them over itself.
+const SAMPLES_PER_BATCH: usize = 512;
+
+struct LocalHistogram {
+    shared: Histogram,
+    pending: Mutex<Vec<f64>>,
+}
+
+impl LocalHistogram {
+    fn hand_over(&self, samples: &[f64]) {
+        for &v in samples {
+            self.shared.record(v);
+        }
+    }
+}
+
+impl Flush for LocalHistogram {
+    fn flush(&self) {
+        let samples = std::mem::take(&mut *self.pending.lock());
+        self.hand_over(&samples);
+    }
+}
+
+impl HistogramFn for LocalHistogram {
+    fn record(&self, value: f64) {
+        let mut pending = self.pending.lock();
+        pending.push(value);
+        if pending.len() >= SAMPLES_PER_BATCH {
+            let samples = std::mem::take(&mut *pending);
+            drop(pending);
+            self.hand_over(&samples);
+        }
+    }
+}
+
+impl Drop for LocalHistogram {
+    fn drop(&mut self) {
+        let samples = std::mem::take(self.pending.get_mut());
+        self.hand_over(&samples);
     }
 }
 
@@ -249,12 +347,6 @@ impl GaugeFn for Forward<Gauge> {
     }
     fn set(&self, value: f64) {
         self.0.set(value);
-    }
-}
-
-impl HistogramFn for Forward<Histogram> {
-    fn record(&self, value: f64) {
-        self.0.record(value);
     }
 }
 
@@ -303,6 +395,7 @@ pub(crate) fn render(router: &BackendRouter) -> Option<String> {
                 .set(p.output_tokens as f64);
         }
     }
+    flush_all();
     h.run_upkeep();
     Some(h.render())
 }
@@ -474,10 +567,16 @@ mod tests {
             }
         });
         a.register_gauge(&Key::from_name("level"), &meta).set(3.0);
+        // Threads that ended handed over what they held; a live thread's pending counts and
+        // samples are handed over by the scrape's flush.
+        a.register_counter(&key, &meta).increment(5);
+        a.register_histogram(&hist, &meta).record(0.25);
+        assert!(!ha.render().contains("hits_total{endpoint=\"x\"} 1005"));
+        flush_all();
         ha.run_upkeep();
         let (ta, tb) = (ha.render(), hb.render());
-        assert_eq!(count(&ta, r#"hits_total{endpoint="x"}"#), Some(1000.0), "{ta}");
-        assert_eq!(count(&ta, "took_seconds_count"), Some(1000.0), "{ta}");
+        assert_eq!(count(&ta, r#"hits_total{endpoint="x"}"#), Some(1005.0), "{ta}");
+        assert_eq!(count(&ta, "took_seconds_count"), Some(1001.0), "{ta}");
         assert_eq!(count(&ta, "level"), Some(3.0), "{ta}");
         assert_eq!(count(&tb, r#"hits_total{endpoint="x"}"#), Some(2000.0), "{tb}");
         assert!(!tb.contains("took_seconds"), "{tb}");
