@@ -181,8 +181,12 @@ impl Worker {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         std::thread::Builder::new().name(format!("claudette-worker-{i}")).spawn(move || {
             runtime.block_on(async move {
-                let mut stop_signal = stop.clone();
-                let mut conns = Connections::new(front, stop);
+                let mut stop_signal = stop;
+                // This thread's connections wait on a stop signal of their own, passed on from
+                // the server's: every wake of a connection polls it, and a `watch` shared by
+                // all threads would take a lock that every core writes, on every wake.
+                let (local_stop, local_rx) = watch::channel(false);
+                let mut conns = Connections::new(front, local_rx);
                 loop {
                     tokio::select! {
                         biased;
@@ -198,6 +202,7 @@ impl Worker {
                         () = conns.reap_one(), if !conns.is_empty() => {}
                     }
                 }
+                let _ = local_stop.send(true);
                 conns.drain(grace).await;
             });
             let _ = done_tx.send(());
