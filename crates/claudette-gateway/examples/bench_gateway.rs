@@ -663,7 +663,8 @@ fn orchestrate() {
             let (sl, _) = fixed_rate(via_stub, req.clone()).await;
             stub_rows.push((label, s, sl));
             let f = saturate(via_floor, req.clone(), Some(floor.id()), ticks).await;
-            floor_rows.push((label, f, d.rps));
+            let (fl, _) = fixed_rate(via_floor, req.clone()).await;
+            floor_rows.push((label, f, d.rps, pct(&fl, 0.5) - pct(&dl, 0.5)));
             rows.push((label, d, g, dl, de, gl, ge));
         }
 
@@ -714,13 +715,14 @@ fn orchestrate() {
             "\nthe ceiling: a proxy that only forwards bytes (Content-Length framing, one upstream connection per client \
              connection, no parsing, no JSON, no routing), the same upstream hop:"
         );
-        for (label, f, direct) in &floor_rows {
+        for (label, f, direct, added_p50) in &floor_rows {
             println!(
-                "{:<6} {:>14.0} req/s = {:.1}% of direct   CPU/req {:.1}µs",
+                "{:<6} {:>14.0} req/s = {:.1}% of direct   CPU/req {:.1}µs   added p50 at {FIXED_RATE} req/s {:.0}µs",
                 label,
                 f.rps,
                 f.rps / direct * 100.0,
-                f.cpu_per_req_us.unwrap_or(f64::NAN)
+                f.cpu_per_req_us.unwrap_or(f64::NAN),
+                added_p50
             );
         }
         let rss_after = rss_kib(gateway.id());
