@@ -18,8 +18,8 @@ use serde_json::Value;
 use crate::error::classify_error_value;
 use crate::response::map_finish_reason;
 use crate::wire::{
-    Args, ErrorField, FunctionWire, Index, MessageWire, Obj, Scan, Str, UsageWire, other_is_default,
-    scan_usage, seen_once,
+    Args, ErrorField, FunctionWire, Index, MessageText, MessageWire, Obj, Scan, Str, UsageWire,
+    other_is_default, scan_message_text, scan_usage, seen_once,
 };
 
 /// Turns `data:` chunks of a chat-completions stream into events, one decoder per stream.
@@ -459,7 +459,7 @@ fn scan_choice<'a>(
             "delta" => {
                 seen_once(&mut seen, 2)?;
                 if !s.null() {
-                    delta = Some(scan_delta(s)?);
+                    delta = Some(scan_message_text(s)?);
                 }
             }
             "finish_reason" => {
@@ -472,7 +472,7 @@ fn scan_choice<'a>(
     })?;
     if index.is_none_or(|i| i == 0) {
         if let Some(delta) = delta {
-            delta.events(events);
+            text_events(delta, events);
         }
         if let Some(reason) = reason {
             *finish = Some(reason);
@@ -481,69 +481,20 @@ fn scan_choice<'a>(
     Some(())
 }
 
-/// The text fields of a `delta` without tool calls, borrowed from the chunk. Lighter than
-/// the [`MessageWire`] that [`crate::wire::scan_message`] builds (no content parts, no tool
-/// calls to hold, nothing to drop but borrowed text), which matters on every chunk.
-#[derive(Debug, Default)]
-struct DeltaText<'a> {
-    content: Option<Cow<'a, str>>,
-    reasoning_content: Option<Cow<'a, str>>,
-    reasoning: Option<Cow<'a, str>>,
-    refusal: Option<Cow<'a, str>>,
-}
-
-impl DeltaText<'_> {
-    /// The events [`delta_events`] makes of the same delta, in its order: reasoning
-    /// (`reasoning_content`, else `reasoning`, if not empty), content, refusal.
-    fn events(self, out: &mut Vec<StreamEvent>) {
-        let non_empty = |t: &Cow<'_, str>| !t.is_empty();
-        if let Some(text) = self.reasoning_content.or(self.reasoning).filter(non_empty) {
-            out.push(StreamEvent::ReasoningDelta { text: text.into_owned() });
-        }
-        if let Some(text) = self.content.filter(non_empty) {
-            out.push(StreamEvent::TextDelta { text: text.into_owned() });
-        }
-        // A streamed refusal is the answer text of a refusing model.
-        if let Some(text) = self.refusal.filter(non_empty) {
-            out.push(StreamEvent::TextDelta { text: text.into_owned() });
-        }
+/// The events [`delta_events`] makes of the same delta, in its order: reasoning
+/// (`reasoning_content`, else `reasoning`, if not empty), content, refusal.
+fn text_events(delta: MessageText<'_>, out: &mut Vec<StreamEvent>) {
+    let non_empty = |t: &Cow<'_, str>| !t.is_empty();
+    if let Some(text) = delta.reasoning_content.or(delta.reasoning).filter(non_empty) {
+        out.push(StreamEvent::ReasoningDelta { text: text.into_owned() });
     }
-}
-
-/// A `delta` object of text fields, read as [`crate::wire::scan_message`] reads one (same
-/// keys, same refusals: tool calls and repeated keys are left to serde).
-fn scan_delta<'a>(s: &mut Scan<'a>) -> Option<DeltaText<'a>> {
-    let mut d = DeltaText::default();
-    let mut seen = 0u16;
-    s.object(|s, key| {
-        match key {
-            "content" => {
-                seen_once(&mut seen, 1)?;
-                d.content = s.text_or_null()?;
-            }
-            "reasoning_content" => {
-                seen_once(&mut seen, 2)?;
-                d.reasoning_content = s.text_or_null()?;
-            }
-            "reasoning" => {
-                seen_once(&mut seen, 4)?;
-                d.reasoning = s.text_or_null()?;
-            }
-            "refusal" => {
-                seen_once(&mut seen, 8)?;
-                d.refusal = s.text_or_null()?;
-            }
-            "tool_calls" | "function_call" => {
-                if !s.null() {
-                    return None;
-                }
-                seen_once(&mut seen, if key == "tool_calls" { 16 } else { 32 })?;
-            }
-            _ => s.skip()?,
-        }
-        Some(())
-    })?;
-    Some(d)
+    if let Some(text) = delta.content.filter(non_empty) {
+        out.push(StreamEvent::TextDelta { text: text.into_owned() });
+    }
+    // A streamed refusal is the answer text of a refusing model.
+    if let Some(text) = delta.refusal.filter(non_empty) {
+        out.push(StreamEvent::TextDelta { text: text.into_owned() });
+    }
 }
 
 fn delta_events(delta: &mut MessageWire<'_>, out: &mut Vec<StreamEvent>) {
@@ -837,11 +788,11 @@ pub(crate) mod tests {
         }
     }
 
-    /// The scanner's light `delta` reader makes the same events as `scan_message` followed by
-    /// `delta_events`, and accepts and refuses the same texts (generated deltas, plain and
-    /// odd, some of them mutated).
+    /// The scanner's `delta` reader and [`text_events`] make the same events as serde's
+    /// `MessageWire` and [`delta_events`] on every delta the scanner accepts (generated
+    /// deltas, plain and odd, some of them mutated).
     #[test]
-    fn scanned_delta_matches_scan_message() {
+    fn scanned_delta_matches_the_serde_reader() {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15, true);
         let mut read = 0;
         for case in 0..3000 {
@@ -851,23 +802,22 @@ pub(crate) mod tests {
                 mutate(&mut rng, &mut data);
             }
             let mut light = Scan::new(&data);
-            let light = scan_delta(&mut light).filter(|_| light.end().is_some());
-            let mut full = Scan::new(&data);
-            let full = crate::wire::scan_message(&mut full).filter(|_| full.end().is_some());
-            assert_eq!(light.is_some(), full.is_some(), "{data:?}");
-            if let (Some(light), Some(mut full)) = (light, full) {
-                let (mut a, mut b) = (Vec::new(), Vec::new());
-                light.events(&mut a);
-                delta_events(&mut full, &mut b);
-                assert_eq!(a, b, "{data:?}");
-                read += 1;
-            }
+            let Some(light) = scan_message_text(&mut light).filter(|_| light.end().is_some()) else {
+                continue;
+            };
+            let mut full: MessageWire<'_> = serde_json::from_str(&data)
+                .unwrap_or_else(|e| panic!("scanner read what serde refuses ({e}): {data:?}"));
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            text_events(light, &mut a);
+            delta_events(&mut full, &mut b);
+            assert_eq!(a, b, "{data:?}");
+            read += 1;
         }
         assert!(read > 500, "{read} deltas read");
         // Reasoning: `reasoning_content` first, even empty (then there is none).
         let mut s = Scan::new(r#"{"reasoning_content":"","reasoning":"r","content":"c","refusal":"no"}"#);
         let mut out = Vec::new();
-        scan_delta(&mut s).unwrap().events(&mut out);
+        text_events(scan_message_text(&mut s).unwrap(), &mut out);
         assert_eq!(out, vec![StreamEvent::text("c"), StreamEvent::text("no")]);
     }
 

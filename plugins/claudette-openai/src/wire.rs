@@ -910,28 +910,39 @@ pub(crate) fn seen_once(seen: &mut u16, bit: u16) -> Option<()> {
     first.then_some(())
 }
 
-/// A `message` or `delta` object of text fields; tool calls are left to serde.
-pub(crate) fn scan_message<'a>(s: &mut Scan<'a>) -> Option<MessageWire<'a>> {
-    let mut m = MessageWire::default();
+/// The text fields of a `message` or `delta`, borrowed from the input: what the scanner
+/// reads of one (tool calls are left to serde). The stream path turns these into events
+/// without building a [`MessageWire`], which matters on every chunk.
+#[derive(Debug, Default)]
+pub(crate) struct MessageText<'a> {
+    pub content: Option<Cow<'a, str>>,
+    pub reasoning_content: Option<Cow<'a, str>>,
+    pub reasoning: Option<Cow<'a, str>>,
+    pub refusal: Option<Cow<'a, str>>,
+}
+
+/// A `message` or `delta` object of text fields; `None` for tool calls, a repeated key or
+/// anything else the scanner leaves to serde.
+pub(crate) fn scan_message_text<'a>(s: &mut Scan<'a>) -> Option<MessageText<'a>> {
+    let mut m = MessageText::default();
     let mut seen = 0u16;
-    let text = |s: &mut Scan<'a>| s.text_or_null().map(Str);
     s.object(|s, key| {
         match key {
             "content" => {
                 seen_once(&mut seen, 1)?;
-                m.content = s.text_or_null()?.map_or(Content::Empty, Content::Text);
+                m.content = s.text_or_null()?;
             }
             "reasoning_content" => {
                 seen_once(&mut seen, 2)?;
-                m.reasoning_content = text(s)?;
+                m.reasoning_content = s.text_or_null()?;
             }
             "reasoning" => {
                 seen_once(&mut seen, 4)?;
-                m.reasoning = text(s)?;
+                m.reasoning = s.text_or_null()?;
             }
             "refusal" => {
                 seen_once(&mut seen, 8)?;
-                m.refusal = text(s)?;
+                m.refusal = s.text_or_null()?;
             }
             // Tool calls take the general path.
             "tool_calls" | "function_call" => {
@@ -945,6 +956,18 @@ pub(crate) fn scan_message<'a>(s: &mut Scan<'a>) -> Option<MessageWire<'a>> {
         Some(())
     })?;
     Some(m)
+}
+
+/// [`scan_message_text`] as the [`MessageWire`] serde would have built.
+pub(crate) fn scan_message<'a>(s: &mut Scan<'a>) -> Option<MessageWire<'a>> {
+    let m = scan_message_text(s)?;
+    Some(MessageWire {
+        content: m.content.map_or(Content::Empty, Content::Text),
+        reasoning_content: Str(m.reasoning_content),
+        reasoning: Str(m.reasoning),
+        refusal: Str(m.refusal),
+        ..MessageWire::default()
+    })
 }
 
 /// A `usage` value: `null`, or an object of plain counts.
