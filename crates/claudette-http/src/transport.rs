@@ -49,6 +49,7 @@
 //! are skipped all the same), no upgrades.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io;
 use std::pin::Pin;
@@ -263,6 +264,29 @@ struct WriteFailure {
     error: io::Error,
 }
 
+/// What one step of writing a request came to.
+enum Wrote {
+    Bytes(io::Result<usize>),
+    /// The server sent a final error answer while the request was still being written.
+    Refused,
+}
+
+/// Whether `buf` starts with the complete head of a final error answer (4xx, 5xx): the
+/// server does not want the rest of the request. Interim (1xx) and other early answers let
+/// the write go on, as RFC 9112 §9.5 has it.
+fn refused(mut buf: &[u8]) -> bool {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        match (response.parse(buf), response.code) {
+            // An interim answer: the final one follows it.
+            (Ok(httparse::Status::Complete(len)), Some(100..=199)) => buf = &buf[len..],
+            (Ok(httparse::Status::Complete(_)), Some(code)) => return code >= 400,
+            _ => return false,
+        }
+    }
+}
+
 impl WriteFailure {
     /// Nothing written: the provider cannot have seen the request. Anything written: it may
     /// have, and acted on it (RT-3 "possibly accepted").
@@ -311,23 +335,64 @@ impl Conn {
     }
 
     /// Writes the request head and body, vectored, and flushes (TLS buffers).
+    ///
+    /// While a write waits (the server is not reading), the connection is watched for an
+    /// answer (RFC 9112 §9.5): a server refusing a large body may answer and then neither
+    /// read nor close, and the write would otherwise wait for the caller's deadline. A final
+    /// error answer ends the write; its bytes stay buffered for [`Self::early_answer`].
     async fn write_request(&mut self, head: &[u8], body: &[u8]) -> Result<(), WriteFailure> {
         let total = head.len() + body.len();
         let mut written = 0;
         while written < total {
-            let wrote = if written < head.len() {
-                let parts = [io::IoSlice::new(&head[written..]), io::IoSlice::new(body)];
-                self.io.write_vectored(&parts).await
-            } else {
-                self.io.write(&body[written - head.len()..]).await
-            };
-            match wrote {
-                Ok(0) => return Err(WriteFailure { written, error: io::ErrorKind::WriteZero.into() }),
-                Ok(n) => written += n,
-                Err(error) => return Err(WriteFailure { written, error }),
+            match std::future::poll_fn(|cx| self.poll_write_step(cx, head, body, written)).await {
+                Wrote::Bytes(Ok(0)) => {
+                    return Err(WriteFailure { written, error: io::ErrorKind::WriteZero.into() });
+                }
+                Wrote::Bytes(Ok(n)) => written += n,
+                Wrote::Bytes(Err(error)) => return Err(WriteFailure { written, error }),
+                Wrote::Refused => {
+                    let error = io::Error::other("the server answered before it read the whole request");
+                    return Err(WriteFailure { written, error });
+                }
             }
         }
         self.io.flush().await.map_err(|error| WriteFailure { written, error })
+    }
+
+    /// One write of what is left of the request; when it has to wait, reads what the server
+    /// sends meanwhile and reports a final error answer whose head is complete.
+    fn poll_write_step(
+        &mut self,
+        cx: &mut Context<'_>,
+        head: &[u8],
+        body: &[u8],
+        written: usize,
+    ) -> Poll<Wrote> {
+        let wrote = if written < head.len() {
+            let parts = [io::IoSlice::new(&head[written..]), io::IoSlice::new(body)];
+            Pin::new(&mut self.io).poll_write_vectored(cx, &parts)
+        } else {
+            Pin::new(&mut self.io).poll_write(cx, &body[written - head.len()..])
+        };
+        if let Poll::Ready(result) = wrote {
+            return Poll::Ready(Wrote::Bytes(result));
+        }
+        while self.buf.len() < MAX_HEAD {
+            if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+                self.buf.reserve(READ_SIZE);
+            }
+            match std::pin::pin!(self.io.read_buf(&mut self.buf)).poll(cx) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    if refused(&self.buf) {
+                        return Poll::Ready(Wrote::Refused);
+                    }
+                }
+                // The end of the stream or an error: the write fails on its own. Pending: the
+                // read's waker is registered beside the write's.
+                _ => break,
+            }
+        }
+        Poll::Pending
     }
 
     /// After the request could not be written to its end: the answer the server had already
@@ -1619,6 +1684,47 @@ mod tests {
         assert!(!response.reusable, "a connection whose request was cut is never reused");
         // A later call to another server is unaffected.
         assert_eq!(call(&server).await.unwrap().2, "ok");
+    }
+
+    /// A server that answers 413 and then neither reads nor closes: the write must not wait
+    /// for the caller's deadline; the answer ends it and is the call's answer. An interim
+    /// answer, or a success, sent early lets the write go on.
+    #[tokio::test]
+    async fn an_early_refusal_ends_a_write_the_server_does_not_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = Origin::new(false, "127.0.0.1".into(), listener.local_addr().unwrap().port());
+        let (held_tx, held) = tokio::sync::oneshot::channel::<TcpStream>();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = sock.read(&mut head).await;
+            sock.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+            sock.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nbig!").await.unwrap();
+            // Held open, unread, until the test ends.
+            let _ = held_tx.send(sock);
+        });
+        let body = vec![b'x'; 32 << 20];
+        let head = format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", body.len());
+        // A hang guard, not a speed check: without the watch this waits forever.
+        let sent = tokio::time::timeout(
+            Duration::from_secs(60),
+            send(&origin, head.as_bytes(), &body, Duration::from_secs(5)),
+        );
+        let mut response = sent.await.expect("the write waited on a server that answered").unwrap();
+        assert_eq!(response.status, 413);
+        assert_eq!(&response.chunk().await.unwrap().unwrap()[..], b"big!");
+        assert!(!response.reusable, "a connection whose request was cut is never reused");
+        drop(held);
+
+        // Only a final error answer stops the write: refused() reads nothing else as one.
+        assert!(refused(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n"));
+        assert!(refused(b"HTTP/1.1 500 Oops\r\n\r\n"));
+        assert!(!refused(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        assert!(!refused(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"));
+        assert!(!refused(b"HTTP/1.1 413 Payload Too La"));
+        assert!(!refused(b"SSH-2.0-OpenSSH_9.6\r\n"));
+        assert!(refused(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 401 No\r\ncontent-length: 0\r\n\r\n"));
+        assert!(!refused(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 401 N"));
     }
 
     #[test]
