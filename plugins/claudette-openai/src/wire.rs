@@ -970,6 +970,28 @@ pub(crate) fn scan_message<'a>(s: &mut Scan<'a>) -> Option<MessageWire<'a>> {
     })
 }
 
+/// A `…_tokens_details` value of which one count is read: `Some(None)` for `null`, and
+/// a missing count reads as absent (`Count(None)`), as serde's defaults have it.
+fn details_count(
+    s: &mut Scan<'_>,
+    wanted: &str,
+    count: impl Fn(&mut Scan<'_>) -> Option<Count>,
+) -> Option<Option<Count>> {
+    if s.null() {
+        return Some(None);
+    }
+    let (mut found, mut once) = (Count::default(), 0u16);
+    s.object(|s, key| {
+        if key == wanted {
+            seen_once(&mut once, 1)?;
+            found = count(s)?;
+            return Some(());
+        }
+        s.skip()
+    })?;
+    Some(Some(found))
+}
+
 /// A `usage` value: `null`, or an object of plain counts.
 pub(crate) fn scan_usage(s: &mut Scan<'_>) -> Option<Obj<UsageWire>> {
     if s.null() {
@@ -991,32 +1013,14 @@ pub(crate) fn scan_usage(s: &mut Scan<'_>) -> Option<Obj<UsageWire>> {
             }
             "prompt_tokens_details" => {
                 seen_once(&mut seen, 4)?;
-                if !s.null() {
-                    let (mut d, mut once) = (PromptDetails::default(), 0u16);
-                    s.object(|s, key| {
-                        if key == "cached_tokens" {
-                            seen_once(&mut once, 1)?;
-                            d.cached_tokens = count(s)?;
-                            return Some(());
-                        }
-                        s.skip()
-                    })?;
-                    u.prompt_tokens_details = Obj(Some(d));
+                if let Some(cached_tokens) = details_count(s, "cached_tokens", count)? {
+                    u.prompt_tokens_details = Obj(Some(PromptDetails { cached_tokens }));
                 }
             }
             "completion_tokens_details" => {
                 seen_once(&mut seen, 8)?;
-                if !s.null() {
-                    let (mut d, mut once) = (CompletionDetails::default(), 0u16);
-                    s.object(|s, key| {
-                        if key == "reasoning_tokens" {
-                            seen_once(&mut once, 1)?;
-                            d.reasoning_tokens = count(s)?;
-                            return Some(());
-                        }
-                        s.skip()
-                    })?;
-                    u.completion_tokens_details = Obj(Some(d));
+                if let Some(reasoning_tokens) = details_count(s, "reasoning_tokens", count)? {
+                    u.completion_tokens_details = Obj(Some(CompletionDetails { reasoning_tokens }));
                 }
             }
             _ => s.skip()?,
