@@ -163,7 +163,7 @@ impl Recorder for Cached {
             |l| &mut l.gauges,
             || {
                 let shared = Self::get(&self.gauges, key, || self.inner.register_gauge(key, metadata));
-                Gauge::from_arc(Arc::new(Forward(shared)))
+                Gauge::from_arc(Arc::new(LocalGauge(shared)))
             },
         )
     }
@@ -232,7 +232,7 @@ fn local<H: Clone>(
 
 /// A thread's own gauge handle around the shared one (see [`Local`]). Gauges are set, not
 /// summed, so they go straight through.
-struct Forward<H>(H);
+struct LocalGauge(Gauge);
 
 /// Thread-owned handles that gather what is recorded and hand it to the shared series in
 /// batches: at every scrape (so `/metrics` is exact), every upkeep second, when a thread's
@@ -338,7 +338,7 @@ impl Drop for LocalHistogram {
     }
 }
 
-impl GaugeFn for Forward<Gauge> {
+impl GaugeFn for LocalGauge {
     fn increment(&self, value: f64) {
         self.0.increment(value);
     }
