@@ -119,33 +119,31 @@ fn child_runtime(threads: Option<usize>, fut: impl std::future::Future<Output = 
     builder.enable_all().build().expect("runtime").block_on(fut);
 }
 
+/// Bodies as OpenAI sends them, members in its order (`json!` would sort the keys, which
+/// no OpenAI-compatible server does and which changes what a reader sees first).
 fn upstream_bodies() -> (Bytes, Bytes) {
-    let json = serde_json::json!({
-        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1_700_000_000u64, "model": "fake-model",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! How can I help you today?"},
-                     "logprobs": null, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 9, "completion_tokens": 9, "total_tokens": 18,
-                  "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
-    })
-    .to_string();
-    let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+    const HEAD: &str = r#""id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"fake-model","system_fingerprint":"fp_bench""#;
+    let json = concat!(
+        r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"fake-model","#,
+        r#""choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null},"#,
+        r#""logprobs":null,"finish_reason":"stop"}],"#,
+        r#""usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18,"#,
+        r#""prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}},"#,
+        r#""system_fingerprint":"fp_bench"}"#
+    )
+    .to_owned();
+    let chunk = |delta: &str, finish: &str| {
         format!(
-            "data: {}\n\n",
-            serde_json::json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
-                "model": "fake-model", "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-                "usage": null})
+            "data: {{{HEAD},\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}],\"usage\":null}}\n\n"
         )
     };
-    let mut sse = chunk(serde_json::json!({"role": "assistant", "content": ""}), serde_json::Value::Null);
+    let mut sse = chunk(r#"{"role":"assistant","content":""}"#, "null");
     for piece in ["Hello", "!", " How", " can", " I", " help", " you", " today?"] {
-        sse.push_str(&chunk(serde_json::json!({"content": piece}), serde_json::Value::Null));
+        sse.push_str(&chunk(&format!(r#"{{"content":"{piece}"}}"#), "null"));
     }
-    sse.push_str(&chunk(serde_json::json!({}), serde_json::json!("stop")));
+    sse.push_str(&chunk("{}", r#""stop""#));
     sse.push_str(&format!(
-        "data: {}\n\n",
-        serde_json::json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_700_000_000u64,
-            "model": "fake-model", "choices": [],
-            "usage": {"prompt_tokens": 9, "completion_tokens": 8, "total_tokens": 17}})
+        "data: {{{HEAD},\"choices\":[],\"usage\":{{\"prompt_tokens\":9,\"completion_tokens\":8,\"total_tokens\":17}}}}\n\n"
     ));
     sse.push_str("data: [DONE]\n\n");
     (Bytes::from(json), Bytes::from(sse))

@@ -51,6 +51,26 @@ pub struct OpenAiStreamDecoder {
     usage: Option<Usage>,
     model: Option<String>,
     done: bool,
+    prefix: Prefix,
+}
+
+/// The start of the last chunk the scanner read, up to its `choices` member, and what
+/// reading that start gave.
+///
+/// Why: within a stream, servers repeat the same members before `choices` in every chunk
+/// (OpenAI and vLLM: `id`, `object`, `created`, `model`, `system_fingerprint`), about half a
+/// content chunk's bytes. A chunk that starts with the same bytes goes on from there with
+/// the same state, and the same bytes read the same way ([`Scan::resume_object`]), so the
+/// result is the one a full read gives; the equivalence test checks it on generated streams.
+#[derive(Debug, Default)]
+struct Prefix {
+    /// Empty when there is none.
+    text: String,
+    seen: u16,
+    /// `model`'s place in `text` (it was read without escapes, so it can be borrowed from
+    /// the next chunk at the same place).
+    model: Option<std::ops::Range<usize>>,
+    usage: Option<Usage>,
 }
 
 impl OpenAiStreamDecoder {
@@ -382,11 +402,31 @@ struct ScannedChunk<'a> {
 /// a number is read, tool calls, an error object, a repeated key, invalid text…), and then
 /// the caller drops what was appended and [`TopChunk`] reads the chunk. Same result as
 /// [`TopChunk`] on everything it accepts: checked by the equivalence tests.
-fn scan_chunk_into<'a>(data: &'a str, out: &mut Vec<StreamEvent>) -> Option<ScannedChunk<'a>> {
-    let mut s = Scan::new(data);
+///
+/// A chunk that starts like the last one up to `choices` goes on from there (see [`Prefix`]);
+/// otherwise a chunk read that far becomes the new `prefix`.
+fn scan_chunk_into<'a>(
+    data: &'a str,
+    prefix: &mut Prefix,
+    out: &mut Vec<StreamEvent>,
+) -> Option<ScannedChunk<'a>> {
     let mut r = ScannedChunk::default();
     let mut seen = 0u16;
-    s.object(|s, key| {
+    let resume = match &prefix.model {
+        _ if prefix.text.is_empty() || !data.starts_with(prefix.text.as_str()) => None,
+        None => Some(prefix.text.len()),
+        Some(range) => data.get(range.clone()).map(|model| {
+            r.model = Str(Some(Cow::Borrowed(model)));
+            prefix.text.len()
+        }),
+    };
+    if resume.is_some() {
+        seen = prefix.seen;
+        r.usage = prefix.usage;
+    }
+    // The state just before `choices`, when the chunk was read from its start.
+    let mut before_choices = None;
+    let mut field = |s: &mut Scan<'a>, key: &'a str| -> Option<()> {
         match key {
             "id" => {
                 seen_once(&mut seen, 1)?;
@@ -398,6 +438,9 @@ fn scan_chunk_into<'a>(data: &'a str, out: &mut Vec<StreamEvent>) -> Option<Scan
                 r.model = Str(s.text_or_null()?);
             }
             "choices" => {
+                if resume.is_none() && seen & 4 == 0 {
+                    before_choices = Some((s.member_start(), seen, place_in(data, &r.model), r.usage));
+                }
                 seen_once(&mut seen, 4)?;
                 if !s.null() {
                     s.array(|s| scan_choice(s, out, &mut r.finish_reason))?;
@@ -424,9 +467,37 @@ fn scan_chunk_into<'a>(data: &'a str, out: &mut Vec<StreamEvent>) -> Option<Scan
             _ => s.skip()?,
         }
         Some(())
-    })?;
-    s.end()?;
+    };
+    let read = match resume {
+        Some(at) => Scan::resume_object(data, at, &mut field),
+        None => {
+            let mut s = Scan::new(data);
+            s.object(&mut field).map(|()| s)
+        }
+    };
+    // Kept even if the rest of the chunk is not the scanner's: its start was.
+    if let Some((at, seen, Some(model), usage)) = before_choices {
+        if let Some(text) = data.get(..at).filter(|t| t.len() > 1) {
+            prefix.text.clear();
+            prefix.text.push_str(text);
+            (prefix.seen, prefix.model, prefix.usage) = (seen, model, usage);
+        }
+    }
+    read?.end()?;
     Some(r)
+}
+
+/// Where a borrowed `model` lies in `data`: `Some(None)` for none, `None` for a model that
+/// was unescaped into its own string (it cannot be borrowed from the next chunk).
+fn place_in(data: &str, model: &Str<'_>) -> Option<Option<std::ops::Range<usize>>> {
+    match &model.0 {
+        None => Some(None),
+        Some(Cow::Borrowed(m)) => {
+            let start = (m.as_ptr() as usize).checked_sub(data.as_ptr() as usize)?;
+            Some(Some(start..start + m.len()))
+        }
+        Some(Cow::Owned(_)) => None,
+    }
 }
 
 /// [`scan_chunk_into`] in the shape the general reader gives, so that tests compare the two
@@ -434,7 +505,7 @@ fn scan_chunk_into<'a>(data: &'a str, out: &mut Vec<StreamEvent>) -> Option<Scan
 #[cfg(test)]
 fn scan_chunk(data: &str) -> Option<ChunkRead<'_>> {
     let mut events = Vec::new();
-    let c = scan_chunk_into(data, &mut events)?;
+    let c = scan_chunk_into(data, &mut Prefix::default(), &mut events)?;
     Some(ChunkRead {
         model: c.model,
         events,
@@ -594,7 +665,7 @@ impl StreamDecoder for OpenAiStreamDecoder {
         }
         if !is_error_event {
             let before = out.len();
-            if let Some(chunk) = scan_chunk_into(data, out) {
+            if let Some(chunk) = scan_chunk_into(data, &mut self.prefix, out) {
                 self.note(chunk.model, chunk.finish_reason, chunk.usage);
                 return Ok(());
             }
@@ -1271,6 +1342,69 @@ pub(crate) mod tests {
     /// Several thousand random edits of real chunks: every text the scanner accepts obeys
     /// its contract, and the decoder (scanner first) agrees with the derived reference on
     /// every frame, accepted or not.
+    /// A chunk that starts like the last one up to `choices` goes on from the remembered
+    /// state ([`Prefix`]): on generated streams whose chunks share their leading members (some
+    /// chunks mutated anywhere, the shared part included), every frame gives the same events,
+    /// errors and state as a decoder that reads every chunk whole.
+    #[test]
+    fn a_chunk_starting_like_the_last_reads_as_if_read_whole() {
+        let mut rng = Rng(0x0F1E_2D3C_4B5A_6978, true);
+        let mut resumed = 0;
+        for stream in 0..500 {
+            rng.1 = stream % 3 != 0;
+            let head = object(
+                &mut rng,
+                &[
+                    ("id", &|r: &mut Rng| r.pick(&[r#""chatcmpl-1""#, r#""a\"b""#, "null"]).into()),
+                    ("object", &|r: &mut Rng| r.pick(&[r#""chat.completion.chunk""#, r#""error""#]).into()),
+                    ("created", &|_: &mut Rng| "1700000000".into()),
+                    ("model", &|r: &mut Rng| {
+                        r.pick(&[r#""m-1""#, r#""m\u002d2""#, r#""a\nb""#, r#""""#, "null"]).into()
+                    }),
+                    ("system_fingerprint", &|_: &mut Rng| r#""fp_1""#.into()),
+                    ("usage", &|r: &mut Rng| {
+                        r.pick(&[
+                            r#"{"prompt_tokens":9,"completion_tokens":8}"#,
+                            "null",
+                            r#"{"prompt_tokens":1.5}"#,
+                        ])
+                        .into()
+                    }),
+                    ("error", &|_: &mut Rng| "null".into()),
+                ],
+            );
+            // `{…}` → `{…,` (or `{`), then `choices` and the rest vary chunk by chunk.
+            let head = match head.strip_suffix('}') {
+                Some("{") | None => "{".to_owned(),
+                Some(open) => format!("{open},"),
+            };
+            let (mut memo, mut whole) = (OpenAiStreamDecoder::new(), OpenAiStreamDecoder::new());
+            for _ in 0..8 {
+                let choices = (0..rng.below(3)).map(|_| choice(&mut rng)).collect::<Vec<_>>().join(",");
+                let tail = match rng.below(4) {
+                    0 => r#","usage":{"prompt_tokens":3,"completion_tokens":4}"#,
+                    1 => r#","choices":[]"#,
+                    _ => "",
+                };
+                let mut data = format!(r#"{head}"choices":[{choices}]{tail}}}"#);
+                if rng.below(5) == 0 {
+                    mutate(&mut rng, &mut data);
+                }
+                let f = frame(&data);
+                resumed += usize::from(!memo.prefix.text.is_empty() && data.starts_with(&memo.prefix.text));
+                whole.prefix = Prefix::default();
+                let (a, b) = (memo.decode(&f), whole.decode(&f));
+                assert_eq!(a, b, "stream {stream}: {data}");
+                assert_eq!(
+                    (&memo.model, memo.usage, &memo.finish_reason, memo.done),
+                    (&whole.model, whole.usage, &whole.finish_reason, whole.done),
+                    "stream {stream}: {data}"
+                );
+            }
+        }
+        assert!(resumed > 800, "only {resumed} chunks went on from a remembered start");
+    }
+
     #[test]
     fn mutated_real_chunks_never_break_the_scanner_contract() {
         let mut rng = Rng(0xD1B5_4A32_D192_ED03, false);

@@ -577,6 +577,9 @@ pub(crate) struct Scan<'a> {
     text: &'a str,
     pos: usize,
     depth: u32,
+    /// Where the member being read by [`object`](Self::object) starts (just after the `{` or
+    /// `,` before its key), for [`resume_object`](Self::resume_object).
+    member_start: usize,
 }
 
 /// The length of the start of `s` that holds no `"`, `\\` or control character, eight bytes
@@ -625,7 +628,28 @@ const SCAN_MAX_DEPTH: u32 = 64;
 
 impl<'a> Scan<'a> {
     pub fn new(text: &'a str) -> Self {
-        Self { text, pos: 0, depth: 0 }
+        Self { text, pos: 0, depth: 0, member_start: 0 }
+    }
+
+    /// Where the member whose key was last passed to an [`object`](Self::object) callback
+    /// starts: read at the start of the callback, before any nested object.
+    pub fn member_start(&self) -> usize {
+        self.member_start
+    }
+
+    /// Continues reading a top-level object at `at`, a [`member_start`](Self::member_start)
+    /// an earlier scan reported in a text whose bytes up to `at` were the same: the scan
+    /// then reads exactly as if it had read those bytes itself, because no reader looks past
+    /// the `,` that ends a member. `field` sees the members from there on.
+    pub fn resume_object(
+        text: &'a str,
+        at: usize,
+        field: impl FnMut(&mut Self, &'a str) -> Option<()>,
+    ) -> Option<Self> {
+        let mut s = Self { text, pos: at, depth: 1, member_start: at };
+        s.members(field)?;
+        s.depth -= 1;
+        Some(s)
     }
 
     fn bytes(&self) -> &'a [u8] {
@@ -784,25 +808,32 @@ impl<'a> Scan<'a> {
 
     /// Reads an object, calling `field` with each key, positioned at its value, which
     /// `field` must consume.
-    pub fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+    pub fn object(&mut self, field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
         if !self.eat(b'{') {
             return None;
         }
         self.enter()?;
         if !self.eat(b'}') {
-            loop {
-                let key = self.str()?;
-                if !self.eat(b':') {
-                    return None;
-                }
-                field(self, key)?;
-                if self.separator(b'}')? {
-                    break;
-                }
-            }
+            self.members(field)?;
         }
         self.depth -= 1;
         Some(())
+    }
+
+    /// The members of an object from the next key to the closing `}`, consumed.
+    fn members(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        loop {
+            let start = self.pos;
+            let key = self.str()?;
+            if !self.eat(b':') {
+                return None;
+            }
+            self.member_start = start;
+            field(self, key)?;
+            if self.separator(b'}')? {
+                return Some(());
+            }
+        }
     }
 
     /// Reads an array, calling `element` positioned at each element, which it must consume.
