@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::content::TextOr;
 use crate::error::{ApiError, Flavor};
 use crate::ids;
-use crate::respond::{self, Encoder, Endpoint, Shared, json_str};
+use crate::respond::{self, Encoder, Endpoint, Shared, json_str, json_uint};
 
 const EP: Endpoint = Endpoint { label: "chat_completions", flavor: Flavor::OpenAi };
 
@@ -318,6 +318,22 @@ struct CompletionDetails {
     reasoning_tokens: u32,
 }
 
+/// [`out_usage`] as JSON, the bytes `serde_json` writes for it (checked by a test): on every
+/// answer, and the derived serializer spends most of its time on the seven keys.
+fn usage_json(out: &mut Vec<u8>, u: &Usage) {
+    out.extend_from_slice(b"{\"prompt_tokens\":");
+    json_uint(out, u.input_tokens);
+    out.extend_from_slice(b",\"completion_tokens\":");
+    json_uint(out, u.output_tokens);
+    out.extend_from_slice(b",\"total_tokens\":");
+    json_uint(out, u.total_tokens());
+    out.extend_from_slice(b",\"prompt_tokens_details\":{\"cached_tokens\":");
+    json_uint(out, u.cache_read_tokens);
+    out.extend_from_slice(b"},\"completion_tokens_details\":{\"reasoning_tokens\":");
+    json_uint(out, u.reasoning_tokens);
+    out.extend_from_slice(b"}}");
+}
+
 /// OpenAI's usage: `prompt_tokens` includes cached tokens, as ours does.
 fn out_usage(u: &Usage) -> OutUsage {
     OutUsage {
@@ -355,10 +371,41 @@ pub(crate) fn finish_reason(f: Option<&FinishReason>) -> &str {
 }
 
 fn completion_body(resp: &ChatResponse) -> Vec<u8> {
+    completion_body_at(resp, ids::unix_now())
+}
+
+/// The answer written by hand when it has no tool calls (nearly every answer), else by
+/// `serde_json` from the [`Completion`] structs; the same bytes either way (checked by a test).
+fn completion_body_at(resp: &ChatResponse, created: u64) -> Vec<u8> {
     let id = match &resp.id {
         Some(id) => std::borrow::Cow::Borrowed(id.as_str()),
         None => std::borrow::Cow::Owned(ids::new_id("chatcmpl-")),
     };
+    // Sized for the whole body up front (the envelope is ~350 bytes): `to_vec` starts small
+    // and reallocates as it grows.
+    let text = resp.content.len() + resp.reasoning.as_ref().map_or(0, String::len);
+    let mut out = Vec::with_capacity(512 + text + text / 8);
+    if resp.tool_calls.is_empty() {
+        out.extend_from_slice(b"{\"id\":");
+        json_str(&mut out, &id);
+        out.extend_from_slice(b",\"object\":\"chat.completion\",\"created\":");
+        json_uint(&mut out, created);
+        out.extend_from_slice(b",\"model\":");
+        json_str(&mut out, &resp.model);
+        out.extend_from_slice(b",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+        json_str(&mut out, &resp.content);
+        out.extend_from_slice(b",\"refusal\":null");
+        if let Some(reasoning) = &resp.reasoning {
+            out.extend_from_slice(b",\"reasoning_content\":");
+            json_str(&mut out, reasoning);
+        }
+        out.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":");
+        json_str(&mut out, finish_reason(resp.finish_reason.as_ref()));
+        out.extend_from_slice(b"}],\"usage\":");
+        usage_json(&mut out, &resp.usage);
+        out.push(b'}');
+        return out;
+    }
     let content = if resp.content.is_empty() && !resp.tool_calls.is_empty() {
         None
     } else {
@@ -367,7 +414,7 @@ fn completion_body(resp: &ChatResponse) -> Vec<u8> {
     let body = Completion {
         id: &id,
         object: "chat.completion",
-        created: ids::unix_now(),
+        created,
         model: &resp.model,
         choices: [Choice {
             index: 0,
@@ -391,10 +438,6 @@ fn completion_body(resp: &ChatResponse) -> Vec<u8> {
         }],
         usage: out_usage(&resp.usage),
     };
-    // Sized for the whole body up front (the envelope is ~350 bytes): `to_vec` starts small
-    // and reallocates as it grows.
-    let text = resp.content.len() + resp.reasoning.as_ref().map_or(0, String::len);
-    let mut out = Vec::with_capacity(512 + text + text / 8);
     match serde_json::to_writer(&mut out, &body) {
         Ok(()) => out,
         Err(_) => Vec::new(),
@@ -471,6 +514,8 @@ pub(crate) struct OpenAiEncoder {
     /// stream starts with, serialized once. Text deltas, nearly every event of a stream, are
     /// this, the delta, and [`Self::tail`]; the same bytes the serde structs would write.
     head: Vec<u8>,
+    /// Where `,"choices":` starts in `head`: the usage chunk has no choice.
+    envelope: usize,
 }
 
 impl OpenAiEncoder {
@@ -484,8 +529,25 @@ impl OpenAiEncoder {
         head.extend_from_slice(created.to_string().as_bytes());
         head.extend_from_slice(b",\"model\":");
         json_str(&mut head, &model);
+        let envelope = head.len();
         head.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":");
-        OpenAiEncoder { id, created, model, include_usage, started: false, head }
+        OpenAiEncoder { id, created, model, include_usage, started: false, head, envelope }
+    }
+
+    /// The chunk that ends the choice: an empty delta and the finish reason.
+    fn finish_chunk(&self, out: &mut Vec<u8>, reason: &str) {
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(b"{},\"logprobs\":null,\"finish_reason\":");
+        json_str(out, reason);
+        out.extend_from_slice(if self.include_usage { b"}],\"usage\":null}\n\n" } else { b"}]}\n\n" });
+    }
+
+    /// The usage chunk (`stream_options.include_usage`): no choice, the figures.
+    fn usage_chunk(&self, out: &mut Vec<u8>, usage: &Usage) {
+        out.extend_from_slice(self.head.get(..self.envelope).unwrap_or_default());
+        out.extend_from_slice(b",\"choices\":[],\"usage\":");
+        usage_json(out, usage);
+        out.extend_from_slice(b"}\n\n");
     }
 
     /// What follows the delta of a chunk that does not finish the stream.
@@ -549,17 +611,9 @@ impl Encoder for OpenAiEncoder {
             }
             StreamEvent::Usage { .. } => false,
             StreamEvent::Done { end } => {
-                self.chunk(out, Delta::default(), Some(finish_reason(end.finish_reason.as_ref())));
+                self.finish_chunk(out, finish_reason(end.finish_reason.as_ref()));
                 if self.include_usage {
-                    let chunk = Chunk {
-                        id: &self.id,
-                        object: "chat.completion.chunk",
-                        created: self.created,
-                        model: &self.model,
-                        choices: &[],
-                        usage: Some(Some(out_usage(&end.usage))),
-                    };
-                    respond::data_frame(out, &chunk);
+                    self.usage_chunk(out, &end.usage);
                 }
                 out.extend_from_slice(b"data: [DONE]\n\n");
                 true
@@ -594,12 +648,91 @@ mod tests {
                 enc.chunk(&mut slow, delta, None);
                 assert_eq!(fast, slow);
             }
+            for reason in ["stop", "length", "tool_calls", "odd \"reason\""] {
+                let (mut fast, mut slow) = (Vec::new(), Vec::new());
+                enc.finish_chunk(&mut fast, reason);
+                enc.chunk(&mut slow, super::Delta::default(), Some(reason));
+                assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+            }
+            for usage in [super::Usage::default(), usage_sample()] {
+                let (mut fast, mut slow) = (Vec::new(), Vec::new());
+                enc.usage_chunk(&mut fast, &usage);
+                let chunk = super::Chunk {
+                    id: &enc.id,
+                    object: "chat.completion.chunk",
+                    created: enc.created,
+                    model: &enc.model,
+                    choices: &[],
+                    usage: Some(Some(super::out_usage(&usage))),
+                };
+                super::respond::data_frame(&mut slow, &chunk);
+                assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+            }
             let (mut fast, mut slow) = (Vec::new(), Vec::new());
             enc.text_chunk(&mut fast, b"\"role\":\"assistant\",\"content\":", "");
             let delta =
                 super::Delta { role: Some("assistant"), content: Some(""), ..super::Delta::default() };
             enc.chunk(&mut slow, delta, None);
             assert_eq!(fast, slow);
+        }
+    }
+
+    fn usage_sample() -> super::Usage {
+        super::Usage {
+            input_tokens: 4_000_000_000,
+            output_tokens: 1_000_000_000,
+            cache_read_tokens: 7,
+            reasoning_tokens: 12,
+            ..super::Usage::default()
+        }
+    }
+
+    /// The hand-written answer is the bytes the serde structs write, on answers of every
+    /// text-only shape (escapes, non-ASCII, reasoning or not, every finish reason, large usage).
+    #[test]
+    fn the_written_answer_is_the_bytes_serde_writes() {
+        let texts = ["", "Hello! How can I help you today?", "a \"q\"\n\\ \u{1}\u{7f}", "日本語 🎉"];
+        let reasons = [
+            None,
+            Some(FinishReason::Length),
+            Some(FinishReason::ContentFilter),
+            Some(FinishReason::ToolCalls),
+        ];
+        for (i, content) in texts.iter().enumerate() {
+            for (j, reason) in reasons.iter().enumerate() {
+                let mut resp = ChatResponse::empty("b", texts[(i + j) % texts.len()]);
+                resp.id = (j % 2 == 0).then(|| format!("chatcmpl-{i}\"{j}"));
+                resp.content = (*content).to_owned();
+                resp.reasoning = (j > 1).then(|| texts[j % texts.len()].to_owned());
+                resp.finish_reason = reason.clone();
+                resp.usage = if j == 3 { usage_sample() } else { Usage::default() };
+                let fast = String::from_utf8(completion_body_at(&resp, 1_700_000_000)).unwrap();
+                let fast_value: Value = serde_json::from_str(&fast).unwrap();
+                // Byte for byte: the serde writer's bytes for the same value, in the same order.
+                let reference = {
+                    let body = Completion {
+                        id: fast_value["id"].as_str().unwrap(),
+                        object: "chat.completion",
+                        created: 1_700_000_000,
+                        model: &resp.model,
+                        choices: [Choice {
+                            index: 0,
+                            message: OutMessage {
+                                role: "assistant",
+                                content: Some(&resp.content),
+                                refusal: None,
+                                reasoning_content: resp.reasoning.as_deref(),
+                                tool_calls: Vec::new(),
+                            },
+                            logprobs: None,
+                            finish_reason: finish_reason(resp.finish_reason.as_ref()),
+                        }],
+                        usage: out_usage(&resp.usage),
+                    };
+                    serde_json::to_string(&body).unwrap()
+                };
+                assert_eq!(fast, reference);
+            }
         }
     }
 

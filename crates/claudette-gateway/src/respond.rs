@@ -371,8 +371,25 @@ pub(crate) fn event_frame<T: serde::Serialize>(out: &mut Vec<u8>, name: &str, va
 }
 
 /// Appends `s` as a JSON string literal, quoted and escaped.
+///
+/// `serde_json` escapes only `"`, `\\` and control characters, so a string without them is
+/// written as it is; that check is one pass the compiler vectorises, where `serde_json` looks
+/// every byte up in a table (most strings of an answer, and all of its keys, need no escape).
 pub(crate) fn json_str(out: &mut Vec<u8>, s: &str) {
-    json_into(out, &s);
+    let escape = s.bytes().fold(false, |any, b| any | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if escape {
+        json_into(out, &s);
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// Appends `n` in decimal, as `serde_json` writes it.
+pub(crate) fn json_uint(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 fn json_into<T: serde::Serialize>(out: &mut Vec<u8>, value: &T) {
