@@ -1339,9 +1339,6 @@ pub(crate) mod tests {
         true
     }
 
-    /// Several thousand random edits of real chunks: every text the scanner accepts obeys
-    /// its contract, and the decoder (scanner first) agrees with the derived reference on
-    /// every frame, accepted or not.
     /// A chunk that starts like the last one up to `choices` goes on from the remembered
     /// state ([`Prefix`]): on generated streams whose chunks share their leading members (some
     /// chunks mutated anywhere, the shared part included), every frame gives the same events,
@@ -1405,6 +1402,9 @@ pub(crate) mod tests {
         assert!(resumed > 800, "only {resumed} chunks went on from a remembered start");
     }
 
+    /// Several thousand random edits of real chunks: every text the scanner accepts obeys
+    /// its contract, and the decoder (scanner first) agrees with the derived reference on
+    /// every frame, accepted or not.
     #[test]
     fn mutated_real_chunks_never_break_the_scanner_contract() {
         let mut rng = Rng(0xD1B5_4A32_D192_ED03, false);
