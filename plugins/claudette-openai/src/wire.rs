@@ -582,6 +582,12 @@ pub(crate) struct Scan<'a> {
     member_start: usize,
 }
 
+/// Whether `s` is a JSON string's contents that need no unescaping: no `"`, `\\` or control
+/// character, so the quoted text reads back as `s` itself.
+pub(crate) fn is_plain(s: &str) -> bool {
+    plain_len(s.as_bytes()) == s.len()
+}
+
 /// The length of the start of `s` that holds no `"`, `\\` or control character, eight bytes
 /// at a time (the same bit trick as `serde_json`'s own string scan).
 #[inline]
