@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
 use claudette_core::error::scrub_secrets;
@@ -176,6 +176,9 @@ pub(crate) async fn answer_stream<X, E: Encoder>(
     }
 }
 
+/// Headers of a successful answer: its content headers and the routing explanation.
+const ANSWER_HEADERS: usize = 9;
+
 /// A successful JSON answer with its routing headers.
 pub(crate) fn json_ok(
     ep: Endpoint,
@@ -188,6 +191,8 @@ pub(crate) fn json_ok(
     observe::count(ep.label, 200);
     observe::finished(ep.label, started, decision);
     let mut resp = Response::new(Body::from(body));
+    // Room for every header written here: the default map grows on the sixth.
+    *resp.headers_mut() = HeaderMap::with_capacity(ANSWER_HEADERS);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let empty = RoutingDecision::default();
@@ -213,6 +218,7 @@ pub(crate) fn sse_ok<E: Encoder>(
 ) -> Response {
     observe::count(ep.label, 200);
     let mut resp = Response::new(Body::empty());
+    *resp.headers_mut() = HeaderMap::with_capacity(ANSWER_HEADERS);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
