@@ -352,9 +352,42 @@ impl Framer {
         from: usize,
         sink: &mut dyn FnMut(Frame) -> Option<String>,
     ) -> Result<usize, BackendError> {
+        // One UTF-8 check for all the complete lines instead of one per line (a stream's
+        // chunk holds a dozen short lines; the per-call cost was most of the check). Invalid
+        // text goes line by line, so the lines before the bad one are still delivered.
+        if let Some(end) = memchr::memrchr2(b'\n', b'\r', &input[from..]) {
+            if let Ok(text) = std::str::from_utf8(&input[..from + end + 1]) {
+                return self.lines_with(input, from, sink, |start, end| {
+                    text.get(start..end).ok_or_else(|| BackendError::internal("line end inside a character"))
+                });
+            }
+        }
+        self.lines_with(input, from, sink, |start, end| {
+            std::str::from_utf8(&input[start..end])
+                .map_err(|_| BackendError::malformed("stream line is not valid UTF-8"))
+        })
+    }
+
+    /// [`lines`](Self::lines), taking each line's text from `text(start, end)`.
+    fn lines_with<'t>(
+        &mut self,
+        input: &[u8],
+        from: usize,
+        sink: &mut dyn FnMut(Frame) -> Option<String>,
+        text: impl Fn(usize, usize) -> Result<&'t str, BackendError>,
+    ) -> Result<usize, BackendError> {
         let mut start = 0;
         let mut i = from;
-        while let Some(at) = memchr::memchr2(b'\n', b'\r', &input[i..]) {
+        loop {
+            // A blank line (the end of every SSE event) is found without a search.
+            let at = match input.get(i) {
+                Some(b'\n' | b'\r') => 0,
+                Some(_) => match memchr::memchr2(b'\n', b'\r', &input[i..]) {
+                    Some(at) => at,
+                    None => break,
+                },
+                None => break,
+            };
             i += at;
             let b = input[i];
             if b == b'\n' && self.last_was_cr && i == start {
@@ -365,8 +398,7 @@ impl Framer {
                 continue;
             }
             self.last_was_cr = b == b'\r';
-            let line = std::str::from_utf8(&input[start..i])
-                .map_err(|_| BackendError::malformed("stream line is not valid UTF-8"))?;
+            let line = text(start, i)?;
             self.line(line, sink);
             start = i + 1;
             i += 1;
@@ -863,6 +895,29 @@ mod tests {
     fn recycled_buffers_start_empty() {
         let evs = parse("data: a long first line of text\n\ndata: b\n\ndata: [DONE]\n\n", 5);
         assert_eq!(evs[..2], [StreamEvent::text("a long first line of text"), StreamEvent::text("b")]);
+    }
+
+    /// Invalid UTF-8 is an error at its line, whatever else the push held: the frames before
+    /// it are delivered, as they are when the bytes come one line at a time.
+    #[test]
+    fn invalid_text_fails_at_its_line_and_not_before() {
+        let body: &[u8] = b"data: a\n\ndata: b\n\ndata: \xff\n\ndata: c\n\n";
+        let mut whole = Framer::new(Framing::Sse);
+        let mut got = Vec::new();
+        let err = whole.push(body, &mut got).unwrap_err();
+        assert_eq!(err.kind, crate::error::ErrorKind::MalformedResponse);
+        assert_eq!(got.iter().map(|f| f.data.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        let mut by_line = Framer::new(Framing::Sse);
+        let mut each = Vec::new();
+        let mut failed = None;
+        for line in body.split_inclusive(|&b| b == b'\n') {
+            if let Err(e) = by_line.push(line, &mut each) {
+                failed = Some(e);
+                break;
+            }
+        }
+        assert_eq!(failed.map(|e| e.kind), Some(err.kind));
+        assert_eq!(each, got);
     }
 
     #[test]
