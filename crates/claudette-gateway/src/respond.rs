@@ -298,8 +298,9 @@ impl<E: Encoder> Stream for SseBody<E> {
             return Poll::Ready(None);
         }
         // A Vec, not a BytesMut: serde_json writes many small slices, and Vec's io::Write is
-        // the cheapest sink for them; Bytes::from(Vec) takes it without a copy.
-        let mut out = Vec::with_capacity(1024);
+        // the cheapest sink for them; Bytes::from(Vec) takes it without a copy. Room for a
+        // dozen events: a read that brings many (a fast server) then costs no reallocation.
+        let mut out = Vec::with_capacity(4096);
         // Coalesce events that are already available into one write.
         loop {
             match Pin::new(&mut this.stream).poll_next(cx) {

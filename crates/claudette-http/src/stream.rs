@@ -81,13 +81,18 @@ struct State {
     ttft: Option<Duration>,
 }
 
+/// Events one body read is expected to bring at most, for the first sizing of the lists.
+const EVENTS_AT_ONCE: usize = 16;
+
 pub(crate) fn event_stream(setup: StreamSetup, response: Response, parser: StreamParser) -> EventStream {
     let state = State {
         setup,
         response: Some(response),
         parser,
-        pending: VecDeque::new(),
-        decoded: Vec::new(),
+        // Sized for a read that brings many events at once (a fast local server, a proxy that
+        // buffers): growing both lists from nothing cost a few reallocations per stream.
+        pending: VecDeque::with_capacity(EVENTS_AT_ONCE),
+        decoded: Vec::with_capacity(EVENTS_AT_ONCE),
         finished: false,
         output_text: String::new(),
         ttft: None,
