@@ -1605,6 +1605,35 @@ pub(crate) mod tests {
         assert!(shaped > 200, "only {shaped} chunks were read from a remembered shape");
     }
 
+    /// Content deltas in the member orders real servers use are read from the remembered
+    /// shape from the second one on: OpenAI/vLLM (`choices` after the ids) and llama.cpp
+    /// (`choices` first, ids after).
+    #[test]
+    fn real_servers_content_deltas_are_read_from_the_shape() {
+        let openai = |t: &str| {
+            format!(
+                r#"{{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","system_fingerprint":"fp","choices":[{{"index":0,"delta":{{"content":"{t}"}},"logprobs":null,"finish_reason":null}}],"usage":null}}"#
+            )
+        };
+        let llama_cpp = |t: &str| {
+            format!(
+                r#"{{"choices":[{{"finish_reason":null,"index":0,"delta":{{"content":"{t}"}}}}],"created":1,"id":"chatcmpl-2","model":"qwen","system_fingerprint":"b1","object":"chat.completion.chunk"}}"#
+            )
+        };
+        for shape in [&openai as &dyn Fn(&str) -> String, &llama_cpp] {
+            let mut d = OpenAiStreamDecoder::new();
+            let mut hits = Vec::new();
+            let mut events = Vec::new();
+            for t in ["Hel", "lo", " wörld"] {
+                let data = shape(t);
+                hits.push(d.shape.text_of(&data).is_some());
+                events.extend(d.decode(&frame(&data)).unwrap());
+            }
+            assert_eq!(hits, [false, true, true]);
+            assert_eq!(events, ["Hel", "lo", " wörld"].map(StreamEvent::text));
+        }
+    }
+
     /// Several thousand random edits of real chunks: every text the scanner accepts obeys
     /// its contract, and the decoder (scanner first) agrees with the derived reference on
     /// every frame, accepted or not.
