@@ -1463,6 +1463,25 @@ pub(crate) mod tests {
         true
     }
 
+    /// `memo` (which remembers what it read) and `whole` (which forgets it before every
+    /// chunk) read `data` to the same events, errors and state.
+    fn reads_as_if_read_whole(
+        memo: &mut OpenAiStreamDecoder,
+        whole: &mut OpenAiStreamDecoder,
+        data: &str,
+        stream: usize,
+    ) {
+        let f = frame(data);
+        (whole.prefix, whole.shape) = (Prefix::default(), Shape::default());
+        let (a, b) = (memo.decode(&f), whole.decode(&f));
+        assert_eq!(a, b, "stream {stream}: {data}");
+        assert_eq!(
+            (&memo.model, memo.usage, &memo.finish_reason, memo.done),
+            (&whole.model, whole.usage, &whole.finish_reason, whole.done),
+            "stream {stream}: {data}"
+        );
+    }
+
     /// A chunk that starts like the last one up to `choices` goes on from the remembered
     /// state ([`Prefix`]): on generated streams whose chunks share their leading members (some
     /// chunks mutated anywhere, the shared part included), every frame gives the same events,
@@ -1511,16 +1530,8 @@ pub(crate) mod tests {
                 if rng.below(5) == 0 {
                     mutate(&mut rng, &mut data);
                 }
-                let f = frame(&data);
                 resumed += usize::from(!memo.prefix.text.is_empty() && data.starts_with(&memo.prefix.text));
-                whole.prefix = Prefix::default();
-                let (a, b) = (memo.decode(&f), whole.decode(&f));
-                assert_eq!(a, b, "stream {stream}: {data}");
-                assert_eq!(
-                    (&memo.model, memo.usage, &memo.finish_reason, memo.done),
-                    (&whole.model, whole.usage, &whole.finish_reason, whole.done),
-                    "stream {stream}: {data}"
-                );
+                reads_as_if_read_whole(&mut memo, &mut whole, &data, stream);
             }
         }
         assert!(resumed > 800, "only {resumed} chunks went on from a remembered start");
@@ -1590,16 +1601,8 @@ pub(crate) mod tests {
                 if rng.below(6) == 0 {
                     mutate(&mut rng, &mut data);
                 }
-                let f = frame(&data);
-                shaped += usize::from(memo.shape.text_of(f.data.trim()).is_some());
-                (whole.prefix, whole.shape) = (Prefix::default(), Shape::default());
-                let (a, b) = (memo.decode(&f), whole.decode(&f));
-                assert_eq!(a, b, "stream {stream}: {data}");
-                assert_eq!(
-                    (&memo.model, memo.usage, &memo.finish_reason, memo.done),
-                    (&whole.model, whole.usage, &whole.finish_reason, whole.done),
-                    "stream {stream}: {data}"
-                );
+                shaped += usize::from(memo.shape.text_of(data.trim()).is_some());
+                reads_as_if_read_whole(&mut memo, &mut whole, &data, stream);
             }
         }
         assert!(shaped > 200, "only {shaped} chunks were read from a remembered shape");
