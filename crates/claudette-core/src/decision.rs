@@ -59,8 +59,8 @@ impl RoutingDecision {
     }
 }
 
-/// Appends `{:.3}` of `x`. A score (finite, not negative, not huge) is written from `x·1000`
-/// rounded, by hand: this runs for every candidate of every response, and the float
+/// Appends `{:.3}` of `x`. A score (finite, not negative, not huge) is written as the integer
+/// `x·1000` rounded: this runs for every candidate of every response, and the float
 /// formatter cost more than the rest of the header. The product can differ from the exact
 /// value only by a rounding error far below 10⁻⁶ at these magnitudes, so it rounds the same
 /// way unless it lies that close to a half: then, and for anything else, `{:.3}` writes it.
@@ -71,25 +71,7 @@ fn push_milli(s: &mut String, x: f64) {
         // In range: 0 ≤ y < 10⁹, so the cast is exact after rounding.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let n = y.round() as u64;
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut rest = n / 1000;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        let frac = n % 1000;
-        for &b in &digits[at..] {
-            s.push(char::from(b));
-        }
-        s.push('.');
-        for d in [frac / 100, frac / 10 % 10, frac % 10] {
-            s.push(char::from(b'0' + d as u8));
-        }
+        let _ = write!(s, "{}.{:03}", n / 1000, n % 1000);
         return;
     }
     let _ = write!(s, "{x:.3}");
