@@ -140,9 +140,7 @@ impl<'a> Body<'a> {
             stream,
         })
     }
-}
 
-impl Body<'_> {
     /// Whether this is the common body [`write_plain`](Self::write_plain) writes: text
     /// messages only (no tool calls or results), no tools, no stop, no provider extras.
     fn is_plain(&self) -> bool {
@@ -166,12 +164,9 @@ impl Body<'_> {
             if i > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(match m.role {
-                Role::System => b"{\"role\":\"system\",\"content\":",
-                Role::User => b"{\"role\":\"user\",\"content\":",
-                Role::Assistant => b"{\"role\":\"assistant\",\"content\":",
-                Role::Tool => b"{\"role\":\"tool\",\"content\":",
-            });
+            out.extend_from_slice(b"{\"role\":\"");
+            out.extend_from_slice(role_name(m.role).as_bytes());
+            out.extend_from_slice(b"\",\"content\":");
             serde_json::to_writer(&mut *out, &m.content)?;
             out.push(b'}');
         }
@@ -270,14 +265,8 @@ struct WireMessage<'a>(&'a Message);
 impl Serialize for WireMessage<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let m = self.0;
-        let role = match m.role {
-            Role::System => "system",
-            Role::User => "user",
-            Role::Assistant => "assistant",
-            Role::Tool => "tool",
-        };
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("role", role)?;
+        map.serialize_entry("role", role_name(m.role))?;
         match m.role {
             Role::Assistant if !m.tool_calls.is_empty() => {
                 // OpenAI's shape for a turn that only calls tools is `content: null`.
@@ -292,6 +281,16 @@ impl Serialize for WireMessage<'_> {
             _ => map.serialize_entry("content", &m.content)?,
         }
         map.end()
+    }
+}
+
+/// A role as OpenAI names it.
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
     }
 }
 
