@@ -15,7 +15,8 @@
 //!   ratio can be read against what is possible, not only against direct.
 //! - this process, the **load generator**: raw HTTP/1.1 over keep-alive connections (no client
 //!   library in the measured path), sending the same requests either directly to the upstream
-//!   or through the gateway, in the same run.
+//!   or through the gateway, in the same run. When `wrk` is installed it drives the saturation
+//!   phase instead (`BENCH_LOAD=builtin` keeps the built-in one).
 //!
 //! Measured: saturated throughput (closed loop, fixed number of connections), latency at a
 //! fixed 400 requests/s (added latency = gateway − direct, p50 and p99), the gateway's CPU time
@@ -480,6 +481,18 @@ struct Saturation {
     rss_max_kib: Option<u64>,
 }
 
+/// The saturating load generator: `wrk` when it is on the PATH (issue 5: an external one
+/// when installed), else the built-in closed loop; `BENCH_LOAD=builtin` forces the built-in
+/// one (the figures of earlier runs were taken with it). The fixed-rate phase is always the
+/// built-in one: `wrk` has no fixed-rate mode.
+fn wrk() -> Option<std::path::PathBuf> {
+    if std::env::var("BENCH_LOAD").is_ok_and(|v| v == "builtin") {
+        return None;
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join("wrk")).find(|p| p.is_file())
+}
+
 /// Closed loop: `conns` connections each send the next request as soon as the last one
 /// completes, for `time`. Samples the watched process's CPU and RSS meanwhile.
 async fn saturate(addr: SocketAddr, req: Arc<Vec<u8>>, watch: Option<u32>, ticks: f64) -> Saturation {
@@ -487,6 +500,9 @@ async fn saturate(addr: SocketAddr, req: Arc<Vec<u8>>, watch: Option<u32>, ticks
     let mut warm = Conn::open(addr).await;
     for _ in 0..200 {
         warm.call(&req).await;
+    }
+    if let Some(wrk) = wrk() {
+        return saturate_wrk(&wrk, addr, &req, watch, ticks).await;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -533,6 +549,64 @@ async fn saturate(addr: SocketAddr, req: Arc<Vec<u8>>, watch: Option<u32>, ticks
         cpu_per_req_us: cpu,
         rss_max_kib: watch.map(|_| rss_max),
     }
+}
+
+/// [`saturate`] with `wrk` (one thread, the same connections and time) sending `req`'s body.
+async fn saturate_wrk(
+    wrk: &std::path::Path,
+    addr: SocketAddr,
+    req: &[u8],
+    watch: Option<u32>,
+    ticks: f64,
+) -> Saturation {
+    let text = std::str::from_utf8(req).expect("request is text");
+    let (_, body) = text.split_once("\r\n\r\n").expect("request has a body");
+    let script = std::env::temp_dir().join(format!("claudette-bench-{}.lua", std::process::id()));
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = [[{body}]]\nwrk.headers[\"content-type\"] = \"application/json\"\n"
+        ),
+    )
+    .expect("write the wrk script");
+    let cpu0 = watch.map(|p| cpu_seconds(p, ticks));
+    let mut child = tokio::process::Command::new(wrk)
+        .args(["-t1", &format!("-c{SATURATION_CONNS}"), &format!("-d{}s", SATURATION_TIME.as_secs()), "-s"])
+        .arg(&script)
+        .arg(format!("http://{addr}/v1/chat/completions"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run wrk");
+    let mut rss_max = 0;
+    let mut out = String::new();
+    let mut stdout = child.stdout.take().expect("wrk stdout");
+    let read = tokio::spawn(async move { stdout.read_to_string(&mut out).await.map(|_| out) });
+    loop {
+        tokio::select! {
+            status = child.wait() => { status.expect("wrk ran"); break; }
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                if let Some(p) = watch {
+                    rss_max = rss_max.max(rss_kib(p));
+                }
+            }
+        }
+    }
+    let out = read.await.expect("wrk output task").expect("wrk output");
+    let _ = std::fs::remove_file(&script);
+    // `  69966 requests in 4.00s, 41.01MB read` … `Requests/sec:  17491.69`
+    let field =
+        |prefix: &str| out.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()));
+    let rps: f64 = field("Requests/sec:").and_then(|v| v.parse().ok()).expect("wrk printed Requests/sec");
+    let n: f64 = out
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ").and_then(|(n, _)| n.parse().ok()))
+        .expect("wrk printed its request count");
+    let errors = field("Non-2xx or 3xx responses:").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let cpu = match (watch, cpu0) {
+        (Some(p), Some(c0)) if n > 0.0 => Some((cpu_seconds(p, ticks) - c0) / n * 1e6),
+        _ => None,
+    };
+    Saturation { rps, errors, cpu_per_req_us: cpu, rss_max_kib: watch.map(|_| rss_max) }
 }
 
 /// Open loop at a fixed rate over a few connections; latency of each request from send to
@@ -609,8 +683,12 @@ fn orchestrate() {
         upstream.id(),
         gateway.id()
     );
+    let load = match wrk() {
+        Some(path) => format!("wrk ({}, one thread)", path.display()),
+        None => "the built-in generator (raw HTTP/1.1, keep-alive)".to_owned(),
+    };
     println!(
-        "saturation: {SATURATION_CONNS} connections × {}s; fixed rate: {FIXED_RATE} req/s × {}s over {FIXED_CONNS} connections; \
+        "saturation: {SATURATION_CONNS} connections × {}s by {load}; fixed rate: {FIXED_RATE} req/s × {}s over {FIXED_CONNS} connections; \
          {ROUNDS} interleaved rounds each, median shown\n",
         SATURATION_TIME.as_secs(),
         FIXED_TIME.as_secs()
