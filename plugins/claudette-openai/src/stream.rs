@@ -85,12 +85,18 @@ struct Prefix {
 /// `object`: it was the text of the event), so everything around it reads the same. Such a
 /// chunk then costs two comparisons and one scan of its text instead of a full read; the
 /// equivalence test checks it against full reads on generated streams.
+///
+/// OpenAI itself ends every delta chunk with `"obfuscation":"…"`, random characters that pad
+/// the chunk to hide the text's length. That value is skipped unread, so it may differ too:
+/// a shape learnt from such a chunk keeps its tail without it ([`without_padding`]).
 #[derive(Debug, Default)]
 struct Shape {
     /// The chunk up to and including the text's opening quote; empty when there is none.
     head: String,
-    /// From the text's closing quote to the end.
+    /// From the text's closing quote to the end, or, when `padded`, to the padding member.
     tail: String,
+    /// The chunk ended with a padding member: `,"obfuscation":"<plain text>"}`.
+    padded: bool,
     /// Whether the event was a `ReasoningDelta` (else a `TextDelta`).
     reasoning: bool,
     /// What the chunk gave [`OpenAiStreamDecoder::note`] besides its text (its finish reason
@@ -102,6 +108,7 @@ struct Shape {
 impl Shape {
     /// The text of `data` when `data` is this shape with a plain, non-empty text in place.
     fn text_of<'d>(&self, data: &'d str) -> Option<&'d str> {
+        let data = if self.padded { without_padding(data)? } else { data };
         if self.head.is_empty()
             || data.len() <= self.head.len() + self.tail.len()
             || !data.starts_with(self.head.as_str())
@@ -127,7 +134,8 @@ impl Shape {
             return;
         }
         replace(&mut self.head, head);
-        replace(&mut self.tail, tail);
+        self.padded = without_padding(tail).is_some();
+        replace(&mut self.tail, without_padding(tail).unwrap_or(tail));
         self.reasoning = reasoning;
         match model.0.as_deref().filter(|m| !m.is_empty()) {
             Some(m) => replace(self.model.get_or_insert_with(String::new), m),
@@ -135,6 +143,18 @@ impl Shape {
         }
         self.usage = usage;
     }
+}
+
+/// `text` up to its last member when that member is OpenAI's padding and ends the text:
+/// `…,"obfuscation":"<no quote, backslash or control character>"}` gives `…`. The value is
+/// skipped by every reader, so two chunks that differ only there read the same.
+fn without_padding(text: &str) -> Option<&str> {
+    const PAD: &str = ",\"obfuscation\":\"";
+    let inner = text.strip_suffix("\"}")?;
+    let open = inner.rfind('"')?;
+    let (member, value) = inner.split_at(open + 1);
+    is_plain(value).then_some(())?;
+    member.strip_suffix(PAD)
 }
 
 /// `to = from`, in `to`'s allocation.
@@ -1576,8 +1596,32 @@ pub(crate) mod tests {
                 rng.pick(&[r#","logprobs":null,"finish_reason":null"#, r#","finish_reason":"stop""#, ""]);
             let end =
                 rng.pick(&["", r#","usage":null"#, r#","model":"m-3""#, r#","usage":{"prompt_tokens":1}"#]);
+            // OpenAI's padding ends a chunk with a value that changes every time, in half the
+            // streams.
+            let padded = stream % 2 == 1;
             let (mut memo, mut whole) = (OpenAiStreamDecoder::new(), OpenAiStreamDecoder::new());
             for _ in 0..10 {
+                let padding = match padded {
+                    // Plain values, escaped ones, broken ones (a raw quote, a raw control
+                    // character, an unknown escape) and one that hides a second member.
+                    true => format!(
+                        r#","obfuscation":"{}""#,
+                        rng.pick(&[
+                            "",
+                            "aB3",
+                            "Zz9Qw_x",
+                            r#"q\"r"#,
+                            r#"\n"#,
+                            r#"q"r"#,
+                            "\n",
+                            r#"\q"#,
+                            "\u{1}",
+                            "}",
+                            r#"x","obfuscation":"y"#,
+                        ])
+                    ),
+                    false => String::new(),
+                };
                 let value = match rng.below(8) {
                     0 => text(&mut rng),
                     1 => rng.pick(&[r#""""#, "null", r#""tab\there""#, r#""\u00e9t\u00e9""#]).into(),
@@ -1595,7 +1639,7 @@ pub(crate) mod tests {
                     }
                 } else {
                     format!(
-                        r#"{top}"choices":[{{{index}"delta":{{{before}"{key}":{value}{after}}}{rest}}}]{end}}}"#
+                        r#"{top}"choices":[{{{index}"delta":{{{before}"{key}":{value}{after}}}{rest}}}]{end}{padding}}}"#
                     )
                 };
                 if rng.below(6) == 0 {
@@ -1609,8 +1653,8 @@ pub(crate) mod tests {
     }
 
     /// Content deltas in the member orders real servers use are read from the remembered
-    /// shape from the second one on: OpenAI/vLLM (`choices` after the ids) and llama.cpp
-    /// (`choices` first, ids after).
+    /// shape from the second one on: OpenAI/vLLM (`choices` after the ids), llama.cpp
+    /// (`choices` first, ids after) and OpenAI's padded chunks.
     #[test]
     fn real_servers_content_deltas_are_read_from_the_shape() {
         let openai = |t: &str| {
@@ -1623,7 +1667,13 @@ pub(crate) mod tests {
                 r#"{{"choices":[{{"finish_reason":null,"index":0,"delta":{{"content":"{t}"}}}}],"created":1,"id":"chatcmpl-2","model":"qwen","system_fingerprint":"b1","object":"chat.completion.chunk"}}"#
             )
         };
-        for shape in [&openai as &dyn Fn(&str) -> String, &llama_cpp] {
+        // OpenAI's own chunks end with a padding member of random characters.
+        let padded = |t: &str| {
+            let chunk = openai(t);
+            let pad = "x".repeat(t.len() % 7);
+            format!(r#"{},"obfuscation":"{pad}Qz"}}"#, &chunk[..chunk.len() - 1])
+        };
+        for shape in [&openai as &dyn Fn(&str) -> String, &llama_cpp, &padded] {
             let mut d = OpenAiStreamDecoder::new();
             let mut hits = Vec::new();
             let mut events = Vec::new();
