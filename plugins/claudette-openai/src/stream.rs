@@ -1483,6 +1483,37 @@ pub(crate) mod tests {
         true
     }
 
+    /// The start of a chunk up to where `choices` comes: `{`, then generated members before
+    /// it (ids, model, usage, …, some odd), each followed by `,`.
+    fn leading_members(rng: &mut Rng) -> String {
+        let head = object(
+            rng,
+            &[
+                ("id", &|r: &mut Rng| r.pick(&[r#""chatcmpl-1""#, r#""a\"b""#, "null"]).into()),
+                ("object", &|r: &mut Rng| r.pick(&[r#""chat.completion.chunk""#, r#""error""#]).into()),
+                ("created", &|_: &mut Rng| "1700000000".into()),
+                ("model", &|r: &mut Rng| {
+                    r.pick(&[r#""m-1""#, r#""m\u002d2""#, r#""a\nb""#, r#""""#, "null"]).into()
+                }),
+                ("system_fingerprint", &|_: &mut Rng| r#""fp_1""#.into()),
+                ("usage", &|r: &mut Rng| {
+                    r.pick(&[
+                        r#"{"prompt_tokens":9,"completion_tokens":8}"#,
+                        "null",
+                        r#"{"prompt_tokens":1.5}"#,
+                    ])
+                    .into()
+                }),
+                ("error", &|_: &mut Rng| "null".into()),
+            ],
+        );
+        // `{…}` → `{…,` (or `{`).
+        match head.strip_suffix('}') {
+            Some("{") | None => "{".to_owned(),
+            Some(open) => format!("{open},"),
+        }
+    }
+
     /// `memo` (which remembers what it read) and `whole` (which forgets it before every
     /// chunk) read `data` to the same events, errors and state.
     fn reads_as_if_read_whole(
@@ -1512,32 +1543,7 @@ pub(crate) mod tests {
         let mut resumed = 0;
         for stream in 0..500 {
             rng.1 = stream % 3 != 0;
-            let head = object(
-                &mut rng,
-                &[
-                    ("id", &|r: &mut Rng| r.pick(&[r#""chatcmpl-1""#, r#""a\"b""#, "null"]).into()),
-                    ("object", &|r: &mut Rng| r.pick(&[r#""chat.completion.chunk""#, r#""error""#]).into()),
-                    ("created", &|_: &mut Rng| "1700000000".into()),
-                    ("model", &|r: &mut Rng| {
-                        r.pick(&[r#""m-1""#, r#""m\u002d2""#, r#""a\nb""#, r#""""#, "null"]).into()
-                    }),
-                    ("system_fingerprint", &|_: &mut Rng| r#""fp_1""#.into()),
-                    ("usage", &|r: &mut Rng| {
-                        r.pick(&[
-                            r#"{"prompt_tokens":9,"completion_tokens":8}"#,
-                            "null",
-                            r#"{"prompt_tokens":1.5}"#,
-                        ])
-                        .into()
-                    }),
-                    ("error", &|_: &mut Rng| "null".into()),
-                ],
-            );
-            // `{…}` → `{…,` (or `{`), then `choices` and the rest vary chunk by chunk.
-            let head = match head.strip_suffix('}') {
-                Some("{") | None => "{".to_owned(),
-                Some(open) => format!("{open},"),
-            };
+            let head = leading_members(&mut rng);
             let (mut memo, mut whole) = (OpenAiStreamDecoder::new(), OpenAiStreamDecoder::new());
             for _ in 0..8 {
                 let choices = (0..rng.below(3)).map(|_| choice(&mut rng)).collect::<Vec<_>>().join(",");
@@ -1568,25 +1574,10 @@ pub(crate) mod tests {
         let mut shaped = 0;
         for stream in 0..500 {
             rng.1 = stream % 3 != 0;
-            let top = object(
-                &mut rng,
-                &[
-                    ("id", &|r: &mut Rng| r.pick(&[r#""chatcmpl-1""#, r#""a\"b""#, "null"]).into()),
-                    ("object", &|r: &mut Rng| r.pick(&[r#""chat.completion.chunk""#, r#""error""#]).into()),
-                    ("model", &|r: &mut Rng| r.pick(&[r#""m-1""#, r#""m\u002d2""#, r#""""#, "null"]).into()),
-                    ("usage", &|r: &mut Rng| {
-                        r.pick(&[r#"{"prompt_tokens":9,"completion_tokens":8}"#, "null"]).into()
-                    }),
-                ],
-            );
-            // `{…}` → `{…,` (or `{`): `choices` comes next. Half the streams start as a
-            // real server's chunks do.
-            let top = match top.strip_suffix('}') {
-                _ if stream % 2 == 0 => {
-                    r#"{"id":"c-1","object":"chat.completion.chunk","model":"m-1","#.to_owned()
-                }
-                Some("{") | None => "{".to_owned(),
-                Some(open) => format!("{open},"),
+            // Half the streams start as a real server's chunks do.
+            let top = match stream % 2 {
+                0 => r#"{"id":"c-1","object":"chat.completion.chunk","model":"m-1","#.to_owned(),
+                _ => leading_members(&mut rng),
             };
             let index = rng.pick(&["", r#""index":0,"#, r#""index":1,"#, r#""index":null,"#]);
             let before = rng.pick(&["", r#""role":"assistant","#, r#""content":"x","#]);
