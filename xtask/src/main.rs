@@ -2,19 +2,23 @@
 //!
 //! - `bench [core]`: the criterion/divan benchmarks (selection, breaker). Never part of CI's
 //!   test run: speed is measured on demand, not asserted.
-//! - `bench gateway`: gateway overhead against a direct baseline (throughput, added latency,
-//!   CPU per request, RSS), JSON and SSE, on loopback.
+//! - `bench gateway [--no-pgo]`: gateway overhead against a direct baseline (throughput, added
+//!   latency, CPU per request, RSS), JSON and SSE, on loopback; the gateway is the
+//!   profile-guided build, measured beside the plain one.
+//! - `pgo`: the profile-guided release build of the `claudette` binary (`pgo.rs`).
 //! - `bench plugins`: per-call overhead of a run-time plugin adapter against the linked one.
 //! - `plugins [--release] [--out DIR]`: builds every provider (and the example plugin) as a
 //!   run-time plugin `.so` into `target/plugins/` and prints name, size and SHA-256.
 //! - `conformance`: starts the real third-party servers of `../shared/testbed/` (if installed),
 //!   runs the provider conformance tests against them, and stops what it started.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
+mod pgo;
 mod plugins;
 
 fn main() -> ExitCode {
@@ -30,11 +34,12 @@ fn main() -> ExitCode {
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("bench") => bench(args.get(1).map(String::as_str), args.get(2..).unwrap_or_default()),
         Some("conformance") => conformance(),
+        Some("pgo") => pgo::pgo(),
         Some("plugins") => plugins::plugins(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <bench [core|gateway]|conformance>");
+            eprintln!("usage: cargo xtask <bench [core|gateway [--no-pgo]|plugins]|pgo|plugins|conformance>");
             bail!("unknown or missing task")
         }
     }
@@ -47,25 +52,52 @@ fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn cargo(args: &[&str]) -> Result<()> {
+/// Runs cargo in the workspace root, with `env` added (and printed) for this call only.
+fn cargo(args: &[&str], env: &[(&str, &OsStr)]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    println!("$ cargo {}", args.join(" "));
-    let status = Command::new(cargo).args(args).current_dir(root()).status().context("running cargo")?;
+    let shown: Vec<String> = env.iter().map(|(k, v)| format!("{k}={} ", v.to_string_lossy())).collect();
+    println!("$ {}cargo {}", shown.concat(), args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(root())
+        .status()
+        .context("running cargo")?;
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
     Ok(())
 }
 
-fn bench(which: Option<&str>) -> Result<()> {
+fn bench(which: Option<&str>, rest: &[String]) -> Result<()> {
     match which {
-        None | Some("core") => cargo(&["bench", "-p", "claudette-core", "--bench", "core"]),
-        Some("gateway") => {
-            cargo(&["run", "--release", "-p", "claudette-gateway", "--example", "bench_gateway"])
-        }
-        Some("plugins") => cargo(&["bench", "-p", "claudette-plugin", "--bench", "ffi"]),
-        Some(other) => bail!("unknown bench `{other}` (known: core, gateway)"),
+        None | Some("core") => cargo(&["bench", "-p", "claudette-core", "--bench", "core"], &[]),
+        Some("gateway") => bench_gateway(rest.iter().any(|a| a == "--no-pgo")),
+        Some("plugins") => cargo(&["bench", "-p", "claudette-plugin", "--bench", "ffi"], &[]),
+        Some(other) => bail!("unknown bench `{other}` (known: core, gateway, plugins)"),
     }
+}
+
+/// The gateway benchmark measures the gateway as it is shipped, from the profile-guided
+/// build (see `pgo.rs`), beside the plain release build of the same code; the upstream, the
+/// floor proxy and the load generator are the plain build. `--no-pgo` (or a toolchain without
+/// `llvm-profdata`) measures the plain build only.
+fn bench_gateway(no_pgo: bool) -> Result<()> {
+    cargo(&["build", "--release", "-p", "claudette-gateway", "--example", "bench_gateway"], &[])?;
+    let mut run = Command::new(root().join("target/release/examples/bench_gateway"));
+    if !no_pgo {
+        match pgo::build() {
+            Ok(built) => {
+                run.env("BENCH_GATEWAY_BIN", built.bench_gateway);
+            }
+            Err(e) => println!("no profile-guided build ({e:#}); measuring the plain release build only"),
+        }
+    }
+    let status = run.status().context("running bench_gateway")?;
+    if !status.success() {
+        bail!("bench_gateway failed ({status})");
+    }
+    Ok(())
 }
 
 /// Ports and readiness paths of the testbed servers (see ../shared/testbed/README.md).
@@ -112,21 +144,24 @@ fn conformance() -> Result<()> {
             testbed.display()
         );
     }
-    let result = cargo(&[
-        "test",
-        "-p",
-        "claudette-openai",
-        "-p",
-        "claudette-anthropic",
-        "-p",
-        "claudette-ollama",
-        "-p",
-        "claudette-qwen",
-        "--test",
-        "testbed",
-        "--",
-        "--nocapture",
-    ]);
+    let result = cargo(
+        &[
+            "test",
+            "-p",
+            "claudette-openai",
+            "-p",
+            "claudette-anthropic",
+            "-p",
+            "claudette-ollama",
+            "-p",
+            "claudette-qwen",
+            "--test",
+            "testbed",
+            "--",
+            "--nocapture",
+        ],
+        &[],
+    );
     if started {
         let _ = Command::new("bash").arg(testbed.join("stop.sh")).status();
     }

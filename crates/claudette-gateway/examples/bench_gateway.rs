@@ -27,6 +27,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -92,6 +93,13 @@ fn main() {
                 pct(&lat, 0.9),
                 pct(&lat, 0.99)
             );
+        }
+        // `pgo-train GATEWAY_BIN`: the training run of a profile-guided build (`cargo xtask
+        // pgo`): an instrumented gateway in front of this binary's upstream, under the same
+        // JSON and SSE load the benchmark applies; it writes its profile when it exits.
+        Some("pgo-train") => {
+            let bin = std::env::args().nth(2).map(PathBuf::from).expect("instrumented gateway binary");
+            pgo_train(&bin);
         }
         _ => orchestrate(),
     }
@@ -337,7 +345,16 @@ impl claudette_core::Backend for Stub {
 }
 
 fn spawn_child(args: &[&str]) -> (Child, u16) {
-    let exe = std::env::current_exe().expect("current exe");
+    spawn_from(&std::env::current_exe().expect("current exe"), args)
+}
+
+/// The gateway under test: this binary, or `BENCH_GATEWAY_BIN` (the profile-optimised build
+/// of this same example that `cargo xtask bench gateway` makes, see `xtask/src/pgo.rs`).
+fn gateway_exe() -> Option<PathBuf> {
+    std::env::var_os("BENCH_GATEWAY_BIN").map(PathBuf::from)
+}
+
+fn spawn_from(exe: &Path, args: &[&str]) -> (Child, u16) {
     let mut child = Command::new(exe)
         .args(args)
         .stdin(Stdio::piped())
@@ -666,11 +683,41 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[idx]
 }
 
+fn pgo_train(bin: &Path) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let (mut upstream, up_port) = spawn_child(&["upstream"]);
+    let (mut gateway, gw_port) = spawn_from(bin, &["gateway", &format!("http://127.0.0.1:{up_port}/v1")]);
+    let via: SocketAddr = ([127, 0, 0, 1], gw_port).into();
+    rt.block_on(async {
+        for (label, stream) in [("JSON", false), ("SSE", true)] {
+            let req = request_bytes(stream);
+            let s = saturate(via, req.clone(), None, 100.0).await;
+            let (lat, errors) = fixed_rate(via, req).await;
+            println!(
+                "training {label}: {:.0} req/s saturated, {} requests at {FIXED_RATE} req/s, {} errors",
+                s.rps,
+                lat.len(),
+                s.errors + errors
+            );
+        }
+    });
+    // End of stdin: the gateway exits through `exit`, which writes the profile.
+    drop(gateway.stdin.take());
+    let status = gateway.wait().expect("gateway exit");
+    assert!(status.success(), "instrumented gateway ended with {status}");
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+}
+
 fn orchestrate() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let (mut upstream, up_port) = spawn_child(&["upstream"]);
-    let (mut gateway, gw_port) = spawn_child(&["gateway", &format!("http://127.0.0.1:{up_port}/v1")]);
-    let (mut stub, stub_port) = spawn_child(&["stub-gateway"]);
+    let up_url = format!("http://127.0.0.1:{up_port}/v1");
+    let gateway_bin = gateway_exe().unwrap_or_else(|| std::env::current_exe().expect("current exe"));
+    let (mut gateway, gw_port) = spawn_from(&gateway_bin, &["gateway", &up_url]);
+    let (mut stub, stub_port) = spawn_from(&gateway_bin, &["stub-gateway"]);
+    // With a profile-optimised gateway, the plain build of the same code is measured beside it.
+    let mut plain = gateway_exe().map(|_| spawn_child(&["gateway", &up_url]));
     let (mut floor, floor_port) = spawn_child(&["floor-proxy", &up_port.to_string()]);
     let direct: SocketAddr = ([127, 0, 0, 1], up_port).into();
     let via: SocketAddr = ([127, 0, 0, 1], gw_port).into();
@@ -683,6 +730,13 @@ fn orchestrate() {
         upstream.id(),
         gateway.id()
     );
+    match gateway_exe() {
+        Some(_) => println!(
+            "gateway: the profile-optimised (PGO) release build, {}; upstream, floor proxy and load: the plain release build",
+            gateway_bin.display()
+        ),
+        None => println!("gateway, upstream, floor proxy and load: the plain release build (no PGO)"),
+    }
     let load = match wrk() {
         Some(path) => format!("wrk ({}, one thread)", path.display()),
         None => "the built-in generator (raw HTTP/1.1, keep-alive)".to_owned(),
@@ -699,6 +753,7 @@ fn orchestrate() {
         let mut rows = Vec::new();
         let mut stub_rows = Vec::new();
         let mut floor_rows = Vec::new();
+        let mut plain_rows = Vec::new();
         let mut spreads = Vec::new();
         for (label, stream) in [("JSON", false), ("SSE", true)] {
             let req = request_bytes(stream);
@@ -741,6 +796,12 @@ fn orchestrate() {
             let f = saturate(via_floor, req.clone(), Some(floor.id()), ticks).await;
             let (fl, _) = fixed_rate(via_floor, req.clone()).await;
             floor_rows.push((label, f, d.rps, pct(&fl, 0.5) - pct(&dl, 0.5)));
+            if let Some((child, port)) = &plain {
+                let addr: SocketAddr = ([127, 0, 0, 1], *port).into();
+                let p = saturate(addr, req.clone(), Some(child.id()), ticks).await;
+                let (pl, _) = fixed_rate(addr, req.clone()).await;
+                plain_rows.push((label, p, d.rps, pct(&pl, 0.5) - pct(&dl, 0.5)));
+            }
             rows.push((label, d, g, dl, de, gl, ge));
         }
 
@@ -801,6 +862,19 @@ fn orchestrate() {
                 added_p50
             );
         }
+        if !plain_rows.is_empty() {
+            println!("\nthe same gateway from the plain release build (no PGO), against the median round's direct figure:");
+            for (label, p, direct, added_p50) in &plain_rows {
+                println!(
+                    "{:<6} {:>14.0} req/s = {:.1}% of direct   CPU/req {:.1}µs   added p50 at {FIXED_RATE} req/s {:.0}µs",
+                    label,
+                    p.rps,
+                    p.rps / direct * 100.0,
+                    p.cpu_per_req_us.unwrap_or(f64::NAN),
+                    added_p50
+                );
+            }
+        }
         let rss_after = rss_kib(gateway.id());
         println!(
             "\ngateway RSS: {:.1} MiB idle, {:.1} MiB max under load, {:.1} MiB after",
@@ -813,7 +887,10 @@ fn orchestrate() {
         );
     });
 
-    for child in [&mut gateway, &mut stub, &mut floor, &mut upstream] {
+    for child in [&mut gateway, &mut stub, &mut floor, &mut upstream]
+        .into_iter()
+        .chain(plain.as_mut().map(|p| &mut p.0))
+    {
         let _ = child.kill();
         let _ = child.wait();
     }
