@@ -411,9 +411,24 @@ fn request_bytes(stream: bool) -> Arc<Vec<u8>> {
     } else {
         r#"{"model":"auto","messages":[{"role":"user","content":"Say hello"}],"max_tokens":16}"#
     };
+    raw_post("/v1/chat/completions", body)
+}
+
+/// The same request in Anthropic's Messages format (PGO training only: the gateway
+/// translates it for the OpenAI upstream).
+fn anthropic_request_bytes(stream: bool) -> Arc<Vec<u8>> {
+    let body = if stream {
+        r#"{"model":"auto","max_tokens":16,"messages":[{"role":"user","content":"Say hello"}],"stream":true}"#
+    } else {
+        r#"{"model":"auto","max_tokens":16,"messages":[{"role":"user","content":"Say hello"}]}"#
+    };
+    raw_post("/v1/messages", body)
+}
+
+fn raw_post(path: &str, body: &str) -> Arc<Vec<u8>> {
     Arc::new(
         format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         )
         .into_bytes(),
@@ -699,6 +714,13 @@ fn pgo_train(bin: &Path) {
                 lat.len(),
                 s.errors + errors
             );
+            assert_eq!(s.errors + errors, 0, "the gateway failed requests during training");
+        }
+        // Anthropic-format clients take the same path but for their own parsing and encoding.
+        for (label, stream) in [("Anthropic JSON", false), ("Anthropic SSE", true)] {
+            let (lat, errors) = fixed_rate(via, anthropic_request_bytes(stream)).await;
+            println!("training {label}: {} requests at {FIXED_RATE} req/s, {errors} errors", lat.len());
+            assert_eq!(errors, 0, "the gateway failed requests during training");
         }
     });
     // End of stdin: the gateway exits through `exit`, which writes the profile.
