@@ -698,6 +698,20 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[idx]
 }
 
+/// Rows of (label, saturation, the median round's direct req/s, added p50 in µs).
+fn print_against_direct(rows: &[(&str, Saturation, f64, f64)]) {
+    for (label, s, direct, added_p50) in rows {
+        println!(
+            "{:<6} {:>14.0} req/s = {:.1}% of direct   CPU/req {:.1}µs   added p50 at {FIXED_RATE} req/s {:.0}µs",
+            label,
+            s.rps,
+            s.rps / direct * 100.0,
+            s.cpu_per_req_us.unwrap_or(f64::NAN),
+            added_p50
+        );
+    }
+}
+
 fn pgo_train(bin: &Path) {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let (mut upstream, up_port) = spawn_child(&["upstream"]);
@@ -874,28 +888,10 @@ fn orchestrate() {
             "\nthe ceiling: a proxy that only forwards bytes (Content-Length framing, one upstream connection per client \
              connection, no parsing, no JSON, no routing), the same upstream hop:"
         );
-        for (label, f, direct, added_p50) in &floor_rows {
-            println!(
-                "{:<6} {:>14.0} req/s = {:.1}% of direct   CPU/req {:.1}µs   added p50 at {FIXED_RATE} req/s {:.0}µs",
-                label,
-                f.rps,
-                f.rps / direct * 100.0,
-                f.cpu_per_req_us.unwrap_or(f64::NAN),
-                added_p50
-            );
-        }
+        print_against_direct(&floor_rows);
         if !plain_rows.is_empty() {
             println!("\nthe same gateway from the plain release build (no PGO), against the median round's direct figure:");
-            for (label, p, direct, added_p50) in &plain_rows {
-                println!(
-                    "{:<6} {:>14.0} req/s = {:.1}% of direct   CPU/req {:.1}µs   added p50 at {FIXED_RATE} req/s {:.0}µs",
-                    label,
-                    p.rps,
-                    p.rps / direct * 100.0,
-                    p.cpu_per_req_us.unwrap_or(f64::NAN),
-                    added_p50
-                );
-            }
+            print_against_direct(&plain_rows);
         }
         let rss_after = rss_kib(gateway.id());
         println!(
