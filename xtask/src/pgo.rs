@@ -23,7 +23,7 @@
 //! profile).
 
 use std::hash::{DefaultHasher, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -56,7 +56,7 @@ pub fn pgo() -> Result<()> {
 pub fn build() -> Result<Built> {
     let root = root();
     let host = host()?;
-    let profdata = llvm_profdata()?;
+    let profdata = llvm_profdata(&host)?;
     let plain = root.join("target/release/examples/bench_gateway");
     if !plain.exists() {
         cargo(&["build", "--release", "-p", "claudette-gateway", "--example", "bench_gateway"], &[])?;
@@ -121,12 +121,12 @@ fn host() -> Result<String> {
 
 /// `llvm-profdata` of the toolchain's own LLVM (the profile format follows the LLVM version),
 /// else one on `PATH`.
-fn llvm_profdata() -> Result<PathBuf> {
+fn llvm_profdata(host: &str) -> Result<PathBuf> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let sysroot =
         Command::new(rustc).args(["--print", "sysroot"]).output().context("running rustc --print sysroot")?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
-    let own = sysroot.join("lib/rustlib").join(host()?).join("bin/llvm-profdata");
+    let own = sysroot.join("lib/rustlib").join(host).join("bin/llvm-profdata");
     if own.exists() {
         return Ok(own);
     }
@@ -137,5 +137,24 @@ fn llvm_profdata() -> Result<PathBuf> {
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| Path::new(p).is_file())
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_host_triple_is_read_from_rustc() {
+        let host = super::host().unwrap();
+        assert!(host.starts_with(std::env::consts::ARCH), "{host}");
+        assert!(host.contains(std::env::consts::OS), "{host}");
+    }
+
+    /// Either a real `llvm-profdata` is found, or the error says how to install one.
+    #[test]
+    fn llvm_profdata_is_found_or_the_error_says_how_to_get_it() {
+        match super::llvm_profdata(&super::host().unwrap()) {
+            Ok(path) => assert!(path.is_file(), "{}", path.display()),
+            Err(e) => assert!(e.to_string().contains("rustup component add llvm-tools"), "{e:#}"),
+        }
+    }
 }
