@@ -27,7 +27,7 @@ use crate::common::CliError;
 /// as about 12 % of the gateway's CPU in `perf`. Plugins are unaffected: abi_stable values that
 /// cross the boundary are freed by the side that allocated them.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: claudette_alloc::Allocator = claudette_alloc::Allocator;
 
 const CONFIG_HELP: &str = "\
 Configuration is read from --config, else the file named by CLAUDETTE_CONFIG, else ./claudette.toml,

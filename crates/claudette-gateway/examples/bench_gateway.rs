@@ -46,7 +46,7 @@ use tokio::net::TcpStream;
 
 /// The allocator the `claudette` binary uses, so the figures are the shipped gateway's.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: claudette_alloc::Allocator = claudette_alloc::Allocator;
 
 const SATURATION_CONNS: usize = 16;
 const SATURATION_TIME: Duration = Duration::from_secs(4);
