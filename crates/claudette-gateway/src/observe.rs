@@ -7,7 +7,7 @@
 //! from Open to HalfOpen by the clock, not by an event).
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -200,7 +200,21 @@ struct Local {
 }
 
 thread_local! {
-    static LOCAL: RefCell<Local> = RefCell::default();
+    static LOCAL: ThreadCache = ThreadCache::default();
+    /// Set while this thread's [`ThreadCache`] is being destroyed. Constant-initialised and
+    /// without a destructor, so it can be read from other thread-locals' destructors.
+    static TEARING_DOWN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A thread's [`Local`], marking when the thread ends: its handles are then dropped from a
+/// thread-local destructor, where they must not record (see [`ORPHANED`]).
+#[derive(Default)]
+struct ThreadCache(RefCell<Local>);
+
+impl Drop for ThreadCache {
+    fn drop(&mut self) {
+        TEARING_DOWN.set(true);
+    }
 }
 
 fn local<H: Clone>(
@@ -211,7 +225,7 @@ fn local<H: Clone>(
 ) -> H {
     let owner = std::ptr::from_ref(owner) as usize;
     let cached = LOCAL.try_with(|l| {
-        let mut l = l.try_borrow_mut().ok()?;
+        let mut l = l.0.try_borrow_mut().ok()?;
         if l.owner != owner {
             *l = Local { owner, ..Local::default() };
         }
@@ -223,7 +237,7 @@ fn local<H: Clone>(
     let h = make();
     // A thread being torn down (no thread-local any more) just goes without the cache.
     let _ = LOCAL.try_with(|l| {
-        if let Ok(mut l) = l.try_borrow_mut() {
+        if let Ok(mut l) = l.0.try_borrow_mut() {
             map(&mut l).insert(key.clone(), h.clone());
         }
     });
@@ -236,7 +250,7 @@ struct LocalGauge(Gauge);
 
 /// Thread-owned handles that gather what is recorded and hand it to the shared series in
 /// batches: at every scrape (so `/metrics` is exact), every upkeep second, when a thread's
-/// sample buffer fills, and when the thread ends.
+/// sample buffer fills, and when the thread ends (its samples then wait for the next scrape or upkeep).
 ///
 /// Recording into the shared series directly writes cache lines that every serving thread
 /// writes (the value and the exporter's recency counter), about ten series per request: on
@@ -249,6 +263,12 @@ trait Flush: Send + Sync {
 /// Every batched handle alive, for [`flush_all`].
 static BATCHED: Mutex<Vec<Weak<dyn Flush>>> = Mutex::new(Vec::new());
 
+/// Samples of threads that ended, for [`flush_all`] to hand over. A thread's last samples are
+/// dropped with its thread-locals, and recording them there would read the exporter's clock,
+/// whose own thread-local may already be gone: that panics, and a panic in a thread-local's
+/// destructor aborts the process (`claudette serve` did so on SIGTERM).
+static ORPHANED: Mutex<Vec<(Histogram, Vec<f64>)>> = Mutex::new(Vec::new());
+
 fn batched<T: Flush + 'static>(handle: T) -> Arc<T> {
     let handle = Arc::new(handle);
     let as_flush: Arc<dyn Flush> = handle.clone();
@@ -260,6 +280,12 @@ fn batched<T: Flush + 'static>(handle: T) -> Arc<T> {
 
 /// Hands every thread's pending counts and samples to the shared series.
 fn flush_all() {
+    let orphaned = std::mem::take(&mut *ORPHANED.lock());
+    for (shared, samples) in orphaned {
+        for v in samples {
+            shared.record(v);
+        }
+    }
     let live: Vec<Arc<dyn Flush>> = BATCHED.lock().iter().filter_map(Weak::upgrade).collect();
     for handle in live {
         handle.flush();
@@ -334,7 +360,14 @@ impl HistogramFn for LocalHistogram {
 impl Drop for LocalHistogram {
     fn drop(&mut self) {
         let samples = std::mem::take(self.pending.get_mut());
-        self.hand_over(&samples);
+        if samples.is_empty() {
+            return;
+        }
+        if TEARING_DOWN.get() {
+            ORPHANED.lock().push((self.shared.clone(), samples));
+        } else {
+            self.hand_over(&samples);
+        }
     }
 }
 
@@ -580,5 +613,33 @@ mod tests {
         assert_eq!(count(&ta, "level"), Some(3.0), "{ta}");
         assert_eq!(count(&tb, r#"hits_total{endpoint="x"}"#), Some(2000.0), "{tb}");
         assert!(!tb.contains("took_seconds"), "{tb}");
+    }
+
+    /// A thread that handed samples over while it ran, then ends. The hand-over reads the
+    /// exporter's clock, whose thread-local is then set up after this thread's handle cache
+    /// and so destroyed before it: the cache's last samples must not be recorded from its
+    /// destructor (that panics, and a panic there aborts the process, which is how
+    /// `claudette serve` once ended on SIGTERM). They reach the series at the next flush.
+    #[test]
+    fn a_thread_that_ends_after_a_hand_over_keeps_its_last_samples() {
+        let (a, ha) = recorder();
+        let a = Arc::new(a);
+        let hist = Key::from_name("ending_seconds");
+        let samples = SAMPLES_PER_BATCH + 10;
+        let thread = {
+            let (a, hist) = (a.clone(), hist.clone());
+            std::thread::spawn(move || {
+                let meta = Metadata::new("t", metrics::Level::INFO, None);
+                for _ in 0..samples {
+                    a.register_histogram(&hist, &meta).record(0.5);
+                }
+            })
+        };
+        // `join` returns once the thread is gone, its thread-locals destroyed.
+        assert!(thread.join().is_ok());
+        flush_all();
+        ha.run_upkeep();
+        let text = ha.render();
+        assert_eq!(count(&text, "ending_seconds_count"), Some(samples as f64), "{text}");
     }
 }
