@@ -2,10 +2,12 @@
 //!
 //! - `bench [core]`: the criterion/divan benchmarks (selection, breaker). Never part of CI's
 //!   test run: speed is measured on demand, not asserted.
-//! - `bench gateway [--no-pgo]`: gateway overhead against a direct baseline (throughput, added
-//!   latency, CPU per request, RSS), JSON and SSE, on loopback; the gateway is the
-//!   profile-guided build, measured beside the plain one.
-//! - `pgo`: the profile-guided release build of the `claudette` binary (`pgo.rs`).
+//! - `bench gateway [--no-pgo] [--no-bolt]`: gateway overhead against a direct baseline
+//!   (throughput, added latency, CPU per request, RSS), JSON and SSE, on loopback; the gateway
+//!   is the profile-guided (and, with `llvm-bolt` installed, BOLT-optimised) build, measured
+//!   beside the plain one.
+//! - `pgo`: the profile-guided release build of the `claudette` binary (`pgo.rs`), then its
+//!   BOLT pass when `llvm-bolt` is installed (`bolt.rs`).
 //! - `bench plugins`: per-call overhead of a run-time plugin adapter against the linked one.
 //! - `plugins [--release] [--out DIR]`: builds every provider (and the example plugin) as a
 //!   run-time plugin `.so` into `target/plugins/` and prints name, size and SHA-256.
@@ -18,6 +20,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 
+mod bolt;
 mod pgo;
 mod plugins;
 
@@ -39,7 +42,9 @@ fn run() -> Result<()> {
         Some("pgo") => pgo::pgo(),
         Some("plugins") => plugins::plugins(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <bench [core|gateway [--no-pgo]|plugins]|pgo|plugins|conformance>");
+            eprintln!(
+                "usage: cargo xtask <bench [core|gateway [--no-pgo] [--no-bolt]|plugins]|pgo|plugins|conformance>"
+            );
             bail!("unknown or missing task")
         }
     }
@@ -72,7 +77,9 @@ fn cargo(args: &[&str], env: &[(&str, &OsStr)]) -> Result<()> {
 fn bench(which: Option<&str>, rest: &[String]) -> Result<()> {
     match which {
         None | Some("core") => cargo(&["bench", "-p", "claudette-core", "--bench", "core"], &[]),
-        Some("gateway") => bench_gateway(rest.iter().any(|a| a == "--no-pgo")),
+        Some("gateway") => {
+            bench_gateway(rest.iter().any(|a| a == "--no-pgo"), rest.iter().any(|a| a == "--no-bolt"))
+        }
         Some("plugins") => cargo(&["bench", "-p", "claudette-plugin", "--bench", "ffi"], &[]),
         Some(other) => bail!("unknown bench `{other}` (known: core, gateway, plugins)"),
     }
@@ -81,14 +88,14 @@ fn bench(which: Option<&str>, rest: &[String]) -> Result<()> {
 /// The gateway benchmark measures the gateway as it is shipped, from the profile-guided
 /// build (see `pgo.rs`), beside the plain release build of the same code; the upstream, the
 /// floor proxy and the load generator are the plain build. `--no-pgo` (or a toolchain without
-/// `llvm-profdata`) measures the plain build only.
-fn bench_gateway(no_pgo: bool) -> Result<()> {
+/// `llvm-profdata`) measures the plain build only; `--no-bolt` skips the BOLT pass.
+fn bench_gateway(no_pgo: bool, no_bolt: bool) -> Result<()> {
     cargo(&["build", "--release", "-p", "claudette-gateway", "--example", "bench_gateway"], &[])?;
     let mut run = Command::new(root().join("target/release/examples/bench_gateway"));
     if !no_pgo {
-        match pgo::build() {
+        match pgo::build(!no_bolt) {
             Ok(built) => {
-                run.env("BENCH_GATEWAY_BIN", built.bench_gateway);
+                run.env("BENCH_GATEWAY_BIN", built.bench_gateway).env("BENCH_GATEWAY_BUILD", built.passes);
             }
             Err(e) => println!("no profile-guided build ({e:#}); measuring the plain release build only"),
         }

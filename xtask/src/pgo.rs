@@ -16,7 +16,10 @@
 //! 3. `llvm-profdata merge` (from `rustup component add llvm-tools`, or on `PATH`);
 //! 4. the optimised build (`-Cprofile-use`) in `target/pgo`. The profile's file name carries a
 //!    hash of its contents, so a new profile changes the flags and cargo rebuilds (it does not
-//!    track the contents of a file named in `RUSTFLAGS`).
+//!    track the contents of a file named in `RUSTFLAGS`);
+//! 5. when `llvm-bolt` is installed, a BOLT layout pass over both binaries, each trained again
+//!    on its own (`bolt.rs`), into `target/pgo/bolt/`. Step 4 then links with
+//!    `--emit-relocs`, which BOLT needs to move functions.
 //!
 //! `--target <host>` is passed so the flags reach only the binaries, not build scripts and
 //! proc macros (which would otherwise run instrumented during the build and add to the
@@ -28,12 +31,14 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cargo, root};
+use crate::{bolt, cargo, root};
 
 /// What the profile-guided build produced.
 pub struct Built {
     pub bench_gateway: PathBuf,
     pub claudette: PathBuf,
+    /// What was applied: "PGO", or "PGO + BOLT".
+    pub passes: &'static str,
 }
 
 /// The packages and targets built in one invocation, so both binaries resolve the same
@@ -42,21 +47,26 @@ const TARGETS: [&str; 8] =
     ["-p", "claudette-gateway", "--example", "bench_gateway", "-p", "claudette-cli", "--bin", "claudette"];
 
 pub fn pgo() -> Result<()> {
-    let built = build()?;
+    let built = build(true)?;
     println!(
-        "profile-optimised builds:\n  {}\n  {}",
+        "optimised builds ({}):\n  {}\n  {}",
+        built.passes,
         built.claudette.display(),
         built.bench_gateway.display()
     );
     Ok(())
 }
 
-/// Runs the four steps; the plain release build of `bench_gateway` must exist (it is the
-/// training's upstream and load generator).
-pub fn build() -> Result<Built> {
+/// Runs the steps (BOLT's only if `with_bolt` and it is installed); the plain release build of
+/// `bench_gateway` is made if missing (it is the training's upstream and load generator).
+pub fn build(with_bolt: bool) -> Result<Built> {
     let root = root();
     let host = host()?;
     let profdata = llvm_profdata(&host)?;
+    let bolt = if with_bolt { bolt::find() } else { None };
+    if with_bolt && bolt.is_none() {
+        println!("llvm-bolt not found (Debian: `apt-get install bolt-16`): no BOLT pass");
+    }
     let plain = root.join("target/release/examples/bench_gateway");
     if !plain.exists() {
         cargo(&["build", "--release", "-p", "claudette-gateway", "--example", "bench_gateway"], &[])?;
@@ -102,10 +112,29 @@ pub fn build() -> Result<Built> {
     let merged = use_dir.join(format!("claudette-{:016x}.profdata", hasher.finish()));
     std::fs::write(&merged, &bytes).with_context(|| format!("writing {}", merged.display()))?;
 
-    let flags = format!("-Cprofile-use={}", merged.display());
+    let mut flags = format!("-Cprofile-use={}", merged.display());
+    if bolt.is_some() {
+        flags.push_str(" -Clink-arg=-Wl,--emit-relocs");
+    }
     cargo(&args, &[("CARGO_TARGET_DIR", use_dir.as_os_str()), ("RUSTFLAGS", flags.as_ref())])?;
     let out = use_dir.join(&host).join("release");
-    Ok(Built { bench_gateway: out.join("examples/bench_gateway"), claudette: out.join("claudette") })
+    let pgo = Built {
+        bench_gateway: out.join("examples/bench_gateway"),
+        claudette: out.join("claudette"),
+        passes: "PGO",
+    };
+    let Some(bolt) = bolt else { return Ok(pgo) };
+
+    let bolt_dir = use_dir.join("bolt");
+    std::fs::create_dir_all(&bolt_dir).with_context(|| format!("creating {}", bolt_dir.display()))?;
+    let optimised = Built {
+        bench_gateway: bolt_dir.join("bench_gateway"),
+        claudette: bolt_dir.join("claudette"),
+        passes: "PGO + BOLT",
+    };
+    bolt::optimise(&bolt, &pgo.bench_gateway, &optimised.bench_gateway, &plain, "pgo-train")?;
+    bolt::optimise(&bolt, &pgo.claudette, &optimised.claudette, &plain, "pgo-train-serve")?;
+    Ok(optimised)
 }
 
 /// The host triple, from `rustc -vV`.
@@ -136,7 +165,7 @@ fn llvm_profdata(host: &str) -> Result<PathBuf> {
     bail!("llvm-profdata not found: install it with `rustup component add llvm-tools`")
 }
 
-fn on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| p.is_file())
 }
 

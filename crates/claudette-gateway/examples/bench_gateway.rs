@@ -101,6 +101,13 @@ fn main() {
             let bin = std::env::args().nth(2).map(PathBuf::from).expect("instrumented gateway binary");
             pgo_train(&bin);
         }
+        // `pgo-train-serve CLAUDETTE_BIN`: the same training for the `claudette` binary, served
+        // from a configuration naming this binary's upstream (`cargo xtask pgo`'s BOLT pass
+        // profiles each binary on its own).
+        Some("pgo-train-serve") => {
+            let bin = std::env::args().nth(2).map(PathBuf::from).expect("instrumented claudette binary");
+            pgo_train_serve(&bin);
+        }
         _ => orchestrate(),
     }
 }
@@ -713,10 +720,63 @@ fn print_against_direct(rows: &[(&str, Saturation, f64, f64)]) {
 }
 
 fn pgo_train(bin: &Path) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let (mut upstream, up_port) = spawn_child(&["upstream"]);
     let (mut gateway, gw_port) = spawn_from(bin, &["gateway", &format!("http://127.0.0.1:{up_port}/v1")]);
-    let via: SocketAddr = ([127, 0, 0, 1], gw_port).into();
+    training_load(([127, 0, 0, 1], gw_port).into());
+    // End of stdin: the gateway exits through `exit`, which writes the profile.
+    drop(gateway.stdin.take());
+    let status = gateway.wait().expect("gateway exit");
+    assert!(status.success(), "instrumented gateway ended with {status}");
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+}
+
+fn pgo_train_serve(bin: &Path) {
+    let (mut upstream, up_port) = spawn_child(&["upstream"]);
+    let dir = std::env::temp_dir().join(format!("claudette-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("training directory");
+    let config = dir.join("claudette.toml");
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[backends]]\nname = \"upstream\"\nprovider = \"openai\"\n\
+         model = \"fake-model\"\nbase_url = \"http://127.0.0.1:{up_port}/v1\"\n"
+    );
+    std::fs::write(&config, toml).expect("training configuration");
+    let mut serve = Command::new(bin)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn claudette serve");
+    let mut reader = BufReader::new(serve.stdout.take().expect("stdout"));
+    let addr: SocketAddr = loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).expect("read serve's stdout") > 0,
+            "serve exited before listening"
+        );
+        if let Some(addr) = line.trim().strip_prefix("listening on http://") {
+            break addr.parse().expect("serve printed its address");
+        }
+    };
+    training_load(addr);
+    // SIGTERM: a graceful shutdown returns from `main`, and the exit writes the profile.
+    let pid = serve.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+    assert!(killed.success(), "kill -TERM {pid} failed");
+    let status = serve.wait().expect("serve exit");
+    assert!(status.success(), "instrumented claudette ended with {status}");
+    let _ = upstream.kill();
+    let _ = upstream.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The benchmark's JSON and SSE load (saturated, then at the fixed rate) and Anthropic-format
+/// requests at the fixed rate, against a gateway being profiled.
+fn training_load(via: SocketAddr) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         for (label, stream) in [("JSON", false), ("SSE", true)] {
             let req = request_bytes(stream);
@@ -737,12 +797,6 @@ fn pgo_train(bin: &Path) {
             assert_eq!(errors, 0, "the gateway failed requests during training");
         }
     });
-    // End of stdin: the gateway exits through `exit`, which writes the profile.
-    drop(gateway.stdin.take());
-    let status = gateway.wait().expect("gateway exit");
-    assert!(status.success(), "instrumented gateway ended with {status}");
-    let _ = upstream.kill();
-    let _ = upstream.wait();
 }
 
 fn orchestrate() {
@@ -768,7 +822,8 @@ fn orchestrate() {
     );
     match gateway_exe() {
         Some(_) => println!(
-            "gateway: the profile-optimised (PGO) release build, {}; upstream, floor proxy and load: the plain release build",
+            "gateway: the optimised release build ({}), {}; upstream, floor proxy and load: the plain release build",
+            std::env::var("BENCH_GATEWAY_BUILD").unwrap_or_else(|_| "PGO".into()),
             gateway_bin.display()
         ),
         None => println!("gateway, upstream, floor proxy and load: the plain release build (no PGO)"),
