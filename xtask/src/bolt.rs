@@ -38,20 +38,21 @@ const OPTIMISE: [&str; 9] = [
 
 /// `llvm-bolt` on `PATH`, else the newest of Debian's versioned ones (`/usr/lib/llvm-N/bin`).
 pub fn find() -> Option<PathBuf> {
-    if let Some(found) = on_path("llvm-bolt") {
-        return Some(found);
-    }
-    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib")
+    on_path("llvm-bolt").or_else(|| newest_versioned(Path::new("/usr/lib")))
+}
+
+/// The `llvm-N/bin/llvm-bolt` under `lib` with the highest N (numerically: 16 over 9).
+fn newest_versioned(lib: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(lib)
         .ok()?
         .filter_map(|e| {
             let name = e.ok()?.file_name().into_string().ok()?;
-            let version = name.strip_prefix("llvm-")?.parse().ok()?;
-            let bolt = Path::new("/usr/lib").join(&name).join("bin/llvm-bolt");
+            let version: u32 = name.strip_prefix("llvm-")?.parse().ok()?;
+            let bolt = lib.join(&name).join("bin/llvm-bolt");
             bolt.is_file().then_some((version, bolt))
         })
-        .collect();
-    versioned.sort();
-    versioned.pop().map(|(_, path)| path)
+        .max_by_key(|(version, _)| *version)
+        .map(|(_, path)| path)
 }
 
 /// Instruments `input`, runs `bench_gateway <train> <instrumented>` to profile it, and writes
@@ -97,12 +98,27 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    /// Whatever `find` returns is an executable file (on a machine without BOLT, nothing).
+    use std::path::Path;
+
+    fn touch(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"").unwrap();
+    }
+
+    /// The highest version wins numerically, directories without the binary and other
+    /// `llvm-*` names are skipped, and an empty tree finds nothing.
     #[test]
-    fn a_found_llvm_bolt_is_a_file() {
-        if let Some(path) = super::find() {
-            assert!(path.is_file(), "{}", path.display());
-            assert!(path.ends_with("llvm-bolt"), "{}", path.display());
-        }
+    fn the_newest_versioned_llvm_bolt_is_chosen() {
+        let lib = std::env::temp_dir().join(format!("xtask-bolt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&lib);
+        std::fs::create_dir_all(&lib).unwrap();
+        assert_eq!(super::newest_versioned(&lib), None);
+        touch(&lib.join("llvm-9/bin/llvm-bolt"));
+        touch(&lib.join("llvm-16/bin/llvm-bolt"));
+        touch(&lib.join("llvm-15/bin/llvm-bolt"));
+        std::fs::create_dir_all(lib.join("llvm-17/bin")).unwrap(); // no llvm-bolt in it
+        touch(&lib.join("llvm-tools/bin/llvm-bolt"));
+        assert_eq!(super::newest_versioned(&lib), Some(lib.join("llvm-16/bin/llvm-bolt")));
+        std::fs::remove_dir_all(&lib).unwrap();
     }
 }
