@@ -53,8 +53,8 @@ const SATURATION_TIME: Duration = Duration::from_secs(4);
 const FIXED_RATE: f64 = 400.0;
 const FIXED_TIME: Duration = Duration::from_secs(5);
 const FIXED_CONNS: usize = 8;
-/// Interleaved direct/gateway rounds per measurement; the median round is reported.
-const ROUNDS: usize = 3;
+/// Interleaved direct/gateway rounds per measurement; medians over them are reported.
+const ROUNDS: usize = 5;
 
 fn main() {
     match std::env::args().nth(1).as_deref() {
@@ -692,6 +692,14 @@ async fn fixed_rate(addr: SocketAddr, req: Arc<Vec<u8>>) -> (Vec<f64>, u64) {
     (all, errors)
 }
 
+/// The fixed-rate figures of a row: (direct, gateway) p50 of the round with the median added
+/// p50, the same for p99, and (direct, gateway) errors over all rounds.
+struct Latency {
+    p50: (f64, f64),
+    p99: (f64, f64),
+    errors: (u64, u64),
+}
+
 /// Smallest and largest.
 fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)))
@@ -834,7 +842,7 @@ fn orchestrate() {
     };
     println!(
         "saturation: {SATURATION_CONNS} connections × {}s by {load}; fixed rate: {FIXED_RATE} req/s × {}s over {FIXED_CONNS} connections; \
-         {ROUNDS} interleaved rounds each, median shown\n",
+         {ROUNDS} interleaved rounds each, medians shown\n",
         SATURATION_TIME.as_secs(),
         FIXED_TIME.as_secs()
     );
@@ -855,8 +863,10 @@ fn orchestrate() {
             assert!(len > 0);
 
             // Direct and gateway alternate, ROUNDS times each: on a shared 2-core machine a
-            // single pair swings by ±15 %, so the row shows the round with the median ratio
-            // (and the median added p50), and the ranges are printed below it.
+            // single pair swings by ±15 %, and the host's slow and fast phases last minutes.
+            // Each figure of the row is the median over the rounds of that figure (the
+            // throughput columns are the round with the median ratio), and the ranges are
+            // printed below it.
             let mut sat = Vec::new();
             let mut lat = Vec::new();
             for _ in 0..ROUNDS {
@@ -877,30 +887,45 @@ fn orchestrate() {
                 range(lat.iter().map(|l| added(l, 0.5))),
                 range(lat.iter().map(|l| added(l, 0.99))),
             ));
+            // RSS is the peak over every round, not the median round's.
+            let rss_peak = sat.iter().filter_map(|(_, g)| g.rss_max_kib).max();
             sat.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
-            lat.sort_by(|a, b| added(a, 0.5).total_cmp(&added(b, 0.5)));
-            let (d, g) = sat.swap_remove(ROUNDS / 2);
-            let (dl, de, gl, ge) = lat.swap_remove(ROUNDS / 2);
+            let (d, mut g) = sat.swap_remove(ROUNDS / 2);
+            g.rss_max_kib = rss_peak;
+            // The round with the median added p50 gives the p50 columns, and the round with
+            // the median added p99 the p99 columns: a round's p99 is not its p50's.
+            let median_round = |p: f64| {
+                let mut order: Vec<usize> = (0..lat.len()).collect();
+                order.sort_by(|&a, &b| added(&lat[a], p).total_cmp(&added(&lat[b], p)));
+                order[ROUNDS / 2]
+            };
+            let (r50, r99) = (median_round(0.5), median_round(0.99));
+            let latency = Latency {
+                p50: (pct(&lat[r50].0, 0.5), pct(&lat[r50].2, 0.5)),
+                p99: (pct(&lat[r99].0, 0.99), pct(&lat[r99].2, 0.99)),
+                errors: (lat.iter().map(|l| l.1).sum(), lat.iter().map(|l| l.3).sum()),
+            };
+            let dl = &lat[r50].0;
             let s = saturate(via_stub, req.clone(), Some(stub.id()), ticks).await;
             let (sl, _) = fixed_rate(via_stub, req.clone()).await;
             stub_rows.push((label, s, sl));
             let f = saturate(via_floor, req.clone(), Some(floor.id()), ticks).await;
             let (fl, _) = fixed_rate(via_floor, req.clone()).await;
-            floor_rows.push((label, f, d.rps, pct(&fl, 0.5) - pct(&dl, 0.5)));
+            floor_rows.push((label, f, d.rps, pct(&fl, 0.5) - pct(dl, 0.5)));
             if let Some((child, port)) = &plain {
                 let addr: SocketAddr = ([127, 0, 0, 1], *port).into();
                 let p = saturate(addr, req.clone(), Some(child.id()), ticks).await;
                 let (pl, _) = fixed_rate(addr, req.clone()).await;
-                plain_rows.push((label, p, d.rps, pct(&pl, 0.5) - pct(&dl, 0.5)));
+                plain_rows.push((label, p, d.rps, pct(&pl, 0.5) - pct(dl, 0.5)));
             }
-            rows.push((label, d, g, dl, de, gl, ge));
+            rows.push((label, d, g, latency));
         }
 
         println!("{:<6} {:>14} {:>14} {:>8}   {:>9} {:>9} {:>9}   {:>9} {:>9} {:>9}   {:>11} {:>11}",
             "", "direct req/s", "gateway req/s", "ratio", "p50 dir", "p50 gw", "added", "p99 dir", "p99 gw", "added", "gw CPU/req", "upstr CPU/req");
         let mut rss_max = 0;
-        for (label, d, g, dl, de, gl, ge) in &rows {
-            let (p50d, p50g, p99d, p99g) = (pct(dl, 0.5), pct(gl, 0.5), pct(dl, 0.99), pct(gl, 0.99));
+        for (label, d, g, l) in &rows {
+            let ((p50d, p50g), (p99d, p99g)) = (l.p50, l.p99);
             println!(
                 "{:<6} {:>14.0} {:>14.0} {:>7.1}%   {:>7.0}µs {:>7.0}µs {:>7.0}µs   {:>7.0}µs {:>7.0}µs {:>7.0}µs   {:>9.1}µs {:>9.1}µs",
                 label,
@@ -916,6 +941,7 @@ fn orchestrate() {
                 g.cpu_per_req_us.unwrap_or(f64::NAN),
                 d.cpu_per_req_us.unwrap_or(f64::NAN),
             );
+            let (de, ge) = l.errors;
             if d.errors + g.errors + de + ge > 0 {
                 println!("       errors: direct {} / {}, gateway {} / {}", d.errors, de, g.errors, ge);
             }
