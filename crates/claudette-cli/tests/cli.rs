@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use claudette_testkit::{FakeServer, Reply};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 const BACKEND_CANARY: &str = "sk-canary-cli-backend-5e1d9c";
@@ -283,6 +283,34 @@ async fn serve_routes_real_http_and_exits_0_on_sigterm_after_draining() {
     assert!(stderr.contains("backend fake: openai, model fake-model"), "{stderr}");
     assert!(stderr.contains("shutting down") && stderr.contains("stopped"), "{stderr}");
     assert!(!stderr.contains(BACKEND_CANARY) && !stderr.contains(GATEWAY_KEY), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_closes_connections_whose_head_outlasts_header_read_timeout_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    let path = write_config(dir.path(), &fake, "");
+    let toml = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, toml.replace("shutdown_grace_ms = 5000", "header_read_timeout_ms = 300")).unwrap();
+    let mut cmd = claudette(dir.path());
+    cmd.arg("serve").arg("--config").arg(&path);
+    let mut child = cmd.spawn().unwrap();
+    let addr = listening_address(&mut child).await;
+    let mut loris = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let sent = std::time::Instant::now();
+    loris.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    // Well under the 30 s default, so the configured value is the one that acted.
+    tokio::time::timeout(Duration::from_secs(10), loris.read_to_end(&mut answer))
+        .await
+        .expect("the gateway must close the connection once header_read_timeout_ms is over")
+        .ok();
+    let waited = sent.elapsed();
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    assert!(waited >= Duration::from_millis(300), "closed after {waited:?}, before the timeout");
+    sigterm(&child);
+    let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

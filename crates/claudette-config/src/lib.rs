@@ -80,6 +80,8 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 1024;
 pub const DEFAULT_MAX_MESSAGES: usize = 1000;
 /// Default time in-flight requests get to finish after SIGTERM / Ctrl-C.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default time a client gets to send a request head (S-10).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Shortest gateway key accepted from `key_env` (S-07 asks for ≥ 128 random bits).
 pub const MIN_GATEWAY_KEY_LEN: usize = 16;
 
@@ -134,6 +136,11 @@ pub struct ServerConfig {
     /// for more is refused with 400, one asking for nothing gets the cap.
     pub max_output_tokens: Option<NonZeroU32>,
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request's head, counted from when its connection
+    /// opened or was answered (`header_read_timeout_ms`, default 30 000; S-10 slow-loris
+    /// protection). Keep-alive connections idle that long are closed too, so behind a load
+    /// balancer set it above the balancer's idle timeout.
+    pub header_read_timeout: Duration,
     /// Serving threads (`workers`). `None` (the default): one per core. `Some(0)`: connections
     /// run on the process's main runtime.
     pub workers: Option<usize>,
@@ -161,6 +168,7 @@ impl Default for ServerConfig {
             max_messages: DEFAULT_MAX_MESSAGES,
             max_output_tokens: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             workers: None,
             plugin_dirs: Vec::new(),
             plugin_copy_dir: None,

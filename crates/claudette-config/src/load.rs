@@ -149,6 +149,12 @@ fn server(ctx: &Ctx, raw: RawServer, base: &Path, env: &dyn EnvSource) -> Result
     if let Some(ms) = raw.shutdown_grace_ms {
         s.shutdown_grace = Duration::from_millis(ms);
     }
+    if let Some(ms) = raw.header_read_timeout_ms {
+        if ms == 0 {
+            return Err(ctx.invalid("server.header_read_timeout_ms", "must be at least 1"));
+        }
+        s.header_read_timeout = Duration::from_millis(ms);
+    }
     if let Some(n) = raw.workers {
         // A thread each: a typo like 10000 would start ten thousand of them.
         if n > MAX_WORKERS {

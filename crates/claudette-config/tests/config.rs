@@ -45,6 +45,7 @@ listen = "127.0.0.1:0"
 max_body_bytes = 2048
 max_concurrency = 7
 shutdown_grace_ms = 1500
+header_read_timeout_ms = 2500
 plugin_dirs = ["plugins"]
 
 [[server.keys]]
@@ -110,6 +111,7 @@ fn parses_every_section() {
     assert_eq!(c.server.max_body_bytes, 2048);
     assert_eq!(c.server.max_concurrency, 7);
     assert_eq!(c.server.shutdown_grace, Duration::from_millis(1500));
+    assert_eq!(c.server.header_read_timeout, Duration::from_millis(2500));
     assert_eq!(c.server.plugin_dirs, vec![Path::new("plugins").to_owned()]);
     assert_eq!(c.server.keys.len(), 2);
     assert_eq!(c.server.keys[0].sha256, hash_key(GATEWAY_CANARY));
@@ -504,6 +506,11 @@ fn every_error_names_its_key_path_and_reason() {
             "server.max_messages: expected a whole number ≥ 0, found integer `-3`",
         ),
         (
+            format!("[server]\nheader_read_timeout_ms = 0\n{ollama}"),
+            vec![],
+            "server.header_read_timeout_ms: must be at least 1",
+        ),
+        (
             format!("[server]\nworkers = 5000\n{ollama}"),
             vec![],
             "server.workers: 5000 is more than the 1024 allowed",
@@ -592,6 +599,7 @@ fn key_limits_and_request_caps_parse_and_default_to_off() {
 fn workers_default_to_one_per_core_and_can_be_set() {
     let d = load("[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n", &[]).unwrap();
     assert_eq!(d.server.workers, None);
+    assert_eq!(d.server.header_read_timeout, Duration::from_secs(30));
     let c = load("[server]\nworkers = 0\n[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n", &[]).unwrap();
     assert_eq!(c.server.workers, Some(0));
     let o =

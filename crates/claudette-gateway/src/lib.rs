@@ -166,6 +166,11 @@ pub struct GatewayOptions {
     /// After shutdown is asked for: how long in-flight requests may take to finish before
     /// their connections are closed.
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request's head (method, path, headers), counted
+    /// from when the connection opened or answered its previous request (S-10: slow-loris
+    /// protection; it also closes keep-alive connections idle that long). A connection over
+    /// it is closed without an answer. A slow body is not cut by it. Default 30 s.
+    pub header_read_timeout: Duration,
     /// Serve the admin endpoints (`/metrics`, `/v1/backends`, `/v1/costs`) to non-loopback
     /// clients too (S-08). Off by default: spend and fleet health are operator data.
     pub admin_from_any: bool,
@@ -187,6 +192,7 @@ impl Default for GatewayOptions {
             max_messages: 1000,
             max_output_tokens: None,
             shutdown_grace: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
             admin_from_any: false,
             workers: 0,
         }
@@ -204,6 +210,7 @@ impl std::fmt::Debug for GatewayOptions {
             .field("max_messages", &self.max_messages)
             .field("max_output_tokens", &self.max_output_tokens)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("header_read_timeout", &self.header_read_timeout)
             .field("admin_from_any", &self.admin_from_any)
             .field("workers", &self.workers)
             .finish()
@@ -252,6 +259,12 @@ impl Gateway {
         if options.max_concurrency == 0 {
             return Err(GatewayError::InvalidOption {
                 option: "max_concurrency",
+                reason: "must be > 0".into(),
+            });
+        }
+        if options.header_read_timeout.is_zero() {
+            return Err(GatewayError::InvalidOption {
+                option: "header_read_timeout",
                 reason: "must be > 0".into(),
             });
         }
@@ -336,7 +349,11 @@ impl Gateway {
             return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()));
         }
         let front = front::Front::new(self.state.clone(), self.app());
-        server::serve(listener, front, shutdown, self.options.shutdown_grace, self.options.workers).await
+        let limits = server::ConnLimits {
+            header_read: self.options.header_read_timeout,
+            grace: self.options.shutdown_grace,
+        };
+        server::serve(listener, front, shutdown, limits, self.options.workers).await
     }
 
     /// Binds [`GatewayOptions::listen`] and serves until SIGTERM or Ctrl-C, then shuts down

@@ -17,10 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::front::Front;
 
-/// A client must send its request headers within this time (S-10: slow-loris protection).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Serves `listener` until `shutdown`, then drains for up to `grace`.
+/// Serves `listener` until `shutdown`, then drains for up to `limits.grace`.
 ///
 /// With `workers` = 0, connections run on the caller's runtime. Otherwise on `workers`
 /// threads with a single-threaded runtime each, connections dealt round-robin: a request
@@ -33,14 +30,14 @@ pub(crate) async fn serve(
     listener: TcpListener,
     front: Front,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    grace: Duration,
+    limits: ConnLimits,
     workers: usize,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut local = Connections::new(front.clone(), stop_rx.clone());
+    let mut local = Connections::new(front.clone(), stop_rx.clone(), limits.header_read);
     let mut pool = Vec::with_capacity(workers);
     for i in 0..workers {
-        pool.push(Worker::start(i, front.clone(), stop_rx.clone(), grace)?);
+        pool.push(Worker::start(i, front.clone(), stop_rx.clone(), limits)?);
     }
     let mut next = 0usize;
     tokio::pin!(shutdown);
@@ -79,15 +76,24 @@ pub(crate) async fn serve(
         tracing::info!(
             connections_here = open,
             workers = pool.len(),
-            grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            grace_ms = u64::try_from(limits.grace.as_millis()).unwrap_or(u64::MAX),
             "draining connections"
         );
     }
-    local.drain(grace).await;
+    local.drain(limits.grace).await;
     for worker in pool {
         worker.finished().await;
     }
     Ok(())
+}
+
+/// The time limits every connection is served under.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnLimits {
+    /// For a request head, counted from the end of the previous answer (S-10).
+    pub(crate) header_read: Duration,
+    /// For in-flight requests after shutdown was asked for.
+    pub(crate) grace: Duration,
 }
 
 /// The connections of one runtime: every task is owned here, so a drain really ends them.
@@ -99,16 +105,12 @@ struct Connections {
 }
 
 impl Connections {
-    fn new(front: Front, stop: watch::Receiver<bool>) -> Connections {
+    fn new(front: Front, stop: watch::Receiver<bool>, header_read: Duration) -> Connections {
         let mut builder = hyper::server::conn::http1::Builder::new();
         // `writev(false)`: hyper copies head and body into one buffer and writes it whole.
         // Gateway answers are small (a JSON body, a few SSE events at a time); one flat write
         // measured 1-3 µs of CPU cheaper per request than hyper's queue of slices.
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .keep_alive(true)
-            .writev(false);
+        builder.timer(TokioTimer::new()).header_read_timeout(header_read).keep_alive(true).writev(false);
         Connections { tasks: JoinSet::new(), stop, builder, front }
     }
 
@@ -174,7 +176,7 @@ impl Worker {
         i: usize,
         front: Front,
         stop: watch::Receiver<bool>,
-        grace: Duration,
+        limits: ConnLimits,
     ) -> std::io::Result<Worker> {
         let (incoming, mut rx) = mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
         let (done_tx, done) = oneshot::channel();
@@ -186,7 +188,7 @@ impl Worker {
                 // the server's: every wake of a connection polls it, and a `watch` shared by
                 // all threads would take a lock that every core writes, on every wake.
                 let (local_stop, local_rx) = watch::channel(false);
-                let mut conns = Connections::new(front, local_rx);
+                let mut conns = Connections::new(front, local_rx, limits.header_read);
                 loop {
                     tokio::select! {
                         biased;
@@ -203,7 +205,7 @@ impl Worker {
                     }
                 }
                 let _ = local_stop.send(true);
-                conns.drain(grace).await;
+                conns.drain(limits.grace).await;
             });
             let _ = done_tx.send(());
         })?;

@@ -880,3 +880,77 @@ async fn the_embeddable_app_authenticates_inference_like_the_server() {
     assert_eq!(call(Some(GW_KEY)).await, (200, Some("oa".to_owned())));
     assert_eq!(oa.requests(), 1);
 }
+
+// ------------------------------------------------------------------------------------------
+// S-10: the header-read timeout.
+
+#[tokio::test]
+async fn s10_a_request_head_that_never_ends_is_cut_off_but_a_slow_body_is_not() {
+    header_timeout_with(0).await;
+}
+
+#[tokio::test]
+async fn s10_header_timeout_with_serving_threads_too() {
+    header_timeout_with(2).await;
+}
+
+/// Reads until the gateway closes the connection; what it sent, and when it closed.
+async fn until_closed(stream: &mut tokio::net::TcpStream) -> (String, Instant) {
+    let mut got = Vec::new();
+    // Bounded: a gateway that never closes fails the test instead of hanging it.
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got))
+        .await
+        .expect("the gateway must close the connection")
+        .ok();
+    (String::from_utf8_lossy(&got).into_owned(), Instant::now())
+}
+
+async fn header_timeout_with(workers: usize) {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let fake = FakeServer::start().await;
+    let options = GatewayOptions { header_read_timeout: TIMEOUT, workers, ..GatewayOptions::default() };
+    let gw = start_with(router(vec![openai(openai_settings("oa", &fake))]), options).await;
+
+    // Slow loris: a head that never ends. The connection is closed, with no answer, once the
+    // timeout has passed.
+    let mut loris = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let sent = Instant::now();
+    loris.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nx-slow: ").await.unwrap();
+    let (answer, closed) = until_closed(&mut loris).await;
+    assert_eq!(answer, "", "a timed-out head gets no answer");
+    assert!(closed - sent >= TIMEOUT, "closed after {:?}, before the timeout", closed - sent);
+
+    // A keep-alive connection idle for longer than the timeout after its answer is closed too.
+    let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nhost: gw\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    let answered = Instant::now();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let (more, closed) = until_closed(&mut idle).await;
+    assert_eq!(more, "");
+    assert!(closed - answered >= TIMEOUT, "closed after {:?}, before the timeout", closed - answered);
+
+    // The time limit is for the head only: a body that takes longer still gets its answer.
+    fake.push(Fake::openai_text("slow body, full answer"));
+    let body = json!({"messages": user("x")}).to_string();
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(TIMEOUT * 3).await;
+    slow.write_all(body.as_bytes()).await.unwrap();
+    let (answer, _) = until_closed(&mut slow).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("slow body, full answer"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_zero_header_read_timeout_is_refused() {
+    let options = GatewayOptions { header_read_timeout: Duration::ZERO, ..GatewayOptions::default() };
+    let err = Gateway::new(router(vec![]), options).unwrap_err();
+    assert!(matches!(err, GatewayError::InvalidOption { option: "header_read_timeout", .. }), "{err}");
+}
