@@ -153,6 +153,12 @@ fn server(ctx: &Ctx, raw: RawServer, base: &Path, env: &dyn EnvSource) -> Result
         if ms == 0 {
             return Err(ctx.invalid("server.header_read_timeout_ms", "must be at least 1"));
         }
+        // Longer is a typo (the gateway refuses it too).
+        if ms > 86_400_000 {
+            return Err(
+                ctx.invalid("server.header_read_timeout_ms", format!("{ms} is more than a day (86400000)"))
+            );
+        }
         s.header_read_timeout = Duration::from_millis(ms);
     }
     if let Some(n) = raw.workers {

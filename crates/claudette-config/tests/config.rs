@@ -511,6 +511,11 @@ fn every_error_names_its_key_path_and_reason() {
             "server.header_read_timeout_ms: must be at least 1",
         ),
         (
+            format!("[server]\nheader_read_timeout_ms = 100000000\n{ollama}"),
+            vec![],
+            "server.header_read_timeout_ms: 100000000 is more than a day (86400000)",
+        ),
+        (
             format!("[server]\nworkers = 5000\n{ollama}"),
             vec![],
             "server.workers: 5000 is more than the 1024 allowed",

@@ -169,7 +169,8 @@ pub struct GatewayOptions {
     /// How long a client may take to send a request's head (method, path, headers), counted
     /// from when the connection opened or answered its previous request (S-10: slow-loris
     /// protection; it also closes keep-alive connections idle that long). A connection over
-    /// it is closed without an answer. A slow body is not cut by it. Default 30 s.
+    /// it is closed without an answer. A slow body is not cut by it. Default 30 s; more than
+    /// a day is refused.
     pub header_read_timeout: Duration,
     /// Serve the admin endpoints (`/metrics`, `/v1/backends`, `/v1/costs`) to non-loopback
     /// clients too (S-08). Off by default: spend and fleet health are operator data.
@@ -180,6 +181,9 @@ pub struct GatewayOptions {
     /// `claudette` binary uses one per core.
     pub workers: usize,
 }
+
+/// The longest [`GatewayOptions::header_read_timeout`] accepted.
+const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Default for GatewayOptions {
     fn default() -> Self {
@@ -262,10 +266,12 @@ impl Gateway {
                 reason: "must be > 0".into(),
             });
         }
-        if options.header_read_timeout.is_zero() {
+        // Past a day it is a typo, and a deadline far enough out overflows `Instant` (a panic
+        // at the first connection).
+        if options.header_read_timeout.is_zero() || options.header_read_timeout > MAX_HEADER_READ_TIMEOUT {
             return Err(GatewayError::InvalidOption {
                 option: "header_read_timeout",
-                reason: "must be > 0".into(),
+                reason: "must be > 0 and at most a day".into(),
             });
         }
         if options.max_messages == 0 {

@@ -949,8 +949,10 @@ async fn header_timeout_with(workers: usize) {
 }
 
 #[tokio::test]
-async fn a_zero_header_read_timeout_is_refused() {
-    let options = GatewayOptions { header_read_timeout: Duration::ZERO, ..GatewayOptions::default() };
-    let err = Gateway::new(router(vec![]), options).unwrap_err();
-    assert!(matches!(err, GatewayError::InvalidOption { option: "header_read_timeout", .. }), "{err}");
+async fn a_zero_or_endless_header_read_timeout_is_refused() {
+    for bad in [Duration::ZERO, Duration::MAX] {
+        let options = GatewayOptions { header_read_timeout: bad, ..GatewayOptions::default() };
+        let err = Gateway::new(router(vec![]), options).unwrap_err();
+        assert!(matches!(err, GatewayError::InvalidOption { option: "header_read_timeout", .. }), "{err}");
+    }
 }
