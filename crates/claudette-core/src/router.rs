@@ -664,7 +664,7 @@ impl BackendRouter {
             attempts: 0,
             max_attempts: opts.max_attempts.max(1),
             fallback: opts.fallback_enabled,
-            deadline: self.clock.now() + deadline,
+            deadline: self.clock.now().saturating_add(deadline),
             overrides,
         })
     }
@@ -722,7 +722,7 @@ impl BackendRouter {
             let delay = policy.backoff(run.same_retries, hint);
             let now = self.clock.now();
             let too_long = hint.is_some_and(|h| h > policy.max_hint);
-            if !too_long && now + delay + Duration::from_secs(1) <= run.deadline {
+            if !too_long && now.saturating_add(delay).saturating_add(Duration::from_secs(1)) <= run.deadline {
                 tokio::time::sleep(delay).await;
                 run.same_retries += 1;
                 if let Ok(permit) = entry.breaker.acquire() {

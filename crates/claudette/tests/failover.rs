@@ -260,6 +260,26 @@ async fn f11_single_backend_transient_error_is_retried_after_backoff() {
 }
 
 #[tokio::test]
+async fn deadlines_of_duration_max_mean_no_deadline_not_a_panic() {
+    let clock = FakeClock::new();
+    // A clock past zero, as a real one is: now + Duration::MAX would overflow.
+    clock.advance(Duration::from_secs(3600));
+    let a = FakeServer::start().await;
+    a.push(Reply::openai_error(503, "server_error", None, "busy"));
+    a.push(Reply::openai_error(503, "server_error", None, "busy"));
+    let mut opts = options();
+    opts.retry.request_deadline = Duration::MAX;
+    opts.retry.first_token_deadline = Duration::MAX;
+    let r = router_with(&clock, opts, &[("a", a.v1_url())]);
+    let resp = r.route_request(&req()).await.unwrap();
+    assert_eq!(resp.decision.unwrap().attempts.len(), 3, "retried after back-off, within the deadline");
+    a.push(Reply::openai_error(503, "server_error", None, "busy"));
+    a.push(Reply::openai_stream(&["no ", "deadline"]));
+    let (text, _) = collect(r.route_stream(&req()).await.unwrap()).await;
+    assert_eq!(text, "no deadline");
+}
+
+#[tokio::test]
 async fn f12_five_500s_open_the_breaker_and_the_sixth_never_reaches_a() {
     let clock = FakeClock::new();
     let a = FakeServer::start().await;
