@@ -419,6 +419,16 @@ mod opt_duration_ms {
     }
 }
 
+/// A provider's retry hint given in seconds, as a `Duration`: `None` when it is not a number
+/// of seconds (negative, NaN, infinite), [`Duration::MAX`] when it is longer than a
+/// `Duration` holds. Upstream input: `Duration::from_secs_f64` would panic on `1e30`.
+pub fn retry_hint_from_secs(secs: f64) -> Option<Duration> {
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
+}
+
 /// Parses the retry hint headers: `retry-after-ms` first, then `Retry-After` as seconds or
 /// an HTTP date (relative to `now`). Header names are matched case-insensitively.
 pub fn parse_retry_after<'a>(
@@ -429,19 +439,18 @@ pub fn parse_retry_after<'a>(
     let mut secs = None;
     for (name, value) in headers {
         if name.eq_ignore_ascii_case("retry-after-ms") {
-            ms = value.trim().parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0);
+            ms = value.trim().parse::<f64>().ok().and_then(|m| retry_hint_from_secs(m / 1000.0));
         } else if name.eq_ignore_ascii_case("retry-after") {
             let v = value.trim();
             secs = match v.parse::<f64>() {
-                Ok(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),
-                Ok(_) => None,
+                Ok(s) => retry_hint_from_secs(s),
                 Err(_) => {
                     httpdate::parse_http_date(v).ok().map(|t| t.duration_since(now).unwrap_or(Duration::ZERO))
                 }
             };
         }
     }
-    ms.map(|m| Duration::from_secs_f64(m / 1000.0)).or(secs)
+    ms.or(secs)
 }
 
 #[cfg(test)]
@@ -480,5 +489,16 @@ mod tests {
         let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
         assert_eq!(parse_retry_after([("Retry-After", date.as_str())], now), Some(Duration::from_secs(30)));
         assert_eq!(parse_retry_after([("retry-after", "soon")], now), None);
+    }
+
+    #[test]
+    fn absurd_retry_hints_saturate_instead_of_panicking() {
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(parse_retry_after([("retry-after", "1e30")], now), Some(Duration::MAX));
+        assert_eq!(parse_retry_after([("retry-after-ms", "1e300")], now), Some(Duration::MAX));
+        for bad in ["-1", "NaN", "inf"] {
+            assert_eq!(parse_retry_after([("retry-after", bad)], now), None, "{bad}");
+            assert_eq!(parse_retry_after([("retry-after-ms", bad)], now), None, "{bad}");
+        }
     }
 }

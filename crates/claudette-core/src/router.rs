@@ -628,9 +628,12 @@ impl BackendRouter {
         latency: Duration,
         backoff: Duration,
     ) {
-        let err = ensure_backend(err, entry.backend.name());
+        let mut err = ensure_backend(err, entry.backend.name());
         let probe = permit.is_probe();
         permit.record(err.outcome(), err.retry_after);
+        // The hint the caller sees is when this backend is tried again: the breaker holds a
+        // throttle for at most `max_throttle`, however long the provider asked for.
+        err.retry_after = err.retry_after.map(|h| h.min(entry.breaker.config().max_throttle));
         entry.metrics.record_failure(err.kind);
         run.decision.attempts.push(Attempt::new(entry.backend.name(), Some(&err), latency, backoff, probe));
         run.after_error(entry, err, &self.options.read().retry);

@@ -352,7 +352,8 @@ impl ApiError {
 /// Whole seconds, rounded up: a client that waits `Retry-After` must not come back early.
 pub(crate) fn ceil_secs(d: Duration) -> u64 {
     let s = d.as_secs();
-    if d.subsec_nanos() > 0 { s + 1 } else { s }
+    // Saturating: a provider's absurd hint arrives here as `Duration::MAX`.
+    if d.subsec_nanos() > 0 { s.saturating_add(1) } else { s }
 }
 
 fn status_for_kind(kind: ErrorKind) -> StatusCode {
@@ -459,6 +460,7 @@ mod tests {
         assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
         assert_eq!(ceil_secs(Duration::from_secs(2)), 2);
         assert_eq!(ceil_secs(Duration::from_millis(2001)), 3);
+        assert_eq!(ceil_secs(Duration::MAX), u64::MAX);
         let e = BackendError::new(ErrorKind::CircuitOpen, "open")
             .with_status(503)
             .with_retry_after(Some(Duration::from_millis(9500)));

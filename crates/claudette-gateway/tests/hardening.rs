@@ -489,6 +489,23 @@ async fn f32_all_backends_throttled_answers_429_with_retry_after() {
     assert_eq!(a.requests() + b.requests(), upstream);
 }
 
+#[tokio::test]
+async fn an_absurd_upstream_retry_after_is_capped_not_a_panic() {
+    let a = FakeServer::start().await;
+    a.set_default(
+        Fake::openai_error(429, "requests", Some("rate_limit_exceeded"), "slow down")
+            .header("retry-after", "1e30"),
+    );
+    let gw = start(router(vec![openai(openai_settings("oa", &a))])).await;
+    for _ in 0..2 {
+        let resp = post(&gw.url, "/v1/chat/completions", json!({"messages": user("x")})).await;
+        assert_eq!(resp.status, 429, "{}", resp.text);
+        // The breaker holds a throttle for at most `max_throttle` (300 s by default).
+        assert_eq!(resp.header("retry-after"), Some("300"));
+    }
+    assert_eq!(a.requests(), 1, "the second request is refused without an upstream call");
+}
+
 // ------------------------------------------------------------------------------------------
 // Security: authentication (S-07), exposure (S-08), credentials never forwarded (S-08).
 

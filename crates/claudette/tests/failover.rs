@@ -207,6 +207,21 @@ async fn f09_long_retry_after_on_single_backend_returns_429_without_sleeping() {
 }
 
 #[tokio::test]
+async fn an_absurd_retry_after_is_a_capped_throttle_not_a_panic() {
+    let clock = FakeClock::new();
+    clock.advance(Duration::from_secs(3600));
+    let a = FakeServer::start().await;
+    a.push(Reply::openai_error(429, "rate_limit_exceeded", None, "slow").header("retry-after", "1e30"));
+    let r = router(&clock, &[("a", a.v1_url())]);
+    let err = r.route_request(&req()).await.unwrap_err();
+    assert_eq!(err.error.kind, ErrorKind::RateLimited);
+    assert_eq!(err.error.retry_after, Some(Duration::from_secs(300)), "capped at max_throttle");
+    let again = r.route_request(&req()).await.unwrap_err();
+    assert_eq!(again.attempts(), 0, "the backend stays throttled");
+    assert_eq!(a.post_requests(), 1);
+}
+
+#[tokio::test]
 async fn f10_quota_exhausted_is_not_retried_opens_the_breaker_and_fails_over() {
     let clock = FakeClock::new();
     let a = FakeServer::start().await;

@@ -220,7 +220,7 @@ impl ErrorBody {
         self.details.iter().find_map(|d| {
             let delay = d.get("retryDelay")?.as_str()?;
             let secs: f64 = delay.trim().strip_suffix('s')?.parse().ok()?;
-            (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+            claudette_core::error::retry_hint_from_secs(secs)
         })
     }
 
@@ -338,6 +338,9 @@ mod tests {
         let b = body(serde_json::json!({"error":{"code":429,"details":[
             {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"36.5s"}]}}));
         assert_eq!(b.retry_delay(), Some(Duration::from_millis(36_500)));
+        let absurd = body(serde_json::json!({"error":{"code":429,"details":[
+            {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"1e30s"}]}}));
+        assert_eq!(absurd.retry_delay(), Some(Duration::MAX), "saturates, no panic");
     }
 
     #[test]
