@@ -5,7 +5,9 @@
 //! the same input fingerprint (SHA-256 of the input line) is copied, not re-sent. Results are
 //! written to `OUT.partial` in input order as they complete and renamed over `OUT` at the end,
 //! so an earlier complete output is never lost to a crash half-way; on Ctrl-C everything
-//! answered so far is kept before exiting.
+//! answered so far is kept before exiting. After a crash that left no chance to rename (kill
+//! -9, power loss), `OUT.partial` is read too, so its answers are not paid for twice; its last
+//! line may be cut short, and is then simply sent again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -49,22 +51,21 @@ pub(crate) async fn run(args: BatchArgs) -> Result<(), CliError> {
     if args.concurrency == 0 {
         return Err(CliError::usage("--concurrency must be at least 1"));
     }
-    let text = std::fs::read_to_string(&args.input)
+    let partial = partial_path(&args.output);
+    check_output_path(&args.input, &args.output, &partial)?;
+    let bytes = std::fs::read(&args.input)
         .map_err(|e| CliError::failure(format!("cannot read {}: {e}", args.input.display())))?;
-    let items: Vec<Item> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| parse_line(i + 1, l))
-        .collect();
+    let items = parse_input(&bytes);
     if items.is_empty() {
         return Err(CliError::usage(format!("{} has no input lines", args.input.display())));
     }
     let config = load_config(args.config.as_deref())?;
     let router = build_router(&config)?;
 
-    // Lines already answered by an earlier run of the same input.
-    let done = previous_successes(&args.output)?;
+    // Lines already answered by an earlier run of the same input: the last complete output,
+    // then what a crashed run had written since (newer, so it wins).
+    let mut done = previous_successes(&args.output)?;
+    done.extend(previous_successes(&partial)?);
     let mut results: BTreeMap<usize, String> = BTreeMap::new();
     let mut todo = Vec::new();
     for (idx, item) in items.iter().enumerate() {
@@ -77,7 +78,6 @@ pub(crate) async fn run(args: BatchArgs) -> Result<(), CliError> {
     }
     let resumed = results.len();
 
-    let partial = partial_path(&args.output);
     let file = std::fs::File::create(&partial)
         .map_err(|e| CliError::failure(format!("cannot write {}: {e}", partial.display())))?;
     let mut writer = OrderedWriter { out: std::io::BufWriter::new(file), next: 0, total: items.len() };
@@ -171,6 +171,69 @@ fn write_error(path: &Path, e: &std::io::Error) -> CliError {
     CliError::failure(format!("cannot write {}: {e}", path.display()))
 }
 
+/// Refuses, before anything is sent, an output path that would destroy the input (the final
+/// rename replaces `OUT`, and creating `OUT.partial` truncates it) or that cannot take the
+/// final rename (a directory), which would otherwise only fail after every line was paid for.
+fn check_output_path(input: &Path, output: &Path, partial: &Path) -> Result<(), CliError> {
+    if output.is_dir() {
+        return Err(CliError::usage(format!("-o {} is a directory; name a file", output.display())));
+    }
+    for target in [output, partial] {
+        if same_file(input, target) {
+            return Err(CliError::usage(format!(
+                "-o {} would overwrite the input file {}; choose another output file",
+                output.display(),
+                input.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether both paths name one existing file, also through symlinks, `./` or hard links.
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        }
+    }
+}
+
+/// Splits the input into its non-blank lines. Works on bytes so that one line with invalid
+/// UTF-8 is recorded as that line's error instead of refusing the whole file; a UTF-8 byte
+/// order mark (Windows editors write one) is not part of the first line's JSON; `\r\n` endings
+/// are accepted.
+fn parse_input(bytes: &[u8]) -> Vec<Item> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    bytes
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .filter_map(|(i, raw)| {
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            match std::str::from_utf8(raw) {
+                Ok(text) if text.trim().is_empty() => None,
+                Ok(text) => Some(parse_line(i + 1, text)),
+                Err(e) => Some(Item {
+                    line: i + 1,
+                    id: None,
+                    fingerprint: fingerprint(raw.trim_ascii()),
+                    request: Err(format!("not UTF-8: invalid byte at column {}", e.valid_up_to() + 1)),
+                }),
+            }
+        })
+        .collect()
+}
+
 fn partial_path(out: &Path) -> PathBuf {
     let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".partial");
@@ -210,14 +273,14 @@ impl OrderedWriter {
     }
 }
 
-/// First 16 bytes of the SHA-256 of the input line, hex.
-fn fingerprint(line: &str) -> String {
+/// First 16 bytes of the SHA-256 of the (trimmed) input line, hex.
+fn fingerprint(line: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(line.trim().as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(line).iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 fn parse_line(line: usize, text: &str) -> Item {
-    let fingerprint = fingerprint(text);
+    let fingerprint = fingerprint(text.trim().as_bytes());
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => return Item { line, id: None, fingerprint, request: Err(format!("not JSON: {e}")) },
@@ -294,14 +357,18 @@ fn error_line(item: &Item, error: &Value, attempts: usize) -> (String, bool) {
 }
 
 /// `line → (fingerprint, raw output line)` for every successful line of an earlier output.
+/// Read as bytes: a crash can cut the last line inside a multi-byte character, and that must
+/// cost only that line, not the whole file.
 fn previous_successes(path: &Path) -> Result<HashMap<usize, (String, String)>, CliError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
         Err(e) => return Err(CliError::failure(format!("cannot read {}: {e}", path.display()))),
     };
     let mut done = HashMap::new();
-    for raw in text.lines() {
+    for raw in bytes.split(|b| *b == b'\n') {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let Ok(raw) = std::str::from_utf8(raw) else { continue };
         let Ok(v) = serde_json::from_str::<Value>(raw) else { continue };
         let ok = v.get("ok").and_then(Value::as_bool) == Some(true);
         let line = v.get("line").and_then(Value::as_u64).and_then(|n| usize::try_from(n).ok());
@@ -329,7 +396,10 @@ mod tests {
         assert!(parse_line(5, "nope").request.unwrap_err().starts_with("not JSON"));
         assert!(parse_line(6, r#"{"id": 1}"#).request.is_err());
         assert!(parse_line(7, r#"{"prompt": 5}"#).request.is_err());
-        assert_eq!(fingerprint(" x "), fingerprint("x"));
+        assert_eq!(
+            parse_line(8, " {\"prompt\": \"x\"} ").fingerprint,
+            parse_line(9, "{\"prompt\": \"x\"}").fingerprint
+        );
     }
 
     #[test]

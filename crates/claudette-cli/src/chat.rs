@@ -7,7 +7,7 @@ use clap::Args;
 use claudette::{ChatRequest, Message, RouteError, StreamEvent};
 use futures::StreamExt;
 
-use crate::common::{CliError, build_router, load_config, money};
+use crate::common::{CliError, build_router, load_config, money, outln, stdout_error};
 
 #[derive(Debug, Args)]
 pub(crate) struct ChatArgs {
@@ -71,8 +71,7 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
         let response = router.route_request(&request).await.map_err(route_failure)?;
         let text = serde_json::to_string_pretty(&response)
             .map_err(|e| CliError::failure(format!("cannot encode the response: {e}")))?;
-        println!("{text}");
-        return Ok(());
+        return outln!("{text}");
     }
 
     let mut stream = router.route_stream(&request).await.map_err(route_failure)?;
@@ -86,9 +85,10 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
                     eprintln!();
                     in_reasoning = false;
                 }
-                // Flush per delta: the point is to see tokens as they arrive.
-                let _ = out.write_all(text.as_bytes());
-                let _ = out.flush();
+                // Flush per delta: the point is to see tokens as they arrive. A failed write ends
+                // the command and drops the stream, which stops the upstream generation: nobody
+                // would read the rest of the answer, so it need not be paid for.
+                out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|e| stdout_error(&e))?;
                 wrote_text = true;
             }
             StreamEvent::ReasoningDelta { text } => {
@@ -104,7 +104,10 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
             StreamEvent::Usage { .. } => {}
             StreamEvent::Done { end } => {
                 if wrote_text {
-                    let _ = writeln!(out);
+                    writeln!(out).and_then(|()| out.flush()).map_err(|e| stdout_error(&e))?;
+                }
+                if in_reasoning {
+                    eprintln!();
                 }
                 let d = stream.decision();
                 let attempts = d.attempts.len();
@@ -127,6 +130,9 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
             StreamEvent::Error { error } => {
                 if wrote_text {
                     let _ = writeln!(out);
+                }
+                if in_reasoning {
+                    eprintln!();
                 }
                 // Committed streams never fail over: say plainly the answer is incomplete.
                 return Err(CliError::failure(format!("the answer was cut off: {error}")));

@@ -1,6 +1,7 @@
 //! What every command shares: loading the configuration, building the router, errors and exit
 //! codes, logging.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -29,10 +30,18 @@ impl CliError {
         Self { code: 130, message: message.into() }
     }
 
+    /// Exit 0 without a word: the reader of stdout went away (`claudette chat … | head -c1`).
+    /// Stopping is what it asked for, so it is neither a failure nor worth a message.
+    pub fn stdout_closed() -> Self {
+        Self { code: 0, message: String::new() }
+    }
+
     pub fn report(self) -> ExitCode {
-        // One line, whatever the message holds.
-        let line = self.message.replace('\n', " ");
-        eprintln!("claudette: error: {line}");
+        if !self.message.is_empty() {
+            // One line, whatever the message holds. `eprintln!` would panic on a closed stderr.
+            let line = self.message.replace('\n', " ");
+            let _ = writeln!(std::io::stderr(), "claudette: error: {line}");
+        }
         ExitCode::from(self.code)
     }
 }
@@ -42,6 +51,34 @@ impl From<ConfigError> for CliError {
         Self::failure(format!("invalid configuration: {e}"))
     }
 }
+
+/// What a failed write to stdout means for the command: a closed pipe ends it quietly; any
+/// other error (a full disk behind `> file`) is a failure, because the answer did not arrive.
+pub(crate) fn stdout_error(e: &std::io::Error) -> CliError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        CliError::stdout_closed()
+    } else {
+        CliError::failure(format!("cannot write to stdout: {e}"))
+    }
+}
+
+/// Writes and flushes `text` to stdout. Used instead of `print!`, which panics when the reader
+/// has gone away.
+pub(crate) fn print_out(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|e| stdout_error(&e))
+}
+
+/// `println!` that returns a [`CliError`] instead of panicking on a closed or full stdout.
+macro_rules! outln {
+    () => {
+        $crate::common::print_out("\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::common::print_out(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use outln;
 
 /// Loads the configuration the usual way (see `CONFIG_HELP`).
 pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, CliError> {

@@ -19,7 +19,7 @@ use claudette_testkit::{FakeServer, Reply};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::common::{CliError, build_router, money};
+use crate::common::{CliError, build_router, money, outln, print_out};
 use crate::inspect::{get_json, render_costs};
 use crate::table::Table;
 
@@ -51,9 +51,9 @@ fn healthy(f: &Fakes) {
 
 pub(crate) async fn run(_args: DemoArgs) -> Result<(), CliError> {
     let started = Instant::now();
-    println!("==================================================================");
-    println!("  {BANNER}");
-    println!("==================================================================\n");
+    outln!("==================================================================")?;
+    outln!("  {BANNER}")?;
+    outln!("==================================================================\n")?;
 
     let fakes = Fakes {
         local: FakeServer::start().await,
@@ -124,8 +124,8 @@ quality = 0.95
         fakes.budget.url().as_str(),
     ]);
     t.row(["premium", "Anthropic Messages", "$0.003 / $0.015", "~60 ms", fakes.premium.url().as_str()]);
-    println!("Three fake providers, each speaking its real wire protocol:\n");
-    print!("{}", indent(&t.render()));
+    outln!("Three fake providers, each speaking its real wire protocol:\n")?;
+    print_out(&indent(&t.render()))?;
 
     let gateway = Gateway::new(
         router.clone(),
@@ -141,10 +141,10 @@ quality = 0.95
         let _ = stop_rx.await;
     }));
     let base = format!("http://{addr}");
-    println!(
+    outln!(
         "\nA Claudette gateway serves them at {base} (weights: cost 0.5, latency 0.3, availability 0.2)."
-    );
-    println!("Every request below is a real HTTP call to it, as an OpenAI SDK would make.\n");
+    )?;
+    outln!("Every request below is a real HTTP call to it, as an OpenAI SDK would make.\n")?;
 
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -152,12 +152,12 @@ quality = 0.95
         .map_err(|e| CliError::failure(format!("cannot create an HTTP client: {e}")))?;
     let mut demo = Demo { client, base, n: 0, failovers: 0 };
 
-    section("1. Normal traffic: the router weighs cost, latency and recent failures");
+    section("1. Normal traffic: the router weighs cost, latency and recent failures")?;
     for _ in 0..4 {
         demo.ask(&[]).await?;
     }
 
-    section("2. `local` starts failing with 503s: invisible failover, then its breaker opens");
+    section("2. `local` starts failing with 503s: invisible failover, then its breaker opens")?;
     fakes.local.set_default(Reply::ollama_error(503, "model is overloaded"));
     for _ in 0..3 {
         demo.ask(&[]).await?;
@@ -167,33 +167,33 @@ quality = 0.95
     for _ in 0..2 {
         demo.ask(&[]).await?;
     }
-    println!(
+    outln!(
         "   `local` received {} call(s) while open: the router skips it without I/O.",
         fakes.local.post_requests() - before
-    );
+    )?;
 
-    section("3. `local` recovers: after the open period one probe is let through and closes the breaker");
+    section("3. `local` recovers: after the open period one probe is let through and closes the breaker")?;
     healthy(&fakes);
-    println!("   (waiting {OPEN_MS} ms for the open period to pass)");
+    outln!("   (waiting {OPEN_MS} ms for the open period to pass)")?;
     tokio::time::sleep(Duration::from_millis(OPEN_MS + 100)).await;
     demo.ask(&[]).await?;
     demo.show_breakers(&["local"]).await?;
     demo.ask(&[]).await?;
 
-    section("4. A per-request preference: `x-claudette-route: quality` picks the best model, at a price");
+    section("4. A per-request preference: `x-claudette-route: quality` picks the best model, at a price")?;
     demo.ask(&[("x-claudette-route", "quality")]).await?;
     demo.ask(&[("x-claudette-route", "quality")]).await?;
 
-    section("5. A streamed answer (SSE), token by token, through the same routing");
+    section("5. A streamed answer (SSE), token by token, through the same routing")?;
     fakes.local.set_default(
         Reply::ollama_stream(&["Streams ", "are ", "committed ", "at ", "the ", "first ", "token."])
             .gap(Duration::from_millis(40)),
     );
     demo.stream().await?;
 
-    section("6. What it cost (GET /v1/costs), and each backend's figures (GET /v1/backends)");
+    section("6. What it cost (GET /v1/costs), and each backend's figures (GET /v1/backends)")?;
     let costs = get_json(&demo.base, "/v1/costs?timeframe=1h&group_by=backend", None).await?;
-    print!("{}", indent(&render_costs(&costs, "backend")));
+    print_out(&indent(&render_costs(&costs, "backend")))?;
     let backends = get_json(&demo.base, "/v1/backends", None).await?;
     let mut t = Table::new(["BACKEND", "BREAKER", "REQUESTS", "SUCCESS", "P50", "COST", "OPENED"]);
     for b in backends.get("backends").and_then(Value::as_array).into_iter().flatten() {
@@ -209,20 +209,20 @@ quality = 0.95
             format!("{}×", u("/breaker/counters/opened")),
         ]);
     }
-    println!();
-    print!("{}", indent(&t.render()));
+    outln!()?;
+    print_out(&indent(&t.render()))?;
 
     let _ = stop_tx.send(());
     let _ = server.await;
-    println!(
+    outln!(
         "\n{} requests, {} failed over, breaker opened and closed again — in {:.1} s.",
         demo.n,
         demo.failovers,
         started.elapsed().as_secs_f64()
-    );
-    println!(
+    )?;
+    outln!(
         "{BANNER}. For real providers: write a claudette.toml (see `claudette config check --help`) and run `claudette serve`."
-    );
+    )?;
     Ok(())
 }
 
@@ -253,13 +253,13 @@ impl Demo {
         let pref = headers.iter().map(|(k, v)| format!(" [{k}: {v}]")).collect::<String>();
         if !status.is_success() {
             let msg = body.pointer("/error/message").and_then(Value::as_str).unwrap_or("?");
-            println!("#{:<2} HTTP {status}: {msg}{pref}", self.n);
+            outln!("#{:<2} HTTP {status}: {msg}{pref}", self.n)?;
             return Ok(());
         }
         let content = body.pointer("/choices/0/message/content").and_then(Value::as_str).unwrap_or("");
-        println!("#{:<2} → {:<8} {} attempt(s)  cost {:<10}{pref}", self.n, h.backend, h.attempts, h.cost);
-        println!("      \"{}\"", shorten(content, 70));
-        h.print();
+        outln!("#{:<2} → {:<8} {} attempt(s)  cost {:<10}{pref}", self.n, h.backend, h.attempts, h.cost)?;
+        outln!("      \"{}\"", shorten(content, 70))?;
+        h.print()?;
         if h.attempts > 1 {
             self.failovers += 1;
         }
@@ -279,7 +279,7 @@ impl Demo {
             .await
             .map_err(|e| CliError::failure(format!("request to the gateway failed: {e}")))?;
         let h = Explained::from_headers(resp.headers());
-        print!("#{:<2} → {:<8} ", self.n, h.backend);
+        print_out(&format!("#{:<2} → {:<8} ", self.n, h.backend))?;
         let mut body = resp.bytes_stream();
         let mut buf = String::new();
         let mut done = false;
@@ -295,14 +295,13 @@ impl Demo {
                     }
                     let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
                     if let Some(t) = v.pointer("/choices/0/delta/content").and_then(Value::as_str) {
-                        print!("{t}");
-                        let _ = std::io::Write::flush(&mut std::io::stdout());
+                        print_out(t)?;
                     }
                 }
             }
         }
-        println!("{}", if done { "  [done]" } else { "  [stream ended without [DONE]]" });
-        h.print();
+        outln!("{}", if done { "  [done]" } else { "  [stream ended without [DONE]]" })?;
+        h.print()?;
         Ok(())
     }
 
@@ -317,13 +316,11 @@ impl Demo {
             let retry = b.pointer("/health/retry_in_ms").and_then(Value::as_u64);
             let opened = b.pointer("/breaker/counters/opened").and_then(Value::as_u64).unwrap_or(0);
             match retry {
-                Some(ms) => println!(
+                Some(ms) => outln!(
                     "   breaker of `{name}`: {} (retry in {ms} ms; opened {opened}×)",
                     state.to_uppercase()
-                ),
-                None => {
-                    println!("   breaker of `{name}`: {} (opened {opened}× so far)", state.to_uppercase())
-                }
+                )?,
+                None => outln!("   breaker of `{name}`: {} (opened {opened}× so far)", state.to_uppercase())?,
             }
         }
         Ok(())
@@ -351,7 +348,7 @@ impl Explained {
         }
     }
 
-    fn print(&self) {
+    fn print(&self) -> Result<(), CliError> {
         let (scores, attempts) = self.decision.split_once(';').unwrap_or((self.decision.as_str(), ""));
         let scores: Vec<String> =
             scores.split(',').filter(|s| !s.is_empty()).map(|s| s.replace('=', " ")).collect();
@@ -362,15 +359,16 @@ impl Explained {
         if !skipped.is_empty() {
             line.push_str(&format!("   skipped: {} (breaker open)", skipped.join(", ")));
         }
-        println!("{line}");
+        outln!("{line}")?;
         if self.attempts > 1 || attempts.contains("error") {
-            println!("      attempts: {}", attempts.replace(',', " → "));
+            outln!("      attempts: {}", attempts.replace(',', " → "))?;
         }
+        Ok(())
     }
 }
 
-fn section(title: &str) {
-    println!("\n── {title}");
+fn section(title: &str) -> Result<(), CliError> {
+    outln!("\n── {title}")
 }
 
 fn indent(text: &str) -> String {

@@ -7,7 +7,9 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use crate::ConfigArg;
-use crate::common::{CliError, build_router, build_router_with_plugins, load_config, money};
+use crate::common::{
+    CliError, build_router, build_router_with_plugins, load_config, money, outln, print_out,
+};
 use crate::table::Table;
 
 /// Where a running gateway is, and the key to ask it with.
@@ -154,7 +156,7 @@ pub(crate) async fn backends(args: BackendsArgs) -> Result<(), CliError> {
                 .collect();
             m.insert("health_checks".into(), Value::Array(c));
         }
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default())?;
         return Ok(());
     }
     let mut t = Table::new([
@@ -211,11 +213,11 @@ pub(crate) async fn backends(args: BackendsArgs) -> Result<(), CliError> {
             f("/metrics/total_cost").map_or("-".into(), money),
         ]);
     }
-    print!("{}", t.render());
+    print_out(&t.render())?;
     if checks.is_some() {
-        println!(
+        outln!(
             "(health probed from this process; latency, success and cost columns fill in under traffic — use --url for a running gateway)"
-        );
+        )?;
     }
     if down > 0 {
         return Err(CliError::failure(format!("{down} backend(s) are not healthy")));
@@ -232,14 +234,20 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 pub(crate) async fn costs(args: CostsArgs) -> Result<(), CliError> {
-    let path = format!("/v1/costs?timeframe={}&group_by={}", args.timeframe, args.group_by);
+    // Encoded: a timeframe is free text, and `1h&group_by=model` must reach the gateway as one
+    // (invalid) timeframe it can name in its error, not as a second parameter.
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("timeframe", &args.timeframe)
+        .append_pair("group_by", &args.group_by)
+        .finish();
+    let path = format!("/v1/costs?{query}");
     let v = get_json(&args.gateway.url, &path, args.gateway.key.as_deref()).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())?;
         return Ok(());
     }
-    print!("{}", render_costs(&v, &args.group_by));
-    println!("(what the gateway at {} has seen since it started)", args.gateway.url);
+    print_out(&render_costs(&v, &args.group_by))?;
+    outln!("(what the gateway at {} has seen since it started)", args.gateway.url)?;
     Ok(())
 }
 
@@ -300,9 +308,9 @@ fn human_secs(s: u64) -> String {
 pub(crate) fn config_check(args: ConfigArg) -> Result<(), CliError> {
     let config = load_config(args.config.as_deref())?;
     let (router, plugins) = build_router_with_plugins(&config)?;
-    println!("config OK: {}", config.source);
+    outln!("config OK: {}", config.source)?;
     let s = &config.server;
-    println!(
+    outln!(
         "server: listen {}, body limit {} bytes, {} concurrent requests, {} messages a request, \
          max_tokens {}, shutdown grace {} ms, header read timeout {} ms, {}",
         s.listen,
@@ -317,12 +325,12 @@ pub(crate) fn config_check(args: ConfigArg) -> Result<(), CliError> {
             Some(0) => "served on the main runtime".to_owned(),
             Some(n) => format!("{n} serving threads"),
         }
-    );
+    )?;
     if s.keys.is_empty() {
-        println!(
+        outln!(
             "gateway keys: none (loopback only{})",
             if s.allow_unauthenticated_non_loopback { ", or explicitly allowed" } else { "" }
-        );
+        )?;
     } else {
         let names: Vec<String> = s
             .keys
@@ -341,10 +349,10 @@ pub(crate) fn config_check(args: ConfigArg) -> Result<(), CliError> {
                 }
             })
             .collect();
-        println!("gateway keys: {}", names.join(", "));
+        outln!("gateway keys: {}", names.join(", "))?;
     }
     if !s.plugin_dirs.is_empty() {
-        println!(
+        outln!(
             "plugin dirs: {} ({}); providers loaded: {}",
             s.plugin_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
             if s.plugin_allow.is_empty() {
@@ -353,13 +361,13 @@ pub(crate) fn config_check(args: ConfigArg) -> Result<(), CliError> {
                 format!("allow-list of {}", s.plugin_allow.len())
             },
             if plugins.loaded.is_empty() { "none".to_owned() } else { plugins.loaded.join(", ") }
-        );
+        )?;
         for refused in &plugins.refused {
-            println!("plugin refused: {refused}");
+            outln!("plugin refused: {refused}")?;
         }
     }
     let o = &config.router.options;
-    println!(
+    outln!(
         "router: weights cost {} latency {} availability {} quality {}; fallback {}; up to {} attempts{}",
         o.cost_weight,
         o.latency_weight,
@@ -372,7 +380,7 @@ pub(crate) fn config_check(args: ConfigArg) -> Result<(), CliError> {
         } else {
             format!("; failover chain {}", config.router.failover_chain.join(" → "))
         }
-    );
+    )?;
     let mut t =
         Table::new(["BACKEND", "PROVIDER", "MODEL", "PRICE IN/OUT PER 1K", "KEY", "ENABLED", "BASE URL"]);
     for b in &config.backends {
@@ -388,9 +396,9 @@ pub(crate) fn config_check(args: ConfigArg) -> Result<(), CliError> {
             b.settings.base_url.clone().unwrap_or_else(|| "(provider default)".into()),
         ]);
     }
-    print!("{}", t.render());
+    print_out(&t.render())?;
     if !config.overrides.is_empty() {
-        println!("overridden by environment: {}", config.overrides.join(", "));
+        outln!("overridden by environment: {}", config.overrides.join(", "))?;
     }
     Ok(())
 }

@@ -5,7 +5,9 @@
 //! gateway (`costs`). `demo` needs nothing at all: it runs fake providers on 127.0.0.1.
 //!
 //! Exit codes: 0 success, 1 failure (bad config, failed request, failed batch lines), 2 wrong
-//! usage, 130 interrupted. Errors are one line on stderr; never a panic or a debug dump.
+//! usage, 130 interrupted. Errors are one line on stderr; never a panic or a debug dump. A
+//! reader of stdout that goes away (`claudette chat … | head -c1`) ends the command with 0 and
+//! no message: it stopped reading on purpose.
 
 mod batch;
 mod chat;

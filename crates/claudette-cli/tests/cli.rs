@@ -43,6 +43,21 @@ struct Output {
 
 async fn run(mut cmd: Command) -> Output {
     let out = tokio::time::timeout(LIMIT, cmd.output()).await.expect("claudette did not finish").unwrap();
+    checked(out)
+}
+
+/// [`run`] for a command whose stdout was redirected: `Command::output` would replace it by a
+/// pipe.
+async fn run_spawned(mut cmd: Command) -> Output {
+    let child = cmd.spawn().unwrap();
+    let out = tokio::time::timeout(LIMIT, child.wait_with_output())
+        .await
+        .expect("claudette did not finish")
+        .unwrap();
+    checked(out)
+}
+
+fn checked(out: std::process::Output) -> Output {
     let o = Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -234,6 +249,14 @@ async fn serve_routes_real_http_and_exits_0_on_sigterm_after_draining() {
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert!(o.stdout.lines().any(|l| l.starts_with("fake ") && l.contains(" 1 ")), "{}", o.stdout);
     assert!(o.stdout.contains("TOTAL"), "{}", o.stdout);
+    // The timeframe is encoded into the query: one that smuggles in a parameter reaches the
+    // gateway whole and is refused as a timeframe (it was read as `1h` plus `group_by=model`).
+    let mut cmd = claudette(dir.path());
+    cmd.args(["costs", "--url", &base, "--timeframe", "1h&group_by=model"])
+        .env("CLAUDETTE_API_KEY", GATEWAY_KEY);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("400") && o.stderr.contains("timeframe"), "{}", o.stderr);
     let mut cmd = claudette(dir.path());
     cmd.args(["costs", "--url", &base]);
     let o = run(cmd).await;
@@ -595,24 +618,28 @@ async fn no_config_and_no_keys_is_a_clear_error() {
     assert!(o.stdout.starts_with("config OK: claudette.toml"), "{}", o.stdout);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_interrupted_keeps_answers_and_resumes() {
-    let dir = tempfile::tempdir().unwrap();
+/// A three-line batch (`-j 1`) against a fake that answers two lines and holds the third
+/// forever, then answers "after resume": the output path and the command that runs it.
+async fn stuck_batch(dir: &Path) -> (FakeServer, PathBuf, impl Fn() -> Command + use<>) {
     let fake = FakeServer::start().await;
     fake.push_n(2, Reply::openai_text("quick"));
     fake.push(Reply::openai_text("never").hang());
     fake.set_default(Reply::openai_text("after resume"));
-    let config = write_config(dir.path(), &fake, "");
-    let input = dir.path().join("in.jsonl");
-    let output = dir.path().join("out.jsonl");
+    let config = write_config(dir, &fake, "");
+    let input = dir.join("in.jsonl");
+    let output = dir.join("out.jsonl");
     std::fs::write(&input, "{\"prompt\": \"1\"}\n{\"prompt\": \"2\"}\n{\"prompt\": \"3\"}\n").unwrap();
-    let batch = || {
-        let mut cmd = claudette(dir.path());
-        cmd.arg("batch").arg(&input).arg("-o").arg(&output).args(["-j", "1", "--config"]).arg(&config);
+    let (dir, out) = (dir.to_owned(), output.clone());
+    let batch = move || {
+        let mut cmd = claudette(&dir);
+        cmd.arg("batch").arg(&input).arg("-o").arg(&out).args(["-j", "1", "--config"]).arg(&config);
         cmd
     };
-    let child = batch().spawn().unwrap();
-    // The third request is held by the fake: the batch is stuck on it.
+    (fake, output, batch)
+}
+
+/// Returns once the batch is stuck on its third request, which the fake holds.
+async fn fake_holds_the_third_request(fake: &FakeServer) {
     tokio::time::timeout(LIMIT, async {
         while fake.post_requests() < 3 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -620,6 +647,14 @@ async fn batch_interrupted_keeps_answers_and_resumes() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_interrupted_keeps_answers_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, output, batch) = stuck_batch(dir.path()).await;
+    let child = batch().spawn().unwrap();
+    fake_holds_the_third_request(&fake).await;
     sigterm(&child);
     let out = tokio::time::timeout(LIMIT, child.wait_with_output()).await.unwrap().unwrap();
     assert_eq!(out.status.code(), Some(130));
@@ -721,4 +756,197 @@ async fn plugin_dirs_load_an_allow_listed_plugin_provider() {
     let o = run(cmd).await;
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("backends[0].provider: unknown provider \"custom\""), "{}", o.stderr);
+}
+
+/// A stdout whose reader is already gone: every write fails with EPIPE, as behind
+/// `claudette … | head -c1` once `head` has exited.
+fn closed_stdout() -> Stdio {
+    let (writer, reader) = tokio::net::unix::pipe::pipe().unwrap();
+    drop(reader);
+    Stdio::from(writer.into_blocking_fd().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_exit_quietly_when_stdout_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    let path = write_config(dir.path(), &fake, "");
+
+    // Streaming: the first token cannot be written, and the rest of the answer is an hour
+    // away. The command must stop there (dropping the upstream stream), not wait for it.
+    let frames = Reply::openai_stream(&["First", " second"]).body_chunks();
+    let first: Vec<u8> = frames[..2].concat();
+    let rest: Vec<u8> = frames[2..].concat();
+    fake.set_default(
+        Reply::chunks(200, "text/event-stream", vec![first, rest]).gap(Duration::from_secs(3600)),
+    );
+    let mut cmd = claudette(dir.path());
+    cmd.args(["chat", "hi", "--config"]).arg(&path).stdout(closed_stdout());
+    let o = run_spawned(cmd).await;
+    assert_eq!((o.code, o.stderr.as_str()), (0, ""), "a closed stdout ends chat quietly");
+
+    fake.set_default(Reply::openai_text("a json answer"));
+    let mut cmd = claudette(dir.path());
+    cmd.args(["chat", "hi", "--json", "--config"]).arg(&path).stdout(closed_stdout());
+    let o = run_spawned(cmd).await;
+    assert_eq!((o.code, o.stderr.as_str()), (0, ""), "chat --json");
+
+    let mut cmd = claudette(dir.path());
+    cmd.args(["config", "check", "--config"]).arg(&path).stdout(closed_stdout());
+    let o = run_spawned(cmd).await;
+    assert_eq!((o.code, o.stderr.as_str()), (0, ""), "config check");
+
+    let mut cmd = claudette(dir.path());
+    cmd.arg("demo").stdout(closed_stdout());
+    let o = run_spawned(cmd).await;
+    assert_eq!((o.code, o.stderr.as_str()), (0, ""), "demo");
+}
+
+/// A stdout that refuses the answer (a full disk) is a failure, not a silent success.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_fails_when_the_answer_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    fake.set_default(Reply::openai_stream(&["Hel", "lo"]));
+    let path = write_config(dir.path(), &fake, "");
+    for json in [false, true] {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let mut cmd = claudette(dir.path());
+        cmd.args(["chat", "hi", "--config"]).arg(&path).stdout(full);
+        if json {
+            fake.set_default(Reply::openai_text("Hello"));
+            cmd.arg("--json");
+        }
+        let o = run_spawned(cmd).await;
+        assert_eq!(o.code, 1, "--json {json}: {}", o.stderr);
+        assert_eq!(
+            o.stderr, "claudette: error: cannot write to stdout: No space left on device (os error 28)\n",
+            "--json {json}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_puts_the_route_summary_on_its_own_line_after_reasoning() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    let mut chunks = Reply::openai_stream(&[]).body_chunks();
+    let reasoning = serde_json::json!({
+        "id": "chatcmpl-r", "object": "chat.completion.chunk", "created": 1, "model": "fake-model",
+        "choices": [{"index": 0, "delta": {"reasoning_content": "thinking"}, "finish_reason": null}]
+    });
+    chunks.insert(1, format!("data: {reasoning}\n\n").into_bytes());
+    fake.set_default(Reply::chunks(200, "text/event-stream", chunks));
+    let path = write_config(dir.path(), &fake, "");
+    let mut cmd = claudette(dir.path());
+    cmd.args(["chat", "hi", "--config"]).arg(&path);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, "");
+    assert!(o.stderr.starts_with("thinking\n[fake · "), "{}", o.stderr);
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_refuses_an_output_path_that_would_overwrite_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    let config = write_config(dir.path(), &fake, "");
+    let input = dir.path().join("in.jsonl");
+    let original = "{\"id\": \"a\", \"prompt\": \"one\"}\n";
+    std::fs::write(&input, original).unwrap();
+    std::os::unix::fs::symlink(&input, dir.path().join("link.jsonl")).unwrap();
+    std::fs::create_dir(dir.path().join("results")).unwrap();
+    for (output, why) in [
+        ("in.jsonl", "the input itself"),
+        ("./in.jsonl", "the input by another spelling"),
+        ("link.jsonl", "a symlink to the input"),
+        ("in", "its .partial is the input"),
+        ("results", "a directory"),
+    ] {
+        let input = if why.contains(".partial") {
+            let p = dir.path().join("in.partial");
+            std::fs::write(&p, original).unwrap();
+            p
+        } else {
+            input.clone()
+        };
+        let mut cmd = claudette(dir.path());
+        cmd.arg("batch").arg(&input).args(["-o", output, "--config"]).arg(&config);
+        let o = run(cmd).await;
+        assert_eq!(o.code, 2, "{why}: {}", o.stderr);
+        assert!(o.stderr.starts_with(&format!("claudette: error: -o {output} ")), "{why}: {}", o.stderr);
+        assert_eq!(std::fs::read_to_string(&input).unwrap(), original, "{why}: the input is untouched");
+        assert_eq!(fake.post_requests(), 0, "{why}: nothing is sent");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_records_a_non_utf8_line_and_reads_bom_and_crlf_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    fake.set_default(Reply::openai_text("answer"));
+    let config = write_config(dir.path(), &fake, "");
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    let mut bytes = b"\xEF\xBB\xBF{\"id\": \"a\", \"prompt\": \"one\"}\r\n".to_vec();
+    bytes.extend_from_slice(b"{\"id\": \"b\", \"prompt\": \"caf\xE9\"}\r\n\r\n");
+    // The last line has no newline.
+    bytes.extend_from_slice(b"{\"id\": \"d\", \"prompt\": \"four\"}");
+    std::fs::write(&input, &bytes).unwrap();
+    let batch = || {
+        let mut cmd = claudette(dir.path());
+        cmd.arg("batch").arg(&input).arg("-o").arg(&output).arg("--config").arg(&config);
+        cmd
+    };
+    let o = run(batch()).await;
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("1 of 3 line(s) failed"), "{}", o.stderr);
+    let out = read_jsonl(&output);
+    assert_eq!(out.iter().map(|v| v["line"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 4]);
+    assert_eq!(out.iter().map(|v| v["ok"].as_bool().unwrap()).collect::<Vec<_>>(), vec![true, false, true]);
+    assert_eq!(out[0]["id"], "a", "the byte order mark is not part of the first line");
+    assert_eq!(out[1]["error"]["kind"], "invalid_input");
+    assert_eq!(out[1]["error"]["message"], "not UTF-8: invalid byte at column 27");
+    assert_eq!(out[2]["id"], "d");
+    assert_eq!(fake.post_requests(), 2);
+    assert_eq!(
+        fake.received().iter().find(|r| r.method == "POST").unwrap().json()["messages"][0]["content"],
+        "one"
+    );
+
+    // A re-run recognises the CRLF lines it answered.
+    let o = run(batch()).await;
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("0 answered now, 2 resumed, 1 failed"), "{}", o.stderr);
+    assert_eq!(fake.post_requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_resumes_from_the_partial_output_of_a_killed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, output, batch) = stuck_batch(dir.path()).await;
+    let partial = dir.path().join("out.jsonl.partial");
+    let mut child = batch().spawn().unwrap();
+    fake_holds_the_third_request(&fake).await;
+    // No chance to clean up: SIGKILL, as an OOM kill or a power loss would do.
+    child.kill().await.unwrap();
+    assert!(!output.exists());
+    assert_eq!(std::fs::read_to_string(&partial).unwrap().lines().count(), 2);
+    // A crash in the middle of a write: the last line cut inside a multi-byte character.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&partial).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"line\":3,\"ok\":true,\"response\":{\"content\":\"caf\xC3")
+        .unwrap();
+    drop(f);
+
+    let o = run(batch()).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("1 answered now, 2 resumed, 0 failed"), "{}", o.stderr);
+    assert_eq!(fake.post_requests(), 4, "only the line that had no answer is sent again");
+    let out = read_jsonl(&output);
+    assert_eq!(out.iter().map(|v| v["line"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3]);
+    let answers: Vec<&str> = out.iter().map(|v| v["response"]["content"].as_str().unwrap()).collect();
+    assert_eq!(answers, ["quick", "quick", "after resume"]);
+    assert!(!partial.exists());
 }
