@@ -3,7 +3,8 @@
 use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::{
-    ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEvent, ToolCall, ToolSpec, Usage,
+    ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEvent, ToolCall, ToolCallDelta, ToolSpec,
+    Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,6 +41,16 @@ pub(crate) struct MessagesRequest {
     stream: Option<bool>,
     #[serde(default)]
     metadata: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    tool_choice: Option<InToolChoice>,
+}
+
+/// Only `type` is read: `name` qualifies a forced choice, which is refused, and
+/// `disable_parallel_tool_use` is a limit no backend is told about (extra calls still arrive
+/// as well-formed `tool_use` blocks).
+#[derive(Debug, Deserialize)]
+struct InToolChoice {
+    r#type: String,
 }
 
 type Content = TextOr<Block>;
@@ -84,14 +95,21 @@ fn unsupported(kind: &str, param: String) -> ApiError {
         .with_param(param)
 }
 
-/// Text of a system prompt or a tool result: a string, or text blocks joined.
-fn plain_text(content: Option<Content>, param: &dyn Fn() -> String) -> Result<String, ApiError> {
+/// A text block without its `text`: Anthropic refuses it (`….text: Field required`); taking it
+/// as empty would send a turn the client never wrote.
+fn missing_text(param: String) -> ApiError {
+    ApiError::invalid(format!("{param}.text: Field required")).with_param(format!("{param}.text"))
+}
+
+/// Text of a system prompt or a tool result: a string, or text blocks joined. `base` names
+/// the field, so a refused block is named by its position in it.
+fn plain_text(content: Option<Content>, base: &dyn Fn() -> String) -> Result<String, ApiError> {
     match content {
         None => Ok(String::new()),
         Some(TextOr::Text(t)) => Ok(t),
         Some(TextOr::List(blocks)) => {
             let mut out = String::new();
-            for b in blocks {
+            for (j, b) in blocks.into_iter().enumerate() {
                 match (b.r#type.as_str(), b.text) {
                     ("text", Some(t)) => {
                         if !out.is_empty() {
@@ -99,11 +117,119 @@ fn plain_text(content: Option<Content>, param: &dyn Fn() -> String) -> Result<St
                         }
                         out.push_str(&t);
                     }
-                    (other, _) => return Err(unsupported(other, param())),
+                    ("text", None) => return Err(missing_text(format!("{}.{j}", base()))),
+                    (other, _) => return Err(unsupported(other, format!("{}.{j}", base()))),
                 }
             }
             Ok(out)
         }
+    }
+}
+
+/// Parses the body. Only when that fails on a body that is valid JSON is it read again, to
+/// name the field at fault: serde's own message gives a line and column, which tells a client
+/// that built the body as an object nothing, and Anthropic's errors start with the field path.
+fn parse_request(bytes: &[u8]) -> Result<MessagesRequest, ApiError> {
+    let err = match serde_json::from_slice::<MessagesRequest>(bytes) {
+        Ok(r) => return Ok(r),
+        Err(e) => e,
+    };
+    let located = if err.is_data() {
+        serde_json::from_slice::<Value>(bytes).ok().and_then(|v| locate(&v))
+    } else {
+        None
+    };
+    Err(match located {
+        Some((path, inner)) => ApiError::invalid(format!("{path}: {inner}")).with_param(path),
+        None => ApiError::invalid(format!("request body is not valid JSON for this endpoint: {err}")),
+    })
+}
+
+type Fault = (String, serde_json::Error);
+
+fn fault<'a, T: Deserialize<'a>>(path: String, v: &'a Value) -> Option<Fault> {
+    T::deserialize(v).err().map(|e| (path, e))
+}
+
+/// Names the element, not the array: in a long conversation the path must point at the one
+/// bad entry.
+fn element_fault<'a, T: Deserialize<'a>>(path: &str, v: &'a Value) -> Option<Fault> {
+    match v.as_array() {
+        Some(items) => items.iter().enumerate().find_map(|(i, item)| fault::<T>(format!("{path}.{i}"), item)),
+        None => fault::<Vec<T>>(path.to_owned(), v),
+    }
+}
+
+fn message_fault(path: String, m: &Value) -> Option<Fault> {
+    let whole = fault::<InMessage>(path.clone(), m)?;
+    let narrower = m.as_object().and_then(|o| {
+        let role = o.get("role").and_then(|r| fault::<String>(format!("{path}.role"), r));
+        role.or_else(|| {
+            let content = o.get("content")?;
+            let path = format!("{path}.content");
+            if content.is_array() {
+                element_fault::<Block>(&path, content)
+            } else {
+                fault::<Content>(path, content)
+            }
+        })
+    });
+    Some(narrower.unwrap_or(whole))
+}
+
+/// The field at fault in a body that failed to parse, as Anthropic writes paths
+/// (`messages.2.content.0`). `None` when it cannot be told, and the caller says less.
+fn locate(v: &Value) -> Option<Fault> {
+    let obj = v.as_object()?;
+    let field = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    let top = |k: &'static str| -> Option<Fault> {
+        let v = field(k)?;
+        match k {
+            "model" => fault::<String>(k.into(), v),
+            "max_tokens" => fault::<u32>(k.into(), v),
+            "temperature" | "top_p" => fault::<f32>(k.into(), v),
+            "stream" => fault::<bool>(k.into(), v),
+            "metadata" => fault::<serde_json::Map<String, Value>>(k.into(), v),
+            "tool_choice" => fault::<InToolChoice>(k.into(), v),
+            "stop_sequences" => element_fault::<String>(k, v),
+            "tools" => element_fault::<InTool>(k, v),
+            "system" if v.is_array() => element_fault::<Block>(k, v),
+            "system" => fault::<Content>(k.into(), v),
+            _ => None,
+        }
+    };
+    let keys = [
+        "model",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stream",
+        "metadata",
+        "tool_choice",
+        "stop_sequences",
+        "tools",
+        "system",
+    ];
+    keys.into_iter().find_map(top).or_else(|| {
+        let messages = field("messages")?;
+        match messages.as_array() {
+            Some(items) => {
+                items.iter().enumerate().find_map(|(i, m)| message_fault(format!("messages.{i}"), m))
+            }
+            None => fault::<Vec<Value>>("messages".into(), messages),
+        }
+    })
+}
+
+/// Anthropic's `stop_reason` for how the answer ended, given whether it carries tool calls.
+/// Clients run tools when, and only when, `stop_reason` is `tool_use`; some OpenAI-compatible
+/// servers finish a tool-calling turn with plain `stop` (and a broken one may claim
+/// `tool_calls` with none), so the reason follows the content rather than the upstream's word.
+fn stop_reason(f: Option<&FinishReason>, tool_use: bool) -> &str {
+    match (upstream_stop_reason(f), tool_use) {
+        ("end_turn", true) => "tool_use",
+        ("tool_use", false) => "end_turn",
+        (r, _) => r,
     }
 }
 
@@ -154,7 +280,10 @@ impl MessagesRequest {
             for (j, b) in blocks.into_iter().enumerate() {
                 let param = || format!("messages.{i}.content.{j}");
                 match (b.r#type.as_str(), role) {
-                    ("text", _) => text.push_str(b.text.as_deref().unwrap_or_default()),
+                    ("text", _) => match b.text {
+                        Some(t) => text.push_str(&t),
+                        None => return Err(missing_text(param())),
+                    },
                     ("tool_use", Role::Assistant) => {
                         let (Some(id), Some(name)) = (b.id, b.name) else {
                             return Err(
@@ -169,7 +298,7 @@ impl MessagesRequest {
                             return Err(ApiError::invalid("tool_result blocks need `tool_use_id`")
                                 .with_param(param()));
                         };
-                        let content = plain_text(b.content, &param)?;
+                        let content = plain_text(b.content, &|| format!("{}.content", param()))?;
                         out.push(Message::tool_result(id, content));
                         had_results = true;
                     }
@@ -195,6 +324,28 @@ impl MessagesRequest {
                     .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
             });
         }
+        if let Some(choice) = self.tool_choice {
+            match choice.r#type.as_str() {
+                "auto" => {}
+                // Withholding the tools is the one way every backend honours "no tool call".
+                "none" => tools.clear(),
+                // Nothing in the neutral request can force a call; an answer in text would break
+                // a client that reads the forced `tool_use` block (the structured-output idiom).
+                forced @ ("any" | "tool") => {
+                    return Err(ApiError::invalid(format!(
+                        "tool_choice `{forced}` (forcing a tool call) is not supported by this gateway; \
+                         use `auto` or `none`"
+                    ))
+                    .with_param("tool_choice.type"));
+                }
+                other => {
+                    return Err(ApiError::invalid(format!(
+                        "tool_choice.type: unknown type `{other}`; expected `auto`, `any`, `tool` or `none`"
+                    ))
+                    .with_param("tool_choice.type"));
+                }
+            }
+        }
         let request = ChatRequest {
             messages: out,
             model: None,
@@ -216,7 +367,7 @@ impl MessagesRequest {
 
 pub(crate) async fn messages(State(st): State<Shared>, request: Request) -> Response {
     let prepared = respond::prepare(&st, EP, request, |bytes| {
-        let parsed: MessagesRequest = respond::parse_json(EP, bytes)?;
+        let parsed = parse_request(bytes).map_err(|e| respond::local_error(EP, e))?;
         let stream = parsed.is_stream();
         let (request, model) = parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;
         Ok((request, model, stream))
@@ -274,7 +425,8 @@ fn out_usage(u: &Usage) -> OutUsage {
     }
 }
 
-fn stop_reason(f: Option<&FinishReason>) -> &str {
+/// The upstream's own reason in Anthropic's words.
+fn upstream_stop_reason(f: Option<&FinishReason>) -> &str {
     match f {
         None | Some(FinishReason::Stop) => "end_turn",
         Some(FinishReason::Length) => "max_tokens",
@@ -326,7 +478,7 @@ fn message_body(resp: &ChatResponse) -> Vec<u8> {
         role: "assistant",
         model: &resp.model,
         content,
-        stop_reason: Some(stop_reason(resp.finish_reason.as_ref())),
+        stop_reason: Some(stop_reason(resp.finish_reason.as_ref(), !resp.tool_calls.is_empty())),
         stop_sequence: None,
         usage: out_usage(&resp.usage),
     };
@@ -414,8 +566,10 @@ pub(crate) struct AnthropicEncoder {
     usage: Option<Usage>,
     open: Option<Open>,
     next_block: u32,
-    /// Tool-call indexes whose block was already closed.
-    closed_calls: Vec<u32>,
+    /// The upstream's id for the open tool block, if it sent one.
+    open_call_id: Option<String>,
+    /// Tool calls whose block was already closed: upstream index and id.
+    closed_calls: Vec<(u32, Option<String>)>,
 }
 
 impl AnthropicEncoder {
@@ -427,6 +581,7 @@ impl AnthropicEncoder {
             usage: None,
             open: None,
             next_block: 0,
+            open_call_id: None,
             closed_calls: Vec::new(),
         }
     }
@@ -464,7 +619,7 @@ impl AnthropicEncoder {
             let index = match open {
                 Open::Text(i) | Open::Thinking(i) => i,
                 Open::Tool { call, block } => {
-                    self.closed_calls.push(call);
+                    self.closed_calls.push((call, self.open_call_id.take()));
                     block
                 }
             };
@@ -486,6 +641,25 @@ impl AnthropicEncoder {
             &BlockStart { r#type: "content_block_start", index, content_block: block },
         );
         index
+    }
+
+    /// Whether `delta` belongs to the open tool call at upstream index `call`. The index alone
+    /// does not tell: Gemini's OpenAI-compatible stream numbers every parallel call 0, one whole
+    /// call per chunk, so a fragment naming another id is another call.
+    fn continues(&self, call: u32, delta: &ToolCallDelta) -> bool {
+        call == delta.index
+            && match (&delta.id, &self.open_call_id) {
+                (Some(new), Some(open)) => new == open,
+                _ => true,
+            }
+    }
+
+    /// Whether `delta` is a further fragment of a call whose block is already closed.
+    fn was_closed(&self, delta: &ToolCallDelta) -> bool {
+        match &delta.id {
+            Some(id) => self.closed_calls.iter().any(|(_, closed)| closed.as_ref() == Some(id)),
+            None => self.closed_calls.iter().any(|(call, _)| *call == delta.index),
+        }
     }
 
     fn delta(out: &mut Vec<u8>, index: u32, delta: DeltaOut<'_>) {
@@ -537,8 +711,8 @@ impl Encoder for AnthropicEncoder {
             StreamEvent::ToolCall { delta } => {
                 self.start(out);
                 let index = match self.open {
-                    Some(Open::Tool { call, block }) if call == delta.index => block,
-                    _ if self.closed_calls.contains(&delta.index) => {
+                    Some(Open::Tool { call, block }) if self.continues(call, &delta) => block,
+                    _ if self.was_closed(&delta) => {
                         // Anthropic's protocol cannot reopen a closed block; say so rather than
                         // hand the client a corrupt tool call.
                         self.close(out);
@@ -563,6 +737,7 @@ impl Encoder for AnthropicEncoder {
                             },
                         );
                         self.open = Some(Open::Tool { call: delta.index, block });
+                        self.open_call_id = delta.id;
                         block
                     }
                 };
@@ -580,11 +755,12 @@ impl Encoder for AnthropicEncoder {
                 }
                 self.start(out);
                 self.close(out);
+                let tool_use = !self.closed_calls.is_empty();
                 let usage = self.usage.map(|u| out_usage(&u)).unwrap_or_else(|| out_usage(&end.usage));
                 let delta = MessageDelta {
                     r#type: "message_delta",
                     delta: StopDelta {
-                        stop_reason: stop_reason(end.finish_reason.as_ref()),
+                        stop_reason: stop_reason(end.finish_reason.as_ref(), tool_use),
                         stop_sequence: None,
                     },
                     usage,
@@ -607,7 +783,7 @@ impl Encoder for AnthropicEncoder {
 
 #[cfg(test)]
 mod tests {
-    use claudette_core::{BackendError, ErrorKind, StreamEnd, ToolCallDelta};
+    use claudette_core::{BackendError, ErrorKind, StreamEnd};
 
     use super::*;
 
