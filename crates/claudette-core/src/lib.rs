@@ -49,5 +49,5 @@ pub use router::{
 pub use settings::{ApiKey, BackendInfo, BackendSettings, BackendType, Pricing, Timeouts};
 pub use types::{
     ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEnd, StreamEvent, ToolCall, ToolCallDelta,
-    ToolSpec, Usage, UsageSource,
+    ToolChoice, ToolSpec, Usage, UsageSource,
 };

@@ -69,6 +69,30 @@ pub struct ToolSpec {
     pub parameters: serde_json::Value,
 }
 
+/// Whether, and which, tool the model must call. Clients use a forced call for structured
+/// output (the arguments are the answer), so a backend that cannot honour the choice refuses the
+/// request ([`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)) rather than answer in
+/// text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type", content = "name")]
+pub enum ToolChoice {
+    /// The model decides (every provider's default).
+    #[default]
+    Auto,
+    /// No tool call, even though tools are listed (they may still give the model context).
+    None,
+    /// At least one call, of any listed tool (OpenAI `required`, Anthropic `any`, Gemini `ANY`).
+    Required,
+    /// A call of this tool.
+    Tool(String),
+}
+
+impl ToolChoice {
+    pub fn is_auto(&self) -> bool {
+        *self == ToolChoice::Auto
+    }
+}
+
 /// A complete tool call. `arguments` is always a JSON *object* here, whatever the provider sent
 /// (OpenAI sends a string, Ollama an object): normalising once spares every caller the guess.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +144,9 @@ pub struct ChatRequest {
     pub stop: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolSpec>,
+    /// Meaningful only with `tools`; `Auto` is sent as no choice at all.
+    #[serde(default, skip_serializing_if = "ToolChoice::is_auto")]
+    pub tool_choice: ToolChoice,
     /// Forces one backend by name (the seeds' `request.backend`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
@@ -139,6 +166,23 @@ impl ChatRequest {
     /// The seeds' `{ prompt }` shorthand: one user message.
     pub fn prompt(prompt: impl Into<String>) -> Self {
         Self::new(vec![Message::user(prompt)])
+    }
+
+    /// The tool choice, once it is known to be satisfiable: a forced call needs tools, and a
+    /// named one must be among them. Every adapter asks here, so each provider refuses the same
+    /// requests with the same words (the caller's error: another backend would refuse it too).
+    pub fn checked_tool_choice(&self) -> Result<&ToolChoice, BackendError> {
+        match &self.tool_choice {
+            ToolChoice::Required if self.tools.is_empty() => {
+                Err(BackendError::invalid("tool_choice `required` needs at least one tool"))
+            }
+            ToolChoice::Tool(name) if !self.tools.iter().any(|t| &t.name == name) => {
+                Err(BackendError::invalid(format!(
+                    "tool_choice names the tool `{name}`, which is not among the request's tools"
+                )))
+            }
+            choice => Ok(choice),
+        }
     }
 
     pub fn with_max_tokens(mut self, n: u32) -> Self {
@@ -419,6 +463,35 @@ mod tests {
     fn prompt_shorthand_is_one_user_message() {
         let r = ChatRequest::prompt("hi");
         assert_eq!(r.messages, vec![Message::user("hi")]);
+    }
+
+    #[test]
+    fn tool_choice_serde_and_checks() {
+        let tool =
+            ToolSpec { name: "f".into(), description: String::new(), parameters: serde_json::json!({}) };
+        let with =
+            |tool_choice| ChatRequest { tools: vec![tool.clone()], tool_choice, ..ChatRequest::prompt("x") };
+        // Auto is the absence of a choice, on the wire and in JSON.
+        assert!(serde_json::to_value(ChatRequest::prompt("x")).unwrap().get("tool_choice").is_none());
+        let named = with(ToolChoice::Tool("f".into()));
+        let v = serde_json::to_value(&named).unwrap();
+        assert_eq!(v["tool_choice"], serde_json::json!({"type": "tool", "name": "f"}));
+        assert_eq!(serde_json::from_value::<ChatRequest>(v).unwrap(), named);
+        assert_eq!(
+            serde_json::to_value(ToolChoice::Required).unwrap(),
+            serde_json::json!({"type": "required"})
+        );
+
+        assert_eq!(named.checked_tool_choice().unwrap(), &ToolChoice::Tool("f".into()));
+        assert_eq!(with(ToolChoice::Required).checked_tool_choice().unwrap(), &ToolChoice::Required);
+        let e = with(ToolChoice::Tool("g".into())).checked_tool_choice().unwrap_err();
+        assert_eq!(e.kind, crate::ErrorKind::InvalidRequest);
+        assert!(e.message.contains("`g`"), "{e}");
+        let bare = ChatRequest { tool_choice: ToolChoice::Required, ..ChatRequest::prompt("x") };
+        assert_eq!(bare.checked_tool_choice().unwrap_err().kind, crate::ErrorKind::InvalidRequest);
+        // "No call" with no tools is already true.
+        let none = ChatRequest { tool_choice: ToolChoice::None, ..ChatRequest::prompt("x") };
+        assert_eq!(none.checked_tool_choice().unwrap(), &ToolChoice::None);
     }
 
     #[test]

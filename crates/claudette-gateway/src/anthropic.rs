@@ -3,13 +3,13 @@
 use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::{
-    ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEvent, ToolCall, ToolCallDelta, ToolSpec,
-    Usage,
+    ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEvent, ToolCall, ToolCallDelta, ToolChoice,
+    ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::content::TextOr;
+use crate::content::{TextOr, checked_tool_choice};
 use crate::error::{ApiError, Flavor};
 use crate::ids;
 use crate::respond::{self, Encoder, Endpoint, Shared};
@@ -45,12 +45,13 @@ pub(crate) struct MessagesRequest {
     tool_choice: Option<InToolChoice>,
 }
 
-/// Only `type` is read: `name` qualifies a forced choice, which is refused, and
-/// `disable_parallel_tool_use` is a limit no backend is told about (extra calls still arrive
-/// as well-formed `tool_use` blocks).
+/// `disable_parallel_tool_use` is not read: it is a limit no backend is told about (extra
+/// calls still arrive as well-formed `tool_use` blocks).
 #[derive(Debug, Deserialize)]
 struct InToolChoice {
     r#type: String,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 type Content = TextOr<Block>;
@@ -324,28 +325,26 @@ impl MessagesRequest {
                     .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
             });
         }
-        if let Some(choice) = self.tool_choice {
-            match choice.r#type.as_str() {
-                "auto" => {}
-                // Withholding the tools is the one way every backend honours "no tool call".
-                "none" => tools.clear(),
-                // Nothing in the neutral request can force a call; an answer in text would break
-                // a client that reads the forced `tool_use` block (the structured-output idiom).
-                forced @ ("any" | "tool") => {
-                    return Err(ApiError::invalid(format!(
-                        "tool_choice `{forced}` (forcing a tool call) is not supported by this gateway; \
-                         use `auto` or `none`"
-                    ))
-                    .with_param("tool_choice.type"));
+        let tool_choice = match self.tool_choice {
+            None => ToolChoice::Auto,
+            Some(choice) => match (choice.r#type.as_str(), choice.name) {
+                ("auto", _) => ToolChoice::Auto,
+                ("none", _) => ToolChoice::None,
+                ("any", _) => ToolChoice::Required,
+                ("tool", Some(name)) => ToolChoice::Tool(name),
+                ("tool", None) => {
+                    return Err(
+                        ApiError::invalid("tool_choice.name: Field required").with_param("tool_choice.name")
+                    );
                 }
-                other => {
+                (other, _) => {
                     return Err(ApiError::invalid(format!(
                         "tool_choice.type: unknown type `{other}`; expected `auto`, `any`, `tool` or `none`"
                     ))
                     .with_param("tool_choice.type"));
                 }
-            }
-        }
+            },
+        };
         let request = ChatRequest {
             messages: out,
             model: None,
@@ -354,10 +353,12 @@ impl MessagesRequest {
             top_p: self.top_p,
             stop: self.stop_sequences.unwrap_or_default(),
             tools,
+            tool_choice,
             backend: None,
             tags: Vec::new(),
             metadata: self.metadata.unwrap_or_default(),
         };
+        checked_tool_choice(&request)?;
         Ok((request, self.model))
     }
 }

@@ -1,11 +1,15 @@
-//! Fields that both client protocols send as either a string or a list: OpenAI's message
-//! `content` and `stop`, Anthropic's `system` and message `content`.
+//! What both client protocols' request parsing shares: fields sent as either a string or a
+//! list (OpenAI's message `content` and `stop`, Anthropic's `system` and message `content`),
+//! and the tool-choice check.
 
 use std::fmt;
 use std::marker::PhantomData;
 
+use claudette_core::ChatRequest;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+use crate::error::ApiError;
 
 /// `"text"` or `[item, …]`.
 ///
@@ -49,6 +53,15 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for TextOr<T> {
 
         deserializer.deserialize_any(V(PhantomData))
     }
+}
+
+/// A 400 naming `tool_choice` when no backend could honour it (a tool that is not offered, a
+/// forced call with no tools), before any backend is tried.
+pub(crate) fn checked_tool_choice(request: &ChatRequest) -> Result<(), ApiError> {
+    request
+        .checked_tool_choice()
+        .map(drop)
+        .map_err(|e| ApiError::invalid(e.message).with_param("tool_choice"))
 }
 
 #[cfg(test)]

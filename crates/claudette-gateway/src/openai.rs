@@ -3,13 +3,13 @@
 use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::{
-    ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEvent, ToolCall, ToolCallDelta, ToolSpec,
-    Usage,
+    ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEvent, ToolCall, ToolCallDelta, ToolChoice,
+    ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::content::TextOr;
+use crate::content::{TextOr, checked_tool_choice};
 use crate::error::{ApiError, Flavor};
 use crate::ids;
 use crate::respond::{self, Encoder, Endpoint, Shared, json_str, json_uint};
@@ -47,6 +47,21 @@ pub(crate) struct CompletionRequest {
     user: Option<String>,
     #[serde(default)]
     metadata: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    tool_choice: Option<InToolChoice>,
+}
+
+/// `"auto"`, `"none"`, `"required"`, or `{"type": "function", "function": {"name": …}}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum InToolChoice {
+    Mode(String),
+    Function { r#type: Option<String>, function: InChosenFunction },
+}
+
+#[derive(Debug, Deserialize)]
+struct InChosenFunction {
+    name: String,
 }
 
 type Stop = TextOr<String>;
@@ -211,6 +226,27 @@ impl CompletionRequest {
         if let Some(user) = self.user {
             metadata.insert("user".into(), Value::String(user));
         }
+        let tool_choice = match self.tool_choice {
+            None => ToolChoice::Auto,
+            Some(InToolChoice::Mode(mode)) => match mode.as_str() {
+                "auto" => ToolChoice::Auto,
+                "none" => ToolChoice::None,
+                "required" => ToolChoice::Required,
+                other => {
+                    return Err(ApiError::invalid(format!(
+                        "unknown tool_choice `{other}`; expected `auto`, `none`, `required` or a function"
+                    ))
+                    .with_param("tool_choice"));
+                }
+            },
+            Some(InToolChoice::Function { r#type, function }) => {
+                if r#type.as_deref().is_some_and(|t| t != "function") {
+                    return Err(ApiError::invalid("only `function` tool choices are supported")
+                        .with_param("tool_choice.type"));
+                }
+                ToolChoice::Tool(function.name)
+            }
+        };
         let request = ChatRequest {
             messages: out,
             model: None,
@@ -223,10 +259,12 @@ impl CompletionRequest {
                 Some(TextOr::List(v)) => v,
             },
             tools,
+            tool_choice,
             backend: None,
             tags: Vec::new(),
             metadata,
         };
+        checked_tool_choice(&request)?;
         Ok((request, self.model))
     }
 }

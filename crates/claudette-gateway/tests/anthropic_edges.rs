@@ -161,43 +161,76 @@ async fn parallel_calls_sharing_an_upstream_index_stay_separate_blocks() {
 }
 
 #[tokio::test]
-async fn forced_tool_choices_are_refused_not_ignored() {
-    let fake = FakeServer::start().await;
-    fake.set_default(Fake::openai_text("a text answer"));
-    let gw = start(router(vec![openai(openai_settings("oa", &fake))])).await;
-    for choice in [json!({"type": "tool", "name": "add"}), json!({"type": "any"})] {
-        let r = post(
-            &gw.url,
-            "/v1/messages",
-            json!({"max_tokens": 50, "messages": user("add"), "tools": tools(), "tool_choice": choice}),
-        )
-        .await;
-        let message = invalid_request(&r);
-        assert!(message.contains("tool_choice"), "{message}");
+async fn tool_choice_reaches_the_upstream_in_its_own_protocol() {
+    let oa = FakeServer::start().await;
+    oa.set_default(Fake::openai_tool_call("call_1", "add", "{}"));
+    let an = FakeServer::start().await;
+    an.set_default(Fake::anthropic_tool_use("toolu_1", "add", json!({})));
+    let body = |choice: Value| json!({"max_tokens": 50, "messages": user("add"), "tools": tools(), "tool_choice": choice});
+    // The forced choices are the structured-output idiom: the client reads `content[0].input`.
+    let cases = [
+        (json!({"type": "auto"}), None, None),
+        (json!({"type": "none"}), Some(json!("none")), Some(json!({"type": "none"}))),
+        (json!({"type": "any"}), Some(json!("required")), Some(json!({"type": "any"}))),
+        (
+            json!({"type": "tool", "name": "add"}),
+            Some(json!({"type": "function", "function": {"name": "add"}})),
+            Some(json!({"type": "tool", "name": "add"})),
+        ),
+    ];
+    for (fake, to_openai) in [(&oa, true), (&an, false)] {
+        let backend = if to_openai {
+            openai(openai_settings("up", fake))
+        } else {
+            anthropic(anthropic_settings("up", fake))
+        };
+        let gw = start(router(vec![backend])).await;
+        for (choice, openai_form, anthropic_form) in &cases {
+            let r = post(&gw.url, "/v1/messages", body(choice.clone())).await;
+            assert_eq!(r.status, 200, "{choice}: {}", r.text);
+            let v = r.json();
+            assert_eq!(
+                (v["stop_reason"].as_str(), v["content"][0]["type"].as_str()),
+                (Some("tool_use"), Some("tool_use"))
+            );
+            let sent = fake.last_json().unwrap();
+            let expected = if to_openai { openai_form } else { anthropic_form };
+            assert_eq!(sent.get("tool_choice"), expected.as_ref(), "{choice} to {sent}");
+            // "none" still offers the tools: the model may need them to read earlier tool turns.
+            assert_eq!(sent["tools"].as_array().map(Vec::len), Some(1), "{choice}: {sent}");
+        }
     }
-    let unknown = post(
-        &gw.url,
-        "/v1/messages",
-        json!({"max_tokens": 50, "messages": user("add"), "tools": tools(), "tool_choice": {"type": "sometimes"}}),
-    )
-    .await;
-    assert!(invalid_request(&unknown).contains("tool_choice.type"));
-    assert_eq!(fake.requests(), 0, "refused before any upstream call");
 }
 
 #[tokio::test]
-async fn tool_choice_none_withholds_the_tools_and_auto_keeps_them() {
+async fn tool_choices_no_backend_could_honour_are_refused_by_name() {
     let fake = FakeServer::start().await;
-    fake.set_default(Fake::openai_text("fine"));
+    fake.set_default(Fake::openai_text("a text answer"));
     let gw = start(router(vec![openai(openai_settings("oa", &fake))])).await;
-    let body = |choice: &str| json!({"max_tokens": 50, "messages": user("add"), "tools": tools(), "tool_choice": {"type": choice}});
-    let none = post(&gw.url, "/v1/messages", body("none")).await;
-    assert_eq!(none.status, 200, "{}", none.text);
-    let sent = fake.last_json().unwrap();
-    assert!(sent.get("tools").is_none(), "the model was offered tools it must not call: {sent}");
-    let auto = post(&gw.url, "/v1/messages", body("auto")).await;
-    assert_eq!(auto.status, 200, "{}", auto.text);
-    assert_eq!(fake.last_json().unwrap()["tools"][0]["function"]["name"], "add");
+    let cases = [
+        (
+            json!({"max_tokens": 50, "messages": user("add"), "tools": tools(), "tool_choice": {"type": "tool", "name": "mul"}}),
+            "`mul`",
+        ),
+        (
+            json!({"max_tokens": 50, "messages": user("add"), "tool_choice": {"type": "any"}}),
+            "at least one tool",
+        ),
+        (
+            json!({"max_tokens": 50, "messages": user("add"), "tools": tools(), "tool_choice": {"type": "tool"}}),
+            "tool_choice.name",
+        ),
+        (
+            json!({"max_tokens": 50, "messages": user("add"), "tools": tools(), "tool_choice": {"type": "sometimes"}}),
+            "tool_choice.type",
+        ),
+    ];
+    for (body, says) in cases {
+        let r = post(&gw.url, "/v1/messages", body).await;
+        let message = invalid_request(&r);
+        assert!(message.contains(says), "{says}: {message}");
+    }
+    assert_eq!(fake.requests(), 0, "refused before any upstream call");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ mod common;
 
 use claudette_testkit::{FakeServer, Reply as Fake};
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn assert_routing_headers(r: &Reply, backend: &str, attempts: &str) {
     assert_eq!(r.header("x-claudette-backend"), Some(backend), "{}", r.text);
@@ -252,6 +252,41 @@ async fn openai_client_in_front_of_an_anthropic_tool_use() {
     // The conversation reached Anthropic as tool_use / tool_result blocks.
     let sent = fake.last_json().unwrap().to_string();
     assert!(sent.contains("tool_result") && sent.contains("toolu_0"), "{sent}");
+}
+
+#[tokio::test]
+async fn openai_tool_choice_reaches_an_anthropic_upstream_or_is_refused_by_name() {
+    let fake = FakeServer::start().await;
+    fake.set_default(Fake::anthropic_tool_use("toolu_1", "add", json!({"a": 1})));
+    let gw = start(router(vec![anthropic(anthropic_settings("cl", &fake))])).await;
+    let tools = json!([{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]);
+    let body = |choice: Value| json!({"messages": [{"role": "user", "content": "add"}], "tools": tools, "tool_choice": choice});
+    let cases = [
+        (json!("auto"), None),
+        (json!("none"), Some(json!({"type": "none"}))),
+        (json!("required"), Some(json!({"type": "any"}))),
+        (
+            json!({"type": "function", "function": {"name": "add"}}),
+            Some(json!({"type": "tool", "name": "add"})),
+        ),
+    ];
+    for (choice, anthropic_form) in cases {
+        let r = post(&gw.url, "/v1/chat/completions", body(choice.clone())).await;
+        assert_eq!(r.status, 200, "{choice}: {}", r.text);
+        assert_eq!(fake.last_json().unwrap().get("tool_choice"), anthropic_form.as_ref(), "{choice}");
+    }
+    let sent = fake.requests();
+    for (choice, says) in [
+        (json!("sometimes"), "`sometimes`"),
+        (json!({"type": "function", "function": {"name": "mul"}}), "`mul`"),
+    ] {
+        let r = post(&gw.url, "/v1/chat/completions", body(choice)).await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        let v = r.json();
+        assert_eq!(v["error"]["param"], "tool_choice", "{}", r.text);
+        assert!(v["error"]["message"].as_str().unwrap().contains(says), "{}", r.text);
+    }
+    assert_eq!(fake.requests(), sent, "refused before any upstream call");
 }
 
 #[tokio::test]

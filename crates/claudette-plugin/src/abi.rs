@@ -37,7 +37,9 @@ pub const ABI_VERSION: u32 = 2;
 /// change is not backwards compatible; a plugin built against another schema is refused
 /// (F-33). The binary form does not compile until it covers every field, so a core change
 /// cannot slip through without touching this crate.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// History: 1, the first; 2, `ChatRequest::tool_choice`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The field type of [`ClaudettePlugin::abi_version`]. It is `u64` only under the test feature
 /// that simulates a plugin built against a release of this crate with another layout.

@@ -33,7 +33,8 @@ use std::time::Duration;
 
 use claudette_core::{
     BackendError, ChatRequest, ChatResponse, FinishReason, HttpRequest, Message, Method, Role,
-    RoutingDecision, StreamEnd, StreamEvent, ToolCall, ToolCallDelta, ToolSpec, Usage, UsageSource,
+    RoutingDecision, StreamEnd, StreamEvent, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    UsageSource,
 };
 
 /// A decoding failure: the boxed error keeps every reader's `Result` one pointer wide. With
@@ -388,6 +389,31 @@ wire_struct!(ToolCall { id, name, arguments });
 
 wire_struct!(ToolSpec { name, description, parameters });
 
+impl Wire for ToolChoice {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        match self {
+            ToolChoice::Auto => out.push(0),
+            ToolChoice::None => out.push(1),
+            ToolChoice::Required => out.push(2),
+            ToolChoice::Tool(name) => {
+                out.push(3);
+                put_str(name, out);
+            }
+        }
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        match r.tag()? {
+            0 => Ok(ToolChoice::Auto),
+            1 => Ok(ToolChoice::None),
+            2 => Ok(ToolChoice::Required),
+            3 => String::get(r).map(ToolChoice::Tool),
+            t => r.bad_tag(t, "tool choice"),
+        }
+    }
+}
+
 wire_struct!(Message { role, content, tool_calls, tool_call_id, name });
 
 wire_struct!(ChatRequest {
@@ -398,6 +424,7 @@ wire_struct!(ChatRequest {
     top_p,
     stop,
     tools,
+    tool_choice,
     backend,
     tags,
     metadata
@@ -526,6 +553,7 @@ mod tests {
                 description: "looks things up".into(),
                 parameters: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
             }],
+            tool_choice: ToolChoice::Tool("lookup".into()),
             backend: Some("b1".into()),
             tags: vec!["eu".into()],
             metadata,
@@ -537,6 +565,9 @@ mod tests {
         round_trip(&full_request());
         round_trip(&ChatRequest::prompt(""));
         round_trip(&ChatRequest::default());
+        for tool_choice in [ToolChoice::None, ToolChoice::Required] {
+            round_trip(&ChatRequest { tool_choice, ..ChatRequest::prompt("x") });
+        }
     }
 
     #[test]

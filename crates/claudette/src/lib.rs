@@ -44,7 +44,8 @@
 pub use claudette_core as core;
 pub use claudette_core::{
     Backend, BackendError, BackendInfo, BackendRouter, BackendSettings, ChatRequest, ChatResponse, ErrorKind,
-    Message, Pricing, Registry, RouteError, RoutedStream, RouterOptions, RoutingDecision, StreamEvent, Usage,
+    Message, Pricing, Registry, RouteError, RoutedStream, RouterOptions, RoutingDecision, StreamEvent,
+    ToolChoice, ToolSpec, Usage,
 };
 pub use claudette_http as http;
 

@@ -570,3 +570,36 @@ async fn decision_explains_scores_and_cheapest_wins_without_a_chain() {
     assert_eq!(r.select_backend(&req(), &["cheap"]).unwrap().name(), "pricey");
     assert_eq!(r.select_backend(&req().with_backend("pricey"), &[]).unwrap().name(), "pricey");
 }
+
+/// A backend that cannot promise a forced tool call (Ollama has no tool choice) refuses it
+/// before any I/O, and the router hands the request to one that can; its breaker is untouched.
+#[tokio::test]
+async fn a_forced_tool_call_skips_a_backend_that_cannot_force_one() {
+    let ollama = FakeServer::start().await;
+    let openai = FakeServer::start().await;
+    openai.push(Reply::openai_tool_call("call_1", "add", "{}"));
+    let clock = FakeClock::new();
+    let r = BackendRouter::with_clock(options(), clock.shared());
+    let local = BackendSettings::new("local").base_url(ollama.url()).model("llama3.2");
+    r.register_backend(claudette_ollama::backend(&local).unwrap().shared()).unwrap();
+    r.register_backend(claudette_openai::backend(&settings("oa", &openai.v1_url())).unwrap().shared())
+        .unwrap();
+    r.set_failover_chain(["local", "oa"]).unwrap();
+    let request = ChatRequest {
+        tools: vec![claudette::ToolSpec {
+            name: "add".into(),
+            description: String::new(),
+            parameters: serde_json::json!({"type": "object"}),
+        }],
+        tool_choice: claudette::ToolChoice::Required,
+        ..req()
+    };
+    let resp = r.route_request(&request).await.unwrap();
+    assert_eq!(resp.backend, "oa");
+    assert_eq!(resp.tool_calls[0].name, "add");
+    assert_eq!(ollama.requests(), 0, "refused without a call");
+    assert_eq!(openai.last_json().unwrap()["tool_choice"], "required");
+    let first = &resp.decision.as_ref().unwrap().attempts[0];
+    assert_eq!((first.backend.as_str(), first.error), ("local", Some(ErrorKind::Unsupported)));
+    assert_eq!(r.breaker("local").unwrap().state(), BreakerState::Closed);
+}

@@ -6,7 +6,7 @@
 //! that turn's content.
 
 use claudette_core::types::{json_f32, normalize_tool_arguments};
-use claudette_core::{BackendError, ChatRequest, Message, Role, ToolSpec};
+use claudette_core::{BackendError, ChatRequest, Message, Role, ToolChoice, ToolSpec};
 use serde_json::{Map, Value, json};
 
 /// One Messages API turn under construction.
@@ -139,8 +139,18 @@ pub(crate) fn body(
     if !request.stop.is_empty() {
         b.insert("stop_sequences".into(), json!(request.stop));
     }
+    let tool_choice = request.checked_tool_choice()?;
     if !request.tools.is_empty() {
         b.insert("tools".into(), Value::Array(request.tools.iter().map(tool_spec).collect()));
+        let choice = match tool_choice {
+            ToolChoice::Auto => None,
+            ToolChoice::None => Some(json!({"type": "none"})),
+            ToolChoice::Required => Some(json!({"type": "any"})),
+            ToolChoice::Tool(name) => Some(json!({"type": "tool", "name": name})),
+        };
+        if let Some(choice) = choice {
+            b.insert("tool_choice".into(), choice);
+        }
     }
     if stream {
         b.insert("stream".into(), true.into());

@@ -787,3 +787,18 @@ fn cache_pricing() {
         AnthropicAdapter::new(&settings().pricing(Pricing::new(0.01, 0.02).with_cache(0.5, 0.7))).unwrap();
     assert_eq!(explicit.pricing(None).cache_write_per_1k, Some(0.7));
 }
+
+#[test]
+fn tool_choice_is_anthropic_tool_choice() {
+    use claudette_core::{ErrorKind, ToolChoice};
+    let body = |tool_choice| -> Value {
+        let req = adapter().build_request(&ChatRequest { tool_choice, ..conversation() }, false).unwrap();
+        serde_json::from_slice(req.body.as_deref().unwrap()).unwrap()
+    };
+    assert!(body(ToolChoice::Auto).get("tool_choice").is_none());
+    assert_eq!(body(ToolChoice::None)["tool_choice"], json!({"type": "none"}));
+    assert_eq!(body(ToolChoice::Required)["tool_choice"], json!({"type": "any"}));
+    assert_eq!(body(ToolChoice::Tool("now".into()))["tool_choice"], json!({"type": "tool", "name": "now"}));
+    let unknown = ChatRequest { tool_choice: ToolChoice::Tool("mul".into()), ..conversation() };
+    assert_eq!(adapter().build_request(&unknown, false).unwrap_err().kind, ErrorKind::InvalidRequest);
+}

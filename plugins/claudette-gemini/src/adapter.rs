@@ -4,7 +4,7 @@ use claudette_core::error::scrub_secrets;
 use claudette_core::types::{json_f32, normalize_tool_arguments};
 use claudette_core::{
     AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse, Framing,
-    HttpRequest, HttpResponse, Message, Pricing, ProviderAdapter, Role, StreamDecoder,
+    HttpRequest, HttpResponse, Message, Pricing, ProviderAdapter, Role, StreamDecoder, ToolChoice,
 };
 use serde_json::{Map, Value, json};
 
@@ -155,6 +155,7 @@ impl GeminiAdapter {
         if !config.is_empty() {
             body.insert("generationConfig".into(), Value::Object(config));
         }
+        let tool_choice = request.checked_tool_choice()?;
         if !request.tools.is_empty() {
             let declarations: Vec<Value> = request
                 .tools
@@ -172,6 +173,15 @@ impl GeminiAdapter {
                 })
                 .collect();
             body.insert("tools".into(), json!([{"functionDeclarations": declarations}]));
+            let config = match tool_choice {
+                ToolChoice::Auto => None,
+                ToolChoice::None => Some(json!({"mode": "NONE"})),
+                ToolChoice::Required => Some(json!({"mode": "ANY"})),
+                ToolChoice::Tool(name) => Some(json!({"mode": "ANY", "allowedFunctionNames": [name]})),
+            };
+            if let Some(config) = config {
+                body.insert("toolConfig".into(), json!({"functionCallingConfig": config}));
+            }
         }
         Ok(Value::Object(body))
     }

@@ -813,3 +813,33 @@ fn price_table_and_overrides() {
     assert_eq!(custom.pricing(Some("gemini-2.5-pro")), Pricing::new(0.001, 0.002));
     assert_eq!(custom.info().pricing, Pricing::new(0.001, 0.002));
 }
+
+#[test]
+fn tool_choice_is_gemini_function_calling_config() {
+    use claudette_core::ToolChoice;
+    let tool =
+        ToolSpec { name: "add".into(), description: String::new(), parameters: json!({"type": "object"}) };
+    let body = |tool_choice: ToolChoice| -> Value {
+        let request = ChatRequest { tools: vec![tool.clone()], tool_choice, ..ChatRequest::prompt("add") };
+        let http = adapter().build_request(&request, false).unwrap();
+        serde_json::from_slice(http.body.as_deref().unwrap()).unwrap()
+    };
+    assert!(body(ToolChoice::Auto).get("toolConfig").is_none());
+    let config = |c: ToolChoice| body(c)["toolConfig"]["functionCallingConfig"].clone();
+    assert_eq!(config(ToolChoice::None), json!({"mode": "NONE"}));
+    assert_eq!(config(ToolChoice::Required), json!({"mode": "ANY"}));
+    assert_eq!(
+        config(ToolChoice::Tool("add".into())),
+        json!({"mode": "ANY", "allowedFunctionNames": ["add"]})
+    );
+    // A tool that is not offered is the caller's error, not a request Gemini would refuse later.
+    let unknown = ChatRequest {
+        tools: vec![tool],
+        tool_choice: ToolChoice::Tool("mul".into()),
+        ..ChatRequest::prompt("x")
+    };
+    assert_eq!(
+        adapter().build_request(&unknown, false).unwrap_err().kind,
+        claudette_core::ErrorKind::InvalidRequest
+    );
+}

@@ -5,6 +5,7 @@ use claudette_core::types::{estimate_tokens_from_len, json_f32, normalize_tool_a
 use claudette_core::{
     AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse,
     ErrorKind, Framing, HttpRequest, HttpResponse, Message, Pricing, ProviderAdapter, Role, StreamDecoder,
+    ToolChoice,
 };
 use serde_json::{Map, Value, json};
 
@@ -131,7 +132,19 @@ impl OllamaAdapter {
         // Explicit both ways: the server streams unless told otherwise.
         body.insert("stream".into(), json!(stream));
         body.insert("options".into(), Value::Object(options));
-        if !request.tools.is_empty() {
+        // Ollama's chat API has no tool choice: "none" is honoured by not offering the tools,
+        // a forced call cannot be, so another backend gets the request.
+        let offer_tools = match request.checked_tool_choice()? {
+            ToolChoice::Auto => true,
+            ToolChoice::None => false,
+            ToolChoice::Required | ToolChoice::Tool(_) => {
+                return Err(BackendError::new(
+                    ErrorKind::Unsupported,
+                    "Ollama cannot force a tool call (tool_choice `required` or a named tool)",
+                ));
+            }
+        };
+        if offer_tools && !request.tools.is_empty() {
             let tools: Vec<Value> = request
                 .tools
                 .iter()

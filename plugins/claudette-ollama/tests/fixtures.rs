@@ -671,3 +671,22 @@ impl metrics::Recorder for TestRecorder {
         metrics::Histogram::from_arc(Arc::new(Handle { key: key_text(key), rec: self.clone() }))
     }
 }
+
+#[test]
+fn tool_choice_none_withholds_the_tools_and_a_forced_call_is_unsupported() {
+    use claudette_core::{ErrorKind, ToolChoice};
+    let request =
+        |tool_choice| ChatRequest { tools: vec![weather_tool()], tool_choice, ..ChatRequest::prompt("hi") };
+    let body = |tool_choice| -> Value {
+        let http = adapter().build_request(&request(tool_choice), false).unwrap();
+        serde_json::from_slice(http.body.as_deref().unwrap()).unwrap()
+    };
+    assert_eq!(body(ToolChoice::Auto)["tools"][0]["function"]["name"], "get_weather");
+    assert!(body(ToolChoice::None).get("tools").is_none());
+    // Ollama has no tool choice: a forced call cannot be promised, so the router fails over.
+    for forced in [ToolChoice::Required, ToolChoice::Tool("get_weather".into())] {
+        let e = adapter().build_request(&request(forced), false).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
+        assert!(e.message.contains("tool_choice"), "{e}");
+    }
+}

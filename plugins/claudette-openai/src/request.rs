@@ -3,7 +3,7 @@
 //! The body is serialised straight from borrowing views of the request (no intermediate
 //! `serde_json::Value`, no copy of a message text): this runs for every request.
 
-use claudette_core::{BackendError, ChatRequest, Message, Role, ToolCall, ToolSpec};
+use claudette_core::{BackendError, ChatRequest, Message, Role, ToolCall, ToolChoice, ToolSpec};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Number, Value};
@@ -124,6 +124,7 @@ struct Body<'a> {
 
 impl<'a> Body<'a> {
     fn new(spec: BodySpec<'a>, request: &'a ChatRequest, stream: bool) -> Result<Self, BackendError> {
+        request.checked_tool_choice()?;
         for (index, m) in request.messages.iter().enumerate() {
             if m.role == Role::Tool && m.tool_call_id.as_deref().is_none_or(str::is_empty) {
                 return Err(BackendError::invalid(format!(
@@ -217,6 +218,15 @@ impl Serialize for Body<'_> {
         }
         if !request.tools.is_empty() {
             entry(&mut map, extra, "tools", &Tools(&request.tools))?;
+            match &request.tool_choice {
+                ToolChoice::Auto => {}
+                ToolChoice::None => entry(&mut map, extra, "tool_choice", "none")?,
+                ToolChoice::Required => entry(&mut map, extra, "tool_choice", "required")?,
+                ToolChoice::Tool(name) => {
+                    let choice = serde_json::json!({"type": "function", "function": {"name": name}});
+                    entry(&mut map, extra, "tool_choice", &choice)?;
+                }
+            }
         }
         if self.stream {
             entry(&mut map, extra, "stream", &true)?;

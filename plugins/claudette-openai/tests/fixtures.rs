@@ -959,3 +959,22 @@ fn adapter_debug_holds_no_key() {
 fn max_tokens_field_is_public_for_reuse() {
     assert_eq!(MaxTokensField::MaxCompletionTokens.as_str(), "max_completion_tokens");
 }
+
+#[test]
+fn tool_choice_is_openai_tool_choice() {
+    use claudette_core::{ErrorKind, ToolChoice};
+    let body = |tool_choice| {
+        body_json(
+            &openai("gpt-4o").build_request(&ChatRequest { tool_choice, ..conversation() }, false).unwrap(),
+        )
+    };
+    assert!(body(ToolChoice::Auto).get("tool_choice").is_none());
+    assert_eq!(body(ToolChoice::None)["tool_choice"], "none");
+    assert_eq!(body(ToolChoice::Required)["tool_choice"], "required");
+    assert_eq!(
+        body(ToolChoice::Tool("get_weather".into()))["tool_choice"],
+        json!({"type": "function", "function": {"name": "get_weather"}})
+    );
+    let unknown = ChatRequest { tool_choice: ToolChoice::Tool("mul".into()), ..conversation() };
+    assert_eq!(openai("gpt-4o").build_request(&unknown, false).unwrap_err().kind, ErrorKind::InvalidRequest);
+}
