@@ -127,13 +127,14 @@ async fn parallel_calls_sharing_an_upstream_index_stay_separate_blocks() {
             Value::Null,
         )
     };
-    fake.push(Fake::sse(vec![
+    let stream = Fake::sse(vec![
         openai_chunk(json!({"role": "assistant"}), Value::Null),
         call("call_a", "Oslo"),
         call("call_b", "Lima"),
         openai_chunk(json!({}), json!("tool_calls")),
         "data: [DONE]".to_owned(),
-    ]));
+    ]);
+    fake.push(stream.clone());
     let gw = start(router(vec![openai(openai_settings("oa", &fake))])).await;
     let r = post(
         &gw.url,
@@ -158,6 +159,21 @@ async fn parallel_calls_sharing_an_upstream_index_stay_separate_blocks() {
     }
     assert_eq!(event_data(&frames, "content_block_stop").len(), 2);
     assert_eq!(event_data(&frames, "message_delta")[0]["delta"]["stop_reason"], "tool_use");
+
+    // An OpenAI client gets the calls at indexes of their own too: its SDK merges by index.
+    fake.push(stream);
+    let body = json!({"messages": user("weather in Oslo and Lima"), "tools": [{"type": "function",
+        "function": {"name": "weather", "parameters": {"type": "object"}}}], "stream": true});
+    let r = post(&gw.url, "/v1/chat/completions", body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let calls: Vec<(u64, String)> = r
+        .frames()
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+        .flat_map(|v| v["choices"][0]["delta"]["tool_calls"].as_array().cloned().unwrap_or_default())
+        .map(|c| (c["index"].as_u64().unwrap(), c["id"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    assert_eq!(calls, [(0, "call_a".to_owned()), (1, "call_b".to_owned())], "{}", r.text);
 }
 
 #[tokio::test]

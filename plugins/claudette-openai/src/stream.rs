@@ -53,6 +53,49 @@ pub struct OpenAiStreamDecoder {
     done: bool,
     prefix: Prefix,
     shape: Shape,
+    calls: CallIndexes,
+}
+
+/// The index each tool call gets in the events: the upstream's, unless the upstream reuses it.
+/// Gemini's OpenAI-compatible stream numbers every parallel call 0 (each whole, with its own
+/// id), so an index alone would glue two calls into one with `{…}{…}` for arguments; a new id at
+/// a used index is a new call and gets the next free index. Fragments without an id continue
+/// the call last seen at their upstream index, as OpenAI's do.
+#[derive(Debug, Default)]
+struct CallIndexes {
+    /// (upstream index, id, index in the events), latest last.
+    calls: Vec<(u32, Option<String>, u32)>,
+}
+
+impl CallIndexes {
+    fn remap(&mut self, events: &mut [StreamEvent]) {
+        for ev in events {
+            if let StreamEvent::ToolCall { delta } = ev {
+                delta.index = self.index_of(delta.index, delta.id.as_deref());
+            }
+        }
+    }
+
+    fn index_of(&mut self, upstream: u32, id: Option<&str>) -> u32 {
+        if let Some(last) = self.calls.iter_mut().rev().find(|c| c.0 == upstream) {
+            match (&last.1, id) {
+                (Some(known), Some(id)) if known != id => {}
+                (None, Some(id)) => {
+                    last.1 = Some(id.to_owned());
+                    return last.2;
+                }
+                _ => return last.2,
+            }
+        }
+        let taken = |i: u32| self.calls.iter().any(|c| c.2 == i);
+        let ours = if taken(upstream) {
+            self.calls.iter().map(|c| c.2).max().map_or(0, |m| m.saturating_add(1))
+        } else {
+            upstream
+        };
+        self.calls.push((upstream, id.map(str::to_owned), ours));
+        ours
+    }
 }
 
 /// The start of the last chunk the scanner read, up to its `choices` member, and what
@@ -762,15 +805,9 @@ fn snippet(text: &str, max: usize) -> String {
     s
 }
 
-impl StreamDecoder for OpenAiStreamDecoder {
-    fn decode(&mut self, frame: &Frame) -> Result<Vec<StreamEvent>, BackendError> {
-        let mut out = Vec::new();
-        self.decode_into(frame, &mut out)?;
-        Ok(out)
-    }
-
-    /// Appends a frame's events to `out`; a frame that is an error appends nothing.
-    fn decode_into(&mut self, frame: &Frame, out: &mut Vec<StreamEvent>) -> Result<(), BackendError> {
+impl OpenAiStreamDecoder {
+    /// [`StreamDecoder::decode_into`] before tool-call indexes are made unique.
+    fn decode_frame(&mut self, frame: &Frame, out: &mut Vec<StreamEvent>) -> Result<(), BackendError> {
         if self.done {
             return Ok(());
         }
@@ -834,6 +871,22 @@ impl StreamDecoder for OpenAiStreamDecoder {
             }
         }
     }
+}
+
+impl StreamDecoder for OpenAiStreamDecoder {
+    fn decode(&mut self, frame: &Frame) -> Result<Vec<StreamEvent>, BackendError> {
+        let mut out = Vec::new();
+        self.decode_into(frame, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends a frame's events to `out`; a frame that is an error appends nothing.
+    fn decode_into(&mut self, frame: &Frame, out: &mut Vec<StreamEvent>) -> Result<(), BackendError> {
+        let start = out.len();
+        let read = self.decode_frame(frame, out);
+        self.calls.remap(&mut out[start..]);
+        read
+    }
 
     fn finish(&mut self) -> Result<Vec<StreamEvent>, BackendError> {
         if self.done {
@@ -866,6 +919,57 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!(events, vec![StreamEvent::text("y")]);
         assert_eq!(d.model(), Some("b"));
+    }
+
+    /// (index, id, arguments) of each tool-call event the chunks give.
+    fn calls(chunks: &[&str]) -> Vec<(u32, Option<String>, String)> {
+        let mut d = OpenAiStreamDecoder::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            d.decode_into(&frame(c), &mut out).unwrap();
+        }
+        out.into_iter()
+            .filter_map(|e| match e {
+                StreamEvent::ToolCall { delta } => Some((delta.index, delta.id, delta.arguments)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parallel_calls_sharing_an_upstream_index_get_their_own() {
+        let call = |id: &str, args: &str| {
+            format!(
+                r#"{{"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"id":"{id}","type":"function","function":{{"name":"w","arguments":"{args}"}}}}]}}}}]}}"#
+            )
+        };
+        // Gemini's OpenAI-compatible stream: every call whole, every call at index 0.
+        let gemini = [call("a", "{}"), call("b", "{}"), call("c", "{}")];
+        let got = calls(&gemini.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(got.iter().map(|c| c.0).collect::<Vec<_>>(), [0, 1, 2]);
+        // OpenAI's own: ids once, then id-less fragments at each call's index; unchanged.
+        let frag = |i: u32, args: &str| {
+            format!(
+                r#"{{"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":{i},"function":{{"arguments":"{args}"}}}}]}}}}]}}"#
+            )
+        };
+        let openai = [
+            call("a", ""),
+            frag(0, "{}"),
+            call("b", "").replace(r#""index":0,"id""#, r#""index":1,"id""#),
+            frag(1, "{}"),
+        ];
+        let got = calls(&openai.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(got.iter().map(|c| c.0).collect::<Vec<_>>(), [0, 0, 1, 1]);
+        // A repeated id at its own index is the same call.
+        let again = [call("a", ""), call("a", "{}")];
+        assert_eq!(
+            calls(&again.iter().map(String::as_str).collect::<Vec<_>>())
+                .iter()
+                .map(|c| c.0)
+                .collect::<Vec<_>>(),
+            [0, 0]
+        );
     }
 
     #[test]
