@@ -20,7 +20,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::common::{CliError, build_router, load_config, termination_signal};
+use crate::common::{CliError, build_router, load_config, note, termination_signal};
 
 #[derive(Debug, Args)]
 pub(crate) struct BatchArgs {
@@ -156,7 +156,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<(), CliError> {
             args.output.display()
         )));
     }
-    eprintln!("{summary}");
+    note!("{summary}");
     if failed > 0 {
         return Err(CliError::failure(format!(
             "{failed} of {} line(s) failed (see \"ok\": false in {}); re-run to retry them",

@@ -7,7 +7,7 @@ use clap::Args;
 use claudette::{ChatRequest, Message, RouteError, StreamEvent};
 use futures::StreamExt;
 
-use crate::common::{CliError, build_router, load_config, money, outln, stdout_error};
+use crate::common::{CliError, build_router, load_config, money, note, outln, stdout_error};
 
 #[derive(Debug, Args)]
 pub(crate) struct ChatArgs {
@@ -82,7 +82,7 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
         match event {
             StreamEvent::TextDelta { text } => {
                 if in_reasoning {
-                    eprintln!();
+                    note!();
                     in_reasoning = false;
                 }
                 // Flush per delta: the point is to see tokens as they arrive. A failed write ends
@@ -93,12 +93,12 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
             }
             StreamEvent::ReasoningDelta { text } => {
                 // Reasoning is not the answer: keep stdout clean for pipes.
-                eprint!("{text}");
+                let _ = write!(std::io::stderr(), "{text}");
                 in_reasoning = true;
             }
             StreamEvent::ToolCall { delta } => {
                 if let Some(name) = delta.name {
-                    eprintln!("[tool call: {name}]");
+                    note!("[tool call: {name}]");
                 }
             }
             StreamEvent::Usage { .. } => {}
@@ -107,11 +107,11 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
                     writeln!(out).and_then(|()| out.flush()).map_err(|e| stdout_error(&e))?;
                 }
                 if in_reasoning {
-                    eprintln!();
+                    note!();
                 }
                 let d = stream.decision();
                 let attempts = d.attempts.len();
-                eprintln!(
+                note!(
                     "[{} · {} in / {} out tokens{} · {} · {} attempt{}]",
                     stream.backend(),
                     end.usage.input_tokens,
@@ -132,7 +132,7 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
                     let _ = writeln!(out);
                 }
                 if in_reasoning {
-                    eprintln!();
+                    note!();
                 }
                 // Committed streams never fail over: say plainly the answer is incomplete.
                 return Err(CliError::failure(format!("the answer was cut off: {error}")));

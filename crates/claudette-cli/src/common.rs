@@ -80,6 +80,16 @@ macro_rules! outln {
 }
 pub(crate) use outln;
 
+/// `eprintln!` that never panics: stderr carries progress and summaries, and a daemon started
+/// with it closed (`claudette serve 2>&-`) must keep serving rather than die on a log line.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+pub(crate) use note;
+
 /// Loads the configuration the usual way (see `CONFIG_HELP`).
 pub(crate) fn load_config(path: Option<&Path>) -> Result<Config, CliError> {
     Ok(Config::load(path, &ProcessEnv)?)
@@ -116,6 +126,9 @@ pub(crate) fn init_logging(serving: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // On a failed write the formatter reports it with `eprintln!`, which panics when
+        // stderr is closed: a daemon must not die of its own log line.
+        .log_internal_errors(false)
         .try_init();
 }
 

@@ -6,7 +6,9 @@ use claudette_config::Config;
 use claudette_gateway::{Gateway, GatewayOptions, KeyEntry};
 
 use crate::ConfigArg;
-use crate::common::{CliError, build_router_with_plugins, describe_backend, load_config, termination_signal};
+use crate::common::{
+    CliError, build_router_with_plugins, describe_backend, load_config, note, termination_signal,
+};
 
 /// The gateway's options from `[server]`. Keys cross over as hashes (the plain keys were
 /// dropped when the configuration was loaded), each with its own limits.
@@ -49,44 +51,45 @@ pub(crate) async fn run(args: ConfigArg) -> Result<(), CliError> {
         .local_addr()
         .map_err(|e| CliError::failure(format!("cannot read the bound address: {e}")))?;
 
-    eprintln!("claudette {} — config: {}", env!("CARGO_PKG_VERSION"), config.source);
+    note!("claudette {} — config: {}", env!("CARGO_PKG_VERSION"), config.source);
     for name in router.backend_names() {
         if let Some(b) = router.backend(&name) {
             let (name, provider, model) = describe_backend(&*b);
             let state = if b.info().enabled { "" } else { " (disabled)" };
-            eprintln!("  backend {name}: {provider}, model {model}{state}");
+            note!("  backend {name}: {provider}, model {model}{state}");
         }
     }
     if !plugins.loaded.is_empty() {
-        eprintln!("  plugin providers: {}", plugins.loaded.join(", "));
+        note!("  plugin providers: {}", plugins.loaded.join(", "));
     }
     for refused in &plugins.refused {
-        eprintln!("  plugin refused: {refused}");
+        note!("  plugin refused: {refused}");
     }
     match config.server.keys.len() {
-        0 => eprintln!("  no gateway keys: open to anyone who can reach {local}"),
-        n => eprintln!(
+        0 => note!("  no gateway keys: open to anyone who can reach {local}"),
+        n => note!(
             "  {n} gateway key(s): {}",
             config.server.keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ")
         ),
     }
     if !config.overrides.is_empty() {
-        eprintln!("  overridden by environment: {}", config.overrides.join(", "));
+        note!("  overridden by environment: {}", config.overrides.join(", "));
     }
     // The one line scripts and tests read: the real address, also when the port was 0.
-    println!("listening on http://{local}");
-    let _ = std::io::stdout().flush();
+    // Written, not `println!`: nobody reading it (stdout closed) is no reason to stop serving.
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "listening on http://{local}").and_then(|()| out.flush());
 
     let grace = config.server.shutdown_grace;
     let shutdown = async move {
         termination_signal().await;
-        eprintln!("claudette: shutting down; in-flight requests have {} ms to finish", grace.as_millis());
+        note!("claudette: shutting down; in-flight requests have {} ms to finish", grace.as_millis());
     };
     gateway
         .serve(listener, shutdown)
         .await
         .map_err(|e| CliError::failure(format!("gateway stopped: {e}")))?;
-    eprintln!("claudette: stopped");
+    note!("claudette: stopped");
     Ok(())
 }
 

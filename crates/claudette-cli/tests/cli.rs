@@ -758,9 +758,9 @@ async fn plugin_dirs_load_an_allow_listed_plugin_provider() {
     assert!(o.stderr.contains("backends[0].provider: unknown provider \"custom\""), "{}", o.stderr);
 }
 
-/// A stdout whose reader is already gone: every write fails with EPIPE, as behind
+/// A pipe whose reader is already gone: every write fails with EPIPE, as behind
 /// `claudette … | head -c1` once `head` has exited.
-fn closed_stdout() -> Stdio {
+fn closed_pipe() -> Stdio {
     let (writer, reader) = tokio::net::unix::pipe::pipe().unwrap();
     drop(reader);
     Stdio::from(writer.into_blocking_fd().unwrap())
@@ -781,23 +781,23 @@ async fn commands_exit_quietly_when_stdout_is_closed() {
         Reply::chunks(200, "text/event-stream", vec![first, rest]).gap(Duration::from_secs(3600)),
     );
     let mut cmd = claudette(dir.path());
-    cmd.args(["chat", "hi", "--config"]).arg(&path).stdout(closed_stdout());
+    cmd.args(["chat", "hi", "--config"]).arg(&path).stdout(closed_pipe());
     let o = run_spawned(cmd).await;
     assert_eq!((o.code, o.stderr.as_str()), (0, ""), "a closed stdout ends chat quietly");
 
     fake.set_default(Reply::openai_text("a json answer"));
     let mut cmd = claudette(dir.path());
-    cmd.args(["chat", "hi", "--json", "--config"]).arg(&path).stdout(closed_stdout());
+    cmd.args(["chat", "hi", "--json", "--config"]).arg(&path).stdout(closed_pipe());
     let o = run_spawned(cmd).await;
     assert_eq!((o.code, o.stderr.as_str()), (0, ""), "chat --json");
 
     let mut cmd = claudette(dir.path());
-    cmd.args(["config", "check", "--config"]).arg(&path).stdout(closed_stdout());
+    cmd.args(["config", "check", "--config"]).arg(&path).stdout(closed_pipe());
     let o = run_spawned(cmd).await;
     assert_eq!((o.code, o.stderr.as_str()), (0, ""), "config check");
 
     let mut cmd = claudette(dir.path());
-    cmd.arg("demo").stdout(closed_stdout());
+    cmd.arg("demo").stdout(closed_pipe());
     let o = run_spawned(cmd).await;
     assert_eq!((o.code, o.stderr.as_str()), (0, ""), "demo");
 }
@@ -949,4 +949,29 @@ async fn batch_resumes_from_the_partial_output_of_a_killed_run() {
     let answers: Vec<&str> = out.iter().map(|v| v["response"]["content"].as_str().unwrap()).collect();
     assert_eq!(answers, ["quick", "quick", "after resume"]);
     assert!(!partial.exists());
+}
+
+/// A daemon started with stderr closed (`claudette serve 2>&-`) serves and stops like any other:
+/// its start-up lines and shutdown notes must not kill it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_with_stderr_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    fake.set_default(Reply::openai_text("served anyway"));
+    let path = write_config(dir.path(), &fake, "");
+    let mut cmd = claudette(dir.path());
+    cmd.arg("serve").arg("--config").arg(&path).stderr(closed_pipe());
+    let mut child = cmd.spawn().unwrap();
+    let addr = listening_address(&mut child).await;
+    let r = client()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    sigterm(&child);
+    let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0), "a closed stderr killed serve");
 }
