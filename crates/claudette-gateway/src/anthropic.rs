@@ -9,7 +9,9 @@ use claudette_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::content::{TextOr, checked_tool_choice};
+use crate::content::{
+    Fault, Paths, TextOr, checked_tool_choice, element_fault, fault, list_fault, parse_located,
+};
 use crate::error::{ApiError, Flavor};
 use crate::ids;
 use crate::respond::{self, Encoder, Endpoint, Shared};
@@ -127,40 +129,6 @@ fn plain_text(content: Option<Content>, base: &dyn Fn() -> String) -> Result<Str
     }
 }
 
-/// Parses the body. Only when that fails on a body that is valid JSON is it read again, to
-/// name the field at fault: serde's own message gives a line and column, which tells a client
-/// that built the body as an object nothing, and Anthropic's errors start with the field path.
-fn parse_request(bytes: &[u8]) -> Result<MessagesRequest, ApiError> {
-    let err = match serde_json::from_slice::<MessagesRequest>(bytes) {
-        Ok(r) => return Ok(r),
-        Err(e) => e,
-    };
-    let located = if err.is_data() {
-        serde_json::from_slice::<Value>(bytes).ok().and_then(|v| locate(&v))
-    } else {
-        None
-    };
-    Err(match located {
-        Some((path, inner)) => ApiError::invalid(format!("{path}: {inner}")).with_param(path),
-        None => ApiError::invalid(format!("request body is not valid JSON for this endpoint: {err}")),
-    })
-}
-
-type Fault = (String, serde_json::Error);
-
-fn fault<'a, T: Deserialize<'a>>(path: String, v: &'a Value) -> Option<Fault> {
-    T::deserialize(v).err().map(|e| (path, e))
-}
-
-/// Names the element, not the array: in a long conversation the path must point at the one
-/// bad entry.
-fn element_fault<'a, T: Deserialize<'a>>(path: &str, v: &'a Value) -> Option<Fault> {
-    match v.as_array() {
-        Some(items) => items.iter().enumerate().find_map(|(i, item)| fault::<T>(format!("{path}.{i}"), item)),
-        None => fault::<Vec<T>>(path.to_owned(), v),
-    }
-}
-
 fn message_fault(path: String, m: &Value) -> Option<Fault> {
     let whole = fault::<InMessage>(path.clone(), m)?;
     let narrower = m.as_object().and_then(|o| {
@@ -169,7 +137,7 @@ fn message_fault(path: String, m: &Value) -> Option<Fault> {
             let content = o.get("content")?;
             let path = format!("{path}.content");
             if content.is_array() {
-                element_fault::<Block>(&path, content)
+                element_fault::<Block>(Paths::Dotted, &path, content)
             } else {
                 fault::<Content>(path, content)
             }
@@ -192,9 +160,9 @@ fn locate(v: &Value) -> Option<Fault> {
             "stream" => fault::<bool>(k.into(), v),
             "metadata" => fault::<serde_json::Map<String, Value>>(k.into(), v),
             "tool_choice" => fault::<InToolChoice>(k.into(), v),
-            "stop_sequences" => element_fault::<String>(k, v),
-            "tools" => element_fault::<InTool>(k, v),
-            "system" if v.is_array() => element_fault::<Block>(k, v),
+            "stop_sequences" => element_fault::<String>(Paths::Dotted, k, v),
+            "tools" => element_fault::<InTool>(Paths::Dotted, k, v),
+            "system" if v.is_array() => element_fault::<Block>(Paths::Dotted, k, v),
             "system" => fault::<Content>(k.into(), v),
             _ => None,
         }
@@ -211,15 +179,9 @@ fn locate(v: &Value) -> Option<Fault> {
         "tools",
         "system",
     ];
-    keys.into_iter().find_map(top).or_else(|| {
-        let messages = field("messages")?;
-        match messages.as_array() {
-            Some(items) => {
-                items.iter().enumerate().find_map(|(i, m)| message_fault(format!("messages.{i}"), m))
-            }
-            None => fault::<Vec<Value>>("messages".into(), messages),
-        }
-    })
+    keys.into_iter()
+        .find_map(top)
+        .or_else(|| list_fault(Paths::Dotted, "messages", field("messages")?, message_fault))
 }
 
 /// Anthropic's `stop_reason` for how the answer ended, given whether it carries tool calls.
@@ -368,7 +330,10 @@ impl MessagesRequest {
 
 pub(crate) async fn messages(State(st): State<Shared>, request: Request) -> Response {
     let prepared = respond::prepare(&st, EP, request, |bytes| {
-        let parsed = parse_request(bytes).map_err(|e| respond::local_error(EP, e))?;
+        let parsed: MessagesRequest = parse_located(bytes, locate, |path, inner| {
+            ApiError::invalid(format!("{path}: {inner}")).with_param(path)
+        })
+        .map_err(|e| respond::local_error(EP, e))?;
         let stream = parsed.is_stream();
         let (request, model) = parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;
         Ok((request, model, stream))

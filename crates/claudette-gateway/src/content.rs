@@ -1,13 +1,15 @@
 //! What both client protocols' request parsing shares: fields sent as either a string or a
 //! list (OpenAI's message `content` and `stop`, Anthropic's `system` and message `content`),
-//! and the tool-choice check.
+//! the tool-choice check, and naming the field at fault in a body that does not parse.
 
 use std::fmt;
 use std::marker::PhantomData;
 
 use claudette_core::ChatRequest;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde_json::Value;
 
 use crate::error::ApiError;
 
@@ -62,6 +64,81 @@ pub(crate) fn checked_tool_choice(request: &ChatRequest) -> Result<(), ApiError>
         .checked_tool_choice()
         .map(drop)
         .map_err(|e| ApiError::invalid(e.message).with_param("tool_choice"))
+}
+
+/// A field of a request body that failed to parse: its path, in the client protocol's
+/// notation, and serde's reason.
+pub(crate) type Fault = (String, serde_json::Error);
+
+/// How a protocol writes the path of a list element: Anthropic `messages.2`, OpenAI
+/// `messages[2]`. Errors name fields the way the client's own SDK documentation does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Paths {
+    Dotted,
+    Bracketed,
+}
+
+impl Paths {
+    pub(crate) fn element(self, path: &str, i: usize) -> String {
+        match self {
+            Paths::Dotted => format!("{path}.{i}"),
+            Paths::Bracketed => format!("{path}[{i}]"),
+        }
+    }
+}
+
+/// Parses a request body. Only when that fails on a body that is valid JSON is it read again,
+/// by `locate`, to name the field at fault: serde's own message gives a line and column, which
+/// tells a client that built the body as an object nothing. `located` words the error the way
+/// the client's protocol does.
+pub(crate) fn parse_located<T: DeserializeOwned>(
+    bytes: &[u8],
+    locate: impl Fn(&Value) -> Option<Fault>,
+    located: impl Fn(String, serde_json::Error) -> ApiError,
+) -> Result<T, ApiError> {
+    let err = match serde_json::from_slice::<T>(bytes) {
+        Ok(r) => return Ok(r),
+        Err(e) => e,
+    };
+    let found = if err.is_data() {
+        serde_json::from_slice::<Value>(bytes).ok().and_then(|v| locate(&v))
+    } else {
+        None
+    };
+    Err(match found {
+        Some((path, inner)) => located(path, inner),
+        None => ApiError::invalid(format!("request body is not valid JSON for this endpoint: {err}")),
+    })
+}
+
+/// Why `v` is not a `T`, at `path`; `None` when it is one.
+pub(crate) fn fault<'a, T: Deserialize<'a>>(path: String, v: &'a Value) -> Option<Fault> {
+    T::deserialize(v).err().map(|e| (path, e))
+}
+
+/// The first element of the list `v` at fault by `item_fault`, named by its position: in a
+/// long conversation the path must point at the one bad entry, not at the array.
+pub(crate) fn list_fault(
+    paths: Paths,
+    path: &str,
+    v: &Value,
+    item_fault: impl Fn(String, &Value) -> Option<Fault>,
+) -> Option<Fault> {
+    match v.as_array() {
+        Some(items) => {
+            items.iter().enumerate().find_map(|(i, item)| item_fault(paths.element(path, i), item))
+        }
+        None => fault::<Vec<Value>>(path.to_owned(), v),
+    }
+}
+
+/// [`list_fault`] for a list of `T`.
+pub(crate) fn element_fault<T: for<'a> Deserialize<'a>>(
+    paths: Paths,
+    path: &str,
+    v: &Value,
+) -> Option<Fault> {
+    list_fault(paths, path, v, |path, item| fault::<T>(path, item))
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@ use claudette_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::content::{TextOr, checked_tool_choice};
+use crate::content::{
+    Fault, Paths, TextOr, checked_tool_choice, element_fault, fault, list_fault, parse_located,
+};
 use crate::error::{ApiError, Flavor};
 use crate::ids;
 use crate::respond::{self, Encoder, Endpoint, Shared, json_str, json_uint};
@@ -49,6 +51,14 @@ pub(crate) struct CompletionRequest {
     metadata: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
     tool_choice: Option<InToolChoice>,
+    /// Kept raw: only its `type` decides whether the request can be served.
+    #[serde(default)]
+    response_format: Option<Value>,
+    #[serde(default)]
+    logprobs: Option<bool>,
+    /// The deprecated form of `tools`: read only to refuse it.
+    #[serde(default)]
+    functions: Option<Value>,
 }
 
 /// `"auto"`, `"none"`, `"required"`, or `{"type": "function", "function": {"name": …}}`.
@@ -131,20 +141,95 @@ fn content_text(content: Option<Content>, param: impl Fn() -> String) -> Result<
         Some(TextOr::Text(t)) => Ok(t),
         Some(TextOr::List(parts)) => {
             let mut text = String::new();
-            for p in parts {
+            for (j, p) in parts.into_iter().enumerate() {
                 match (p.r#type.as_str(), p.text) {
                     ("text", Some(t)) => text.push_str(&t),
+                    // OpenAI refuses it too; reading it as empty would send a turn the client
+                    // never wrote, and "parts of type `text` are not supported" would mislead.
+                    ("text", None) => {
+                        let param = format!("{}[{j}].text", param());
+                        return Err(ApiError::invalid(format!("Missing required parameter: '{param}'."))
+                            .with_param(param));
+                    }
                     (other, _) => {
                         return Err(ApiError::invalid(format!(
                             "content parts of type `{other}` are not supported by this gateway; send text"
                         ))
-                        .with_param(param()));
+                        .with_param(format!("{}[{j}]", param())));
                     }
                 }
             }
             Ok(text)
         }
     }
+}
+
+fn message_fault(path: String, m: &Value) -> Option<Fault> {
+    let whole = fault::<InMessage>(path.clone(), m)?;
+    let narrower = m.as_object().and_then(|o| {
+        let field = |k: &str| o.get(k).filter(|v| !v.is_null());
+        let at = |k: &str| format!("{path}.{k}");
+        field("role")
+            .and_then(|v| fault::<String>(at("role"), v))
+            .or_else(|| {
+                field("content").and_then(|v| {
+                    if v.is_array() {
+                        element_fault::<Part>(Paths::Bracketed, &at("content"), v)
+                    } else {
+                        fault::<Content>(at("content"), v)
+                    }
+                })
+            })
+            .or_else(|| {
+                field("tool_calls")
+                    .and_then(|v| element_fault::<InToolCall>(Paths::Bracketed, &at("tool_calls"), v))
+            })
+            .or_else(|| field("tool_call_id").and_then(|v| fault::<String>(at("tool_call_id"), v)))
+            .or_else(|| field("name").and_then(|v| fault::<String>(at("name"), v)))
+    });
+    Some(narrower.unwrap_or(whole))
+}
+
+/// The field at fault in a body that failed to parse, as OpenAI writes paths
+/// (`messages[2].content[0]`). `None` when it cannot be told, and the caller says less.
+fn locate(v: &Value) -> Option<Fault> {
+    let obj = v.as_object()?;
+    let field = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    let top = |k: &'static str| -> Option<Fault> {
+        let v = field(k)?;
+        match k {
+            "model" | "user" => fault::<String>(k.into(), v),
+            "max_tokens" | "max_completion_tokens" | "n" => fault::<u32>(k.into(), v),
+            "temperature" | "top_p" => fault::<f32>(k.into(), v),
+            "stream" | "logprobs" => fault::<bool>(k.into(), v),
+            "stream_options" => fault::<StreamOptions>(k.into(), v),
+            "metadata" => fault::<serde_json::Map<String, Value>>(k.into(), v),
+            "tool_choice" => fault::<InToolChoice>(k.into(), v),
+            "stop" if v.is_array() => element_fault::<String>(Paths::Bracketed, k, v),
+            "stop" => fault::<Stop>(k.into(), v),
+            "tools" => element_fault::<InTool>(Paths::Bracketed, k, v),
+            _ => None,
+        }
+    };
+    let keys = [
+        "model",
+        "user",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "temperature",
+        "top_p",
+        "stream",
+        "logprobs",
+        "stream_options",
+        "metadata",
+        "tool_choice",
+        "stop",
+        "tools",
+    ];
+    keys.into_iter()
+        .find_map(top)
+        .or_else(|| list_fault(Paths::Bracketed, "messages", field("messages")?, message_fault))
 }
 
 impl CompletionRequest {
@@ -170,6 +255,40 @@ impl CompletionRequest {
         }
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::invalid("only `n: 1` is supported").with_param("n"));
+        }
+        // Structured output is a promise about the answer's shape that no backend here is
+        // asked to keep: served anyway, `json_schema` (what the SDKs' `parse()` sends) or
+        // `json_object` would come back as free text, often fenced, and fail in the client's
+        // JSON parser instead of here. `text` is the default and asks for nothing.
+        if let Some(format) = self.response_format.as_ref().filter(|f| !f.is_null()) {
+            match format.get("type").and_then(Value::as_str) {
+                Some("text") => {}
+                Some(other) => {
+                    return Err(ApiError::invalid(format!(
+                        "`response_format` of type `{other}` is not supported by this gateway; only \
+                         `text` is. Describe the format in the prompt, or force a tool call whose \
+                         parameters are the schema."
+                    ))
+                    .with_param("response_format"));
+                }
+                None => {
+                    return Err(ApiError::invalid("`response_format` needs a `type`")
+                        .with_param("response_format.type"));
+                }
+            }
+        }
+        // Served without them, `choices[0].logprobs` is null where the client reads `.content`.
+        if self.logprobs == Some(true) {
+            return Err(
+                ApiError::invalid("`logprobs` are not supported by this gateway").with_param("logprobs")
+            );
+        }
+        // Dropped, they would leave the model answering without the functions it was offered.
+        if self.functions.as_ref().is_some_and(|f| f.as_array().is_none_or(|a| !a.is_empty())) {
+            return Err(ApiError::invalid(
+                "`functions` (deprecated) is not supported by this gateway; send `tools` instead",
+            )
+            .with_param("functions"));
         }
         let mut out = Vec::with_capacity(messages.len());
         for (i, m) in messages.into_iter().enumerate() {
@@ -274,7 +393,10 @@ impl CompletionRequest {
 
 pub(crate) async fn chat_completions(State(st): State<Shared>, request: Request) -> Response {
     let prepared = respond::prepare(&st, EP, request, |bytes| {
-        let parsed: CompletionRequest = respond::parse_json(EP, bytes)?;
+        let parsed: CompletionRequest = parse_located(bytes, locate, |path, inner| {
+            ApiError::invalid(format!("Invalid value for '{path}': {inner}.")).with_param(path)
+        })
+        .map_err(|e| respond::local_error(EP, e))?;
         let flags = (parsed.is_stream(), parsed.include_usage());
         let (request, model) = parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;
         Ok((request, model, flags))
@@ -392,19 +514,31 @@ fn arguments_text(v: &Value) -> String {
     }
 }
 
-pub(crate) fn finish_reason(f: Option<&FinishReason>) -> &str {
-    match f {
+/// OpenAI's `finish_reason` for how the answer ended, given whether it carries tool calls.
+///
+/// Always one of OpenAI's own values: typed SDKs parse it as an enum (the .NET library throws
+/// "Unknown ChatFinishReason value" on anything else), so a provider's own word (Gemini's
+/// `MALFORMED_FUNCTION_CALL`, a server's `abort`) is a plain `stop`. Clients run tools when
+/// `finish_reason` is `tool_calls`, and some OpenAI-compatible servers end a tool-calling turn
+/// with `stop` (a broken one may claim `tool_calls` with none), so between those two the
+/// answer's content decides. A cut-off (`length`) or filtered answer keeps its reason.
+pub(crate) fn finish_reason(f: Option<&FinishReason>, tool_calls: bool) -> &'static str {
+    let reason = match f {
         None | Some(FinishReason::Stop) => "stop",
         Some(FinishReason::Length) => "length",
         Some(FinishReason::ToolCalls) => "tool_calls",
         Some(FinishReason::ContentFilter) => "content_filter",
         Some(FinishReason::Other(s)) => match s.as_str() {
-            "end_turn" | "stop_sequence" | "pause_turn" => "stop",
-            "max_tokens" => "length",
-            "tool_use" => "tool_calls",
-            "refusal" => "content_filter",
-            other => other,
+            "max_tokens" | "length" | "model_context_window_exceeded" => "length",
+            "tool_use" | "tool_calls" | "function_call" => "tool_calls",
+            "refusal" | "content_filter" => "content_filter",
+            _ => "stop",
         },
+    };
+    match (reason, tool_calls) {
+        ("stop", true) => "tool_calls",
+        ("tool_calls", false) => "stop",
+        (r, _) => r,
     }
 }
 
@@ -438,7 +572,7 @@ fn completion_body_at(resp: &ChatResponse, created: u64) -> Vec<u8> {
             json_str(&mut out, reasoning);
         }
         out.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":");
-        json_str(&mut out, finish_reason(resp.finish_reason.as_ref()));
+        json_str(&mut out, finish_reason(resp.finish_reason.as_ref(), false));
         out.extend_from_slice(b"}],\"usage\":");
         usage_json(&mut out, &resp.usage);
         out.push(b'}');
@@ -472,7 +606,7 @@ fn completion_body_at(resp: &ChatResponse, created: u64) -> Vec<u8> {
                     .collect(),
             },
             logprobs: None,
-            finish_reason: finish_reason(resp.finish_reason.as_ref()),
+            finish_reason: finish_reason(resp.finish_reason.as_ref(), true),
         }],
         usage: out_usage(&resp.usage),
     };
@@ -554,6 +688,12 @@ pub(crate) struct OpenAiEncoder {
     head: Vec<u8>,
     /// Where `,"choices":` starts in `head`: the usage chunk has no choice.
     envelope: usize,
+    /// The tool calls sent so far, in order, by their upstream index and id: a call's place
+    /// here is the `index` the client sees. Upstream indexes are not 0, 1, 2… among the calls
+    /// (Anthropic's count every content block, so a call after text is 1), and the SDKs
+    /// accumulate deltas positionally: openai-python's `tool_calls[index]` on a one-call list
+    /// raises at index 1 and appends every argument fragment as a call of its own.
+    calls: Vec<(u32, Option<String>)>,
 }
 
 impl OpenAiEncoder {
@@ -569,7 +709,25 @@ impl OpenAiEncoder {
         json_str(&mut head, &model);
         let envelope = head.len();
         head.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":");
-        OpenAiEncoder { id, created, model, include_usage, started: false, head, envelope }
+        OpenAiEncoder { id, created, model, include_usage, started: false, head, envelope, calls: Vec::new() }
+    }
+
+    /// The client's index for this fragment's call. A fragment with a new id at an upstream
+    /// index already in use starts a call of its own (servers that number every call 0).
+    fn call_index(&mut self, delta: &ToolCallDelta) -> u32 {
+        let known = self.calls.iter().rposition(|(upstream, _)| *upstream == delta.index);
+        let same_call = |k: usize| match (&delta.id, self.calls.get(k).and_then(|(_, id)| id.as_deref())) {
+            (Some(new), Some(old)) => new == old,
+            _ => true,
+        };
+        let position = match known {
+            Some(k) if same_call(k) => k,
+            _ => {
+                self.calls.push((delta.index, delta.id.clone()));
+                self.calls.len() - 1
+            }
+        };
+        u32::try_from(position).unwrap_or(u32::MAX)
     }
 
     /// The chunk that ends the choice: an empty delta and the finish reason.
@@ -637,9 +795,10 @@ impl Encoder for OpenAiEncoder {
                 false
             }
             StreamEvent::ToolCall { delta } => {
-                let ToolCallDelta { index, id, name, arguments } = &delta;
+                let index = self.call_index(&delta);
+                let ToolCallDelta { id, name, arguments, .. } = &delta;
                 let tool = ToolDelta {
-                    index: *index,
+                    index,
                     id: id.as_deref(),
                     r#type: id.as_ref().map(|_| "function"),
                     function: ToolDeltaFunction { name: name.as_deref(), arguments },
@@ -649,7 +808,7 @@ impl Encoder for OpenAiEncoder {
             }
             StreamEvent::Usage { .. } => false,
             StreamEvent::Done { end } => {
-                self.finish_chunk(out, finish_reason(end.finish_reason.as_ref()));
+                self.finish_chunk(out, finish_reason(end.finish_reason.as_ref(), !self.calls.is_empty()));
                 if self.include_usage {
                     self.usage_chunk(out, &end.usage);
                 }
@@ -763,7 +922,7 @@ mod tests {
                                 tool_calls: Vec::new(),
                             },
                             logprobs: None,
-                            finish_reason: finish_reason(resp.finish_reason.as_ref()),
+                            finish_reason: finish_reason(resp.finish_reason.as_ref(), false),
                         }],
                         usage: out_usage(&resp.usage),
                     };
@@ -820,7 +979,7 @@ mod tests {
         assert!(parse(serde_json::json!({"messages": []})).is_err());
         assert!(parse(serde_json::json!({"messages": [{"role": "user", "content": "x"}], "n": 2})).is_err());
         let image = serde_json::json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]});
-        assert_eq!(parse(image).unwrap_err().param.as_deref(), Some("messages[0].content"));
+        assert_eq!(parse(image).unwrap_err().param.as_deref(), Some("messages[0].content[0]"));
         assert!(parse(serde_json::json!({"messages": [{"role": "wizard", "content": "x"}]})).is_err());
         let bad_args = serde_json::json!({"messages": [{"role": "assistant", "tool_calls": [
             {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]});
@@ -855,7 +1014,8 @@ mod tests {
         let tool: Value = serde_json::from_str(frames[2].strip_prefix("data: ").unwrap()).unwrap();
         assert_eq!(tool["choices"][0]["delta"]["tool_calls"][0]["type"], "function");
         let finish: Value = serde_json::from_str(frames[3].strip_prefix("data: ").unwrap()).unwrap();
-        assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+        // The answer called a tool: an upstream `stop` does not say otherwise.
+        assert_eq!(finish["choices"][0]["finish_reason"], "tool_calls");
         let usage: Value = serde_json::from_str(frames[4].strip_prefix("data: ").unwrap()).unwrap();
         assert_eq!(usage["usage"]["total_tokens"], 5);
         assert_eq!(usage["choices"], serde_json::json!([]));

@@ -13,26 +13,6 @@ fn tools() -> Value {
     json!([{"name": "add", "description": "adds", "input_schema": {"type": "object"}}])
 }
 
-/// A `chat.completion` whose message is `message` and whose finish reason is `finish`.
-fn openai_answer(message: Value, finish: &str) -> Fake {
-    Fake::json(
-        200,
-        json!({
-            "id": "chatcmpl-edge", "object": "chat.completion", "created": 1, "model": "fake-model",
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
-        }),
-    )
-}
-
-fn openai_chunk(delta: Value, finish: Value) -> String {
-    let chunk = json!({
-        "id": "chatcmpl-edge", "object": "chat.completion.chunk", "created": 1, "model": "fake-model",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
-    });
-    format!("data: {chunk}")
-}
-
 fn event_data(frames: &[(Option<String>, String)], name: &str) -> Vec<Value> {
     frames
         .iter()
@@ -84,20 +64,7 @@ async fn stop_reason_is_tool_use_exactly_when_the_answer_calls_tools() {
 #[tokio::test]
 async fn streamed_tool_calls_finished_with_stop_end_in_tool_use() {
     let fake = FakeServer::start().await;
-    fake.push(Fake::sse(vec![
-        openai_chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-        openai_chunk(
-            json!({"tool_calls": [{"index": 0, "id": "call_2", "type": "function",
-                                   "function": {"name": "add", "arguments": ""}}]}),
-            Value::Null,
-        ),
-        openai_chunk(
-            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\":2}"}}]}),
-            Value::Null,
-        ),
-        openai_chunk(json!({}), json!("stop")),
-        "data: [DONE]".to_owned(),
-    ]));
+    fake.push(tool_call_ending_in_stop("call_2", "add", "{\"a\":2}"));
     let gw = start(router(vec![openai(openai_settings("oa", &fake))])).await;
     let r = post(
         &gw.url,

@@ -257,3 +257,46 @@ pub fn anthropic_text(frames: &[(Option<String>, String)]) -> String {
 pub fn user(text: &str) -> serde_json::Value {
     serde_json::json!([{"role": "user", "content": text}])
 }
+
+// ------------------------------------------------------------------------------------------
+// Upstream answers the edge tests share.
+
+/// A `chat.completion` whose message is `message` and whose finish reason is `finish`.
+pub fn openai_answer(message: serde_json::Value, finish: &str) -> claudette_testkit::Reply {
+    claudette_testkit::Reply::json(
+        200,
+        serde_json::json!({
+            "id": "chatcmpl-edge", "object": "chat.completion", "created": 1, "model": "fake-model",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+        }),
+    )
+}
+
+/// One `data:` line of a chat-completions stream.
+pub fn openai_chunk(delta: serde_json::Value, finish: serde_json::Value) -> String {
+    let chunk = serde_json::json!({
+        "id": "chatcmpl-edge", "object": "chat.completion.chunk", "created": 1, "model": "fake-model",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
+    });
+    format!("data: {chunk}")
+}
+
+/// A stream with one tool call (`id`, `name`, then `arguments` in a second fragment) that the
+/// upstream ends with `finish_reason: "stop"`, as some OpenAI-compatible servers do.
+pub fn tool_call_ending_in_stop(id: &str, name: &str, arguments: &str) -> claudette_testkit::Reply {
+    use serde_json::{Value, json};
+    claudette_testkit::Reply::sse(vec![
+        openai_chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        openai_chunk(
+            json!({"tool_calls": [{"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+            Value::Null,
+        ),
+        openai_chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]}),
+            Value::Null,
+        ),
+        openai_chunk(json!({}), json!("stop")),
+        "data: [DONE]".to_owned(),
+    ])
+}
