@@ -55,6 +55,9 @@ pub(crate) fn ollama_url(host: &str) -> String {
         if authority.starts_with('[') { authority.contains("]:") } else { authority.contains(':') };
     let authority = if authority.is_empty() {
         "127.0.0.1".to_owned()
+    } else if authority.starts_with(':') {
+        // `:11434`, as a server is told to listen: no host means this machine, as for Ollama.
+        format!("127.0.0.1{authority}")
     } else if authority.starts_with("0.0.0.0") {
         authority.replacen("0.0.0.0", "127.0.0.1", 1)
     } else {
@@ -82,5 +85,7 @@ mod tests {
         assert_eq!(ollama_url("0.0.0.0"), "http://127.0.0.1:11434");
         assert_eq!(ollama_url("https://ollama.example.com"), "https://ollama.example.com:443");
         assert_eq!(ollama_url("[::1]"), "http://[::1]:11434");
+        assert_eq!(ollama_url(":11500"), "http://127.0.0.1:11500");
+        assert_eq!(ollama_url("http://:11500/"), "http://127.0.0.1:11500");
     }
 }

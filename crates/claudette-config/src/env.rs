@@ -150,8 +150,7 @@ fn set_path(
                 .and_then(|m| m.get_mut("backends"))
                 .and_then(Value::as_array_mut)
                 .ok_or_else(|| err("there are no [[backends]] to override".into()))?;
-            let index = find_backend(list, selector)
-                .ok_or_else(|| err(format!("no backend named or numbered `{selector}`")))?;
+            let index = find_backend(list, selector).map_err(err)?;
             path = format!("backends[{index}]");
             node = &mut list[index];
             i += 2;
@@ -178,24 +177,58 @@ fn set_path(
 const STRING_KEYS: &[&str] =
     &["name", "provider", "model", "base_url", "region", "api_key_env", "key_env", "listen", "optimize_for"];
 
-fn find_backend(list: &[Value], selector: &str) -> Option<usize> {
+/// The backend a `CLAUDETTE__BACKENDS__<SELECTOR>__…` variable means.
+///
+/// Variable names cannot tell `A` from `a` or `-` from `_`: when several backends match that
+/// way the variable is refused, rather than applied to whichever happens to come first.
+fn find_backend(list: &[Value], selector: &str) -> Result<usize, String> {
+    fn name_of(b: &Value) -> Option<&str> {
+        b.get("name").and_then(Value::as_str).or_else(|| b.get("provider").and_then(Value::as_str))
+    }
     let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
-    let by_name = list.iter().position(|b| {
-        b.get("name").and_then(Value::as_str).or_else(|| b.get("provider").and_then(Value::as_str)).map(norm)
-            == Some(norm(selector))
-    });
-    by_name.or_else(|| selector.parse::<usize>().ok().filter(|i| *i < list.len()))
+    let matches: Vec<usize> =
+        (0..list.len()).filter(|&i| name_of(&list[i]).map(norm) == Some(norm(selector))).collect();
+    match matches[..] {
+        [i] => return Ok(i),
+        [] => {}
+        _ => {
+            let which: Vec<String> = matches.iter().map(|i| format!("backends[{i}]")).collect();
+            return Err(format!(
+                "`{selector}` matches {} (names are compared ignoring case and '-' versus '_'); \
+                 select the backend by its number instead",
+                which.join(" and ")
+            ));
+        }
+    }
+    selector
+        .parse::<usize>()
+        .ok()
+        .filter(|i| *i < list.len())
+        .ok_or_else(|| format!("no backend named or numbered `{selector}`"))
 }
 
 /// `0.7` → number, `true` → bool, `["a"]` → array, anything else → the string itself.
+///
+/// `nan` and `inf` stay strings: JSON has no such numbers, so they would become `null`, which
+/// an optional key reads as "not set", and the override would be silently dropped. As strings
+/// they fail with "expected a number", naming the variable.
 fn parse_scalar(raw: String) -> Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => match t.remove("v").map(serde_json::to_value) {
+        Ok(mut t) => match t.remove("v").filter(all_finite).map(serde_json::to_value) {
             Some(Ok(v)) => v,
             _ => Value::String(raw),
         },
         Err(_) => Value::String(raw),
+    }
+}
+
+fn all_finite(value: &toml::Value) -> bool {
+    match value {
+        toml::Value::Float(f) => f.is_finite(),
+        toml::Value::Array(items) => items.iter().all(all_finite),
+        toml::Value::Table(t) => t.values().all(all_finite),
+        _ => true,
     }
 }
 
@@ -209,6 +242,9 @@ mod tests {
         assert_eq!(parse_scalar("true".into()), serde_json::json!(true));
         assert_eq!(parse_scalar("127.0.0.1:9000".into()), serde_json::json!("127.0.0.1:9000"));
         assert_eq!(parse_scalar(r#"["a", "b"]"#.into()), serde_json::json!(["a", "b"]));
+        assert_eq!(parse_scalar("nan".into()), serde_json::json!("nan"));
+        assert_eq!(parse_scalar("-inf".into()), serde_json::json!("-inf"));
+        assert_eq!(parse_scalar("[1.0, inf]".into()), serde_json::json!("[1.0, inf]"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::num::NonZeroU32;
 use std::path::Path;
 use std::time::Duration;
 
-use claudette_core::{BackendSettings, Pricing, RouterOptions, Timeouts};
+use claudette_core::{ApiKey, BackendSettings, Pricing, RouterOptions, Timeouts};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
@@ -33,10 +33,28 @@ pub(crate) fn from_toml(
     env: &dyn EnvSource,
 ) -> Result<Config, ConfigError> {
     let table: toml::Table = toml::from_str(text).map_err(|e| syntax_error(text, path, &e))?;
+    for (key, value) in &table {
+        reject_non_finite(value, key)?;
+    }
     let root = serde_json::to_value(table)
         .map_err(|e| ConfigError::invalid("", format!("unsupported value in the file: {e}")))?;
     let source = path.map_or(ConfigSource::Text, |p| ConfigSource::File(p.to_owned()));
     finish(root, source, base, env)
+}
+
+/// TOML has `nan` and `inf`, JSON does not: `serde_json` turns them into `null`, which an
+/// optional number reads as "not set", so `cost_weight = nan` would silently keep the default.
+fn reject_non_finite(value: &toml::Value, key: &str) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::Float(f) if !f.is_finite() => {
+            Err(ConfigError::invalid(key, format!("must be a finite number, found {f}")))
+        }
+        toml::Value::Array(items) => {
+            items.iter().enumerate().try_for_each(|(i, v)| reject_non_finite(v, &format!("{key}[{i}]")))
+        }
+        toml::Value::Table(t) => t.iter().try_for_each(|(k, v)| reject_non_finite(v, &format!("{key}.{k}"))),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn discovered(env: &dyn EnvSource) -> Result<Config, ConfigError> {
@@ -45,6 +63,8 @@ pub(crate) fn discovered(env: &dyn EnvSource) -> Result<Config, ConfigError> {
 
 /// Upper bound for `server.workers`.
 const MAX_WORKERS: u64 = 1024;
+/// Upper bound for `router.breaker.buckets`.
+const MAX_BREAKER_BUCKETS: u32 = 1000;
 
 fn syntax_error(text: &str, path: Option<&Path>, e: &toml::de::Error) -> ConfigError {
     let offset = e.span().map_or(0, |s| s.start).min(text.len());
@@ -195,6 +215,18 @@ fn server(ctx: &Ctx, raw: RawServer, base: &Path, env: &dyn EnvSource) -> Result
                 ctx.invalid(format!("server.keys[{i}].name"), format!("\"{}\" is used twice", key.name))
             );
         }
+        // The gateway takes the first entry whose hash matches, so a second entry for the same
+        // key would be accepted and yet its name and limits would never apply.
+        if let Some(j) = s.keys.iter().position(|o| o.sha256 == key.sha256) {
+            let field = if key.key_env.is_some() { "key_env" } else { "sha256" };
+            return Err(ctx.invalid(
+                format!("server.keys[{i}].{field}"),
+                format!(
+                    "is the same key as server.keys[{j}] (\"{}\"); each key must be different",
+                    s.keys[j].name
+                ),
+            ));
+        }
         s.keys.push(key);
     }
     // S-08: a gateway reachable from other machines must authenticate, unless the operator
@@ -283,7 +315,28 @@ fn gateway_key(ctx: &Ctx, i: usize, k: RawKey, env: &dyn EnvSource) -> Result<Ga
                     ),
                 ));
             }
-            let sha256 = hash_key(secret.expose_secret());
+            // The gateway trims what a client presents and no client can send a control
+            // character, so such a key would be configured yet never match.
+            let plain = secret.expose_secret();
+            if plain.chars().any(|c| c.is_ascii_control() && c != '\t') {
+                return Err(ctx.invalid(
+                    at("key_env"),
+                    format!(
+                        "the key in {var} contains control characters (a trailing newline?), which no client \
+                         can send"
+                    ),
+                ));
+            }
+            if plain.trim_ascii() != plain {
+                return Err(ctx.invalid(
+                    at("key_env"),
+                    format!(
+                        "the key in {var} starts or ends with whitespace, which the gateway strips from what \
+                         clients send, so it could never match"
+                    ),
+                ));
+            }
+            let sha256 = hash_key(plain);
             Ok(GatewayKey { name: k.name, sha256, key_env: Some(var), rpm, max_concurrent })
         }
     }
@@ -306,7 +359,16 @@ fn check_var_name(ctx: &Ctx, key: &str, var: &str) -> Result<(), ConfigError> {
     let mut chars = var.chars();
     let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok { Ok(()) } else { Err(ctx.invalid(key, format!("\"{var}\" is not an environment variable name"))) }
+    // The value is not quoted back: what lands here by mistake is often the secret itself.
+    if ok {
+        Ok(())
+    } else {
+        Err(ctx.invalid(
+            key,
+            "is not an environment variable name (letters, digits and _, not starting with a digit); \
+             give the name of the variable that holds the secret, not the secret",
+        ))
+    }
 }
 
 fn backend(ctx: &Ctx, i: usize, value: Value, env: &dyn EnvSource) -> Result<BackendConfig, ConfigError> {
@@ -335,10 +397,21 @@ fn backend(ctx: &Ctx, i: usize, value: Value, env: &dyn EnvSource) -> Result<Bac
     let mut settings = BackendSettings::new(name);
     if let Some(var) = &raw.api_key_env {
         check_var_name(ctx, &at("api_key_env"), var)?;
-        let key = env.var(var).ok_or_else(|| {
-            ctx.invalid(at("api_key_env"), format!("environment variable {var} is not set"))
-        })?;
-        settings.api_key = Some(key.into());
+        let key: ApiKey = env
+            .var(var)
+            .ok_or_else(|| ctx.invalid(at("api_key_env"), format!("environment variable {var} is not set")))?
+            .into();
+        // The HTTP client refuses such a key on every request; say so now, when
+        // `config check` can still catch it.
+        if !claudette_core::adapter::is_header_value(key.expose()) {
+            return Err(ctx.invalid(
+                at("api_key_env"),
+                format!(
+                    "the value of {var} contains characters an HTTP header cannot carry (a trailing newline?)"
+                ),
+            ));
+        }
+        settings.api_key = Some(key);
     }
     if let Some(model) = raw.model {
         if model.trim().is_empty() {
@@ -451,6 +524,19 @@ fn router(ctx: &Ctx, raw: RawRouter, backends: &[BackendConfig]) -> Result<Route
             *slot = w;
         }
     }
+    // All-zero weights make every score 0, so scoring silently stops choosing; an infinite sum
+    // makes every score infinite, with the same effect. A failover chain replaces scoring, so
+    // there the weights do not matter.
+    let sum = o.cost_weight + o.latency_weight + o.availability_weight + o.quality_weight;
+    if raw.failover_chain.is_empty() && !(sum.is_finite() && sum > 0.0) {
+        return Err(ctx.invalid(
+            "router",
+            format!(
+                "cost_weight, latency_weight, availability_weight and quality_weight add up to {sum}; \
+                 they must add up to a finite number greater than 0 (or set a failover_chain)"
+            ),
+        ));
+    }
     if let Some(f) = raw.fallback_enabled {
         o.fallback_enabled = f;
     }
@@ -517,6 +603,15 @@ fn router(ctx: &Ctx, raw: RawRouter, backends: &[BackendConfig]) -> Result<Route
                 format!("must be within 0..1, found {}", b.failure_rate),
             ));
         }
+        // The breaker opens when failures / calls ≥ failure_rate, also after a success: at 0
+        // every backend would open once it had served min_calls requests, failures or not.
+        if b.failure_rate == 0.0 {
+            return Err(ctx.invalid(
+                "router.breaker.failure_rate",
+                "must be greater than 0: at 0 the breaker opens after min_calls calls even when none \
+                 failed (1 opens it only when every call failed)",
+            ));
+        }
         if !(0.0..=1.0).contains(&b.jitter) {
             return Err(
                 ctx.invalid("router.breaker.jitter", format!("must be within 0..1, found {}", b.jitter))
@@ -524,6 +619,14 @@ fn router(ctx: &Ctx, raw: RawRouter, backends: &[BackendConfig]) -> Result<Route
         }
         if b.buckets == 0 {
             return Err(ctx.invalid("router.breaker.buckets", "must be at least 1"));
+        }
+        // Every backend's breaker allocates this many counters up front: a typo such as
+        // 4000000000 would abort the process on allocation when the router is built.
+        if b.buckets > MAX_BREAKER_BUCKETS {
+            return Err(ctx.invalid(
+                "router.breaker.buckets",
+                format!("{} is more than the {MAX_BREAKER_BUCKETS} allowed", b.buckets),
+            ));
         }
         if b.window.is_zero() {
             return Err(ctx.invalid("router.breaker.window_ms", "must be greater than 0"));

@@ -360,7 +360,7 @@ fn every_error_names_its_key_path_and_reason() {
         (
             "[[backends]]\nprovider = \"openai\"\napi_key_env = \"not a var\"\n".into(),
             vec![],
-            "backends[0].api_key_env: \"not a var\" is not an environment variable name",
+            "backends[0].api_key_env: is not an environment variable name",
         ),
         (
             format!("{ollama}{ollama}"),
@@ -684,4 +684,183 @@ fn sample_config_is_accepted_when_its_variables_are_set() {
     // Without the variables, the first missing one is named.
     let e = Config::from_file(&path, &env(&[])).unwrap_err().to_string();
     assert_eq!(e, "server.keys[0].key_env: environment variable CLAUDETTE_KEY_TEAM_A is not set");
+}
+
+/// Writes `toml` to a file in a fresh temp dir and loads it, as `claudette config check` does.
+fn load_file(toml: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("claudette.toml");
+    std::fs::write(&path, toml).unwrap();
+    Config::from_file(&path, &env(vars))
+}
+
+fn file_error(toml: &str, vars: &[(&str, &str)]) -> String {
+    match load_file(toml, vars) {
+        Ok(_) => panic!("expected an error for:\n{toml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const OLLAMA: &str = "[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n";
+
+#[test]
+fn nan_and_infinity_are_refused_not_read_as_unset() {
+    // TOML has nan and inf; they used to become JSON null, read as "not set": the default stayed.
+    let e = file_error(&format!("[router]\ncost_weight = nan\n{OLLAMA}"), &[]);
+    assert_eq!(e, "router.cost_weight: must be a finite number, found NaN");
+    let e = file_error(&format!("{OLLAMA}quality = inf\n"), &[]);
+    assert_eq!(e, "backends[0].quality: must be a finite number, found inf");
+    let e = file_error(
+        &format!("{OLLAMA}pricing = {{ input_per_1k = 1, output_per_1k = 1, cache_read_per_1k = -inf }}\n"),
+        &[],
+    );
+    assert_eq!(e, "backends[0].pricing.cache_read_per_1k: must be a finite number, found -inf");
+    let e = file_error(&format!("[router.retry]\nbudget_ratio = nan\n{OLLAMA}"), &[]);
+    assert_eq!(e, "router.retry.budget_ratio: must be a finite number, found NaN");
+    // The same through an override: refused and the variable named, not silently dropped.
+    let e = file_error(OLLAMA, &[("CLAUDETTE__ROUTER__COST_WEIGHT", "nan")]);
+    assert_eq!(
+        e,
+        "router.cost_weight: expected a number, found string \"nan\" \
+         (set by environment variable CLAUDETTE__ROUTER__COST_WEIGHT)"
+    );
+    let e = file_error(OLLAMA, &[("CLAUDETTE__BACKENDS__OLLAMA__QUALITY", "inf")]);
+    assert!(e.starts_with("backends[0].quality: expected a number, found string \"inf\""), "{e}");
+}
+
+#[test]
+fn a_secret_given_where_a_variable_name_belongs_is_not_echoed() {
+    let canary = "sk-proj-canary-9d8e7f6a5b4c";
+    let e = file_error(&format!("[[backends]]\nprovider = \"openai\"\napi_key_env = \"{canary}\"\n"), &[]);
+    assert!(e.starts_with("backends[0].api_key_env: is not an environment variable name"), "{e}");
+    assert!(!e.contains("canary"), "{e}");
+    let e = file_error(&format!("[[server.keys]]\nname = \"a\"\nkey_env = \"{canary}\"\n{OLLAMA}"), &[]);
+    assert!(e.starts_with("server.keys[0].key_env: is not an environment variable name"), "{e}");
+    assert!(!e.contains("canary"), "{e}");
+    let e = file_error(
+        "[[backends]]\nprovider = \"openai\"\napi_key_env = \"OPENAI_API_KEY\"\n",
+        &[("OPENAI_API_KEY", "k"), ("CLAUDETTE__BACKENDS__OPENAI__API_KEY_ENV", canary)],
+    );
+    assert!(e.starts_with("backends[0].api_key_env: is not an environment variable name"), "{e}");
+    assert!(!e.contains("canary"), "{e}");
+}
+
+#[test]
+fn weights_that_add_up_to_zero_or_infinity_are_refused() {
+    let zero = "[router]\ncost_weight = 0\nlatency_weight = 0\navailability_weight = 0\nquality_weight = 0\n";
+    let e = file_error(&format!("{zero}{OLLAMA}"), &[]);
+    assert!(
+        e.starts_with(
+            "router: cost_weight, latency_weight, availability_weight and quality_weight add up to 0;"
+        ),
+        "{e}"
+    );
+    let e = file_error(&format!("[router]\ncost_weight = 1e308\nlatency_weight = 1e308\n{OLLAMA}"), &[]);
+    assert!(
+        e.starts_with(
+            "router: cost_weight, latency_weight, availability_weight and quality_weight add up to inf;"
+        ),
+        "{e}"
+    );
+    // Zeroed by overrides: the same.
+    let e = file_error(
+        &format!("[router]\nquality_weight = 0\n{OLLAMA}"),
+        &[
+            ("CLAUDETTE__ROUTER__COST_WEIGHT", "0"),
+            ("CLAUDETTE__ROUTER__LATENCY_WEIGHT", "0"),
+            ("CLAUDETTE__ROUTER__AVAILABILITY_WEIGHT", "0"),
+        ],
+    );
+    assert!(e.starts_with("router: "), "{e}");
+    // A failover chain replaces scoring: the weights do not matter there.
+    let c = load_file(&format!("{zero}failover_chain = [\"ollama\"]\n{OLLAMA}"), &[]).unwrap();
+    assert_eq!(c.router.failover_chain, vec!["ollama"]);
+    // One weight is enough.
+    let c = load_file(
+        &format!("[router]\ncost_weight = 1\nlatency_weight = 0\navailability_weight = 0\n{OLLAMA}"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.router.options.cost_weight, 1.0);
+}
+
+#[test]
+fn keys_no_header_can_carry_are_refused_without_echoing_them() {
+    let openai = "[[backends]]\nprovider = \"openai\"\napi_key_env = \"OPENAI_API_KEY\"\n";
+    let e = file_error(openai, &[("OPENAI_API_KEY", "sk-canary-0123456789\n")]);
+    assert_eq!(
+        e,
+        "backends[0].api_key_env: the value of OPENAI_API_KEY contains characters an HTTP header cannot \
+         carry (a trailing newline?)"
+    );
+    // Surrounding spaces are harmless in an outgoing header.
+    load_file(openai, &[("OPENAI_API_KEY", "sk-canary-0123456789 ")]).unwrap();
+
+    let gw = format!("[[server.keys]]\nname = \"a\"\nkey_env = \"K\"\n{OLLAMA}");
+    let e = file_error(&gw, &[("K", "gw-canary-0123456789abcdef\n")]);
+    assert!(e.starts_with("server.keys[0].key_env: the key in K contains control characters"), "{e}");
+    assert!(!e.contains("canary"), "{e}");
+    let e = file_error(&gw, &[("K", " gw-canary-0123456789abcdef")]);
+    assert!(e.starts_with("server.keys[0].key_env: the key in K starts or ends with whitespace"), "{e}");
+    assert!(!e.contains("canary"), "{e}");
+}
+
+#[test]
+fn the_same_gateway_key_under_two_names_is_refused() {
+    let key = "gw-0123456789abcdef0123";
+    let e = file_error(
+        &format!(
+            "[[server.keys]]\nname = \"a\"\nkey_env = \"K\"\n[[server.keys]]\nname = \"b\"\nkey_env = \"K\"\nrpm = 5\n{OLLAMA}"
+        ),
+        &[("K", key)],
+    );
+    assert_eq!(
+        e,
+        "server.keys[1].key_env: is the same key as server.keys[0] (\"a\"); each key must be different"
+    );
+    let hex: String = hash_key(key).iter().map(|b| format!("{b:02x}")).collect();
+    let e = file_error(
+        &format!(
+            "[[server.keys]]\nname = \"a\"\nkey_env = \"K\"\n[[server.keys]]\nname = \"b\"\nsha256 = \"{hex}\"\n{OLLAMA}"
+        ),
+        &[("K", key)],
+    );
+    assert!(e.starts_with("server.keys[1].sha256: is the same key as server.keys[0]"), "{e}");
+}
+
+#[test]
+fn a_breaker_failure_rate_of_zero_is_refused() {
+    // At 0 the rate check (failures / calls ≥ rate) passes after successes too.
+    let e = file_error(&format!("[router.breaker]\nfailure_rate = 0.0\n{OLLAMA}"), &[]);
+    assert!(e.starts_with("router.breaker.failure_rate: must be greater than 0"), "{e}");
+    let c = load_file(&format!("[router.breaker]\nfailure_rate = 1.0\n{OLLAMA}"), &[]).unwrap();
+    assert_eq!(c.router.options.breaker.failure_rate, 1.0);
+}
+
+#[test]
+fn an_override_that_matches_two_backends_is_refused() {
+    let two = format!("{OLLAMA}name = \"local-a\"\n{OLLAMA}name = \"local_a\"\n");
+    let e = file_error(&two, &[("CLAUDETTE__BACKENDS__LOCAL_A__MODEL", "x")]);
+    assert_eq!(
+        e,
+        "environment variable CLAUDETTE__BACKENDS__LOCAL_A__MODEL: `local_a` matches backends[0] and backends[1] \
+         (names are compared ignoring case and '-' versus '_'); select the backend by its number instead"
+    );
+    let c = load_file(&two, &[("CLAUDETTE__BACKENDS__1__MODEL", "x")]).unwrap();
+    assert_eq!(c.backends[1].settings.model.as_deref(), Some("x"));
+    assert_eq!(c.backends[0].settings.model.as_deref(), Some("m"));
+}
+
+#[test]
+fn ollama_host_with_only_a_port_means_this_machine() {
+    let c = Config::discover(&env(&[("OLLAMA_HOST", ":11500")])).unwrap();
+    assert_eq!(c.backends[0].settings.base_url.as_deref(), Some("http://127.0.0.1:11500"));
+}
+
+#[test]
+fn a_huge_breaker_bucket_count_is_refused_before_anything_allocates() {
+    let e = file_error(&format!("[router.breaker]\nbuckets = 4000000000\n{OLLAMA}"), &[]);
+    assert_eq!(e, "router.breaker.buckets: 4000000000 is more than the 1000 allowed");
+    let c = load_file(&format!("[router.breaker]\nbuckets = 1000\n{OLLAMA}"), &[]).unwrap();
+    assert_eq!(c.router.options.breaker.buckets, 1000);
 }

@@ -35,6 +35,13 @@ pub enum AuthScheme {
     Header(String),
 }
 
+/// Whether `value` can be sent as an HTTP header value: visible ASCII, space and tab (what
+/// `http::HeaderValue::from_str` accepts). Shared so that configuration can refuse, at start,
+/// a key the HTTP client would refuse on every request.
+pub fn is_header_value(value: &str) -> bool {
+    value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
 /// A provider call, described but not performed.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpRequest {

@@ -188,7 +188,7 @@ impl<A: ProviderAdapter> HttpBackend<A> {
                     "the adapter built an invalid header name `{name}`"
                 )));
             }
-            if !is_field_value(value) {
+            if !claudette_core::adapter::is_header_value(value) {
                 return Err(BackendError::internal(format!(
                     "the adapter built an invalid value for `{name}`"
                 )));
@@ -274,7 +274,7 @@ impl<A: ProviderAdapter> HttpBackend<A> {
             return Ok(());
         };
         let key = key.expose();
-        if !is_field_value(key) {
+        if !claudette_core::adapter::is_header_value(key) {
             return Err(BackendError::config(
                 "the API key contains characters not allowed in an HTTP header",
             ));
@@ -531,11 +531,6 @@ fn too_large() -> BackendError {
 /// An RFC 9110 `token`: what a header field name may be.
 fn is_token(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// What `http::HeaderValue::from_str` accepts: visible ASCII, space and tab.
-fn is_field_value(value: &str) -> bool {
-    value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 fn push_field(head: &mut Vec<u8>, name: &str, value: &str) {
