@@ -48,6 +48,6 @@ pub use router::{
 };
 pub use settings::{ApiKey, BackendInfo, BackendSettings, BackendType, Pricing, Timeouts};
 pub use types::{
-    ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEnd, StreamEvent, ToolCall, ToolCallDelta,
-    ToolChoice, ToolSpec, Usage, UsageSource,
+    ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, StreamEnd, StreamEvent, ToolCall,
+    ToolCallDelta, ToolChoice, ToolSpec, Usage, UsageSource,
 };

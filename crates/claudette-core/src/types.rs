@@ -93,6 +93,32 @@ impl ToolChoice {
     }
 }
 
+/// The shape the answer must take. Clients parse such an answer, so a backend that cannot
+/// promise the shape refuses the request ([`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported))
+/// and the router fails over, rather than hand back prose that breaks the client's parser.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum ResponseFormat {
+    /// Free text (every provider's default).
+    #[default]
+    Text,
+    /// Some JSON object.
+    JsonObject,
+    /// JSON valid against `schema` (a JSON Schema); `strict` asks the provider to enforce it.
+    JsonSchema {
+        name: String,
+        schema: serde_json::Value,
+        #[serde(default)]
+        strict: bool,
+    },
+}
+
+impl ResponseFormat {
+    pub fn is_text(&self) -> bool {
+        *self == ResponseFormat::Text
+    }
+}
+
 /// A complete tool call. `arguments` is always a JSON *object* here, whatever the provider sent
 /// (OpenAI sends a string, Ollama an object): normalising once spares every caller the guess.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +173,8 @@ pub struct ChatRequest {
     /// Meaningful only with `tools`; `Auto` is sent as no choice at all.
     #[serde(default, skip_serializing_if = "ToolChoice::is_auto")]
     pub tool_choice: ToolChoice,
+    #[serde(default, skip_serializing_if = "ResponseFormat::is_text")]
+    pub response_format: ResponseFormat,
     /// Forces one backend by name (the seeds' `request.backend`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
@@ -492,6 +520,25 @@ mod tests {
         // "No call" with no tools is already true.
         let none = ChatRequest { tool_choice: ToolChoice::None, ..ChatRequest::prompt("x") };
         assert_eq!(none.checked_tool_choice().unwrap(), &ToolChoice::None);
+    }
+
+    #[test]
+    fn response_format_is_absent_when_text_and_tagged_otherwise() {
+        assert!(serde_json::to_value(ChatRequest::prompt("x")).unwrap().get("response_format").is_none());
+        let r = ChatRequest {
+            response_format: ResponseFormat::JsonSchema {
+                name: "a".into(),
+                schema: serde_json::json!({"type": "object"}),
+                strict: true,
+            },
+            ..ChatRequest::prompt("x")
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["response_format"],
+            serde_json::json!({"type": "json_schema", "name": "a", "schema": {"type": "object"}, "strict": true})
+        );
+        assert_eq!(serde_json::from_value::<ChatRequest>(v).unwrap(), r);
     }
 
     #[test]

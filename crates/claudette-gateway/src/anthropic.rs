@@ -3,8 +3,8 @@
 use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::{
-    ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEvent, ToolCall, ToolCallDelta, ToolChoice,
-    ToolSpec, Usage,
+    ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, StreamEvent, ToolCall,
+    ToolCallDelta, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -316,6 +316,7 @@ impl MessagesRequest {
             stop: self.stop_sequences.unwrap_or_default(),
             tools,
             tool_choice,
+            response_format: ResponseFormat::Text,
             backend: None,
             tags: Vec::new(),
             metadata: self.metadata.unwrap_or_default(),

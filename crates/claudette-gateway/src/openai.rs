@@ -3,8 +3,8 @@
 use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::{
-    ChatRequest, ChatResponse, FinishReason, Message, Role, StreamEvent, ToolCall, ToolCallDelta, ToolChoice,
-    ToolSpec, Usage,
+    ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, StreamEvent, ToolCall,
+    ToolCallDelta, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -256,27 +256,41 @@ impl CompletionRequest {
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::invalid("only `n: 1` is supported").with_param("n"));
         }
-        // Structured output is a promise about the answer's shape that no backend here is
-        // asked to keep: served anyway, `json_schema` (what the SDKs' `parse()` sends) or
-        // `json_object` would come back as free text, often fenced, and fail in the client's
-        // JSON parser instead of here. `text` is the default and asks for nothing.
-        if let Some(format) = self.response_format.as_ref().filter(|f| !f.is_null()) {
-            match format.get("type").and_then(Value::as_str) {
-                Some("text") => {}
+        // Carried, not dropped: served as free text, `json_schema` (what the SDKs' `parse()`
+        // sends) would fail in the client's JSON parser. A backend that cannot promise the
+        // shape refuses it and the router fails over.
+        let response_format = match self.response_format.as_ref().filter(|f| !f.is_null()) {
+            None => ResponseFormat::Text,
+            Some(format) => match format.get("type").and_then(Value::as_str) {
+                Some("text") => ResponseFormat::Text,
+                Some("json_object") => ResponseFormat::JsonObject,
+                Some("json_schema") => {
+                    let spec = format.get("json_schema");
+                    let Some(name) = spec.and_then(|s| s.get("name")).and_then(Value::as_str) else {
+                        return Err(ApiError::invalid("`response_format.json_schema.name` is required")
+                            .with_param("response_format.json_schema.name"));
+                    };
+                    ResponseFormat::JsonSchema {
+                        name: name.to_owned(),
+                        schema: spec
+                            .and_then(|s| s.get("schema"))
+                            .cloned()
+                            .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+                        strict: spec.and_then(|s| s.get("strict")).and_then(Value::as_bool).unwrap_or(false),
+                    }
+                }
                 Some(other) => {
                     return Err(ApiError::invalid(format!(
-                        "`response_format` of type `{other}` is not supported by this gateway; only \
-                         `text` is. Describe the format in the prompt, or force a tool call whose \
-                         parameters are the schema."
+                        "unknown `response_format` type `{other}`; expected `text`, `json_object` or `json_schema`"
                     ))
-                    .with_param("response_format"));
+                    .with_param("response_format.type"));
                 }
                 None => {
                     return Err(ApiError::invalid("`response_format` needs a `type`")
                         .with_param("response_format.type"));
                 }
-            }
-        }
+            },
+        };
         // Served without them, `choices[0].logprobs` is null where the client reads `.content`.
         if self.logprobs == Some(true) {
             return Err(
@@ -379,6 +393,7 @@ impl CompletionRequest {
             },
             tools,
             tool_choice,
+            response_format,
             backend: None,
             tags: Vec::new(),
             metadata,

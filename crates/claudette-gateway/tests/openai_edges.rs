@@ -153,7 +153,7 @@ async fn streamed_tool_calls_finished_with_stop_end_in_tool_calls() {
 }
 
 #[tokio::test]
-async fn requests_whose_answer_we_cannot_shape_are_refused_before_any_upstream_call() {
+async fn requests_whose_answer_we_cannot_shape_are_refused_and_structured_output_is_carried() {
     let fake = FakeServer::start().await;
     fake.set_default(Fake::openai_text("plain words"));
     let gw = start(router(vec![openai(openai_settings("oa", &fake))])).await;
@@ -168,8 +168,11 @@ async fn requests_whose_answer_we_cannot_shape_are_refused_before_any_upstream_c
         "schema": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"],
                    "additionalProperties": false}}});
     let refused = [
-        (json!({"response_format": schema}), "response_format"),
-        (json!({"response_format": {"type": "json_object"}}), "response_format"),
+        (json!({"response_format": {"type": "yaml"}}), "response_format.type"),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {}}}),
+            "response_format.json_schema.name",
+        ),
         (json!({"response_format": {"json_schema": {}}}), "response_format.type"),
         (json!({"logprobs": true, "top_logprobs": 2}), "logprobs"),
         (json!({"functions": [{"name": "f", "parameters": {"type": "object"}}]}), "functions"),
@@ -194,7 +197,42 @@ async fn requests_whose_answer_we_cannot_shape_are_refused_before_any_upstream_c
         let r = post(&gw.url, "/v1/chat/completions", with(extra.clone())).await;
         assert_eq!(r.status, 200, "{extra}: {}", r.text);
         assert_eq!(r.json()["choices"][0]["message"]["content"], "plain words");
+        assert!(fake.last_json().unwrap().get("response_format").is_none(), "{extra}");
     }
+
+    // Structured output is carried to the backend as its own protocol says it.
+    for (format, sent) in
+        [(schema.clone(), schema), (json!({"type": "json_object"}), json!({"type": "json_object"}))]
+    {
+        let r = post(&gw.url, "/v1/chat/completions", with(json!({"response_format": format}))).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(fake.last_json().unwrap()["response_format"], sent);
+    }
+}
+
+/// A backend that cannot promise the shape (Anthropic here) is passed over for one that can.
+#[tokio::test]
+async fn structured_output_fails_over_to_a_backend_that_can_keep_it() {
+    let claude = FakeServer::start().await;
+    let oa = FakeServer::start().await;
+    oa.set_default(Fake::openai_text("{\"name\":\"Lima\"}"));
+    let r =
+        router(vec![anthropic(anthropic_settings("claude", &claude)), openai(openai_settings("oa", &oa))]);
+    r.set_failover_chain(["claude", "oa"]).unwrap();
+    let gw = start(r).await;
+    let body = json!({"messages": user("a city"), "response_format": {"type": "json_object"}});
+    let resp = post(&gw.url, "/v1/chat/completions", body.clone()).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(resp.header("x-claudette-backend"), Some("oa"));
+    assert_eq!(claude.requests(), 0, "refused without a call");
+    assert_eq!(oa.last_json().unwrap()["response_format"], json!({"type": "json_object"}));
+
+    // With nobody able to keep it, the client hears why.
+    let only = start(router(vec![anthropic(anthropic_settings("claude", &claude))])).await;
+    let resp = post(&only.url, "/v1/chat/completions", body).await;
+    assert!(resp.status >= 400, "{}", resp.text);
+    assert!(resp.text.contains("response_format"), "{}", resp.text);
+    assert_eq!(claude.requests(), 0);
 }
 
 #[tokio::test]

@@ -38,7 +38,7 @@ pub const ABI_VERSION: u32 = 2;
 /// (F-33). The binary form does not compile until it covers every field, so a core change
 /// cannot slip through without touching this crate.
 ///
-/// History: 1, the first; 2, `ChatRequest::tool_choice`.
+/// History: 1, the first; 2, `ChatRequest::tool_choice` and `ChatRequest::response_format`.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// The field type of [`ClaudettePlugin::abi_version`]. It is `u64` only under the test feature

@@ -32,8 +32,8 @@
 use std::time::Duration;
 
 use claudette_core::{
-    BackendError, ChatRequest, ChatResponse, FinishReason, HttpRequest, Message, Method, Role,
-    RoutingDecision, StreamEnd, StreamEvent, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    BackendError, ChatRequest, ChatResponse, FinishReason, HttpRequest, Message, Method, ResponseFormat,
+    Role, RoutingDecision, StreamEnd, StreamEvent, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
     UsageSource,
 };
 
@@ -414,6 +414,35 @@ impl Wire for ToolChoice {
     }
 }
 
+impl Wire for ResponseFormat {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        match self {
+            ResponseFormat::Text => out.push(0),
+            ResponseFormat::JsonObject => out.push(1),
+            ResponseFormat::JsonSchema { name, schema, strict } => {
+                out.push(2);
+                name.put(out);
+                schema.put(out);
+                strict.put(out);
+            }
+        }
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        match r.tag()? {
+            0 => Ok(ResponseFormat::Text),
+            1 => Ok(ResponseFormat::JsonObject),
+            2 => Ok(ResponseFormat::JsonSchema {
+                name: <String as Wire>::get(r)?,
+                schema: <serde_json::Value as Wire>::get(r)?,
+                strict: <bool as Wire>::get(r)?,
+            }),
+            t => r.bad_tag(t, "response format"),
+        }
+    }
+}
+
 wire_struct!(Message { role, content, tool_calls, tool_call_id, name });
 
 wire_struct!(ChatRequest {
@@ -425,6 +454,7 @@ wire_struct!(ChatRequest {
     stop,
     tools,
     tool_choice,
+    response_format,
     backend,
     tags,
     metadata
@@ -554,6 +584,11 @@ mod tests {
                 parameters: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
             }],
             tool_choice: ToolChoice::Tool("lookup".into()),
+            response_format: ResponseFormat::JsonSchema {
+                name: "answer".into(),
+                schema: json!({"type": "object", "properties": {"a": {"type": "integer"}}}),
+                strict: true,
+            },
             backend: Some("b1".into()),
             tags: vec!["eu".into()],
             metadata,
@@ -568,6 +603,7 @@ mod tests {
         for tool_choice in [ToolChoice::None, ToolChoice::Required] {
             round_trip(&ChatRequest { tool_choice, ..ChatRequest::prompt("x") });
         }
+        round_trip(&ChatRequest { response_format: ResponseFormat::JsonObject, ..ChatRequest::prompt("x") });
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! that turn's content.
 
 use claudette_core::types::{json_f32, normalize_tool_arguments};
-use claudette_core::{BackendError, ChatRequest, Message, Role, ToolChoice, ToolSpec};
+use claudette_core::{BackendError, ChatRequest, ErrorKind, Message, Role, ToolChoice, ToolSpec};
 use serde_json::{Map, Value, json};
 
 /// One Messages API turn under construction.
@@ -107,6 +107,10 @@ fn convert_messages(messages: &[Message]) -> Result<(Vec<String>, Vec<Value>), B
     Ok((system, turns.into_iter().map(Turn::into_value).collect()))
 }
 
+fn is_claude(model: &str) -> bool {
+    model.to_ascii_lowercase().contains("claude")
+}
+
 fn is_tool_result(block: &Value) -> bool {
     block.get("type").and_then(Value::as_str) == Some("tool_result")
 }
@@ -118,6 +122,14 @@ pub(crate) fn body(
     default_max_tokens: u32,
     stream: bool,
 ) -> Result<Value, BackendError> {
+    // The Messages API has no response format; prose where the client expects JSON would break
+    // its parser, so another backend gets the request.
+    if !request.response_format.is_text() {
+        return Err(BackendError::new(
+            ErrorKind::Unsupported,
+            "Anthropic's Messages API cannot promise a response_format (JSON output)",
+        ));
+    }
     let (system, messages) = convert_messages(&request.messages)?;
     if messages.is_empty() {
         return Err(BackendError::invalid("the request has no user or assistant message"));
@@ -133,7 +145,13 @@ pub(crate) fn body(
     if let Some(t) = request.temperature {
         b.insert("temperature".into(), json_f32("temperature", t)?);
     }
-    if let Some(p) = request.top_p {
+    // Claude models since Opus 4.1 (Sonnet 4.5, Haiku 4.5, …) answer 400 "`temperature` and
+    // `top_p` cannot both be specified for this model", a refusal no retry or fail-over to
+    // another Claude backend gets past; Anthropic's own advice for every model is to set one,
+    // not both. Temperature is the one callers mean; other models behind a compatible server
+    // take both.
+    let top_p = request.top_p.filter(|_| request.temperature.is_none() || !is_claude(model));
+    if let Some(p) = top_p {
         b.insert("top_p".into(), json_f32("top_p", p)?);
     }
     if !request.stop.is_empty() {

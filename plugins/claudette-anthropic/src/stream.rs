@@ -7,7 +7,8 @@
 //!
 //! Rules that other gateways got wrong and this one keeps (wire-protocols (c) #1–#3, #6):
 //! - usage in `message_delta` is cumulative: it replaces, never adds; input and cache counts
-//!   it carries (DashScope sends them only there) override `message_start`'s;
+//!   it carries (DashScope sends them only there) override `message_start`'s, unless smaller
+//!   (sglang's `input_tokens: 0` there is no real count);
 //! - usage is emitted as a [`StreamEvent::Usage`] as soon as it is known, so a stream cut
 //!   before `message_stop` can still be billed with reported figures;
 //! - an `error` event after HTTP 200 is an error classified like the HTTP status it stands
@@ -37,8 +38,14 @@ enum Block {
         /// A non-empty `input` sent whole in `content_block_start` (some compatible servers do),
         /// emitted at `content_block_stop` unless `input_json_delta`s arrived meanwhile.
         start_input: Option<String>,
-        got_delta: bool,
+        /// Whether any non-empty argument text went out for this call. Anthropic streams a
+        /// call without arguments as one empty `partial_json`, and callers that concatenate
+        /// the fragments would be left with `""`, which is not JSON (litellm #5063).
+        emitted: bool,
     },
+    /// Blocks whose deltas are not ours to pass on: `server_tool_use` (web search, code
+    /// execution) streams its query as `input_json_delta` too, but Anthropic runs that tool
+    /// itself; forwarding it would hand the caller a call it never declared.
     Other,
 }
 
@@ -114,10 +121,13 @@ impl AnthropicStreamDecoder {
         StreamEvent::ToolCall { delta: ToolCallDelta { index, id, name, arguments } }
     }
 
-    /// Emits the whole `input` a tool block received at its start, if no fragments followed.
+    /// Emits the whole `input` a tool block received at its start, or `{}` for a call without
+    /// arguments, if no fragments carried them: the concatenated fragments must be JSON.
     fn close_block(&mut self, index: u32, out: &mut Vec<StreamEvent>) {
-        if let Some(Block::ToolUse { start_input, got_delta: false }) = self.blocks.get_mut(&index) {
-            if let Some(args) = start_input.take() {
+        if let Some(Block::ToolUse { start_input, emitted }) = self.blocks.get_mut(&index) {
+            if !*emitted {
+                *emitted = true;
+                let args = start_input.take().unwrap_or_else(|| "{}".to_owned());
                 out.push(Self::tool_delta(index, None, None, args));
             }
         }
@@ -167,7 +177,7 @@ impl AnthropicStreamDecoder {
                             }
                             _ => None,
                         };
-                        Block::ToolUse { start_input, got_delta: false }
+                        Block::ToolUse { start_input, emitted: false }
                     }
                     _ => Block::Other,
                 };
@@ -188,11 +198,12 @@ impl AnthropicStreamDecoder {
                         }
                     }
                     Some("input_json_delta") => {
-                        if let Some(Block::ToolUse { got_delta, .. }) = self.blocks.get_mut(&index) {
-                            *got_delta = true;
-                        }
                         // Anthropic opens with an empty fragment; it carries nothing.
-                        if let Some(p) = str_at(delta, &["partial_json"]).filter(|p| !p.is_empty()) {
+                        if let (Some(Block::ToolUse { emitted, .. }), Some(p)) = (
+                            self.blocks.get_mut(&index),
+                            str_at(delta, &["partial_json"]).filter(|p| !p.is_empty()),
+                        ) {
+                            *emitted = true;
                             out.push(Self::tool_delta(index, None, None, p.to_owned()));
                         }
                     }

@@ -28,13 +28,22 @@ impl WireUsage {
     }
 
     /// Takes every field `later` carries. Anthropic's stream usage is cumulative, so the later
-    /// figure replaces the earlier one, it is never added to it.
+    /// figure replaces the earlier one, it is never added to it. A cumulative count never
+    /// shrinks, so the larger figure wins: compatible servers put `input_tokens: 0` in
+    /// `message_delta` after the real count in `message_start` (sglang does, by design), and
+    /// taking that zero would bill the prompt as free.
     pub fn merge(&mut self, later: &WireUsage) {
-        self.input_tokens = later.input_tokens.or(self.input_tokens);
-        self.output_tokens = later.output_tokens.or(self.output_tokens);
+        fn newer(earlier: Option<u64>, later: Option<u64>) -> Option<u64> {
+            match (earlier, later) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => b.or(a),
+            }
+        }
+        self.input_tokens = newer(self.input_tokens, later.input_tokens);
+        self.output_tokens = newer(self.output_tokens, later.output_tokens);
         self.cache_creation_input_tokens =
-            later.cache_creation_input_tokens.or(self.cache_creation_input_tokens);
-        self.cache_read_input_tokens = later.cache_read_input_tokens.or(self.cache_read_input_tokens);
+            newer(self.cache_creation_input_tokens, later.cache_creation_input_tokens);
+        self.cache_read_input_tokens = newer(self.cache_read_input_tokens, later.cache_read_input_tokens);
     }
 
     /// The neutral form. Anthropic's `input_tokens` excludes cache reads and writes; ours is

@@ -112,7 +112,27 @@ fn request_body_matches_golden() {
     assert_eq!(body, golden, "got:\n{}", serde_json::to_string_pretty(&body).unwrap());
     // Sampling values go out as written, not as their f32 widening (0.699999988…).
     let text = String::from_utf8(req.body.unwrap()).unwrap();
-    assert!(text.contains("\"temperature\":0.7,") && text.contains("\"top_p\":0.9"), "{text}");
+    assert!(text.contains("\"temperature\":0.7,"), "{text}");
+}
+
+#[test]
+fn claude_gets_temperature_or_top_p_never_both() {
+    // Claude Sonnet 4.5 / Haiku 4.5 / Opus 4.1+ answer 400 "`temperature` and `top_p` cannot
+    // both be specified for this model. Please use only one." (BerriAI/litellm #15097).
+    let body = |a: &AnthropicAdapter, r: &ChatRequest| -> Value {
+        serde_json::from_slice(a.build_request(r, false).unwrap().body.as_deref().unwrap()).unwrap()
+    };
+    let mut both = ChatRequest::prompt("hi").with_temperature(0.3);
+    both.top_p = Some(0.8);
+    let claude = body(&adapter(), &both);
+    assert_eq!(claude["temperature"], json!(0.3));
+    assert!(claude.get("top_p").is_none(), "{claude}");
+    let mut only_top_p = ChatRequest::prompt("hi");
+    only_top_p.top_p = Some(0.8);
+    assert_eq!(body(&adapter(), &only_top_p)["top_p"], json!(0.8));
+    // A model that is not Claude, behind a compatible server, takes both.
+    let llama = body(&local(), &both);
+    assert_eq!((llama["temperature"].clone(), llama["top_p"].clone()), (json!(0.3), json!(0.8)));
 }
 
 #[test]
@@ -801,4 +821,90 @@ fn tool_choice_is_anthropic_tool_choice() {
     assert_eq!(body(ToolChoice::Tool("now".into()))["tool_choice"], json!({"type": "tool", "name": "now"}));
     let unknown = ChatRequest { tool_choice: ToolChoice::Tool("mul".into()), ..conversation() };
     assert_eq!(adapter().build_request(&unknown, false).unwrap_err().kind, ErrorKind::InvalidRequest);
+}
+
+/// The tool-call fragments of `events`, concatenated per index.
+fn tool_args(events: &[StreamEvent]) -> std::collections::BTreeMap<u32, String> {
+    let mut calls = std::collections::BTreeMap::<u32, String>::new();
+    for e in events {
+        if let StreamEvent::ToolCall { delta } = e {
+            calls.entry(delta.index).or_default().push_str(&delta.arguments);
+        }
+    }
+    calls
+}
+
+#[test]
+fn server_tool_use_is_not_a_client_tool_call() {
+    // Anthropic's web search stream (docs, "Web search tool" › Streaming): the server tool's
+    // query arrives as `input_json_delta` on a `server_tool_use` block, and Anthropic runs it.
+    let a = adapter();
+    let sse = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n\
+               event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+               event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Searching.\"}}\n\n\
+               event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+               event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"server_tool_use\",\"id\":\"srvtoolu_xyz789\",\"name\":\"web_search\"}}\n\n\
+               event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"query\\\":\\\"quantum 2025\\\"}\"}}\n\n\
+               event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n\
+               event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"web_search_tool_result\",\"tool_use_id\":\"srvtoolu_xyz789\",\"content\":[{\"type\":\"web_search_result\",\"title\":\"Q\",\"url\":\"https://example.com\"}]}}\n\n\
+               event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":2}\n\n\
+               event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":3,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+               event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":3,\"delta\":{\"type\":\"text_delta\",\"text\":\" Found it.\"}}\n\n\
+               event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":3}\n\n\
+               event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":30,\"server_tool_use\":{\"web_search_requests\":1}}}\n\n\
+               event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let (events, err) = decode(&a, sse.as_bytes(), usize::MAX);
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(text_of(&events), "Searching. Found it.");
+    assert!(!events.iter().any(|e| matches!(e, StreamEvent::ToolCall { .. })), "{events:?}");
+    assert_eq!(done(&events).finish_reason, Some(FinishReason::Stop));
+}
+
+#[test]
+fn tool_call_without_arguments_streams_an_object() {
+    // A tool without parameters: Anthropic sends `input: {}` and one empty `partial_json`.
+    let a = adapter();
+    let sse = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"now\",\"input\":{}}}\n\n\
+               event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n\
+               event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+               event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_2\",\"name\":\"f\",\"input\":{\"x\":1}}}\n\n\
+               event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\"}}\n\n\
+               event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n\
+               event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":9}}\n\n\
+               event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let (events, err) = decode(&a, sse.as_bytes(), usize::MAX);
+    assert!(err.is_none(), "{err:?}");
+    let calls = tool_args(&events);
+    assert_eq!(calls.get(&0).map(String::as_str), Some("{}"));
+    // An input sent whole at the start survives an empty fragment after it.
+    assert_eq!(calls.get(&1).map(String::as_str), Some("{\"x\":1}"));
+    assert_eq!(done(&events).finish_reason, Some(FinishReason::ToolCalls));
+}
+
+#[test]
+fn zero_input_in_message_delta_does_not_erase_the_prompt() {
+    // sglang's /v1/messages stream: the real count in message_start, `input_tokens: 0` in
+    // message_delta (sgl-project/sglang #20830).
+    let a = adapter();
+    let sse = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":1500,\"cache_read_input_tokens\":200,\"output_tokens\":0}}}\n\n\
+               event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+               event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n\
+               event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+               event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":16}}\n\n\
+               event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let (events, err) = decode(&a, sse.as_bytes(), usize::MAX);
+    assert!(err.is_none(), "{err:?}");
+    let end = done(&events);
+    assert_eq!(end.usage, Usage { cache_read_tokens: 200, ..Usage::reported(1700, 16) });
+    let expect = (1500.0 * 0.003 + 200.0 * 0.003 * 0.1 + 16.0 * 0.015) / 1000.0;
+    assert!(close(end.cost, expect), "{} vs {expect}", end.cost);
+}
+
+#[test]
+fn response_format_is_unsupported_so_the_router_fails_over() {
+    use claudette_core::{ErrorKind, ResponseFormat};
+    let request = ChatRequest { response_format: ResponseFormat::JsonObject, ..conversation() };
+    let e = adapter().build_request(&request, false).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
+    assert!(e.message.contains("response_format"), "{e}");
 }

@@ -4,7 +4,8 @@ use claudette_core::error::scrub_secrets;
 use claudette_core::types::{json_f32, normalize_tool_arguments};
 use claudette_core::{
     AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse, Framing,
-    HttpRequest, HttpResponse, Message, Pricing, ProviderAdapter, Role, StreamDecoder, ToolChoice,
+    HttpRequest, HttpResponse, Message, Pricing, ProviderAdapter, ResponseFormat, Role, StreamDecoder,
+    ToolChoice,
 };
 use serde_json::{Map, Value, json};
 
@@ -117,10 +118,12 @@ impl GeminiAdapter {
         for (i, m) in request.messages.iter().enumerate() {
             let (role, parts) = match m.role {
                 Role::System => {
-                    system.push(json!({"text": m.content}));
+                    if !m.content.is_empty() {
+                        system.push(json!({"text": m.content}));
+                    }
                     continue;
                 }
-                Role::User => ("user", vec![json!({"text": m.content})]),
+                Role::User => ("user", text_part(&m.content).into_iter().collect()),
                 Role::Assistant => ("model", self.model_parts(m)),
                 Role::Tool => ("user", vec![function_response(m, &request.messages[..i])?]),
             };
@@ -131,6 +134,9 @@ impl GeminiAdapter {
                 Some((last_role, last_parts)) if *last_role == role => last_parts.extend(parts),
                 _ => contents.push((role, parts)),
             }
+        }
+        if contents.is_empty() {
+            return Err(BackendError::invalid("gemini: the request has no user or assistant content"));
         }
         let contents: Vec<Value> =
             contents.into_iter().map(|(role, parts)| json!({"role": role, "parts": parts})).collect();
@@ -151,6 +157,20 @@ impl GeminiAdapter {
         }
         if !request.stop.is_empty() {
             config.insert("stopSequences".into(), json!(request.stop));
+        }
+        match &request.response_format {
+            ResponseFormat::Text => {}
+            ResponseFormat::JsonObject => {
+                config.insert("responseMimeType".into(), json!("application/json"));
+            }
+            ResponseFormat::JsonSchema { schema, .. } => {
+                config.insert("responseMimeType".into(), json!("application/json"));
+                // The same OpenAPI subset as tool parameters; a schema with nothing left of it
+                // still gets JSON.
+                if let Some(schema) = gemini_schema(schema) {
+                    config.insert("responseSchema".into(), schema);
+                }
+            }
         }
         if !config.is_empty() {
             body.insert("generationConfig".into(), Value::Object(config));
@@ -187,10 +207,7 @@ impl GeminiAdapter {
     }
 
     fn model_parts(&self, m: &Message) -> Vec<Value> {
-        let mut parts = Vec::new();
-        if !m.content.is_empty() {
-            parts.push(json!({"text": m.content}));
-        }
+        let mut parts: Vec<Value> = text_part(&m.content).into_iter().collect();
         for (i, call) in m.tool_calls.iter().enumerate() {
             let mut part = Map::new();
             part.insert(
@@ -202,10 +219,6 @@ impl GeminiAdapter {
             }
             parts.push(Value::Object(part));
         }
-        if parts.is_empty() {
-            // An empty assistant turn still holds its place in the conversation.
-            parts.push(json!({"text": ""}));
-        }
         parts
     }
 
@@ -216,6 +229,13 @@ impl GeminiAdapter {
             format!("{}/models/{model}:generateContent", self.base)
         }
     }
+}
+
+/// A text part, or none for empty text: Gemini refuses `{"text": ""}` with a 400 ("required
+/// oneof field 'data' must have one initialized field"), and an empty message (a blank system
+/// prompt, an assistant turn that produced nothing) adds nothing the model could read anyway.
+fn text_part(text: &str) -> Option<Value> {
+    (!text.is_empty()).then(|| json!({ "text": text }))
 }
 
 /// `models/gemini-2.5-flash` → `gemini-2.5-flash` (the API lists models with the prefix).

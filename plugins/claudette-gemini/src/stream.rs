@@ -18,7 +18,8 @@ use crate::wire::{self, GenerateContentResponse, UsageMetadata};
 /// Gemini sends no end marker: the last chunk carries a `finishReason` and the body ends. So
 /// [`StreamDecoder::finish`] yields `Done` only if a `finishReason` was seen; a body that ends
 /// without one was cut (reliability-spec F-17). An error object in the stream, a blocked prompt
-/// (`promptFeedback.blockReason`) and a filter stop before any output are errors.
+/// (`promptFeedback.blockReason`) and a filter stop before any answer (thoughts are none) are
+/// errors.
 #[derive(Debug)]
 pub struct GeminiStreamDecoder {
     backend: String,
@@ -69,6 +70,8 @@ impl StreamDecoder for GeminiStreamDecoder {
             self.usage = Some(u);
         }
         let mut events = Vec::new();
+        // Reasoning alone is no answer: a filter stop after thoughts only is still a block.
+        let mut answered = false;
         for part in chunk.parts() {
             if let Some(call) = &part.function_call {
                 let call = call.to_tool_call();
@@ -84,15 +87,17 @@ impl StreamDecoder for GeminiStreamDecoder {
                 });
                 self.next_tool_index += 1;
                 self.saw_tool_calls = true;
+                answered = true;
             } else if let Some(text) = part.text.as_ref().filter(|t| !t.is_empty()) {
                 events.push(if part.thought == Some(true) {
                     StreamEvent::ReasoningDelta { text: text.clone() }
                 } else {
+                    answered = true;
                     StreamEvent::TextDelta { text: text.clone() }
                 });
             }
         }
-        self.saw_output |= !events.is_empty();
+        self.saw_output |= answered;
         if let Some(reason) = chunk.finish_reason() {
             if wire::is_filter_reason(reason) && !self.saw_output {
                 return Err(self.fail(wire::blocked_output(reason)));

@@ -158,8 +158,16 @@ impl FunctionCall {
 }
 
 /// Finish reasons that mean a safety or policy filter stopped the output.
-pub(crate) const FILTER_REASONS: &[&str] =
-    &["SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"];
+pub(crate) const FILTER_REASONS: &[&str] = &[
+    "SAFETY",
+    "RECITATION",
+    "BLOCKLIST",
+    "PROHIBITED_CONTENT",
+    "SPII",
+    "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT",
+    "IMAGE_RECITATION",
+];
 
 pub(crate) fn is_filter_reason(reason: &str) -> bool {
     FILTER_REASONS.contains(&reason)

@@ -350,7 +350,16 @@ fn prompt_blocked_entirely_is_a_content_policy_error() {
 
 #[test]
 fn safety_stop_without_content_is_a_content_policy_error() {
-    for reason in ["SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"] {
+    for reason in [
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+    ] {
         let body = json!({"candidates": [{"content": {"parts": [], "role": "model"}, "finishReason": reason, "index": 0,
             "safetyRatings": [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": true}]}]})
         .to_string();
@@ -842,4 +851,71 @@ fn tool_choice_is_gemini_function_calling_config() {
         adapter().build_request(&unknown, false).unwrap_err().kind,
         claudette_core::ErrorKind::InvalidRequest
     );
+}
+
+#[test]
+fn empty_texts_never_become_empty_parts() {
+    // Gemini answers `{"text": ""}` anywhere with 400 "required oneof field 'data' must have
+    // one initialized field" (router-for-me/CLIProxyAPI #1292, songquanpeng/one-api #2243).
+    let request = ChatRequest::new(vec![
+        Message::system(""),
+        Message::user("Hi"),
+        Message::assistant(""),
+        Message::user(""),
+        Message::user("Still there?"),
+    ]);
+    assert_eq!(
+        body_json(&adapter(), &request),
+        json!({"contents": [{"role": "user", "parts": [{"text": "Hi"}, {"text": "Still there?"}]}]})
+    );
+    // Nothing left to send is the caller's error, not a request Gemini would refuse later.
+    let err = adapter()
+        .build_request(&ChatRequest::new(vec![Message::system("Be terse."), Message::user("")]), false)
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidRequest);
+}
+
+#[test]
+fn filter_stop_after_thoughts_only_is_a_block() {
+    // Thought summaries streamed, then the answer blocked: reasoning is not an answer, so this
+    // is the same content-policy error as the non-stream answer, not an empty success.
+    let bytes = sse(&[
+        chunk(
+            json!([{"text": "Weighing the request", "thought": true}]),
+            None,
+            json!({"promptTokenCount": 9}),
+        ),
+        json!({"candidates": [{"finishReason": "SAFETY", "index": 0}],
+               "usageMetadata": {"promptTokenCount": 9, "thoughtsTokenCount": 40}}),
+    ]);
+    let (events, err) = decode(&bytes, usize::MAX);
+    assert!(!events.iter().any(StreamEvent::is_terminal), "{events:?}");
+    let err = err.unwrap();
+    assert_eq!((err.kind, err.code.as_deref()), (ErrorKind::ContentPolicy, Some("SAFETY")));
+    // The non-stream form of the same answer, for comparison.
+    let body = json!({"candidates": [{"content": {"parts": [{"text": "Weighing", "thought": true}], "role": "model"},
+                                      "finishReason": "SAFETY"}]})
+    .to_string();
+    let err = adapter().parse_response(&ChatRequest::prompt("?"), &ok(body.as_bytes())).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::ContentPolicy);
+}
+
+#[test]
+fn response_format_is_gemini_json_mode() {
+    use claudette_core::ResponseFormat;
+    let config = |response_format| -> Value {
+        let http = adapter()
+            .build_request(&ChatRequest { response_format, ..ChatRequest::prompt("x") }, false)
+            .unwrap();
+        let body: Value = serde_json::from_slice(http.body.as_deref().unwrap()).unwrap();
+        body["generationConfig"].clone()
+    };
+    assert!(config(ResponseFormat::Text).get("responseMimeType").is_none());
+    assert_eq!(config(ResponseFormat::JsonObject)["responseMimeType"], "application/json");
+    let schema = json!({"$schema": "x", "type": "object", "properties": {"a": {"type": "integer"}},
+                        "additionalProperties": false});
+    let c = config(ResponseFormat::JsonSchema { name: "answer".into(), schema, strict: true });
+    assert_eq!(c["responseMimeType"], "application/json");
+    // Cleaned to the OpenAPI subset Gemini takes, as tool parameters are.
+    assert_eq!(c["responseSchema"], json!({"type": "object", "properties": {"a": {"type": "integer"}}}));
 }

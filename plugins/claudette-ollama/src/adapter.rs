@@ -4,8 +4,8 @@ use claudette_core::error::scrub_secrets;
 use claudette_core::types::{estimate_tokens_from_len, json_f32, normalize_tool_arguments};
 use claudette_core::{
     AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse,
-    ErrorKind, Framing, HttpRequest, HttpResponse, Message, Pricing, ProviderAdapter, Role, StreamDecoder,
-    ToolChoice,
+    ErrorKind, Framing, HttpRequest, HttpResponse, Message, Pricing, ProviderAdapter, ResponseFormat, Role,
+    StreamDecoder, ToolChoice,
 };
 use serde_json::{Map, Value, json};
 
@@ -155,6 +155,16 @@ impl OllamaAdapter {
                 })
                 .collect();
             body.insert("tools".into(), Value::Array(tools));
+        }
+        // Ollama's `format`: "json", or a JSON Schema the output is constrained to.
+        match &request.response_format {
+            ResponseFormat::Text => {}
+            ResponseFormat::JsonObject => {
+                body.insert("format".into(), json!("json"));
+            }
+            ResponseFormat::JsonSchema { schema, .. } => {
+                body.insert("format".into(), schema.clone());
+            }
         }
         if let Some(k) = &self.keep_alive {
             body.insert("keep_alive".into(), k.clone());

@@ -690,3 +690,21 @@ fn tool_choice_none_withholds_the_tools_and_a_forced_call_is_unsupported() {
         assert!(e.message.contains("tool_choice"), "{e}");
     }
 }
+
+#[test]
+fn response_format_is_ollama_format() {
+    use claudette_core::ResponseFormat;
+    let body = |response_format| -> Value {
+        let http = adapter()
+            .build_request(&ChatRequest { response_format, ..ChatRequest::prompt("x") }, false)
+            .unwrap();
+        serde_json::from_slice(http.body.as_deref().unwrap()).unwrap()
+    };
+    assert!(body(ResponseFormat::Text).get("format").is_none());
+    assert_eq!(body(ResponseFormat::JsonObject)["format"], "json");
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+    assert_eq!(
+        body(ResponseFormat::JsonSchema { name: "answer".into(), schema: schema.clone(), strict: false })["format"],
+        schema
+    );
+}

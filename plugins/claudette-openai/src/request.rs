@@ -3,7 +3,9 @@
 //! The body is serialised straight from borrowing views of the request (no intermediate
 //! `serde_json::Value`, no copy of a message text): this runs for every request.
 
-use claudette_core::{BackendError, ChatRequest, Message, Role, ToolCall, ToolChoice, ToolSpec};
+use claudette_core::{
+    BackendError, ChatRequest, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolSpec,
+};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Number, Value};
@@ -148,6 +150,7 @@ impl<'a> Body<'a> {
         let r = self.request;
         self.spec.extra.is_empty()
             && r.tools.is_empty()
+            && r.response_format.is_text()
             && r.stop.is_empty()
             && r.messages.iter().all(|m| m.role != Role::Tool && m.tool_calls.is_empty())
     }
@@ -226,6 +229,17 @@ impl Serialize for Body<'_> {
                     let choice = serde_json::json!({"type": "function", "function": {"name": name}});
                     entry(&mut map, extra, "tool_choice", &choice)?;
                 }
+            }
+        }
+        match &request.response_format {
+            ResponseFormat::Text => {}
+            ResponseFormat::JsonObject => {
+                entry(&mut map, extra, "response_format", &serde_json::json!({"type": "json_object"}))?;
+            }
+            ResponseFormat::JsonSchema { name, schema, strict } => {
+                let format = serde_json::json!({"type": "json_schema",
+                    "json_schema": {"name": name, "schema": schema, "strict": strict}});
+                entry(&mut map, extra, "response_format", &format)?;
             }
         }
         if self.stream {

@@ -978,3 +978,22 @@ fn tool_choice_is_openai_tool_choice() {
     let unknown = ChatRequest { tool_choice: ToolChoice::Tool("mul".into()), ..conversation() };
     assert_eq!(openai("gpt-4o").build_request(&unknown, false).unwrap_err().kind, ErrorKind::InvalidRequest);
 }
+
+#[test]
+fn response_format_is_openai_response_format() {
+    use claudette_core::ResponseFormat;
+    let body = |response_format| {
+        body_json(
+            &openai("gpt-4o")
+                .build_request(&ChatRequest { response_format, ..ChatRequest::prompt("x") }, false)
+                .unwrap(),
+        )
+    };
+    assert!(body(ResponseFormat::Text).get("response_format").is_none());
+    assert_eq!(body(ResponseFormat::JsonObject)["response_format"], json!({"type": "json_object"}));
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+    assert_eq!(
+        body(ResponseFormat::JsonSchema { name: "answer".into(), schema: schema.clone(), strict: true })["response_format"],
+        json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": true}})
+    );
+}
