@@ -53,7 +53,10 @@ pub enum GroupBy {
 pub struct CostAnalysis {
     /// The window asked for, in seconds.
     pub timeframe_secs: u64,
-    /// The part of the window this process actually observed, in seconds.
+    /// The span the figures cover, in seconds: the window widened at its start to a whole hour
+    /// (spend is kept per hour, so a bucket is counted whole or not at all), but never before
+    /// start-up. It can exceed `timeframe_secs` by up to an hour; the projection divides by it,
+    /// so a widened window does not inflate the monthly figure.
     pub observed_secs: u64,
     pub group_by: GroupBy,
     pub total_cost: f64,
@@ -78,12 +81,14 @@ impl CostTracker {
         Self { clock, started, buckets: Mutex::new(HashMap::new()) }
     }
 
-    /// Records one billed attempt.
+    /// Records one billed attempt. A cost that is not a finite number ≥ 0 (a NaN or negative
+    /// price, a buggy plugin) counts as 0: one NaN would otherwise turn its hour's total, and
+    /// every total and projection over it, into NaN for the whole retention period.
     pub fn record(&self, backend: &str, model: &str, cost: f64, input_tokens: u32, output_tokens: u32) {
         let now = self.clock.now();
         let hour = now.as_secs() / BUCKET.as_secs();
         let line = CostLine {
-            cost,
+            cost: sane_cost(cost),
             requests: 1,
             input_tokens: u64::from(input_tokens),
             output_tokens: u64::from(output_tokens),
@@ -96,10 +101,12 @@ impl CostTracker {
         }
     }
 
-    /// Costs over the last `timeframe`, grouped, with a monthly projection.
+    /// Costs over the last `timeframe` (widened to whole hours, see
+    /// [`CostAnalysis::observed_secs`]), grouped, with a monthly projection.
     pub fn analyze(&self, timeframe: Duration, group_by: GroupBy) -> CostAnalysis {
         let now = self.clock.now();
         let from = now.saturating_sub(timeframe).as_secs() / BUCKET.as_secs();
+        let window_start = Duration::from_secs(from.saturating_mul(BUCKET.as_secs())).max(self.started);
         let mut breakdown: BTreeMap<String, CostLine> = BTreeMap::new();
         let mut total = CostLine::default();
         for ((hour, backend, model), line) in self.buckets.lock().iter() {
@@ -113,7 +120,9 @@ impl CostTracker {
             breakdown.entry(key.clone()).or_default().add(line);
             total.add(line);
         }
-        let observed = now.saturating_sub(self.started).min(timeframe);
+        // The span the summed buckets cover, not `timeframe`: dividing a bucket-widened total
+        // by the narrower requested window overstated the projection by up to 2× for `1h`.
+        let observed = now.saturating_sub(window_start);
         let projected = (observed >= Duration::from_secs(60))
             .then(|| total.cost * (MONTH.as_secs_f64() / observed.as_secs_f64()));
         CostAnalysis {
@@ -127,6 +136,11 @@ impl CostTracker {
             projected_monthly_cost: projected,
         }
     }
+}
+
+/// `cost` if it is a finite number ≥ 0, else 0.
+pub(crate) fn sane_cost(cost: f64) -> f64 {
+    if cost.is_finite() && cost >= 0.0 { cost } else { 0.0 }
 }
 
 /// Parses a timeframe such as `24h`, `7d`, `30m`, `90s`, `1w`.

@@ -176,8 +176,10 @@ impl BackendMetrics {
         }
     }
 
-    /// A successful attempt.
+    /// A successful attempt. A cost that is not a finite number ≥ 0 counts as 0, so one bad
+    /// figure cannot make `total_cost` and the exported counter NaN for good.
     pub fn record_success(&self, latency: Duration, cost: f64, input_tokens: u32, output_tokens: u32) {
+        let cost = crate::costs::sane_cost(cost);
         let ms = latency.as_secs_f64() * 1000.0;
         {
             let mut i = self.inner.lock();
@@ -208,10 +210,19 @@ impl BackendMetrics {
     /// Cost and tokens of an attempt that failed after it produced billable output (a stream
     /// cut mid-way is still billed).
     pub fn record_partial_cost(&self, cost: f64, input_tokens: u32, output_tokens: u32) {
-        let mut i = self.inner.lock();
-        i.total_cost += cost;
-        i.input_tokens += u64::from(input_tokens);
-        i.output_tokens += u64::from(output_tokens);
+        let cost = crate::costs::sane_cost(cost);
+        {
+            let mut i = self.inner.lock();
+            i.total_cost += cost;
+            i.input_tokens += u64::from(input_tokens);
+            i.output_tokens += u64::from(output_tokens);
+        }
+        let k = &self.keys;
+        ::metrics::with_recorder(|r| {
+            r.register_counter(&k.tokens_input, &METADATA).increment(u64::from(input_tokens));
+            r.register_counter(&k.tokens_output, &METADATA).increment(u64::from(output_tokens));
+            r.register_gauge(&k.cost, &METADATA).increment(cost);
+        });
     }
 
     /// A failed attempt. Caller errors (neutral outcomes) are counted as requests but do not

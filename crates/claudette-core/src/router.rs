@@ -30,7 +30,7 @@ use crate::costs::{CostAnalysis, CostTracker, GroupBy};
 use crate::decision::{Attempt, AttemptOutcome, CandidateScore, RoutingDecision, SkipReason, Skipped};
 use crate::error::{BackendError, ErrorKind, Outcome, RetryAction};
 use crate::metrics::{BackendMetrics, HealthStatus, PerformanceMetrics};
-use crate::types::{ChatRequest, ChatResponse, StreamEvent};
+use crate::types::{ChatRequest, ChatResponse, StreamEvent, Usage, UsageSource, estimate_tokens_from_len};
 
 /// Routing weights and reliability settings. Weights need not sum to 1.
 #[derive(Debug, Clone, Deserialize)]
@@ -461,6 +461,8 @@ impl BackendRouter {
         scored.sort_by(|(ea, a), (eb, b)| {
             a.score
                 .total_cmp(&b.score)
+                // An unknown or infinite price loses a tie with the dearest known one.
+                .then((!a.estimated_cost.is_finite()).cmp(&!b.estimated_cost.is_finite()))
                 .then(ea.backend.info().priority.cmp(&eb.backend.info().priority))
                 .then(ea.order.cmp(&eb.order))
         });
@@ -519,7 +521,7 @@ impl BackendRouter {
                     );
                     self.costs.record(
                         entry.backend.name(),
-                        &resp.model,
+                        billed_model(request, &entry),
                         resp.cost,
                         resp.usage.input_tokens,
                         resp.usage.output_tokens,
@@ -595,22 +597,32 @@ impl BackendRouter {
                         probe,
                     ));
                     let decision = Arc::new(Mutex::new(run.decision));
-                    let model = request.model.clone().unwrap_or_else(|| entry_model(&entry));
+                    let model = billed_model(request, &entry).to_owned();
+                    let mut inner = CommittedStream {
+                        buffered: std::collections::VecDeque::with_capacity(buffered.len()),
+                        rest,
+                        permit,
+                        entry,
+                        decision,
+                        started,
+                        clock: self.clock.clone(),
+                        costs: self.costs.clone(),
+                        model,
+                        finished: false,
+                        input_estimate: request.estimated_input_tokens(),
+                        usage_seen: None,
+                        output_bytes: 0,
+                    };
+                    // Counted on arrival: what the backend generated is billed whether or not
+                    // the caller reads it before going away.
+                    for ev in buffered {
+                        inner.observe(&ev);
+                        inner.buffered.push_back(ev);
+                    }
                     return Ok(RoutedStream {
-                        backend: entry.backend.name().to_owned(),
-                        decision: decision.clone(),
-                        inner: Box::pin(CommittedStream {
-                            buffered: buffered.into_iter().collect(),
-                            rest,
-                            permit,
-                            entry,
-                            decision,
-                            started,
-                            clock: self.clock.clone(),
-                            costs: self.costs.clone(),
-                            model,
-                            finished: false,
-                        }),
+                        backend: inner.entry.backend.name().to_owned(),
+                        decision: inner.decision.clone(),
+                        inner: Box::pin(inner),
                     });
                 }
                 Err(err) => self.attempt_failed(&mut run, entry, permit, err, latency, backoff),
@@ -683,10 +695,6 @@ impl BackendRouter {
         if run.attempts >= run.max_attempts {
             return Err(run.take_last_error("no attempts left"));
         }
-        if run.attempts > 0 && !self.budget.try_retry() {
-            metrics::counter!("claudette_retry_budget_exhausted_total").increment(1);
-            return Err(run.take_last_error("retry budget exhausted"));
-        }
         // First attempt uses the plan made at start; later ones re-plan (breakers moved).
         let plan = match run.plan.take() {
             Some(p) => p,
@@ -701,6 +709,17 @@ impl BackendRouter {
         } else {
             plan.order.into_iter().filter(|e| !run.tried.contains(e.backend.name())).collect()
         };
+        // Spend a retry only when there is someone to retry with: otherwise every request to
+        // a forced backend that failed for good (401, quota) would take a token without
+        // retrying, and an outage of that one backend would drain the process-wide budget
+        // and deny real retries elsewhere.
+        if run.attempts > 0
+            && (!candidates.is_empty() || run.retry_same.is_some())
+            && !self.budget.try_retry()
+        {
+            metrics::counter!("claudette_retry_budget_exhausted_total").increment(1);
+            return Err(run.take_last_error("retry budget exhausted"));
+        }
         for entry in candidates {
             match entry.breaker.acquire() {
                 Ok(permit) => {
@@ -771,8 +790,12 @@ async fn open_until_content(
     }
 }
 
-fn entry_model(entry: &Entry) -> String {
-    entry.backend.info().model.clone()
+/// The model spend is booked under: the one asked for, else the backend's configured one.
+/// Not the provider's answer (`gpt-4o-2024-08-06` for `gpt-4o`): a stream's end carries no
+/// model, so booking the answer's name split one model into two lines of `group_by=model`
+/// depending on whether the requests streamed.
+fn billed_model<'a>(request: &'a ChatRequest, entry: &'a Entry) -> &'a str {
+    request.model.as_deref().unwrap_or(&entry.backend.info().model)
 }
 
 fn ensure_backend(mut err: BackendError, name: &str) -> BackendError {
@@ -797,25 +820,39 @@ fn rejection_reason(rej: Rejection, now: Duration) -> SkipReason {
 ///   yet, so it is neither shunned nor blindly preferred;
 /// - availability: failure ratio of the last 100 judged attempts;
 /// - quality: 1 − the backend's quality (0..1, higher is better).
+///
+/// Odd prices never win: an infinite or NaN estimate (a price set to `inf` or NaN through the
+/// library API or a plugin) is the worst cost, 1, and is left out of the maximum the others
+/// are divided by; a negative one counts as free. Left alone, `inf / inf` is a NaN score, and
+/// the NaN x86 produces is negative, which `total_cmp` sorts before every real score: the
+/// priciest backend would be tried first while every other one got cost 0. A NaN score (NaN
+/// quality or weights) sorts last for the same reason.
 fn score(entries: &[Arc<Entry>], request: &ChatRequest, w: Weights) -> Vec<Factors> {
     let mut out: Vec<Factors> = entries
         .iter()
         .map(|e| {
             let (lat, fail) = e.metrics.score_inputs();
+            let quality = e.backend.info().quality;
             Factors {
                 score: 0.0,
                 cost: 0.0,
                 latency: lat.unwrap_or(-1.0),
                 availability: fail,
-                quality: 1.0 - e.backend.info().quality.clamp(0.0, 1.0),
+                quality: if quality.is_nan() { 1.0 } else { 1.0 - quality.clamp(0.0, 1.0) },
                 estimated_cost: e.backend.estimate_cost(request),
             }
         })
         .collect();
-    let max_cost = out.iter().map(|f| f.estimated_cost).fold(0.0, f64::max);
+    let max_cost = out.iter().map(|f| f.estimated_cost).filter(|c| c.is_finite()).fold(0.0, f64::max);
     let max_lat = out.iter().map(|f| f.latency).fold(0.0, f64::max);
     for f in &mut out {
-        f.cost = if max_cost > 0.0 { f.estimated_cost / max_cost } else { 0.0 };
+        f.cost = if !f.estimated_cost.is_finite() {
+            1.0
+        } else if max_cost > 0.0 {
+            f.estimated_cost.max(0.0) / max_cost
+        } else {
+            0.0
+        };
         f.latency = if f.latency < 0.0 {
             0.5
         } else if max_lat > 0.0 {
@@ -825,6 +862,9 @@ fn score(entries: &[Arc<Entry>], request: &ChatRequest, w: Weights) -> Vec<Facto
         };
         f.score =
             f.cost * w.cost + f.latency * w.latency + f.availability * w.availability + f.quality * w.quality;
+        if f.score.is_nan() {
+            f.score = f64::INFINITY;
+        }
     }
     out
 }
@@ -1001,9 +1041,56 @@ struct CommittedStream {
     costs: Arc<CostTracker>,
     model: String,
     finished: bool,
+    /// Prompt tokens by the cheap estimate, for a stream that ends before reporting usage.
+    input_estimate: u32,
+    /// The latest mid-stream usage (Anthropic's `message_start` / `message_delta`).
+    usage_seen: Option<Usage>,
+    /// Bytes of text, reasoning and tool arguments received from the backend.
+    output_bytes: usize,
 }
 
 impl CommittedStream {
+    /// Notes what an event adds to the bill, for a stream that ends without a `Done`.
+    fn observe(&mut self, ev: &StreamEvent) {
+        match ev {
+            StreamEvent::TextDelta { text } | StreamEvent::ReasoningDelta { text } => {
+                self.output_bytes = self.output_bytes.saturating_add(text.len());
+            }
+            StreamEvent::ToolCall { delta } => {
+                self.output_bytes = self.output_bytes.saturating_add(delta.arguments.len());
+            }
+            StreamEvent::Usage { usage } => self.usage_seen = Some(*usage),
+            StreamEvent::Done { .. } | StreamEvent::Error { .. } => {}
+        }
+    }
+
+    /// Books the spend of a stream that failed or was dropped after it committed: the
+    /// provider bills the prompt and every token generated until then, so leaving it out made
+    /// `analyze_costs` and `total_cost` under-report exactly the streams that went wrong.
+    /// The figures are estimates: mid-stream usage when the provider sent some, else the
+    /// prompt estimate, and the output received so far.
+    fn record_partial(&self) {
+        let output = estimate_tokens_from_len(self.output_bytes);
+        let usage = match self.usage_seen {
+            Some(u) => Usage {
+                input_tokens: if u.input_tokens > 0 { u.input_tokens } else { self.input_estimate },
+                output_tokens: u.output_tokens.max(output),
+                source: UsageSource::Estimated,
+                ..u
+            },
+            None => Usage::estimated(self.input_estimate, output),
+        };
+        let cost = self.entry.backend.info().pricing.cost(&usage);
+        self.entry.metrics.record_partial_cost(cost, usage.input_tokens, usage.output_tokens);
+        self.costs.record(
+            self.entry.backend.name(),
+            &self.model,
+            cost,
+            usage.input_tokens,
+            usage.output_tokens,
+        );
+    }
+
     fn settle(&mut self, ev: &StreamEvent) {
         let latency = self.clock.now().saturating_sub(self.started);
         match ev {
@@ -1030,6 +1117,7 @@ impl CommittedStream {
                     p.record(error.outcome(), error.retry_after);
                 }
                 self.entry.metrics.record_failure(error.kind);
+                self.record_partial();
                 let mut d = self.decision.lock();
                 if let Some(a) = d.attempts.last_mut() {
                     a.outcome = AttemptOutcome::FailedAfterCommit;
@@ -1056,7 +1144,10 @@ impl Stream for CommittedStream {
         } else {
             match self.rest.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(ev)) => ev,
+                Poll::Ready(Some(ev)) => {
+                    self.observe(&ev);
+                    ev
+                }
                 // The backend contract says a terminal event always comes; enforce it here too.
                 Poll::Ready(None) => StreamEvent::Error {
                     error: BackendError::interrupted("stream ended without a terminal event")
@@ -1082,10 +1173,12 @@ impl Stream for CommittedStream {
 impl Drop for CommittedStream {
     fn drop(&mut self) {
         if !self.finished {
-            // Client went away: cancelled, neutral for the breaker (permit dropped unrecorded).
+            // Client went away: cancelled, neutral for the breaker (permit dropped unrecorded),
+            // but what was generated so far is billed.
             if let Some(a) = self.decision.lock().attempts.last_mut() {
                 a.outcome = AttemptOutcome::Cancelled;
             }
+            self.record_partial();
         }
     }
 }

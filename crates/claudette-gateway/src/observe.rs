@@ -150,7 +150,8 @@ impl Recorder for Cached {
             key,
             |l| &mut l.counters,
             || {
-                let shared = Self::get(&self.counters, key, || self.inner.register_counter(key, metadata));
+                let shared =
+                    Self::get(&self.counters, key, || self.inner.register_counter(&faithful(key), metadata));
                 Counter::from_arc(batched(LocalCounter { shared, pending: AtomicU64::new(0) }))
             },
         )
@@ -162,7 +163,8 @@ impl Recorder for Cached {
             key,
             |l| &mut l.gauges,
             || {
-                let shared = Self::get(&self.gauges, key, || self.inner.register_gauge(key, metadata));
+                let shared =
+                    Self::get(&self.gauges, key, || self.inner.register_gauge(&faithful(key), metadata));
                 Gauge::from_arc(Arc::new(LocalGauge(shared)))
             },
         )
@@ -174,12 +176,31 @@ impl Recorder for Cached {
             key,
             |l| &mut l.histograms,
             || {
-                let shared =
-                    Self::get(&self.histograms, key, || self.inner.register_histogram(key, metadata));
+                let shared = Self::get(&self.histograms, key, || {
+                    self.inner.register_histogram(&faithful(key), metadata)
+                });
                 Histogram::from_arc(batched(LocalHistogram { shared, pending: Mutex::new(Vec::new()) }))
             },
         )
     }
+}
+
+/// `key` as the exporter must be given it for its label values to come out as they are.
+///
+/// The exposition format escapes `\`, `"` and a line feed in a label value as `\\`, `\"` and
+/// `\n`. The exporter escapes `"` and line feeds, but takes a backslash followed by another
+/// backslash or a `"` as an escape already made: backends named `x\y` and `x\\y` both came
+/// out as `x\\y`, two series with one name and label set in one scrape, and `a\"b` lost its
+/// backslash. Backend and model names come from configuration and may hold any of these.
+/// With every backslash doubled, each one reaches the scrape as `\\`, and the exporter's own
+/// escaping of `"` and line feeds does the rest. Runs once per series (handles are cached).
+fn faithful(key: &Key) -> Cow<'_, Key> {
+    if !key.labels().any(|l| l.value().contains('\\')) {
+        return Cow::Borrowed(key);
+    }
+    let labels: Vec<Label> =
+        key.labels().map(|l| Label::new(l.key().to_owned(), l.value().replace('\\', "\\\\"))).collect();
+    Cow::Owned(Key::from_parts(key.name_shared(), labels))
 }
 
 /// Each serving thread's own copy of the handle cache.

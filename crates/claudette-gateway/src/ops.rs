@@ -192,7 +192,8 @@ pub(crate) async fn costs(State(st): State<Shared>, uri: Uri) -> Response {
                         .into_response(Flavor::OpenAi);
                 }
             },
-            "group_by" => match v.as_ref() {
+            // `groupBy` is the seeds' spelling (`analyzeCosts({ groupBy })`).
+            "group_by" | "groupBy" => match v.as_ref() {
                 "backend" => group_by = GroupBy::Backend,
                 "model" => group_by = GroupBy::Model,
                 _ => {

@@ -411,6 +411,9 @@ async fn health_ready_backends_costs_and_metrics() {
     assert!(by_model.json()["breakdown"].get("fake-model").is_some(), "{}", by_model.text);
     assert_eq!(get(&gw.url, "/v1/costs?timeframe=soon", &[]).await.status, 400);
     assert_eq!(get(&gw.url, "/v1/costs?group_by=planet", &[]).await.status, 400);
+    let seeds_spelling = get(&gw.url, "/v1/costs?groupBy=model", &[]).await.json();
+    assert_eq!(seeds_spelling["group_by"], "model");
+    assert_eq!(seeds_spelling["breakdown"], by_model.json()["breakdown"]);
 
     let metrics = get(&gw.url, "/metrics", &[]).await;
     assert_eq!(metrics.status, 200);
