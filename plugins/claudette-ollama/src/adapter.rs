@@ -218,7 +218,11 @@ fn tool_name<'a>(m: &'a Message, earlier: &'a [Message]) -> Option<&'a str> {
 /// - "model ... not found" (404, or a stream line) → [`ErrorKind::NotFound`]: the model is not
 ///   pulled on this server. Neutral for the breaker (F-38): the server is healthy and another
 ///   backend may have the model.
-/// - 400 → [`ErrorKind::InvalidRequest`].
+/// - 400 "… does not support tools" (also `thinking`, `chat`): the model on this server lacks a
+///   capability the request needs (ollama/ollama #5793, #14795) → [`ErrorKind::Unsupported`],
+///   so the router fails over to a backend that has it instead of returning a 400 that no
+///   caller can fix, and the breaker does not count it.
+/// - other 400s → [`ErrorKind::InvalidRequest`].
 /// - 500 → [`ErrorKind::Overloaded`] (runner crashed, out of memory while loading: transient
 ///   as far as the router can tell).
 /// - anything else by status ([`BackendError::from_http`]): 401/403 from an authenticating
@@ -235,6 +239,7 @@ pub(crate) fn classify(response: &HttpResponse<'_>) -> BackendError {
         ErrorKind::NotFound
     } else {
         match response.status {
+            400 if lacks_capability(&text) => ErrorKind::Unsupported,
             400 => ErrorKind::InvalidRequest,
             500 => ErrorKind::Overloaded,
             s => ErrorKind::from_status(s),
@@ -252,6 +257,12 @@ pub(crate) fn stream_error(text: &str) -> BackendError {
 
 fn mentions_not_found(text: &str) -> bool {
     text.to_ascii_lowercase().contains("not found")
+}
+
+/// Ollama's capability check (`"<model> does not support tools"`, `… thinking`, `… chat`):
+/// the request is fine, this model cannot serve it.
+fn lacks_capability(text: &str) -> bool {
+    text.to_ascii_lowercase().contains("does not support")
 }
 
 /// Attaches the truncation warning and counts it. Shared by the non-stream path and the

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use claudette_core::{
-    Backend, BackendSettings, ChatRequest, ErrorKind, FinishReason, Outcome, Registry, StreamEvent, Timeouts,
-    UsageSource,
+    Backend, BackendRouter, BackendSettings, ChatRequest, ErrorKind, FinishReason, Outcome, Registry,
+    RetryAction, RouterOptions, StreamEvent, Timeouts, UsageSource,
 };
 use claudette_testkit::events::text_of;
 use claudette_testkit::{FakeServer, Reply};
@@ -120,6 +120,42 @@ async fn server_errors_classify() {
         let err = backend.send(&ChatRequest::prompt("hi")).await.unwrap_err();
         assert_eq!(err.kind, kind, "{err}");
     }
+}
+
+/// Ollama answers a request with tools for a model whose template has none with
+/// `400 {"error":"<model> does not support tools"}` (ollama/ollama #5793, #14795). The request
+/// is fine; this backend cannot serve it, so the router must try one that can.
+#[tokio::test]
+async fn model_without_tool_support_fails_over() {
+    let weak = FakeServer::start().await;
+    let strong = FakeServer::start().await;
+    weak.push(Reply::ollama_error(400, "registry.ollama.ai/library/gemma3:4b does not support tools"));
+    strong.push(Reply::ollama_tool_call("get_weather", json!({"city": "Oslo"})));
+    let mut request = ChatRequest::prompt("weather in Oslo?");
+    request.tools = vec![claudette_core::ToolSpec {
+        name: "get_weather".into(),
+        description: "Current weather".into(),
+        parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+    }];
+
+    let router = BackendRouter::new(RouterOptions::default());
+    let weak_backend = BackendSettings::new("weak").model("gemma3:4b").base_url(weak.url());
+    let strong_backend = BackendSettings::new("strong").model("qwen3").base_url(strong.url());
+    router.register_backend(claudette_ollama::backend(&weak_backend).unwrap().shared()).unwrap();
+    router.register_backend(claudette_ollama::backend(&strong_backend).unwrap().shared()).unwrap();
+    router.set_failover_chain(["weak", "strong"]).unwrap();
+    let answer = router.route_request(&request).await.unwrap();
+    assert_eq!(answer.backend, "strong");
+    assert_eq!(answer.tool_calls[0].name, "get_weather");
+    assert_eq!(weak.post_requests(), 1);
+
+    // The error itself: the backend lacks a capability, which is not the server failing.
+    weak.push(Reply::ollama_error(400, "registry.ollama.ai/library/gemma3:4b does not support tools"));
+    let err = claudette_ollama::backend(&weak_backend).unwrap().send(&request).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unsupported, "{err}");
+    assert_eq!(err.outcome(), Outcome::Neutral);
+    assert_eq!(err.action(), RetryAction::FailOver);
+    assert_eq!(err.status, Some(400));
 }
 
 #[tokio::test]

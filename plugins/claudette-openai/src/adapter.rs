@@ -351,6 +351,9 @@ impl ProviderAdapter for OpenAiAdapter {
         let requested = request.model.as_deref().filter(|m| !m.is_empty()).unwrap_or(&self.info.model);
         let mut parsed = parse_chat_completion(response.body, &self.info.name, requested)
             .map_err(|e| e.with_backend(&self.info.name))?;
+        if crate::error::is_abort(parsed.finish_reason.as_ref()) {
+            return Err(crate::error::aborted().with_status(response.status).with_backend(&self.info.name));
+        }
         parsed.cost = self.pricing(Some(&parsed.model)).cost(&parsed.usage);
         Ok(parsed)
     }

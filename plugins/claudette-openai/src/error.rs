@@ -179,6 +179,52 @@ pub fn classify_openai_error(response: &HttpResponse<'_>) -> BackendError {
             err.code = Some(scrub_secrets(code));
         }
     }
+    refine_self_hosted(err)
+}
+
+/// The finish reason vLLM and SGLang give an answer the *engine* stopped (shutdown, sleep
+/// mode, scale-down, preemption), still with HTTP 200 and, in a stream, still followed by
+/// `data: [DONE]` (vllm-project/vllm #57082). Read as OpenAI's words, that is a short,
+/// complete answer; it is a cut one.
+const ABORT: &str = "abort";
+
+/// Whether `reason` says the server aborted the answer rather than finished it.
+pub(crate) fn is_abort(reason: Option<&claudette_core::FinishReason>) -> bool {
+    matches!(reason, Some(claudette_core::FinishReason::Other(r)) if r == ABORT)
+}
+
+/// The error an aborted answer stands for: the server failed while answering (as for an error
+/// object inside a 200 answer), so it counts against the backend and another may be tried.
+pub(crate) fn aborted() -> BackendError {
+    BackendError::new(
+        ErrorKind::Overloaded,
+        "the server aborted the answer (finish_reason `abort`: engine shut down, paused or preempted); \
+         what arrived is incomplete",
+    )
+    .with_code(ABORT)
+}
+
+/// What self-hosted OpenAI-compatible servers mean by a few messages that their status alone
+/// gets wrong:
+///
+/// - a server started without tool calling refuses a request with tools, while another
+///   backend could serve it: vLLM without `--enable-auto-tool-choice --tool-call-parser` says
+///   400 `"auto" tool choice requires …`, llama.cpp without `--jinja` says 500 `tools param
+///   requires --jinja flag` (older builds: `Unsupported param: tools`). As a 400 it stopped
+///   routing, as a 500 it counted against the breaker of a box that serves plain chat fine;
+/// - vLLM refuses a prompt over `--max-model-len` with 400 `The decoder prompt (length N) is
+///   longer than the maximum model length of M`, which names no "context".
+fn refine_self_hosted(mut err: BackendError) -> BackendError {
+    let message = err.message.to_ascii_lowercase();
+    let lacks_tools =
+        ["--enable-auto-tool-choice", "tools param requires --jinja", "unsupported param: tools"]
+            .iter()
+            .any(|needle| message.contains(needle));
+    if lacks_tools {
+        err.kind = ErrorKind::Unsupported;
+    } else if err.kind == ErrorKind::InvalidRequest && message.contains("maximum model length") {
+        err.kind = ErrorKind::ContextOverflow;
+    }
     err
 }
 

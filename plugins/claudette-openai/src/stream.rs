@@ -814,6 +814,9 @@ impl OpenAiStreamDecoder {
         let data = frame.data.trim();
         if data == "[DONE]" {
             self.done = true;
+            if crate::error::is_abort(self.finish_reason.as_ref()) {
+                return Err(crate::error::aborted());
+            }
             out.push(self.end());
             return Ok(());
         }

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use claudette_core::{
     AuthScheme, BackendSettings, BackendType, ChatRequest, ChatResponse, ErrorKind, FinishReason,
-    HttpRequest, HttpResponse, Message, Method, Pricing, ProviderAdapter, StreamEnd, StreamEvent,
-    StreamParser, ToolCall, ToolSpec, Usage, UsageSource,
+    HttpRequest, HttpResponse, Message, Method, Outcome, Pricing, ProviderAdapter, RetryAction, StreamEnd,
+    StreamEvent, StreamParser, ToolCall, ToolSpec, Usage, UsageSource,
 };
 use claudette_openai::OpenAiAdapter;
 use claudette_qwen::{DEFAULT_MODEL, QwenAdapter};
@@ -254,6 +254,39 @@ fn a_stream_cut_inside_the_think_block_is_still_an_error() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Answers the engine aborted
+
+#[test]
+fn vllm_engine_abort_is_an_error_not_a_short_answer() {
+    let bytes = fixture("shaped/vllm_abort_stream.sse");
+    for adapter in [qwen(&box_settings()), thinking_splitter()] {
+        for chunk in CHUNKS {
+            let events = transcript(&adapter, &bytes, chunk);
+            let text = claudette_testkit::events::text_of(&events);
+            // What arrived is passed on; the end says it is incomplete.
+            assert_eq!(text, "The capital of France is", "chunk {chunk}");
+            assert!(
+                !events.iter().any(|e| matches!(e, StreamEvent::Done { .. })),
+                "chunk {chunk}: {events:?}"
+            );
+            let Some(StreamEvent::Error { error }) = events.last() else {
+                panic!("chunk {chunk}: an aborted stream must end in an error, got {events:?}")
+            };
+            assert_eq!(error.kind, ErrorKind::Overloaded, "{error}");
+            assert_eq!(error.outcome(), Outcome::Failure);
+            // (The backend's name is added where the stream is driven: see tests/http.rs.)
+            assert!(error.message.contains("abort"), "{error}");
+        }
+    }
+    let body = fixture("shaped/vllm_abort.json");
+    for adapter in [qwen(&box_settings()), thinking_splitter()] {
+        let e = adapter.parse_response(&ChatRequest::prompt("Say hi"), &ok(&body)).unwrap_err();
+        assert_eq!((e.kind, e.status, e.code.as_deref()), (ErrorKind::Overloaded, Some(200), Some("abort")));
+        assert_eq!(e.backend.as_deref(), Some("qwen-box"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Recorded from llama.cpp
 
 #[test]
@@ -287,6 +320,38 @@ fn errors_are_classified_by_the_openai_rules_and_name_the_backend() {
     assert_eq!(e.backend.as_deref(), Some("qwen-box"));
     let e = adapter.classify_error(&HttpResponse { status: 503, headers: &[], body: b"Service Unavailable" });
     assert_eq!(e.kind, ErrorKind::Overloaded);
+}
+
+/// A server started without tool calling refuses a request with tools in words the OpenAI
+/// reading takes for a caller error (vLLM: stop routing) or a server failure (llama.cpp: a
+/// breaker failure on every tool request). Another backend can serve it.
+#[test]
+fn a_server_without_tool_calling_is_unsupported_and_fails_over() {
+    let adapter = qwen(&box_settings());
+    let vllm = br#"{"object":"error","message":"\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set","type":"BadRequestError","param":null,"code":400}"#;
+    let llama_cpp =
+        br#"{"error":{"code":500,"message":"tools param requires --jinja flag","type":"server_error"}}"#;
+    let llama_cpp_old =
+        br#"{"error":{"code":500,"message":"Unsupported param: tools","type":"server_error"}}"#;
+    for (status, body) in [(400, &vllm[..]), (500, &llama_cpp[..]), (500, &llama_cpp_old[..])] {
+        let e = adapter.classify_error(&HttpResponse { status, headers: &[], body });
+        assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
+        assert_eq!(e.outcome(), Outcome::Neutral, "{e}");
+        assert_eq!(e.action(), RetryAction::FailOver, "{e}");
+        assert_eq!((e.status, e.backend.as_deref()), (Some(status), Some("qwen-box")));
+    }
+}
+
+/// vLLM's refusal of a prompt over `--max-model-len` never says "context" (vLLM's input
+/// processor; seen as a 400 in OpenBMB/MiniCPM-V #1048).
+#[test]
+fn vllm_prompt_over_the_model_length_is_a_context_overflow() {
+    let body = br#"{"error":{"message":"The decoder prompt (length 40000) is longer than the maximum model length of 32768. Make sure that `max_model_len` is no smaller than the number of text tokens.","type":"BadRequestError","param":null,"code":400}}"#;
+    let e = qwen(&box_settings()).classify_error(&HttpResponse { status: 400, headers: &[], body });
+    assert_eq!(e.kind, ErrorKind::ContextOverflow, "{e}");
+    // The same words in a server failure stay a server failure.
+    let e = qwen(&box_settings()).classify_error(&HttpResponse { status: 500, headers: &[], body });
+    assert_eq!(e.kind, ErrorKind::Overloaded, "{e}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -133,3 +133,39 @@ async fn a_stream_that_keeps_flowing_outlives_the_deadline() {
         .collect();
     assert_eq!(text, "abcdef");
 }
+
+/// vLLM's engine abort (vllm-project/vllm #57082) over HTTP: a 200 stream with
+/// `finish_reason: "abort"` and `[DONE]` ends in an error, and counts as the box failing.
+#[tokio::test]
+async fn an_engine_abort_is_an_error_and_a_failure_of_the_box() {
+    let server = FakeServer::start().await;
+    let b = qwen_on(&server, &[]);
+    let chunk = |delta: Value, finish: Value| {
+        let chunk = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        format!("data: {chunk}")
+    };
+    server.push(Reply::sse(vec![
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        chunk(json!({"content": "half an"}), Value::Null),
+        chunk(json!({"content": ""}), json!("abort")),
+        "data: [DONE]".to_owned(),
+    ]));
+    let events = drain(b.send_stream(&ChatRequest::prompt("hi")).await.unwrap()).await;
+    assert_eq!(events.first(), Some(&StreamEvent::text("half an")), "{events:?}");
+    let Some(StreamEvent::Error { error }) = events.last() else { panic!("{events:?}") };
+    assert_eq!(error.kind, ErrorKind::Overloaded, "{error}");
+    assert!(!events.iter().any(|e| matches!(e, StreamEvent::Done { .. })), "{events:?}");
+    assert_eq!(b.adapter().adaptive().consecutive_failures(), 1);
+
+    server.push(Reply::json(
+        200,
+        json!({"id": "chatcmpl-2", "object": "chat.completion", "created": 1, "model": "m",
+               "choices": [{"index": 0, "message": {"role": "assistant", "content": "half an"},
+                            "finish_reason": "abort"}],
+               "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}),
+    ));
+    let e = b.send(&ChatRequest::prompt("hi")).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Overloaded, "{e}");
+    assert_eq!(b.adapter().adaptive().consecutive_failures(), 2);
+}
