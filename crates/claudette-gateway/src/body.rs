@@ -72,6 +72,14 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyErr
     Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
+/// Reads and throws away a body refused before it was read, keeping nothing: such refusals
+/// happen outside the concurrency limit, so buffering here would let memory grow with the
+/// number of clients. `true` when the body ended within `limit` bytes and [`DRAIN_TIME`], so
+/// the connection can serve another request.
+pub(crate) async fn discard(body: Body, limit: usize) -> bool {
+    drain(body, limit).await
+}
+
 /// Reads and discards an announced body of `len` bytes, within [`DRAIN_TIME`].
 async fn drain(body: Body, len: usize) -> bool {
     let mut stream = body.into_data_stream();

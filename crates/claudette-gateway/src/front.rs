@@ -20,13 +20,16 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::Method;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use futures::future::Either;
+use http_body::Body as _;
 use tracing::Instrument;
 
-use crate::respond::Shared;
-use crate::{anthropic, auth, openai, simple};
+use crate::body::discard;
+use crate::error::{ApiError, Flavor};
+use crate::respond::{self, Endpoint, Shared};
+use crate::{anthropic, auth, observe, openai, simple};
 
 /// The inference endpoints, which the front dispatches itself.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +58,45 @@ impl Inference {
             Inference::Messages => "/v1/messages",
             Inference::ApiChat => "/api/chat",
         }
+    }
+
+    fn endpoint(self) -> Endpoint {
+        let path = self.path();
+        Endpoint { label: observe::endpoint_for_path(path), flavor: Flavor::for_path(path) }
+    }
+
+    /// Refuses what the head alone shows cannot be served, before the body is asked for.
+    ///
+    /// With `Expect: 100-continue` (curl over 1 KiB, some proxies) the client waits for the
+    /// go-ahead, which hyper sends the moment the body is first read: reading an over-limit
+    /// body only to drain it would invite the client to upload all of it for a 413.
+    /// A compressed body would otherwise reach the JSON parser and come back as a baffling
+    /// "not valid JSON" 400; 415 naming the encoding tells the client what to change.
+    async fn handle_checked(self, st: Shared, request: Request) -> Response {
+        let ep = self.endpoint();
+        let expects = expects_continue(request.headers());
+        if expects && content_length(request.headers()).is_some_and(|len| len > st.max_body as u64) {
+            observe::rejected(ep.label, "body_too_large");
+            return closing(respond::local_error(ep, ApiError::body_too_large(st.max_body)));
+        }
+        if let Some(encoding) = unsupported_encoding(request.headers()) {
+            observe::rejected(ep.label, "content_encoding");
+            let err = ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Encoding '{encoding}' is not supported; send the request body uncompressed."
+                ),
+            )
+            .with_code("unsupported_content_encoding");
+            let resp = respond::local_error(ep, err);
+            if expects {
+                return closing(resp);
+            }
+            // Read it (bounded) so the connection stays usable and the answer is not lost to
+            // a reset from closing a socket with unread data.
+            return if discard(request.into_body(), st.max_body).await { resp } else { closing(resp) };
+        }
+        self.handle(st, request).await
     }
 
     async fn handle(self, st: Shared, request: Request) -> Response {
@@ -86,7 +128,14 @@ impl Front {
     ) -> impl Future<Output = Result<Response, Infallible>> + Send + use<> {
         let Some(endpoint) = Inference::of(&request) else {
             request.extensions_mut().insert(ConnectInfo(peer));
-            return Either::Right(tower::ServiceExt::oneshot(self.app.clone(), request));
+            let flavor = Flavor::for_path(request.uri().path());
+            let label = observe::endpoint_for_path(request.uri().path());
+            let method = request.method().clone();
+            let app = tower::ServiceExt::oneshot(self.app.clone(), request);
+            return Either::Right(async move {
+                let Ok(response) = app.await;
+                Ok(with_405_body(response, &method, flavor, label))
+            });
         };
         let st = self.st.clone();
         let span = tracing::debug_span!("request", method = "POST", path = endpoint.path());
@@ -95,10 +144,10 @@ impl Front {
                 let started = Instant::now();
                 let request = request.map(Body::new);
                 let response = if st.keys.is_empty() {
-                    endpoint.handle(st, request).await
+                    endpoint.handle_checked(st, request).await
                 } else {
                     let next = st.clone();
-                    auth::check_key(&st, Some(peer), request, |r| endpoint.handle(next, r)).await
+                    auth::check_key(&st, Some(peer), request, |r| endpoint.handle_checked(next, r)).await
                 };
                 tracing::debug!(
                     status = response.status().as_u16(),
@@ -110,4 +159,51 @@ impl Front {
             .instrument(span),
         )
     }
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The first content coding other than `identity`, if any (shortened for the message).
+fn unsupported_encoding(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))
+        .map(|c| String::from_utf8_lossy(c.get(..40).unwrap_or(c)).into_owned())
+}
+
+/// Marks `resp` as the connection's last: the request body was left unread.
+fn closing(mut resp: Response) -> Response {
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// axum answers a known path with the wrong method by an empty 405; SDKs and proxies then
+/// report a body-less error. Here it gets the path's JSON envelope, keeping `Allow`.
+/// No CORS: preflight `OPTIONS` gets this 405 too, since browsers must not hold gateway keys.
+fn with_405_body(response: Response, method: &Method, flavor: Flavor, label: &'static str) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED || response.body().size_hint().exact() != Some(0) {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let allowed = allow.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+    observe::count(label, 405);
+    let mut resp = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("Method {method} is not allowed on this path; allowed: {allowed}."),
+    )
+    .with_code("method_not_allowed")
+    .into_response(flavor);
+    if let Some(allow) = allow {
+        resp.headers_mut().insert(header::ALLOW, allow);
+    }
+    resp
 }
