@@ -283,7 +283,14 @@ pub struct Framer {
     /// the next frame's data so a stream costs one buffer rather than one per frame.
     spare: Option<String>,
     last_was_cr: bool,
+    /// Nothing read yet: a leading byte-order mark is still to be dropped.
+    at_start: bool,
 }
+
+/// A UTF-8 byte-order mark. The SSE spec has one at the start of a stream ignored; left in, it
+/// turns the first field name into `\u{feff}data` and the first event is lost (or the first
+/// NDJSON line fails to parse).
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Default longest line accepted in a stream.
 pub const DEFAULT_MAX_LINE: usize = 1 << 20;
@@ -303,6 +310,7 @@ impl Framer {
             data: None,
             spare: None,
             last_was_cr: false,
+            at_start: true,
         }
     }
 
@@ -322,6 +330,21 @@ impl Framer {
         bytes: &[u8],
         sink: &mut dyn FnMut(Frame) -> Option<String>,
     ) -> Result<(), BackendError> {
+        if self.at_start {
+            if self.buf.is_empty() && bytes.len() >= BOM.len() {
+                self.at_start = false;
+                return self.push_with(bytes.strip_prefix(BOM).unwrap_or(bytes), sink);
+            }
+            // The first bytes arrive in pieces shorter than a BOM: hold them until it is told.
+            let mut head = std::mem::take(&mut self.buf);
+            head.extend_from_slice(bytes);
+            if head.len() < BOM.len() && BOM.starts_with(&head) {
+                self.buf = head;
+                return Ok(());
+            }
+            self.at_start = false;
+            return self.push_with(head.strip_prefix(BOM).unwrap_or(&head), sink);
+        }
         if self.buf.is_empty() {
             // No unfinished line: read the lines in place, keep only the unfinished tail.
             let start = self.lines(bytes, 0, sink)?;
@@ -925,6 +948,32 @@ mod tests {
         }
         assert_eq!(failed.map(|e| e.kind), Some(err.kind));
         assert_eq!(each, got);
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_dropped_however_the_bytes_arrive() {
+        let body = b"\xEF\xBB\xBFdata: first\n\ndata: second\n\n";
+        for split in 0..=body.len() {
+            let mut f = Framer::new(Framing::Sse);
+            let mut out = Vec::new();
+            f.push(&body[..split], &mut out).unwrap();
+            f.push(&body[split..], &mut out).unwrap();
+            f.finish(&mut out).unwrap();
+            let data: Vec<&str> = out.iter().map(|fr| fr.data.as_str()).collect();
+            assert_eq!(data, ["first", "second"], "split at {split}");
+        }
+        // One byte at a time.
+        let mut f = Framer::new(Framing::Ndjson);
+        let mut out = Vec::new();
+        for b in b"\xEF\xBB\xBF{\"a\":1}\n" {
+            f.push(std::slice::from_ref(b), &mut out).unwrap();
+        }
+        assert_eq!(out.iter().map(|fr| fr.data.as_str()).collect::<Vec<_>>(), ["{\"a\":1}"]);
+        // Only at the start: later it is content.
+        let mut f = Framer::new(Framing::Sse);
+        let mut out = Vec::new();
+        f.push("data: x\n\ndata: \u{feff}y\n\n".as_bytes(), &mut out).unwrap();
+        assert_eq!(out[1].data, "\u{feff}y");
     }
 
     #[test]

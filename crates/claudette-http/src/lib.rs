@@ -324,8 +324,13 @@ impl<A: ProviderAdapter> HttpBackend<A> {
             return redirect_error(status);
         }
         let headers = std::mem::take(&mut response.headers);
-        // A body cut short or too slow still classifies by status and headers.
-        let (body, _end) = read_body(&mut response, MAX_ERROR_BODY, deadline).await;
+        // A body cut short or too slow still classifies by status and headers; so does one in
+        // a content coding we do not decode, whose bytes would only be garbage in the message.
+        let body = if content_coding(&headers).is_some() {
+            Vec::new()
+        } else {
+            read_body(&mut response, MAX_ERROR_BODY, deadline).await.0
+        };
         drop(response);
         let mut error = self.adapter.classify_error(&HttpResponse { status, headers: &headers, body: &body });
         if error.status.is_none() {
@@ -346,6 +351,9 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         let mut response = self.execute(http, t.connect, headers_deadline, t.first_byte.min(t.total)).await?;
         if !response.is_success() {
             return Err(self.status_error(response, total_deadline).await);
+        }
+        if let Some(coding) = content_coding(&response.headers) {
+            return Err(coded_body(coding));
         }
         let status = response.status;
         if response.content_length.is_some_and(|n| n > MAX_RESPONSE_BODY as u64) {
@@ -398,6 +406,9 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         if !response.is_success() {
             return Err(self.status_error(response, total_deadline).await);
         }
+        if let Some(coding) = content_coding(&response.headers) {
+            return Err(coded_body(coding));
+        }
         let setup = StreamSetup {
             recorder: self.recorder.clone(),
             redactor: self.redactor.clone(),
@@ -425,6 +436,9 @@ impl<A: ProviderAdapter> HttpBackend<A> {
             self.execute(probe, self.timeouts.connect, headers_deadline, self.timeouts.first_byte).await?;
         if !response.is_success() {
             return Err(self.status_error(response, headers_deadline).await);
+        }
+        if let Some(coding) = content_coding(&response.headers) {
+            return Err(coded_body(coding));
         }
         let (body, end) = read_body(&mut response, MAX_RESPONSE_BODY, total_deadline).await;
         match end {
@@ -526,6 +540,28 @@ fn too_large() -> BackendError {
         "response body larger than {} bytes; refusing to buffer more",
         MAX_RESPONSE_BODY
     ))
+}
+
+/// The first content coding (RFC 9110 §8.4) applied to a response body, `identity` aside.
+/// No request asks for one, but a request without `Accept-Encoding` accepts any (§12.5.3),
+/// and nothing here decodes them: such a body must fail as compressed, not reach the adapter
+/// as binary "JSON" or a stream of garbage lines.
+fn content_coding(headers: &[(String, String)]) -> Option<&str> {
+    headers
+        .iter()
+        .filter(|(name, _)| name == "content-encoding")
+        .flat_map(|(_, value)| value.split(','))
+        .map(str::trim)
+        .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+}
+
+fn coded_body(coding: &str) -> BackendError {
+    // The coding is the server's text: quoted only when it is a short token.
+    let named = if coding.len() <= 32 && is_token(coding) { format!("`{coding}` ") } else { String::new() };
+    BackendError::malformed(format!(
+        "upstream sent a body in the {named}content coding, which was not asked for and is not decoded"
+    ))
+    .with_phase(Phase::Body)
 }
 
 /// An RFC 9110 `token`: what a header field name may be.

@@ -968,3 +968,91 @@ async fn https_is_really_tls_and_verified() {
     assert!(err.message.contains("TLS"), "{err}");
     assert_eq!(server.post_requests(), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Content codings: none is asked for, none is decoded.
+// ---------------------------------------------------------------------------------------------
+
+/// `{"choices":[{"message":{"content":"zipped"}}]}`, gzip-compressed.
+const GZIP_JSON: &[u8] = &[
+    0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x03, 0xab, 0x56, 0x4a, 0xce, 0xc8, 0xcf, 0x4c,
+    0x4e, 0x2d, 0x56, 0xb2, 0x8a, 0xae, 0x56, 0xca, 0x4d, 0x2d, 0x2e, 0x4e, 0x4c, 0x4f, 0x55, 0xb2, 0xaa,
+    0x56, 0x4a, 0xce, 0xcf, 0x2b, 0x49, 0xcd, 0x2b, 0x51, 0xb2, 0x52, 0xaa, 0xca, 0x2c, 0x28, 0x48, 0x4d,
+    0x51, 0xaa, 0xad, 0x8d, 0xad, 0x05, 0x00, 0x97, 0x6d, 0x5d, 0x18, 0x2e, 0x00, 0x00, 0x00,
+];
+
+/// A raw HTTP/1.1 server that answers every request, on every connection, with `head` then
+/// `body` (a `content-length` for the body is added to the head).
+async fn raw_server(head: &'static str, body: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let request = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                    let len: usize = request
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + len);
+                    let mut answer = format!("{head}content-length: {}\r\n\r\n", body.len()).into_bytes();
+                    answer.extend_from_slice(body);
+                    if sock.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A server may compress a body the client never asked to be compressed (RFC 9110 §12.5.3:
+/// no `Accept-Encoding` means any coding is acceptable). The client decodes none, so such a
+/// body must fail as what it is, not reach the adapter as binary "JSON" or a stream of
+/// garbage lines; and a non-2xx answer is still classified by its status.
+#[tokio::test]
+async fn a_compressed_body_is_a_clear_error_not_garbage() {
+    let gz = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n";
+    let b = backend(&raw_server(gz, GZIP_JSON).await);
+    let err = b.send(&hi()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::MalformedResponse, "{err}");
+    assert!(err.message.contains("`gzip` content coding"), "{err}");
+
+    let sse = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nContent-Encoding: GZIP\r\n";
+    let b = backend(&raw_server(sse, GZIP_JSON).await);
+    let err = b.send_stream(&hi()).await.err().expect("a compressed stream does not start");
+    assert_eq!(err.kind, ErrorKind::MalformedResponse, "{err}");
+    assert!(err.message.contains("`GZIP` content coding"), "{err}");
+
+    let busy = "HTTP/1.1 429 Too Many Requests\r\ncontent-encoding: br\r\n";
+    let err = backend(&raw_server(busy, b"\x1b\x00\xff garbage").await).send(&hi()).await.unwrap_err();
+    assert_eq!((err.kind, err.status), (ErrorKind::RateLimited, Some(429)), "{err}");
+    let body = err.provider_body.as_deref().unwrap_or("");
+    assert!(!err.message.contains("garbage") && !body.contains("garbage"), "coded bytes as text: {err}");
+
+    // `identity` is no coding at all.
+    let plain = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: identity\r\n";
+    let json = br#"{"choices":[{"message":{"content":"plain"}}]}"#;
+    assert_eq!(backend(&raw_server(plain, json).await).send(&hi()).await.unwrap().content, "plain");
+}
