@@ -822,7 +822,7 @@ struct CountingServer {
 impl CountingServer {
     async fn start(content_type: &'static str, body: String, close_after_reply: bool) -> CountingServer {
         use std::sync::atomic::Ordering;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -835,32 +835,7 @@ impl CountingServer {
                 let (reqs, body) = (reqs.clone(), body.clone());
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
-                    loop {
-                        // Read one request: headers, then content-length bytes of body.
-                        let mut chunk = [0u8; 4096];
-                        let head_end = loop {
-                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                                break i + 4;
-                            }
-                            match sock.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        };
-                        let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| {
-                                l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
-                            })
-                            .unwrap_or(0);
-                        while buf.len() < head_end + len {
-                            match sock.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        buf.drain(..head_end + len);
+                    while read_request(&mut sock, &mut buf).await {
                         reqs.fetch_add(1, Ordering::SeqCst);
                         let answer = format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
@@ -973,6 +948,35 @@ async fn https_is_really_tls_and_verified() {
 // Content codings: none is asked for, none is decoded.
 // ---------------------------------------------------------------------------------------------
 
+/// Reads one request (head, then `content-length` bytes of body) from `sock` and drops it from
+/// `buf`, which keeps what was read beyond it. False when the client went away.
+async fn read_request(sock: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    buf.drain(..head_end + len);
+    true
+}
+
 /// `{"choices":[{"message":{"content":"zipped"}}]}`, gzip-compressed.
 const GZIP_JSON: &[u8] = &[
     0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x03, 0xab, 0x56, 0x4a, 0xce, 0xc8, 0xcf, 0x4c,
@@ -984,7 +988,7 @@ const GZIP_JSON: &[u8] = &[
 /// A raw HTTP/1.1 server that answers every request, on every connection, with `head` then
 /// `body` (a `content-length` for the body is added to the head).
 async fn raw_server(head: &'static str, body: &'static [u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -992,29 +996,7 @@ async fn raw_server(head: &'static str, body: &'static [u8]) -> String {
             let Ok((mut sock, _)) = listener.accept().await else { return };
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let request = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-                    let len: usize = request
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-                        .unwrap_or(0);
-                    while buf.len() < head_end + len {
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    buf.drain(..head_end + len);
+                while read_request(&mut sock, &mut buf).await {
                     let mut answer = format!("{head}content-length: {}\r\n\r\n", body.len()).into_bytes();
                     answer.extend_from_slice(body);
                     if sock.write_all(&answer).await.is_err() {
