@@ -616,6 +616,15 @@ async fn no_config_and_no_keys_is_a_clear_error() {
     let o = run(cmd).await;
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(o.stdout.starts_with("config OK: claudette.toml"), "{}", o.stdout);
+
+    // One that cannot be read is an error naming it, not a fall-back to discovery.
+    std::fs::remove_file(dir.path().join("claudette.toml")).unwrap();
+    std::fs::create_dir(dir.path().join("claudette.toml")).unwrap();
+    let mut cmd = claudette(dir.path());
+    cmd.args(["config", "check"]).env("OPENAI_API_KEY", "sk-discovered-but-not-wanted");
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("claudette.toml"), "{}", o.stderr);
 }
 
 /// A three-line batch (`-j 1`) against a fake that answers two lines and holds the third

@@ -111,6 +111,11 @@ pub(crate) fn apply_overrides(root: &mut Value, env: &dyn EnvSource) -> Result<O
         set_path(root, &["server".into(), "listen".into()], listen, LISTEN_VAR, &mut origins)?;
     }
     for (var, value) in env.vars_with_prefix(OVERRIDE_PREFIX) {
+        // Empty counts as unset, as for every variable here: `export CLAUDETTE__X__Y=` in a
+        // template clears an override, it does not set the key to "".
+        if value.is_empty() {
+            continue;
+        }
         let rest = &var[OVERRIDE_PREFIX.len()..];
         let segments: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
         if segments.iter().any(String::is_empty) || segments.len() < 2 {

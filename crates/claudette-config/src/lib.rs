@@ -264,7 +264,9 @@ impl Config {
             return Self::from_file(Path::new(&p), env);
         }
         let local = Path::new(DEFAULT_FILE);
-        if local.is_file() {
+        // `exists`, not `is_file`: a `claudette.toml` that cannot be read (a directory, no
+        // permission) is an error naming it, not a silent fall-back to discovery.
+        if local.exists() {
             return Self::from_file(local, env);
         }
         Self::discover(env)

@@ -216,6 +216,19 @@ fn environment_overrides_apply_and_are_named() {
     assert!(c.overrides.contains(&"CLAUDETTE__ROUTER__COST_WEIGHT".to_owned()), "{:?}", c.overrides);
     assert!(c.overrides.contains(&"CLAUDETTE_LISTEN".to_owned()));
 
+    // An empty override counts as unset, like every empty variable: the file's value stays.
+    let c = load(
+        FULL,
+        &[
+            full_env(),
+            vec![("CLAUDETTE__ROUTER__MAX_ATTEMPTS", ""), ("CLAUDETTE__BACKENDS__CLAUDE__MODEL", "")],
+        ]
+        .concat(),
+    )
+    .unwrap();
+    assert_eq!(c.router.options.max_attempts, load(FULL, &full_env()).unwrap().router.options.max_attempts);
+    assert!(c.overrides.is_empty(), "{:?}", c.overrides);
+
     // A string key stays a string even when the value looks like a number.
     let c = load(FULL, &[full_env(), vec![("CLAUDETTE__BACKENDS__CLAUDE__MODEL", "42")]].concat()).unwrap();
     assert_eq!(c.backends[1].settings.model.as_deref(), Some("42"));
