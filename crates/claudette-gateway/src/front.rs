@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
@@ -26,7 +25,7 @@ use futures::future::Either;
 use http_body::Body as _;
 use tracing::Instrument;
 
-use crate::body::discard;
+use crate::body::{Unread, discard};
 use crate::error::{ApiError, Flavor};
 use crate::respond::{self, Endpoint, Shared};
 use crate::{anthropic, auth, observe, openai, simple};
@@ -77,7 +76,7 @@ impl Inference {
         let expects = expects_continue(request.headers());
         if expects && content_length(request.headers()).is_some_and(|len| len > st.max_body as u64) {
             observe::rejected(ep.label, "body_too_large");
-            return closing(respond::local_error(ep, ApiError::body_too_large(st.max_body)));
+            return respond::local_error(ep, ApiError::body_too_large(st.max_body));
         }
         if let Some(encoding) = unsupported_encoding(request.headers()) {
             observe::rejected(ep.label, "content_encoding");
@@ -89,12 +88,11 @@ impl Inference {
             )
             .with_code("unsupported_content_encoding");
             let resp = respond::local_error(ep, err);
-            if expects {
-                return closing(resp);
+            if !expects {
+                // Read it (bounded) so the connection can serve the client's next request.
+                discard(request.into_body(), st.max_body).await;
             }
-            // Read it (bounded) so the connection stays usable and the answer is not lost to
-            // a reset from closing a socket with unread data.
-            return if discard(request.into_body(), st.max_body).await { resp } else { closing(resp) };
+            return resp;
         }
         self.handle(st, request).await
     }
@@ -108,8 +106,8 @@ impl Inference {
     }
 }
 
-/// The per-connection request handler: the gateway's state, its axum app for everything
-/// else, and the client's address.
+/// The request handler every connection shares: the gateway's state and its axum app for
+/// everything else.
 #[derive(Clone)]
 pub(crate) struct Front {
     st: Shared,
@@ -121,12 +119,18 @@ impl Front {
         Front { st, app }
     }
 
+    /// Answers `request` from `peer`. `unread` is the connection's: an answer that leaves the
+    /// request's body unread is marked as the connection's last.
     pub(crate) fn call(
         &self,
-        mut request: Request<hyper::body::Incoming>,
+        request: Request<hyper::body::Incoming>,
         peer: SocketAddr,
+        unread: &Unread,
     ) -> impl Future<Output = Result<Response, Infallible>> + Send + use<> {
-        let Some(endpoint) = Inference::of(&request) else {
+        let inference = Inference::of(&request);
+        let mut request = unread.watch(request);
+        let unread = unread.clone();
+        let Some(endpoint) = inference else {
             request.extensions_mut().insert(ConnectInfo(peer));
             let flavor = Flavor::for_path(request.uri().path());
             let label = observe::endpoint_for_path(request.uri().path());
@@ -134,7 +138,7 @@ impl Front {
             let app = tower::ServiceExt::oneshot(self.app.clone(), request);
             return Either::Right(async move {
                 let Ok(response) = app.await;
-                Ok(with_405_body(response, &method, flavor, label))
+                Ok(last_if_unread(with_405_body(response, &method, flavor, label), &unread))
             });
         };
         let st = self.st.clone();
@@ -142,7 +146,6 @@ impl Front {
         Either::Left(
             async move {
                 let started = Instant::now();
-                let request = request.map(Body::new);
                 let response = if st.keys.is_empty() {
                     endpoint.handle_checked(st, request).await
                 } else {
@@ -154,7 +157,7 @@ impl Front {
                     latency_ms = started.elapsed().as_secs_f64() * 1000.0,
                     "finished processing request"
                 );
-                Ok(response)
+                Ok(last_if_unread(response, &unread))
             }
             .instrument(span),
         )
@@ -180,9 +183,13 @@ fn unsupported_encoding(headers: &HeaderMap) -> Option<String> {
         .map(|c| String::from_utf8_lossy(c.get(..40).unwrap_or(c)).into_owned())
 }
 
-/// Marks `resp` as the connection's last: the request body was left unread.
-fn closing(mut resp: Response) -> Response {
-    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+/// Marks `resp` as the connection's last when the request's body was left unread: what is
+/// left of it would otherwise be parsed as the next request, and the client learns from the
+/// header, not from a closed socket, that it must not send another one here.
+fn last_if_unread(mut resp: Response, unread: &Unread) -> Response {
+    if unread.get() {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
 

@@ -76,6 +76,10 @@
 //!   call), in-flight inference requests are capped ([`GatewayOptions::max_concurrency`], a
 //!   fail-fast 503 with `Retry-After: 1` rather than an unbounded queue), and request logs carry
 //!   method, path, status and latency only — never headers or query strings (S-02, S-10).
+//! - An answer given without reading the request body (401, 429, 503, 413 for an announced
+//!   size) carries `Connection: close`; the gateway then reads and discards what the client
+//!   still uploads, for at most 10 s, before closing, so a client that uploads everything
+//!   before reading gets that answer and not a "connection reset" its SDK would retry.
 //! - Each key may have its own limits on the inference endpoints (S-10):
 //!   [`KeyEntry::rpm`] (requests a minute) and [`KeyEntry::max_concurrent`] (requests in flight,
 //!   streams until they end). Over either, the client gets 429 with `Retry-After` in its own

@@ -62,13 +62,9 @@ pub(crate) async fn admit(st: &AppState, ep: Endpoint, body: Body) -> Result<Adm
     };
     match read_body(body, st.max_body).await {
         Ok(body) => Ok(Admitted { permit, body, started }),
-        Err(BodyError::TooLarge { drained }) => {
+        Err(BodyError::TooLarge) => {
             observe::rejected(ep.label, "body_too_large");
-            let mut resp = local_error(ep, ApiError::body_too_large(st.max_body));
-            if !drained {
-                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            Err(resp)
+            Err(local_error(ep, ApiError::body_too_large(st.max_body)))
         }
         Err(BodyError::Read) => Err(local_error(ep, ApiError::invalid("could not read the request body"))),
     }

@@ -5,16 +5,21 @@
 //! shutdown closes the listener first (new connections are refused), asks every connection to
 //! finish its in-flight request and close, waits up to the grace period, then aborts what is
 //! left, so `serve` returning means nothing of the server is still running.
+//!
+//! A connection whose last answer left a request body unread is closed the way nginx's
+//! `lingering_close` does it; see [`linger`].
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use crate::body::Unread;
 use crate::front::Front;
 
 /// Serves `listener` until `shutdown`, then drains for up to `limits.grace`.
@@ -126,18 +131,24 @@ impl Connections {
         // Handlers see the peer address (admin guard, failed-auth limiter) as axum's
         // `ConnectInfo`, the same extension `into_make_service_with_connect_info` sets.
         let front = self.front.clone();
-        let service = hyper::service::service_fn(move |req| front.call(req, peer));
-        let conn = self.builder.serve_connection(TokioIo::new(stream), service);
+        let unread = Unread::default();
+        let watch = unread.clone();
+        let service = hyper::service::service_fn(move |req| front.call(req, peer, &watch));
+        let mut conn = self.builder.serve_connection(TokioIo::new(stream), service);
         let mut stop = self.stop.clone();
         self.tasks.spawn(async move {
-            tokio::pin!(conn);
-            tokio::select! {
-                // Errors here are client disconnects and protocol errors: nothing to do.
-                _ = conn.as_mut() => {}
+            let served = tokio::select! {
+                served = &mut conn => served,
                 () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+                    std::pin::Pin::new(&mut conn).graceful_shutdown();
+                    (&mut conn).await
                 }
+            };
+            // Other errors are client disconnects and a head that timed out (the slow loris
+            // gets no answer, so no lingering either): nothing to deliver.
+            let answered_unread = unread.get() || served.as_ref().is_err_and(hyper::Error::is_parse);
+            if answered_unread {
+                linger(conn.into_parts().io.into_inner()).await;
             }
         });
     }
@@ -161,6 +172,44 @@ impl Connections {
                 "shutdown grace period over; closing remaining connections"
             );
             self.tasks.shutdown().await;
+        }
+    }
+}
+
+/// Lingering in all: 10 s covers uploading a body of the default 10 MiB limit at 10 Mbit/s,
+/// the slow end of what API clients have. A client trickling bytes is cut off then, with a
+/// reset, deliberately. (Apache and nginx allow 30 s.)
+const LINGER_TIME: Duration = Duration::from_secs(10);
+/// Lingering without a byte from the client: one that sends nothing for 2 s has finished, is
+/// reading the answer, or is gone. (Apache waits 2 s a read, nginx 5 s.)
+const LINGER_IDLE: Duration = Duration::from_secs(2);
+
+/// Ends a connection whose last answer left request data unread, like nginx's
+/// `lingering_close`.
+///
+/// When an answer is decided from the head alone (a wrong key, a limit, an announced size
+/// over the limit, hyper's own 400/431), the client may still be uploading. Closing a socket
+/// with unread data makes the kernel send a reset instead of a clean end: a client that
+/// uploads its whole body before reading (the official Python SDKs do) fails on its next
+/// write, and some systems throw away the answer already received. The SDKs then report a
+/// connection error and retry, hiding a wrong key. So the write side is shut after the answer
+/// (the client sees it end), and what the client still sends is read into a small buffer and
+/// dropped, never kept, until it stops or [`LINGER_IDLE`] or [`LINGER_TIME`] is reached.
+/// There is no byte cap: those bytes arrive whether they are read or not, discarding them
+/// costs a copy, and the time bounds it. Lingering connections count as open at shutdown, so
+/// the grace period bounds them too.
+async fn linger(mut stream: TcpStream) {
+    // hyper has shut the write side after a complete answer already, but not after its own
+    // error answers. A second shutdown is harmless.
+    let _ = stream.shutdown().await;
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut sink = vec![0u8; 16 * 1024];
+    loop {
+        let wait = (tokio::time::Instant::now() + LINGER_IDLE).min(deadline);
+        match tokio::time::timeout_at(wait, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            // The client closed, the connection broke, or a bound was reached.
+            _ => return,
         }
     }
 }
