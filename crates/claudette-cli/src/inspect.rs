@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use claudette_config::redact_url;
 use serde_json::{Value, json};
 
 use crate::ConfigArg;
@@ -45,7 +46,7 @@ pub(crate) struct BackendsArgs {
 pub(crate) struct CostsArgs {
     #[command(flatten)]
     pub gateway: GatewayArgs,
-    /// Window to report: 30m, 24h, 7d, 1w…
+    /// Window to report: 30m, 24h, 7d, 1w… (at most 31d: the gateway keeps spend that long)
     #[arg(long, default_value = "24h", value_name = "SPAN")]
     pub timeframe: String,
     /// Break costs down by backend or by model.
@@ -69,10 +70,9 @@ pub(crate) async fn get_json(base: &str, path: &str, key: Option<&str>) -> Resul
     if let Some(k) = key {
         req = req.bearer_auth(k);
     }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| CliError::failure(format!("cannot reach the gateway at {base}: {}", without_url(&e))))?;
+    let resp = req.send().await.map_err(|e| {
+        CliError::failure(format!("cannot reach the gateway at {}: {}", redact_url(base), without_url(&e)))
+    })?;
     let status = resp.status();
     let body =
         resp.bytes().await.map_err(|e| CliError::failure(format!("reading the gateway's answer: {e}")))?;
@@ -247,7 +247,7 @@ pub(crate) async fn costs(args: CostsArgs) -> Result<(), CliError> {
         return Ok(());
     }
     print_out(&render_costs(&v, &args.group_by))?;
-    outln!("(what the gateway at {} has seen since it started)", args.gateway.url)?;
+    outln!("(what the gateway at {} has seen since it started)", redact_url(&args.gateway.url))?;
     Ok(())
 }
 
@@ -393,7 +393,7 @@ pub(crate) fn config_check(args: ConfigArg) -> Result<(), CliError> {
             format!("{} / {}", money(info.pricing.input_per_1k), money(info.pricing.output_per_1k)),
             b.api_key_env.as_ref().map_or("-".to_owned(), |v| format!("${v} (set)")),
             if info.enabled { "yes".into() } else { "no".into() },
-            b.settings.base_url.clone().unwrap_or_else(|| "(provider default)".into()),
+            b.settings.base_url.as_deref().map_or_else(|| "(provider default)".into(), redact_url),
         ]);
     }
     print_out(&t.render())?;

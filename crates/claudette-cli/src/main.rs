@@ -35,7 +35,8 @@ const CONFIG_HELP: &str = "\
 Configuration is read from --config, else the file named by CLAUDETTE_CONFIG, else ./claudette.toml,
 else backends are discovered from OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY / GOOGLE_API_KEY
 and OLLAMA_HOST. CLAUDETTE_LISTEN sets server.listen; CLAUDETTE__<SECTION>__<KEY>=value overrides one
-key (CLAUDETTE__ROUTER__COST_WEIGHT=0.7, CLAUDETTE__BACKENDS__OPENAI__MODEL=gpt-4o).";
+key (CLAUDETTE__ROUTER__COST_WEIGHT=0.7, CLAUDETTE__BACKENDS__OPENAI__MODEL=gpt-4o). The listen address
+is, first to last: `serve --listen`, CLAUDETTE__SERVER__LISTEN, CLAUDETTE_LISTEN, the file's.";
 
 /// Route LLM requests across providers by cost, latency, availability and quality.
 #[derive(Debug, Parser)]
@@ -53,7 +54,7 @@ enum Command {
     /// `listen = "127.0.0.1:0"` that is the port the system picked). On SIGTERM or Ctrl-C it
     /// stops accepting, lets in-flight requests finish for server.shutdown_grace_ms, and exits 0.
     #[command(after_help = CONFIG_HELP)]
-    Serve(ConfigArg),
+    Serve(serve::ServeArgs),
     /// Send one prompt and stream the answer to stdout as it arrives.
     ///
     /// The routing summary (backend, tokens, cost, attempts) goes to stderr, so stdout holds

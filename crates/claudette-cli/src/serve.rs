@@ -2,13 +2,23 @@
 
 use std::io::Write;
 
-use claudette_config::Config;
+use clap::Args;
+use claudette_config::{Config, ProcessEnv};
 use claudette_gateway::{Gateway, GatewayOptions, KeyEntry};
 
 use crate::ConfigArg;
-use crate::common::{
-    CliError, build_router_with_plugins, describe_backend, load_config, note, termination_signal,
-};
+use crate::common::{CliError, build_router_with_plugins, describe_backend, note, termination_signal};
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Address to listen on, e.g. 127.0.0.1:9000 (port 0: any free port). Wins over
+    /// CLAUDETTE__SERVER__LISTEN, then CLAUDETTE_LISTEN, then the file's server.listen; a
+    /// non-loopback address still needs [[server.keys]].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
 
 /// The gateway's options from `[server]`. Keys cross over as hashes (the plain keys were
 /// dropped when the configuration was loaded), each with its own limits.
@@ -38,8 +48,9 @@ pub(crate) fn gateway_options(config: &Config) -> GatewayOptions {
     }
 }
 
-pub(crate) async fn run(args: ConfigArg) -> Result<(), CliError> {
-    let config = load_config(args.config.as_deref())?;
+pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
+    let config =
+        Config::load_with_listen(args.config.config.as_deref(), &ProcessEnv, args.listen.as_deref())?;
     let (router, plugins) = build_router_with_plugins(&config)?;
     let options = gateway_options(&config);
     let gateway = Gateway::new(router.clone(), options)

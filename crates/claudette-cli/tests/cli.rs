@@ -988,3 +988,94 @@ async fn serve_runs_with_stderr_closed() {
     let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(0), "a closed stderr killed serve");
 }
+
+const URL_SECRET: &str = "url-canary-3b7e1f9a";
+
+/// A backend's base_url can carry a key (`?api-key=` for Azure-style gateways, `?key=`, a
+/// password): `config check` shows the URL with every such value as `***`, and an invalid
+/// one quoted in an error is hidden the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_hides_secrets_in_base_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    let path = write_config(dir.path(), &fake, "");
+    let with_key = format!("{}?api-version=2024-06-01&api-key={URL_SECRET}", fake.v1_url());
+    std::fs::write(&path, std::fs::read_to_string(&path).unwrap().replace(&fake.v1_url(), &with_key))
+        .unwrap();
+    let mut cmd = claudette(dir.path());
+    cmd.args(["config", "check", "--config"]).arg(&path);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let shown = format!("{}?api-version=***&api-key=***", fake.v1_url());
+    assert!(o.stdout.contains(&shown), "{}", o.stdout);
+    assert!(!o.stdout.contains(URL_SECRET) && !o.stderr.contains(URL_SECRET), "{}{}", o.stdout, o.stderr);
+
+    // Set by an override, and not a valid URL (the port is out of range): the error quotes it.
+    let mut cmd = claudette(dir.path());
+    cmd.args(["config", "check", "--config"]).arg(&path).env(
+        "CLAUDETTE__BACKENDS__FAKE__BASE_URL",
+        format!("https://user:{URL_SECRET}@proxy.example:99999/v1"),
+    );
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("https://user:***@proxy.example:99999/v1"), "{}", o.stderr);
+    assert!(!o.stdout.contains(URL_SECRET) && !o.stderr.contains(URL_SECRET), "{}{}", o.stdout, o.stderr);
+    assert_eq!(fake.requests(), 0, "config check makes no calls");
+}
+
+/// `serve --listen` wins over both variables, and `CLAUDETTE__SERVER__LISTEN` over
+/// `CLAUDETTE_LISTEN`: each loser names an address that is taken, so serving there would fail.
+/// The start-up lines list only the variables that took effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_listens_where_the_flag_then_the_full_variable_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    let taken = [
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    ];
+    let [file_addr, env_addr] = taken.each_ref().map(|l| l.local_addr().unwrap().to_string());
+    let path = write_config(dir.path(), &fake, "");
+    std::fs::write(&path, std::fs::read_to_string(&path).unwrap().replace("127.0.0.1:0", &file_addr))
+        .unwrap();
+
+    let serve = |flag: Option<&str>, full: &str| {
+        let mut cmd = claudette(dir.path());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("CLAUDETTE_LISTEN", &env_addr)
+            .env("CLAUDETTE__SERVER__LISTEN", full);
+        if let Some(addr) = flag {
+            cmd.args(["--listen", addr]);
+        }
+        cmd
+    };
+    for (flag, full, listed) in [
+        (Some("127.0.0.1:0"), env_addr.as_str(), None),
+        (None, "127.0.0.1:0", Some("overridden by environment: CLAUDETTE__SERVER__LISTEN\n")),
+    ] {
+        let mut child = serve(flag, full).spawn().unwrap();
+        let addr = listening_address(&mut child).await;
+        assert!(addr.starts_with("127.0.0.1:") && addr != file_addr && addr != env_addr, "{addr}");
+        sigterm(&child);
+        let out = tokio::time::timeout(LIMIT, child.wait_with_output()).await.unwrap().unwrap();
+        let o = checked(out);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        match listed {
+            Some(line) => assert!(o.stderr.contains(line), "{}", o.stderr),
+            None => assert!(!o.stderr.contains("overridden by environment"), "{}", o.stderr),
+        }
+    }
+
+    // The flag's address is checked like the file's, and the error names the flag.
+    let o = run(serve(Some("0.0.0.0:0"), &env_addr)).await;
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("server.listen: 0.0.0.0:0 is not a loopback address")
+            && o.stderr.contains("(set by --listen)"),
+        "{}",
+        o.stderr
+    );
+    drop(taken);
+}

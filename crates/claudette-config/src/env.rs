@@ -65,37 +65,68 @@ impl EnvSource for BTreeMap<String, String> {
     }
 }
 
-/// Which configuration paths an environment variable set, so an error about such a value can
-/// say where it came from.
+/// What set a configuration value on top of the file.
+#[derive(Debug, Clone)]
+pub(crate) enum Setter {
+    /// An environment variable, by name.
+    Env(String),
+    /// A command-line flag, e.g. `--listen`.
+    Flag(&'static str),
+}
+
+/// Which configuration paths an environment variable or a flag set, so an error about such a
+/// value can say where it came from.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Origins {
-    /// `(key path, variable)`, e.g. `("router.cost_weight", "CLAUDETTE__ROUTER__COST_WEIGHT")`.
-    set: Vec<(String, String)>,
+    /// `(key path, setter)`, e.g. `("router.cost_weight", Env("CLAUDETTE__ROUTER__COST_WEIGHT"))`.
+    set: Vec<(String, Setter)>,
 }
 
 impl Origins {
-    pub(crate) fn record(&mut self, path: String, var: &str) {
-        self.set.push((path, var.to_owned()));
+    /// Records that `setter` set `path`. Whatever set `path` or a key inside it before is
+    /// forgotten: its value is gone, so it is neither blamed for an error nor listed among the
+    /// overrides that took effect.
+    pub(crate) fn record(&mut self, path: String, setter: Setter) {
+        self.set.retain(|(p, _)| !is_within(p, &path));
+        self.set.push((path, setter));
     }
 
-    /// The variable that set `key` or one of its parents.
-    pub(crate) fn of(&self, key: &str) -> Option<&str> {
+    /// What set `key` or one of its parents, as an error message names it
+    /// (`environment variable CLAUDETTE_LISTEN`, `--listen`).
+    pub(crate) fn of(&self, key: &str) -> Option<String> {
+        self.set.iter().rev().find(|(p, _)| is_within(key, p)).map(|(_, setter)| match setter {
+            Setter::Env(var) => format!("environment variable {var}"),
+            Setter::Flag(flag) => (*flag).to_owned(),
+        })
+    }
+
+    /// Names of the environment variables whose values took effect.
+    pub(crate) fn vars(&self) -> Vec<String> {
         self.set
             .iter()
-            .rev()
-            .find(|(p, _)| {
-                key == p || key.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with(['.', '[']))
+            .filter_map(|(_, setter)| match setter {
+                Setter::Env(var) => Some(var.clone()),
+                Setter::Flag(_) => None,
             })
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Names of all variables applied.
-    pub(crate) fn vars(&self) -> Vec<String> {
-        self.set.iter().map(|(_, v)| v.clone()).collect()
+            .collect()
     }
 }
 
-/// Applies `CLAUDETTE_LISTEN` and every `CLAUDETTE__A__B…` variable to the raw tree.
+/// `key` is `path` or a key inside it (`router.retry.base_backoff_ms` in `router.retry`).
+fn is_within(key: &str, path: &str) -> bool {
+    key == path || key.strip_prefix(path).is_some_and(|rest| rest.starts_with(['.', '[']))
+}
+
+/// The flag that sets `server.listen` (`claudette serve --listen`).
+pub(crate) const LISTEN_FLAG: &str = "--listen";
+
+/// Applies, each over the one before, `CLAUDETTE_LISTEN`, every `CLAUDETTE__A__B…` variable,
+/// and `listen` (the value of `claudette serve --listen`) to the raw tree.
+///
+/// So the listen address is, first to last, `--listen`, `CLAUDETTE__SERVER__LISTEN`,
+/// `CLAUDETTE_LISTEN`, the file's `[server] listen`: the flag is typed for this one run, and a
+/// variable naming the full key path is more specific than the shorthand. Only what took
+/// effect is recorded (see [`Origins::record`]).
 ///
 /// Segments are lower-cased (`COST_WEIGHT` → `cost_weight`). Under `BACKENDS` the next segment
 /// picks a backend by its `name` (compared case-insensitively with `-` read as `_`, so
@@ -105,10 +136,15 @@ impl Origins {
 /// The value is typed by what it replaces: a string stays a string (`MODEL=1` is the model
 /// "1"), as do keys that are always strings; otherwise it is read as a TOML value (`0.7`, `true`, `["a", "b"]`), and as a plain
 /// string when it is not one (`127.0.0.1:9000`).
-pub(crate) fn apply_overrides(root: &mut Value, env: &dyn EnvSource) -> Result<Origins, ConfigError> {
+pub(crate) fn apply_overrides(
+    root: &mut Value,
+    env: &dyn EnvSource,
+    listen: Option<&str>,
+) -> Result<Origins, ConfigError> {
     let mut origins = Origins::default();
-    if let Some(listen) = env.var(LISTEN_VAR) {
-        set_path(root, &["server".into(), "listen".into()], listen, LISTEN_VAR, &mut origins)?;
+    let listen_path = ["server".to_owned(), "listen".to_owned()];
+    if let Some(value) = env.var(LISTEN_VAR) {
+        set_path(root, &listen_path, value, Setter::Env(LISTEN_VAR.into()), &mut origins)?;
     }
     for (var, value) in env.vars_with_prefix(OVERRIDE_PREFIX) {
         // Empty counts as unset, as for every variable here: `export CLAUDETTE__X__Y=` in a
@@ -124,7 +160,10 @@ pub(crate) fn apply_overrides(root: &mut Value, env: &dyn EnvSource) -> Result<O
                 reason: "expected CLAUDETTE__<SECTION>__<KEY>, e.g. CLAUDETTE__ROUTER__COST_WEIGHT".into(),
             });
         }
-        set_path(root, &segments, value, &var, &mut origins)?;
+        set_path(root, &segments, value, Setter::Env(var), &mut origins)?;
+    }
+    if let Some(value) = listen {
+        set_path(root, &listen_path, value.to_owned(), Setter::Flag(LISTEN_FLAG), &mut origins)?;
     }
     Ok(origins)
 }
@@ -133,10 +172,15 @@ fn set_path(
     root: &mut Value,
     segments: &[String],
     raw: String,
-    var: &str,
+    setter: Setter,
     origins: &mut Origins,
 ) -> Result<(), ConfigError> {
-    let err = |reason: String| ConfigError::Override { var: var.to_owned(), reason };
+    let err = |reason: String| match &setter {
+        Setter::Env(var) => ConfigError::Override { var: var.clone(), reason },
+        Setter::Flag(flag) => {
+            ConfigError::Invalid { key: segments.join("."), reason, origin: Some((*flag).to_owned()) }
+        }
+    };
     let mut node = root;
     let mut path = String::new();
     let last = segments.len() - 1;
@@ -174,7 +218,7 @@ fn set_path(
         _ => parse_scalar(raw),
     };
     map.insert(key.clone(), typed);
-    origins.record(if path.is_empty() { key.clone() } else { format!("{path}.{key}") }, var);
+    origins.record(if path.is_empty() { key.clone() } else { format!("{path}.{key}") }, setter);
     Ok(())
 }
 
@@ -255,8 +299,21 @@ mod tests {
     #[test]
     fn origins_match_children() {
         let mut o = Origins::default();
-        o.record("router.retry".into(), "V");
-        assert_eq!(o.of("router.retry.base_backoff_ms"), Some("V"));
+        o.record("router.retry".into(), Setter::Env("V".into()));
+        assert_eq!(o.of("router.retry.base_backoff_ms").as_deref(), Some("environment variable V"));
         assert_eq!(o.of("router.retry_x"), None);
+    }
+
+    /// A value set again is blamed on, and listed as, only what set it last.
+    #[test]
+    fn origins_keep_only_what_took_effect() {
+        let mut o = Origins::default();
+        o.record("server.listen".into(), Setter::Env("A".into()));
+        o.record("router.retry.base_backoff_ms".into(), Setter::Env("B".into()));
+        o.record("server.listen_x".into(), Setter::Env("C".into()));
+        o.record("server.listen".into(), Setter::Flag(LISTEN_FLAG));
+        o.record("router.retry".into(), Setter::Env("D".into()));
+        assert_eq!(o.of("server.listen").as_deref(), Some("--listen"));
+        assert_eq!(o.vars(), vec!["C".to_owned(), "D".to_owned()]);
     }
 }

@@ -21,9 +21,9 @@ pub enum ConfigError {
     #[error("{}:{line}:{column}: invalid TOML: {message}", path.display())]
     Syntax { path: PathBuf, line: usize, column: usize, message: String },
     /// A value is missing, has the wrong type, or is not allowed. `key` is a path into the
-    /// configuration (`router.failover_chain[2]`); `origin` names the environment variable that
-    /// set it, when one did.
-    #[error("{key}: {reason}{}", origin.as_ref().map(|o| format!(" (set by environment variable {o})")).unwrap_or_default())]
+    /// configuration (`router.failover_chain[2]`); `origin` names what set it when that was not
+    /// the file: `environment variable CLAUDETTE__ROUTER__COST_WEIGHT`, or a flag (`--listen`).
+    #[error("{key}: {reason}{}", origin.as_ref().map(|o| format!(" (set by {o})")).unwrap_or_default())]
     Invalid { key: String, reason: String, origin: Option<String> },
     /// An override variable (`CLAUDETTE__…`) that cannot be applied.
     #[error("environment variable {var}: {reason}")]

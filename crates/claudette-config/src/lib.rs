@@ -39,7 +39,9 @@
 //!
 //! On top of either, `CLAUDETTE_LISTEN` sets `server.listen` and any
 //! `CLAUDETTE__<SECTION>__<KEY>=value` sets one key (`CLAUDETTE__ROUTER__COST_WEIGHT=0.7`,
-//! `CLAUDETTE__BACKENDS__OPENAI__MODEL=gpt-4o`).
+//! `CLAUDETTE__BACKENDS__OPENAI__MODEL=gpt-4o`). The listen address is, first to last,
+//! [`Config::load_with_listen`]'s (`claudette serve --listen`), `CLAUDETTE__SERVER__LISTEN`,
+//! `CLAUDETTE_LISTEN`, the file's, `127.0.0.1:8080`.
 //!
 //! Every problem is a [`ConfigError`] naming the key path and the reason
 //! (`backends[1].pricing.input_per_1k: expected a number, found string "cheap"`), plus the
@@ -65,6 +67,7 @@ use std::time::Duration;
 
 use claudette_core::{BackendRouter, BackendSettings, Registry, RegistryError, RouterOptions};
 
+pub use claudette_core::base_url::redact_url;
 pub use discover::DISCOVERY_VARS;
 pub use env::{CONFIG_VAR, EnvSource, LISTEN_VAR, OVERRIDE_PREFIX, ProcessEnv};
 pub use error::ConfigError;
@@ -93,7 +96,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub router: RouterConfig,
     pub backends: Vec<BackendConfig>,
-    /// Names of the environment variables that overrode values (never their values).
+    /// Names of the environment variables whose values took effect (never the values): one
+    /// that a later variable or `--listen` set again is not listed.
     pub overrides: Vec<String>,
 }
 
@@ -257,19 +261,31 @@ impl Config {
     /// The configuration a server or CLI uses: `explicit` if given, else the file named by
     /// `CLAUDETTE_CONFIG`, else `./claudette.toml` if it exists, else [`Config::discover`].
     pub fn load(explicit: Option<&Path>, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        Self::load_with_listen(explicit, env, None)
+    }
+
+    /// [`Config::load`] with `server.listen` given on the command line (`claudette serve
+    /// --listen`): it wins over `CLAUDETTE__SERVER__LISTEN`, which wins over
+    /// `CLAUDETTE_LISTEN`, which wins over the file. Set before validation, so a non-loopback
+    /// address still needs `[[server.keys]]`, and an error about it names `--listen`.
+    pub fn load_with_listen(
+        explicit: Option<&Path>,
+        env: &dyn EnvSource,
+        listen: Option<&str>,
+    ) -> Result<Self, ConfigError> {
         if let Some(p) = explicit {
-            return Self::from_file(p, env);
+            return Self::read_file(p, env, listen);
         }
         if let Some(p) = env.var(CONFIG_VAR) {
-            return Self::from_file(Path::new(&p), env);
+            return Self::read_file(Path::new(&p), env, listen);
         }
         let local = Path::new(DEFAULT_FILE);
         // `exists`, not `is_file`: a `claudette.toml` that cannot be read (a directory, no
         // permission) is an error naming it, not a silent fall-back to discovery.
         if local.exists() {
-            return Self::from_file(local, env);
+            return Self::read_file(local, env, listen);
         }
-        Self::discover(env)
+        load::discovered(env, listen)
     }
 
     /// What a library uses (`Claudette::from_env()`): the file named by `CLAUDETTE_CONFIG` if
@@ -284,21 +300,25 @@ impl Config {
 
     /// Reads and validates a TOML file, with environment overrides applied.
     pub fn from_file(path: &Path, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        Self::read_file(path, env, None)
+    }
+
+    fn read_file(path: &Path, env: &dyn EnvSource, listen: Option<&str>) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let base = path.parent().map(Path::to_owned).unwrap_or_default();
-        load::from_toml(&text, Some(path), &base, env)
+        load::from_toml(&text, Some(path), &base, env, listen)
     }
 
     /// Parses TOML text. Relative `plugin_dirs` are resolved against the working directory.
     pub fn from_toml_str(text: &str, env: &dyn EnvSource) -> Result<Self, ConfigError> {
-        load::from_toml(text, None, Path::new(""), env)
+        load::from_toml(text, None, Path::new(""), env, None)
     }
 
     /// No file: backends from the usual environment variables (see [`DISCOVERY_VARS`]),
     /// default server and router settings, then the overrides.
     pub fn discover(env: &dyn EnvSource) -> Result<Self, ConfigError> {
-        load::discovered(env)
+        load::discovered(env, None)
     }
 
     /// Builds every backend with `registry` (which checks each one's provider settings),

@@ -31,6 +31,7 @@ pub(crate) fn from_toml(
     path: Option<&Path>,
     base: &Path,
     env: &dyn EnvSource,
+    listen: Option<&str>,
 ) -> Result<Config, ConfigError> {
     let table: toml::Table = toml::from_str(text).map_err(|e| syntax_error(text, path, &e))?;
     for (key, value) in &table {
@@ -39,7 +40,7 @@ pub(crate) fn from_toml(
     let root = serde_json::to_value(table)
         .map_err(|e| ConfigError::invalid("", format!("unsupported value in the file: {e}")))?;
     let source = path.map_or(ConfigSource::Text, |p| ConfigSource::File(p.to_owned()));
-    finish(root, source, base, env)
+    finish(root, source, base, env, listen)
 }
 
 /// TOML has `nan` and `inf`, JSON does not: `serde_json` turns them into `null`, which an
@@ -57,8 +58,8 @@ fn reject_non_finite(value: &toml::Value, key: &str) -> Result<(), ConfigError> 
     }
 }
 
-pub(crate) fn discovered(env: &dyn EnvSource) -> Result<Config, ConfigError> {
-    finish(Value::Object(serde_json::Map::new()), ConfigSource::Environment, Path::new(""), env)
+pub(crate) fn discovered(env: &dyn EnvSource, listen: Option<&str>) -> Result<Config, ConfigError> {
+    finish(Value::Object(serde_json::Map::new()), ConfigSource::Environment, Path::new(""), env, listen)
 }
 
 /// Upper bound for `server.workers`.
@@ -89,7 +90,7 @@ impl Ctx {
     fn tag(&self, e: ConfigError) -> ConfigError {
         match e {
             ConfigError::Invalid { key, reason, origin: None } => {
-                let origin = self.origins.of(&key).map(str::to_owned);
+                let origin = self.origins.of(&key);
                 ConfigError::Invalid { key, reason, origin }
             }
             other => other,
@@ -100,11 +101,13 @@ impl Ctx {
     }
 }
 
+/// `listen`: the `--listen` flag, over everything else (see [`apply_overrides`]).
 fn finish(
     mut root: Value,
     source: ConfigSource,
     base: &Path,
     env: &dyn EnvSource,
+    listen: Option<&str>,
 ) -> Result<Config, ConfigError> {
     let has_backends = root.get("backends").and_then(Value::as_array).is_some_and(|b| !b.is_empty());
     if !has_backends {
@@ -115,7 +118,7 @@ fn finish(
             }
         }
     }
-    let origins = apply_overrides(&mut root, env)?;
+    let origins = apply_overrides(&mut root, env, listen)?;
     let ctx = Ctx { origins };
     let raw: RawFile = from_value(root, "").map_err(|e| ctx.tag(e))?;
 
@@ -424,6 +427,7 @@ fn backend(ctx: &Ctx, i: usize, value: Value, env: &dyn EnvSource) -> Result<Bac
     if let Some(url) = raw.base_url {
         settings.base_url = Some(url);
         settings.parsed_base_url("").map_err(|e| {
+            // The message quotes a URL that does not parse with its secrets hidden already.
             ctx.invalid(at("base_url"), strip_prefix(&e.message, &format!("backend `{}`: ", settings.name)))
         })?;
     }

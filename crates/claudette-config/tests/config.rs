@@ -877,3 +877,90 @@ fn a_huge_breaker_bucket_count_is_refused_before_anything_allocates() {
     let c = load_file(&format!("[router.breaker]\nbuckets = 1000\n{OLLAMA}"), &[]).unwrap();
     assert_eq!(c.router.options.breaker.buckets, 1000);
 }
+
+/// The listen address, first to last: `--listen`, `CLAUDETTE__SERVER__LISTEN`,
+/// `CLAUDETTE_LISTEN`, the file. A variable another one (or the flag) overrode took no effect,
+/// so it is not listed among the overrides, nor blamed for an error it did not cause.
+#[test]
+fn listen_comes_from_the_flag_then_the_full_variable_then_the_shorthand_then_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("claudette.toml");
+    std::fs::write(&path, format!("[server]\nlisten = \"127.0.0.1:7001\"\n{OLLAMA}")).unwrap();
+    let listen = |vars: &[(&str, &str)], flag: Option<&str>| {
+        let c = Config::load_with_listen(Some(&path), &env(vars), flag).unwrap();
+        (c.server.listen.to_string(), c.overrides)
+    };
+    let short = ("CLAUDETTE_LISTEN", "127.0.0.1:7002");
+    let full = ("CLAUDETTE__SERVER__LISTEN", "127.0.0.1:7003");
+    assert_eq!(listen(&[], None), ("127.0.0.1:7001".into(), vec![]));
+    assert_eq!(listen(&[short], None), ("127.0.0.1:7002".into(), vec!["CLAUDETTE_LISTEN".to_owned()]));
+    assert_eq!(
+        listen(&[full], None),
+        ("127.0.0.1:7003".into(), vec!["CLAUDETTE__SERVER__LISTEN".to_owned()])
+    );
+    assert_eq!(
+        listen(&[short, full], None),
+        ("127.0.0.1:7003".into(), vec!["CLAUDETTE__SERVER__LISTEN".to_owned()])
+    );
+    assert_eq!(listen(&[short, full], Some("127.0.0.1:7004")), ("127.0.0.1:7004".into(), vec![]));
+    // An empty variable counts as unset: the shorthand then applies.
+    assert_eq!(
+        listen(&[short, ("CLAUDETTE__SERVER__LISTEN", "")], None),
+        ("127.0.0.1:7002".into(), vec!["CLAUDETTE_LISTEN".to_owned()])
+    );
+    // A bad shorthand the full variable replaced is no error.
+    assert_eq!(listen(&[("CLAUDETTE_LISTEN", "nowhere"), full], None).0, "127.0.0.1:7003");
+
+    // The flag's value is checked like the file's, and the error names the flag.
+    let e = |vars: &[(&str, &str)], flag: &str| {
+        Config::load_with_listen(Some(&path), &env(vars), Some(flag)).unwrap_err().to_string()
+    };
+    assert_eq!(
+        e(&[full], "nowhere"),
+        "server.listen: expected an address with a port such as 127.0.0.1:8080, found \"nowhere\" (set by --listen)"
+    );
+    let open = e(&[], "0.0.0.0:7005");
+    assert!(
+        open.starts_with("server.listen: 0.0.0.0:7005 is not a loopback address and no [[server.keys]]")
+            && open.ends_with("(set by --listen)"),
+        "{open}"
+    );
+    // …and it saves a file whose own address would be refused.
+    std::fs::write(&path, format!("[server]\nlisten = \"0.0.0.0:7001\"\n{OLLAMA}")).unwrap();
+    assert_eq!(listen(&[], Some("127.0.0.1:0")).0, "127.0.0.1:0");
+    // Discovery (no file) takes the flag too.
+    let c =
+        Config::load_with_listen(None, &env(&[("OLLAMA_HOST", ":11500")]), Some("localhost:7006")).unwrap();
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:7006");
+}
+
+/// A base_url that does not parse is quoted in the error: its password and query values are
+/// not (some gateways take their key as `?key=` or `?api-key=`).
+#[test]
+fn a_bad_base_url_is_quoted_without_its_secrets() {
+    for url in [
+        "https://user:hunter2-secret@proxy.example:99999/v1",
+        "https://user:abc/hunter2-secret@proxy.example/v1",
+        "https://proxy.example:99999/v1?api-key=hunter2-secret",
+    ] {
+        let e = file_error(
+            &format!("[[backends]]\nprovider = \"openai\"\nmodel = \"m\"\nbase_url = \"{url}\"\n"),
+            &[],
+        );
+        assert!(e.starts_with("backends[0].base_url: base_url `") && e.contains("***"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+    // The same through an override and through discovery.
+    let e = file_error(OLLAMA, &[("CLAUDETTE__BACKENDS__OLLAMA__BASE_URL", "http://u:hunter2@h:99999")]);
+    assert!(e.contains("u:***@h:99999") && !e.contains("hunter2"), "{e}");
+    let e = Config::discover(&env(&[("OLLAMA_HOST", "http://u:hunter2@h:99999")])).unwrap_err().to_string();
+    assert!(!e.contains("hunter2"), "{e}");
+    // A valid one is kept as written for the requests.
+    let url = "https://proxy.example/v1?api-key=hunter2-secret";
+    let c = load_file(
+        &format!("[[backends]]\nprovider = \"openai\"\nmodel = \"m\"\nbase_url = \"{url}\"\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.backends[0].settings.base_url.as_deref(), Some(url));
+}

@@ -15,8 +15,11 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Clock;
 
 const BUCKET: Duration = Duration::from_secs(3600);
-/// Buckets older than this are dropped.
-const RETENTION: Duration = Duration::from_secs(31 * 24 * 3600);
+/// How far back spend is kept: buckets older than this are dropped (once there are many), and
+/// no analysis reaches further back. A window asked for beyond it would count only the part
+/// still kept, yet span (and project over) all of it; the gateway refuses such a window.
+pub const MAX_TIMEFRAME: Duration = Duration::from_secs(31 * 24 * 3600);
+const RETENTION: Duration = MAX_TIMEFRAME;
 const MONTH: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -103,9 +106,14 @@ impl CostTracker {
 
     /// Costs over the last `timeframe` (widened to whole hours, see
     /// [`CostAnalysis::observed_secs`]), grouped, with a monthly projection.
+    ///
+    /// A `timeframe` beyond [`MAX_TIMEFRAME`] covers only that much: older spend may already
+    /// be dropped, and which of it is depends on how many buckets there were. So that the
+    /// totals and the projection agree, the figures then cover the last [`MAX_TIMEFRAME`]
+    /// and `observed_secs` says so.
     pub fn analyze(&self, timeframe: Duration, group_by: GroupBy) -> CostAnalysis {
         let now = self.clock.now();
-        let from = now.saturating_sub(timeframe).as_secs() / BUCKET.as_secs();
+        let from = now.saturating_sub(timeframe.min(MAX_TIMEFRAME)).as_secs() / BUCKET.as_secs();
         let window_start = Duration::from_secs(from.saturating_mul(BUCKET.as_secs())).max(self.started);
         let mut breakdown: BTreeMap<String, CostLine> = BTreeMap::new();
         let mut total = CostLine::default();
@@ -182,6 +190,30 @@ mod tests {
         let last_hour = t.analyze(Duration::from_secs(3600), GroupBy::Model);
         assert_eq!(last_hour.total_requests, 2);
         assert!(last_hour.breakdown.contains_key("sonnet"));
+    }
+
+    /// Spend older than the retention may be dropped once there are many buckets, so a longer
+    /// window counted only what was left, over a span that reached back to start-up: its total
+    /// and projection were too low, and by how much depended on how many backends and models
+    /// there were.
+    #[test]
+    fn windows_beyond_the_retention_cover_exactly_the_retention() {
+        let clock = FakeClock::new();
+        let t = CostTracker::new(clock.shared());
+        t.record("a", "m", 100.0, 1, 1);
+        clock.advance(Duration::from_secs(40 * 86_400));
+        // Enough (backend, model) pairs that the next record prunes.
+        for i in 0..4100 {
+            t.record("a", &format!("m{i}"), 0.001, 1, 1);
+        }
+        let long = t.analyze(Duration::from_secs(60 * 86_400), GroupBy::Backend);
+        let max = t.analyze(MAX_TIMEFRAME, GroupBy::Backend);
+        assert_eq!(long.timeframe_secs, 60 * 86_400);
+        assert_eq!((long.total_requests, long.observed_secs), (max.total_requests, max.observed_secs));
+        assert!(long.observed_secs <= (MAX_TIMEFRAME + BUCKET).as_secs(), "{}", long.observed_secs);
+        let expected = long.total_cost * MONTH.as_secs_f64() / long.observed_secs as f64;
+        assert!((long.projected_monthly_cost.unwrap() - expected).abs() < 1e-9);
+        assert!((long.total_cost - 4.1).abs() < 1e-9, "{}", long.total_cost);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod adapter;
 pub mod backend;
+pub mod base_url;
 pub mod breaker;
 #[cfg(feature = "router")]
 pub mod budget;

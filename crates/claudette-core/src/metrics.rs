@@ -21,6 +21,13 @@ const OUTCOME_WINDOW: usize = 100;
 /// Weight of the newest sample in the latency EWMA used for scoring.
 const EWMA_ALPHA: f64 = 0.2;
 
+/// Spend per backend since start (`{backend}`), in the price table's currency (USD for the
+/// built-in tables). It only grows, so it is a counter, `_total` by Prometheus convention;
+/// but the facade's counters count whole numbers, so it is recorded as a gauge that is only
+/// ever incremented. An exporter should expose it as a counter: the gateway's does, and an
+/// OpenMetrics parser refuses a gauge whose name ends in `_total`.
+pub const COST_METRIC: &str = "claudette_cost_usd_total";
+
 /// Latency summary over the bounded window, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct LatencySummary {
@@ -140,7 +147,7 @@ impl Keys {
             latency: Key::from_parts("claudette_request_latency_seconds", vec![b()]),
             tokens_input: with("claudette_tokens_total", "direction", "input"),
             tokens_output: with("claudette_tokens_total", "direction", "output"),
-            cost: Key::from_parts("claudette_cost_total", vec![b()]),
+            cost: Key::from_parts(COST_METRIC, vec![b()]),
             ttft: Key::from_parts("claudette_ttft_seconds", vec![b()]),
         }
     }

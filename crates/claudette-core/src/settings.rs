@@ -6,6 +6,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use crate::base_url::redact_url;
 use crate::error::BackendError;
 use crate::types::Usage;
 
@@ -135,7 +136,7 @@ pub enum BackendType {
 /// Deserialises from a TOML/JSON table. Provider-specific keys go to `extra` and are read by
 /// the provider (e.g. `stream_include_usage` for OpenAI-compatible servers). Unknown keys in
 /// the common part are rejected so a typo does not silently fall back to a default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct BackendSettings {
     /// Unique name of the backend in a router (e.g. `openai-mini`).
     pub name: String,
@@ -166,6 +167,26 @@ pub struct BackendSettings {
     /// Provider-specific settings.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `base_url` redacted: some proxies take their key in the URL, and settings get logged.
+impl fmt::Debug for BackendSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackendSettings")
+            .field("name", &self.name)
+            .field("api_key", &self.api_key)
+            .field("model", &self.model)
+            .field("base_url", &self.base_url.as_deref().map(redact_url))
+            .field("pricing", &self.pricing)
+            .field("timeouts", &self.timeouts)
+            .field("priority", &self.priority)
+            .field("enabled", &self.enabled)
+            .field("region", &self.region)
+            .field("tags", &self.tags)
+            .field("quality", &self.quality)
+            .field("extra", &self.extra)
+            .finish()
+    }
 }
 
 fn yes() -> bool {
@@ -288,8 +309,9 @@ impl BackendSettings {
     /// Parses and checks `base_url`: http or https, a host, no credentials in it.
     pub fn parsed_base_url(&self, default: &str) -> Result<url::Url, BackendError> {
         let raw = self.base_url.as_deref().unwrap_or(default);
-        let url = url::Url::parse(raw)
-            .map_err(|e| BackendError::config(format!("backend `{}`: base_url `{raw}`: {e}", self.name)))?;
+        let url = url::Url::parse(raw).map_err(|e| {
+            BackendError::config(format!("backend `{}`: base_url `{}`: {e}", self.name, redact_url(raw)))
+        })?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(BackendError::config(format!(
                 "backend `{}`: base_url must be http or https, got `{}`",
@@ -386,6 +408,17 @@ mod tests {
         assert_eq!((back.priority, back.enabled, back.quality), (3, true, Some(0.8)));
         assert_eq!(back.tags, s.tags);
         assert_eq!(back.extra, s.extra);
+    }
+
+    #[test]
+    fn base_url_secrets_stay_out_of_debug_and_errors() {
+        let s = BackendSettings::new("a").base_url("https://proxy.example/v1?api-key=hunter2");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2") && shown.contains("proxy.example/v1?api-key=***"), "{shown}");
+        // A password holding `/` makes the URL unparsable; the error still hides it.
+        let bad = BackendSettings::new("a").base_url("https://u:pa/ss@host:99999/v1");
+        let err = bad.parsed_base_url("").unwrap_err().to_string();
+        assert!(!err.contains("pa/ss") && err.contains("base_url"), "{err}");
     }
 
     #[test]

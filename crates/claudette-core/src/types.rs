@@ -38,11 +38,24 @@ pub struct Message {
     /// For `Role::Tool`: the name of the tool that produced the result (some providers want it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// For `Role::Tool`: the call failed and `content` says how (Anthropic's `tool_result`
+    /// `is_error`). The model must know a result is a failure, or it builds on it as if the
+    /// tool had worked; providers without such a flag get it in the text (see
+    /// [`Message::tool_result_text`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
 }
 
 impl Message {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None, name: None }
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+            is_error: false,
+        }
     }
     pub fn system(content: impl Into<String>) -> Self {
         Self::new(Role::System, content)
@@ -56,6 +69,23 @@ impl Message {
     /// A tool result answering the call `tool_call_id`.
     pub fn tool_result(tool_call_id: impl Into<String>, content: impl Into<String>) -> Self {
         Self { tool_call_id: Some(tool_call_id.into()), ..Self::new(Role::Tool, content) }
+    }
+
+    /// A failed tool call's result: `content` says what went wrong.
+    pub fn tool_error(tool_call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self { is_error: true, ..Self::tool_result(tool_call_id, content) }
+    }
+
+    /// A tool result's text for a provider whose tool messages have no error flag (OpenAI
+    /// Chat Completions, Ollama): a failure is said in the text, `Error: <content>`, as a tool
+    /// that reports its own failures would write it. Sent as it came, the model would read the
+    /// error message as the tool's output. Any other message's text is its content.
+    pub fn tool_result_text(&self) -> std::borrow::Cow<'_, str> {
+        match (self.role, self.is_error) {
+            (Role::Tool, true) if self.content.is_empty() => "Error".into(),
+            (Role::Tool, true) => format!("Error: {}", self.content).into(),
+            _ => self.content.as_str().into(),
+        }
     }
 }
 
@@ -166,6 +196,15 @@ pub struct ChatRequest {
     pub temperature: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f32>,
+    /// Sample from the `k` most likely tokens only (Anthropic, Gemini, Ollama, and vLLM /
+    /// llama.cpp / SGLang behind the OpenAI protocol). Best effort, like every sampling knob:
+    /// a provider without it is sent the request without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    /// Seed for sampling, for answers that repeat (OpenAI, Gemini, Ollama, vLLM). Best effort:
+    /// no provider promises determinism, and one without a seed (Anthropic) is sent none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -173,6 +212,12 @@ pub struct ChatRequest {
     /// Meaningful only with `tools`; `Auto` is sent as no choice at all.
     #[serde(default, skip_serializing_if = "ToolChoice::is_auto")]
     pub tool_choice: ToolChoice,
+    /// Whether the model may call several tools in one turn (`None`: the provider's default,
+    /// which allows it). `Some(false)` is a limit the client relies on (it runs one call per
+    /// turn), so a backend that cannot promise it refuses the request
+    /// ([`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)) rather than answer with two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
     #[serde(default, skip_serializing_if = "ResponseFormat::is_text")]
     pub response_format: ResponseFormat,
     /// Forces one backend by name (the seeds' `request.backend`).
@@ -285,6 +330,10 @@ pub enum FinishReason {
     Length,
     ToolCalls,
     ContentFilter,
+    /// One of the request's stop sequences ended the answer, and the provider said which
+    /// (Anthropic's `stop_sequence`). The sequence is not part of the answer text. A provider
+    /// that does not say which (OpenAI's `stop` covers both) gives [`FinishReason::Stop`].
+    StopSequence(String),
     /// A provider value with no neutral equivalent, kept verbatim.
     Other(String),
 }
@@ -292,11 +341,20 @@ pub enum FinishReason {
 impl FinishReason {
     pub fn as_str(&self) -> &str {
         match self {
-            Self::Stop => "stop",
+            // OpenAI's word for both ends: clients of that protocol know no other.
+            Self::Stop | Self::StopSequence(_) => "stop",
             Self::Length => "length",
             Self::ToolCalls => "tool_calls",
             Self::ContentFilter => "content_filter",
             Self::Other(s) => s,
+        }
+    }
+
+    /// The stop sequence that ended the answer, when the provider said which.
+    pub fn stop_sequence(&self) -> Option<&str> {
+        match self {
+            Self::StopSequence(s) => Some(s),
+            _ => None,
         }
     }
 }
@@ -577,6 +635,48 @@ mod tests {
         let b = new_tool_call_id();
         assert!(a.starts_with("call_") && b.starts_with("call_"));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn new_knobs_are_absent_unless_set_and_round_trip() {
+        let plain = serde_json::to_value(ChatRequest::prompt("x")).unwrap();
+        for key in ["top_k", "seed", "parallel_tool_calls"] {
+            assert!(plain.get(key).is_none(), "{key} in {plain}");
+        }
+        assert!(plain["messages"][0].get("is_error").is_none());
+        let r = ChatRequest {
+            top_k: Some(40),
+            seed: Some(-7),
+            parallel_tool_calls: Some(false),
+            messages: vec![Message::tool_error("c1", "no such file")],
+            ..ChatRequest::default()
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!((v["top_k"].as_u64(), v["seed"].as_i64()), (Some(40), Some(-7)));
+        assert_eq!(v["parallel_tool_calls"], false);
+        assert_eq!(v["messages"][0]["is_error"], true);
+        assert_eq!(serde_json::from_value::<ChatRequest>(v).unwrap(), r);
+    }
+
+    #[test]
+    fn a_failed_tool_result_says_so_in_text_only_where_asked() {
+        assert_eq!(Message::tool_error("c", "boom").tool_result_text(), "Error: boom");
+        assert_eq!(Message::tool_error("c", "").tool_result_text(), "Error");
+        assert_eq!(Message::tool_result("c", "42").tool_result_text(), "42");
+        // The flag means nothing outside a tool result.
+        let odd = Message { is_error: true, ..Message::user("hi") };
+        assert_eq!(odd.tool_result_text(), "hi");
+    }
+
+    #[test]
+    fn a_matched_stop_sequence_is_stop_to_openai_clients() {
+        let f = FinishReason::StopSequence("END".into());
+        assert_eq!(f.as_str(), "stop");
+        assert_eq!(f.stop_sequence(), Some("END"));
+        assert_eq!(FinishReason::Stop.stop_sequence(), None);
+        let v = serde_json::to_value(&f).unwrap();
+        assert_eq!(v, serde_json::json!({"stop_sequence": "END"}));
+        assert_eq!(serde_json::from_value::<FinishReason>(v).unwrap(), f);
     }
 
     #[test]

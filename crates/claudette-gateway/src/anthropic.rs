@@ -38,6 +38,8 @@ pub(crate) struct MessagesRequest {
     #[serde(default)]
     top_p: Option<f32>,
     #[serde(default)]
+    top_k: Option<u32>,
+    #[serde(default)]
     tools: Option<Vec<InTool>>,
     #[serde(default)]
     stream: Option<bool>,
@@ -47,13 +49,14 @@ pub(crate) struct MessagesRequest {
     tool_choice: Option<InToolChoice>,
 }
 
-/// `disable_parallel_tool_use` is not read: it is a limit no backend is told about (extra
-/// calls still arrive as well-formed `tool_use` blocks).
 #[derive(Debug, Deserialize)]
 struct InToolChoice {
     r#type: String,
     #[serde(default)]
     name: Option<String>,
+    /// At most one `tool_use` block in the answer; a backend that cannot promise it refuses.
+    #[serde(default)]
+    disable_parallel_tool_use: Option<bool>,
 }
 
 type Content = TextOr<Block>;
@@ -74,6 +77,8 @@ struct Block {
     tool_use_id: Option<String>,
     #[serde(default)]
     content: Option<Content>,
+    #[serde(default)]
+    is_error: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,7 +160,7 @@ fn locate(v: &Value) -> Option<Fault> {
         let v = field(k)?;
         match k {
             "model" => fault::<String>(k.into(), v),
-            "max_tokens" => fault::<u32>(k.into(), v),
+            "max_tokens" | "top_k" => fault::<u32>(k.into(), v),
             "temperature" | "top_p" => fault::<f32>(k.into(), v),
             "stream" => fault::<bool>(k.into(), v),
             "metadata" => fault::<serde_json::Map<String, Value>>(k.into(), v),
@@ -172,6 +177,7 @@ fn locate(v: &Value) -> Option<Fault> {
         "max_tokens",
         "temperature",
         "top_p",
+        "top_k",
         "stream",
         "metadata",
         "tool_choice",
@@ -184,15 +190,24 @@ fn locate(v: &Value) -> Option<Fault> {
         .or_else(|| list_fault(Paths::Dotted, "messages", field("messages")?, message_fault))
 }
 
-/// Anthropic's `stop_reason` for how the answer ended, given whether it carries tool calls.
+/// Anthropic's `stop_reason` for how the answer ended, given whether it carries tool calls,
+/// and the `stop_sequence` that matched when the reason is `stop_sequence`.
+///
 /// Clients run tools when, and only when, `stop_reason` is `tool_use`; some OpenAI-compatible
 /// servers finish a tool-calling turn with plain `stop` (and a broken one may claim
 /// `tool_calls` with none), so the reason follows the content rather than the upstream's word.
-fn stop_reason(f: Option<&FinishReason>, tool_use: bool) -> &str {
+///
+/// `stop_sequence` is reported only when the upstream named the sequence (Anthropic does).
+/// An OpenAI-compatible upstream's `stop` covers a stop sequence and a natural end alike, and
+/// the matched text is not in the answer, so nothing tells them apart: that is `end_turn`,
+/// as the upstream's own word would be read, rather than a guess.
+fn stop_reason(f: Option<&FinishReason>, tool_use: bool) -> (&str, Option<&str>) {
+    let sequence = f.and_then(FinishReason::stop_sequence);
     match (upstream_stop_reason(f), tool_use) {
-        ("end_turn", true) => "tool_use",
-        ("tool_use", false) => "end_turn",
-        (r, _) => r,
+        ("end_turn" | "stop_sequence", true) => ("tool_use", None),
+        ("tool_use", false) => ("end_turn", None),
+        ("stop_sequence", false) if sequence.is_none() => ("end_turn", None),
+        (r, _) => (r, sequence),
     }
 }
 
@@ -262,7 +277,10 @@ impl MessagesRequest {
                                 .with_param(param()));
                         };
                         let content = plain_text(b.content, &|| format!("{}.content", param()))?;
-                        out.push(Message::tool_result(id, content));
+                        out.push(Message {
+                            is_error: b.is_error.unwrap_or(false),
+                            ..Message::tool_result(id, content)
+                        });
                         had_results = true;
                     }
                     ("thinking" | "redacted_thinking", Role::Assistant) => {}
@@ -270,7 +288,7 @@ impl MessagesRequest {
                 }
             }
             if role == Role::Assistant || !text.is_empty() || !had_results {
-                out.push(Message { role, content: text, tool_calls, tool_call_id: None, name: None });
+                out.push(Message { tool_calls, ..Message::new(role, text) });
             }
         }
         let mut tools = Vec::new();
@@ -287,6 +305,8 @@ impl MessagesRequest {
                     .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
             });
         }
+        let parallel_tool_calls =
+            self.tool_choice.as_ref().and_then(|c| c.disable_parallel_tool_use).map(|disable| !disable);
         let tool_choice = match self.tool_choice {
             None => ToolChoice::Auto,
             Some(choice) => match (choice.r#type.as_str(), choice.name) {
@@ -313,9 +333,12 @@ impl MessagesRequest {
             max_tokens: Some(max_tokens),
             temperature: self.temperature,
             top_p: self.top_p,
+            top_k: self.top_k,
+            seed: None,
             stop: self.stop_sequences.unwrap_or_default(),
             tools,
             tool_choice,
+            parallel_tool_calls,
             response_format: ResponseFormat::Text,
             backend: None,
             tags: Vec::new(),
@@ -396,6 +419,7 @@ fn out_usage(u: &Usage) -> OutUsage {
 fn upstream_stop_reason(f: Option<&FinishReason>) -> &str {
     match f {
         None | Some(FinishReason::Stop) => "end_turn",
+        Some(FinishReason::StopSequence(_)) => "stop_sequence",
         Some(FinishReason::Length) => "max_tokens",
         Some(FinishReason::ToolCalls) => "tool_use",
         Some(FinishReason::ContentFilter) => "refusal",
@@ -433,20 +457,23 @@ fn message_body(resp: &ChatResponse) -> Vec<u8> {
     if let Some(r) = resp.reasoning.as_deref().filter(|r| !r.is_empty()) {
         content.push(BlockOut::Thinking { thinking: r, signature: "" });
     }
-    if !resp.content.is_empty() || resp.tool_calls.is_empty() {
+    // An answer with nothing in it is `content: []`, as Anthropic sends it (a stop sequence
+    // or a `max_tokens` reached before any text); an empty text block is not.
+    if !resp.content.is_empty() {
         content.push(BlockOut::Text { text: &resp.content });
     }
     for c in &resp.tool_calls {
         content.push(BlockOut::ToolUse { id: &c.id, name: &c.name, input: tool_input(&c.arguments) });
     }
+    let (reason, sequence) = stop_reason(resp.finish_reason.as_ref(), !resp.tool_calls.is_empty());
     let body = MessageOut {
         id: &id,
         r#type: "message",
         role: "assistant",
         model: &resp.model,
         content,
-        stop_reason: Some(stop_reason(resp.finish_reason.as_ref(), !resp.tool_calls.is_empty())),
-        stop_sequence: None,
+        stop_reason: Some(reason),
+        stop_sequence: sequence,
         usage: out_usage(&resp.usage),
     };
     serde_json::to_vec(&body).unwrap_or_default()
@@ -724,12 +751,10 @@ impl Encoder for AnthropicEncoder {
                 self.close(out);
                 let tool_use = !self.closed_calls.is_empty();
                 let usage = self.usage.map(|u| out_usage(&u)).unwrap_or_else(|| out_usage(&end.usage));
+                let (stop_reason, stop_sequence) = stop_reason(end.finish_reason.as_ref(), tool_use);
                 let delta = MessageDelta {
                     r#type: "message_delta",
-                    delta: StopDelta {
-                        stop_reason: stop_reason(end.finish_reason.as_ref(), tool_use),
-                        stop_sequence: None,
-                    },
+                    delta: StopDelta { stop_reason, stop_sequence },
                     usage,
                 };
                 respond::event_frame(out, "message_delta", &delta);

@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use axum::http::Request;
+use claudette_core::metrics::COST_METRIC;
 use claudette_core::{BackendRouter, RoutingDecision};
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -422,6 +423,10 @@ fn describe() {
     );
     metrics::describe_gauge!("claudette_gateway_backend_healthy", "1 when the backend can take traffic now");
     metrics::describe_gauge!(
+        COST_METRIC,
+        "Spend per backend since start, price-table currency (USD for the built-in tables)"
+    );
+    metrics::describe_gauge!(
         "claudette_gateway_backend_cost",
         "Spend per backend since start, price-table currency"
     );
@@ -451,7 +456,23 @@ pub(crate) fn render(router: &BackendRouter) -> Option<String> {
     }
     flush_all();
     h.run_upkeep();
-    Some(h.render())
+    Some(as_counters(h.render()))
+}
+
+/// Series that only grow but hold fractions, which the `metrics` facade can only record as
+/// gauges (its counters count whole numbers).
+const FLOAT_COUNTERS: [&str; 1] = [COST_METRIC];
+
+/// `text` with each of [`FLOAT_COUNTERS`] typed as the counter it is: a `_total` name is
+/// reserved for counters, and OpenMetrics parsers refuse a gauge that has one.
+fn as_counters(mut text: String) -> String {
+    for name in FLOAT_COUNTERS {
+        let gauge = format!("# TYPE {name} gauge\n");
+        if let Some(at) = text.find(&gauge) {
+            text.replace_range(at..at + gauge.len(), &format!("# TYPE {name} counter\n"));
+        }
+    }
+    text
 }
 
 fn status_label(status: u16) -> SharedString {

@@ -35,6 +35,13 @@ pub(crate) struct CompletionRequest {
     temperature: Option<f32>,
     #[serde(default)]
     top_p: Option<f32>,
+    /// Not OpenAI's, but what clients of self-hosted servers (vLLM, llama.cpp) send.
+    #[serde(default)]
+    top_k: Option<u32>,
+    #[serde(default)]
+    seed: Option<i64>,
+    #[serde(default)]
+    parallel_tool_calls: Option<bool>,
     #[serde(default)]
     stop: Option<Stop>,
     #[serde(default)]
@@ -199,9 +206,10 @@ fn locate(v: &Value) -> Option<Fault> {
         let v = field(k)?;
         match k {
             "model" | "user" => fault::<String>(k.into(), v),
-            "max_tokens" | "max_completion_tokens" | "n" => fault::<u32>(k.into(), v),
+            "max_tokens" | "max_completion_tokens" | "n" | "top_k" => fault::<u32>(k.into(), v),
+            "seed" => fault::<i64>(k.into(), v),
             "temperature" | "top_p" => fault::<f32>(k.into(), v),
-            "stream" | "logprobs" => fault::<bool>(k.into(), v),
+            "stream" | "logprobs" | "parallel_tool_calls" => fault::<bool>(k.into(), v),
             "stream_options" => fault::<StreamOptions>(k.into(), v),
             "metadata" => fault::<serde_json::Map<String, Value>>(k.into(), v),
             "tool_choice" => fault::<InToolChoice>(k.into(), v),
@@ -219,8 +227,11 @@ fn locate(v: &Value) -> Option<Fault> {
         "n",
         "temperature",
         "top_p",
+        "top_k",
+        "seed",
         "stream",
         "logprobs",
+        "parallel_tool_calls",
         "stream_options",
         "metadata",
         "tool_choice",
@@ -338,7 +349,12 @@ impl CompletionRequest {
                 return Err(ApiError::invalid("tool messages need `tool_call_id`")
                     .with_param(format!("messages[{i}].tool_call_id")));
             }
-            out.push(Message { role, content, tool_calls, tool_call_id: m.tool_call_id, name: m.name });
+            out.push(Message {
+                tool_calls,
+                tool_call_id: m.tool_call_id,
+                name: m.name,
+                ..Message::new(role, content)
+            });
         }
         let mut tools = Vec::new();
         for (i, t) in self.tools.unwrap_or_default().into_iter().enumerate() {
@@ -386,6 +402,9 @@ impl CompletionRequest {
             max_tokens: self.max_completion_tokens.or(self.max_tokens),
             temperature: self.temperature,
             top_p: self.top_p,
+            top_k: self.top_k,
+            seed: self.seed,
+            parallel_tool_calls: self.parallel_tool_calls,
             stop: match self.stop {
                 None => Vec::new(),
                 Some(TextOr::Text(s)) => vec![s],
@@ -539,7 +558,7 @@ fn arguments_text(v: &Value) -> String {
 /// answer's content decides. A cut-off (`length`) or filtered answer keeps its reason.
 pub(crate) fn finish_reason(f: Option<&FinishReason>, tool_calls: bool) -> &'static str {
     let reason = match f {
-        None | Some(FinishReason::Stop) => "stop",
+        None | Some(FinishReason::Stop | FinishReason::StopSequence(_)) => "stop",
         Some(FinishReason::Length) => "length",
         Some(FinishReason::ToolCalls) => "tool_calls",
         Some(FinishReason::ContentFilter) => "content_filter",

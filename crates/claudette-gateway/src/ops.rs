@@ -5,6 +5,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use claudette_core::costs::MAX_TIMEFRAME;
 use claudette_core::{
     BackendInfo, BreakerSnapshot, GroupBy, HealthStatus, PerformanceMetrics, parse_timeframe,
 };
@@ -184,7 +185,18 @@ pub(crate) async fn costs(State(st): State<Shared>, uri: Uri) -> Response {
     for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
         match k.as_ref() {
             "timeframe" => match parse_timeframe(&v) {
-                Some(d) if !d.is_zero() => timeframe = d,
+                Some(d) if !d.is_zero() && d <= MAX_TIMEFRAME => timeframe = d,
+                // Spend older than that is not kept: a longer window would under-count.
+                Some(d) if !d.is_zero() => {
+                    observe::count("costs", 400);
+                    return ApiError::invalid(format!(
+                        "`timeframe` must be at most {}d ({}h): spend is kept that long",
+                        MAX_TIMEFRAME.as_secs() / 86_400,
+                        MAX_TIMEFRAME.as_secs() / 3600
+                    ))
+                    .with_param("timeframe")
+                    .into_response(Flavor::OpenAi);
+                }
                 _ => {
                     observe::count("costs", 400);
                     return ApiError::invalid("`timeframe` must look like 30m, 24h, 7d or 1w")

@@ -172,3 +172,65 @@ async fn ready_goes_unready_when_every_breaker_is_open() {
         "{text}"
     );
 }
+
+/// `# TYPE name kind` of every family in a scrape.
+fn types(exposition: &str) -> BTreeMap<String, String> {
+    exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_once(' '))
+        .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+        .collect()
+}
+
+/// Spend only grows, and a `_total` name is reserved for counters (OpenMetrics parsers refuse a
+/// gauge that has one): it was exposed as the gauge `claudette_cost_total`. Now it is the
+/// counter `claudette_cost_usd_total`, holding the fractions the spend is made of, and no
+/// family named `_total` is a gauge.
+#[tokio::test]
+async fn spend_is_a_counter_named_with_its_unit() {
+    let fake = FakeServer::start().await;
+    fake.set_default(Fake::openai_text_usage("hi", 1000, 500));
+    let gw = start(router(vec![openai(priced(openai_settings("spend-ctr", &fake), 0.001, 0.002))])).await;
+    for _ in 0..2 {
+        let r = post(&gw.url, "/v1/chat/completions", json!({"messages": user("x")})).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    let text = scrape(&gw.url).await;
+    let kinds = types(&text);
+    assert_eq!(kinds.get("claudette_cost_usd_total").map(String::as_str), Some("counter"), "{text}");
+    assert!(!text.contains("claudette_cost_total"), "{text}");
+    for (name, kind) in &kinds {
+        assert!(!(name.ends_with("_total") && kind != "counter"), "{name} is a {kind}\n{text}");
+    }
+    let spent = samples(&text)
+        .into_iter()
+        .find(|(n, l, _)| {
+            n == "claudette_cost_usd_total" && l.get("backend").map(String::as_str) == Some("spend-ctr")
+        })
+        .map(|(_, _, v)| v.parse::<f64>().unwrap());
+    // Two requests of 1000 input tokens at 0.001 and 500 output tokens at 0.002 per 1k.
+    assert!(spent.is_some_and(|v| (v - 0.004).abs() < 1e-9), "{spent:?}\n{text}");
+}
+
+/// Spend is kept for 31 days: a longer window counted only what was left while its span, and
+/// the projection over it, reached further back. It is refused, naming the maximum.
+#[tokio::test]
+async fn cost_windows_longer_than_kept_are_refused_naming_the_maximum() {
+    let fake = FakeServer::start().await;
+    fake.set_default(Fake::openai_text("hi"));
+    let gw = start(router(vec![openai(priced(openai_settings("spend-window", &fake), 0.001, 0.002))])).await;
+    let r = post(&gw.url, "/v1/chat/completions", json!({"messages": user("x")})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for ok in ["31d", "744h", "1w", "30m"] {
+        let r = get(&gw.url, &format!("/v1/costs?timeframe={ok}"), &[]).await;
+        assert_eq!(r.status, 200, "{ok}: {}", r.text);
+        assert_eq!(r.json()["total_requests"], 1, "{ok}: {}", r.text);
+    }
+    for long in ["32d", "745h", "5w", "60d", "99999999w"] {
+        let r = get(&gw.url, &format!("/v1/costs?timeframe={long}"), &[]).await;
+        assert_eq!(r.status, 400, "{long}: {}", r.text);
+        let error = &r.json()["error"];
+        assert_eq!(error["param"], "timeframe", "{}", r.text);
+        assert!(error["message"].as_str().unwrap().contains("at most 31d (744h)"), "{}", r.text);
+    }
+}

@@ -38,8 +38,10 @@ pub const ABI_VERSION: u32 = 2;
 /// (F-33). The binary form does not compile until it covers every field, so a core change
 /// cannot slip through without touching this crate.
 ///
-/// History: 1, the first; 2, `ChatRequest::tool_choice` and `ChatRequest::response_format`.
-pub const SCHEMA_VERSION: u32 = 2;
+/// History: 1, the first; 2, `ChatRequest::tool_choice` and `ChatRequest::response_format`;
+/// 3, `ChatRequest::{top_k, seed, parallel_tool_calls}`, `Message::is_error` and
+/// `FinishReason::StopSequence`.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The field type of [`ClaudettePlugin::abi_version`]. It is `u64` only under the test feature
 /// that simulates a plugin built against a release of this crate with another layout.

@@ -175,7 +175,7 @@ macro_rules! wire_le {
         }
     )*};
 }
-wire_le!(u16, u32, u64, f32, f64);
+wire_le!(u16, u32, u64, i64, f32, f64);
 
 /// `Wire` as JSON text (see the module docs: free-form values, or ones rare on the hot path).
 macro_rules! wire_json {
@@ -370,6 +370,10 @@ impl Wire for FinishReason {
                 out.push(4);
                 put_str(s, out);
             }
+            FinishReason::StopSequence(s) => {
+                out.push(5);
+                put_str(s, out);
+            }
         }
     }
     #[inline]
@@ -380,6 +384,7 @@ impl Wire for FinishReason {
             2 => Ok(FinishReason::ToolCalls),
             3 => Ok(FinishReason::ContentFilter),
             4 => String::get(r).map(FinishReason::Other),
+            5 => String::get(r).map(FinishReason::StopSequence),
             t => r.bad_tag(t, "finish reason"),
         }
     }
@@ -443,7 +448,7 @@ impl Wire for ResponseFormat {
     }
 }
 
-wire_struct!(Message { role, content, tool_calls, tool_call_id, name });
+wire_struct!(Message { role, content, tool_calls, tool_call_id, name, is_error });
 
 wire_struct!(ChatRequest {
     messages,
@@ -451,9 +456,12 @@ wire_struct!(ChatRequest {
     max_tokens,
     temperature,
     top_p,
+    top_k,
+    seed,
     stop,
     tools,
     tool_choice,
+    parallel_tool_calls,
     response_format,
     backend,
     tags,
@@ -572,11 +580,14 @@ mod tests {
                     ..Message::assistant("")
                 },
                 Message { name: Some("lookup".into()), ..Message::tool_result("call_1", "{\"ok\":true}") },
+                Message::tool_error("call_2", "timed out"),
             ],
             model: Some("gpt-4o-mini".into()),
             max_tokens: Some(256),
             temperature: Some(0.3),
             top_p: Some(f32::MIN_POSITIVE),
+            top_k: Some(40),
+            seed: Some(i64::MIN),
             stop: vec!["\n\n".into(), "END".into()],
             tools: vec![ToolSpec {
                 name: "lookup".into(),
@@ -584,6 +595,7 @@ mod tests {
                 parameters: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
             }],
             tool_choice: ToolChoice::Tool("lookup".into()),
+            parallel_tool_calls: Some(false),
             response_format: ResponseFormat::JsonSchema {
                 name: "answer".into(),
                 schema: json!({"type": "object", "properties": {"a": {"type": "integer"}}}),
@@ -604,6 +616,18 @@ mod tests {
             round_trip(&ChatRequest { tool_choice, ..ChatRequest::prompt("x") });
         }
         round_trip(&ChatRequest { response_format: ResponseFormat::JsonObject, ..ChatRequest::prompt("x") });
+        round_trip(&ChatRequest {
+            parallel_tool_calls: Some(true),
+            seed: Some(0),
+            ..ChatRequest::prompt("x")
+        });
+        // Every new field is carried: a request that differs only there decodes differently.
+        let full = full_request();
+        let decoded: ChatRequest = decode("r", &encode(&full, 0)).unwrap();
+        assert_eq!(
+            (decoded.top_k, decoded.seed, decoded.parallel_tool_calls, decoded.messages[4].is_error),
+            (Some(40), Some(i64::MIN), Some(false), true)
+        );
     }
 
     #[test]
@@ -633,9 +657,13 @@ mod tests {
             ..RoutingDecision::default()
         });
         round_trip(&r);
-        for finish in
-            [FinishReason::Stop, FinishReason::Length, FinishReason::ToolCalls, FinishReason::ContentFilter]
-        {
+        for finish in [
+            FinishReason::Stop,
+            FinishReason::Length,
+            FinishReason::ToolCalls,
+            FinishReason::ContentFilter,
+            FinishReason::StopSequence("\n\nHuman:".into()),
+        ] {
             round_trip(&Some(finish));
         }
     }
@@ -659,6 +687,13 @@ mod tests {
                     finish_reason: Some(FinishReason::Stop),
                     usage: Usage::default(),
                     cost: 0.1,
+                },
+            },
+            StreamEvent::Done {
+                end: StreamEnd {
+                    finish_reason: Some(FinishReason::StopSequence("END".into())),
+                    usage: Usage::reported(3, 4),
+                    cost: 0.0,
                 },
             },
             StreamEvent::Error {

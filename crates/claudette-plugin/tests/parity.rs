@@ -213,11 +213,15 @@ fn requests() -> Vec<ChatRequest> {
             ..Message::assistant("")
         },
         Message { name: Some("get_weather".into()), ..Message::tool_result("call_1", "{\"temp\": 21}") },
+        Message { name: Some("get_weather".into()), ..Message::tool_error("call_2", "city unknown") },
     ]);
     with_tools.tools = vec![tool];
+    with_tools.parallel_tool_calls = Some(true);
     let mut sampled = ChatRequest::prompt("Say hi").with_max_tokens(32).with_temperature(0.7);
     sampled.top_p = Some(0.9);
     sampled.stop = vec!["\n\n".into()];
+    sampled.top_k = Some(20);
+    sampled.seed = Some(7);
     let mut metadata = ChatRequest::prompt("background job");
     metadata.metadata.insert("async_contribution".into(), json!(true));
     vec![

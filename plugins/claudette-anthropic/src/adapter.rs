@@ -1,5 +1,6 @@
 //! [`AnthropicAdapter`]: the Messages API as a sans-IO [`ProviderAdapter`].
 
+use claudette_core::base_url::endpoint_url;
 use claudette_core::{
     AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse,
     HttpRequest, HttpResponse, Pricing, ProviderAdapter, StreamDecoder,
@@ -41,8 +42,11 @@ enum Beta {
 #[derive(Debug, Clone)]
 pub struct AnthropicAdapter {
     info: BackendInfo,
-    /// Base URL without a trailing slash or `/v1`.
-    base: String,
+    /// Base URL whose path has no trailing slash or `/v1`; its query, if any, is kept on
+    /// every call.
+    base: url::Url,
+    /// `{base}/v1/messages`, joined once rather than per request.
+    messages_url: String,
     /// Whether this is Anthropic's own API (a key is required, unknown models are Claude).
     official: bool,
     has_key: bool,
@@ -67,10 +71,10 @@ impl AnthropicAdapter {
 
         // The Anthropic SDKs take the root as base URL while the OpenAI ones take `…/v1`; accept
         // both rather than post to `/v1/v1/messages`.
-        let mut base = url.as_str().trim_end_matches('/').to_owned();
-        if let Some(stripped) = base.strip_suffix("/v1") {
-            base = stripped.to_owned();
-        }
+        let mut base = url.clone();
+        let path = url.path().trim_end_matches('/');
+        base.set_path(path.strip_suffix("/v1").unwrap_or(path));
+        let messages_url = endpoint_url(&base, "v1/messages", &[]);
 
         let model =
             settings.model.clone().filter(|m| !m.trim().is_empty()).unwrap_or_else(|| DEFAULT_MODEL.into());
@@ -127,6 +131,7 @@ impl AnthropicAdapter {
                 enabled: settings.enabled,
             },
             base,
+            messages_url,
             official,
             has_key: settings.api_key.as_ref().is_some_and(|k| !k.is_empty()),
             version,
@@ -140,7 +145,7 @@ impl AnthropicAdapter {
 
     /// The Messages endpoint.
     pub fn messages_url(&self) -> String {
-        format!("{}/v1/messages", self.base)
+        self.messages_url.clone()
     }
 
     /// Headers every call carries (the key is added by the I/O layer, never here).
@@ -201,7 +206,7 @@ impl ProviderAdapter for AnthropicAdapter {
     }
 
     fn health_probe(&self) -> Option<HttpRequest> {
-        Some(self.with_headers(HttpRequest::get(format!("{}/v1/models", self.base))))
+        Some(self.with_headers(HttpRequest::get(endpoint_url(&self.base, "v1/models", &[]))))
     }
 
     fn parse_models(&self, body: &[u8]) -> Result<Vec<String>, BackendError> {

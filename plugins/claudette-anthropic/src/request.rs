@@ -93,7 +93,10 @@ fn convert_messages(messages: &[Message]) -> Result<(Vec<String>, Vec<Value>), B
                 let id = m.tool_call_id.as_deref().filter(|id| !id.is_empty()).ok_or_else(|| {
                     BackendError::invalid("a tool result message needs the tool_call_id it answers")
                 })?;
-                let block = json!({ "type": "tool_result", "tool_use_id": id, "content": m.content });
+                let mut block = json!({ "type": "tool_result", "tool_use_id": id, "content": m.content });
+                if m.is_error {
+                    block["is_error"] = Value::Bool(true);
+                }
                 match turns.last_mut() {
                     // Results of parallel calls go in one user turn, as Anthropic expects.
                     Some(t) if t.has_tool_results && t.blocks.iter().all(is_tool_result) => {
@@ -154,18 +157,28 @@ pub(crate) fn body(
     if let Some(p) = top_p {
         b.insert("top_p".into(), json_f32("top_p", p)?);
     }
+    if let Some(k) = request.top_k {
+        b.insert("top_k".into(), k.into());
+    }
+    // No `seed`: the Messages API has none, and a seed only ever asks for best effort.
     if !request.stop.is_empty() {
         b.insert("stop_sequences".into(), json!(request.stop));
     }
     let tool_choice = request.checked_tool_choice()?;
     if !request.tools.is_empty() {
         b.insert("tools".into(), Value::Array(request.tools.iter().map(tool_spec).collect()));
-        let choice = match tool_choice {
+        let mut choice = match tool_choice {
             ToolChoice::Auto => None,
             ToolChoice::None => Some(json!({"type": "none"})),
             ToolChoice::Required => Some(json!({"type": "any"})),
             ToolChoice::Tool(name) => Some(json!({"type": "tool", "name": name})),
         };
+        // Only a tool choice object carries the limit; `none` takes no options (and makes no
+        // calls at all), so there it is left out.
+        if request.parallel_tool_calls == Some(false) && *tool_choice != ToolChoice::None {
+            let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
+            c["disable_parallel_tool_use"] = Value::Bool(true);
+        }
         if let Some(choice) = choice {
             b.insert("tool_choice".into(), choice);
         }
@@ -201,6 +214,43 @@ mod tests {
         assert_eq!(turns[1]["content"][0]["input"], json!({"a": 1}));
         assert_eq!(turns[2]["content"][0]["type"], "tool_result");
         assert_eq!(turns[2]["content"][1], json!({"type": "text", "text": "and?"}));
+    }
+
+    #[test]
+    fn knobs_and_failed_results_reach_the_body() {
+        let tool = ToolSpec { name: "f".into(), description: String::new(), parameters: json!({}) };
+        let base = ChatRequest {
+            messages: vec![
+                Message::user("q"),
+                Message {
+                    tool_calls: vec![ToolCall { id: "t1".into(), name: "f".into(), arguments: json!({}) }],
+                    ..Message::assistant("")
+                },
+                Message::tool_error("t1", "boom"),
+            ],
+            tools: vec![tool],
+            top_k: Some(5),
+            seed: Some(1),
+            parallel_tool_calls: Some(false),
+            ..ChatRequest::default()
+        };
+        let b = body(&base, "claude-x", 10, false).unwrap();
+        assert_eq!(b["top_k"], 5);
+        assert!(b.get("seed").is_none(), "{b}");
+        assert_eq!(b["tool_choice"], json!({"type": "auto", "disable_parallel_tool_use": true}));
+        assert_eq!(
+            b["messages"][2]["content"][0],
+            json!({"type": "tool_result", "tool_use_id": "t1", "content": "boom", "is_error": true})
+        );
+        let forced = ChatRequest { tool_choice: ToolChoice::Required, ..base.clone() };
+        let b = body(&forced, "claude-x", 10, false).unwrap();
+        assert_eq!(b["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
+        let none = ChatRequest { tool_choice: ToolChoice::None, ..base.clone() };
+        assert_eq!(body(&none, "claude-x", 10, false).unwrap()["tool_choice"], json!({"type": "none"}));
+        let allowed = ChatRequest { parallel_tool_calls: Some(true), ..base };
+        let b = body(&allowed, "claude-x", 10, false).unwrap();
+        assert!(b.get("tool_choice").is_none(), "{b}");
+        assert!(b["messages"][2]["content"][0].get("is_error").is_some());
     }
 
     #[test]

@@ -20,6 +20,8 @@ struct WireMessage {
     #[serde(default)]
     stop_reason: Option<String>,
     #[serde(default)]
+    stop_sequence: Option<String>,
+    #[serde(default)]
     usage: Option<WireUsage>,
 }
 
@@ -90,7 +92,7 @@ pub(crate) fn parse(body: &[u8], backend: &str, requested_model: &str) -> Result
     if !reasoning.is_empty() {
         out.reasoning = Some(reasoning);
     }
-    out.finish_reason = msg.stop_reason.as_deref().map(finish_reason);
+    out.finish_reason = msg.stop_reason.as_deref().map(|r| finish_reason(r, msg.stop_sequence.as_deref()));
     out.usage = msg.usage.unwrap_or_default().to_usage();
     Ok(out)
 }

@@ -217,7 +217,7 @@ impl AnthropicStreamDecoder {
             }
             "message_delta" => {
                 if let Some(r) = str_at(v, &["delta", "stop_reason"]) {
-                    self.finish = Some(finish_reason(r));
+                    self.finish = Some(finish_reason(r, str_at(v, &["delta", "stop_sequence"])));
                 }
                 if self.take_usage(v.get("usage"))? {
                     out.push(self.usage_event());

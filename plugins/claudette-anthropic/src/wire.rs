@@ -65,10 +65,15 @@ impl WireUsage {
     }
 }
 
-/// `stop_reason` in neutral terms.
-pub(crate) fn finish_reason(stop_reason: &str) -> FinishReason {
+/// `stop_reason` in neutral terms, with the `stop_sequence` that matched. A compatible server
+/// that says `stop_sequence` without naming it gives a plain stop.
+pub(crate) fn finish_reason(stop_reason: &str, stop_sequence: Option<&str>) -> FinishReason {
     match stop_reason {
-        "end_turn" | "stop_sequence" => FinishReason::Stop,
+        "stop_sequence" => match stop_sequence {
+            Some(s) => FinishReason::StopSequence(s.to_owned()),
+            None => FinishReason::Stop,
+        },
+        "end_turn" => FinishReason::Stop,
         // `model_context_window_exceeded`: the output was cut by the window, not by max_tokens,
         // but for the caller it is the same truncated answer.
         "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
@@ -95,6 +100,13 @@ mod tests {
         assert_eq!(u.uncached_input_tokens(), 10);
         assert_eq!(u.source, UsageSource::Reported);
         assert_eq!(WireUsage::default().to_usage().source, UsageSource::Missing);
+    }
+
+    #[test]
+    fn the_matched_stop_sequence_is_kept() {
+        assert_eq!(finish_reason("stop_sequence", Some("END")), FinishReason::StopSequence("END".into()));
+        assert_eq!(finish_reason("stop_sequence", None), FinishReason::Stop);
+        assert_eq!(finish_reason("end_turn", None), FinishReason::Stop);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! [`GeminiAdapter`]: Gemini's `generateContent` as pure functions.
 
+use claudette_core::base_url::endpoint_url;
 use claudette_core::error::scrub_secrets;
 use claudette_core::types::{json_f32, normalize_tool_arguments};
 use claudette_core::{
-    AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse, Framing,
-    HttpRequest, HttpResponse, Message, Pricing, ProviderAdapter, ResponseFormat, Role, StreamDecoder,
-    ToolChoice,
+    AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse,
+    ErrorKind, Framing, HttpRequest, HttpResponse, Message, Pricing, ProviderAdapter, ResponseFormat, Role,
+    StreamDecoder, ToolChoice,
 };
 use serde_json::{Map, Value, json};
 
@@ -35,7 +36,8 @@ pub const THOUGHT_SIGNATURE_PLACEHOLDER: &str = "skip_thought_signature_validato
 #[derive(Debug, Clone)]
 pub struct GeminiAdapter {
     info: BackendInfo,
-    base: String,
+    /// The API root; its query, if any, is kept on every call.
+    base: url::Url,
     pricing_override: Option<Pricing>,
     signature_placeholder: bool,
     has_key: bool,
@@ -57,7 +59,6 @@ impl GeminiAdapter {
         check_model_name(&model)
             .map_err(|e| BackendError::config(format!("backend `{}`: {}", settings.name, e.message)))?;
         let base = settings.parsed_base_url(DEFAULT_BASE_URL)?;
-        let base = base.as_str().trim_end_matches('/').to_owned();
         if settings.pricing.is_none() && crate::pricing::known_price(&model).is_none() {
             tracing::warn!(
                 backend = %settings.name, model = %model,
@@ -155,6 +156,14 @@ impl GeminiAdapter {
         if let Some(p) = request.top_p {
             config.insert("topP".into(), json_f32("top_p", p)?);
         }
+        if let Some(k) = request.top_k {
+            config.insert("topK".into(), json!(k));
+        }
+        // Gemini's seed is an int32; a wider one cannot be sent as given, and a seed is best
+        // effort anyway, so it is left out rather than changed into another.
+        if let Some(seed) = request.seed.and_then(|s| i32::try_from(s).ok()) {
+            config.insert("seed".into(), json!(seed));
+        }
         if !request.stop.is_empty() {
             config.insert("stopSequences".into(), json!(request.stop));
         }
@@ -176,6 +185,17 @@ impl GeminiAdapter {
             body.insert("generationConfig".into(), Value::Object(config));
         }
         let tool_choice = request.checked_tool_choice()?;
+        // Gemini may answer with several calls and has no switch to stop it; a client that
+        // asked for one call at a time would be handed two, so another backend gets it.
+        if request.parallel_tool_calls == Some(false)
+            && !request.tools.is_empty()
+            && *tool_choice != ToolChoice::None
+        {
+            return Err(BackendError::new(
+                ErrorKind::Unsupported,
+                "gemini cannot limit an answer to one tool call (parallel_tool_calls: false)",
+            ));
+        }
         if !request.tools.is_empty() {
             let declarations: Vec<Value> = request
                 .tools
@@ -224,9 +244,9 @@ impl GeminiAdapter {
 
     fn url(&self, model: &str, stream: bool) -> String {
         if stream {
-            format!("{}/models/{model}:streamGenerateContent?alt=sse", self.base)
+            endpoint_url(&self.base, &format!("models/{model}:streamGenerateContent"), &[("alt", "sse")])
         } else {
-            format!("{}/models/{model}:generateContent", self.base)
+            endpoint_url(&self.base, &format!("models/{model}:generateContent"), &[])
         }
     }
 }
@@ -255,6 +275,8 @@ fn check_model_name(model: &str) -> Result<(), BackendError> {
 
 /// A tool result as a `functionResponse` part. Gemini wants the function *name* and an object
 /// `response`: a result that is a JSON object is sent as is, anything else under `"result"`.
+/// A failed call's result goes under `"error"`, the key Google documents for "the function
+/// call failed" (the model reads the rest of `response` as the function's output).
 fn function_response(m: &Message, earlier: &[Message]) -> Result<Value, BackendError> {
     let name = m
         .name
@@ -268,10 +290,11 @@ fn function_response(m: &Message, earlier: &[Message]) -> Result<Value, BackendE
                 "gemini: a tool result needs the tool's name (set `name`, or answer a call present in the history)",
             )
         })?;
-    let response = match serde_json::from_str::<Value>(&m.content) {
-        Ok(o @ Value::Object(_)) => o,
-        Ok(other) => json!({ "result": other }),
-        Err(_) => json!({ "result": m.content }),
+    let parsed = serde_json::from_str::<Value>(&m.content).unwrap_or_else(|_| json!(m.content));
+    let response = match parsed {
+        _ if m.is_error => json!({ "error": parsed }),
+        o @ Value::Object(_) => o,
+        other => json!({ "result": other }),
     };
     Ok(json!({"functionResponse": {"name": name, "response": response}}))
 }
@@ -378,6 +401,9 @@ impl ProviderAdapter for GeminiAdapter {
         if !reasoning.is_empty() {
             out.reasoning = Some(reasoning);
         }
+        if let Some(e) = body.finish_error() {
+            return Err(e.with_status(response.status).with_backend(&self.info.name));
+        }
         if let Some(reason) = candidate.finish_reason.as_deref() {
             if wire::is_filter_reason(reason) && out.content.is_empty() && out.tool_calls.is_empty() {
                 return Err(wire::blocked_output(reason).with_status(response.status));
@@ -404,7 +430,7 @@ impl ProviderAdapter for GeminiAdapter {
     }
 
     fn health_probe(&self) -> Option<HttpRequest> {
-        Some(HttpRequest::get(format!("{}/models", self.base)))
+        Some(HttpRequest::get(endpoint_url(&self.base, "models", &[])))
     }
 
     fn parse_models(&self, body: &[u8]) -> Result<Vec<String>, BackendError> {

@@ -98,6 +98,9 @@ impl StreamDecoder for GeminiStreamDecoder {
             }
         }
         self.saw_output |= answered;
+        if let Some(e) = chunk.finish_error() {
+            return Err(self.fail(e));
+        }
         if let Some(reason) = chunk.finish_reason() {
             if wire::is_filter_reason(reason) && !self.saw_output {
                 return Err(self.fail(wire::blocked_output(reason)));

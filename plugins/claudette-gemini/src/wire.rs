@@ -34,6 +34,9 @@ pub(crate) struct Candidate {
     pub content: Option<Content>,
     #[serde(default)]
     pub finish_reason: Option<String>,
+    /// Gemini's words on the finish reason (e.g. what was wrong with a malformed call).
+    #[serde(default)]
+    pub finish_message: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +128,12 @@ impl GenerateContentResponse {
         self.first_candidate()?.finish_reason.as_deref()
     }
 
+    /// The error a finish reason stands for, if it stands for one (see [`finish_error`]).
+    pub(crate) fn finish_error(&self) -> Option<BackendError> {
+        let c = self.first_candidate()?;
+        finish_error(c.finish_reason.as_deref()?, c.finish_message.as_deref())
+    }
+
     /// `promptFeedback.blockReason` when the prompt itself was blocked and no candidate came:
     /// the whole request was refused.
     pub(crate) fn prompt_block(&self) -> Option<BackendError> {
@@ -175,8 +184,8 @@ pub(crate) fn is_filter_reason(reason: &str) -> bool {
 
 /// `finishReason` in neutral terms. Gemini says `STOP` also when the turn ended in function
 /// calls, so a stop with calls is [`FinishReason::ToolCalls`], what callers check to run tools.
-/// Values without a neutral equivalent (`MALFORMED_FUNCTION_CALL`, `LANGUAGE`, `OTHER`...) are
-/// kept verbatim.
+/// Values without a neutral equivalent (`LANGUAGE`, `OTHER`...) are kept verbatim; one that
+/// is an error ([`finish_error`]) never gets here.
 pub(crate) fn finish_reason(reason: &str, has_tool_calls: bool) -> FinishReason {
     match reason {
         "STOP" if has_tool_calls => FinishReason::ToolCalls,
@@ -185,6 +194,24 @@ pub(crate) fn finish_reason(reason: &str, has_tool_calls: bool) -> FinishReason 
         r if is_filter_reason(r) => FinishReason::ContentFilter,
         other => FinishReason::Other(other.to_owned()),
     }
+}
+
+/// The error a finish reason stands for: `MALFORMED_FUNCTION_CALL` means the model set out to
+/// call a tool and wrote a call Gemini could not parse, so the answer it ends is missing the
+/// call the model meant; handed back as a success, it is an empty answer the client takes as
+/// the model's last word. [`ErrorKind::Unsupported`]: the router fails over (another model may
+/// well call the tool), and the breaker does not count it, since the server is healthy and one
+/// client's hard tool schema must not take the backend away from everyone else.
+pub(crate) fn finish_error(reason: &str, message: Option<&str>) -> Option<BackendError> {
+    (reason == "MALFORMED_FUNCTION_CALL").then(|| {
+        let detail =
+            message.map(|m| format!(": {}", m.chars().take(300).collect::<String>())).unwrap_or_default();
+        BackendError::new(
+            ErrorKind::Unsupported,
+            format!("gemini wrote a tool call it could not parse (finishReason {reason}){detail}"),
+        )
+        .with_code(reason)
+    })
 }
 
 /// The error for a candidate a filter stopped before it produced anything: there is no answer

@@ -319,11 +319,9 @@ fn function_calls_get_ids_and_tool_calls_finish() {
 
 #[test]
 fn other_finish_reasons() {
-    for (reason, expected) in [
-        ("MAX_TOKENS", FinishReason::Length),
-        ("MALFORMED_FUNCTION_CALL", FinishReason::Other("MALFORMED_FUNCTION_CALL".into())),
-        ("OTHER", FinishReason::Other("OTHER".into())),
-    ] {
+    for (reason, expected) in
+        [("MAX_TOKENS", FinishReason::Length), ("OTHER", FinishReason::Other("OTHER".into()))]
+    {
         let body = json!({"candidates": [{"content": {"parts": [{"text": "partial"}], "role": "model"},
                                           "finishReason": reason}]})
         .to_string();

@@ -123,6 +123,12 @@ impl OllamaAdapter {
         if let Some(p) = request.top_p {
             options.insert("top_p".into(), json_f32("top_p", p)?);
         }
+        if let Some(k) = request.top_k {
+            options.insert("top_k".into(), json!(k));
+        }
+        if let Some(seed) = request.seed {
+            options.insert("seed".into(), json!(seed));
+        }
         if !request.stop.is_empty() {
             options.insert("stop".into(), json!(request.stop));
         }
@@ -144,6 +150,14 @@ impl OllamaAdapter {
                 ));
             }
         };
+        // Nor can it limit an answer to one call: a client that runs one call per turn would
+        // be handed several.
+        if offer_tools && !request.tools.is_empty() && request.parallel_tool_calls == Some(false) {
+            return Err(BackendError::new(
+                ErrorKind::Unsupported,
+                "Ollama cannot limit an answer to one tool call (parallel_tool_calls: false)",
+            ));
+        }
         if offer_tools && !request.tools.is_empty() {
             let tools: Vec<Value> = request
                 .tools
@@ -188,7 +202,8 @@ fn message_json(m: &Message, earlier: &[Message]) -> Value {
     };
     let mut out = Map::new();
     out.insert("role".into(), json!(role));
-    out.insert("content".into(), json!(m.content));
+    // No error flag on a tool message: a failure is said in the text.
+    out.insert("content".into(), json!(m.tool_result_text()));
     if m.role == Role::Assistant && !m.tool_calls.is_empty() {
         let calls: Vec<Value> = m
             .tool_calls

@@ -107,6 +107,12 @@ impl Default for OpenAiOptions {
 /// | `max_tokens_field` | `max_tokens` / `max_completion_tokens` | `max_tokens`, `max_completion_tokens` for o-series | which field carries `max_tokens` |
 ///
 /// Unknown keys are a configuration error (a typo must not silently become a default).
+///
+/// A request's `top_k` is sent only to self-hosted backends (`backend_type`, guessed from the
+/// host): vLLM, llama.cpp and SGLang take it, OpenAI's API refuses parameters it does not know,
+/// and a sampling knob is not worth a failed request. `seed` and `parallel_tool_calls` (the
+/// latter only with tools) are OpenAI's own and always sent. A failed tool result (which this
+/// protocol cannot flag) is sent as `Error: <content>`.
 #[derive(Debug, Clone)]
 pub struct OpenAiAdapter {
     info: BackendInfo,
@@ -248,6 +254,7 @@ impl OpenAiAdapter {
             model: spec.model.to_owned(),
             max_tokens_field: spec.max_tokens_field,
             stream_include_usage: spec.stream_include_usage,
+            send_top_k: spec.send_top_k,
             extra: spec.extra.clone(),
         }
     }
@@ -266,6 +273,9 @@ impl OpenAiAdapter {
             model: &self.info.model,
             max_tokens_field,
             stream_include_usage: self.stream_include_usage,
+            // The servers one runs oneself take `top_k`; a cloud API (OpenAI's first) may
+            // refuse a parameter it does not know, so a best-effort knob is not risked there.
+            send_top_k: self.info.backend_type == BackendType::SelfHosted,
             extra: &self.options.extra_body,
         }
     }
@@ -280,10 +290,7 @@ impl OpenAiAdapter {
 
 /// `{base}/{path}`, keeping a query string the base URL may carry.
 fn endpoint(base: &Url, path: &str) -> String {
-    let mut url = base.clone();
-    let joined = format!("{}/{}", url.path().trim_end_matches('/'), path.trim_start_matches('/'));
-    url.set_path(&joined);
-    url.to_string()
+    claudette_core::base_url::endpoint_url(base, path, &[])
 }
 
 /// Prices of `model` from `table`, if the table knows it.

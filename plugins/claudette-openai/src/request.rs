@@ -40,6 +40,10 @@ pub struct BodyOptions {
     /// Send `stream_options: {include_usage: true}` with streamed requests. Without it OpenAI
     /// reports no usage for a stream at all; a few strict servers reject the field.
     pub stream_include_usage: bool,
+    /// Send the request's `top_k`. OpenAI's own API has no such parameter and answers an
+    /// unknown one with a 400, while the self-hosted servers (vLLM, llama.cpp, SGLang) take it;
+    /// the adapter turns it on for self-hosted backends.
+    pub send_top_k: bool,
     /// Provider-specific top-level fields merged into every body (a reusing crate's knobs,
     /// e.g. `chat_template_kwargs` for a vLLM Qwen). They override fields set here.
     pub extra: Map<String, Value>,
@@ -51,6 +55,7 @@ impl BodyOptions {
             model: model.into(),
             max_tokens_field: MaxTokensField::MaxTokens,
             stream_include_usage: true,
+            send_top_k: false,
             extra: Map::new(),
         }
     }
@@ -84,6 +89,7 @@ pub(crate) struct BodySpec<'a> {
     pub model: &'a str,
     pub max_tokens_field: MaxTokensField,
     pub stream_include_usage: bool,
+    pub send_top_k: bool,
     pub extra: &'a Map<String, Value>,
 }
 
@@ -93,6 +99,7 @@ impl<'a> From<&'a BodyOptions> for BodySpec<'a> {
             model: &o.model,
             max_tokens_field: o.max_tokens_field,
             stream_include_usage: o.stream_include_usage,
+            send_top_k: o.send_top_k,
             extra: &o.extra,
         }
     }
@@ -121,6 +128,8 @@ struct Body<'a> {
     request: &'a ChatRequest,
     temperature: Option<Number>,
     top_p: Option<Number>,
+    /// The request's `top_k` when this server takes it ([`BodyOptions::send_top_k`]).
+    top_k: Option<u32>,
     stream: bool,
 }
 
@@ -140,15 +149,19 @@ impl<'a> Body<'a> {
             request,
             temperature: request.temperature.map(|t| float("temperature", t)).transpose()?,
             top_p: request.top_p.map(|p| float("top_p", p)).transpose()?,
+            top_k: request.top_k.filter(|_| spec.send_top_k),
             stream,
         })
     }
 
     /// Whether this is the common body [`write_plain`](Self::write_plain) writes: text
-    /// messages only (no tool calls or results), no tools, no stop, no provider extras.
+    /// messages only (no tool calls or results), no tools, no stop, no seed or `top_k`, no
+    /// provider extras.
     fn is_plain(&self) -> bool {
         let r = self.request;
         self.spec.extra.is_empty()
+            && self.top_k.is_none()
+            && r.seed.is_none()
             && r.tools.is_empty()
             && r.response_format.is_text()
             && r.stop.is_empty()
@@ -216,6 +229,12 @@ impl Serialize for Body<'_> {
         if let Some(p) = &self.top_p {
             entry(&mut map, extra, "top_p", p)?;
         }
+        if let Some(k) = &self.top_k {
+            entry(&mut map, extra, "top_k", k)?;
+        }
+        if let Some(seed) = &request.seed {
+            entry(&mut map, extra, "seed", seed)?;
+        }
         if !request.stop.is_empty() {
             entry(&mut map, extra, "stop", &request.stop)?;
         }
@@ -229,6 +248,10 @@ impl Serialize for Body<'_> {
                     let choice = serde_json::json!({"type": "function", "function": {"name": name}});
                     entry(&mut map, extra, "tool_choice", &choice)?;
                 }
+            }
+            // Only with tools: OpenAI refuses `parallel_tool_calls` in a request without them.
+            if let Some(parallel) = &request.parallel_tool_calls {
+                entry(&mut map, extra, "parallel_tool_calls", parallel)?;
             }
         }
         match &request.response_format {
@@ -300,7 +323,8 @@ impl Serialize for WireMessage<'_> {
             }
             Role::Tool => {
                 map.serialize_entry("tool_call_id", m.tool_call_id.as_deref().unwrap_or_default())?;
-                map.serialize_entry("content", &m.content)?;
+                // No error flag in this protocol: a failure is said in the text.
+                map.serialize_entry("content", &m.tool_result_text())?;
             }
             _ => map.serialize_entry("content", &m.content)?,
         }
@@ -464,6 +488,44 @@ mod tests {
         tools.stop = vec!["END".into()];
         let options = BodyOptions::new("m");
         assert!(!Body::new(BodySpec::from(&options), &tools, false).unwrap().is_plain());
+    }
+
+    #[test]
+    fn seed_parallel_calls_top_k_and_failed_results() {
+        let tool =
+            ToolSpec { name: "f".into(), description: String::new(), parameters: serde_json::json!({}) };
+        let mut request = ChatRequest::new(vec![
+            Message::user("q"),
+            Message {
+                tool_calls: vec![ToolCall {
+                    id: "c1".into(),
+                    name: "f".into(),
+                    arguments: serde_json::json!({}),
+                }],
+                ..Message::assistant("")
+            },
+            Message::tool_error("c1", "boom"),
+        ]);
+        request.seed = Some(42);
+        request.top_k = Some(20);
+        request.parallel_tool_calls = Some(false);
+        let mut options = BodyOptions::new("m");
+        let cloud = build_body(&options, &request, false).unwrap();
+        assert_eq!(cloud["seed"], 42);
+        assert!(cloud.get("top_k").is_none(), "api.openai.com refuses unknown parameters: {cloud}");
+        assert!(cloud.get("parallel_tool_calls").is_none(), "only with tools: {cloud}");
+        assert_eq!(cloud["messages"][2]["content"], "Error: boom");
+        options.send_top_k = true;
+        request.tools = vec![tool];
+        let local = build_body(&options, &request, false).unwrap();
+        assert_eq!(
+            (local["top_k"].as_u64(), local["parallel_tool_calls"].as_bool()),
+            (Some(20), Some(false))
+        );
+        // A seed alone leaves the hand-written path, which does not write it.
+        let seeded = ChatRequest { seed: Some(1), ..ChatRequest::prompt("x") };
+        let bytes = encode_body(&BodyOptions::new("m"), &seeded, false).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap()["seed"], 1);
     }
 
     #[test]
