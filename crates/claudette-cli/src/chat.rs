@@ -101,7 +101,7 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
                     note!("[tool call: {name}]");
                 }
             }
-            StreamEvent::Usage { .. } => {}
+            StreamEvent::Usage { .. } | StreamEvent::ThinkingSeal { .. } => {}
             StreamEvent::Done { end } => {
                 if wrote_text {
                     writeln!(out).and_then(|()| out.flush()).map_err(|e| stdout_error(&e))?;

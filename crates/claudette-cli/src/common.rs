@@ -132,26 +132,36 @@ pub(crate) fn init_logging(serving: bool) {
         .try_init();
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-pub(crate) async fn termination_signal() {
+/// Resolves on SIGTERM or Ctrl-C (SIGINT). The handlers are installed by this call, not when
+/// the future is first polled: `serve` announces its address before its server polls the
+/// shutdown future, and a SIGTERM sent in between (a supervisor, a test) must still drain and
+/// exit 0 rather than kill the process with the signal's default action.
+pub(crate) fn termination_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                    one.recv().await;
+                }
+                (Err(_), Err(_)) => std::future::pending().await,
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -81,8 +81,9 @@ enum Command {
     /// Show what a running gateway has spent, grouped by backend or model, with a monthly
     /// projection.
     ///
-    /// Asks the gateway at --url (GET /v1/costs). The figures are what that gateway process
-    /// has seen since it started: a restart starts from zero.
+    /// Asks the gateway at --url (GET /v1/costs). With a [ledger] in its configuration the
+    /// figures survive restarts; without one they are what that gateway process has seen
+    /// since it started.
     Costs(inspect::CostsArgs),
     /// Configuration commands.
     #[command(subcommand)]

@@ -1,10 +1,12 @@
 //! `claudette serve`: configuration → router → gateway, until SIGTERM or Ctrl-C.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use clap::Args;
 use claudette_config::{Config, ProcessEnv};
 use claudette_gateway::{Gateway, GatewayOptions, KeyEntry};
+use claudette_ledger::{Ledger, LedgerOptions};
 
 use crate::ConfigArg;
 use crate::common::{CliError, build_router_with_plugins, describe_backend, note, termination_signal};
@@ -45,14 +47,31 @@ pub(crate) fn gateway_options(config: &Config) -> GatewayOptions {
         header_read_timeout: s.header_read_timeout,
         admin_from_any: s.admin_from_any,
         workers: s.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        cost_source: None,
     }
+}
+
+/// Opens `[ledger]` when configured. A ledger that cannot be opened stops start-up: serving
+/// without it would lose exactly the spend the operator asked to keep.
+fn open_ledger(config: &Config) -> Result<Option<Arc<Ledger>>, CliError> {
+    let Some(l) = &config.ledger else { return Ok(None) };
+    let options = LedgerOptions { retention: l.retention(), ..LedgerOptions::default() };
+    let ledger = Ledger::open(&l.path, options).map_err(|e| CliError::failure(e.to_string()))?;
+    Ok(Some(Arc::new(ledger)))
 }
 
 pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let config =
         Config::load_with_listen(args.config.config.as_deref(), &ProcessEnv, args.listen.as_deref())?;
     let (router, plugins) = build_router_with_plugins(&config)?;
-    let options = gateway_options(&config);
+    let ledger = open_ledger(&config)?;
+    let mut options = gateway_options(&config);
+    if let Some(l) = &ledger {
+        router
+            .set_usage_sink(l.clone())
+            .map_err(|e| CliError::failure(format!("cannot attach the usage ledger: {e}")))?;
+        options.cost_source = Some(l.clone());
+    }
     let gateway = Gateway::new(router.clone(), options)
         .map_err(|e| CliError::failure(format!("cannot start the gateway: {e}")))?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -83,23 +102,37 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
             config.server.keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ")
         ),
     }
+    match &config.ledger {
+        Some(l) => note!("  usage ledger: {} (kept {} days)", l.path.display(), l.retention_days),
+        None => note!("  no [ledger]: spend is kept in memory only, until exit"),
+    }
     if !config.overrides.is_empty() {
         note!("  overridden by environment: {}", config.overrides.join(", "));
     }
     // The one line scripts and tests read: the real address, also when the port was 0.
     // Written, not `println!`: nobody reading it (stdout closed) is no reason to stop serving.
+    let signalled = termination_signal();
     let mut out = std::io::stdout();
     let _ = writeln!(out, "listening on http://{local}").and_then(|()| out.flush());
 
     let grace = config.server.shutdown_grace;
     let shutdown = async move {
-        termination_signal().await;
+        signalled.await;
         note!("claudette: shutting down; in-flight requests have {} ms to finish", grace.as_millis());
     };
-    gateway
-        .serve(listener, shutdown)
-        .await
-        .map_err(|e| CliError::failure(format!("gateway stopped: {e}")))?;
+    let served = gateway.serve(listener, shutdown).await;
+    // After the server: requests that finished during the grace period are booked too.
+    if let Some(l) = &ledger {
+        l.close();
+        let s = l.stats();
+        note!(
+            "claudette: usage ledger closed ({} records written, {} dropped, {} failed)",
+            s.written,
+            s.dropped,
+            s.failed
+        );
+    }
+    served.map_err(|e| CliError::failure(format!("gateway stopped: {e}")))?;
     note!("claudette: stopped");
     Ok(())
 }

@@ -1079,3 +1079,51 @@ async fn serve_listens_where_the_flag_then_the_full_variable_says() {
     );
     drop(taken);
 }
+
+/// `serve` with a `[ledger]` books spend to its file and reads it back after a restart:
+/// `/v1/costs` (and `claudette costs`) of the second process show the first one's requests,
+/// which its own memory never saw. The relative path follows the config file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_keeps_spend_in_its_ledger_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    fake.set_default(Reply::openai_text("booked"));
+    let path = write_config(dir.path(), &fake, "\n[ledger]\npath = \"spend/ledger.db\"\n");
+    let serve = || {
+        let mut cmd = claudette(dir.path());
+        cmd.arg("serve").arg("--config").arg(&path);
+        cmd.spawn().unwrap()
+    };
+
+    let mut first = serve();
+    let addr = listening_address(&mut first).await;
+    for _ in 0..2 {
+        let r = client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    sigterm(&first);
+    let status = tokio::time::timeout(LIMIT, first.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(dir.path().join("spend/ledger.db").is_file(), "the ledger is not beside the config");
+
+    let mut second = serve();
+    let addr = listening_address(&mut second).await;
+    let costs = client().get(format!("http://{addr}/v1/costs?timeframe=24h")).send().await.unwrap();
+    let costs: Value = serde_json::from_str(&costs.text().await.unwrap()).unwrap();
+    assert_eq!(costs["total_requests"], 2, "{costs}");
+    assert!(costs["total_cost"].as_f64().unwrap() > 0.0, "{costs}");
+    let mut cmd = claudette(dir.path());
+    cmd.args(["costs", "--url"]).arg(format!("http://{addr}"));
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("fake"), "{}", o.stdout);
+    sigterm(&second);
+    let status = tokio::time::timeout(LIMIT, second.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

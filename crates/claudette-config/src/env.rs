@@ -223,8 +223,18 @@ fn set_path(
 }
 
 /// Keys that always hold strings, so an override of an unset one is not read as a number.
-const STRING_KEYS: &[&str] =
-    &["name", "provider", "model", "base_url", "region", "api_key_env", "key_env", "listen", "optimize_for"];
+const STRING_KEYS: &[&str] = &[
+    "name",
+    "provider",
+    "model",
+    "base_url",
+    "region",
+    "api_key_env",
+    "key_env",
+    "listen",
+    "optimize_for",
+    "path",
+];
 
 /// The backend a `CLAUDETTE__BACKENDS__<SELECTOR>__…` variable means.
 ///

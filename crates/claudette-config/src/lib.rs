@@ -19,6 +19,10 @@
 //! availability_weight = 0.2
 //! failover_chain = ["openai", "claude"]
 //!
+//! [ledger]                           # optional: spend kept across restarts (SQLite file)
+//! path = "/var/lib/claudette/ledger.db"
+//! retention_days = 400
+//!
 //! [[backends]]
 //! name = "openai"
 //! provider = "openai"
@@ -85,6 +89,11 @@ pub const DEFAULT_MAX_MESSAGES: usize = 1000;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default time a client gets to send a request head (S-10).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of `[ledger] retention_days`: a year and its same month last year.
+pub const DEFAULT_LEDGER_RETENTION_DAYS: u32 = 400;
+/// Longest `[ledger] retention_days` accepted (a larger number is a typo).
+pub const MAX_LEDGER_RETENTION_DAYS: u32 = 36_500;
+
 /// Shortest gateway key accepted from `key_env` (S-07 asks for ≥ 128 random bits).
 pub const MIN_GATEWAY_KEY_LEN: usize = 16;
 
@@ -95,6 +104,9 @@ pub struct Config {
     pub source: ConfigSource,
     pub server: ServerConfig,
     pub router: RouterConfig,
+    /// `[ledger]`: where usage and cost records are kept across restarts. `None` (no section):
+    /// spend is kept in memory only, as long as the process runs.
+    pub ledger: Option<LedgerConfig>,
     pub backends: Vec<BackendConfig>,
     /// Names of the environment variables whose values took effect (never the values): one
     /// that a later variable or `--listen` set again is not listed.
@@ -179,6 +191,32 @@ impl Default for ServerConfig {
             plugin_allow: Vec::new(),
             keys: Vec::new(),
         }
+    }
+}
+
+/// `[ledger]`: the persistent usage and cost ledger (`claudette-ledger`), a SQLite file.
+///
+/// ```toml
+/// [ledger]
+/// path = "/var/lib/claudette/ledger.db"  # relative: against the config file's directory
+/// retention_days = 400                    # default; also the longest /v1/costs window
+/// ```
+///
+/// Several gateway processes on one host may share the file; on several hosts, give each its
+/// own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// The SQLite file; created (with its directory) on first use.
+    pub path: PathBuf,
+    /// Records older than this many days are deleted (default
+    /// [`DEFAULT_LEDGER_RETENTION_DAYS`], at most [`MAX_LEDGER_RETENTION_DAYS`]).
+    pub retention_days: u32,
+}
+
+impl LedgerConfig {
+    /// [`retention_days`](Self::retention_days) as a duration.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.retention_days) * 86_400)
     }
 }
 

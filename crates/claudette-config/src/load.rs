@@ -20,10 +20,11 @@ use crate::describe::from_value;
 use crate::discover;
 use crate::env::{EnvSource, Origins, apply_overrides};
 use crate::error::ConfigError;
-use crate::raw::{BACKEND_KEYS, RawBackend, RawFile, RawKey, RawRouter, RawServer};
+use crate::raw::{BACKEND_KEYS, RawBackend, RawFile, RawKey, RawLedger, RawRouter, RawServer};
 use crate::{
-    BackendConfig, Config, ConfigSource, DISCOVERY_VARS, GatewayKey, MIN_GATEWAY_KEY_LEN, PluginAllow,
-    RouterConfig, ServerConfig, hash_key,
+    BackendConfig, Config, ConfigSource, DEFAULT_LEDGER_RETENTION_DAYS, DISCOVERY_VARS, GatewayKey,
+    LedgerConfig, MAX_LEDGER_RETENTION_DAYS, MIN_GATEWAY_KEY_LEN, PluginAllow, RouterConfig, ServerConfig,
+    hash_key,
 };
 
 pub(crate) fn from_toml(
@@ -123,6 +124,7 @@ fn finish(
     let raw: RawFile = from_value(root, "").map_err(|e| ctx.tag(e))?;
 
     let server = server(&ctx, raw.server, base, env)?;
+    let ledger = raw.ledger.map(|l| ledger(&ctx, l, base)).transpose()?;
     let backends = raw
         .backends
         .into_iter()
@@ -142,7 +144,33 @@ fn finish(
         return Err(ConfigError::NoBackends { hint });
     }
     let router = router(&ctx, raw.router, &backends)?;
-    Ok(Config { source, server, router, backends, overrides: ctx.origins.vars() })
+    Ok(Config { source, server, router, ledger, backends, overrides: ctx.origins.vars() })
+}
+
+/// `[ledger]`. A section without `path` is refused rather than ignored: whoever wrote it
+/// wants spend kept, and would find out only after the restart that lost it.
+fn ledger(ctx: &Ctx, raw: RawLedger, base: &Path) -> Result<LedgerConfig, ConfigError> {
+    let path = match raw.path {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => {
+            return Err(ctx.invalid(
+                "ledger.path",
+                "missing: name the SQLite file the ledger keeps, e.g. path = \"/var/lib/claudette/ledger.db\"",
+            ));
+        }
+    };
+    let path = if path.is_relative() { base.join(path) } else { path };
+    let retention_days = match raw.retention_days {
+        None => DEFAULT_LEDGER_RETENTION_DAYS,
+        Some(0) => return Err(ctx.invalid("ledger.retention_days", "must be at least 1")),
+        Some(n) => u32::try_from(n).ok().filter(|d| *d <= MAX_LEDGER_RETENTION_DAYS).ok_or_else(|| {
+            ctx.invalid(
+                "ledger.retention_days",
+                format!("{n} is more than the {MAX_LEDGER_RETENTION_DAYS} allowed"),
+            )
+        })?,
+    };
+    Ok(LedgerConfig { path, retention_days })
 }
 
 fn server(ctx: &Ctx, raw: RawServer, base: &Path, env: &dyn EnvSource) -> Result<ServerConfig, ConfigError> {

@@ -15,6 +15,7 @@ pub(crate) struct RawFile {
     pub router: RawRouter,
     /// Kept raw: each is split into common keys and provider keys in `load`.
     pub backends: Vec<serde_json::Value>,
+    pub ledger: Option<RawLedger>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +35,13 @@ pub(crate) struct RawServer {
     pub plugin_copy_dir: Option<PathBuf>,
     pub plugins: Vec<RawPlugin>,
     pub keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawLedger {
+    pub path: Option<PathBuf>,
+    pub retention_days: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,15 +4,22 @@
 //! Kept as hourly aggregates (not per-request rows) so memory stays bounded however long the
 //! process runs: 31 days × backends × models buckets at most. A persistent ledger that survives
 //! restarts is a separate concern; this answers "what did we spend since start-up".
+//!
+//! That persistent ledger lives outside core (`claudette-ledger`), behind two small seams
+//! defined here so core holds no storage code: a [`UsageSink`] the router hands every billed
+//! attempt to (the same figures this tracker counts), and a [`CostSource`] the gateway asks
+//! instead of the router when there is one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::Duration;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
+use crate::types::Usage;
 
 const BUCKET: Duration = Duration::from_secs(3600);
 /// How far back spend is kept: buckets older than this are dropped (once there are many), and
@@ -70,18 +77,130 @@ pub struct CostAnalysis {
     pub projected_monthly_cost: Option<f64>,
 }
 
-/// Hourly cost aggregates by (backend, model).
+/// How a billed attempt ended. Every one of them is billed by the provider, so every one is
+/// booked; the outcome tells an auditor which figures are reported and which estimated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageOutcome {
+    /// A complete answer, or a stream that reached its `Done`: the provider's figures.
+    Success,
+    /// A stream that failed after it committed: estimated figures up to the failure.
+    Failed,
+    /// A stream the client dropped before its end: estimated figures up to then.
+    Abandoned,
+}
+
+impl UsageOutcome {
+    /// The stable lowercase name stored and shown (`success`, `failed`, `abandoned`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageOutcome::Success => "success",
+            UsageOutcome::Failed => "failed",
+            UsageOutcome::Abandoned => "abandoned",
+        }
+    }
+
+    /// The inverse of [`as_str`](Self::as_str).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "success" => Some(UsageOutcome::Success),
+            "failed" => Some(UsageOutcome::Failed),
+            "abandoned" => Some(UsageOutcome::Abandoned),
+            _ => None,
+        }
+    }
+}
+
+/// One billed attempt, as handed to a [`UsageSink`]. Borrowed, so a router without a sink
+/// builds nothing and one with a sink copies only what the sink keeps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UsageRecord<'a> {
+    /// Wall-clock time of the booking: a ledger outlives the process, so the router's
+    /// monotonic clock (whose origin is start-up) means nothing to it.
+    pub at: SystemTime,
+    /// The caller's request id when there is one. The router has none of its own
+    /// (`ChatRequest` carries no id), so records it books have `None`.
+    pub request_id: Option<&'a str>,
+    pub backend: &'a str,
+    pub model: &'a str,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    pub cache_read_tokens: u32,
+    pub cache_write_tokens: u32,
+    /// Already sanitised as the tracker counts it: a finite number ≥ 0.
+    pub cost: f64,
+    pub outcome: UsageOutcome,
+}
+
+/// Where the router books each billed attempt besides its in-memory [`CostTracker`] (a
+/// persistent ledger, an exporter).
+///
+/// `record` runs on the request path, inside the router's bookkeeping and sometimes inside a
+/// stream's `poll_next` or `Drop`: it must not block, do I/O or wait on a lock held across
+/// I/O. Hand the record to another thread and return.
+pub trait UsageSink: Send + Sync + fmt::Debug {
+    fn record(&self, record: &UsageRecord<'_>);
+}
+
+/// Why a [`CostSource`] could not answer (its own typed error, boxed: core knows no storage).
+pub type CostSourceError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Something that answers "what did we spend" instead of the router's in-memory tracker,
+/// typically over a longer history (a persistent ledger).
+///
+/// `analyze_costs` may do blocking I/O: async callers run it off their executor
+/// (`spawn_blocking`).
+pub trait CostSource: Send + Sync + fmt::Debug {
+    /// The longest window this source answers for in full: older spend may be pruned.
+    fn max_timeframe(&self) -> Duration;
+
+    /// The same shape and semantics as [`CostTracker::analyze`]: hour-widened windows, the
+    /// span actually covered in `observed_secs`, the projection over that span.
+    fn analyze_costs(&self, timeframe: Duration, group_by: GroupBy) -> Result<CostAnalysis, CostSourceError>;
+}
+
+/// Hourly cost aggregates by (backend, model), plus the optional [`UsageSink`] every booking
+/// is also handed to.
 #[derive(Debug)]
 pub struct CostTracker {
     clock: Arc<dyn Clock>,
     started: Duration,
     buckets: Mutex<HashMap<(u64, String, String), CostLine>>,
+    /// Set at most once: one lock-free load per booking, and no record is split between two
+    /// sinks by a swap mid-flight.
+    sink: OnceLock<Arc<dyn UsageSink>>,
 }
 
 impl CostTracker {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         let started = clock.now();
-        Self { clock, started, buckets: Mutex::new(HashMap::new()) }
+        Self { clock, started, buckets: Mutex::new(HashMap::new()), sink: OnceLock::new() }
+    }
+
+    /// Hands every later booking to `sink` as well. Once only: `Err` gives the sink back when
+    /// one is already set.
+    pub fn set_sink(&self, sink: Arc<dyn UsageSink>) -> Result<(), Arc<dyn UsageSink>> {
+        self.sink.set(sink)
+    }
+
+    /// Books one billed attempt: counts it here ([`record`](Self::record)) and hands the same
+    /// figures, with the cache tokens and the outcome, to the sink if there is one.
+    pub fn book(&self, backend: &str, model: &str, cost: f64, usage: &Usage, outcome: UsageOutcome) {
+        self.record(backend, model, cost, usage.input_tokens, usage.output_tokens);
+        if let Some(sink) = self.sink.get() {
+            sink.record(&UsageRecord {
+                at: SystemTime::now(),
+                request_id: None,
+                backend,
+                model,
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                cache_read_tokens: usage.cache_read_tokens,
+                cache_write_tokens: usage.cache_write_tokens,
+                cost: sane_cost(cost),
+                outcome,
+            });
+        }
     }
 
     /// Records one billed attempt. A cost that is not a finite number ≥ 0 (a NaN or negative
@@ -113,24 +232,57 @@ impl CostTracker {
     /// and `observed_secs` says so.
     pub fn analyze(&self, timeframe: Duration, group_by: GroupBy) -> CostAnalysis {
         let now = self.clock.now();
-        let from = now.saturating_sub(timeframe.min(MAX_TIMEFRAME)).as_secs() / BUCKET.as_secs();
-        let window_start = Duration::from_secs(from.saturating_mul(BUCKET.as_secs())).max(self.started);
+        let (from, window_start) = window_start(now, timeframe.min(MAX_TIMEFRAME));
+        let buckets = self.buckets.lock();
+        let lines =
+            buckets.iter().filter(|((hour, _, _), _)| *hour >= from).map(|((_, backend, model), line)| {
+                let key = match group_by {
+                    GroupBy::Backend => backend.as_str(),
+                    GroupBy::Model => model.as_str(),
+                };
+                (key, *line)
+            });
+        CostAnalysis::from_lines(
+            timeframe,
+            now.saturating_sub(window_start.max(self.started)),
+            group_by,
+            lines,
+        )
+    }
+}
+
+/// The first hour bucket a window of `timeframe` ending at `now` counts, and when that bucket
+/// starts: spend is kept per hour, so a bucket is counted whole or not at all and the window
+/// widens at its start to a whole hour. `now` is measured from any origin that is a whole
+/// number of hours from the buckets' (the tracker's clock origin, the Unix epoch).
+pub fn window_start(now: Duration, timeframe: Duration) -> (u64, Duration) {
+    let from = now.saturating_sub(timeframe).as_secs() / BUCKET.as_secs();
+    (from, Duration::from_secs(from.saturating_mul(BUCKET.as_secs())))
+}
+
+impl CostAnalysis {
+    /// Sums `lines` (each keyed by its backend or model, as `group_by` says; a key may repeat)
+    /// into an analysis whose figures span `observed`, projected to a 30-day month. Shared by
+    /// the in-memory tracker and any [`CostSource`], so both answer alike.
+    pub fn from_lines<'a>(
+        timeframe: Duration,
+        observed: Duration,
+        group_by: GroupBy,
+        lines: impl IntoIterator<Item = (&'a str, CostLine)>,
+    ) -> Self {
         let mut breakdown: BTreeMap<String, CostLine> = BTreeMap::new();
         let mut total = CostLine::default();
-        for ((hour, backend, model), line) in self.buckets.lock().iter() {
-            if *hour < from {
-                continue;
+        for (key, line) in lines {
+            match breakdown.get_mut(key) {
+                Some(l) => l.add(&line),
+                None => {
+                    breakdown.insert(key.to_owned(), line);
+                }
             }
-            let key = match group_by {
-                GroupBy::Backend => backend,
-                GroupBy::Model => model,
-            };
-            breakdown.entry(key.clone()).or_default().add(line);
-            total.add(line);
+            total.add(&line);
         }
         // The span the summed buckets cover, not `timeframe`: dividing a bucket-widened total
         // by the narrower requested window overstated the projection by up to 2× for `1h`.
-        let observed = now.saturating_sub(window_start);
         let projected = (observed >= Duration::from_secs(60))
             .then(|| total.cost * (MONTH.as_secs_f64() / observed.as_secs_f64()));
         CostAnalysis {
@@ -146,8 +298,9 @@ impl CostTracker {
     }
 }
 
-/// `cost` if it is a finite number ≥ 0, else 0.
-pub(crate) fn sane_cost(cost: f64) -> f64 {
+/// `cost` if it is a finite number ≥ 0, else 0. Public so that every consumer of booked
+/// figures (a ledger, too) applies the same rule.
+pub fn sane_cost(cost: f64) -> f64 {
     if cost.is_finite() && cost >= 0.0 { cost } else { 0.0 }
 }
 

@@ -38,6 +38,7 @@ pub use breaker::{
 };
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use costs::{CostAnalysis, CostLine, GroupBy, parse_timeframe};
+pub use costs::{CostSource, CostSourceError, UsageOutcome, UsageRecord, UsageSink};
 pub use decision::{Attempt, AttemptOutcome, CandidateScore, RoutingDecision, SkipReason, Skipped};
 pub use error::{BackendError, ErrorKind, Outcome, Phase, RetryAction};
 pub use metrics::{BackendMetrics, HealthStatus, LatencySummary, PerformanceMetrics};
@@ -49,6 +50,7 @@ pub use router::{
 };
 pub use settings::{ApiKey, BackendInfo, BackendSettings, BackendType, Pricing, Timeouts};
 pub use types::{
-    ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, StreamEnd, StreamEvent, ToolCall,
-    ToolCallDelta, ToolChoice, ToolSpec, Usage, UsageSource,
+    CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, FinishReason, MAX_CACHE_BREAKPOINTS,
+    Message, ReasoningEffort, ResponseFormat, Role, StreamEnd, StreamEvent, Thinking, ThinkingBlock,
+    ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage, UsageSource,
 };

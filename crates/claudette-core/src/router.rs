@@ -26,7 +26,7 @@ use crate::backend::{EventStream, SharedBackend};
 use crate::breaker::{BreakerConfig, CircuitBreaker, Permit, RejectReason, Rejection};
 use crate::budget::RetryBudget;
 use crate::clock::{Clock, SystemClock};
-use crate::costs::{CostAnalysis, CostTracker, GroupBy};
+use crate::costs::{CostAnalysis, CostTracker, GroupBy, UsageOutcome, UsageSink};
 use crate::decision::{Attempt, AttemptOutcome, CandidateScore, RoutingDecision, SkipReason, Skipped};
 use crate::error::{BackendError, ErrorKind, Outcome, RetryAction};
 use crate::metrics::{BackendMetrics, HealthStatus, PerformanceMetrics};
@@ -342,6 +342,15 @@ impl BackendRouter {
         self.costs.analyze(timeframe, group_by)
     }
 
+    /// Hands every billed attempt from now on to `sink` too (a persistent ledger), with the
+    /// figures [`analyze_costs`](Self::analyze_costs) counts. A setter on a shared router rather
+    /// than an option, because routers are built from configuration before the ledger is
+    /// opened; once only, so no record is split between two sinks. `record` runs on the request
+    /// path: the sink must not block (see [`UsageSink`]).
+    pub fn set_usage_sink(&self, sink: Arc<dyn UsageSink>) -> Result<(), BackendError> {
+        self.costs.set_sink(sink).map_err(|_| BackendError::config("this router already has a usage sink"))
+    }
+
     /// Routes many requests with at most `concurrency` in flight, returning one result per
     /// request in input order (the seeds' `processBatch`). One failure never fails the batch.
     pub async fn process_batch(
@@ -519,12 +528,12 @@ impl BackendRouter {
                         resp.usage.input_tokens,
                         resp.usage.output_tokens,
                     );
-                    self.costs.record(
+                    self.costs.book(
                         entry.backend.name(),
                         billed_model(request, &entry),
                         resp.cost,
-                        resp.usage.input_tokens,
-                        resp.usage.output_tokens,
+                        &resp.usage,
+                        UsageOutcome::Success,
                     );
                     run.decision.attempts.push(Attempt::new(
                         entry.backend.name(),
@@ -1060,7 +1069,7 @@ impl CommittedStream {
                 self.output_bytes = self.output_bytes.saturating_add(delta.arguments.len());
             }
             StreamEvent::Usage { usage } => self.usage_seen = Some(*usage),
-            StreamEvent::Done { .. } | StreamEvent::Error { .. } => {}
+            StreamEvent::ThinkingSeal { .. } | StreamEvent::Done { .. } | StreamEvent::Error { .. } => {}
         }
     }
 
@@ -1069,7 +1078,7 @@ impl CommittedStream {
     /// `analyze_costs` and `total_cost` under-report exactly the streams that went wrong.
     /// The figures are estimates: mid-stream usage when the provider sent some, else the
     /// prompt estimate, and the output received so far.
-    fn record_partial(&self) {
+    fn record_partial(&self, outcome: UsageOutcome) {
         let output = estimate_tokens_from_len(self.output_bytes);
         let usage = match self.usage_seen {
             Some(u) => Usage {
@@ -1082,13 +1091,7 @@ impl CommittedStream {
         };
         let cost = self.entry.backend.info().pricing.cost(&usage);
         self.entry.metrics.record_partial_cost(cost, usage.input_tokens, usage.output_tokens);
-        self.costs.record(
-            self.entry.backend.name(),
-            &self.model,
-            cost,
-            usage.input_tokens,
-            usage.output_tokens,
-        );
+        self.costs.book(self.entry.backend.name(), &self.model, cost, &usage, outcome);
     }
 
     fn settle(&mut self, ev: &StreamEvent) {
@@ -1104,12 +1107,12 @@ impl CommittedStream {
                     end.usage.input_tokens,
                     end.usage.output_tokens,
                 );
-                self.costs.record(
+                self.costs.book(
                     self.entry.backend.name(),
                     &self.model,
                     end.cost,
-                    end.usage.input_tokens,
-                    end.usage.output_tokens,
+                    &end.usage,
+                    UsageOutcome::Success,
                 );
             }
             StreamEvent::Error { error } => {
@@ -1117,7 +1120,7 @@ impl CommittedStream {
                     p.record(error.outcome(), error.retry_after);
                 }
                 self.entry.metrics.record_failure(error.kind);
-                self.record_partial();
+                self.record_partial(UsageOutcome::Failed);
                 let mut d = self.decision.lock();
                 if let Some(a) = d.attempts.last_mut() {
                     a.outcome = AttemptOutcome::FailedAfterCommit;
@@ -1178,7 +1181,7 @@ impl Drop for CommittedStream {
             if let Some(a) = self.decision.lock().attempts.last_mut() {
                 a.outcome = AttemptOutcome::Cancelled;
             }
-            self.record_partial();
+            self.record_partial(UsageOutcome::Abandoned);
         }
     }
 }

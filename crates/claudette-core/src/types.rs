@@ -44,6 +44,18 @@ pub struct Message {
     /// [`Message::tool_result_text`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub is_error: bool,
+    /// For `Role::Assistant`: the provider's thinking blocks of this turn, as they came.
+    /// Anthropic refuses a tool loop with thinking enabled unless the assistant turn that made
+    /// the calls is sent back with its signed thinking; other providers get none of it (the
+    /// signatures mean nothing to them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thinking: Vec<ThinkingBlock>,
+    /// Prompt-cache breakpoints in this message (Anthropic's `cache_control`), in order. Kept
+    /// as positions rather than flags because the client's block boundaries are flattened
+    /// into `content`: a breakpoint must stay where the client put it (after the static part
+    /// of a system prompt, not after the dynamic part), or the cached prefix never matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache: Vec<CacheBreakpoint>,
 }
 
 impl Message {
@@ -55,6 +67,8 @@ impl Message {
             tool_call_id: None,
             name: None,
             is_error: false,
+            thinking: Vec::new(),
+            cache: Vec::new(),
         }
     }
     pub fn system(content: impl Into<String>) -> Self {
@@ -90,13 +104,205 @@ impl Message {
 }
 
 /// A tool (function) the model may call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ToolSpec {
     pub name: String,
     #[serde(default)]
     pub description: String,
     /// JSON Schema of the arguments object.
     pub parameters: serde_json::Value,
+    /// A prompt-cache breakpoint after this tool's definition (Anthropic's `cache_control` on a
+    /// tool): tools come first in the prompt, so this caches every tool up to this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheTtl>,
+}
+
+/// How long a cached prompt prefix lives (Anthropic's `cache_control.ttl`). The longer one
+/// costs more to write (200 % of the input price instead of 125 %), so the client's choice is
+/// kept rather than normalised.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CacheTtl {
+    /// Anthropic's default.
+    #[default]
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    #[serde(rename = "1h")]
+    OneHour,
+}
+
+impl CacheTtl {
+    /// The wire value of `cache_control.ttl`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FiveMinutes => "5m",
+            Self::OneHour => "1h",
+        }
+    }
+}
+
+/// Where in a message a cached prefix ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheAt {
+    /// After this many bytes of [`Message::content`] (a char boundary, at most its length):
+    /// the end of the client's text block there.
+    Text(u32),
+    /// After the assistant's tool call of this index in [`Message::tool_calls`].
+    ToolCall(u32),
+}
+
+/// One prompt-cache breakpoint (Anthropic allows [`MAX_CACHE_BREAKPOINTS`] per request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CacheBreakpoint {
+    pub at: CacheAt,
+    #[serde(default)]
+    pub ttl: CacheTtl,
+}
+
+/// Anthropic refuses a request with more `cache_control` blocks ("A maximum of 4 blocks with
+/// cache_control may be provided").
+pub const MAX_CACHE_BREAKPOINTS: usize = 4;
+
+/// One thinking block of an assistant turn, as the provider made it. The text is also in
+/// [`ChatResponse::reasoning`] for readers; this form is the one that can be sent back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ThinkingBlock {
+    /// Readable reasoning and the provider's signature over it (empty when the provider gave
+    /// none: such a block cannot be sent back to Anthropic, which checks the signature).
+    Thinking { thinking: String, signature: String },
+    /// Reasoning the provider encrypted; only the opaque `data` travels.
+    Redacted { data: String },
+}
+
+/// What ends a thinking block in a stream (see [`StreamEvent::ThinkingSeal`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThinkingSeal {
+    /// The signature over the reasoning streamed since the previous seal; the block ends here.
+    Signature(String),
+    /// A whole redacted thinking block.
+    Redacted(String),
+}
+
+/// How much the model may reason before answering. One field for the two ways clients ask:
+/// Anthropic and Gemini take a token budget, OpenAI-format servers an effort level; each
+/// adapter sends the form its provider takes, converting with [`Thinking::budget_tokens`] and
+/// [`Thinking::effort`] where the client used the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Thinking {
+    /// No reasoning (Anthropic `{"type": "disabled"}`).
+    Disabled,
+    /// Reason with at most this many tokens (Anthropic `budget_tokens`, Gemini
+    /// `thinkingBudget`).
+    Budget { budget_tokens: u32 },
+    /// OpenAI `reasoning_effort`.
+    Effort { effort: ReasoningEffort },
+}
+
+/// OpenAI's `reasoning_effort` levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasoningEffort {
+    /// `none`: no reasoning, where the model allows it.
+    #[serde(rename = "none")]
+    Off,
+    Minimal,
+    Low,
+    Medium,
+    High,
+}
+
+impl ReasoningEffort {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "none",
+            Self::Minimal => "minimal",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+        }
+    }
+
+    /// The effort named `s`, if it is one.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "none" => Self::Off,
+            "minimal" => Self::Minimal,
+            "low" => Self::Low,
+            "medium" => Self::Medium,
+            "high" => Self::High,
+            _ => return None,
+        })
+    }
+}
+
+impl Thinking {
+    /// The token budget to ask a budget-taking provider for; `None` when reasoning is off.
+    /// Efforts map as Google maps them for Gemini's OpenAI-compatible endpoint (low 1,024,
+    /// medium 8,192, high 24,576); `minimal` is Anthropic's smallest budget, 1,024.
+    pub fn budget_tokens(self) -> Option<u32> {
+        match self {
+            Self::Disabled | Self::Effort { effort: ReasoningEffort::Off } => None,
+            Self::Budget { budget_tokens } => Some(budget_tokens),
+            Self::Effort { effort: ReasoningEffort::Minimal | ReasoningEffort::Low } => Some(1024),
+            Self::Effort { effort: ReasoningEffort::Medium } => Some(8192),
+            Self::Effort { effort: ReasoningEffort::High } => Some(24_576),
+        }
+    }
+
+    /// The effort to ask an effort-taking provider for: the inverse of
+    /// [`budget_tokens`](Self::budget_tokens), so a level survives a trip through a budget.
+    pub fn effort(self) -> ReasoningEffort {
+        match self {
+            Self::Disabled => ReasoningEffort::Off,
+            Self::Effort { effort } => effort,
+            Self::Budget { budget_tokens: 0 } => ReasoningEffort::Off,
+            Self::Budget { budget_tokens: ..=1024 } => ReasoningEffort::Low,
+            Self::Budget { budget_tokens: ..=8192 } => ReasoningEffort::Medium,
+            Self::Budget { .. } => ReasoningEffort::High,
+        }
+    }
+
+    pub fn is_enabled(self) -> bool {
+        self.budget_tokens().is_some()
+    }
+}
+
+impl Message {
+    /// `content` cut at its text breakpoints: each piece with the TTL of the breakpoint that
+    /// ends it (the last piece, after the last breakpoint, has none and is left out when
+    /// empty). An offset past the end or inside a character is the caller's error, named.
+    pub fn cache_segments(&self) -> Result<Vec<(&str, Option<CacheTtl>)>, BackendError> {
+        let mut out = Vec::with_capacity(self.cache.len() + 1);
+        let mut from = 0usize;
+        for b in &self.cache {
+            let CacheAt::Text(at) = b.at else { continue };
+            let at = usize::try_from(at).unwrap_or(usize::MAX);
+            if at < from || !self.content.is_char_boundary(at) {
+                return Err(BackendError::invalid(format!(
+                    "a cache breakpoint at byte {at} does not fall between characters of the {}-byte \
+                     message text after the previous one",
+                    self.content.len()
+                )));
+            }
+            out.push((&self.content[from..at], Some(b.ttl)));
+            from = at;
+        }
+        if from < self.content.len() || out.is_empty() {
+            out.push((&self.content[from..], None));
+        }
+        Ok(out)
+    }
+
+    /// The TTL of a breakpoint after tool call `index`, if there is one.
+    pub fn cache_after_call(&self, index: usize) -> Option<CacheTtl> {
+        self.cache
+            .iter()
+            .find(|b| b.at == CacheAt::ToolCall(u32::try_from(index).unwrap_or(u32::MAX)))
+            .map(|b| b.ttl)
+    }
 }
 
 /// Whether, and which, tool the model must call. Clients use a forced call for structured
@@ -229,6 +435,9 @@ pub struct ChatRequest {
     /// Free-form metadata carried through to logs and the ledger (never sent upstream).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Extended thinking / reasoning (`None`: the provider's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<Thinking>,
 }
 
 impl ChatRequest {
@@ -278,6 +487,12 @@ impl ChatRequest {
     /// All text the request sends, for token estimates.
     pub fn prompt_chars(&self) -> usize {
         self.messages.iter().map(|m| m.content.len() + 4).sum()
+    }
+
+    /// How many prompt-cache breakpoints the request carries, across tools and messages.
+    pub fn cache_breakpoints(&self) -> usize {
+        self.tools.iter().filter(|t| t.cache.is_some()).count()
+            + self.messages.iter().map(|m| m.cache.len()).sum::<usize>()
     }
 
     /// Cheap prompt-token estimate (about 4 bytes a token) used for scoring and for usage the
@@ -416,6 +631,10 @@ pub struct ChatResponse {
     /// Anthropic thinking).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<String>,
+    /// The reasoning as the provider's blocks, with their signatures (Anthropic), for a
+    /// client to send back in its next turn. Empty when the provider has no such blocks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thinking: Vec<ThinkingBlock>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
     pub finish_reason: Option<FinishReason>,
@@ -449,6 +668,7 @@ impl ChatResponse {
         Self {
             content: String::new(),
             reasoning: None,
+            thinking: Vec::new(),
             tool_calls: Vec::new(),
             finish_reason: None,
             usage: Usage::default(),
@@ -501,6 +721,9 @@ pub enum StreamEvent {
     TextDelta { text: String },
     /// A piece of reasoning text, kept apart from the answer.
     ReasoningDelta { text: String },
+    /// The end of a thinking block: its signature, or a whole redacted block. A client sends
+    /// these back in its next turn (Anthropic requires them in a tool loop with thinking on).
+    ThinkingSeal { seal: ThinkingSeal },
     /// A piece of a tool call.
     ToolCall { delta: ToolCallDelta },
     /// Usage seen mid-stream (Anthropic `message_start`); the final figure is in `Done`.
@@ -519,7 +742,13 @@ impl StreamEvent {
     /// Content-bearing events commit a routed stream (reliability-spec RT-7): once one has
     /// reached the caller, the router may no longer retry or fail over.
     pub fn is_content(&self) -> bool {
-        matches!(self, Self::TextDelta { .. } | Self::ReasoningDelta { .. } | Self::ToolCall { .. })
+        matches!(
+            self,
+            Self::TextDelta { .. }
+                | Self::ReasoningDelta { .. }
+                | Self::ThinkingSeal { .. }
+                | Self::ToolCall { .. }
+        )
     }
 
     pub fn is_terminal(&self) -> bool {
@@ -553,8 +782,12 @@ mod tests {
 
     #[test]
     fn tool_choice_serde_and_checks() {
-        let tool =
-            ToolSpec { name: "f".into(), description: String::new(), parameters: serde_json::json!({}) };
+        let tool = ToolSpec {
+            name: "f".into(),
+            description: String::new(),
+            parameters: serde_json::json!({}),
+            cache: None,
+        };
         let with =
             |tool_choice| ChatRequest { tools: vec![tool.clone()], tool_choice, ..ChatRequest::prompt("x") };
         // Auto is the absence of a choice, on the wire and in JSON.

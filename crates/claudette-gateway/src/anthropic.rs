@@ -3,7 +3,8 @@
 use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::{
-    ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, StreamEvent, ToolCall,
+    CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, FinishReason, MAX_CACHE_BREAKPOINTS,
+    Message, ResponseFormat, Role, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall,
     ToolCallDelta, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,23 @@ pub(crate) struct MessagesRequest {
     metadata: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
     tool_choice: Option<InToolChoice>,
+    #[serde(default)]
+    thinking: Option<InThinking>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InThinking {
+    r#type: String,
+    #[serde(default)]
+    budget_tokens: Option<u32>,
+}
+
+/// `cache_control`: `{"type": "ephemeral"}`, optionally with a `ttl`.
+#[derive(Debug, Deserialize)]
+struct InCache {
+    r#type: String,
+    #[serde(default)]
+    ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +97,14 @@ struct Block {
     content: Option<Content>,
     #[serde(default)]
     is_error: Option<bool>,
+    #[serde(default)]
+    cache_control: Option<InCache>,
+    #[serde(default)]
+    thinking: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
+    #[serde(default)]
+    data: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +122,61 @@ struct InTool {
     description: Option<String>,
     #[serde(default)]
     input_schema: Option<Value>,
+    #[serde(default)]
+    cache_control: Option<InCache>,
+}
+
+/// Reads `cache_control` markers and counts them against Anthropic's limit, so the request
+/// that has one too many is refused naming the marker that overflows, before any upstream
+/// call (Anthropic's own refusal would come after a fail-over had nowhere better to go).
+#[derive(Default)]
+struct CacheMarks {
+    seen: usize,
+}
+
+impl CacheMarks {
+    /// The TTL of the marker at `param` (the field holding it), if there is one.
+    fn read(
+        &mut self,
+        mark: Option<InCache>,
+        param: &dyn Fn() -> String,
+    ) -> Result<Option<CacheTtl>, ApiError> {
+        let Some(mark) = mark else { return Ok(None) };
+        let name = || format!("{}.cache_control", param());
+        if mark.r#type != "ephemeral" {
+            return Err(ApiError::invalid(format!(
+                "{}.type: unknown cache type `{}`; expected `ephemeral`",
+                name(),
+                mark.r#type
+            ))
+            .with_param(format!("{}.type", name())));
+        }
+        let ttl = match mark.ttl.as_deref() {
+            None | Some("5m") => CacheTtl::FiveMinutes,
+            Some("1h") => CacheTtl::OneHour,
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "{}.ttl: unknown ttl `{other}`; expected `5m` or `1h`",
+                    name()
+                ))
+                .with_param(format!("{}.ttl", name())));
+            }
+        };
+        self.seen += 1;
+        if self.seen > MAX_CACHE_BREAKPOINTS {
+            return Err(ApiError::invalid(format!(
+                "A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided; `{}` is one more",
+                name()
+            ))
+            .with_param(name()));
+        }
+        Ok(Some(ttl))
+    }
+}
+
+/// A breakpoint at the current end of `text`.
+fn text_mark(text: &str, ttl: CacheTtl) -> CacheBreakpoint {
+    CacheBreakpoint { at: CacheAt::Text(u32::try_from(text.len()).unwrap_or(u32::MAX)), ttl }
 }
 
 fn unsupported(kind: &str, param: String) -> ApiError {
@@ -109,14 +190,20 @@ fn missing_text(param: String) -> ApiError {
     ApiError::invalid(format!("{param}.text: Field required")).with_param(format!("{param}.text"))
 }
 
-/// Text of a system prompt or a tool result: a string, or text blocks joined. `base` names
-/// the field, so a refused block is named by its position in it.
-fn plain_text(content: Option<Content>, base: &dyn Fn() -> String) -> Result<String, ApiError> {
+/// Text of a system prompt or a tool result: a string, or text blocks joined, with a cache
+/// breakpoint at the end of each marked block. `base` names the field, so a refused block is
+/// named by its position in it.
+fn plain_text(
+    content: Option<Content>,
+    base: &dyn Fn() -> String,
+    marks: &mut CacheMarks,
+) -> Result<(String, Vec<CacheBreakpoint>), ApiError> {
     match content {
-        None => Ok(String::new()),
-        Some(TextOr::Text(t)) => Ok(t),
+        None => Ok((String::new(), Vec::new())),
+        Some(TextOr::Text(t)) => Ok((t, Vec::new())),
         Some(TextOr::List(blocks)) => {
             let mut out = String::new();
+            let mut cache = Vec::new();
             for (j, b) in blocks.into_iter().enumerate() {
                 match (b.r#type.as_str(), b.text) {
                     ("text", Some(t)) => {
@@ -124,12 +211,15 @@ fn plain_text(content: Option<Content>, base: &dyn Fn() -> String) -> Result<Str
                             out.push('\n');
                         }
                         out.push_str(&t);
+                        if let Some(ttl) = marks.read(b.cache_control, &|| format!("{}.{j}", base()))? {
+                            cache.push(text_mark(&out, ttl));
+                        }
                     }
                     ("text", None) => return Err(missing_text(format!("{}.{j}", base()))),
                     (other, _) => return Err(unsupported(other, format!("{}.{j}", base()))),
                 }
             }
-            Ok(out)
+            Ok((out, cache))
         }
     }
 }
@@ -165,6 +255,7 @@ fn locate(v: &Value) -> Option<Fault> {
             "stream" => fault::<bool>(k.into(), v),
             "metadata" => fault::<serde_json::Map<String, Value>>(k.into(), v),
             "tool_choice" => fault::<InToolChoice>(k.into(), v),
+            "thinking" => fault::<InThinking>(k.into(), v),
             "stop_sequences" => element_fault::<String>(Paths::Dotted, k, v),
             "tools" => element_fault::<InTool>(Paths::Dotted, k, v),
             "system" if v.is_array() => element_fault::<Block>(Paths::Dotted, k, v),
@@ -181,6 +272,7 @@ fn locate(v: &Value) -> Option<Fault> {
         "stream",
         "metadata",
         "tool_choice",
+        "thinking",
         "stop_sequences",
         "tools",
         "system",
@@ -218,7 +310,9 @@ impl MessagesRequest {
 
     /// The provider-neutral request. A user turn's `tool_result` blocks become tool messages
     /// (before the turn's text, as Anthropic orders them); thinking blocks of earlier turns are
-    /// dropped (their signatures only mean something to the provider that made them).
+    /// kept with their signatures on the assistant message (Anthropic needs them back in a
+    /// tool loop; other providers are sent none), and `cache_control` markers become
+    /// breakpoints at the same places.
     pub(crate) fn into_chat(self) -> Result<(ChatRequest, Option<String>), ApiError> {
         let Some(max_tokens) = self.max_tokens else {
             return Err(ApiError::invalid("max_tokens: Field required").with_param("max_tokens"));
@@ -231,10 +325,27 @@ impl MessagesRequest {
                 ApiError::invalid("messages: at least one message is required").with_param("messages")
             );
         }
+        let mut marks = CacheMarks::default();
+        // Tools come first in Anthropic's prompt, so their markers are counted first.
+        let mut tools = Vec::new();
+        for (i, t) in self.tools.unwrap_or_default().into_iter().enumerate() {
+            if t.r#type.as_deref().is_some_and(|ty| ty != "custom") {
+                return Err(ApiError::invalid("only client tools with an `input_schema` are supported")
+                    .with_param(format!("tools.{i}.type")));
+            }
+            tools.push(ToolSpec {
+                name: t.name,
+                description: t.description.unwrap_or_default(),
+                parameters: t
+                    .input_schema
+                    .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+                cache: marks.read(t.cache_control, &|| format!("tools.{i}"))?,
+            });
+        }
         let mut out = Vec::with_capacity(messages.len() + 1);
-        let system = plain_text(self.system, &|| "system".to_owned())?;
+        let (system, cache) = plain_text(self.system, &|| "system".to_owned(), &mut marks)?;
         if !system.is_empty() {
-            out.push(Message::system(system));
+            out.push(Message { cache, ..Message::system(system) });
         }
         for (i, m) in messages.into_iter().enumerate() {
             let role = match m.role.as_str() {
@@ -254,12 +365,19 @@ impl MessagesRequest {
             };
             let mut text = String::new();
             let mut tool_calls = Vec::new();
+            let mut thinking = Vec::new();
+            let mut cache = Vec::new();
             let mut had_results = false;
             for (j, b) in blocks.into_iter().enumerate() {
                 let param = || format!("messages.{i}.content.{j}");
                 match (b.r#type.as_str(), role) {
                     ("text", _) => match b.text {
-                        Some(t) => text.push_str(&t),
+                        Some(t) => {
+                            text.push_str(&t);
+                            if let Some(ttl) = marks.read(b.cache_control, &param)? {
+                                cache.push(text_mark(&text, ttl));
+                            }
+                        }
                         None => return Err(missing_text(param())),
                     },
                     ("tool_use", Role::Assistant) => {
@@ -269,6 +387,10 @@ impl MessagesRequest {
                             );
                         };
                         let arguments = b.input.unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+                        if let Some(ttl) = marks.read(b.cache_control, &param)? {
+                            let at = CacheAt::ToolCall(u32::try_from(tool_calls.len()).unwrap_or(u32::MAX));
+                            cache.push(CacheBreakpoint { at, ttl });
+                        }
                         tool_calls.push(ToolCall { id, name, arguments });
                     }
                     ("tool_result", Role::User) => {
@@ -276,35 +398,61 @@ impl MessagesRequest {
                             return Err(ApiError::invalid("tool_result blocks need `tool_use_id`")
                                 .with_param(param()));
                         };
-                        let content = plain_text(b.content, &|| format!("{}.content", param()))?;
+                        let (content, mut cache) =
+                            plain_text(b.content, &|| format!("{}.content", param()), &mut marks)?;
+                        if let Some(ttl) = marks.read(b.cache_control, &param)? {
+                            cache.push(text_mark(&content, ttl));
+                        }
                         out.push(Message {
                             is_error: b.is_error.unwrap_or(false),
+                            cache,
                             ..Message::tool_result(id, content)
                         });
                         had_results = true;
                     }
-                    ("thinking" | "redacted_thinking", Role::Assistant) => {}
+                    ("thinking", Role::Assistant) => {
+                        let Some(t) = b.thinking else {
+                            return Err(ApiError::invalid(format!("{}.thinking: Field required", param()))
+                                .with_param(format!("{}.thinking", param())));
+                        };
+                        // Anthropic checks the signature; an unsigned block (one this gateway
+                        // made from another provider's reasoning) is still the client's history.
+                        thinking.push(ThinkingBlock::Thinking {
+                            thinking: t,
+                            signature: b.signature.unwrap_or_default(),
+                        });
+                    }
+                    ("redacted_thinking", Role::Assistant) => {
+                        let Some(data) = b.data else {
+                            return Err(ApiError::invalid(format!("{}.data: Field required", param()))
+                                .with_param(format!("{}.data", param())));
+                        };
+                        thinking.push(ThinkingBlock::Redacted { data });
+                    }
                     (other, _) => return Err(unsupported(other, param())),
                 }
             }
             if role == Role::Assistant || !text.is_empty() || !had_results {
-                out.push(Message { tool_calls, ..Message::new(role, text) });
+                out.push(Message { tool_calls, thinking, cache, ..Message::new(role, text) });
             }
         }
-        let mut tools = Vec::new();
-        for (i, t) in self.tools.unwrap_or_default().into_iter().enumerate() {
-            if t.r#type.as_deref().is_some_and(|ty| ty != "custom") {
-                return Err(ApiError::invalid("only client tools with an `input_schema` are supported")
-                    .with_param(format!("tools.{i}.type")));
-            }
-            tools.push(ToolSpec {
-                name: t.name,
-                description: t.description.unwrap_or_default(),
-                parameters: t
-                    .input_schema
-                    .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
-            });
-        }
+        let thinking = match self.thinking {
+            None => None,
+            Some(t) => Some(match (t.r#type.as_str(), t.budget_tokens) {
+                ("enabled", Some(budget_tokens)) => Thinking::Budget { budget_tokens },
+                ("enabled", None) => {
+                    return Err(ApiError::invalid("thinking.budget_tokens: Field required")
+                        .with_param("thinking.budget_tokens"));
+                }
+                ("disabled", _) => Thinking::Disabled,
+                (other, _) => {
+                    return Err(ApiError::invalid(format!(
+                        "thinking.type: unknown type `{other}`; expected `enabled` or `disabled`"
+                    ))
+                    .with_param("thinking.type"));
+                }
+            }),
+        };
         let parallel_tool_calls =
             self.tool_choice.as_ref().and_then(|c| c.disable_parallel_tool_use).map(|disable| !disable);
         let tool_choice = match self.tool_choice {
@@ -343,6 +491,7 @@ impl MessagesRequest {
             backend: None,
             tags: Vec::new(),
             metadata: self.metadata.unwrap_or_default(),
+            thinking,
         };
         checked_tool_choice(&request)?;
         Ok((request, self.model))
@@ -393,6 +542,7 @@ struct MessageOut<'a> {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum BlockOut<'a> {
     Thinking { thinking: &'a str, signature: &'a str },
+    RedactedThinking { data: &'a str },
     Text { text: &'a str },
     ToolUse { id: &'a str, name: &'a str, input: Value },
 }
@@ -453,9 +603,18 @@ fn message_body(resp: &ChatResponse) -> Vec<u8> {
         Some(id) => std::borrow::Cow::Borrowed(id.as_str()),
         None => std::borrow::Cow::Owned(ids::new_id("msg_")),
     };
-    let mut content = Vec::with_capacity(2 + resp.tool_calls.len());
-    if let Some(r) = resp.reasoning.as_deref().filter(|r| !r.is_empty()) {
-        content.push(BlockOut::Thinking { thinking: r, signature: "" });
+    let mut content = Vec::with_capacity(2 + resp.thinking.len() + resp.tool_calls.len());
+    if resp.thinking.is_empty() {
+        // Another provider's reasoning: readable, but nothing Anthropic would take back.
+        if let Some(r) = resp.reasoning.as_deref().filter(|r| !r.is_empty()) {
+            content.push(BlockOut::Thinking { thinking: r, signature: "" });
+        }
+    }
+    for t in &resp.thinking {
+        content.push(match t {
+            ThinkingBlock::Thinking { thinking, signature } => BlockOut::Thinking { thinking, signature },
+            ThinkingBlock::Redacted { data } => BlockOut::RedactedThinking { data },
+        });
     }
     // An answer with nothing in it is `content: []`, as Anthropic sends it (a stop sequence
     // or a `max_tokens` reached before any text); an empty text block is not.
@@ -509,6 +668,7 @@ struct BlockDelta<'a> {
 enum DeltaOut<'a> {
     TextDelta { text: &'a str },
     ThinkingDelta { thinking: &'a str },
+    SignatureDelta { signature: &'a str },
     InputJsonDelta { partial_json: &'a str },
 }
 
@@ -700,6 +860,27 @@ impl Encoder for AnthropicEncoder {
                     }
                 };
                 Self::delta(out, index, DeltaOut::ThinkingDelta { thinking: &text });
+                false
+            }
+            StreamEvent::ThinkingSeal { seal } => {
+                self.start(out);
+                match seal {
+                    ThinkingSeal::Signature(signature) => {
+                        let index = match self.open {
+                            Some(Open::Thinking(i)) => i,
+                            // A block whose reasoning was empty still needs its signature.
+                            _ => self.open_block(out, BlockOut::Thinking { thinking: "", signature: "" }),
+                        };
+                        self.open = Some(Open::Thinking(index));
+                        Self::delta(out, index, DeltaOut::SignatureDelta { signature: &signature });
+                    }
+                    ThinkingSeal::Redacted(data) => {
+                        let index = self.open_block(out, BlockOut::RedactedThinking { data: &data });
+                        self.open = Some(Open::Thinking(index));
+                    }
+                }
+                // The block is complete: reasoning that follows is another block.
+                self.close(out);
                 false
             }
             StreamEvent::ToolCall { delta } => {

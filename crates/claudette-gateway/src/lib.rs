@@ -16,7 +16,7 @@
 //! | `GET /ready` | 200 when at least one backend can take traffic now, else 503 |
 //! | `GET /metrics` | Prometheus text: the router's `claudette_*` metrics plus the gateway's own |
 //! | `GET /v1/backends` | per backend: health, breaker snapshot, performance figures |
-//! | `GET /v1/costs?timeframe=24h&group_by=backend` | spend seen by this process, grouped, with a monthly projection |
+//! | `GET /v1/costs?timeframe=24h&group_by=backend` | spend, grouped, with a monthly projection: from [`GatewayOptions::cost_source`] (a persistent ledger) when set, else what this process has seen |
 //!
 //! ## Choosing a backend
 //!
@@ -134,7 +134,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use claudette_core::BackendRouter;
+use claudette_core::{BackendRouter, CostSource};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -184,6 +184,10 @@ pub struct GatewayOptions {
     /// library): connections run on the runtime that calls [`Gateway::serve`]. The
     /// `claudette` binary uses one per core.
     pub workers: usize,
+    /// Where `GET /v1/costs` reads spend from: a persistent ledger (`claudette-ledger`), which
+    /// also allows windows up to its retention. `None` (the default): the router's in-memory
+    /// figures, since this process started, 31 days at most.
+    pub cost_source: Option<Arc<dyn CostSource>>,
 }
 
 /// The longest [`GatewayOptions::header_read_timeout`] accepted.
@@ -203,6 +207,7 @@ impl Default for GatewayOptions {
             header_read_timeout: Duration::from_secs(30),
             admin_from_any: false,
             workers: 0,
+            cost_source: None,
         }
     }
 }
@@ -221,6 +226,7 @@ impl std::fmt::Debug for GatewayOptions {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("admin_from_any", &self.admin_from_any)
             .field("workers", &self.workers)
+            .field("cost_source", &self.cost_source)
             .finish()
     }
 }
@@ -236,6 +242,7 @@ pub(crate) struct AppState {
     pub(crate) max_body: usize,
     pub(crate) admin_from_any: bool,
     pub(crate) auth_failures: auth::FailedAuth,
+    pub(crate) cost_source: Option<Arc<dyn CostSource>>,
 }
 
 /// The gateway: a [`BackendRouter`] behind OpenAI- and Anthropic-compatible HTTP endpoints.
@@ -302,6 +309,7 @@ impl Gateway {
             max_body: options.max_body_bytes,
             admin_from_any: options.admin_from_any,
             auth_failures: auth::FailedAuth::default(),
+            cost_source: options.cost_source.clone(),
         });
         Ok(Gateway { options, state })
     }

@@ -3,8 +3,8 @@
 use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::{
-    ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, StreamEvent, ToolCall,
-    ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    ChatRequest, ChatResponse, FinishReason, Message, ReasoningEffort, ResponseFormat, Role, StreamEvent,
+    Thinking, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -66,6 +66,8 @@ pub(crate) struct CompletionRequest {
     /// The deprecated form of `tools`: read only to refuse it.
     #[serde(default)]
     functions: Option<Value>,
+    #[serde(default)]
+    reasoning_effort: Option<String>,
 }
 
 /// `"auto"`, `"none"`, `"required"`, or `{"type": "function", "function": {"name": …}}`.
@@ -205,7 +207,7 @@ fn locate(v: &Value) -> Option<Fault> {
     let top = |k: &'static str| -> Option<Fault> {
         let v = field(k)?;
         match k {
-            "model" | "user" => fault::<String>(k.into(), v),
+            "model" | "user" | "reasoning_effort" => fault::<String>(k.into(), v),
             "max_tokens" | "max_completion_tokens" | "n" | "top_k" => fault::<u32>(k.into(), v),
             "seed" => fault::<i64>(k.into(), v),
             "temperature" | "top_p" => fault::<f32>(k.into(), v),
@@ -222,6 +224,7 @@ fn locate(v: &Value) -> Option<Fault> {
     let keys = [
         "model",
         "user",
+        "reasoning_effort",
         "max_tokens",
         "max_completion_tokens",
         "n",
@@ -369,6 +372,7 @@ impl CompletionRequest {
                     .function
                     .parameters
                     .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+                cache: None,
             });
         }
         let mut metadata = self.metadata.unwrap_or_default();
@@ -396,6 +400,18 @@ impl CompletionRequest {
                 ToolChoice::Tool(function.name)
             }
         };
+        let thinking = match self.reasoning_effort.as_deref() {
+            None => None,
+            Some(e) => match ReasoningEffort::parse(e) {
+                Some(effort) => Some(Thinking::Effort { effort }),
+                None => {
+                    return Err(ApiError::invalid(format!(
+                        "unknown reasoning_effort `{e}`; expected `none`, `minimal`, `low`, `medium` or `high`"
+                    ))
+                    .with_param("reasoning_effort"));
+                }
+            },
+        };
         let request = ChatRequest {
             messages: out,
             model: None,
@@ -416,6 +432,7 @@ impl CompletionRequest {
             backend: None,
             tags: Vec::new(),
             metadata,
+            thinking,
         };
         checked_tool_choice(&request)?;
         Ok((request, self.model))
@@ -828,6 +845,9 @@ impl Encoder for OpenAiEncoder {
                 self.text_chunk(out, b"\"reasoning_content\":", &text);
                 false
             }
+            // Signatures mean something only to the provider that made them, and Chat
+            // Completions has no field a client would send them back in.
+            StreamEvent::ThinkingSeal { .. } => false,
             StreamEvent::ToolCall { delta } => {
                 let index = self.call_index(&delta);
                 let ToolCallDelta { id, name, arguments, .. } = &delta;

@@ -178,21 +178,24 @@ pub(crate) async fn backends(State(st): State<Shared>) -> Response {
     json(StatusCode::OK, &Backends { backends })
 }
 
-/// `?timeframe=24h&group_by=backend|model`: spend this process has seen.
+/// `?timeframe=24h&group_by=backend|model`: spend from the cost source (a persistent ledger)
+/// when there is one, else what this process has seen. The longest window is the source's
+/// retention, or the in-memory 31 days.
 pub(crate) async fn costs(State(st): State<Shared>, uri: Uri) -> Response {
+    let max_timeframe = st.cost_source.as_ref().map_or(MAX_TIMEFRAME, |s| s.max_timeframe());
     let mut timeframe = Duration::from_secs(24 * 3600);
     let mut group_by = GroupBy::Backend;
     for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
         match k.as_ref() {
             "timeframe" => match parse_timeframe(&v) {
-                Some(d) if !d.is_zero() && d <= MAX_TIMEFRAME => timeframe = d,
+                Some(d) if !d.is_zero() && d <= max_timeframe => timeframe = d,
                 // Spend older than that is not kept: a longer window would under-count.
                 Some(d) if !d.is_zero() => {
                     observe::count("costs", 400);
                     return ApiError::invalid(format!(
                         "`timeframe` must be at most {}d ({}h): spend is kept that long",
-                        MAX_TIMEFRAME.as_secs() / 86_400,
-                        MAX_TIMEFRAME.as_secs() / 3600
+                        max_timeframe.as_secs() / 86_400,
+                        max_timeframe.as_secs() / 3600
                     ))
                     .with_param("timeframe")
                     .into_response(Flavor::OpenAi);
@@ -218,8 +221,31 @@ pub(crate) async fn costs(State(st): State<Shared>, uri: Uri) -> Response {
             _ => {}
         }
     }
-    observe::count("costs", 200);
-    json(StatusCode::OK, &st.router.analyze_costs(timeframe, group_by))
+    let Some(source) = st.cost_source.clone() else {
+        observe::count("costs", 200);
+        return json(StatusCode::OK, &st.router.analyze_costs(timeframe, group_by));
+    };
+    // A ledger reads its file: off the serving thread, which other connections share.
+    match tokio::task::spawn_blocking(move || source.analyze_costs(timeframe, group_by)).await {
+        Ok(Ok(analysis)) => {
+            observe::count("costs", 200);
+            json(StatusCode::OK, &analysis)
+        }
+        failed => {
+            // The full reason (which may name a file path) goes to the operator's log only.
+            match failed {
+                Ok(Err(e)) => tracing::error!(error = %e, "/v1/costs: the cost source failed"),
+                Err(e) => tracing::error!(error = %e, "/v1/costs: the cost source's task failed"),
+                Ok(Ok(_)) => {}
+            }
+            observe::count("costs", 503);
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the cost ledger cannot be read now; see the gateway log",
+            )
+            .into_response(Flavor::OpenAi)
+        }
+    }
 }
 
 /// Unknown paths: 404 in the envelope the path suggests.

@@ -13,14 +13,6 @@ fn tools() -> Value {
     json!([{"name": "add", "description": "adds", "input_schema": {"type": "object"}}])
 }
 
-fn event_data(frames: &[(Option<String>, String)], name: &str) -> Vec<Value> {
-    frames
-        .iter()
-        .filter(|(e, _)| e.as_deref() == Some(name))
-        .map(|(_, d)| serde_json::from_str(d).unwrap())
-        .collect()
-}
-
 /// The Anthropic error envelope with `invalid_request_error`; returns its message.
 fn invalid_request(r: &Reply) -> String {
     assert_eq!(r.status, 400, "{}", r.text);

@@ -9,14 +9,6 @@ use claudette_testkit::{FakeServer, Reply as Fake};
 use common::*;
 use serde_json::{Value, json};
 
-fn event_data(frames: &[(Option<String>, String)], name: &str) -> Vec<Value> {
-    frames
-        .iter()
-        .filter(|(e, _)| e.as_deref() == Some(name))
-        .map(|(_, d)| serde_json::from_str(d).unwrap())
-        .collect()
-}
-
 /// An Anthropic `message` that ended on the stop sequence `END`.
 fn stopped_on_end(text: &str) -> Fake {
     Fake::json(

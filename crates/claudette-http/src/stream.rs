@@ -205,6 +205,10 @@ impl State {
                 self.first_content();
                 event
             }
+            StreamEvent::ThinkingSeal { .. } => {
+                self.first_content();
+                event
+            }
             StreamEvent::Usage { .. } => event,
             StreamEvent::Done { mut end } => {
                 if end.usage.source == UsageSource::Missing {

@@ -40,8 +40,10 @@ pub const ABI_VERSION: u32 = 2;
 ///
 /// History: 1, the first; 2, `ChatRequest::tool_choice` and `ChatRequest::response_format`;
 /// 3, `ChatRequest::{top_k, seed, parallel_tool_calls}`, `Message::is_error` and
-/// `FinishReason::StopSequence`.
-pub const SCHEMA_VERSION: u32 = 3;
+/// `FinishReason::StopSequence`; 4, prompt caching (`Message::cache`, `ToolSpec::cache`) and
+/// thinking (`ChatRequest::thinking`, `Message::thinking`, `ChatResponse::thinking`,
+/// `StreamEvent::ThinkingSeal`).
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The field type of [`ClaudettePlugin::abi_version`]. It is `u64` only under the test feature
 /// that simulates a plugin built against a release of this crate with another layout.

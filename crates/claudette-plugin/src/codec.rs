@@ -32,9 +32,9 @@
 use std::time::Duration;
 
 use claudette_core::{
-    BackendError, ChatRequest, ChatResponse, FinishReason, HttpRequest, Message, Method, ResponseFormat,
-    Role, RoutingDecision, StreamEnd, StreamEvent, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
-    UsageSource,
+    BackendError, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, FinishReason, HttpRequest,
+    Message, Method, ReasoningEffort, ResponseFormat, Role, RoutingDecision, StreamEnd, StreamEvent,
+    Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage, UsageSource,
 };
 
 /// A decoding failure: the boxed error keeps every reader's `Result` one pointer wide. With
@@ -392,7 +392,47 @@ impl Wire for FinishReason {
 
 wire_struct!(ToolCall { id, name, arguments });
 
-wire_struct!(ToolSpec { name, description, parameters });
+wire_enum!(CacheTtl, "cache TTL", { FiveMinutes = 0, OneHour = 1 });
+
+/// Tuple variants, which `wire_enum!` does not take.
+macro_rules! wire_tuple_enum {
+    ($ty:ident, $what:literal, { $($variant:ident($inner:ty) = $tag:literal),+ $(,)? }) => {
+        impl Wire for $ty {
+            #[inline]
+            fn put(&self, out: &mut Vec<u8>) {
+                match self {
+                    $($ty::$variant(v) => {
+                        out.push($tag);
+                        v.put(out);
+                    })+
+                }
+            }
+            #[inline]
+            fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+                match r.tag()? {
+                    $($tag => <$inner as Wire>::get(r).map($ty::$variant),)+
+                    t => r.bad_tag(t, $what),
+                }
+            }
+        }
+    };
+}
+
+wire_tuple_enum!(CacheAt, "cache position", { Text(u32) = 0, ToolCall(u32) = 1 });
+wire_tuple_enum!(ThinkingSeal, "thinking seal", { Signature(String) = 0, Redacted(String) = 1 });
+wire_struct!(CacheBreakpoint { at, ttl });
+wire_enum!(ThinkingBlock, "thinking block", {
+    Thinking { thinking, signature } = 0,
+    Redacted { data } = 1,
+});
+wire_enum!(ReasoningEffort, "reasoning effort", { Off = 0, Minimal = 1, Low = 2, Medium = 3, High = 4 });
+wire_enum!(Thinking, "thinking", {
+    Disabled = 0,
+    Budget { budget_tokens } = 1,
+    Effort { effort } = 2,
+});
+
+wire_struct!(ToolSpec { name, description, parameters, cache });
 
 impl Wire for ToolChoice {
     #[inline]
@@ -448,7 +488,7 @@ impl Wire for ResponseFormat {
     }
 }
 
-wire_struct!(Message { role, content, tool_calls, tool_call_id, name, is_error });
+wire_struct!(Message { role, content, tool_calls, tool_call_id, name, is_error, thinking, cache });
 
 wire_struct!(ChatRequest {
     messages,
@@ -465,7 +505,8 @@ wire_struct!(ChatRequest {
     response_format,
     backend,
     tags,
-    metadata
+    metadata,
+    thinking
 });
 
 wire_struct!(Usage {
@@ -486,6 +527,7 @@ wire_json!(
 wire_struct!(ChatResponse {
     content,
     reasoning,
+    thinking,
     tool_calls,
     finish_reason,
     usage,
@@ -516,6 +558,7 @@ wire_enum!(StreamEvent, "stream event", {
     Usage { usage } = 3,
     Done { end } = 4,
     Error { error } = 5,
+    ThinkingSeal { seal } = 6,
 });
 
 /// The head of an [`HttpRequest`] (method, URL, headers); the body crosses as its own bytes.
@@ -569,9 +612,20 @@ mod tests {
         metadata.insert("n".into(), json!(3));
         ChatRequest {
             messages: vec![
-                Message::system("be brief"),
+                Message {
+                    cache: vec![
+                        CacheBreakpoint { at: CacheAt::Text(5), ttl: CacheTtl::OneHour },
+                        CacheBreakpoint { at: CacheAt::Text(8), ttl: CacheTtl::FiveMinutes },
+                    ],
+                    ..Message::system("be brief")
+                },
                 Message::user("héllo \"quoted\" \n\u{1F600}"),
                 Message {
+                    thinking: vec![
+                        ThinkingBlock::Thinking { thinking: "hmm".into(), signature: "sig==".into() },
+                        ThinkingBlock::Redacted { data: "opaque".into() },
+                    ],
+                    cache: vec![CacheBreakpoint { at: CacheAt::ToolCall(0), ttl: CacheTtl::FiveMinutes }],
                     tool_calls: vec![ToolCall {
                         id: "call_1".into(),
                         name: "lookup".into(),
@@ -593,6 +647,7 @@ mod tests {
                 name: "lookup".into(),
                 description: "looks things up".into(),
                 parameters: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
+                cache: Some(CacheTtl::OneHour),
             }],
             tool_choice: ToolChoice::Tool("lookup".into()),
             parallel_tool_calls: Some(false),
@@ -604,6 +659,7 @@ mod tests {
             backend: Some("b1".into()),
             tags: vec!["eu".into()],
             metadata,
+            thinking: Some(Thinking::Budget { budget_tokens: 2048 }),
         }
     }
 
@@ -621,6 +677,19 @@ mod tests {
             seed: Some(0),
             ..ChatRequest::prompt("x")
         });
+        for effort in [
+            ReasoningEffort::Off,
+            ReasoningEffort::Minimal,
+            ReasoningEffort::Low,
+            ReasoningEffort::Medium,
+            ReasoningEffort::High,
+        ] {
+            round_trip(&ChatRequest {
+                thinking: Some(Thinking::Effort { effort }),
+                ..ChatRequest::prompt("x")
+            });
+        }
+        round_trip(&ChatRequest { thinking: Some(Thinking::Disabled), ..ChatRequest::prompt("x") });
         // Every new field is carried: a request that differs only there decodes differently.
         let full = full_request();
         let decoded: ChatRequest = decode("r", &encode(&full, 0)).unwrap();
@@ -628,6 +697,11 @@ mod tests {
             (decoded.top_k, decoded.seed, decoded.parallel_tool_calls, decoded.messages[4].is_error),
             (Some(40), Some(i64::MIN), Some(false), true)
         );
+        assert_eq!(decoded.thinking, Some(Thinking::Budget { budget_tokens: 2048 }));
+        assert_eq!(decoded.tools[0].cache, Some(CacheTtl::OneHour));
+        assert_eq!(decoded.messages[0].cache.len(), 2);
+        assert_eq!(decoded.messages[2].thinking.len(), 2);
+        assert_eq!(decoded.messages[2].cache[0].at, CacheAt::ToolCall(0));
     }
 
     #[test]
@@ -636,6 +710,10 @@ mod tests {
         round_trip(&r);
         r.content = "answer ✓".into();
         r.reasoning = Some("thought".into());
+        r.thinking = vec![
+            ThinkingBlock::Thinking { thinking: "thought".into(), signature: "EqQB".into() },
+            ThinkingBlock::Redacted { data: "xyz".into() },
+        ];
         r.tool_calls = vec![ToolCall { id: "c".into(), name: "f".into(), arguments: json!({}) }];
         r.finish_reason = Some(FinishReason::Other("eos_token".into()));
         r.usage = Usage {
@@ -673,6 +751,8 @@ mod tests {
         let events = vec![
             StreamEvent::text("a"),
             StreamEvent::ReasoningDelta { text: "r".into() },
+            StreamEvent::ThinkingSeal { seal: ThinkingSeal::Signature("EqQB==".into()) },
+            StreamEvent::ThinkingSeal { seal: ThinkingSeal::Redacted("opaque".into()) },
             StreamEvent::ToolCall {
                 delta: ToolCallDelta {
                     index: 2,

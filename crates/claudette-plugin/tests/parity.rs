@@ -200,6 +200,7 @@ fn requests() -> Vec<ChatRequest> {
         name: "get_weather".into(),
         description: "Weather of a city".into(),
         parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+        cache: None,
     };
     let mut with_tools = ChatRequest::new(vec![
         Message::system("You are terse."),

@@ -590,6 +590,7 @@ async fn a_forced_tool_call_skips_a_backend_that_cannot_force_one() {
             name: "add".into(),
             description: String::new(),
             parameters: serde_json::json!({"type": "object"}),
+            cache: None,
         }],
         tool_choice: claudette::ToolChoice::Required,
         ..req()

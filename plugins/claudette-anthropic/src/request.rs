@@ -6,7 +6,10 @@
 //! that turn's content.
 
 use claudette_core::types::{json_f32, normalize_tool_arguments};
-use claudette_core::{BackendError, ChatRequest, ErrorKind, Message, Role, ToolChoice, ToolSpec};
+use claudette_core::{
+    BackendError, CacheTtl, ChatRequest, ErrorKind, Message, Role, Thinking, ThinkingBlock, ToolChoice,
+    ToolSpec,
+};
 use serde_json::{Map, Value, json};
 
 /// One Messages API turn under construction.
@@ -23,7 +26,10 @@ impl Turn {
     fn into_value(self) -> Value {
         let content = match self.blocks.as_slice() {
             [] => Value::String(String::new()),
-            [only] if only.get("type").and_then(Value::as_str) == Some("text") => {
+            [only]
+                if only.get("type").and_then(Value::as_str) == Some("text")
+                    && only.get("cache_control").is_none() =>
+            {
                 only.get("text").cloned().unwrap_or_else(|| Value::String(String::new()))
             }
             _ => Value::Array(self.blocks),
@@ -36,6 +42,32 @@ fn text_block(text: &str) -> Value {
     json!({ "type": "text", "text": text })
 }
 
+fn cache_control(ttl: CacheTtl) -> Value {
+    match ttl {
+        // The default, sent as clients write it: compatible servers may not know `ttl`.
+        CacheTtl::FiveMinutes => json!({ "type": "ephemeral" }),
+        CacheTtl::OneHour => json!({ "type": "ephemeral", "ttl": ttl.as_str() }),
+    }
+}
+
+/// A message's text as blocks cut at its cache breakpoints, each ending block marked; no
+/// blocks for empty text. Anthropic refuses empty text blocks, so a breakpoint that would
+/// end one (two at the same place) marks the block before it instead.
+fn text_blocks(m: &Message) -> Result<Vec<Value>, BackendError> {
+    let mut blocks: Vec<Value> = Vec::new();
+    for (text, ttl) in m.cache_segments()? {
+        if !text.is_empty() {
+            blocks.push(text_block(text));
+        }
+        if let (Some(ttl), Some(last)) = (ttl, blocks.last_mut()) {
+            if last.get("cache_control").is_none() {
+                last["cache_control"] = cache_control(ttl);
+            }
+        }
+    }
+    Ok(blocks)
+}
+
 fn tool_spec(tool: &ToolSpec) -> Value {
     // Anthropic requires an object schema; a tool without parameters still needs one.
     let schema = match &tool.parameters {
@@ -46,46 +78,78 @@ fn tool_spec(tool: &ToolSpec) -> Value {
     if !tool.description.is_empty() {
         t["description"] = Value::String(tool.description.clone());
     }
+    if let Some(ttl) = tool.cache {
+        t["cache_control"] = cache_control(ttl);
+    }
     t
 }
 
-/// Converts the conversation: system text out, turns in.
-fn convert_messages(messages: &[Message]) -> Result<(Vec<String>, Vec<Value>), BackendError> {
+/// The system prompt: a string, unless a cache breakpoint needs it cut into blocks.
+fn system_value(system: &[&Message]) -> Result<Option<Value>, BackendError> {
+    if system.iter().all(|m| m.cache.is_empty()) {
+        let texts: Vec<&str> = system.iter().map(|m| m.content.as_str()).filter(|t| !t.is_empty()).collect();
+        return Ok((!texts.is_empty()).then(|| Value::String(texts.join("\n\n"))));
+    }
+    let mut blocks = Vec::new();
+    for m in system {
+        blocks.extend(text_blocks(m)?);
+    }
+    Ok((!blocks.is_empty()).then_some(Value::Array(blocks)))
+}
+
+/// Converts the conversation: system messages out, turns in.
+fn convert_messages(messages: &[Message]) -> Result<(Vec<&Message>, Vec<Value>), BackendError> {
     let mut system = Vec::new();
     let mut turns: Vec<Turn> = Vec::new();
     for m in messages {
         match m.role {
-            Role::System => {
-                if !m.content.is_empty() {
-                    system.push(m.content.clone());
-                }
-            }
+            Role::System => system.push(m),
             Role::User => {
+                let mut text = text_blocks(m)?;
+                if text.is_empty() {
+                    text.push(text_block(&m.content));
+                }
                 // Text after tool results joins their turn (after them, as Anthropic requires)
                 // instead of making two user turns in a row.
                 match turns.last_mut() {
-                    Some(t) if t.has_tool_results => t.blocks.push(text_block(&m.content)),
-                    _ => turns.push(Turn {
-                        role: "user",
-                        blocks: vec![text_block(&m.content)],
-                        has_tool_results: false,
-                    }),
+                    Some(t) if t.has_tool_results => t.blocks.extend(text),
+                    _ => turns.push(Turn { role: "user", blocks: text, has_tool_results: false }),
                 }
             }
             Role::Assistant => {
-                let mut blocks = Vec::with_capacity(1 + m.tool_calls.len());
+                let mut blocks = Vec::with_capacity(1 + m.thinking.len() + m.tool_calls.len());
+                // Thinking first, as Anthropic made it. An unsigned block is another
+                // provider's reasoning, which Anthropic would refuse for its missing signature.
+                for t in &m.thinking {
+                    match t {
+                        ThinkingBlock::Thinking { thinking, signature } if !signature.is_empty() => blocks
+                            .push(
+                                json!({ "type": "thinking", "thinking": thinking, "signature": signature }),
+                            ),
+                        ThinkingBlock::Thinking { .. } => {}
+                        ThinkingBlock::Redacted { data } => {
+                            blocks.push(json!({ "type": "redacted_thinking", "data": data }))
+                        }
+                    }
+                }
+                let text = text_blocks(m)?;
                 // Anthropic rejects empty text blocks; a turn that only calls tools has none.
-                if !m.content.is_empty() || m.tool_calls.is_empty() {
+                if text.is_empty() && m.tool_calls.is_empty() && blocks.is_empty() {
                     blocks.push(text_block(&m.content));
                 }
-                for call in &m.tool_calls {
-                    blocks.push(json!({
+                blocks.extend(text);
+                for (i, call) in m.tool_calls.iter().enumerate() {
+                    let mut block = json!({
                         "type": "tool_use",
                         "id": call.id,
                         "name": call.name,
                         // Anthropic answers anything but an object with a 400 no other backend gives.
                         "input": normalize_tool_arguments(&call.arguments),
-                    }));
+                    });
+                    if let Some(ttl) = m.cache_after_call(i) {
+                        block["cache_control"] = cache_control(ttl);
+                    }
+                    blocks.push(block);
                 }
                 turns.push(Turn { role: "assistant", blocks, has_tool_results: false });
             }
@@ -93,7 +157,12 @@ fn convert_messages(messages: &[Message]) -> Result<(Vec<String>, Vec<Value>), B
                 let id = m.tool_call_id.as_deref().filter(|id| !id.is_empty()).ok_or_else(|| {
                     BackendError::invalid("a tool result message needs the tool_call_id it answers")
                 })?;
-                let mut block = json!({ "type": "tool_result", "tool_use_id": id, "content": m.content });
+                let content = if m.cache.is_empty() {
+                    Value::String(m.content.clone())
+                } else {
+                    Value::Array(text_blocks(m)?)
+                };
+                let mut block = json!({ "type": "tool_result", "tool_use_id": id, "content": content });
                 if m.is_error {
                     block["is_error"] = Value::Bool(true);
                 }
@@ -140,10 +209,14 @@ pub(crate) fn body(
     let mut b = Map::new();
     b.insert("model".into(), model.into());
     // Required by Anthropic (optional elsewhere): without a caller value, the configured default.
-    b.insert("max_tokens".into(), request.max_tokens.unwrap_or(default_max_tokens).into());
+    let max_tokens = request.max_tokens.unwrap_or(default_max_tokens);
+    b.insert("max_tokens".into(), max_tokens.into());
     b.insert("messages".into(), Value::Array(messages));
-    if !system.is_empty() {
-        b.insert("system".into(), system.join("\n\n").into());
+    if let Some(system) = system_value(&system)? {
+        b.insert("system".into(), system);
+    }
+    if let Some(thinking) = request.thinking {
+        b.insert("thinking".into(), thinking_value(thinking, max_tokens));
     }
     if let Some(t) = request.temperature {
         b.insert("temperature".into(), json_f32("temperature", t)?);
@@ -189,6 +262,27 @@ pub(crate) fn body(
     Ok(Value::Object(b))
 }
 
+/// Anthropic's smallest `budget_tokens`.
+const MIN_THINKING_BUDGET: u32 = 1024;
+
+/// The `thinking` parameter. A client's own budget goes as it is (Anthropic judges it); one
+/// derived from an OpenAI effort level is kept under `max_tokens`, which Anthropic requires,
+/// and where no budget of at least Anthropic's minimum fits, thinking stays off rather than
+/// the request failing on a number the client never wrote.
+fn thinking_value(thinking: Thinking, max_tokens: u32) -> Value {
+    let budget = match thinking {
+        Thinking::Effort { .. } => thinking
+            .budget_tokens()
+            .map(|b| b.min(max_tokens.saturating_sub(1)))
+            .filter(|b| *b >= MIN_THINKING_BUDGET),
+        _ => thinking.budget_tokens(),
+    };
+    match budget {
+        Some(budget_tokens) => json!({ "type": "enabled", "budget_tokens": budget_tokens }),
+        None => json!({ "type": "disabled" }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,7 +312,8 @@ mod tests {
 
     #[test]
     fn knobs_and_failed_results_reach_the_body() {
-        let tool = ToolSpec { name: "f".into(), description: String::new(), parameters: json!({}) };
+        let tool =
+            ToolSpec { name: "f".into(), description: String::new(), parameters: json!({}), cache: None };
         let base = ChatRequest {
             messages: vec![
                 Message::user("q"),

@@ -1,6 +1,6 @@
 //! A non-stream Messages response as a [`ChatResponse`].
 
-use claudette_core::{BackendError, ChatResponse, ToolCall};
+use claudette_core::{BackendError, ChatResponse, ThinkingBlock, ToolCall};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -57,7 +57,19 @@ pub(crate) fn parse(body: &[u8], backend: &str, requested_model: &str) -> Result
         let str_field = |k: &str| block.get(k).and_then(Value::as_str);
         match str_field("type") {
             Some("text") => out.content.push_str(str_field("text").unwrap_or_default()),
-            Some("thinking") => reasoning.push_str(str_field("thinking").unwrap_or_default()),
+            Some("thinking") => {
+                let thinking = str_field("thinking").unwrap_or_default();
+                reasoning.push_str(thinking);
+                out.thinking.push(ThinkingBlock::Thinking {
+                    thinking: thinking.to_owned(),
+                    signature: str_field("signature").unwrap_or_default().to_owned(),
+                });
+            }
+            Some("redacted_thinking") => {
+                if let Some(data) = str_field("data") {
+                    out.thinking.push(ThinkingBlock::Redacted { data: data.to_owned() });
+                }
+            }
             Some("tool_use") => {
                 let (Some(id), Some(name)) = (str_field("id"), str_field("name")) else {
                     return Err(
@@ -85,7 +97,7 @@ pub(crate) fn parse(body: &[u8], backend: &str, requested_model: &str) -> Result
                 };
                 out.tool_calls.push(ToolCall { id: id.to_owned(), name: name.to_owned(), arguments });
             }
-            // redacted_thinking, server tool blocks, citations-only blocks, future types.
+            // Server tool blocks, citations-only blocks, future types.
             _ => {}
         }
     }

@@ -21,8 +21,8 @@
 use std::collections::BTreeMap;
 
 use claudette_core::{
-    BackendError, FinishReason, Frame, Pricing, StreamDecoder, StreamEnd, StreamEvent, ToolCallDelta,
-    UsageSource,
+    BackendError, FinishReason, Frame, Pricing, StreamDecoder, StreamEnd, StreamEvent, ThinkingSeal,
+    ToolCallDelta, UsageSource,
 };
 use serde_json::Value;
 
@@ -161,6 +161,14 @@ impl AnthropicStreamDecoder {
                         }
                         Block::Thinking
                     }
+                    Some("redacted_thinking") => {
+                        if let Some(data) = str_at(cb, &["data"]) {
+                            out.push(StreamEvent::ThinkingSeal {
+                                seal: ThinkingSeal::Redacted(data.to_owned()),
+                            });
+                        }
+                        Block::Other
+                    }
                     Some("tool_use") => {
                         let (Some(id), Some(name)) = (str_at(cb, &["id"]), str_at(cb, &["name"])) else {
                             return Err(BackendError::malformed("tool_use block start without id or name"));
@@ -207,7 +215,18 @@ impl AnthropicStreamDecoder {
                             out.push(Self::tool_delta(index, None, None, p.to_owned()));
                         }
                     }
-                    // signature_delta (thinking integrity), citations_delta, future types.
+                    // The thinking block's signature, sent once just before its stop; a client
+                    // must send it back with the block.
+                    Some("signature_delta") => {
+                        if let (Some(Block::Thinking), Some(sig)) =
+                            (self.blocks.get(&index), str_at(delta, &["signature"]).filter(|s| !s.is_empty()))
+                        {
+                            out.push(StreamEvent::ThinkingSeal {
+                                seal: ThinkingSeal::Signature(sig.to_owned()),
+                            });
+                        }
+                    }
+                    // citations_delta, future types.
                     _ => {}
                 }
             }

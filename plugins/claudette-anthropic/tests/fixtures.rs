@@ -97,8 +97,9 @@ fn conversation() -> ChatRequest {
             name: "get_weather".into(),
             description: "Current weather for a city".into(),
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+            cache: None,
         },
-        ToolSpec { name: "now".into(), description: String::new(), parameters: Value::Null },
+        ToolSpec { name: "now".into(), description: String::new(), parameters: Value::Null, cache: None },
     ];
     r.metadata.insert("tenant".into(), json!("never sent upstream"));
     r
@@ -411,6 +412,12 @@ fn full_stream_expected() -> Vec<StreamEvent> {
         StreamEvent::Usage { usage: start_usage },
         StreamEvent::ReasoningDelta { text: "The user wants Paris weather. ".into() },
         StreamEvent::ReasoningDelta { text: "Call the tool.".into() },
+        // The signature a client must send back with the block.
+        StreamEvent::ThinkingSeal {
+            seal: claudette_core::ThinkingSeal::Signature(
+                "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds".into(),
+            ),
+        },
         StreamEvent::text("Je vérifie la météo à "),
         StreamEvent::text("Paris 涌现 🌦"),
         tool(Some("toolu_01T1x1fJ34qAmk2tNTrN7Up6"), Some("get_weather"), ""),

@@ -110,6 +110,7 @@ async fn tool_history_is_accepted() {
         name: "get_weather".into(),
         description: "Weather".into(),
         parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        cache: None,
     }];
     let r = b.send(&req).await.unwrap();
     assert_eq!(r.finish_reason, Some(FinishReason::Length));

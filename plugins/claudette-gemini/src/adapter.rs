@@ -167,6 +167,13 @@ impl GeminiAdapter {
         if !request.stop.is_empty() {
             config.insert("stopSequences".into(), json!(request.stop));
         }
+        // A budget, with the thought summaries that become the answer's reasoning. Turning
+        // thinking off is left to the model's default: Gemini 2.5 Pro refuses a zero budget,
+        // so sending one would fail a request that asked for less, not more.
+        if let Some(budget) = request.thinking.and_then(|t| t.budget_tokens()) {
+            config
+                .insert("thinkingConfig".into(), json!({"thinkingBudget": budget, "includeThoughts": true}));
+        }
         match &request.response_format {
             ResponseFormat::Text => {}
             ResponseFormat::JsonObject => {

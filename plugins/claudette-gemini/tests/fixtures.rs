@@ -74,11 +74,13 @@ fn golden_request_with_system_tools_and_parallel_results() {
                                    "opts": {"type": "object", "additionalProperties": false,
                                             "properties": {"units": {"type": "string", "enum": ["c", "f"]}}}},
                     "required": ["city"], "additionalProperties": false}),
+                cache: None,
             },
             ToolSpec {
                 name: "get_time".into(),
                 description: String::new(),
                 parameters: json!({"type": "object", "properties": {}}),
+                cache: None,
             },
         ],
         ..ChatRequest::new(vec![
@@ -824,8 +826,12 @@ fn price_table_and_overrides() {
 #[test]
 fn tool_choice_is_gemini_function_calling_config() {
     use claudette_core::ToolChoice;
-    let tool =
-        ToolSpec { name: "add".into(), description: String::new(), parameters: json!({"type": "object"}) };
+    let tool = ToolSpec {
+        name: "add".into(),
+        description: String::new(),
+        parameters: json!({"type": "object"}),
+        cache: None,
+    };
     let body = |tool_choice: ToolChoice| -> Value {
         let request = ChatRequest { tools: vec![tool.clone()], tool_choice, ..ChatRequest::prompt("add") };
         let http = adapter().build_request(&request, false).unwrap();

@@ -19,6 +19,7 @@ fn lookup() -> ToolSpec {
         name: "lookup".into(),
         description: String::new(),
         parameters: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
+        cache: None,
     }
 }
 
@@ -79,4 +80,28 @@ async fn a_failed_tool_result_is_sent_as_an_error() {
     let parts = &server.last_json().unwrap()["contents"][2]["parts"];
     assert_eq!(parts[0]["functionResponse"]["response"], json!({"error": "backend timed out"}));
     assert_eq!(parts[1]["functionResponse"]["response"], json!({"hits": 3}));
+}
+
+#[tokio::test]
+async fn a_thinking_budget_goes_in_the_thinking_config() {
+    use claudette_core::{ReasoningEffort, Thinking};
+    let server = FakeServer::start().await;
+    let backend = claudette_gemini::backend(&settings(&server)).unwrap();
+    for (thinking, budget) in [
+        (Thinking::Budget { budget_tokens: 2048 }, 2048),
+        (Thinking::Effort { effort: ReasoningEffort::High }, 24_576),
+    ] {
+        server.push(Reply::gemini_text("ok"));
+        let request = ChatRequest { thinking: Some(thinking), ..ChatRequest::prompt("hi") };
+        backend.send(&request).await.unwrap();
+        let config = &server.last_json().unwrap()["generationConfig"];
+        assert_eq!(config["thinkingConfig"], json!({"thinkingBudget": budget, "includeThoughts": true}));
+    }
+    // Off is the model's default, not a zero budget some models refuse.
+    server.push(Reply::gemini_text("ok"));
+    backend
+        .send(&ChatRequest { thinking: Some(Thinking::Disabled), ..ChatRequest::prompt("hi") })
+        .await
+        .unwrap();
+    assert!(server.last_json().unwrap().get("generationConfig").is_none());
 }

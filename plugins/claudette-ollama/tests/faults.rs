@@ -136,6 +136,7 @@ async fn model_without_tool_support_fails_over() {
         name: "get_weather".into(),
         description: "Current weather".into(),
         parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        cache: None,
     }];
 
     let router = BackendRouter::new(RouterOptions::default());

@@ -12,7 +12,12 @@ fn settings(server: &FakeServer) -> BackendSettings {
 }
 
 fn lookup() -> ToolSpec {
-    ToolSpec { name: "lookup".into(), description: String::new(), parameters: json!({"type": "object"}) }
+    ToolSpec {
+        name: "lookup".into(),
+        description: String::new(),
+        parameters: json!({"type": "object"}),
+        cache: None,
+    }
 }
 
 #[tokio::test]

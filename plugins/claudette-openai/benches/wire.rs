@@ -41,6 +41,7 @@ fn request() -> ChatRequest {
         name: "get_weather".into(),
         description: "Current weather for a city".into(),
         parameters: json!({"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}),
+        cache: None,
     }];
     req
 }

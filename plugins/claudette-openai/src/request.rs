@@ -4,7 +4,7 @@
 //! `serde_json::Value`, no copy of a message text): this runs for every request.
 
 use claudette_core::{
-    BackendError, ChatRequest, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolSpec,
+    BackendError, ChatRequest, Message, ResponseFormat, Role, Thinking, ToolCall, ToolChoice, ToolSpec,
 };
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
@@ -154,6 +154,19 @@ impl<'a> Body<'a> {
         })
     }
 
+    /// `reasoning_effort`, from the request's thinking: an effort as the client gave it, a
+    /// token budget as the level [`Thinking::effort`] maps it to. Anthropic's `disabled` is
+    /// sent as nothing: it is every non-reasoning model's default, and those models refuse
+    /// the field outright; an explicit `none` effort is the client's own word and goes.
+    ///
+    /// [`Thinking::effort`]: claudette_core::Thinking::effort
+    fn reasoning_effort(&self) -> Option<&'static str> {
+        match self.request.thinking? {
+            Thinking::Disabled => None,
+            t => Some(t.effort().as_str()),
+        }
+    }
+
     /// Whether this is the common body [`write_plain`](Self::write_plain) writes: text
     /// messages only (no tool calls or results), no tools, no stop, no seed or `top_k`, no
     /// provider extras.
@@ -162,6 +175,7 @@ impl<'a> Body<'a> {
         self.spec.extra.is_empty()
             && self.top_k.is_none()
             && r.seed.is_none()
+            && self.reasoning_effort().is_none()
             && r.tools.is_empty()
             && r.response_format.is_text()
             && r.stop.is_empty()
@@ -234,6 +248,9 @@ impl Serialize for Body<'_> {
         }
         if let Some(seed) = &request.seed {
             entry(&mut map, extra, "seed", seed)?;
+        }
+        if let Some(effort) = self.reasoning_effort() {
+            entry(&mut map, extra, "reasoning_effort", effort)?;
         }
         if !request.stop.is_empty() {
             entry(&mut map, extra, "stop", &request.stop)?;
@@ -492,8 +509,12 @@ mod tests {
 
     #[test]
     fn seed_parallel_calls_top_k_and_failed_results() {
-        let tool =
-            ToolSpec { name: "f".into(), description: String::new(), parameters: serde_json::json!({}) };
+        let tool = ToolSpec {
+            name: "f".into(),
+            description: String::new(),
+            parameters: serde_json::json!({}),
+            cache: None,
+        };
         let mut request = ChatRequest::new(vec![
             Message::user("q"),
             Message {

@@ -97,6 +97,7 @@ fn weather_tool() -> ToolSpec {
         name: "get_weather".into(),
         description: "Current weather for a city".into(),
         parameters: json!({"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}),
+        cache: None,
     }
 }
 

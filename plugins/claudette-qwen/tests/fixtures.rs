@@ -99,6 +99,7 @@ fn conversation() -> ChatRequest {
         name: "read_file".into(),
         description: "Read a file of the repository".into(),
         parameters: json!({"type":"object","properties":{"path":{"type":"string"}},"required":["path"]}),
+        cache: None,
     }];
     req.tags = vec!["code".into()];
     req.metadata.insert("async_contribution".into(), json!(true));

@@ -300,3 +300,12 @@ pub fn tool_call_ending_in_stop(id: &str, name: &str, arguments: &str) -> claude
         "data: [DONE]".to_owned(),
     ])
 }
+
+/// The JSON data of every SSE frame named `name`, in order.
+pub fn event_data(frames: &[(Option<String>, String)], name: &str) -> Vec<serde_json::Value> {
+    frames
+        .iter()
+        .filter(|(e, _)| e.as_deref() == Some(name))
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect()
+}
