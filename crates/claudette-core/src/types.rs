@@ -438,6 +438,10 @@ pub struct ChatRequest {
     /// Extended thinking / reasoning (`None`: the provider's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thinking: Option<Thinking>,
+    /// The caller's id for this request (the gateway's `x-request-id`), booked with every
+    /// usage record so a ledger row can be traced to its request. Never sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl ChatRequest {

@@ -492,6 +492,7 @@ impl MessagesRequest {
             tags: Vec::new(),
             metadata: self.metadata.unwrap_or_default(),
             thinking,
+            request_id: None,
         };
         checked_tool_choice(&request)?;
         Ok((request, self.model))

@@ -433,6 +433,7 @@ impl CompletionRequest {
             tags: Vec::new(),
             metadata,
             thinking,
+            request_id: None,
         };
         checked_tool_choice(&request)?;
         Ok((request, self.model))

@@ -506,7 +506,8 @@ wire_struct!(ChatRequest {
     backend,
     tags,
     metadata,
-    thinking
+    thinking,
+    request_id
 });
 
 wire_struct!(Usage {
@@ -660,6 +661,7 @@ mod tests {
             tags: vec!["eu".into()],
             metadata,
             thinking: Some(Thinking::Budget { budget_tokens: 2048 }),
+            request_id: Some("req_42".into()),
         }
     }
 
