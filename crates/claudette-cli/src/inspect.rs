@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use claudette::core::CostAnalysis;
 use claudette_config::redact_url;
 use serde_json::{Value, json};
 
@@ -12,18 +13,6 @@ use crate::common::{
     CliError, build_router, build_router_with_plugins, load_config, money, outln, print_out,
 };
 use crate::table::Table;
-
-/// Where a running gateway is, and the key to ask it with.
-#[derive(Debug, Clone, Args)]
-pub(crate) struct GatewayArgs {
-    /// Base URL of a running `claudette serve`.
-    #[arg(long, env = "CLAUDETTE_URL", default_value = "http://127.0.0.1:8080", value_name = "URL")]
-    pub url: String,
-    /// Gateway key, if the gateway has [[server.keys]]. Prefer the environment variable: a
-    /// command-line argument is visible to other users of the machine.
-    #[arg(long, env = "CLAUDETTE_API_KEY", hide_env_values = true, value_name = "KEY")]
-    pub key: Option<String>,
-}
 
 #[derive(Debug, Args)]
 pub(crate) struct BackendsArgs {
@@ -44,15 +33,28 @@ pub(crate) struct BackendsArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct CostsArgs {
-    #[command(flatten)]
-    pub gateway: GatewayArgs,
-    /// Window to report: 30m, 24h, 7d, 1w… (at most 31d: the gateway keeps spend that long)
+    /// Base URL of a running `claudette serve`. Repeat it (or list several, comma-separated,
+    /// in CLAUDETTE_URL) to add up a fleet of replicas: each books only what it served.
+    #[arg(
+        long = "url",
+        env = "CLAUDETTE_URL",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub urls: Vec<String>,
+    /// Gateway key, if the gateways have [[server.keys]] (the same for every --url). Prefer
+    /// the environment variable: a command-line argument is visible to other users.
+    #[arg(long, env = "CLAUDETTE_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Window to report: 30m, 24h, 7d, 1w… (at most 31d, or a gateway's [ledger] retention)
     #[arg(long, default_value = "24h", value_name = "SPAN")]
     pub timeframe: String,
     /// Break costs down by backend or by model.
     #[arg(long, default_value = "backend", value_parser = ["backend", "model"])]
     pub group_by: String,
-    /// Print the gateway's JSON instead of a table.
+    /// Print JSON instead of a table: the gateway's answer, or the fleet's sum (with a
+    /// `gateways` list) for several --url.
     #[arg(long)]
     pub json: bool,
 }
@@ -241,14 +243,60 @@ pub(crate) async fn costs(args: CostsArgs) -> Result<(), CliError> {
         .append_pair("group_by", &args.group_by)
         .finish();
     let path = format!("/v1/costs?{query}");
-    let v = get_json(&args.gateway.url, &path, args.gateway.key.as_deref()).await?;
+    let urls: Vec<&str> = args.urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()).collect();
+    let Some(first) = urls.first() else {
+        return Err(CliError::failure("--url: give at least one gateway URL"));
+    };
+    for (i, url) in urls.iter().enumerate() {
+        if urls[..i].iter().any(|u| u.trim_end_matches('/') == url.trim_end_matches('/')) {
+            return Err(CliError::failure(format!(
+                "--url {} is given twice: its spend would be counted twice",
+                redact_url(url)
+            )));
+        }
+    }
+    let key = args.key.as_deref();
+    let answers = futures::future::try_join_all(urls.iter().map(|url| get_json(url, &path, key))).await?;
+    let (v, footer) = if let [one] = answers.as_slice() {
+        (one.clone(), format!("(spend booked by the gateway at {})", redact_url(first)))
+    } else {
+        let merged = merge_costs(&urls, answers)?;
+        let names: Vec<String> = urls.iter().map(|u| redact_url(u)).collect();
+        let footer = format!("(the sum over {} gateways: {})", names.len(), names.join(", "));
+        let mut v = serde_json::to_value(&merged).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("gateways".into(), json!(names));
+        }
+        (v, footer)
+    };
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())?;
         return Ok(());
     }
     print_out(&render_costs(&v, &args.group_by))?;
-    outln!("(what the gateway at {} has seen since it started)", redact_url(&args.gateway.url))?;
+    outln!("{footer}")?;
     Ok(())
+}
+
+/// One fleet-wide answer from each replica's `/v1/costs`. A replica whose answer cannot be
+/// read or added is an error naming it: a total that silently left one out would be wrong.
+fn merge_costs(urls: &[&str], answers: Vec<Value>) -> Result<CostAnalysis, CliError> {
+    let mut merged: Option<CostAnalysis> = None;
+    for (url, v) in urls.iter().zip(answers) {
+        let a: CostAnalysis = serde_json::from_value(v).map_err(|e| {
+            CliError::failure(format!(
+                "the gateway at {} answered /v1/costs in a shape this claudette does not read: {e}",
+                redact_url(url)
+            ))
+        })?;
+        match merged.as_mut() {
+            None => merged = Some(a),
+            Some(m) => m.merge(&a).map_err(|e| {
+                CliError::failure(format!("the answer of the gateway at {} {e}", redact_url(url)))
+            })?,
+        }
+    }
+    merged.ok_or_else(|| CliError::failure("--url: give at least one gateway URL"))
 }
 
 /// The `/v1/costs` answer as a table with totals and the projection.

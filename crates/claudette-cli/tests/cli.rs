@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use claudette_testkit::{FakeServer, Reply};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -575,6 +575,83 @@ async fn costs_reports_an_unreachable_gateway_in_one_line() {
         o.stderr
     );
     assert_eq!(o.stderr.lines().count(), 1);
+}
+
+/// `/v1/costs` as a replica answers it (the shape `CostAnalysis` serialises to).
+fn replica_costs(group_by: &str, observed: u64, lines: &[(&str, f64, u64)], projected: Option<f64>) -> Value {
+    let breakdown: serde_json::Map<String, Value> = lines
+        .iter()
+        .map(|(k, cost, n)| {
+            (
+                (*k).to_owned(),
+                json!({"cost": cost, "requests": n, "input_tokens": 10 * n, "output_tokens": 5 * n}),
+            )
+        })
+        .collect();
+    json!({
+        "timeframe_secs": 86400, "observed_secs": observed, "group_by": group_by,
+        "total_cost": lines.iter().map(|l| l.1).sum::<f64>(),
+        "total_requests": lines.iter().map(|l| l.2).sum::<u64>(),
+        "total_tokens": lines.iter().map(|l| 15 * l.2).sum::<u64>(),
+        "breakdown": breakdown, "projected_monthly_cost": projected
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn costs_adds_up_a_fleet_of_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (FakeServer::start().await, FakeServer::start().await);
+    a.push_get(Reply::json(200, replica_costs("backend", 86_400, &[("openai", 3.0, 3)], Some(90.0))));
+    b.push_get(Reply::json(
+        200,
+        replica_costs("backend", 3600, &[("openai", 1.0, 1), ("claude", 0.5, 2)], Some(1080.0)),
+    ));
+    let mut cmd = claudette(dir.path());
+    cmd.args(["costs", "--url", &a.url(), "--url", &b.url()]);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let row = |name: &str| o.stdout.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_owned();
+    assert!(row("openai").contains(" 4 ") && row("openai").contains("$4.00"), "{}", o.stdout);
+    assert!(row("claude").contains(" 2 "), "{}", o.stdout);
+    assert!(row("TOTAL").contains(" 6 ") && row("TOTAL").contains("$4.50"), "{}", o.stdout);
+    // Each replica's projection over its own span, added: not $4.50 spread over the day.
+    assert!(o.stdout.contains("$1170.00"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains(&format!("(the sum over 2 gateways: {}, {})", a.url(), b.url())),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        a.received()
+            .iter()
+            .all(|r| r.path == "/v1/costs" && r.query.as_deref() == Some("timeframe=24h&group_by=backend"))
+    );
+
+    // --json: the same shape as one gateway's, plus the list of gateways; via CLAUDETTE_URL.
+    a.push_get(Reply::json(200, replica_costs("backend", 86_400, &[("openai", 3.0, 3)], Some(90.0))));
+    b.push_get(Reply::json(200, replica_costs("backend", 30, &[("claude", 0.5, 2)], None)));
+    let mut cmd = claudette(dir.path());
+    cmd.args(["costs", "--json"]).env("CLAUDETTE_URL", format!("{},{}", a.url(), b.url()));
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["total_requests"], 5);
+    assert_eq!(v["projected_monthly_cost"], 90.0, "a replica under a minute old projects nothing");
+    assert_eq!(v["gateways"], json!([a.url(), b.url()]));
+
+    // Answers that do not add up, and a replica counted twice, are errors naming the replica.
+    a.push_get(Reply::json(200, replica_costs("backend", 86_400, &[], None)));
+    b.push_get(Reply::json(200, replica_costs("model", 86_400, &[], None)));
+    let mut cmd = claudette(dir.path());
+    cmd.args(["costs", "--url", &a.url(), "--url", &b.url()]);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1, "{}{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains(&b.url()) && o.stderr.contains("grouped by Model"), "{}", o.stderr);
+    let mut cmd = claudette(dir.path());
+    cmd.args(["costs", "--url", &a.url(), "--url", &format!("{}/", a.url())]);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("is given twice"), "{}", o.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,8 +58,10 @@ pub enum GroupBy {
     Model,
 }
 
-/// The answer to "what did we spend".
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The answer to "what did we spend". Deserializable so that a client of several gateways
+/// (a fleet of replicas, each with its own ledger) can read their answers and
+/// [`merge`](Self::merge) them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CostAnalysis {
     /// The window asked for, in seconds.
     pub timeframe_secs: u64,
@@ -118,8 +120,9 @@ pub struct UsageRecord<'a> {
     /// Wall-clock time of the booking: a ledger outlives the process, so the router's
     /// monotonic clock (whose origin is start-up) means nothing to it.
     pub at: SystemTime,
-    /// The caller's request id when there is one. The router has none of its own
-    /// (`ChatRequest` carries no id), so records it books have `None`.
+    /// The request's [`ChatRequest::request_id`](crate::ChatRequest::request_id) (the
+    /// gateway's `x-request-id`), so a ledger row can be tied to a client's complaint and to
+    /// the request's log lines; `None` for a request that had none (a library caller's).
     pub request_id: Option<&'a str>,
     pub backend: &'a str,
     pub model: &'a str,
@@ -183,14 +186,29 @@ impl CostTracker {
         self.sink.set(sink)
     }
 
-    /// Books one billed attempt: counts it here ([`record`](Self::record)) and hands the same
-    /// figures, with the cache tokens and the outcome, to the sink if there is one.
-    pub fn book(&self, backend: &str, model: &str, cost: f64, usage: &Usage, outcome: UsageOutcome) {
+    /// Whether bookings are handed to a sink: a caller that must keep something only the
+    /// sink reads (a stream keeping its request id until it ends) keeps nothing without one.
+    pub fn has_sink(&self) -> bool {
+        self.sink.get().is_some()
+    }
+
+    /// Books one billed attempt of the request `request_id`: counts it here
+    /// ([`record`](Self::record)) and hands the same figures, with the request id, the cache
+    /// tokens and the outcome, to the sink if there is one.
+    pub fn book(
+        &self,
+        request_id: Option<&str>,
+        backend: &str,
+        model: &str,
+        cost: f64,
+        usage: &Usage,
+        outcome: UsageOutcome,
+    ) {
         self.record(backend, model, cost, usage.input_tokens, usage.output_tokens);
         if let Some(sink) = self.sink.get() {
             sink.record(&UsageRecord {
                 at: SystemTime::now(),
-                request_id: None,
+                request_id,
                 backend,
                 model,
                 input_tokens: usage.input_tokens,
@@ -296,6 +314,37 @@ impl CostAnalysis {
             projected_monthly_cost: projected,
         }
     }
+
+    /// Adds another process's answer for the same window and grouping to this one: a fleet's
+    /// spend is the sum of its replicas', each of which books only what it served.
+    ///
+    /// The projection is the sum of the replicas' own projections, not the summed cost over one
+    /// span: replicas started at different times observed different spans, and a replica up
+    /// for an hour projects its hour while one up for a week projects its week. A replica with
+    /// less than a minute of data has no projection and adds none; only when no replica has
+    /// one is the merged projection `None`. `observed_secs` becomes the longest span observed.
+    ///
+    /// Answers for different windows or groupings do not add up: `Err` names the mismatch.
+    pub fn merge(&mut self, other: &CostAnalysis) -> Result<(), String> {
+        if other.group_by != self.group_by {
+            return Err(format!("grouped by {:?}, not by {:?}", other.group_by, self.group_by));
+        }
+        if other.timeframe_secs != self.timeframe_secs {
+            return Err(format!("covers a {} s window, not {} s", other.timeframe_secs, self.timeframe_secs));
+        }
+        for (key, line) in &other.breakdown {
+            self.breakdown.entry(key.clone()).or_default().add(line);
+        }
+        self.total_cost += other.total_cost;
+        self.total_requests += other.total_requests;
+        self.total_tokens += other.total_tokens;
+        self.observed_secs = self.observed_secs.max(other.observed_secs);
+        self.projected_monthly_cost = match (self.projected_monthly_cost, other.projected_monthly_cost) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        Ok(())
+    }
 }
 
 /// `cost` if it is a finite number ≥ 0, else 0. Public so that every consumer of booked
@@ -367,6 +416,42 @@ mod tests {
         let expected = long.total_cost * MONTH.as_secs_f64() / long.observed_secs as f64;
         assert!((long.projected_monthly_cost.unwrap() - expected).abs() < 1e-9);
         assert!((long.total_cost - 4.1).abs() < 1e-9, "{}", long.total_cost);
+    }
+
+    /// Two replicas up for different spans: their projections add, not their costs over the
+    /// longer span (which would spread the newer replica's spend over time it did not run).
+    #[test]
+    fn replicas_merge_line_by_line_and_projection_by_projection() {
+        let day = Duration::from_secs(86_400);
+        let line = |cost, requests| CostLine { cost, requests, input_tokens: 10, output_tokens: 5 };
+        let mut a = CostAnalysis::from_lines(day, day, GroupBy::Backend, [("openai", line(3.0, 3))]);
+        let b = CostAnalysis::from_lines(
+            day,
+            Duration::from_secs(3600),
+            GroupBy::Backend,
+            [("openai", line(1.0, 1)), ("claude", line(0.5, 2))],
+        );
+        let fresh = CostAnalysis::from_lines(
+            day,
+            Duration::from_secs(10),
+            GroupBy::Backend,
+            [("claude", line(0.1, 1))],
+        );
+        a.merge(&b).unwrap();
+        a.merge(&fresh).unwrap();
+        assert!((a.total_cost - 4.6).abs() < 1e-9);
+        assert_eq!((a.total_requests, a.total_tokens, a.observed_secs), (7, 60, 86_400));
+        assert!((a.breakdown["openai"].cost - 4.0).abs() < 1e-9);
+        assert_eq!(a.breakdown["claude"].requests, 3);
+        // 3.0 a day → 90; 1.5 an hour → 1080; the 10-second replica projects nothing yet.
+        assert!((a.projected_monthly_cost.unwrap() - (90.0 + 1080.0)).abs() < 1e-6);
+
+        let by_model = CostAnalysis::from_lines(day, day, GroupBy::Model, []);
+        assert!(a.merge(&by_model).unwrap_err().contains("grouped by Model"));
+        let hour = CostAnalysis::from_lines(Duration::from_secs(3600), day, GroupBy::Backend, []);
+        assert!(a.merge(&hour).unwrap_err().contains("3600 s window"));
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(serde_json::from_value::<CostAnalysis>(json).unwrap(), a);
     }
 
     #[test]

@@ -529,6 +529,7 @@ impl BackendRouter {
                         resp.usage.output_tokens,
                     );
                     self.costs.book(
+                        request.request_id.as_deref(),
                         entry.backend.name(),
                         billed_model(request, &entry),
                         resp.cost,
@@ -615,6 +616,9 @@ impl BackendRouter {
                         decision,
                         started,
                         clock: self.clock.clone(),
+                        // Kept only for a sink: without one nothing reads it, and a stream
+                        // costs no copy of it.
+                        request_id: if self.costs.has_sink() { request.request_id.clone() } else { None },
                         costs: self.costs.clone(),
                         model,
                         finished: false,
@@ -1048,6 +1052,8 @@ struct CommittedStream {
     started: Duration,
     clock: Arc<dyn Clock>,
     costs: Arc<CostTracker>,
+    /// The request's id, for the usage sink (`None` without a sink).
+    request_id: Option<String>,
     model: String,
     finished: bool,
     /// Prompt tokens by the cheap estimate, for a stream that ends before reporting usage.
@@ -1091,7 +1097,14 @@ impl CommittedStream {
         };
         let cost = self.entry.backend.info().pricing.cost(&usage);
         self.entry.metrics.record_partial_cost(cost, usage.input_tokens, usage.output_tokens);
-        self.costs.book(self.entry.backend.name(), &self.model, cost, &usage, outcome);
+        self.costs.book(
+            self.request_id.as_deref(),
+            self.entry.backend.name(),
+            &self.model,
+            cost,
+            &usage,
+            outcome,
+        );
     }
 
     fn settle(&mut self, ev: &StreamEvent) {
@@ -1108,6 +1121,7 @@ impl CommittedStream {
                     end.usage.output_tokens,
                 );
                 self.costs.book(
+                    self.request_id.as_deref(),
                     self.entry.backend.name(),
                     &self.model,
                     end.cost,

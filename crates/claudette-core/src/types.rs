@@ -185,10 +185,11 @@ pub enum ThinkingSeal {
     Redacted(String),
 }
 
-/// How much the model may reason before answering. One field for the two ways clients ask:
-/// Anthropic and Gemini take a token budget, OpenAI-format servers an effort level; each
-/// adapter sends the form its provider takes, converting with [`Thinking::budget_tokens`] and
-/// [`Thinking::effort`] where the client used the other.
+/// How much the model may reason before answering. One field for the ways clients ask:
+/// Anthropic and Gemini take a token budget, OpenAI-format servers an effort level, and newer
+/// Claude models let the model itself decide; each adapter sends the form its provider takes,
+/// converting with [`Thinking::budget_tokens`] and [`Thinking::effort`] where the client used
+/// another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum Thinking {
@@ -199,9 +200,15 @@ pub enum Thinking {
     Budget { budget_tokens: u32 },
     /// OpenAI `reasoning_effort`.
     Effort { effort: ReasoningEffort },
+    /// The model decides whether and how much to reason (Anthropic `{"type": "adaptive"}`,
+    /// steered by [`ChatRequest::output_effort`]; Gemini's dynamic budget). Kept apart from a
+    /// budget or a level because Claude Opus 4.7 and later refuse every other form of thinking,
+    /// and a number chosen here would be one the client never asked for.
+    Adaptive,
 }
 
-/// OpenAI's `reasoning_effort` levels.
+/// Effort levels: OpenAI's `reasoning_effort` (`none` … `xhigh`) and Anthropic's
+/// `output_config.effort` (`low` … `max`), in one ascending scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReasoningEffort {
@@ -212,9 +219,18 @@ pub enum ReasoningEffort {
     Low,
     Medium,
     High,
+    /// OpenAI's and Claude Opus 4.7's level above `high`.
+    #[serde(rename = "xhigh")]
+    XHigh,
+    /// Anthropic's top level (no limit on the tokens spent); OpenAI's top is `xhigh`.
+    Max,
 }
 
 impl ReasoningEffort {
+    /// Every level, lowest first.
+    pub const ALL: [Self; 7] =
+        [Self::Off, Self::Minimal, Self::Low, Self::Medium, Self::High, Self::XHigh, Self::Max];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Off => "none",
@@ -222,51 +238,68 @@ impl ReasoningEffort {
             Self::Low => "low",
             Self::Medium => "medium",
             Self::High => "high",
+            Self::XHigh => "xhigh",
+            Self::Max => "max",
         }
     }
 
     /// The effort named `s`, if it is one.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "none" => Self::Off,
-            "minimal" => Self::Minimal,
-            "low" => Self::Low,
-            "medium" => Self::Medium,
-            "high" => Self::High,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+
+    /// The effort named `s` among OpenAI's `reasoning_effort` levels (`none` … `xhigh`). An
+    /// OpenAI-compatible front takes only those: `max` is Anthropic's word, which OpenAI
+    /// refuses, so a front that took it would accept what its own protocol does not.
+    pub fn parse_openai(s: &str) -> Option<Self> {
+        Self::parse(s).filter(|e| *e != Self::Max)
     }
 }
 
 impl Thinking {
-    /// The token budget to ask a budget-taking provider for; `None` when reasoning is off.
-    /// Efforts map as Google maps them for Gemini's OpenAI-compatible endpoint (low 1,024,
-    /// medium 8,192, high 24,576); `minimal` is Anthropic's smallest budget, 1,024.
+    /// The token budget to ask a budget-taking provider for; `None` when reasoning is off, and
+    /// for [`Adaptive`](Self::Adaptive), which has no fixed budget (see
+    /// [`is_enabled`](Self::is_enabled)). Efforts map as Google maps them for Gemini's
+    /// OpenAI-compatible endpoint (low 1,024, medium 8,192, high 24,576); `minimal` is
+    /// Anthropic's smallest budget, 1,024, and the levels above `high` get Gemini 2.5 Pro's
+    /// largest, 32,768.
     pub fn budget_tokens(self) -> Option<u32> {
         match self {
-            Self::Disabled | Self::Effort { effort: ReasoningEffort::Off } => None,
+            Self::Disabled | Self::Adaptive | Self::Effort { effort: ReasoningEffort::Off } => None,
             Self::Budget { budget_tokens } => Some(budget_tokens),
             Self::Effort { effort: ReasoningEffort::Minimal | ReasoningEffort::Low } => Some(1024),
             Self::Effort { effort: ReasoningEffort::Medium } => Some(8192),
             Self::Effort { effort: ReasoningEffort::High } => Some(24_576),
+            Self::Effort { effort: ReasoningEffort::XHigh | ReasoningEffort::Max } => Some(32_768),
         }
     }
 
     /// The effort to ask an effort-taking provider for: the inverse of
-    /// [`budget_tokens`](Self::budget_tokens), so a level survives a trip through a budget.
-    pub fn effort(self) -> ReasoningEffort {
-        match self {
+    /// [`budget_tokens`](Self::budget_tokens), so a level up to `high` survives a trip through
+    /// a budget. A budget above `high`'s is still `high`: a number says nothing of the model,
+    /// and OpenAI refuses `xhigh` on every model before gpt-5.1-codex-max. `None` for
+    /// [`Adaptive`](Self::Adaptive): the model's own choice is no level at all.
+    pub fn effort(self) -> Option<ReasoningEffort> {
+        Some(match self {
+            Self::Adaptive => return None,
             Self::Disabled => ReasoningEffort::Off,
             Self::Effort { effort } => effort,
             Self::Budget { budget_tokens: 0 } => ReasoningEffort::Off,
             Self::Budget { budget_tokens: ..=1024 } => ReasoningEffort::Low,
             Self::Budget { budget_tokens: ..=8192 } => ReasoningEffort::Medium,
             Self::Budget { .. } => ReasoningEffort::High,
-        }
+        })
     }
 
+    /// Whether the model may reason at all. Not "has a budget": adaptive thinking is on
+    /// without one, and a zero budget is off (Gemini's word for it).
     pub fn is_enabled(self) -> bool {
-        self.budget_tokens().is_some()
+        !matches!(
+            self,
+            Self::Disabled
+                | Self::Effort { effort: ReasoningEffort::Off }
+                | Self::Budget { budget_tokens: 0 }
+        )
     }
 }
 
@@ -438,6 +471,13 @@ pub struct ChatRequest {
     /// Extended thinking / reasoning (`None`: the provider's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thinking: Option<Thinking>,
+    /// How many tokens the model should spend on the whole answer, thinking included when it is
+    /// on (Anthropic's `output_config.effort`; `None`: the provider's default). Best effort,
+    /// like the sampling knobs: Anthropic takes it as it is, OpenAI-format servers as
+    /// `reasoning_effort` when thinking is [`Thinking::Adaptive`] (their only say in how much
+    /// the model spends), and a provider with no such knob is sent the request without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_effort: Option<ReasoningEffort>,
     /// The caller's id for this request (the gateway's `x-request-id`), booked with every
     /// usage record so a ledger row can be traced to its request. Never sent upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -914,6 +954,53 @@ mod tests {
         let v = serde_json::to_value(&f).unwrap();
         assert_eq!(v, serde_json::json!({"stop_sequence": "END"}));
         assert_eq!(serde_json::from_value::<FinishReason>(v).unwrap(), f);
+    }
+
+    #[test]
+    fn thinking_forms_convert_honestly() {
+        use ReasoningEffort::*;
+        let effort = |effort| Thinking::Effort { effort };
+        // Wire names, both ways, for every level.
+        for e in ReasoningEffort::ALL {
+            assert_eq!(ReasoningEffort::parse(e.as_str()), Some(e));
+            assert_eq!(serde_json::to_value(e).unwrap(), serde_json::json!(e.as_str()));
+        }
+        assert_eq!(ReasoningEffort::parse("extreme"), None);
+        assert_eq!(ReasoningEffort::parse_openai("xhigh"), Some(XHigh));
+        assert_eq!((ReasoningEffort::parse("max"), ReasoningEffort::parse_openai("max")), (Some(Max), None));
+        assert_eq!(
+            serde_json::to_value(Thinking::Adaptive).unwrap(),
+            serde_json::json!({"type": "adaptive"})
+        );
+        let r = ChatRequest {
+            thinking: Some(Thinking::Adaptive),
+            output_effort: Some(XHigh),
+            ..ChatRequest::prompt("x")
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["output_effort"], "xhigh");
+        assert_eq!(serde_json::from_value::<ChatRequest>(v).unwrap(), r);
+        assert!(serde_json::to_value(ChatRequest::prompt("x")).unwrap().get("output_effort").is_none());
+
+        // Adaptive is on, with neither a budget nor a level of its own.
+        assert!(Thinking::Adaptive.is_enabled());
+        assert_eq!((Thinking::Adaptive.budget_tokens(), Thinking::Adaptive.effort()), (None, None));
+        assert_eq!(effort(XHigh).budget_tokens(), Some(32_768));
+        assert_eq!(effort(Max).budget_tokens(), Some(32_768));
+        // Levels up to high survive a trip through a budget; above it, a budget reads as high.
+        for e in [Low, Medium, High] {
+            assert_eq!(
+                Thinking::Budget { budget_tokens: effort(e).budget_tokens().unwrap() }.effort(),
+                Some(e)
+            );
+        }
+        assert_eq!(Thinking::Budget { budget_tokens: 32_768 }.effort(), Some(High));
+        assert_eq!(effort(Max).effort(), Some(Max));
+        for off in [Thinking::Disabled, effort(Off), Thinking::Budget { budget_tokens: 0 }] {
+            assert!(!off.is_enabled(), "{off:?}");
+            assert_eq!(off.effort(), Some(Off));
+        }
+        assert!(effort(Minimal).is_enabled() && Thinking::Budget { budget_tokens: 1 }.is_enabled());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 /// What a sink kept of one record (owned).
 #[derive(Debug, Clone, PartialEq)]
 struct Kept {
+    request_id: Option<String>,
     backend: String,
     model: String,
     input: u32,
@@ -33,6 +34,7 @@ impl UsageSink for Collect {
         let age = SystemTime::now().duration_since(r.at).unwrap_or_default();
         assert!(age < Duration::from_secs(60), "wall-clock time, not the router's monotonic clock");
         self.0.lock().push(Kept {
+            request_id: r.request_id.map(str::to_owned),
             backend: r.backend.to_owned(),
             model: r.model.to_owned(),
             input: r.input_tokens,
@@ -138,4 +140,41 @@ async fn every_billed_attempt_reaches_the_sink_with_the_tracked_figures() {
     assert!((a.total_cost - sum).abs() < 1e-12, "sink {sum} vs tracker {}", a.total_cost);
     let tokens: u64 = kept.iter().map(|k| u64::from(k.input + k.output)).sum();
     assert_eq!(a.total_tokens, tokens);
+}
+
+/// Every booking of a request carries its id, so a ledger row can be tied to the request's
+/// logs and to the id its client was given: answers, finished streams, streams failed after
+/// commit and streams the client dropped. A request without an id books none.
+#[tokio::test]
+async fn every_booking_carries_the_request_id() {
+    let router = BackendRouter::new(RouterOptions::default());
+    router.register_backend(backend()).unwrap();
+    let sink = Arc::new(Collect::default());
+    router.set_usage_sink(sink.clone()).unwrap();
+    let with_id = |text: &str, id: &str| {
+        let mut r = ChatRequest::prompt(text);
+        r.request_id = Some(id.to_owned());
+        r
+    };
+
+    router.route_request(&with_id("x", "req-json")).await.unwrap();
+    let _: Vec<_> = router.route_stream(&with_id("done", "req-done")).await.unwrap().collect().await;
+    let _: Vec<_> = router.route_stream(&with_id("error", "req-failed")).await.unwrap().collect().await;
+    let mut abandoned = router.route_stream(&with_id("hang", "req-abandoned")).await.unwrap();
+    assert!(abandoned.next().await.is_some());
+    drop(abandoned);
+    router.route_request(&ChatRequest::prompt("x")).await.unwrap();
+
+    let kept = sink.0.lock().clone();
+    let ids: Vec<_> = kept.iter().map(|k| (k.request_id.as_deref(), k.outcome)).collect();
+    assert_eq!(
+        ids,
+        [
+            (Some("req-json"), UsageOutcome::Success),
+            (Some("req-done"), UsageOutcome::Success),
+            (Some("req-failed"), UsageOutcome::Failed),
+            (Some("req-abandoned"), UsageOutcome::Abandoned),
+            (None, UsageOutcome::Success),
+        ]
+    );
 }

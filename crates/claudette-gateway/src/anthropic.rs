@@ -4,8 +4,8 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::{
     CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, FinishReason, MAX_CACHE_BREAKPOINTS,
-    Message, ResponseFormat, Role, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall,
-    ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    Message, ReasoningEffort, ResponseFormat, Role, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal,
+    ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -50,6 +50,8 @@ pub(crate) struct MessagesRequest {
     tool_choice: Option<InToolChoice>,
     #[serde(default)]
     thinking: Option<InThinking>,
+    #[serde(default)]
+    output_config: Option<InOutputConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,6 +59,76 @@ struct InThinking {
     r#type: String,
     #[serde(default)]
     budget_tokens: Option<u32>,
+}
+
+/// `output_config`: how much the model spends, and the shape of its answer.
+#[derive(Debug, Deserialize)]
+struct InOutputConfig {
+    #[serde(default)]
+    effort: Option<String>,
+    #[serde(default)]
+    format: Option<InFormat>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InFormat {
+    r#type: String,
+    #[serde(default)]
+    schema: Option<Value>,
+}
+
+/// The levels `output_config.effort` takes (Anthropic has no `none` or `minimal` there).
+const OUTPUT_EFFORTS: [ReasoningEffort; 5] = [
+    ReasoningEffort::Low,
+    ReasoningEffort::Medium,
+    ReasoningEffort::High,
+    ReasoningEffort::XHigh,
+    ReasoningEffort::Max,
+];
+
+/// The name the answer's schema goes under: Anthropic's format has none, and OpenAI-format
+/// servers require one.
+const OUTPUT_SCHEMA_NAME: &str = "output";
+
+/// `output_config` as the effort and the response format it asks for. The format is
+/// enforced by Anthropic (constrained decoding), so it is a strict schema here too: a
+/// backend that cannot promise it refuses and the router fails over, rather than hand the
+/// client's parser prose.
+fn output_config(
+    config: Option<InOutputConfig>,
+) -> Result<(Option<ReasoningEffort>, ResponseFormat), ApiError> {
+    let Some(config) = config else { return Ok((None, ResponseFormat::Text)) };
+    let effort = match config.effort.as_deref() {
+        None => None,
+        Some(e) => match OUTPUT_EFFORTS.into_iter().find(|o| o.as_str() == e) {
+            Some(effort) => Some(effort),
+            None => {
+                return Err(ApiError::invalid(format!(
+                    "output_config.effort: unknown effort `{e}`; expected `low`, `medium`, `high`, `xhigh` or `max`"
+                ))
+                .with_param("output_config.effort"));
+            }
+        },
+    };
+    let format = match config.format {
+        None => ResponseFormat::Text,
+        Some(f) => match (f.r#type.as_str(), f.schema) {
+            ("json_schema", Some(schema)) => {
+                ResponseFormat::JsonSchema { name: OUTPUT_SCHEMA_NAME.to_owned(), schema, strict: true }
+            }
+            ("json_schema", None) => {
+                return Err(ApiError::invalid("output_config.format.schema: Field required")
+                    .with_param("output_config.format.schema"));
+            }
+            (other, _) => {
+                return Err(ApiError::invalid(format!(
+                    "output_config.format.type: unknown type `{other}`; expected `json_schema`"
+                ))
+                .with_param("output_config.format.type"));
+            }
+        },
+    };
+    Ok((effort, format))
 }
 
 /// `cache_control`: `{"type": "ephemeral"}`, optionally with a `ttl`.
@@ -256,6 +328,7 @@ fn locate(v: &Value) -> Option<Fault> {
             "metadata" => fault::<serde_json::Map<String, Value>>(k.into(), v),
             "tool_choice" => fault::<InToolChoice>(k.into(), v),
             "thinking" => fault::<InThinking>(k.into(), v),
+            "output_config" => fault::<InOutputConfig>(k.into(), v),
             "stop_sequences" => element_fault::<String>(Paths::Dotted, k, v),
             "tools" => element_fault::<InTool>(Paths::Dotted, k, v),
             "system" if v.is_array() => element_fault::<Block>(Paths::Dotted, k, v),
@@ -273,6 +346,7 @@ fn locate(v: &Value) -> Option<Fault> {
         "metadata",
         "tool_choice",
         "thinking",
+        "output_config",
         "stop_sequences",
         "tools",
         "system",
@@ -314,8 +388,14 @@ impl MessagesRequest {
     /// tool loop; other providers are sent none), and `cache_control` markers become
     /// breakpoints at the same places.
     pub(crate) fn into_chat(self) -> Result<(ChatRequest, Option<String>), ApiError> {
-        let Some(max_tokens) = self.max_tokens else {
-            return Err(ApiError::invalid("max_tokens: Field required").with_param("max_tokens"));
+        let max_tokens = match self.max_tokens {
+            None => return Err(ApiError::invalid("max_tokens: Field required").with_param("max_tokens")),
+            // Anthropic refuses it; another backend would answer with nothing at all.
+            Some(0) => {
+                return Err(ApiError::invalid("max_tokens: Input should be greater than or equal to 1")
+                    .with_param("max_tokens"));
+            }
+            Some(n) => n,
         };
         let Some(messages) = self.messages else {
             return Err(ApiError::invalid("messages: Field required").with_param("messages"));
@@ -444,15 +524,17 @@ impl MessagesRequest {
                     return Err(ApiError::invalid("thinking.budget_tokens: Field required")
                         .with_param("thinking.budget_tokens"));
                 }
+                ("adaptive", _) => Thinking::Adaptive,
                 ("disabled", _) => Thinking::Disabled,
                 (other, _) => {
                     return Err(ApiError::invalid(format!(
-                        "thinking.type: unknown type `{other}`; expected `enabled` or `disabled`"
+                        "thinking.type: unknown type `{other}`; expected `enabled`, `adaptive` or `disabled`"
                     ))
                     .with_param("thinking.type"));
                 }
             }),
         };
+        let (output_effort, response_format) = output_config(self.output_config)?;
         let parallel_tool_calls =
             self.tool_choice.as_ref().and_then(|c| c.disable_parallel_tool_use).map(|disable| !disable);
         let tool_choice = match self.tool_choice {
@@ -487,11 +569,12 @@ impl MessagesRequest {
             tools,
             tool_choice,
             parallel_tool_calls,
-            response_format: ResponseFormat::Text,
+            response_format,
             backend: None,
             tags: Vec::new(),
             metadata: self.metadata.unwrap_or_default(),
             thinking,
+            output_effort,
             request_id: None,
         };
         checked_tool_choice(&request)?;

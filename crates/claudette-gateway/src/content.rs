@@ -1,11 +1,14 @@
-//! What both client protocols' request parsing shares: fields sent as either a string or a
+//! What the client protocols' request parsing shares: fields sent as either a string or a
 //! list (OpenAI's message `content` and `stop`, Anthropic's `system` and message `content`),
-//! the tool-choice check, and naming the field at fault in a body that does not parse.
+//! the tool-choice check, naming the field at fault in a body that does not parse, and the
+//! OpenAI forms both OpenAI protocols (Chat Completions, Responses) use: tool-call arguments
+//! as JSON text, and the reasoning effort levels.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use claudette_core::ChatRequest;
+use claudette_core::{ChatRequest, ReasoningEffort, Thinking};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -139,6 +142,38 @@ pub(crate) fn element_fault<T: for<'a> Deserialize<'a>>(
     v: &Value,
 ) -> Option<Fault> {
     list_fault(paths, path, v, |path, item| fault::<T>(path, item))
+}
+
+/// Tool-call arguments as OpenAI sends them: a JSON string. A string value is an adapter's
+/// unparsed text and goes out verbatim.
+pub(crate) fn arguments_text(v: &Value) -> Cow<'_, str> {
+    match v {
+        Value::String(s) => Cow::Borrowed(s),
+        other => Cow::Owned(other.to_string()),
+    }
+}
+
+/// Tool-call arguments a client sent as JSON text, as the object `ToolCall::arguments` holds;
+/// blank text is `{}` (some clients send `""` for a call without parameters).
+pub(crate) fn parse_arguments(raw: &str, param: impl FnOnce() -> String) -> Result<Value, ApiError> {
+    if raw.trim().is_empty() {
+        return Ok(Value::Object(serde_json::Map::new()));
+    }
+    serde_json::from_str(raw).map_err(|e| {
+        ApiError::invalid(format!("tool call arguments are not valid JSON: {e}")).with_param(param())
+    })
+}
+
+/// An OpenAI reasoning effort (`reasoning_effort`, the Responses API's `reasoning.effort`)
+/// named at `param`: one of OpenAI's own levels, or a 400 listing them.
+pub(crate) fn openai_effort(e: &str, param: &'static str) -> Result<Thinking, ApiError> {
+    match ReasoningEffort::parse_openai(e) {
+        Some(effort) => Ok(Thinking::Effort { effort }),
+        None => Err(ApiError::invalid(format!(
+            "unknown {param} `{e}`; expected `none`, `minimal`, `low`, `medium`, `high` or `xhigh`"
+        ))
+        .with_param(param)),
+    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,14 @@ pub enum GatewayError {
     Io(#[from] std::io::Error),
 }
 
+/// How an endpoint's protocol names a request field the gateway caps: in the message text,
+/// and as the error's `param`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CappedField {
+    pub(crate) text: &'static str,
+    pub(crate) param: &'static str,
+}
+
 /// Which envelope an endpoint's errors use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flavor {
@@ -205,26 +213,24 @@ impl ApiError {
     }
 
     /// More messages than the gateway accepts in one request (S-10).
-    pub(crate) fn too_many_messages(count: usize, max: usize) -> ApiError {
+    pub(crate) fn too_many_messages(count: usize, max: usize, param: &'static str) -> ApiError {
         ApiError::invalid(format!(
             "The conversation has {count} messages (system prompt and tool results included); this \
              gateway accepts at most {max}."
         ))
-        .with_param("messages")
+        .with_param(param)
         .with_code("too_many_messages")
     }
 
-    /// A `max_tokens` above the gateway's cap (S-10). Refused, never clamped: a silently
-    /// shortened answer would look complete to a client that asked for more.
-    pub(crate) fn max_tokens_over_cap(requested: u32, cap: u32, flavor: Flavor) -> ApiError {
-        let field = match flavor {
-            Flavor::OpenAi => "`max_completion_tokens` (or `max_tokens`)",
-            Flavor::Anthropic | Flavor::Simple => "`max_tokens`",
-        };
+    /// An output-token limit above the gateway's cap (S-10), `field` as the client's protocol
+    /// names it. Refused, never clamped: a silently shortened answer would look complete to a
+    /// client that asked for more.
+    pub(crate) fn max_tokens_over_cap(requested: u32, cap: u32, field: CappedField) -> ApiError {
         ApiError::invalid(format!(
-            "{field} is {requested}, above this gateway's cap of {cap}; ask for at most {cap}."
+            "{} is {requested}, above this gateway's cap of {cap}; ask for at most {cap}.",
+            field.text
         ))
-        .with_param("max_tokens")
+        .with_param(field.param)
         .with_code("max_tokens_above_cap")
     }
 

@@ -1,4 +1,4 @@
-//! What each connection calls for each request: the three inference endpoints are dispatched
+//! What each connection calls for each request: the four inference endpoints are dispatched
 //! here, straight to their handlers; everything else goes through the axum app.
 //!
 //! Why: on the request path, the axum router and the tower layers around it (path matching,
@@ -9,8 +9,13 @@
 //!
 //! Both paths run the same code for what matters: [`auth::check_key`] (keys, per-address
 //! lockout, per-key limits) when keys are configured, then the same handler. Request logs
-//! keep their shape: a DEBUG `request` span with method and path only (no headers, no query
-//! string: S-02) and a DEBUG event with status and latency at the end.
+//! keep their shape: a DEBUG `request` span with method, path and request id only (no
+//! headers, no query string: S-02) and a DEBUG event with status and latency at the end.
+//!
+//! Every answer of both paths, refusals included, carries the request's id
+//! ([`routing::request_id`]) in `x-request-id` (and `request-id` on `/v1/messages`, where
+//! Anthropic's SDKs look), and the request is booked under it: a client's complaint, a log
+//! line and a ledger row name the same request.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,13 +33,14 @@ use tracing::Instrument;
 use crate::body::{Unread, discard};
 use crate::error::{ApiError, Flavor};
 use crate::respond::{self, Endpoint, Shared};
-use crate::{anthropic, auth, observe, openai, simple};
+use crate::{anthropic, auth, observe, openai, responses, routing, simple};
 
 /// The inference endpoints, which the front dispatches itself.
 #[derive(Debug, Clone, Copy)]
 enum Inference {
     ChatCompletions,
     Messages,
+    Responses,
     ApiChat,
 }
 
@@ -46,6 +52,7 @@ impl Inference {
         match request.uri().path() {
             "/v1/chat/completions" => Some(Inference::ChatCompletions),
             "/v1/messages" => Some(Inference::Messages),
+            "/v1/responses" => Some(Inference::Responses),
             "/api/chat" => Some(Inference::ApiChat),
             _ => None,
         }
@@ -55,6 +62,7 @@ impl Inference {
         match self {
             Inference::ChatCompletions => "/v1/chat/completions",
             Inference::Messages => "/v1/messages",
+            Inference::Responses => "/v1/responses",
             Inference::ApiChat => "/api/chat",
         }
     }
@@ -101,6 +109,7 @@ impl Inference {
         match self {
             Inference::ChatCompletions => openai::chat_completions(State(st), request).await,
             Inference::Messages => anthropic::messages(State(st), request).await,
+            Inference::Responses => responses::responses(State(st), request).await,
             Inference::ApiChat => simple::chat(State(st), request).await,
         }
     }
@@ -128,6 +137,7 @@ impl Front {
         unread: &Unread,
     ) -> impl Future<Output = Result<Response, Infallible>> + Send + use<> {
         let inference = Inference::of(&request);
+        let id = routing::request_id(request.headers());
         let mut request = unread.watch(request);
         let unread = unread.clone();
         let Some(endpoint) = inference else {
@@ -136,31 +146,40 @@ impl Front {
             let label = observe::endpoint_for_path(request.uri().path());
             let method = request.method().clone();
             let app = tower::ServiceExt::oneshot(self.app.clone(), request);
-            return Either::Right(async move {
+            return Either::Right(routing::with_request_id(id.clone(), async move {
                 let Ok(response) = app.await;
-                Ok(last_if_unread(with_405_body(response, &method, flavor, label), &unread))
-            });
+                let mut response = with_405_body(response, &method, flavor, label);
+                routing::stamp_request_id(response.headers_mut(), id, matches!(flavor, Flavor::Anthropic));
+                Ok(last_if_unread(response, &unread))
+            }));
         };
         let st = self.st.clone();
-        let span = tracing::debug_span!("request", method = "POST", path = endpoint.path());
-        Either::Left(
-            async move {
-                let started = Instant::now();
-                let response = if st.keys.is_empty() {
-                    endpoint.handle_checked(st, request).await
-                } else {
-                    let next = st.clone();
-                    auth::check_key(&st, Some(peer), request, |r| endpoint.handle_checked(next, r)).await
-                };
-                tracing::debug!(
-                    status = response.status().as_u16(),
-                    latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-                    "finished processing request"
-                );
-                Ok(last_if_unread(response, &unread))
-            }
-            .instrument(span),
-        )
+        let span = tracing::debug_span!(
+            "request",
+            method = "POST",
+            path = endpoint.path(),
+            request_id = id.to_str().unwrap_or_default()
+        );
+        // The scope's own copy of the id shares its bytes with the one stamped on the answer.
+        let scoped = id.clone();
+        let answer = async move {
+            let started = Instant::now();
+            let mut response = if st.keys.is_empty() {
+                endpoint.handle_checked(st, request).await
+            } else {
+                let next = st.clone();
+                auth::check_key(&st, Some(peer), request, |r| endpoint.handle_checked(next, r)).await
+            };
+            tracing::debug!(
+                status = response.status().as_u16(),
+                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "finished processing request"
+            );
+            let anthropic = matches!(endpoint, Inference::Messages);
+            routing::stamp_request_id(response.headers_mut(), id, anthropic);
+            Ok(last_if_unread(response, &unread))
+        };
+        Either::Left(routing::with_request_id(scoped, answer).instrument(span))
     }
 }
 

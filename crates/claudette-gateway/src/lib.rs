@@ -9,6 +9,7 @@
 //! | method and path | what |
 //! |---|---|
 //! | `POST /v1/chat/completions` | OpenAI Chat Completions: JSON, or SSE `chat.completion.chunk`s with `stream_options.include_usage`; tools; errors in OpenAI's `{"error":{message,type,param,code}}` |
+//! | `POST /v1/responses` | OpenAI Responses, stateless: JSON or the typed SSE events (`response.created` … `response.completed`); function tools and tool loops sent whole in `input`; stored state (`previous_response_id`, `conversation`, `background`), built-in tools and image/file/audio input refused with 400; `store` accepted but not honoured |
 //! | `POST /v1/messages` | Anthropic Messages: JSON, or the full SSE event sequence (`message_start` … `message_stop`, `ping`s); tools; errors in Anthropic's `{"type":"error","error":{type,message}}` |
 //! | `POST /api/chat` | the seeds' integration: `{"message": "…"}` → `{"response": "…"}`, errors `{"error": "…"}` |
 //! | `GET /v1/models` | `auto`, every backend name and every backend's configured model (OpenAI list shape, with Anthropic's fields too) |
@@ -122,6 +123,7 @@ mod observe;
 mod openai;
 mod ops;
 mod respond;
+mod responses;
 mod routing;
 mod server;
 mod simple;
@@ -155,9 +157,10 @@ pub struct GatewayOptions {
     /// Largest request body accepted, in bytes. Default 10 MiB (axum's own default is 2 MB,
     /// too small for long conversations).
     pub max_body_bytes: usize,
-    /// Inference requests (`/v1/chat/completions`, `/v1/messages`, `/api/chat`) in flight at
-    /// once, streams included until they end. Past it: 503 with `Retry-After: 1`. Per-key limits
-    /// are on [`KeyEntry`] ([`rpm`](KeyEntry::rpm), [`max_concurrent`](KeyEntry::max_concurrent)).
+    /// Inference requests (`/v1/chat/completions`, `/v1/responses`, `/v1/messages`, `/api/chat`)
+    /// in flight at once, streams included until they end. Past it: 503 with `Retry-After: 1`.
+    /// Per-key limits are on [`KeyEntry`] ([`rpm`](KeyEntry::rpm),
+    /// [`max_concurrent`](KeyEntry::max_concurrent)).
     pub max_concurrency: usize,
     /// Messages one request may carry, counted as sent upstream (a system prompt and each tool
     /// result count). Past it: 400 naming `messages`, no upstream call. Default 1000.
@@ -329,6 +332,7 @@ impl Gateway {
         let st = self.state.clone();
         let inference = Router::new()
             .route("/v1/chat/completions", post(openai::chat_completions))
+            .route("/v1/responses", post(responses::responses))
             .route("/v1/messages", post(anthropic::messages))
             .route("/api/chat", post(simple::chat));
         let admin = Router::new()

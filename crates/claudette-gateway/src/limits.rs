@@ -38,7 +38,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use http_body::{Frame, SizeHint};
 
 use crate::auth::KeyEntry;
-use crate::error::{ApiError, Flavor};
+use crate::error::{ApiError, CappedField, Flavor};
 use crate::observe;
 use crate::respond::{self, Endpoint};
 
@@ -132,6 +132,7 @@ impl Drop for Slot {
 fn inference_endpoint(path: &str) -> Option<Endpoint> {
     let label = match path {
         "/v1/chat/completions" => "chat_completions",
+        "/v1/responses" => "responses",
         "/v1/messages" => "messages",
         "/api/chat" => "api_chat",
         _ => return None,
@@ -223,25 +224,43 @@ pub(crate) fn check_request(
     ep: Endpoint,
     request: &mut ChatRequest,
 ) -> Result<(), Response> {
-    apply_shape(st.shape, ep.flavor, request).map_err(|(reason, e)| {
+    apply_shape(st.shape, ep, request).map_err(|(reason, e)| {
         observe::rejected(ep.label, reason);
         respond::local_error(ep, e)
     })
 }
 
+/// The fields the caps apply to, as `ep`'s protocol names them: the conversation, and the
+/// output-token limit.
+fn capped_fields(ep: Endpoint) -> (&'static str, CappedField) {
+    match (ep.label, ep.flavor) {
+        ("responses", _) => {
+            ("input", CappedField { text: "`max_output_tokens`", param: "max_output_tokens" })
+        }
+        (_, Flavor::OpenAi) => (
+            "messages",
+            CappedField { text: "`max_completion_tokens` (or `max_tokens`)", param: "max_tokens" },
+        ),
+        (_, Flavor::Anthropic | Flavor::Simple) => {
+            ("messages", CappedField { text: "`max_tokens`", param: "max_tokens" })
+        }
+    }
+}
+
 fn apply_shape(
     shape: Shape,
-    flavor: Flavor,
+    ep: Endpoint,
     request: &mut ChatRequest,
 ) -> Result<(), (&'static str, ApiError)> {
+    let (messages, max_tokens) = capped_fields(ep);
     let count = request.messages.len();
     if count > shape.max_messages {
-        return Err(("too_many_messages", ApiError::too_many_messages(count, shape.max_messages)));
+        return Err(("too_many_messages", ApiError::too_many_messages(count, shape.max_messages, messages)));
     }
     if let Some(cap) = shape.max_output_tokens {
         match request.max_tokens {
             Some(asked) if asked > cap => {
-                return Err(("max_tokens", ApiError::max_tokens_over_cap(asked, cap, flavor)));
+                return Err(("max_tokens", ApiError::max_tokens_over_cap(asked, cap, max_tokens)));
             }
             Some(_) => {}
             None => request.max_tokens = Some(cap),
@@ -300,7 +319,7 @@ mod tests {
             messages: vec![Message::system("s"), Message::user("a"), Message::user("b")],
             ..ChatRequest::prompt("x")
         };
-        let (reason, e) = apply_shape(shape, Flavor::OpenAi, &mut three).unwrap_err();
+        let (reason, e) = apply_shape(shape, ep("chat_completions", Flavor::OpenAi), &mut three).unwrap_err();
         assert_eq!(
             (reason, e.status.as_u16(), e.param.as_deref()),
             ("too_many_messages", 400, Some("messages"))
@@ -308,21 +327,33 @@ mod tests {
         assert!(e.message.contains('3') && e.message.contains('2'), "{}", e.message);
 
         let mut big = ChatRequest::prompt("x").with_max_tokens(101);
-        let (reason, e) = apply_shape(shape, Flavor::Anthropic, &mut big).unwrap_err();
+        let (reason, e) = apply_shape(shape, ep("messages", Flavor::Anthropic), &mut big).unwrap_err();
         assert_eq!((reason, e.param.as_deref()), ("max_tokens", Some("max_tokens")));
         assert!(e.message.contains("101") && e.message.contains("100"), "{}", e.message);
         assert_eq!(big.max_tokens, Some(101), "a refused request is not changed");
 
         let mut at_cap = ChatRequest::prompt("x").with_max_tokens(100);
-        apply_shape(shape, Flavor::Simple, &mut at_cap).unwrap();
+        apply_shape(shape, ep("api_chat", Flavor::Simple), &mut at_cap).unwrap();
         assert_eq!(at_cap.max_tokens, Some(100));
         let mut unset = ChatRequest::prompt("x");
-        apply_shape(shape, Flavor::Simple, &mut unset).unwrap();
+        apply_shape(shape, ep("api_chat", Flavor::Simple), &mut unset).unwrap();
         assert_eq!(unset.max_tokens, Some(100), "no max_tokens: the cap applies");
 
         let uncapped = Shape { max_messages: 2, max_output_tokens: None };
         let mut free = ChatRequest::prompt("x");
-        apply_shape(uncapped, Flavor::Simple, &mut free).unwrap();
+        apply_shape(uncapped, ep("api_chat", Flavor::Simple), &mut free).unwrap();
         assert_eq!(free.max_tokens, None);
+
+        // The Responses API names its own fields.
+        let responses = ep("responses", Flavor::OpenAi);
+        let (_, e) = apply_shape(shape, responses, &mut three).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("input"));
+        let (_, e) = apply_shape(shape, responses, &mut big).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("max_output_tokens"));
+        assert!(e.message.starts_with("`max_output_tokens` is 101"), "{}", e.message);
+    }
+
+    fn ep(label: &'static str, flavor: Flavor) -> Endpoint {
+        Endpoint { label, flavor }
     }
 }

@@ -496,6 +496,7 @@ fn status_label(status: u16) -> SharedString {
 pub(crate) fn endpoint_for_path(path: &str) -> &'static str {
     match path {
         "/v1/chat/completions" => "chat_completions",
+        "/v1/responses" => "responses",
         "/v1/messages" => "messages",
         "/api/chat" => "api_chat",
         "/v1/models" => "models",
@@ -531,6 +532,7 @@ macro_rules! endpoint_keys {
 
 static CHAT_COMPLETIONS: EndpointKeys = endpoint_keys!("chat_completions");
 static MESSAGES: EndpointKeys = endpoint_keys!("messages");
+static RESPONSES: EndpointKeys = endpoint_keys!("responses");
 static API_CHAT: EndpointKeys = endpoint_keys!("api_chat");
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
@@ -539,6 +541,7 @@ fn keys(endpoint: &str) -> Option<&'static EndpointKeys> {
     match endpoint {
         "chat_completions" => Some(&CHAT_COMPLETIONS),
         "messages" => Some(&MESSAGES),
+        "responses" => Some(&RESPONSES),
         "api_chat" => Some(&API_CHAT),
         _ => None,
     }

@@ -1,16 +1,19 @@
 //! `POST /v1/chat/completions`: OpenAI Chat Completions in and out.
 
+use std::borrow::Cow;
+
 use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::{
-    ChatRequest, ChatResponse, FinishReason, Message, ReasoningEffort, ResponseFormat, Role, StreamEvent,
-    Thinking, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, StreamEvent, ToolCall,
+    ToolCallDelta, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::content::{
-    Fault, Paths, TextOr, checked_tool_choice, element_fault, fault, list_fault, parse_located,
+    Fault, Paths, TextOr, arguments_text, checked_tool_choice, element_fault, fault, list_fault,
+    openai_effort, parse_arguments, parse_located,
 };
 use crate::error::{ApiError, Flavor};
 use crate::ids;
@@ -338,14 +341,8 @@ impl CompletionRequest {
                         .with_param(format!("messages[{i}].tool_calls[{j}].type")));
                 }
                 let raw = c.function.arguments.unwrap_or_default();
-                let arguments = if raw.trim().is_empty() {
-                    Value::Object(serde_json::Map::new())
-                } else {
-                    serde_json::from_str(&raw).map_err(|e| {
-                        ApiError::invalid(format!("tool call arguments are not valid JSON: {e}"))
-                            .with_param(format!("messages[{i}].tool_calls[{j}].function.arguments"))
-                    })?
-                };
+                let arguments =
+                    parse_arguments(&raw, || format!("messages[{i}].tool_calls[{j}].function.arguments"))?;
                 tool_calls.push(ToolCall { id: c.id, name: c.function.name, arguments });
             }
             if role == Role::Tool && m.tool_call_id.is_none() {
@@ -400,18 +397,8 @@ impl CompletionRequest {
                 ToolChoice::Tool(function.name)
             }
         };
-        let thinking = match self.reasoning_effort.as_deref() {
-            None => None,
-            Some(e) => match ReasoningEffort::parse(e) {
-                Some(effort) => Some(Thinking::Effort { effort }),
-                None => {
-                    return Err(ApiError::invalid(format!(
-                        "unknown reasoning_effort `{e}`; expected `none`, `minimal`, `low`, `medium` or `high`"
-                    ))
-                    .with_param("reasoning_effort"));
-                }
-            },
-        };
+        let thinking =
+            self.reasoning_effort.as_deref().map(|e| openai_effort(e, "reasoning_effort")).transpose()?;
         let request = ChatRequest {
             messages: out,
             model: None,
@@ -433,6 +420,7 @@ impl CompletionRequest {
             tags: Vec::new(),
             metadata,
             thinking,
+            output_effort: None,
             request_id: None,
         };
         checked_tool_choice(&request)?;
@@ -508,7 +496,7 @@ struct OutToolCall<'a> {
 #[derive(Serialize)]
 struct OutFunction<'a> {
     name: &'a str,
-    arguments: String,
+    arguments: Cow<'a, str>,
 }
 
 #[derive(Serialize)]
@@ -554,15 +542,6 @@ fn out_usage(u: &Usage) -> OutUsage {
         total_tokens: u.total_tokens(),
         prompt_tokens_details: PromptDetails { cached_tokens: u.cache_read_tokens },
         completion_tokens_details: CompletionDetails { reasoning_tokens: u.reasoning_tokens },
-    }
-}
-
-/// Arguments as OpenAI sends them: a JSON string. A string value is an adapter's unparsed
-/// text and goes out verbatim.
-fn arguments_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 

@@ -128,6 +128,8 @@ pub(crate) async fn prepare<X>(
     let headers = &parts.headers;
     let admitted = admit(st, ep, body).await?;
     let (mut request, target, extra) = neutral(&admitted.body)?;
+    // The id the answer carries (the front's), so the bookings of this request name it.
+    request.request_id = Some(routing::request_id_for(headers));
     limits::check_request(st, ep, &mut request)?;
     let overrides = routing::overrides(headers).map_err(|e| local_error(ep, e))?;
     routing::resolve_model(&st.router, target.as_deref(), &mut request).map_err(|e| local_error(ep, e))?;
@@ -172,8 +174,9 @@ pub(crate) async fn answer_stream<X, E: Encoder>(
     }
 }
 
-/// Headers of a successful answer: its content headers and the routing explanation.
-const ANSWER_HEADERS: usize = 9;
+/// Headers of a successful answer: its content headers, the routing explanation and the
+/// request id the front adds (two on `/v1/messages`).
+const ANSWER_HEADERS: usize = 11;
 
 /// A successful JSON answer with its routing headers.
 pub(crate) fn json_ok(

@@ -1,7 +1,11 @@
 //! Between the client and the router: which backend a `model` means, per-request routing
-//! preferences, and the `x-claudette-*` headers that explain every routed response.
+//! preferences, the request's id, and the `x-claudette-*` headers that explain every routed
+//! response.
+
+use std::future::Future;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
 use claudette_core::{
     BackendRouter, ChatRequest, OptimizationTarget, RouteOverrides, RouterOptions, RoutingDecision, Weights,
 };
@@ -15,6 +19,63 @@ pub(crate) const COST_ESTIMATED: HeaderName = HeaderName::from_static("x-claudet
 pub(crate) const DECISION: HeaderName = HeaderName::from_static("x-claudette-decision");
 const ROUTE: HeaderName = HeaderName::from_static("x-claudette-route");
 const WEIGHTS: HeaderName = HeaderName::from_static("x-claudette-weights");
+
+/// The request id header: the client's (a proxy's) when it sends a sane one, echoed on every
+/// answer; OpenAI's SDKs read it as the request id.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The same id under the name Anthropic's SDKs read (`_request_id`), on `/v1/messages` answers.
+pub(crate) const ANTHROPIC_REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+/// The longest client id kept: longer ones are replaced, not cut, so that an id is always
+/// either exactly the client's or entirely ours.
+const MAX_REQUEST_ID: usize = 128;
+
+tokio::task_local! {
+    /// The id of the request being answered, set by the front around the whole answer, so
+    /// that [`request_id_for`] gives the one the response carries without any handler's
+    /// signature having to pass it along (and without a request-extension map to allocate).
+    static CURRENT_ID: HeaderValue;
+}
+
+/// The id of the request with `headers`: the client's own `x-request-id` when it is 1–128
+/// visible ASCII characters (operators' proxies set one to follow a request through their
+/// logs), else a new one. Anything else is replaced, never echoed: it would go into our
+/// logs, the ledger and the answer's headers.
+pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(REQUEST_ID) {
+        Some(id) if is_sane_id(id.as_bytes()) => id.clone(),
+        _ => new_request_id(),
+    }
+}
+
+fn is_sane_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID).contains(&id.len()) && id.iter().all(|b| b.is_ascii_graphic())
+}
+
+fn new_request_id() -> HeaderValue {
+    // The id's own buffer becomes the header's bytes, without a copy.
+    HeaderValue::from_maybe_shared(Bytes::from(crate::ids::new_id("req_")))
+        .unwrap_or_else(|_| HeaderValue::from_static("req_unknown"))
+}
+
+/// Runs `answer` as the request `id`: what it prepares is booked under that id.
+pub(crate) fn with_request_id<F: Future>(id: HeaderValue, answer: F) -> impl Future<Output = F::Output> {
+    CURRENT_ID.scope(id, answer)
+}
+
+/// The id a request being prepared is booked under: the one the front gave the answer, else
+/// (an app embedded without the front) the one [`request_id`] finds or makes.
+pub(crate) fn request_id_for(headers: &HeaderMap) -> String {
+    let current = CURRENT_ID.try_with(|id| id.to_str().ok().map(str::to_owned)).ok().flatten();
+    current.unwrap_or_else(|| request_id(headers).to_str().unwrap_or_default().to_owned())
+}
+
+/// Adds the request id to an answer: `x-request-id`, and `request-id` too for `anthropic`.
+pub(crate) fn stamp_request_id(headers: &mut HeaderMap, id: HeaderValue, anthropic: bool) {
+    if anthropic {
+        headers.insert(ANTHROPIC_REQUEST_ID, id.clone());
+    }
+    headers.insert(REQUEST_ID, id);
+}
 
 /// The model name that lets the router choose.
 pub(crate) const AUTO: &str = "auto";
@@ -190,6 +251,36 @@ mod tests {
             assert!(overrides(&h("x-claudette-weights", bad)).is_err(), "{bad}");
         }
         assert!(overrides(&h("x-claudette-route", "cheapest")).is_err());
+    }
+
+    #[test]
+    fn client_request_ids_are_kept_only_when_sane() {
+        let id = |value: &[u8]| {
+            let mut m = HeaderMap::new();
+            m.insert(REQUEST_ID, HeaderValue::from_bytes(value).unwrap());
+            request_id(&m)
+        };
+        for sane in [&b"abc-123"[..], b"x", b"req_01HZ:trace/span=1;a@b", &[b'a'; 128]] {
+            assert_eq!(id(sane).as_bytes(), sane);
+        }
+        for junk in [&b"two words"[..], b"", b"tab\there", b"caf\xc3\xa9", &[b'a'; 129]] {
+            let made = id(junk);
+            assert!(made.to_str().unwrap().starts_with("req_cl"), "{junk:?} gave {made:?}");
+        }
+        let (a, b) = (request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+        assert!(a != b && a.to_str().unwrap().starts_with("req_cl"));
+    }
+
+    #[tokio::test]
+    async fn a_request_is_prepared_under_the_id_its_answer_carries() {
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID, HeaderValue::from_static("from-client"));
+        let scoped =
+            with_request_id(HeaderValue::from_static("from-front"), async { request_id_for(&headers) });
+        assert_eq!(scoped.await, "from-front");
+        // Outside the front (an embedded app): the client's, else a new one.
+        assert_eq!(request_id_for(&headers), "from-client");
+        assert!(request_id_for(&HeaderMap::new()).starts_with("req_cl"));
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The official `openai` and `anthropic` Python SDKs as clients of an in-process gateway.
+//! The official `openai` and `anthropic` Python SDKs as clients of an in-process gateway:
+//! Chat Completions and Messages, and the `openai` SDK's Responses API
+//! (`client.responses.create()`, JSON and streaming, and its `responses.stream()` helper).
 //!
 //! A virtualenv is created under the workspace's `target/` (and reused) with both SDKs
 //! installed from PyPI. Without Python, venv, pip or network the test prints why and passes:
@@ -20,6 +22,7 @@ use serde_json::json;
 use tokio::process::Command;
 
 const KEY: &str = "gw-sdk-test-key";
+const RESPONSES_KEY: &str = "gw-responses-sdk-key";
 
 fn venv_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -173,4 +176,65 @@ async fn official_python_sdks_work_against_the_gateway() {
     assert_eq!(a["not_found"]["status"], 404);
     assert_eq!(a["throttled"], json!([[429, "30"], [429, "30"]]));
     assert_eq!(throttled_fake.post_requests(), 1, "the second throttled call never left the gateway");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_sdk_speaks_responses_to_the_gateway() {
+    let python = match sdk_python().await {
+        Ok(p) => p,
+        Err(why) => {
+            println!("SKIPPED official SDK Responses test: {why}");
+            return;
+        }
+    };
+
+    let json_fake = fake(Fake::openai_text("Hello from the gateway")).await;
+    let stream = fake(Fake::openai_stream(&["Hel", "lo", "!"])).await;
+    let tool = fake(Fake::openai_tool_call("call_1", "add", r#"{"a":1,"b":2}"#)).await;
+    let tool_stream = fake(Fake::openai_stream_tool_call("call_2", "add", &["{\"a\":1,", "\"b\":2}"])).await;
+    let cut = fake(Fake::openai_stream(&["par", "tial", "never"]).cut_after(3)).await;
+    let r = router(vec![
+        openai(openai_settings("oa-json", &json_fake)),
+        openai(openai_settings("oa-stream", &stream)),
+        openai(openai_settings("oa-tool", &tool)),
+        openai(openai_settings("oa-tool-stream", &tool_stream)),
+        openai(openai_settings("oa-cut", &cut)),
+    ]);
+    let options = GatewayOptions {
+        api_keys: vec![KeyEntry::from_plain("sdk", RESPONSES_KEY)],
+        ..GatewayOptions::default()
+    };
+    let gw = start_with(r, options).await;
+
+    let o = script(&python, "responses_client.py", &[&gw.url, RESPONSES_KEY]).await;
+    println!("openai SDK, Responses: {o}");
+    assert_eq!(
+        o["json"],
+        json!({"text": "Hello from the gateway", "id_prefix": "resp_", "instructions": "be brief",
+               "input_tokens": 10, "cached_tokens": 0, "backend": "oa-json"})
+    );
+    assert_eq!(
+        o["stream"],
+        json!({"text": "Hello!", "output_text": "Hello!", "first": "response.created",
+               "last": "response.completed", "output_tokens": 3})
+    );
+    assert_eq!(o["stream_helper"], "Hello!");
+    assert_eq!(
+        o["tool"],
+        json!({"name": "add", "call_id": "call_1", "arguments": {"a": 1, "b": 2}, "next": "Hello from the gateway"})
+    );
+    assert_eq!(o["tool_stream"], json!({"a": 1, "b": 2}));
+    assert_eq!(
+        o["cut"],
+        json!({"text": "partial", "tail": ["error", "response.failed"], "completed": false,
+               "code": "stream_interrupted", "failed_status": "failed"})
+    );
+    assert_eq!(o["stateful"], json!({"status": 400, "param": "previous_response_id"}));
+
+    // The second tool turn reached the provider as a tool loop.
+    let up = json_fake.last_json().unwrap();
+    let messages = up["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3, "{up}");
+    assert_eq!(messages[1]["tool_calls"][0]["id"], "call_1");
+    assert_eq!(messages[2], json!({"role": "tool", "tool_call_id": "call_1", "content": "3"}));
 }

@@ -425,11 +425,20 @@ wire_enum!(ThinkingBlock, "thinking block", {
     Thinking { thinking, signature } = 0,
     Redacted { data } = 1,
 });
-wire_enum!(ReasoningEffort, "reasoning effort", { Off = 0, Minimal = 1, Low = 2, Medium = 3, High = 4 });
+wire_enum!(ReasoningEffort, "reasoning effort", {
+    Off = 0,
+    Minimal = 1,
+    Low = 2,
+    Medium = 3,
+    High = 4,
+    XHigh = 5,
+    Max = 6,
+});
 wire_enum!(Thinking, "thinking", {
     Disabled = 0,
     Budget { budget_tokens } = 1,
     Effort { effort } = 2,
+    Adaptive = 3,
 });
 
 wire_struct!(ToolSpec { name, description, parameters, cache });
@@ -507,6 +516,7 @@ wire_struct!(ChatRequest {
     tags,
     metadata,
     thinking,
+    output_effort,
     request_id
 });
 
@@ -661,6 +671,7 @@ mod tests {
             tags: vec!["eu".into()],
             metadata,
             thinking: Some(Thinking::Budget { budget_tokens: 2048 }),
+            output_effort: Some(ReasoningEffort::XHigh),
             request_id: Some("req_42".into()),
         }
     }
@@ -679,19 +690,31 @@ mod tests {
             seed: Some(0),
             ..ChatRequest::prompt("x")
         });
-        for effort in [
-            ReasoningEffort::Off,
-            ReasoningEffort::Minimal,
-            ReasoningEffort::Low,
-            ReasoningEffort::Medium,
-            ReasoningEffort::High,
-        ] {
+        for effort in ReasoningEffort::ALL {
             round_trip(&ChatRequest {
                 thinking: Some(Thinking::Effort { effort }),
                 ..ChatRequest::prompt("x")
             });
+            round_trip(&ChatRequest {
+                thinking: Some(Thinking::Adaptive),
+                output_effort: Some(effort),
+                ..ChatRequest::prompt("x")
+            });
         }
         round_trip(&ChatRequest { thinking: Some(Thinking::Disabled), ..ChatRequest::prompt("x") });
+        // The tags older plugins wrote keep their meaning.
+        for (thinking, tag) in [
+            (Thinking::Disabled, 0),
+            (Thinking::Budget { budget_tokens: 0 }, 1),
+            (Thinking::Effort { effort: ReasoningEffort::High }, 2),
+            (Thinking::Adaptive, 3),
+        ] {
+            assert_eq!(encode(&thinking, 0)[0], tag, "{thinking:?}");
+        }
+        assert_eq!(
+            ReasoningEffort::ALL.map(|e| encode(&e, 0)),
+            [[0], [1], [2], [3], [4], [5], [6]].map(|t| t.to_vec())
+        );
         // Every new field is carried: a request that differs only there decodes differently.
         let full = full_request();
         let decoded: ChatRequest = decode("r", &encode(&full, 0)).unwrap();
@@ -700,6 +723,7 @@ mod tests {
             (Some(40), Some(i64::MIN), Some(false), true)
         );
         assert_eq!(decoded.thinking, Some(Thinking::Budget { budget_tokens: 2048 }));
+        assert_eq!(decoded.output_effort, Some(ReasoningEffort::XHigh));
         assert_eq!(decoded.tools[0].cache, Some(CacheTtl::OneHour));
         assert_eq!(decoded.messages[0].cache.len(), 2);
         assert_eq!(decoded.messages[2].thinking.len(), 2);

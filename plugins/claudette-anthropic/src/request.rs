@@ -7,8 +7,8 @@
 
 use claudette_core::types::{json_f32, normalize_tool_arguments};
 use claudette_core::{
-    BackendError, CacheTtl, ChatRequest, ErrorKind, Message, Role, Thinking, ThinkingBlock, ToolChoice,
-    ToolSpec,
+    BackendError, CacheTtl, ChatRequest, ErrorKind, Message, ReasoningEffort, ResponseFormat, Role, Thinking,
+    ThinkingBlock, ToolChoice, ToolSpec,
 };
 use serde_json::{Map, Value, json};
 
@@ -194,14 +194,19 @@ pub(crate) fn body(
     default_max_tokens: u32,
     stream: bool,
 ) -> Result<Value, BackendError> {
-    // The Messages API has no response format; prose where the client expects JSON would break
-    // its parser, so another backend gets the request.
-    if !request.response_format.is_text() {
-        return Err(BackendError::new(
-            ErrorKind::Unsupported,
-            "Anthropic's Messages API cannot promise a response_format (JSON output)",
-        ));
-    }
+    // A schema goes in `output_config.format`; the Messages API has no schemaless JSON mode,
+    // and prose where the client expects JSON would break its parser, so another backend gets
+    // such a request.
+    let format = match &request.response_format {
+        ResponseFormat::Text => None,
+        ResponseFormat::JsonSchema { schema, .. } => Some(json!({ "type": "json_schema", "schema": schema })),
+        ResponseFormat::JsonObject => {
+            return Err(BackendError::new(
+                ErrorKind::Unsupported,
+                "Anthropic's Messages API cannot promise a response_format of JSON without a schema",
+            ));
+        }
+    };
     let (system, messages) = convert_messages(&request.messages)?;
     if messages.is_empty() {
         return Err(BackendError::invalid("the request has no user or assistant message"));
@@ -215,8 +220,23 @@ pub(crate) fn body(
     if let Some(system) = system_value(&system)? {
         b.insert("system".into(), system);
     }
+    let mut derived_effort = None;
     if let Some(thinking) = request.thinking {
-        b.insert("thinking".into(), thinking_value(thinking, max_tokens));
+        let (value, effort) = thinking_value(thinking, model, max_tokens);
+        b.insert("thinking".into(), value);
+        derived_effort = effort;
+    }
+    // The client's own effort wins over one derived from its reasoning_effort.
+    let effort = request.output_effort.and_then(effort_name).or(derived_effort);
+    let mut output_config = Map::new();
+    if let Some(effort) = effort {
+        output_config.insert("effort".into(), effort.into());
+    }
+    if let Some(format) = format {
+        output_config.insert("format".into(), format);
+    }
+    if !output_config.is_empty() {
+        b.insert("output_config".into(), Value::Object(output_config));
     }
     if let Some(t) = request.temperature {
         b.insert("temperature".into(), json_f32("temperature", t)?);
@@ -265,22 +285,80 @@ pub(crate) fn body(
 /// Anthropic's smallest `budget_tokens`.
 const MIN_THINKING_BUDGET: u32 = 1024;
 
-/// The `thinking` parameter. A client's own budget goes as it is (Anthropic judges it); one
-/// derived from an OpenAI effort level is kept under `max_tokens`, which Anthropic requires,
-/// and where no budget of at least Anthropic's minimum fits, thinking stays off rather than
-/// the request failing on a number the client never wrote.
-fn thinking_value(thinking: Thinking, max_tokens: u32) -> Value {
-    let budget = match thinking {
-        Thinking::Effort { .. } => thinking
+/// A Claude model's generation as `(major, minor)`, read from its id: `claude-opus-4-6`,
+/// `claude-sonnet-4-20250514` (4.0: eight digits are a date), `claude-3-7-sonnet-latest`,
+/// `anthropic.claude-opus-4-6-v1` (Bedrock), `claude-opus-4-6@…` (Vertex),
+/// `anthropic/claude-opus-4.6`. `None` when the id names no Claude version.
+fn claude_version(model: &str) -> Option<(u32, u32)> {
+    let model = model.to_ascii_lowercase();
+    let (_, rest) = model.split_once("claude-")?;
+    let number = |s: &str| (1..=2).contains(&s.len()).then(|| s.parse::<u32>().ok()).flatten();
+    let mut parts = rest.split(['-', '.', '@', ':', '/', '_']).skip_while(|p| number(p).is_none());
+    let major = number(parts.next()?)?;
+    let minor = parts.next().and_then(number).unwrap_or(0);
+    Some((major, minor))
+}
+
+/// What a model takes for thinking, by its id (Anthropic offers no way to ask): adaptive
+/// thinking since Claude Opus and Sonnet 4.6 and in Mythos, and `xhigh` effort since Opus 4.7.
+/// A model it cannot place (an older Claude, another model behind a compatible server) gets
+/// the budgets every thinking model takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ThinkingSupport {
+    Budget,
+    Adaptive { xhigh: bool },
+}
+
+fn thinking_support(model: &str) -> ThinkingSupport {
+    if model.to_ascii_lowercase().contains("claude-mythos") {
+        return ThinkingSupport::Adaptive { xhigh: true };
+    }
+    match claude_version(model) {
+        Some(v) if v >= (4, 6) => ThinkingSupport::Adaptive { xhigh: v >= (4, 7) },
+        _ => ThinkingSupport::Budget,
+    }
+}
+
+/// `output_config.effort` for a level: Anthropic's lowest is `low`, and `none` is no effort
+/// to send (thinking is what turns reasoning off).
+fn effort_name(effort: ReasoningEffort) -> Option<&'static str> {
+    match effort {
+        ReasoningEffort::Off => None,
+        ReasoningEffort::Minimal => Some(ReasoningEffort::Low.as_str()),
+        e => Some(e.as_str()),
+    }
+}
+
+/// The `thinking` parameter, and the `output_config.effort` it implies.
+///
+/// The client's own form goes as it is (Anthropic judges it). An OpenAI client's effort
+/// level becomes adaptive thinking at that effort on a model that takes it: Claude Opus 4.7
+/// refuses budgets, and 4.6 has them deprecated. There `xhigh`, which only Opus 4.7 and later
+/// know, is `max` on 4.6 (the level above `high` it has). On an older model the level
+/// becomes a budget, kept under `max_tokens` as Anthropic requires; where no budget of at
+/// least Anthropic's minimum fits, thinking stays off rather than the request failing on a
+/// number the client never wrote.
+fn thinking_value(thinking: Thinking, model: &str, max_tokens: u32) -> (Value, Option<&'static str>) {
+    let budget = match (thinking, thinking_support(model)) {
+        (Thinking::Adaptive, _) => return (json!({ "type": "adaptive" }), None),
+        (Thinking::Effort { effort }, ThinkingSupport::Adaptive { xhigh })
+            if effort != ReasoningEffort::Off =>
+        {
+            let effort =
+                if effort == ReasoningEffort::XHigh && !xhigh { ReasoningEffort::Max } else { effort };
+            return (json!({ "type": "adaptive" }), effort_name(effort));
+        }
+        (Thinking::Effort { .. }, _) => thinking
             .budget_tokens()
             .map(|b| b.min(max_tokens.saturating_sub(1)))
             .filter(|b| *b >= MIN_THINKING_BUDGET),
         _ => thinking.budget_tokens(),
     };
-    match budget {
+    let value = match budget {
         Some(budget_tokens) => json!({ "type": "enabled", "budget_tokens": budget_tokens }),
         None => json!({ "type": "disabled" }),
-    }
+    };
+    (value, None)
 }
 
 #[cfg(test)]
@@ -346,6 +424,98 @@ mod tests {
         let b = body(&allowed, "claude-x", 10, false).unwrap();
         assert!(b.get("tool_choice").is_none(), "{b}");
         assert!(b["messages"][2]["content"][0].get("is_error").is_some());
+    }
+
+    #[test]
+    fn thinking_support_is_read_from_the_model_id() {
+        use ThinkingSupport::{Adaptive, Budget};
+        for (model, support) in [
+            ("claude-opus-4-6", Adaptive { xhigh: false }),
+            ("claude-sonnet-4-6", Adaptive { xhigh: false }),
+            ("anthropic.claude-opus-4-6-v1:0", Adaptive { xhigh: false }),
+            ("claude-opus-4-6@20260205", Adaptive { xhigh: false }),
+            ("anthropic/claude-sonnet-4.6", Adaptive { xhigh: false }),
+            ("claude-opus-4-7", Adaptive { xhigh: true }),
+            ("Claude-Opus-4-7-20260416", Adaptive { xhigh: true }),
+            ("claude-haiku-4-8", Adaptive { xhigh: true }),
+            ("claude-opus-5", Adaptive { xhigh: true }),
+            ("claude-sonnet-5-1-20270101", Adaptive { xhigh: true }),
+            ("claude-mythos-preview", Adaptive { xhigh: true }),
+            ("us.anthropic.claude-mythos-preview", Adaptive { xhigh: true }),
+            ("claude-sonnet-4-5", Budget),
+            ("claude-sonnet-4-5-20250929", Budget),
+            ("claude-opus-4-1-20250805", Budget),
+            // A date is not a minor version: this is 4.0.
+            ("claude-sonnet-4-20250514", Budget),
+            ("claude-3-7-sonnet-latest", Budget),
+            ("claude-instant-1.2", Budget),
+            ("claude-fake", Budget),
+            ("tiny-llama", Budget),
+            ("", Budget),
+        ] {
+            assert_eq!(thinking_support(model), support, "{model}");
+        }
+        assert_eq!(claude_version("claude-sonnet-4-20250514"), Some((4, 0)));
+        assert_eq!(claude_version("claude-3-5-haiku"), Some((3, 5)));
+        assert_eq!(claude_version("gpt-4o"), None);
+    }
+
+    #[test]
+    fn an_effort_level_is_adaptive_thinking_where_the_model_takes_it() {
+        use ReasoningEffort::*;
+        let effort = |effort| Thinking::Effort { effort };
+        let adaptive = json!({"type": "adaptive"});
+        for (e, sent) in [(Minimal, "low"), (Low, "low"), (Medium, "medium"), (High, "high"), (Max, "max")] {
+            assert_eq!(thinking_value(effort(e), "claude-opus-4-7", 100), (adaptive.clone(), Some(sent)));
+        }
+        assert_eq!(thinking_value(effort(XHigh), "claude-opus-4-7", 100), (adaptive.clone(), Some("xhigh")));
+        // 4.6 has no xhigh; max is its level above high.
+        assert_eq!(thinking_value(effort(XHigh), "claude-opus-4-6", 100), (adaptive.clone(), Some("max")));
+        assert_eq!(thinking_value(effort(Off), "claude-opus-4-7", 100), (json!({"type": "disabled"}), None));
+        // Older models: budgets, under max_tokens.
+        assert_eq!(
+            thinking_value(effort(High), "claude-sonnet-4-5", 16_000),
+            (json!({"type": "enabled", "budget_tokens": 15_999}), None)
+        );
+        assert_eq!(
+            thinking_value(effort(XHigh), "claude-sonnet-4-5", 64_000),
+            (json!({"type": "enabled", "budget_tokens": 32_768}), None)
+        );
+        // The client's own forms go as they are, whatever the model.
+        assert_eq!(thinking_value(Thinking::Adaptive, "claude-sonnet-4-5", 100), (adaptive, None));
+        assert_eq!(
+            thinking_value(Thinking::Budget { budget_tokens: 2048 }, "claude-opus-4-6", 100),
+            (json!({"type": "enabled", "budget_tokens": 2048}), None)
+        );
+    }
+
+    #[test]
+    fn output_config_merges_effort_and_format() {
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let request = ChatRequest {
+            thinking: Some(Thinking::Effort { effort: ReasoningEffort::Low }),
+            response_format: ResponseFormat::JsonSchema {
+                name: "x".into(),
+                schema: schema.clone(),
+                strict: true,
+            },
+            ..ChatRequest::prompt("q")
+        };
+        let b = body(&request, "claude-opus-4-7", 100, false).unwrap();
+        assert_eq!(b["thinking"], json!({"type": "adaptive"}));
+        assert_eq!(
+            b["output_config"],
+            json!({"effort": "low", "format": {"type": "json_schema", "schema": schema}})
+        );
+        // The client's own effort wins over the one its reasoning level implies.
+        let own = ChatRequest { output_effort: Some(ReasoningEffort::Max), ..request.clone() };
+        assert_eq!(body(&own, "claude-opus-4-7", 100, false).unwrap()["output_config"]["effort"], "max");
+        // An effort without thinking is still the client's word; `none` is none to send.
+        let plain = ChatRequest { output_effort: Some(ReasoningEffort::Minimal), ..ChatRequest::prompt("q") };
+        let b = body(&plain, "claude-sonnet-4-5", 100, false).unwrap();
+        assert_eq!((b.get("thinking"), &b["output_config"]), (None, &json!({"effort": "low"})));
+        let off = ChatRequest { output_effort: Some(ReasoningEffort::Off), ..ChatRequest::prompt("q") };
+        assert!(body(&off, "claude-opus-4-7", 100, false).unwrap().get("output_config").is_none());
     }
 
     #[test]

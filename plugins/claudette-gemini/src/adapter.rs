@@ -6,7 +6,7 @@ use claudette_core::types::{json_f32, normalize_tool_arguments};
 use claudette_core::{
     AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse,
     ErrorKind, Framing, HttpRequest, HttpResponse, Message, Pricing, ProviderAdapter, ResponseFormat, Role,
-    StreamDecoder, ToolChoice,
+    StreamDecoder, Thinking, ToolChoice,
 };
 use serde_json::{Map, Value, json};
 
@@ -31,6 +31,9 @@ pub const KNOWN_SETTINGS: &[&str] = &["thought_signature_placeholder"];
 /// The value Google documents for replaying function calls whose real thought signature is
 /// unknown (history written by another model or another gateway).
 pub const THOUGHT_SIGNATURE_PLACEHOLDER: &str = "skip_thought_signature_validator";
+
+/// `thinkingBudget` for "the model decides how much to think" (Gemini's dynamic thinking).
+const DYNAMIC_THINKING_BUDGET: i64 = -1;
 
 /// The Gemini API's `generateContent` / `streamGenerateContent?alt=sse`, sans I/O.
 #[derive(Debug, Clone)]
@@ -167,10 +170,15 @@ impl GeminiAdapter {
         if !request.stop.is_empty() {
             config.insert("stopSequences".into(), json!(request.stop));
         }
-        // A budget, with the thought summaries that become the answer's reasoning. Turning
-        // thinking off is left to the model's default: Gemini 2.5 Pro refuses a zero budget,
-        // so sending one would fail a request that asked for less, not more.
-        if let Some(budget) = request.thinking.and_then(|t| t.budget_tokens()) {
+        // A budget, with the thought summaries that become the answer's reasoning; adaptive
+        // thinking is Gemini's dynamic budget, -1 (the model decides). Turning thinking off is
+        // left to the model's default: Gemini 2.5 Pro refuses a zero budget, so sending one
+        // would fail a request that asked for less, not more.
+        let budget = match request.thinking {
+            Some(Thinking::Adaptive) => Some(DYNAMIC_THINKING_BUDGET),
+            t => t.and_then(Thinking::budget_tokens).map(i64::from),
+        };
+        if let Some(budget) = budget {
             config
                 .insert("thinkingConfig".into(), json!({"thinkingBudget": budget, "includeThoughts": true}));
         }

@@ -4,7 +4,8 @@
 //! `serde_json::Value`, no copy of a message text): this runs for every request.
 
 use claudette_core::{
-    BackendError, ChatRequest, Message, ResponseFormat, Role, Thinking, ToolCall, ToolChoice, ToolSpec,
+    BackendError, ChatRequest, Message, ReasoningEffort, ResponseFormat, Role, Thinking, ToolCall,
+    ToolChoice, ToolSpec,
 };
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
@@ -158,13 +159,21 @@ impl<'a> Body<'a> {
     /// token budget as the level [`Thinking::effort`] maps it to. Anthropic's `disabled` is
     /// sent as nothing: it is every non-reasoning model's default, and those models refuse
     /// the field outright; an explicit `none` effort is the client's own word and goes.
+    /// Adaptive thinking leaves the amount to the model, steered only by the request's
+    /// [`output_effort`](ChatRequest::output_effort): that level, or nothing (the model's
+    /// default). Anthropic's `max` is `xhigh`, OpenAI's top level.
     ///
     /// [`Thinking::effort`]: claudette_core::Thinking::effort
     fn reasoning_effort(&self) -> Option<&'static str> {
-        match self.request.thinking? {
-            Thinking::Disabled => None,
-            t => Some(t.effort().as_str()),
-        }
+        let effort = match self.request.thinking? {
+            Thinking::Disabled => return None,
+            Thinking::Adaptive => self.request.output_effort?,
+            t => t.effort()?,
+        };
+        Some(match effort {
+            ReasoningEffort::Max => ReasoningEffort::XHigh.as_str(),
+            e => e.as_str(),
+        })
     }
 
     /// Whether this is the common body [`write_plain`](Self::write_plain) writes: text
@@ -547,6 +556,32 @@ mod tests {
         let seeded = ChatRequest { seed: Some(1), ..ChatRequest::prompt("x") };
         let bytes = encode_body(&BodyOptions::new("m"), &seeded, false).unwrap();
         assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap()["seed"], 1);
+    }
+
+    #[test]
+    fn reasoning_effort_follows_each_form_of_thinking() {
+        use ReasoningEffort::*;
+        let sent = |thinking, output_effort| {
+            let request = ChatRequest { thinking, output_effort, ..ChatRequest::prompt("x") };
+            let body = build_body(&BodyOptions::new("m"), &request, false).unwrap();
+            // Whatever is sent, the bytes on the wire say the same.
+            let bytes = encode_body(&BodyOptions::new("m"), &request, false).unwrap();
+            assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), body);
+            body.get("reasoning_effort").and_then(Value::as_str).map(str::to_owned)
+        };
+        let effort = |effort| Some(Thinking::Effort { effort });
+        assert_eq!(sent(Some(Thinking::Adaptive), Some(Medium)).as_deref(), Some("medium"));
+        assert_eq!(sent(Some(Thinking::Adaptive), Some(Max)).as_deref(), Some("xhigh"));
+        // Adaptive without an effort is the model's own default: nothing to send.
+        assert_eq!(sent(Some(Thinking::Adaptive), None), None);
+        assert_eq!(sent(effort(XHigh), None).as_deref(), Some("xhigh"));
+        assert_eq!(sent(effort(Max), None).as_deref(), Some("xhigh"));
+        // An output effort alone does not turn reasoning on (a plain model refuses the field).
+        assert_eq!(sent(None, Some(High)), None);
+        assert_eq!(
+            sent(Some(Thinking::Budget { budget_tokens: 2000 }), Some(Low)).as_deref(),
+            Some("medium")
+        );
     }
 
     #[test]

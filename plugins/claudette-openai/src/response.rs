@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::error::classify_error_value;
 use crate::wire::{
     Args, Arr, CompletionWire, Content, FunctionWire, Index, MessageChoice, MessageWire, Obj, Scan, Str,
-    UsageWire, scan_message, scan_usage, seen_once,
+    UsageWire, scan_message, scan_stop_reason, scan_usage, seen_once,
 };
 
 /// Maps OpenAI's `finish_reason` to ours; unknown values are kept verbatim.
@@ -30,6 +30,20 @@ pub fn map_finish_reason(reason: &str) -> FinishReason {
         "tool_calls" | "function_call" => FinishReason::ToolCalls,
         "content_filter" => FinishReason::ContentFilter,
         other => FinishReason::Other(other.to_owned()),
+    }
+}
+
+/// A choice's `finish_reason` with the non-standard `stop_reason` vLLM and SGLang send beside
+/// it: the stop string that ended the answer (else a token id, or `null`). A `stop` that names
+/// its string is [`FinishReason::StopSequence`], so an Anthropic client of a self-hosted model
+/// learns which of its `stop_sequences` matched, as it would from Anthropic; OpenAI's plain
+/// `stop` (no such field) stays [`FinishReason::Stop`].
+pub(crate) fn finish_reason_with(reason: &str, stop_reason: Option<&str>) -> FinishReason {
+    match (map_finish_reason(reason), stop_reason) {
+        (FinishReason::Stop, Some(matched)) if !matched.is_empty() => {
+            FinishReason::StopSequence(matched.to_owned())
+        }
+        (reason, _) => reason,
     }
 }
 
@@ -221,6 +235,10 @@ fn scan_choice<'a>(s: &mut Scan<'a>) -> Option<MessageChoice<'a>> {
                 seen_once(&mut seen, 4)?;
                 choice.finish_reason = Str(s.text_or_null()?);
             }
+            "stop_reason" => {
+                seen_once(&mut seen, 8)?;
+                choice.stop_reason = Str(scan_stop_reason(s)?);
+            }
             _ => s.skip()?,
         }
         Some(())
@@ -278,7 +296,8 @@ fn read_completion(
     }
     response.reasoning = message.take_reasoning().map(Cow::into_owned);
     read_tool_calls(*message, &mut response)?;
-    response.finish_reason = choice.finish_reason.0.as_deref().map(map_finish_reason);
+    let stop_reason = choice.stop_reason.0.as_deref();
+    response.finish_reason = choice.finish_reason.0.as_deref().map(|r| finish_reason_with(r, stop_reason));
     if let Some(usage) = completion.usage.0.as_ref().and_then(UsageWire::to_usage) {
         response.usage = usage;
     }

@@ -16,10 +16,10 @@ use serde::de::{
 use serde_json::Value;
 
 use crate::error::classify_error_value;
-use crate::response::map_finish_reason;
+use crate::response::finish_reason_with;
 use crate::wire::{
     Args, ErrorField, FunctionWire, Index, MessageText, MessageWire, Obj, Scan, Str, UsageWire, is_plain,
-    other_is_default, scan_message_text, scan_usage, seen_once,
+    other_is_default, scan_message_text, scan_stop_reason, scan_usage, seen_once,
 };
 
 /// Turns `data:` chunks of a chat-completions stream into events, one decoder per stream.
@@ -28,7 +28,8 @@ use crate::wire::{
 ///   `TextDelta` / `ReasoningDelta` as they arrive.
 /// - Tool-call fragments are passed through one [`ToolCallDelta`] per fragment, keyed by the
 ///   provider's `index`; `id` and `name` come once, arguments in pieces to concatenate.
-/// - `finish_reason` and the usage chunk (`stream_options.include_usage`; `choices` empty,
+/// - `finish_reason` (with vLLM's and SGLang's `stop_reason` beside it, see
+///   [`crate::response::finish_reason_with`]) and the usage chunk (`stream_options.include_usage`; `choices` empty,
 ///   null or absent, or — LiteLLM — beside an empty delta) are remembered for the end.
 /// - `data: [DONE]` emits `Done` at once; nothing after it counts, and `finish` is a no-op.
 /// - An error object inside the 200 stream (`{"error":…}`, vLLM's `{"object":"error",…}`,
@@ -237,14 +238,14 @@ impl OpenAiStreamDecoder {
     }
 
     /// A chunk read without error: its effects on the stream's state.
-    fn note(&mut self, model: Str<'_>, finish_reason: Option<Cow<'_, str>>, usage: Option<Usage>) {
+    fn note(&mut self, model: Str<'_>, finish: Option<Finish<'_>>, usage: Option<Usage>) {
         if let Some(model) = model.non_empty() {
             if self.model.as_deref() != Some(&*model) {
                 self.model = Some(model.into_owned());
             }
         }
-        if let Some(reason) = finish_reason {
-            self.finish_reason = Some(map_finish_reason(&reason));
+        if let Some(finish) = finish {
+            self.finish_reason = Some(finish_reason_with(&finish.reason, finish.stop.as_deref()));
         }
         if let Some(usage) = usage {
             self.usage = Some(usage);
@@ -299,6 +300,14 @@ impl OpenAiStreamDecoder {
     }
 }
 
+/// A choice's `finish_reason`, and the `stop_reason` the same choice sent beside it (vLLM,
+/// SGLang): read together, so a later choice-0 entry replaces both.
+#[derive(Debug)]
+pub(crate) struct Finish<'a> {
+    reason: Cow<'a, str>,
+    stop: Option<Cow<'a, str>>,
+}
+
 /// One stream chunk read in a single pass, straight into what the decoder needs: the events
 /// of choice 0 in order, the last finish reason, the usage, the model, and whether the object
 /// is an error object. Nothing is applied to the decoder's state until the whole chunk has
@@ -313,7 +322,7 @@ impl OpenAiStreamDecoder {
 pub(crate) struct ChunkRead<'a> {
     model: Str<'a>,
     events: Vec<StreamEvent>,
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<Finish<'a>>,
     usage: Option<Usage>,
     error: bool,
     object_is_error: bool,
@@ -355,6 +364,7 @@ enum ChoiceKey {
     Index,
     Delta,
     FinishReason,
+    StopReason,
     #[serde(other)]
     Other,
 }
@@ -438,7 +448,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for TopChunk<'a> {
 /// object.
 struct Choices<'o, 'a> {
     events: &'o mut Vec<StreamEvent>,
-    finish: &'o mut Option<Cow<'a, str>>,
+    finish: &'o mut Option<Finish<'a>>,
 }
 
 impl<'de: 'a, 'a> DeserializeSeed<'de> for Choices<'_, 'a> {
@@ -467,7 +477,7 @@ impl<'de: 'a, 'a> Visitor<'de> for Choices<'_, 'a> {
 /// (or unnumbered), its delta's events are appended and its finish reason kept.
 struct Choice<'o, 'a> {
     events: &'o mut Vec<StreamEvent>,
-    finish: &'o mut Option<Cow<'a, str>>,
+    finish: &'o mut Option<Finish<'a>>,
 }
 
 impl<'de: 'a, 'a> DeserializeSeed<'de> for Choice<'_, 'a> {
@@ -486,6 +496,7 @@ impl<'de: 'a, 'a> Visitor<'de> for Choice<'_, 'a> {
         let mut index = Index::default();
         let mut delta: Obj<MessageWire<'a>> = Obj::default();
         let mut finish: Str<'a> = Str::default();
+        let mut stop: Str<'a> = Str::default();
         let mut seen = 0u16;
         while let Some(key) = map.next_key::<ChoiceKey>()? {
             match key {
@@ -501,6 +512,10 @@ impl<'de: 'a, 'a> Visitor<'de> for Choice<'_, 'a> {
                     once(&mut seen, 4, "finish_reason")?;
                     finish = map.next_value()?;
                 }
+                ChoiceKey::StopReason => {
+                    once(&mut seen, 8, "stop_reason")?;
+                    stop = map.next_value()?;
+                }
                 ChoiceKey::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -512,7 +527,7 @@ impl<'de: 'a, 'a> Visitor<'de> for Choice<'_, 'a> {
                 delta_events(&mut delta, self.events);
             }
             if let Some(reason) = finish.0 {
-                *self.finish = Some(reason);
+                *self.finish = Some(Finish { reason, stop: stop.0 });
             }
         }
         Ok(())
@@ -526,7 +541,7 @@ impl<'de: 'a, 'a> Visitor<'de> for Choice<'_, 'a> {
 #[derive(Debug, Default)]
 struct ScannedChunk<'a> {
     model: Str<'a>,
-    finish_reason: Option<Cow<'a, str>>,
+    finish_reason: Option<Finish<'a>>,
     usage: Option<Usage>,
     lone: Lone<'a>,
 }
@@ -680,10 +695,10 @@ fn scan_chunk(data: &str) -> Option<ChunkRead<'_>> {
 fn scan_choice<'a>(
     s: &mut Scan<'a>,
     events: &mut Vec<StreamEvent>,
-    finish: &mut Option<Cow<'a, str>>,
+    finish: &mut Option<Finish<'a>>,
     lone: &mut Lone<'a>,
 ) -> Option<()> {
-    let (mut index, mut delta, mut reason, mut seen) = (None, None, None, 0u16);
+    let (mut index, mut delta, mut reason, mut stop, mut seen) = (None, None, None, None, 0u16);
     s.object(|s, key| {
         match key {
             "index" => {
@@ -700,6 +715,10 @@ fn scan_choice<'a>(
                 seen_once(&mut seen, 4)?;
                 reason = s.text_or_null()?;
             }
+            "stop_reason" => {
+                seen_once(&mut seen, 8)?;
+                stop = scan_stop_reason(s)?;
+            }
             _ => s.skip()?,
         }
         Some(())
@@ -710,7 +729,7 @@ fn scan_choice<'a>(
             text_events(delta, events);
         }
         if let Some(reason) = reason {
-            *finish = Some(reason);
+            *finish = Some(Finish { reason, stop });
         }
     }
     Some(())
@@ -1169,7 +1188,8 @@ pub(crate) mod tests {
                         delta_events(&mut delta, out);
                     }
                     if let Some(reason) = choice.finish_reason.0 {
-                        self.finish_reason = Some(map_finish_reason(&reason));
+                        self.finish_reason =
+                            Some(finish_reason_with(&reason, choice.stop_reason.0.as_deref()));
                     }
                 }
             }
@@ -1388,6 +1408,11 @@ pub(crate) mod tests {
                 ("finish_reason", &|r: &mut Rng| {
                     r.pick(&["null", r#""stop""#, r#""tool_calls""#, r#""""#, r#""weird""#]).into()
                 }),
+                // vLLM's and SGLang's: the matched stop string, a stop token's id, or null.
+                ("stop_reason", &|r: &mut Rng| {
+                    r.pick(&["null", r#""Observation:""#, r#""""#, "128001", r#""a\nb""#, r#""\u00e9""#])
+                        .into()
+                }),
             ],
         )
     }
@@ -1489,6 +1514,7 @@ pub(crate) mod tests {
         r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"m","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}"#,
         r#"{"choices":[{"delta":{"content":" How"},"finish_reason":null,"index":0,"logprobs":null}],"created":1700000000,"id":"c","model":"m","object":"chat.completion.chunk"}"#,
         r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        r#"{"id":"chatcmpl-v","object":"chat.completion.chunk","created":1,"model":"Qwen/Qwen3-8B","choices":[{"index":0,"delta":{"content":""},"logprobs":null,"finish_reason":"stop","stop_reason":"Observation:"}]}"#,
         r#"{"id":"c","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":8,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#,
         r#"{"choices":[{"finish_reason":null,"index":0,"delta":{"reasoning_content":"think\n\"q\""}}],"created":1,"id":"x","model":"qwen","object":"chat.completion.chunk","timings":{"prompt_n":1,"predicted_per_second":-12.5e-3}}"#,
         r#"{ "id" : "c" , "choices" : [ { "index" : 0 , "delta" : { "content" : "é ü\t/" } } ] , "x" : [ true , false , null , -0 , 0.5 , [ ] , { } ] }"#,
@@ -1690,8 +1716,14 @@ pub(crate) mod tests {
             let before = rng.pick(&["", r#""role":"assistant","#, r#""content":"x","#]);
             let key = rng.pick(&["content", "content", "reasoning_content", "reasoning", "refusal"]);
             let after = rng.pick(&["", r#","refusal":null"#, r#","content":"y""#, r#","tool_calls":null"#]);
-            let rest =
-                rng.pick(&[r#","logprobs":null,"finish_reason":null"#, r#","finish_reason":"stop""#, ""]);
+            let rest = rng.pick(&[
+                r#","logprobs":null,"finish_reason":null"#,
+                r#","finish_reason":"stop""#,
+                r#","finish_reason":null,"stop_reason":null"#,
+                r#","finish_reason":null,"stop_reason":"END""#,
+                r#","finish_reason":"stop","stop_reason":"END""#,
+                "",
+            ]);
             let end =
                 rng.pick(&["", r#","usage":null"#, r#","model":"m-3""#, r#","usage":{"prompt_tokens":1}"#]);
             // OpenAI's padding ends a chunk with a value that changes every time, in half the

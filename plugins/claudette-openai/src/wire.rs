@@ -474,6 +474,9 @@ pub(crate) struct MessageChoice<'a> {
     pub message: Obj<Box<MessageWire<'a>>>,
     #[serde(borrow)]
     pub finish_reason: Str<'a>,
+    /// vLLM's and SGLang's: see [`crate::response::finish_reason_with`].
+    #[serde(borrow)]
+    pub stop_reason: Str<'a>,
 }
 
 /// A stream chunk's choice (the derived reference, see [`ChunkWire`]).
@@ -488,6 +491,8 @@ pub(crate) struct DeltaChoice<'a> {
     pub delta: Obj<Box<MessageWire<'a>>>,
     #[serde(borrow)]
     pub finish_reason: Str<'a>,
+    #[serde(borrow)]
+    pub stop_reason: Str<'a>,
 }
 
 /// A completion's `message` or a chunk's `delta`.
@@ -945,6 +950,16 @@ pub(crate) fn seen_once(seen: &mut u16, bit: u16) -> Option<()> {
     let first = *seen & bit == 0;
     *seen |= bit;
     first.then_some(())
+}
+
+/// A choice's `stop_reason` (vLLM, SGLang) as [`Str`] reads it: the stop string, or `None`
+/// for `null` and a token id. Other values (a negative or fractional number, anything
+/// else) are left to serde (`None`): a number beyond `f64` is an error there, not "absent".
+pub(crate) fn scan_stop_reason<'a>(s: &mut Scan<'a>) -> Option<Option<Cow<'a, str>>> {
+    match s.peek()? {
+        b'"' => s.text().map(Some),
+        _ => s.uint_or_null().map(|_| None),
+    }
 }
 
 /// The text fields of a `message` or `delta`, borrowed from the input: what the scanner

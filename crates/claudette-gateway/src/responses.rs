@@ -1,0 +1,1412 @@
+//! `POST /v1/responses`: OpenAI's Responses API (what Codex CLI, the OpenAI Agents SDK and
+//! `client.responses.create()` speak) in front of every backend, stateless.
+//!
+//! ## Served
+//!
+//! - `input`: a string (one user message) or a list of items: messages (`user`, `assistant`,
+//!   `system`, `developer`; content a string or `input_text` / `output_text` / `refusal`
+//!   parts; with or without `"type": "message"`), `function_call` items (the assistant's tool
+//!   calls) and `function_call_output` items (their results), so a client can run a tool loop
+//!   by sending the whole conversation each turn. `instructions` becomes the first system
+//!   message.
+//! - `model` (`auto`, a backend name or a backend's model, as on `/v1/chat/completions`),
+//!   `max_output_tokens`, `temperature`, `top_p`, function `tools`, `tool_choice`,
+//!   `parallel_tool_calls`, `text.format` (`text`, `json_object`, `json_schema`),
+//!   `reasoning.effort`, `metadata` and `user` (kept for logs and the ledger, never sent
+//!   upstream), `stream`.
+//! - The answer is a Response object: a `reasoning` item when the backend returned reasoning
+//!   text, a `message` item with the text, one `function_call` item per tool call, and usage.
+//!   An answer cut by `max_output_tokens` is `status: "incomplete"` with
+//!   `incomplete_details.reason`, so no client takes it for a whole answer.
+//! - Streams are the typed event sequence (`response.created`, `response.in_progress`, per
+//!   item `response.output_item.added` … `response.output_item.done`, then
+//!   `response.completed` or `response.incomplete`), every event numbered by
+//!   `sequence_number`. There is no `[DONE]`: the Responses API has none. A failure after the
+//!   stream committed ends it with an `error` event and `response.failed`, never a completion.
+//!
+//! Reasoning from a backend (Qwen's `reasoning_content`, Claude's thinking) is the model's own
+//! reasoning, not a summary of it, so it goes out as OpenAI sends the raw reasoning of
+//! open-weight models: `content: [{"type": "reasoning_text"}]` with an empty `summary`,
+//! streamed as `response.reasoning_text.delta`. Calling it a summary would tell the client it
+//! may show it to end users as OpenAI's sanitised summaries are shown.
+//!
+//! ## Refused (400 naming the field)
+//!
+//! The gateway stores nothing, so what points at stored state cannot be served:
+//! `previous_response_id`, `conversation`, `background: true` (polled later, so stored),
+//! `prompt` (a template stored at OpenAI) and `item_reference` input items. Tools other than
+//! `function` and their call items are OpenAI's platform: hosted on its servers (`web_search`,
+//! `file_search`, `code_interpreter`, `mcp`, `image_generation`, …) or called in formats only
+//! its models are trained on (`computer_use_preview`, `local_shell`, `shell`, `custom`,
+//! `apply_patch`). The providers behind the gateway have none of them, and a request served
+//! without them would be answered by a model that believes it can search. `input_image`, `input_file`
+//! and `input_audio` content is refused: the neutral request carries text only.
+//!
+//! ## Accepted, not honoured
+//!
+//! - `store` (OpenAI's default is `true`): nothing is stored, and the answer says
+//!   `"store": false`; a later `previous_response_id` naming it is refused.
+//! - `strict` on function tools: the tool is offered without it (as on
+//!   `/v1/chat/completions`), so arguments follow the schema as well as the model manages.
+//! - `reasoning` items in `input` are dropped (`input_item` says why).
+//! - `reasoning.summary`, `text.verbosity`, `truncation`, `include`, `service_tier`,
+//!   `prompt_cache_key` and other unknown fields are ignored, as on `/v1/chat/completions`.
+
+use std::borrow::Cow;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use claudette_core::{
+    ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, StreamEvent, ToolCall,
+    ToolCallDelta, ToolChoice, ToolSpec, Usage,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::content::{
+    Fault, arguments_text, checked_tool_choice, fault, openai_effort, parse_arguments, parse_located,
+};
+use crate::error::{ApiError, Class, Flavor};
+use crate::respond::{self, Encoder, Endpoint, Shared};
+use crate::{ids, openai};
+
+const EP: Endpoint = Endpoint { label: "responses", flavor: Flavor::OpenAi };
+
+// ---------------------------------------------------------------------------------------------
+// Request
+
+/// The fields read. `input`, `tools` and `tool_choice` stay raw: their items are told apart
+/// by `type`, and walking them by hand names the exact item at fault (`input[3].content[1]`).
+#[derive(Debug, Deserialize)]
+struct ResponsesRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+    #[serde(default)]
+    instructions: Option<String>,
+    #[serde(default)]
+    max_output_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    parallel_tool_calls: Option<bool>,
+    #[serde(default)]
+    text: Option<TextConfig>,
+    #[serde(default)]
+    reasoning: Option<ReasoningConfig>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    user: Option<String>,
+    /// Read only to refuse them: each names state kept at OpenAI.
+    #[serde(default)]
+    previous_response_id: Option<String>,
+    #[serde(default)]
+    conversation: Option<Value>,
+    #[serde(default)]
+    background: Option<bool>,
+    #[serde(default)]
+    prompt: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TextConfig {
+    #[serde(default)]
+    format: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReasoningConfig {
+    #[serde(default)]
+    effort: Option<String>,
+    #[serde(default)]
+    summary: Option<String>,
+}
+
+/// What the Response object repeats of the request. OpenAI's SDKs type these fields (the
+/// Python `Response` model requires `tools`, `tool_choice` and `parallel_tool_calls`), and
+/// agents read some back, so they are echoed as the client sent them, with OpenAI's defaults.
+#[derive(Debug, Default, Serialize)]
+struct Echo {
+    instructions: Option<String>,
+    max_output_tokens: Option<u32>,
+    parallel_tool_calls: bool,
+    previous_response_id: Option<String>,
+    reasoning: EchoReasoning,
+    /// Always false: nothing is stored, whatever the client asked.
+    store: bool,
+    temperature: Option<f32>,
+    text: EchoText,
+    tool_choice: Value,
+    tools: Vec<Value>,
+    top_p: Option<f32>,
+    user: Option<String>,
+    metadata: Map<String, Value>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct EchoReasoning {
+    effort: Option<String>,
+    summary: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct EchoText {
+    format: Value,
+}
+
+/// A parsed request: the neutral request, the model the client named, whether to stream,
+/// and what the answer echoes.
+struct Parsed {
+    request: ChatRequest,
+    model: Option<String>,
+    stream: bool,
+    echo: Echo,
+}
+
+fn missing(param: String) -> ApiError {
+    ApiError::invalid(format!("Missing required parameter: '{param}'.")).with_param(param)
+}
+
+/// A refusal of a field that names state kept server-side.
+fn stateless(param: &'static str, what: &str) -> ApiError {
+    ApiError::invalid(format!(
+        "`{param}` {what}, and this gateway is stateless: it stores no responses or conversations \
+         (`store` is accepted but not honoured). Send the whole conversation in `input` instead."
+    ))
+    .with_param(param)
+}
+
+/// Removes the string field `key` from an input item; `path` names the item.
+fn take_str(item: &mut Map<String, Value>, key: &str, path: &str) -> Result<String, ApiError> {
+    match item.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(missing(format!("{path}.{key}"))),
+        Some(_) => {
+            let param = format!("{path}.{key}");
+            Err(ApiError::invalid(format!("Invalid value for '{param}': expected a string."))
+                .with_param(param))
+        }
+    }
+}
+
+/// Message content or a function call's output: a string or a list of text parts, as one
+/// string (parts concatenated, as on `/v1/chat/completions`).
+fn content_text(content: Option<Value>, path: &str) -> Result<String, ApiError> {
+    let parts = match content {
+        None | Some(Value::Null) => return Err(missing(path.to_owned())),
+        Some(Value::String(s)) => return Ok(s),
+        Some(Value::Array(parts)) => parts,
+        Some(_) => {
+            return Err(ApiError::invalid(format!(
+                "Invalid value for '{path}': expected a string or a list of content parts."
+            ))
+            .with_param(path.to_owned()));
+        }
+    };
+    let mut text = String::new();
+    for (j, part) in parts.into_iter().enumerate() {
+        let at = format!("{path}[{j}]");
+        let Value::Object(mut part) = part else {
+            return Err(
+                ApiError::invalid(format!("Invalid value for '{at}': expected an object.")).with_param(at)
+            );
+        };
+        let kind = take_str(&mut part, "type", &at)?;
+        match kind.as_str() {
+            "input_text" | "output_text" | "text" => text.push_str(&take_str(&mut part, "text", &at)?),
+            // A refusal in an earlier assistant turn is what the model said; dropping it would
+            // leave that turn empty.
+            "refusal" => text.push_str(&take_str(&mut part, "refusal", &at)?),
+            "input_image" | "input_file" | "input_audio" => {
+                return Err(ApiError::invalid(format!(
+                    "`{kind}` content is not supported by this gateway: requests reach every \
+                     provider as text only; send text"
+                ))
+                .with_param(at));
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "content parts of type `{other}` are not supported by this gateway; send \
+                     `input_text`"
+                ))
+                .with_param(at));
+            }
+        }
+    }
+    Ok(text)
+}
+
+/// Appends `input[i]` to the conversation.
+///
+/// `reasoning` items are dropped. They come back from an earlier answer of whichever backend
+/// served it: OpenAI's are `encrypted_content` that only OpenAI can read, ours carry the text
+/// without the provider's signature (which Claude checks, and which no other provider takes).
+/// No backend could use them, and providers other than Claude ignore earlier reasoning anyway.
+fn input_item(i: usize, item: Value, out: &mut Vec<Message>) -> Result<(), ApiError> {
+    let path = format!("input[{i}]");
+    let Value::Object(mut item) = item else {
+        return Err(
+            ApiError::invalid(format!("Invalid value for '{path}': expected an object.")).with_param(path)
+        );
+    };
+    let kind = match item.remove("type") {
+        None | Some(Value::Null) => "message".to_owned(),
+        Some(Value::String(kind)) => kind,
+        Some(_) => {
+            let param = format!("{path}.type");
+            return Err(ApiError::invalid(format!("Invalid value for '{param}': expected a string."))
+                .with_param(param));
+        }
+    };
+    match kind.as_str() {
+        "message" => {
+            let role = match take_str(&mut item, "role", &path)?.as_str() {
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                "system" | "developer" => Role::System,
+                other => {
+                    return Err(ApiError::invalid(format!(
+                        "unknown message role `{other}`; expected `user`, `assistant`, `system` or `developer`"
+                    ))
+                    .with_param(format!("{path}.role")));
+                }
+            };
+            let content = content_text(item.remove("content"), &format!("{path}.content"))?;
+            out.push(Message::new(role, content));
+        }
+        "function_call" => {
+            let id = take_str(&mut item, "call_id", &path)?;
+            let name = take_str(&mut item, "name", &path)?;
+            let raw = take_str(&mut item, "arguments", &path)?;
+            let arguments = parse_arguments(&raw, || format!("{path}.arguments"))?;
+            let call = ToolCall { id, name, arguments };
+            // The calls of one answer are items of their own, after its message item: one
+            // assistant turn upstream (Anthropic wants all of a turn's calls in one message,
+            // followed by all their results).
+            match out.last_mut() {
+                Some(m) if m.role == Role::Assistant => m.tool_calls.push(call),
+                _ => out.push(Message { tool_calls: vec![call], ..Message::assistant("") }),
+            }
+        }
+        "function_call_output" => {
+            let call_id = take_str(&mut item, "call_id", &path)?;
+            let output = content_text(item.remove("output"), &format!("{path}.output"))?;
+            // The tool's name, for providers whose results carry it (Gemini).
+            let name = out
+                .iter()
+                .rev()
+                .flat_map(|m| m.tool_calls.iter())
+                .find(|c| c.id == call_id)
+                .map(|c| c.name.clone());
+            out.push(Message { name, ..Message::tool_result(call_id, output) });
+        }
+        "reasoning" => {}
+        "item_reference" => {
+            return Err(ApiError::invalid(
+                "`item_reference` items name items stored at the server, and this gateway is \
+                 stateless; send the item itself",
+            )
+            .with_param(path));
+        }
+        other => {
+            return Err(ApiError::invalid(format!(
+                "input items of type `{other}` are not supported by this gateway: it carries \
+                 messages, `function_call` and `function_call_output` items (OpenAI's platform \
+                 tools are not available behind it)"
+            ))
+            .with_param(format!("{path}.type")));
+        }
+    }
+    Ok(())
+}
+
+fn function_tool(i: usize, tool: &Value) -> Result<ToolSpec, ApiError> {
+    let path = format!("tools[{i}]");
+    let Some(obj) = tool.as_object() else {
+        return Err(
+            ApiError::invalid(format!("Invalid value for '{path}': expected an object.")).with_param(path)
+        );
+    };
+    match obj.get("type").and_then(Value::as_str) {
+        Some("function") => {}
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "`{other}` tools are part of OpenAI's platform (run on its servers, or called in \
+                 a format only its models produce); the providers behind this gateway have no \
+                 such tool, so only `function` tools are supported"
+            ))
+            .with_param(format!("{path}.type")));
+        }
+        None => return Err(missing(format!("{path}.type"))),
+    }
+    let Some(name) = obj.get("name").and_then(Value::as_str) else {
+        return Err(missing(format!("{path}.name")));
+    };
+    Ok(ToolSpec {
+        name: name.to_owned(),
+        description: obj.get("description").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        parameters: obj
+            .get("parameters")
+            .filter(|p| !p.is_null())
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
+        cache: None,
+    })
+}
+
+/// `"auto"`, `"none"`, `"required"` or `{"type": "function", "name": …}`.
+fn tool_choice(choice: Option<&Value>) -> Result<ToolChoice, ApiError> {
+    match choice {
+        None => Ok(ToolChoice::Auto),
+        Some(Value::String(mode)) => match mode.as_str() {
+            "auto" => Ok(ToolChoice::Auto),
+            "none" => Ok(ToolChoice::None),
+            "required" => Ok(ToolChoice::Required),
+            other => Err(ApiError::invalid(format!(
+                "unknown tool_choice `{other}`; expected `auto`, `none`, `required` or a function"
+            ))
+            .with_param("tool_choice")),
+        },
+        Some(Value::Object(o)) => match o.get("type").and_then(Value::as_str) {
+            Some("function") => match o.get("name").and_then(Value::as_str) {
+                Some(name) => Ok(ToolChoice::Tool(name.to_owned())),
+                None => Err(missing("tool_choice.name".into())),
+            },
+            Some(other) => Err(ApiError::invalid(format!(
+                "tool_choice of type `{other}` is not supported by this gateway; send `auto`, \
+                 `none`, `required` or {{\"type\": \"function\", \"name\": …}}"
+            ))
+            .with_param("tool_choice.type")),
+            None => Err(missing("tool_choice.type".into())),
+        },
+        Some(_) => Err(ApiError::invalid("Invalid value for 'tool_choice': expected a string or an object.")
+            .with_param("tool_choice")),
+    }
+}
+
+/// `text.format`. Carried, not dropped: served as free text, a `json_schema` answer (what the
+/// SDKs' `responses.parse()` asks for) would fail in the client's JSON parser.
+fn response_format(format: Option<&Value>) -> Result<ResponseFormat, ApiError> {
+    let Some(format) = format else { return Ok(ResponseFormat::Text) };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(ResponseFormat::Text),
+        Some("json_object") => Ok(ResponseFormat::JsonObject),
+        Some("json_schema") => {
+            let Some(name) = format.get("name").and_then(Value::as_str) else {
+                return Err(missing("text.format.name".into()));
+            };
+            Ok(ResponseFormat::JsonSchema {
+                name: name.to_owned(),
+                schema: format
+                    .get("schema")
+                    .filter(|s| !s.is_null())
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::json!({"type": "object"})),
+                strict: format.get("strict").and_then(Value::as_bool).unwrap_or(false),
+            })
+        }
+        Some(other) => Err(ApiError::invalid(format!(
+            "unknown `text.format` type `{other}`; expected `text`, `json_object` or `json_schema`"
+        ))
+        .with_param("text.format.type")),
+        None => Err(missing("text.format.type".into())),
+    }
+}
+
+/// The field at fault in a body that failed to parse. The raw fields cannot fail.
+fn locate(v: &Value) -> Option<Fault> {
+    let obj = v.as_object()?;
+    let field = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    let top = |k: &'static str| -> Option<Fault> {
+        let v = field(k)?;
+        match k {
+            "model" | "instructions" | "user" | "previous_response_id" => fault::<String>(k.into(), v),
+            "max_output_tokens" => fault::<u32>(k.into(), v),
+            "temperature" | "top_p" => fault::<f32>(k.into(), v),
+            "parallel_tool_calls" | "stream" | "background" => fault::<bool>(k.into(), v),
+            "metadata" => fault::<Map<String, Value>>(k.into(), v),
+            "tools" => fault::<Vec<Value>>(k.into(), v),
+            "text" => fault::<TextConfig>(k.into(), v),
+            "reasoning" => match v.as_object() {
+                Some(r) => ["effort", "summary"].into_iter().find_map(|s| {
+                    let inner = r.get(s).filter(|x| !x.is_null())?;
+                    fault::<String>(format!("reasoning.{s}"), inner)
+                }),
+                None => fault::<ReasoningConfig>(k.into(), v),
+            },
+            _ => None,
+        }
+    };
+    [
+        "model",
+        "instructions",
+        "user",
+        "previous_response_id",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "parallel_tool_calls",
+        "stream",
+        "background",
+        "metadata",
+        "tools",
+        "text",
+        "reasoning",
+    ]
+    .into_iter()
+    .find_map(top)
+}
+
+impl ResponsesRequest {
+    /// The provider-neutral request. What a stateless router cannot do is refused, never
+    /// dropped; unknown fields are ignored.
+    fn into_chat(self) -> Result<Parsed, ApiError> {
+        if self.previous_response_id.is_some() {
+            return Err(stateless("previous_response_id", "names a response stored at the server"));
+        }
+        if self.conversation.is_some() {
+            return Err(stateless("conversation", "names a conversation stored at the server"));
+        }
+        if self.background == Some(true) {
+            return Err(stateless("background", "asks for a response stored at the server to be polled"));
+        }
+        if self.prompt.is_some() {
+            return Err(ApiError::invalid(
+                "`prompt` names a prompt template stored at OpenAI, which this gateway cannot \
+                 read; send its text as `instructions` and `input`",
+            )
+            .with_param("prompt"));
+        }
+        let mut messages = Vec::new();
+        if let Some(instructions) = &self.instructions {
+            messages.push(Message::system(instructions.clone()));
+        }
+        match self.input {
+            None => return Err(missing("input".into())),
+            Some(Value::String(text)) => messages.push(Message::user(text)),
+            Some(Value::Array(items)) => {
+                if items.is_empty() {
+                    return Err(
+                        ApiError::invalid("`input` must contain at least one item").with_param("input")
+                    );
+                }
+                messages.reserve(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    input_item(i, item, &mut messages)?;
+                }
+            }
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "Invalid value for 'input': expected a string or a list of input items.",
+                )
+                .with_param("input"));
+            }
+        }
+        let raw_tools = self.tools.unwrap_or_default();
+        let tools =
+            raw_tools.iter().enumerate().map(|(i, t)| function_tool(i, t)).collect::<Result<_, _>>()?;
+        let choice = tool_choice(self.tool_choice.as_ref())?;
+        let format_value = self.text.and_then(|t| t.format).filter(|f| !f.is_null());
+        let response_format = response_format(format_value.as_ref())?;
+        let (effort, summary) = self.reasoning.map(|r| (r.effort, r.summary)).unwrap_or_default();
+        let thinking = effort.as_deref().map(|e| openai_effort(e, "reasoning.effort")).transpose()?;
+        let echo_metadata = self.metadata.unwrap_or_default();
+        let mut metadata = echo_metadata.clone();
+        if let Some(user) = &self.user {
+            metadata.insert("user".into(), Value::String(user.clone()));
+        }
+        let request = ChatRequest {
+            messages,
+            max_tokens: self.max_output_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            parallel_tool_calls: self.parallel_tool_calls,
+            tools,
+            tool_choice: choice,
+            response_format,
+            metadata,
+            thinking,
+            ..ChatRequest::default()
+        };
+        checked_tool_choice(&request)?;
+        let echo = Echo {
+            instructions: self.instructions,
+            max_output_tokens: self.max_output_tokens,
+            parallel_tool_calls: self.parallel_tool_calls.unwrap_or(true),
+            previous_response_id: None,
+            reasoning: EchoReasoning { effort, summary },
+            store: false,
+            temperature: self.temperature,
+            text: EchoText { format: format_value.unwrap_or_else(|| serde_json::json!({"type": "text"})) },
+            tool_choice: self.tool_choice.unwrap_or_else(|| Value::String("auto".into())),
+            tools: raw_tools,
+            top_p: self.top_p,
+            user: self.user,
+            metadata: echo_metadata,
+        };
+        Ok(Parsed { request, model: self.model, stream: self.stream.unwrap_or(false), echo })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handler
+
+pub(crate) async fn responses(State(st): State<Shared>, request: Request) -> Response {
+    let prepared = respond::prepare(&st, EP, request, |bytes| {
+        let parsed: ResponsesRequest = parse_located(bytes, locate, |path, inner| {
+            ApiError::invalid(format!("Invalid value for '{path}': {inner}.")).with_param(path)
+        })
+        .map_err(|e| respond::local_error(EP, e))?;
+        let Parsed { request, model, stream, echo } =
+            parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;
+        Ok((request, model, (stream, echo)))
+    })
+    .await;
+    let mut prepared = match prepared {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let stream = prepared.extra.0;
+    let echo = std::mem::take(&mut prepared.extra.1);
+    if stream {
+        respond::answer_stream(&st, EP, prepared, |model| ResponsesEncoder::new(model, echo)).await
+    } else {
+        respond::answer_json(&st, EP, prepared, |resp| response_body(resp, &echo)).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response
+
+/// An output item, for the JSON answer (borrowing the answer) and the stream (owning what
+/// arrived).
+struct Item<'a> {
+    id: String,
+    status: &'static str,
+    kind: Kind<'a>,
+}
+
+enum Kind<'a> {
+    Reasoning(Cow<'a, str>),
+    Message(Cow<'a, str>),
+    Call { call_id: Cow<'a, str>, name: Cow<'a, str>, arguments: Cow<'a, str> },
+}
+
+impl Item<'_> {
+    /// The item on the wire: whole, or as `response.output_item.added` announces it (no
+    /// content yet, empty arguments).
+    fn wire(&self, whole: bool) -> WireItem<'_> {
+        let id = self.id.as_str();
+        let status = self.status;
+        match &self.kind {
+            Kind::Reasoning(_) => WireItem::Reasoning {
+                id,
+                summary: [],
+                content: self.part().filter(|_| whole).into_iter().collect(),
+                status,
+            },
+            Kind::Message(_) => WireItem::Message {
+                id,
+                status,
+                role: "assistant",
+                content: self.part().filter(|_| whole).into_iter().collect(),
+            },
+            Kind::Call { call_id, name, arguments } => WireItem::FunctionCall {
+                id,
+                call_id,
+                name,
+                arguments: if whole { arguments } else { "" },
+                status,
+            },
+        }
+    }
+
+    /// The text part of a message or reasoning item, as far as it has arrived.
+    fn part(&self) -> Option<WirePart<'_>> {
+        match &self.kind {
+            Kind::Message(text) => Some(WirePart::OutputText { text, annotations: [], logprobs: [] }),
+            Kind::Reasoning(text) => Some(WirePart::ReasoningText { text }),
+            Kind::Call { .. } => None,
+        }
+    }
+}
+
+impl Serialize for Item<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.wire(true).serialize(s)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireItem<'a> {
+    Reasoning { id: &'a str, summary: [(); 0], content: Vec<WirePart<'a>>, status: &'a str },
+    Message { id: &'a str, status: &'a str, role: &'static str, content: Vec<WirePart<'a>> },
+    FunctionCall { id: &'a str, call_id: &'a str, name: &'a str, arguments: &'a str, status: &'a str },
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WirePart<'a> {
+    OutputText { text: &'a str, annotations: [(); 0], logprobs: [(); 0] },
+    ReasoningText { text: &'a str },
+}
+
+#[derive(Serialize)]
+struct WireResponse<'a> {
+    id: &'a str,
+    object: &'static str,
+    created_at: u64,
+    status: &'static str,
+    background: bool,
+    error: Option<WireError<'a>>,
+    incomplete_details: Option<Incomplete>,
+    model: &'a str,
+    output: &'a [Item<'a>],
+    usage: Option<WireUsage>,
+    #[serde(flatten)]
+    echo: &'a Echo,
+}
+
+#[derive(Serialize)]
+struct Incomplete {
+    reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct WireError<'a> {
+    code: &'static str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct WireUsage {
+    input_tokens: u32,
+    input_tokens_details: InputDetails,
+    output_tokens: u32,
+    output_tokens_details: OutputDetails,
+    total_tokens: u32,
+}
+
+#[derive(Serialize)]
+struct InputDetails {
+    cached_tokens: u32,
+    cache_write_tokens: u32,
+}
+
+#[derive(Serialize)]
+struct OutputDetails {
+    reasoning_tokens: u32,
+}
+
+/// OpenAI's usage: `input_tokens` includes cached tokens and `output_tokens` reasoning
+/// tokens, as ours do.
+fn wire_usage(u: &Usage) -> WireUsage {
+    WireUsage {
+        input_tokens: u.input_tokens,
+        input_tokens_details: InputDetails {
+            cached_tokens: u.cache_read_tokens,
+            cache_write_tokens: u.cache_write_tokens,
+        },
+        output_tokens: u.output_tokens,
+        output_tokens_details: OutputDetails { reasoning_tokens: u.reasoning_tokens },
+        total_tokens: u.total_tokens(),
+    }
+}
+
+/// The response's `status` and `incomplete_details.reason` for how the answer ended. A cut or
+/// filtered answer is `incomplete`: clients (and Codex) treat `completed` as the whole answer.
+fn outcome(finish: Option<&FinishReason>, tool_calls: bool) -> (&'static str, Option<Incomplete>) {
+    match openai::finish_reason(finish, tool_calls) {
+        "length" => ("incomplete", Some(Incomplete { reason: "max_output_tokens" })),
+        "content_filter" => ("incomplete", Some(Incomplete { reason: "content_filter" })),
+        _ => ("completed", None),
+    }
+}
+
+fn response_body(resp: &ChatResponse, echo: &Echo) -> Vec<u8> {
+    response_body_at(resp, echo, ids::unix_now())
+}
+
+fn response_body_at(resp: &ChatResponse, echo: &Echo, created_at: u64) -> Vec<u8> {
+    let (status, incomplete) = outcome(resp.finish_reason.as_ref(), !resp.tool_calls.is_empty());
+    let mut output = Vec::with_capacity(2 + resp.tool_calls.len());
+    if let Some(reasoning) = resp.reasoning.as_deref().filter(|r| !r.is_empty()) {
+        output.push(Item {
+            id: ids::new_id("rs_"),
+            status: "completed",
+            kind: Kind::Reasoning(Cow::Borrowed(reasoning)),
+        });
+    }
+    // An answer with neither text nor calls still has its (empty) message: clients look for
+    // the assistant's message, not for an empty list.
+    if !resp.content.is_empty() || resp.tool_calls.is_empty() {
+        output.push(Item {
+            id: ids::new_id("msg_"),
+            status: "completed",
+            kind: Kind::Message(Cow::Borrowed(&resp.content)),
+        });
+    }
+    for call in &resp.tool_calls {
+        output.push(Item {
+            id: ids::new_id("fc_"),
+            status: "completed",
+            kind: Kind::Call {
+                call_id: Cow::Borrowed(&call.id),
+                name: Cow::Borrowed(&call.name),
+                arguments: arguments_text(&call.arguments),
+            },
+        });
+    }
+    // The item being written when the answer was cut is the incomplete one.
+    if let (Some(_), Some(last)) = (&incomplete, output.last_mut()) {
+        last.status = "incomplete";
+    }
+    let id = ids::new_id("resp_");
+    let body = WireResponse {
+        id: &id,
+        object: "response",
+        created_at,
+        status,
+        background: false,
+        error: None,
+        incomplete_details: incomplete,
+        model: &resp.model,
+        output: &output,
+        usage: Some(wire_usage(&resp.usage)),
+        echo,
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream
+
+#[derive(Serialize)]
+struct ResponseEvent<'a> {
+    r#type: &'static str,
+    sequence_number: u64,
+    response: WireResponse<'a>,
+}
+
+#[derive(Serialize)]
+struct ItemEvent<'a> {
+    r#type: &'static str,
+    sequence_number: u64,
+    output_index: usize,
+    item: WireItem<'a>,
+}
+
+#[derive(Serialize)]
+struct PartEvent<'a> {
+    r#type: &'static str,
+    sequence_number: u64,
+    item_id: &'a str,
+    output_index: usize,
+    content_index: u32,
+    part: WirePart<'a>,
+}
+
+/// `response.output_text.delta` (with `content_index` and `logprobs`),
+/// `response.reasoning_text.delta` (with `content_index`) and
+/// `response.function_call_arguments.delta` (neither).
+#[derive(Serialize)]
+struct DeltaEvent<'a> {
+    r#type: &'static str,
+    sequence_number: u64,
+    item_id: &'a str,
+    output_index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_index: Option<u32>,
+    delta: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<[(); 0]>,
+}
+
+/// `response.output_text.done` and `response.reasoning_text.done`.
+#[derive(Serialize)]
+struct TextDoneEvent<'a> {
+    r#type: &'static str,
+    sequence_number: u64,
+    item_id: &'a str,
+    output_index: usize,
+    content_index: u32,
+    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<[(); 0]>,
+}
+
+#[derive(Serialize)]
+struct ArgumentsDoneEvent<'a> {
+    r#type: &'static str,
+    sequence_number: u64,
+    item_id: &'a str,
+    output_index: usize,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct ErrorEvent<'a> {
+    r#type: &'static str,
+    sequence_number: u64,
+    code: Option<&'a str>,
+    message: &'a str,
+    param: Option<&'a str>,
+}
+
+/// The Responses event sequence. Items are written one after another, as OpenAI writes
+/// them: an item is closed (its `.done` events) when the next one starts or the answer ends.
+///
+/// Tool calls arrive from every adapter one after another; should a server interleave two,
+/// a fragment of a call already closed still goes out as a delta of that call, and the final
+/// response carries its whole arguments.
+struct ResponsesEncoder {
+    echo: Echo,
+    id: String,
+    created_at: u64,
+    model: String,
+    /// The next event's `sequence_number`.
+    seq: u64,
+    started: bool,
+    items: Vec<Item<'static>>,
+    /// The item being written, by its output index.
+    open: Option<usize>,
+    /// The calls so far: upstream index, upstream id, output index. Upstream indexes are
+    /// not the calls' positions (Anthropic counts every content block; some servers number
+    /// every call 0), so a fragment with a new id at a known index starts a new call.
+    calls: Vec<(u32, Option<String>, usize)>,
+}
+
+impl ResponsesEncoder {
+    fn new(model: String, echo: Echo) -> ResponsesEncoder {
+        ResponsesEncoder {
+            echo,
+            id: ids::new_id("resp_"),
+            created_at: ids::unix_now(),
+            model,
+            seq: 0,
+            started: false,
+            items: Vec::new(),
+            open: None,
+            calls: Vec::new(),
+        }
+    }
+
+    fn bump(&mut self) -> u64 {
+        next(&mut self.seq)
+    }
+
+    fn response_event(
+        &mut self,
+        out: &mut Vec<u8>,
+        name: &'static str,
+        status: &'static str,
+        incomplete: Option<Incomplete>,
+        error: Option<WireError<'_>>,
+        usage: Option<&Usage>,
+    ) {
+        let sequence_number = self.bump();
+        let response = WireResponse {
+            id: &self.id,
+            object: "response",
+            created_at: self.created_at,
+            status,
+            background: false,
+            error,
+            incomplete_details: incomplete,
+            model: &self.model,
+            output: &self.items,
+            usage: usage.map(wire_usage),
+            echo: &self.echo,
+        };
+        respond::event_frame(out, name, &ResponseEvent { r#type: name, sequence_number, response });
+    }
+
+    fn item_event(&mut self, out: &mut Vec<u8>, name: &'static str, index: usize, whole: bool) {
+        if let Some(item) = self.items.get(index) {
+            let sequence_number = next(&mut self.seq);
+            let event =
+                ItemEvent { r#type: name, sequence_number, output_index: index, item: item.wire(whole) };
+            respond::event_frame(out, name, &event);
+        }
+    }
+
+    fn part_event(&mut self, out: &mut Vec<u8>, name: &'static str, index: usize) {
+        let Some(item) = self.items.get(index) else { return };
+        let Some(part) = item.part() else { return };
+        let sequence_number = next(&mut self.seq);
+        let event = PartEvent {
+            r#type: name,
+            sequence_number,
+            item_id: &item.id,
+            output_index: index,
+            content_index: 0,
+            part,
+        };
+        respond::event_frame(out, name, &event);
+    }
+
+    fn delta_event(&mut self, out: &mut Vec<u8>, index: usize, delta: &str) {
+        let Some(item) = self.items.get(index) else { return };
+        let sequence_number = next(&mut self.seq);
+        let (name, content_index, logprobs) = match item.kind {
+            Kind::Message(_) => ("response.output_text.delta", Some(0), Some([])),
+            Kind::Reasoning(_) => ("response.reasoning_text.delta", Some(0), None),
+            Kind::Call { .. } => ("response.function_call_arguments.delta", None, None),
+        };
+        let event = DeltaEvent {
+            r#type: name,
+            sequence_number,
+            item_id: &item.id,
+            output_index: index,
+            content_index,
+            delta,
+            logprobs,
+        };
+        respond::event_frame(out, name, &event);
+    }
+
+    /// Starts an output item, closing the one before it.
+    fn open_item(&mut self, out: &mut Vec<u8>, prefix: &str, kind: Kind<'static>) -> usize {
+        self.close(out, "completed");
+        let index = self.items.len();
+        let has_part = !matches!(kind, Kind::Call { .. });
+        self.items.push(Item { id: ids::new_id(prefix), status: "in_progress", kind });
+        self.open = Some(index);
+        self.item_event(out, "response.output_item.added", index, false);
+        if has_part {
+            self.part_event(out, "response.content_part.added", index);
+        }
+        index
+    }
+
+    /// Ends the open item, if any, with `status`: its text or arguments whole, then the item.
+    fn close(&mut self, out: &mut Vec<u8>, status: &'static str) {
+        let Some(index) = self.open.take() else { return };
+        let Some(item) = self.items.get_mut(index) else { return };
+        item.status = status;
+        let item = &*item;
+        let seq = &mut self.seq;
+        match &item.kind {
+            Kind::Message(text) | Kind::Reasoning(text) => {
+                let message = matches!(item.kind, Kind::Message(_));
+                let name = if message { "response.output_text.done" } else { "response.reasoning_text.done" };
+                let event = TextDoneEvent {
+                    r#type: name,
+                    sequence_number: next(seq),
+                    item_id: &item.id,
+                    output_index: index,
+                    content_index: 0,
+                    text,
+                    logprobs: message.then_some([]),
+                };
+                respond::event_frame(out, name, &event);
+                if let Some(part) = item.part() {
+                    let name = "response.content_part.done";
+                    let event = PartEvent {
+                        r#type: name,
+                        sequence_number: next(seq),
+                        item_id: &item.id,
+                        output_index: index,
+                        content_index: 0,
+                        part,
+                    };
+                    respond::event_frame(out, name, &event);
+                }
+            }
+            Kind::Call { arguments, .. } => {
+                let name = "response.function_call_arguments.done";
+                let event = ArgumentsDoneEvent {
+                    r#type: name,
+                    sequence_number: next(seq),
+                    item_id: &item.id,
+                    output_index: index,
+                    arguments,
+                };
+                respond::event_frame(out, name, &event);
+            }
+        }
+        self.item_event(out, "response.output_item.done", index, true);
+    }
+
+    /// The output index of the call this fragment belongs to, starting the call if it is new.
+    fn call_item(&mut self, out: &mut Vec<u8>, delta: &ToolCallDelta) -> usize {
+        let known = self.calls.iter().rposition(|(upstream, _, _)| *upstream == delta.index);
+        if let Some((_, id, index)) = known.and_then(|k| self.calls.get(k)) {
+            if match (&delta.id, id) {
+                (Some(new), Some(old)) => new == old,
+                _ => true,
+            } {
+                return *index;
+            }
+        }
+        let call_id = delta.id.clone().unwrap_or_else(claudette_core::types::new_tool_call_id);
+        let kind = Kind::Call {
+            call_id: Cow::Owned(call_id),
+            name: Cow::Owned(delta.name.clone().unwrap_or_default()),
+            arguments: Cow::Owned(String::new()),
+        };
+        let index = self.open_item(out, "fc_", kind);
+        self.calls.push((delta.index, delta.id.clone(), index));
+        index
+    }
+
+    /// The open item if it is a message (`reasoning: false`) or reasoning item, else a new one.
+    fn text_item(&mut self, out: &mut Vec<u8>, reasoning: bool) -> usize {
+        let open = self.open.filter(|&i| {
+            matches!(
+                (self.items.get(i).map(|item| &item.kind), reasoning),
+                (Some(Kind::Reasoning(_)), true) | (Some(Kind::Message(_)), false)
+            )
+        });
+        match open {
+            Some(i) => i,
+            None if reasoning => self.open_item(out, "rs_", Kind::Reasoning(Cow::Owned(String::new()))),
+            None => self.open_item(out, "msg_", Kind::Message(Cow::Owned(String::new()))),
+        }
+    }
+
+    fn append(&mut self, index: usize, text: &str) {
+        if let Some(item) = self.items.get_mut(index) {
+            match &mut item.kind {
+                Kind::Message(t) | Kind::Reasoning(t) => t.to_mut().push_str(text),
+                Kind::Call { arguments, .. } => arguments.to_mut().push_str(text),
+            }
+        }
+    }
+}
+
+/// Takes the next sequence number.
+fn next(seq: &mut u64) -> u64 {
+    let n = *seq;
+    *seq += 1;
+    n
+}
+
+impl Encoder for ResponsesEncoder {
+    fn event(&mut self, ev: StreamEvent, out: &mut Vec<u8>) -> bool {
+        if !self.started {
+            self.started = true;
+            self.response_event(out, "response.created", "in_progress", None, None, None);
+            self.response_event(out, "response.in_progress", "in_progress", None, None, None);
+        }
+        match ev {
+            StreamEvent::TextDelta { text } | StreamEvent::ReasoningDelta { text } if text.is_empty() => {
+                false
+            }
+            StreamEvent::TextDelta { text } => {
+                let index = self.text_item(out, false);
+                self.append(index, &text);
+                self.delta_event(out, index, &text);
+                false
+            }
+            StreamEvent::ReasoningDelta { text } => {
+                let index = self.text_item(out, true);
+                self.append(index, &text);
+                self.delta_event(out, index, &text);
+                false
+            }
+            // Signatures mean something only to the provider that made them, and reasoning
+            // items sent back are dropped (see `input_item`).
+            StreamEvent::ThinkingSeal { .. } => false,
+            StreamEvent::ToolCall { delta } => {
+                let index = self.call_item(out, &delta);
+                if let (Some(name), Some(Item { kind: Kind::Call { name: known, .. }, .. })) =
+                    (&delta.name, self.items.get_mut(index))
+                {
+                    if known.is_empty() {
+                        *known = Cow::Owned(name.clone());
+                    }
+                }
+                if !delta.arguments.is_empty() {
+                    self.append(index, &delta.arguments);
+                    self.delta_event(out, index, &delta.arguments);
+                }
+                false
+            }
+            StreamEvent::Usage { .. } => false,
+            StreamEvent::Done { end } => {
+                let (status, incomplete) = outcome(end.finish_reason.as_ref(), !self.calls.is_empty());
+                if self.items.is_empty() {
+                    self.text_item(out, false);
+                }
+                self.close(out, if incomplete.is_some() { "incomplete" } else { "completed" });
+                let name = if incomplete.is_some() { "response.incomplete" } else { "response.completed" };
+                self.response_event(out, name, status, incomplete, None, Some(&end.usage));
+                true
+            }
+            StreamEvent::Error { error } => {
+                if let Some(item) = self.open.take().and_then(|i| self.items.get_mut(i)) {
+                    item.status = "incomplete";
+                }
+                let api = ApiError::from_backend(&error);
+                let name = "error";
+                let event = ErrorEvent {
+                    r#type: name,
+                    sequence_number: self.bump(),
+                    code: api.code.as_deref(),
+                    message: &api.message,
+                    param: api.param.as_deref(),
+                };
+                respond::event_frame(out, name, &event);
+                // `response.error.code` is an enum in OpenAI's SDKs; the precise code is in
+                // the `error` event.
+                let code = if api.class == Class::RateLimit { "rate_limit_exceeded" } else { "server_error" };
+                let failed = WireError { code, message: &api.message };
+                self.response_event(out, "response.failed", "failed", None, Some(failed), None);
+                true
+            }
+        }
+    }
+
+    fn keepalive(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b": keep-alive\n\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use claudette_core::{BackendError, ErrorKind, StreamEnd};
+    use serde_json::json;
+
+    use super::*;
+
+    fn parse(v: Value) -> Result<Parsed, ApiError> {
+        serde_json::from_value::<ResponsesRequest>(v).unwrap().into_chat()
+    }
+
+    fn call(index: u32, id: Option<&str>, name: Option<&str>, arguments: &str) -> StreamEvent {
+        StreamEvent::ToolCall {
+            delta: ToolCallDelta {
+                index,
+                id: id.map(str::to_owned),
+                name: name.map(str::to_owned),
+                arguments: arguments.into(),
+            },
+        }
+    }
+
+    fn done(finish: FinishReason) -> StreamEvent {
+        StreamEvent::Done {
+            end: StreamEnd { finish_reason: Some(finish), usage: Usage::reported(3, 2), cost: 0.0 },
+        }
+    }
+
+    /// Runs `events` through an encoder: each frame's event name and data, after checking the
+    /// name is the data's `type` and the sequence numbers count from 0.
+    fn encode(events: Vec<StreamEvent>) -> Vec<(String, Value)> {
+        let mut enc = ResponsesEncoder::new("m".into(), Echo::default());
+        let mut out = Vec::new();
+        let n = events.len();
+        for (i, ev) in events.into_iter().enumerate() {
+            assert_eq!(enc.event(ev, &mut out), i + 1 == n, "only the last event ends the stream");
+        }
+        let text = String::from_utf8(out).unwrap();
+        let frames: Vec<(String, Value)> = text
+            .split("\n\n")
+            .filter(|f| !f.is_empty())
+            .map(|f| {
+                let (name, data) = f.split_once('\n').unwrap();
+                let name = name.strip_prefix("event: ").unwrap().to_owned();
+                let data: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+                (name, data)
+            })
+            .collect();
+        for (i, (name, data)) in frames.iter().enumerate() {
+            assert_eq!(data["type"], name.as_str());
+            assert_eq!(data["sequence_number"], i as u64, "{text}");
+        }
+        frames
+    }
+
+    fn names(frames: &[(String, Value)]) -> Vec<&str> {
+        frames.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn input_items_become_the_neutral_conversation() {
+        let p = parse(json!({
+            "model": "auto",
+            "instructions": "be brief",
+            "input": [
+                {"role": "developer", "content": "answer in French"},
+                {"role": "user", "content": [{"type": "input_text", "text": "what is "}, {"type": "input_text", "text": "2+2?"}]},
+                {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed",
+                 "content": [{"type": "output_text", "text": "Let me add.", "annotations": []}]},
+                {"type": "reasoning", "id": "rs_1", "summary": []},
+                {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "add", "arguments": "{\"a\":2}"},
+                {"type": "function_call", "call_id": "c2", "name": "mul", "arguments": ""},
+                {"type": "function_call_output", "call_id": "c1", "output": "4"},
+                {"type": "function_call_output", "call_id": "c2", "output": [{"type": "input_text", "text": "0"}]}
+            ],
+            "tools": [{"type": "function", "name": "add"}, {"type": "function", "name": "mul", "parameters": null}],
+            "tool_choice": {"type": "function", "name": "add"},
+            "max_output_tokens": 64, "top_p": 0.5, "user": "u-1", "metadata": {"k": "v"},
+            "reasoning": {"effort": "high", "summary": "auto"}, "text": {"format": {"type": "json_object"}},
+            "stream": true, "store": true, "truncation": "auto"
+        }))
+        .unwrap();
+        let r = &p.request;
+        assert_eq!(p.model.as_deref(), Some("auto"));
+        assert!(p.stream);
+        let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();
+        assert_eq!(roles, [Role::System, Role::System, Role::User, Role::Assistant, Role::Tool, Role::Tool]);
+        assert_eq!(r.messages[0].content, "be brief", "instructions come first");
+        assert_eq!(r.messages[2].content, "what is 2+2?");
+        // The answer's text and both its calls are one assistant turn; the reasoning is gone.
+        let turn = &r.messages[3];
+        assert_eq!(turn.content, "Let me add.");
+        assert_eq!(turn.tool_calls.len(), 2);
+        assert_eq!(turn.tool_calls[0].arguments, json!({"a": 2}));
+        assert_eq!(turn.tool_calls[1].arguments, json!({}));
+        assert_eq!(r.messages[4].tool_call_id.as_deref(), Some("c1"));
+        assert_eq!(r.messages[4].name.as_deref(), Some("add"));
+        assert_eq!(r.messages[5].content, "0");
+        assert_eq!(r.messages[5].name.as_deref(), Some("mul"));
+        assert_eq!(r.tools[1].parameters, json!({"type": "object", "properties": {}}));
+        assert_eq!(r.tool_choice, ToolChoice::Tool("add".into()));
+        assert_eq!(r.max_tokens, Some(64));
+        assert_eq!(
+            r.thinking,
+            Some(claudette_core::Thinking::Effort { effort: claudette_core::ReasoningEffort::High })
+        );
+        assert_eq!(r.response_format, ResponseFormat::JsonObject);
+        assert_eq!(r.metadata["user"], "u-1");
+        assert_eq!(
+            p.echo.metadata,
+            json!({"k": "v"}).as_object().cloned().unwrap(),
+            "the echo is the client's"
+        );
+        assert!(!p.echo.store);
+    }
+
+    #[test]
+    fn fields_at_fault_are_named() {
+        let param = |v: Value| parse(v).err().and_then(|e| e.param).map(|p| p.into_owned());
+        assert_eq!(param(json!({"input": []})).as_deref(), Some("input"));
+        assert_eq!(param(json!({"input": 3})).as_deref(), Some("input"));
+        assert_eq!(
+            param(json!({"input": [{"role": "wizard", "content": "x"}]})).as_deref(),
+            Some("input[0].role")
+        );
+        assert_eq!(param(json!({"input": [{"role": "user"}]})).as_deref(), Some("input[0].content"));
+        assert_eq!(
+            param(json!({"input": [{"type": "function_call_output", "call_id": "c", "output": [{"type": "input_file", "file_id": "f"}]}]}))
+                .as_deref(),
+            Some("input[0].output[0]")
+        );
+        assert_eq!(
+            param(json!({"input": "x", "tools": [{"type": "function"}]})).as_deref(),
+            Some("tools[0].name")
+        );
+        assert_eq!(param(json!({"input": "x", "tool_choice": "sometimes"})).as_deref(), Some("tool_choice"));
+        assert_eq!(
+            param(
+                json!({"input": "x", "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": []}})
+            )
+            .as_deref(),
+            Some("tool_choice.type")
+        );
+        assert_eq!(
+            param(json!({"input": "x", "text": {"format": {"type": "json_schema", "schema": {}}}}))
+                .as_deref(),
+            Some("text.format.name")
+        );
+        assert_eq!(
+            param(json!({"input": "x", "text": {"format": {"type": "xml"}}})).as_deref(),
+            Some("text.format.type")
+        );
+        assert!(parse(json!({"input": "x", "background": false, "store": true})).is_ok());
+        let located = |body: &str| {
+            let e = parse_located::<ResponsesRequest>(body.as_bytes(), locate, |p, _| {
+                ApiError::invalid("").with_param(p)
+            })
+            .unwrap_err();
+            e.param.map(|p| p.into_owned())
+        };
+        assert_eq!(
+            located(r#"{"input": "x", "reasoning": {"effort": 3}}"#).as_deref(),
+            Some("reasoning.effort")
+        );
+        assert_eq!(located(r#"{"input": "x", "stream": "yes"}"#).as_deref(), Some("stream"));
+    }
+
+    #[test]
+    fn calls_get_items_of_their_own_in_order() {
+        // Claude's tool turn: text at upstream index 0, calls at 1 and 2; a server that numbers
+        // every call 0 tells a second call by its new id.
+        let frames = encode(vec![
+            StreamEvent::text("Checking."),
+            call(1, Some("toolu_1"), Some("weather"), ""),
+            call(1, None, None, "{\"city\":"),
+            call(1, None, None, "\"Oslo\"}"),
+            call(1, Some("toolu_2"), Some("time"), "{}"),
+            StreamEvent::ThinkingSeal { seal: claudette_core::ThinkingSeal::Signature("sig".into()) },
+            done(FinishReason::ToolCalls),
+        ]);
+        let added: Vec<&Value> =
+            frames.iter().filter(|(n, _)| n == "response.output_item.added").map(|(_, d)| d).collect();
+        assert_eq!(added.len(), 3);
+        for (i, a) in added.iter().enumerate() {
+            assert_eq!(a["output_index"], i);
+        }
+        assert_eq!(added[1]["item"]["call_id"], "toolu_1");
+        assert_eq!(added[2]["item"]["call_id"], "toolu_2");
+        let done_items: Vec<&Value> = frames
+            .iter()
+            .filter(|(n, _)| n == "response.output_item.done")
+            .map(|(_, d)| &d["item"])
+            .collect();
+        assert_eq!(done_items[1]["arguments"], "{\"city\":\"Oslo\"}");
+        assert_eq!(done_items[2]["arguments"], "{}");
+        // Each item is done before the next one is added.
+        let order: Vec<&str> =
+            names(&frames).into_iter().filter(|n| n.starts_with("response.output_item")).collect();
+        assert_eq!(
+            order,
+            ["response.output_item.added", "response.output_item.done"].repeat(3),
+            "{frames:?}"
+        );
+        let (last, data) = frames.last().unwrap();
+        assert_eq!(last, "response.completed");
+        assert_eq!(data["response"]["output"].as_array().unwrap().len(), 3);
+        assert_eq!(data["response"]["usage"]["total_tokens"], 5);
+    }
+
+    #[test]
+    fn an_empty_answer_still_has_its_message() {
+        let frames = encode(vec![StreamEvent::text(""), done(FinishReason::Stop)]);
+        let response = &frames.last().unwrap().1["response"];
+        assert_eq!(response["status"], "completed");
+        assert_eq!(response["output"][0]["type"], "message");
+        assert_eq!(response["output"][0]["content"][0]["text"], "");
+        let mut resp = ChatResponse::empty("b", "m");
+        resp.finish_reason = Some(FinishReason::Stop);
+        let v: Value = serde_json::from_slice(&response_body_at(&resp, &Echo::default(), 1)).unwrap();
+        assert_eq!(v["output"][0]["content"][0]["text"], "");
+        assert_eq!(v["created_at"], 1);
+    }
+
+    #[test]
+    fn a_failure_before_any_content_still_fails_the_response() {
+        let error = BackendError::new(ErrorKind::RateLimited, "slow down").with_backend("b");
+        let frames = encode(vec![StreamEvent::Error { error }]);
+        assert_eq!(names(&frames), ["response.created", "response.in_progress", "error", "response.failed"]);
+        assert_eq!(frames[2].1["code"], "rate_limited");
+        let failed = &frames[3].1["response"];
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(failed["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(failed["output"], json!([]));
+        assert!(failed["usage"].is_null());
+    }
+}
