@@ -148,8 +148,11 @@ where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
-    let Some(ep) = inference_endpoint(request.uri().path()) else {
-        return next(request).await;
+    // Only a POST is an inference call: another method on the same path gets its 405 without
+    // spending the key's rate or a concurrency slot.
+    let ep = match inference_endpoint(request.uri().path()) {
+        Some(ep) if request.method() == axum::http::Method::POST => ep,
+        _ => return next(request).await,
     };
     let slot = match limiter.acquire() {
         Ok(slot) => slot,

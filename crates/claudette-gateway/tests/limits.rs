@@ -240,3 +240,22 @@ async fn too_many_messages_and_max_tokens_above_the_cap_get_400_with_no_upstream
     assert_eq!(fake.last_json().unwrap()["max_tokens"], 7);
     assert_eq!(fake.post_requests(), 3);
 }
+
+/// A wrong method on an inference path is answered 405 without spending the key's rate: the
+/// next real request still gets through.
+#[tokio::test]
+async fn a_wrong_method_does_not_spend_the_keys_rate() {
+    let fake = FakeServer::start().await;
+    let r = router(vec![openai(openai_settings("oa", &fake))]);
+    let options = GatewayOptions {
+        api_keys: vec![KeyEntry::from_plain("metered", METERED_KEY).with_rpm(nz(1))],
+        ..GatewayOptions::default()
+    };
+    let gw = start_with(r, options).await;
+    let [(name, value)] = bearer(METERED_KEY);
+    for path in ["/v1/chat/completions", "/v1/messages", "/v1/responses"] {
+        assert_eq!(get(&gw.url, path, &[(name, &value)]).await.status, 405, "{path}");
+    }
+    let first = post_as(&gw.url, "/v1/chat/completions", json!({"messages": user("x")}), METERED_KEY).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+}
