@@ -106,6 +106,15 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
         Some(l) => note!("  usage ledger: {} (kept {} days)", l.path.display(), l.retention_days),
         None => note!("  no [ledger]: spend is kept in memory only, until exit"),
     }
+    // The facade's build_router attached the cache `[cache]` asks for.
+    match (router.has_response_cache(), &config.cache) {
+        (true, c) => note!(
+            "  response cache: identical requests of one gateway key answered from memory for {} s (up to {} MiB)",
+            c.ttl_secs,
+            c.max_mib
+        ),
+        (false, _) => note!("  no response cache ([cache] enabled = true turns it on)"),
+    }
     if !config.overrides.is_empty() {
         note!("  overridden by environment: {}", config.overrides.join(", "));
     }

@@ -1204,3 +1204,38 @@ async fn serve_keeps_spend_in_its_ledger_across_a_restart() {
     let status = tokio::time::timeout(LIMIT, second.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// `serve` with `[cache] enabled = true`: the same request twice reaches the provider once,
+/// and the second answer says it came from the cache, free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_a_repeated_request_from_its_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    fake.set_default(Reply::openai_text("remembered"));
+    let path = write_config(dir.path(), &fake, "\n[cache]\nenabled = true\nttl_secs = 600\nmax_mib = 4\n");
+    let mut cmd = claudette(dir.path());
+    cmd.arg("serve").arg("--config").arg(&path);
+    let mut child = cmd.spawn().unwrap();
+    let addr = listening_address(&mut child).await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let r = client()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let header = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        seen.push((header("x-claudette-cache"), header("x-claudette-cost")));
+        let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(body["choices"][0]["message"]["content"], "remembered");
+    }
+    assert_eq!(fake.post_requests(), 1, "the second request reached the provider");
+    assert_eq!(seen[0].0.as_deref(), Some("miss"));
+    assert_eq!((seen[1].0.as_deref(), seen[1].1.as_deref()), (Some("hit"), Some("0")));
+    sigterm(&child);
+    let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

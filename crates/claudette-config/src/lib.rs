@@ -23,6 +23,11 @@
 //! path = "/var/lib/claudette/ledger.db"
 //! retention_days = 400
 //!
+//! [cache]                            # optional: identical requests answered from memory
+//! enabled = true                     # default false
+//! ttl_secs = 3600
+//! max_mib = 64
+//!
 //! [[backends]]
 //! name = "openai"
 //! provider = "openai"
@@ -94,6 +99,15 @@ pub const DEFAULT_LEDGER_RETENTION_DAYS: u32 = 400;
 /// Longest `[ledger] retention_days` accepted (a larger number is a typo).
 pub const MAX_LEDGER_RETENTION_DAYS: u32 = 36_500;
 
+/// Default of `[cache] ttl_secs`: an hour, the seeds' base time to live.
+pub const DEFAULT_CACHE_TTL_SECS: u64 = 3600;
+/// Longest `[cache] ttl_secs` accepted: a year (a larger number is a typo).
+pub const MAX_CACHE_TTL_SECS: u64 = 365 * 86_400;
+/// Default of `[cache] max_mib`.
+pub const DEFAULT_CACHE_MAX_MIB: u64 = 64;
+/// Largest `[cache] max_mib` accepted: 1 TiB (a larger number is a typo).
+pub const MAX_CACHE_MAX_MIB: u64 = 1024 * 1024;
+
 /// Shortest gateway key accepted from `key_env` (S-07 asks for ≥ 128 random bits).
 pub const MIN_GATEWAY_KEY_LEN: usize = 16;
 
@@ -107,6 +121,8 @@ pub struct Config {
     /// `[ledger]`: where usage and cost records are kept across restarts. `None` (no section):
     /// spend is kept in memory only, as long as the process runs.
     pub ledger: Option<LedgerConfig>,
+    /// `[cache]`: the response cache. Off unless the section says `enabled = true`.
+    pub cache: CacheConfig,
     pub backends: Vec<BackendConfig>,
     /// Names of the environment variables whose values took effect (never the values): one
     /// that a later variable or `--listen` set again is not listed.
@@ -217,6 +233,44 @@ impl LedgerConfig {
     /// [`retention_days`](Self::retention_days) as a duration.
     pub fn retention(&self) -> Duration {
         Duration::from_secs(u64::from(self.retention_days) * 86_400)
+    }
+}
+
+/// `[cache]`: identical requests answered from memory (`claudette-cache`), per gateway key.
+///
+/// ```toml
+/// [cache]
+/// enabled = true     # default false
+/// ttl_secs = 3600    # default; an answer is served this long after it was stored
+/// max_mib = 64       # default; memory all stored answers may take together
+/// ```
+///
+/// Off by default: with it on, every caller of the same key asking the same question gets the
+/// first answer drawn, whatever the temperature, which is the operator's choice to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Seconds an answer is served after it was stored (1 to [`MAX_CACHE_TTL_SECS`]).
+    pub ttl_secs: u64,
+    /// MiB all stored answers may take together (1 to [`MAX_CACHE_MAX_MIB`]).
+    pub max_mib: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { enabled: false, ttl_secs: DEFAULT_CACHE_TTL_SECS, max_mib: DEFAULT_CACHE_MAX_MIB }
+    }
+}
+
+impl CacheConfig {
+    /// [`ttl_secs`](Self::ttl_secs) as a duration.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_secs)
+    }
+
+    /// [`max_mib`](Self::max_mib) in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_mib.saturating_mul(1024 * 1024)
     }
 }
 

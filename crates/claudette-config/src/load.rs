@@ -20,11 +20,11 @@ use crate::describe::from_value;
 use crate::discover;
 use crate::env::{EnvSource, Origins, apply_overrides};
 use crate::error::ConfigError;
-use crate::raw::{BACKEND_KEYS, RawBackend, RawFile, RawKey, RawLedger, RawRouter, RawServer};
+use crate::raw::{BACKEND_KEYS, RawBackend, RawCache, RawFile, RawKey, RawLedger, RawRouter, RawServer};
 use crate::{
-    BackendConfig, Config, ConfigSource, DEFAULT_LEDGER_RETENTION_DAYS, DISCOVERY_VARS, GatewayKey,
-    LedgerConfig, MAX_LEDGER_RETENTION_DAYS, MIN_GATEWAY_KEY_LEN, PluginAllow, RouterConfig, ServerConfig,
-    hash_key,
+    BackendConfig, CacheConfig, Config, ConfigSource, DEFAULT_LEDGER_RETENTION_DAYS, DISCOVERY_VARS,
+    GatewayKey, LedgerConfig, MAX_CACHE_MAX_MIB, MAX_CACHE_TTL_SECS, MAX_LEDGER_RETENTION_DAYS,
+    MIN_GATEWAY_KEY_LEN, PluginAllow, RouterConfig, ServerConfig, hash_key,
 };
 
 pub(crate) fn from_toml(
@@ -125,6 +125,7 @@ fn finish(
 
     let server = server(&ctx, raw.server, base, env)?;
     let ledger = raw.ledger.map(|l| ledger(&ctx, l, base)).transpose()?;
+    let cache = cache(&ctx, raw.cache.unwrap_or_default())?;
     let backends = raw
         .backends
         .into_iter()
@@ -144,7 +145,7 @@ fn finish(
         return Err(ConfigError::NoBackends { hint });
     }
     let router = router(&ctx, raw.router, &backends)?;
-    Ok(Config { source, server, router, ledger, backends, overrides: ctx.origins.vars() })
+    Ok(Config { source, server, router, ledger, cache, backends, overrides: ctx.origins.vars() })
 }
 
 /// `[ledger]`. A section without `path` is refused rather than ignored: whoever wrote it
@@ -171,6 +172,25 @@ fn ledger(ctx: &Ctx, raw: RawLedger, base: &Path) -> Result<LedgerConfig, Config
         })?,
     };
     Ok(LedgerConfig { path, retention_days })
+}
+
+/// `[cache]`. The bounds are checked whether or not it is enabled: a section that is switched
+/// on later (by `CLAUDETTE__CACHE__ENABLED=true`) must not then fail on a value written long ago.
+fn cache(ctx: &Ctx, raw: RawCache) -> Result<CacheConfig, ConfigError> {
+    let mut c = CacheConfig::default();
+    c.enabled = raw.enabled.unwrap_or(c.enabled);
+    let bounded = |key: &str, n: u64, max: u64| match n {
+        0 => Err(ctx.invalid(key, "must be at least 1")),
+        n if n > max => Err(ctx.invalid(key, format!("{n} is more than the {max} allowed"))),
+        n => Ok(n),
+    };
+    if let Some(n) = raw.ttl_secs {
+        c.ttl_secs = bounded("cache.ttl_secs", n, MAX_CACHE_TTL_SECS)?;
+    }
+    if let Some(n) = raw.max_mib {
+        c.max_mib = bounded("cache.max_mib", n, MAX_CACHE_MAX_MIB)?;
+    }
+    Ok(c)
 }
 
 fn server(ctx: &Ctx, raw: RawServer, base: &Path, env: &dyn EnvSource) -> Result<ServerConfig, ConfigError> {

@@ -16,6 +16,7 @@ pub(crate) struct RawFile {
     /// Kept raw: each is split into common keys and provider keys in `load`.
     pub backends: Vec<serde_json::Value>,
     pub ledger: Option<RawLedger>,
+    pub cache: Option<RawCache>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +43,14 @@ pub(crate) struct RawServer {
 pub(crate) struct RawLedger {
     pub path: Option<PathBuf>,
     pub retention_days: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct RawCache {
+    pub enabled: Option<bool>,
+    pub ttl_secs: Option<u64>,
+    pub max_mib: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -571,7 +571,7 @@ fn every_error_names_its_key_path_and_reason() {
         (
             format!("[sever]\nlisten = \"x\"\n{ollama}"),
             vec![],
-            "sever: unknown key (known: server, router, backends, ledger)",
+            "sever: unknown key (known: server, router, backends, ledger, cache)",
         ),
     ];
     for (toml, vars, want) in cases {

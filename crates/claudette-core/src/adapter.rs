@@ -175,6 +175,23 @@ pub trait ProviderAdapter: Send + Sync + 'static {
     /// Reads the health probe's 2xx body as a list of model ids.
     fn parse_models(&self, body: &[u8]) -> Result<Vec<String>, BackendError>;
 
+    /// The call that counts `request`'s input tokens without generating (Anthropic's
+    /// `/v1/messages/count_tokens`, Gemini's `:countTokens`), built from the same conversion
+    /// as [`build_request`](Self::build_request) so that what is counted is what would be
+    /// sent. `None` (the default): the provider offers no such call. A non-2xx answer is
+    /// classified by [`classify_error`](Self::classify_error), as for a completion.
+    fn count_tokens_request(&self, request: &ChatRequest) -> Option<Result<HttpRequest, BackendError>> {
+        let _ = request;
+        None
+    }
+
+    /// Reads the 2xx answer to [`count_tokens_request`](Self::count_tokens_request)'s call as
+    /// the number of input tokens.
+    fn parse_count_tokens(&self, response: &HttpResponse<'_>) -> Result<u32, BackendError> {
+        let _ = response;
+        Err(BackendError::new(ErrorKind::Unsupported, "this provider offers no token count"))
+    }
+
     /// Prices of `model` (or of the configured model).
     fn pricing(&self, model: Option<&str>) -> Pricing {
         let _ = model;
@@ -246,6 +263,12 @@ impl ProviderAdapter for Box<dyn ProviderAdapter> {
     }
     fn parse_models(&self, body: &[u8]) -> Result<Vec<String>, BackendError> {
         (**self).parse_models(body)
+    }
+    fn count_tokens_request(&self, request: &ChatRequest) -> Option<Result<HttpRequest, BackendError>> {
+        (**self).count_tokens_request(request)
+    }
+    fn parse_count_tokens(&self, response: &HttpResponse<'_>) -> Result<u32, BackendError> {
+        (**self).parse_count_tokens(response)
     }
     fn pricing(&self, model: Option<&str>) -> Pricing {
         (**self).pricing(model)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use futures::Stream;
 
-use crate::error::BackendError;
+use crate::error::{BackendError, ErrorKind};
 use crate::settings::BackendInfo;
 use crate::types::{ChatRequest, ChatResponse, StreamEvent};
 
@@ -41,6 +41,20 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Models this backend can serve, as the provider lists them.
     async fn available_models(&self) -> Result<Vec<String>, BackendError>;
+
+    /// The provider's own count of the input tokens `request` would cost, without generating
+    /// anything: what a client needs to know before it sends a long conversation (Claude Code
+    /// compacts on it). Counting is free at the providers that offer it and is not a
+    /// completion, so it books no cost, and its failures say nothing about whether the backend
+    /// serves messages (callers keep them away from circuit breakers).
+    ///
+    /// The default is [`ErrorKind::Unsupported`]: most providers have no such call, and the
+    /// caller then estimates locally.
+    async fn count_tokens(&self, request: &ChatRequest) -> Result<u32, BackendError> {
+        let _ = request;
+        Err(BackendError::new(ErrorKind::Unsupported, "this backend offers no token count")
+            .with_backend(self.name()))
+    }
 
     /// Estimated cost of a request before it is sent.
     fn estimate_cost(&self, request: &ChatRequest) -> f64 {

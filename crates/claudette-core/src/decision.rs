@@ -16,6 +16,35 @@ pub struct RoutingDecision {
     pub skipped: Vec<Skipped>,
     /// Every attempt, in order.
     pub attempts: Vec<Attempt>,
+    /// What the response cache did for this request; `None` when the router has no cache.
+    /// A hit has no candidates and no attempts: no backend was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStatus>,
+}
+
+/// What the response cache did for one request (see [`crate::cache`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheStatus {
+    /// Answered from the cache: no upstream call, nothing billed.
+    Hit,
+    /// Routed to a backend: not in the cache, or the caller asked for a fresh answer
+    /// ([`CacheMode::Refresh`](crate::cache::CacheMode::Refresh)). A complete answer is stored.
+    Miss,
+    /// The caller asked that the cache be left alone
+    /// ([`CacheMode::Bypass`](crate::cache::CacheMode::Bypass)): neither looked up nor stored.
+    Bypass,
+}
+
+impl CacheStatus {
+    /// The stable lowercase name (`hit`, `miss`, `bypass`): header values and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Bypass => "bypass",
+        }
+    }
 }
 
 impl RoutingDecision {
@@ -24,7 +53,9 @@ impl RoutingDecision {
         self.attempts.iter().rev().find(|a| a.outcome == AttemptOutcome::Success).map(|a| a.backend.as_str())
     }
 
-    /// One line for a header or a log: `b1=0.31,b2=0.52;b1:error(overloaded),b2:ok`.
+    /// One line for a header or a log: `b1=0.31,b2=0.52;b1:error(overloaded),b2:ok`. With a
+    /// response cache, a third part says what it did: `…;b2:ok;cache:miss`, and a hit, which
+    /// has neither candidates nor attempts, is `;;cache:hit`.
     pub fn compact(&self) -> String {
         use std::fmt::Write as _;
         // Written in place (this is on every response's header path); writing to a String
@@ -54,6 +85,10 @@ impl RoutingDecision {
                     s.push_str(o.as_str());
                 }
             }
+        }
+        if let Some(cache) = self.cache {
+            s.push_str(";cache:");
+            s.push_str(cache.as_str());
         }
         s
     }
@@ -184,6 +219,23 @@ impl Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_outcome_is_a_third_part_only_with_a_cache() {
+        let mut d = RoutingDecision {
+            attempts: vec![Attempt::new("b1", None, Duration::ZERO, Duration::ZERO, false)],
+            ..RoutingDecision::default()
+        };
+        assert_eq!(d.compact(), ";b1:ok");
+        assert!(serde_json::to_value(&d).unwrap().get("cache").is_none());
+        d.cache = Some(CacheStatus::Miss);
+        assert_eq!(d.compact(), ";b1:ok;cache:miss");
+        let hit = RoutingDecision { cache: Some(CacheStatus::Hit), ..RoutingDecision::default() };
+        assert_eq!(hit.compact(), ";;cache:hit");
+        let v = serde_json::to_value(&hit).unwrap();
+        assert_eq!(v["cache"], "hit");
+        assert_eq!(serde_json::from_value::<RoutingDecision>(v).unwrap(), hit);
+    }
 
     /// The hand-written `{:.3}` writes what the formatter writes: on halves and near-halves
     /// (where the product's rounding could differ), on the edges of its range, and on a few

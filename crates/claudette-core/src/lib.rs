@@ -3,8 +3,9 @@
 //! The contract every Claudette provider implements and the policy that routes between them:
 //! provider-neutral types ([`ChatRequest`], [`ChatResponse`], [`StreamEvent`], [`Usage`]), one
 //! error type whose kind tells the router what it may do ([`BackendError`]), the sans-IO
-//! [`ProviderAdapter`] and the async [`Backend`] trait, the circuit breaker, the router, metrics
-//! and the provider registry.
+//! [`ProviderAdapter`] and the async [`Backend`] trait, the circuit breaker, the router, metrics,
+//! the provider registry, and the seams the router hands storage to (a usage sink, a response
+//! cache).
 //!
 //! There is no I/O and no provider code here: `claudette-http` performs provider calls and
 //! each `claudette-<provider>` crate supplies an adapter.
@@ -15,6 +16,8 @@ pub mod base_url;
 pub mod breaker;
 #[cfg(feature = "router")]
 pub mod budget;
+#[cfg(feature = "router")]
+pub mod cache;
 pub mod clock;
 pub mod costs;
 pub mod decision;
@@ -36,10 +39,14 @@ pub use breaker::{
     BreakerConfig, BreakerCounters, BreakerSnapshot, BreakerState, CircuitBreaker, Permit, RejectReason,
     Rejection,
 };
+#[cfg(feature = "router")]
+pub use cache::{CacheKey, CacheMode, ResponseCache};
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use costs::{CostAnalysis, CostLine, GroupBy, parse_timeframe};
 pub use costs::{CostSource, CostSourceError, UsageOutcome, UsageRecord, UsageSink};
-pub use decision::{Attempt, AttemptOutcome, CandidateScore, RoutingDecision, SkipReason, Skipped};
+pub use decision::{
+    Attempt, AttemptOutcome, CacheStatus, CandidateScore, RoutingDecision, SkipReason, Skipped,
+};
 pub use error::{BackendError, ErrorKind, Outcome, Phase, RetryAction};
 pub use metrics::{BackendMetrics, HealthStatus, LatencySummary, PerformanceMetrics};
 pub use registry::{BuildFn, Origin, ProviderFactory, RegisteredProvider, Registry, RegistryError};

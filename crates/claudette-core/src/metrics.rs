@@ -28,6 +28,10 @@ const EWMA_ALPHA: f64 = 0.2;
 /// OpenMetrics parser refuses a gauge whose name ends in `_total`.
 pub const COST_METRIC: &str = "claudette_cost_usd_total";
 
+/// Routed requests by what the response cache did (`{result}`: `hit`, `miss`, `bypass`;
+/// see [`CacheStatus`](crate::CacheStatus)). Counted only by a router that has a cache.
+pub const RESPONSE_CACHE_METRIC: &str = "claudette_response_cache_total";
+
 /// Latency summary over the bounded window, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct LatencySummary {

@@ -11,10 +11,13 @@
 //!
 //! Streams are committed at their first content event (RT-7): until then a failure fails
 //! over invisibly; after it, a failure becomes the stream's terminal `Error` event.
+//!
+//! With a [`ResponseCache`] set, a request is looked up before step 1; a hit is answered
+//! without any of the steps (see [`crate::cache`]).
 
 use std::collections::HashSet;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,9 +28,12 @@ use serde::Deserialize;
 use crate::backend::{EventStream, SharedBackend};
 use crate::breaker::{BreakerConfig, CircuitBreaker, Permit, RejectReason, Rejection};
 use crate::budget::RetryBudget;
+use crate::cache::{self, CacheKey, CacheMode, ResponseCache};
 use crate::clock::{Clock, SystemClock};
 use crate::costs::{CostAnalysis, CostTracker, GroupBy, UsageOutcome, UsageSink};
-use crate::decision::{Attempt, AttemptOutcome, CandidateScore, RoutingDecision, SkipReason, Skipped};
+use crate::decision::{
+    Attempt, AttemptOutcome, CacheStatus, CandidateScore, RoutingDecision, SkipReason, Skipped,
+};
 use crate::error::{BackendError, ErrorKind, Outcome, RetryAction};
 use crate::metrics::{BackendMetrics, HealthStatus, PerformanceMetrics};
 use crate::types::{ChatRequest, ChatResponse, StreamEvent, Usage, UsageSource, estimate_tokens_from_len};
@@ -203,6 +209,8 @@ pub struct BackendRouter {
     clock: Arc<dyn Clock>,
     budget: RetryBudget,
     costs: Arc<CostTracker>,
+    /// Set at most once, like the usage sink: one lock-free load per request.
+    cache: OnceLock<Arc<dyn ResponseCache>>,
 }
 
 impl Default for BackendRouter {
@@ -215,6 +223,8 @@ impl Default for BackendRouter {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RouteOverrides {
     pub weights: Option<Weights>,
+    /// What the response cache may do for this request (without a cache: nothing to do).
+    pub cache: CacheMode,
 }
 
 impl BackendRouter {
@@ -232,6 +242,7 @@ impl BackendRouter {
             costs: Arc::new(CostTracker::new(clock.clone())),
             clock,
             budget,
+            cache: OnceLock::new(),
         }
     }
 
@@ -349,6 +360,49 @@ impl BackendRouter {
     /// path: the sink must not block (see [`UsageSink`]).
     pub fn set_usage_sink(&self, sink: Arc<dyn UsageSink>) -> Result<(), BackendError> {
         self.costs.set_sink(sink).map_err(|_| BackendError::config("this router already has a usage sink"))
+    }
+
+    /// Answers identical requests from `cache` from now on, and stores complete answers in it
+    /// (see [`crate::cache`]: what is the same request, what is stored, what a hit costs). A
+    /// setter for the same reason as [`set_usage_sink`](Self::set_usage_sink), and once only:
+    /// a second cache would split the entries between two stores. `get` and `put` run on the
+    /// request path: the cache must not block.
+    pub fn set_response_cache(&self, cache: Arc<dyn ResponseCache>) -> Result<(), BackendError> {
+        self.cache.set(cache).map_err(|_| BackendError::config("this router already has a response cache"))
+    }
+
+    /// Whether a response cache is set.
+    pub fn has_response_cache(&self) -> bool {
+        self.cache.get().is_some()
+    }
+
+    /// Consults the cache for `request` as `mode` allows, counting the outcome.
+    fn look_up(&self, request: &ChatRequest, mode: CacheMode) -> Lookup {
+        let Some(cache) = self.cache.get() else { return Lookup::Off };
+        let key = match mode {
+            CacheMode::Bypass => None,
+            CacheMode::Use | CacheMode::Refresh => CacheKey::of(request),
+        };
+        let Some(key) = key else {
+            count_cache(CacheStatus::Bypass);
+            return Lookup::Bypass;
+        };
+        if mode == CacheMode::Use {
+            let started = self.clock.now();
+            if let Some(mut resp) = cache.get(&key) {
+                resp.cache_hit = true;
+                // Nothing was billed for this answer (nothing is booked either).
+                resp.cost = 0.0;
+                // What the caller waited, not what the first caller did.
+                resp.latency = self.clock.now().saturating_sub(started);
+                resp.decision =
+                    Some(RoutingDecision { cache: Some(CacheStatus::Hit), ..RoutingDecision::default() });
+                count_cache(CacheStatus::Hit);
+                return Lookup::Hit(Box::new(resp));
+            }
+        }
+        count_cache(CacheStatus::Miss);
+        Lookup::Miss(key)
     }
 
     /// Routes many requests with at most `concurrency` in flight, returning one result per
@@ -496,7 +550,11 @@ impl BackendRouter {
         request: &ChatRequest,
         overrides: RouteOverrides,
     ) -> Result<ChatResponse, RouteError> {
-        let mut run = self.start(request, false, overrides)?;
+        let (status, store) = match self.look_up(request, overrides.cache) {
+            Lookup::Hit(resp) => return Ok(*resp),
+            lookup => lookup.route(),
+        };
+        let mut run = self.start(request, false, overrides, status)?;
         loop {
             let (entry, permit, backoff) = match self.next_attempt(&mut run, request, false).await {
                 Ok(x) => x,
@@ -543,6 +601,12 @@ impl BackendRouter {
                         backoff,
                         probe,
                     ));
+                    // Stored before the decision is attached: a hit gets its own.
+                    if let (Some(key), Some(c)) = (store, self.cache.get()) {
+                        if cache::is_cacheable(&resp) {
+                            c.put(key, &resp);
+                        }
+                    }
                     resp.decision = Some(run.decision);
                     return Ok(resp);
                 }
@@ -555,6 +619,9 @@ impl BackendRouter {
     /// event arrived) or once every attempt failed before committing. After commit, a failure
     /// becomes the stream's terminal `Error` event — never a silent end, never a second
     /// backend's output spliced in (RT-7, RT-8).
+    ///
+    /// A cached answer is replayed as a stream; a streamed answer is not stored (see
+    /// [`crate::cache`]).
     pub async fn route_stream(&self, request: &ChatRequest) -> Result<RoutedStream, RouteError> {
         self.route_stream_with(request, RouteOverrides::default()).await
     }
@@ -564,7 +631,13 @@ impl BackendRouter {
         request: &ChatRequest,
         overrides: RouteOverrides,
     ) -> Result<RoutedStream, RouteError> {
-        let mut run = self.start(request, true, overrides)?;
+        // Streams are only served from the cache: nothing here assembles a streamed answer
+        // into the complete response a later request would be given.
+        let status = match self.look_up(request, overrides.cache) {
+            Lookup::Hit(resp) => return Ok(RoutedStream::replay(*resp)),
+            lookup => lookup.route().0,
+        };
+        let mut run = self.start(request, true, overrides, status)?;
         let first_token_deadline = self.options.read().retry.first_token_deadline;
         loop {
             let (entry, permit, backoff) = match self.next_attempt(&mut run, request, true).await {
@@ -635,7 +708,7 @@ impl BackendRouter {
                     return Ok(RoutedStream {
                         backend: inner.entry.backend.name().to_owned(),
                         decision: inner.decision.clone(),
-                        inner: Box::pin(inner),
+                        inner: Events::Live(Box::pin(inner)),
                     });
                 }
                 Err(err) => self.attempt_failed(&mut run, entry, permit, err, latency, backoff),
@@ -664,26 +737,29 @@ impl BackendRouter {
         run.after_error(entry, err, &self.options.read().retry);
     }
 
+    /// A run of `request`, whose decision records what the cache did (`cache`).
     fn start(
         &self,
         request: &ChatRequest,
         stream: bool,
         overrides: RouteOverrides,
+        cache: Option<CacheStatus>,
     ) -> Result<Run, RouteError> {
+        let refused = RoutingDecision { cache, ..RoutingDecision::default() };
         if request.messages.is_empty() {
             return Err(RouteError::new(
                 BackendError::invalid("request has no messages").with_status(400),
-                RoutingDecision::default(),
+                refused,
             ));
         }
         self.budget.record_request();
         let plan = self
             .plan(request, &HashSet::new(), stream, overrides, true)
-            .map_err(|e| RouteError::new(e, RoutingDecision::default()))?;
+            .map_err(|e| RouteError::new(e, refused))?;
         let opts = self.options.read();
         let deadline = if stream { opts.retry.first_token_deadline } else { opts.retry.request_deadline };
         Ok(Run {
-            decision: plan.decision.clone(),
+            decision: RoutingDecision { cache, ..plan.decision.clone() },
             plan: Some(plan),
             tried: HashSet::new(),
             last_error: None,
@@ -801,6 +877,36 @@ async fn open_until_content(
             None => return Err(BackendError::interrupted("stream ended before any event")),
         }
     }
+}
+
+/// What the cache said about one request.
+enum Lookup {
+    /// No cache.
+    Off,
+    /// The stored answer, ready to return (boxed: the other outcomes are a few bytes).
+    Hit(Box<ChatResponse>),
+    /// Not found (or not looked up, [`CacheMode::Refresh`]): route, and store a complete answer
+    /// under this key.
+    Miss(CacheKey),
+    /// Neither looked up nor stored.
+    Bypass,
+}
+
+impl Lookup {
+    /// For a request that is routed: the status its decision records, and where to store
+    /// its answer.
+    fn route(self) -> (Option<CacheStatus>, Option<CacheKey>) {
+        match self {
+            Lookup::Off => (None, None),
+            Lookup::Bypass => (Some(CacheStatus::Bypass), None),
+            Lookup::Miss(key) => (Some(CacheStatus::Miss), Some(key)),
+            Lookup::Hit(_) => (Some(CacheStatus::Hit), None),
+        }
+    }
+}
+
+fn count_cache(status: CacheStatus) {
+    metrics::counter!(crate::metrics::RESPONSE_CACHE_METRIC, "result" => status.as_str()).increment(1);
 }
 
 /// The model spend is booked under: the one asked for, else the backend's configured one.
@@ -1010,7 +1116,15 @@ impl RouteError {
 pub struct RoutedStream {
     backend: String,
     decision: Arc<Mutex<RoutingDecision>>,
-    inner: Pin<Box<CommittedStream>>,
+    inner: Events,
+}
+
+/// Where a routed stream's events come from.
+enum Events {
+    /// A backend's stream.
+    Live(Pin<Box<CommittedStream>>),
+    /// A cached answer, replayed: no backend, nothing to settle.
+    Replay(std::vec::IntoIter<StreamEvent>),
 }
 
 impl std::fmt::Debug for RoutedStream {
@@ -1020,6 +1134,21 @@ impl std::fmt::Debug for RoutedStream {
 }
 
 impl RoutedStream {
+    /// A cached answer as a stream (see [`cache::replay`]). Its backend is the one that made
+    /// the answer.
+    fn replay(resp: ChatResponse) -> RoutedStream {
+        RoutedStream {
+            inner: Events::Replay(cache::replay(&resp).into_iter()),
+            decision: Arc::new(Mutex::new(resp.decision.unwrap_or_default())),
+            backend: resp.backend,
+        }
+    }
+
+    /// Whether the stream replays a cached answer.
+    pub fn is_cache_hit(&self) -> bool {
+        matches!(self.inner, Events::Replay(_))
+    }
+
     /// Backend serving the stream.
     pub fn backend(&self) -> &str {
         &self.backend
@@ -1039,7 +1168,10 @@ impl RoutedStream {
 impl Stream for RoutedStream {
     type Item = StreamEvent;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamEvent>> {
-        self.inner.as_mut().poll_next(cx)
+        match &mut self.inner {
+            Events::Live(inner) => inner.as_mut().poll_next(cx),
+            Events::Replay(events) => Poll::Ready(events.next()),
+        }
     }
 }
 

@@ -482,6 +482,12 @@ pub struct ChatRequest {
     /// usage record so a ledger row can be traced to its request. Never sent upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Who is asking (the gateway sets the name of the key that authenticated the request).
+    /// Responses are cached per tenant (reliability-spec S-11): the same request from two
+    /// tenants never shares an answer, and `None` is a scope of its own ("anonymous"), never
+    /// shared with a named one. Never sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl ChatRequest {
@@ -528,9 +534,31 @@ impl ChatRequest {
         self
     }
 
-    /// All text the request sends, for token estimates.
+    /// All text the request sends, for token estimates: messages, and also tool definitions,
+    /// tool-call arguments and thinking, which providers bill as input and which are often
+    /// most of a coding agent's prompt (a message-text-only figure told Claude Code it had room
+    /// it had not, and underestimated the cost of tool-heavy requests).
     pub fn prompt_chars(&self) -> usize {
-        self.messages.iter().map(|m| m.content.len() + 4).sum()
+        let tools: usize =
+            self.tools.iter().map(|t| t.name.len() + t.description.len() + json_len(&t.parameters)).sum();
+        let turns: usize = self
+            .messages
+            .iter()
+            .map(|m| {
+                let calls: usize =
+                    m.tool_calls.iter().map(|c| c.name.len() + c.id.len() + json_len(&c.arguments)).sum();
+                let thinking: usize = m
+                    .thinking
+                    .iter()
+                    .map(|t| match t {
+                        ThinkingBlock::Thinking { thinking, .. } => thinking.len(),
+                        ThinkingBlock::Redacted { data } => data.len(),
+                    })
+                    .sum();
+                m.content.len() + 4 + calls + thinking
+            })
+            .sum();
+        tools + turns
     }
 
     /// How many prompt-cache breakpoints the request carries, across tools and messages.
@@ -543,6 +571,27 @@ impl ChatRequest {
     /// provider did not report. Never billed as if it were reported: see [`UsageSource`].
     pub fn estimated_input_tokens(&self) -> u32 {
         estimate_tokens_from_len(self.prompt_chars())
+    }
+}
+
+/// The length of `v` as compact JSON, counted without building the text: estimates run for
+/// every candidate backend of every request.
+fn json_len(v: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    match v {
+        // A string is an adapter's unparsed arguments, sent as they are.
+        serde_json::Value::String(s) => s.len(),
+        v => serde_json::to_writer(&mut n, v).map_or(0, |()| n.0),
     }
 }
 

@@ -1,11 +1,14 @@
-//! `POST /v1/messages`: Anthropic Messages in and out.
+//! `POST /v1/messages`: Anthropic Messages in and out; and `POST /v1/messages/count_tokens`,
+//! which counts a Messages body's input tokens.
 
 use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
+use claudette_core::error::scrub_secrets;
 use claudette_core::{
-    CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, FinishReason, MAX_CACHE_BREAKPOINTS,
-    Message, ReasoningEffort, ResponseFormat, Role, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal,
-    ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, ErrorKind, FinishReason,
+    MAX_CACHE_BREAKPOINTS, Message, ReasoningEffort, ResponseFormat, Role, StreamEvent, Thinking,
+    ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,8 +17,8 @@ use crate::content::{
     Fault, Paths, TextOr, checked_tool_choice, element_fault, fault, list_fault, parse_located,
 };
 use crate::error::{ApiError, Flavor};
-use crate::ids;
 use crate::respond::{self, Encoder, Endpoint, Shared};
+use crate::{ids, limits, routing};
 
 const EP: Endpoint = Endpoint { label: "messages", flavor: Flavor::Anthropic };
 
@@ -397,6 +400,16 @@ impl MessagesRequest {
             }
             Some(n) => n,
         };
+        self.into_neutral(Some(max_tokens))
+    }
+
+    /// The request a token count is about: as [`into_chat`](Self::into_chat), but a count
+    /// has no answer, so `max_tokens` is neither required nor kept.
+    fn into_count(self) -> Result<(ChatRequest, Option<String>), ApiError> {
+        self.into_neutral(None)
+    }
+
+    fn into_neutral(self, max_tokens: Option<u32>) -> Result<(ChatRequest, Option<String>), ApiError> {
         let Some(messages) = self.messages else {
             return Err(ApiError::invalid("messages: Field required").with_param("messages"));
         };
@@ -560,7 +573,7 @@ impl MessagesRequest {
         let request = ChatRequest {
             messages: out,
             model: None,
-            max_tokens: Some(max_tokens),
+            max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
             top_k: self.top_k,
@@ -576,6 +589,7 @@ impl MessagesRequest {
             thinking,
             output_effort,
             request_id: None,
+            tenant: None,
         };
         checked_tool_choice(&request)?;
         Ok((request, self.model))
@@ -585,12 +599,14 @@ impl MessagesRequest {
 // ---------------------------------------------------------------------------------------------
 // Handler
 
+/// A Messages body, or the error naming the field at fault as Anthropic does.
+fn parse_body(bytes: &[u8]) -> Result<MessagesRequest, ApiError> {
+    parse_located(bytes, locate, |path, inner| ApiError::invalid(format!("{path}: {inner}")).with_param(path))
+}
+
 pub(crate) async fn messages(State(st): State<Shared>, request: Request) -> Response {
     let prepared = respond::prepare(&st, EP, request, |bytes| {
-        let parsed: MessagesRequest = parse_located(bytes, locate, |path, inner| {
-            ApiError::invalid(format!("{path}: {inner}")).with_param(path)
-        })
-        .map_err(|e| respond::local_error(EP, e))?;
+        let parsed = parse_body(bytes).map_err(|e| respond::local_error(EP, e))?;
         let stream = parsed.is_stream();
         let (request, model) = parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;
         Ok((request, model, stream))
@@ -605,6 +621,74 @@ pub(crate) async fn messages(State(st): State<Shared>, request: Request) -> Resp
     } else {
         respond::answer_json(&st, EP, prepared, message_body).await
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token count
+
+/// `POST /v1/messages/count_tokens`: its own label, so counts (frequent, free) do not blur the
+/// figures of the messages they precede.
+const COUNT_EP: Endpoint = Endpoint { label: "count_tokens", flavor: Flavor::Anthropic };
+
+/// Says whether an `input_tokens` came from the backend (`exact`) or from the gateway's own
+/// estimate (`estimated`).
+const TOKEN_COUNT: HeaderName = HeaderName::from_static("x-claudette-token-count");
+
+/// Answers `{"input_tokens": N}` for a Messages body without `max_tokens`: the count of the
+/// backend a message with this body would be routed to, when its provider offers one, else
+/// the gateway's estimate.
+///
+/// Clients count before they send (Claude Code decides when to compact on it), and they treat
+/// a failed count badly, so no upstream failure makes this fail: any error of the count call
+/// (unsupported, refused, down, slow past its timeouts) gives the estimate, flagged in
+/// `x-claudette-token-count`. What the client got wrong is still its error, in the same words
+/// as on `/v1/messages`: a malformed body, an unknown model, too many messages. The count
+/// goes around the router: it books no cost and never touches a breaker, so a backend that
+/// cannot count is not taken for one that cannot answer. Picking the backend has no side
+/// effects either ([`BackendRouter::select`](claudette_core::BackendRouter::select) takes no
+/// breaker permit); one whose breaker is open is not asked, so the estimate is answered then.
+pub(crate) async fn count_tokens(State(st): State<Shared>, request: Request) -> Response {
+    let admitted = match respond::admit(&st, COUNT_EP, request.into_body()).await {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let (mut chat, model) = match parse_body(&admitted.body).and_then(MessagesRequest::into_count) {
+        Ok(parsed) => parsed,
+        Err(e) => return respond::local_error(COUNT_EP, e),
+    };
+    if let Err(resp) = limits::check_request(&st, COUNT_EP, &mut chat) {
+        return resp;
+    }
+    if let Err(e) = routing::resolve_model(&st.router, model.as_deref(), &mut chat) {
+        return respond::local_error(COUNT_EP, e);
+    }
+    let selected = st.router.select(&chat, &[]).map(|s| s.backend);
+    let (backend, counted) = match &selected {
+        Ok(backend) => (backend.name(), backend.count_tokens(&chat).await),
+        Err(e) => ("none", Err(e.clone())),
+    };
+    let (input_tokens, how) = match counted {
+        Ok(n) => (n, "exact"),
+        Err(e) => {
+            if e.kind == ErrorKind::Unsupported {
+                tracing::debug!(backend, "no upstream token count; answering with the estimate");
+            } else {
+                tracing::warn!(
+                    backend,
+                    error = %scrub_secrets(&e.to_string()),
+                    "upstream token count failed; answering with the estimate"
+                );
+            }
+            (chat.estimated_input_tokens(), "estimated")
+        }
+    };
+    let mut body = Vec::with_capacity(32);
+    body.extend_from_slice(b"{\"input_tokens\":");
+    respond::json_uint(&mut body, input_tokens);
+    body.push(b'}');
+    let mut resp = respond::json_ok(COUNT_EP, admitted.started, body, backend, 0.0, None);
+    resp.headers_mut().insert(TOKEN_COUNT, HeaderValue::from_static(how));
+    resp
 }
 
 // ---------------------------------------------------------------------------------------------

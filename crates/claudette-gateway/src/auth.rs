@@ -159,6 +159,20 @@ fn peer(request: &Request) -> Option<SocketAddr> {
     request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
 
+tokio::task_local! {
+    /// The index in `AppState::keys` of the key that authenticated the request being answered,
+    /// set by [`check_key`] around everything it runs, so that [`tenant`] can name the key
+    /// without any handler's signature passing it along (and without a request-extension map
+    /// to allocate).
+    static KEY: usize;
+}
+
+/// The name of the key that authenticated the request being answered: the tenant its answers
+/// are cached for (reliability-spec S-11). `None` without gateway keys.
+pub(crate) fn tenant(st: &AppState) -> Option<String> {
+    KEY.try_with(|i| *i).ok().and_then(|i| st.keys.get(i)).map(|k| k.name.clone())
+}
+
 /// Middleware in front of everything but `/health` when keys are configured.
 pub(crate) async fn require_key(State(st): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let client = peer(&request);
@@ -193,9 +207,9 @@ where
             }
             // The key's own limits (S-10); a key without any has no limiter and skips them.
             if let Some(Some(limiter)) = st.key_limits.get(i) {
-                return crate::limits::enforce(limiter, request, next).await;
+                return KEY.scope(i, crate::limits::enforce(limiter, request, next)).await;
             }
-            next(request).await
+            KEY.scope(i, next(request)).await
         }
         None => {
             if let Some(ip) = ip {

@@ -1,5 +1,6 @@
-//! What each connection calls for each request: the four inference endpoints are dispatched
-//! here, straight to their handlers; everything else goes through the axum app.
+//! What each connection calls for each request: the inference endpoints (and the token count
+//! Claude Code calls before each of them) are dispatched here, straight to their handlers;
+//! everything else goes through the axum app.
 //!
 //! Why: on the request path, the axum router and the tower layers around it (path matching,
 //! the trace layer's span and response wrapper, the connect-info extension) cost 5-7 µs of
@@ -13,7 +14,7 @@
 //! headers, no query string: S-02) and a DEBUG event with status and latency at the end.
 //!
 //! Every answer of both paths, refusals included, carries the request's id
-//! ([`routing::request_id`]) in `x-request-id` (and `request-id` on `/v1/messages`, where
+//! ([`routing::request_id`]) in `x-request-id` (and `request-id` on `/v1/messages…`, where
 //! Anthropic's SDKs look), and the request is booked under it: a client's complaint, a log
 //! line and a ledger row name the same request.
 
@@ -40,6 +41,7 @@ use crate::{anthropic, auth, observe, openai, responses, routing, simple};
 enum Inference {
     ChatCompletions,
     Messages,
+    CountTokens,
     Responses,
     ApiChat,
 }
@@ -52,6 +54,7 @@ impl Inference {
         match request.uri().path() {
             "/v1/chat/completions" => Some(Inference::ChatCompletions),
             "/v1/messages" => Some(Inference::Messages),
+            "/v1/messages/count_tokens" => Some(Inference::CountTokens),
             "/v1/responses" => Some(Inference::Responses),
             "/api/chat" => Some(Inference::ApiChat),
             _ => None,
@@ -62,6 +65,7 @@ impl Inference {
         match self {
             Inference::ChatCompletions => "/v1/chat/completions",
             Inference::Messages => "/v1/messages",
+            Inference::CountTokens => "/v1/messages/count_tokens",
             Inference::Responses => "/v1/responses",
             Inference::ApiChat => "/api/chat",
         }
@@ -70,6 +74,11 @@ impl Inference {
     fn endpoint(self) -> Endpoint {
         let path = self.path();
         Endpoint { label: observe::endpoint_for_path(path), flavor: Flavor::for_path(path) }
+    }
+
+    /// Whether answers carry Anthropic's `request-id` too.
+    fn is_anthropic(self) -> bool {
+        matches!(self, Inference::Messages | Inference::CountTokens)
     }
 
     /// Refuses what the head alone shows cannot be served, before the body is asked for.
@@ -109,6 +118,7 @@ impl Inference {
         match self {
             Inference::ChatCompletions => openai::chat_completions(State(st), request).await,
             Inference::Messages => anthropic::messages(State(st), request).await,
+            Inference::CountTokens => anthropic::count_tokens(State(st), request).await,
             Inference::Responses => responses::responses(State(st), request).await,
             Inference::ApiChat => simple::chat(State(st), request).await,
         }
@@ -175,8 +185,7 @@ impl Front {
                 latency_ms = started.elapsed().as_secs_f64() * 1000.0,
                 "finished processing request"
             );
-            let anthropic = matches!(endpoint, Inference::Messages);
-            routing::stamp_request_id(response.headers_mut(), id, anthropic);
+            routing::stamp_request_id(response.headers_mut(), id, endpoint.is_anthropic());
             Ok(last_if_unread(response, &unread))
         };
         Either::Left(routing::with_request_id(scoped, answer).instrument(span))

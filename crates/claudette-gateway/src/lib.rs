@@ -11,6 +11,7 @@
 //! | `POST /v1/chat/completions` | OpenAI Chat Completions: JSON, or SSE `chat.completion.chunk`s with `stream_options.include_usage`; tools; errors in OpenAI's `{"error":{message,type,param,code}}` |
 //! | `POST /v1/responses` | OpenAI Responses, stateless: JSON or the typed SSE events (`response.created` … `response.completed`); function tools and tool loops sent whole in `input`; stored state (`previous_response_id`, `conversation`, `background`), built-in tools and image/file/audio input refused with 400; `store` accepted but not honoured |
 //! | `POST /v1/messages` | Anthropic Messages: JSON, or the full SSE event sequence (`message_start` … `message_stop`, `ping`s); tools; errors in Anthropic's `{"type":"error","error":{type,message}}` |
+//! | `POST /v1/messages/count_tokens` | Anthropic's token count (`?beta=true` too): `{"input_tokens": N}` for a Messages body without `max_tokens`, from the backend a message would be routed to when its provider counts (Anthropic, Gemini), else the gateway's estimate; `x-claudette-token-count: exact\|estimated` says which. A failed upstream count gives the estimate, never an error; no cost, no breaker change |
 //! | `POST /api/chat` | the seeds' integration: `{"message": "…"}` → `{"response": "…"}`, errors `{"error": "…"}` |
 //! | `GET /v1/models` | `auto`, every backend name and every backend's configured model (OpenAI list shape, with Anthropic's fields too) |
 //! | `GET /health` | liveness; always open, even when keys are configured |
@@ -157,8 +158,9 @@ pub struct GatewayOptions {
     /// Largest request body accepted, in bytes. Default 10 MiB (axum's own default is 2 MB,
     /// too small for long conversations).
     pub max_body_bytes: usize,
-    /// Inference requests (`/v1/chat/completions`, `/v1/responses`, `/v1/messages`, `/api/chat`)
-    /// in flight at once, streams included until they end. Past it: 503 with `Retry-After: 1`.
+    /// Inference requests (`/v1/chat/completions`, `/v1/responses`, `/v1/messages`, `/api/chat`,
+    /// and token counts) in flight at once, streams included until they end. Past it: 503 with
+    /// `Retry-After: 1`.
     /// Per-key limits are on [`KeyEntry`] ([`rpm`](KeyEntry::rpm),
     /// [`max_concurrent`](KeyEntry::max_concurrent)).
     pub max_concurrency: usize,
@@ -334,6 +336,7 @@ impl Gateway {
             .route("/v1/chat/completions", post(openai::chat_completions))
             .route("/v1/responses", post(responses::responses))
             .route("/v1/messages", post(anthropic::messages))
+            .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
             .route("/api/chat", post(simple::chat));
         let admin = Router::new()
             .route("/metrics", get(ops::metrics))

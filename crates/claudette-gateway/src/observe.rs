@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use axum::http::Request;
-use claudette_core::metrics::COST_METRIC;
+use claudette_core::metrics::{COST_METRIC, RESPONSE_CACHE_METRIC};
 use claudette_core::{BackendRouter, RoutingDecision};
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -417,6 +417,10 @@ fn describe() {
     metrics::describe_counter!(STREAM_ERRORS, "Streams that ended with a terminal error after commit");
     metrics::describe_counter!(CLIENT_DISCONNECTS, "Streams the client abandoned before their end");
     metrics::describe_counter!(REJECTED, "Requests refused by the gateway's own limits");
+    metrics::describe_counter!(
+        RESPONSE_CACHE_METRIC,
+        "Routed requests by what the response cache did: hit (no upstream call, nothing billed), miss, bypass"
+    );
     metrics::describe_gauge!(
         "claudette_breaker_state",
         "Circuit breaker state: 0 closed, 1 half-open, 2 open"
@@ -497,6 +501,7 @@ pub(crate) fn endpoint_for_path(path: &str) -> &'static str {
     match path {
         "/v1/chat/completions" => "chat_completions",
         "/v1/responses" => "responses",
+        "/v1/messages/count_tokens" => "count_tokens",
         "/v1/messages" => "messages",
         "/api/chat" => "api_chat",
         "/v1/models" => "models",

@@ -422,6 +422,7 @@ impl CompletionRequest {
             thinking,
             output_effort: None,
             request_id: None,
+            tenant: None,
         };
         checked_tool_choice(&request)?;
         Ok((request, self.model))

@@ -130,6 +130,8 @@ pub(crate) async fn prepare<X>(
     let (mut request, target, extra) = neutral(&admitted.body)?;
     // The id the answer carries (the front's), so the bookings of this request name it.
     request.request_id = Some(routing::request_id_for(headers));
+    // Whose request it is: cached answers are never shared between keys (S-11).
+    request.tenant = crate::auth::tenant(st);
     limits::check_request(st, ep, &mut request)?;
     let overrides = routing::overrides(headers).map_err(|e| local_error(ep, e))?;
     routing::resolve_model(&st.router, target.as_deref(), &mut request).map_err(|e| local_error(ep, e))?;
@@ -174,9 +176,10 @@ pub(crate) async fn answer_stream<X, E: Encoder>(
     }
 }
 
-/// Headers of a successful answer: its content headers, the routing explanation and the
-/// request id the front adds (two on `/v1/messages`).
-const ANSWER_HEADERS: usize = 11;
+/// Headers of a successful answer: its content headers, the routing explanation (with
+/// `x-claudette-cache` when there is a cache) and the request id the front adds (two on
+/// `/v1/messages`).
+const ANSWER_HEADERS: usize = 12;
 
 /// A successful JSON answer with its routing headers.
 pub(crate) fn json_ok(
@@ -223,11 +226,13 @@ pub(crate) fn sse_ok<E: Encoder>(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tells nginx-style proxies not to buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    // A replayed answer costs exactly nothing; a live one's cost is known only at its end.
+    let replay = stream.is_cache_hit();
     stream.with_decision(|decision| {
         let backend = stream.backend();
         let estimate =
             decision.candidates.iter().find(|c| c.backend == backend).map_or(0.0, |c| c.estimated_cost);
-        routing::explain(h, backend, estimate, true, decision);
+        routing::explain(h, backend, estimate, !replay, decision);
     });
     let body = SseBody {
         stream,

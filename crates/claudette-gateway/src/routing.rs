@@ -7,7 +7,8 @@ use std::future::Future;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use claudette_core::{
-    BackendRouter, ChatRequest, OptimizationTarget, RouteOverrides, RouterOptions, RoutingDecision, Weights,
+    BackendRouter, CacheMode, ChatRequest, OptimizationTarget, RouteOverrides, RouterOptions,
+    RoutingDecision, Weights,
 };
 
 use crate::error::ApiError;
@@ -17,6 +18,9 @@ pub(crate) const ATTEMPTS: HeaderName = HeaderName::from_static("x-claudette-att
 pub(crate) const COST: HeaderName = HeaderName::from_static("x-claudette-cost");
 pub(crate) const COST_ESTIMATED: HeaderName = HeaderName::from_static("x-claudette-cost-estimated");
 pub(crate) const DECISION: HeaderName = HeaderName::from_static("x-claudette-decision");
+/// What the response cache did (`hit`, `miss`, `bypass`) on answers of a router with a cache;
+/// on a request, what it may do (`no-cache`, `no-store`).
+pub(crate) const CACHE: HeaderName = HeaderName::from_static("x-claudette-cache");
 const ROUTE: HeaderName = HeaderName::from_static("x-claudette-route");
 const WEIGHTS: HeaderName = HeaderName::from_static("x-claudette-weights");
 
@@ -111,12 +115,26 @@ pub(crate) fn resolve_model(
 
 /// Per-request routing preferences from `x-claudette-route` (an optimisation target) or
 /// `x-claudette-weights` (`cost=0.5,latency=0.3,availability=0.2,quality=0`; unnamed weights
-/// are 0). Both at once is ambiguous and refused.
+/// are 0), and what the response cache may do from `x-claudette-cache`: `no-cache` (a fresh
+/// answer, stored) or `no-store` (neither looked up nor stored), HTTP's words. Both routing
+/// headers at once is ambiguous and refused.
 pub(crate) fn overrides(headers: &HeaderMap) -> Result<RouteOverrides, ApiError> {
+    let cache = match headers.get(CACHE) {
+        None => CacheMode::Use,
+        Some(v) => match v.to_str().map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            Ok("no-cache") => CacheMode::Refresh,
+            Ok("no-store") => CacheMode::Bypass,
+            _ => return Err(ApiError::invalid("`x-claudette-cache` must be no-cache or no-store")),
+        },
+    };
+    Ok(RouteOverrides { weights: weights(headers)?, cache })
+}
+
+fn weights(headers: &HeaderMap) -> Result<Option<Weights>, ApiError> {
     let route = headers.get(ROUTE);
     let weights = headers.get(WEIGHTS);
     match (route, weights) {
-        (None, None) => Ok(RouteOverrides::default()),
+        (None, None) => Ok(None),
         (Some(_), Some(_)) => {
             Err(ApiError::invalid("send either `x-claudette-route` or `x-claudette-weights`, not both"))
         }
@@ -132,11 +150,11 @@ pub(crate) fn overrides(headers: &HeaderMap) -> Result<RouteOverrides, ApiError>
                     ));
                 }
             };
-            Ok(RouteOverrides { weights: Some(RouterOptions::for_target(target).weights()) })
+            Ok(Some(RouterOptions::for_target(target).weights()))
         }
         (None, Some(v)) => {
             let text = v.to_str().map_err(|_| ApiError::invalid("`x-claudette-weights` must be ASCII"))?;
-            Ok(RouteOverrides { weights: Some(parse_weights(text)?) })
+            Ok(Some(parse_weights(text)?))
         }
     }
 }
@@ -187,6 +205,9 @@ pub(crate) fn explain(
     headers.insert(COST, owned_header_value(cost.to_string()));
     if estimated {
         headers.insert(COST_ESTIMATED, HeaderValue::from_static("true"));
+    }
+    if let Some(cache) = decision.cache {
+        headers.insert(CACHE, HeaderValue::from_static(cache.as_str()));
     }
     headers.insert(DECISION, owned_header_value(decision.compact()));
 }
@@ -251,6 +272,25 @@ mod tests {
             assert!(overrides(&h("x-claudette-weights", bad)).is_err(), "{bad}");
         }
         assert!(overrides(&h("x-claudette-route", "cheapest")).is_err());
+    }
+
+    #[test]
+    fn cache_modes_parse_and_odd_ones_are_refused_by_name() {
+        assert_eq!(overrides(&HeaderMap::new()).unwrap().cache, CacheMode::Use);
+        assert_eq!(overrides(&h("x-claudette-cache", "no-cache")).unwrap().cache, CacheMode::Refresh);
+        assert_eq!(overrides(&h("x-claudette-cache", " No-Store ")).unwrap().cache, CacheMode::Bypass);
+        for bad in ["", "hit", "no-cache, no-store", "max-age=0"] {
+            let e = overrides(&h("x-claudette-cache", bad)).unwrap_err();
+            assert!(e.message.contains("x-claudette-cache"), "{bad}: {}", e.message);
+        }
+        // Weights and a cache mode together.
+        let both = {
+            let mut m = h("x-claudette-cache", "no-store");
+            m.insert("x-claudette-route", HeaderValue::from_static("cost"));
+            overrides(&m).unwrap()
+        };
+        assert_eq!(both.cache, CacheMode::Bypass);
+        assert!(both.weights.is_some());
     }
 
     #[test]

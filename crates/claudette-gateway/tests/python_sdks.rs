@@ -128,6 +128,7 @@ async fn official_python_sdks_work_against_the_gateway() {
     let cl_json = fake(Fake::anthropic_text("Hi from claude")).await;
     let cl_stream = fake(Fake::anthropic_stream(&["Str", "eam", "ed"])).await;
     let cl_cut = fake(Fake::anthropic_stream_error_after(&["so ", "far"], "overloaded_error")).await;
+    let cl_count = fake(Fake::json(200, json!({"input_tokens": 4321}))).await;
     let r = router(vec![
         openai(openai_settings("oa-json", &oa_json)),
         openai(openai_settings("oa-stream", &oa_stream)),
@@ -137,6 +138,7 @@ async fn official_python_sdks_work_against_the_gateway() {
         anthropic(anthropic_settings("cl-json", &cl_json)),
         anthropic(anthropic_settings("cl-stream", &cl_stream)),
         anthropic(anthropic_settings("cl-cut", &cl_cut)),
+        anthropic(anthropic_settings("cl-count", &cl_count)),
     ]);
     let options =
         GatewayOptions { api_keys: vec![KeyEntry::from_plain("sdk", KEY)], ..GatewayOptions::default() };
@@ -174,6 +176,19 @@ async fn official_python_sdks_work_against_the_gateway() {
     assert_eq!(a["tool"], json!({"name": "add", "input": {"a": 1}, "stop_reason": "tool_use"}));
     assert_eq!(a["cut"]["text"], "so far");
     assert_eq!(a["not_found"]["status"], 404);
+    assert_eq!(
+        a["count"],
+        json!({"input_tokens": 4321, "beta_input_tokens": 4321, "how": "exact", "backend": "cl-count"})
+    );
+    let counts = cl_count.received();
+    assert_eq!(counts.len(), 2, "the plain and the beta count each asked upstream");
+    assert!(counts.iter().all(|up| up.query.is_none()), "the gateway's own call has no `?beta=true`");
+    for up in &counts {
+        assert_eq!(up.path, "/v1/messages/count_tokens");
+        let body = up.json();
+        assert_eq!((body["model"].as_str(), body.get("max_tokens")), (Some("claude-fake"), None), "{body}");
+        assert_eq!(body["tools"][0]["name"], "add");
+    }
     assert_eq!(a["throttled"], json!([[429, "30"], [429, "30"]]));
     assert_eq!(throttled_fake.post_requests(), 1, "the second throttled call never left the gateway");
 }

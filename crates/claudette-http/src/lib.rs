@@ -339,15 +339,11 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         error
     }
 
-    async fn send_inner(
-        &self,
-        request: &ChatRequest,
-        t: Timeouts,
-        started: Instant,
-    ) -> Result<ChatResponse, BackendError> {
+    /// Sends `http` and reads its whole 2xx body, within the call's timeouts: headers by
+    /// `first_byte`, everything by `total`. A non-2xx answer is the adapter's classified error.
+    async fn fetch(&self, http: HttpRequest, t: Timeouts, started: Instant) -> Result<Fetched, BackendError> {
         let total_deadline = deadline_after(started, t.total);
         let headers_deadline = total_deadline.min(deadline_after(started, t.first_byte));
-        let http = self.adapter.build_request(request, false)?;
         let mut response = self.execute(http, t.connect, headers_deadline, t.first_byte.min(t.total)).await?;
         if !response.is_success() {
             return Err(self.status_error(response, total_deadline).await);
@@ -363,19 +359,24 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         let (body, end) = read_body(&mut response, MAX_RESPONSE_BODY, total_deadline).await;
         drop(response);
         match end {
-            BodyEnd::Complete => {}
-            BodyEnd::OverCap => return Err(too_large()),
-            BodyEnd::TimedOut => {
-                return Err(BackendError::timeout(
-                    format!(
-                        "response body not complete within the total timeout of {} ms",
-                        t.total.as_millis()
-                    ),
-                    Phase::Body,
-                ));
-            }
-            BodyEnd::Failed(e) => return Err(e),
+            BodyEnd::Complete => Ok(Fetched { status, headers, body }),
+            BodyEnd::OverCap => Err(too_large()),
+            BodyEnd::TimedOut => Err(BackendError::timeout(
+                format!("response body not complete within the total timeout of {} ms", t.total.as_millis()),
+                Phase::Body,
+            )),
+            BodyEnd::Failed(e) => Err(e),
         }
+    }
+
+    async fn send_inner(
+        &self,
+        request: &ChatRequest,
+        t: Timeouts,
+        started: Instant,
+    ) -> Result<ChatResponse, BackendError> {
+        let http = self.adapter.build_request(request, false)?;
+        let Fetched { status, headers, body } = self.fetch(http, t, started).await?;
         let mut answer =
             self.adapter.parse_response(request, &HttpResponse { status, headers: &headers, body: &body })?;
         let latency = started.elapsed();
@@ -425,6 +426,11 @@ impl<A: ProviderAdapter> HttpBackend<A> {
         };
         let parser = StreamParser::new(self.adapter.framing(), self.adapter.stream_decoder(request));
         Ok(event_stream(setup, response, parser))
+    }
+
+    async fn count_inner(&self, http: HttpRequest, t: Timeouts) -> Result<u32, BackendError> {
+        let Fetched { status, headers, body } = self.fetch(http, t, Instant::now()).await?;
+        self.adapter.parse_count_tokens(&HttpResponse { status, headers: &headers, body: &body })
     }
 
     /// Runs the health probe: headers within `first_byte`, body (if `read`) within `total`.
@@ -487,6 +493,30 @@ impl<A: ProviderAdapter> Backend for HttpBackend<A> {
             self.recorder.failure(&e, false);
             self.observe(started.elapsed(), None, Some(e.kind), true);
             tracing::debug!(backend = %self.backend_name(), error = %e, "upstream stream failed to start");
+            e
+        })
+    }
+
+    /// The adapter's count call, on the same connection pool, key, timeouts and error
+    /// classification as a completion. Deliberately left out of the latency stats, the request
+    /// metric and the adapter's `observe`: a count is not a completion, and its speed says
+    /// nothing about how fast the backend answers one (an adaptive adapter would learn the
+    /// wrong timeouts from it).
+    async fn count_tokens(&self, request: &ChatRequest) -> Result<u32, BackendError> {
+        let Some(http) = self.adapter.count_tokens_request(request) else {
+            return Err(BackendError::new(
+                ErrorKind::Unsupported,
+                "this backend's provider offers no token count",
+            )
+            .with_backend(self.backend_name()));
+        };
+        let counted = match http {
+            Ok(http) => self.count_inner(http, self.call_timeouts(request)).await,
+            Err(e) => Err(e),
+        };
+        counted.map_err(|e| {
+            let e = self.finish_error(e);
+            tracing::debug!(backend = %self.backend_name(), error = %e, "upstream token count failed");
             e
         })
     }
@@ -574,6 +604,13 @@ fn push_field(head: &mut Vec<u8>, name: &str, value: &str) {
     head.extend_from_slice(b": ");
     head.extend_from_slice(value.as_bytes());
     head.extend_from_slice(b"\r\n");
+}
+
+/// A whole 2xx answer.
+struct Fetched {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
 /// How reading a body ended.

@@ -36,6 +36,8 @@ struct TestAdapter {
     observed: Arc<Mutex<Vec<Observation>>>,
     /// Headers added to every request, as an adapter would.
     extra_headers: Vec<(String, String)>,
+    /// Offers a token count: POST {base}/count, answered `{"count": N}`.
+    counts: bool,
 }
 
 impl TestAdapter {
@@ -62,6 +64,7 @@ impl TestAdapter {
             first_byte: None,
             observed: Arc::default(),
             extra_headers: Vec::new(),
+            counts: true,
         }
     }
 }
@@ -122,6 +125,14 @@ impl ProviderAdapter for TestAdapter {
     }
     fn stream_decoder(&self, _: &ChatRequest) -> Box<dyn StreamDecoder> {
         Box::new(TestDecoder { usage: Usage::default(), finish: None })
+    }
+    fn count_tokens_request(&self, request: &ChatRequest) -> Option<Result<HttpRequest, BackendError>> {
+        let texts: Vec<&str> = request.messages.iter().map(|m| m.content.as_str()).collect();
+        self.counts.then(|| HttpRequest::post_json(format!("{}/count", self.base), &json!({"texts": texts})))
+    }
+    fn parse_count_tokens(&self, response: &HttpResponse<'_>) -> Result<u32, BackendError> {
+        let v = json_body(response.body)?;
+        v["count"].as_u64().map(|n| n as u32).ok_or_else(|| BackendError::malformed("no count"))
     }
     fn health_probe(&self) -> Option<HttpRequest> {
         Some(HttpRequest::get(format!("{}/models", self.base)))
@@ -1037,4 +1048,85 @@ async fn a_compressed_body_is_a_clear_error_not_garbage() {
     let plain = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: identity\r\n";
     let json = br#"{"choices":[{"message":{"content":"plain"}}]}"#;
     assert_eq!(backend(&raw_server(plain, json).await).send(&hi()).await.unwrap().content, "plain");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token counts
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_token_count_is_the_adapter_s_call_with_the_key_attached_and_never_leaked() {
+    let server = FakeServer::start().await;
+    server.push(Reply::json(200, json!({"count": 17})));
+    server.push(Reply::openai_error(
+        401,
+        "invalid_request_error",
+        Some("invalid_api_key"),
+        &format!("Incorrect API key provided: {CANARY}."),
+    ));
+    server.push(Reply::json(200, json!({"tokens": 3})));
+    server.push(Reply::raw(302, "").header("location", &format!("{}/count", server.v1_url())));
+    let b = backend(&server.v1_url());
+
+    assert_eq!(b.count_tokens(&hi()).await.unwrap(), 17);
+    let received = server.received();
+    assert_eq!((received[0].method.as_str(), received[0].path.as_str()), ("POST", "/v1/count"));
+    assert_eq!(received[0].header("authorization"), Some(format!("Bearer {CANARY}").as_str()));
+    assert_eq!(received[0].json(), json!({"texts": ["hello there"]}));
+
+    // Errors are classified by the adapter, named after the backend, and keyless.
+    let err = b.count_tokens(&hi()).await.unwrap_err();
+    assert_eq!((err.kind, err.status), (ErrorKind::Auth, Some(401)));
+    assert_eq!(err.backend.as_deref(), Some("test-backend"));
+    assert_no_canary(&format!("{err} {err:?} {}", err.provider_body.clone().unwrap_or_default()));
+    assert_no_canary(&serde_json::to_string(&err).unwrap());
+    let err = b.count_tokens(&hi()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::MalformedResponse, "{err}");
+    // No redirect is followed for a count either.
+    let err = b.count_tokens(&hi()).await.unwrap_err();
+    assert_eq!((err.kind, err.status), (ErrorKind::Transport, Some(302)), "{err}");
+    assert_eq!(server.requests(), 4);
+}
+
+#[tokio::test]
+async fn a_token_count_is_not_a_completion_for_the_stats_or_the_adapter() {
+    let server = FakeServer::start().await;
+    server.push(Reply::json(200, json!({"count": 5})));
+    server.push(Reply::raw(503, "busy"));
+    let adapter = TestAdapter::new("counting", &server.v1_url());
+    let observed = adapter.observed.clone();
+    let b = HttpBackend::new(adapter, &settings(quick())).unwrap();
+    assert_eq!(b.count_tokens(&hi()).await.unwrap(), 5);
+    assert!(b.count_tokens(&hi()).await.is_err());
+    assert_eq!(b.latency_stats(), Default::default(), "a count is no completion latency");
+    assert!(observed.lock().unwrap().is_empty(), "an adaptive adapter learns nothing from counts");
+}
+
+#[tokio::test]
+async fn the_token_count_times_out_like_any_call() {
+    let hold = HoldServer::start().await;
+    let b = backend_with(&hold.url(), Timeouts { first_byte: Duration::from_millis(150), ..quick() });
+    let err = b.count_tokens(&hi()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Timeout, "{err}");
+}
+
+#[tokio::test]
+async fn without_a_count_call_the_backend_says_unsupported_and_sends_nothing() {
+    let server = FakeServer::start().await;
+    let mut adapter = TestAdapter::new("plain", &server.v1_url());
+    adapter.counts = false;
+    let b = HttpBackend::new(adapter, &settings(quick())).unwrap();
+    let err = b.count_tokens(&hi()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unsupported);
+    assert_eq!(err.backend.as_deref(), Some("plain"));
+    assert_eq!(server.requests(), 0);
+}
+
+#[tokio::test]
+async fn a_boxed_adapter_keeps_its_token_count() {
+    let server = FakeServer::start().await;
+    server.push(Reply::json(200, json!({"count": 8})));
+    let adapter: Box<dyn ProviderAdapter> = Box::new(TestAdapter::new("boxed", &server.v1_url()));
+    let shared = HttpBackend::new(adapter, &settings(quick())).unwrap().shared();
+    assert_eq!(shared.count_tokens(&hi()).await.unwrap(), 8);
 }

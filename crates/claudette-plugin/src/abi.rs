@@ -43,7 +43,8 @@ pub const ABI_VERSION: u32 = 2;
 /// `FinishReason::StopSequence`; 4, prompt caching (`Message::cache`, `ToolSpec::cache`) and
 /// thinking (`ChatRequest::thinking`, `Message::thinking`, `ChatResponse::thinking`,
 /// `StreamEvent::ThinkingSeal`); 5, `ChatRequest::request_id`, adaptive thinking
-/// (`Thinking::Adaptive`), the `xhigh` and `max` effort levels and `ChatRequest::output_effort`.
+/// (`Thinking::Adaptive`), the `xhigh` and `max` effort levels, `ChatRequest::output_effort`
+/// and `ChatRequest::tenant`.
 pub const SCHEMA_VERSION: u32 = 5;
 
 /// The field type of [`ClaudettePlugin::abi_version`]. It is `u64` only under the test feature

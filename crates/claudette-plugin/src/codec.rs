@@ -517,7 +517,8 @@ wire_struct!(ChatRequest {
     metadata,
     thinking,
     output_effort,
-    request_id
+    request_id,
+    tenant
 });
 
 wire_struct!(Usage {
@@ -673,6 +674,7 @@ mod tests {
             thinking: Some(Thinking::Budget { budget_tokens: 2048 }),
             output_effort: Some(ReasoningEffort::XHigh),
             request_id: Some("req_42".into()),
+            tenant: Some("team-a".into()),
         }
     }
 

@@ -111,6 +111,36 @@ mod tests {
         assert_eq!(claudette.plugin_report(), &crate::PluginReport::default());
     }
 
+    /// `[cache] enabled`: the second identical prompt is answered from memory, free, without
+    /// reaching the provider; without the section every prompt reaches it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn from_config_caches_when_the_file_says_so() {
+        let fake = FakeServer::start().await;
+        fake.set_default(Reply::openai_text("hello from the fake"));
+        let backend = format!(
+            "[[backends]]\nname = \"fake\"\nprovider = \"openai\"\nmodel = \"fake-model\"\nbase_url = \"{}\"\n",
+            fake.v1_url()
+        );
+        let load = |cache: &str| {
+            let config =
+                Config::from_toml_str(&format!("{cache}\n{backend}"), &std::collections::HashMap::new());
+            Claudette::with_config(config.unwrap()).unwrap()
+        };
+        let cached = load("[cache]\nenabled = true\nttl_secs = 60\n");
+        assert!(cached.router().has_response_cache());
+        let first = cached.optimize("hi").await.unwrap();
+        let second = cached.optimize("hi").await.unwrap();
+        assert_eq!(fake.post_requests(), 1);
+        assert!(!first.cache_hit && second.cache_hit);
+        assert_eq!((second.content.as_str(), second.cost), ("hello from the fake", 0.0));
+
+        let plain = load("");
+        assert!(!plain.router().has_response_cache());
+        plain.optimize("hi").await.unwrap();
+        plain.optimize("hi").await.unwrap();
+        assert_eq!(fake.post_requests(), 3);
+    }
+
     #[test]
     fn from_config_reports_the_key_path() {
         let e = Claudette::from_config("/nonexistent/claudette.toml").unwrap_err().to_string();

@@ -29,8 +29,10 @@
 //! checked against the `[[server.plugins]]` allow-list and copied to `server.plugin_copy_dir` if
 //! set (feature `plugins`, on by default; `claudette::plugin` re-exports `claudette_plugin`).
 //! A refused plugin is logged at `warn` and listed in [`Claudette::plugin_report`]; it does not
-//! stop the others. [`build_router`] and [`registry_for`] are the same steps for a router or
-//! registry of your own.
+//! stop the others. With `[cache] enabled = true`, identical requests (per
+//! [`ChatRequest::tenant`]) are answered from memory (`claudette-cache`; see
+//! `claudette::core::cache`). [`build_router`] and [`registry_for`] are the same steps for a
+//! router or registry of your own.
 //!
 //! ```no_run
 //! # fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -53,7 +55,7 @@ mod entry;
 mod plugins;
 pub use claudette_config::{Config, ConfigError};
 pub use entry::Claudette;
-pub use plugins::{PluginRefusal, PluginReport, build_router, registry_for};
+pub use plugins::{PluginRefusal, PluginReport, build_router, registry_for, response_cache};
 
 #[cfg(feature = "anthropic")]
 pub use claudette_anthropic as anthropic;

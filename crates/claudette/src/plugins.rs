@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use claudette_cache::{CacheOptions, MemoryCache};
 use claudette_config::{Config, ConfigError};
 use claudette_core::{BackendRouter, Registry};
 
@@ -48,8 +49,8 @@ impl fmt::Display for PluginRefusal {
     }
 }
 
-/// Builds the router `config` describes, with the providers of [`registry_for`], and says which
-/// plugins loaded and which were refused.
+/// Builds the router `config` describes, with the providers of [`registry_for`] and, when
+/// `[cache] enabled`, its response cache, and says which plugins loaded and which were refused.
 ///
 /// A refused plugin does not fail the build: the linked providers and the other plugins still
 /// work. A backend whose provider exists nowhere (neither linked nor loaded, for instance
@@ -57,7 +58,20 @@ impl fmt::Display for PluginRefusal {
 /// (known: …)`.
 pub fn build_router(config: &Config) -> Result<(Arc<BackendRouter>, PluginReport), ConfigError> {
     let (registry, report) = registry_for(config)?;
-    Ok((config.build_router(&registry)?, report))
+    let router = config.build_router(&registry)?;
+    // Here rather than in each host, so that `Claudette::from_config` and `claudette serve`
+    // cache alike.
+    if let Some(cache) = response_cache(config) {
+        router.set_response_cache(cache).map_err(|e| ConfigError::invalid("cache", e.message))?;
+    }
+    Ok((router, report))
+}
+
+/// The response cache `[cache]` asks for: a [`MemoryCache`] with its time to live and size,
+/// or `None` when the cache is not enabled.
+pub fn response_cache(config: &Config) -> Option<Arc<MemoryCache>> {
+    let c = &config.cache;
+    c.enabled.then(|| Arc::new(MemoryCache::new(CacheOptions { ttl: c.ttl(), max_bytes: c.max_bytes() })))
 }
 
 /// Every provider this build links (see [`registry`](crate::registry)) plus, with the

@@ -47,6 +47,8 @@ pub struct AnthropicAdapter {
     base: url::Url,
     /// `{base}/v1/messages`, joined once rather than per request.
     messages_url: String,
+    /// `{base}/v1/messages/count_tokens`.
+    count_url: String,
     /// Whether this is Anthropic's own API (a key is required, unknown models are Claude).
     official: bool,
     has_key: bool,
@@ -75,6 +77,7 @@ impl AnthropicAdapter {
         let path = url.path().trim_end_matches('/');
         base.set_path(path.strip_suffix("/v1").unwrap_or(path));
         let messages_url = endpoint_url(&base, "v1/messages", &[]);
+        let count_url = endpoint_url(&base, "v1/messages/count_tokens", &[]);
 
         let model =
             settings.model.clone().filter(|m| !m.trim().is_empty()).unwrap_or_else(|| DEFAULT_MODEL.into());
@@ -132,6 +135,7 @@ impl AnthropicAdapter {
             },
             base,
             messages_url,
+            count_url,
             official,
             has_key: settings.api_key.as_ref().is_some_and(|k| !k.is_empty()),
             version,
@@ -180,6 +184,21 @@ impl ProviderAdapter for AnthropicAdapter {
         let req = HttpRequest::post_json(self.messages_url(), &body)?
             .header("accept", if stream { "text/event-stream" } else { "application/json" });
         Ok(self.with_headers(req))
+    }
+
+    /// Anthropic's free `POST /v1/messages/count_tokens`, with the message body's prompt and
+    /// the same version and beta headers.
+    fn count_tokens_request(&self, request: &ChatRequest) -> Option<Result<HttpRequest, BackendError>> {
+        let built = request::count_body(request, self.model_for(request), self.default_max_tokens)
+            .and_then(|body| HttpRequest::post_json(self.count_url.as_str(), &body))
+            .map(|req| self.with_headers(req.header("accept", "application/json")));
+        Some(built)
+    }
+
+    /// `{"input_tokens": N}`.
+    fn parse_count_tokens(&self, response: &HttpResponse<'_>) -> Result<u32, BackendError> {
+        response::parse_count(response.body)
+            .map_err(|e| e.with_backend(self.info.name.as_str()).with_status(response.status))
     }
 
     fn parse_response(

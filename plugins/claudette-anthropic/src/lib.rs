@@ -4,6 +4,10 @@
 //! `anthropic` in the registry. It also drives servers that speak the same protocol: LiteLLM's
 //! `/v1/messages`, llama.cpp's `llama-server`, DashScope's Anthropic-compatible endpoint.
 //!
+//! [`Backend::count_tokens`](claudette_core::Backend::count_tokens) is Anthropic's free
+//! `POST {base_url}/v1/messages/count_tokens`, sent the message body's prompt (no `max_tokens`,
+//! sampling knobs or `stream`, which that endpoint refuses).
+//!
 //! The provider is a sans-IO [`AnthropicAdapter`]: request bodies, response parsing, stream
 //! decoding and error classification are pure functions, tested on recorded bytes.
 //! With the default `http` feature, [`ClaudeBackend`] is that adapter inside

@@ -187,6 +187,17 @@ fn is_tool_result(block: &Value) -> bool {
     block.get("type").and_then(Value::as_str) == Some("tool_result")
 }
 
+/// What a body is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Message {
+        stream: bool,
+    },
+    /// `/v1/messages/count_tokens`, which takes the prompt's fields only (`model`, `messages`,
+    /// `system`, `tools`, `tool_choice`, `thinking`, `output_config`) and refuses the rest.
+    Count,
+}
+
 /// The request body for `request` against `model`.
 pub(crate) fn body(
     request: &ChatRequest,
@@ -194,12 +205,33 @@ pub(crate) fn body(
     default_max_tokens: u32,
     stream: bool,
 ) -> Result<Value, BackendError> {
+    build(request, model, default_max_tokens, Purpose::Message { stream })
+}
+
+/// The `/v1/messages/count_tokens` body for `request` against `model`: the message body's
+/// prompt, converted by the same code, so the count is of what a message request would send.
+pub(crate) fn count_body(
+    request: &ChatRequest,
+    model: &str,
+    default_max_tokens: u32,
+) -> Result<Value, BackendError> {
+    build(request, model, default_max_tokens, Purpose::Count)
+}
+
+fn build(
+    request: &ChatRequest,
+    model: &str,
+    default_max_tokens: u32,
+    purpose: Purpose,
+) -> Result<Value, BackendError> {
+    let message = matches!(purpose, Purpose::Message { .. });
     // A schema goes in `output_config.format`; the Messages API has no schemaless JSON mode,
     // and prose where the client expects JSON would break its parser, so another backend gets
-    // such a request.
+    // such a request. A count has no answer to shape: it is counted without one.
     let format = match &request.response_format {
         ResponseFormat::Text => None,
         ResponseFormat::JsonSchema { schema, .. } => Some(json!({ "type": "json_schema", "schema": schema })),
+        ResponseFormat::JsonObject if !message => None,
         ResponseFormat::JsonObject => {
             return Err(BackendError::new(
                 ErrorKind::Unsupported,
@@ -214,8 +246,11 @@ pub(crate) fn body(
     let mut b = Map::new();
     b.insert("model".into(), model.into());
     // Required by Anthropic (optional elsewhere): without a caller value, the configured default.
+    // A count refuses it, but a derived thinking budget is still kept under it, as sent.
     let max_tokens = request.max_tokens.unwrap_or(default_max_tokens);
-    b.insert("max_tokens".into(), max_tokens.into());
+    if message {
+        b.insert("max_tokens".into(), max_tokens.into());
+    }
     b.insert("messages".into(), Value::Array(messages));
     if let Some(system) = system_value(&system)? {
         b.insert("system".into(), system);
@@ -238,24 +273,8 @@ pub(crate) fn body(
     if !output_config.is_empty() {
         b.insert("output_config".into(), Value::Object(output_config));
     }
-    if let Some(t) = request.temperature {
-        b.insert("temperature".into(), json_f32("temperature", t)?);
-    }
-    // Claude models since Opus 4.1 (Sonnet 4.5, Haiku 4.5, …) answer 400 "`temperature` and
-    // `top_p` cannot both be specified for this model", a refusal no retry or fail-over to
-    // another Claude backend gets past; Anthropic's own advice for every model is to set one,
-    // not both. Temperature is the one callers mean; other models behind a compatible server
-    // take both.
-    let top_p = request.top_p.filter(|_| request.temperature.is_none() || !is_claude(model));
-    if let Some(p) = top_p {
-        b.insert("top_p".into(), json_f32("top_p", p)?);
-    }
-    if let Some(k) = request.top_k {
-        b.insert("top_k".into(), k.into());
-    }
-    // No `seed`: the Messages API has none, and a seed only ever asks for best effort.
-    if !request.stop.is_empty() {
-        b.insert("stop_sequences".into(), json!(request.stop));
+    if message {
+        sampling(request, model, &mut b)?;
     }
     let tool_choice = request.checked_tool_choice()?;
     if !request.tools.is_empty() {
@@ -276,10 +295,34 @@ pub(crate) fn body(
             b.insert("tool_choice".into(), choice);
         }
     }
-    if stream {
+    if purpose == (Purpose::Message { stream: true }) {
         b.insert("stream".into(), true.into());
     }
     Ok(Value::Object(b))
+}
+
+/// The sampling knobs and stop sequences of a message body.
+fn sampling(request: &ChatRequest, model: &str, b: &mut Map<String, Value>) -> Result<(), BackendError> {
+    if let Some(t) = request.temperature {
+        b.insert("temperature".into(), json_f32("temperature", t)?);
+    }
+    // Claude models since Opus 4.1 (Sonnet 4.5, Haiku 4.5, …) answer 400 "`temperature` and
+    // `top_p` cannot both be specified for this model", a refusal no retry or fail-over to
+    // another Claude backend gets past; Anthropic's own advice for every model is to set one,
+    // not both. Temperature is the one callers mean; other models behind a compatible server
+    // take both.
+    let top_p = request.top_p.filter(|_| request.temperature.is_none() || !is_claude(model));
+    if let Some(p) = top_p {
+        b.insert("top_p".into(), json_f32("top_p", p)?);
+    }
+    if let Some(k) = request.top_k {
+        b.insert("top_k".into(), k.into());
+    }
+    // No `seed`: the Messages API has none, and a seed only ever asks for best effort.
+    if !request.stop.is_empty() {
+        b.insert("stop_sequences".into(), json!(request.stop));
+    }
+    Ok(())
 }
 
 /// Anthropic's smallest `budget_tokens`.

@@ -25,17 +25,31 @@ struct WireMessage {
     usage: Option<WireUsage>,
 }
 
-/// Parses a 2xx body. `requested_model` names the answer when the body does not.
-pub(crate) fn parse(body: &[u8], backend: &str, requested_model: &str) -> Result<ChatResponse, BackendError> {
+/// A 2xx body as JSON; an error wrapped in a 200 (a proxy may do that) is still an error,
+/// classified like a stream's.
+fn json_answer(body: &[u8]) -> Result<Value, BackendError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         BackendError::malformed(format!("response is not JSON: {e}")).with_provider_body(body)
     })?;
-    // A proxy may wrap an error in a 200; it is still an error, classified like a stream's.
     if value.get("type").and_then(Value::as_str) == Some("error")
         || value.get("error").is_some_and(|e| !e.is_null())
     {
         return Err(classify_event(&value, &String::from_utf8_lossy(body)));
     }
+    Ok(value)
+}
+
+/// Parses a 2xx `/v1/messages/count_tokens` body: `{"input_tokens": N}`.
+pub(crate) fn parse_count(body: &[u8]) -> Result<u32, BackendError> {
+    let value = json_answer(body)?;
+    value.get("input_tokens").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+        BackendError::malformed("token count has no `input_tokens` count").with_provider_body(body)
+    })
+}
+
+/// Parses a 2xx body. `requested_model` names the answer when the body does not.
+pub(crate) fn parse(body: &[u8], backend: &str, requested_model: &str) -> Result<ChatResponse, BackendError> {
+    let value = json_answer(body)?;
     if value.get("content").is_none() {
         return Err(BackendError::malformed("response has no `content` array").with_provider_body(body));
     }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::pricing::{context_window, price_for};
 use crate::stream::GeminiStreamDecoder;
-use crate::wire::{self, ErrorBody, GenerateContentResponse};
+use crate::wire::{self, CountTokensResponse, ErrorBody, GenerateContentResponse};
 
 /// Provider name in registries and `BackendInfo::provider`.
 pub const PROVIDER: &str = "gemini";
@@ -117,6 +117,29 @@ impl GeminiAdapter {
     ///   cannot carry the real one (it would have to ride in the tool-call id, which other
     ///   providers limit to 40 characters), so the documented placeholder is sent instead.
     pub fn request_body(&self, request: &ChatRequest) -> Result<Value, BackendError> {
+        let mut body = self.prompt(request, false)?;
+        let config = generation_config(request)?;
+        if !config.is_empty() {
+            body.insert("generationConfig".into(), Value::Object(config));
+        }
+        Ok(Value::Object(body))
+    }
+
+    /// The `countTokens` body for `request` against `model`: a `generateContentRequest` with
+    /// the same `contents`, `systemInstruction`, `tools` and `toolConfig` as
+    /// [`request_body`](Self::request_body) (tools count, and the bare `contents` form would
+    /// leave them and the system prompt out), naming the model as Google requires there.
+    /// No `generationConfig`: it adds no input tokens.
+    pub fn count_body(&self, request: &ChatRequest, model: &str) -> Result<Value, BackendError> {
+        let mut inner = Map::new();
+        inner.insert("model".into(), json!(format!("models/{model}")));
+        inner.extend(self.prompt(request, true)?);
+        Ok(json!({ "generateContentRequest": inner }))
+    }
+
+    /// What the model reads: `contents`, `systemInstruction`, `tools`, `toolConfig`. A count
+    /// (`counting`) is not refused for what only limits the answer.
+    fn prompt(&self, request: &ChatRequest, counting: bool) -> Result<Map<String, Value>, BackendError> {
         let mut system: Vec<Value> = Vec::new();
         let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
         for (i, m) in request.messages.iter().enumerate() {
@@ -149,62 +172,13 @@ impl GeminiAdapter {
         if !system.is_empty() {
             body.insert("systemInstruction".into(), json!({"parts": system}));
         }
-        let mut config = Map::new();
-        if let Some(n) = request.max_tokens {
-            config.insert("maxOutputTokens".into(), json!(n));
-        }
-        if let Some(t) = request.temperature {
-            config.insert("temperature".into(), json_f32("temperature", t)?);
-        }
-        if let Some(p) = request.top_p {
-            config.insert("topP".into(), json_f32("top_p", p)?);
-        }
-        if let Some(k) = request.top_k {
-            config.insert("topK".into(), json!(k));
-        }
-        // Gemini's seed is an int32; a wider one cannot be sent as given, and a seed is best
-        // effort anyway, so it is left out rather than changed into another.
-        if let Some(seed) = request.seed.and_then(|s| i32::try_from(s).ok()) {
-            config.insert("seed".into(), json!(seed));
-        }
-        if !request.stop.is_empty() {
-            config.insert("stopSequences".into(), json!(request.stop));
-        }
-        // A budget, with the thought summaries that become the answer's reasoning; adaptive
-        // thinking is Gemini's dynamic budget, -1 (the model decides). Turning thinking off is
-        // left to the model's default: Gemini 2.5 Pro refuses a zero budget, so sending one
-        // would fail a request that asked for less, not more.
-        let budget = match request.thinking {
-            Some(Thinking::Adaptive) => Some(DYNAMIC_THINKING_BUDGET),
-            t => t.and_then(Thinking::budget_tokens).map(i64::from),
-        };
-        if let Some(budget) = budget {
-            config
-                .insert("thinkingConfig".into(), json!({"thinkingBudget": budget, "includeThoughts": true}));
-        }
-        match &request.response_format {
-            ResponseFormat::Text => {}
-            ResponseFormat::JsonObject => {
-                config.insert("responseMimeType".into(), json!("application/json"));
-            }
-            ResponseFormat::JsonSchema { schema, .. } => {
-                config.insert("responseMimeType".into(), json!("application/json"));
-                // The same OpenAPI subset as tool parameters; a schema with nothing left of it
-                // still gets JSON.
-                if let Some(schema) = gemini_schema(schema) {
-                    config.insert("responseSchema".into(), schema);
-                }
-            }
-        }
-        if !config.is_empty() {
-            body.insert("generationConfig".into(), Value::Object(config));
-        }
         let tool_choice = request.checked_tool_choice()?;
         // Gemini may answer with several calls and has no switch to stop it; a client that
         // asked for one call at a time would be handed two, so another backend gets it.
         if request.parallel_tool_calls == Some(false)
             && !request.tools.is_empty()
             && *tool_choice != ToolChoice::None
+            && !counting
         {
             return Err(BackendError::new(
                 ErrorKind::Unsupported,
@@ -238,7 +212,7 @@ impl GeminiAdapter {
                 body.insert("toolConfig".into(), json!({"functionCallingConfig": config}));
             }
         }
-        Ok(Value::Object(body))
+        Ok(body)
     }
 
     fn model_parts(&self, m: &Message) -> Vec<Value> {
@@ -257,6 +231,10 @@ impl GeminiAdapter {
         parts
     }
 
+    fn count_url(&self, model: &str) -> String {
+        endpoint_url(&self.base, &format!("models/{model}:countTokens"), &[])
+    }
+
     fn url(&self, model: &str, stream: bool) -> String {
         if stream {
             endpoint_url(&self.base, &format!("models/{model}:streamGenerateContent"), &[("alt", "sse")])
@@ -264,6 +242,57 @@ impl GeminiAdapter {
             endpoint_url(&self.base, &format!("models/{model}:generateContent"), &[])
         }
     }
+}
+
+/// `generationConfig`: output length, sampling, thinking and the answer's format.
+fn generation_config(request: &ChatRequest) -> Result<Map<String, Value>, BackendError> {
+    let mut config = Map::new();
+    if let Some(n) = request.max_tokens {
+        config.insert("maxOutputTokens".into(), json!(n));
+    }
+    if let Some(t) = request.temperature {
+        config.insert("temperature".into(), json_f32("temperature", t)?);
+    }
+    if let Some(p) = request.top_p {
+        config.insert("topP".into(), json_f32("top_p", p)?);
+    }
+    if let Some(k) = request.top_k {
+        config.insert("topK".into(), json!(k));
+    }
+    // Gemini's seed is an int32; a wider one cannot be sent as given, and a seed is best
+    // effort anyway, so it is left out rather than changed into another.
+    if let Some(seed) = request.seed.and_then(|s| i32::try_from(s).ok()) {
+        config.insert("seed".into(), json!(seed));
+    }
+    if !request.stop.is_empty() {
+        config.insert("stopSequences".into(), json!(request.stop));
+    }
+    // A budget, with the thought summaries that become the answer's reasoning; adaptive
+    // thinking is Gemini's dynamic budget, -1 (the model decides). Turning thinking off is
+    // left to the model's default: Gemini 2.5 Pro refuses a zero budget, so sending one
+    // would fail a request that asked for less, not more.
+    let budget = match request.thinking {
+        Some(Thinking::Adaptive) => Some(DYNAMIC_THINKING_BUDGET),
+        t => t.and_then(Thinking::budget_tokens).map(i64::from),
+    };
+    if let Some(budget) = budget {
+        config.insert("thinkingConfig".into(), json!({"thinkingBudget": budget, "includeThoughts": true}));
+    }
+    match &request.response_format {
+        ResponseFormat::Text => {}
+        ResponseFormat::JsonObject => {
+            config.insert("responseMimeType".into(), json!("application/json"));
+        }
+        ResponseFormat::JsonSchema { schema, .. } => {
+            config.insert("responseMimeType".into(), json!("application/json"));
+            // The same OpenAPI subset as tool parameters; a schema with nothing left of it
+            // still gets JSON.
+            if let Some(schema) = gemini_schema(schema) {
+                config.insert("responseSchema".into(), schema);
+            }
+        }
+    }
+    Ok(config)
 }
 
 /// A text part, or none for empty text: Gemini refuses `{"text": ""}` with a 400 ("required
@@ -383,6 +412,27 @@ impl ProviderAdapter for GeminiAdapter {
         let model = self.model_for(request)?;
         let req = HttpRequest::post_json(self.url(model, stream), &self.request_body(request)?)?;
         Ok(if stream { req.header("accept", "text/event-stream") } else { req })
+    }
+
+    /// `POST models/{model}:countTokens`, free at Google.
+    fn count_tokens_request(&self, request: &ChatRequest) -> Option<Result<HttpRequest, BackendError>> {
+        let built = self.model_for(request).and_then(|model| {
+            HttpRequest::post_json(self.count_url(model), &self.count_body(request, model)?)
+        });
+        Some(built)
+    }
+
+    /// `{"totalTokens": N, …}`.
+    fn parse_count_tokens(&self, response: &HttpResponse<'_>) -> Result<u32, BackendError> {
+        let count = CountTokensResponse::parse(response.body)?;
+        if count.error.is_some() {
+            return Err(classify_body(response));
+        }
+        count.total_tokens.ok_or_else(|| {
+            BackendError::malformed("gemini: token count without `totalTokens`")
+                .with_provider_body(response.body)
+                .with_status(response.status)
+        })
     }
 
     fn parse_response(

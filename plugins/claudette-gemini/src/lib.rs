@@ -1,7 +1,8 @@
 //! # claudette-gemini
 //!
-//! Google's Gemini API (`generateContent`, `streamGenerateContent?alt=sse`) as a Claudette
-//! provider: a sans-IO [`GeminiAdapter`], its SSE [`GeminiStreamDecoder`], a built-in price
+//! Google's Gemini API (`generateContent`, `streamGenerateContent?alt=sse`, and the free
+//! `countTokens` behind [`Backend::count_tokens`](claudette_core::Backend::count_tokens)) as a
+//! Claudette provider: a sans-IO [`GeminiAdapter`], its SSE [`GeminiStreamDecoder`], a built-in price
 //! table ([`pricing`]), and (feature `http`, on by default) a ready [`GeminiBackend`] plus
 //! link-time registration under the provider name `"gemini"`.
 //!

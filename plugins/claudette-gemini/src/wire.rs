@@ -107,6 +107,24 @@ impl UsageMetadata {
     }
 }
 
+/// A `countTokens` answer: `{"totalTokens": N, "promptTokensDetails": [...]}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CountTokensResponse {
+    #[serde(default)]
+    pub total_tokens: Option<u32>,
+    /// An error object inside a 200 (a proxy).
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+impl CountTokensResponse {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, BackendError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| BackendError::malformed(format!("gemini: unreadable token count: {e}")))
+    }
+}
+
 impl GenerateContentResponse {
     pub(crate) fn parse(bytes: &[u8]) -> Result<Self, BackendError> {
         serde_json::from_slice(bytes)

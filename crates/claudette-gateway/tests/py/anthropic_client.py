@@ -66,6 +66,24 @@ try:
 except anthropic.APIError as e:
     out["cut"] = {"text": "".join(pieces), "error": type(e).__name__}
 
+# Token counts, as Claude Code asks before its requests: the plain and the beta endpoint
+# (`?beta=true`), from a backend that counts; the raw answer says it is exact.
+count_args = dict(
+    model="cl-count",
+    system="be brief",
+    messages=[{"role": "user", "content": "count me"}],
+    tools=[{"name": "add", "description": "adds", "input_schema": {"type": "object"}}],
+)
+raw = client.messages.with_raw_response.count_tokens(**count_args)
+counted = raw.parse()
+beta = client.beta.messages.count_tokens(**count_args)
+out["count"] = {
+    "input_tokens": counted.input_tokens,
+    "beta_input_tokens": beta.input_tokens,
+    "how": raw.headers.get("x-claudette-token-count"),
+    "backend": raw.headers.get("x-claudette-backend"),
+}
+
 # Unknown model: NotFoundError.
 try:
     client.messages.create(model="no-such-model", max_tokens=5, messages=[{"role": "user", "content": "x"}])
