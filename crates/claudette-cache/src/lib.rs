@@ -15,6 +15,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use claudette_core::cache::MAX_ASSEMBLED_BYTES;
 use claudette_core::{CacheKey, ChatResponse, ResponseCache, ThinkingBlock};
 use moka::sync::Cache;
 
@@ -100,6 +101,12 @@ impl ResponseCache for MemoryCache {
         let mut stored = response.clone();
         stored.decision = None;
         self.entries.insert(key, stored);
+    }
+
+    /// The core's bound, or less in a cache smaller than that: an answer larger than the whole
+    /// cache would only evict everything else before being evicted itself.
+    fn max_entry_bytes(&self) -> usize {
+        usize::try_from(self.options.max_bytes).unwrap_or(usize::MAX).min(MAX_ASSEMBLED_BYTES)
     }
 }
 

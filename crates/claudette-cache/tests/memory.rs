@@ -92,3 +92,12 @@ fn debug_shows_counts_not_answers() {
     let d = format!("{cache:?}");
     assert!(d.contains("MemoryCache") && !d.contains("secret"), "{d}");
 }
+
+/// A stream is assembled for the cache only up to what the cache could keep.
+#[test]
+fn a_small_cache_asks_for_small_streams() {
+    let default = MemoryCache::new(CacheOptions::default());
+    assert_eq!(default.max_entry_bytes(), claudette_core::cache::MAX_ASSEMBLED_BYTES);
+    let small = MemoryCache::new(CacheOptions { max_bytes: 1024, ..CacheOptions::default() });
+    assert_eq!(small.max_entry_bytes(), 1024);
+}

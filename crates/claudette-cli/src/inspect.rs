@@ -50,8 +50,9 @@ pub(crate) struct CostsArgs {
     /// Window to report: 30m, 24h, 7d, 1w… (at most 31d, or a gateway's [ledger] retention)
     #[arg(long, default_value = "24h", value_name = "SPAN")]
     pub timeframe: String,
-    /// Break costs down by backend or by model.
-    #[arg(long, default_value = "backend", value_parser = ["backend", "model"])]
+    /// Break costs down by backend, by model, or by the gateway key that sent the requests
+    /// ("(no key)": requests without one).
+    #[arg(long, default_value = "backend", value_parser = ["backend", "model", "key"])]
     pub group_by: String,
     /// Print JSON instead of a table: the gateway's answer, or the fleet's sum (with a
     /// `gateways` list) for several --url.
@@ -302,13 +303,9 @@ fn merge_costs(urls: &[&str], answers: Vec<Value>) -> Result<CostAnalysis, CliEr
 /// The `/v1/costs` answer as a table with totals and the projection.
 pub(crate) fn render_costs(v: &Value, group_by: &str) -> String {
     let total = v.get("total_cost").and_then(Value::as_f64).unwrap_or(0.0);
-    let mut t = Table::new([
-        group_by.to_uppercase(),
-        "REQUESTS".into(),
-        "TOKENS".into(),
-        "COST".into(),
-        "SHARE".into(),
-    ]);
+    // A bare "KEY" column reads like an API key: it holds gateway key names.
+    let header = if group_by == "key" { "GATEWAY KEY".to_owned() } else { group_by.to_uppercase() };
+    let mut t = Table::new([header, "REQUESTS".into(), "TOKENS".into(), "COST".into(), "SHARE".into()]);
     let mut lines: Vec<(&String, &Value)> =
         v.get("breakdown").and_then(Value::as_object).map(|m| m.iter().collect()).unwrap_or_default();
     lines.sort_by(|a, b| {
@@ -472,5 +469,7 @@ mod tests {
         assert!(lines[3].starts_with("TOTAL"), "{text}");
         assert!(text.contains("last 1d, of which 2m 5s observed"), "{text}");
         assert!(text.contains("$82.90"), "{text}");
+        let by_key = render_costs(&v, "key");
+        assert!(by_key.lines().next().unwrap().starts_with("GATEWAY KEY "), "{by_key}");
     }
 }

@@ -78,12 +78,12 @@ enum Command {
     /// (GET /v1/backends), whose figures cover the traffic it has served.
     #[command(after_help = CONFIG_HELP)]
     Backends(inspect::BackendsArgs),
-    /// Show what a running gateway has spent, grouped by backend or model, with a monthly
-    /// projection.
+    /// Show what a running gateway (or several) has spent, grouped by backend, model or
+    /// gateway key, with a monthly projection.
     ///
-    /// Asks the gateway at --url (GET /v1/costs). With a [ledger] in its configuration the
-    /// figures survive restarts; without one they are what that gateway process has seen
-    /// since it started.
+    /// Asks the gateway at --url (GET /v1/costs); repeat --url to add up several replicas.
+    /// With a [ledger] in its configuration the figures survive restarts; without one they
+    /// are what that gateway process has seen since it started.
     Costs(inspect::CostsArgs),
     /// Configuration commands.
     #[command(subcommand)]

@@ -1239,3 +1239,66 @@ async fn serve_answers_a_repeated_request_from_its_cache() {
     let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// `claudette costs --group-by key` against a `serve` with two keys and a ledger: each key's
+/// requests on its own line, under a header that says these are gateway keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn costs_groups_a_serve_s_spend_by_gateway_key() {
+    const SECOND_KEY: &str = "gw-second-cli-key-7f6e5d4c3b2a19";
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeServer::start().await;
+    fake.set_default(Reply::openai_text("booked"));
+    let path = write_config(
+        dir.path(),
+        &fake,
+        "[[server.keys]]\nname = \"tests\"\nkey_env = \"TEST_GATEWAY_KEY\"\n\
+         [[server.keys]]\nname = \"team-b\"\nkey_env = \"TEST_GATEWAY_KEY_B\"\n\
+         [ledger]\npath = \"ledger.db\"\n",
+    );
+    let mut cmd = claudette(dir.path());
+    cmd.env("TEST_GATEWAY_KEY_B", SECOND_KEY).arg("serve").arg("--config").arg(&path);
+    let mut child = cmd.spawn().unwrap();
+    let base = format!("http://{}", listening_address(&mut child).await);
+    for key in [GATEWAY_KEY, GATEWAY_KEY, SECOND_KEY] {
+        let r = client()
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // The ledger commits off the request path: wait for the third record.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = client().get(format!("{base}/v1/costs")).bearer_auth(GATEWAY_KEY).send().await.unwrap();
+        let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        if v["total_requests"] == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the ledger never showed 3 requests: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut cmd = claudette(dir.path());
+    cmd.env("CLAUDETTE_API_KEY", GATEWAY_KEY).args(["costs", "--group-by", "key", "--url", &base]);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.starts_with("GATEWAY KEY "), "{}", o.stdout);
+    let requests = |name: &str| {
+        o.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name).filter(|rest| rest.starts_with(' ')))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    assert_eq!(requests("tests").as_deref(), Some("2"), "{}", o.stdout);
+    assert_eq!(requests("team-b").as_deref(), Some("1"), "{}", o.stdout);
+    assert_eq!(requests("TOTAL").as_deref(), Some("3"), "{}", o.stdout);
+    assert!(!o.stdout.contains(SECOND_KEY), "{}", o.stdout);
+    sigterm(&child);
+    let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

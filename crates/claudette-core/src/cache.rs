@@ -22,9 +22,23 @@
 //! **What is stored.** Only complete answers of a successful call: those that ended because
 //! the model finished, hit a stop sequence, called tools or reached `max_tokens` (that last
 //! one is the complete answer to a request with that limit). Never an error, never an answer
-//! that a content filter cut or that ended for a reason Claudette does not know. Streams are
-//! served from the cache (the stored answer replayed as events) but not stored: the router
-//! forwards stream events as they come and keeps no assembled answer to store.
+//! that a content filter cut or that ended for a reason Claudette does not know.
+//!
+//! **Streams** are served from the cache (the stored answer replayed as events) and stored
+//! once complete: as the router forwards a stream's events it folds them into the answer a
+//! non-streamed call would have returned (the inverse of the replay), and stores that answer
+//! when, and only when, the stream ends with `Done` and the answer is one of those above. A
+//! stream that ends in an error, is cut, or that the client drops stores nothing (S-11: errors
+//! and partial streams are never cached), and neither does one with a tool call no JSON
+//! answer could carry (no name, arguments that are not a JSON object). Most chat traffic
+//! streams: a cache that stored only JSON answers would never answer a chat UI.
+//!
+//! A stored stream holds what its events carry, so three fields differ from the JSON answer
+//! of the same request: `id` is `None` (no event carries the provider's response id), `model`
+//! is the model the stream was billed and shown under (the one asked for, else the backend's;
+//! no event names the provider's), and there are no `warnings`. Holding a copy of a stream
+//! costs memory while it lasts, so the router assembles at most
+//! [`ResponseCache::max_entry_bytes`] of it: past that it stops assembling and stores nothing.
 //!
 //! **What a hit costs.** Nothing was billed, so a hit books nothing: no usage record in the
 //! ledger, nothing in `analyze_costs`, and no backend's breaker, latency or error figures
@@ -44,7 +58,8 @@ use sha2::{Digest, Sha256};
 
 use crate::types::{
     ChatRequest, ChatResponse, FinishReason, Message, ReasoningEffort, ResponseFormat, StreamEnd,
-    StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCallDelta, ToolChoice, ToolSpec,
+    StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec,
+    new_tool_call_id,
 };
 
 /// Stored answers, by [`CacheKey`].
@@ -58,7 +73,20 @@ pub trait ResponseCache: Send + Sync + fmt::Debug {
     /// Stores `response` under `key`. The router hands over only complete answers, without
     /// their routing decision. A cache may decline (it is full, the answer is too large).
     fn put(&self, key: CacheKey, response: &ChatResponse);
+
+    /// The size past which the router stops assembling a streamed answer for this cache, in
+    /// bytes of its text, reasoning, thinking seals and tool calls. A
+    /// stream is held in memory while it lasts: assembling an answer the cache would not keep
+    /// wastes that memory, once per stream in flight. Default [`MAX_ASSEMBLED_BYTES`].
+    fn max_entry_bytes(&self) -> usize {
+        MAX_ASSEMBLED_BYTES
+    }
 }
+
+/// The default [`ResponseCache::max_entry_bytes`]: 4 MiB, eight times the longest answer a
+/// model writes today (128k output tokens at about 4 bytes a token): only a runaway stream is
+/// left out, and a stream that never ends does not grow its copy without limit.
+pub const MAX_ASSEMBLED_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the cache may do for one request ([`RouteOverrides::cache`](crate::RouteOverrides)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -266,12 +294,198 @@ pub(crate) fn replay(response: &ChatResponse) -> Vec<StreamEvent> {
     events
 }
 
+/// Folds a stream's events into the [`ChatResponse`] a non-streamed call would have returned,
+/// for the cache: the inverse of [`replay`] (for every answer a replay can carry: see
+/// [`finish`](Self::finish)).
+///
+/// Fed one event at a time as the stream passes, at the cost of appending to a few strings;
+/// nothing is parsed or copied whole until the stream ends.
+#[derive(Debug)]
+pub(crate) struct Assembler {
+    content: String,
+    /// Every reasoning delta, in order: the answer's `reasoning`.
+    reasoning: String,
+    /// Where in `reasoning` the thinking block being streamed began: a seal ends the block
+    /// made of the reasoning since the previous one.
+    block_start: usize,
+    thinking: Vec<ThinkingBlock>,
+    calls: Vec<PartialCall>,
+    /// Bytes kept so far, against `limit`.
+    bytes: usize,
+    limit: usize,
+}
+
+/// A tool call as its fragments arrive.
+#[derive(Debug)]
+struct PartialCall {
+    index: u32,
+    id: Option<String>,
+    name: Option<String>,
+    arguments: String,
+}
+
+impl Assembler {
+    /// An assembler that gives up past `limit` bytes (see [`ResponseCache::max_entry_bytes`]).
+    pub(crate) fn new(limit: usize) -> Assembler {
+        Assembler {
+            content: String::new(),
+            reasoning: String::new(),
+            block_start: 0,
+            thinking: Vec::new(),
+            calls: Vec::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// Adds one event. `false` when the answer has outgrown the limit: the caller drops the
+    /// assembler, and the stream is not stored.
+    ///
+    /// Usage is taken from `Done` (the whole stream's figure), never from a mid-stream `Usage`
+    /// event; the terminal events themselves are [`finish`](Self::finish)'s.
+    pub(crate) fn push(&mut self, ev: &StreamEvent) -> bool {
+        let added = match ev {
+            StreamEvent::TextDelta { text } => {
+                self.content.push_str(text);
+                text.len()
+            }
+            StreamEvent::ReasoningDelta { text } => {
+                self.reasoning.push_str(text);
+                text.len()
+            }
+            StreamEvent::ThinkingSeal { seal } => self.seal(seal),
+            StreamEvent::ToolCall { delta } => self.tool_call(delta),
+            StreamEvent::Usage { .. } | StreamEvent::Done { .. } | StreamEvent::Error { .. } => 0,
+        };
+        self.bytes = self.bytes.saturating_add(added);
+        self.bytes <= self.limit
+    }
+
+    /// Ends the thinking block being streamed, as the Anthropic encoder a client reads it
+    /// through does: a signature seals the reasoning since the previous seal (even none); a
+    /// redacted block is a block of its own, after any unsigned reasoning before it.
+    fn seal(&mut self, seal: &ThinkingSeal) -> usize {
+        match seal {
+            ThinkingSeal::Signature(signature) => self.end_block(signature.clone()),
+            ThinkingSeal::Redacted(data) => {
+                let unsigned = self.end_unsigned_block();
+                self.thinking.push(ThinkingBlock::Redacted { data: data.clone() });
+                unsigned + data.len()
+            }
+        }
+    }
+
+    /// Closes reasoning streamed since the last seal as a block signed `signature`; the bytes
+    /// it adds (the block keeps its own copy of the text, as a stored answer does).
+    fn end_block(&mut self, signature: String) -> usize {
+        let thinking = self.reasoning.get(self.block_start..).unwrap_or_default().to_owned();
+        self.block_start = self.reasoning.len();
+        let added = thinking.len() + signature.len();
+        self.thinking.push(ThinkingBlock::Thinking { thinking, signature });
+        added
+    }
+
+    /// Closes reasoning streamed since the last seal, if any, as a block without a signature.
+    fn end_unsigned_block(&mut self) -> usize {
+        if self.block_start < self.reasoning.len() { self.end_block(String::new()) } else { 0 }
+    }
+
+    /// Adds a fragment to its call. A fragment belongs to the call last seen at its `index`,
+    /// unless it names another id: then it starts a call of its own, as the gateway's
+    /// encoders show it to a streaming client (servers that number every parallel call 0).
+    fn tool_call(&mut self, delta: &ToolCallDelta) -> usize {
+        let known = self.calls.iter().rposition(|c| c.index == delta.index);
+        let same = |c: &PartialCall| match (&delta.id, &c.id) {
+            (Some(new), Some(old)) => new == old,
+            _ => true,
+        };
+        let k = match known {
+            Some(k) if self.calls.get(k).is_some_and(same) => k,
+            _ => {
+                self.calls.push(PartialCall {
+                    index: delta.index,
+                    id: None,
+                    name: None,
+                    arguments: String::new(),
+                });
+                self.calls.len() - 1
+            }
+        };
+        let Some(call) = self.calls.get_mut(k) else { return 0 };
+        let mut added = delta.arguments.len();
+        if call.id.is_none() {
+            if let Some(id) = &delta.id {
+                added += id.len();
+                call.id = Some(id.clone());
+            }
+        }
+        if call.name.is_none() {
+            if let Some(name) = &delta.name {
+                added += name.len();
+                call.name = Some(name.clone());
+            }
+        }
+        call.arguments.push_str(&delta.arguments);
+        added
+    }
+
+    /// The answer of a stream that ended with `end`, from `backend`, billed under `model`;
+    /// `latency` and `decision` are the caller's to set. `None` when the events do not make an
+    /// answer a JSON caller could have been given: a tool call without a name, or whose
+    /// arguments are not a JSON object (JSON answers carry those as errors or warnings,
+    /// which a stored answer cannot).
+    ///
+    /// Inverse to [`replay`] for an answer whose `reasoning` is its thinking blocks' text
+    /// joined (as adapters build it) and whose blocks, but perhaps the last, are signed: a
+    /// replay marks only where a signed block ends. Reasoning with no seal at all is
+    /// reasoning without blocks (Qwen's `reasoning_content`).
+    pub(crate) fn finish(mut self, end: &StreamEnd, backend: &str, model: &str) -> Option<ChatResponse> {
+        if !self.thinking.is_empty() {
+            // Reasoning after the last seal is a block of its own, unsigned.
+            self.end_unsigned_block();
+        }
+        // The calls in the order of their indexes, as a JSON answer lists them; two at one index
+        // in the order they came.
+        self.calls.sort_by_key(|c| c.index);
+        let mut tool_calls = Vec::with_capacity(self.calls.len());
+        for call in self.calls {
+            let arguments = if call.arguments.trim().is_empty() {
+                serde_json::Value::Object(serde_json::Map::new())
+            } else {
+                match serde_json::from_str(&call.arguments) {
+                    Ok(v @ serde_json::Value::Object(_)) => v,
+                    _ => return None,
+                }
+            };
+            tool_calls.push(ToolCall {
+                // As JSON answers without an id get one (Ollama, Gemini): a caller needs it to
+                // answer the call.
+                id: call.id.filter(|id| !id.is_empty()).unwrap_or_else(new_tool_call_id),
+                name: call.name.filter(|n| !n.is_empty())?,
+                arguments,
+            });
+        }
+        Some(ChatResponse {
+            content: self.content,
+            reasoning: Some(self.reasoning).filter(|r| !r.is_empty()),
+            thinking: self.thinking,
+            tool_calls,
+            finish_reason: end.finish_reason.clone(),
+            usage: end.usage,
+            cost: end.cost,
+            ..ChatResponse::empty(backend, model)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use serde_json::json;
 
     use super::*;
-    use crate::types::{ToolCall, Usage};
+    use crate::types::Usage;
 
     fn key(scope: Option<&str>, r: &ChatRequest) -> CacheKey {
         CacheKey::new(scope, r).unwrap()
@@ -407,5 +621,274 @@ mod tests {
         // Reasoning without blocks (Qwen's `reasoning_content`) is one delta.
         let plain = ChatResponse { thinking: Vec::new(), tool_calls: Vec::new(), ..r };
         assert_eq!(replay(&plain)[1], StreamEvent::ReasoningDelta { text: "hmm".into() });
+    }
+
+    /// The whole stream, as a client would: `None` unless it ends with `Done`.
+    fn assemble(events: &[StreamEvent]) -> Option<ChatResponse> {
+        let mut a = Assembler::new(MAX_ASSEMBLED_BYTES);
+        for ev in events {
+            match ev {
+                StreamEvent::Done { end } => return a.finish(end, "b", "m"),
+                StreamEvent::Error { .. } => return None,
+                ev => assert!(a.push(ev)),
+            }
+        }
+        None
+    }
+
+    /// The fields a replay carries: all but the provider's id, the cost (a replay is free),
+    /// and what describes the call rather than the answer.
+    fn cacheable(r: &ChatResponse) -> ChatResponse {
+        ChatResponse { id: None, cost: 0.0, latency: Duration::ZERO, warnings: Vec::new(), ..r.clone() }
+    }
+
+    fn done(finish_reason: FinishReason, usage: Usage) -> StreamEvent {
+        StreamEvent::Done { end: StreamEnd { finish_reason: Some(finish_reason), usage, cost: 0.25 } }
+    }
+
+    fn delta(index: u32, id: Option<&str>, name: Option<&str>, arguments: &str) -> StreamEvent {
+        StreamEvent::ToolCall {
+            delta: ToolCallDelta {
+                index,
+                id: id.map(str::to_owned),
+                name: name.map(str::to_owned),
+                arguments: arguments.to_owned(),
+            },
+        }
+    }
+
+    /// A random answer of the shapes a replay can carry (see [`Assembler::finish`]).
+    fn random_answer(rng: &mut fastrand::Rng) -> ChatResponse {
+        let word = |rng: &mut fastrand::Rng| -> String {
+            let words = ["", "a", "héllo", "世界 ", "{\"x\"", "\n", "two words"];
+            (0..rng.usize(0..4)).map(|_| words[rng.usize(..words.len())]).collect()
+        };
+        let mut thinking = Vec::new();
+        for _ in 0..rng.usize(0..4) {
+            thinking.push(if rng.bool() {
+                ThinkingBlock::Thinking { thinking: word(rng), signature: format!("sig{}", rng.u32(..)) }
+            } else {
+                ThinkingBlock::Redacted { data: format!("opaque{}", rng.u32(..)) }
+            });
+        }
+        if rng.bool() && !thinking.is_empty() {
+            // The last block may be unsigned, if it has text (else nothing marks it).
+            thinking.push(ThinkingBlock::Thinking {
+                thinking: format!("tail{}", word(rng)),
+                signature: String::new(),
+            });
+        }
+        let joined: String = thinking
+            .iter()
+            .filter_map(|b| match b {
+                ThinkingBlock::Thinking { thinking, .. } => Some(thinking.as_str()),
+                ThinkingBlock::Redacted { .. } => None,
+            })
+            .collect();
+        let reasoning = if thinking.is_empty() { Some(word(rng)) } else { Some(joined) };
+        let tool_calls = (0..rng.usize(0..3))
+            .map(|i| ToolCall {
+                id: format!("call_{i}"),
+                name: format!("tool{i}"),
+                arguments: if rng.bool() { json!({}) } else { json!({"q": word(rng), "n": [i, 1.5, null]}) },
+            })
+            .collect();
+        let finish = [
+            FinishReason::Stop,
+            FinishReason::Length,
+            FinishReason::ToolCalls,
+            FinishReason::StopSequence("E".into()),
+        ];
+        ChatResponse {
+            content: word(rng),
+            reasoning: reasoning.filter(|r| !r.is_empty()),
+            thinking,
+            tool_calls,
+            finish_reason: Some(finish[rng.usize(..finish.len())].clone()),
+            usage: Usage {
+                reasoning_tokens: rng.u32(..5),
+                ..Usage::reported(rng.u32(..1000), rng.u32(..1000))
+            },
+            cost: 0.5,
+            id: Some("resp_1".into()),
+            ..ChatResponse::empty("b", "m")
+        }
+    }
+
+    /// The events of `events` as a provider might have cut them: text, reasoning and tool-call
+    /// arguments in random pieces, the calls' fragments interleaved.
+    fn split(events: &[StreamEvent], rng: &mut fastrand::Rng) -> Vec<StreamEvent> {
+        fn pieces(s: &str, rng: &mut fastrand::Rng) -> Vec<String> {
+            let mut out = Vec::new();
+            let mut rest = s;
+            while !rest.is_empty() {
+                let mut at = rng.usize(1..=rest.len());
+                while !rest.is_char_boundary(at) {
+                    at += 1;
+                }
+                let (head, tail) = rest.split_at(at);
+                out.push(head.to_owned());
+                rest = tail;
+            }
+            out
+        }
+        let mut out = Vec::new();
+        let mut calls: Vec<std::collections::VecDeque<StreamEvent>> = Vec::new();
+        for ev in events {
+            match ev {
+                StreamEvent::TextDelta { text } => {
+                    out.extend(pieces(text, rng).into_iter().map(StreamEvent::text))
+                }
+                StreamEvent::ReasoningDelta { text } if !text.is_empty() => {
+                    out.extend(pieces(text, rng).into_iter().map(|text| StreamEvent::ReasoningDelta { text }))
+                }
+                StreamEvent::ToolCall { delta: d } => {
+                    // The id and name first, alone; the arguments after, in pieces.
+                    let mut frags: std::collections::VecDeque<StreamEvent> =
+                        [delta(d.index, d.id.as_deref(), d.name.as_deref(), "")].into();
+                    frags.extend(pieces(&d.arguments, rng).iter().map(|a| delta(d.index, None, None, a)));
+                    calls.push(frags);
+                }
+                StreamEvent::Done { .. } => {
+                    while calls.iter().any(|c| !c.is_empty()) {
+                        let open: Vec<usize> = (0..calls.len()).filter(|&i| !calls[i].is_empty()).collect();
+                        let i = open[rng.usize(..open.len())];
+                        out.extend(calls[i].pop_front());
+                    }
+                    out.push(ev.clone());
+                }
+                other => out.push(other.clone()),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn assembling_a_replay_gives_the_answer_back() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        for _ in 0..2000 {
+            let r = random_answer(&mut rng);
+            let events = replay(&r);
+            assert_eq!(assemble(&events).as_ref().map(cacheable), Some(cacheable(&r)), "{events:?}");
+            // However a provider cut the same events.
+            let cut = split(&events, &mut rng);
+            let back = assemble(&cut).unwrap();
+            assert_eq!(cacheable(&back), cacheable(&r), "{cut:?}");
+            // And the answer a stream assembles replays as the same stream.
+            assert_eq!(replay(&back), events);
+        }
+    }
+
+    #[test]
+    fn a_stream_assembles_into_its_json_answer() {
+        let events = [
+            StreamEvent::Usage { usage: Usage::reported(12, 0) },
+            StreamEvent::ReasoningDelta { text: "Let me ".into() },
+            StreamEvent::ReasoningDelta { text: "think.".into() },
+            StreamEvent::ThinkingSeal { seal: ThinkingSeal::Signature("sig-1".into()) },
+            StreamEvent::ThinkingSeal { seal: ThinkingSeal::Redacted("opaque".into()) },
+            StreamEvent::text("Calling "),
+            StreamEvent::text("two tools."),
+            // Two calls interleaved by index, their arguments split mid-token.
+            delta(1, Some("call_b"), Some("time"), ""),
+            delta(0, Some("call_a"), Some("weather"), "{\"ci"),
+            delta(1, None, None, "{\"tz\":\"UTC\"}"),
+            delta(0, None, None, "ty\":\"Par"),
+            delta(0, None, None, "is\"}"),
+            done(FinishReason::ToolCalls, Usage::reported(12, 30)),
+        ];
+        let r = assemble(&events).unwrap();
+        assert_eq!(r.content, "Calling two tools.");
+        assert_eq!(r.reasoning.as_deref(), Some("Let me think."));
+        assert_eq!(
+            r.thinking,
+            [
+                ThinkingBlock::Thinking { thinking: "Let me think.".into(), signature: "sig-1".into() },
+                ThinkingBlock::Redacted { data: "opaque".into() },
+            ]
+        );
+        assert_eq!(
+            r.tool_calls,
+            [
+                ToolCall { id: "call_a".into(), name: "weather".into(), arguments: json!({"city": "Paris"}) },
+                ToolCall { id: "call_b".into(), name: "time".into(), arguments: json!({"tz": "UTC"}) },
+            ]
+        );
+        assert_eq!(r.usage, Usage::reported(12, 30), "the whole stream's figure, from Done");
+        assert_eq!((r.finish_reason, r.cost), (Some(FinishReason::ToolCalls), 0.25));
+        assert_eq!((r.backend.as_str(), r.model.as_str(), r.id), ("b", "m", None));
+    }
+
+    #[test]
+    fn odd_streams_assemble_as_the_gateway_shows_them_or_not_at_all() {
+        // Reasoning without seals is reasoning without blocks.
+        let plain = assemble(&[
+            StreamEvent::ReasoningDelta { text: "hmm".into() },
+            StreamEvent::text("ok"),
+            done(FinishReason::Stop, Usage::reported(1, 1)),
+        ])
+        .unwrap();
+        assert_eq!((plain.reasoning.as_deref(), plain.thinking.len()), (Some("hmm"), 0));
+
+        // A signature with no reasoning before it still ends a block; reasoning after the last
+        // seal is an unsigned block; reasoning before a redacted block is one too.
+        let blocks = assemble(&[
+            StreamEvent::ThinkingSeal { seal: ThinkingSeal::Signature("s0".into()) },
+            StreamEvent::ReasoningDelta { text: "a".into() },
+            StreamEvent::ThinkingSeal { seal: ThinkingSeal::Redacted("r".into()) },
+            StreamEvent::ReasoningDelta { text: "b".into() },
+            done(FinishReason::Stop, Usage::reported(1, 1)),
+        ])
+        .unwrap();
+        let unsigned = |t: &str| ThinkingBlock::Thinking { thinking: t.into(), signature: String::new() };
+        assert_eq!(
+            blocks.thinking,
+            [
+                ThinkingBlock::Thinking { thinking: String::new(), signature: "s0".into() },
+                unsigned("a"),
+                ThinkingBlock::Redacted { data: "r".into() },
+                unsigned("b"),
+            ]
+        );
+        assert_eq!(blocks.reasoning.as_deref(), Some("ab"));
+
+        // Servers that number every parallel call 0: a new id is a new call. A call without an
+        // id gets one; without arguments, `{}`.
+        let calls = assemble(&[
+            delta(0, Some("x"), Some("f"), "{\"a\":1}"),
+            delta(0, Some("y"), Some("g"), ""),
+            delta(3, None, Some("h"), " "),
+            done(FinishReason::ToolCalls, Usage::reported(1, 1)),
+        ])
+        .unwrap();
+        let got: Vec<_> = calls.tool_calls.iter().map(|c| (c.name.as_str(), c.arguments.clone())).collect();
+        assert_eq!(got, [("f", json!({"a": 1})), ("g", json!({})), ("h", json!({}))]);
+        assert_eq!((calls.tool_calls[0].id.as_str(), calls.tool_calls[1].id.as_str()), ("x", "y"));
+        assert!(calls.tool_calls[2].id.starts_with("call_"));
+
+        // What a JSON answer could not be: no answer to store.
+        for broken in [
+            [delta(0, Some("x"), None, "{}"), done(FinishReason::ToolCalls, Usage::default())],
+            [delta(0, Some("x"), Some("f"), "{\"a\": tru"), done(FinishReason::ToolCalls, Usage::default())],
+            [delta(0, Some("x"), Some("f"), "[1]"), done(FinishReason::ToolCalls, Usage::default())],
+        ] {
+            assert_eq!(assemble(&broken), None, "{broken:?}");
+        }
+        // A stream that did not end, or ended in an error.
+        assert_eq!(assemble(&[StreamEvent::text("half")]), None);
+        let failed = StreamEvent::Error { error: crate::BackendError::interrupted("cut") };
+        assert_eq!(assemble(&[StreamEvent::text("half"), failed]), None);
+    }
+
+    #[test]
+    fn assembly_stops_past_the_limit() {
+        let mut a = Assembler::new(10);
+        assert!(a.push(&StreamEvent::text("12345")));
+        assert!(a.push(&StreamEvent::ReasoningDelta { text: "12345".into() }), "exactly at the limit");
+        assert!(!a.push(&StreamEvent::text("x")));
+        // Tool calls and seals count too.
+        let mut a = Assembler::new(10);
+        assert!(a.push(&delta(0, Some("id"), Some("name"), "{}")));
+        assert!(!a.push(&StreamEvent::ThinkingSeal { seal: ThinkingSeal::Redacted("data".into()) }));
     }
 }

@@ -1,9 +1,15 @@
-//! What this process has spent, per backend and model, and what the month will cost at this
-//! rate (the seeds' `analyzeCosts`).
+//! What this process has spent, per backend, model and gateway key, and what the month will
+//! cost at this rate (the seeds' `analyzeCosts`).
 //!
 //! Kept as hourly aggregates (not per-request rows) so memory stays bounded however long the
-//! process runs: 31 days × backends × models buckets at most. A persistent ledger that survives
-//! restarts is a separate concern; this answers "what did we spend since start-up".
+//! process runs: for each of the last 31 days' hours, one bucket per (backend, model) pair and
+//! one per gateway key that spent in it, so 31 × 24 × (pairs + keys) buckets at most. Keys are
+//! counted beside the pairs, not crossed with them: a key's bucket does not multiply by every
+//! backend and model it reached. The gateway's keys are the configured ones, so their number is
+//! bounded too; a library caller that sets [`ChatRequest::tenant`](crate::ChatRequest::tenant)
+//! from unbounded input (a user id per request) grows the tracker with it. A persistent ledger
+//! that survives restarts is a separate concern; this answers "what did we spend since
+//! start-up".
 //!
 //! That persistent ledger lives outside core (`claudette-ledger`), behind two small seams
 //! defined here so core holds no storage code: a [`UsageSink`] the router hands every billed
@@ -56,6 +62,55 @@ pub enum GroupBy {
     #[default]
     Backend,
     Model,
+    /// By the gateway key that authenticated the request ([`ChatRequest::tenant`]), so an
+    /// operator can answer "what did team A spend". Requests without one (a gateway without
+    /// keys, a library caller) are the [`NO_KEY`] line.
+    ///
+    /// [`ChatRequest::tenant`]: crate::ChatRequest::tenant
+    Key,
+}
+
+impl GroupBy {
+    /// The stable lowercase name used in URLs and JSON (`backend`, `model`, `key`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Backend => "backend",
+            GroupBy::Model => "model",
+            GroupBy::Key => "key",
+        }
+    }
+
+    /// The inverse of [`as_str`](Self::as_str).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "backend" => Some(GroupBy::Backend),
+            "model" => Some(GroupBy::Model),
+            "key" => Some(GroupBy::Key),
+            _ => None,
+        }
+    }
+}
+
+/// The [`GroupBy::Key`] line of spend that no gateway key authenticated. Gateway key names are
+/// 1 to 64 of `A-Z a-z 0-9 - _ .` (claudette-config checks them), so no key can be named
+/// this; a library caller setting [`ChatRequest::tenant`](crate::ChatRequest::tenant) itself
+/// should not use it either.
+pub const NO_KEY: &str = "(no key)";
+
+/// Whose request a billed attempt served, carried with each booking: borrowed from the
+/// request (or from what a stream kept of it), so booking copies nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Attribution<'a> {
+    /// [`ChatRequest::request_id`](crate::ChatRequest::request_id).
+    pub request_id: Option<&'a str>,
+    /// [`ChatRequest::tenant`](crate::ChatRequest::tenant).
+    pub tenant: Option<&'a str>,
+}
+
+impl<'a> Attribution<'a> {
+    pub fn of(request: &'a crate::ChatRequest) -> Self {
+        Self { request_id: request.request_id.as_deref(), tenant: request.tenant.as_deref() }
+    }
 }
 
 /// The answer to "what did we spend". Deserializable so that a client of several gateways
@@ -124,6 +179,9 @@ pub struct UsageRecord<'a> {
     /// gateway's `x-request-id`), so a ledger row can be tied to a client's complaint and to
     /// the request's log lines; `None` for a request that had none (a library caller's).
     pub request_id: Option<&'a str>,
+    /// The request's [`ChatRequest::tenant`](crate::ChatRequest::tenant): the name of the
+    /// gateway key that authenticated it, so spend can be told per key; `None` without one.
+    pub tenant: Option<&'a str>,
     pub backend: &'a str,
     pub model: &'a str,
     pub input_tokens: u32,
@@ -162,13 +220,13 @@ pub trait CostSource: Send + Sync + fmt::Debug {
     fn analyze_costs(&self, timeframe: Duration, group_by: GroupBy) -> Result<CostAnalysis, CostSourceError>;
 }
 
-/// Hourly cost aggregates by (backend, model), plus the optional [`UsageSink`] every booking
-/// is also handed to.
+/// Hourly cost aggregates by (backend, model) and by gateway key, plus the optional
+/// [`UsageSink`] every booking is also handed to.
 #[derive(Debug)]
 pub struct CostTracker {
     clock: Arc<dyn Clock>,
     started: Duration,
-    buckets: Mutex<HashMap<(u64, String, String), CostLine>>,
+    buckets: Mutex<Buckets>,
     /// Set at most once: one lock-free load per booking, and no record is split between two
     /// sinks by a swap mid-flight.
     sink: OnceLock<Arc<dyn UsageSink>>,
@@ -177,7 +235,7 @@ pub struct CostTracker {
 impl CostTracker {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         let started = clock.now();
-        Self { clock, started, buckets: Mutex::new(HashMap::new()), sink: OnceLock::new() }
+        Self { clock, started, buckets: Mutex::new(Buckets::default()), sink: OnceLock::new() }
     }
 
     /// Hands every later booking to `sink` as well. Once only: `Err` gives the sink back when
@@ -192,23 +250,25 @@ impl CostTracker {
         self.sink.get().is_some()
     }
 
-    /// Books one billed attempt of the request `request_id`: counts it here
-    /// ([`record`](Self::record)) and hands the same figures, with the request id, the cache
-    /// tokens and the outcome, to the sink if there is one.
+    /// Books one billed attempt of the request `by`: counts it here (as
+    /// [`record`](Self::record) does, under the request's key) and hands the same figures,
+    /// with the request id, the key, the cache tokens and the outcome, to the sink if there
+    /// is one.
     pub fn book(
         &self,
-        request_id: Option<&str>,
+        by: Attribution<'_>,
         backend: &str,
         model: &str,
         cost: f64,
         usage: &Usage,
         outcome: UsageOutcome,
     ) {
-        self.record(backend, model, cost, usage.input_tokens, usage.output_tokens);
+        self.count(by.tenant, backend, model, cost, usage.input_tokens, usage.output_tokens);
         if let Some(sink) = self.sink.get() {
             sink.record(&UsageRecord {
                 at: SystemTime::now(),
-                request_id,
+                request_id: by.request_id,
+                tenant: by.tenant,
                 backend,
                 model,
                 input_tokens: usage.input_tokens,
@@ -221,10 +281,24 @@ impl CostTracker {
         }
     }
 
-    /// Records one billed attempt. A cost that is not a finite number ≥ 0 (a NaN or negative
-    /// price, a buggy plugin) counts as 0: one NaN would otherwise turn its hour's total, and
-    /// every total and projection over it, into NaN for the whole retention period.
+    /// Records one billed attempt, of no gateway key (the [`NO_KEY`] line). A cost that is not
+    /// a finite number ≥ 0 (a NaN or negative price, a buggy plugin) counts as 0: one NaN
+    /// would otherwise turn its hour's total, and every total and projection over it, into NaN
+    /// for the whole retention period.
     pub fn record(&self, backend: &str, model: &str, cost: f64, input_tokens: u32, output_tokens: u32) {
+        self.count(None, backend, model, cost, input_tokens, output_tokens);
+    }
+
+    /// [`record`](Self::record) for `tenant` (the gateway key; `None`: the [`NO_KEY`] line).
+    fn count(
+        &self,
+        tenant: Option<&str>,
+        backend: &str,
+        model: &str,
+        cost: f64,
+        input_tokens: u32,
+        output_tokens: u32,
+    ) {
         let now = self.clock.now();
         let hour = now.as_secs() / BUCKET.as_secs();
         let line = CostLine {
@@ -234,10 +308,17 @@ impl CostTracker {
             output_tokens: u64::from(output_tokens),
         };
         let mut b = self.buckets.lock();
-        b.entry((hour, backend.to_owned(), model.to_owned())).or_default().add(&line);
-        let oldest = now.saturating_sub(RETENTION).as_secs() / BUCKET.as_secs();
-        if b.len() > 4096 {
-            b.retain(|(h, _, _), _| *h >= oldest);
+        b.prune(hour, now);
+        b.by_route.entry((hour, backend.to_owned(), model.to_owned())).or_default().add(&line);
+        // Looked up by `&str` first: a key's bucket exists after its first request of the hour,
+        // and the steady state then copies no name.
+        let keys = b.by_key.entry(hour).or_default();
+        let label = tenant.unwrap_or(NO_KEY);
+        match keys.get_mut(label) {
+            Some(l) => l.add(&line),
+            None => {
+                keys.insert(label.to_owned(), line);
+            }
         }
     }
 
@@ -251,21 +332,49 @@ impl CostTracker {
     pub fn analyze(&self, timeframe: Duration, group_by: GroupBy) -> CostAnalysis {
         let now = self.clock.now();
         let (from, window_start) = window_start(now, timeframe.min(MAX_TIMEFRAME));
+        let observed = now.saturating_sub(window_start.max(self.started));
         let buckets = self.buckets.lock();
-        let lines =
-            buckets.iter().filter(|((hour, _, _), _)| *hour >= from).map(|((_, backend, model), line)| {
-                let key = match group_by {
-                    GroupBy::Backend => backend.as_str(),
-                    GroupBy::Model => model.as_str(),
-                };
-                (key, *line)
-            });
-        CostAnalysis::from_lines(
-            timeframe,
-            now.saturating_sub(window_start.max(self.started)),
-            group_by,
-            lines,
-        )
+        let by_route = |pick: fn(&(u64, String, String)) -> &str| {
+            buckets.by_route.iter().filter(|((hour, _, _), _)| *hour >= from).map(move |(k, l)| (pick(k), *l))
+        };
+        match group_by {
+            GroupBy::Backend => CostAnalysis::from_lines(timeframe, observed, group_by, by_route(|k| &k.1)),
+            GroupBy::Model => CostAnalysis::from_lines(timeframe, observed, group_by, by_route(|k| &k.2)),
+            GroupBy::Key => {
+                let lines = buckets
+                    .by_key
+                    .iter()
+                    .filter(|(hour, _)| **hour >= from)
+                    .flat_map(|(_, keys)| keys.iter().map(|(k, l)| (k.as_str(), *l)));
+                CostAnalysis::from_lines(timeframe, observed, group_by, lines)
+            }
+        }
+    }
+}
+
+/// The tracker's hourly aggregates: the same bookings counted twice, once per (backend,
+/// model) and once per key, so that neither grouping multiplies the other's buckets.
+#[derive(Debug, Default)]
+struct Buckets {
+    by_route: HashMap<(u64, String, String), CostLine>,
+    /// Hour → key label (the key's name, or [`NO_KEY`]) → spend.
+    by_key: HashMap<u64, HashMap<String, CostLine>>,
+    /// The hour of the last booking: buckets are pruned when it changes.
+    hour: u64,
+}
+
+impl Buckets {
+    /// Drops buckets older than the retention, once per hour (at the first booking of a new
+    /// hour): what they hold is out of every window, and scanning on every booking would cost
+    /// each request a pass over a month of buckets.
+    fn prune(&mut self, hour: u64, now: Duration) {
+        if hour == self.hour {
+            return;
+        }
+        self.hour = hour;
+        let oldest = now.saturating_sub(RETENTION).as_secs() / BUCKET.as_secs();
+        self.by_route.retain(|(h, _, _), _| *h >= oldest);
+        self.by_key.retain(|h, _| *h >= oldest);
     }
 }
 
@@ -279,9 +388,9 @@ pub fn window_start(now: Duration, timeframe: Duration) -> (u64, Duration) {
 }
 
 impl CostAnalysis {
-    /// Sums `lines` (each keyed by its backend or model, as `group_by` says; a key may repeat)
-    /// into an analysis whose figures span `observed`, projected to a 30-day month. Shared by
-    /// the in-memory tracker and any [`CostSource`], so both answer alike.
+    /// Sums `lines` (each keyed by its backend, model or key label, as `group_by` says; a key
+    /// may repeat) into an analysis whose figures span `observed`, projected to a 30-day
+    /// month. Shared by the in-memory tracker and any [`CostSource`], so both answer alike.
     pub fn from_lines<'a>(
         timeframe: Duration,
         observed: Duration,
@@ -404,7 +513,7 @@ mod tests {
         let t = CostTracker::new(clock.shared());
         t.record("a", "m", 100.0, 1, 1);
         clock.advance(Duration::from_secs(40 * 86_400));
-        // Enough (backend, model) pairs that the next record prunes.
+        // Many (backend, model) pairs: how much is kept must not depend on how many there are.
         for i in 0..4100 {
             t.record("a", &format!("m{i}"), 0.001, 1, 1);
         }
@@ -452,6 +561,51 @@ mod tests {
         assert!(a.merge(&hour).unwrap_err().contains("3600 s window"));
         let json = serde_json::to_value(&a).unwrap();
         assert_eq!(serde_json::from_value::<CostAnalysis>(json).unwrap(), a);
+    }
+
+    /// Spend per gateway key: each key's requests and cost, whatever backend served them, the
+    /// keyless ones on their own line, the same totals as by backend, and old hours leaving
+    /// the window (and memory) as the pairs' do.
+    #[test]
+    fn groups_by_key_beside_backend_and_model() {
+        let clock = FakeClock::new();
+        let t = CostTracker::new(clock.shared());
+        let usage = |i, o| Usage { input_tokens: i, output_tokens: o, ..Usage::default() };
+        let team = |name| Attribution { request_id: Some("req-1"), tenant: Some(name) };
+        t.book(team("team-a"), "openai", "gpt-4o", 1.0, &usage(100, 50), UsageOutcome::Success);
+        t.book(Attribution::default(), "openai", "gpt-4o", 0.125, &usage(1, 1), UsageOutcome::Success);
+        clock.advance(Duration::from_secs(2 * 3600));
+        t.book(team("team-a"), "claude", "sonnet", 0.5, &usage(10, 5), UsageOutcome::Failed);
+        t.book(team("team-b"), "claude", "sonnet", 0.25, &usage(10, 5), UsageOutcome::Abandoned);
+
+        let by_key = t.analyze(Duration::from_secs(86_400), GroupBy::Key);
+        assert_eq!(by_key.group_by, GroupBy::Key);
+        assert_eq!(by_key.breakdown.keys().collect::<Vec<_>>(), [NO_KEY, "team-a", "team-b"]);
+        let a = by_key.breakdown["team-a"];
+        assert_eq!((a.requests, a.input_tokens, a.output_tokens), (2, 110, 55));
+        assert!((a.cost - 1.5).abs() < 1e-9);
+        assert_eq!(by_key.breakdown[NO_KEY].requests, 1);
+        let by_backend = t.analyze(Duration::from_secs(86_400), GroupBy::Backend);
+        assert_eq!(
+            (by_key.total_cost, by_key.total_requests, by_key.total_tokens, by_key.projected_monthly_cost),
+            (
+                by_backend.total_cost,
+                by_backend.total_requests,
+                by_backend.total_tokens,
+                by_backend.projected_monthly_cost
+            )
+        );
+        let last_hour = t.analyze(Duration::from_secs(3600), GroupBy::Key);
+        assert_eq!(last_hour.breakdown.keys().collect::<Vec<_>>(), ["team-a", "team-b"]);
+        assert_eq!(last_hour.total_requests, 2);
+
+        clock.advance(RETENTION + BUCKET);
+        t.book(team("team-c"), "openai", "gpt-4o", 0.0, &usage(1, 1), UsageOutcome::Success);
+        let b = t.buckets.lock();
+        assert_eq!((b.by_key.len(), b.by_route.len()), (1, 1), "hours past the retention are kept");
+        drop(b);
+        assert_eq!(serde_json::to_value(GroupBy::Key).unwrap(), "key");
+        assert_eq!(GroupBy::parse(GroupBy::Key.as_str()), Some(GroupBy::Key));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::breaker::{BreakerConfig, CircuitBreaker, Permit, RejectReason, Reject
 use crate::budget::RetryBudget;
 use crate::cache::{self, CacheKey, CacheMode, ResponseCache};
 use crate::clock::{Clock, SystemClock};
-use crate::costs::{CostAnalysis, CostTracker, GroupBy, UsageOutcome, UsageSink};
+use crate::costs::{Attribution, CostAnalysis, CostTracker, GroupBy, UsageOutcome, UsageSink};
 use crate::decision::{
     Attempt, AttemptOutcome, CacheStatus, CandidateScore, RoutingDecision, SkipReason, Skipped,
 };
@@ -587,7 +587,7 @@ impl BackendRouter {
                         resp.usage.output_tokens,
                     );
                     self.costs.book(
-                        request.request_id.as_deref(),
+                        Attribution::of(request),
                         entry.backend.name(),
                         billed_model(request, &entry),
                         resp.cost,
@@ -620,8 +620,9 @@ impl BackendRouter {
     /// becomes the stream's terminal `Error` event — never a silent end, never a second
     /// backend's output spliced in (RT-7, RT-8).
     ///
-    /// A cached answer is replayed as a stream; a streamed answer is not stored (see
-    /// [`crate::cache`]).
+    /// A cached answer is replayed as a stream. A streamed answer is stored once it completes
+    /// (it ends with `Done` and is cacheable), as the JSON answer would have been; one that
+    /// errs, is cut or is dropped by the caller stores nothing (see [`crate::cache`]).
     pub async fn route_stream(&self, request: &ChatRequest) -> Result<RoutedStream, RouteError> {
         self.route_stream_with(request, RouteOverrides::default()).await
     }
@@ -631,11 +632,9 @@ impl BackendRouter {
         request: &ChatRequest,
         overrides: RouteOverrides,
     ) -> Result<RoutedStream, RouteError> {
-        // Streams are only served from the cache: nothing here assembles a streamed answer
-        // into the complete response a later request would be given.
-        let status = match self.look_up(request, overrides.cache) {
+        let (status, store) = match self.look_up(request, overrides.cache) {
             Lookup::Hit(resp) => return Ok(RoutedStream::replay(*resp)),
-            lookup => lookup.route().0,
+            lookup => lookup.route(),
         };
         let mut run = self.start(request, true, overrides, status)?;
         let first_token_deadline = self.options.read().retry.first_token_deadline;
@@ -692,12 +691,15 @@ impl BackendRouter {
                         // Kept only for a sink: without one nothing reads it, and a stream
                         // costs no copy of it.
                         request_id: if self.costs.has_sink() { request.request_id.clone() } else { None },
+                        // Kept with or without a sink: the in-memory tracker counts per key.
+                        tenant: request.tenant.clone(),
                         costs: self.costs.clone(),
                         model,
                         finished: false,
                         input_estimate: request.estimated_input_tokens(),
                         usage_seen: None,
                         output_bytes: 0,
+                        store: self.storing(store),
                     };
                     // Counted on arrival: what the backend generated is billed whether or not
                     // the caller reads it before going away.
@@ -714,6 +716,15 @@ impl BackendRouter {
                 Err(err) => self.attempt_failed(&mut run, entry, permit, err, latency, backoff),
             }
         }
+    }
+
+    /// What a committed stream needs to store its answer under `key`: nothing without a key
+    /// (no cache, or caching bypassed), so that such a stream does no work for the cache.
+    fn storing(&self, key: Option<CacheKey>) -> Option<Box<Storing>> {
+        let key = key?;
+        let cache = self.cache.get()?.clone();
+        let answer = cache::Assembler::new(cache.max_entry_bytes());
+        Some(Box::new(Storing { key, cache, answer }))
     }
 
     /// Bookkeeping of a failed attempt (breaker, metrics, decision), then what to do next.
@@ -1186,6 +1197,8 @@ struct CommittedStream {
     costs: Arc<CostTracker>,
     /// The request's id, for the usage sink (`None` without a sink).
     request_id: Option<String>,
+    /// The request's tenant (gateway key), for the tracker's per-key spend and the sink.
+    tenant: Option<String>,
     model: String,
     finished: bool,
     /// Prompt tokens by the cheap estimate, for a stream that ends before reporting usage.
@@ -1194,11 +1207,32 @@ struct CommittedStream {
     usage_seen: Option<Usage>,
     /// Bytes of text, reasoning and tool arguments received from the backend.
     output_bytes: usize,
+    /// The answer being assembled for the response cache; `None` when it is not to be stored
+    /// (no cache, caching bypassed, or the answer outgrew what the cache keeps).
+    store: Option<Box<Storing>>,
+}
+
+/// A stream's answer on its way into the cache: stored under `key` if the stream completes.
+struct Storing {
+    key: CacheKey,
+    cache: Arc<dyn ResponseCache>,
+    answer: cache::Assembler,
 }
 
 impl CommittedStream {
-    /// Notes what an event adds to the bill, for a stream that ends without a `Done`.
+    fn attribution(&self) -> Attribution<'_> {
+        Attribution { request_id: self.request_id.as_deref(), tenant: self.tenant.as_deref() }
+    }
+
+    /// Notes what an event adds to the bill, for a stream that ends without a `Done`, and to
+    /// the answer being assembled for the cache.
     fn observe(&mut self, ev: &StreamEvent) {
+        if let Some(store) = &mut self.store {
+            if !store.answer.push(ev) {
+                // Larger than the cache keeps: stop holding a copy.
+                self.store = None;
+            }
+        }
         match ev {
             StreamEvent::TextDelta { text } | StreamEvent::ReasoningDelta { text } => {
                 self.output_bytes = self.output_bytes.saturating_add(text.len());
@@ -1208,6 +1242,20 @@ impl CommittedStream {
             }
             StreamEvent::Usage { usage } => self.usage_seen = Some(*usage),
             StreamEvent::ThinkingSeal { .. } | StreamEvent::Done { .. } | StreamEvent::Error { .. } => {}
+        }
+    }
+
+    /// At the stream's terminal event: stores the assembled answer when the stream completed
+    /// (`Done`) with a cacheable answer. After an `Error` the partial answer is dropped, and a
+    /// stream dropped before its end never gets here (S-11: partial streams are never cached).
+    fn store_answer(&mut self, ev: &StreamEvent) {
+        let Some(store) = self.store.take() else { return };
+        let StreamEvent::Done { end } = ev else { return };
+        let Storing { key, cache, answer } = *store;
+        let Some(mut resp) = answer.finish(end, self.entry.backend.name(), &self.model) else { return };
+        resp.latency = self.clock.now().saturating_sub(self.started);
+        if cache::is_cacheable(&resp) {
+            cache.put(key, &resp);
         }
     }
 
@@ -1229,14 +1277,7 @@ impl CommittedStream {
         };
         let cost = self.entry.backend.info().pricing.cost(&usage);
         self.entry.metrics.record_partial_cost(cost, usage.input_tokens, usage.output_tokens);
-        self.costs.book(
-            self.request_id.as_deref(),
-            self.entry.backend.name(),
-            &self.model,
-            cost,
-            &usage,
-            outcome,
-        );
+        self.costs.book(self.attribution(), self.entry.backend.name(), &self.model, cost, &usage, outcome);
     }
 
     fn settle(&mut self, ev: &StreamEvent) {
@@ -1253,7 +1294,7 @@ impl CommittedStream {
                     end.usage.output_tokens,
                 );
                 self.costs.book(
-                    self.request_id.as_deref(),
+                    self.attribution(),
                     self.entry.backend.name(),
                     &self.model,
                     end.cost,
@@ -1313,6 +1354,7 @@ impl Stream for CommittedStream {
                 other => other,
             };
             self.settle(&ev);
+            self.store_answer(&ev);
             return Poll::Ready(Some(ev));
         }
         Poll::Ready(Some(ev))

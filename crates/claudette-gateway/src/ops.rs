@@ -178,9 +178,10 @@ pub(crate) async fn backends(State(st): State<Shared>) -> Response {
     json(StatusCode::OK, &Backends { backends })
 }
 
-/// `?timeframe=24h&group_by=backend|model`: spend from the cost source (a persistent ledger)
-/// when there is one, else what this process has seen. The longest window is the source's
-/// retention, or the in-memory 31 days.
+/// `?timeframe=24h&group_by=backend|model|key`: spend from the cost source (a persistent
+/// ledger) when there is one, else what this process has seen. The longest window is the
+/// source's retention, or the in-memory 31 days. `key` is the gateway key that authenticated
+/// each request ([`claudette_core::costs::NO_KEY`] for requests without one).
 pub(crate) async fn costs(State(st): State<Shared>, uri: Uri) -> Response {
     let max_timeframe = st.cost_source.as_ref().map_or(MAX_TIMEFRAME, |s| s.max_timeframe());
     let mut timeframe = Duration::from_secs(24 * 3600);
@@ -208,12 +209,11 @@ pub(crate) async fn costs(State(st): State<Shared>, uri: Uri) -> Response {
                 }
             },
             // `groupBy` is the seeds' spelling (`analyzeCosts({ groupBy })`).
-            "group_by" | "groupBy" => match v.as_ref() {
-                "backend" => group_by = GroupBy::Backend,
-                "model" => group_by = GroupBy::Model,
-                _ => {
+            "group_by" | "groupBy" => match GroupBy::parse(&v) {
+                Some(g) => group_by = g,
+                None => {
                     observe::count("costs", 400);
-                    return ApiError::invalid("`group_by` must be `backend` or `model`")
+                    return ApiError::invalid("`group_by` must be `backend`, `model` or `key`")
                         .with_param("group_by")
                         .into_response(Flavor::OpenAi);
                 }

@@ -1,7 +1,8 @@
 //! The response cache through the gateway, over real HTTP in front of fake providers that
 //! count their calls (reliability-spec S-11, F-36): answers are cached per gateway key, a hit
 //! says so and costs nothing, `x-claudette-cache` on a request picks the mode, failures are
-//! never cached, and a hit asked for as a stream is replayed as valid SSE.
+//! never cached, a hit asked for as a stream is replayed as valid SSE, and a streamed answer is
+//! stored once it completes, for the next caller whether it streams or not.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -180,18 +181,97 @@ async fn a_hit_streams_as_valid_sse() {
     assert_eq!(anthropic_text(&frames), "claude's answer");
 }
 
-/// Streams are replayed, never stored: a streamed answer leaves nothing for the next request.
+fn streamed(mut body: serde_json::Value) -> serde_json::Value {
+    body["stream"] = json!(true);
+    body
+}
+
+/// S-11 for chat UIs, which stream: a stream through `/v1/chat/completions` that completes is
+/// stored, and the same request after it, as JSON or as a stream, is a hit with the same text
+/// and usage and no upstream call.
 #[tokio::test]
-async fn a_streamed_answer_is_not_stored() {
+async fn a_streamed_answer_is_stored() {
     let (fake, _claude, gw) = gateway(false).await;
-    fake.push(Fake::openai_stream(&["cached ", "answer"]));
-    let mut streamed = chat();
-    streamed["stream"] = json!(true);
-    let s = post(&gw.url, "/v1/chat/completions", streamed).await;
-    assert_eq!((s.status, s.header("x-claudette-cache")), (200, Some("miss")));
-    assert_eq!(openai_text(&s.frames()), "cached answer");
-    let after = post(&gw.url, "/v1/chat/completions", chat()).await;
-    assert_eq!(after.header("x-claudette-cache"), Some("miss"));
+    fake.push(Fake::openai_stream(&["streamed ", "answer"]));
+    let mut with_usage = streamed(chat());
+    with_usage["stream_options"] = json!({"include_usage": true});
+    let s = post(&gw.url, "/v1/chat/completions", with_usage).await;
+    assert_eq!((s.status, s.header("x-claudette-cache")), (200, Some("miss")), "{}", s.text);
+    let frames = s.frames();
+    assert_eq!(openai_text(&frames), "streamed answer");
+    let streamed_usage = frames
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<serde_json::Value>(d).ok())
+        .find_map(|v| v.get("usage").filter(|u| !u.is_null()).cloned())
+        .expect("a usage chunk");
+
+    let json = post(&gw.url, "/v1/chat/completions", chat()).await;
+    assert_eq!((json.status, json.header("x-claudette-cache")), (200, Some("hit")), "{}", json.text);
+    assert_eq!(fake.post_requests(), 1, "answered from the stored stream");
+    let body = json.json();
+    assert_eq!(body["choices"][0]["message"]["content"], "streamed answer");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["usage"], streamed_usage);
+    assert_eq!(json.header("x-claudette-cost"), Some("0"));
+
+    let again = post(&gw.url, "/v1/chat/completions", streamed(chat())).await;
+    assert_eq!(again.header("x-claudette-cache"), Some("hit"));
+    assert_eq!(openai_text(&again.frames()), "streamed answer");
+    assert_eq!(fake.post_requests(), 1);
+}
+
+/// The same through `/v1/messages`: a streamed text answer and a streamed tool call are
+/// answered from the cache as JSON, as Claude's own JSON answer would carry them.
+#[tokio::test]
+async fn a_streamed_messages_answer_is_stored() {
+    let (_fake, claude, gw) = gateway(false).await;
+    claude.push(Fake::anthropic_stream(&["claude's ", "streamed answer"]));
+    let messages = json!({"model": "claude", "max_tokens": 64, "messages": user("hello")});
+    let s = post(&gw.url, "/v1/messages", streamed(messages.clone())).await;
+    assert_eq!((s.status, s.header("x-claudette-cache")), (200, Some("miss")), "{}", s.text);
+    assert_eq!(anthropic_text(&s.frames()), "claude's streamed answer");
+    let json = post(&gw.url, "/v1/messages", messages).await;
+    assert_eq!((json.status, json.header("x-claudette-cache")), (200, Some("hit")), "{}", json.text);
+    assert_eq!(claude.post_requests(), 1);
+    let body = json.json();
+    assert_eq!(body["content"], json!([{"type": "text", "text": "claude's streamed answer"}]));
+    assert_eq!(body["stop_reason"], "end_turn");
+    assert_eq!(body["usage"]["output_tokens"], 2, "the stream's usage");
+
+    claude.push(Fake::anthropic_stream_tool_use("toolu_1", "weather", &["{\"city\": ", "\"Paris\"}"]));
+    let tools = json!({
+        "model": "claude", "max_tokens": 64, "messages": user("weather in Paris?"),
+        "tools": [{"name": "weather", "input_schema": {"type": "object"}}],
+    });
+    let s = post(&gw.url, "/v1/messages", streamed(tools.clone())).await;
+    assert_eq!((s.status, s.header("x-claudette-cache")), (200, Some("miss")), "{}", s.text);
+    let json = post(&gw.url, "/v1/messages", tools).await;
+    assert_eq!((json.status, json.header("x-claudette-cache")), (200, Some("hit")), "{}", json.text);
+    assert_eq!(claude.post_requests(), 2);
+    let body = json.json();
+    assert_eq!(
+        body["content"],
+        json!([{"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}}])
+    );
+    assert_eq!(body["stop_reason"], "tool_use");
+}
+
+/// S-11: a stream that fails after its first content stores nothing; the next one, which
+/// completes, is the one stored.
+#[tokio::test]
+async fn a_failed_stream_is_not_stored() {
+    let (fake, _claude, gw) = gateway(false).await;
+    fake.push(Fake::openai_stream_error_after(&["half an "]));
+    fake.push(Fake::openai_stream(&["whole ", "answer"]));
+    let failed = post(&gw.url, "/v1/chat/completions", streamed(chat())).await;
+    assert_eq!(failed.status, 200, "{}", failed.text);
+    assert!(failed.text.contains("upstream failed"), "{}", failed.text);
+    let whole = post(&gw.url, "/v1/chat/completions", streamed(chat())).await;
+    assert_eq!(whole.header("x-claudette-cache"), Some("miss"), "the failed stream was stored");
+    assert_eq!(openai_text(&whole.frames()), "whole answer");
+    let json = post(&gw.url, "/v1/chat/completions", chat()).await;
+    assert_eq!(json.header("x-claudette-cache"), Some("hit"));
+    assert_eq!(json.json()["choices"][0]["message"]["content"], "whole answer");
     assert_eq!(fake.post_requests(), 2);
 }
 

@@ -45,13 +45,29 @@
 //!
 //! ## Queries
 //!
-//! Besides one row per record (`usage`: time, request id, backend, model, tokens including
-//! cache reads and writes, cost, outcome), the writer keeps hourly totals per backend and model
-//! (`usage_hourly`) in the same transaction, so [`Ledger::analyze`] reads a few thousand rows
-//! whatever the traffic, and answers with the same
-//! [`CostAnalysis`] the in-memory tracker gives, over any window up to the retention.
-//! Rows and totals older than [`LedgerOptions::retention`] (default 400 days) are deleted by the
-//! writer at start-up and about once an hour after.
+//! Besides one row per record (`usage`: time, request id, gateway key, backend, model, tokens
+//! including cache reads and writes, cost, outcome), the writer keeps hourly totals per backend
+//! and model (`usage_hourly`) and per gateway key (`usage_hourly_tenant`) in the same
+//! transaction, so [`Ledger::analyze`] reads a few thousand rows whatever the traffic, and
+//! answers with the same [`CostAnalysis`] the in-memory tracker gives, over any window up to
+//! the retention. Rows and totals older than [`LedgerOptions::retention`] (default 400 days)
+//! are deleted by the writer at start-up and about once an hour after.
+//!
+//! ## Schema versions
+//!
+//! The file's `PRAGMA user_version` says which schema wrote it. Opening an older file migrates
+//! it in place, in one transaction (so replicas opening it at once take turns, and a failed
+//! migration leaves it as it was):
+//!
+//! - **1 → 2** adds the gateway key: a nullable `usage.tenant` column (`NULL`: no key, or
+//!   booked before version 2), and `usage_hourly_tenant`, seeded with the file's existing
+//!   hourly totals under [`KEY_NOT_RECORDED`]: that spend was booked before the ledger knew
+//!   keys, and counting it as [`NO_KEY`] would claim it was served without one. `meta` gets
+//!   `tenants_since_ms`, when the file began recording keys.
+//!
+//! A migrated file is refused by older builds (their schema version is lower), so roll a
+//! fleet sharing one file forward, not back. A process of an older build still writing the
+//! file when it is migrated books its spend by backend and model, but not by key.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -61,7 +77,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use claudette_core::costs::{sane_cost, window_start};
+use claudette_core::costs::{NO_KEY, sane_cost, window_start};
 use claudette_core::{
     CostAnalysis, CostLine, CostSource, CostSourceError, GroupBy, UsageOutcome, UsageRecord, UsageSink,
 };
@@ -73,14 +89,20 @@ pub const MAX_BATCH: usize = 4096;
 
 /// The schema this build writes (`PRAGMA user_version`). A file with a higher version was
 /// written by a newer Claudette and is refused rather than misread.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// The [`GroupBy::Key`] line of spend a file booked before it recorded keys (schema version 1,
+/// see the crate docs). Like [`NO_KEY`], not a name a gateway key can have.
+pub const KEY_NOT_RECORDED: &str = "(not recorded)";
 
 const HOUR_MS: i64 = 3_600_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Pauses before the retries of a failed transaction.
 const RETRY_PAUSES: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(250)];
 
-const SCHEMA: &str = "
+/// Schema version 1, as first written: a new file is created by it and then migrated like an
+/// old one, so both end up the same.
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS usage (
     id INTEGER PRIMARY KEY,
     at_ms INTEGER NOT NULL,
@@ -106,6 +128,22 @@ CREATE TABLE IF NOT EXISTS usage_hourly (
     PRIMARY KEY (hour, backend, model)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+/// Version 1 → 2: the gateway key. The hourly table holds the key's name, or the [`NO_KEY`] /
+/// [`KEY_NOT_RECORDED`] label (neither is a valid key name), so the group-by query reads it as
+/// it is; its primary key (hour first) serves that query's range on `hour`.
+const MIGRATE_V2: &str = "
+ALTER TABLE usage ADD COLUMN tenant TEXT;
+CREATE TABLE usage_hourly_tenant (
+    hour INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    cost REAL NOT NULL,
+    requests INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    PRIMARY KEY (hour, tenant)
+) WITHOUT ROWID;
 ";
 
 /// How a [`Ledger`] keeps its file.
@@ -142,6 +180,10 @@ pub enum LedgerError {
         "the usage ledger at {path} has schema version {found}; this build reads up to {SCHEMA_VERSION} (written by a newer claudette?)"
     )]
     NewerSchema { path: PathBuf, found: i64 },
+    #[error(
+        "cannot bring the usage ledger at {path} from schema version {from} to {SCHEMA_VERSION} (the file is left as it was): {source}"
+    )]
+    Migrate { path: PathBuf, from: i64, source: rusqlite::Error },
     #[error("the usage ledger's retention must be at least an hour, got {secs} s")]
     InvalidRetention { secs: u64 },
     #[error("the usage ledger's queue_capacity must be > 0")]
@@ -179,6 +221,7 @@ struct Counters {
 struct Row {
     at_ms: i64,
     request_id: Option<String>,
+    tenant: Option<String>,
     backend: String,
     model: String,
     input_tokens: u32,
@@ -194,6 +237,7 @@ impl Row {
         Row {
             at_ms: unix_ms(r.at),
             request_id: r.request_id.map(str::to_owned),
+            tenant: r.tenant.map(str::to_owned),
             backend: r.backend.to_owned(),
             model: r.model.to_owned(),
             input_tokens: r.input_tokens,
@@ -342,9 +386,10 @@ impl Ledger {
     ) -> Result<CostAnalysis, LedgerError> {
         let now_since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
         let (from_hour, start) = window_start(now_since_epoch, timeframe.min(self.retention));
-        let column = match group_by {
-            GroupBy::Backend => "backend",
-            GroupBy::Model => "model",
+        let (table, column) = match group_by {
+            GroupBy::Backend => ("usage_hourly", "backend"),
+            GroupBy::Model => ("usage_hourly", "model"),
+            GroupBy::Key => ("usage_hourly_tenant", "tenant"),
         };
         let query_error = |source| LedgerError::Query { path: self.path.clone(), source };
         let conn = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
@@ -361,7 +406,7 @@ impl Ledger {
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {column}, sum(cost), sum(requests), sum(input_tokens), sum(output_tokens)
-                 FROM usage_hourly WHERE hour >= ?1 GROUP BY {column}"
+                 FROM {table} WHERE hour >= ?1 GROUP BY {column}"
             ))
             .map_err(query_error)?;
         let rows = stmt
@@ -466,26 +511,46 @@ fn connect(path: &Path, options: &LedgerOptions) -> Result<Connection, LedgerErr
     Ok(conn)
 }
 
+/// Creates the schema in a new file, or migrates an older one (see the crate docs).
 fn init_schema(conn: &mut Connection, path: &Path) -> Result<(), LedgerError> {
+    // IMMEDIATE, and the version read inside: two processes creating or migrating the file at
+    // once take turns instead of failing on a lock upgrade, and the second finds the work done
+    // rather than adding a column twice.
+    let tx =
+        conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| open_error(path, e))?;
     let found: i64 =
-        conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| open_error(path, e))?;
+        tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| open_error(path, e))?;
     if found > SCHEMA_VERSION {
         return Err(LedgerError::NewerSchema { path: path.to_path_buf(), found });
     }
-    // IMMEDIATE: two processes creating a new file at once take turns instead of failing
-    // on a lock upgrade.
-    let tx =
-        conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| open_error(path, e))?;
-    tx.execute_batch(SCHEMA)
-        .and_then(|()| {
-            tx.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('created_ms', ?1)",
-                [unix_ms(SystemTime::now())],
-            )
-        })
-        .and_then(|_| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
-        .and_then(|()| tx.commit())
-        .map_err(|e| open_error(path, e))
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    migrate(&tx, found).and_then(|()| tx.commit()).map_err(|source| match found {
+        // A new file: nothing to migrate, the file could not be set up.
+        0 => open_error(path, source),
+        from => LedgerError::Migrate { path: path.to_path_buf(), from, source },
+    })
+}
+
+/// Brings a file of schema version `found` (0: a new file) to [`SCHEMA_VERSION`], inside `tx`.
+fn migrate(tx: &rusqlite::Transaction<'_>, found: i64) -> rusqlite::Result<()> {
+    let now_ms = unix_ms(SystemTime::now());
+    if found < 1 {
+        tx.execute_batch(SCHEMA_V1)?;
+        tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_ms', ?1)", [now_ms])?;
+    }
+    if found < 2 {
+        tx.execute_batch(MIGRATE_V2)?;
+        tx.execute(
+            "INSERT INTO usage_hourly_tenant (hour, tenant, cost, requests, input_tokens, output_tokens)
+             SELECT hour, ?1, sum(cost), sum(requests), sum(input_tokens), sum(output_tokens)
+             FROM usage_hourly GROUP BY hour",
+            [KEY_NOT_RECORDED],
+        )?;
+        tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('tenants_since_ms', ?1)", [now_ms])?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
 }
 
 /// The writer thread's state.
@@ -571,9 +636,9 @@ impl Writer {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut row_stmt = tx.prepare_cached(
-                "INSERT INTO usage (at_ms, request_id, backend, model, input_tokens, output_tokens,
+                "INSERT INTO usage (at_ms, request_id, tenant, backend, model, input_tokens, output_tokens,
                      cache_read_tokens, cache_write_tokens, cost, outcome)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             let mut hour_stmt = tx.prepare_cached(
                 "INSERT INTO usage_hourly (hour, backend, model, cost, requests, input_tokens, output_tokens)
@@ -584,10 +649,20 @@ impl Writer {
                      input_tokens = input_tokens + excluded.input_tokens,
                      output_tokens = output_tokens + excluded.output_tokens",
             )?;
+            let mut tenant_stmt = tx.prepare_cached(
+                "INSERT INTO usage_hourly_tenant (hour, tenant, cost, requests, input_tokens, output_tokens)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5)
+                 ON CONFLICT (hour, tenant) DO UPDATE SET
+                     cost = cost + excluded.cost,
+                     requests = requests + 1,
+                     input_tokens = input_tokens + excluded.input_tokens,
+                     output_tokens = output_tokens + excluded.output_tokens",
+            )?;
             for r in batch {
                 row_stmt.execute(params![
                     r.at_ms,
                     r.request_id,
+                    r.tenant,
                     r.backend,
                     r.model,
                     r.input_tokens,
@@ -597,10 +672,18 @@ impl Writer {
                     r.cost,
                     r.outcome.as_str(),
                 ])?;
+                let hour = r.at_ms.div_euclid(HOUR_MS);
                 hour_stmt.execute(params![
-                    r.at_ms.div_euclid(HOUR_MS),
+                    hour,
                     r.backend,
                     r.model,
+                    r.cost,
+                    r.input_tokens,
+                    r.output_tokens
+                ])?;
+                tenant_stmt.execute(params![
+                    hour,
+                    r.tenant.as_deref().unwrap_or(NO_KEY),
                     r.cost,
                     r.input_tokens,
                     r.output_tokens
@@ -619,7 +702,9 @@ impl Writer {
             let rows = tx.execute("DELETE FROM usage WHERE at_ms < ?1", [cutoff_ms])?;
             // An hour is pruned once wholly older than the cutoff: a window reaching back to
             // the retention still counts its (widened) first hour.
-            tx.execute("DELETE FROM usage_hourly WHERE hour < ?1", [cutoff_ms.div_euclid(HOUR_MS)])?;
+            let hour = cutoff_ms.div_euclid(HOUR_MS);
+            tx.execute("DELETE FROM usage_hourly WHERE hour < ?1", [hour])?;
+            tx.execute("DELETE FROM usage_hourly_tenant WHERE hour < ?1", [hour])?;
             tx.commit()?;
             Ok(rows)
         });

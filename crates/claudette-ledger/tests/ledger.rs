@@ -20,6 +20,7 @@ fn rec<'a>(at: SystemTime, backend: &'a str, model: &'a str, cost: f64) -> Usage
     UsageRecord {
         at,
         request_id: None,
+        tenant: None,
         backend,
         model,
         input_tokens: 100,
