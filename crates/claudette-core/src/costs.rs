@@ -309,17 +309,7 @@ impl CostTracker {
         };
         let mut b = self.buckets.lock();
         b.prune(hour, now);
-        b.by_route.entry((hour, backend.to_owned(), model.to_owned())).or_default().add(&line);
-        // Looked up by `&str` first: a key's bucket exists after its first request of the hour,
-        // and the steady state then copies no name.
-        let keys = b.by_key.entry(hour).or_default();
-        let label = tenant.unwrap_or(NO_KEY);
-        match keys.get_mut(label) {
-            Some(l) => l.add(&line),
-            None => {
-                keys.insert(label.to_owned(), line);
-            }
-        }
+        b.hours.entry(hour).or_default().add(tenant, backend, model, &line);
     }
 
     /// Costs over the last `timeframe` (widened to whole hours, see
@@ -334,33 +324,71 @@ impl CostTracker {
         let (from, window_start) = window_start(now, timeframe.min(MAX_TIMEFRAME));
         let observed = now.saturating_sub(window_start.max(self.started));
         let buckets = self.buckets.lock();
-        let by_route = |pick: fn(&(u64, String, String)) -> &str| {
-            buckets.by_route.iter().filter(|((hour, _, _), _)| *hour >= from).map(move |(k, l)| (pick(k), *l))
-        };
-        match group_by {
-            GroupBy::Backend => CostAnalysis::from_lines(timeframe, observed, group_by, by_route(|k| &k.1)),
-            GroupBy::Model => CostAnalysis::from_lines(timeframe, observed, group_by, by_route(|k| &k.2)),
-            GroupBy::Key => {
-                let lines = buckets
-                    .by_key
+        let hours = || buckets.hours.range(from..).map(|(_, h)| h);
+        let lines: Box<dyn Iterator<Item = (&str, CostLine)> + '_> = match group_by {
+            GroupBy::Backend => Box::new(hours().flat_map(|h| {
+                h.routes
                     .iter()
-                    .filter(|(hour, _)| **hour >= from)
-                    .flat_map(|(_, keys)| keys.iter().map(|(k, l)| (k.as_str(), *l)));
-                CostAnalysis::from_lines(timeframe, observed, group_by, lines)
-            }
-        }
+                    .flat_map(|(backend, models)| models.values().map(move |l| (backend.as_str(), *l)))
+            })),
+            GroupBy::Model => Box::new(hours().flat_map(|h| {
+                h.routes.values().flat_map(|models| models.iter().map(|(model, l)| (model.as_str(), *l)))
+            })),
+            GroupBy::Key => Box::new(hours().flat_map(|h| {
+                let unkeyed = (h.no_key.requests > 0).then_some((NO_KEY, h.no_key));
+                h.keys.iter().map(|(k, l)| (k.as_str(), *l)).chain(unkeyed)
+            })),
+        };
+        CostAnalysis::from_lines(timeframe, observed, group_by, lines)
     }
 }
 
-/// The tracker's hourly aggregates: the same bookings counted twice, once per (backend,
-/// model) and once per key, so that neither grouping multiplies the other's buckets.
+/// The tracker's aggregates, per hour (a `BTreeMap`: the current hour is its last entry, and
+/// a window is a range).
 #[derive(Debug, Default)]
 struct Buckets {
-    by_route: HashMap<(u64, String, String), CostLine>,
-    /// Hour → key label (the key's name, or [`NO_KEY`]) → spend.
-    by_key: HashMap<u64, HashMap<String, CostLine>>,
+    hours: BTreeMap<u64, Hour>,
     /// The hour of the last booking: buckets are pruned when it changes.
     hour: u64,
+}
+
+/// One hour's spend, counted twice: once per (backend, model) and once per key, so that
+/// neither grouping multiplies the other's buckets. Nested by name, so that a booking finds
+/// its lines by `&str` and copies no name once they exist (a booking is on every request).
+#[derive(Debug, Default)]
+struct Hour {
+    /// Backend → model → spend.
+    routes: HashMap<String, HashMap<String, CostLine>>,
+    /// Gateway key → spend.
+    keys: HashMap<String, CostLine>,
+    /// Spend of requests without a key (the [`NO_KEY`] line), apart: most deployments have no
+    /// keys, and this needs no lookup.
+    no_key: CostLine,
+}
+
+impl Hour {
+    fn add(&mut self, tenant: Option<&str>, backend: &str, model: &str, line: &CostLine) {
+        let models = match self.routes.get_mut(backend) {
+            Some(m) => m,
+            None => self.routes.entry(backend.to_owned()).or_default(),
+        };
+        match models.get_mut(model) {
+            Some(l) => l.add(line),
+            None => {
+                models.insert(model.to_owned(), *line);
+            }
+        }
+        let Some(tenant) = tenant else {
+            self.no_key.add(line);
+            return;
+        };
+        match self.keys.get_mut(tenant) {
+            Some(l) => l.add(line),
+            None => {
+                self.keys.insert(tenant.to_owned(), *line);
+            }
+        }
+    }
 }
 
 impl Buckets {
@@ -373,8 +401,7 @@ impl Buckets {
         }
         self.hour = hour;
         let oldest = now.saturating_sub(RETENTION).as_secs() / BUCKET.as_secs();
-        self.by_route.retain(|(h, _, _), _| *h >= oldest);
-        self.by_key.retain(|h, _| *h >= oldest);
+        self.hours = self.hours.split_off(&oldest);
     }
 }
 
@@ -602,7 +629,7 @@ mod tests {
         clock.advance(RETENTION + BUCKET);
         t.book(team("team-c"), "openai", "gpt-4o", 0.0, &usage(1, 1), UsageOutcome::Success);
         let b = t.buckets.lock();
-        assert_eq!((b.by_key.len(), b.by_route.len()), (1, 1), "hours past the retention are kept");
+        assert_eq!(b.hours.len(), 1, "hours past the retention are kept");
         drop(b);
         assert_eq!(serde_json::to_value(GroupBy::Key).unwrap(), "key");
         assert_eq!(GroupBy::parse(GroupBy::Key.as_str()), Some(GroupBy::Key));
