@@ -100,6 +100,26 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
+/// `{"model":"auto"}` and one user message to a gateway's `/v1/chat/completions`, with `key`
+/// when one is given.
+async fn say_hi(base: &str, key: Option<&str>) -> reqwest::Response {
+    let mut req = client()
+        .post(format!("{base}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    req.send().await.unwrap()
+}
+
+/// SIGTERM to a `serve` and its exit status, which must be 0.
+async fn stop(child: &mut Child) {
+    sigterm(child);
+    let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_check_accepts_a_valid_file_and_prints_no_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -331,9 +351,7 @@ async fn serve_closes_connections_whose_head_outlasts_header_read_timeout_ms() {
     let waited = sent.elapsed();
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
     assert!(waited >= Duration::from_millis(300), "closed after {waited:?}, before the timeout");
-    sigterm(&child);
-    let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
-    assert_eq!(status.code(), Some(0));
+    stop(&mut child).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1053,13 +1071,7 @@ async fn serve_runs_with_stderr_closed() {
     cmd.arg("serve").arg("--config").arg(&path).stderr(closed_pipe());
     let mut child = cmd.spawn().unwrap();
     let addr = listening_address(&mut child).await;
-    let r = client()
-        .post(format!("http://{addr}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#)
-        .send()
-        .await
-        .unwrap();
+    let r = say_hi(&format!("http://{addr}"), None).await;
     assert_eq!(r.status(), 200);
     sigterm(&child);
     let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
@@ -1175,18 +1187,10 @@ async fn serve_keeps_spend_in_its_ledger_across_a_restart() {
     let mut first = serve();
     let addr = listening_address(&mut first).await;
     for _ in 0..2 {
-        let r = client()
-            .post(format!("http://{addr}/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#)
-            .send()
-            .await
-            .unwrap();
+        let r = say_hi(&format!("http://{addr}"), None).await;
         assert_eq!(r.status(), 200);
     }
-    sigterm(&first);
-    let status = tokio::time::timeout(LIMIT, first.wait()).await.unwrap().unwrap();
-    assert_eq!(status.code(), Some(0));
+    stop(&mut first).await;
     assert!(dir.path().join("spend/ledger.db").is_file(), "the ledger is not beside the config");
 
     let mut second = serve();
@@ -1200,9 +1204,7 @@ async fn serve_keeps_spend_in_its_ledger_across_a_restart() {
     let o = run(cmd).await;
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("fake"), "{}", o.stdout);
-    sigterm(&second);
-    let status = tokio::time::timeout(LIMIT, second.wait()).await.unwrap().unwrap();
-    assert_eq!(status.code(), Some(0));
+    stop(&mut second).await;
 }
 
 /// `serve` with `[cache] enabled = true`: the same request twice reaches the provider once,
@@ -1219,13 +1221,7 @@ async fn serve_answers_a_repeated_request_from_its_cache() {
     let addr = listening_address(&mut child).await;
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let r = client()
-            .post(format!("http://{addr}/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#)
-            .send()
-            .await
-            .unwrap();
+        let r = say_hi(&format!("http://{addr}"), None).await;
         assert_eq!(r.status(), 200);
         let header = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
         seen.push((header("x-claudette-cache"), header("x-claudette-cost")));
@@ -1235,9 +1231,7 @@ async fn serve_answers_a_repeated_request_from_its_cache() {
     assert_eq!(fake.post_requests(), 1, "the second request reached the provider");
     assert_eq!(seen[0].0.as_deref(), Some("miss"));
     assert_eq!((seen[1].0.as_deref(), seen[1].1.as_deref()), (Some("hit"), Some("0")));
-    sigterm(&child);
-    let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
-    assert_eq!(status.code(), Some(0));
+    stop(&mut child).await;
 }
 
 /// `claudette costs --group-by key` against a `serve` with two keys and a ledger: each key's
@@ -1260,14 +1254,7 @@ async fn costs_groups_a_serve_s_spend_by_gateway_key() {
     let mut child = cmd.spawn().unwrap();
     let base = format!("http://{}", listening_address(&mut child).await);
     for key in [GATEWAY_KEY, GATEWAY_KEY, SECOND_KEY] {
-        let r = client()
-            .post(format!("{base}/v1/chat/completions"))
-            .bearer_auth(key)
-            .header("content-type", "application/json")
-            .body(r#"{"model":"auto","messages":[{"role":"user","content":"hi"}]}"#)
-            .send()
-            .await
-            .unwrap();
+        let r = say_hi(&base, Some(key)).await;
         assert_eq!(r.status(), 200);
     }
     // The ledger commits off the request path: wait for the third record.
@@ -1298,7 +1285,5 @@ async fn costs_groups_a_serve_s_spend_by_gateway_key() {
     assert_eq!(requests("team-b").as_deref(), Some("1"), "{}", o.stdout);
     assert_eq!(requests("TOTAL").as_deref(), Some("3"), "{}", o.stdout);
     assert!(!o.stdout.contains(SECOND_KEY), "{}", o.stdout);
-    sigterm(&child);
-    let status = tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap();
-    assert_eq!(status.code(), Some(0));
+    stop(&mut child).await;
 }
