@@ -453,8 +453,9 @@ pub struct ChatRequest {
     pub tool_choice: ToolChoice,
     /// Whether the model may call several tools in one turn (`None`: the provider's default,
     /// which allows it). `Some(false)` is a limit the client relies on (it runs one call per
-    /// turn), so a backend that cannot promise it refuses the request
-    /// ([`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)) rather than answer with two.
+    /// turn), so a backend whose provider has no such switch keeps the answer's first call and
+    /// drops the others ([`ChatResponse::keep_first_tool_call`], [`FirstToolCallOnly`]) rather
+    /// than hand the client two.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<bool>,
     #[serde(default, skip_serializing_if = "ResponseFormat::is_text")]
@@ -775,6 +776,23 @@ impl ChatResponse {
             decision: None,
         }
     }
+
+    /// Holds the answer to `parallel_tool_calls: false` (at most one tool call, OpenAI's
+    /// contract) for a provider with no switch for it (Gemini, Ollama): the first call is kept
+    /// and the others are dropped. The model asks for them again on its next turn, once it has
+    /// seen the first one's result, which is how a client that runs one call per turn works
+    /// anyway; refusing the request instead would leave such clients (Codex CLI sends the flag
+    /// on every request) with no backend at all. The finish reason stays `ToolCalls`, and usage
+    /// and cost stay what the provider reported: the dropped calls were generated and billed.
+    /// Returns how many calls were dropped (logged at debug, as a count only).
+    pub fn keep_first_tool_call(&mut self) -> usize {
+        let dropped = self.tool_calls.len().saturating_sub(1);
+        if dropped > 0 {
+            self.tool_calls.truncate(1);
+            log_dropped_tool_calls(&self.backend, dropped);
+        }
+        dropped
+    }
 }
 
 /// A fragment of a tool call in a stream. OpenAI sends the id and name once and the
@@ -847,6 +865,76 @@ impl StreamEvent {
     pub fn is_terminal(&self) -> bool {
         matches!(self, Self::Done { .. } | Self::Error { .. })
     }
+}
+
+/// The stream side of [`ChatResponse::keep_first_tool_call`]: drops the events of every tool
+/// call after the first one a stream shows (calls are told apart by their
+/// [`ToolCallDelta::index`], since one call may arrive in several deltas), so a provider with no
+/// `parallel_tool_calls` switch still gives a `parallel_tool_calls: false` client one call.
+/// Every other event passes untouched, the final usage included (the dropped calls were
+/// generated and billed). A decoder runs each batch of events it yields through
+/// [`retain`](Self::retain); the count of dropped calls is logged at debug when the clean end
+/// passes.
+#[derive(Debug, Clone)]
+pub struct FirstToolCallOnly {
+    backend: String,
+    /// Index of the call being kept, once one was seen.
+    first: Option<u32>,
+    /// Indices of the calls dropped so far (a handful at most, so a list, not a set).
+    dropped: Vec<u32>,
+}
+
+impl FirstToolCallOnly {
+    /// The filter a stream of `backend` needs for `request`: one when the request allows at
+    /// most one tool call (`parallel_tool_calls: false`), none otherwise.
+    pub fn for_request(request: &ChatRequest, backend: &str) -> Option<Self> {
+        (request.parallel_tool_calls == Some(false)).then(|| Self {
+            backend: backend.to_owned(),
+            first: None,
+            dropped: Vec::new(),
+        })
+    }
+
+    /// Removes from `events` the tool-call events of every call but the first.
+    pub fn retain(&mut self, events: &mut Vec<StreamEvent>) {
+        events.retain(|event| match event {
+            StreamEvent::ToolCall { delta } => match self.first {
+                None => {
+                    self.first = Some(delta.index);
+                    true
+                }
+                Some(first) if first == delta.index => true,
+                Some(_) => {
+                    if !self.dropped.contains(&delta.index) {
+                        self.dropped.push(delta.index);
+                    }
+                    false
+                }
+            },
+            StreamEvent::Done { .. } => {
+                if !self.dropped.is_empty() {
+                    log_dropped_tool_calls(&self.backend, self.dropped.len());
+                }
+                true
+            }
+            _ => true,
+        });
+    }
+
+    /// How many calls were dropped so far.
+    pub fn dropped(&self) -> usize {
+        self.dropped.len()
+    }
+}
+
+/// One log line for both paths, with the count only: tool names and arguments are the
+/// caller's content.
+fn log_dropped_tool_calls(backend: &str, dropped: usize) {
+    tracing::debug!(
+        backend = %backend,
+        dropped,
+        "parallel_tool_calls is false: kept the answer's first tool call, dropped the others"
+    );
 }
 
 /// Serde helper: a `Duration` as whole milliseconds.
@@ -1050,6 +1138,69 @@ mod tests {
             assert_eq!(off.effort(), Some(Off));
         }
         assert!(effort(Minimal).is_enabled() && Thinking::Budget { budget_tokens: 1 }.is_enabled());
+    }
+
+    fn call(id: &str) -> ToolCall {
+        ToolCall { id: id.into(), name: "lookup".into(), arguments: serde_json::json!({"q": id}) }
+    }
+
+    #[test]
+    fn an_answer_limited_to_one_tool_call_keeps_the_first() {
+        let mut r = ChatResponse::empty("b", "m");
+        r.tool_calls = vec![call("a"), call("b"), call("c")];
+        r.finish_reason = Some(FinishReason::ToolCalls);
+        r.usage = Usage::reported(10, 30);
+        r.cost = 0.5;
+        assert_eq!(r.keep_first_tool_call(), 2);
+        assert_eq!(r.tool_calls, vec![call("a")]);
+        // What the provider reported stays: the dropped calls were generated and billed.
+        assert_eq!(
+            (r.finish_reason.clone(), r.usage, r.cost),
+            (Some(FinishReason::ToolCalls), Usage::reported(10, 30), 0.5)
+        );
+        // One call or none: nothing to drop.
+        assert_eq!(r.keep_first_tool_call(), 0);
+        assert_eq!(r.tool_calls.len(), 1);
+        let mut none = ChatResponse::empty("b", "m");
+        assert_eq!(none.keep_first_tool_call(), 0);
+        assert!(none.tool_calls.is_empty());
+    }
+
+    #[test]
+    fn a_stream_limited_to_one_tool_call_keeps_every_delta_of_the_first() {
+        let delta = |index: u32, arguments: &str| StreamEvent::ToolCall {
+            delta: ToolCallDelta { index, id: None, name: None, arguments: arguments.into() },
+        };
+        let done = StreamEvent::Done {
+            end: StreamEnd {
+                finish_reason: Some(FinishReason::ToolCalls),
+                usage: Usage::reported(10, 30),
+                cost: 0.0,
+            },
+        };
+        let only = |parallel| {
+            let request = ChatRequest { parallel_tool_calls: parallel, ..ChatRequest::prompt("x") };
+            FirstToolCallOnly::for_request(&request, "b")
+        };
+        assert!(only(None).is_none() && only(Some(true)).is_none());
+        let mut filter = only(Some(false)).unwrap();
+        // Batches as a decoder yields them: the first call in pieces, interleaved with a second
+        // and a third (several deltas each), text around them.
+        let mut first = vec![StreamEvent::text("hm"), delta(0, "{\"q\":"), delta(1, "{")];
+        filter.retain(&mut first);
+        assert_eq!(first, vec![StreamEvent::text("hm"), delta(0, "{\"q\":")]);
+        let mut second =
+            vec![delta(1, "}"), delta(0, "1}"), delta(2, "{}"), StreamEvent::text("."), done.clone()];
+        filter.retain(&mut second);
+        assert_eq!(second, vec![delta(0, "1}"), StreamEvent::text("."), done]);
+        assert_eq!(filter.dropped(), 2);
+
+        // The first call is the first one seen, whatever its index.
+        let mut filter = only(Some(false)).unwrap();
+        let mut events = vec![delta(3, "{}"), delta(0, "{}")];
+        filter.retain(&mut events);
+        assert_eq!(events, vec![delta(3, "{}")]);
+        assert_eq!(filter.dropped(), 1);
     }
 
     #[test]

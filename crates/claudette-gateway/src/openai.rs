@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::{
-    ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, StreamEvent, ToolCall,
-    ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, StreamEvent, ThinkingBlock,
+    ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -105,6 +105,24 @@ struct InMessage {
     tool_calls: Option<Vec<InToolCall>>,
     #[serde(default)]
     tool_call_id: Option<String>,
+    /// LiteLLM's field for the provider's thinking blocks of an assistant turn, sent back as
+    /// the client got them (see [`thinking_blocks`]).
+    #[serde(default)]
+    thinking_blocks: Option<Vec<InThinkingBlock>>,
+}
+
+/// One entry of `thinking_blocks`: `{"type": "thinking", "thinking", "signature"}` or
+/// `{"type": "redacted_thinking", "data"}`. Loose here, checked by [`thinking_blocks`], so a
+/// missing field or an unknown type is named by its path rather than by serde's wording.
+#[derive(Debug, Deserialize)]
+struct InThinkingBlock {
+    r#type: String,
+    #[serde(default)]
+    thinking: Option<String>,
+    #[serde(default)]
+    signature: Option<String>,
+    #[serde(default)]
+    data: Option<String>,
 }
 
 type Content = TextOr<Part>;
@@ -176,6 +194,52 @@ fn content_text(content: Option<Content>, param: impl Fn() -> String) -> Result<
     }
 }
 
+/// An assistant turn's `thinking_blocks` as the neutral blocks.
+///
+/// Chat Completions has no field of its own for them, and Anthropic refuses a tool loop with
+/// thinking on unless the turn that made the calls comes back with its signed thinking: a
+/// client of this endpoint in front of Claude sends them back the way LiteLLM's clients do,
+/// or loses thinking for the rest of the loop. Only assistant turns have thinking; on any
+/// other the field would be dropped unread, so it is refused instead.
+fn thinking_blocks(
+    blocks: Option<Vec<InThinkingBlock>>,
+    role: Role,
+    i: usize,
+) -> Result<Vec<ThinkingBlock>, ApiError> {
+    let Some(blocks) = blocks.filter(|b| !b.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    if role != Role::Assistant {
+        return Err(ApiError::invalid("`thinking_blocks` are only accepted on assistant messages")
+            .with_param(format!("messages[{i}].thinking_blocks")));
+    }
+    let missing = |j: usize, field: &str| {
+        let param = format!("messages[{i}].thinking_blocks[{j}].{field}");
+        ApiError::invalid(format!("Missing required parameter: '{param}'.")).with_param(param)
+    };
+    let mut out = Vec::with_capacity(blocks.len());
+    for (j, b) in blocks.into_iter().enumerate() {
+        out.push(match b.r#type.as_str() {
+            // An unsigned block is kept: the Anthropic adapter leaves it out, as it does any
+            // reasoning another provider made, and other providers ignore thinking altogether.
+            "thinking" => ThinkingBlock::Thinking {
+                thinking: b.thinking.ok_or_else(|| missing(j, "thinking"))?,
+                signature: b.signature.unwrap_or_default(),
+            },
+            "redacted_thinking" => {
+                ThinkingBlock::Redacted { data: b.data.ok_or_else(|| missing(j, "data"))? }
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "unknown thinking block type `{other}`; expected `thinking` or `redacted_thinking`"
+                ))
+                .with_param(format!("messages[{i}].thinking_blocks[{j}].type")));
+            }
+        });
+    }
+    Ok(out)
+}
+
 fn message_fault(path: String, m: &Value) -> Option<Fault> {
     let whole = fault::<InMessage>(path.clone(), m)?;
     let narrower = m.as_object().and_then(|o| {
@@ -197,6 +261,11 @@ fn message_fault(path: String, m: &Value) -> Option<Fault> {
                     .and_then(|v| element_fault::<InToolCall>(Paths::Bracketed, &at("tool_calls"), v))
             })
             .or_else(|| field("tool_call_id").and_then(|v| fault::<String>(at("tool_call_id"), v)))
+            .or_else(|| {
+                field("thinking_blocks").and_then(|v| {
+                    element_fault::<InThinkingBlock>(Paths::Bracketed, &at("thinking_blocks"), v)
+                })
+            })
             .or_else(|| field("name").and_then(|v| fault::<String>(at("name"), v)))
     });
     Some(narrower.unwrap_or(whole))
@@ -349,10 +418,12 @@ impl CompletionRequest {
                 return Err(ApiError::invalid("tool messages need `tool_call_id`")
                     .with_param(format!("messages[{i}].tool_call_id")));
             }
+            let thinking = thinking_blocks(m.thinking_blocks, role, i)?;
             out.push(Message {
                 tool_calls,
                 tool_call_id: m.tool_call_id,
                 name: m.name,
+                thinking,
                 ..Message::new(role, content)
             });
         }
@@ -483,8 +554,51 @@ struct OutMessage<'a> {
     refusal: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
+    /// The reasoning again, as the provider's signed blocks: what a client sends back on the
+    /// assistant turn of a tool loop (see [`thinking_blocks`]). Only Anthropic makes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    thinking_blocks: Vec<OutThinking<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<OutToolCall<'a>>,
+}
+
+/// A thinking block in LiteLLM's `thinking_blocks` shape, the de-facto convention of
+/// OpenAI-compatible gateways in front of Claude (and Anthropic's own block shape), so
+/// clients written against LiteLLM send it back unchanged.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum OutThinking<'a> {
+    Thinking { thinking: &'a str, signature: &'a str },
+    RedactedThinking { data: &'a str },
+}
+
+impl<'a> From<&'a ThinkingBlock> for OutThinking<'a> {
+    fn from(b: &'a ThinkingBlock) -> Self {
+        match b {
+            ThinkingBlock::Thinking { thinking, signature } => OutThinking::Thinking { thinking, signature },
+            ThinkingBlock::Redacted { data } => OutThinking::RedactedThinking { data },
+        }
+    }
+}
+
+impl OutThinking<'_> {
+    /// The bytes `serde_json` writes for it (checked by a test): answers and stream chunks
+    /// that carry one are otherwise written by hand.
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            OutThinking::Thinking { thinking, signature } => {
+                out.extend_from_slice(b"{\"type\":\"thinking\",\"thinking\":");
+                json_str(out, thinking);
+                out.extend_from_slice(b",\"signature\":");
+                json_str(out, signature);
+            }
+            OutThinking::RedactedThinking { data } => {
+                out.extend_from_slice(b"{\"type\":\"redacted_thinking\",\"data\":");
+                json_str(out, data);
+            }
+        }
+        out.push(b'}');
+    }
 }
 
 #[derive(Serialize)]
@@ -603,6 +717,16 @@ fn completion_body_at(resp: &ChatResponse, created: u64) -> Vec<u8> {
             out.extend_from_slice(b",\"reasoning_content\":");
             json_str(&mut out, reasoning);
         }
+        if !resp.thinking.is_empty() {
+            out.extend_from_slice(b",\"thinking_blocks\":[");
+            for (k, block) in resp.thinking.iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                OutThinking::from(block).write(&mut out);
+            }
+            out.push(b']');
+        }
         out.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":");
         json_str(&mut out, finish_reason(resp.finish_reason.as_ref(), false));
         out.extend_from_slice(b"}],\"usage\":");
@@ -627,6 +751,7 @@ fn completion_body_at(resp: &ChatResponse, created: u64) -> Vec<u8> {
                 content,
                 refusal: None,
                 reasoning_content: resp.reasoning.as_deref(),
+                thinking_blocks: resp.thinking.iter().map(OutThinking::from).collect(),
                 tool_calls: resp
                     .tool_calls
                     .iter()
@@ -680,6 +805,8 @@ struct Delta<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_blocks: Option<[OutThinking<'a>; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     tool_calls: Option<[ToolDelta<'a>; 1]>,
 }
 
@@ -708,6 +835,16 @@ struct StreamError<'a> {
 /// `chat.completion.chunk`s: a role chunk first, content deltas, a finish chunk, the usage chunk
 /// when asked for, then `data: [DONE]`. A failure after commit is `data: {"error":…}` and the
 /// stream closes without `[DONE]`, so no client mistakes it for a complete answer.
+///
+/// Reasoning streams as `reasoning_content` deltas. Where a thinking block ends with a
+/// signature (Claude), a delta `{"thinking_blocks": [<the whole block>]}` follows: its full
+/// text and signature, or a whole redacted block. The client keeps these entries and sends
+/// them back on the assistant turn, which Anthropic requires in a tool loop with thinking on.
+/// LiteLLM streams the same entries, its text spread over one entry per fragment and the
+/// signature in an entry of its own; here each entry is a whole block, so a client can keep
+/// the entries as they come, and one that concatenates them as LiteLLM's does gets the same
+/// block. The block's text is sent twice that way, but only at seals, and the text deltas
+/// stay as they were.
 pub(crate) struct OpenAiEncoder {
     id: String,
     created: u64,
@@ -726,6 +863,9 @@ pub(crate) struct OpenAiEncoder {
     /// accumulate deltas positionally: openai-python's `tool_calls[index]` on a one-call list
     /// raises at index 1 and appends every argument fragment as a call of its own.
     calls: Vec<(u32, Option<String>)>,
+    /// The reasoning streamed since the last thinking seal: the text of the block a
+    /// signature ends. Empty, and never allocated, in streams without reasoning.
+    thinking: String,
 }
 
 impl OpenAiEncoder {
@@ -741,7 +881,17 @@ impl OpenAiEncoder {
         json_str(&mut head, &model);
         let envelope = head.len();
         head.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":");
-        OpenAiEncoder { id, created, model, include_usage, started: false, head, envelope, calls: Vec::new() }
+        OpenAiEncoder {
+            id,
+            created,
+            model,
+            include_usage,
+            started: false,
+            head,
+            envelope,
+            calls: Vec::new(),
+            thinking: String::new(),
+        }
     }
 
     /// The client's index for this fragment's call. A fragment with a new id at an upstream
@@ -797,6 +947,15 @@ impl OpenAiEncoder {
         out.extend_from_slice(self.tail());
     }
 
+    /// A chunk whose delta is `{"thinking_blocks":[block]}`.
+    fn thinking_chunk(&self, out: &mut Vec<u8>, block: &OutThinking<'_>) {
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(b"{\"thinking_blocks\":[");
+        block.write(out);
+        out.extend_from_slice(b"]}");
+        out.extend_from_slice(self.tail());
+    }
+
     fn chunk(&self, out: &mut Vec<u8>, delta: Delta<'_>, finish: Option<&str>) {
         let choices = [ChunkChoice { index: 0, delta, logprobs: None, finish_reason: finish }];
         let chunk = Chunk {
@@ -824,11 +983,22 @@ impl Encoder for OpenAiEncoder {
             }
             StreamEvent::ReasoningDelta { text } => {
                 self.text_chunk(out, b"\"reasoning_content\":", &text);
+                self.thinking.push_str(&text);
                 false
             }
-            // Signatures mean something only to the provider that made them, and Chat
-            // Completions has no field a client would send them back in.
-            StreamEvent::ThinkingSeal { .. } => false,
+            StreamEvent::ThinkingSeal { seal } => {
+                let block = match &seal {
+                    ThinkingSeal::Signature(signature) => {
+                        OutThinking::Thinking { thinking: &self.thinking, signature }
+                    }
+                    // Reasoning streamed before it and never signed cannot be sent back to
+                    // Anthropic; it reached the client as `reasoning_content` already.
+                    ThinkingSeal::Redacted(data) => OutThinking::RedactedThinking { data },
+                };
+                self.thinking_chunk(out, &block);
+                self.thinking.clear();
+                false
+            }
             StreamEvent::ToolCall { delta } => {
                 let index = self.call_index(&delta);
                 let ToolCallDelta { id, name, arguments, .. } = &delta;
@@ -880,6 +1050,19 @@ mod tests {
                 enc.chunk(&mut slow, delta, None);
                 assert_eq!(fast, slow);
             }
+            for (thinking, signature) in [("", "s"), ("Let me \"think\"\n", "EqoB+/=="), ("日本", "")] {
+                let blocks = [
+                    super::OutThinking::Thinking { thinking, signature },
+                    super::OutThinking::RedactedThinking { data: signature },
+                ];
+                for block in blocks {
+                    let (mut fast, mut slow) = (Vec::new(), Vec::new());
+                    enc.thinking_chunk(&mut fast, &block);
+                    let delta = super::Delta { thinking_blocks: Some([block]), ..super::Delta::default() };
+                    enc.chunk(&mut slow, delta, None);
+                    assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+                }
+            }
             for reason in ["stop", "length", "tool_calls", "odd \"reason\""] {
                 let (mut fast, mut slow) = (Vec::new(), Vec::new());
                 enc.finish_chunk(&mut fast, reason);
@@ -920,7 +1103,8 @@ mod tests {
     }
 
     /// The hand-written answer is the bytes the serde structs write, on answers of every
-    /// text-only shape (escapes, non-ASCII, reasoning or not, every finish reason, large usage).
+    /// text-only shape (escapes, non-ASCII, reasoning or not, thinking blocks or not, every
+    /// finish reason, large usage).
     #[test]
     fn the_written_answer_is_the_bytes_serde_writes() {
         let texts = ["", "Hello! How can I help you today?", "a \"q\"\n\\ \u{1}\u{7f}", "日本語 🎉"];
@@ -936,6 +1120,17 @@ mod tests {
                 resp.id = (j % 2 == 0).then(|| format!("chatcmpl-{i}\"{j}"));
                 resp.content = (*content).to_owned();
                 resp.reasoning = (j > 1).then(|| texts[j % texts.len()].to_owned());
+                resp.thinking = match (i + j) % 3 {
+                    0 => Vec::new(),
+                    1 => vec![ThinkingBlock::Thinking {
+                        thinking: texts[j % texts.len()].to_owned(),
+                        signature: texts[i].to_owned(),
+                    }],
+                    _ => vec![
+                        ThinkingBlock::Redacted { data: texts[i].to_owned() },
+                        ThinkingBlock::Thinking { thinking: (*content).to_owned(), signature: "sig".into() },
+                    ],
+                };
                 resp.finish_reason = reason.clone();
                 resp.usage = if j == 3 { usage_sample() } else { Usage::default() };
                 let fast = String::from_utf8(completion_body_at(&resp, 1_700_000_000)).unwrap();
@@ -954,6 +1149,7 @@ mod tests {
                                 content: Some(&resp.content),
                                 refusal: None,
                                 reasoning_content: resp.reasoning.as_deref(),
+                                thinking_blocks: resp.thinking.iter().map(OutThinking::from).collect(),
                                 tool_calls: Vec::new(),
                             },
                             logprobs: None,
@@ -1019,6 +1215,49 @@ mod tests {
         let bad_args = serde_json::json!({"messages": [{"role": "assistant", "tool_calls": [
             {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]});
         assert!(parse(bad_args).is_err());
+    }
+
+    #[test]
+    fn thinking_blocks_come_back_on_assistant_turns_only() {
+        let turn = |role: &str, blocks: Value| {
+            serde_json::json!({"messages": [
+                {"role": "user", "content": "hi"},
+                {"role": role, "content": "x", "thinking_blocks": blocks}]})
+        };
+        let (r, _) = parse(turn(
+            "assistant",
+            serde_json::json!([
+                {"type": "thinking", "thinking": "t", "signature": "s", "cache_control": null},
+                {"type": "thinking", "thinking": "unsigned"},
+                {"type": "redacted_thinking", "data": "d"}]),
+        ))
+        .unwrap();
+        assert_eq!(
+            r.messages[1].thinking,
+            [
+                ThinkingBlock::Thinking { thinking: "t".into(), signature: "s".into() },
+                ThinkingBlock::Thinking { thinking: "unsigned".into(), signature: String::new() },
+                ThinkingBlock::Redacted { data: "d".into() },
+            ]
+        );
+        assert!(parse(turn("assistant", Value::Null)).unwrap().0.messages[1].thinking.is_empty());
+        let refused = |role: &str, blocks: Value| parse(turn(role, blocks)).unwrap_err().param.unwrap();
+        let redacted = serde_json::json!([{"type": "redacted_thinking", "data": "d"}]);
+        assert_eq!(refused("user", redacted), "messages[1].thinking_blocks");
+        let cases = [
+            (
+                serde_json::json!([{"type": "thinking", "signature": "s"}]),
+                "messages[1].thinking_blocks[0].thinking",
+            ),
+            (
+                serde_json::json!([{"type": "redacted_thinking", "data": "d"}, {"type": "redacted_thinking"}]),
+                "messages[1].thinking_blocks[1].data",
+            ),
+            (serde_json::json!([{"type": "reasoning", "text": "t"}]), "messages[1].thinking_blocks[0].type"),
+        ];
+        for (blocks, param) in cases {
+            assert_eq!(refused("assistant", blocks), param);
+        }
     }
 
     #[test]

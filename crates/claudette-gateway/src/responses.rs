@@ -6,16 +6,16 @@
 //! - `input`: a string (one user message) or a list of items: messages (`user`, `assistant`,
 //!   `system`, `developer`; content a string or `input_text` / `output_text` / `refusal`
 //!   parts; with or without `"type": "message"`), `function_call` items (the assistant's tool
-//!   calls) and `function_call_output` items (their results), so a client can run a tool loop
-//!   by sending the whole conversation each turn. `instructions` becomes the first system
-//!   message.
+//!   calls), `function_call_output` items (their results) and `reasoning` items carrying this
+//!   gateway's `encrypted_content`, so a client can run a tool loop by sending the whole
+//!   conversation each turn. `instructions` becomes the first system message.
 //! - `model` (`auto`, a backend name or a backend's model, as on `/v1/chat/completions`),
 //!   `max_output_tokens`, `temperature`, `top_p`, function `tools`, `tool_choice`,
 //!   `parallel_tool_calls`, `text.format` (`text`, `json_object`, `json_schema`),
 //!   `reasoning.effort`, `metadata` and `user` (kept for logs and the ledger, never sent
 //!   upstream), `stream`.
-//! - The answer is a Response object: a `reasoning` item when the backend returned reasoning
-//!   text, a `message` item with the text, one `function_call` item per tool call, and usage.
+//! - The answer is a Response object: `reasoning` items when the backend returned reasoning,
+//!   a `message` item with the text, one `function_call` item per tool call, and usage.
 //!   An answer cut by `max_output_tokens` is `status: "incomplete"` with
 //!   `incomplete_details.reason`, so no client takes it for a whole answer.
 //! - Streams are the typed event sequence (`response.created`, `response.in_progress`, per
@@ -24,11 +24,36 @@
 //!   `sequence_number`. There is no `[DONE]`: the Responses API has none. A failure after the
 //!   stream committed ends it with an `error` event and `response.failed`, never a completion.
 //!
+//! ## Reasoning
+//!
 //! Reasoning from a backend (Qwen's `reasoning_content`, Claude's thinking) is the model's own
 //! reasoning, not a summary of it, so it goes out as OpenAI sends the raw reasoning of
 //! open-weight models: `content: [{"type": "reasoning_text"}]` with an empty `summary`,
 //! streamed as `response.reasoning_text.delta`. Calling it a summary would tell the client it
 //! may show it to end users as OpenAI's sanitised summaries are shown.
+//!
+//! Claude's thinking comes in blocks signed by Anthropic (or redacted: encrypted by it), and
+//! Anthropic refuses a tool loop with thinking on unless the assistant turn that made the
+//! calls comes back starting with its signed blocks. A stateless client can only send back
+//! what it was given, and OpenAI's answer for such clients (`store: false`) is the reasoning
+//! item's `encrypted_content`, which the client returns unchanged in its next `input`. So:
+//!
+//! - Each thinking block is a `reasoning` item of its own, in the order the backend made
+//!   them: the items then say where each signature ends, as the blocks do, and a stream can
+//!   close an item at each seal (`StreamEvent::ThinkingSeal`) without holding anything back.
+//!   A signed or redacted block's item carries `encrypted_content` (see [`seal`]): in the
+//!   JSON answer, in the stream's `response.output_item.done` and in the final response
+//!   object. A redacted block has no text to show, so its item's `content` is empty.
+//! - It is given whether or not `include` asks for `reasoning.encrypted_content`. OpenAI
+//!   fills it in only when asked because it can also continue from what it stored; this
+//!   gateway stores nothing, so the item is the only way a Claude tool loop can go on, and
+//!   clients that send back every output item without asking (the Agents SDK by default)
+//!   would otherwise break on their second turn. Reasoning without a provider signature
+//!   (Qwen's) has nothing to carry and gets none.
+//! - In `input`, a `reasoning` item whose `encrypted_content` is ours becomes the thinking of
+//!   the assistant turn its following `message` or `function_call` items make (see
+//!   `input_item`). Others are dropped: OpenAI's can only be read by OpenAI, and one without
+//!   `encrypted_content` has no signature any provider would take.
 //!
 //! ## Refused (400 naming the field)
 //!
@@ -48,17 +73,22 @@
 //!   `"store": false`; a later `previous_response_id` naming it is refused.
 //! - `strict` on function tools: the tool is offered without it (as on
 //!   `/v1/chat/completions`), so arguments follow the schema as well as the model manages.
-//! - `reasoning` items in `input` are dropped (`input_item` says why).
-//! - `reasoning.summary`, `text.verbosity`, `truncation`, `include`, `service_tier`,
-//!   `prompt_cache_key` and other unknown fields are ignored, as on `/v1/chat/completions`.
+//! - `reasoning` items in `input` that are not this gateway's (OpenAI's `encrypted_content`,
+//!   or none) are dropped (`input_item` says why).
+//! - `include`: `encrypted_content` is given whether asked for or not (see above), and
+//!   nothing else it can name exists here.
+//! - `reasoning.summary`, `text.verbosity`, `truncation`, `service_tier`, `prompt_cache_key`
+//!   and other unknown fields are ignored, as on `/v1/chat/completions`.
 
 use std::borrow::Cow;
 
 use axum::extract::{Request, State};
 use axum::response::Response;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use claudette_core::{
-    ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, StreamEvent, ToolCall,
-    ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, StreamEvent, ThinkingBlock,
+    ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -248,11 +278,20 @@ fn content_text(content: Option<Value>, path: &str) -> Result<String, ApiError> 
 
 /// Appends `input[i]` to the conversation.
 ///
-/// `reasoning` items are dropped. They come back from an earlier answer of whichever backend
-/// served it: OpenAI's are `encrypted_content` that only OpenAI can read, ours carry the text
-/// without the provider's signature (which Claude checks, and which no other provider takes).
-/// No backend could use them, and providers other than Claude ignore earlier reasoning anyway.
-fn input_item(i: usize, item: Value, out: &mut Vec<Message>) -> Result<(), ApiError> {
+/// A `reasoning` item sealed by this gateway (see [`seal`]) holds one of the provider's
+/// thinking blocks: it waits in `thinking` for the assistant turn that the following
+/// `message` or `function_call` items make, and leads that turn's thinking, in order, as
+/// Anthropic wants it. Any other item in between (a user, system or tool message) means the
+/// client left that turn out, and the blocks, which belong to no other turn, are dropped.
+/// Other reasoning items are dropped too: OpenAI's `encrypted_content` only OpenAI can read,
+/// and an item without any carries no signature (which Claude checks, and which no other
+/// provider takes); providers other than Claude ignore earlier reasoning anyway.
+fn input_item(
+    i: usize,
+    item: Value,
+    out: &mut Vec<Message>,
+    thinking: &mut Vec<ThinkingBlock>,
+) -> Result<(), ApiError> {
     let path = format!("input[{i}]");
     let Value::Object(mut item) = item else {
         return Err(
@@ -282,7 +321,14 @@ fn input_item(i: usize, item: Value, out: &mut Vec<Message>) -> Result<(), ApiEr
                 }
             };
             let content = content_text(item.remove("content"), &format!("{path}.content"))?;
-            out.push(Message::new(role, content));
+            let thinking = match role {
+                Role::Assistant => std::mem::take(thinking),
+                _ => {
+                    thinking.clear();
+                    Vec::new()
+                }
+            };
+            out.push(Message { thinking, ..Message::new(role, content) });
         }
         "function_call" => {
             let id = take_str(&mut item, "call_id", &path)?;
@@ -294,11 +340,19 @@ fn input_item(i: usize, item: Value, out: &mut Vec<Message>) -> Result<(), ApiEr
             // assistant turn upstream (Anthropic wants all of a turn's calls in one message,
             // followed by all their results).
             match out.last_mut() {
-                Some(m) if m.role == Role::Assistant => m.tool_calls.push(call),
-                _ => out.push(Message { tool_calls: vec![call], ..Message::assistant("") }),
+                Some(m) if m.role == Role::Assistant => {
+                    m.thinking.append(thinking);
+                    m.tool_calls.push(call);
+                }
+                _ => out.push(Message {
+                    tool_calls: vec![call],
+                    thinking: std::mem::take(thinking),
+                    ..Message::assistant("")
+                }),
             }
         }
         "function_call_output" => {
+            thinking.clear();
             let call_id = take_str(&mut item, "call_id", &path)?;
             let output = content_text(item.remove("output"), &format!("{path}.output"))?;
             // The tool's name, for providers whose results carry it (Gemini).
@@ -310,7 +364,7 @@ fn input_item(i: usize, item: Value, out: &mut Vec<Message>) -> Result<(), ApiEr
                 .map(|c| c.name.clone());
             out.push(Message { name, ..Message::tool_result(call_id, output) });
         }
-        "reasoning" => {}
+        "reasoning" => thinking.extend(unseal(&mut item, &path)?),
         "item_reference" => {
             return Err(ApiError::invalid(
                 "`item_reference` items name items stored at the server, and this gateway is \
@@ -328,6 +382,94 @@ fn input_item(i: usize, item: Value, out: &mut Vec<Message>) -> Result<(), ApiEr
         }
     }
     Ok(())
+}
+
+/// What starts every `encrypted_content` this gateway writes: it tells ours from OpenAI's
+/// (Fernet tokens, `gAAAAA…`), which are dropped as before.
+const SEAL_PREFIX: &str = "claudette:";
+
+/// The format after [`SEAL_PREFIX`]. A version this build cannot read (from a newer gateway)
+/// is refused by name rather than taken for another provider's and dropped, which would
+/// silently cost the turn its thinking.
+const SEAL_V1: &str = "1:";
+
+/// One thinking block as `encrypted_content` holds it: Anthropic's own block shape, so the
+/// JSON reads as what it is to whoever decodes it. The shape is this file's, not
+/// [`ThinkingBlock`]'s serde form, so that a change in the core type cannot change what
+/// clients hold between turns; [`SEAL_V1`] says which shape a value has.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Sealed<'a> {
+    Thinking { thinking: Cow<'a, str>, signature: Cow<'a, str> },
+    RedactedThinking { data: Cow<'a, str> },
+}
+
+impl<'a> From<&'a ThinkingBlock> for Sealed<'a> {
+    fn from(block: &'a ThinkingBlock) -> Self {
+        match block {
+            ThinkingBlock::Thinking { thinking, signature } => {
+                Sealed::Thinking { thinking: thinking.into(), signature: signature.into() }
+            }
+            ThinkingBlock::Redacted { data } => Sealed::RedactedThinking { data: data.into() },
+        }
+    }
+}
+
+impl Sealed<'_> {
+    fn into_block(self) -> ThinkingBlock {
+        match self {
+            Sealed::Thinking { thinking, signature } => {
+                ThinkingBlock::Thinking { thinking: thinking.into_owned(), signature: signature.into_owned() }
+            }
+            Sealed::RedactedThinking { data } => ThinkingBlock::Redacted { data: data.into_owned() },
+        }
+    }
+}
+
+/// A thinking block as `encrypted_content`: [`SEAL_PREFIX`], [`SEAL_V1`], then standard
+/// base64 of the block as compact JSON ([`Sealed`]).
+///
+/// Whole, text included, although the item's `content` shows the text: clients do not send
+/// `content` back (Codex leaves `reasoning_text` out of the items it returns). Base64 because
+/// the value is opaque by contract, as OpenAI's is: one run of plain characters that no
+/// client is tempted to parse or edit. Not encrypted: a stateless gateway has no key it could
+/// keep across restarts and instances, the text is the client's already, and the integrity
+/// that matters is Anthropic's, which checks the signature and refuses an edited block.
+fn seal(block: &Sealed<'_>) -> String {
+    // Serialising strings cannot fail.
+    let json = serde_json::to_vec(block).unwrap_or_default();
+    let mut out = String::with_capacity(SEAL_PREFIX.len() + SEAL_V1.len() + json.len().div_ceil(3) * 4);
+    out.push_str(SEAL_PREFIX);
+    out.push_str(SEAL_V1);
+    BASE64.encode_string(&json, &mut out);
+    out
+}
+
+/// The thinking block in a reasoning item's `encrypted_content` (`path` names the item):
+/// `None` when it has none or the value is not ours.
+fn unseal(item: &mut Map<String, Value>, path: &str) -> Result<Option<ThinkingBlock>, ApiError> {
+    if item.get("encrypted_content").is_none_or(Value::is_null) {
+        return Ok(None);
+    }
+    let value = take_str(item, "encrypted_content", path)?;
+    let Some(versioned) = value.strip_prefix(SEAL_PREFIX) else { return Ok(None) };
+    let why = match versioned.strip_prefix(SEAL_V1) {
+        Some(payload) => {
+            let block =
+                BASE64.decode(payload).ok().and_then(|json| serde_json::from_slice::<Sealed>(&json).ok());
+            match block {
+                Some(block) => return Ok(Some(block.into_block())),
+                None => "it is corrupt",
+            }
+        }
+        None => "it was written by a version of this gateway that this one cannot read",
+    };
+    let param = format!("{path}.encrypted_content");
+    Err(ApiError::invalid(format!(
+        "Invalid value for '{param}': {why}. Send reasoning items back exactly as this gateway \
+         returned them, or leave them out."
+    ))
+    .with_param(param))
 }
 
 fn function_tool(i: usize, tool: &Value) -> Result<ToolSpec, ApiError> {
@@ -501,8 +643,9 @@ impl ResponsesRequest {
                     );
                 }
                 messages.reserve(items.len());
+                let mut thinking = Vec::new();
                 for (i, item) in items.into_iter().enumerate() {
-                    input_item(i, item, &mut messages)?;
+                    input_item(i, item, &mut messages, &mut thinking)?;
                 }
             }
             Some(_) => {
@@ -597,9 +740,18 @@ struct Item<'a> {
 }
 
 enum Kind<'a> {
-    Reasoning(Cow<'a, str>),
+    /// Reasoning text, and the thinking block's `encrypted_content` once the provider sealed
+    /// it (see [`seal`]).
+    Reasoning {
+        text: Cow<'a, str>,
+        sealed: Option<String>,
+    },
     Message(Cow<'a, str>),
-    Call { call_id: Cow<'a, str>, name: Cow<'a, str>, arguments: Cow<'a, str> },
+    Call {
+        call_id: Cow<'a, str>,
+        name: Cow<'a, str>,
+        arguments: Cow<'a, str>,
+    },
 }
 
 impl Item<'_> {
@@ -609,10 +761,11 @@ impl Item<'_> {
         let id = self.id.as_str();
         let status = self.status;
         match &self.kind {
-            Kind::Reasoning(_) => WireItem::Reasoning {
+            Kind::Reasoning { sealed, .. } => WireItem::Reasoning {
                 id,
                 summary: [],
                 content: self.part().filter(|_| whole).into_iter().collect(),
+                encrypted_content: sealed.as_deref().filter(|_| whole),
                 status,
             },
             Kind::Message(_) => WireItem::Message {
@@ -631,12 +784,15 @@ impl Item<'_> {
         }
     }
 
-    /// The text part of a message or reasoning item, as far as it has arrived.
+    /// The text part of a message or reasoning item, as far as it has arrived. A sealed
+    /// block without text (a redacted one) has none: there is nothing to show.
     fn part(&self) -> Option<WirePart<'_>> {
         match &self.kind {
             Kind::Message(text) => Some(WirePart::OutputText { text, annotations: [], logprobs: [] }),
-            Kind::Reasoning(text) => Some(WirePart::ReasoningText { text }),
-            Kind::Call { .. } => None,
+            Kind::Reasoning { text, sealed } if !text.is_empty() || sealed.is_none() => {
+                Some(WirePart::ReasoningText { text })
+            }
+            Kind::Reasoning { .. } | Kind::Call { .. } => None,
         }
     }
 }
@@ -650,9 +806,27 @@ impl Serialize for Item<'_> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum WireItem<'a> {
-    Reasoning { id: &'a str, summary: [(); 0], content: Vec<WirePart<'a>>, status: &'a str },
-    Message { id: &'a str, status: &'a str, role: &'static str, content: Vec<WirePart<'a>> },
-    FunctionCall { id: &'a str, call_id: &'a str, name: &'a str, arguments: &'a str, status: &'a str },
+    Reasoning {
+        id: &'a str,
+        summary: [(); 0],
+        content: Vec<WirePart<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        encrypted_content: Option<&'a str>,
+        status: &'a str,
+    },
+    Message {
+        id: &'a str,
+        status: &'a str,
+        role: &'static str,
+        content: Vec<WirePart<'a>>,
+    },
+    FunctionCall {
+        id: &'a str,
+        call_id: &'a str,
+        name: &'a str,
+        arguments: &'a str,
+        status: &'a str,
+    },
 }
 
 #[derive(Serialize)]
@@ -734,19 +908,33 @@ fn outcome(finish: Option<&FinishReason>, tool_calls: bool) -> (&'static str, Op
     }
 }
 
+/// A thinking block as a reasoning item's content: its text and, when the provider signed or
+/// redacted it, the block sealed for the client to send back. `None` for an empty block
+/// without a signature, which has nothing to show or send.
+fn block_kind(block: &ThinkingBlock) -> Option<Kind<'_>> {
+    let (text, signed) = match block {
+        ThinkingBlock::Thinking { thinking, signature } => (thinking.as_str(), !signature.is_empty()),
+        ThinkingBlock::Redacted { .. } => ("", true),
+    };
+    let sealed = signed.then(|| seal(&Sealed::from(block)));
+    (!text.is_empty() || sealed.is_some()).then_some(Kind::Reasoning { text: Cow::Borrowed(text), sealed })
+}
+
 fn response_body(resp: &ChatResponse, echo: &Echo) -> Vec<u8> {
     response_body_at(resp, echo, ids::unix_now())
 }
 
 fn response_body_at(resp: &ChatResponse, echo: &Echo, created_at: u64) -> Vec<u8> {
     let (status, incomplete) = outcome(resp.finish_reason.as_ref(), !resp.tool_calls.is_empty());
-    let mut output = Vec::with_capacity(2 + resp.tool_calls.len());
-    if let Some(reasoning) = resp.reasoning.as_deref().filter(|r| !r.is_empty()) {
-        output.push(Item {
-            id: ids::new_id("rs_"),
-            status: "completed",
-            kind: Kind::Reasoning(Cow::Borrowed(reasoning)),
-        });
+    let mut output = Vec::with_capacity(2 + resp.thinking.len() + resp.tool_calls.len());
+    let reasoning = |kind| Item { id: ids::new_id("rs_"), status: "completed", kind };
+    if resp.thinking.is_empty() {
+        if let Some(text) = resp.reasoning.as_deref().filter(|r| !r.is_empty()) {
+            output.push(reasoning(Kind::Reasoning { text: Cow::Borrowed(text), sealed: None }));
+        }
+    } else {
+        // The blocks' text is the answer's `reasoning`, block by block.
+        output.extend(resp.thinking.iter().filter_map(block_kind).map(reasoning));
     }
     // An answer with neither text nor calls still has its (empty) message: clients look for
     // the assistant's message, not for an empty list.
@@ -961,7 +1149,7 @@ impl ResponsesEncoder {
         let sequence_number = next(&mut self.seq);
         let (name, content_index, logprobs) = match item.kind {
             Kind::Message(_) => ("response.output_text.delta", Some(0), Some([])),
-            Kind::Reasoning(_) => ("response.reasoning_text.delta", Some(0), None),
+            Kind::Reasoning { .. } => ("response.reasoning_text.delta", Some(0), None),
             Kind::Call { .. } => ("response.function_call_arguments.delta", None, None),
         };
         let event = DeltaEvent {
@@ -980,13 +1168,11 @@ impl ResponsesEncoder {
     fn open_item(&mut self, out: &mut Vec<u8>, prefix: &str, kind: Kind<'static>) -> usize {
         self.close(out, "completed");
         let index = self.items.len();
-        let has_part = !matches!(kind, Kind::Call { .. });
         self.items.push(Item { id: ids::new_id(prefix), status: "in_progress", kind });
         self.open = Some(index);
         self.item_event(out, "response.output_item.added", index, false);
-        if has_part {
-            self.part_event(out, "response.content_part.added", index);
-        }
+        // Items without a text part (calls, redacted blocks) announce none.
+        self.part_event(out, "response.content_part.added", index);
         index
     }
 
@@ -998,20 +1184,21 @@ impl ResponsesEncoder {
         let item = &*item;
         let seq = &mut self.seq;
         match &item.kind {
-            Kind::Message(text) | Kind::Reasoning(text) => {
-                let message = matches!(item.kind, Kind::Message(_));
-                let name = if message { "response.output_text.done" } else { "response.reasoning_text.done" };
-                let event = TextDoneEvent {
-                    r#type: name,
-                    sequence_number: next(seq),
-                    item_id: &item.id,
-                    output_index: index,
-                    content_index: 0,
-                    text,
-                    logprobs: message.then_some([]),
-                };
-                respond::event_frame(out, name, &event);
+            Kind::Message(text) | Kind::Reasoning { text, .. } => {
                 if let Some(part) = item.part() {
+                    let message = matches!(item.kind, Kind::Message(_));
+                    let name =
+                        if message { "response.output_text.done" } else { "response.reasoning_text.done" };
+                    let event = TextDoneEvent {
+                        r#type: name,
+                        sequence_number: next(seq),
+                        item_id: &item.id,
+                        output_index: index,
+                        content_index: 0,
+                        text,
+                        logprobs: message.then_some([]),
+                    };
+                    respond::event_frame(out, name, &event);
                     let name = "response.content_part.done";
                     let event = PartEvent {
                         r#type: name,
@@ -1066,20 +1253,53 @@ impl ResponsesEncoder {
         let open = self.open.filter(|&i| {
             matches!(
                 (self.items.get(i).map(|item| &item.kind), reasoning),
-                (Some(Kind::Reasoning(_)), true) | (Some(Kind::Message(_)), false)
+                (Some(Kind::Reasoning { .. }), true) | (Some(Kind::Message(_)), false)
             )
         });
         match open {
             Some(i) => i,
-            None if reasoning => self.open_item(out, "rs_", Kind::Reasoning(Cow::Owned(String::new()))),
+            None if reasoning => {
+                self.open_item(out, "rs_", Kind::Reasoning { text: Cow::Owned(String::new()), sealed: None })
+            }
             None => self.open_item(out, "msg_", Kind::Message(Cow::Owned(String::new()))),
         }
+    }
+
+    /// Ends a thinking block: the reasoning item being written gets the block sealed and is
+    /// closed, so the next block's reasoning starts an item of its own. A signature with no
+    /// reasoning item open (a block whose text was empty) and a redacted block are items of
+    /// their own, without text.
+    fn end_block(&mut self, out: &mut Vec<u8>, end: ThinkingSeal) {
+        let open = self.open.and_then(|i| self.items.get_mut(i));
+        match end {
+            ThinkingSeal::Signature(signature) => match open {
+                Some(Item { kind: Kind::Reasoning { text, sealed }, .. }) => {
+                    let block =
+                        Sealed::Thinking { thinking: Cow::Borrowed(text), signature: signature.into() };
+                    *sealed = Some(seal(&block));
+                }
+                _ => {
+                    let block = Sealed::Thinking { thinking: Cow::Borrowed(""), signature: signature.into() };
+                    self.sealed_item(out, &block);
+                }
+            },
+            ThinkingSeal::Redacted(data) => {
+                self.sealed_item(out, &Sealed::RedactedThinking { data: data.into() })
+            }
+        }
+        self.close(out, "completed");
+    }
+
+    /// Opens a reasoning item holding only a sealed block.
+    fn sealed_item(&mut self, out: &mut Vec<u8>, block: &Sealed<'_>) {
+        let kind = Kind::Reasoning { text: Cow::Borrowed(""), sealed: Some(seal(block)) };
+        self.open_item(out, "rs_", kind);
     }
 
     fn append(&mut self, index: usize, text: &str) {
         if let Some(item) = self.items.get_mut(index) {
             match &mut item.kind {
-                Kind::Message(t) | Kind::Reasoning(t) => t.to_mut().push_str(text),
+                Kind::Message(t) | Kind::Reasoning { text: t, .. } => t.to_mut().push_str(text),
                 Kind::Call { arguments, .. } => arguments.to_mut().push_str(text),
             }
         }
@@ -1116,9 +1336,10 @@ impl Encoder for ResponsesEncoder {
                 self.delta_event(out, index, &text);
                 false
             }
-            // Signatures mean something only to the provider that made them, and reasoning
-            // items sent back are dropped (see `input_item`).
-            StreamEvent::ThinkingSeal { .. } => false,
+            StreamEvent::ThinkingSeal { seal } => {
+                self.end_block(out, seal);
+                false
+            }
             StreamEvent::ToolCall { delta } => {
                 let index = self.call_item(out, &delta);
                 if let (Some(name), Some(Item { kind: Kind::Call { name: known, .. }, .. })) =
@@ -1351,7 +1572,6 @@ mod tests {
             call(1, None, None, "{\"city\":"),
             call(1, None, None, "\"Oslo\"}"),
             call(1, Some("toolu_2"), Some("time"), "{}"),
-            StreamEvent::ThinkingSeal { seal: claudette_core::ThinkingSeal::Signature("sig".into()) },
             done(FinishReason::ToolCalls),
         ]);
         let added: Vec<&Value> =
@@ -1408,5 +1628,181 @@ mod tests {
         assert_eq!(failed["error"]["code"], "rate_limit_exceeded");
         assert_eq!(failed["output"], json!([]));
         assert!(failed["usage"].is_null());
+    }
+
+    fn signed(thinking: &str, signature: &str) -> ThinkingBlock {
+        ThinkingBlock::Thinking { thinking: thinking.into(), signature: signature.into() }
+    }
+
+    fn redacted(data: &str) -> ThinkingBlock {
+        ThinkingBlock::Redacted { data: data.into() }
+    }
+
+    fn sealed(block: &ThinkingBlock) -> String {
+        seal(&Sealed::from(block))
+    }
+
+    /// What a reasoning item's `encrypted_content` holds.
+    fn unsealed(item: &Value) -> Option<ThinkingBlock> {
+        let mut item = item.as_object().unwrap().clone();
+        unseal(&mut item, "input[0]").unwrap()
+    }
+
+    #[test]
+    fn each_thinking_block_is_a_reasoning_item_sealed_alike_in_streams_and_answers() {
+        let seal = |s: ThinkingSeal| StreamEvent::ThinkingSeal { seal: s };
+        let frames = encode(vec![
+            StreamEvent::ReasoningDelta { text: "need ".into() },
+            StreamEvent::ReasoningDelta { text: "the file".into() },
+            seal(ThinkingSeal::Signature("SIG1".into())),
+            seal(ThinkingSeal::Redacted("OPAQUE".into())),
+            // A signature over an empty block, then reasoning never signed (Qwen-like).
+            seal(ThinkingSeal::Signature("SIG2".into())),
+            StreamEvent::ReasoningDelta { text: "unsigned".into() },
+            StreamEvent::text("Reading."),
+            call(4, Some("toolu_1"), Some("read"), "{}"),
+            done(FinishReason::ToolCalls),
+        ]);
+        let item_names: Vec<&str> = names(&frames)
+            .into_iter()
+            .filter(|n| n.matches('.').count() == 2 && !n.ends_with(".delta"))
+            .collect();
+        assert_eq!(
+            item_names,
+            [
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.reasoning_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                // The redacted block and the empty one have no text part.
+                "response.output_item.added",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.reasoning_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+            ],
+            "{frames:?}"
+        );
+        let done: Vec<&Value> = frames
+            .iter()
+            .filter(|(n, _)| n == "response.output_item.done")
+            .map(|(_, d)| &d["item"])
+            .collect();
+        assert_eq!(unsealed(done[0]), Some(signed("need the file", "SIG1")));
+        assert_eq!(done[0]["content"], json!([{"type": "reasoning_text", "text": "need the file"}]));
+        assert_eq!(unsealed(done[1]), Some(redacted("OPAQUE")));
+        assert_eq!(done[1]["content"], json!([]));
+        assert_eq!(unsealed(done[2]), Some(signed("", "SIG2")));
+        assert!(done[3].get("encrypted_content").is_none(), "unsigned reasoning has no seal: {}", done[3]);
+        // Announced items carry no seal yet: a signature arrives at the end of its block.
+        assert!(
+            frames
+                .iter()
+                .all(|(n, d)| n != "response.output_item.added"
+                    || d["item"].get("encrypted_content").is_none())
+        );
+        let streamed = &frames.last().unwrap().1["response"]["output"];
+        assert_eq!(streamed.as_array().unwrap()[..4], done[..4].iter().copied().cloned().collect::<Vec<_>>());
+
+        // The same answer whole: the same items but their ids.
+        let mut resp = ChatResponse::empty("b", "m");
+        resp.reasoning = Some("need the fileunsigned".into());
+        resp.thinking = vec![
+            signed("need the file", "SIG1"),
+            redacted("OPAQUE"),
+            signed("", "SIG2"),
+            signed("unsigned", ""),
+        ];
+        resp.content = "Reading.".into();
+        resp.tool_calls = vec![ToolCall { id: "toolu_1".into(), name: "read".into(), arguments: json!({}) }];
+        resp.finish_reason = Some(FinishReason::ToolCalls);
+        let mut whole: Value = serde_json::from_slice(&response_body_at(&resp, &Echo::default(), 1)).unwrap();
+        let mut streamed = streamed.clone();
+        for item in whole["output"].as_array_mut().unwrap().iter_mut().chain(streamed.as_array_mut().unwrap())
+        {
+            item.as_object_mut().unwrap().remove("id");
+        }
+        assert_eq!(whole["output"], streamed);
+    }
+
+    #[test]
+    fn sealed_reasoning_leads_the_assistant_turn_that_follows_it() {
+        let (a, r, b, c) = (signed("a", "SA"), redacted("R"), signed("b", "SB"), signed("c", "SC"));
+        let reasoning = |block: &ThinkingBlock| json!({"type": "reasoning", "id": "rs_x", "summary": [], "encrypted_content": sealed(block)});
+        let p = parse(json!({"input": [
+            {"role": "user", "content": "go"},
+            reasoning(&a),
+            reasoning(&r),
+            // OpenAI's and none: dropped, as before.
+            {"type": "reasoning", "id": "rs_o", "summary": [], "encrypted_content": "gAAAAABopaque"},
+            {"type": "reasoning", "id": "rs_n", "summary": [], "content": [{"type": "reasoning_text", "text": "x"}]},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            // Interleaved thinking: a later block of the same turn joins it.
+            reasoning(&b),
+            {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "1"},
+            {"type": "function_call_output", "call_id": "c2", "output": "2"},
+            reasoning(&c),
+            {"type": "message", "role": "assistant", "content": "done"},
+            // Reasoning whose turn the client left out belongs to nothing after it.
+            reasoning(&a),
+            {"role": "user", "content": "again"},
+            {"type": "function_call", "call_id": "c3", "name": "f", "arguments": "{}"},
+            reasoning(&b)
+        ]}))
+        .unwrap();
+        let turns: Vec<(Role, &[ThinkingBlock])> =
+            p.request.messages.iter().map(|m| (m.role, m.thinking.as_slice())).collect();
+        assert_eq!(
+            turns,
+            [
+                (Role::User, &[][..]),
+                (Role::Assistant, &[a, r, b][..]),
+                (Role::Tool, &[][..]),
+                (Role::Tool, &[][..]),
+                (Role::Assistant, &[c][..]),
+                (Role::User, &[][..]),
+                (Role::Assistant, &[][..]),
+            ]
+        );
+        assert_eq!(p.request.messages[1].tool_calls.len(), 2);
+    }
+
+    #[test]
+    fn a_seal_that_cannot_be_read_is_refused_naming_it() {
+        let param = |encrypted: Value| {
+            let v = json!({"input": [
+                {"role": "user", "content": "go"},
+                {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": encrypted}
+            ]});
+            parse(v).err().and_then(|e| e.param).map(|p| p.into_owned())
+        };
+        let b64 = |s: &str| format!("{SEAL_PREFIX}{SEAL_V1}{}", BASE64.encode(s));
+        for bad in [
+            json!("claudette:1:%%%not base64%%%"),
+            json!(b64("not json")),
+            json!(b64(r#"{"type": "thinking", "thinking": "a"}"#)),
+            json!(b64(r#"{"type": "pondering"}"#)),
+            json!("claudette:9:e30="),
+            json!("claudette:"),
+            json!(7),
+        ] {
+            assert_eq!(param(bad.clone()).as_deref(), Some("input[1].encrypted_content"), "{bad}");
+        }
+        assert_eq!(param(json!(b64(r#"{"type":"redacted_thinking","data":"R"}"#))), None);
+        assert_eq!(param(Value::Null), None);
     }
 }

@@ -540,3 +540,182 @@ async fn keys_limits_and_metrics_apply_to_the_endpoint() {
     );
     assert!(metrics.contains(r#"endpoint="responses",reason="key_rate""#), "{metrics}");
 }
+
+// ------------------------------------------------------------------------------------------
+// Claude's signed thinking through a stateless tool loop (`encrypted_content`).
+
+fn read_tool() -> Value {
+    json!([{"type": "function", "name": "read", "parameters": {"type": "object"}}])
+}
+
+/// The thinking blocks of `thought_then_called`, as Anthropic must get them back.
+fn thinking_blocks() -> [Value; 2] {
+    [
+        json!({"type": "thinking", "thinking": "need the file", "signature": "SIG1"}),
+        json!({"type": "redacted_thinking", "data": "OPAQUE"}),
+    ]
+}
+
+/// An Anthropic answer that thought (a signed block, a redacted one), then called `read`.
+fn thought_then_called() -> Fake {
+    let [signed, redacted] = thinking_blocks();
+    Fake::json(
+        200,
+        json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-fake",
+               "content": [signed, redacted,
+                           {"type": "tool_use", "id": "toolu_1", "name": "read", "input": {"path": "/x"}}],
+               "stop_reason": "tool_use", "usage": {"input_tokens": 5, "output_tokens": 20}}),
+    )
+}
+
+/// The same answer streamed, as Anthropic streams it.
+fn thought_then_called_stream() -> Fake {
+    let block = |index: u32, kind: &str, body: Value| {
+        let mut frames = vec![(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": body}),
+        )];
+        if kind != "redacted_thinking" {
+            frames.push((
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": match kind {
+                    "thinking" => json!({"type": "thinking_delta", "thinking": "need the file"}),
+                    _ => json!({"type": "input_json_delta", "partial_json": "{\"path\":\"/x\"}"}),
+                }}),
+            ));
+        }
+        if kind == "thinking" {
+            frames.push((
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index,
+                       "delta": {"type": "signature_delta", "signature": "SIG1"}}),
+            ));
+        }
+        frames.push(("content_block_stop", json!({"type": "content_block_stop", "index": index})));
+        frames
+    };
+    let mut frames = vec![(
+        "message_start",
+        json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+               "role": "assistant", "model": "claude-fake", "content": [], "stop_reason": null,
+               "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+    )];
+    frames.extend(block(0, "thinking", json!({"type": "thinking", "thinking": ""})));
+    frames.extend(block(1, "redacted_thinking", thinking_blocks()[1].clone()));
+    frames.extend(block(
+        2,
+        "tool_use",
+        json!({"type": "tool_use", "id": "toolu_1", "name": "read", "input": {}}),
+    ));
+    frames.push((
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 20}}),
+    ));
+    frames.push(("message_stop", json!({"type": "message_stop"})));
+    Fake::sse(frames.into_iter().map(|(name, data)| format!("event: {name}\ndata: {data}")).collect())
+}
+
+/// Checks the reasoning items of `thought_then_called`: one per block, each sealed.
+fn check_sealed(output: &[Value]) {
+    assert_eq!(output.len(), 3, "{output:?}");
+    for item in &output[..2] {
+        assert_eq!(item["type"], "reasoning", "{item}");
+        assert!(item["id"].as_str().unwrap().starts_with("rs_"), "{item}");
+        assert_eq!(item["summary"], json!([]));
+        assert_eq!(item["status"], "completed");
+        let sealed = item["encrypted_content"].as_str().unwrap_or_else(|| panic!("not sealed: {item}"));
+        assert!(sealed.starts_with("claudette:1:"), "{sealed}");
+    }
+    assert_eq!(output[0]["content"], json!([{"type": "reasoning_text", "text": "need the file"}]));
+    assert_eq!(output[1]["content"], json!([]), "a redacted block has no text");
+    assert_eq!(output[2]["type"], "function_call");
+    assert_eq!(output[2]["call_id"], "toolu_1");
+}
+
+/// Sends `output` back after the user's turn with the tool's result, and checks the assistant
+/// turn Anthropic gets starts with the signed blocks, thinking still on.
+async fn continue_the_loop(gw: &str, claude: &FakeServer, output: Vec<Value>) {
+    let mut input = vec![json!({"role": "user", "content": "read /x"})];
+    input.extend(output);
+    input.push(json!({"type": "function_call_output", "call_id": "toolu_1", "output": "42"}));
+    let body = json!({"input": input, "tools": read_tool(), "reasoning": {"effort": "high"},
+                      "store": false, "include": ["reasoning.encrypted_content"]});
+    let r = post(gw, PATH, body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let sent = claude.last_json().unwrap();
+    let [signed, redacted] = thinking_blocks();
+    assert_eq!(sent["messages"][1]["role"], "assistant", "{sent}");
+    assert_eq!(
+        sent["messages"][1]["content"],
+        json!([signed, redacted, {"type": "tool_use", "id": "toolu_1", "name": "read", "input": {"path": "/x"}}]),
+        "{sent}"
+    );
+    assert_eq!(sent["messages"][2]["content"][0]["tool_use_id"], "toolu_1", "{sent}");
+    assert!(sent["thinking"].is_object() && sent["thinking"]["type"] != "disabled", "{sent}");
+}
+
+#[tokio::test]
+async fn claudes_signed_thinking_goes_out_sealed_and_leads_the_turn_it_comes_back_on() {
+    let claude = FakeServer::start().await;
+    claude.push(thought_then_called());
+    claude.push(Fake::anthropic_text("The file says 42."));
+    let gw = start(router(vec![anthropic(anthropic_settings("claude", &claude))])).await;
+    let first = json!({"input": "read /x", "tools": read_tool(), "reasoning": {"effort": "high"},
+                       "store": false, "include": ["reasoning.encrypted_content"]});
+    let r = post(&gw.url, PATH, first).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut output = r.json()["output"].as_array().unwrap().clone();
+    check_sealed(&output);
+
+    // Codex sends reasoning items back without their `reasoning_text` content: the seal is
+    // the whole block.
+    for item in &mut output[..2] {
+        item.as_object_mut().unwrap().remove("content");
+    }
+    continue_the_loop(&gw.url, &claude, output).await;
+}
+
+#[tokio::test]
+async fn a_streamed_answer_seals_each_block_in_its_item_done_and_in_the_completed_response() {
+    let claude = FakeServer::start().await;
+    claude.push(thought_then_called_stream());
+    claude.push(Fake::anthropic_text("The file says 42."));
+    let gw = start(router(vec![anthropic(anthropic_settings("claude", &claude))])).await;
+    let first = json!({"input": "read /x", "tools": read_tool(), "reasoning": {"effort": "high"},
+                       "stream": true});
+    let r = post(&gw.url, PATH, first).await;
+    let ev = events(&r);
+    let done: Vec<Value> =
+        ev.iter().filter(|(n, _)| n == "response.output_item.done").map(|(_, d)| d["item"].clone()).collect();
+    check_sealed(&done);
+    let (last, completed) = ev.last().unwrap();
+    assert_eq!(last, "response.completed", "{}", r.text);
+    let output = completed["response"]["output"].as_array().unwrap().clone();
+    assert_eq!(output, done, "the final response holds the items as they were done");
+
+    // The Agents SDK sends the items back exactly as it got them.
+    continue_the_loop(&gw.url, &claude, output).await;
+}
+
+#[tokio::test]
+async fn a_seal_that_cannot_be_read_is_refused_naming_it_before_any_upstream_call() {
+    let claude = FakeServer::start().await;
+    let gw = start(router(vec![anthropic(anthropic_settings("claude", &claude))])).await;
+    for corrupt in [
+        "claudette:1:@@not base64@@",
+        // Base64 of `not json`; of a block without its signature; of a version to come.
+        "claudette:1:bm90IGpzb24=",
+        "claudette:1:eyJ0eXBlIjoidGhpbmtpbmciLCJ0aGlua2luZyI6ImEifQ==",
+        "claudette:2:e30=",
+    ] {
+        let body = json!({"input": [
+            {"role": "user", "content": "read /x"},
+            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": corrupt},
+            {"type": "function_call", "call_id": "toolu_1", "name": "read", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "toolu_1", "output": "42"}
+        ]});
+        let r = post(&gw.url, PATH, body).await;
+        assert_eq!(refused(&r), "input[1].encrypted_content", "{corrupt}");
+    }
+    assert_eq!(claude.requests(), 0);
+}

@@ -44,8 +44,13 @@ pub const ABI_VERSION: u32 = 2;
 /// thinking (`ChatRequest::thinking`, `Message::thinking`, `ChatResponse::thinking`,
 /// `StreamEvent::ThinkingSeal`); 5, `ChatRequest::request_id`, adaptive thinking
 /// (`Thinking::Adaptive`), the `xhigh` and `max` effort levels, `ChatRequest::output_effort`
-/// and `ChatRequest::tenant`.
-pub const SCHEMA_VERSION: u32 = 5;
+/// and `ChatRequest::tenant`; 6, the token count (`ProviderAdapter::count_tokens_request` and
+/// `parse_count_tokens`, crossing as [`FfiAdapter::count_tokens_request`] and
+/// [`FfiAdapter::parse_count_tokens`]). A schema-5 plugin has neither method, so its provider
+/// would answer every count with the gateway's estimate where the same provider linked in
+/// answers the exact one: it is refused, to be rebuilt, rather than loaded quietly worse (by
+/// abi_stable's layout check already, see `FfiAdapter`; this number is the second line).
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The field type of [`ClaudettePlugin::abi_version`]. It is `u64` only under the test feature
 /// that simulates a plugin built against a release of this crate with another layout.
@@ -156,6 +161,29 @@ pub trait FfiAdapter: Send + Sync {
         error_kind: ROption<RStr<'_>>,
         stream: bool,
     ) -> FfiResult<()>;
+
+    // Schema 6. Appended after the prefix, as abi_stable wants a trait object grown (the prefix
+    // moves only with a major release). A schema-5 plugin, whose vtable lacks these two, is
+    // refused by abi_stable's layout check when it is opened, before the schema check: it
+    // allows a plugin's vtable longer than the host's, never shorter. The default bodies are
+    // abi_stable's fallback should a vtable without them reach the host anyway: "no count",
+    // the answer of a provider that has none, never a panic.
+
+    /// The count call for `request` (binary, as in `build_request`). `None`: the provider has
+    /// no count call, and the caller estimates; `Err`: it has one but could not build it.
+    fn count_tokens_request(&self, request: RSlice<'_, u8>) -> FfiResult<ROption<FfiHttpRequest>> {
+        let _ = request;
+        RResult::ROk(ROption::RNone)
+    }
+
+    /// Reads the 2xx answer to the count call as the number of input tokens.
+    fn parse_count_tokens(&self, response: FfiHttpResponse<'_>) -> FfiResult<u32> {
+        let _ = response;
+        RResult::RErr(crate::wire::encode_error(&claudette_core::BackendError::new(
+            claudette_core::ErrorKind::Unsupported,
+            "this plugin offers no token count",
+        )))
+    }
 }
 
 /// A stream decoder inside a plugin (`claudette_core::StreamDecoder`). Frames cross as their two

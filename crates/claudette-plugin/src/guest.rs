@@ -92,10 +92,10 @@ thread_local! {
 /// Most headers a response may have for their buffers to be kept for the next one.
 const KEEP_HEADERS: usize = 64;
 
-/// Runs `f` with the response's headers as the adapter wants them. The buffers are taken out
-/// of the thread-local while in use, so a nested call (none exists) or a panic in `f` only
-/// costs fresh allocations, never a borrow error.
-fn with_headers<T>(response: &FfiHttpResponse<'_>, f: impl FnOnce(&[(String, String)]) -> T) -> T {
+/// Runs `f` with the response as the adapter wants it (headers as owned pairs). The header
+/// buffers are taken out of the thread-local while in use, so a nested call (none exists) or a
+/// panic in `f` only costs fresh allocations, never a borrow error.
+fn with_response<T>(response: &FfiHttpResponse<'_>, f: impl FnOnce(&HttpResponse<'_>) -> T) -> T {
     let mut buf = HEADER_BUF.try_with(Cell::take).unwrap_or_default();
     buf.truncate(response.headers.len());
     for (i, h) in response.headers.iter().enumerate() {
@@ -109,7 +109,7 @@ fn with_headers<T>(response: &FfiHttpResponse<'_>, f: impl FnOnce(&[(String, Str
             None => buf.push((h.name.as_str().to_owned(), h.value.as_str().to_owned())),
         }
     }
-    let out = f(&buf);
+    let out = f(&HttpResponse { status: response.status, headers: &buf, body: response.body.as_slice() });
     if buf.len() <= KEEP_HEADERS {
         let _ = HEADER_BUF.try_with(|cell| cell.set(buf));
     }
@@ -191,21 +191,14 @@ impl<A: ProviderAdapter> FfiAdapter for GuestAdapter<A> {
     fn parse_response(&self, request: RSlice<'_, u8>, response: FfiHttpResponse<'_>) -> FfiResult<RVec<u8>> {
         guard("parse_response", || {
             let request = self.request(request)?;
-            let answer = with_headers(&response, |headers| {
-                let http = HttpResponse { status: response.status, headers, body: response.body.as_slice() };
-                self.inner.parse_response(&request, &http)
-            })?;
+            let answer = with_response(&response, |http| self.inner.parse_response(&request, http))?;
             Ok(codec::encode(&answer, 256 + answer.content.len()).into())
         })
     }
 
     fn classify_error(&self, response: FfiHttpResponse<'_>) -> RString {
-        let classified = guard("classify_error", || {
-            Ok(with_headers(&response, |headers| {
-                let http = HttpResponse { status: response.status, headers, body: response.body.as_slice() };
-                self.inner.classify_error(&http)
-            }))
-        });
+        let classified =
+            guard("classify_error", || Ok(with_response(&response, |http| self.inner.classify_error(http))));
         match classified {
             ROk(error) => encode_error(&error),
             RErr(error_json) => error_json,
@@ -266,6 +259,18 @@ impl<A: ProviderAdapter> FfiAdapter for GuestAdapter<A> {
             });
             Ok(())
         })
+    }
+
+    fn count_tokens_request(&self, request: RSlice<'_, u8>) -> FfiResult<ROption<FfiHttpRequest>> {
+        guard("count_tokens_request", || {
+            let request = self.request(request)?;
+            let count = self.inner.count_tokens_request(&request).transpose()?;
+            Ok(count.map(request_to_ffi).into())
+        })
+    }
+
+    fn parse_count_tokens(&self, response: FfiHttpResponse<'_>) -> FfiResult<u32> {
+        guard("parse_count_tokens", || with_response(&response, |http| self.inner.parse_count_tokens(http)))
     }
 }
 

@@ -9,6 +9,9 @@
 //! - `routed_*`: real HTTP on 127.0.0.1 through a `BackendRouter`, non-streaming and
 //!   streaming: the same answers, the same event sequences, the same bytes on the wire, and
 //!   the key on the wire although the plugin never received it.
+//! - `*_token_count*`: the count call (Anthropic's and Gemini's) is built, read and sent
+//!   identically, its errors keep their kind, and a provider without one stays without one
+//!   (so the gateway estimates for it exactly as it does linked in).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -600,5 +603,136 @@ async fn routed_health_checks_match_the_linked_providers() {
         let a = router.backend(&linked).unwrap().health_check().await;
         let b = router.backend(&plugin).unwrap().health_check().await;
         assert_eq!(a.is_ok(), b.is_ok(), "{provider}: {a:?} vs {b:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token counts.
+
+/// The providers whose adapters have a count call. Every other one must have none when loaded
+/// either: `None` is what makes the gateway estimate.
+const COUNTING: [&str; 2] = ["anthropic", "gemini"];
+
+#[test]
+fn requests_token_count_calls_agree_for_every_provider() {
+    for provider in PROVIDERS {
+        let s = settings(provider, "http://127.0.0.1:9");
+        let linked = linked_adapter(provider, &s);
+        let plugin = plugin_adapter(provider, &s);
+        for (i, request) in requests().iter().enumerate() {
+            let a = linked.count_tokens_request(request);
+            assert_eq!(a.is_some(), COUNTING.contains(&provider), "{provider}: request {i}: {a:?}");
+            assert_eq!(a, plugin.count_tokens_request(request), "{provider}: request {i}");
+        }
+    }
+}
+
+/// Count answers in each counting provider's wire shape: the count itself, then bodies every
+/// reader must refuse (cut, not JSON, the field missing, out of range, an error object).
+fn count_bodies(provider: &str) -> Vec<Vec<u8>> {
+    let shaped = match provider {
+        "anthropic" => vec![json!({"input_tokens": 42}), json!({"input_tokens": 0})],
+        "gemini" => vec![
+            json!({"totalTokens": 42, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 42}]}),
+            json!({"totalTokens": 0}),
+        ],
+        _ => Vec::new(),
+    };
+    let mut bodies: Vec<Vec<u8>> = shaped.iter().map(|v| serde_json::to_vec(v).unwrap()).collect();
+    bodies.extend(
+        [
+            json!({}),
+            json!({"input_tokens": -1, "totalTokens": -1}),
+            json!({"input_tokens": 5_000_000_000u64, "totalTokens": 5_000_000_000u64}),
+            json!({"input_tokens": "42", "totalTokens": "42"}),
+            json!({"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}}),
+        ]
+        .iter()
+        .map(|v| serde_json::to_vec(v).unwrap()),
+    );
+    bodies.extend([b"".to_vec(), b"{\"input_tokens\": 4".to_vec(), b"not json".to_vec()]);
+    bodies
+}
+
+#[test]
+fn recorded_token_counts_and_their_errors_read_identically_through_the_plugin() {
+    let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
+    for provider in PROVIDERS {
+        let s = settings(provider, "http://127.0.0.1:9");
+        let linked = linked_adapter(provider, &s);
+        let plugin = plugin_adapter(provider, &s);
+        let (mut counts, mut malformed) = (0, 0);
+        for body in count_bodies(provider) {
+            let ctx = format!("{provider}: {}", String::from_utf8_lossy(&body));
+            let response = HttpResponse { status: 200, headers: &headers, body: &body };
+            let (a, b) = (linked.parse_count_tokens(&response), plugin.parse_count_tokens(&response));
+            assert_eq!(a, b, "{ctx}");
+            match b {
+                Ok(_) => counts += 1,
+                Err(e) if e.kind == claudette_core::ErrorKind::MalformedResponse => malformed += 1,
+                Err(e) if !COUNTING.contains(&provider) => {
+                    assert_eq!(e.kind, claudette_core::ErrorKind::Unsupported, "{ctx}")
+                }
+                Err(_) => {}
+            }
+        }
+        if COUNTING.contains(&provider) {
+            // Successes and parse errors were compared, not only "unsupported" twice.
+            assert_eq!(counts, 2, "{provider}");
+            assert!(malformed >= 5, "{provider}: only {malformed} malformed-answer errors");
+        } else {
+            assert_eq!((counts, malformed), (0, 0), "{provider}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routed_token_counts_match_the_linked_providers() {
+    let request = ChatRequest::new(vec![Message::system("Be brief."), Message::user("How long is this?")]);
+    for provider in PROVIDERS {
+        let server = FakeServer::start().await;
+        let (router, linked, plugin) = router_pair(provider, &server);
+        let (linked, plugin) = (router.backend(&linked).unwrap(), router.backend(&plugin).unwrap());
+        if !COUNTING.contains(&provider) {
+            // No count call, loaded or linked: both say so without I/O, and the gateway estimates.
+            for backend in [&linked, &plugin] {
+                let e = backend.count_tokens(&request).await.unwrap_err();
+                assert_eq!(e.kind, claudette_core::ErrorKind::Unsupported, "{provider}: {e}");
+            }
+            assert!(server.received().is_empty(), "{provider}");
+            continue;
+        }
+        let [count, malformed] = match provider {
+            "anthropic" => [json!({"input_tokens": 42}), json!({"tokens": 42})],
+            _ => [json!({"totalTokens": 42}), json!({"total_tokens": 42})],
+        };
+
+        server.push_n(2, Reply::json(200, count));
+        let a = linked.count_tokens(&request).await;
+        let b = plugin.count_tokens(&request).await;
+        assert_eq!((a, b), (Ok(42), Ok(42)), "{provider}");
+        same_wire(provider, &server);
+
+        // A 2xx the adapter cannot read, and a refusal the adapter classifies.
+        let server = FakeServer::start().await;
+        let (router, linked, plugin) = router_pair(provider, &server);
+        let (linked, plugin) = (router.backend(&linked).unwrap(), router.backend(&plugin).unwrap());
+        let refusal = match provider {
+            "anthropic" => Reply::anthropic_error(429, "rate_limit_error", "Number of requests exceeded"),
+            _ => Reply::gemini_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded for metric"),
+        };
+        server.push_n(2, Reply::json(200, malformed));
+        server.push_n(2, refusal);
+        for kind in [claudette_core::ErrorKind::MalformedResponse, claudette_core::ErrorKind::RateLimited] {
+            let a = linked.count_tokens(&request).await.unwrap_err();
+            let b = plugin.count_tokens(&request).await.unwrap_err();
+            assert_eq!((a.kind, b.kind), (kind, kind), "{provider}: {a} / {b}");
+            assert_eq!(b.backend.as_deref(), Some(plugin.name()));
+            assert_eq!(
+                BackendError { backend: None, ..a },
+                BackendError { backend: None, ..b },
+                "{provider}"
+            );
+        }
     }
 }

@@ -86,6 +86,24 @@ fn f33_another_schema_version_is_refused() {
 }
 
 #[test]
+fn f33_a_plugin_of_the_previous_schema_is_refused_by_the_schema_check() {
+    // Schema 6 added the token count: a schema-5 plugin would answer every count with the
+    // gateway's estimate. A real schema-5 build has the shorter adapter vtable and is refused
+    // before this check, by abi_stable's layout check (see the next test); one that passes it
+    // and still claims schema 5 meets this error. (The numbers are spelled out to pin this
+    // bump; the next bump updates them.)
+    let dir = plugin_dir();
+    let file = install(&fixture("schema-previous"), dir.path(), "libprevious.so");
+    let e = load_file(&file, &LoadOptions::default()).unwrap_err();
+    match &e {
+        PluginError::SchemaVersion { found, expected, .. } => assert_eq!((*found, *expected), (5, 6)),
+        other => panic!("expected a schema version error, got {other}"),
+    }
+    assert!(e.to_string().contains("schema version 5, this host uses version 6"), "{e}");
+    named(&e, &file);
+}
+
+#[test]
 fn f33_a_root_module_with_another_layout_is_refused_by_the_layout_check() {
     // Built against claudette-plugin with `abi_version: u64`: what a plugin built against a
     // release with another layout looks like. abi_stable's layout check must catch it before
@@ -95,6 +113,11 @@ fn f33_a_root_module_with_another_layout_is_refused_by_the_layout_check() {
     let e = load_file(&file, &LoadOptions::default()).unwrap_err();
     assert!(matches!(e, PluginError::IncompatibleInterface { .. }), "{e}");
     assert!(e.to_string().contains("abi_version") || e.to_string().contains("u64"), "{e}");
+    // What differs comes first, before abi_stable's kilobytes of layouts.
+    assert!(
+        e.to_string().contains("rebuild it against this host's claudette-plugin): mismatched type (expected u32, found u64) in ClaudettePlugin"),
+        "{e}"
+    );
     named(&e, &file);
 }
 

@@ -118,20 +118,8 @@ fn convert_messages(messages: &[Message]) -> Result<(Vec<&Message>, Vec<Value>),
             }
             Role::Assistant => {
                 let mut blocks = Vec::with_capacity(1 + m.thinking.len() + m.tool_calls.len());
-                // Thinking first, as Anthropic made it. An unsigned block is another
-                // provider's reasoning, which Anthropic would refuse for its missing signature.
-                for t in &m.thinking {
-                    match t {
-                        ThinkingBlock::Thinking { thinking, signature } if !signature.is_empty() => blocks
-                            .push(
-                                json!({ "type": "thinking", "thinking": thinking, "signature": signature }),
-                            ),
-                        ThinkingBlock::Thinking { .. } => {}
-                        ThinkingBlock::Redacted { data } => {
-                            blocks.push(json!({ "type": "redacted_thinking", "data": data }))
-                        }
-                    }
-                }
+                // Thinking first, as Anthropic made it.
+                blocks.extend(m.thinking.iter().filter_map(thinking_block));
                 let text = text_blocks(m)?;
                 // Anthropic rejects empty text blocks; a turn that only calls tools has none.
                 if text.is_empty() && m.tool_calls.is_empty() && blocks.is_empty() {
@@ -177,6 +165,46 @@ fn convert_messages(messages: &[Message]) -> Result<(Vec<&Message>, Vec<Value>),
         }
     }
     Ok((system, turns.into_iter().map(Turn::into_value).collect()))
+}
+
+/// A thinking block as sent back, or `None` for an unsigned one: that is another provider's
+/// reasoning (or an OpenAI-format client's echo), which Anthropic would refuse for its missing
+/// signature.
+fn thinking_block(t: &ThinkingBlock) -> Option<Value> {
+    match t {
+        ThinkingBlock::Thinking { thinking, signature } if is_sendable(t) => {
+            Some(json!({ "type": "thinking", "thinking": thinking, "signature": signature }))
+        }
+        ThinkingBlock::Thinking { .. } => None,
+        ThinkingBlock::Redacted { data } => Some(json!({ "type": "redacted_thinking", "data": data })),
+    }
+}
+
+/// Whether [`thinking_block`] sends `t`.
+fn is_sendable(t: &ThinkingBlock) -> bool {
+    match t {
+        ThinkingBlock::Thinking { signature, .. } => !signature.is_empty(),
+        ThinkingBlock::Redacted { .. } => true,
+    }
+}
+
+/// Whether the request continues a tool loop whose assistant turn will not start with a signed
+/// thinking block, which Anthropic refuses while thinking is on ("a final `assistant` message
+/// must start with a thinking block (preceeding the lastmost set of `tool_use` and
+/// `tool_result` blocks)").
+///
+/// A tool loop is one assistant turn to Anthropic: it opens after the last user text and runs
+/// through every call and result up to the end, and only its first assistant message must lead
+/// with thinking. Later messages of the loop need none: without interleaved thinking Claude
+/// thinks once at the start of a turn, so checking the last assistant message would turn off
+/// thinking for Claude's own well-formed loops. User text after the results (which joins their
+/// wire turn) opens a new turn, for which Anthropic drops earlier thinking and asks for none.
+fn tool_turn_lacks_thinking(messages: &[Message]) -> bool {
+    let turn_start = messages.iter().rposition(|m| m.role == Role::User).map_or(0, |i| i + 1);
+    let mut turn = messages.iter().skip(turn_start).filter(|m| m.role != Role::System);
+    let ends_in_results = turn.clone().next_back().is_some_and(|m| m.role == Role::Tool);
+    ends_in_results
+        && turn.find(|m| m.role == Role::Assistant).is_some_and(|m| !m.thinking.iter().any(is_sendable))
 }
 
 fn is_claude(model: &str) -> bool {
@@ -257,7 +285,19 @@ fn build(
     }
     let mut derived_effort = None;
     if let Some(thinking) = request.thinking {
-        let (value, effort) = thinking_value(thinking, model, max_tokens);
+        let (mut value, effort) = thinking_value(thinking, model, max_tokens);
+        // An OpenAI-format client (chat `reasoning_effort`, Responses `reasoning.effort`) has no
+        // way to send Claude's signatures back, so its tool loops always lack the thinking
+        // Anthropic requires: thinking goes off for this request rather than every such loop
+        // failing with a 400 no other Claude backend gets past. The effort stays, as Anthropic
+        // takes it without thinking and it still governs the text and the tool calls.
+        if value != thinking_disabled() && tool_turn_lacks_thinking(&request.messages) {
+            tracing::debug!(
+                %model,
+                "thinking disabled for this request: its tool loop has no signed thinking block to start with"
+            );
+            value = thinking_disabled();
+        }
         b.insert("thinking".into(), value);
         derived_effort = effort;
     }
@@ -399,9 +439,13 @@ fn thinking_value(thinking: Thinking, model: &str, max_tokens: u32) -> (Value, O
     };
     let value = match budget {
         Some(budget_tokens) => json!({ "type": "enabled", "budget_tokens": budget_tokens }),
-        None => json!({ "type": "disabled" }),
+        None => thinking_disabled(),
     };
     (value, None)
+}
+
+fn thinking_disabled() -> Value {
+    json!({ "type": "disabled" })
 }
 
 #[cfg(test)]
@@ -559,6 +603,88 @@ mod tests {
         assert_eq!((b.get("thinking"), &b["output_config"]), (None, &json!({"effort": "low"})));
         let off = ChatRequest { output_effort: Some(ReasoningEffort::Off), ..ChatRequest::prompt("q") };
         assert!(body(&off, "claude-opus-4-7", 100, false).unwrap().get("output_config").is_none());
+    }
+
+    fn calls(id: &str, thinking: Vec<ThinkingBlock>) -> Message {
+        Message {
+            tool_calls: vec![ToolCall { id: id.into(), name: "f".into(), arguments: json!({}) }],
+            thinking,
+            ..Message::assistant("")
+        }
+    }
+
+    fn signed() -> Vec<ThinkingBlock> {
+        vec![ThinkingBlock::Thinking { thinking: "hmm".into(), signature: "sig".into() }]
+    }
+
+    #[test]
+    fn a_tool_loop_without_leading_signed_thinking_is_sent_without_thinking() {
+        let unsigned =
+            || vec![ThinkingBlock::Thinking { thinking: "echoed".into(), signature: String::new() }];
+        let redacted = || vec![ThinkingBlock::Redacted { data: "opaque".into() }];
+        let q = || Message::user("q");
+        let result = |id: &str| Message::tool_result(id, "r");
+        for (msgs, lacks) in [
+            (vec![q(), calls("t1", vec![]), result("t1")], true),
+            (vec![q(), calls("t1", unsigned()), result("t1")], true),
+            (vec![q(), calls("t1", signed()), result("t1")], false),
+            (vec![q(), calls("t1", redacted()), result("t1")], false),
+            // Claude thinks once at the start of a turn: later calls of the loop need none…
+            (vec![q(), calls("t1", signed()), result("t1"), calls("t2", vec![]), result("t2")], false),
+            // …but the turn's first message does, even when a later one has some.
+            (vec![q(), calls("t1", vec![]), result("t1"), calls("t2", signed()), result("t2")], true),
+            // A system message inside the loop is lifted out; the loop is still open.
+            (vec![q(), calls("t1", vec![]), result("t1"), Message::system("s")], true),
+            // The loop of an earlier turn is closed by user text, merged into its wire turn or not.
+            (vec![q(), calls("t1", vec![]), result("t1"), Message::user("and?")], false),
+            (
+                vec![
+                    q(),
+                    calls("t1", vec![]),
+                    result("t1"),
+                    Message::assistant("done"),
+                    Message::user("next"),
+                ],
+                false,
+            ),
+            (vec![q()], false),
+            // A prefill is not a tool loop.
+            (vec![q(), calls("t1", vec![]), result("t1"), Message::assistant("so")], false),
+        ] {
+            assert_eq!(tool_turn_lacks_thinking(&msgs), lacks, "{msgs:?}");
+        }
+
+        let loop_without = ChatRequest {
+            messages: vec![q(), calls("t1", unsigned()), result("t1")],
+            thinking: Some(Thinking::Budget { budget_tokens: 2048 }),
+            ..ChatRequest::default()
+        };
+        let b = body(&loop_without, "claude-sonnet-4-5", 4096, false).unwrap();
+        assert_eq!(b["thinking"], json!({"type": "disabled"}));
+        assert_eq!(b["messages"][1]["content"][0]["type"], "tool_use", "{b}");
+        // An effort level on a model that takes effort: thinking off, the effort kept.
+        let effort = ChatRequest {
+            thinking: Some(Thinking::Effort { effort: ReasoningEffort::High }),
+            ..loop_without.clone()
+        };
+        let b = body(&effort, "claude-opus-4-7", 4096, false).unwrap();
+        assert_eq!(
+            (&b["thinking"], &b["output_config"]),
+            (&json!({"type": "disabled"}), &json!({"effort": "high"}))
+        );
+        // The count is of what the message would send.
+        assert_eq!(
+            count_body(&effort, "claude-opus-4-7", 4096).unwrap()["thinking"],
+            json!({"type": "disabled"})
+        );
+
+        let loop_with = ChatRequest { messages: vec![q(), calls("t1", signed()), result("t1")], ..effort };
+        let b = body(&loop_with, "claude-opus-4-7", 4096, false).unwrap();
+        assert_eq!(b["thinking"], json!({"type": "adaptive"}));
+        assert_eq!(
+            b["messages"][1]["content"][0],
+            json!({"type": "thinking", "thinking": "hmm", "signature": "sig"})
+        );
     }
 
     #[test]

@@ -4,9 +4,9 @@ use claudette_core::base_url::endpoint_url;
 use claudette_core::error::scrub_secrets;
 use claudette_core::types::{json_f32, normalize_tool_arguments};
 use claudette_core::{
-    AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse,
-    ErrorKind, Framing, HttpRequest, HttpResponse, Message, Pricing, ProviderAdapter, ResponseFormat, Role,
-    StreamDecoder, Thinking, ToolChoice,
+    AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse, Framing,
+    HttpRequest, HttpResponse, Message, Pricing, ProviderAdapter, ResponseFormat, Role, StreamDecoder,
+    Thinking, ToolChoice,
 };
 use serde_json::{Map, Value, json};
 
@@ -117,7 +117,7 @@ impl GeminiAdapter {
     ///   cannot carry the real one (it would have to ride in the tool-call id, which other
     ///   providers limit to 40 characters), so the documented placeholder is sent instead.
     pub fn request_body(&self, request: &ChatRequest) -> Result<Value, BackendError> {
-        let mut body = self.prompt(request, false)?;
+        let mut body = self.prompt(request)?;
         let config = generation_config(request)?;
         if !config.is_empty() {
             body.insert("generationConfig".into(), Value::Object(config));
@@ -133,13 +133,13 @@ impl GeminiAdapter {
     pub fn count_body(&self, request: &ChatRequest, model: &str) -> Result<Value, BackendError> {
         let mut inner = Map::new();
         inner.insert("model".into(), json!(format!("models/{model}")));
-        inner.extend(self.prompt(request, true)?);
+        inner.extend(self.prompt(request)?);
         Ok(json!({ "generateContentRequest": inner }))
     }
 
-    /// What the model reads: `contents`, `systemInstruction`, `tools`, `toolConfig`. A count
-    /// (`counting`) is not refused for what only limits the answer.
-    fn prompt(&self, request: &ChatRequest, counting: bool) -> Result<Map<String, Value>, BackendError> {
+    /// What the model reads: `contents`, `systemInstruction`, `tools`, `toolConfig`; the same
+    /// for a completion and a count.
+    fn prompt(&self, request: &ChatRequest) -> Result<Map<String, Value>, BackendError> {
         let mut system: Vec<Value> = Vec::new();
         let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
         for (i, m) in request.messages.iter().enumerate() {
@@ -172,19 +172,9 @@ impl GeminiAdapter {
         if !system.is_empty() {
             body.insert("systemInstruction".into(), json!({"parts": system}));
         }
+        // `parallel_tool_calls: false` has no switch here; it is held on the answer instead
+        // (`parse_response`, `stream_decoder`), so the prompt is the same either way.
         let tool_choice = request.checked_tool_choice()?;
-        // Gemini may answer with several calls and has no switch to stop it; a client that
-        // asked for one call at a time would be handed two, so another backend gets it.
-        if request.parallel_tool_calls == Some(false)
-            && !request.tools.is_empty()
-            && *tool_choice != ToolChoice::None
-            && !counting
-        {
-            return Err(BackendError::new(
-                ErrorKind::Unsupported,
-                "gemini cannot limit an answer to one tool call (parallel_tool_calls: false)",
-            ));
-        }
         if !request.tools.is_empty() {
             let declarations: Vec<Value> = request
                 .tools
@@ -475,6 +465,9 @@ impl ProviderAdapter for GeminiAdapter {
             }
             out.finish_reason = Some(wire::finish_reason(reason, !out.tool_calls.is_empty()));
         }
+        if request.parallel_tool_calls == Some(false) {
+            out.keep_first_tool_call();
+        }
         if let Some(usage) = body.usage_metadata {
             out.usage = usage.to_usage();
         }
@@ -490,8 +483,8 @@ impl ProviderAdapter for GeminiAdapter {
         Framing::Sse
     }
 
-    fn stream_decoder(&self, _request: &ChatRequest) -> Box<dyn StreamDecoder> {
-        Box::new(GeminiStreamDecoder::new(&self.info.name))
+    fn stream_decoder(&self, request: &ChatRequest) -> Box<dyn StreamDecoder> {
+        Box::new(GeminiStreamDecoder::new(&self.info.name).first_tool_call_only(request))
     }
 
     fn health_probe(&self) -> Option<HttpRequest> {

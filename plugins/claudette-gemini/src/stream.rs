@@ -1,7 +1,9 @@
 //! [`GeminiStreamDecoder`]: `streamGenerateContent?alt=sse` chunks to [`StreamEvent`]s.
 
+use claudette_core::types::FirstToolCallOnly;
 use claudette_core::{
-    BackendError, Frame, HttpResponse, StreamDecoder, StreamEnd, StreamEvent, ToolCallDelta, Usage,
+    BackendError, ChatRequest, Frame, HttpResponse, StreamDecoder, StreamEnd, StreamEvent, ToolCallDelta,
+    Usage,
 };
 use serde_json::Value;
 
@@ -20,6 +22,10 @@ use crate::wire::{self, GenerateContentResponse, UsageMetadata};
 /// without one was cut (reliability-spec F-17). An error object in the stream, a blocked prompt
 /// (`promptFeedback.blockReason`) and a filter stop before any answer (thoughts are none) are
 /// errors.
+///
+/// Gemini has no switch for `parallel_tool_calls: false`: with
+/// [`first_tool_call_only`](Self::first_tool_call_only), the calls after the first are dropped
+/// from the stream ([`FirstToolCallOnly`]).
 #[derive(Debug)]
 pub struct GeminiStreamDecoder {
     backend: String,
@@ -28,6 +34,7 @@ pub struct GeminiStreamDecoder {
     next_tool_index: u32,
     saw_tool_calls: bool,
     saw_output: bool,
+    one_call: Option<FirstToolCallOnly>,
 }
 
 impl GeminiStreamDecoder {
@@ -39,7 +46,23 @@ impl GeminiStreamDecoder {
             next_tool_index: 0,
             saw_tool_calls: false,
             saw_output: false,
+            one_call: None,
         }
+    }
+
+    /// Holds the stream to one tool call when `request` asks for that.
+    #[must_use]
+    pub fn first_tool_call_only(mut self, request: &ChatRequest) -> Self {
+        self.one_call = FirstToolCallOnly::for_request(request, &self.backend);
+        self
+    }
+
+    /// Every batch of events leaves through here.
+    fn out(&mut self, mut events: Vec<StreamEvent>) -> Vec<StreamEvent> {
+        if let Some(filter) = &mut self.one_call {
+            filter.retain(&mut events);
+        }
+        events
     }
 
     fn fail(&self, e: BackendError) -> BackendError {
@@ -107,7 +130,7 @@ impl StreamDecoder for GeminiStreamDecoder {
             }
             self.finish_reason = Some(reason.to_owned());
         }
-        Ok(events)
+        Ok(self.out(events))
     }
 
     fn finish(&mut self) -> Result<Vec<StreamEvent>, BackendError> {
@@ -119,6 +142,6 @@ impl StreamDecoder for GeminiStreamDecoder {
         // No usageMetadata at all: `Missing`, and the I/O layer estimates it.
         let usage = self.usage.map_or_else(Usage::default, UsageMetadata::to_usage);
         let finish_reason = Some(wire::finish_reason(&reason, self.saw_tool_calls));
-        Ok(vec![StreamEvent::Done { end: StreamEnd { finish_reason, usage, cost: 0.0 } }])
+        Ok(self.out(vec![StreamEvent::Done { end: StreamEnd { finish_reason, usage, cost: 0.0 } }]))
     }
 }

@@ -3,8 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use claudette_core::{Backend, BackendSettings, ChatRequest, ErrorKind, Message, ToolCall, ToolSpec};
+use claudette_core::{
+    Backend, BackendSettings, ChatRequest, FinishReason, Message, StreamEvent, ToolCall, ToolCallDelta,
+    ToolSpec,
+};
 use claudette_testkit::{FakeServer, Reply};
+use futures::StreamExt;
 use serde_json::json;
 
 fn settings(server: &FakeServer) -> BackendSettings {
@@ -40,25 +44,111 @@ async fn top_k_and_seed_go_in_the_generation_config() {
     assert!(server.last_json().unwrap().get("generationConfig").is_none());
 }
 
+fn function_call(q: &str) -> serde_json::Value {
+    json!({"functionCall": {"name": "lookup", "args": {"q": q}}})
+}
+
+/// A `generateContent` answer calling `lookup` three times in one turn, as Gemini does when it
+/// decides the calls are independent.
+fn three_calls() -> serde_json::Value {
+    json!({"candidates": [{"content": {"role": "model", "parts": [
+               {"text": "Looking."}, function_call("x"), function_call("y"), function_call("z")]},
+               "finishReason": "STOP"}],
+           "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 30, "totalTokenCount": 42},
+           "modelVersion": "gemini-2.5-flash"})
+}
+
+/// The same three calls streamed: the first alone in a chunk, the other two together in the
+/// last one, which carries the finish and the usage.
+fn three_calls_streamed() -> Reply {
+    let usage =
+        |n: u32| json!({"promptTokenCount": 12, "candidatesTokenCount": n, "totalTokenCount": 12 + n});
+    Reply::sse(vec![
+        format!(
+            "data: {}",
+            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Looking."}, function_call("x")]}}],
+                   "usageMetadata": usage(10)})
+        ),
+        format!(
+            "data: {}",
+            json!({"candidates": [{"content": {"role": "model", "parts": [function_call("y"), function_call("z")]},
+                                   "finishReason": "STOP"}],
+                   "usageMetadata": usage(30)})
+        ),
+    ])
+}
+
+fn one_call_request(parallel_tool_calls: Option<bool>) -> ChatRequest {
+    ChatRequest { tools: vec![lookup()], parallel_tool_calls, ..ChatRequest::prompt("look up x, y and z") }
+}
+
+/// `(name, arguments)` of each call, in order.
+fn calls_of(calls: &[ToolCall]) -> Vec<(String, serde_json::Value)> {
+    calls.iter().map(|c| (c.name.clone(), c.arguments.clone())).collect()
+}
+
 #[tokio::test]
-async fn one_call_at_a_time_is_refused_before_any_request() {
+async fn one_call_at_a_time_keeps_the_answers_first_call() {
     let server = FakeServer::start().await;
     let backend = claudette_gemini::backend(&settings(&server)).unwrap();
-    let request = ChatRequest {
-        tools: vec![lookup()],
-        parallel_tool_calls: Some(false),
-        ..ChatRequest::prompt("look it up")
-    };
-    let e = backend.send(&request).await.unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
-    assert!(e.message.contains("parallel_tool_calls"), "{e}");
-    assert_eq!(server.requests(), 0);
-    // With no tools, or no calls allowed, there is nothing to limit.
-    server.push(Reply::gemini_text("ok"));
-    backend
-        .send(&ChatRequest { parallel_tool_calls: Some(false), ..ChatRequest::prompt("x") })
-        .await
-        .unwrap();
+    server.push(Reply::json(200, three_calls()));
+    let r = backend.send(&one_call_request(Some(false))).await.unwrap();
+    assert_eq!(calls_of(&r.tool_calls), [("lookup".to_owned(), json!({"q": "x"}))]);
+    assert_eq!(r.content, "Looking.");
+    assert_eq!(r.finish_reason, Some(FinishReason::ToolCalls));
+    // Usage is what Gemini reported: the dropped calls were generated and billed.
+    assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (12, 30));
+    // The tools were offered as usual: Gemini has no switch to send.
+    let sent = server.last_json().unwrap();
+    assert!(sent.get("tools").is_some() && sent.get("toolConfig").is_none(), "{sent}");
+
+    // Unset or allowed: every call.
+    for parallel in [None, Some(true)] {
+        server.push(Reply::json(200, three_calls()));
+        let r = backend.send(&one_call_request(parallel)).await.unwrap();
+        assert_eq!(r.tool_calls.len(), 3, "{parallel:?}");
+    }
+}
+
+#[tokio::test]
+async fn one_call_at_a_time_holds_in_a_stream() {
+    let server = FakeServer::start().await;
+    let backend = claudette_gemini::backend(&settings(&server)).unwrap();
+    server.push(three_calls_streamed());
+    let events: Vec<StreamEvent> =
+        backend.send_stream(&one_call_request(Some(false))).await.unwrap().collect().await;
+    let deltas: Vec<&ToolCallDelta> = events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::ToolCall { delta } => Some(delta),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deltas.len(), 1, "{events:?}");
+    assert_eq!((deltas[0].index, deltas[0].name.as_deref()), (0, Some("lookup")));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&deltas[0].arguments).unwrap(), json!({"q": "x"}));
+    assert_eq!(claudette_testkit::events::text_of(&events), "Looking.");
+    match events.last() {
+        Some(StreamEvent::Done { end }) => {
+            assert_eq!(end.finish_reason, Some(FinishReason::ToolCalls));
+            assert_eq!((end.usage.input_tokens, end.usage.output_tokens), (12, 30));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    for parallel in [None, Some(true)] {
+        server.push(three_calls_streamed());
+        let events: Vec<StreamEvent> =
+            backend.send_stream(&one_call_request(parallel)).await.unwrap().collect().await;
+        let indices: Vec<u32> = events
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::ToolCall { delta } => Some(delta.index),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(indices, [0, 1, 2], "{parallel:?}: {events:?}");
+    }
 }
 
 #[tokio::test]

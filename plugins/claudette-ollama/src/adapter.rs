@@ -150,14 +150,8 @@ impl OllamaAdapter {
                 ));
             }
         };
-        // Nor can it limit an answer to one call: a client that runs one call per turn would
-        // be handed several.
-        if offer_tools && !request.tools.is_empty() && request.parallel_tool_calls == Some(false) {
-            return Err(BackendError::new(
-                ErrorKind::Unsupported,
-                "Ollama cannot limit an answer to one tool call (parallel_tool_calls: false)",
-            ));
-        }
+        // Nor can it limit an answer to one call (`parallel_tool_calls: false`): that is held
+        // on the answer instead (`parse_response`, `stream_decoder`).
         if offer_tools && !request.tools.is_empty() {
             let tools: Vec<Value> = request
                 .tools
@@ -340,6 +334,9 @@ impl ProviderAdapter for OllamaAdapter {
         }
         out.tool_calls = chunk.tool_calls().iter().map(wire::WireToolCall::to_tool_call).collect();
         out.finish_reason = wire::finish_reason(chunk.done_reason.as_deref(), !out.tool_calls.is_empty());
+        if request.parallel_tool_calls == Some(false) {
+            out.keep_first_tool_call();
+        }
         let estimated_input = request.estimated_input_tokens();
         out.usage = chunk.usage(estimated_input, estimate_tokens_from_len(out.content.len()));
         out.cost = self.pricing(request.model.as_deref()).cost(&out.usage);
@@ -363,11 +360,10 @@ impl ProviderAdapter for OllamaAdapter {
     }
 
     fn stream_decoder(&self, request: &ChatRequest) -> Box<dyn StreamDecoder> {
-        Box::new(OllamaStreamDecoder::new(
-            self.backend_name(),
-            request.estimated_input_tokens(),
-            self.num_ctx,
-        ))
+        Box::new(
+            OllamaStreamDecoder::new(self.backend_name(), request.estimated_input_tokens(), self.num_ctx)
+                .first_tool_call_only(request),
+        )
     }
 
     fn health_probe(&self) -> Option<HttpRequest> {

@@ -1,7 +1,9 @@
 //! [`OllamaStreamDecoder`]: NDJSON `/api/chat` lines to [`StreamEvent`]s.
 
-use claudette_core::types::estimate_tokens_from_len;
-use claudette_core::{BackendError, Frame, StreamDecoder, StreamEnd, StreamEvent, ToolCallDelta};
+use claudette_core::types::{FirstToolCallOnly, estimate_tokens_from_len};
+use claudette_core::{
+    BackendError, ChatRequest, Frame, StreamDecoder, StreamEnd, StreamEvent, ToolCallDelta,
+};
 
 use crate::adapter::{check_truncation, record_load, stream_error};
 use crate::wire::{self, ChatChunk};
@@ -16,6 +18,9 @@ use crate::wire::{self, ChatChunk};
 /// - An `{"error": "..."}` line, even after HTTP 200, is an error.
 /// - A body that ends before `done: true` is [`ErrorKind::StreamInterrupted`]
 ///   (reliability-spec F-17): a cut stream never passes for a short answer.
+/// - Ollama has no switch for `parallel_tool_calls: false`: with
+///   [`first_tool_call_only`](Self::first_tool_call_only), the calls after the first are
+///   dropped from the stream ([`FirstToolCallOnly`]).
 ///
 /// [`ErrorKind::StreamInterrupted`]: claudette_core::ErrorKind::StreamInterrupted
 #[derive(Debug)]
@@ -27,6 +32,7 @@ pub struct OllamaStreamDecoder {
     saw_tool_calls: bool,
     output_bytes: usize,
     done: bool,
+    one_call: Option<FirstToolCallOnly>,
 }
 
 impl OllamaStreamDecoder {
@@ -41,7 +47,15 @@ impl OllamaStreamDecoder {
             saw_tool_calls: false,
             output_bytes: 0,
             done: false,
+            one_call: None,
         }
+    }
+
+    /// Holds the stream to one tool call when `request` asks for that.
+    #[must_use]
+    pub fn first_tool_call_only(mut self, request: &ChatRequest) -> Self {
+        self.one_call = FirstToolCallOnly::for_request(request, &self.backend);
+        self
     }
 }
 
@@ -92,6 +106,9 @@ impl StreamDecoder for OllamaStreamDecoder {
             let usage = chunk.usage(self.estimated_input, estimate_tokens_from_len(self.output_bytes));
             let finish_reason = wire::finish_reason(chunk.done_reason.as_deref(), self.saw_tool_calls);
             events.push(StreamEvent::Done { end: StreamEnd { finish_reason, usage, cost: 0.0 } });
+        }
+        if let Some(filter) = &mut self.one_call {
+            filter.retain(&mut events);
         }
         Ok(events)
     }

@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
-use abi_stable::std_types::{RBox, RErr, ROk, ROption, RResult, RSlice, RStr, RString, RVec};
+use abi_stable::std_types::{RBox, RErr, ROk, RResult, RSlice, RStr, RString, RVec};
 use claudette_core::{
     AuthScheme, BackendError, BackendInfo, ChatRequest, ChatResponse, Frame, Framing, HttpRequest,
     HttpResponse, Observation, Pricing, ProviderAdapter, StreamDecoder, StreamEvent, Timeouts,
@@ -35,6 +35,8 @@ pub(crate) struct Source {
 ///
 /// Methods whose trait signature cannot fail (`pricing`, `timeouts`, `observe`, `health_probe`,
 /// `stream_decoder`) fall back to a safe answer when the plugin errs or panics, and log it.
+/// Every other method forwards, defaults included (the token count too), so a provider loaded
+/// from a plugin behaves as the same provider linked in.
 pub struct PluginAdapter {
     inner: FfiAdapter_TO<'static, RBox<()>>,
     info: BackendInfo,
@@ -53,20 +55,24 @@ impl fmt::Debug for PluginAdapter {
     }
 }
 
-fn json<T: DeserializeOwned>(what: &str, result: RResult<RString, RString>) -> Result<T, BackendError> {
-    match result {
-        ROk(text) => serde_json::from_str(&text)
-            .map_err(|e| BackendError::internal(format!("plugin returned unreadable {what}: {e}"))),
+/// A plugin's answer as a `Result`, its error read back with kind and message intact.
+fn result<T>(answer: RResult<T, RString>) -> Result<T, BackendError> {
+    match answer {
+        ROk(value) => Ok(value),
         RErr(e) => Err(decode_error(&e)),
     }
 }
 
+fn json<T: DeserializeOwned>(what: &str, answer: RResult<RString, RString>) -> Result<T, BackendError> {
+    result(answer).and_then(|text| {
+        serde_json::from_str(&text)
+            .map_err(|e| BackendError::internal(format!("plugin returned unreadable {what}: {e}")))
+    })
+}
+
 /// A binary answer from the plugin, read and then freed (by the plugin's allocator).
-fn binary<T: Wire>(what: &'static str, result: RResult<RVec<u8>, RString>) -> Result<T, BackendError> {
-    match result {
-        ROk(bytes) => codec::decode(what, &bytes),
-        RErr(e) => Err(decode_error(&e)),
-    }
+fn binary<T: Wire>(what: &'static str, answer: RResult<RVec<u8>, RString>) -> Result<T, BackendError> {
+    result(answer).and_then(|bytes| codec::decode(what, &bytes))
 }
 
 thread_local! {
@@ -92,11 +98,18 @@ fn with_request<T>(request: &ChatRequest, f: impl FnOnce(RSlice<'_, u8>) -> T) -
     out
 }
 
-fn ffi_headers(headers: &[(String, String)]) -> Vec<FfiHeader<'_>> {
-    headers
+/// Runs `f` with `response` as the plugin reads it: everything borrowed, headers included.
+fn with_response<T>(response: &HttpResponse<'_>, f: impl FnOnce(FfiHttpResponse<'_>) -> T) -> T {
+    let headers: Vec<FfiHeader<'_>> = response
+        .headers
         .iter()
         .map(|(k, v)| FfiHeader { name: RStr::from(k.as_str()), value: RStr::from(v.as_str()) })
-        .collect()
+        .collect();
+    f(FfiHttpResponse {
+        status: response.status,
+        headers: RSlice::from_slice(&headers),
+        body: RSlice::from_slice(response.body),
+    })
 }
 
 impl PluginAdapter {
@@ -135,10 +148,7 @@ impl ProviderAdapter for PluginAdapter {
     }
 
     fn build_request(&self, request: &ChatRequest, stream: bool) -> Result<HttpRequest, BackendError> {
-        match with_request(request, |r| self.inner.build_request(r, stream)) {
-            ROk(http) => request_from_ffi(http),
-            RErr(e) => Err(decode_error(&e)),
-        }
+        result(with_request(request, |r| self.inner.build_request(r, stream))).and_then(request_from_ffi)
     }
 
     fn parse_response(
@@ -146,23 +156,13 @@ impl ProviderAdapter for PluginAdapter {
         request: &ChatRequest,
         response: &HttpResponse<'_>,
     ) -> Result<ChatResponse, BackendError> {
-        let headers = ffi_headers(response.headers);
-        let ffi = FfiHttpResponse {
-            status: response.status,
-            headers: RSlice::from_slice(&headers),
-            body: RSlice::from_slice(response.body),
-        };
-        binary("response from the plugin", with_request(request, |r| self.inner.parse_response(r, ffi)))
+        let answer =
+            with_response(response, |ffi| with_request(request, |r| self.inner.parse_response(r, ffi)));
+        binary("response from the plugin", answer)
     }
 
     fn classify_error(&self, response: &HttpResponse<'_>) -> BackendError {
-        let headers = ffi_headers(response.headers);
-        let ffi = FfiHttpResponse {
-            status: response.status,
-            headers: RSlice::from_slice(&headers),
-            body: RSlice::from_slice(response.body),
-        };
-        decode_error(&self.inner.classify_error(ffi))
+        decode_error(&with_response(response, |ffi| self.inner.classify_error(ffi)))
     }
 
     fn framing(&self) -> Framing {
@@ -170,11 +170,7 @@ impl ProviderAdapter for PluginAdapter {
     }
 
     fn stream_decoder(&self, request: &ChatRequest) -> Box<dyn StreamDecoder> {
-        let made = match with_request(request, |r| self.inner.stream_decoder(r)) {
-            ROk(decoder) => Ok(decoder),
-            RErr(e) => Err(decode_error(&e)),
-        };
-        match made {
+        match result(with_request(request, |r| self.inner.stream_decoder(r))) {
             Ok(inner) => Box::new(PluginStreamDecoder { inner }),
             // The trait cannot fail here; the stream fails at its first frame instead.
             Err(error) => Box::new(FailedDecoder { error }),
@@ -182,11 +178,8 @@ impl ProviderAdapter for PluginAdapter {
     }
 
     fn health_probe(&self) -> Option<HttpRequest> {
-        let probe = match self.inner.health_probe() {
-            ROk(ROption::RSome(http)) => request_from_ffi(http).map(Some),
-            ROk(ROption::RNone) => Ok(None),
-            RErr(e) => Err(decode_error(&e)),
-        };
+        let probe = result(self.inner.health_probe())
+            .and_then(|probe| probe.into_option().map(request_from_ffi).transpose());
         probe.unwrap_or_else(|e| {
             self.warn("health_probe", &e);
             None
@@ -195,6 +188,20 @@ impl ProviderAdapter for PluginAdapter {
 
     fn parse_models(&self, body: &[u8]) -> Result<Vec<String>, BackendError> {
         json("model list", self.inner.parse_models(RSlice::from_slice(body)))
+    }
+
+    /// `None` only when the plugin's adapter says it has no count call, so the gateway
+    /// estimates exactly when it would for the provider linked in; a plugin that fails or
+    /// panics here makes the count fail, with the plugin's error.
+    fn count_tokens_request(&self, request: &ChatRequest) -> Option<Result<HttpRequest, BackendError>> {
+        match result(with_request(request, |r| self.inner.count_tokens_request(r))) {
+            Ok(count) => count.into_option().map(request_from_ffi),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    fn parse_count_tokens(&self, response: &HttpResponse<'_>) -> Result<u32, BackendError> {
+        result(with_response(response, |ffi| self.inner.parse_count_tokens(ffi)))
     }
 
     fn pricing(&self, model: Option<&str>) -> Pricing {
@@ -208,10 +215,7 @@ impl ProviderAdapter for PluginAdapter {
     }
 
     fn validate(&self) -> Result<(), BackendError> {
-        match self.inner.validate() {
-            ROk(()) => Ok(()),
-            RErr(e) => Err(decode_error(&e)),
-        }
+        result(self.inner.validate())
     }
 
     fn timeouts(&self, configured: &Timeouts, request: &ChatRequest) -> Timeouts {

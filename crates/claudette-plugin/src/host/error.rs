@@ -26,8 +26,13 @@ pub enum PluginError {
     NoRootModule { path: PathBuf, reason: String },
 
     /// abi_stable refused the library: another abi_stable ABI, another release of
-    /// `claudette-plugin`, or a root module whose type layout differs (reliability-spec F-33).
-    #[error("plugin {}: built against an incompatible plugin interface: {reason}", path.display())]
+    /// `claudette-plugin`, or a root module whose type layout differs (reliability-spec F-33),
+    /// as a plugin of an earlier schema has (schema 6 added two adapter methods). The message
+    /// says what to do, since the reason is abi_stable's, in terms of type layouts.
+    #[error(
+        "plugin {}: built against an incompatible plugin interface (rebuild it against this host's claudette-plugin): {reason}",
+        path.display()
+    )]
     IncompatibleInterface { path: PathBuf, reason: String },
 
     /// The plugin reports another [`ABI_VERSION`](crate::ABI_VERSION) (F-33).

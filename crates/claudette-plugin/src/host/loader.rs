@@ -447,10 +447,20 @@ pub fn sha256_hex(path: impl AsRef<Path>) -> std::io::Result<String> {
 /// Longest library-error text kept (an ABI mismatch report lists whole type layouts).
 const MAX_REASON: usize = 4096;
 
-/// abi_stable's error text, on one line (it spans many, with blank ones) and bounded.
+/// abi_stable's error text, on one line (it spans many, with blank ones) and bounded, led by
+/// the mismatches it found: a layout report prints whole type layouts first and the mismatch
+/// itself last, which the bound would cut off (a plugin of the previous schema, whose adapter
+/// vtable is shorter, got 4 KiB of layouts and no word of what differs).
 fn reason(e: &LibraryError) -> String {
     let text = e.to_string();
-    let mut s = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let mismatches = layout_mismatches(&lines);
+    let mut s = if mismatches.is_empty() {
+        String::new()
+    } else {
+        format!("{}; abi_stable's report: ", mismatches.join("; "))
+    };
+    s.push_str(&lines.join(" "));
     if s.len() > MAX_REASON {
         let mut cut = MAX_REASON;
         while !s.is_char_boundary(cut) {
@@ -460,6 +470,42 @@ fn reason(e: &LibraryError) -> String {
         s.push_str(" …");
     }
     s
+}
+
+/// The mismatches of abi_stable's layout report, each as `what (expected X, found Y) in A › B`,
+/// A › B being the types from the root module down to the one that differs. Read from the
+/// report's text, which is all abi_stable offers (the typed errors are private to its
+/// checker); a report in another shape only loses the summary, never the report.
+fn layout_mismatches(lines: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut path: Vec<&str> = Vec::new();
+    let mut in_path = false;
+    for (i, line) in lines.iter().enumerate() {
+        if line.ends_with("error(s)inside:") {
+            path.clear();
+            in_path = true;
+        } else if line.starts_with("Layout of expected type:") {
+            in_path = false;
+        } else if in_path {
+            if let Some(ty) = line.strip_prefix("type:") {
+                if path.last() != Some(&ty) {
+                    path.push(ty);
+                }
+            }
+        } else if let Some(what) = line.strip_prefix("Error:") {
+            let value =
+                |label: &str, at: usize| lines.get(at).filter(|l| **l == label).and(lines.get(at + 1));
+            let mut mismatch = what.trim().to_owned();
+            if let (Some(expected), Some(found)) = (value("Expected:", i + 1), value("Found:", i + 3)) {
+                mismatch.push_str(&format!(" (expected {expected}, found {found})"));
+            }
+            if !path.is_empty() {
+                mismatch.push_str(&format!(" in {}", path.join(" › ")));
+            }
+            out.push(mismatch);
+        }
+    }
+    out
 }
 
 /// Opens the library and checks abi_stable's header, the interface version and the layout of
@@ -534,4 +580,30 @@ pub(crate) static COPY_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) fn next_copy_id() -> u64 {
     COPY_COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape of abi_stable's report on a plugin of schema 5 (its adapter vtable two methods
+    /// short), cut down to the lines the summary reads; the whole report was 28 KiB.
+    #[test]
+    fn a_layout_report_is_summed_up_by_its_mismatch_and_where_it_is() {
+        let report = "Compared <this>:\n--- Type Layout ---\ntype:PrefixRef<'a, ClaudettePlugin>\n\n0 error(s).\n\
+            1 error(s)inside:\n    <other>\n    field_name:0\n    type:ClaudettePlugin\n    field_name:new_adapter\n\
+            type:AFunctionPointer\n    field_name:field_0\n    type:FfiAdapter_TO<'lt>\n    field_name:vtable\n\
+            type:PrefixRef<'a, VTable>\n    field_name:0\n    type:VTable\nLayout of expected type:\n\
+            --- Type Layout ---\n    type:VTable\n    field_name:observe\n    type:AFunctionPointer\n\n\n\
+            Error:too many fields\nExpected:\n    17\nFound:\n    15\n";
+        let lines: Vec<&str> = report.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        assert_eq!(
+            layout_mismatches(&lines),
+            ["too many fields (expected 17, found 15) in ClaudettePlugin › AFunctionPointer › \
+                 FfiAdapter_TO<'lt> › PrefixRef<'a, VTable> › VTable"]
+        );
+        // Another shape: no summary, nothing lost or invented.
+        assert!(layout_mismatches(&["Error", "Expected:", "17"]).is_empty());
+        assert_eq!(layout_mismatches(&["Error:odd", "Expected:"]), ["odd"]);
+    }
 }

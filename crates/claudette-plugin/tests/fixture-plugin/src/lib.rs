@@ -2,18 +2,22 @@
 //! switchable, so the host's refusals and panic containment can be tested on a real `.so`.
 //!
 //! Protocol: `POST {base_url}/echo` with `{"prompt"}`, answer `{"text"}`; stream lines
-//! `{"text"}` then `{"end": true}` (NDJSON).
+//! `{"text"}` then `{"end": true}` (NDJSON); token count `POST {base_url}/count` with
+//! `{"prompt"}`, answer `{"tokens"}`.
 //!
 //! Run-time switches (settings `extra` and prompts): `fail_ctor` / `panic_ctor` settings make
-//! the constructor fail or panic; a prompt `panic` makes `build_request` panic; a stream line
+//! the constructor fail or panic; a prompt `panic` makes `build_request` and
+//! `count_tokens_request` panic; a prompt `no count` makes `count_tokens_request` say the
+//! provider has no count call, a prompt `uncountable` makes it fail; a stream line
 //! `{"panic": true}` makes the decoder panic; an error body `panic` makes `classify_error`
-//! panic; model `panic` makes `pricing` panic. Build-time switches are the cargo features.
+//! panic, a count body `panic` `parse_count_tokens`; model `panic` makes `pricing` panic.
+//! Build-time switches are the cargo features.
 #![allow(clippy::panic)] // panicking on request is this crate's purpose
 
 use claudette_core::{
     AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse,
-    FinishReason, Frame, Framing, HttpRequest, HttpResponse, Pricing, ProviderAdapter, StreamDecoder,
-    StreamEnd, StreamEvent, Usage,
+    ErrorKind, FinishReason, Frame, Framing, HttpRequest, HttpResponse, Pricing, ProviderAdapter,
+    StreamDecoder, StreamEnd, StreamEvent, Usage,
 };
 use serde_json::{Value, json};
 
@@ -23,6 +27,11 @@ pub const PROVIDER: &str = "fixture";
 pub struct FixtureAdapter {
     info: BackendInfo,
     url: String,
+    count_url: String,
+}
+
+fn prompt_of(request: &ChatRequest) -> String {
+    request.messages.last().map(|m| m.content.clone()).unwrap_or_default()
 }
 
 impl FixtureAdapter {
@@ -51,6 +60,7 @@ impl FixtureAdapter {
                 enabled: settings.enabled,
             },
             url: format!("{}/echo", base.trim_end_matches('/')),
+            count_url: format!("{}/count", base.trim_end_matches('/')),
         })
     }
 }
@@ -63,7 +73,7 @@ impl ProviderAdapter for FixtureAdapter {
         AuthScheme::Header("x-fixture-key".into())
     }
     fn build_request(&self, request: &ChatRequest, stream: bool) -> Result<HttpRequest, BackendError> {
-        let prompt = request.messages.last().map(|m| m.content.clone()).unwrap_or_default();
+        let prompt = prompt_of(request);
         if prompt == "panic" {
             panic!("fixture build_request exploded");
         }
@@ -99,6 +109,28 @@ impl ProviderAdapter for FixtureAdapter {
     }
     fn parse_models(&self, _body: &[u8]) -> Result<Vec<String>, BackendError> {
         Ok(vec![self.info.model.clone()])
+    }
+    fn count_tokens_request(&self, request: &ChatRequest) -> Option<Result<HttpRequest, BackendError>> {
+        match prompt_of(request).as_str() {
+            "panic" => panic!("fixture count_tokens_request exploded"),
+            "no count" => None,
+            "uncountable" => {
+                Some(Err(BackendError::new(ErrorKind::ContextOverflow, "fixture cannot count this")
+                    .with_code("too_long")))
+            }
+            prompt => Some(HttpRequest::post_json(&self.count_url, &json!({"prompt": prompt}))),
+        }
+    }
+    fn parse_count_tokens(&self, response: &HttpResponse<'_>) -> Result<u32, BackendError> {
+        if response.body == b"panic" {
+            panic!("fixture parse_count_tokens exploded");
+        }
+        let v: Value = serde_json::from_slice(response.body).map_err(|e| {
+            BackendError::malformed(format!("fixture count: {e}")).with_status(response.status)
+        })?;
+        v["tokens"].as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+            BackendError::malformed("fixture count without `tokens`").with_provider_body(response.body)
+        })
     }
     fn pricing(&self, model: Option<&str>) -> Pricing {
         if model == Some("panic") {
@@ -155,7 +187,8 @@ claudette_plugin::export_plugin!(
     },
     ctor = FixtureAdapter::new,
     __abi_version = claudette_plugin::ABI_VERSION + u32::from(cfg!(feature = "abi-bump")),
-    __schema_version = claudette_plugin::SCHEMA_VERSION + u32::from(cfg!(feature = "schema-bump")),
+    __schema_version = claudette_plugin::SCHEMA_VERSION + u32::from(cfg!(feature = "schema-bump"))
+        - u32::from(cfg!(feature = "schema-previous")),
 );
 
 /// Under `no-export`: a library with an ordinary C symbol and no root module.
