@@ -527,6 +527,7 @@ mod tests {
             ChatRequest { seed: Some(1), ..base.clone() },
             ChatRequest { stop: vec!["x".into()], ..base.clone() },
             ChatRequest { tools: vec![tool.clone()], ..base.clone() },
+            ChatRequest { tools: vec![ToolSpec { strict: true, ..tool.clone() }], ..base.clone() },
             ChatRequest { tools: vec![tool], tool_choice: ToolChoice::Required, ..base.clone() },
             ChatRequest { parallel_tool_calls: Some(false), ..base.clone() },
             ChatRequest { response_format: ResponseFormat::JsonObject, ..base.clone() },

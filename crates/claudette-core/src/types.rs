@@ -115,6 +115,16 @@ pub struct ToolSpec {
     /// tool): tools come first in the prompt, so this caches every tool up to this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheTtl>,
+    /// The model's arguments must follow `parameters` exactly (OpenAI's `function.strict`,
+    /// Anthropic's `strict` on a tool: constrained decoding, so the caller can act on the
+    /// arguments without validating and retrying them). The official SDKs' tool helpers set
+    /// it, and a client relying on it would break on arguments that miss a required field.
+    /// Gemini and Ollama have no per-tool switch: they get the tool without it, as they get
+    /// other knobs they lack, and follow the schema as well as the model manages; refusing
+    /// the request there would break those SDKs in front of them. Left out of the JSON form
+    /// when off, so stored forms (and cache keys) of requests without it stay as they were.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict: bool,
 }
 
 /// How long a cached prompt prefix lives (Anthropic's `cache_control.ttl`). The longer one
@@ -968,6 +978,7 @@ mod tests {
             description: String::new(),
             parameters: serde_json::json!({}),
             cache: None,
+            strict: false,
         };
         let with =
             |tool_choice| ChatRequest { tools: vec![tool.clone()], tool_choice, ..ChatRequest::prompt("x") };
@@ -992,6 +1003,18 @@ mod tests {
         // "No call" with no tools is already true.
         let none = ChatRequest { tool_choice: ToolChoice::None, ..ChatRequest::prompt("x") };
         assert_eq!(none.checked_tool_choice().unwrap(), &ToolChoice::None);
+    }
+
+    #[test]
+    fn tool_strict_is_written_only_when_set() {
+        let plain = ToolSpec { name: "f".into(), parameters: serde_json::json!({}), ..ToolSpec::default() };
+        let v = serde_json::to_value(&plain).unwrap();
+        assert_eq!(v, serde_json::json!({"name": "f", "description": "", "parameters": {}}));
+        assert_eq!(serde_json::from_value::<ToolSpec>(v).unwrap(), plain);
+        let strict = ToolSpec { strict: true, ..plain };
+        let v = serde_json::to_value(&strict).unwrap();
+        assert_eq!(v["strict"], true);
+        assert_eq!(serde_json::from_value::<ToolSpec>(v).unwrap(), strict);
     }
 
     #[test]

@@ -199,6 +199,18 @@ struct InTool {
     input_schema: Option<Value>,
     #[serde(default)]
     cache_control: Option<InCache>,
+    /// Strict tool use: Claude's `input` follows `input_schema` exactly.
+    #[serde(default)]
+    strict: Option<bool>,
+}
+
+/// A tool that failed to parse, named down to its `strict` when that is the field at fault:
+/// the whole tool's error would leave the client to guess which flag it sent wrong.
+fn tool_fault(path: String, t: &Value) -> Option<Fault> {
+    let whole = fault::<InTool>(path.clone(), t)?;
+    let strict =
+        t.get("strict").filter(|v| !v.is_null()).and_then(|v| fault::<bool>(format!("{path}.strict"), v));
+    Some(strict.unwrap_or(whole))
 }
 
 /// Reads `cache_control` markers and counts them against Anthropic's limit, so the request
@@ -333,7 +345,7 @@ fn locate(v: &Value) -> Option<Fault> {
             "thinking" => fault::<InThinking>(k.into(), v),
             "output_config" => fault::<InOutputConfig>(k.into(), v),
             "stop_sequences" => element_fault::<String>(Paths::Dotted, k, v),
-            "tools" => element_fault::<InTool>(Paths::Dotted, k, v),
+            "tools" => list_fault(Paths::Dotted, k, v, tool_fault),
             "system" if v.is_array() => element_fault::<Block>(Paths::Dotted, k, v),
             "system" => fault::<Content>(k.into(), v),
             _ => None,
@@ -433,6 +445,7 @@ impl MessagesRequest {
                     .input_schema
                     .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
                 cache: marks.read(t.cache_control, &|| format!("tools.{i}"))?,
+                strict: t.strict.unwrap_or(false),
             });
         }
         let mut out = Vec::with_capacity(messages.len() + 1);

@@ -222,16 +222,27 @@ where
     }
 }
 
-/// Admin endpoints answer loopback clients only unless `admin_from_any` (S-08). A request
-/// without a known peer (the app embedded in a server that does not record it) is let through:
-/// there is nothing to judge it by, and such embedders run their own front door.
+/// Admin endpoints answer loopback clients only unless `admin_from_any` (S-08).
+///
+/// A request without a known peer (the app embedded in a server that does not record it, such
+/// as a plain `axum::serve(listener, app)`) is refused too: spend, backends and metrics are
+/// what S-08 keeps from remote clients, and an embedder who forgot the connect info would
+/// otherwise serve them to anyone who can reach the port. The answer says how to fix it.
 pub(crate) async fn admin_guard(State(st): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    match peer(&request) {
-        Some(p) if !st.admin_from_any && !p.ip().is_loopback() => {
+    if st.admin_from_any {
+        return next.run(request).await;
+    }
+    let refused = match peer(&request) {
+        Some(p) if p.ip().is_loopback() => None,
+        Some(_) => Some(ApiError::admin_loopback_only()),
+        None => Some(ApiError::admin_peer_unknown()),
+    };
+    match refused {
+        None => next.run(request).await,
+        Some(e) => {
             crate::observe::count(crate::observe::endpoint_for_path(request.uri().path()), 403);
-            ApiError::admin_loopback_only().into_response(Flavor::for_path(request.uri().path()))
+            e.into_response(Flavor::for_path(request.uri().path()))
         }
-        _ => next.run(request).await,
     }
 }
 

@@ -176,6 +176,32 @@ pub(crate) fn openai_effort(e: &str, param: &'static str) -> Result<Thinking, Ap
     }
 }
 
+/// A function tool's `strict` at `param`: `None` when absent or null (each endpoint has its
+/// own default), else the flag, or a 400 naming `param` for anything but a boolean — read as
+/// `false`, the client's strict tool would be offered as a loose one and its arguments
+/// trusted to a schema nothing enforced.
+pub(crate) fn tool_strict(
+    v: Option<&Value>,
+    param: impl FnOnce() -> String,
+) -> Result<Option<bool>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => {
+            let param = param();
+            Err(match fault::<bool>(param.clone(), other) {
+                Some((path, inner)) => invalid_value(path, &inner),
+                None => invalid_value(param, &"expected a boolean"),
+            })
+        }
+    }
+}
+
+/// OpenAI's wording for a field of the wrong type or value, naming it as the `param`.
+pub(crate) fn invalid_value(path: String, why: &dyn std::fmt::Display) -> ApiError {
+    ApiError::invalid(format!("Invalid value for '{path}': {why}.")).with_param(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::TextOr;

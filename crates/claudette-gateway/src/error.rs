@@ -243,6 +243,18 @@ impl ApiError {
         .with_code("admin_loopback_only")
     }
 
+    /// An admin endpoint reached through a server that does not record client addresses, so
+    /// no loopback client can be told apart from a remote one.
+    pub(crate) fn admin_peer_unknown() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Admin endpoints are served to loopback clients only, and this server does not record \
+             client addresses: serve the app with `into_make_service_with_connect_info::<SocketAddr>()` \
+             (or set server.admin_from_any).",
+        )
+        .with_code("admin_loopback_only")
+    }
+
     pub(crate) fn model_not_found(model: &str) -> ApiError {
         // The model name is the client's own input, but clip it: it lands in logs too.
         let shown: String = model.chars().take(200).collect();

@@ -15,8 +15,11 @@
 //!
 //! Every answer of both paths, refusals included, carries the request's id
 //! ([`routing::request_id`]) in `x-request-id` (and `request-id` on `/v1/messages…`, where
-//! Anthropic's SDKs look), and the request is booked under it: a client's complaint, a log
-//! line and a ledger row name the same request.
+//! Anthropic's SDKs look), the request log's span names it, and the request is booked under
+//! it: a client's complaint, a log line and a ledger row name the same request. The front
+//! does that for the requests it dispatches itself; the app does it for the rest with its own
+//! outermost layer, [`identify`], so that an app embedded in another axum server (without
+//! this front) does it too, and no request has it done twice.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,6 +29,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::Response;
 use futures::future::Either;
 use http_body::Body as _;
@@ -152,22 +156,18 @@ impl Front {
         unread: &Unread,
     ) -> impl Future<Output = Result<Response, Infallible>> + Send + use<> {
         let inference = Inference::of(&request);
-        let id = routing::request_id(request.headers());
         let mut request = unread.watch(request);
         let unread = unread.clone();
         let Some(endpoint) = inference else {
+            // The app identifies the request itself ([`identify`]).
             request.extensions_mut().insert(ConnectInfo(peer));
-            let flavor = Flavor::for_path(request.uri().path());
-            let label = observe::endpoint_for_path(request.uri().path());
-            let method = request.method().clone();
             let app = tower::ServiceExt::oneshot(self.app.clone(), request);
-            return Either::Right(routing::with_request_id(id.clone(), async move {
+            return Either::Right(async move {
                 let Ok(response) = app.await;
-                let mut response = with_405_body(response, &method, flavor, label);
-                routing::stamp_request_id(response.headers_mut(), id, matches!(flavor, Flavor::Anthropic));
                 Ok(last_if_unread(response, &unread))
-            }));
+            });
         };
+        let id = routing::request_id(request.headers());
         let st = self.st.clone();
         let span = tracing::debug_span!(
             "request",
@@ -195,6 +195,22 @@ impl Front {
         };
         Either::Left(routing::with_request_id(scoped, answer).instrument(span))
     }
+}
+
+/// The app's outermost layer: what the front does around the requests it dispatches itself,
+/// for the app's requests. Gives the request its id, runs the rest of the app as that id (the
+/// request log's span, [`observe::PathSpan`], and any booking name it), puts a JSON body on a
+/// bare 405, and stamps the id on the answer. Here rather than in the front so that an app
+/// embedded in another axum server, without the front, answers the same.
+pub(crate) async fn identify(request: Request, next: Next) -> Response {
+    let id = routing::request_id(request.headers());
+    let path = request.uri().path();
+    let (flavor, label) = (Flavor::for_path(path), observe::endpoint_for_path(path));
+    let method = request.method().clone();
+    let response = routing::with_request_id(id.clone(), next.run(request)).await;
+    let mut response = with_405_body(response, &method, flavor, label);
+    routing::stamp_request_id(response.headers_mut(), id, matches!(flavor, Flavor::Anthropic));
+    response
 }
 
 fn expects_continue(headers: &HeaderMap) -> bool {

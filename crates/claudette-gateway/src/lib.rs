@@ -330,6 +330,13 @@ impl Gateway {
     }
 
     /// The HTTP application, for in-process tests and for embedding into a larger axum app.
+    ///
+    /// It answers as [`serve`](Self::serve) does, request ids included: every answer carries
+    /// `x-request-id` (and `request-id` on `/v1/messages…`), and its request log and bookings
+    /// name the same id. What it cannot see is the connection: serve it with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`, or the admin endpoints cannot
+    /// tell a loopback client from a remote one (they then serve both) and failed
+    /// authentications are not limited per address.
     pub fn app(&self) -> Router {
         let st = self.state.clone();
         let inference = Router::new()
@@ -355,6 +362,8 @@ impl Gateway {
             .fallback(ops::not_found)
             .layer(DefaultBodyLimit::max(st.max_body))
             .layer(observe::trace_layer())
+            // Outermost: the request log's span (made by the trace layer) names the id.
+            .layer(axum::middleware::from_fn(front::identify))
             .with_state(st)
     }
 

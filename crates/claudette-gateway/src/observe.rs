@@ -592,13 +592,24 @@ pub(crate) fn finished(endpoint: &'static str, started: Instant, decision: Optio
     }
 }
 
-/// Spans carry method and path only: no headers (keys), no query string (`?key=`) (S-02).
+/// Spans carry method, path and request id only: no headers (keys), no query string
+/// (`?key=`) (S-02). The id is the one the answer carries, set around the app by
+/// `front::identify`, so a log line can be matched to the answer a client reports; the
+/// front's own span for the inference endpoints has the same fields.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PathSpan;
 
 impl<B> MakeSpan<B> for PathSpan {
     fn make_span(&mut self, request: &Request<B>) -> Span {
-        tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+        let span = |id: &str| {
+            tracing::debug_span!(
+                "request",
+                method = %request.method(),
+                path = %request.uri().path(),
+                request_id = id
+            )
+        };
+        crate::routing::with_current_id(span).unwrap_or_else(|| span(""))
     }
 }
 

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::content::{
-    Fault, Paths, TextOr, arguments_text, checked_tool_choice, element_fault, fault, list_fault,
-    openai_effort, parse_arguments, parse_located,
+    Fault, Paths, TextOr, arguments_text, checked_tool_choice, element_fault, fault, invalid_value,
+    list_fault, openai_effort, parse_arguments, parse_located, tool_strict,
 };
 use crate::error::{ApiError, Flavor};
 use crate::ids;
@@ -163,6 +163,9 @@ struct InFunction {
     description: Option<String>,
     #[serde(default)]
     parameters: Option<Value>,
+    /// Kept raw and read by [`tool_strict`], which `/v1/responses` shares.
+    #[serde(default)]
+    strict: Option<Value>,
 }
 
 fn content_text(content: Option<Content>, param: impl Fn() -> String) -> Result<String, ApiError> {
@@ -441,6 +444,8 @@ impl CompletionRequest {
                     .parameters
                     .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
                 cache: None,
+                strict: tool_strict(t.function.strict.as_ref(), || format!("tools[{i}].function.strict"))?
+                    .unwrap_or(false),
             });
         }
         let mut metadata = self.metadata.unwrap_or_default();
@@ -505,10 +510,9 @@ impl CompletionRequest {
 
 pub(crate) async fn chat_completions(State(st): State<Shared>, request: Request) -> Response {
     let prepared = respond::prepare(&st, EP, request, |bytes| {
-        let parsed: CompletionRequest = parse_located(bytes, locate, |path, inner| {
-            ApiError::invalid(format!("Invalid value for '{path}': {inner}.")).with_param(path)
-        })
-        .map_err(|e| respond::local_error(EP, e))?;
+        let parsed: CompletionRequest =
+            parse_located(bytes, locate, |path, inner| invalid_value(path, &inner))
+                .map_err(|e| respond::local_error(EP, e))?;
         let flags = (parsed.is_stream(), parsed.include_usage());
         let (request, model) = parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;
         Ok((request, model, flags))

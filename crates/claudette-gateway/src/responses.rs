@@ -5,17 +5,19 @@
 //!
 //! - `input`: a string (one user message) or a list of items: messages (`user`, `assistant`,
 //!   `system`, `developer`; content a string or `input_text` / `output_text` / `refusal`
-//!   parts; with or without `"type": "message"`), `function_call` items (the assistant's tool
-//!   calls), `function_call_output` items (their results) and `reasoning` items carrying this
-//!   gateway's `encrypted_content`, so a client can run a tool loop by sending the whole
-//!   conversation each turn. `instructions` becomes the first system message.
+//!   parts; with or without `"type": "message"`), `function_call` and `custom_tool_call` items
+//!   (the assistant's tool calls), `function_call_output` and `custom_tool_call_output` items
+//!   (their results) and `reasoning` items carrying this gateway's `encrypted_content`, so a
+//!   client can run a tool loop by sending the whole conversation each turn. `instructions`
+//!   becomes the first system message.
 //! - `model` (`auto`, a backend name or a backend's model, as on `/v1/chat/completions`),
-//!   `max_output_tokens`, `temperature`, `top_p`, function `tools`, `tool_choice`,
-//!   `parallel_tool_calls`, `text.format` (`text`, `json_object`, `json_schema`),
-//!   `reasoning.effort`, `metadata` and `user` (kept for logs and the ledger, never sent
-//!   upstream), `stream`.
+//!   `max_output_tokens`, `temperature`, `top_p`, `function` and `custom` `tools` (see
+//!   below), `tool_choice`, `parallel_tool_calls`, `text.format` (`text`, `json_object`,
+//!   `json_schema`), `reasoning.effort`, `metadata` and `user` (kept for logs and the ledger,
+//!   never sent upstream), `stream`.
 //! - The answer is a Response object: `reasoning` items when the backend returned reasoning,
-//!   a `message` item with the text, one `function_call` item per tool call, and usage.
+//!   a `message` item with the text, one `function_call` (or `custom_tool_call`) item per
+//!   tool call, and usage.
 //!   An answer cut by `max_output_tokens` is `status: "incomplete"` with
 //!   `incomplete_details.reason`, so no client takes it for a whole answer.
 //! - Streams are the typed event sequence (`response.created`, `response.in_progress`, per
@@ -23,6 +25,26 @@
 //!   `response.completed` or `response.incomplete`), every event numbered by
 //!   `sequence_number`. There is no `[DONE]`: the Responses API has none. A failure after the
 //!   stream committed ends it with an `error` event and `response.failed`, never a completion.
+//!
+//! ## Custom tools
+//!
+//! GPT-5's `custom` tools take free text instead of JSON arguments, optionally written in a
+//! grammar (Codex CLI offers its `apply_patch` so, with a Lark grammar, to GPT-5-family model
+//! names). No provider behind the gateway has such tools, but every one has functions, so a
+//! custom tool is offered as a function with one required string argument, `input`, its
+//! description saying so and quoting the grammar (see `custom_tool`). The call the backend
+//! answers with goes back to the client as a `custom_tool_call` item whose `input` is that
+//! argument; arguments that are not an object with a string `input` (a model that ignored
+//! the schema) give the argument text as it came instead, so the client sees what the model
+//! wrote and its tool refuses it, rather than the whole turn failing (see `custom_input`).
+//! In a stream the input arrives as JSON fragments of those arguments, which are not the
+//! client's text: the call's arguments are held until the call ends, then its input goes out
+//! whole as one `response.custom_tool_call_input.delta` and the `….done`. Sent back, a
+//! `custom_tool_call` is an assistant tool call with arguments `{"input": …}` and a
+//! `custom_tool_call_output` its result, as for functions; `tool_choice` `{"type": "custom",
+//! "name": …}` names the tool as a function choice does. A call is told apart from a
+//! function's by its name alone, so a custom tool sharing its name with another tool is
+//! refused.
 //!
 //! ## Reasoning
 //!
@@ -60,19 +82,23 @@
 //! The gateway stores nothing, so what points at stored state cannot be served:
 //! `previous_response_id`, `conversation`, `background: true` (polled later, so stored),
 //! `prompt` (a template stored at OpenAI) and `item_reference` input items. Tools other than
-//! `function` and their call items are OpenAI's platform: hosted on its servers (`web_search`,
-//! `file_search`, `code_interpreter`, `mcp`, `image_generation`, …) or called in formats only
-//! its models are trained on (`computer_use_preview`, `local_shell`, `shell`, `custom`,
-//! `apply_patch`). The providers behind the gateway have none of them, and a request served
-//! without them would be answered by a model that believes it can search. `input_image`, `input_file`
-//! and `input_audio` content is refused: the neutral request carries text only.
+//! `function` and `custom`, and their call items, are OpenAI's platform: hosted on its servers
+//! (`web_search`, `file_search`, `code_interpreter`, `mcp`, `image_generation`, …) or called
+//! in formats only its models are trained on (`computer_use_preview`, `local_shell`, `shell`,
+//! the hosted `apply_patch`). The providers behind the gateway have none of them, and a
+//! request served without them would be answered by a model that believes it can search.
+//! `input_image`, `input_file` and `input_audio` content is refused: the neutral request
+//! carries text only.
 //!
 //! ## Accepted, not honoured
 //!
 //! - `store` (OpenAI's default is `true`): nothing is stored, and the answer says
 //!   `"store": false`; a later `previous_response_id` naming it is refused.
-//! - `strict` on function tools: the tool is offered without it (as on
-//!   `/v1/chat/completions`), so arguments follow the schema as well as the model manages.
+//! - An absent `strict` on a function tool (OpenAI's default here is `true`): the tool is
+//!   offered without it. `strict: true` reaches OpenAI and Anthropic, which enforce it.
+//! - A custom tool's `format` grammar (`lark` or `regex`): the model is shown it, but no
+//!   backend can hold a function's argument to it as OpenAI's constrained decoding does, so
+//!   the input follows it as well as the model manages.
 //! - `reasoning` items in `input` that are not this gateway's (OpenAI's `encrypted_content`,
 //!   or none) are dropped (`input_item` says why).
 //! - `include`: `encrypted_content` is given whether asked for or not (see above), and
@@ -95,6 +121,7 @@ use serde_json::{Map, Value};
 
 use crate::content::{
     Fault, arguments_text, checked_tool_choice, fault, openai_effort, parse_arguments, parse_located,
+    tool_strict,
 };
 use crate::error::{ApiError, Class, Flavor};
 use crate::respond::{self, Encoder, Endpoint, Shared};
@@ -195,12 +222,14 @@ struct EchoText {
 }
 
 /// A parsed request: the neutral request, the model the client named, whether to stream,
-/// and what the answer echoes.
+/// what the answer echoes, and the names of the `custom` tools (offered upstream as
+/// functions, whose calls the answer turns back into `custom_tool_call` items).
 struct Parsed {
     request: ChatRequest,
     model: Option<String>,
     stream: bool,
     echo: Echo,
+    custom: Vec<String>,
 }
 
 fn missing(param: String) -> ApiError {
@@ -330,11 +359,17 @@ fn input_item(
             };
             out.push(Message { thinking, ..Message::new(role, content) });
         }
-        "function_call" => {
+        "function_call" | "custom_tool_call" => {
             let id = take_str(&mut item, "call_id", &path)?;
             let name = take_str(&mut item, "name", &path)?;
-            let raw = take_str(&mut item, "arguments", &path)?;
-            let arguments = parse_arguments(&raw, || format!("{path}.arguments"))?;
+            // A custom tool is offered upstream as a function taking its text as `input`
+            // (see `custom_tool`), so its earlier calls go back as calls of that function.
+            let arguments = if kind == "function_call" {
+                let raw = take_str(&mut item, "arguments", &path)?;
+                parse_arguments(&raw, || format!("{path}.arguments"))?
+            } else {
+                serde_json::json!({ CUSTOM_INPUT: take_str(&mut item, "input", &path)? })
+            };
             let call = ToolCall { id, name, arguments };
             // The calls of one answer are items of their own, after its message item: one
             // assistant turn upstream (Anthropic wants all of a turn's calls in one message,
@@ -351,7 +386,7 @@ fn input_item(
                 }),
             }
         }
-        "function_call_output" => {
+        "function_call_output" | "custom_tool_call_output" => {
             thinking.clear();
             let call_id = take_str(&mut item, "call_id", &path)?;
             let output = content_text(item.remove("output"), &format!("{path}.output"))?;
@@ -375,8 +410,8 @@ fn input_item(
         other => {
             return Err(ApiError::invalid(format!(
                 "input items of type `{other}` are not supported by this gateway: it carries \
-                 messages, `function_call` and `function_call_output` items (OpenAI's platform \
-                 tools are not available behind it)"
+                 messages, `function_call`, `custom_tool_call` and their `…_output` items \
+                 (OpenAI's platform tools are not available behind it)"
             ))
             .with_param(format!("{path}.type")));
         }
@@ -472,41 +507,129 @@ fn unseal(item: &mut Map<String, Value>, path: &str) -> Result<Option<ThinkingBl
     .with_param(param))
 }
 
-fn function_tool(i: usize, tool: &Value) -> Result<ToolSpec, ApiError> {
+/// The one argument of the function a custom tool is offered as: the tool's free text.
+const CUSTOM_INPUT: &str = "input";
+
+/// `tools[i]` as the neutral request offers it, and whether it is a `custom` tool.
+fn tool_spec(i: usize, tool: &Value) -> Result<(ToolSpec, bool), ApiError> {
     let path = format!("tools[{i}]");
     let Some(obj) = tool.as_object() else {
         return Err(
             ApiError::invalid(format!("Invalid value for '{path}': expected an object.")).with_param(path)
         );
     };
-    match obj.get("type").and_then(Value::as_str) {
-        Some("function") => {}
+    let custom = match obj.get("type").and_then(Value::as_str) {
+        Some("function") => false,
+        Some("custom") => true,
         Some(other) => {
             return Err(ApiError::invalid(format!(
                 "`{other}` tools are part of OpenAI's platform (run on its servers, or called in \
                  a format only its models produce); the providers behind this gateway have no \
-                 such tool, so only `function` tools are supported"
+                 such tool, so only `function` and `custom` tools are supported"
             ))
             .with_param(format!("{path}.type")));
         }
         None => return Err(missing(format!("{path}.type"))),
-    }
+    };
     let Some(name) = obj.get("name").and_then(Value::as_str) else {
         return Err(missing(format!("{path}.name")));
     };
-    Ok(ToolSpec {
+    let description = obj.get("description").and_then(Value::as_str).unwrap_or_default();
+    if custom {
+        return Ok((custom_tool(&path, obj, name, description)?, true));
+    }
+    // OpenAI's own default here is `true`; an absent `strict` is taken as `false` (nothing
+    // sent), because a strict tool whose schema a backend cannot take strictly (an optional
+    // property, no `additionalProperties: false`) is refused there, and the client asked for
+    // nothing. Clients that want it say so: the Agents SDK does, Codex says `false`.
+    let strict = tool_strict(obj.get("strict"), || format!("{path}.strict"))?.unwrap_or(false);
+    let spec = ToolSpec {
         name: name.to_owned(),
-        description: obj.get("description").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        description: description.to_owned(),
+        strict,
         parameters: obj
             .get("parameters")
             .filter(|p| !p.is_null())
             .cloned()
             .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
-        cache: None,
+        ..ToolSpec::default()
+    };
+    Ok((spec, false))
+}
+
+/// A `custom` tool as a function every provider can offer: one required string argument,
+/// [`CUSTOM_INPUT`], carrying the tool's free text.
+///
+/// The description gets one sentence saying where the text goes, because a custom tool's own
+/// description speaks of free text (Codex's `apply_patch` says not to wrap the patch in JSON),
+/// and then, for a `grammar` format, the grammar's whole definition: OpenAI holds the text to
+/// the grammar as it decodes, no other provider can, so the model is told instead, and a
+/// model shown a summary would write what it guesses the grammar is. Nothing checks the
+/// text against it (the module doc lists it as accepted, not honoured).
+fn custom_tool(
+    path: &str,
+    tool: &Map<String, Value>,
+    name: &str,
+    description: &str,
+) -> Result<ToolSpec, ApiError> {
+    let rule = match tool.get("format").filter(|f| !f.is_null()) {
+        None => None,
+        Some(format) => match format.get("type").and_then(Value::as_str) {
+            Some("text") => None,
+            Some("grammar") => {
+                let field = |key: &str| {
+                    format
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| missing(format!("{path}.format.{key}")))
+                };
+                let how = match field("syntax")? {
+                    "lark" => "follow this Lark grammar",
+                    "regex" => "match this regular expression",
+                    other => {
+                        return Err(ApiError::invalid(format!(
+                            "unknown custom tool grammar syntax `{other}`; expected `lark` or `regex`"
+                        ))
+                        .with_param(format!("{path}.format.syntax")));
+                    }
+                };
+                Some((how, field("definition")?))
+            }
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "unknown custom tool format type `{other}`; expected `text` or `grammar`"
+                ))
+                .with_param(format!("{path}.format.type")));
+            }
+            None => return Err(missing(format!("{path}.format.type"))),
+        },
+    };
+    let mut text = String::with_capacity(description.len() + 96 + rule.map_or(0, |(_, d)| d.len()));
+    text.push_str(description);
+    if !text.is_empty() {
+        text.push_str("\n\n");
+    }
+    text.push_str("This tool takes free text: pass all of it as the string argument `input`.");
+    if let Some((how, definition)) = rule {
+        text.push_str(" The text must ");
+        text.push_str(how);
+        text.push_str(":\n");
+        text.push_str(definition);
+    }
+    Ok(ToolSpec {
+        name: name.to_owned(),
+        description: text,
+        parameters: serde_json::json!({
+            "type": "object",
+            "properties": { CUSTOM_INPUT: {"type": "string"} },
+            "required": [CUSTOM_INPUT],
+        }),
+        ..ToolSpec::default()
     })
 }
 
-/// `"auto"`, `"none"`, `"required"` or `{"type": "function", "name": …}`.
+/// `"auto"`, `"none"`, `"required"`, `{"type": "function", "name": …}` or `{"type": "custom",
+/// "name": …}` (the function a custom tool is offered as).
 fn tool_choice(choice: Option<&Value>) -> Result<ToolChoice, ApiError> {
     match choice {
         None => Ok(ToolChoice::Auto),
@@ -520,13 +643,13 @@ fn tool_choice(choice: Option<&Value>) -> Result<ToolChoice, ApiError> {
             .with_param("tool_choice")),
         },
         Some(Value::Object(o)) => match o.get("type").and_then(Value::as_str) {
-            Some("function") => match o.get("name").and_then(Value::as_str) {
+            Some("function" | "custom") => match o.get("name").and_then(Value::as_str) {
                 Some(name) => Ok(ToolChoice::Tool(name.to_owned())),
                 None => Err(missing("tool_choice.name".into())),
             },
             Some(other) => Err(ApiError::invalid(format!(
                 "tool_choice of type `{other}` is not supported by this gateway; send `auto`, \
-                 `none`, `required` or {{\"type\": \"function\", \"name\": …}}"
+                 `none`, `required` or {{\"type\": \"function\" (or \"custom\"), \"name\": …}}"
             ))
             .with_param("tool_choice.type")),
             None => Err(missing("tool_choice.type".into())),
@@ -656,8 +779,27 @@ impl ResponsesRequest {
             }
         }
         let raw_tools = self.tools.unwrap_or_default();
-        let tools =
-            raw_tools.iter().enumerate().map(|(i, t)| function_tool(i, t)).collect::<Result<_, _>>()?;
+        let mut tools: Vec<ToolSpec> = Vec::with_capacity(raw_tools.len());
+        let mut custom = Vec::new();
+        for (i, raw) in raw_tools.iter().enumerate() {
+            let (spec, is_custom) = tool_spec(i, raw)?;
+            // The answer tells a custom tool's call from a function's by name alone.
+            let clash = tools.iter().position(|t| t.name == spec.name);
+            if let Some(j) = clash.filter(|_| is_custom || custom.contains(&spec.name)) {
+                let param = format!("tools[{i}].name");
+                return Err(ApiError::invalid(format!(
+                    "Invalid value for '{param}': `{}` is also the name of tools[{j}]; a `custom` \
+                     tool is offered to the model as a function, so its name must differ from \
+                     every other tool's",
+                    spec.name
+                ))
+                .with_param(param));
+            }
+            if is_custom {
+                custom.push(spec.name.clone());
+            }
+            tools.push(spec);
+        }
         let choice = tool_choice(self.tool_choice.as_ref())?;
         let format_value = self.text.and_then(|t| t.format).filter(|f| !f.is_null());
         let response_format = response_format(format_value.as_ref())?;
@@ -697,7 +839,7 @@ impl ResponsesRequest {
             user: self.user,
             metadata: echo_metadata,
         };
-        Ok(Parsed { request, model: self.model, stream: self.stream.unwrap_or(false), echo })
+        Ok(Parsed { request, model: self.model, stream: self.stream.unwrap_or(false), echo, custom })
     }
 }
 
@@ -710,9 +852,9 @@ pub(crate) async fn responses(State(st): State<Shared>, request: Request) -> Res
             ApiError::invalid(format!("Invalid value for '{path}': {inner}.")).with_param(path)
         })
         .map_err(|e| respond::local_error(EP, e))?;
-        let Parsed { request, model, stream, echo } =
+        let Parsed { request, model, stream, echo, custom } =
             parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;
-        Ok((request, model, (stream, echo)))
+        Ok((request, model, (stream, echo, custom)))
     })
     .await;
     let mut prepared = match prepared {
@@ -721,10 +863,11 @@ pub(crate) async fn responses(State(st): State<Shared>, request: Request) -> Res
     };
     let stream = prepared.extra.0;
     let echo = std::mem::take(&mut prepared.extra.1);
+    let custom = std::mem::take(&mut prepared.extra.2);
     if stream {
-        respond::answer_stream(&st, EP, prepared, |model| ResponsesEncoder::new(model, echo)).await
+        respond::answer_stream(&st, EP, prepared, |model| ResponsesEncoder::new(model, echo, custom)).await
     } else {
-        respond::answer_json(&st, EP, prepared, |resp| response_body(resp, &echo)).await
+        respond::answer_json(&st, EP, prepared, |resp| response_body(resp, &echo, &custom)).await
     }
 }
 
@@ -747,10 +890,14 @@ enum Kind<'a> {
         sealed: Option<String>,
     },
     Message(Cow<'a, str>),
+    /// A `function_call` item, or with `custom` a `custom_tool_call` item, whose `arguments`
+    /// are then its `input`: in a stream, the backend's argument text while the call is open,
+    /// its input once closed (see [`custom_input_of`]).
     Call {
         call_id: Cow<'a, str>,
         name: Cow<'a, str>,
         arguments: Cow<'a, str>,
+        custom: bool,
     },
 }
 
@@ -774,11 +921,18 @@ impl Item<'_> {
                 role: "assistant",
                 content: self.part().filter(|_| whole).into_iter().collect(),
             },
-            Kind::Call { call_id, name, arguments } => WireItem::FunctionCall {
+            Kind::Call { call_id, name, arguments, custom: false } => WireItem::FunctionCall {
                 id,
                 call_id,
                 name,
                 arguments: if whole { arguments } else { "" },
+                status,
+            },
+            Kind::Call { call_id, name, arguments, custom: true } => WireItem::CustomToolCall {
+                id,
+                call_id,
+                name,
+                input: if whole { arguments } else { "" },
                 status,
             },
         }
@@ -825,6 +979,13 @@ enum WireItem<'a> {
         call_id: &'a str,
         name: &'a str,
         arguments: &'a str,
+        status: &'a str,
+    },
+    CustomToolCall {
+        id: &'a str,
+        call_id: &'a str,
+        name: &'a str,
+        input: &'a str,
         status: &'a str,
     },
 }
@@ -920,11 +1081,38 @@ fn block_kind(block: &ThinkingBlock) -> Option<Kind<'_>> {
     (!text.is_empty() || sealed.is_some()).then_some(Kind::Reasoning { text: Cow::Borrowed(text), sealed })
 }
 
-fn response_body(resp: &ChatResponse, echo: &Echo) -> Vec<u8> {
-    response_body_at(resp, echo, ids::unix_now())
+/// A custom tool's input from the arguments of the function call it was offered as (see
+/// `custom_tool`): the [`CUSTOM_INPUT`] string, or else the arguments as text, as the backend
+/// sent them (a model that ignored the schema). Never refused: the client's tool sees what the
+/// model wrote and can say what is wrong with it, where a refusal would cost the whole turn.
+fn custom_input(arguments: &Value) -> Cow<'_, str> {
+    match arguments {
+        Value::Object(o) => match o.get(CUSTOM_INPUT) {
+            Some(Value::String(input)) => Cow::Borrowed(input),
+            _ => arguments_text(arguments),
+        },
+        // Arguments an adapter kept as text (not valid JSON, or JSON it did not parse).
+        Value::String(raw) => custom_input_of(raw).map_or(Cow::Borrowed(raw), Cow::Owned),
+        other => arguments_text(other),
+    }
 }
 
-fn response_body_at(resp: &ChatResponse, echo: &Echo, created_at: u64) -> Vec<u8> {
+/// The [`CUSTOM_INPUT`] string of argument text, when it is a JSON object that has one.
+fn custom_input_of(raw: &str) -> Option<String> {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(Value::Object(mut o)) => match o.remove(CUSTOM_INPUT) {
+            Some(Value::String(input)) => Some(input),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn response_body(resp: &ChatResponse, echo: &Echo, custom: &[String]) -> Vec<u8> {
+    response_body_at(resp, echo, custom, ids::unix_now())
+}
+
+fn response_body_at(resp: &ChatResponse, echo: &Echo, custom: &[String], created_at: u64) -> Vec<u8> {
     let (status, incomplete) = outcome(resp.finish_reason.as_ref(), !resp.tool_calls.is_empty());
     let mut output = Vec::with_capacity(2 + resp.thinking.len() + resp.tool_calls.len());
     let reasoning = |kind| Item { id: ids::new_id("rs_"), status: "completed", kind };
@@ -946,13 +1134,19 @@ fn response_body_at(resp: &ChatResponse, echo: &Echo, created_at: u64) -> Vec<u8
         });
     }
     for call in &resp.tool_calls {
+        let is_custom = custom.contains(&call.name);
         output.push(Item {
-            id: ids::new_id("fc_"),
+            id: ids::new_id(if is_custom { CUSTOM_CALL_PREFIX } else { "fc_" }),
             status: "completed",
             kind: Kind::Call {
                 call_id: Cow::Borrowed(&call.id),
                 name: Cow::Borrowed(&call.name),
-                arguments: arguments_text(&call.arguments),
+                arguments: if is_custom {
+                    custom_input(&call.arguments)
+                } else {
+                    arguments_text(&call.arguments)
+                },
+                custom: is_custom,
             },
         });
     }
@@ -976,6 +1170,9 @@ fn response_body_at(resp: &ChatResponse, echo: &Echo, created_at: u64) -> Vec<u8
     };
     serde_json::to_vec(&body).unwrap_or_default()
 }
+
+/// What a `custom_tool_call` item's id starts with, as OpenAI's do.
+const CUSTOM_CALL_PREFIX: &str = "ctc_";
 
 // ---------------------------------------------------------------------------------------------
 // Stream
@@ -1006,8 +1203,9 @@ struct PartEvent<'a> {
 }
 
 /// `response.output_text.delta` (with `content_index` and `logprobs`),
-/// `response.reasoning_text.delta` (with `content_index`) and
-/// `response.function_call_arguments.delta` (neither).
+/// `response.reasoning_text.delta` (with `content_index`),
+/// `response.function_call_arguments.delta` and `response.custom_tool_call_input.delta`
+/// (neither).
 #[derive(Serialize)]
 struct DeltaEvent<'a> {
     r#type: &'static str,
@@ -1034,13 +1232,18 @@ struct TextDoneEvent<'a> {
     logprobs: Option<[(); 0]>,
 }
 
+/// `response.function_call_arguments.done` (with `arguments`) and
+/// `response.custom_tool_call_input.done` (with `input`).
 #[derive(Serialize)]
-struct ArgumentsDoneEvent<'a> {
+struct CallDoneEvent<'a> {
     r#type: &'static str,
     sequence_number: u64,
     item_id: &'a str,
     output_index: usize,
-    arguments: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -1058,8 +1261,14 @@ struct ErrorEvent<'a> {
 /// Tool calls arrive from every adapter one after another; should a server interleave two,
 /// a fragment of a call already closed still goes out as a delta of that call, and the final
 /// response carries its whole arguments.
+///
+/// A call is a custom tool's when the name it starts with is one (every adapter names a call
+/// in its first fragment); its arguments are held, not streamed, and its input goes out
+/// whole when it closes (the module doc says why).
 struct ResponsesEncoder {
     echo: Echo,
+    /// The names of the request's custom tools.
+    custom: Vec<String>,
     id: String,
     created_at: u64,
     model: String,
@@ -1076,9 +1285,10 @@ struct ResponsesEncoder {
 }
 
 impl ResponsesEncoder {
-    fn new(model: String, echo: Echo) -> ResponsesEncoder {
+    fn new(model: String, echo: Echo, custom: Vec<String>) -> ResponsesEncoder {
         ResponsesEncoder {
             echo,
+            custom,
             id: ids::new_id("resp_"),
             created_at: ids::unix_now(),
             model,
@@ -1145,23 +1355,9 @@ impl ResponsesEncoder {
     }
 
     fn delta_event(&mut self, out: &mut Vec<u8>, index: usize, delta: &str) {
-        let Some(item) = self.items.get(index) else { return };
-        let sequence_number = next(&mut self.seq);
-        let (name, content_index, logprobs) = match item.kind {
-            Kind::Message(_) => ("response.output_text.delta", Some(0), Some([])),
-            Kind::Reasoning { .. } => ("response.reasoning_text.delta", Some(0), None),
-            Kind::Call { .. } => ("response.function_call_arguments.delta", None, None),
-        };
-        let event = DeltaEvent {
-            r#type: name,
-            sequence_number,
-            item_id: &item.id,
-            output_index: index,
-            content_index,
-            delta,
-            logprobs,
-        };
-        respond::event_frame(out, name, &event);
+        if let Some(item) = self.items.get(index) {
+            delta_frame(&mut self.seq, out, item, index, delta);
+        }
     }
 
     /// Starts an output item, closing the one before it.
@@ -1181,6 +1377,11 @@ impl ResponsesEncoder {
         let Some(index) = self.open.take() else { return };
         let Some(item) = self.items.get_mut(index) else { return };
         item.status = status;
+        if let Kind::Call { arguments, custom: true, .. } = &mut item.kind {
+            if let Some(input) = custom_input_of(arguments) {
+                *arguments = Cow::Owned(input);
+            }
+        }
         let item = &*item;
         let seq = &mut self.seq;
         match &item.kind {
@@ -1211,14 +1412,31 @@ impl ResponsesEncoder {
                     respond::event_frame(out, name, &event);
                 }
             }
-            Kind::Call { arguments, .. } => {
+            Kind::Call { arguments, custom: false, .. } => {
                 let name = "response.function_call_arguments.done";
-                let event = ArgumentsDoneEvent {
+                let event = CallDoneEvent {
                     r#type: name,
                     sequence_number: next(seq),
                     item_id: &item.id,
                     output_index: index,
-                    arguments,
+                    arguments: Some(arguments),
+                    input: None,
+                };
+                respond::event_frame(out, name, &event);
+            }
+            Kind::Call { arguments: input, custom: true, .. } => {
+                // The input whole, as the one delta (see the module doc) and then done.
+                if !input.is_empty() {
+                    delta_frame(seq, out, item, index, input);
+                }
+                let name = "response.custom_tool_call_input.done";
+                let event = CallDoneEvent {
+                    r#type: name,
+                    sequence_number: next(seq),
+                    item_id: &item.id,
+                    output_index: index,
+                    arguments: None,
+                    input: Some(input),
                 };
                 respond::event_frame(out, name, &event);
             }
@@ -1238,12 +1456,15 @@ impl ResponsesEncoder {
             }
         }
         let call_id = delta.id.clone().unwrap_or_else(claudette_core::types::new_tool_call_id);
+        let name = delta.name.clone().unwrap_or_default();
+        let custom = self.custom.contains(&name);
         let kind = Kind::Call {
             call_id: Cow::Owned(call_id),
-            name: Cow::Owned(delta.name.clone().unwrap_or_default()),
+            name: Cow::Owned(name),
             arguments: Cow::Owned(String::new()),
+            custom,
         };
-        let index = self.open_item(out, "fc_", kind);
+        let index = self.open_item(out, if custom { CUSTOM_CALL_PREFIX } else { "fc_" }, kind);
         self.calls.push((delta.index, delta.id.clone(), index));
         index
     }
@@ -1306,6 +1527,27 @@ impl ResponsesEncoder {
     }
 }
 
+/// The delta event of `item` at output `index`.
+fn delta_frame(seq: &mut u64, out: &mut Vec<u8>, item: &Item<'_>, index: usize, delta: &str) {
+    let sequence_number = next(seq);
+    let (name, content_index, logprobs) = match item.kind {
+        Kind::Message(_) => ("response.output_text.delta", Some(0), Some([])),
+        Kind::Reasoning { .. } => ("response.reasoning_text.delta", Some(0), None),
+        Kind::Call { custom: false, .. } => ("response.function_call_arguments.delta", None, None),
+        Kind::Call { custom: true, .. } => ("response.custom_tool_call_input.delta", None, None),
+    };
+    let event = DeltaEvent {
+        r#type: name,
+        sequence_number,
+        item_id: &item.id,
+        output_index: index,
+        content_index,
+        delta,
+        logprobs,
+    };
+    respond::event_frame(out, name, &event);
+}
+
 /// Takes the next sequence number.
 fn next(seq: &mut u64) -> u64 {
     let n = *seq;
@@ -1351,7 +1593,14 @@ impl Encoder for ResponsesEncoder {
                 }
                 if !delta.arguments.is_empty() {
                     self.append(index, &delta.arguments);
-                    self.delta_event(out, index, &delta.arguments);
+                    // A custom call's fragments are JSON, not its input: held until it closes.
+                    let custom = matches!(
+                        self.items.get(index),
+                        Some(Item { kind: Kind::Call { custom: true, .. }, .. })
+                    );
+                    if !custom {
+                        self.delta_event(out, index, &delta.arguments);
+                    }
                 }
                 false
             }
@@ -1426,7 +1675,12 @@ mod tests {
     /// Runs `events` through an encoder: each frame's event name and data, after checking the
     /// name is the data's `type` and the sequence numbers count from 0.
     fn encode(events: Vec<StreamEvent>) -> Vec<(String, Value)> {
-        let mut enc = ResponsesEncoder::new("m".into(), Echo::default());
+        encode_custom(Vec::new(), events)
+    }
+
+    /// [`encode`] for a request whose `custom` tools are these.
+    fn encode_custom(custom: Vec<String>, events: Vec<StreamEvent>) -> Vec<(String, Value)> {
+        let mut enc = ResponsesEncoder::new("m".into(), Echo::default(), custom);
         let mut out = Vec::new();
         let n = events.len();
         for (i, ev) in events.into_iter().enumerate() {
@@ -1604,6 +1858,58 @@ mod tests {
     }
 
     #[test]
+    fn a_custom_input_is_the_input_string_or_the_arguments_as_they_came() {
+        let input = |v: Value| custom_input(&v).into_owned();
+        assert_eq!(input(json!({"input": "a\nb", "extra": 1})), "a\nb");
+        assert_eq!(input(json!({"input": 3})), r#"{"input":3}"#);
+        assert_eq!(input(json!({})), "{}");
+        // Text an adapter kept because it was not JSON, or did not parse.
+        assert_eq!(input(json!("*** Begin Patch")), "*** Begin Patch");
+        assert_eq!(input(json!(r#"{"input":"x"}"#)), "x");
+        assert_eq!(input(json!([1])), "[1]");
+        assert_eq!(custom_input_of(r#"{"input":"x"#), None, "a cut call keeps its text");
+    }
+
+    #[test]
+    fn a_custom_call_streams_its_input_whole_beside_text_and_function_calls() {
+        let frames = encode_custom(
+            vec!["apply_patch".into()],
+            vec![
+                StreamEvent::text("Patching."),
+                call(1, Some("c1"), Some("apply_patch"), "{\"inp"),
+                call(1, None, None, "ut\":\"+x\\n\"}"),
+                call(2, Some("c2"), Some("shell"), "{}"),
+                done(FinishReason::ToolCalls),
+            ],
+        );
+        let calls: Vec<&str> = names(&frames)
+            .into_iter()
+            .filter(|n| n.contains("call") || n.starts_with("response.output_item"))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                "response.output_item.added",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.custom_tool_call_input.delta",
+                "response.custom_tool_call_input.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+            ],
+            "{frames:?}"
+        );
+        let output = &frames.last().unwrap().1["response"]["output"];
+        assert_eq!(output[1]["type"], "custom_tool_call");
+        assert_eq!(output[1]["input"], "+x\n");
+        assert_eq!(output[2]["type"], "function_call");
+        assert_eq!(output[2]["arguments"], "{}");
+    }
+
+    #[test]
     fn an_empty_answer_still_has_its_message() {
         let frames = encode(vec![StreamEvent::text(""), done(FinishReason::Stop)]);
         let response = &frames.last().unwrap().1["response"];
@@ -1612,7 +1918,7 @@ mod tests {
         assert_eq!(response["output"][0]["content"][0]["text"], "");
         let mut resp = ChatResponse::empty("b", "m");
         resp.finish_reason = Some(FinishReason::Stop);
-        let v: Value = serde_json::from_slice(&response_body_at(&resp, &Echo::default(), 1)).unwrap();
+        let v: Value = serde_json::from_slice(&response_body_at(&resp, &Echo::default(), &[], 1)).unwrap();
         assert_eq!(v["output"][0]["content"][0]["text"], "");
         assert_eq!(v["created_at"], 1);
     }
@@ -1729,7 +2035,8 @@ mod tests {
         resp.content = "Reading.".into();
         resp.tool_calls = vec![ToolCall { id: "toolu_1".into(), name: "read".into(), arguments: json!({}) }];
         resp.finish_reason = Some(FinishReason::ToolCalls);
-        let mut whole: Value = serde_json::from_slice(&response_body_at(&resp, &Echo::default(), 1)).unwrap();
+        let mut whole: Value =
+            serde_json::from_slice(&response_body_at(&resp, &Echo::default(), &[], 1)).unwrap();
         let mut streamed = streamed.clone();
         for item in whole["output"].as_array_mut().unwrap().iter_mut().chain(streamed.as_array_mut().unwrap())
         {

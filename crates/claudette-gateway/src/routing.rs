@@ -34,9 +34,11 @@ pub(crate) const ANTHROPIC_REQUEST_ID: HeaderName = HeaderName::from_static("req
 const MAX_REQUEST_ID: usize = 128;
 
 tokio::task_local! {
-    /// The id of the request being answered, set by the front around the whole answer, so
-    /// that [`request_id_for`] gives the one the response carries without any handler's
-    /// signature having to pass it along (and without a request-extension map to allocate).
+    /// The id of the request being answered, set around the whole answer (by the front on the
+    /// inference endpoints, by the app's own layer, `front::identify`, on the rest), so that
+    /// [`request_id_for`] and the request log's span give the one the response carries
+    /// without any handler's signature having to pass it along (and without a
+    /// request-extension map to allocate).
     static CURRENT_ID: HeaderValue;
 }
 
@@ -66,11 +68,17 @@ pub(crate) fn with_request_id<F: Future>(id: HeaderValue, answer: F) -> impl Fut
     CURRENT_ID.scope(id, answer)
 }
 
-/// The id a request being prepared is booked under: the one the front gave the answer, else
-/// (an app embedded without the front) the one [`request_id`] finds or makes.
+/// Calls `f` with the id of the request being answered, when [`with_request_id`] set one.
+pub(crate) fn with_current_id<R>(f: impl FnOnce(&str) -> R) -> Option<R> {
+    CURRENT_ID.try_with(|id| id.to_str().ok().map(f)).ok().flatten()
+}
+
+/// The id a request being prepared is booked under: the one its answer carries. Outside any
+/// [`with_request_id`] (a handler called by neither the front nor the app), the one
+/// [`request_id`] finds or makes, so a booking is never without an id.
 pub(crate) fn request_id_for(headers: &HeaderMap) -> String {
-    let current = CURRENT_ID.try_with(|id| id.to_str().ok().map(str::to_owned)).ok().flatten();
-    current.unwrap_or_else(|| request_id(headers).to_str().unwrap_or_default().to_owned())
+    with_current_id(str::to_owned)
+        .unwrap_or_else(|| request_id(headers).to_str().unwrap_or_default().to_owned())
 }
 
 /// Adds the request id to an answer: `x-request-id`, and `request-id` too for `anthropic`.
@@ -318,7 +326,7 @@ mod tests {
         let scoped =
             with_request_id(HeaderValue::from_static("from-front"), async { request_id_for(&headers) });
         assert_eq!(scoped.await, "from-front");
-        // Outside the front (an embedded app): the client's, else a new one.
+        // Outside any scope: the client's, else a new one.
         assert_eq!(request_id_for(&headers), "from-client");
         assert!(request_id_for(&HeaderMap::new()).starts_with("req_cl"));
     }

@@ -110,6 +110,18 @@ struct Connections {
 }
 
 impl Connections {
+    /// The one kind of answer that carries no request id: hyper's own, to a request head it
+    /// cannot parse, written before any service is called. 400 for a malformed request line
+    /// or header, 414 for a URI over 65,534 bytes, 431 for a head larger than the read buffer
+    /// (`max_buf_size`, about 400 KiB by default) or with more than `max_headers` (100)
+    /// headers. hyper 1.x builds that answer from the status alone (`Server::on_error`): a
+    /// status line, `connection: close`, `content-length: 0` and `date`, no body; its
+    /// `http1::Builder` has no option or hook to add headers or a body. The client's own id could not be echoed
+    /// anyway: it is in the head that failed to parse. Answering 431 here instead would take
+    /// a larger buffer plus a head-size check in the front on every request (work on the hot
+    /// path for the rare oversized head), and a head over the larger buffer would still get
+    /// hyper's answer; a 400 or 414 can only come from hyper. So these go out as hyper writes
+    /// them, and [`linger`] makes sure the client reads them rather than a reset.
     fn new(front: Front, stop: watch::Receiver<bool>, header_read: Duration) -> Connections {
         let mut builder = hyper::server::conn::http1::Builder::new();
         // `writev(false)`: hyper copies head and body into one buffer and writes it whole.

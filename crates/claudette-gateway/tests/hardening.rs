@@ -812,10 +812,24 @@ async fn s08_admin_endpoints_answer_loopback_clients_only_by_default() {
     }
     // Inference and the model list are not admin routes.
     assert_eq!(call(gw.app(), "/v1/models", remote).await, 200);
+    // Embedded in a server that records no peer, nobody can be told to be local: refused,
+    // with the way out in the answer.
+    let unknown = |app: axum::Router| async move {
+        let req = axum::http::Request::get("/v1/costs").body(axum::body::Body::empty()).unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    let (status, body) = unknown(gw.app()).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("into_make_service_with_connect_info"), "{body}");
+    assert_eq!(call(gw.app(), "/v1/models", local).await, 200);
 
     let open = GatewayOptions { admin_from_any: true, ..GatewayOptions::default() };
     let gw = claudette_gateway::Gateway::new(r, open).unwrap();
     assert_eq!(call(gw.app(), "/v1/costs", remote).await, 200, "admin_from_any opens them");
+    assert_eq!(unknown(gw.app()).await.0, 200, "to servers that record no peer too");
 
     // Served for real, the peer is recorded: a loopback client over TCP gets through.
     let served = start(router(vec![openai(openai_settings("oa2", &oa))])).await;

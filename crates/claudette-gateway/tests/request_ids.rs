@@ -7,12 +7,13 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use claudette_core::{UsageRecord, UsageSink};
-use claudette_gateway::{GatewayOptions, KeyEntry};
+use claudette_core::{BackendRouter, UsageRecord, UsageSink};
+use claudette_gateway::{Gateway, GatewayOptions, KeyEntry};
 use claudette_testkit::{FakeServer, Reply as Fake};
 use common::*;
 use serde_json::json;
@@ -45,9 +46,9 @@ impl BookedIds {
 const GW_KEY: &str = "gw-key-request-ids-0001";
 const METERED_KEY: &str = "gw-key-request-ids-0002";
 
-/// A gateway on an OpenAI-shaped fake (answering `hi`) and an Anthropic-shaped one, whose
+/// A router on an OpenAI-shaped fake (answering `hi`) and an Anthropic-shaped one, whose
 /// bookings go to the returned sink.
-async fn gateway(options: GatewayOptions) -> (FakeServer, FakeServer, Running, Arc<BookedIds>) {
+async fn backends() -> (FakeServer, FakeServer, Arc<BackendRouter>, Arc<BookedIds>) {
     let fake = FakeServer::start().await;
     fake.set_default(Fake::openai_text("hi"));
     let claude = FakeServer::start().await;
@@ -56,8 +57,41 @@ async fn gateway(options: GatewayOptions) -> (FakeServer, FakeServer, Running, A
         router(vec![openai(openai_settings("oa", &fake)), anthropic(anthropic_settings("claude", &claude))]);
     let sink = Arc::new(BookedIds::default());
     r.set_usage_sink(sink.clone()).unwrap();
+    (fake, claude, r, sink)
+}
+
+/// [`backends`] behind the gateway's own server.
+async fn gateway(options: GatewayOptions) -> (FakeServer, FakeServer, Running, Arc<BookedIds>) {
+    let (fake, claude, r, sink) = backends().await;
     let gw = start_with(r, options).await;
     (fake, claude, gw, sink)
+}
+
+/// [`backends`] behind [`Gateway::app`] served by a plain `axum::serve`, as a program that
+/// embeds the gateway's router in its own server does: none of the gateway's server is in
+/// front of it. Served until the returned task is aborted.
+async fn embedded(
+    options: GatewayOptions,
+) -> (FakeServer, FakeServer, String, Arc<BookedIds>, tokio::task::JoinHandle<()>) {
+    capture_logs();
+    let (fake, claude, r, sink) = backends().await;
+    let app = Gateway::new(r, options).unwrap().app();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let _ = axum::serve(listener, service).await;
+    });
+    (fake, claude, url, sink, task)
+}
+
+/// The first log line that says `what` and names `id`.
+fn log_line(what: &str, id: &str) -> String {
+    let logs = logs();
+    logs.lines()
+        .find(|l| l.contains(what) && l.contains(id))
+        .unwrap_or_else(|| panic!("no {what:?} log line names {id}"))
+        .to_owned()
 }
 
 fn chat() -> serde_json::Value {
@@ -244,10 +278,73 @@ async fn the_request_log_span_names_the_id() {
     let id = "log-span-5d1c9e";
     let r = post_with(&gw.url, "/v1/chat/completions", chat(), &[("x-request-id", id)]).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let logs = logs();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("finished processing request") && l.contains(id))
-        .unwrap_or_else(|| panic!("no request log line names {id}"));
+    let line = log_line("finished processing request", id);
     assert!(line.contains("request_id"), "{line}");
+}
+
+/// The operations endpoints are served by the axum app, whose request log is tower-http's:
+/// its lines name the id the answer carries too, so an operator can match a `/metrics` or
+/// `/v1/backends` log line to the answer a client reports.
+#[tokio::test]
+async fn the_request_log_of_an_operations_endpoint_names_the_id() {
+    let (_f, _c, gw, _sink) = gateway(GatewayOptions::default()).await;
+    let id = "ops-log-2b7e41";
+    let r = get(&gw.url, "/metrics", &[("x-request-id", id)]).await;
+    assert_eq!((r.status, id_of(&r).as_str()), (200, id), "{}", r.text);
+    let line = log_line("finished processing request", id);
+    assert!(line.contains("request_id") && line.contains("/metrics"), "{line}");
+
+    // A new id, made by the gateway, is the one logged.
+    let r = get(&gw.url, "/v1/models", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let made = id_of(&r);
+    assert!(is_ours(&made), "{made}");
+    log_line("finished processing request", &made);
+}
+
+/// An embedded [`Gateway::app`] stamps, books and logs the request id by itself: refusals,
+/// the operations endpoints, an unknown path, a wrong method and the inference endpoints,
+/// with `request-id` too on `/v1/messages`.
+#[tokio::test]
+async fn an_embedded_app_carries_books_and_logs_the_id() {
+    let options =
+        GatewayOptions { api_keys: vec![KeyEntry::from_plain("team", GW_KEY)], ..GatewayOptions::default() };
+    let (_f, _c, url, sink, task) = embedded(options).await;
+    let auth = ("authorization", "Bearer gw-key-request-ids-0001");
+
+    let r = get(&url, "/health", &[("x-request-id", "emb-health")]).await;
+    assert_eq!((r.status, id_of(&r).as_str()), (200, "emb-health"), "{}", r.text);
+    let r = get(&url, "/v1/models", &[auth, ("x-request-id", "emb-models")]).await;
+    assert_eq!((r.status, id_of(&r).as_str()), (200, "emb-models"), "{}", r.text);
+    let r = get(&url, "/metrics", &[auth]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(is_ours(&id_of(&r)));
+
+    // Refusals: no key, an unknown path, a wrong method (in the path's JSON envelope).
+    let r = get(&url, "/v1/models", &[("x-request-id", "emb-401")]).await;
+    assert_eq!((r.status, id_of(&r).as_str()), (401, "emb-401"), "{}", r.text);
+    let r = post_with(&url, "/v1/messages", json!({}), &[("x-request-id", "emb-401m")]).await;
+    assert_eq!((r.status, r.header("request-id")), (401, Some("emb-401m")), "{}", r.text);
+    let r = get(&url, "/nowhere", &[auth, ("x-request-id", "emb-404")]).await;
+    assert_eq!((r.status, id_of(&r).as_str()), (404, "emb-404"), "{}", r.text);
+    let r = get(&url, "/v1/messages", &[auth]).await;
+    assert_eq!(r.status, 405, "{}", r.text);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error", "{}", r.text);
+    assert_eq!(r.header("request-id"), Some(id_of(&r).as_str()));
+
+    // Inference: the id answered is the id booked, the client's or a new one.
+    let body = json!({"model": "claude", "max_tokens": 16, "messages": user("x")});
+    let r = post_with(&url, "/v1/messages", body, &[auth, ("x-request-id", "emb-msg")]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!((r.header("x-request-id"), r.header("request-id")), (Some("emb-msg"), Some("emb-msg")));
+    let r = post_with(&url, "/v1/chat/completions", chat(), &[auth]).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let made = id_of(&r);
+    assert!(is_ours(&made) && r.header("request-id").is_none(), "{made}");
+    assert_eq!(sink.wait_for(2).await, [Some("emb-msg".to_owned()), Some(made.clone())]);
+
+    // Its request log names the id too.
+    log_line("finished processing request", "emb-health");
+    log_line("finished processing request", &made);
+    task.abort();
 }

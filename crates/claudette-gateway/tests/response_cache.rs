@@ -7,27 +7,12 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use claudette_core::{CacheKey, ChatResponse, ResponseCache};
 use claudette_gateway::{GatewayOptions, KeyEntry};
 use claudette_testkit::{FakeServer, Reply as Fake};
 use common::*;
 use serde_json::json;
-
-/// A cache that behaves as `MemoryCache` does, minus eviction.
-#[derive(Debug, Default)]
-struct MapCache(Mutex<HashMap<CacheKey, ChatResponse>>);
-
-impl ResponseCache for MapCache {
-    fn get(&self, key: &CacheKey) -> Option<ChatResponse> {
-        self.0.lock().unwrap().get(key).cloned()
-    }
-    fn put(&self, key: CacheKey, response: &ChatResponse) {
-        self.0.lock().unwrap().insert(key, response.clone());
-    }
-}
 
 const KEY_A: &str = "gw-key-response-cache-team-a";
 const KEY_B: &str = "gw-key-response-cache-team-b";

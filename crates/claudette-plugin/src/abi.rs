@@ -49,8 +49,11 @@ pub const ABI_VERSION: u32 = 2;
 /// [`FfiAdapter::parse_count_tokens`]). A schema-5 plugin has neither method, so its provider
 /// would answer every count with the gateway's estimate where the same provider linked in
 /// answers the exact one: it is refused, to be rebuilt, rather than loaded quietly worse (by
-/// abi_stable's layout check already, see `FfiAdapter`; this number is the second line).
-pub const SCHEMA_VERSION: u32 = 6;
+/// abi_stable's layout check already, see `FfiAdapter`; this number is the second line); 7,
+/// `ToolSpec::strict`. A schema-6 plugin would read the flag's byte as the start of the next
+/// tool or field, so it is refused rather than left to fail a request's decoding (or offer a
+/// strict tool without the flag).
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// The field type of [`ClaudettePlugin::abi_version`]. It is `u64` only under the test feature
 /// that simulates a plugin built against a release of this crate with another layout.

@@ -441,7 +441,7 @@ wire_enum!(Thinking, "thinking", {
     Adaptive = 3,
 });
 
-wire_struct!(ToolSpec { name, description, parameters, cache });
+wire_struct!(ToolSpec { name, description, parameters, cache, strict });
 
 impl Wire for ToolChoice {
     #[inline]
@@ -660,6 +660,7 @@ mod tests {
                 description: "looks things up".into(),
                 parameters: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
                 cache: Some(CacheTtl::OneHour),
+                strict: true,
             }],
             tool_choice: ToolChoice::Tool("lookup".into()),
             parallel_tool_calls: Some(false),
@@ -727,6 +728,7 @@ mod tests {
         assert_eq!(decoded.thinking, Some(Thinking::Budget { budget_tokens: 2048 }));
         assert_eq!(decoded.output_effort, Some(ReasoningEffort::XHigh));
         assert_eq!(decoded.tools[0].cache, Some(CacheTtl::OneHour));
+        assert!(decoded.tools[0].strict);
         assert_eq!(decoded.messages[0].cache.len(), 2);
         assert_eq!(decoded.messages[2].thinking.len(), 2);
         assert_eq!(decoded.messages[2].cache[0].at, CacheAt::ToolCall(0));

@@ -204,6 +204,7 @@ fn requests() -> Vec<ChatRequest> {
         description: "Weather of a city".into(),
         parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
         cache: None,
+        strict: false,
     };
     let mut with_tools = ChatRequest::new(vec![
         Message::system("You are terse."),
@@ -219,8 +220,13 @@ fn requests() -> Vec<ChatRequest> {
         Message { name: Some("get_weather".into()), ..Message::tool_result("call_1", "{\"temp\": 21}") },
         Message { name: Some("get_weather".into()), ..Message::tool_error("call_2", "city unknown") },
     ]);
-    with_tools.tools = vec![tool];
+    with_tools.tools = vec![tool.clone()];
     with_tools.parallel_tool_calls = Some(true);
+    // Strict on one tool and not the other: the flag crosses per tool, and the providers that
+    // take it write it on that tool alone.
+    let mut strict_tools = with_tools.clone();
+    strict_tools.tools =
+        vec![ToolSpec { strict: true, ..tool.clone() }, ToolSpec { name: "get_time".into(), ..tool }];
     let mut sampled = ChatRequest::prompt("Say hi").with_max_tokens(32).with_temperature(0.7);
     sampled.top_p = Some(0.9);
     sampled.stop = vec!["\n\n".into()];
@@ -237,6 +243,7 @@ fn requests() -> Vec<ChatRequest> {
             Message::user("c"),
         ]),
         with_tools,
+        strict_tools,
         sampled,
         ChatRequest::prompt("override").with_model("some-other-model"),
         metadata,

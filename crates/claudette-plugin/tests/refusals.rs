@@ -87,19 +87,18 @@ fn f33_another_schema_version_is_refused() {
 
 #[test]
 fn f33_a_plugin_of_the_previous_schema_is_refused_by_the_schema_check() {
-    // Schema 6 added the token count: a schema-5 plugin would answer every count with the
-    // gateway's estimate. A real schema-5 build has the shorter adapter vtable and is refused
-    // before this check, by abi_stable's layout check (see the next test); one that passes it
-    // and still claims schema 5 meets this error. (The numbers are spelled out to pin this
-    // bump; the next bump updates them.)
+    // Schema 7 added `ToolSpec::strict`: a schema-6 plugin would read the flag's byte as the
+    // next field of every request with tools. Nothing in the adapter's layout changed, so only
+    // this check stands between such a build and the host. (The numbers are spelled out to
+    // pin this bump; the next bump updates them.)
     let dir = plugin_dir();
     let file = install(&fixture("schema-previous"), dir.path(), "libprevious.so");
     let e = load_file(&file, &LoadOptions::default()).unwrap_err();
     match &e {
-        PluginError::SchemaVersion { found, expected, .. } => assert_eq!((*found, *expected), (5, 6)),
+        PluginError::SchemaVersion { found, expected, .. } => assert_eq!((*found, *expected), (6, 7)),
         other => panic!("expected a schema version error, got {other}"),
     }
-    assert!(e.to_string().contains("schema version 5, this host uses version 6"), "{e}");
+    assert!(e.to_string().contains("schema version 6, this host uses version 7"), "{e}");
     named(&e, &file);
 }
 

@@ -591,6 +591,7 @@ async fn a_forced_tool_call_skips_a_backend_that_cannot_force_one() {
             description: String::new(),
             parameters: serde_json::json!({"type": "object"}),
             cache: None,
+            strict: false,
         }],
         tool_choice: claudette::ToolChoice::Required,
         ..req()

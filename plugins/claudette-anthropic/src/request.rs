@@ -81,6 +81,11 @@ fn tool_spec(tool: &ToolSpec) -> Value {
     if let Some(ttl) = tool.cache {
         t["cache_control"] = cache_control(ttl);
     }
+    // Generally available, no beta header (as `output_config.format`); only when set, so
+    // compatible servers that predate strict tool use get the tool as before.
+    if tool.strict {
+        t["strict"] = Value::Bool(true);
+    }
     t
 }
 
@@ -477,8 +482,7 @@ mod tests {
 
     #[test]
     fn knobs_and_failed_results_reach_the_body() {
-        let tool =
-            ToolSpec { name: "f".into(), description: String::new(), parameters: json!({}), cache: None };
+        let tool = ToolSpec { name: "f".into(), parameters: json!({}), ..ToolSpec::default() };
         let base = ChatRequest {
             messages: vec![
                 Message::user("q"),

@@ -30,6 +30,7 @@ fn full_request() -> ChatRequest {
         description: "reads a file".into(),
         parameters: json!({"type": "object", "properties": {"path": {"type": "string"}}}),
         cache: Some(CacheTtl::FiveMinutes),
+        strict: false,
     };
     ChatRequest {
         messages: vec![

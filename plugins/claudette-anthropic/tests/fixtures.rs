@@ -98,8 +98,9 @@ fn conversation() -> ChatRequest {
             description: "Current weather for a city".into(),
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
             cache: None,
+            strict: false,
         },
-        ToolSpec { name: "now".into(), description: String::new(), parameters: Value::Null, cache: None },
+        ToolSpec { name: "now".into(), parameters: Value::Null, ..ToolSpec::default() },
     ];
     r.metadata.insert("tenant".into(), json!("never sent upstream"));
     r

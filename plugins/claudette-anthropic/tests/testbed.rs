@@ -111,6 +111,7 @@ async fn tool_history_is_accepted() {
         description: "Weather".into(),
         parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
         cache: None,
+        strict: false,
     }];
     let r = b.send(&req).await.unwrap();
     assert_eq!(r.finish_reason, Some(FinishReason::Length));

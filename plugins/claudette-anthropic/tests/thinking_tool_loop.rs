@@ -47,6 +47,7 @@ fn request(messages: Vec<Message>, thinking: Thinking) -> ChatRequest {
             description: "Current weather for a city".into(),
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
             cache: None,
+            strict: false,
         }],
         max_tokens: Some(4096),
         thinking: Some(thinking),

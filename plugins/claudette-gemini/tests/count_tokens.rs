@@ -42,6 +42,7 @@ fn full_request() -> ChatRequest {
             description: "current weather".into(),
             parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
             cache: None,
+            strict: false,
         }],
         tool_choice: ToolChoice::Required,
         // Held on the answer, not the prompt: counted and sent alike.

@@ -75,12 +75,14 @@ fn golden_request_with_system_tools_and_parallel_results() {
                                             "properties": {"units": {"type": "string", "enum": ["c", "f"]}}}},
                     "required": ["city"], "additionalProperties": false}),
                 cache: None,
+                strict: false,
             },
             ToolSpec {
                 name: "get_time".into(),
                 description: String::new(),
                 parameters: json!({"type": "object", "properties": {}}),
                 cache: None,
+                strict: false,
             },
         ],
         ..ChatRequest::new(vec![
@@ -831,6 +833,7 @@ fn tool_choice_is_gemini_function_calling_config() {
         description: String::new(),
         parameters: json!({"type": "object"}),
         cache: None,
+        strict: false,
     };
     let body = |tool_choice: ToolChoice| -> Value {
         let request = ChatRequest { tools: vec![tool.clone()], tool_choice, ..ChatRequest::prompt("add") };

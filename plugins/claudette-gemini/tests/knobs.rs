@@ -24,6 +24,7 @@ fn lookup() -> ToolSpec {
         description: String::new(),
         parameters: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
         cache: None,
+        strict: false,
     }
 }
 

@@ -137,6 +137,7 @@ async fn model_without_tool_support_fails_over() {
         description: "Current weather".into(),
         parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
         cache: None,
+        strict: false,
     }];
 
     let router = BackendRouter::new(RouterOptions::default());

@@ -21,6 +21,7 @@ fn lookup() -> ToolSpec {
         description: String::new(),
         parameters: json!({"type": "object"}),
         cache: None,
+        strict: false,
     }
 }
 

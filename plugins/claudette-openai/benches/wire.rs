@@ -42,6 +42,7 @@ fn request() -> ChatRequest {
         description: "Current weather for a city".into(),
         parameters: json!({"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}),
         cache: None,
+        strict: false,
     }];
     req
 }

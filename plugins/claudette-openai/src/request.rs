@@ -418,6 +418,7 @@ impl Serialize for Tools<'_> {
                 name: &tool.name,
                 description: &tool.description,
                 parameters: &tool.parameters,
+                strict: tool.strict,
             },
         }))
     }
@@ -436,6 +437,11 @@ struct WireFunction<'a> {
     #[serde(skip_serializing_if = "str::is_empty")]
     description: &'a str,
     parameters: &'a Value,
+    /// Written only when set, so a body without it is byte for byte what it was. Every
+    /// OpenAI-compatible server we send to takes the field (SGLang reads it, vLLM and
+    /// llama.cpp ignore fields they do not know), unlike `top_k` on api.openai.com.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    strict: bool,
 }
 
 /// An `f32` as the JSON number a person would write: `0.7`, not `0.699999988079071` (what a
@@ -523,6 +529,7 @@ mod tests {
             description: String::new(),
             parameters: serde_json::json!({}),
             cache: None,
+            strict: false,
         };
         let mut request = ChatRequest::new(vec![
             Message::user("q"),

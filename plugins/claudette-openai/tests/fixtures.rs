@@ -98,6 +98,7 @@ fn weather_tool() -> ToolSpec {
         description: "Current weather for a city".into(),
         parameters: json!({"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}),
         cache: None,
+        strict: false,
     }
 }
 

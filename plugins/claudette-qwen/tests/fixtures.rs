@@ -100,6 +100,7 @@ fn conversation() -> ChatRequest {
         description: "Read a file of the repository".into(),
         parameters: json!({"type":"object","properties":{"path":{"type":"string"}},"required":["path"]}),
         cache: None,
+        strict: false,
     }];
     req.tags = vec!["code".into()];
     req.metadata.insert("async_contribution".into(), json!(true));

@@ -309,3 +309,17 @@ pub fn event_data(frames: &[(Option<String>, String)], name: &str) -> Vec<serde_
         .map(|(_, d)| serde_json::from_str(d).unwrap())
         .collect()
 }
+
+/// A response cache that keeps every answer (`MemoryCache` minus eviction and expiry), for
+/// tests of what the gateway stores and serves.
+#[derive(Debug, Default)]
+pub struct MapCache(Mutex<std::collections::HashMap<claudette_core::CacheKey, claudette_core::ChatResponse>>);
+
+impl claudette_core::ResponseCache for MapCache {
+    fn get(&self, key: &claudette_core::CacheKey) -> Option<claudette_core::ChatResponse> {
+        self.0.lock().unwrap().get(key).cloned()
+    }
+    fn put(&self, key: claudette_core::CacheKey, response: &claudette_core::ChatResponse) {
+        self.0.lock().unwrap().insert(key, response.clone());
+    }
+}
