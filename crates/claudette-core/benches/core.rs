@@ -144,6 +144,7 @@ mod router {
                 quality: 0.5,
                 supports_streaming: true,
                 supports_tools: true,
+                supports_images: false,
                 context_window: None,
                 region: None,
                 tags: Vec::new(),

@@ -151,6 +151,8 @@ pub enum SkipReason {
     MissingTags,
     NoStreaming,
     NoTools,
+    /// The request has images and the backend takes none.
+    NoImages,
     /// Already failed in this request.
     AlreadyFailed,
 }

@@ -57,7 +57,8 @@ pub use router::{
 };
 pub use settings::{ApiKey, BackendInfo, BackendSettings, BackendType, Pricing, Timeouts};
 pub use types::{
-    CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, FinishReason, MAX_CACHE_BREAKPOINTS,
-    Message, ReasoningEffort, ResponseFormat, Role, StreamEnd, StreamEvent, Thinking, ThinkingBlock,
-    ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage, UsageSource,
+    CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, FinishReason, IMAGE_MEDIA_TYPES,
+    IMAGE_TOKEN_ESTIMATE, Image, ImageSource, MAX_CACHE_BREAKPOINTS, Message, ReasoningEffort,
+    ResponseFormat, Role, Segment, StreamEnd, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall,
+    ToolCallDelta, ToolChoice, ToolSpec, Usage, UsageSource,
 };

@@ -347,6 +347,11 @@ pub struct BackendInfo {
     pub quality: f64,
     pub supports_streaming: bool,
     pub supports_tools: bool,
+    /// Whether the backend takes images in user messages ([`Message::images`](crate::Message::images)).
+    /// A backend without it is skipped for a request with images rather than sent one it would
+    /// answer without seeing them. Defaults to `false`: a provider says it can.
+    #[serde(default)]
+    pub supports_images: bool,
     /// Largest prompt+output the model takes, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_window: Option<u32>,

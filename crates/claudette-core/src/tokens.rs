@@ -37,7 +37,12 @@ pub fn estimate_request_tokens(request: &crate::types::ChatRequest) -> u32 {
     request
         .messages
         .iter()
-        .map(|m| estimate_tokens(&m.content).saturating_add(4))
+        .map(|m| {
+            let images = u32::try_from(m.images.len()).unwrap_or(u32::MAX);
+            estimate_tokens(&m.content)
+                .saturating_add(4)
+                .saturating_add(images.saturating_mul(crate::types::IMAGE_TOKEN_ESTIMATE))
+        })
         .fold(0u32, u32::saturating_add)
 }
 

@@ -22,6 +22,19 @@ pub enum Role {
     Tool,
 }
 
+impl Role {
+    /// The role's name on the wire of every provider that names roles this way (OpenAI,
+    /// Anthropic's turns, Ollama).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        }
+    }
+}
+
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
@@ -56,6 +69,58 @@ pub struct Message {
     /// of a system prompt, not after the dynamic part), or the cached prefix never matches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cache: Vec<CacheBreakpoint>,
+    /// For `Role::User`: images shown to the model (vision input), in the order the client
+    /// placed them. Kept beside `content` rather than as content parts, like [`Self::cache`]:
+    /// each image remembers where it stood among the client's text blocks
+    /// ([`Image::at`]), so text-only requests, the common case, keep one `String` and every
+    /// adapter can still put text and images back in the client's order
+    /// ([`Message::segments`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Image>,
+}
+
+/// An image in a user message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Image {
+    /// Where the image stood: after this many bytes of [`Message::content`] (a char boundary,
+    /// at most its length). Images at the same offset keep their order in
+    /// [`Message::images`].
+    pub at: u32,
+    pub source: ImageSource,
+}
+
+/// Where an image's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ImageSource {
+    /// The bytes themselves, base64 as the client sent them: images run to megabytes, and
+    /// every provider that takes inline images takes base64, so they are never decoded.
+    Base64 {
+        /// `image/jpeg`, `image/png`, `image/gif` or `image/webp` ([`IMAGE_MEDIA_TYPES`]).
+        media_type: String,
+        data: String,
+    },
+    /// An `http(s)` URL the provider fetches itself. Providers that cannot fetch refuse it
+    /// ([`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)), so the router tries one that
+    /// can: the gateway never fetches a client's URL (no requests to addresses a client
+    /// chooses).
+    Url { url: String },
+}
+
+/// The image types every provider with vision accepts inline (Anthropic's list; OpenAI and
+/// Gemini take these and more).
+pub const IMAGE_MEDIA_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/gif", "image/webp"];
+
+/// Input tokens an image is counted as in local estimates: about what Anthropic charges for
+/// the largest image it does not downscale (1.15 megapixels, ~1,600 tokens) and above
+/// OpenAI's high-detail 1024×1024 (765). An estimate that errs high keeps budget checks safe.
+pub const IMAGE_TOKEN_ESTIMATE: u32 = 1_600;
+
+/// A piece of a message in the client's order: see [`Message::segments`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment<'a> {
+    Text(&'a str),
+    Image(&'a Image),
 }
 
 impl Message {
@@ -69,6 +134,7 @@ impl Message {
             is_error: false,
             thinking: Vec::new(),
             cache: Vec::new(),
+            images: Vec::new(),
         }
     }
     pub fn system(content: impl Into<String>) -> Self {
@@ -88,6 +154,39 @@ impl Message {
     /// A failed tool call's result: `content` says what went wrong.
     pub fn tool_error(tool_call_id: impl Into<String>, content: impl Into<String>) -> Self {
         Self { is_error: true, ..Self::tool_result(tool_call_id, content) }
+    }
+
+    /// The message's text and images in the client's order: text runs (never empty) split at
+    /// each image's [`Image::at`]. Text-only messages give their content as one run (none
+    /// when it is empty). An offset past the end, or inside a character, places the image
+    /// at the next boundary rather than panicking.
+    pub fn segments(&self) -> impl Iterator<Item = Segment<'_>> {
+        let text = self.content.as_str();
+        let mut images = self.images.iter().peekable();
+        let mut pos = 0usize;
+        let mut pending: Option<&Image> = None;
+        std::iter::from_fn(move || {
+            loop {
+                if let Some(image) = pending.take() {
+                    return Some(Segment::Image(image));
+                }
+                let next_at = images.peek().map(|i| boundary(text, i.at as usize));
+                match next_at {
+                    Some(at) if at <= pos => pending = images.next(),
+                    Some(at) => {
+                        let run = &text[pos..at];
+                        pos = at;
+                        return Some(Segment::Text(run));
+                    }
+                    None if pos < text.len() => {
+                        let run = &text[pos..];
+                        pos = text.len();
+                        return Some(Segment::Text(run));
+                    }
+                    None => return None,
+                }
+            }
+        })
     }
 
     /// A tool result's text for a provider whose tool messages have no error flag (OpenAI
@@ -148,6 +247,11 @@ impl CacheTtl {
             Self::OneHour => "1h",
         }
     }
+}
+
+/// `at` moved forward to a char boundary of `text`, at most its length.
+fn boundary(text: &str, at: usize) -> usize {
+    (at.min(text.len())..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len())
 }
 
 /// Where in a message a cached prefix ends.
@@ -511,6 +615,20 @@ impl ChatRequest {
         Self::new(vec![Message::user(prompt)])
     }
 
+    /// Refuses images anywhere but a user message ([`Message::images`] is for user turns): an
+    /// adapter that dropped them would have the model answer about images it never saw.
+    /// Every adapter asks here, so each provider refuses the same requests with the same
+    /// words; it is the caller's error, so the router does not try another backend.
+    pub fn checked_images(&self) -> Result<(), BackendError> {
+        match self.messages.iter().enumerate().find(|(_, m)| m.role != Role::User && !m.images.is_empty()) {
+            None => Ok(()),
+            Some((index, m)) => Err(BackendError::invalid(format!(
+                "message {index}: images can only be sent in a user message, not in a `{}` one",
+                m.role.as_str()
+            ))),
+        }
+    }
+
     /// The tool choice, once it is known to be satisfiable: a forced call needs tools, and a
     /// named one must be among them. Every adapter asks here, so each provider refuses the same
     /// requests with the same words (the caller's error: another backend would refuse it too).
@@ -569,7 +687,12 @@ impl ChatRequest {
                 m.content.len() + 4 + calls + thinking
             })
             .sum();
-        tools + turns
+        tools + turns + self.image_count() * IMAGE_TOKEN_ESTIMATE as usize * 4
+    }
+
+    /// How many images the request's messages carry.
+    pub fn image_count(&self) -> usize {
+        self.messages.iter().map(|m| m.images.len()).sum()
     }
 
     /// How many prompt-cache breakpoints the request carries, across tools and messages.
@@ -964,6 +1087,40 @@ pub mod duration_ms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segments_put_text_and_images_back_in_the_clients_order() {
+        let image = |at: u32, url: &str| Image { at, source: ImageSource::Url { url: url.into() } };
+        let text_of = |m: &Message| {
+            m.segments()
+                .map(|s| match s {
+                    Segment::Text(t) => format!("[{t}]"),
+                    Segment::Image(Image { source: ImageSource::Url { url }, .. }) => format!("<{url}>"),
+                    Segment::Image(_) => "<b64>".into(),
+                })
+                .collect::<String>()
+        };
+        let m = |content: &str, images: Vec<Image>| Message { images, ..Message::user(content) };
+        assert_eq!(text_of(&m("hello", vec![])), "[hello]");
+        assert_eq!(text_of(&m("", vec![])), "");
+        assert_eq!(text_of(&m("", vec![image(0, "a")])), "<a>");
+        assert_eq!(
+            text_of(&m("ab", vec![image(0, "x"), image(1, "y"), image(1, "z"), image(2, "w")])),
+            "<x>[a]<y><z>[b]<w>"
+        );
+        // Past the end, or inside a character: the next boundary, never a panic.
+        assert_eq!(text_of(&m("é!", vec![image(1, "in"), image(99, "end")])), "[é]<in>[!]<end>");
+        // Images count in estimates.
+        let r = ChatRequest {
+            messages: vec![m("hi", vec![image(0, "a"), image(2, "b")])],
+            ..ChatRequest::default()
+        };
+        assert_eq!(r.image_count(), 2);
+        assert!(r.estimated_input_tokens() >= 2 * IMAGE_TOKEN_ESTIMATE);
+        assert!(crate::tokens::estimate_request_tokens(&r) >= 2 * IMAGE_TOKEN_ESTIMATE);
+        // Text-only messages serialise as before.
+        assert!(!serde_json::to_string(&Message::user("x")).unwrap().contains("images"));
+    }
 
     #[test]
     fn prompt_shorthand_is_one_user_message() {

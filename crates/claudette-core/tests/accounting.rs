@@ -46,6 +46,7 @@ fn info(name: &str, pricing: Pricing) -> BackendInfo {
         quality: 0.5,
         supports_streaming: true,
         supports_tools: false,
+        supports_images: false,
         context_window: None,
         region: None,
         tags: Vec::new(),
@@ -308,4 +309,31 @@ async fn a_request_with_nobody_left_to_try_spends_no_retry_budget() {
     let ok = r.route_request(&ChatRequest::prompt("x").with_backend("flaky")).await;
     let ok = ok.unwrap_or_else(|e| panic!("the retry was denied: {e} ({:?})", e.decision));
     assert_eq!(ok.decision.unwrap().attempts.len(), 2);
+}
+
+/// A request with an image goes only to a backend that takes images: one without
+/// `supports_images` would answer without seeing it.
+#[tokio::test]
+async fn an_image_goes_only_to_a_backend_that_takes_images() {
+    use claudette_core::{Image, ImageSource, Message, SkipReason};
+    let clock = FakeClock::new();
+    let text_only = scripted("text", Pricing::new(0.1, 0.1), vec![], ok_step);
+    let mut vision = Scripted {
+        info: info("vision", Pricing::new(5.0, 5.0)),
+        steps: Mutex::new(VecDeque::new()),
+        fallback: ok_step,
+    };
+    vision.info.supports_images = true;
+    let r = router(&clock, RouterOptions::default(), vec![text_only, Arc::new(vision)]);
+    let image = Image { at: 0, source: ImageSource::Url { url: "https://example.com/a.png".into() } };
+    let with_image = ChatRequest {
+        messages: vec![Message { images: vec![image], ..Message::user("what is it?") }],
+        ..ChatRequest::default()
+    };
+    let sel = r.select(&with_image, &[]).unwrap();
+    assert_eq!(sel.backend.name(), "vision");
+    let skipped = sel.decision.skipped.iter().find(|s| s.backend == "text").unwrap();
+    assert_eq!(skipped.reason, SkipReason::NoImages, "{skipped:?}");
+    // Without the image, the cheap one wins.
+    assert_eq!(r.select(&ChatRequest::prompt("hi"), &[]).unwrap().backend.name(), "text");
 }

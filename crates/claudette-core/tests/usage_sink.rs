@@ -98,6 +98,7 @@ fn backend() -> Arc<dyn Backend> {
         quality: 0.5,
         supports_streaming: true,
         supports_tools: false,
+        supports_images: false,
         context_window: None,
         region: None,
         tags: Vec::new(),

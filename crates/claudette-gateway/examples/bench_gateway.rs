@@ -294,6 +294,7 @@ impl Stub {
                 quality: 0.5,
                 supports_streaming: true,
                 supports_tools: true,
+                supports_images: false,
                 context_window: None,
                 region: None,
                 tags: Vec::new(),

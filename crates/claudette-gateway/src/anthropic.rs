@@ -1,12 +1,21 @@
 //! `POST /v1/messages`: Anthropic Messages in and out; and `POST /v1/messages/count_tokens`,
 //! which counts a Messages body's input tokens.
+//!
+//! Content blocks taken: `text`, `tool_use`, `tool_result`, `thinking` and `redacted_thinking`
+//! where Anthropic takes them, and `image` blocks in a user message's content, with a
+//! `base64` source (JPEG, PNG, GIF or WebP) or a `url` source (`http(s)`; the provider
+//! fetches it, the gateway never does); a request with images goes only to backends that take
+//! them. Refused with a 400 naming the block: images elsewhere (`system`, inside a
+//! `tool_result`, assistant turns: the neutral request has images on user turns only), `file`
+//! image sources (Anthropic's Files API, which the gateway cannot read), `cache_control` on an
+//! image block (see `image_block`), and other block types (`document`, server tools' blocks).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use claudette_core::error::scrub_secrets;
 use claudette_core::{
-    CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, ErrorKind, FinishReason,
+    CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, ErrorKind, FinishReason, ImageSource,
     MAX_CACHE_BREAKPOINTS, Message, ReasoningEffort, ResponseFormat, Role, StreamEvent, Thinking,
     ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
 };
@@ -14,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::content::{
-    Fault, Paths, TextOr, checked_tool_choice, element_fault, fault, list_fault, parse_located,
+    Fault, ImageFault, Paths, TextOr, base64_image, checked_tool_choice, element_fault, fault, fetched_url,
+    image_at, list_fault, parse_located,
 };
 use crate::error::{ApiError, Flavor};
 use crate::respond::{self, Encoder, Endpoint, Shared};
@@ -180,6 +190,20 @@ struct Block {
     signature: Option<String>,
     #[serde(default)]
     data: Option<String>,
+    #[serde(default)]
+    source: Option<InImageSource>,
+}
+
+/// An image block's `source`, flat like [`Block`]: `base64` (`media_type`, `data`) or `url`.
+#[derive(Debug, Deserialize)]
+struct InImageSource {
+    r#type: String,
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,7 +298,68 @@ fn unsupported(kind: &str, param: String) -> ApiError {
 /// A text block without its `text`: Anthropic refuses it (`….text: Field required`); taking it
 /// as empty would send a turn the client never wrote.
 fn missing_text(param: String) -> ApiError {
-    ApiError::invalid(format!("{param}.text: Field required")).with_param(format!("{param}.text"))
+    required(format!("{param}.text"))
+}
+
+/// Anthropic's wording for a required field left out, naming it as the `param`.
+fn required(param: String) -> ApiError {
+    ApiError::invalid(format!("{param}: Field required")).with_param(param)
+}
+
+/// Anthropic's wording for a field of the wrong value, naming it as the `param`.
+fn invalid_at(param: String, why: &dyn std::fmt::Display) -> ApiError {
+    ApiError::invalid(format!("{param}: {why}")).with_param(param)
+}
+
+/// An image block anywhere but directly in a user message's content (`param` names it).
+fn misplaced_image(param: String) -> ApiError {
+    invalid_at(
+        param,
+        &"image blocks are accepted in a user message's content only, not in `system`, a \
+          `tool_result` or an assistant turn",
+    )
+}
+
+/// A user turn's `image` block (`param` names it) as the neutral image source.
+///
+/// A `cache_control` on it is refused: a breakpoint is an offset in the message's text, and
+/// the text block that ends where the image stands would take it, so the image would fall
+/// outside the prefix the client asked to cache (and a leading image would mark an empty text
+/// block, which Anthropic refuses). Marking the text block after the image caches the image
+/// too.
+fn image_block(b: Block, param: &dyn Fn() -> String) -> Result<ImageSource, ApiError> {
+    if b.cache_control.is_some() {
+        return Err(invalid_at(
+            format!("{}.cache_control", param()),
+            &"cache breakpoints on image blocks are not supported by this gateway; put \
+              `cache_control` on a text block after the image, whose cached prefix includes it",
+        ));
+    }
+    let at = |field: &str| format!("{}.source{field}", param());
+    let Some(source) = b.source else { return Err(required(at(""))) };
+    match source.r#type.as_str() {
+        "base64" => {
+            let media_type = source.media_type.ok_or_else(|| required(at(".media_type")))?;
+            let data = source.data.ok_or_else(|| required(at(".data")))?;
+            base64_image(&media_type, data).map_err(|why| match why {
+                ImageFault::MediaType(_) => invalid_at(at(".media_type"), &why),
+                _ => invalid_at(at(".data"), &why),
+            })
+        }
+        "url" => {
+            let url = source.url.ok_or_else(|| required(at(".url")))?;
+            fetched_url(url, false).map_err(|why| invalid_at(at(".url"), &why))
+        }
+        "file" => Err(invalid_at(
+            at(".type"),
+            &"`file` sources name a file uploaded to Anthropic's Files API, which this gateway \
+              cannot read; send the image as a `base64` or `url` source",
+        )),
+        other => Err(invalid_at(
+            at(".type"),
+            &format!("unknown image source type `{other}`; expected `base64` or `url`"),
+        )),
+    }
 }
 
 /// Text of a system prompt or a tool result: a string, or text blocks joined, with a cache
@@ -303,6 +388,7 @@ fn plain_text(
                         }
                     }
                     ("text", None) => return Err(missing_text(format!("{}.{j}", base()))),
+                    ("image", _) => return Err(misplaced_image(format!("{}.{j}", base()))),
                     (other, _) => return Err(unsupported(other, format!("{}.{j}", base()))),
                 }
             }
@@ -473,6 +559,7 @@ impl MessagesRequest {
             let mut tool_calls = Vec::new();
             let mut thinking = Vec::new();
             let mut cache = Vec::new();
+            let mut images = Vec::new();
             let mut had_results = false;
             for (j, b) in blocks.into_iter().enumerate() {
                 let param = || format!("messages.{i}.content.{j}");
@@ -486,6 +573,8 @@ impl MessagesRequest {
                         }
                         None => return Err(missing_text(param())),
                     },
+                    ("image", Role::User) => images.push(image_at(&text, image_block(b, &param)?)),
+                    ("image", _) => return Err(misplaced_image(param())),
                     ("tool_use", Role::Assistant) => {
                         let (Some(id), Some(name)) = (b.id, b.name) else {
                             return Err(
@@ -538,8 +627,8 @@ impl MessagesRequest {
                     (other, _) => return Err(unsupported(other, param())),
                 }
             }
-            if role == Role::Assistant || !text.is_empty() || !had_results {
-                out.push(Message { tool_calls, thinking, cache, ..Message::new(role, text) });
+            if role == Role::Assistant || !text.is_empty() || !images.is_empty() || !had_results {
+                out.push(Message { tool_calls, thinking, cache, images, ..Message::new(role, text) });
             }
         }
         let thinking = match self.thinking {
@@ -1137,7 +1226,7 @@ impl Encoder for AnthropicEncoder {
 
 #[cfg(test)]
 mod tests {
-    use claudette_core::{BackendError, ErrorKind, StreamEnd};
+    use claudette_core::{BackendError, ErrorKind, Image, StreamEnd};
 
     use super::*;
 
@@ -1197,12 +1286,114 @@ mod tests {
         let no_max = parse(serde_json::json!({"messages": [{"role": "user", "content": "x"}]})).unwrap_err();
         assert_eq!(no_max.param.as_deref(), Some("max_tokens"));
         assert!(parse(serde_json::json!({"max_tokens": 5})).is_err());
-        let image = serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": [
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": ""}}]}]});
-        assert!(parse(image).unwrap_err().message.contains("image"));
+        let document = serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}]}]});
+        let e = parse(document).unwrap_err();
+        assert!(e.message.contains("document"), "{}", e.message);
+        assert_eq!(e.param.as_deref(), Some("messages.0.content.0"));
         let server_tool = serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
             "tools": [{"type": "web_search_20250305", "name": "web_search"}]});
         assert!(parse(server_tool).is_err());
+    }
+
+    #[test]
+    fn image_blocks_are_images_where_they_stood() {
+        let (r, _) = parse(serde_json::json!({"max_tokens": 5, "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "first"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/4AAQ"}},
+                {"type": "text", "text": "second", "cache_control": {"type": "ephemeral"}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.webp"}}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": "done"},
+                {"type": "image", "source": {"type": "url", "url": "http://example.com/only.png"}}]}]}))
+        .unwrap();
+        let first = &r.messages[0];
+        assert_eq!(first.content, "firstsecond");
+        assert_eq!(
+            first.images,
+            [
+                Image {
+                    at: 5,
+                    source: ImageSource::Base64 { media_type: "image/jpeg".into(), data: "/9j/4AAQ".into() }
+                },
+                Image { at: 11, source: ImageSource::Url { url: "https://example.com/cat.webp".into() } },
+            ]
+        );
+        assert_eq!(first.cache, [CacheBreakpoint { at: CacheAt::Text(11), ttl: CacheTtl::FiveMinutes }]);
+        // A turn of tool results and an image: the image is a user message of its own.
+        let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();
+        assert_eq!(roles, [Role::User, Role::Assistant, Role::Tool, Role::User]);
+        let last = &r.messages[3];
+        assert_eq!(
+            (last.content.as_str(), last.images[0].at, &last.images[0].source),
+            ("", 0, &ImageSource::Url { url: "http://example.com/only.png".into() })
+        );
+    }
+
+    #[test]
+    fn images_that_cannot_be_carried_are_named() {
+        let user = |block: Value| {
+            let e = parse(serde_json::json!({"max_tokens": 5, "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "see"}, block]}]}))
+            .unwrap_err();
+            assert!(e.message.starts_with(e.param.as_deref().unwrap()), "{}", e.message);
+            (e.param.unwrap(), e.message)
+        };
+        let b64 = |media_type: &str, data: &str| serde_json::json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}});
+        let at = "messages.0.content.1.source";
+        let (param, message) = user(b64("image/tiff", "AAAA"));
+        assert_eq!(param, format!("{at}.media_type"));
+        assert!(message.contains("image/tiff"), "{message}");
+        assert_eq!(user(b64("image/png", "")).0, format!("{at}.data"));
+        assert_eq!(user(b64("image/png", "not base64!")).0, format!("{at}.data"));
+        let source = |s: Value| serde_json::json!({"type": "image", "source": s});
+        assert_eq!(
+            user(source(serde_json::json!({"type": "url", "url": "file:///etc/passwd"}))).0,
+            format!("{at}.url")
+        );
+        assert_eq!(
+            user(source(serde_json::json!({"type": "url", "url": "data:image/png;base64,AAAA"}))).0,
+            format!("{at}.url")
+        );
+        assert_eq!(user(source(serde_json::json!({"type": "url"}))).0, format!("{at}.url"));
+        assert_eq!(
+            user(source(serde_json::json!({"type": "base64", "data": "AAAA"}))).0,
+            format!("{at}.media_type")
+        );
+        assert_eq!(
+            user(source(serde_json::json!({"type": "file", "file_id": "file_1"}))).0,
+            format!("{at}.type")
+        );
+        assert_eq!(user(source(serde_json::json!({"type": "text", "data": "x"}))).0, format!("{at}.type"));
+        assert_eq!(user(serde_json::json!({"type": "image"})).0, at);
+        let mut cached = b64("image/png", "AAAA");
+        cached["cache_control"] = serde_json::json!({"type": "ephemeral"});
+        assert_eq!(user(cached).0, "messages.0.content.1.cache_control");
+        // Anywhere but directly in a user turn's content.
+        let image = b64("image/png", "AAAA");
+        let elsewhere = [
+            (
+                serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": [image.clone()]}]}),
+                "messages.1.content.0",
+            ),
+            (
+                serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "t", "content": [image.clone()]}]}]}),
+                "messages.0.content.0.content.0",
+            ),
+            (
+                serde_json::json!({"max_tokens": 5, "system": [image], "messages": [{"role": "user", "content": "hi"}]}),
+                "system.0",
+            ),
+        ];
+        for (body, param) in elsewhere {
+            let e = parse(body).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(param));
+            assert!(e.message.contains("user message"), "{}", e.message);
+        }
     }
 
     #[test]

@@ -2,13 +2,14 @@
 //! list (OpenAI's message `content` and `stop`, Anthropic's `system` and message `content`),
 //! the tool-choice check, naming the field at fault in a body that does not parse, and the
 //! OpenAI forms both OpenAI protocols (Chat Completions, Responses) use: tool-call arguments
-//! as JSON text, and the reasoning effort levels.
+//! as JSON text, the reasoning effort levels, and images given as a URL (`data:` or
+//! `http(s)`); and the checks every protocol's images pass.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use claudette_core::{ChatRequest, ReasoningEffort, Thinking};
+use claudette_core::{ChatRequest, IMAGE_MEDIA_TYPES, Image, ImageSource, ReasoningEffort, Thinking};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -197,14 +198,118 @@ pub(crate) fn tool_strict(
     }
 }
 
+/// OpenAI's wording for a required field left out, naming it as the `param`.
+pub(crate) fn missing(param: String) -> ApiError {
+    ApiError::invalid(format!("Missing required parameter: '{param}'.")).with_param(param)
+}
+
 /// OpenAI's wording for a field of the wrong type or value, naming it as the `param`.
 pub(crate) fn invalid_value(path: String, why: &dyn std::fmt::Display) -> ApiError {
     ApiError::invalid(format!("Invalid value for '{path}': {why}.")).with_param(path)
 }
 
+/// Why an image a client sent cannot be carried. Each protocol words the error and names the
+/// field itself; this says what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ImageFault {
+    /// A media type not every vision provider takes ([`IMAGE_MEDIA_TYPES`]): sent on, it
+    /// would fail on some backends and not others, so fail-over would decide the answer.
+    MediaType(String),
+    /// Empty, or not standard base64.
+    Data,
+    /// A `data:` URL that does not read `data:<media type>;base64,<data>`: a percent-encoded
+    /// one would have to be decoded and re-encoded, and no client sends images so.
+    DataUrl,
+    /// Not an `http(s)` URL (nor, where `data_url` says one may be, a `data:` URL). Other
+    /// schemes (`file:`, `ftp:`, a bare path) name nothing a provider could fetch.
+    Scheme { data_url: bool },
+}
+
+impl fmt::Display for ImageFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageFault::MediaType(t) => write!(
+                f,
+                "unsupported image media type `{t}`; expected one of {}",
+                IMAGE_MEDIA_TYPES.join(", ")
+            ),
+            ImageFault::Data => f.write_str("the image data is empty or not base64"),
+            ImageFault::DataUrl => f.write_str("a data URL must read `data:<media type>;base64,<data>`"),
+            ImageFault::Scheme { data_url: true } => {
+                f.write_str("expected an `https://` (or `http://`) URL or a base64 `data:` URL")
+            }
+            ImageFault::Scheme { data_url: false } => {
+                f.write_str("expected an `https://` (or `http://`) URL")
+            }
+        }
+    }
+}
+
+/// An image at the current end of `text`: where it stood among the client's text parts.
+pub(crate) fn image_at(text: &str, source: ImageSource) -> Image {
+    Image { at: u32::try_from(text.len()).unwrap_or(u32::MAX), source }
+}
+
+/// An image given as a URL, as both OpenAI protocols give one (`image_url.url`, the Responses
+/// API's `image_url`): a base64 `data:` URL is the bytes themselves, an `http(s)` URL one the
+/// provider fetches (the gateway never does).
+pub(crate) fn image_url(url: String) -> Result<ImageSource, ImageFault> {
+    match url.get(..5) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("data:") => data_url(&url),
+        _ => fetched_url(url, true),
+    }
+}
+
+/// An image the provider fetches (Anthropic's `url` source; `data_url` says whether the
+/// protocol also takes `data:` URLs, for the error's wording).
+pub(crate) fn fetched_url(url: String, data_url: bool) -> Result<ImageSource, ImageFault> {
+    let rest = ["https://", "http://"]
+        .into_iter()
+        .find_map(|p| url.get(..p.len()).filter(|s| s.eq_ignore_ascii_case(p)).map(|_| &url[p.len()..]));
+    match rest {
+        Some(rest) if !rest.is_empty() => Ok(ImageSource::Url { url }),
+        _ => Err(ImageFault::Scheme { data_url }),
+    }
+}
+
+/// `data:<media type>;base64,<data>`.
+fn data_url(url: &str) -> Result<ImageSource, ImageFault> {
+    let (header, data) = url[5..].split_once(',').ok_or(ImageFault::DataUrl)?;
+    let (media_type, encoding) = header.rsplit_once(';').ok_or(ImageFault::DataUrl)?;
+    if !encoding.eq_ignore_ascii_case("base64") {
+        return Err(ImageFault::DataUrl);
+    }
+    // Parameters (`;charset=…`) say nothing about an image.
+    let media_type = media_type.split(';').next().unwrap_or_default();
+    base64_image(media_type, data.to_owned())
+}
+
+/// Base64 image bytes of `media_type`, checked: a supported type (case aside; `image/jpg`,
+/// which clients build from file extensions, is `image/jpeg`) and data that is base64 at all,
+/// so a bad image is the client's 400 here rather than an upstream's refusal after fail-over.
+/// The bytes are not decoded: images run to megabytes and no provider needs them decoded.
+pub(crate) fn base64_image(media_type: &str, data: String) -> Result<ImageSource, ImageFault> {
+    let lower = media_type.trim().to_ascii_lowercase();
+    let canonical = if lower == "image/jpg" { "image/jpeg" } else { lower.as_str() };
+    let Some(media_type) = IMAGE_MEDIA_TYPES.iter().find(|t| **t == canonical) else {
+        return Err(ImageFault::MediaType(media_type.to_owned()));
+    };
+    let body = data.trim_end_matches('=');
+    let padding = data.len() - body.len();
+    if body.is_empty()
+        || padding > 2
+        || !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    {
+        return Err(ImageFault::Data);
+    }
+    Ok(ImageSource::Base64 { media_type: (*media_type).to_owned(), data })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::TextOr;
+    use claudette_core::ImageSource;
+
+    use super::{ImageFault, TextOr, image_url};
 
     #[test]
     fn a_string_or_a_list_and_nothing_else() {
@@ -217,6 +322,37 @@ mod tests {
         for bad in ["1", "{}", "null", "true", r#"[1]"#] {
             let err = serde_json::from_str::<TextOr<String>>(bad).unwrap_err().to_string();
             assert!(err.contains("string"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn image_urls_are_base64_data_or_fetched() {
+        let b64 = |media_type: &str, data: &str| {
+            Ok(ImageSource::Base64 { media_type: media_type.into(), data: data.into() })
+        };
+        assert_eq!(image_url("data:image/png;base64,iVBORw0KGgo=".into()), b64("image/png", "iVBORw0KGgo="));
+        assert_eq!(image_url("DATA:Image/JPG;BASE64,/9j/4A".into()), b64("image/jpeg", "/9j/4A"));
+        assert_eq!(image_url("data:image/webp;name=x.webp;base64,UklG".into()), b64("image/webp", "UklG"));
+        for url in ["https://example.com/cat.png", "HTTP://example.com/a?b=c"] {
+            assert_eq!(image_url(url.into()), Ok(ImageSource::Url { url: url.into() }));
+        }
+        let cases = [
+            ("data:image/png,iVBORw0KGgo", ImageFault::DataUrl),
+            ("data:image/png;base64", ImageFault::DataUrl),
+            ("data:;base64,AAAA", ImageFault::MediaType(String::new())),
+            ("data:image/svg+xml;base64,PHN2Zz4=", ImageFault::MediaType("image/svg+xml".into())),
+            ("data:image/png;base64,", ImageFault::Data),
+            ("data:image/png;base64,%20AAAA", ImageFault::Data),
+            ("data:image/png;base64,AA===", ImageFault::Data),
+            ("file:///etc/passwd", ImageFault::Scheme { data_url: true }),
+            ("https://", ImageFault::Scheme { data_url: true }),
+            ("cat.png", ImageFault::Scheme { data_url: true }),
+            ("", ImageFault::Scheme { data_url: true }),
+            ("dat", ImageFault::Scheme { data_url: true }),
+            ("é€", ImageFault::Scheme { data_url: true }),
+        ];
+        for (url, fault) in cases {
+            assert_eq!(image_url(url.into()), Err(fault), "{url}");
         }
     }
 }

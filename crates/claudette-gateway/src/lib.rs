@@ -9,7 +9,7 @@
 //! | method and path | what |
 //! |---|---|
 //! | `POST /v1/chat/completions` | OpenAI Chat Completions: JSON, or SSE `chat.completion.chunk`s with `stream_options.include_usage`; tools; errors in OpenAI's `{"error":{message,type,param,code}}` |
-//! | `POST /v1/responses` | OpenAI Responses, stateless: JSON or the typed SSE events (`response.created` … `response.completed`); function tools and tool loops sent whole in `input`; stored state (`previous_response_id`, `conversation`, `background`), built-in tools and image/file/audio input refused with 400; `store` accepted but not honoured |
+//! | `POST /v1/responses` | OpenAI Responses, stateless: JSON or the typed SSE events (`response.created` … `response.completed`); function tools and tool loops sent whole in `input`; stored state (`previous_response_id`, `conversation`, `background`), built-in tools, `input_image` by `file_id` and file/audio input refused with 400; user images (data: or http(s) URL) accepted; `store` accepted but not honoured |
 //! | `POST /v1/messages` | Anthropic Messages: JSON, or the full SSE event sequence (`message_start` … `message_stop`, `ping`s); tools; errors in Anthropic's `{"type":"error","error":{type,message}}` |
 //! | `POST /v1/messages/count_tokens` | Anthropic's token count (`?beta=true` too): `{"input_tokens": N}` for a Messages body without `max_tokens`, from the backend a message would be routed to when its provider counts (Anthropic, Gemini), else the gateway's estimate; `x-claudette-token-count: exact\|estimated` says which. A failed upstream count gives the estimate, never an error; no cost, no breaker change |
 //! | `POST /api/chat` | the seeds' integration: `{"message": "…"}` → `{"response": "…"}`, errors `{"error": "…"}` |

@@ -1,19 +1,27 @@
 //! `POST /v1/chat/completions`: OpenAI Chat Completions in and out.
+//!
+//! Message content is a string or a list of `text` and `image_url` parts. Images are taken on
+//! user messages, as OpenAI takes them: a base64 `data:` URL of a JPEG, PNG, GIF or WebP
+//! image, or an `http(s)` URL the provider fetches (the gateway never does); `detail` is
+//! accepted and dropped. Anything else is refused with a 400 naming the part: images on other
+//! roles, other URL schemes, other media types, the bare-string `image_url` form, and
+//! `input_audio` and `file` parts. A request with images goes only to backends that take
+//! them.
 
 use std::borrow::Cow;
 
 use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::{
-    ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, StreamEvent, ThinkingBlock,
-    ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    ChatRequest, ChatResponse, FinishReason, Image, ImageSource, Message, ResponseFormat, Role, StreamEvent,
+    ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::content::{
-    Fault, Paths, TextOr, arguments_text, checked_tool_choice, element_fault, fault, invalid_value,
-    list_fault, openai_effort, parse_arguments, parse_located, tool_strict,
+    Fault, Paths, TextOr, arguments_text, checked_tool_choice, element_fault, fault, image_at, image_url,
+    invalid_value, list_fault, missing, openai_effort, parse_arguments, parse_located, tool_strict,
 };
 use crate::error::{ApiError, Flavor};
 use crate::ids;
@@ -132,6 +140,9 @@ struct Part {
     r#type: String,
     #[serde(default)]
     text: Option<String>,
+    /// Kept raw and read by [`image_part`], which names what is wrong in it.
+    #[serde(default)]
+    image_url: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,33 +179,65 @@ struct InFunction {
     strict: Option<Value>,
 }
 
-fn content_text(content: Option<Content>, param: impl Fn() -> String) -> Result<String, ApiError> {
+/// A message's content as the neutral text and images: text parts concatenated, each
+/// `image_url` part an image at the offset where it stood among them. Images are taken on
+/// user messages only, as OpenAI does (`user` says whether this is one).
+fn content_parts(
+    content: Option<Content>,
+    user: bool,
+    param: impl Fn() -> String,
+) -> Result<(String, Vec<Image>), ApiError> {
     match content {
-        None => Ok(String::new()),
-        Some(TextOr::Text(t)) => Ok(t),
+        None => Ok((String::new(), Vec::new())),
+        Some(TextOr::Text(t)) => Ok((t, Vec::new())),
         Some(TextOr::List(parts)) => {
             let mut text = String::new();
+            let mut images = Vec::new();
             for (j, p) in parts.into_iter().enumerate() {
                 match (p.r#type.as_str(), p.text) {
                     ("text", Some(t)) => text.push_str(&t),
                     // OpenAI refuses it too; reading it as empty would send a turn the client
                     // never wrote, and "parts of type `text` are not supported" would mislead.
-                    ("text", None) => {
-                        let param = format!("{}[{j}].text", param());
-                        return Err(ApiError::invalid(format!("Missing required parameter: '{param}'."))
-                            .with_param(param));
+                    ("text", None) => return Err(missing(format!("{}[{j}].text", param()))),
+                    ("image_url", _) if !user => {
+                        return Err(ApiError::invalid(
+                            "Image URLs are only allowed for messages with role 'user'.",
+                        )
+                        .with_param(format!("{}[{j}]", param())));
+                    }
+                    ("image_url", _) => {
+                        let source = image_part(p.image_url, &|| format!("{}[{j}].image_url", param()))?;
+                        images.push(image_at(&text, source));
                     }
                     (other, _) => {
                         return Err(ApiError::invalid(format!(
-                            "content parts of type `{other}` are not supported by this gateway; send text"
+                            "content parts of type `{other}` are not supported by this gateway; send \
+                             text or `image_url`"
                         ))
                         .with_param(format!("{}[{j}]", param())));
                     }
                 }
             }
-            Ok(text)
+            Ok((text, images))
         }
     }
+}
+
+/// An `image_url` part's `{"url", "detail"}` (`param` names it). `detail` is accepted and
+/// dropped: it tunes OpenAI's own resizing (and so its price), and no other provider has a
+/// knob it could become; the image is the same either way. The bare string form some
+/// self-hosted servers take is refused, as OpenAI refuses it, rather than guessed at.
+fn image_part(v: Option<Value>, param: &dyn Fn() -> String) -> Result<ImageSource, ApiError> {
+    let url = match v {
+        None | Some(Value::Null) => return Err(missing(param())),
+        Some(Value::Object(mut o)) => match o.remove("url") {
+            None | Some(Value::Null) => return Err(missing(format!("{}.url", param()))),
+            Some(Value::String(url)) => url,
+            Some(_) => return Err(invalid_value(format!("{}.url", param()), &"expected a string")),
+        },
+        Some(_) => return Err(invalid_value(param(), &"expected an object `{\"url\": …}`")),
+    };
+    image_url(url).map_err(|why| invalid_value(format!("{}.url", param()), &why))
 }
 
 /// An assistant turn's `thinking_blocks` as the neutral blocks.
@@ -216,10 +259,7 @@ fn thinking_blocks(
         return Err(ApiError::invalid("`thinking_blocks` are only accepted on assistant messages")
             .with_param(format!("messages[{i}].thinking_blocks")));
     }
-    let missing = |j: usize, field: &str| {
-        let param = format!("messages[{i}].thinking_blocks[{j}].{field}");
-        ApiError::invalid(format!("Missing required parameter: '{param}'.")).with_param(param)
-    };
+    let missing = |j: usize, field: &str| missing(format!("messages[{i}].thinking_blocks[{j}].{field}"));
     let mut out = Vec::with_capacity(blocks.len());
     for (j, b) in blocks.into_iter().enumerate() {
         out.push(match b.r#type.as_str() {
@@ -331,7 +371,7 @@ impl CompletionRequest {
     }
 
     /// The provider-neutral request. Fields the gateway cannot honour are refused rather than
-    /// silently dropped when dropping them would change the answer (`n > 1`, image parts);
+    /// silently dropped when dropping them would change the answer (`n > 1`, audio parts);
     /// everything else unknown is ignored.
     pub(crate) fn into_chat(self) -> Result<(ChatRequest, Option<String>), ApiError> {
         let Some(messages) = self.messages else {
@@ -405,7 +445,8 @@ impl CompletionRequest {
                         .with_param(format!("messages[{i}].role")));
                 }
             };
-            let content = content_text(m.content, || format!("messages[{i}].content"))?;
+            let (content, images) =
+                content_parts(m.content, role == Role::User, || format!("messages[{i}].content"))?;
             let mut tool_calls = Vec::new();
             for (j, c) in m.tool_calls.unwrap_or_default().into_iter().enumerate() {
                 if c.r#type.as_deref().is_some_and(|t| t != "function") {
@@ -427,6 +468,7 @@ impl CompletionRequest {
                 tool_call_id: m.tool_call_id,
                 name: m.name,
                 thinking,
+                images,
                 ..Message::new(role, content)
             });
         }
@@ -1213,12 +1255,76 @@ mod tests {
         assert_eq!(parse(serde_json::json!({"model": "x"})).unwrap_err().param.as_deref(), Some("messages"));
         assert!(parse(serde_json::json!({"messages": []})).is_err());
         assert!(parse(serde_json::json!({"messages": [{"role": "user", "content": "x"}], "n": 2})).is_err());
-        let image = serde_json::json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]});
-        assert_eq!(parse(image).unwrap_err().param.as_deref(), Some("messages[0].content[0]"));
+        let audio = serde_json::json!({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}]}]});
+        assert_eq!(parse(audio).unwrap_err().param.as_deref(), Some("messages[0].content[0]"));
         assert!(parse(serde_json::json!({"messages": [{"role": "wizard", "content": "x"}]})).is_err());
         let bad_args = serde_json::json!({"messages": [{"role": "assistant", "tool_calls": [
             {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]});
         assert!(parse(bad_args).is_err());
+    }
+
+    #[test]
+    fn image_parts_are_images_where_they_stood() {
+        let (r, _) = parse(serde_json::json!({"messages": [
+            {"role": "system", "content": "sys"},
+            {"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                {"type": "text", "text": "héllo "},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/b.gif", "detail": "low"}},
+                {"type": "text", "text": "world"}]}]}))
+        .unwrap();
+        let user = &r.messages[1];
+        assert_eq!(user.content, "héllo world");
+        let url = |u: &str| ImageSource::Url { url: u.into() };
+        let png = ImageSource::Base64 { media_type: "image/png".into(), data: "iVBORw0KGgo=".into() };
+        assert_eq!(
+            user.images,
+            [
+                Image { at: 0, source: url("https://example.com/a.png") },
+                Image { at: 7, source: png },
+                Image { at: 7, source: url("https://example.com/b.gif") },
+            ]
+        );
+        assert!(r.messages[0].images.is_empty());
+    }
+
+    #[test]
+    fn images_that_cannot_be_carried_are_named() {
+        let with = |role: &str, part: Value| {
+            let e = parse(serde_json::json!({"messages": [
+                {"role": "user", "content": "hi"},
+                {"role": role, "content": [{"type": "text", "text": "see"}, part]}]}))
+            .unwrap_err();
+            (e.param.unwrap(), e.message)
+        };
+        let url = |u: &str| serde_json::json!({"type": "image_url", "image_url": {"url": u}});
+        let at_url = "messages[1].content[1].image_url.url";
+        for (u, why) in [
+            ("data:image/png,iVBORw0KGgo", "data:<media type>;base64,<data>"),
+            ("data:image/png;base64,", "base64"),
+            ("data:image/bmp;base64,Qk0=", "image/bmp"),
+            ("ftp://example.com/a.png", "https://"),
+            ("a.png", "https://"),
+        ] {
+            let (param, message) = with("user", url(u));
+            assert_eq!(param, at_url, "{u}");
+            assert!(message.contains(at_url) && message.contains(why), "{u}: {message}");
+        }
+        let (param, message) = with("assistant", url("https://example.com/a.png"));
+        assert_eq!(param, "messages[1].content[1]");
+        assert!(message.contains("role 'user'"), "{message}");
+        assert_eq!(with("system", url("https://example.com/a.png")).0, "messages[1].content[1]");
+        let bare = serde_json::json!({"type": "image_url", "image_url": "https://example.com/a.png"});
+        assert_eq!(with("user", bare).0, "messages[1].content[1].image_url");
+        let missing = serde_json::json!({"type": "image_url", "image_url": {"detail": "low"}});
+        assert_eq!(with("user", missing).0, at_url);
+        assert_eq!(
+            with("user", serde_json::json!({"type": "image_url"})).0,
+            "messages[1].content[1].image_url"
+        );
+        let number = serde_json::json!({"type": "image_url", "image_url": {"url": 7}});
+        assert_eq!(with("user", number).0, at_url);
     }
 
     #[test]

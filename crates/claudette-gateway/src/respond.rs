@@ -466,6 +466,7 @@ mod tests {
             quality: 0.5,
             supports_streaming: true,
             supports_tools: false,
+            supports_images: false,
             context_window: None,
             region: None,
             tags: Vec::new(),

@@ -5,9 +5,10 @@
 //!
 //! - `input`: a string (one user message) or a list of items: messages (`user`, `assistant`,
 //!   `system`, `developer`; content a string or `input_text` / `output_text` / `refusal`
-//!   parts; with or without `"type": "message"`), `function_call` and `custom_tool_call` items
-//!   (the assistant's tool calls), `function_call_output` and `custom_tool_call_output` items
-//!   (their results) and `reasoning` items carrying this gateway's `encrypted_content`, so a
+//!   parts, and in user messages `input_image` parts, carried where they stood among the
+//!   text to backends that take images; with or without `"type": "message"`),
+//!   `function_call` and `custom_tool_call` items (the assistant's tool calls),
+//!   `function_call_output` and `custom_tool_call_output` items (their results) and `reasoning` items carrying this gateway's `encrypted_content`, so a
 //!   client can run a tool loop by sending the whole conversation each turn. `instructions`
 //!   becomes the first system message.
 //! - `model` (`auto`, a backend name or a backend's model, as on `/v1/chat/completions`),
@@ -81,14 +82,19 @@
 //!
 //! The gateway stores nothing, so what points at stored state cannot be served:
 //! `previous_response_id`, `conversation`, `background: true` (polled later, so stored),
-//! `prompt` (a template stored at OpenAI) and `item_reference` input items. Tools other than
+//! `prompt` (a template stored at OpenAI), `item_reference` input items and `input_image`
+//! parts given by `file_id` (a file uploaded to OpenAI). Tools other than
 //! `function` and `custom`, and their call items, are OpenAI's platform: hosted on its servers
 //! (`web_search`, `file_search`, `code_interpreter`, `mcp`, `image_generation`, …) or called
 //! in formats only its models are trained on (`computer_use_preview`, `local_shell`, `shell`,
 //! the hosted `apply_patch`). The providers behind the gateway have none of them, and a
 //! request served without them would be answered by a model that believes it can search.
-//! `input_image`, `input_file` and `input_audio` content is refused: the neutral request
-//! carries text only.
+//!
+//! `input_file` and `input_audio` content is refused: the neutral request carries text and
+//! images only. So are images anywhere but user messages (assistant turns, function call
+//! outputs: the neutral request has them on user turns only), and images the providers do not
+//! all take: an `image_url` that is neither a base64 `data:` URL of a JPEG, PNG, GIF or WebP
+//! image nor an `http(s)` URL (which the provider fetches; the gateway never does).
 //!
 //! ## Accepted, not honoured
 //!
@@ -101,6 +107,8 @@
 //!   the input follows it as well as the model manages.
 //! - `reasoning` items in `input` that are not this gateway's (OpenAI's `encrypted_content`,
 //!   or none) are dropped (`input_item` says why).
+//! - `detail` on an `input_image`: it tunes OpenAI's own resizing, and no other provider has a
+//!   knob it could become.
 //! - `include`: `encrypted_content` is given whether asked for or not (see above), and
 //!   nothing else it can name exists here.
 //! - `reasoning.summary`, `text.verbosity`, `truncation`, `service_tier`, `prompt_cache_key`
@@ -113,15 +121,15 @@ use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use claudette_core::{
-    ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, StreamEvent, ThinkingBlock,
-    ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    ChatRequest, ChatResponse, FinishReason, Image, ImageSource, Message, ResponseFormat, Role, StreamEvent,
+    ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::content::{
-    Fault, arguments_text, checked_tool_choice, fault, openai_effort, parse_arguments, parse_located,
-    tool_strict,
+    Fault, arguments_text, checked_tool_choice, fault, image_at, image_url, invalid_value, missing,
+    openai_effort, parse_arguments, parse_located, tool_strict,
 };
 use crate::error::{ApiError, Class, Flavor};
 use crate::respond::{self, Encoder, Endpoint, Shared};
@@ -232,10 +240,6 @@ struct Parsed {
     custom: Vec<String>,
 }
 
-fn missing(param: String) -> ApiError {
-    ApiError::invalid(format!("Missing required parameter: '{param}'.")).with_param(param)
-}
-
 /// A refusal of a field that names state kept server-side.
 fn stateless(param: &'static str, what: &str) -> ApiError {
     ApiError::invalid(format!(
@@ -258,12 +262,14 @@ fn take_str(item: &mut Map<String, Value>, key: &str, path: &str) -> Result<Stri
     }
 }
 
-/// Message content or a function call's output: a string or a list of text parts, as one
-/// string (parts concatenated, as on `/v1/chat/completions`).
-fn content_text(content: Option<Value>, path: &str) -> Result<String, ApiError> {
+/// Message content or a function call's output: a string or a list of content parts, as one
+/// string (text parts concatenated, as on `/v1/chat/completions`) and the images that stood
+/// among them. Images are taken in user messages only (`user`): the neutral tool result and
+/// assistant turn carry none.
+fn content_parts(content: Option<Value>, path: &str, user: bool) -> Result<(String, Vec<Image>), ApiError> {
     let parts = match content {
         None | Some(Value::Null) => return Err(missing(path.to_owned())),
-        Some(Value::String(s)) => return Ok(s),
+        Some(Value::String(s)) => return Ok((s, Vec::new())),
         Some(Value::Array(parts)) => parts,
         Some(_) => {
             return Err(ApiError::invalid(format!(
@@ -273,6 +279,7 @@ fn content_text(content: Option<Value>, path: &str) -> Result<String, ApiError> 
         }
     };
     let mut text = String::new();
+    let mut images = Vec::new();
     for (j, part) in parts.into_iter().enumerate() {
         let at = format!("{path}[{j}]");
         let Value::Object(mut part) = part else {
@@ -286,23 +293,47 @@ fn content_text(content: Option<Value>, path: &str) -> Result<String, ApiError> 
             // A refusal in an earlier assistant turn is what the model said; dropping it would
             // leave that turn empty.
             "refusal" => text.push_str(&take_str(&mut part, "refusal", &at)?),
-            "input_image" | "input_file" | "input_audio" => {
+            "input_image" if !user => {
+                return Err(ApiError::invalid(
+                    "`input_image` content is only accepted in user messages by this gateway",
+                )
+                .with_param(at));
+            }
+            "input_image" => images.push(image_at(&text, input_image(&mut part, &at)?)),
+            "input_file" | "input_audio" => {
                 return Err(ApiError::invalid(format!(
                     "`{kind}` content is not supported by this gateway: requests reach every \
-                     provider as text only; send text"
+                     provider as text and images only"
                 ))
                 .with_param(at));
             }
             other => {
                 return Err(ApiError::invalid(format!(
                     "content parts of type `{other}` are not supported by this gateway; send \
-                     `input_text`"
+                     `input_text` or `input_image`"
                 ))
                 .with_param(at));
             }
         }
     }
-    Ok(text)
+    Ok((text, images))
+}
+
+/// An `input_image` part (`at` names it): its `image_url`, a base64 `data:` URL or an
+/// `http(s)` URL. `detail` is accepted and dropped: it tunes OpenAI's own resizing (and so
+/// its price), and no other provider has a knob it could become. A `file_id` names a file
+/// uploaded to OpenAI, which this stateless gateway cannot read.
+fn input_image(part: &mut Map<String, Value>, at: &str) -> Result<ImageSource, ApiError> {
+    if part.get("file_id").is_some_and(|v| !v.is_null()) {
+        let param = format!("{at}.file_id");
+        return Err(ApiError::invalid(format!(
+            "`{param}` names a file stored at OpenAI, and this gateway is stateless: it can read no \
+             stored files. Send the image as `image_url` (a base64 `data:` URL or an `https://` URL)."
+        ))
+        .with_param(param));
+    }
+    let url = take_str(part, "image_url", at)?;
+    image_url(url).map_err(|why| invalid_value(format!("{at}.image_url"), &why))
 }
 
 /// Appends `input[i]` to the conversation.
@@ -349,7 +380,8 @@ fn input_item(
                     .with_param(format!("{path}.role")));
                 }
             };
-            let content = content_text(item.remove("content"), &format!("{path}.content"))?;
+            let (content, images) =
+                content_parts(item.remove("content"), &format!("{path}.content"), role == Role::User)?;
             let thinking = match role {
                 Role::Assistant => std::mem::take(thinking),
                 _ => {
@@ -357,7 +389,7 @@ fn input_item(
                     Vec::new()
                 }
             };
-            out.push(Message { thinking, ..Message::new(role, content) });
+            out.push(Message { thinking, images, ..Message::new(role, content) });
         }
         "function_call" | "custom_tool_call" => {
             let id = take_str(&mut item, "call_id", &path)?;
@@ -389,7 +421,7 @@ fn input_item(
         "function_call_output" | "custom_tool_call_output" => {
             thinking.clear();
             let call_id = take_str(&mut item, "call_id", &path)?;
-            let output = content_text(item.remove("output"), &format!("{path}.output"))?;
+            let (output, _) = content_parts(item.remove("output"), &format!("{path}.output"), false)?;
             // The tool's name, for providers whose results carry it (Gemini).
             let name = out
                 .iter()
@@ -1706,6 +1738,62 @@ mod tests {
 
     fn names(frames: &[(String, Value)]) -> Vec<&str> {
         frames.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn input_images_are_images_where_they_stood() {
+        let p = parse(json!({"input": [
+            {"role": "user", "content": [
+                {"type": "input_text", "text": "one"},
+                {"type": "input_image", "image_url": "data:image/gif;base64,R0lGODlh", "detail": "auto"},
+                {"type": "input_text", "text": "two"},
+                {"type": "input_image", "image_url": "https://example.com/x.jpg", "file_id": null}]}]}))
+        .unwrap();
+        let m = &p.request.messages[0];
+        assert_eq!(m.content, "onetwo");
+        assert_eq!(
+            m.images,
+            [
+                Image {
+                    at: 3,
+                    source: ImageSource::Base64 { media_type: "image/gif".into(), data: "R0lGODlh".into() }
+                },
+                Image { at: 6, source: ImageSource::Url { url: "https://example.com/x.jpg".into() } },
+            ]
+        );
+    }
+
+    #[test]
+    fn input_images_that_cannot_be_carried_are_named() {
+        let refused = |item: Value| {
+            let e = parse(json!({"input": [{"role": "user", "content": "hi"}, item]})).err().unwrap();
+            (e.param.unwrap().into_owned(), e.message)
+        };
+        let user =
+            |part: Value| json!({"role": "user", "content": [{"type": "input_text", "text": "see"}, part]});
+        let image = |url: &str| json!({"type": "input_image", "image_url": url});
+        let at = "input[1].content[1]";
+        for (url, why) in [
+            ("data:image/png;base64", "data:<media type>;base64,<data>"),
+            ("data:text/plain;base64,aGk=", "text/plain"),
+            ("javascript:alert(1)", "https://"),
+        ] {
+            let (param, message) = refused(user(image(url)));
+            assert_eq!(param, format!("{at}.image_url"), "{url}");
+            assert!(message.contains(why), "{url}: {message}");
+        }
+        let (param, message) = refused(user(json!({"type": "input_image", "file_id": "file-1"})));
+        assert_eq!(param, format!("{at}.file_id"));
+        assert!(message.contains("stateless"), "{message}");
+        assert_eq!(
+            refused(user(json!({"type": "input_image", "detail": "low"}))).0,
+            format!("{at}.image_url")
+        );
+        let assistant = json!({"role": "assistant", "content": [image("https://example.com/a.png")]});
+        assert_eq!(refused(assistant).0, "input[1].content[0]");
+        let output = json!({"type": "function_call_output", "call_id": "c", "output": [image("https://example.com/a.png")]});
+        assert_eq!(refused(output).0, "input[1].output[0]");
+        assert_eq!(refused(user(json!({"type": "input_file", "file_id": "f"}))).0, at);
     }
 
     #[test]

@@ -248,7 +248,7 @@ async fn a_body_of_the_wrong_shape_names_the_field() {
         (msgs(json!({"role": "user", "content": [{"type": "text"}]})), "messages[1].content[0].text"),
         (
             msgs(json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]})),
-            "messages[1].content[0]",
+            "messages[1].content[0].image_url.url",
         ),
         (msgs(json!({"role": 1, "content": "x"})), "messages[1].role"),
         (msgs(json!({"content": "x"})), "messages[1]"),

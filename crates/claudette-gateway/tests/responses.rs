@@ -403,8 +403,8 @@ async fn what_a_stateless_router_cannot_do_is_refused_before_any_upstream_call()
         (
             json!({"input": [{"role": "user", "content": [
                 {"type": "input_text", "text": "what is this?"},
-                {"type": "input_image", "image_url": "https://example.com/a.png"}]}]}),
-            "input[0].content[1]",
+                {"type": "input_image", "file_id": "file-1"}]}]}),
+            "input[0].content[1].file_id",
         ),
         (json!({"input": [{"type": "item_reference", "id": "msg_1"}]}), "input[0]"),
         (

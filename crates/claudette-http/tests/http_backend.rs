@@ -53,6 +53,7 @@ impl TestAdapter {
                 quality: 0.5,
                 supports_streaming: true,
                 supports_tools: false,
+                supports_images: false,
                 context_window: None,
                 region: None,
                 tags: Vec::new(),

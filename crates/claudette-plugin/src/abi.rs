@@ -52,8 +52,8 @@ pub const ABI_VERSION: u32 = 2;
 /// abi_stable's layout check already, see `FfiAdapter`; this number is the second line); 7,
 /// `ToolSpec::strict`. A schema-6 plugin would read the flag's byte as the start of the next
 /// tool or field, so it is refused rather than left to fail a request's decoding (or offer a
-/// strict tool without the flag).
-pub const SCHEMA_VERSION: u32 = 7;
+/// strict tool without the flag); 8, images in user messages (`Message::images`).
+pub const SCHEMA_VERSION: u32 = 8;
 
 /// The field type of [`ClaudettePlugin::abi_version`]. It is `u64` only under the test feature
 /// that simulates a plugin built against a release of this crate with another layout.

@@ -33,8 +33,9 @@ use std::time::Duration;
 
 use claudette_core::{
     BackendError, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, FinishReason, HttpRequest,
-    Message, Method, ReasoningEffort, ResponseFormat, Role, RoutingDecision, StreamEnd, StreamEvent,
-    Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage, UsageSource,
+    Image, ImageSource, Message, Method, ReasoningEffort, ResponseFormat, Role, RoutingDecision, StreamEnd,
+    StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    UsageSource,
 };
 
 /// A decoding failure: the boxed error keeps every reader's `Result` one pointer wide. With
@@ -497,7 +498,12 @@ impl Wire for ResponseFormat {
     }
 }
 
-wire_struct!(Message { role, content, tool_calls, tool_call_id, name, is_error, thinking, cache });
+wire_enum!(ImageSource, "image source", {
+    Base64 { media_type, data } = 0,
+    Url { url } = 1,
+});
+wire_struct!(Image { at, source });
+wire_struct!(Message { role, content, tool_calls, tool_call_id, name, is_error, thinking, cache, images });
 
 wire_struct!(ChatRequest {
     messages,
@@ -633,6 +639,22 @@ mod tests {
                 },
                 Message::user("héllo \"quoted\" \n\u{1F600}"),
                 Message {
+                    images: vec![
+                        Image {
+                            at: 0,
+                            source: ImageSource::Base64 {
+                                media_type: "image/png".into(),
+                                data: "iVBORw0K".into(),
+                            },
+                        },
+                        Image {
+                            at: 4,
+                            source: ImageSource::Url { url: "https://example.com/cat.jpg".into() },
+                        },
+                    ],
+                    ..Message::user("what is this?")
+                },
+                Message {
                     thinking: vec![
                         ThinkingBlock::Thinking { thinking: "hmm".into(), signature: "sig==".into() },
                         ThinkingBlock::Redacted { data: "opaque".into() },
@@ -722,7 +744,7 @@ mod tests {
         let full = full_request();
         let decoded: ChatRequest = decode("r", &encode(&full, 0)).unwrap();
         assert_eq!(
-            (decoded.top_k, decoded.seed, decoded.parallel_tool_calls, decoded.messages[4].is_error),
+            (decoded.top_k, decoded.seed, decoded.parallel_tool_calls, decoded.messages[5].is_error),
             (Some(40), Some(i64::MIN), Some(false), true)
         );
         assert_eq!(decoded.thinking, Some(Thinking::Budget { budget_tokens: 2048 }));
@@ -730,8 +752,9 @@ mod tests {
         assert_eq!(decoded.tools[0].cache, Some(CacheTtl::OneHour));
         assert!(decoded.tools[0].strict);
         assert_eq!(decoded.messages[0].cache.len(), 2);
-        assert_eq!(decoded.messages[2].thinking.len(), 2);
-        assert_eq!(decoded.messages[2].cache[0].at, CacheAt::ToolCall(0));
+        assert_eq!(decoded.messages[3].thinking.len(), 2);
+        assert_eq!(decoded.messages[3].cache[0].at, CacheAt::ToolCall(0));
+        assert_eq!(decoded.messages[2].images, full.messages[2].images);
     }
 
     #[test]

@@ -69,6 +69,7 @@ impl CustomAdapter {
             quality: settings.quality.unwrap_or(0.5),
             supports_streaming: true,
             supports_tools: false,
+            supports_images: false,
             context_window: None,
             region: settings.region.clone(),
             tags: settings.tags.clone(),

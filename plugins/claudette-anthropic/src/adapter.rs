@@ -128,6 +128,7 @@ impl AnthropicAdapter {
                 quality,
                 supports_streaming: true,
                 supports_tools: true,
+                supports_images: true,
                 context_window,
                 region: settings.region.clone(),
                 tags: settings.tags.clone(),

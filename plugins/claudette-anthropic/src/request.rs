@@ -7,8 +7,8 @@
 
 use claudette_core::types::{json_f32, normalize_tool_arguments};
 use claudette_core::{
-    BackendError, CacheTtl, ChatRequest, ErrorKind, Message, ReasoningEffort, ResponseFormat, Role, Thinking,
-    ThinkingBlock, ToolChoice, ToolSpec,
+    BackendError, CacheTtl, ChatRequest, ErrorKind, Image, ImageSource, Message, ReasoningEffort,
+    ResponseFormat, Role, Segment, Thinking, ThinkingBlock, ToolChoice, ToolSpec,
 };
 use serde_json::{Map, Value, json};
 
@@ -50,22 +50,75 @@ fn cache_control(ttl: CacheTtl) -> Value {
     }
 }
 
-/// A message's text as blocks cut at its cache breakpoints, each ending block marked; no
-/// blocks for empty text. Anthropic refuses empty text blocks, so a breakpoint that would
-/// end one (two at the same place) marks the block before it instead.
-fn text_blocks(m: &Message) -> Result<Vec<Value>, BackendError> {
-    let mut blocks: Vec<Value> = Vec::new();
-    for (text, ttl) in m.cache_segments()? {
-        if !text.is_empty() {
-            blocks.push(text_block(text));
+fn image_block(image: &Image) -> Value {
+    let source = match &image.source {
+        ImageSource::Base64 { media_type, data } => {
+            json!({ "type": "base64", "media_type": media_type, "data": data })
         }
-        if let (Some(ttl), Some(last)) = (ttl, blocks.last_mut()) {
-            if last.get("cache_control").is_none() {
-                last["cache_control"] = cache_control(ttl);
+        ImageSource::Url { url } => json!({ "type": "url", "url": url }),
+    };
+    json!({ "type": "image", "source": source })
+}
+
+/// A message's text and images as blocks in the client's order, the text cut at its cache
+/// breakpoints and at its images; no blocks for empty text without images.
+///
+/// A breakpoint marks the block that ends where it stands. At one offset the text ending there
+/// comes first, then the breakpoints there, then the images there: so a breakpoint at an
+/// image's position marks the text before the image, never the image. Anthropic refuses
+/// empty text blocks, so a breakpoint with no text of its own (a second one at the same place)
+/// marks the block before it instead, and one before every block (at offset 0) marks none.
+fn content_blocks(m: &Message) -> Result<Vec<Value>, BackendError> {
+    // Each breakpoint's byte offset (checked by `cache_segments`): its pieces' lengths so far.
+    let mut marks = Vec::new();
+    let mut end = 0;
+    for (text, ttl) in m.cache_segments()? {
+        end += text.len();
+        if let Some(ttl) = ttl {
+            marks.push((end, ttl));
+        }
+    }
+    let mut marks = marks.into_iter().peekable();
+    let mut blocks: Vec<Value> = Vec::with_capacity(1 + m.images.len() * 2 + marks.len());
+    let mut pos = 0;
+    for segment in m.segments() {
+        match segment {
+            Segment::Text(run) => {
+                let mut from = 0;
+                while let Some((at, ttl)) = marks.next_if(|(at, _)| *at <= pos + run.len()) {
+                    let cut = at.saturating_sub(pos).max(from);
+                    if cut > from {
+                        blocks.push(text_block(&run[from..cut]));
+                    }
+                    from = cut;
+                    mark_last(&mut blocks, ttl);
+                }
+                if from < run.len() {
+                    blocks.push(text_block(&run[from..]));
+                }
+                pos += run.len();
+            }
+            Segment::Image(image) => {
+                while let Some((_, ttl)) = marks.next_if(|(at, _)| *at <= pos) {
+                    mark_last(&mut blocks, ttl);
+                }
+                blocks.push(image_block(image));
             }
         }
     }
+    for (_, ttl) in marks {
+        mark_last(&mut blocks, ttl);
+    }
     Ok(blocks)
+}
+
+/// Puts a breakpoint on the last block, unless it has one (the first breakpoint there wins).
+fn mark_last(blocks: &mut [Value], ttl: CacheTtl) {
+    if let Some(last) = blocks.last_mut()
+        && last.get("cache_control").is_none()
+    {
+        last["cache_control"] = cache_control(ttl);
+    }
 }
 
 fn tool_spec(tool: &ToolSpec) -> Value {
@@ -97,7 +150,7 @@ fn system_value(system: &[&Message]) -> Result<Option<Value>, BackendError> {
     }
     let mut blocks = Vec::new();
     for m in system {
-        blocks.extend(text_blocks(m)?);
+        blocks.extend(content_blocks(m)?);
     }
     Ok((!blocks.is_empty()).then_some(Value::Array(blocks)))
 }
@@ -110,7 +163,7 @@ fn convert_messages(messages: &[Message]) -> Result<(Vec<&Message>, Vec<Value>),
         match m.role {
             Role::System => system.push(m),
             Role::User => {
-                let mut text = text_blocks(m)?;
+                let mut text = content_blocks(m)?;
                 if text.is_empty() {
                     text.push(text_block(&m.content));
                 }
@@ -125,7 +178,7 @@ fn convert_messages(messages: &[Message]) -> Result<(Vec<&Message>, Vec<Value>),
                 let mut blocks = Vec::with_capacity(1 + m.thinking.len() + m.tool_calls.len());
                 // Thinking first, as Anthropic made it.
                 blocks.extend(m.thinking.iter().filter_map(thinking_block));
-                let text = text_blocks(m)?;
+                let text = content_blocks(m)?;
                 // Anthropic rejects empty text blocks; a turn that only calls tools has none.
                 if text.is_empty() && m.tool_calls.is_empty() && blocks.is_empty() {
                     blocks.push(text_block(&m.content));
@@ -153,7 +206,7 @@ fn convert_messages(messages: &[Message]) -> Result<(Vec<&Message>, Vec<Value>),
                 let content = if m.cache.is_empty() {
                     Value::String(m.content.clone())
                 } else {
-                    Value::Array(text_blocks(m)?)
+                    Value::Array(content_blocks(m)?)
                 };
                 let mut block = json!({ "type": "tool_result", "tool_use_id": id, "content": content });
                 if m.is_error {
@@ -272,6 +325,7 @@ fn build(
             ));
         }
     };
+    request.checked_images()?;
     let (system, messages) = convert_messages(&request.messages)?;
     if messages.is_empty() {
         return Err(BackendError::invalid("the request has no user or assistant message"));
@@ -689,6 +743,76 @@ mod tests {
             b["messages"][1]["content"][0],
             json!({"type": "thinking", "thinking": "hmm", "signature": "sig"})
         );
+    }
+
+    /// Without images the blocks are the ones the text-only rule (kept here as it was) makes,
+    /// for every placement of up to three breakpoints; with images, the edges of the merged rule.
+    #[test]
+    fn content_blocks_keep_the_text_rule_and_place_images() {
+        use claudette_core::{CacheAt, CacheBreakpoint};
+        fn text_only(m: &Message) -> Vec<Value> {
+            let mut blocks: Vec<Value> = Vec::new();
+            for (text, ttl) in m.cache_segments().unwrap() {
+                if !text.is_empty() {
+                    blocks.push(text_block(text));
+                }
+                if let (Some(ttl), Some(last)) = (ttl, blocks.last_mut()) {
+                    if last.get("cache_control").is_none() {
+                        last["cache_control"] = cache_control(ttl);
+                    }
+                }
+            }
+            blocks
+        }
+        let mark = |at: u32, ttl| CacheBreakpoint { at: CacheAt::Text(at), ttl };
+        for content in ["", "a", "abc", "é!"] {
+            let offsets: Vec<u32> =
+                (0..=content.len()).filter(|&i| content.is_char_boundary(i)).map(|i| i as u32).collect();
+            let mut placements = vec![vec![]];
+            for &a in &offsets {
+                placements.push(vec![a]);
+                for &b in offsets.iter().filter(|&&b| b >= a) {
+                    placements.push(vec![a, b]);
+                    for &c in offsets.iter().filter(|&&c| c >= b) {
+                        placements.push(vec![a, b, c]);
+                    }
+                }
+            }
+            for at in placements {
+                let ttls = [CacheTtl::OneHour, CacheTtl::FiveMinutes, CacheTtl::OneHour];
+                let cache = at.iter().zip(ttls).map(|(&a, ttl)| mark(a, ttl)).collect();
+                let m = Message { cache, ..Message::user(content) };
+                assert_eq!(content_blocks(&m).unwrap(), text_only(&m), "{m:?}");
+            }
+        }
+
+        let image = |at| Image { at, source: ImageSource::Url { url: "u".into() } };
+        let blocks = |content: &str, images: Vec<Image>, cache: Vec<CacheBreakpoint>| {
+            content_blocks(&Message { images, cache, ..Message::user(content) }).unwrap()
+        };
+        let five = CacheTtl::FiveMinutes;
+        let marked = |t: &str| json!({"type": "text", "text": t, "cache_control": {"type": "ephemeral"}});
+        let img = image_block(&image(0));
+        // An image alone, and a breakpoint before any block: nothing to mark.
+        assert_eq!(blocks("", vec![image(0)], vec![]), std::slice::from_ref(&img));
+        assert_eq!(blocks("", vec![image(0)], vec![mark(0, five)]), std::slice::from_ref(&img));
+        assert_eq!(
+            blocks("ab", vec![image(0)], vec![mark(0, five), mark(1, five)]),
+            [img.clone(), marked("a"), text_block("b")]
+        );
+        // At the end, after the last image: the text before it.
+        assert_eq!(
+            blocks("ab", vec![image(1), image(2)], vec![mark(2, five)]),
+            [text_block("a"), img.clone(), marked("b"), img.clone()]
+        );
+        // A bad breakpoint is refused as before.
+        let err = content_blocks(&Message {
+            images: vec![image(0)],
+            cache: vec![mark(9, five)],
+            ..Message::user("ab")
+        })
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidRequest);
     }
 
     #[test]

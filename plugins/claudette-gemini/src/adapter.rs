@@ -4,9 +4,9 @@ use claudette_core::base_url::endpoint_url;
 use claudette_core::error::scrub_secrets;
 use claudette_core::types::{json_f32, normalize_tool_arguments};
 use claudette_core::{
-    AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse, Framing,
-    HttpRequest, HttpResponse, Message, Pricing, ProviderAdapter, ResponseFormat, Role, StreamDecoder,
-    Thinking, ToolChoice,
+    AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse,
+    ErrorKind, Framing, HttpRequest, HttpResponse, IMAGE_MEDIA_TYPES, ImageSource, Message, Pricing,
+    ProviderAdapter, ResponseFormat, Role, Segment, StreamDecoder, Thinking, ToolChoice,
 };
 use serde_json::{Map, Value, json};
 
@@ -81,6 +81,7 @@ impl GeminiAdapter {
             quality: settings.quality.unwrap_or(0.5),
             supports_streaming: true,
             supports_tools: true,
+            supports_images: true,
             context_window,
             region: settings.region.clone(),
             tags: settings.tags.clone(),
@@ -107,6 +108,8 @@ impl GeminiAdapter {
     /// The `generateContent` JSON body for `request`.
     ///
     /// - System messages become `systemInstruction` (Gemini has no system role in `contents`).
+    /// - A user turn's text and images become its `parts` in the client's order (see
+    ///   [`user_parts`]); images anywhere else are refused ([`ErrorKind::Unsupported`]).
     /// - Assistant turns become role `model` with `functionCall` parts; tool results become
     ///   `functionResponse` parts of a `user` turn, named after the call they answer (Gemini
     ///   matches results by function name). Consecutive turns of one role are merged, so the
@@ -142,6 +145,7 @@ impl GeminiAdapter {
     fn prompt(&self, request: &ChatRequest) -> Result<Map<String, Value>, BackendError> {
         let mut system: Vec<Value> = Vec::new();
         let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
+        request.checked_images()?;
         for (i, m) in request.messages.iter().enumerate() {
             let (role, parts) = match m.role {
                 Role::System => {
@@ -150,7 +154,7 @@ impl GeminiAdapter {
                     }
                     continue;
                 }
-                Role::User => ("user", text_part(&m.content).into_iter().collect()),
+                Role::User => ("user", user_parts(m)?),
                 Role::Assistant => ("model", self.model_parts(m)),
                 Role::Tool => ("user", vec![function_response(m, &request.messages[..i])?]),
             };
@@ -290,6 +294,54 @@ fn generation_config(request: &ChatRequest) -> Result<Map<String, Value>, Backen
 /// prompt, an assistant turn that produced nothing) adds nothing the model could read anyway.
 fn text_part(text: &str) -> Option<Value> {
     (!text.is_empty()).then(|| json!({ "text": text }))
+}
+
+/// A user turn's `parts`: its text runs and images in the order the client placed them, since
+/// "the text before the image" and "the text after it" are different prompts. Base64 images
+/// go inline (`inlineData`); a URL goes as `fileData`, which the Gemini API fetches itself
+/// (public and signed http(s) URLs, per Google's "external URLs" input method), see
+/// [`url_image_part`].
+fn user_parts(m: &Message) -> Result<Vec<Value>, BackendError> {
+    m.segments()
+        .map(|segment| match segment {
+            Segment::Text(text) => Ok(json!({ "text": text })),
+            Segment::Image(image) => match &image.source {
+                ImageSource::Base64 { media_type, data } => {
+                    Ok(json!({"inlineData": {"mimeType": media_type, "data": data}}))
+                }
+                ImageSource::Url { url } => url_image_part(url),
+            },
+        })
+        .collect()
+}
+
+/// A URL image as a `fileData` part. `fileData` wants the image's media type and a URL names
+/// none, so it is told from the path's extension; a URL whose path does not say
+/// (`/image?id=7`) is refused, [`ErrorKind::Unsupported`], so the router tries a backend that
+/// reads the type from the response: a guessed type would have Gemini read the bytes as what
+/// they are not. Only the path is read: a signed URL's
+/// query says nothing about the file.
+fn url_image_part(url: &str) -> Result<Value, BackendError> {
+    let parsed = url::Url::parse(url).ok().filter(|u| matches!(u.scheme(), "http" | "https"));
+    let media_type = parsed.as_ref().and_then(|u| {
+        let name = u.path_segments()?.next_back()?;
+        let (_, ext) = name.rsplit_once('.')?;
+        let ext = ext.to_ascii_lowercase();
+        let subtype = if ext == "jpg" { "jpeg" } else { ext.as_str() };
+        IMAGE_MEDIA_TYPES.iter().find(|t| t.strip_prefix("image/") == Some(subtype))
+    });
+    match media_type {
+        Some(mime) => Ok(json!({"fileData": {"mimeType": mime, "fileUri": url}})),
+        None if parsed.is_none() => Err(BackendError::new(
+            ErrorKind::Unsupported,
+            "gemini fetches image URLs over http(s) only; this image's URL is not one",
+        )),
+        None => Err(BackendError::new(
+            ErrorKind::Unsupported,
+            "gemini needs an image URL's media type, and this URL's path does not end in .jpg, .jpeg, .png, \
+             .gif or .webp: send the image as base64",
+        )),
+    }
 }
 
 /// `models/gemini-2.5-flash` → `gemini-2.5-flash` (the API lists models with the prefix).

@@ -4,8 +4,8 @@ use claudette_core::error::scrub_secrets;
 use claudette_core::types::{estimate_tokens_from_len, json_f32, normalize_tool_arguments};
 use claudette_core::{
     AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse,
-    ErrorKind, Framing, HttpRequest, HttpResponse, Message, Pricing, ProviderAdapter, ResponseFormat, Role,
-    StreamDecoder, ToolChoice,
+    ErrorKind, Framing, HttpRequest, HttpResponse, ImageSource, Message, Pricing, ProviderAdapter,
+    ResponseFormat, Role, StreamDecoder, ToolChoice,
 };
 use serde_json::{Map, Value, json};
 
@@ -83,6 +83,7 @@ impl OllamaAdapter {
             quality: settings.quality.unwrap_or(0.5),
             supports_streaming: true,
             supports_tools: true,
+            supports_images: true,
             context_window: Some(num_ctx),
             region: settings.region.clone(),
             tags: settings.tags.clone(),
@@ -106,12 +107,13 @@ impl OllamaAdapter {
     /// The `/api/chat` JSON body for `request`.
     pub fn request_body(&self, request: &ChatRequest, stream: bool) -> Result<Value, BackendError> {
         let model = request.model.as_deref().unwrap_or(&self.info.model);
-        let messages: Vec<Value> = request
+        request.checked_images()?;
+        let messages = request
             .messages
             .iter()
             .enumerate()
             .map(|(i, m)| message_json(m, &request.messages[..i]))
-            .collect();
+            .collect::<Result<Vec<Value>, BackendError>>()?;
         let mut options = Map::new();
         options.insert("num_ctx".into(), json!(self.num_ctx));
         if let Some(n) = request.max_tokens {
@@ -187,7 +189,7 @@ impl OllamaAdapter {
 
 /// One message in Ollama's shape. `earlier` are the messages before it, searched for the name
 /// of the tool a `tool` message answers (Ollama matches results by `tool_name`, not by id).
-fn message_json(m: &Message, earlier: &[Message]) -> Value {
+fn message_json(m: &Message, earlier: &[Message]) -> Result<Value, BackendError> {
     let role = match m.role {
         Role::System => "system",
         Role::User => "user",
@@ -211,7 +213,31 @@ fn message_json(m: &Message, earlier: &[Message]) -> Value {
             out.insert("tool_name".into(), json!(name));
         }
     }
-    Value::Object(out)
+    if !m.images.is_empty() {
+        out.insert("images".into(), images_json(m)?);
+    }
+    Ok(Value::Object(out))
+}
+
+/// A user message's images as Ollama's `images`: bare base64 strings, in the client's order.
+///
+/// Ollama's message has no positions for them: its text stays whole in `content` and the model
+/// sees the images beside it, so a prompt that put text between two images loses where each
+/// stood (their order is kept). A URL is refused, [`ErrorKind::Unsupported`], because Ollama
+/// takes image bytes only and the gateway never fetches a client's URL: the router tries a
+/// backend that can take the request as it is. (Images outside user messages are refused
+/// before, by [`ChatRequest::checked_images`].)
+fn images_json(m: &Message) -> Result<Value, BackendError> {
+    m.images
+        .iter()
+        .map(|image| match &image.source {
+            ImageSource::Base64 { data, .. } => Ok(json!(data)),
+            ImageSource::Url { .. } => Err(BackendError::new(
+                ErrorKind::Unsupported,
+                "ollama takes images as base64 only, not by URL",
+            )),
+        })
+        .collect()
 }
 
 fn tool_name<'a>(m: &'a Message, earlier: &'a [Message]) -> Option<&'a str> {

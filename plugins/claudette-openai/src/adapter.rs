@@ -16,8 +16,8 @@ use crate::response::parse_chat_completion;
 use crate::stream::OpenAiStreamDecoder;
 
 /// Provider-specific settings this adapter reads from [`BackendSettings::extra`].
-pub const EXTRA_KEYS: [&str; 5] =
-    ["stream_include_usage", "organization", "context_window", "backend_type", "max_tokens_field"];
+pub const EXTRA_KEYS: [&str; 6] =
+    ["stream_include_usage", "organization", "context_window", "backend_type", "max_tokens_field", "images"];
 
 /// What makes an OpenAI-compatible provider *this* provider: its name, defaults, model table,
 /// the hosts that need a key, and the settings and body fields it adds.
@@ -41,6 +41,9 @@ pub struct OpenAiOptions {
     pub extra_keys: Vec<String>,
     /// Top-level fields added to every request body.
     pub extra_body: Map<String, Value>,
+    /// Whether the provider's models take images, unless a backend's `images` setting says
+    /// otherwise: the router sends image requests only to backends that do.
+    pub images: bool,
 }
 
 impl OpenAiOptions {
@@ -54,6 +57,7 @@ impl OpenAiOptions {
             key_required_hosts: vec!["api.openai.com".into()],
             extra_keys: Vec::new(),
             extra_body: Map::new(),
+            images: true,
         }
     }
 
@@ -85,6 +89,10 @@ impl OpenAiOptions {
         self.extra_body.insert(key.into(), value.into());
         self
     }
+    pub fn images(mut self, on: bool) -> Self {
+        self.images = on;
+        self
+    }
 }
 
 impl Default for OpenAiOptions {
@@ -105,6 +113,7 @@ impl Default for OpenAiOptions {
 /// | `context_window` | u32 | model table | the model's window, for routing |
 /// | `backend_type` | `cloud` / `self_hosted` | self-hosted for loopback and private hosts | |
 /// | `max_tokens_field` | `max_tokens` / `max_completion_tokens` | `max_tokens`, `max_completion_tokens` for o-series | which field carries `max_tokens` |
+/// | `images` | bool | the provider's ([`OpenAiOptions::images`]) | whether the model takes images; `false` keeps image requests away from a text-only model on a self-hosted server |
 ///
 /// Unknown keys are a configuration error (a typo must not silently become a default).
 ///
@@ -157,6 +166,7 @@ impl OpenAiAdapter {
         let stream_include_usage = settings.extra_as::<bool>("stream_include_usage")?.unwrap_or(true);
         let organization = settings.extra_as::<String>("organization")?.filter(|o| !o.trim().is_empty());
         let max_tokens_field = settings.extra_as::<MaxTokensField>("max_tokens_field")?;
+        let images = settings.extra_as::<bool>("images")?.unwrap_or(options.images);
         let backend_type = match settings.extra_as::<BackendType>("backend_type")? {
             Some(t) => t,
             None if is_local_host(&base_url) => BackendType::SelfHosted,
@@ -204,6 +214,7 @@ impl OpenAiAdapter {
             quality,
             supports_streaming: true,
             supports_tools: true,
+            supports_images: images,
             context_window,
             region: settings.region.clone(),
             tags: settings.tags.clone(),

@@ -4,8 +4,8 @@
 //! `serde_json::Value`, no copy of a message text): this runs for every request.
 
 use claudette_core::{
-    BackendError, ChatRequest, Message, ReasoningEffort, ResponseFormat, Role, Thinking, ToolCall,
-    ToolChoice, ToolSpec,
+    BackendError, ChatRequest, Image, ImageSource, Message, ReasoningEffort, ResponseFormat, Role, Segment,
+    Thinking, ToolCall, ToolChoice, ToolSpec,
 };
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
@@ -66,7 +66,8 @@ impl BodyOptions {
 ///
 /// Routing-only fields of the request (`backend`, `tags`, `metadata`) are never sent.
 /// Returns `InvalidRequest` for what the server would reject anyway (a tool result without
-/// `tool_call_id`, a non-finite temperature), so the error names the message at fault.
+/// `tool_call_id`, images on a message that is not the user's, a non-finite temperature), so
+/// the error names the message at fault.
 ///
 /// The adapter sends [`encode_body`]'s bytes; this `Value` form is for callers that want to
 /// inspect or amend a body.
@@ -113,8 +114,9 @@ pub(crate) fn encode(
     stream: bool,
 ) -> Result<Vec<u8>, BackendError> {
     let body = Body::new(*spec, request, stream)?;
-    // Most of a body is its message texts; start there rather than growing from nothing.
-    let texts: usize = request.messages.iter().map(|m| m.content.len()).sum();
+    // Most of a body is its message texts (and images, megabytes of base64 when there are
+    // any); start there rather than growing from nothing.
+    let texts: usize = request.messages.iter().map(|m| m.content.len() + images_len(&m.images)).sum();
     let mut out = Vec::with_capacity(256 + texts + texts / 8);
     let written =
         if body.is_plain() { body.write_plain(&mut out) } else { serde_json::to_writer(&mut out, &body) };
@@ -137,6 +139,7 @@ struct Body<'a> {
 impl<'a> Body<'a> {
     fn new(spec: BodySpec<'a>, request: &'a ChatRequest, stream: bool) -> Result<Self, BackendError> {
         request.checked_tool_choice()?;
+        request.checked_images()?;
         for (index, m) in request.messages.iter().enumerate() {
             if m.role == Role::Tool && m.tool_call_id.as_deref().is_none_or(str::is_empty) {
                 return Err(BackendError::invalid(format!(
@@ -177,8 +180,8 @@ impl<'a> Body<'a> {
     }
 
     /// Whether this is the common body [`write_plain`](Self::write_plain) writes: text
-    /// messages only (no tool calls or results), no tools, no stop, no seed or `top_k`, no
-    /// provider extras.
+    /// messages only (no tool calls or results, no images), no tools, no stop, no seed or
+    /// `top_k`, no provider extras.
     fn is_plain(&self) -> bool {
         let r = self.request;
         self.spec.extra.is_empty()
@@ -188,7 +191,9 @@ impl<'a> Body<'a> {
             && r.tools.is_empty()
             && r.response_format.is_text()
             && r.stop.is_empty()
-            && r.messages.iter().all(|m| m.role != Role::Tool && m.tool_calls.is_empty())
+            && r.messages
+                .iter()
+                .all(|m| m.role != Role::Tool && m.tool_calls.is_empty() && m.images.is_empty())
     }
 
     /// The bytes `serde_json` writes for a [plain](Self::is_plain) body, with the keys and
@@ -205,7 +210,7 @@ impl<'a> Body<'a> {
                 out.push(b',');
             }
             out.extend_from_slice(b"{\"role\":\"");
-            out.extend_from_slice(role_name(m.role).as_bytes());
+            out.extend_from_slice(m.role.as_str().as_bytes());
             out.extend_from_slice(b"\",\"content\":");
             serde_json::to_writer(&mut *out, &m.content)?;
             out.push(b'}');
@@ -339,7 +344,7 @@ impl Serialize for WireMessage<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let m = self.0;
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("role", role_name(m.role))?;
+        map.serialize_entry("role", m.role.as_str())?;
         match m.role {
             Role::Assistant if !m.tool_calls.is_empty() => {
                 // OpenAI's shape for a turn that only calls tools is `content: null`.
@@ -352,22 +357,79 @@ impl Serialize for WireMessage<'_> {
                 // No error flag in this protocol: a failure is said in the text.
                 map.serialize_entry("content", &m.tool_result_text())?;
             }
+            // Only a user message has images ([`Body::new`] refused them elsewhere); a message
+            // without any keeps the string form, byte for byte what it was before images.
+            Role::User if !m.images.is_empty() => map.serialize_entry("content", &Parts(m))?,
             _ => map.serialize_entry("content", &m.content)?,
         }
         map.end()
     }
 }
 
-/// A role as OpenAI names it.
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
+/// A user message's text and images as content parts, in the client's order.
+struct Parts<'a>(&'a Message);
+
+impl Serialize for Parts<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.segments().map(Part))
     }
 }
 
+/// `{"type":"text","text":…}` or `{"type":"image_url","image_url":{"url":…}}`.
+struct Part<'a>(Segment<'a>);
+
+impl Serialize for Part<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(2))?;
+        match self.0 {
+            Segment::Text(text) => {
+                map.serialize_entry("type", "text")?;
+                map.serialize_entry("text", text)?;
+            }
+            Segment::Image(image) => {
+                map.serialize_entry("type", "image_url")?;
+                map.serialize_entry("image_url", &ImageUrl(&image.source))?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// The `image_url` object: an inline image as a `data:` URL, written straight into the JSON
+/// string (no copy of megabytes of base64 into an intermediate `String`), a URL as it is.
+struct ImageUrl<'a>(&'a ImageSource);
+
+impl Serialize for ImageUrl<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct DataUrl<'a>(&'a str, &'a str);
+        impl Serialize for DataUrl<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(&format_args!("data:{};base64,{}", self.0, self.1))
+            }
+        }
+        let mut map = serializer.serialize_map(Some(1))?;
+        match self.0 {
+            ImageSource::Base64 { media_type, data } => {
+                map.serialize_entry("url", &DataUrl(media_type, data))?
+            }
+            ImageSource::Url { url } => map.serialize_entry("url", url)?,
+        }
+        map.end()
+    }
+}
+
+/// About the bytes `images` take in a body (sizing the output buffer only).
+fn images_len(images: &[Image]) -> usize {
+    images
+        .iter()
+        .map(|i| match &i.source {
+            ImageSource::Base64 { media_type, data } => 64 + media_type.len() + data.len(),
+            ImageSource::Url { url } => 64 + url.len(),
+        })
+        .sum()
+}
+
+/// A role as OpenAI names it.
 struct ToolCalls<'a>(&'a [ToolCall]);
 
 impl Serialize for ToolCalls<'_> {

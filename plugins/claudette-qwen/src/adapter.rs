@@ -39,6 +39,9 @@ pub const QWEN_KEYS: [&str; 2] = ["split_think_tags", "enable_thinking"];
 /// - `parse_response` and `stream_decoder`, which additionally split a leading `<think>` block
 ///   out of the content when `split_think_tags` is on.
 ///
+/// The OpenAI adapter's `images` defaults to `false` here: the default model reads text only,
+/// and the router keeps image requests away from it (`images = true` for a Qwen-VL model).
+///
 /// `backend_type` defaults to `self_hosted` whatever the host (the seeds' Qwen box lives at a
 /// public domain); set `backend_type = "cloud"` for a hosted Qwen API.
 ///
@@ -102,6 +105,8 @@ impl QwenAdapter {
             .models(&[])
             .key_required_hosts(Vec::<String>::new())
             .allow_extra(ADAPTIVE_KEYS.iter().chain(QWEN_KEYS.iter()).copied())
+            // The default model reads text only; a Qwen-VL backend sets `images = true`.
+            .images(false)
     }
 
     /// The wrapped OpenAI adapter (endpoint, base URL, body options).

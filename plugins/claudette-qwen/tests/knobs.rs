@@ -27,3 +27,18 @@ fn top_k_goes_to_a_qwen_box_at_a_public_name() {
     assert!(cloud.get("top_k").is_none(), "{cloud}");
     assert_eq!(cloud["seed"], 3);
 }
+
+/// The default Qwen model reads text only, so a Qwen backend takes no images unless its
+/// settings say `images = true` (a Qwen-VL model); the OpenAI adapter takes them unless told
+/// otherwise. A value that is not a boolean is a configuration error naming the key.
+#[test]
+fn images_are_taken_where_the_settings_say_so() {
+    use claudette_openai::OpenAiAdapter;
+    let base = || BackendSettings::new("b").base_url("http://127.0.0.1:9/v1").model("m");
+    assert!(!QwenAdapter::new(&base()).unwrap().info().supports_images);
+    assert!(QwenAdapter::new(&base().extra("images", true)).unwrap().info().supports_images);
+    assert!(OpenAiAdapter::new(&base()).unwrap().info().supports_images);
+    assert!(!OpenAiAdapter::new(&base().extra("images", false)).unwrap().info().supports_images);
+    let e = QwenAdapter::new(&base().extra("images", "yes")).unwrap_err();
+    assert!(e.to_string().contains("images"), "{e}");
+}

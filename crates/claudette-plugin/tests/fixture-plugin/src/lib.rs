@@ -54,6 +54,7 @@ impl FixtureAdapter {
                 quality: settings.quality.unwrap_or(0.5),
                 supports_streaming: true,
                 supports_tools: false,
+                supports_images: false,
                 context_window: Some(4096),
                 region: None,
                 tags: settings.tags.clone(),

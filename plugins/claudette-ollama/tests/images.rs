@@ -1,0 +1,112 @@
+//! Vision input: a user message's base64 images in `/api/chat`'s `images`, in the client's
+//! order beside the whole text, and the images Ollama cannot take refused before anything is
+//! sent; over real HTTP on 127.0.0.1 against `claudette-testkit`'s fake server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use claudette_core::{
+    Backend, BackendSettings, ChatRequest, ErrorKind, Image, ImageSource, Message, RetryAction, StreamEvent,
+};
+use claudette_testkit::{FakeServer, Reply};
+use futures::StreamExt;
+use serde_json::json;
+
+fn backend(server: &FakeServer) -> claudette_ollama::OllamaBackend {
+    claudette_ollama::backend(&BackendSettings::new("ollama-vision").model("llava").base_url(server.url()))
+        .unwrap()
+}
+
+fn base64(at: u32, media_type: &str, data: &str) -> Image {
+    Image { at, source: ImageSource::Base64 { media_type: media_type.into(), data: data.into() } }
+}
+
+fn user(content: &str, images: Vec<Image>) -> ChatRequest {
+    ChatRequest { messages: vec![Message { images, ..Message::user(content) }], ..ChatRequest::default() }
+}
+
+#[tokio::test]
+async fn base64_images_go_in_the_messages_images_in_order() {
+    let server = FakeServer::start().await;
+    server.push_n(2, Reply::ollama_text("a cat"));
+    server.push(Reply::ollama_stream(&["a ", "cat"]));
+    let b = backend(&server);
+
+    // Text alone: no `images` field, as before.
+    b.send(&ChatRequest::prompt("hi")).await.unwrap();
+    assert_eq!(server.last_json().unwrap()["messages"], json!([{"role": "user", "content": "hi"}]));
+
+    // Text, an image, more text, an image: the text whole, the images in order (bare base64).
+    let request = user(
+        "What is this? And this one?",
+        vec![base64(13, "image/png", "iVBORw0KGgo="), base64(27, "image/jpeg", "/9j/AAA=")],
+    );
+    b.send(&request).await.unwrap();
+    let expected = json!([{"role": "user", "content": "What is this? And this one?",
+                           "images": ["iVBORw0KGgo=", "/9j/AAA="]}]);
+    assert_eq!(server.last_json().unwrap()["messages"], expected);
+
+    // Streamed the same way.
+    let events: Vec<StreamEvent> = b.send_stream(&request).await.unwrap().collect().await;
+    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
+    assert_eq!(server.last_json().unwrap()["messages"], expected);
+}
+
+#[tokio::test]
+async fn images_ollama_cannot_take_are_refused_before_anything_is_sent() {
+    let server = FakeServer::start().await;
+    let b = backend(&server);
+    let png = || base64(0, "image/png", "iVBORw0KGgo=");
+    let by_url = Image { at: 0, source: ImageSource::Url { url: "https://img.example/a.png".into() } };
+    let cases = [
+        ("a URL", user("x", vec![png(), by_url])),
+        (
+            "an assistant message",
+            ChatRequest {
+                messages: vec![
+                    Message::user("draw"),
+                    Message { images: vec![png()], ..Message::assistant("here") },
+                    Message::user("again"),
+                ],
+                ..ChatRequest::default()
+            },
+        ),
+        (
+            "a system message",
+            ChatRequest {
+                messages: vec![
+                    Message { images: vec![png()], ..Message::system("be brief") },
+                    Message::user("hi"),
+                ],
+                ..ChatRequest::default()
+            },
+        ),
+        (
+            "a tool result",
+            ChatRequest {
+                messages: vec![
+                    Message::user("look"),
+                    Message {
+                        images: vec![png()],
+                        name: Some("camera".into()),
+                        ..Message::tool_result("c1", "ok")
+                    },
+                ],
+                ..ChatRequest::default()
+            },
+        ),
+    ];
+    for (why, request) in cases {
+        // A URL is Ollama's limit (another backend may take it); an image outside a user
+        // message is the caller's error, refused alike by every adapter.
+        let e = b.send(&request).await.unwrap_err();
+        if why.contains("URL") || why.contains("url") {
+            assert_eq!(e.kind, ErrorKind::Unsupported, "{why}: {e}");
+            assert_eq!(e.kind.action(), RetryAction::FailOver, "{why}: another backend may take it");
+            assert!(e.message.contains("ollama"), "{why}: {e}");
+        } else {
+            assert_eq!(e.kind, ErrorKind::InvalidRequest, "{why}: {e}");
+            assert!(e.message.contains("images can only be sent in a user message"), "{why}: {e}");
+        }
+    }
+    assert_eq!(server.requests(), 0, "nothing was sent");
+}
