@@ -437,22 +437,36 @@ impl BackendRouter {
         request: &ChatRequest,
         exclude: &[&str],
     ) -> Result<SharedBackend, BackendError> {
-        self.select_inner(request, exclude, false).map(|s| s.backend)
+        self.select_inner(request, exclude, RouteOverrides::default(), false).map(|s| s.backend)
     }
 
     /// Like [`select_backend`](Self::select_backend), with every candidate's score.
     pub fn select(&self, request: &ChatRequest, exclude: &[&str]) -> Result<Selection, BackendError> {
-        self.select_inner(request, exclude, true)
+        self.select_inner(request, exclude, RouteOverrides::default(), true)
+    }
+
+    /// Like [`select`](Self::select), under a request's own overrides (its weights): the
+    /// backend [`route_request_with`](Self::route_request_with) would try first, for callers
+    /// that ask a backend something other than a completion (a token count) and must ask the
+    /// one the completion would go to.
+    pub fn select_with(
+        &self,
+        request: &ChatRequest,
+        exclude: &[&str],
+        overrides: RouteOverrides,
+    ) -> Result<Selection, BackendError> {
+        self.select_inner(request, exclude, overrides, true)
     }
 
     fn select_inner(
         &self,
         request: &ChatRequest,
         exclude: &[&str],
+        overrides: RouteOverrides,
         explain: bool,
     ) -> Result<Selection, BackendError> {
         let excluded: HashSet<&str> = exclude.iter().copied().collect();
-        let plan = self.plan(request, &excluded, false, RouteOverrides::default(), explain)?;
+        let plan = self.plan(request, &excluded, false, overrides, explain)?;
         let first = plan.order.first().cloned().ok_or_else(|| plan.unavailable_error(self.clock.now()))?;
         Ok(Selection { backend: first.backend.clone(), decision: plan.decision })
     }

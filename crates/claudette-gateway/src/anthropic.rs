@@ -738,7 +738,8 @@ const TOKEN_COUNT: HeaderName = HeaderName::from_static("x-claudette-token-count
 
 /// Answers `{"input_tokens": N}` for a Messages body without `max_tokens`: the count of the
 /// backend a message with this body would be routed to, when its provider offers one, else
-/// the gateway's estimate.
+/// the gateway's estimate. The backend is the one the message would go to, under the same
+/// `x-claudette-route` / `x-claudette-weights` headers.
 ///
 /// Clients count before they send (Claude Code decides when to compact on it), and they treat
 /// a failed count badly, so no upstream failure makes this fail: any error of the count call
@@ -750,6 +751,12 @@ const TOKEN_COUNT: HeaderName = HeaderName::from_static("x-claudette-token-count
 /// effects either ([`BackendRouter::select`](claudette_core::BackendRouter::select) takes no
 /// breaker permit); one whose breaker is open is not asked, so the estimate is answered then.
 pub(crate) async fn count_tokens(State(st): State<Shared>, request: Request) -> Response {
+    // The message's routing headers pick the backend the message would go to, so its
+    // tokenizer is the one asked; a malformed one is refused as on `/v1/messages`.
+    let overrides = match routing::overrides(request.headers()) {
+        Ok(o) => o,
+        Err(e) => return respond::local_error(COUNT_EP, e),
+    };
     let admitted = match respond::admit(&st, COUNT_EP, request.into_body()).await {
         Ok(a) => a,
         Err(resp) => return resp,
@@ -764,7 +771,7 @@ pub(crate) async fn count_tokens(State(st): State<Shared>, request: Request) -> 
     if let Err(e) = routing::resolve_model(&st.router, model.as_deref(), &mut chat) {
         return respond::local_error(COUNT_EP, e);
     }
-    let selected = st.router.select(&chat, &[]).map(|s| s.backend);
+    let selected = st.router.select_with(&chat, &[], overrides).map(|s| s.backend);
     let (backend, counted) = match &selected {
         Ok(backend) => (backend.name(), backend.count_tokens(&chat).await),
         Err(e) => ("none", Err(e.clone())),

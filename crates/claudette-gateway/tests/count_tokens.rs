@@ -280,3 +280,32 @@ async fn counts_have_their_own_metrics_label() {
         metrics.text
     );
 }
+
+/// The count asks the backend the message would go to under the same routing headers: with a
+/// cheap, plain Claude and a dear, better one, `x-claudette-weights` moves the count as it
+/// moves the message. A malformed routing header is the same 400 as on `/v1/messages`.
+#[tokio::test]
+async fn the_count_follows_the_messages_routing_headers() {
+    use claudette_core::Pricing;
+    let cheap = FakeServer::start().await;
+    cheap.set_default(Fake::json(200, json!({"input_tokens": 11})));
+    let dear = FakeServer::start().await;
+    dear.set_default(Fake::json(200, json!({"input_tokens": 22})));
+    let gw = start(router(vec![
+        anthropic(anthropic_settings("cheap", &cheap).pricing(Pricing::new(0.1, 0.1)).quality(0.1)),
+        anthropic(anthropic_settings("dear", &dear).pricing(Pricing::new(50.0, 50.0)).quality(1.0)),
+    ]))
+    .await;
+    for (weights, backend, tokens) in [("cost=1", "cheap", 11), ("quality=1", "dear", 22)] {
+        let r = post_with(&gw.url, PATH, claude_code_body("auto"), &[("x-claudette-weights", weights)]).await;
+        assert_eq!(r.status, 200, "{weights}: {}", r.text);
+        assert_eq!(r.header("x-claudette-backend"), Some(backend), "{weights}");
+        assert_eq!(r.json(), json!({"input_tokens": tokens}), "{weights}");
+        assert_eq!(r.header("x-claudette-token-count"), Some("exact"));
+    }
+    let r =
+        post_with(&gw.url, PATH, claude_code_body("auto"), &[("x-claudette-route", "fastest-please")]).await;
+    let message = assert_anthropic_error(&r, 400, "invalid_request_error");
+    assert!(message.contains("x-claudette-route"), "{message}");
+    assert_eq!(cheap.requests() + dear.requests(), 2, "the refused count asked nobody");
+}
