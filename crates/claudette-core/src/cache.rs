@@ -57,9 +57,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::types::{
-    ChatRequest, ChatResponse, FinishReason, Message, ReasoningEffort, ResponseFormat, StreamEnd,
-    StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec,
-    new_tool_call_id,
+    Block, BlockOrder, ChatRequest, ChatResponse, FinishReason, Message, ReasoningEffort, ResponseFormat,
+    StreamEnd, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice,
+    ToolSpec, new_tool_call_id, ordered_blocks,
 };
 
 /// Stored answers, by [`CacheKey`].
@@ -261,32 +261,28 @@ pub(crate) fn replay(response: &ChatResponse) -> Vec<StreamEvent> {
             events.push(StreamEvent::ReasoningDelta { text: r.clone() });
         }
     }
-    for block in &response.thinking {
+    for block in response.blocks_for_client() {
         match block {
-            ThinkingBlock::Thinking { thinking, signature } => {
+            Block::Thinking(ThinkingBlock::Thinking { thinking, signature }) => {
                 events.push(StreamEvent::ReasoningDelta { text: thinking.clone() });
                 if !signature.is_empty() {
                     events
                         .push(StreamEvent::ThinkingSeal { seal: ThinkingSeal::Signature(signature.clone()) });
                 }
             }
-            ThinkingBlock::Redacted { data } => {
+            Block::Thinking(ThinkingBlock::Redacted { data }) => {
                 events.push(StreamEvent::ThinkingSeal { seal: ThinkingSeal::Redacted(data.clone()) });
             }
+            Block::Text { text, .. } => events.push(StreamEvent::text(text)),
+            Block::ToolCall { call, index } => events.push(StreamEvent::ToolCall {
+                delta: ToolCallDelta {
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    id: Some(call.id.clone()),
+                    name: Some(call.name.clone()),
+                    arguments: call.arguments.to_string(),
+                },
+            }),
         }
-    }
-    if !response.content.is_empty() {
-        events.push(StreamEvent::text(response.content.clone()));
-    }
-    for (i, call) in response.tool_calls.iter().enumerate() {
-        events.push(StreamEvent::ToolCall {
-            delta: ToolCallDelta {
-                index: u32::try_from(i).unwrap_or(u32::MAX),
-                id: Some(call.id.clone()),
-                name: Some(call.name.clone()),
-                arguments: call.arguments.to_string(),
-            },
-        });
     }
     events.push(StreamEvent::Done {
         end: StreamEnd { finish_reason: response.finish_reason.clone(), usage: response.usage, cost: 0.0 },
@@ -310,6 +306,13 @@ pub(crate) struct Assembler {
     block_start: usize,
     thinking: Vec<ThinkingBlock>,
     calls: Vec<PartialCall>,
+    /// The blocks' order, as the events came: a block is written down where it begins (a
+    /// thinking block at its first reasoning, or at its seal when it had none).
+    order: BlockOrder,
+    /// Text has come since the last block of another kind began.
+    text_open: bool,
+    /// The reasoning since the last seal is already written down as a block.
+    block_begun: bool,
     /// Bytes kept so far, against `limit`.
     bytes: usize,
     limit: usize,
@@ -333,6 +336,9 @@ impl Assembler {
             block_start: 0,
             thinking: Vec::new(),
             calls: Vec::new(),
+            order: BlockOrder::default(),
+            text_open: false,
+            block_begun: false,
             bytes: 0,
             limit,
         }
@@ -347,9 +353,13 @@ impl Assembler {
         let added = match ev {
             StreamEvent::TextDelta { text } => {
                 self.content.push_str(text);
+                self.text_open |= !text.is_empty();
                 text.len()
             }
             StreamEvent::ReasoningDelta { text } => {
+                if !self.block_begun && !text.is_empty() {
+                    self.begin_block();
+                }
                 self.reasoning.push_str(text);
                 text.len()
             }
@@ -366,13 +376,34 @@ impl Assembler {
     /// redacted block is a block of its own, after any unsigned reasoning before it.
     fn seal(&mut self, seal: &ThinkingSeal) -> usize {
         match seal {
-            ThinkingSeal::Signature(signature) => self.end_block(signature.clone()),
+            ThinkingSeal::Signature(signature) => {
+                if !self.block_begun {
+                    self.begin_block();
+                }
+                self.end_block(signature.clone())
+            }
             ThinkingSeal::Redacted(data) => {
                 let unsigned = self.end_unsigned_block();
+                self.begin_block();
+                self.block_begun = false;
                 self.thinking.push(ThinkingBlock::Redacted { data: data.clone() });
                 unsigned + data.len()
             }
         }
+    }
+
+    /// Ends the text block being streamed, if any, in the order.
+    fn end_text(&mut self) {
+        if std::mem::take(&mut self.text_open) {
+            self.order.text(self.content.len());
+        }
+    }
+
+    /// Writes a thinking block down in the order, where it begins.
+    fn begin_block(&mut self) {
+        self.end_text();
+        self.order.thinking();
+        self.block_begun = true;
     }
 
     /// Closes reasoning streamed since the last seal as a block signed `signature`; the bytes
@@ -380,6 +411,7 @@ impl Assembler {
     fn end_block(&mut self, signature: String) -> usize {
         let thinking = self.reasoning.get(self.block_start..).unwrap_or_default().to_owned();
         self.block_start = self.reasoning.len();
+        self.block_begun = false;
         let added = thinking.len() + signature.len();
         self.thinking.push(ThinkingBlock::Thinking { thinking, signature });
         added
@@ -402,6 +434,8 @@ impl Assembler {
         let k = match known {
             Some(k) if self.calls.get(k).is_some_and(same) => k,
             _ => {
+                self.end_text();
+                self.order.tool_call();
                 self.calls.push(PartialCall {
                     index: delta.index,
                     id: None,
@@ -444,8 +478,15 @@ impl Assembler {
             // Reasoning after the last seal is a block of its own, unsigned.
             self.end_unsigned_block();
         }
+        self.end_text();
         // The calls in the order of their indexes, as a JSON answer lists them; two at one index
-        // in the order they came.
+        // in the order they came. The order of blocks counts calls as they came, so it is kept
+        // only when that is the same order.
+        let mut order = self.order.finish();
+        if !self.calls.is_sorted_by_key(|c| c.index) || self.thinking.is_empty() {
+            // Without thinking blocks, no provider needs text and calls in their old order.
+            order.clear();
+        }
         self.calls.sort_by_key(|c| c.index);
         let mut tool_calls = Vec::with_capacity(self.calls.len());
         for call in self.calls {
@@ -465,11 +506,15 @@ impl Assembler {
                 arguments,
             });
         }
+        if ordered_blocks(&order, &self.thinking, &self.content, &tool_calls).is_err() {
+            order.clear();
+        }
         Some(ChatResponse {
             content: self.content,
             reasoning: Some(self.reasoning).filter(|r| !r.is_empty()),
             thinking: self.thinking,
             tool_calls,
+            order,
             finish_reason: end.finish_reason.clone(),
             usage: end.usage,
             cost: end.cost,
@@ -485,7 +530,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::types::Usage;
+    use crate::types::{BlockKind, Usage};
 
     fn key(scope: Option<&str>, r: &ChatRequest) -> CacheKey {
         CacheKey::new(scope, r).unwrap()
@@ -687,7 +732,7 @@ mod tests {
             })
             .collect();
         let reasoning = if thinking.is_empty() { Some(word(rng)) } else { Some(joined) };
-        let tool_calls = (0..rng.usize(0..3))
+        let tool_calls: Vec<ToolCall> = (0..rng.usize(0..3))
             .map(|i| ToolCall {
                 id: format!("call_{i}"),
                 name: format!("tool{i}"),
@@ -700,11 +745,18 @@ mod tests {
             FinishReason::ToolCalls,
             FinishReason::StopSequence("E".into()),
         ];
+        let content = word(rng);
+        let order = if thinking.is_empty() || rng.bool() {
+            Vec::new()
+        } else {
+            random_order(rng, thinking.len(), &content, &tool_calls)
+        };
         ChatResponse {
-            content: word(rng),
+            content,
             reasoning: reasoning.filter(|r| !r.is_empty()),
             thinking,
             tool_calls,
+            order,
             finish_reason: Some(finish[rng.usize(..finish.len())].clone()),
             usage: Usage {
                 reasoning_tokens: rng.u32(..5),
@@ -716,9 +768,50 @@ mod tests {
         }
     }
 
+    /// A random order of a turn's blocks a stream can carry: thinking blocks and calls in any
+    /// order, the text in up to two blocks, never two text blocks in a row (a stream has no
+    /// edge between them).
+    fn random_order(
+        rng: &mut fastrand::Rng,
+        thinking: usize,
+        content: &str,
+        calls: &[ToolCall],
+    ) -> Vec<BlockKind> {
+        let mut items: Vec<BlockKind> = std::iter::repeat_n(BlockKind::Thinking, thinking)
+            .chain(std::iter::repeat_n(BlockKind::ToolCall, calls.len()))
+            .collect();
+        rng.shuffle(&mut items);
+        // Where the text may be cut in two: a char boundary strictly inside it.
+        let cut = (1..content.len()).filter(|&i| content.is_char_boundary(i)).nth(rng.usize(..3));
+        let mut gaps: Vec<usize> = (0..=items.len()).collect();
+        rng.shuffle(&mut gaps);
+        let mut texts: Vec<(usize, u32)> = match (content.is_empty(), cut) {
+            (true, _) => Vec::new(),
+            (false, Some(cut)) if gaps.len() > 1 => {
+                let (a, b) = (gaps[0].min(gaps[1]), gaps[0].max(gaps[1]));
+                vec![(a, cut as u32), (b, content.len() as u32)]
+            }
+            (false, _) => vec![(gaps[0], content.len() as u32)],
+        };
+        let mut order = BlockOrder::default();
+        for (i, kind) in items.iter().chain(std::iter::once(&BlockKind::ToolCall)).enumerate() {
+            if let Some(&(_, end)) = texts.first().filter(|(gap, _)| *gap == i) {
+                order.text(end as usize);
+                texts.remove(0);
+            }
+            match kind {
+                _ if i == items.len() => {}
+                BlockKind::Thinking => order.thinking(),
+                _ => order.tool_call(),
+            }
+        }
+        order.finish()
+    }
+
     /// The events of `events` as a provider might have cut them: text, reasoning and tool-call
-    /// arguments in random pieces, the calls' fragments interleaved.
-    fn split(events: &[StreamEvent], rng: &mut fastrand::Rng) -> Vec<StreamEvent> {
+    /// arguments in random pieces, the calls' fragments interleaved (unless the answer keeps
+    /// an order of its blocks, which a stream carries only for calls that come one by one).
+    fn split(events: &[StreamEvent], rng: &mut fastrand::Rng, interleave: bool) -> Vec<StreamEvent> {
         fn pieces(s: &str, rng: &mut fastrand::Rng) -> Vec<String> {
             let mut out = Vec::new();
             let mut rest = s;
@@ -748,7 +841,11 @@ mod tests {
                     let mut frags: std::collections::VecDeque<StreamEvent> =
                         [delta(d.index, d.id.as_deref(), d.name.as_deref(), "")].into();
                     frags.extend(pieces(&d.arguments, rng).iter().map(|a| delta(d.index, None, None, a)));
-                    calls.push(frags);
+                    if interleave {
+                        calls.push(frags);
+                    } else {
+                        out.extend(frags);
+                    }
                 }
                 StreamEvent::Done { .. } => {
                     while calls.iter().any(|c| !c.is_empty()) {
@@ -764,20 +861,78 @@ mod tests {
         out
     }
 
+    /// Claude's interleaved thinking (think, call, think, say, call) comes back from the cache
+    /// in the order it was made, as a stream and as an answer: sent back in another order,
+    /// Anthropic refuses the client's next turn.
+    #[test]
+    fn an_interleaved_answer_keeps_its_block_order() {
+        let signed = |t: &str| ThinkingBlock::Thinking { thinking: t.into(), signature: format!("sig-{t}") };
+        let call = |id: &str| ToolCall { id: id.into(), name: "f".into(), arguments: json!({"id": id}) };
+        let r = ChatResponse {
+            content: "Now the second.".into(),
+            reasoning: Some("firstsecond".into()),
+            thinking: vec![signed("first"), signed("second")],
+            tool_calls: vec![call("c1"), call("c2")],
+            order: vec![
+                BlockKind::Thinking,
+                BlockKind::ToolCall,
+                BlockKind::Thinking,
+                BlockKind::Text(15),
+                BlockKind::ToolCall,
+            ],
+            finish_reason: Some(FinishReason::ToolCalls),
+            usage: Usage::reported(10, 3),
+            ..ChatResponse::empty("b", "m")
+        };
+        let events = replay(&r);
+        let kinds: Vec<String> = events
+            .iter()
+            .map(|e| match e {
+                StreamEvent::ReasoningDelta { text } => format!("think:{text}"),
+                StreamEvent::ThinkingSeal { .. } => "seal".into(),
+                StreamEvent::TextDelta { text } => format!("text:{text}"),
+                StreamEvent::ToolCall { delta } => format!("call:{}", delta.id.as_deref().unwrap_or("")),
+                StreamEvent::Usage { .. } => "usage".into(),
+                StreamEvent::Done { .. } => "done".into(),
+                StreamEvent::Error { .. } => "error".into(),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "usage",
+                "think:first",
+                "seal",
+                "call:c1",
+                "think:second",
+                "seal",
+                "text:Now the second.",
+                "call:c2",
+                "done"
+            ]
+        );
+        let back = assemble(&events).unwrap();
+        assert_eq!(back.order, r.order);
+        assert_eq!(cacheable(&back), cacheable(&r));
+    }
+
     #[test]
     fn assembling_a_replay_gives_the_answer_back() {
         let mut rng = fastrand::Rng::with_seed(11);
+        let mut kept_orders = 0;
         for _ in 0..2000 {
             let r = random_answer(&mut rng);
+            kept_orders += usize::from(!r.order.is_empty());
             let events = replay(&r);
             assert_eq!(assemble(&events).as_ref().map(cacheable), Some(cacheable(&r)), "{events:?}");
             // However a provider cut the same events.
-            let cut = split(&events, &mut rng);
+            let cut = split(&events, &mut rng, r.order.is_empty());
             let back = assemble(&cut).unwrap();
             assert_eq!(cacheable(&back), cacheable(&r), "{cut:?}");
             // And the answer a stream assembles replays as the same stream.
             assert_eq!(replay(&back), events);
         }
+        assert!(kept_orders > 200, "only {kept_orders} answers with a kept order");
     }
 
     #[test]

@@ -151,7 +151,8 @@ pub enum SkipReason {
     MissingTags,
     NoStreaming,
     NoTools,
-    /// The request has images and the backend takes none.
+    /// The request has images or documents (PDFs, read as page images) and the backend takes
+    /// no images.
     NoImages,
     /// Already failed in this request.
     AlreadyFailed,

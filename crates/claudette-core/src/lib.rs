@@ -57,8 +57,9 @@ pub use router::{
 };
 pub use settings::{ApiKey, BackendInfo, BackendSettings, BackendType, Pricing, Timeouts};
 pub use types::{
-    CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, FinishReason, IMAGE_MEDIA_TYPES,
-    IMAGE_TOKEN_ESTIMATE, Image, ImageSource, MAX_CACHE_BREAKPOINTS, Message, ReasoningEffort,
-    ResponseFormat, Role, Segment, StreamEnd, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall,
-    ToolCallDelta, ToolChoice, ToolSpec, Usage, UsageSource,
+    Block, BlockKind, BlockOrder, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse,
+    DOCUMENT_MEDIA_TYPE, DOCUMENT_PAGE_TOKEN_ESTIMATE, DOCUMENT_URL_PAGES, Document, DocumentSource,
+    FinishReason, IMAGE_MEDIA_TYPES, IMAGE_TOKEN_ESTIMATE, Image, ImageSource, MAX_CACHE_BREAKPOINTS,
+    Message, ReasoningEffort, ResponseFormat, Role, Segment, StreamEnd, StreamEvent, Thinking, ThinkingBlock,
+    ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage, UsageSource,
 };

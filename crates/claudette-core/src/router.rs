@@ -514,7 +514,7 @@ impl BackendRouter {
                 Some(SkipReason::NoStreaming)
             } else if !request.tools.is_empty() && !info.supports_tools {
                 Some(SkipReason::NoTools)
-            } else if !info.supports_images && request.messages.iter().any(|m| !m.images.is_empty()) {
+            } else if !info.supports_images && request.has_media() {
                 Some(SkipReason::NoImages)
             } else if let Err(rej) = e.breaker.check() {
                 if earliest.is_none_or(|x| rej.retry_at < x.retry_at) {

@@ -39,9 +39,12 @@ pub fn estimate_request_tokens(request: &crate::types::ChatRequest) -> u32 {
         .iter()
         .map(|m| {
             let images = u32::try_from(m.images.len()).unwrap_or(u32::MAX);
+            let documents =
+                m.documents.iter().map(crate::types::Document::estimated_tokens).fold(0, u32::saturating_add);
             estimate_tokens(&m.content)
                 .saturating_add(4)
                 .saturating_add(images.saturating_mul(crate::types::IMAGE_TOKEN_ESTIMATE))
+                .saturating_add(documents)
         })
         .fold(0u32, u32::saturating_add)
 }

@@ -4,6 +4,7 @@
 //! the plugin ABI only ever see one shape. They are plain serde types: a `.so` plugin receives
 //! them as JSON.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -69,17 +70,168 @@ pub struct Message {
     /// of a system prompt, not after the dynamic part), or the cached prefix never matches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cache: Vec<CacheBreakpoint>,
-    /// For `Role::User`: images shown to the model (vision input), in the order the client
-    /// placed them. Kept beside `content` rather than as content parts, like [`Self::cache`]:
+    /// For `Role::User` and `Role::Tool`: images shown to the model (vision input: a pasted
+    /// screenshot, or a tool that read an image file), in the order the client placed them. Kept beside `content` rather than as content parts, like [`Self::cache`]:
     /// each image remembers where it stood among the client's text blocks
     /// ([`Image::at`]), so text-only requests, the common case, keep one `String` and every
     /// adapter can still put text and images back in the client's order
     /// ([`Message::segments`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<Image>,
+    /// For `Role::User` and `Role::Tool`: PDFs shown to the model (a file the user attached,
+    /// or one a tool read: Claude Code's Read tool returns a PDF as a document), placed among
+    /// the text like [`Self::images`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub documents: Vec<Document>,
+    /// For `Role::Assistant`: the order of the turn's blocks, when it is not the usual one
+    /// (thinking, then text, then tool calls); empty otherwise. Claude thinks between its tool
+    /// calls (interleaved thinking: thinking, call, thinking, call), and Anthropic refuses the
+    /// turn sent back in any other order ("thinking blocks in the latest assistant message
+    /// cannot be modified"), every turn after, so the order a client sent is kept. See
+    /// [`Message::blocks`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub order: Vec<BlockKind>,
 }
 
-/// An image in a user message.
+/// The kind of one block of an assistant turn, in [`Message::order`] and
+/// [`ChatResponse::order`]: each entry stands for the next item of its kind, so the list says
+/// where each item goes without repeating it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockKind {
+    /// The next thinking block.
+    Thinking,
+    /// The text from where the previous text block ended up to this byte offset of the
+    /// content (a char boundary).
+    Text(u32),
+    /// The next tool call.
+    ToolCall,
+}
+
+/// One block of an assistant turn, in its order: see [`Message::blocks`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Block<'a> {
+    Thinking(&'a ThinkingBlock),
+    /// Never empty. `start` is its byte offset in the content, which cache breakpoints
+    /// ([`CacheAt::Text`]) count in.
+    Text {
+        text: &'a str,
+        start: usize,
+    },
+    /// The call and its index in the turn's tool calls ([`CacheAt::ToolCall`] counts in it).
+    ToolCall {
+        call: &'a ToolCall,
+        index: usize,
+    },
+}
+
+/// A turn's blocks in `order`, or the usual order when it is empty. An order that does not
+/// account for every item exactly once is refused, naming what is wrong: sent on, it would
+/// drop or repeat part of the turn.
+pub(crate) fn ordered_blocks<'a>(
+    order: &[BlockKind],
+    thinking: &'a [ThinkingBlock],
+    content: &'a str,
+    calls: &'a [ToolCall],
+) -> Result<Vec<Block<'a>>, BackendError> {
+    let mut blocks = Vec::with_capacity(thinking.len() + 1 + calls.len());
+    if order.is_empty() {
+        blocks.extend(thinking.iter().map(Block::Thinking));
+        if !content.is_empty() {
+            blocks.push(Block::Text { text: content, start: 0 });
+        }
+        blocks.extend(calls.iter().enumerate().map(|(index, call)| Block::ToolCall { call, index }));
+        return Ok(blocks);
+    }
+    let (mut next_thinking, mut next_call, mut text_end) = (0usize, 0usize, 0usize);
+    let bad =
+        |what: String| Err(BackendError::invalid(format!("the order of an assistant turn's blocks {what}")));
+    for kind in order {
+        match *kind {
+            BlockKind::Thinking => match thinking.get(next_thinking) {
+                Some(t) => {
+                    blocks.push(Block::Thinking(t));
+                    next_thinking += 1;
+                }
+                None => return bad(format!("names more than the turn's {} thinking blocks", thinking.len())),
+            },
+            BlockKind::ToolCall => match calls.get(next_call) {
+                Some(call) => {
+                    blocks.push(Block::ToolCall { call, index: next_call });
+                    next_call += 1;
+                }
+                None => return bad(format!("names more than the turn's {} tool calls", calls.len())),
+            },
+            BlockKind::Text(end) => {
+                let end = usize::try_from(end).unwrap_or(usize::MAX);
+                match content.get(text_end..end) {
+                    Some("") => {}
+                    Some(text) => blocks.push(Block::Text { text, start: text_end }),
+                    None => {
+                        return bad(format!(
+                            "puts a text block's end at byte {end}, which does not fall between characters of \
+                             the {}-byte text after byte {text_end}",
+                            content.len()
+                        ));
+                    }
+                }
+                text_end = end;
+            }
+        }
+    }
+    if next_thinking != thinking.len() || next_call != calls.len() || text_end != content.len() {
+        return bad(format!(
+            "accounts for {next_thinking} of {} thinking blocks, {next_call} of {} tool calls and {text_end} of \
+             {} bytes of text",
+            thinking.len(),
+            calls.len(),
+            content.len()
+        ));
+    }
+    Ok(blocks)
+}
+
+/// Writes down a turn's block order as a client's or provider's blocks are read, for
+/// [`Message::order`] and [`ChatResponse::order`].
+#[derive(Debug, Default, Clone)]
+pub struct BlockOrder {
+    order: Vec<BlockKind>,
+}
+
+impl BlockOrder {
+    pub fn thinking(&mut self) {
+        self.order.push(BlockKind::Thinking);
+    }
+    /// A text block that ends `end` bytes into the turn's text (its length once the block's
+    /// text is appended). An empty one is not written down.
+    pub fn text(&mut self, end: usize) {
+        let end = u32::try_from(end).unwrap_or(u32::MAX);
+        let last_end = self.order.iter().rev().find_map(|k| match k {
+            BlockKind::Text(e) => Some(*e),
+            _ => None,
+        });
+        if last_end.unwrap_or(0) != end {
+            self.order.push(BlockKind::Text(end));
+        }
+    }
+    pub fn tool_call(&mut self) {
+        self.order.push(BlockKind::ToolCall);
+    }
+    /// The order to keep: empty when it is the usual one (thinking, then one text block, then
+    /// the tool calls), so the common turn carries nothing extra.
+    pub fn finish(self) -> Vec<BlockKind> {
+        let kinds = self.order.iter();
+        let thinking = kinds.clone().take_while(|k| **k == BlockKind::Thinking).count();
+        let rest = &self.order[thinking..];
+        let rest = match rest.first() {
+            Some(BlockKind::Text(_)) => &rest[1..],
+            _ => rest,
+        };
+        if rest.iter().all(|k| *k == BlockKind::ToolCall) { Vec::new() } else { self.order }
+    }
+}
+
+/// An image in a user message or a tool result.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Image {
     /// Where the image stood: after this many bytes of [`Message::content`] (a char boundary,
@@ -116,11 +268,63 @@ pub const IMAGE_MEDIA_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/gif"
 /// OpenAI's high-detail 1024×1024 (765). An estimate that errs high keeps budget checks safe.
 pub const IMAGE_TOKEN_ESTIMATE: u32 = 1_600;
 
+/// A PDF in a user message or a tool result. Every provider that reads PDFs reads each page
+/// as text and as an image, so a backend takes documents when it takes images
+/// ([`BackendInfo::supports_images`](crate::BackendInfo::supports_images)); one that cannot read
+/// them refuses them ([`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported)).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Document {
+    /// Where the document stood, as [`Image::at`]. At one offset, images come first.
+    pub at: u32,
+    pub source: DocumentSource,
+    /// The file's name or title, when the client gave one (OpenAI's `filename`, Anthropic's
+    /// `title`): the model sees it, and OpenAI wants a name with inline file data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// Where a PDF's bytes are ([`DOCUMENT_MEDIA_TYPE`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DocumentSource {
+    /// The PDF, base64 as the client sent it (never decoded, as images).
+    Base64 { data: String },
+    /// An `http(s)` URL the provider fetches itself, as [`ImageSource::Url`].
+    Url { url: String },
+}
+
+/// The one document type carried: every provider that reads documents reads PDFs, and other
+/// types (Word, spreadsheets) are read differently by each, or not at all.
+pub const DOCUMENT_MEDIA_TYPE: &str = "application/pdf";
+
+/// Input tokens a PDF page is counted as in local estimates: Anthropic quotes 1,500 to 3,000
+/// a page (its text plus the page as an image). Pages are not counted (that needs the PDF
+/// parsed): a base64 PDF is taken as a page per 50 KB, at least one, and a URL's as
+/// [`DOCUMENT_URL_PAGES`] pages. High rather than low, as [`IMAGE_TOKEN_ESTIMATE`].
+pub const DOCUMENT_PAGE_TOKEN_ESTIMATE: u32 = 3_000;
+
+/// Pages a PDF given by URL is counted as (its size is unknown without fetching it).
+pub const DOCUMENT_URL_PAGES: u32 = 10;
+
+impl Document {
+    /// This document's input tokens in local estimates ([`DOCUMENT_PAGE_TOKEN_ESTIMATE`]).
+    pub fn estimated_tokens(&self) -> u32 {
+        let pages = match &self.source {
+            DocumentSource::Base64 { data } => {
+                u32::try_from((data.len() / 4 * 3).div_ceil(50_000)).unwrap_or(u32::MAX)
+            }
+            DocumentSource::Url { .. } => DOCUMENT_URL_PAGES,
+        };
+        pages.max(1).saturating_mul(DOCUMENT_PAGE_TOKEN_ESTIMATE)
+    }
+}
+
 /// A piece of a message in the client's order: see [`Message::segments`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Segment<'a> {
     Text(&'a str),
     Image(&'a Image),
+    Document(&'a Document),
 }
 
 impl Message {
@@ -135,6 +339,8 @@ impl Message {
             thinking: Vec::new(),
             cache: Vec::new(),
             images: Vec::new(),
+            documents: Vec::new(),
+            order: Vec::new(),
         }
     }
     pub fn system(content: impl Into<String>) -> Self {
@@ -156,37 +362,54 @@ impl Message {
         Self { is_error: true, ..Self::tool_result(tool_call_id, content) }
     }
 
-    /// The message's text and images in the client's order: text runs (never empty) split at
-    /// each image's [`Image::at`]. Text-only messages give their content as one run (none
-    /// when it is empty). An offset past the end, or inside a character, places the image
-    /// at the next boundary rather than panicking.
+    /// The message's text, images and documents in the client's order: text runs (never
+    /// empty) split at each image's [`Image::at`] and each document's [`Document::at`]; at one
+    /// offset, images before documents, each kind in its list's order. Text-only messages give
+    /// their content as one run (none when it is empty). An offset past the end, or inside a
+    /// character, places the item at the next boundary rather than panicking.
     pub fn segments(&self) -> impl Iterator<Item = Segment<'_>> {
         let text = self.content.as_str();
         let mut images = self.images.iter().peekable();
+        let mut documents = self.documents.iter().peekable();
         let mut pos = 0usize;
-        let mut pending: Option<&Image> = None;
         std::iter::from_fn(move || {
-            loop {
-                if let Some(image) = pending.take() {
-                    return Some(Segment::Image(image));
-                }
-                let next_at = images.peek().map(|i| boundary(text, i.at as usize));
-                match next_at {
-                    Some(at) if at <= pos => pending = images.next(),
-                    Some(at) => {
-                        let run = &text[pos..at];
-                        pos = at;
-                        return Some(Segment::Text(run));
-                    }
-                    None if pos < text.len() => {
-                        let run = &text[pos..];
-                        pos = text.len();
-                        return Some(Segment::Text(run));
-                    }
-                    None => return None,
-                }
+            let image_at = images.peek().map(|i| boundary(text, i.at as usize));
+            let document_at = documents.peek().map(|d| boundary(text, d.at as usize));
+            if image_at.is_some_and(|at| at <= pos) {
+                return images.next().map(Segment::Image);
             }
+            if document_at.is_some_and(|at| at <= pos) {
+                return documents.next().map(Segment::Document);
+            }
+            let end = match (image_at, document_at) {
+                (Some(i), Some(d)) => i.min(d),
+                (Some(at), None) | (None, Some(at)) => at,
+                (None, None) if pos < text.len() => text.len(),
+                (None, None) => return None,
+            };
+            let run = &text[pos..end];
+            pos = end;
+            Some(Segment::Text(run))
         })
+    }
+
+    /// What the message shows besides text, for a model told where it went: "1 image",
+    /// "2 images and 1 document", "1 document" (empty when none). Providers whose tool results
+    /// cannot carry media move it elsewhere and say so in these words.
+    pub fn media_summary(&self) -> String {
+        match (self.images.len(), self.documents.len()) {
+            (0, 0) => String::new(),
+            (i, 0) => format!("{i} image{}", plural(i)),
+            (0, d) => format!("{d} document{}", plural(d)),
+            (i, d) => format!("{i} image{} and {d} document{}", plural(i), plural(d)),
+        }
+    }
+
+    /// An assistant turn's thinking, text and tool calls as blocks, in [`Self::order`] (or the
+    /// usual order when it is empty). The text comes as one block in the usual order; in a
+    /// kept order, as the client's blocks. An order that does not match the turn is refused.
+    pub fn blocks(&self) -> Result<Vec<Block<'_>>, BackendError> {
+        ordered_blocks(&self.order, &self.thinking, &self.content, &self.tool_calls)
     }
 
     /// A tool result's text for a provider whose tool messages have no error flag (OpenAI
@@ -249,6 +472,10 @@ impl CacheTtl {
     }
 }
 
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// `at` moved forward to a char boundary of `text`, at most its length.
 fn boundary(text: &str, at: usize) -> usize {
     (at.min(text.len())..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len())
@@ -263,6 +490,12 @@ pub enum CacheAt {
     Text(u32),
     /// After the assistant's tool call of this index in [`Message::tool_calls`].
     ToolCall(u32),
+    /// After the image of this index in [`Message::images`]: the client marked the image
+    /// itself. A mark on the text before it would leave the image outside the cached prefix,
+    /// and a screenshot is the largest part of the turn that carries it.
+    Image(u32),
+    /// After the document of this index in [`Message::documents`], as [`Self::Image`].
+    Document(u32),
 }
 
 /// One prompt-cache breakpoint (Anthropic allows [`MAX_CACHE_BREAKPOINTS`] per request).
@@ -615,18 +848,88 @@ impl ChatRequest {
         Self::new(vec![Message::user(prompt)])
     }
 
-    /// Refuses images anywhere but a user message ([`Message::images`] is for user turns): an
-    /// adapter that dropped them would have the model answer about images it never saw.
-    /// Every adapter asks here, so each provider refuses the same requests with the same
-    /// words; it is the caller's error, so the router does not try another backend.
-    pub fn checked_images(&self) -> Result<(), BackendError> {
-        match self.messages.iter().enumerate().find(|(_, m)| m.role != Role::User && !m.images.is_empty()) {
-            None => Ok(()),
-            Some((index, m)) => Err(BackendError::invalid(format!(
-                "message {index}: images can only be sent in a user message, not in a `{}` one",
-                m.role.as_str()
-            ))),
+    /// Refuses images and documents anywhere but a user message or a tool result
+    /// ([`Message::images`], [`Message::documents`]), and cache breakpoints after an image or a
+    /// document that is not there: an adapter that dropped them would have the model answer
+    /// about what it never saw, or cache less than the client asked. Every adapter asks here,
+    /// so each provider refuses the same requests with the same words; it is the caller's
+    /// error, so the router does not try another backend.
+    pub fn checked_media(&self) -> Result<(), BackendError> {
+        for (index, m) in self.messages.iter().enumerate() {
+            let placed = matches!(m.role, Role::User | Role::Tool);
+            for (what, n) in [("images", m.images.len()), ("documents", m.documents.len())] {
+                if n > 0 && !placed {
+                    return Err(BackendError::invalid(format!(
+                        "message {index}: {what} can only be sent in a user message or a tool result, not in \
+                         a `{}` one",
+                        m.role.as_str()
+                    )));
+                }
+            }
+            for b in &m.cache {
+                let (what, i, n) = match b.at {
+                    CacheAt::Image(i) => ("image", i, m.images.len()),
+                    CacheAt::Document(i) => ("document", i, m.documents.len()),
+                    _ => continue,
+                };
+                if i as usize >= n {
+                    return Err(BackendError::invalid(format!(
+                        "message {index}: a cache breakpoint after {what} {i}, but the message has {n} {what}(s)"
+                    )));
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// The conversation for a provider whose tool messages take text only (OpenAI Chat
+    /// Completions, Ollama): the images and documents of each run of tool results move to one
+    /// user message after the run, each tool's introduced by the call it came from. Tool
+    /// messages must follow their assistant turn without a break, so they cannot go between
+    /// them; and a model that never sees the screenshot its tool took answers blind. A tool
+    /// result left with no text says where its media went. Borrowed, without a copy, when no
+    /// tool result has any (the common case).
+    pub fn messages_with_tool_media_moved(&self) -> std::borrow::Cow<'_, [Message]> {
+        let has_media = |m: &Message| !m.images.is_empty() || !m.documents.is_empty();
+        if !self.messages.iter().any(|m| m.role == Role::Tool && has_media(m)) {
+            return std::borrow::Cow::Borrowed(&self.messages);
+        }
+        let mut out = Vec::with_capacity(self.messages.len() + 1);
+        let mut moved: Option<Message> = None;
+        for m in &self.messages {
+            if m.role != Role::Tool
+                && let Some(media) = moved.take()
+            {
+                out.push(media);
+            }
+            if m.role != Role::Tool || !has_media(m) {
+                out.push(m.clone());
+                continue;
+            }
+            let id = m.tool_call_id.as_deref().unwrap_or_default();
+            let user = moved.get_or_insert_with(|| Message::user(String::new()));
+            if !user.content.is_empty() {
+                user.content.push('\n');
+            }
+            let what = m.media_summary();
+            let _ = write!(user.content, "The result of tool call {id} included {what}:");
+            let at = u32::try_from(user.content.len()).unwrap_or(u32::MAX);
+            for segment in m.segments() {
+                match segment {
+                    Segment::Text(_) => {}
+                    Segment::Image(i) => user.images.push(Image { at, ..i.clone() }),
+                    Segment::Document(d) => user.documents.push(Document { at, ..d.clone() }),
+                }
+            }
+            let mut text_only = Message { images: Vec::new(), documents: Vec::new(), ..m.clone() };
+            text_only.cache.retain(|b| !matches!(b.at, CacheAt::Image(_) | CacheAt::Document(_)));
+            if text_only.content.is_empty() {
+                text_only.content = format!("(the result is {what}, in the next user message)");
+            }
+            out.push(text_only);
+        }
+        out.extend(moved);
+        std::borrow::Cow::Owned(out)
     }
 
     /// The tool choice, once it is known to be satisfiable: a forced call needs tools, and a
@@ -687,12 +990,20 @@ impl ChatRequest {
                 m.content.len() + 4 + calls + thinking
             })
             .sum();
-        tools + turns + self.image_count() * IMAGE_TOKEN_ESTIMATE as usize * 4
+        let documents: usize =
+            self.messages.iter().flat_map(|m| &m.documents).map(|d| d.estimated_tokens() as usize * 4).sum();
+        tools + turns + self.image_count() * IMAGE_TOKEN_ESTIMATE as usize * 4 + documents
     }
 
     /// How many images the request's messages carry.
     pub fn image_count(&self) -> usize {
         self.messages.iter().map(|m| m.images.len()).sum()
+    }
+
+    /// Whether any message carries an image or a document: only backends that take images
+    /// are tried ([`Document`]).
+    pub fn has_media(&self) -> bool {
+        self.messages.iter().any(|m| !m.images.is_empty() || !m.documents.is_empty())
     }
 
     /// How many prompt-cache breakpoints the request carries, across tools and messages.
@@ -864,6 +1175,10 @@ pub struct ChatResponse {
     pub thinking: Vec<ThinkingBlock>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
+    /// The order of the answer's blocks when it is not the usual one; see [`Message::order`],
+    /// which a client's next turn carries it back in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub order: Vec<BlockKind>,
     pub finish_reason: Option<FinishReason>,
     pub usage: Usage,
     /// Model the provider says answered.
@@ -897,6 +1212,7 @@ impl ChatResponse {
             reasoning: None,
             thinking: Vec::new(),
             tool_calls: Vec::new(),
+            order: Vec::new(),
             finish_reason: None,
             usage: Usage::default(),
             model: model.into(),
@@ -922,9 +1238,30 @@ impl ChatResponse {
         let dropped = self.tool_calls.len().saturating_sub(1);
         if dropped > 0 {
             self.tool_calls.truncate(1);
+            let mut seen = 0;
+            self.order.retain(|k| {
+                seen += usize::from(*k == BlockKind::ToolCall);
+                *k != BlockKind::ToolCall || seen == 1
+            });
             log_dropped_tool_calls(&self.backend, dropped);
         }
         dropped
+    }
+
+    /// The answer's thinking, text and tool calls as blocks, in [`Self::order`]: see
+    /// [`Message::blocks`].
+    pub fn blocks(&self) -> Result<Vec<Block<'_>>, BackendError> {
+        ordered_blocks(&self.order, &self.thinking, &self.content, &self.tool_calls)
+    }
+
+    /// The answer's blocks to hand to a client: in [`Self::order`], or in the usual order
+    /// (logged) when an adapter gave an order that does not match them. Every item is still
+    /// there; refusing an answer already paid for would be worse than the usual order.
+    pub fn blocks_for_client(&self) -> Vec<Block<'_>> {
+        self.blocks().unwrap_or_else(|e| {
+            tracing::warn!(backend = %self.backend, error = %e, "answer sent in the usual block order");
+            ordered_blocks(&[], &self.thinking, &self.content, &self.tool_calls).unwrap_or_default()
+        })
     }
 }
 
@@ -1088,6 +1425,183 @@ pub mod duration_ms {
 mod tests {
     use super::*;
 
+    fn url_image(at: u32, url: &str) -> Image {
+        Image { at, source: ImageSource::Url { url: url.into() } }
+    }
+
+    #[test]
+    fn an_assistant_turn_keeps_the_order_of_its_blocks_and_a_wrong_order_is_refused() {
+        let call = |id: &str| ToolCall { id: id.into(), name: "f".into(), arguments: serde_json::json!({}) };
+        let think = |t: &str| ThinkingBlock::Thinking { thinking: t.into(), signature: "s".into() };
+        let turn = |order: Vec<BlockKind>| Message {
+            thinking: vec![think("a"), think("b")],
+            tool_calls: vec![call("c1"), call("c2")],
+            order,
+            ..Message::assistant("héllo")
+        };
+        let shape = |m: &Message| -> Vec<String> {
+            m.blocks()
+                .unwrap()
+                .iter()
+                .map(|b| match b {
+                    Block::Thinking(ThinkingBlock::Thinking { thinking, .. }) => format!("think {thinking}"),
+                    Block::Thinking(_) => "redacted".into(),
+                    Block::Text { text, start } => format!("text {text}@{start}"),
+                    Block::ToolCall { call, index } => format!("call {}#{index}", call.id),
+                })
+                .collect()
+        };
+        assert_eq!(shape(&turn(vec![])), ["think a", "think b", "text héllo@0", "call c1#0", "call c2#1"]);
+        let (th, tc, tx) = (BlockKind::Thinking, BlockKind::ToolCall, BlockKind::Text);
+        let interleaved = turn(vec![th, tc, th, tx(3), tx(6), tc]);
+        assert_eq!(
+            shape(&interleaved),
+            ["think a", "call c1#0", "think b", "text hé@0", "text llo@3", "call c2#1"]
+        );
+
+        for (order, says) in [
+            (vec![th, th, th, tx(6), tc, tc], "more than the turn's 2 thinking"),
+            (vec![th, th, tx(6), tc, tc, tc], "more than the turn's 2 tool calls"),
+            (vec![th, th, tx(2), tx(6), tc, tc], "byte 2, which does not fall between"),
+            (vec![th, th, tx(3), tc, tc], "3 of 6 bytes of text"),
+            (vec![th, tx(6), tc, tc], "1 of 2 thinking blocks"),
+        ] {
+            let e = turn(order).blocks().unwrap_err();
+            assert!(e.message.contains(says), "{says}: {e}");
+        }
+
+        // Written down as blocks are read; the usual order is not kept.
+        let record = |steps: &[BlockKind]| {
+            let mut o = BlockOrder::default();
+            for s in steps {
+                match s {
+                    BlockKind::Thinking => o.thinking(),
+                    BlockKind::Text(end) => o.text(*end as usize),
+                    BlockKind::ToolCall => o.tool_call(),
+                }
+            }
+            o.finish()
+        };
+        assert!(record(&[th, th, tx(6), tc, tc]).is_empty());
+        assert!(record(&[tx(6), tc]).is_empty());
+        assert!(record(&[th, tx(0), tx(6), tx(6), tc]).is_empty(), "empty text blocks are not kept");
+        assert_eq!(record(&[th, tc, th]), [th, tc, th]);
+        assert_eq!(record(&[tx(2), th]), [tx(2), th]);
+
+        // A truncated answer drops the calls' places too.
+        let mut r = ChatResponse {
+            thinking: vec![think("a"), think("b")],
+            tool_calls: vec![call("c1"), call("c2")],
+            order: vec![th, tc, th, tc],
+            ..ChatResponse::empty("b", "m")
+        };
+        assert_eq!(r.keep_first_tool_call(), 1);
+        assert_eq!(r.order, [th, tc, th]);
+        assert_eq!(r.blocks().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn images_are_taken_in_user_and_tool_messages_only_and_image_marks_must_name_one() {
+        let with_images = |m: Message| Message { images: vec![url_image(0, "https://x/a.png")], ..m };
+        let ok = ChatRequest::new(vec![
+            with_images(Message::user("look")),
+            Message { tool_calls: vec![], ..Message::assistant("") },
+            with_images(Message::tool_result("c1", "")),
+        ]);
+        ok.checked_media().unwrap();
+        for m in [Message::system("s"), Message::assistant("a")] {
+            let e = ChatRequest::new(vec![with_images(m)]).checked_media().unwrap_err();
+            assert!(e.message.contains("images can only be sent in a user message or a tool result"), "{e}");
+        }
+        let mark = |i| CacheBreakpoint { at: CacheAt::Image(i), ttl: CacheTtl::FiveMinutes };
+        let marked =
+            |i| ChatRequest::new(vec![Message { cache: vec![mark(i)], ..with_images(Message::user("x")) }]);
+        marked(0).checked_media().unwrap();
+        let doc = Document { at: 0, source: DocumentSource::Base64 { data: "JVBE".into() }, title: None };
+        let e = ChatRequest::new(vec![Message { documents: vec![doc.clone()], ..Message::assistant("a") }])
+            .checked_media()
+            .unwrap_err();
+        assert!(e.message.contains("documents can only be sent in a user message or a tool result"), "{e}");
+        let doc_mark = |i| CacheBreakpoint { at: CacheAt::Document(i), ttl: CacheTtl::FiveMinutes };
+        let with_doc = |i| Message {
+            documents: vec![doc.clone()],
+            cache: vec![doc_mark(i)],
+            ..Message::tool_result("c", "")
+        };
+        ChatRequest::new(vec![with_doc(0)]).checked_media().unwrap();
+        let e = ChatRequest::new(vec![with_doc(3)]).checked_media().unwrap_err();
+        assert!(e.message.contains("after document 3, but the message has 1 document(s)"), "{e}");
+        let e = marked(1).checked_media().unwrap_err();
+        assert!(e.message.contains("after image 1, but the message has 1 image"), "{e}");
+    }
+
+    #[test]
+    fn tool_result_images_move_to_one_user_message_after_the_run() {
+        let plain = ChatRequest::prompt("hi");
+        assert!(matches!(plain.messages_with_tool_media_moved(), std::borrow::Cow::Borrowed(_)));
+
+        let call =
+            |id: &str| ToolCall { id: id.into(), name: "shot".into(), arguments: serde_json::json!({}) };
+        let request = ChatRequest::new(vec![
+            Message::user("take two screenshots"),
+            Message { tool_calls: vec![call("c1"), call("c2"), call("c3")], ..Message::assistant("") },
+            Message {
+                images: vec![url_image(0, "https://x/1.png"), url_image(4, "https://x/2.png")],
+                cache: vec![
+                    CacheBreakpoint { at: CacheAt::Image(1), ttl: CacheTtl::FiveMinutes },
+                    CacheBreakpoint { at: CacheAt::Text(4), ttl: CacheTtl::FiveMinutes },
+                ],
+                ..Message::tool_result("c1", "done")
+            },
+            Message::tool_result("c2", "no image"),
+            Message {
+                images: vec![url_image(0, "https://x/3.png")],
+                documents: vec![Document {
+                    at: 0,
+                    source: DocumentSource::Url { url: "https://x/report.pdf".into() },
+                    title: Some("report.pdf".into()),
+                }],
+                cache: vec![CacheBreakpoint { at: CacheAt::Document(0), ttl: CacheTtl::FiveMinutes }],
+                ..Message::tool_result("c3", "")
+            },
+            Message::assistant("both taken"),
+        ]);
+        let moved = request.messages_with_tool_media_moved();
+        let roles: Vec<Role> = moved.iter().map(|m| m.role).collect();
+        use Role::*;
+        assert_eq!(roles, [User, Assistant, Tool, Tool, Tool, User, Assistant]);
+        assert!(moved[2..5].iter().all(|m| m.images.is_empty() && m.documents.is_empty()));
+        assert!(moved[4].cache.is_empty());
+        assert_eq!(moved[2].content, "done");
+        assert_eq!(moved[2].cache, [CacheBreakpoint { at: CacheAt::Text(4), ttl: CacheTtl::FiveMinutes }]);
+        assert_eq!(moved[4].content, "(the result is 1 image and 1 document, in the next user message)");
+        let user = &moved[5];
+        assert_eq!(user.documents[0].title.as_deref(), Some("report.pdf"));
+        let order: Vec<String> = user
+            .segments()
+            .map(|s| match s {
+                Segment::Text(t) => t.to_owned(),
+                Segment::Image(Image { source: ImageSource::Url { url }, .. }) => url.clone(),
+                Segment::Document(Document { source: DocumentSource::Url { url }, .. }) => url.clone(),
+                Segment::Image(_) | Segment::Document(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "The result of tool call c1 included 2 images:",
+                "https://x/1.png",
+                "https://x/2.png",
+                "\nThe result of tool call c3 included 1 image and 1 document:",
+                "https://x/3.png",
+                "https://x/report.pdf",
+            ]
+        );
+        // A conversation ending in the results carries their images too.
+        let ending = ChatRequest::new(request.messages[..5].to_vec());
+        assert_eq!(ending.messages_with_tool_media_moved().last().unwrap().images.len(), 3);
+    }
+
     #[test]
     fn segments_put_text_and_images_back_in_the_clients_order() {
         let image = |at: u32, url: &str| Image { at, source: ImageSource::Url { url: url.into() } };
@@ -1097,6 +1611,10 @@ mod tests {
                     Segment::Text(t) => format!("[{t}]"),
                     Segment::Image(Image { source: ImageSource::Url { url }, .. }) => format!("<{url}>"),
                     Segment::Image(_) => "<b64>".into(),
+                    Segment::Document(Document { source: DocumentSource::Url { url }, .. }) => {
+                        format!("{{{url}}}")
+                    }
+                    Segment::Document(_) => "{pdf}".into(),
                 })
                 .collect::<String>()
         };
@@ -1110,6 +1628,26 @@ mod tests {
         );
         // Past the end, or inside a character: the next boundary, never a panic.
         assert_eq!(text_of(&m("é!", vec![image(1, "in"), image(99, "end")])), "[é]<in>[!]<end>");
+        // Documents stand among them; images first at one offset.
+        let doc = |at: u32, url: &str| Document {
+            at,
+            source: DocumentSource::Url { url: url.into() },
+            title: None,
+        };
+        let with_docs = |content: &str, images: Vec<Image>, documents: Vec<Document>| Message {
+            images,
+            documents,
+            ..Message::user(content)
+        };
+        assert_eq!(
+            text_of(&with_docs(
+                "ab",
+                vec![image(1, "y"), image(2, "w")],
+                vec![doc(0, "p"), doc(1, "q"), doc(9, "r")]
+            )),
+            "{p}[a]<y>{q}[b]<w>{r}"
+        );
+        assert_eq!(text_of(&with_docs("", vec![], vec![doc(0, "p")])), "{p}");
         // Images count in estimates.
         let r = ChatRequest {
             messages: vec![m("hi", vec![image(0, "a"), image(2, "b")])],
@@ -1118,8 +1656,25 @@ mod tests {
         assert_eq!(r.image_count(), 2);
         assert!(r.estimated_input_tokens() >= 2 * IMAGE_TOKEN_ESTIMATE);
         assert!(crate::tokens::estimate_request_tokens(&r) >= 2 * IMAGE_TOKEN_ESTIMATE);
+        // Documents too: a page per 50 KB of PDF, ten for a URL.
+        let pdf = |data: &str| Document {
+            at: 0,
+            source: DocumentSource::Base64 { data: data.into() },
+            title: None,
+        };
+        assert_eq!(pdf("JVBERi0=").estimated_tokens(), DOCUMENT_PAGE_TOKEN_ESTIMATE);
+        assert_eq!(pdf(&"A".repeat(200_000)).estimated_tokens(), 3 * DOCUMENT_PAGE_TOKEN_ESTIMATE);
+        assert_eq!(doc(0, "u").estimated_tokens(), DOCUMENT_URL_PAGES * DOCUMENT_PAGE_TOKEN_ESTIMATE);
+        let r = ChatRequest {
+            messages: vec![with_docs("hi", vec![], vec![doc(0, "u")])],
+            ..ChatRequest::default()
+        };
+        assert!(r.has_media());
+        assert!(r.estimated_input_tokens() >= DOCUMENT_URL_PAGES * DOCUMENT_PAGE_TOKEN_ESTIMATE);
+        assert!(!ChatRequest::prompt("x").has_media());
         // Text-only messages serialise as before.
         assert!(!serde_json::to_string(&Message::user("x")).unwrap().contains("images"));
+        assert!(!serde_json::to_string(&Message::user("x")).unwrap().contains("documents"));
     }
 
     #[test]

@@ -2,29 +2,46 @@
 //! which counts a Messages body's input tokens.
 //!
 //! Content blocks taken: `text`, `tool_use`, `tool_result`, `thinking` and `redacted_thinking`
-//! where Anthropic takes them, and `image` blocks in a user message's content, with a
-//! `base64` source (JPEG, PNG, GIF or WebP) or a `url` source (`http(s)`; the provider
-//! fetches it, the gateway never does); a request with images goes only to backends that take
-//! them. Refused with a 400 naming the block: images elsewhere (`system`, inside a
-//! `tool_result`, assistant turns: the neutral request has images on user turns only), `file`
-//! image sources (Anthropic's Files API, which the gateway cannot read), `cache_control` on an
-//! image block (see `image_block`), and other block types (`document`, server tools' blocks).
+//! where Anthropic takes them, and `image` and `document` blocks in a user message's content
+//! and in a `tool_result`'s content (what Claude Code's Read tool returns for an image file or
+//! a PDF). An image has a `base64` source (JPEG, PNG, GIF or WebP) or a `url` source
+//! (`http(s)`; the provider fetches it, the gateway never does). A document has a `base64`
+//! source of `application/pdf` or a `url` source, and its `title` is kept; a request with
+//! images or PDFs goes only to backends that take images. A document with a `text` source is
+//! plain text, not a file: it is taken as text where it stood, as a `text` block would be, so
+//! every backend can serve it (its `title` is not kept). `cache_control` is taken on every
+//! block Anthropic takes it on, images and documents included (a breakpoint after the block
+//! itself), and counted against Anthropic's limit of [`MAX_CACHE_BREAKPOINTS`].
+//!
+//! Refused with a 400 naming the field: images and documents in `system` or an assistant turn
+//! (the neutral request has them on user turns and tool results only); `file` sources
+//! (Anthropic's Files API, which the gateway cannot read); documents that are not PDFs;
+//! `content` document sources (content made to be cited, and the neutral answer has no
+//! citations: send its blocks as `text` and `image` blocks); a document's `citations` when
+//! enabled (no backend but Anthropic cites, and the answer could not carry the citations) and
+//! its `context` (the neutral document has no place for it, and dropped the model would
+//! never read it); and other block types (`search_result`, server tools' blocks).
+//!
+//! An assistant turn keeps the order of its `thinking`, `text` and `tool_use` blocks, in the
+//! answer and in a client's turn sent back: Claude thinks between its calls (interleaved
+//! thinking), and Anthropic refuses such a turn back in any other order, on every turn after.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use claudette_core::error::scrub_secrets;
 use claudette_core::{
-    CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, ErrorKind, FinishReason, ImageSource,
-    MAX_CACHE_BREAKPOINTS, Message, ReasoningEffort, ResponseFormat, Role, StreamEvent, Thinking,
-    ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    Block as TurnBlock, BlockOrder, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, Document,
+    DocumentSource, ErrorKind, FinishReason, Image, ImageSource, MAX_CACHE_BREAKPOINTS, Message,
+    ReasoningEffort, ResponseFormat, Role, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall,
+    ToolCallDelta, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::content::{
-    Fault, ImageFault, Paths, TextOr, base64_image, checked_tool_choice, element_fault, fault, fetched_url,
-    image_at, list_fault, parse_located,
+    Fault, MediaFault, Paths, TextOr, base64_image, base64_pdf, checked_tool_choice, document_at,
+    element_fault, fault, fetched_url, image_at, list_fault, parse_located,
 };
 use crate::error::{ApiError, Flavor};
 use crate::respond::{self, Encoder, Endpoint, Shared};
@@ -191,12 +208,22 @@ struct Block {
     #[serde(default)]
     data: Option<String>,
     #[serde(default)]
-    source: Option<InImageSource>,
+    source: Option<InSource>,
+    /// A document's name, which the model reads.
+    #[serde(default)]
+    title: Option<String>,
+    /// A document's `context` and `citations`, kept raw: refused when set (see the module
+    /// doc). Raw too because a text block sent back carries `citations` of another shape.
+    #[serde(default)]
+    context: Option<Value>,
+    #[serde(default)]
+    citations: Option<Value>,
 }
 
-/// An image block's `source`, flat like [`Block`]: `base64` (`media_type`, `data`) or `url`.
+/// An image or document block's `source`, flat like [`Block`]: `base64` (`media_type`,
+/// `data`), `url`, or a document's `text` (`media_type`, `data`).
 #[derive(Debug, Deserialize)]
-struct InImageSource {
+struct InSource {
     r#type: String,
     #[serde(default)]
     media_type: Option<String>,
@@ -285,9 +312,116 @@ impl CacheMarks {
     }
 }
 
-/// A breakpoint at the current end of `text`.
-fn text_mark(text: &str, ttl: CacheTtl) -> CacheBreakpoint {
-    CacheBreakpoint { at: CacheAt::Text(u32::try_from(text.len()).unwrap_or(u32::MAX)), ttl }
+/// A message's text, images, documents and cache breakpoints as the neutral [`Message`] holds
+/// them, built block by block in the client's order.
+#[derive(Debug, Default)]
+struct Parts {
+    text: String,
+    images: Vec<Image>,
+    documents: Vec<Document>,
+    cache: Vec<CacheBreakpoint>,
+}
+
+impl Parts {
+    /// A text block's text: after a newline in `system` and a tool result (`newline`), whose
+    /// blocks are joined so; as it came in a turn, so each block ends where the next starts.
+    fn push_text(&mut self, text: &str, newline: bool) {
+        if newline && !self.text.is_empty() {
+            self.text.push('\n');
+        }
+        self.text.push_str(text);
+    }
+
+    /// A breakpoint at the current end of the text (a marked text block).
+    fn mark_text(&mut self, ttl: CacheTtl) {
+        let at = CacheAt::Text(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
+        self.cache.push(CacheBreakpoint { at, ttl });
+    }
+
+    /// A breakpoint after all there is so far (a marked `tool_result` block): after the last
+    /// document or image when nothing follows it, since a breakpoint at the text's end stands
+    /// before the images and documents there and would leave them out of the prefix the
+    /// client asked to cache. At one offset documents go after images
+    /// ([`Message::segments`]), so a document there is the last block.
+    fn mark_end(&mut self, ttl: CacheTtl) {
+        let at_end = u32::try_from(self.text.len()).unwrap_or(u32::MAX);
+        if self.documents.last().is_some_and(|d| d.at == at_end) {
+            self.mark_last_document(ttl);
+        } else if self.images.last().is_some_and(|i| i.at == at_end) {
+            self.mark_last_image(ttl);
+        } else {
+            self.mark_text(ttl);
+        }
+    }
+
+    fn mark_last_image(&mut self, ttl: CacheTtl) {
+        let at = CacheAt::Image(u32::try_from(self.images.len().saturating_sub(1)).unwrap_or(u32::MAX));
+        self.cache.push(CacheBreakpoint { at, ttl });
+    }
+
+    fn mark_last_document(&mut self, ttl: CacheTtl) {
+        let at = CacheAt::Document(u32::try_from(self.documents.len().saturating_sub(1)).unwrap_or(u32::MAX));
+        self.cache.push(CacheBreakpoint { at, ttl });
+    }
+
+    /// An `image` block (`param` names it) at the current end of the text. Its `cache_control`
+    /// is a breakpoint after the image itself: Claude Code marks the last block of its last
+    /// message, which is the image when a tool just read one.
+    fn image(
+        &mut self,
+        b: Block,
+        param: &dyn Fn() -> String,
+        marks: &mut CacheMarks,
+    ) -> Result<(), ApiError> {
+        let source = image_source(b.source, param)?;
+        self.images.push(image_at(&self.text, source));
+        if let Some(ttl) = marks.read(b.cache_control, param)? {
+            self.mark_last_image(ttl);
+        }
+        Ok(())
+    }
+
+    /// A `document` block (`param` names it) at the current end of the text, marked as an
+    /// image is. A `text` source is plain text, taken as a text block would be (`newline` as
+    /// in [`Self::push_text`]) and marked as one.
+    fn document(
+        &mut self,
+        b: Block,
+        param: &dyn Fn() -> String,
+        marks: &mut CacheMarks,
+        newline: bool,
+    ) -> Result<(), ApiError> {
+        let enabled = b.citations.as_ref().and_then(|c| c.get("enabled"));
+        if enabled.is_some_and(|e| !e.is_null() && e.as_bool() != Some(false)) {
+            return Err(invalid_at(
+                format!("{}.citations", param()),
+                &"citations are not supported by this gateway: the answer has no place for them \
+                  whichever backend serves it; send the document without `citations`",
+            ));
+        }
+        if b.context.as_ref().is_some_and(|c| !c.is_null() && c.as_str() != Some("")) {
+            return Err(invalid_at(
+                format!("{}.context", param()),
+                &"a document's `context` is not supported by this gateway: no backend would be \
+                  shown it; send it as a `text` block beside the document",
+            ));
+        }
+        let source = match document_source(b.source, param)? {
+            DocumentIn::Text(text) => {
+                self.push_text(&text, newline);
+                if let Some(ttl) = marks.read(b.cache_control, param)? {
+                    self.mark_text(ttl);
+                }
+                return Ok(());
+            }
+            DocumentIn::Pdf(source) => source,
+        };
+        self.documents.push(document_at(&self.text, source, b.title));
+        if let Some(ttl) = marks.read(b.cache_control, param)? {
+            self.mark_last_document(ttl);
+        }
+        Ok(())
+    }
 }
 
 fn unsupported(kind: &str, param: String) -> ApiError {
@@ -311,50 +445,40 @@ fn invalid_at(param: String, why: &dyn std::fmt::Display) -> ApiError {
     ApiError::invalid(format!("{param}: {why}")).with_param(param)
 }
 
-/// An image block anywhere but directly in a user message's content (`param` names it).
-fn misplaced_image(param: String) -> ApiError {
+/// An `image` or `document` block (`kind`) in `system` or an assistant turn (`param` names it).
+fn misplaced(kind: &str, param: String) -> ApiError {
     invalid_at(
         param,
-        &"image blocks are accepted in a user message's content only, not in `system`, a \
-          `tool_result` or an assistant turn",
+        &format!(
+            "{kind} blocks are accepted in a user message's content or a `tool_result`'s content \
+             only, not in `system` or an assistant turn"
+        ),
     )
 }
 
-/// A user turn's `image` block (`param` names it) as the neutral image source.
-///
-/// A `cache_control` on it is refused: a breakpoint is an offset in the message's text, and
-/// the text block that ends where the image stands would take it, so the image would fall
-/// outside the prefix the client asked to cache (and a leading image would mark an empty text
-/// block, which Anthropic refuses). Marking the text block after the image caches the image
-/// too.
-fn image_block(b: Block, param: &dyn Fn() -> String) -> Result<ImageSource, ApiError> {
-    if b.cache_control.is_some() {
-        return Err(invalid_at(
-            format!("{}.cache_control", param()),
-            &"cache breakpoints on image blocks are not supported by this gateway; put \
-              `cache_control` on a text block after the image, whose cached prefix includes it",
-        ));
-    }
+/// A `file` source (at `param`): Anthropic's Files API, which the gateway cannot read.
+fn file_source(param: String, kind: &str) -> ApiError {
+    invalid_at(
+        param,
+        &format!(
+            "`file` sources name a file uploaded to Anthropic's Files API, which this gateway \
+             cannot read; send the {kind} as a `base64` or `url` source"
+        ),
+    )
+}
+
+/// An image block's `source` (the block is `param`) as the neutral image source.
+fn image_source(source: Option<InSource>, param: &dyn Fn() -> String) -> Result<ImageSource, ApiError> {
     let at = |field: &str| format!("{}.source{field}", param());
-    let Some(source) = b.source else { return Err(required(at(""))) };
+    let Some(source) = source else { return Err(required(at(""))) };
     match source.r#type.as_str() {
         "base64" => {
             let media_type = source.media_type.ok_or_else(|| required(at(".media_type")))?;
             let data = source.data.ok_or_else(|| required(at(".data")))?;
-            base64_image(&media_type, data).map_err(|why| match why {
-                ImageFault::MediaType(_) => invalid_at(at(".media_type"), &why),
-                _ => invalid_at(at(".data"), &why),
-            })
+            base64_image(&media_type, data).map_err(|why| media_fault(&at, why))
         }
-        "url" => {
-            let url = source.url.ok_or_else(|| required(at(".url")))?;
-            fetched_url(url, false).map_err(|why| invalid_at(at(".url"), &why))
-        }
-        "file" => Err(invalid_at(
-            at(".type"),
-            &"`file` sources name a file uploaded to Anthropic's Files API, which this gateway \
-              cannot read; send the image as a `base64` or `url` source",
-        )),
+        "url" => Ok(ImageSource::Url { url: source_url(source.url, &at)? }),
+        "file" => Err(file_source(at(".type"), "image")),
         other => Err(invalid_at(
             at(".type"),
             &format!("unknown image source type `{other}`; expected `base64` or `url`"),
@@ -362,39 +486,92 @@ fn image_block(b: Block, param: &dyn Fn() -> String) -> Result<ImageSource, ApiE
     }
 }
 
-/// Text of a system prompt or a tool result: a string, or text blocks joined, with a cache
-/// breakpoint at the end of each marked block. `base` names the field, so a refused block is
-/// named by its position in it.
-fn plain_text(
+/// A fault in a `base64` source's media type or data (`at` names the source's fields).
+fn media_fault(at: &dyn Fn(&str) -> String, why: MediaFault) -> ApiError {
+    match why {
+        MediaFault::ImageType(_) | MediaFault::DocumentType(_) => invalid_at(at(".media_type"), &why),
+        _ => invalid_at(at(".data"), &why),
+    }
+}
+
+/// A `url` source's URL, `http(s)` (`at` names the source's fields).
+fn source_url(url: Option<String>, at: &dyn Fn(&str) -> String) -> Result<String, ApiError> {
+    let url = url.ok_or_else(|| required(at(".url")))?;
+    fetched_url(url, false).map_err(|why| invalid_at(at(".url"), &why))
+}
+
+/// What a `document` block holds: a PDF, or plain text (a `text` source).
+enum DocumentIn {
+    Pdf(DocumentSource),
+    Text(String),
+}
+
+/// A document block's `source` (the block is `param`).
+fn document_source(source: Option<InSource>, param: &dyn Fn() -> String) -> Result<DocumentIn, ApiError> {
+    let at = |field: &str| format!("{}.source{field}", param());
+    let Some(source) = source else { return Err(required(at(""))) };
+    match source.r#type.as_str() {
+        "base64" => {
+            let media_type = source.media_type.ok_or_else(|| required(at(".media_type")))?;
+            let data = source.data.ok_or_else(|| required(at(".data")))?;
+            Ok(DocumentIn::Pdf(base64_pdf(&media_type, data).map_err(|why| media_fault(&at, why))?))
+        }
+        "url" => Ok(DocumentIn::Pdf(DocumentSource::Url { url: source_url(source.url, &at)? })),
+        "text" => {
+            if let Some(t) = source.media_type.filter(|t| !t.trim().eq_ignore_ascii_case("text/plain")) {
+                return Err(invalid_at(
+                    at(".media_type"),
+                    &format!("unsupported media type `{t}` for a `text` source; expected `text/plain`"),
+                ));
+            }
+            Ok(DocumentIn::Text(source.data.ok_or_else(|| required(at(".data")))?))
+        }
+        "content" => Err(invalid_at(
+            at(".type"),
+            &"`content` document sources are not supported by this gateway (they are made to be \
+              cited, and the answer has no citations); send their blocks as `text` and `image` blocks",
+        )),
+        "file" => Err(file_source(at(".type"), "document")),
+        other => Err(invalid_at(
+            at(".type"),
+            &format!("unknown document source type `{other}`; expected `base64`, `url` or `text`"),
+        )),
+    }
+}
+
+/// Text of a system prompt or a tool result: a string, or text blocks joined by newlines, with
+/// a cache breakpoint at the end of each marked block. A tool result's image and document
+/// blocks (`media`) stand where they stood among its text; `system` takes none. `base` names
+/// the field, so a refused block is named by its position in it.
+fn block_text(
     content: Option<Content>,
     base: &dyn Fn() -> String,
     marks: &mut CacheMarks,
-) -> Result<(String, Vec<CacheBreakpoint>), ApiError> {
-    match content {
-        None => Ok((String::new(), Vec::new())),
-        Some(TextOr::Text(t)) => Ok((t, Vec::new())),
-        Some(TextOr::List(blocks)) => {
-            let mut out = String::new();
-            let mut cache = Vec::new();
-            for (j, b) in blocks.into_iter().enumerate() {
-                match (b.r#type.as_str(), b.text) {
-                    ("text", Some(t)) => {
-                        if !out.is_empty() {
-                            out.push('\n');
-                        }
-                        out.push_str(&t);
-                        if let Some(ttl) = marks.read(b.cache_control, &|| format!("{}.{j}", base()))? {
-                            cache.push(text_mark(&out, ttl));
-                        }
-                    }
-                    ("text", None) => return Err(missing_text(format!("{}.{j}", base()))),
-                    ("image", _) => return Err(misplaced_image(format!("{}.{j}", base()))),
-                    (other, _) => return Err(unsupported(other, format!("{}.{j}", base()))),
+    media: bool,
+) -> Result<Parts, ApiError> {
+    let blocks = match content {
+        None => return Ok(Parts::default()),
+        Some(TextOr::Text(text)) => return Ok(Parts { text, ..Parts::default() }),
+        Some(TextOr::List(blocks)) => blocks,
+    };
+    let mut out = Parts::default();
+    for (j, b) in blocks.into_iter().enumerate() {
+        let param = || format!("{}.{j}", base());
+        match b.r#type.as_str() {
+            "text" => {
+                let Some(t) = b.text else { return Err(missing_text(param())) };
+                out.push_text(&t, true);
+                if let Some(ttl) = marks.read(b.cache_control, &param)? {
+                    out.mark_text(ttl);
                 }
             }
-            Ok((out, cache))
+            "image" if media => out.image(b, &param, marks)?,
+            "document" if media => out.document(b, &param, marks, true)?,
+            kind @ ("image" | "document") => return Err(misplaced(kind, param())),
+            other => return Err(unsupported(other, param())),
         }
     }
+    Ok(out)
 }
 
 fn message_fault(path: String, m: &Value) -> Option<Fault> {
@@ -535,9 +712,9 @@ impl MessagesRequest {
             });
         }
         let mut out = Vec::with_capacity(messages.len() + 1);
-        let (system, cache) = plain_text(self.system, &|| "system".to_owned(), &mut marks)?;
-        if !system.is_empty() {
-            out.push(Message { cache, ..Message::system(system) });
+        let system = block_text(self.system, &|| "system".to_owned(), &mut marks, false)?;
+        if !system.text.is_empty() {
+            out.push(Message { cache: system.cache, ..Message::system(system.text) });
         }
         for (i, m) in messages.into_iter().enumerate() {
             let role = match m.role.as_str() {
@@ -555,26 +732,30 @@ impl MessagesRequest {
                 }
                 TextOr::List(b) => b,
             };
-            let mut text = String::new();
+            let mut parts = Parts::default();
             let mut tool_calls = Vec::new();
             let mut thinking = Vec::new();
-            let mut cache = Vec::new();
-            let mut images = Vec::new();
+            // Claude thinks between its calls (interleaved thinking), and Anthropic refuses the
+            // turn back in any other order than it made it.
+            let mut order = BlockOrder::default();
             let mut had_results = false;
             for (j, b) in blocks.into_iter().enumerate() {
                 let param = || format!("messages.{i}.content.{j}");
                 match (b.r#type.as_str(), role) {
                     ("text", _) => match b.text {
                         Some(t) => {
-                            text.push_str(&t);
+                            // Joined as they came, so each block ends where the next starts.
+                            parts.text.push_str(&t);
+                            order.text(parts.text.len());
                             if let Some(ttl) = marks.read(b.cache_control, &param)? {
-                                cache.push(text_mark(&text, ttl));
+                                parts.mark_text(ttl);
                             }
                         }
                         None => return Err(missing_text(param())),
                     },
-                    ("image", Role::User) => images.push(image_at(&text, image_block(b, &param)?)),
-                    ("image", _) => return Err(misplaced_image(param())),
+                    ("image", Role::User) => parts.image(b, &param, &mut marks)?,
+                    ("document", Role::User) => parts.document(b, &param, &mut marks, false)?,
+                    (kind @ ("image" | "document"), _) => return Err(misplaced(kind, param())),
                     ("tool_use", Role::Assistant) => {
                         let (Some(id), Some(name)) = (b.id, b.name) else {
                             return Err(
@@ -584,24 +765,27 @@ impl MessagesRequest {
                         let arguments = b.input.unwrap_or_else(|| Value::Object(serde_json::Map::new()));
                         if let Some(ttl) = marks.read(b.cache_control, &param)? {
                             let at = CacheAt::ToolCall(u32::try_from(tool_calls.len()).unwrap_or(u32::MAX));
-                            cache.push(CacheBreakpoint { at, ttl });
+                            parts.cache.push(CacheBreakpoint { at, ttl });
                         }
                         tool_calls.push(ToolCall { id, name, arguments });
+                        order.tool_call();
                     }
                     ("tool_result", Role::User) => {
                         let Some(id) = b.tool_use_id else {
                             return Err(ApiError::invalid("tool_result blocks need `tool_use_id`")
                                 .with_param(param()));
                         };
-                        let (content, mut cache) =
-                            plain_text(b.content, &|| format!("{}.content", param()), &mut marks)?;
+                        let mut result =
+                            block_text(b.content, &|| format!("{}.content", param()), &mut marks, true)?;
                         if let Some(ttl) = marks.read(b.cache_control, &param)? {
-                            cache.push(text_mark(&content, ttl));
+                            result.mark_end(ttl);
                         }
                         out.push(Message {
                             is_error: b.is_error.unwrap_or(false),
-                            cache,
-                            ..Message::tool_result(id, content)
+                            cache: result.cache,
+                            images: result.images,
+                            documents: result.documents,
+                            ..Message::tool_result(id, result.text)
                         });
                         had_results = true;
                     }
@@ -616,6 +800,7 @@ impl MessagesRequest {
                             thinking: t,
                             signature: b.signature.unwrap_or_default(),
                         });
+                        order.thinking();
                     }
                     ("redacted_thinking", Role::Assistant) => {
                         let Some(data) = b.data else {
@@ -623,12 +808,25 @@ impl MessagesRequest {
                                 .with_param(format!("{}.data", param())));
                         };
                         thinking.push(ThinkingBlock::Redacted { data });
+                        order.thinking();
                     }
                     (other, _) => return Err(unsupported(other, param())),
                 }
             }
-            if role == Role::Assistant || !text.is_empty() || !images.is_empty() || !had_results {
-                out.push(Message { tool_calls, thinking, cache, images, ..Message::new(role, text) });
+            let has_media = !parts.images.is_empty() || !parts.documents.is_empty();
+            if role == Role::Assistant || !parts.text.is_empty() || has_media || !had_results {
+                let Parts { text, images, documents, cache } = parts;
+                // Only an assistant turn has blocks whose order the neutral message keeps.
+                let order = if role == Role::Assistant { order.finish() } else { Vec::new() };
+                out.push(Message {
+                    tool_calls,
+                    thinking,
+                    cache,
+                    images,
+                    documents,
+                    order,
+                    ..Message::new(role, text)
+                });
             }
         }
         let thinking = match self.thinking {
@@ -880,26 +1078,29 @@ fn message_body(resp: &ChatResponse) -> Vec<u8> {
         Some(id) => std::borrow::Cow::Borrowed(id.as_str()),
         None => std::borrow::Cow::Owned(ids::new_id("msg_")),
     };
-    let mut content = Vec::with_capacity(2 + resp.thinking.len() + resp.tool_calls.len());
+    let blocks = resp.blocks_for_client();
+    let mut content = Vec::with_capacity(1 + blocks.len());
     if resp.thinking.is_empty() {
         // Another provider's reasoning: readable, but nothing Anthropic would take back.
         if let Some(r) = resp.reasoning.as_deref().filter(|r| !r.is_empty()) {
             content.push(BlockOut::Thinking { thinking: r, signature: "" });
         }
     }
-    for t in &resp.thinking {
-        content.push(match t {
-            ThinkingBlock::Thinking { thinking, signature } => BlockOut::Thinking { thinking, signature },
-            ThinkingBlock::Redacted { data } => BlockOut::RedactedThinking { data },
-        });
-    }
+    // In the answer's own order, one `text` block per text block: the client sends the turn
+    // back as it got it, and Anthropic refuses it in any other order (interleaved thinking).
     // An answer with nothing in it is `content: []`, as Anthropic sends it (a stop sequence
-    // or a `max_tokens` reached before any text); an empty text block is not.
-    if !resp.content.is_empty() {
-        content.push(BlockOut::Text { text: &resp.content });
-    }
-    for c in &resp.tool_calls {
-        content.push(BlockOut::ToolUse { id: &c.id, name: &c.name, input: tool_input(&c.arguments) });
+    // or a `max_tokens` reached before any text); blocks never hold empty text.
+    for block in blocks {
+        content.push(match block {
+            TurnBlock::Thinking(ThinkingBlock::Thinking { thinking, signature }) => {
+                BlockOut::Thinking { thinking, signature }
+            }
+            TurnBlock::Thinking(ThinkingBlock::Redacted { data }) => BlockOut::RedactedThinking { data },
+            TurnBlock::Text { text, .. } => BlockOut::Text { text },
+            TurnBlock::ToolCall { call, .. } => {
+                BlockOut::ToolUse { id: &call.id, name: &call.name, input: tool_input(&call.arguments) }
+            }
+        });
     }
     let (reason, sequence) = stop_reason(resp.finish_reason.as_ref(), !resp.tool_calls.is_empty());
     let body = MessageOut {
@@ -1293,10 +1494,10 @@ mod tests {
         let no_max = parse(serde_json::json!({"messages": [{"role": "user", "content": "x"}]})).unwrap_err();
         assert_eq!(no_max.param.as_deref(), Some("max_tokens"));
         assert!(parse(serde_json::json!({"max_tokens": 5})).is_err());
-        let document = serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": [
-            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}]}]});
-        let e = parse(document).unwrap_err();
-        assert!(e.message.contains("document"), "{}", e.message);
+        let search_result = serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "search_result", "title": "t", "content": []}]}]});
+        let e = parse(search_result).unwrap_err();
+        assert!(e.message.contains("search_result"), "{}", e.message);
         assert_eq!(e.param.as_deref(), Some("messages.0.content.0"));
         let server_tool = serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
             "tools": [{"type": "web_search_20250305", "name": "web_search"}]});
@@ -1376,20 +1577,15 @@ mod tests {
         assert_eq!(user(source(serde_json::json!({"type": "text", "data": "x"}))).0, format!("{at}.type"));
         assert_eq!(user(serde_json::json!({"type": "image"})).0, at);
         let mut cached = b64("image/png", "AAAA");
-        cached["cache_control"] = serde_json::json!({"type": "ephemeral"});
-        assert_eq!(user(cached).0, "messages.0.content.1.cache_control");
-        // Anywhere but directly in a user turn's content.
+        cached["cache_control"] = serde_json::json!({"type": "persistent"});
+        assert_eq!(user(cached).0, "messages.0.content.1.cache_control.type");
+        // In `system` or an assistant turn.
         let image = b64("image/png", "AAAA");
         let elsewhere = [
             (
                 serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "hi"},
                     {"role": "assistant", "content": [image.clone()]}]}),
                 "messages.1.content.0",
-            ),
-            (
-                serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": [
-                    {"type": "tool_result", "tool_use_id": "t", "content": [image.clone()]}]}]}),
-                "messages.0.content.0.content.0",
             ),
             (
                 serde_json::json!({"max_tokens": 5, "system": [image], "messages": [{"role": "user", "content": "hi"}]}),
@@ -1401,6 +1597,328 @@ mod tests {
             assert_eq!(e.param.as_deref(), Some(param));
             assert!(e.message.contains("user message"), "{}", e.message);
         }
+    }
+
+    fn eph() -> Value {
+        serde_json::json!({"type": "ephemeral"})
+    }
+
+    fn png(cache_control: Option<Value>) -> Value {
+        let mut b = serde_json::json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0K"}});
+        if let Some(c) = cache_control {
+            b["cache_control"] = c;
+        }
+        b
+    }
+
+    /// The source `png` sends.
+    fn png_source() -> ImageSource {
+        ImageSource::Base64 { media_type: "image/png".into(), data: "iVBORw0K".into() }
+    }
+
+    fn url_image(url: &str) -> Value {
+        serde_json::json!({"type": "image", "source": {"type": "url", "url": url}})
+    }
+
+    /// A user turn of tool results answering `t1`, `t2`, … in order, after the call turn.
+    fn tool_results(results: Vec<Value>) -> Value {
+        let calls: Vec<Value> = (1..=results.len())
+            .map(|k| serde_json::json!({"type": "tool_use", "id": format!("t{k}"), "name": "read", "input": {}}))
+            .collect();
+        serde_json::json!({"max_tokens": 5, "messages": [
+            {"role": "user", "content": "look"},
+            {"role": "assistant", "content": calls},
+            {"role": "user", "content": results}]})
+    }
+
+    fn mark(at: CacheAt) -> CacheBreakpoint {
+        CacheBreakpoint { at, ttl: CacheTtl::FiveMinutes }
+    }
+
+    #[test]
+    fn tool_result_images_stand_among_its_text_with_their_cache_marks() {
+        let result = |id: &str, content: Value| serde_json::json!({"type": "tool_result", "tool_use_id": id, "content": content});
+        let (r, _) = parse(tool_results(vec![
+            // Claude Code's Read of an image file, marked as the last block of the last message.
+            result("t1", serde_json::json!([png(Some(eph()))])),
+            result(
+                "t2",
+                serde_json::json!([
+                    {"type": "text", "text": "a"},
+                    png(None),
+                    {"type": "text", "text": "b", "cache_control": eph()},
+                    url_image("https://example.com/c.png")]),
+            ),
+        ]))
+        .unwrap();
+        let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();
+        assert_eq!(roles, [Role::User, Role::Assistant, Role::Tool, Role::Tool]);
+        let read = &r.messages[2];
+        assert_eq!((read.content.as_str(), read.tool_call_id.as_deref()), ("", Some("t1")));
+        assert_eq!(read.images, [Image { at: 0, source: png_source() }]);
+        assert_eq!(read.cache, [mark(CacheAt::Image(0))]);
+        // Text blocks joined by a newline, as before; each image where it stood among them.
+        let mixed = &r.messages[3];
+        assert_eq!(mixed.content, "a\nb");
+        assert_eq!(
+            mixed.images,
+            [
+                Image { at: 1, source: png_source() },
+                Image { at: 3, source: ImageSource::Url { url: "https://example.com/c.png".into() } }
+            ]
+        );
+        assert_eq!(mixed.cache, [mark(CacheAt::Text(3))]);
+        r.checked_media().unwrap();
+    }
+
+    #[test]
+    fn a_marked_tool_result_caches_through_its_last_block() {
+        let marked = |content: Value| {
+            let (r, _) = parse(tool_results(vec![serde_json::json!(
+                {"type": "tool_result", "tool_use_id": "t1", "content": content, "cache_control": eph()})]))
+            .unwrap();
+            r.messages[2].cache.clone()
+        };
+        assert_eq!(marked(serde_json::json!("text")), [mark(CacheAt::Text(4))]);
+        assert_eq!(marked(serde_json::json!([{"type": "text", "text": "text"}])), [mark(CacheAt::Text(4))]);
+        // Ending in an image, the mark is after the image, not before it.
+        assert_eq!(marked(serde_json::json!([png(None)])), [mark(CacheAt::Image(0))]);
+        assert_eq!(
+            marked(serde_json::json!([png(None), {"type": "text", "text": "x"}, png(None)])),
+            [mark(CacheAt::Image(1))]
+        );
+        assert_eq!(
+            marked(serde_json::json!([png(None), {"type": "text", "text": "x"}])),
+            [mark(CacheAt::Text(1))]
+        );
+        // A marked image in a marked result: both marks, as the client sent them.
+        assert_eq!(
+            marked(serde_json::json!([png(Some(eph()))])),
+            [mark(CacheAt::Image(0)), mark(CacheAt::Image(0))]
+        );
+    }
+
+    #[test]
+    fn a_marked_user_image_is_a_breakpoint_after_it() {
+        let (r, _) = parse(serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "see"},
+            png(None),
+            {"type": "text", "text": "and", "cache_control": eph()},
+            png(Some(serde_json::json!({"type": "ephemeral", "ttl": "1h"})))]}]}))
+        .unwrap();
+        let m = &r.messages[0];
+        assert_eq!(m.images.iter().map(|i| i.at).collect::<Vec<_>>(), [3, 6]);
+        assert_eq!(
+            m.cache,
+            [mark(CacheAt::Text(6)), CacheBreakpoint { at: CacheAt::Image(1), ttl: CacheTtl::OneHour }]
+        );
+    }
+
+    #[test]
+    fn image_marks_count_against_the_limit_and_tool_result_images_are_checked() {
+        let marked_text = serde_json::json!({"type": "text", "text": "x", "cache_control": eph()});
+        let body = serde_json::json!({"max_tokens": 5,
+            "system": [marked_text.clone(), marked_text.clone()],
+            "messages": [
+                {"role": "user", "content": [png(Some(eph()))]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "read", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [
+                    png(Some(eph())), png(Some(eph()))]}]}]});
+        let e = parse(body).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages.2.content.0.content.1.cache_control"));
+        assert!(e.message.contains("A maximum of 4 blocks with cache_control"), "{}", e.message);
+
+        let refused = |content: Value| {
+            parse(tool_results(vec![serde_json::json!(
+                {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "x"}, content]})]))
+            .unwrap_err()
+            .param
+            .unwrap()
+        };
+        let at = "messages.2.content.0.content.1";
+        let tiff = serde_json::json!({"type": "image", "source": {"type": "base64", "media_type": "image/tiff", "data": "AAAA"}});
+        assert_eq!(refused(tiff), format!("{at}.source.media_type"));
+        assert_eq!(refused(url_image("file:///etc/passwd")), format!("{at}.source.url"));
+        let mut bad_mark = png(None);
+        bad_mark["cache_control"] = serde_json::json!({"type": "ephemeral", "ttl": "2d"});
+        assert_eq!(refused(bad_mark), format!("{at}.cache_control.ttl"));
+        let search_result = serde_json::json!({"type": "search_result", "title": "t", "content": []});
+        assert_eq!(refused(search_result), at);
+    }
+
+    const PDF: &str = "JVBERi0xLjcK";
+
+    fn pdf_block(cache_control: Option<Value>) -> Value {
+        let mut b = serde_json::json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF}});
+        if let Some(c) = cache_control {
+            b["cache_control"] = c;
+        }
+        b
+    }
+
+    fn pdf(at: u32, title: Option<&str>) -> Document {
+        Document { at, source: DocumentSource::Base64 { data: PDF.into() }, title: title.map(Into::into) }
+    }
+
+    #[test]
+    fn document_blocks_stand_among_text_and_images_with_their_marks() {
+        let mut titled = pdf_block(None);
+        titled["title"] = "spec.pdf".into();
+        titled["citations"] = serde_json::json!({"enabled": false});
+        let (r, _) = parse(serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "read "},
+            titled,
+            png(None),
+            {"type": "document", "source": {"type": "url", "url": "https://example.com/r.pdf"}, "cache_control": eph()},
+            {"type": "text", "text": "and "},
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes"},
+                "title": "notes.txt", "cache_control": eph()}]}]}))
+        .unwrap();
+        let m = &r.messages[0];
+        // A plain-text document is text where it stood.
+        assert_eq!(m.content, "read and notes");
+        assert_eq!(
+            m.documents,
+            [
+                pdf(5, Some("spec.pdf")),
+                Document {
+                    at: 5,
+                    source: DocumentSource::Url { url: "https://example.com/r.pdf".into() },
+                    title: None
+                },
+            ]
+        );
+        assert_eq!(m.images, [Image { at: 5, source: png_source() }]);
+        assert_eq!(m.cache, [mark(CacheAt::Document(1)), mark(CacheAt::Text(14))]);
+        r.checked_media().unwrap();
+    }
+
+    #[test]
+    fn claude_codes_pdf_read_is_a_marked_document_in_the_tool_result() {
+        let result = |id: &str, content: Value| serde_json::json!({"type": "tool_result", "tool_use_id": id, "content": content});
+        let mut marked_result = result(
+            "t2",
+            serde_json::json!([{"type": "text", "text": "pages 1-2"}, png(None), pdf_block(None)]),
+        );
+        marked_result["cache_control"] = eph();
+        let (r, _) = parse(tool_results(vec![
+            // Claude Code's Read of a PDF, marked as the last block of the last message.
+            result("t1", serde_json::json!([pdf_block(Some(eph()))])),
+            marked_result,
+            result(
+                "t3",
+                serde_json::json!([
+                    {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "a"}},
+                    {"type": "text", "text": "b"}]),
+            ),
+        ]))
+        .unwrap();
+        let roles: Vec<Role> = r.messages.iter().map(|m| m.role).collect();
+        assert_eq!(roles, [Role::User, Role::Assistant, Role::Tool, Role::Tool, Role::Tool]);
+        let read = &r.messages[2];
+        assert_eq!((read.content.as_str(), read.tool_call_id.as_deref()), ("", Some("t1")));
+        assert_eq!(read.documents, [pdf(0, None)]);
+        assert_eq!(read.cache, [mark(CacheAt::Document(0))]);
+        // A mark on the whole result caches through its last block, the document.
+        let pages = &r.messages[3];
+        assert_eq!((pages.images.len(), pages.documents.clone()), (1, vec![pdf(9, None)]));
+        assert_eq!(pages.cache, [mark(CacheAt::Document(0))]);
+        // Text documents join the result's text as its text blocks do.
+        assert_eq!(r.messages[4].content, "a\nb");
+        assert!(r.messages[4].documents.is_empty());
+        r.checked_media().unwrap();
+    }
+
+    #[test]
+    fn documents_that_cannot_be_carried_are_named() {
+        let user = |block: Value| {
+            let e = parse(serde_json::json!({"max_tokens": 5, "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "see"}, block]}]}))
+            .unwrap_err();
+            assert!(e.message.starts_with(e.param.as_deref().unwrap()), "{}", e.message);
+            (e.param.unwrap(), e.message)
+        };
+        let document = |source: Value| serde_json::json!({"type": "document", "source": source});
+        let at = "messages.0.content.1";
+        let (param, message) =
+            user(document(serde_json::json!({"type": "base64", "media_type": "text/plain", "data": "aGk="})));
+        assert_eq!(param, format!("{at}.source.media_type"));
+        assert!(message.contains("only PDFs (`application/pdf`) are taken"), "{message}");
+        let cases = [
+            (
+                serde_json::json!({"type": "base64", "media_type": "application/pdf", "data": "%PDF-1.7"}),
+                ".source.data",
+            ),
+            (serde_json::json!({"type": "base64", "data": PDF}), ".source.media_type"),
+            (serde_json::json!({"type": "base64", "media_type": "application/pdf"}), ".source.data"),
+            (serde_json::json!({"type": "url", "url": "file:///tmp/a.pdf"}), ".source.url"),
+            (serde_json::json!({"type": "url"}), ".source.url"),
+            (
+                serde_json::json!({"type": "text", "media_type": "text/html", "data": "<p>"}),
+                ".source.media_type",
+            ),
+            (serde_json::json!({"type": "text", "media_type": "text/plain"}), ".source.data"),
+            (serde_json::json!({"type": "file", "file_id": "file_1"}), ".source.type"),
+            (
+                serde_json::json!({"type": "content", "content": [{"type": "text", "text": "x"}]}),
+                ".source.type",
+            ),
+            (serde_json::json!({"type": "pdf"}), ".source.type"),
+        ];
+        for (source, field) in cases {
+            assert_eq!(user(document(source.clone())).0, format!("{at}{field}"), "{source}");
+        }
+        assert_eq!(user(serde_json::json!({"type": "document"})).0, format!("{at}.source"));
+        let mut cited = pdf_block(None);
+        cited["citations"] = serde_json::json!({"enabled": true});
+        let (param, message) = user(cited);
+        assert_eq!(param, format!("{at}.citations"));
+        assert!(message.contains("citations are not supported"), "{message}");
+        let mut with_context = pdf_block(None);
+        with_context["context"] = "from the 2024 audit".into();
+        assert_eq!(user(with_context).0, format!("{at}.context"));
+        let mut bad_mark = pdf_block(None);
+        bad_mark["cache_control"] = serde_json::json!({"type": "ephemeral", "ttl": "2d"});
+        assert_eq!(user(bad_mark).0, format!("{at}.cache_control.ttl"));
+        // In `system` or an assistant turn.
+        let elsewhere = [
+            (
+                serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": [pdf_block(None)]}]}),
+                "messages.1.content.0",
+            ),
+            (
+                serde_json::json!({"max_tokens": 5, "system": [pdf_block(None)], "messages": [{"role": "user", "content": "hi"}]}),
+                "system.0",
+            ),
+        ];
+        for (body, param) in elsewhere {
+            let e = parse(body).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(param));
+            assert!(e.message.contains("document blocks are accepted in a user message"), "{}", e.message);
+        }
+        // Inside a tool result, named by their place there; marks count against the limit.
+        let refused = |content: Value| {
+            parse(tool_results(vec![serde_json::json!(
+                {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "x"}, content]})]))
+            .unwrap_err()
+            .param
+            .unwrap()
+        };
+        let in_result = "messages.2.content.0.content.1";
+        let word = document(
+            serde_json::json!({"type": "base64", "media_type": "application/msword", "data": "AAAA"}),
+        );
+        assert_eq!(refused(word), format!("{in_result}.source.media_type"));
+        let body = serde_json::json!({"max_tokens": 5,
+            "system": [{"type": "text", "text": "x", "cache_control": eph()}],
+            "messages": [
+                {"role": "user", "content": [pdf_block(Some(eph())), pdf_block(Some(eph()))]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "read", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [
+                    pdf_block(Some(eph())), pdf_block(Some(eph()))]}]}]});
+        let e = parse(body).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages.2.content.0.content.1.cache_control"));
     }
 
     #[test]
@@ -1471,6 +1989,173 @@ mod tests {
         assert_eq!(f[10].1["delta"]["type"], "input_json_delta");
         assert_eq!(f[13].1["delta"]["stop_reason"], "tool_use");
         assert_eq!(f[13].1["usage"]["output_tokens"], 7);
+    }
+
+    fn signed(thinking: &str) -> ThinkingBlock {
+        ThinkingBlock::Thinking { thinking: thinking.into(), signature: format!("sig-{thinking}") }
+    }
+
+    fn add(id: &str) -> ToolCall {
+        ToolCall { id: id.into(), name: "add".into(), arguments: serde_json::json!({"a": 1}) }
+    }
+
+    /// The blocks of an assistant message or answer as `type` and what tells them apart.
+    fn kinds(blocks: &[TurnBlock<'_>]) -> Vec<String> {
+        blocks
+            .iter()
+            .map(|b| match b {
+                TurnBlock::Thinking(ThinkingBlock::Thinking { thinking, .. }) => {
+                    format!("thinking {thinking}")
+                }
+                TurnBlock::Thinking(ThinkingBlock::Redacted { data }) => format!("redacted {data}"),
+                TurnBlock::Text { text, .. } => format!("text {text}"),
+                TurnBlock::ToolCall { call, .. } => format!("tool_use {}", call.id),
+            })
+            .collect()
+    }
+
+    /// Interleaved thinking: an assistant turn keeps the order of its blocks, each text block
+    /// (joined as they came) ending where it did, and its cache marks where they were; the
+    /// usual order is kept as none.
+    #[test]
+    fn an_assistant_turns_blocks_keep_their_order() {
+        let turn = |content: Value| {
+            let (r, _) = parse(serde_json::json!({"max_tokens": 64, "messages": [
+                {"role": "user", "content": "add"},
+                {"role": "assistant", "content": content},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "2"},
+                                             {"type": "tool_result", "tool_use_id": "t2", "content": "3"}]}
+            ]}))
+            .unwrap();
+            r.messages[1].clone()
+        };
+        let m = turn(serde_json::json!([
+            {"type": "thinking", "thinking": "first", "signature": "s1"},
+            {"type": "tool_use", "id": "t1", "name": "add", "input": {}},
+            {"type": "redacted_thinking", "data": "opaque"},
+            {"type": "text", "text": "héllo", "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": " world"},
+            {"type": "thinking", "thinking": "then", "signature": "s2"},
+            {"type": "tool_use", "id": "t2", "name": "add", "input": {}}
+        ]));
+        assert_eq!(m.content, "héllo world");
+        assert_eq!(
+            kinds(&m.blocks().unwrap()),
+            [
+                "thinking first",
+                "tool_use t1",
+                "redacted opaque",
+                "text héllo",
+                "text  world",
+                "thinking then",
+                "tool_use t2"
+            ]
+        );
+        assert_eq!(m.cache, [CacheBreakpoint { at: CacheAt::Text(6), ttl: CacheTtl::FiveMinutes }]);
+
+        let usual = turn(serde_json::json!([
+            {"type": "thinking", "thinking": "first", "signature": "s1"},
+            {"type": "text", "text": ""},
+            {"type": "text", "text": "calling"},
+            {"type": "tool_use", "id": "t1", "name": "add", "input": {}},
+            {"type": "tool_use", "id": "t2", "name": "add", "input": {}}
+        ]));
+        assert!(usual.order.is_empty(), "{:?}", usual.order);
+        assert_eq!(
+            kinds(&usual.blocks().unwrap()),
+            ["thinking first", "text calling", "tool_use t1", "tool_use t2"]
+        );
+    }
+
+    /// The answer's `content` follows its blocks, one `text` block per text block; an order
+    /// that does not match the answer (an adapter's fault) gives the usual order, not nothing.
+    #[test]
+    fn an_answers_content_blocks_keep_their_order() {
+        use claudette_core::BlockKind::{Text, Thinking as Th, ToolCall as Tc};
+        let answer = |order| ChatResponse {
+            thinking: vec![signed("a"), ThinkingBlock::Redacted { data: "r".into() }],
+            content: "Hi there".into(),
+            tool_calls: vec![add("c1"), add("c2")],
+            order,
+            finish_reason: Some(FinishReason::ToolCalls),
+            ..ChatResponse::empty("b", "claude")
+        };
+        let content = |order| {
+            let body: Value = serde_json::from_slice(&message_body(&answer(order))).unwrap();
+            assert_eq!(body["stop_reason"], "tool_use", "{body}");
+            body["content"].clone()
+        };
+        let thinking_a = serde_json::json!({"type": "thinking", "thinking": "a", "signature": "sig-a"});
+        let redacted = serde_json::json!({"type": "redacted_thinking", "data": "r"});
+        let call =
+            |id: &str| serde_json::json!({"type": "tool_use", "id": id, "name": "add", "input": {"a": 1}});
+        let text = |t: &str| serde_json::json!({"type": "text", "text": t});
+        assert_eq!(
+            content(vec![Th, Tc, Th, Text(3), Text(8), Tc]),
+            serde_json::json!([thinking_a, call("c1"), redacted, text("Hi "), text("there"), call("c2")])
+        );
+        let usual = serde_json::json!([thinking_a, redacted, text("Hi there"), call("c1"), call("c2")]);
+        assert_eq!(content(vec![]), usual);
+        assert_eq!(content(vec![Th, Tc, Text(8)]), usual, "an order missing blocks");
+    }
+
+    /// The stream writes blocks as their events come, so an interleaved answer's blocks keep
+    /// their order and each gets the next index.
+    #[test]
+    fn an_interleaved_stream_keeps_its_blocks_order_and_indexes() {
+        let mut enc = AnthropicEncoder::new("claude".into());
+        let mut out = Vec::new();
+        let call = |index: u32, id: &str| StreamEvent::ToolCall {
+            delta: ToolCallDelta {
+                index,
+                id: Some(id.into()),
+                name: Some("add".into()),
+                arguments: "{\"a\":1}".into(),
+            },
+        };
+        let seal = |s: &str| StreamEvent::ThinkingSeal { seal: ThinkingSeal::Signature(s.into()) };
+        for ev in [
+            StreamEvent::ReasoningDelta { text: "first".into() },
+            seal("s1"),
+            call(1, "c1"),
+            StreamEvent::ReasoningDelta { text: "then".into() },
+            seal("s2"),
+            StreamEvent::text("Hi"),
+            call(4, "c2"),
+        ] {
+            assert!(!enc.event(ev, &mut out));
+        }
+        let end =
+            StreamEnd { finish_reason: Some(FinishReason::ToolCalls), usage: Usage::default(), cost: 0.0 };
+        assert!(enc.event(StreamEvent::Done { end }, &mut out));
+        let f = frames(&out);
+        let starts: Vec<(u64, String)> = f
+            .iter()
+            .filter(|(n, _)| n == "content_block_start")
+            .map(|(_, d)| {
+                (d["index"].as_u64().unwrap(), d["content_block"]["type"].as_str().unwrap().to_owned())
+            })
+            .collect();
+        let expected = [(0, "thinking"), (1, "tool_use"), (2, "thinking"), (3, "text"), (4, "tool_use")];
+        assert_eq!(starts, expected.map(|(i, t)| (i, t.to_owned())));
+        // Each block's deltas and stop carry its index, and it stops before the next starts.
+        let mut open = None;
+        for (name, d) in &f {
+            match name.as_str() {
+                "content_block_start" => open = Some(d["index"].clone()),
+                "content_block_delta" => assert_eq!(Some(&d["index"]), open.as_ref(), "{d}"),
+                "content_block_stop" => assert_eq!(Some(d["index"].clone()), open.take(), "{d}"),
+                _ => assert!(open.is_none(), "{name} with a block open"),
+            }
+        }
+        let signatures: Vec<&Value> = f
+            .iter()
+            .filter(|(_, d)| d["delta"]["type"] == "signature_delta")
+            .map(|(_, d)| &d["index"])
+            .collect();
+        assert_eq!(signatures, [0, 2]);
+        let last = &f[f.len() - 2].1;
+        assert_eq!(last["delta"]["stop_reason"], "tool_use", "{last}");
     }
 
     #[test]

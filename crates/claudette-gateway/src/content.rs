@@ -2,14 +2,17 @@
 //! list (OpenAI's message `content` and `stop`, Anthropic's `system` and message `content`),
 //! the tool-choice check, naming the field at fault in a body that does not parse, and the
 //! OpenAI forms both OpenAI protocols (Chat Completions, Responses) use: tool-call arguments
-//! as JSON text, the reasoning effort levels, and images given as a URL (`data:` or
-//! `http(s)`); and the checks every protocol's images pass.
+//! as JSON text, the reasoning effort levels, and images and PDFs given as a URL (`data:` or
+//! `http(s)`); and the checks every protocol's images and documents pass.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use claudette_core::{ChatRequest, IMAGE_MEDIA_TYPES, Image, ImageSource, ReasoningEffort, Thinking};
+use claudette_core::{
+    ChatRequest, DOCUMENT_MEDIA_TYPE, Document, DocumentSource, IMAGE_MEDIA_TYPES, Image, ImageSource,
+    ReasoningEffort, Thinking,
+};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -208,108 +211,201 @@ pub(crate) fn invalid_value(path: String, why: &dyn std::fmt::Display) -> ApiErr
     ApiError::invalid(format!("Invalid value for '{path}': {why}.")).with_param(path)
 }
 
-/// Why an image a client sent cannot be carried. Each protocol words the error and names the
-/// field itself; this says what is wrong with it.
+/// Why an image or a document a client sent cannot be carried. Each protocol words the error
+/// and names the field itself; this says what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ImageFault {
-    /// A media type not every vision provider takes ([`IMAGE_MEDIA_TYPES`]): sent on, it
-    /// would fail on some backends and not others, so fail-over would decide the answer.
-    MediaType(String),
+pub(crate) enum MediaFault {
+    /// An image media type not every vision provider takes ([`IMAGE_MEDIA_TYPES`]): sent on,
+    /// it would fail on some backends and not others, so fail-over would decide the answer.
+    ImageType(String),
+    /// A document that is not a PDF ([`DOCUMENT_MEDIA_TYPE`]), the one type every provider
+    /// that reads documents reads.
+    DocumentType(String),
     /// Empty, or not standard base64.
     Data,
-    /// A `data:` URL that does not read `data:<media type>;base64,<data>`: a percent-encoded
-    /// one would have to be decoded and re-encoded, and no client sends images so.
+    /// A `data:` URL that does not read `data:<media type>;base64,<data>` (or, where only a
+    /// `data:` URL is taken, something else): a percent-encoded one would have to be decoded
+    /// and re-encoded, and no client sends media so.
     DataUrl,
     /// Not an `http(s)` URL (nor, where `data_url` says one may be, a `data:` URL). Other
     /// schemes (`file:`, `ftp:`, a bare path) name nothing a provider could fetch.
     Scheme { data_url: bool },
 }
 
-impl fmt::Display for ImageFault {
+impl fmt::Display for MediaFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ImageFault::MediaType(t) => write!(
+            MediaFault::ImageType(t) => write!(
                 f,
                 "unsupported image media type `{t}`; expected one of {}",
                 IMAGE_MEDIA_TYPES.join(", ")
             ),
-            ImageFault::Data => f.write_str("the image data is empty or not base64"),
-            ImageFault::DataUrl => f.write_str("a data URL must read `data:<media type>;base64,<data>`"),
-            ImageFault::Scheme { data_url: true } => {
+            MediaFault::DocumentType(t) => write!(
+                f,
+                "unsupported document media type `{t}`: only PDFs (`{DOCUMENT_MEDIA_TYPE}`) are taken"
+            ),
+            MediaFault::Data => f.write_str("the data is empty or not base64"),
+            MediaFault::DataUrl => f.write_str("a data URL must read `data:<media type>;base64,<data>`"),
+            MediaFault::Scheme { data_url: true } => {
                 f.write_str("expected an `https://` (or `http://`) URL or a base64 `data:` URL")
             }
-            ImageFault::Scheme { data_url: false } => {
+            MediaFault::Scheme { data_url: false } => {
                 f.write_str("expected an `https://` (or `http://`) URL")
             }
         }
     }
 }
 
-/// An image at the current end of `text`: where it stood among the client's text parts.
+/// The current end of `text`: where an image or a document stood among the client's text.
+fn end_of(text: &str) -> u32 {
+    u32::try_from(text.len()).unwrap_or(u32::MAX)
+}
+
+/// An image at the current end of `text`.
 pub(crate) fn image_at(text: &str, source: ImageSource) -> Image {
-    Image { at: u32::try_from(text.len()).unwrap_or(u32::MAX), source }
+    Image { at: end_of(text), source }
+}
+
+/// A document at the current end of `text`, with the file name or title the client gave.
+pub(crate) fn document_at(text: &str, source: DocumentSource, title: Option<String>) -> Document {
+    Document { at: end_of(text), source, title }
 }
 
 /// An image given as a URL, as both OpenAI protocols give one (`image_url.url`, the Responses
 /// API's `image_url`): a base64 `data:` URL is the bytes themselves, an `http(s)` URL one the
 /// provider fetches (the gateway never does).
-pub(crate) fn image_url(url: String) -> Result<ImageSource, ImageFault> {
-    match url.get(..5) {
-        Some(scheme) if scheme.eq_ignore_ascii_case("data:") => data_url(&url),
-        _ => fetched_url(url, true),
+pub(crate) fn image_url(url: String) -> Result<ImageSource, MediaFault> {
+    if is_data_url(&url) {
+        let (media_type, data) = data_url(&url)?;
+        return base64_image(media_type, data.to_owned());
     }
+    fetched_url(url, true).map(|url| ImageSource::Url { url })
 }
 
-/// An image the provider fetches (Anthropic's `url` source; `data_url` says whether the
-/// protocol also takes `data:` URLs, for the error's wording).
-pub(crate) fn fetched_url(url: String, data_url: bool) -> Result<ImageSource, ImageFault> {
+/// A PDF as both OpenAI protocols give a file, from the object holding its fields (`at`
+/// names it): Chat Completions' `file` object, the Responses API's `input_file` part.
+/// `file_data` is a `data:` URL; `file_url` (the Responses API's, `urls`) an `http(s)` URL the
+/// provider fetches; `filename` is kept as the document's title. A `file_id` names a file
+/// uploaded to OpenAI, which this gateway cannot read: it has no Files API and stores
+/// nothing. Other fields (the Responses API's `detail`, which tunes OpenAI's own page
+/// rendering) are dropped.
+pub(crate) fn openai_file(
+    file: &mut serde_json::Map<String, Value>,
+    at: &str,
+    urls: bool,
+) -> Result<(DocumentSource, Option<String>), ApiError> {
+    let field = |k: &str| format!("{at}.{k}");
+    let mut take = |k: &str| match file.remove(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid_value(field(k), &"expected a string")),
+    };
+    let (id, data, title) = (take("file_id")?, take("file_data")?, take("filename")?);
+    let url = if urls { take("file_url")? } else { None };
+    let inline = if urls {
+        "`file_data` (a base64 `data:` URL) or `file_url`"
+    } else {
+        "`file_data` (a base64 `data:` URL)"
+    };
+    if id.is_some() {
+        return Err(ApiError::invalid(format!(
+            "`{}` names a file uploaded to OpenAI, and this gateway has no Files API and stores \
+             nothing: it can read no uploaded files. Send the PDF as {inline}.",
+            field("file_id")
+        ))
+        .with_param(field("file_id")));
+    }
+    let source = match (data, url) {
+        (Some(_), Some(_)) => {
+            return Err(invalid_value(field("file_url"), &"give `file_data` or `file_url`, not both"));
+        }
+        (Some(data), None) => pdf_data_url(&data).map_err(|why| invalid_value(field("file_data"), &why))?,
+        (None, Some(url)) => DocumentSource::Url {
+            url: fetched_url(url, false).map_err(|why| invalid_value(field("file_url"), &why))?,
+        },
+        (None, None) => return Err(missing(field("file_data"))),
+    };
+    Ok((source, title))
+}
+
+/// A PDF given as a `data:` URL, as both OpenAI protocols give one inline (`file.file_data`,
+/// the Responses API's `file_data`).
+pub(crate) fn pdf_data_url(url: &str) -> Result<DocumentSource, MediaFault> {
+    if !is_data_url(url) {
+        return Err(MediaFault::DataUrl);
+    }
+    let (media_type, data) = data_url(url)?;
+    base64_pdf(media_type, data.to_owned())
+}
+
+fn is_data_url(url: &str) -> bool {
+    url.get(..5).is_some_and(|scheme| scheme.eq_ignore_ascii_case("data:"))
+}
+
+/// A URL the provider fetches (Anthropic's `url` sources, the Responses API's `file_url`),
+/// checked to be `http(s)`; `data_url` says whether the field also takes `data:` URLs, for
+/// the error's wording.
+pub(crate) fn fetched_url(url: String, data_url: bool) -> Result<String, MediaFault> {
     let rest = ["https://", "http://"]
         .into_iter()
         .find_map(|p| url.get(..p.len()).filter(|s| s.eq_ignore_ascii_case(p)).map(|_| &url[p.len()..]));
     match rest {
-        Some(rest) if !rest.is_empty() => Ok(ImageSource::Url { url }),
-        _ => Err(ImageFault::Scheme { data_url }),
+        Some(rest) if !rest.is_empty() => Ok(url),
+        _ => Err(MediaFault::Scheme { data_url }),
     }
 }
 
-/// `data:<media type>;base64,<data>`.
-fn data_url(url: &str) -> Result<ImageSource, ImageFault> {
-    let (header, data) = url[5..].split_once(',').ok_or(ImageFault::DataUrl)?;
-    let (media_type, encoding) = header.rsplit_once(';').ok_or(ImageFault::DataUrl)?;
+/// `data:<media type>;base64,<data>` as its media type and its data.
+fn data_url(url: &str) -> Result<(&str, &str), MediaFault> {
+    let (header, data) = url[5..].split_once(',').ok_or(MediaFault::DataUrl)?;
+    let (media_type, encoding) = header.rsplit_once(';').ok_or(MediaFault::DataUrl)?;
     if !encoding.eq_ignore_ascii_case("base64") {
-        return Err(ImageFault::DataUrl);
+        return Err(MediaFault::DataUrl);
     }
-    // Parameters (`;charset=…`) say nothing about an image.
-    let media_type = media_type.split(';').next().unwrap_or_default();
-    base64_image(media_type, data.to_owned())
+    // Parameters (`;charset=…`, `;name=…`) say nothing about the bytes.
+    Ok((media_type.split(';').next().unwrap_or_default(), data))
 }
 
 /// Base64 image bytes of `media_type`, checked: a supported type (case aside; `image/jpg`,
 /// which clients build from file extensions, is `image/jpeg`) and data that is base64 at all,
 /// so a bad image is the client's 400 here rather than an upstream's refusal after fail-over.
-/// The bytes are not decoded: images run to megabytes and no provider needs them decoded.
-pub(crate) fn base64_image(media_type: &str, data: String) -> Result<ImageSource, ImageFault> {
+pub(crate) fn base64_image(media_type: &str, data: String) -> Result<ImageSource, MediaFault> {
     let lower = media_type.trim().to_ascii_lowercase();
     let canonical = if lower == "image/jpg" { "image/jpeg" } else { lower.as_str() };
     let Some(media_type) = IMAGE_MEDIA_TYPES.iter().find(|t| **t == canonical) else {
-        return Err(ImageFault::MediaType(media_type.to_owned()));
+        return Err(MediaFault::ImageType(media_type.to_owned()));
     };
+    let data = base64_data(data)?;
+    Ok(ImageSource::Base64 { media_type: (*media_type).to_owned(), data })
+}
+
+/// Base64 PDF bytes, checked as [`base64_image`]'s: a PDF (case aside) and base64 data.
+pub(crate) fn base64_pdf(media_type: &str, data: String) -> Result<DocumentSource, MediaFault> {
+    if !media_type.trim().eq_ignore_ascii_case(DOCUMENT_MEDIA_TYPE) {
+        return Err(MediaFault::DocumentType(media_type.to_owned()));
+    }
+    Ok(DocumentSource::Base64 { data: base64_data(data)? })
+}
+
+/// `data` if it is standard base64 and not empty. The bytes are not decoded: images and PDFs
+/// run to megabytes and no provider needs them decoded.
+fn base64_data(data: String) -> Result<String, MediaFault> {
     let body = data.trim_end_matches('=');
     let padding = data.len() - body.len();
     if body.is_empty()
         || padding > 2
         || !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
     {
-        return Err(ImageFault::Data);
+        return Err(MediaFault::Data);
     }
-    Ok(ImageSource::Base64 { media_type: (*media_type).to_owned(), data })
+    Ok(data)
 }
 
 #[cfg(test)]
 mod tests {
-    use claudette_core::ImageSource;
+    use claudette_core::{DocumentSource, ImageSource};
 
-    use super::{ImageFault, TextOr, image_url};
+    use super::{MediaFault, TextOr, base64_pdf, image_url, pdf_data_url};
 
     #[test]
     fn a_string_or_a_list_and_nothing_else() {
@@ -337,22 +433,45 @@ mod tests {
             assert_eq!(image_url(url.into()), Ok(ImageSource::Url { url: url.into() }));
         }
         let cases = [
-            ("data:image/png,iVBORw0KGgo", ImageFault::DataUrl),
-            ("data:image/png;base64", ImageFault::DataUrl),
-            ("data:;base64,AAAA", ImageFault::MediaType(String::new())),
-            ("data:image/svg+xml;base64,PHN2Zz4=", ImageFault::MediaType("image/svg+xml".into())),
-            ("data:image/png;base64,", ImageFault::Data),
-            ("data:image/png;base64,%20AAAA", ImageFault::Data),
-            ("data:image/png;base64,AA===", ImageFault::Data),
-            ("file:///etc/passwd", ImageFault::Scheme { data_url: true }),
-            ("https://", ImageFault::Scheme { data_url: true }),
-            ("cat.png", ImageFault::Scheme { data_url: true }),
-            ("", ImageFault::Scheme { data_url: true }),
-            ("dat", ImageFault::Scheme { data_url: true }),
-            ("é€", ImageFault::Scheme { data_url: true }),
+            ("data:image/png,iVBORw0KGgo", MediaFault::DataUrl),
+            ("data:image/png;base64", MediaFault::DataUrl),
+            ("data:;base64,AAAA", MediaFault::ImageType(String::new())),
+            ("data:image/svg+xml;base64,PHN2Zz4=", MediaFault::ImageType("image/svg+xml".into())),
+            ("data:image/png;base64,", MediaFault::Data),
+            ("data:image/png;base64,%20AAAA", MediaFault::Data),
+            ("data:image/png;base64,AA===", MediaFault::Data),
+            ("file:///etc/passwd", MediaFault::Scheme { data_url: true }),
+            ("https://", MediaFault::Scheme { data_url: true }),
+            ("cat.png", MediaFault::Scheme { data_url: true }),
+            ("", MediaFault::Scheme { data_url: true }),
+            ("dat", MediaFault::Scheme { data_url: true }),
+            ("é€", MediaFault::Scheme { data_url: true }),
         ];
         for (url, fault) in cases {
             assert_eq!(image_url(url.into()), Err(fault), "{url}");
         }
+    }
+
+    #[test]
+    fn pdfs_share_the_image_checks_and_take_only_pdfs() {
+        let pdf = |data: &str| Ok(DocumentSource::Base64 { data: data.into() });
+        assert_eq!(pdf_data_url("data:application/pdf;base64,JVBERi0="), pdf("JVBERi0="));
+        assert_eq!(pdf_data_url("DATA:Application/PDF;name=a.pdf;BASE64,JVBE"), pdf("JVBE"));
+        assert_eq!(base64_pdf(" application/PDF ", "JVBE".into()), pdf("JVBE"));
+        let cases = [
+            ("data:text/plain;base64,aGk=", MediaFault::DocumentType("text/plain".into())),
+            ("data:image/png;base64,iVBORw0K", MediaFault::DocumentType("image/png".into())),
+            ("data:application/pdf;base64,", MediaFault::Data),
+            ("data:application/pdf;base64,%PDF", MediaFault::Data),
+            ("data:application/pdf,%PDF-1.7", MediaFault::DataUrl),
+            // Inline data only: a URL or bare base64 is no `data:` URL.
+            ("https://example.com/a.pdf", MediaFault::DataUrl),
+            ("JVBERi0=", MediaFault::DataUrl),
+        ];
+        for (url, fault) in cases {
+            assert_eq!(pdf_data_url(url), Err(fault), "{url}");
+        }
+        let not_pdf = base64_pdf("application/msword", "AAAA".into()).unwrap_err();
+        assert!(not_pdf.to_string().contains("only PDFs (`application/pdf`) are taken"), "{not_pdf}");
     }
 }

@@ -641,25 +641,36 @@ mod tests {
 
     /// Each thread records through its own cached handle; every recording still lands in the
     /// one shared series, and a second recorder never gets the first one's handles.
+    ///
+    /// The threads are joined, not scoped: a scope ends when the threads' closures return,
+    /// before their thread-locals are destroyed, so a scrape right after it can run while a
+    /// thread is still handing its last samples over (they reach the next scrape). That made
+    /// this test fail now and then under load; `join` waits for the whole thread.
     #[test]
     fn per_thread_handles_record_into_the_shared_series() {
         let (a, ha) = recorder();
         let (b, hb) = recorder();
+        let (a, b) = (Arc::new(a), Arc::new(b));
         let key = Key::from_parts("hits_total", vec![Label::new("endpoint", "x")]);
         let hist = Key::from_name("took_seconds");
-        let meta = Metadata::new("t", metrics::Level::INFO, None);
-        std::thread::scope(|s| {
-            for _ in 0..4 {
-                s.spawn(|| {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (a, b, key, hist) = (a.clone(), b.clone(), key.clone(), hist.clone());
+                std::thread::spawn(move || {
+                    let meta = Metadata::new("t", metrics::Level::INFO, None);
                     for _ in 0..250 {
                         a.register_counter(&key, &meta).increment(1);
                         a.register_histogram(&hist, &meta).record(0.5);
                         // Interleaved with another recorder on the same thread.
                         b.register_counter(&key, &meta).increment(2);
                     }
-                });
-            }
-        });
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().is_ok());
+        }
+        let meta = Metadata::new("t", metrics::Level::INFO, None);
         a.register_gauge(&Key::from_name("level"), &meta).set(3.0);
         // Threads that ended handed over what they held; a live thread's pending counts and
         // samples are handed over by the scrape's flush.

@@ -1,27 +1,35 @@
 //! `POST /v1/chat/completions`: OpenAI Chat Completions in and out.
 //!
-//! Message content is a string or a list of `text` and `image_url` parts. Images are taken on
-//! user messages, as OpenAI takes them: a base64 `data:` URL of a JPEG, PNG, GIF or WebP
-//! image, or an `http(s)` URL the provider fetches (the gateway never does); `detail` is
-//! accepted and dropped. Anything else is refused with a 400 naming the part: images on other
-//! roles, other URL schemes, other media types, the bare-string `image_url` form, and
-//! `input_audio` and `file` parts. A request with images goes only to backends that take
-//! them.
+//! Message content is a string or a list of `text`, `image_url` and `file` parts. Images and
+//! files are taken on user messages, as OpenAI takes them, and on `tool` messages, which
+//! OpenAI refuses but clients written for other providers send (a tool that took a
+//! screenshot or read a PDF): Anthropic and Gemini take them in a tool result, and the
+//! OpenAI-format adapters move them to a user message after the results. An image is a base64
+//! `data:` URL of a JPEG, PNG, GIF or WebP image, or an `http(s)` URL the provider fetches
+//! (the gateway never does); `detail` is accepted and dropped. A file is a PDF given inline,
+//! `file.file_data` a `data:application/pdf;base64,…` URL, its `filename` kept as the
+//! document's title. A request with images or PDFs goes only to backends that take images.
+//! Anything else is refused with a 400 naming the part: images and files on system and
+//! assistant messages, other URL schemes, other media types (files other than PDFs too), the
+//! bare-string `image_url` form, a `file.file_id` (a file uploaded to OpenAI: the gateway has
+//! no Files API), and `input_audio` parts.
 
 use std::borrow::Cow;
 
 use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::{
-    ChatRequest, ChatResponse, FinishReason, Image, ImageSource, Message, ResponseFormat, Role, StreamEvent,
-    ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    ChatRequest, ChatResponse, Document, DocumentSource, FinishReason, Image, ImageSource, Message,
+    ResponseFormat, Role, StreamEvent, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice,
+    ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::content::{
-    Fault, Paths, TextOr, arguments_text, checked_tool_choice, element_fault, fault, image_at, image_url,
-    invalid_value, list_fault, missing, openai_effort, parse_arguments, parse_located, tool_strict,
+    Fault, Paths, TextOr, arguments_text, checked_tool_choice, document_at, element_fault, fault, image_at,
+    image_url, invalid_value, list_fault, missing, openai_effort, openai_file, parse_arguments,
+    parse_located, tool_strict,
 };
 use crate::error::{ApiError, Flavor};
 use crate::ids;
@@ -143,6 +151,9 @@ struct Part {
     /// Kept raw and read by [`image_part`], which names what is wrong in it.
     #[serde(default)]
     image_url: Option<Value>,
+    /// Kept raw and read by [`file_part`], as `image_url`.
+    #[serde(default)]
+    file: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,29 +190,37 @@ struct InFunction {
     strict: Option<Value>,
 }
 
-/// A message's content as the neutral text and images: text parts concatenated, each
-/// `image_url` part an image at the offset where it stood among them. Images are taken on
-/// user messages only, as OpenAI does (`user` says whether this is one).
+/// A message's text, and the images and PDFs that stood among it.
+#[derive(Debug, Default)]
+struct Parts {
+    text: String,
+    images: Vec<Image>,
+    documents: Vec<Document>,
+}
+
+/// A message's content as the neutral text, images and documents: text parts concatenated,
+/// each `image_url` part an image and each `file` part a document at the offset where it
+/// stood among them. Images and files are taken where the neutral request carries them
+/// (`media_taken`): user and tool messages.
 fn content_parts(
     content: Option<Content>,
-    user: bool,
+    media_taken: bool,
     param: impl Fn() -> String,
-) -> Result<(String, Vec<Image>), ApiError> {
+) -> Result<Parts, ApiError> {
     match content {
-        None => Ok((String::new(), Vec::new())),
-        Some(TextOr::Text(t)) => Ok((t, Vec::new())),
+        None => Ok(Parts::default()),
+        Some(TextOr::Text(text)) => Ok(Parts { text, ..Parts::default() }),
         Some(TextOr::List(parts)) => {
-            let mut text = String::new();
-            let mut images = Vec::new();
+            let Parts { mut text, mut images, mut documents } = Parts::default();
             for (j, p) in parts.into_iter().enumerate() {
                 match (p.r#type.as_str(), p.text) {
                     ("text", Some(t)) => text.push_str(&t),
                     // OpenAI refuses it too; reading it as empty would send a turn the client
                     // never wrote, and "parts of type `text` are not supported" would mislead.
                     ("text", None) => return Err(missing(format!("{}[{j}].text", param()))),
-                    ("image_url", _) if !user => {
+                    ("image_url", _) if !media_taken => {
                         return Err(ApiError::invalid(
-                            "Image URLs are only allowed for messages with role 'user'.",
+                            "Image URLs are only allowed for messages with role 'user' or 'tool'.",
                         )
                         .with_param(format!("{}[{j}]", param())));
                     }
@@ -209,16 +228,26 @@ fn content_parts(
                         let source = image_part(p.image_url, &|| format!("{}[{j}].image_url", param()))?;
                         images.push(image_at(&text, source));
                     }
+                    ("file", _) if !media_taken => {
+                        return Err(ApiError::invalid(
+                            "File content parts are only allowed for messages with role 'user' or 'tool'.",
+                        )
+                        .with_param(format!("{}[{j}]", param())));
+                    }
+                    ("file", _) => {
+                        let (source, title) = file_part(p.file, &format!("{}[{j}].file", param()))?;
+                        documents.push(document_at(&text, source, title));
+                    }
                     (other, _) => {
                         return Err(ApiError::invalid(format!(
                             "content parts of type `{other}` are not supported by this gateway; send \
-                             text or `image_url`"
+                             text, `image_url` or `file`"
                         ))
                         .with_param(format!("{}[{j}]", param())));
                     }
                 }
             }
-            Ok((text, images))
+            Ok(Parts { text, images, documents })
         }
     }
 }
@@ -238,6 +267,17 @@ fn image_part(v: Option<Value>, param: &dyn Fn() -> String) -> Result<ImageSourc
         Some(_) => return Err(invalid_value(param(), &"expected an object `{\"url\": …}`")),
     };
     image_url(url).map_err(|why| invalid_value(format!("{}.url", param()), &why))
+}
+
+/// A `file` part's `{"file_data", "filename"}` (`at` names it) as a PDF and its title.
+fn file_part(v: Option<Value>, at: &str) -> Result<(DocumentSource, Option<String>), ApiError> {
+    match v {
+        None | Some(Value::Null) => Err(missing(at.to_owned())),
+        Some(Value::Object(mut file)) => openai_file(&mut file, at, false),
+        Some(_) => {
+            Err(invalid_value(at.to_owned(), &"expected an object `{\"file_data\": …, \"filename\": …}`"))
+        }
+    }
 }
 
 /// An assistant turn's `thinking_blocks` as the neutral blocks.
@@ -445,8 +485,10 @@ impl CompletionRequest {
                         .with_param(format!("messages[{i}].role")));
                 }
             };
-            let (content, images) =
-                content_parts(m.content, role == Role::User, || format!("messages[{i}].content"))?;
+            let Parts { text: content, images, documents } =
+                content_parts(m.content, matches!(role, Role::User | Role::Tool), || {
+                    format!("messages[{i}].content")
+                })?;
             let mut tool_calls = Vec::new();
             for (j, c) in m.tool_calls.unwrap_or_default().into_iter().enumerate() {
                 if c.r#type.as_deref().is_some_and(|t| t != "function") {
@@ -469,6 +511,7 @@ impl CompletionRequest {
                 name: m.name,
                 thinking,
                 images,
+                documents,
                 ..Message::new(role, content)
             });
         }
@@ -1287,6 +1330,109 @@ mod tests {
             ]
         );
         assert!(r.messages[0].images.is_empty());
+    }
+
+    const PDF_URL: &str = "data:application/pdf;base64,JVBERi0xLjcK";
+
+    fn file_part(file: Value) -> Value {
+        serde_json::json!({"type": "file", "file": file})
+    }
+
+    #[test]
+    fn file_parts_are_documents_where_they_stood() {
+        let (r, _) = parse(serde_json::json!({"messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "compare "},
+                file_part(serde_json::json!({"file_data": PDF_URL, "filename": "a.pdf"})),
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                {"type": "text", "text": "with"},
+                file_part(serde_json::json!({"file_data": PDF_URL, "file_id": null}))]},
+            {"role": "assistant", "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": [
+                file_part(serde_json::json!({"file_data": PDF_URL, "filename": "r.pdf"}))]}]}))
+        .unwrap();
+        let pdf = |at: u32, title: Option<&str>| Document {
+            at,
+            source: DocumentSource::Base64 { data: "JVBERi0xLjcK".into() },
+            title: title.map(Into::into),
+        };
+        let user = &r.messages[0];
+        assert_eq!(user.content, "compare with");
+        assert_eq!(user.documents, [pdf(8, Some("a.pdf")), pdf(12, None)]);
+        assert_eq!(user.images.iter().map(|i| i.at).collect::<Vec<_>>(), [8]);
+        let tool = &r.messages[2];
+        assert_eq!((tool.role, tool.content.as_str()), (Role::Tool, ""));
+        assert_eq!(tool.documents, [pdf(0, Some("r.pdf"))]);
+        r.checked_media().unwrap();
+    }
+
+    #[test]
+    fn file_parts_that_cannot_be_carried_are_named() {
+        let with = |role: &str, part: Value| {
+            let e = parse(serde_json::json!({"messages": [
+                {"role": "user", "content": "hi"},
+                {"role": role, "content": [{"type": "text", "text": "see"}, part]}]}))
+            .unwrap_err();
+            (e.param.unwrap(), e.message)
+        };
+        let at = "messages[1].content[1].file";
+        let (param, message) = with("user", file_part(serde_json::json!({"file_id": "file-abc"})));
+        assert_eq!(param, format!("{at}.file_id"));
+        assert!(message.contains("no Files API"), "{message}");
+        for (data, why) in [
+            ("data:text/plain;base64,aGk=", "only PDFs"),
+            (
+                "data:application/vnd.openxmlformats-officedocument.wordprocessingml.document;base64,UEs=",
+                "only PDFs",
+            ),
+            ("data:application/pdf;base64,", "base64"),
+            ("https://example.com/a.pdf", "data:<media type>;base64,<data>"),
+            ("JVBERi0xLjcK", "data:<media type>;base64,<data>"),
+        ] {
+            let (param, message) = with("user", file_part(serde_json::json!({"file_data": data})));
+            assert_eq!(param, format!("{at}.file_data"), "{data}");
+            assert!(message.contains(why), "{data}: {message}");
+        }
+        assert_eq!(
+            with("user", file_part(serde_json::json!({"filename": "a.pdf"}))).0,
+            format!("{at}.file_data")
+        );
+        let named = serde_json::json!({"file_data": PDF_URL, "filename": 7});
+        assert_eq!(with("user", file_part(named)).0, format!("{at}.filename"));
+        assert_eq!(with("user", serde_json::json!({"type": "file"})).0, at);
+        assert_eq!(with("user", serde_json::json!({"type": "file", "file": PDF_URL})).0, at);
+        // On an assistant or system message.
+        let pdf = file_part(serde_json::json!({"file_data": PDF_URL}));
+        for role in ["assistant", "system"] {
+            let (param, message) = with(role, pdf.clone());
+            assert_eq!(param, "messages[1].content[1]", "{role}");
+            assert!(message.contains("'user' or 'tool'"), "{message}");
+        }
+    }
+
+    #[test]
+    fn tool_messages_carry_their_image_parts() {
+        let (r, _) = parse(serde_json::json!({"messages": [
+            {"role": "user", "content": "shoot"},
+            {"role": "assistant", "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "shot", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": [
+                {"type": "text", "text": "taken: "},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0K"}}]}]}))
+        .unwrap();
+        let tool = &r.messages[2];
+        assert_eq!((tool.role, tool.content.as_str()), (Role::Tool, "taken: "));
+        let png = ImageSource::Base64 { media_type: "image/png".into(), data: "iVBORw0K".into() };
+        assert_eq!(tool.images, [Image { at: 7, source: png }]);
+        r.checked_media().unwrap();
+        let e = parse(serde_json::json!({"messages": [
+            {"role": "assistant", "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "shot", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": [
+                {"type": "image_url", "image_url": {"url": "file:///tmp/a.png"}}]}]}))
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages[1].content[0].image_url.url"));
     }
 
     #[test]

@@ -5,12 +5,17 @@
 //!
 //! - `input`: a string (one user message) or a list of items: messages (`user`, `assistant`,
 //!   `system`, `developer`; content a string or `input_text` / `output_text` / `refusal`
-//!   parts, and in user messages `input_image` parts, carried where they stood among the
-//!   text to backends that take images; with or without `"type": "message"`),
+//!   parts, and in user messages `input_image` and `input_file` parts, carried where they
+//!   stood among the text to backends that take images; with or without `"type": "message"`),
 //!   `function_call` and `custom_tool_call` items (the assistant's tool calls),
-//!   `function_call_output` and `custom_tool_call_output` items (their results) and `reasoning` items carrying this gateway's `encrypted_content`, so a
+//!   `function_call_output` and `custom_tool_call_output` items (their results; `output` a
+//!   string or a list of `input_text`, `input_image` and `input_file` parts, so a tool that
+//!   took a screenshot or read a PDF can show it) and `reasoning` items carrying this
+//!   gateway's `encrypted_content`, so a
 //!   client can run a tool loop by sending the whole conversation each turn. `instructions`
-//!   becomes the first system message.
+//!   becomes the first system message. An `input_file` is a PDF: `file_data` a
+//!   `data:application/pdf;base64,…` URL, or `file_url` an `http(s)` URL the provider fetches
+//!   (the gateway never does); its `filename` is kept as the document's title.
 //! - `model` (`auto`, a backend name or a backend's model, as on `/v1/chat/completions`),
 //!   `max_output_tokens`, `temperature`, `top_p`, `function` and `custom` `tools` (see
 //!   below), `tool_choice`, `parallel_tool_calls`, `text.format` (`text`, `json_object`,
@@ -18,7 +23,9 @@
 //!   never sent upstream), `stream`.
 //! - The answer is a Response object: `reasoning` items when the backend returned reasoning,
 //!   a `message` item with the text, one `function_call` (or `custom_tool_call`) item per
-//!   tool call, and usage.
+//!   tool call, and usage. The items come in the order the backend made them: Claude thinks
+//!   between its calls (interleaved thinking), and its answer's order is kept, a `message`
+//!   item for each of its text blocks.
 //!   An answer cut by `max_output_tokens` is `status: "incomplete"` with
 //!   `incomplete_details.reason`, so no client takes it for a whole answer.
 //! - Streams are the typed event sequence (`response.created`, `response.in_progress`, per
@@ -77,24 +84,28 @@
 //!   the assistant turn its following `message` or `function_call` items make (see
 //!   `input_item`). Others are dropped: OpenAI's can only be read by OpenAI, and one without
 //!   `encrypted_content` has no signature any provider would take.
+//! - The reasoning, `message` and call items between two other items are one assistant turn,
+//!   which keeps their order (see `AssistantTurn`): Anthropic refuses a turn with thinking
+//!   sent back in another order than it made it.
 //!
 //! ## Refused (400 naming the field)
 //!
 //! The gateway stores nothing, so what points at stored state cannot be served:
 //! `previous_response_id`, `conversation`, `background: true` (polled later, so stored),
-//! `prompt` (a template stored at OpenAI), `item_reference` input items and `input_image`
-//! parts given by `file_id` (a file uploaded to OpenAI). Tools other than
+//! `prompt` (a template stored at OpenAI), `item_reference` input items and `input_image` and
+//! `input_file` parts given by `file_id` (a file uploaded to OpenAI). Tools other than
 //! `function` and `custom`, and their call items, are OpenAI's platform: hosted on its servers
 //! (`web_search`, `file_search`, `code_interpreter`, `mcp`, `image_generation`, …) or called
 //! in formats only its models are trained on (`computer_use_preview`, `local_shell`, `shell`,
 //! the hosted `apply_patch`). The providers behind the gateway have none of them, and a
 //! request served without them would be answered by a model that believes it can search.
 //!
-//! `input_file` and `input_audio` content is refused: the neutral request carries text and
-//! images only. So are images anywhere but user messages (assistant turns, function call
-//! outputs: the neutral request has them on user turns only), and images the providers do not
-//! all take: an `image_url` that is neither a base64 `data:` URL of a JPEG, PNG, GIF or WebP
-//! image nor an `http(s)` URL (which the provider fetches; the gateway never does).
+//! `input_audio` content is refused: the neutral request carries text, images and PDFs only.
+//! So are images and files anywhere but user messages and tool outputs (in assistant and
+//! system turns: the neutral request has none there), and what the providers do not all
+//! take: an `image_url` that is neither a base64 `data:` URL of a JPEG, PNG, GIF or WebP
+//! image nor an `http(s)` URL (which the provider fetches; the gateway never does), and files
+//! other than PDFs (OpenAI reads Word files and spreadsheets; no other provider does).
 //!
 //! ## Accepted, not honoured
 //!
@@ -107,8 +118,8 @@
 //!   the input follows it as well as the model manages.
 //! - `reasoning` items in `input` that are not this gateway's (OpenAI's `encrypted_content`,
 //!   or none) are dropped (`input_item` says why).
-//! - `detail` on an `input_image`: it tunes OpenAI's own resizing, and no other provider has a
-//!   knob it could become.
+//! - `detail` on an `input_image` or an `input_file`: it tunes OpenAI's own resizing, and no
+//!   other provider has a knob it could become.
 //! - `include`: `encrypted_content` is given whether asked for or not (see above), and
 //!   nothing else it can name exists here.
 //! - `reasoning.summary`, `text.verbosity`, `truncation`, `service_tier`, `prompt_cache_key`
@@ -121,15 +132,16 @@ use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use claudette_core::{
-    ChatRequest, ChatResponse, FinishReason, Image, ImageSource, Message, ResponseFormat, Role, StreamEvent,
-    ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    Block, BlockOrder, ChatRequest, ChatResponse, Document, FinishReason, Image, ImageSource, Message,
+    ResponseFormat, Role, StreamEvent, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice,
+    ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::content::{
-    Fault, arguments_text, checked_tool_choice, fault, image_at, image_url, invalid_value, missing,
-    openai_effort, parse_arguments, parse_located, tool_strict,
+    Fault, arguments_text, checked_tool_choice, document_at, fault, image_at, image_url, invalid_value,
+    missing, openai_effort, openai_file, parse_arguments, parse_located, tool_strict,
 };
 use crate::error::{ApiError, Class, Flavor};
 use crate::respond::{self, Encoder, Endpoint, Shared};
@@ -262,14 +274,22 @@ fn take_str(item: &mut Map<String, Value>, key: &str, path: &str) -> Result<Stri
     }
 }
 
-/// Message content or a function call's output: a string or a list of content parts, as one
-/// string (text parts concatenated, as on `/v1/chat/completions`) and the images that stood
-/// among them. Images are taken in user messages only (`user`): the neutral tool result and
-/// assistant turn carry none.
-fn content_parts(content: Option<Value>, path: &str, user: bool) -> Result<(String, Vec<Image>), ApiError> {
+/// Message content or a tool call's output as the neutral message holds it.
+#[derive(Debug, Default)]
+struct Parts {
+    text: String,
+    images: Vec<Image>,
+    documents: Vec<Document>,
+}
+
+/// Message content or a tool call's output: a string or a list of content parts, as one
+/// string (text parts concatenated, as on `/v1/chat/completions`) and the images and PDFs that
+/// stood among them. Images and files are taken where the neutral request carries them
+/// (`media_taken`): in user messages and tool outputs, not in assistant or system turns.
+fn content_parts(content: Option<Value>, path: &str, media_taken: bool) -> Result<Parts, ApiError> {
     let parts = match content {
         None | Some(Value::Null) => return Err(missing(path.to_owned())),
-        Some(Value::String(s)) => return Ok((s, Vec::new())),
+        Some(Value::String(text)) => return Ok(Parts { text, ..Parts::default() }),
         Some(Value::Array(parts)) => parts,
         Some(_) => {
             return Err(ApiError::invalid(format!(
@@ -278,8 +298,7 @@ fn content_parts(content: Option<Value>, path: &str, user: bool) -> Result<(Stri
             .with_param(path.to_owned()));
         }
     };
-    let mut text = String::new();
-    let mut images = Vec::new();
+    let Parts { mut text, mut images, mut documents } = Parts::default();
     for (j, part) in parts.into_iter().enumerate() {
         let at = format!("{path}[{j}]");
         let Value::Object(mut part) = part else {
@@ -293,30 +312,35 @@ fn content_parts(content: Option<Value>, path: &str, user: bool) -> Result<(Stri
             // A refusal in an earlier assistant turn is what the model said; dropping it would
             // leave that turn empty.
             "refusal" => text.push_str(&take_str(&mut part, "refusal", &at)?),
-            "input_image" if !user => {
-                return Err(ApiError::invalid(
-                    "`input_image` content is only accepted in user messages by this gateway",
-                )
+            "input_image" | "input_file" if !media_taken => {
+                return Err(ApiError::invalid(format!(
+                    "`{kind}` content is only accepted in user messages and tool call outputs by this \
+                     gateway"
+                ))
                 .with_param(at));
             }
             "input_image" => images.push(image_at(&text, input_image(&mut part, &at)?)),
-            "input_file" | "input_audio" => {
-                return Err(ApiError::invalid(format!(
-                    "`{kind}` content is not supported by this gateway: requests reach every \
-                     provider as text and images only"
-                ))
+            "input_file" => {
+                let (source, title) = openai_file(&mut part, &at, true)?;
+                documents.push(document_at(&text, source, title));
+            }
+            "input_audio" => {
+                return Err(ApiError::invalid(
+                    "`input_audio` content is not supported by this gateway: requests reach every \
+                     provider as text, images and PDFs only",
+                )
                 .with_param(at));
             }
             other => {
                 return Err(ApiError::invalid(format!(
                     "content parts of type `{other}` are not supported by this gateway; send \
-                     `input_text` or `input_image`"
+                     `input_text`, `input_image` or `input_file`"
                 ))
                 .with_param(at));
             }
         }
     }
-    Ok((text, images))
+    Ok(Parts { text, images, documents })
 }
 
 /// An `input_image` part (`at` names it): its `image_url`, a base64 `data:` URL or an
@@ -336,21 +360,57 @@ fn input_image(part: &mut Map<String, Value>, at: &str) -> Result<ImageSource, A
     image_url(url).map_err(|why| invalid_value(format!("{at}.image_url"), &why))
 }
 
+/// The assistant turn being read from `input`. One answer is several items (its reasoning,
+/// messages and calls, in the order the backend made them, see [`response_body`]), and a run
+/// of them between two other items is one assistant message, which keeps their order
+/// ([`Message::order`]): Claude thinks between its calls (interleaved thinking), and
+/// Anthropic refuses the turn back in any other order than it made it.
+#[derive(Debug, Default)]
+struct AssistantTurn {
+    /// Thinking blocks from `reasoning` items, waiting for the turn's next message or call.
+    waiting: Vec<ThinkingBlock>,
+    /// The turn so far and the order of its blocks, until another item ends it.
+    open: Option<(Message, BlockOrder)>,
+}
+
+impl AssistantTurn {
+    /// The turn (started if need be) and its order, with the waiting thinking blocks added:
+    /// they go before what comes next.
+    fn next(&mut self) -> (&mut Message, &mut BlockOrder) {
+        let (turn, order) = self.open.get_or_insert_with(|| (Message::assistant(""), BlockOrder::default()));
+        for block in self.waiting.drain(..) {
+            turn.thinking.push(block);
+            order.thinking();
+        }
+        (turn, order)
+    }
+
+    /// Ends the turn before another item (or at the end of `input`), appending it to the
+    /// conversation with its order. Reasoning still waiting belongs to no turn the client
+    /// sent and is dropped.
+    fn end(&mut self, out: &mut Vec<Message>) {
+        self.waiting.clear();
+        if let Some((turn, order)) = self.open.take() {
+            out.push(Message { order: order.finish(), ..turn });
+        }
+    }
+}
+
 /// Appends `input[i]` to the conversation.
 ///
 /// A `reasoning` item sealed by this gateway (see [`seal`]) holds one of the provider's
-/// thinking blocks: it waits in `thinking` for the assistant turn that the following
-/// `message` or `function_call` items make, and leads that turn's thinking, in order, as
-/// Anthropic wants it. Any other item in between (a user, system or tool message) means the
-/// client left that turn out, and the blocks, which belong to no other turn, are dropped.
-/// Other reasoning items are dropped too: OpenAI's `encrypted_content` only OpenAI can read,
-/// and an item without any carries no signature (which Claude checks, and which no other
-/// provider takes); providers other than Claude ignore earlier reasoning anyway.
+/// thinking blocks: it waits in `turn` for the assistant turn's next `message` or
+/// `function_call` item and goes before it, as Anthropic made it. Any other item in between
+/// (a user, system or tool message) means the client left that turn out, and the blocks,
+/// which belong to no other turn, are dropped. Other reasoning items are dropped too:
+/// OpenAI's `encrypted_content` only OpenAI can read, and an item without any carries no
+/// signature (which Claude checks, and which no other provider takes); providers other than
+/// Claude ignore earlier reasoning anyway.
 fn input_item(
     i: usize,
     item: Value,
     out: &mut Vec<Message>,
-    thinking: &mut Vec<ThinkingBlock>,
+    turn: &mut AssistantTurn,
 ) -> Result<(), ApiError> {
     let path = format!("input[{i}]");
     let Value::Object(mut item) = item else {
@@ -380,16 +440,17 @@ fn input_item(
                     .with_param(format!("{path}.role")));
                 }
             };
-            let (content, images) =
+            let Parts { text: content, images, documents } =
                 content_parts(item.remove("content"), &format!("{path}.content"), role == Role::User)?;
-            let thinking = match role {
-                Role::Assistant => std::mem::take(thinking),
-                _ => {
-                    thinking.clear();
-                    Vec::new()
-                }
-            };
-            out.push(Message { thinking, images, ..Message::new(role, content) });
+            if role == Role::Assistant {
+                // One text block of the turn, joined to the others as a message's parts are.
+                let (m, order) = turn.next();
+                m.content.push_str(&content);
+                order.text(m.content.len());
+            } else {
+                turn.end(out);
+                out.push(Message { images, documents, ..Message::new(role, content) });
+            }
         }
         "function_call" | "custom_tool_call" => {
             let id = take_str(&mut item, "call_id", &path)?;
@@ -402,26 +463,18 @@ fn input_item(
             } else {
                 serde_json::json!({ CUSTOM_INPUT: take_str(&mut item, "input", &path)? })
             };
-            let call = ToolCall { id, name, arguments };
-            // The calls of one answer are items of their own, after its message item: one
-            // assistant turn upstream (Anthropic wants all of a turn's calls in one message,
-            // followed by all their results).
-            match out.last_mut() {
-                Some(m) if m.role == Role::Assistant => {
-                    m.thinking.append(thinking);
-                    m.tool_calls.push(call);
-                }
-                _ => out.push(Message {
-                    tool_calls: vec![call],
-                    thinking: std::mem::take(thinking),
-                    ..Message::assistant("")
-                }),
-            }
+            // The calls of one answer are items of their own: one assistant turn upstream
+            // (Anthropic wants all of a turn's calls in one message, followed by all their
+            // results).
+            let (m, order) = turn.next();
+            m.tool_calls.push(ToolCall { id, name, arguments });
+            order.tool_call();
         }
         "function_call_output" | "custom_tool_call_output" => {
-            thinking.clear();
+            turn.end(out);
             let call_id = take_str(&mut item, "call_id", &path)?;
-            let (output, _) = content_parts(item.remove("output"), &format!("{path}.output"), false)?;
+            let Parts { text: output, images, documents } =
+                content_parts(item.remove("output"), &format!("{path}.output"), true)?;
             // The tool's name, for providers whose results carry it (Gemini).
             let name = out
                 .iter()
@@ -429,9 +482,9 @@ fn input_item(
                 .flat_map(|m| m.tool_calls.iter())
                 .find(|c| c.id == call_id)
                 .map(|c| c.name.clone());
-            out.push(Message { name, ..Message::tool_result(call_id, output) });
+            out.push(Message { name, images, documents, ..Message::tool_result(call_id, output) });
         }
-        "reasoning" => thinking.extend(unseal(&mut item, &path)?),
+        "reasoning" => turn.waiting.extend(unseal(&mut item, &path)?),
         "item_reference" => {
             return Err(ApiError::invalid(
                 "`item_reference` items name items stored at the server, and this gateway is \
@@ -798,10 +851,11 @@ impl ResponsesRequest {
                     );
                 }
                 messages.reserve(items.len());
-                let mut thinking = Vec::new();
+                let mut turn = AssistantTurn::default();
                 for (i, item) in items.into_iter().enumerate() {
-                    input_item(i, item, &mut messages, &mut thinking)?;
+                    input_item(i, item, &mut messages, &mut turn)?;
                 }
+                turn.end(&mut messages);
             }
             Some(_) => {
                 return Err(ApiError::invalid(
@@ -1146,41 +1200,45 @@ fn response_body(resp: &ChatResponse, echo: &Echo, custom: &[String]) -> Vec<u8>
 
 fn response_body_at(resp: &ChatResponse, echo: &Echo, custom: &[String], created_at: u64) -> Vec<u8> {
     let (status, incomplete) = outcome(resp.finish_reason.as_ref(), !resp.tool_calls.is_empty());
-    let mut output = Vec::with_capacity(2 + resp.thinking.len() + resp.tool_calls.len());
+    let blocks = resp.blocks_for_client();
+    let mut output = Vec::with_capacity(2 + blocks.len());
     let reasoning = |kind| Item { id: ids::new_id("rs_"), status: "completed", kind };
+    let message = |text| Item { id: ids::new_id("msg_"), status: "completed", kind: Kind::Message(text) };
     if resp.thinking.is_empty() {
         if let Some(text) = resp.reasoning.as_deref().filter(|r| !r.is_empty()) {
             output.push(reasoning(Kind::Reasoning { text: Cow::Borrowed(text), sealed: None }));
         }
-    } else {
-        // The blocks' text is the answer's `reasoning`, block by block.
-        output.extend(resp.thinking.iter().filter_map(block_kind).map(reasoning));
+    }
+    // Items in the order of the answer's blocks: a reasoning item per thinking block (their
+    // text is the answer's `reasoning`, block by block), a message per text block, an item
+    // per call. The client sends them back in that order, which `input_item` keeps.
+    for block in blocks {
+        match block {
+            Block::Thinking(block) => output.extend(block_kind(block).map(reasoning)),
+            Block::Text { text, .. } => output.push(message(Cow::Borrowed(text))),
+            Block::ToolCall { call, .. } => {
+                let is_custom = custom.contains(&call.name);
+                output.push(Item {
+                    id: ids::new_id(if is_custom { CUSTOM_CALL_PREFIX } else { "fc_" }),
+                    status: "completed",
+                    kind: Kind::Call {
+                        call_id: Cow::Borrowed(&call.id),
+                        name: Cow::Borrowed(&call.name),
+                        arguments: if is_custom {
+                            custom_input(&call.arguments)
+                        } else {
+                            arguments_text(&call.arguments)
+                        },
+                        custom: is_custom,
+                    },
+                });
+            }
+        }
     }
     // An answer with neither text nor calls still has its (empty) message: clients look for
     // the assistant's message, not for an empty list.
-    if !resp.content.is_empty() || resp.tool_calls.is_empty() {
-        output.push(Item {
-            id: ids::new_id("msg_"),
-            status: "completed",
-            kind: Kind::Message(Cow::Borrowed(&resp.content)),
-        });
-    }
-    for call in &resp.tool_calls {
-        let is_custom = custom.contains(&call.name);
-        output.push(Item {
-            id: ids::new_id(if is_custom { CUSTOM_CALL_PREFIX } else { "fc_" }),
-            status: "completed",
-            kind: Kind::Call {
-                call_id: Cow::Borrowed(&call.id),
-                name: Cow::Borrowed(&call.name),
-                arguments: if is_custom {
-                    custom_input(&call.arguments)
-                } else {
-                    arguments_text(&call.arguments)
-                },
-                custom: is_custom,
-            },
-        });
+    if resp.content.is_empty() && resp.tool_calls.is_empty() {
+        output.push(message(Cow::Borrowed("")));
     }
     // The item being written when the answer was cut is the incomplete one.
     if let (Some(_), Some(last)) = (&incomplete, output.last_mut()) {
@@ -1678,7 +1736,7 @@ impl Encoder for ResponsesEncoder {
 
 #[cfg(test)]
 mod tests {
-    use claudette_core::{BackendError, ErrorKind, StreamEnd};
+    use claudette_core::{BackendError, DocumentSource, ErrorKind, StreamEnd};
     use serde_json::json;
 
     use super::*;
@@ -1791,9 +1849,154 @@ mod tests {
         );
         let assistant = json!({"role": "assistant", "content": [image("https://example.com/a.png")]});
         assert_eq!(refused(assistant).0, "input[1].content[0]");
-        let output = json!({"type": "function_call_output", "call_id": "c", "output": [image("https://example.com/a.png")]});
-        assert_eq!(refused(output).0, "input[1].output[0]");
-        assert_eq!(refused(user(json!({"type": "input_file", "file_id": "f"}))).0, at);
+        assert_eq!(refused(user(json!({"type": "input_file", "file_id": "f"}))).0, format!("{at}.file_id"));
+    }
+
+    const PDF_URL: &str = "data:application/pdf;base64,JVBERi0xLjcK";
+    const REPORT: &str = "https://example.com/report.pdf";
+
+    #[test]
+    fn input_files_are_documents_where_they_stood() {
+        let p = parse(json!({"input": [
+            {"role": "user", "content": [
+                {"type": "input_text", "text": "read "},
+                {"type": "input_file", "file_data": PDF_URL, "filename": "a.pdf", "detail": "high"},
+                {"type": "input_image", "image_url": "https://example.com/x.jpg"},
+                {"type": "input_text", "text": "and"},
+                {"type": "input_file", "file_url": REPORT, "file_id": null}]},
+            {"type": "function_call", "call_id": "c1", "name": "read", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": [
+                {"type": "input_text", "text": "done"},
+                {"type": "input_file", "file_data": PDF_URL, "filename": "r.pdf"}]}]}))
+        .unwrap();
+        let pdf = |at: u32, title: Option<&str>| Document {
+            at,
+            source: DocumentSource::Base64 { data: "JVBERi0xLjcK".into() },
+            title: title.map(Into::into),
+        };
+        let user = &p.request.messages[0];
+        assert_eq!(user.content, "read and");
+        assert_eq!(
+            user.documents,
+            [
+                pdf(5, Some("a.pdf")),
+                Document { at: 8, source: DocumentSource::Url { url: REPORT.into() }, title: None }
+            ]
+        );
+        assert_eq!(user.images.iter().map(|i| i.at).collect::<Vec<_>>(), [5]);
+        let output = &p.request.messages[2];
+        assert_eq!((output.role, output.content.as_str()), (Role::Tool, "done"));
+        assert_eq!(output.documents, [pdf(4, Some("r.pdf"))]);
+        p.request.checked_media().unwrap();
+    }
+
+    #[test]
+    fn input_files_that_cannot_be_carried_are_named() {
+        let refused = |item: Value| {
+            let e = parse(json!({"input": [
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}, item]}))
+            .err()
+            .unwrap();
+            (e.param.unwrap().into_owned(), e.message)
+        };
+        let user =
+            |file: Value| json!({"role": "user", "content": [{"type": "input_text", "text": "see"}, file]});
+        let output = |file: Value| json!({"type": "function_call_output", "call_id": "c", "output": [file]});
+        for (item, at) in
+            [(user as fn(Value) -> Value, "input[1].content[1]"), (output, "input[1].output[0]")]
+        {
+            let (param, message) = refused(item(json!({"type": "input_file", "file_id": "file-abc"})));
+            assert_eq!(param, format!("{at}.file_id"));
+            assert!(message.contains("no Files API"), "{message}");
+            for (data, why) in [
+                ("data:text/csv;base64,YSxi", "only PDFs"),
+                ("data:application/pdf;base64,%PDF", "base64"),
+                (REPORT, "data:<media type>;base64,<data>"),
+            ] {
+                let (param, message) = refused(item(json!({"type": "input_file", "file_data": data})));
+                assert_eq!(param, format!("{at}.file_data"), "{data}");
+                assert!(message.contains(why), "{data}: {message}");
+            }
+            for url in ["ftp://example.com/a.pdf", PDF_URL, "report.pdf"] {
+                let (param, message) = refused(item(json!({"type": "input_file", "file_url": url})));
+                assert_eq!(param, format!("{at}.file_url"), "{url}");
+                assert!(message.contains("https://"), "{url}: {message}");
+            }
+            let both = json!({"type": "input_file", "file_data": PDF_URL, "file_url": REPORT});
+            assert_eq!(refused(item(both)).0, format!("{at}.file_url"));
+            assert_eq!(
+                refused(item(json!({"type": "input_file", "filename": "a.pdf"}))).0,
+                format!("{at}.file_data")
+            );
+        }
+        let assistant =
+            json!({"role": "assistant", "content": [{"type": "input_file", "file_data": PDF_URL}]});
+        let (param, message) = refused(assistant);
+        assert_eq!(param, "input[1].content[0]");
+        assert!(message.contains("`input_file` content is only accepted in user messages"), "{message}");
+    }
+
+    #[test]
+    fn tool_outputs_carry_their_images_where_they_stood() {
+        let p = parse(json!({"input": [
+            {"role": "user", "content": "shoot"},
+            {"type": "function_call", "call_id": "c1", "name": "shot", "arguments": "{}"},
+            {"type": "custom_tool_call", "call_id": "c2", "name": "snap", "input": "x"},
+            {"type": "function_call_output", "call_id": "c1", "output": [
+                {"type": "input_text", "text": "before "},
+                {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0K", "detail": "high"},
+                {"type": "input_text", "text": "after"}]},
+            {"type": "custom_tool_call_output", "call_id": "c2", "output": [
+                {"type": "input_image", "image_url": "https://example.com/s.webp"}]}]}))
+        .unwrap();
+        let [_, _, shot, snap] = &p.request.messages[..] else { panic!("{:?}", p.request.messages) };
+        assert_eq!(
+            (shot.role, shot.tool_call_id.as_deref(), shot.name.as_deref()),
+            (Role::Tool, Some("c1"), Some("shot"))
+        );
+        assert_eq!(shot.content, "before after");
+        assert_eq!(
+            shot.images,
+            [Image {
+                at: 7,
+                source: ImageSource::Base64 { media_type: "image/png".into(), data: "iVBORw0K".into() }
+            }]
+        );
+        assert_eq!((snap.role, snap.content.as_str()), (Role::Tool, ""));
+        assert_eq!(
+            snap.images,
+            [Image { at: 0, source: ImageSource::Url { url: "https://example.com/s.webp".into() } }]
+        );
+        p.request.checked_media().unwrap();
+    }
+
+    #[test]
+    fn tool_output_parts_that_cannot_be_carried_are_named() {
+        let refused = |part: Value| {
+            let e = parse(json!({"input": [
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c", "output": [{"type": "input_text", "text": "x"}, part]}]}))
+            .err()
+            .unwrap();
+            (e.param.unwrap().into_owned(), e.message)
+        };
+        let at = "input[1].output[1]";
+        let (param, message) = refused(json!({"type": "input_audio", "input_audio": {"data": "AAAA"}}));
+        assert_eq!(param, at);
+        assert!(message.contains("input_audio"), "{message}");
+        let (param, message) = refused(json!({"type": "input_video", "url": "https://example.com/v.mp4"}));
+        assert_eq!(param, at);
+        assert!(message.contains("input_video"), "{message}");
+        assert_eq!(
+            refused(json!({"type": "input_image", "image_url": "ftp://example.com/a.png"})).0,
+            format!("{at}.image_url")
+        );
+        assert_eq!(
+            refused(json!({"type": "input_image", "image_url": "data:image/bmp;base64,Qk0="})).0,
+            format!("{at}.image_url")
+        );
+        assert_eq!(refused(json!({"type": "input_image", "file_id": "file-1"})).0, format!("{at}.file_id"));
+        assert_eq!(refused(json!({"type": "input_text"})).0, format!("{at}.text"));
     }
 
     #[test]
@@ -1866,7 +2069,7 @@ mod tests {
         assert_eq!(
             param(json!({"input": [{"type": "function_call_output", "call_id": "c", "output": [{"type": "input_file", "file_id": "f"}]}]}))
                 .as_deref(),
-            Some("input[0].output[0]")
+            Some("input[0].output[0].file_id")
         );
         assert_eq!(
             param(json!({"input": "x", "tools": [{"type": "function"}]})).as_deref(),
@@ -2131,6 +2334,141 @@ mod tests {
             item.as_object_mut().unwrap().remove("id");
         }
         assert_eq!(whole["output"], streamed);
+    }
+
+    /// Interleaved thinking: the answer's items follow its blocks (a message per text block),
+    /// in the JSON answer and the stream alike; sent back after the question, the items make
+    /// the same assistant turn, in that order, and the usual order is kept as none.
+    #[test]
+    fn an_answers_items_follow_its_blocks_and_come_back_as_its_turn() {
+        use claudette_core::BlockKind::{Text, Thinking as Th, ToolCall as Tc};
+        let read = |id: &str| ToolCall { id: id.into(), name: "read".into(), arguments: json!({"p": 1}) };
+        for order in [vec![Th, Tc, Th, Text(3), Th, Text(8), Tc], vec![]] {
+            let mut resp = ChatResponse::empty("b", "m");
+            resp.thinking = vec![signed("first", "S1"), redacted("R"), signed("then", "S2")];
+            resp.content = "Hi there".into();
+            resp.tool_calls = vec![read("c1"), read("c2")];
+            resp.order = order.clone();
+            resp.finish_reason = Some(FinishReason::ToolCalls);
+            let blocks = resp.blocks().unwrap();
+
+            let whole: Value =
+                serde_json::from_slice(&response_body_at(&resp, &Echo::default(), &[], 1)).unwrap();
+            let output = whole["output"].as_array().unwrap().clone();
+            let shape: Vec<String> = output
+                .iter()
+                .map(|item| match item["type"].as_str().unwrap() {
+                    "reasoning" => match unsealed(item).unwrap() {
+                        ThinkingBlock::Thinking { thinking, .. } => format!("reasoning {thinking}"),
+                        ThinkingBlock::Redacted { data } => format!("reasoning {data}"),
+                    },
+                    "message" => format!("message {}", item["content"][0]["text"].as_str().unwrap()),
+                    kind => format!("{kind} {}", item["call_id"].as_str().unwrap()),
+                })
+                .collect();
+            let expected: &[&str] = if order.is_empty() {
+                &[
+                    "reasoning first",
+                    "reasoning R",
+                    "reasoning then",
+                    "message Hi there",
+                    "function_call c1",
+                    "function_call c2",
+                ]
+            } else {
+                &[
+                    "reasoning first",
+                    "function_call c1",
+                    "reasoning R",
+                    "message Hi ",
+                    "reasoning then",
+                    "message there",
+                    "function_call c2",
+                ]
+            };
+            assert_eq!(shape, expected);
+
+            // Streamed as the blocks come, the same items but their ids.
+            let mut events = Vec::new();
+            for (k, block) in blocks.iter().enumerate() {
+                match block {
+                    Block::Thinking(ThinkingBlock::Thinking { thinking, signature }) => {
+                        events.push(StreamEvent::ReasoningDelta { text: thinking.clone() });
+                        events.push(StreamEvent::ThinkingSeal {
+                            seal: ThinkingSeal::Signature(signature.clone()),
+                        });
+                    }
+                    Block::Thinking(ThinkingBlock::Redacted { data }) => {
+                        events.push(StreamEvent::ThinkingSeal { seal: ThinkingSeal::Redacted(data.clone()) })
+                    }
+                    Block::Text { text, .. } => events.push(StreamEvent::text(*text)),
+                    Block::ToolCall { call: c, .. } => {
+                        events.push(call(k as u32, Some(&c.id), Some(&c.name), "{\"p\":1}"))
+                    }
+                }
+            }
+            events.push(done(FinishReason::ToolCalls));
+            let frames = encode(events);
+            let mut streamed = frames.last().unwrap().1["response"]["output"].clone();
+            let mut without_ids = Value::Array(output.clone());
+            for item in without_ids.as_array_mut().unwrap().iter_mut().chain(streamed.as_array_mut().unwrap())
+            {
+                item.as_object_mut().unwrap().remove("id");
+            }
+            assert_eq!(streamed, without_ids);
+
+            // Sent back as they came, with the calls' results.
+            let mut input = vec![json!({"role": "user", "content": "go"})];
+            input.extend(output);
+            input.push(json!({"type": "function_call_output", "call_id": "c1", "output": "1"}));
+            input.push(json!({"type": "function_call_output", "call_id": "c2", "output": "2"}));
+            let p = parse(json!({"input": input})).unwrap();
+            let roles: Vec<Role> = p.request.messages.iter().map(|m| m.role).collect();
+            assert_eq!(roles, [Role::User, Role::Assistant, Role::Tool, Role::Tool]);
+            let turn = &p.request.messages[1];
+            assert_eq!(turn.order, order);
+            assert_eq!(turn.blocks().unwrap(), blocks);
+        }
+    }
+
+    /// The items between two others are one turn, whatever their order: a message after a
+    /// call, or a second message, joins the turn rather than start another.
+    #[test]
+    fn an_assistant_turns_items_are_one_message_in_their_order() {
+        let fc = |id: &str| json!({"type": "function_call", "call_id": id, "name": "f", "arguments": "{}"});
+        let say = |text: &str| json!({"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]});
+        let p = parse(json!({"input": [
+            {"role": "user", "content": "go"},
+            fc("c1"), say("one "), say("two"), fc("c2"),
+            {"type": "function_call_output", "call_id": "c1", "output": "1"},
+            {"type": "function_call_output", "call_id": "c2", "output": "2"},
+            say("done")
+        ]}))
+        .unwrap();
+        let turns: Vec<(Role, &str)> =
+            p.request.messages.iter().map(|m| (m.role, m.content.as_str())).collect();
+        assert_eq!(
+            turns,
+            [
+                (Role::User, "go"),
+                (Role::Assistant, "one two"),
+                (Role::Tool, "1"),
+                (Role::Tool, "2"),
+                (Role::Assistant, "done")
+            ]
+        );
+        let shape: Vec<String> = p.request.messages[1]
+            .blocks()
+            .unwrap()
+            .iter()
+            .map(|b| match b {
+                Block::Text { text, .. } => format!("text {text}"),
+                Block::ToolCall { call, .. } => format!("call {}", call.id),
+                Block::Thinking(_) => "thinking".into(),
+            })
+            .collect();
+        assert_eq!(shape, ["call c1", "text one ", "text two", "call c2"]);
+        assert!(p.request.messages[4].order.is_empty());
     }
 
     #[test]

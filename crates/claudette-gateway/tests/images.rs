@@ -1,5 +1,6 @@
-//! Vision input on the three client formats, over real HTTP: images in user messages reach
-//! the router as the neutral `Message::images`, where they stood among the text; images that
+//! Vision input on the three client formats, over real HTTP: images in user messages and in
+//! tool results reach the router as the neutral `Message::images`, where they stood among the
+//! text; images that
 //! cannot be carried are the client's 400, naming the field; and a request with images goes
 //! only to backends that take them.
 //!
@@ -77,11 +78,13 @@ const PNG: &str =
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg==";
 const CAT: &str = "https://example.com/cat.jpg";
 
-/// What each format's body is made of: its path, a user message of `parts`, and how it
-/// writes a text part and an image (base64 PNG or a URL).
+/// What each format's body is made of: its path, a user message of `parts`, a tool loop
+/// whose result (of call `c1`) is `parts`, and how it writes a text part and an image
+/// (base64 PNG or a URL).
 struct Format {
     path: &'static str,
     body: fn(Vec<Value>) -> Value,
+    tool_loop: fn(Vec<Value>) -> Value,
     text: fn(&str) -> Value,
     png: fn() -> Value,
     url: fn(&str) -> Value,
@@ -90,6 +93,13 @@ struct Format {
 const CHAT: Format = Format {
     path: "/v1/chat/completions",
     body: |parts| json!({"model": "auto", "messages": [{"role": "user", "content": parts}]}),
+    tool_loop: |parts| {
+        json!({"model": "auto", "messages": [
+            {"role": "user", "content": "read it"},
+            {"role": "assistant", "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": parts}]})
+    },
     text: |t| json!({"type": "text", "text": t}),
     png: || json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{PNG}"), "detail": "high"}}),
     url: |u| json!({"type": "image_url", "image_url": {"url": u}}),
@@ -98,6 +108,12 @@ const CHAT: Format = Format {
 const MESSAGES: Format = Format {
     path: "/v1/messages",
     body: |parts| json!({"model": "auto", "max_tokens": 16, "messages": [{"role": "user", "content": parts}]}),
+    tool_loop: |parts| {
+        json!({"model": "auto", "max_tokens": 16, "messages": [
+            {"role": "user", "content": "read it"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "c1", "name": "read", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1", "content": parts}]}]})
+    },
     text: |t| json!({"type": "text", "text": t}),
     png: || json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}),
     url: |u| json!({"type": "image", "source": {"type": "url", "url": u}}),
@@ -106,6 +122,12 @@ const MESSAGES: Format = Format {
 const RESPONSES: Format = Format {
     path: "/v1/responses",
     body: |parts| json!({"model": "auto", "input": [{"role": "user", "content": parts}]}),
+    tool_loop: |parts| {
+        json!({"model": "auto", "input": [
+            {"role": "user", "content": "read it"},
+            {"type": "function_call", "call_id": "c1", "name": "read", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": parts}]})
+    },
     text: |t| json!({"type": "input_text", "text": t}),
     png: || json!({"type": "input_image", "image_url": format!("data:image/png;base64,{PNG}"), "detail": "auto"}),
     url: |u| json!({"type": "input_image", "image_url": u}),
@@ -134,6 +156,56 @@ async fn images_reach_the_router_where_they_stood_among_the_text() {
             "{}",
             f.path
         );
+    }
+}
+
+#[tokio::test]
+async fn tool_result_images_reach_the_router_in_the_tool_message() {
+    let backend = recorder(true);
+    let gw = gateway(&backend).await;
+    for f in [CHAT, MESSAGES, RESPONSES] {
+        let r = post(&gw.url, f.path, (f.tool_loop)(vec![(f.text)("shot: "), (f.png)(), (f.url)(CAT)])).await;
+        assert_eq!(r.status, 200, "{}: {}", f.path, r.text);
+        let sent = backend.last.lock().unwrap().take().unwrap();
+        let roles: Vec<Role> = sent.messages.iter().map(|m| m.role).collect();
+        assert_eq!(roles, [Role::User, Role::Assistant, Role::Tool], "{}", f.path);
+        let tool = &sent.messages[2];
+        assert_eq!(
+            (tool.content.as_str(), tool.tool_call_id.as_deref()),
+            ("shot: ", Some("c1")),
+            "{}",
+            f.path
+        );
+        assert_eq!(
+            tool.images,
+            [
+                Image {
+                    at: 6,
+                    source: ImageSource::Base64 { media_type: "image/png".into(), data: PNG.into() }
+                },
+                Image { at: 6, source: ImageSource::Url { url: CAT.into() } },
+            ],
+            "{}",
+            f.path
+        );
+    }
+    // Bad images there are named as in a user message.
+    let ftp = "ftp://example.com/a.png";
+    let chat = (CHAT.tool_loop)(vec![(CHAT.url)(ftp)]);
+    assert_eq!(refused(&gw, CHAT.path, chat).await, "messages[2].content[0].image_url.url");
+    let messages = (MESSAGES.tool_loop)(vec![(MESSAGES.url)(ftp)]);
+    assert_eq!(refused(&gw, MESSAGES.path, messages).await, "messages.2.content.0.content.0.source.url");
+    let responses = (RESPONSES.tool_loop)(vec![(RESPONSES.url)(ftp)]);
+    assert_eq!(refused(&gw, RESPONSES.path, responses).await, "input[2].output[0].image_url");
+    assert!(backend.last.lock().unwrap().is_none(), "nothing refused reached the backend");
+
+    // And the request goes only to backends that take images.
+    let blind = recorder(false);
+    let gw = gateway(&blind).await;
+    for f in [CHAT, MESSAGES, RESPONSES] {
+        let r = post(&gw.url, f.path, (f.tool_loop)(vec![(f.url)(CAT)])).await;
+        assert_eq!(r.status, 503, "{}: {}", f.path, r.text);
+        assert!(blind.last.lock().unwrap().is_none(), "{}", f.path);
     }
 }
 

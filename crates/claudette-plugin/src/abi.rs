@@ -52,8 +52,12 @@ pub const ABI_VERSION: u32 = 2;
 /// abi_stable's layout check already, see `FfiAdapter`; this number is the second line); 7,
 /// `ToolSpec::strict`. A schema-6 plugin would read the flag's byte as the start of the next
 /// tool or field, so it is refused rather than left to fail a request's decoding (or offer a
-/// strict tool without the flag); 8, images in user messages (`Message::images`).
-pub const SCHEMA_VERSION: u32 = 8;
+/// strict tool without the flag); 8, images in user messages (`Message::images`); 9, images in
+/// tool results, documents (`Message::documents`, `CacheAt::Document`), cache breakpoints on
+/// images (`CacheAt::Image`) and the order of an assistant
+/// turn's blocks (`Message::order`, `ChatResponse::order`): a schema-8 plugin would refuse
+/// the new position, or read the order's bytes as the next field.
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// The field type of [`ClaudettePlugin::abi_version`]. It is `u64` only under the test feature
 /// that simulates a plugin built against a release of this crate with another layout.

@@ -32,10 +32,10 @@
 use std::time::Duration;
 
 use claudette_core::{
-    BackendError, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, FinishReason, HttpRequest,
-    Image, ImageSource, Message, Method, ReasoningEffort, ResponseFormat, Role, RoutingDecision, StreamEnd,
-    StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
-    UsageSource,
+    BackendError, BlockKind, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, Document,
+    DocumentSource, FinishReason, HttpRequest, Image, ImageSource, Message, Method, ReasoningEffort,
+    ResponseFormat, Role, RoutingDecision, StreamEnd, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal,
+    ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage, UsageSource,
 };
 
 /// A decoding failure: the boxed error keeps every reader's `Result` one pointer wide. With
@@ -419,9 +419,32 @@ macro_rules! wire_tuple_enum {
     };
 }
 
-wire_tuple_enum!(CacheAt, "cache position", { Text(u32) = 0, ToolCall(u32) = 1 });
+wire_tuple_enum!(CacheAt, "cache position", { Text(u32) = 0, ToolCall(u32) = 1, Image(u32) = 2, Document(u32) = 3 });
 wire_tuple_enum!(ThinkingSeal, "thinking seal", { Signature(String) = 0, Redacted(String) = 1 });
 wire_struct!(CacheBreakpoint { at, ttl });
+
+impl Wire for BlockKind {
+    #[inline]
+    fn put(&self, out: &mut Vec<u8>) {
+        match self {
+            BlockKind::Thinking => out.push(0),
+            BlockKind::Text(end) => {
+                out.push(1);
+                end.put(out);
+            }
+            BlockKind::ToolCall => out.push(2),
+        }
+    }
+    #[inline]
+    fn get(r: &mut Reader<'_>) -> Result<Self, Bad> {
+        match r.tag()? {
+            0 => Ok(BlockKind::Thinking),
+            1 => u32::get(r).map(BlockKind::Text),
+            2 => Ok(BlockKind::ToolCall),
+            t => r.bad_tag(t, "block kind"),
+        }
+    }
+}
 wire_enum!(ThinkingBlock, "thinking block", {
     Thinking { thinking, signature } = 0,
     Redacted { data } = 1,
@@ -503,7 +526,24 @@ wire_enum!(ImageSource, "image source", {
     Url { url } = 1,
 });
 wire_struct!(Image { at, source });
-wire_struct!(Message { role, content, tool_calls, tool_call_id, name, is_error, thinking, cache, images });
+wire_enum!(DocumentSource, "document source", {
+    Base64 { data } = 0,
+    Url { url } = 1,
+});
+wire_struct!(Document { at, source, title });
+wire_struct!(Message {
+    role,
+    content,
+    tool_calls,
+    tool_call_id,
+    name,
+    is_error,
+    thinking,
+    cache,
+    images,
+    documents,
+    order
+});
 
 wire_struct!(ChatRequest {
     messages,
@@ -547,6 +587,7 @@ wire_struct!(ChatResponse {
     reasoning,
     thinking,
     tool_calls,
+    order,
     finish_reason,
     usage,
     model,
@@ -652,6 +693,22 @@ mod tests {
                             source: ImageSource::Url { url: "https://example.com/cat.jpg".into() },
                         },
                     ],
+                    documents: vec![
+                        Document {
+                            at: 2,
+                            source: DocumentSource::Base64 { data: "JVBERi0x".into() },
+                            title: None,
+                        },
+                        Document {
+                            at: 13,
+                            source: DocumentSource::Url { url: "https://example.com/a.pdf".into() },
+                            title: Some("a.pdf".into()),
+                        },
+                    ],
+                    cache: vec![
+                        CacheBreakpoint { at: CacheAt::Image(1), ttl: CacheTtl::FiveMinutes },
+                        CacheBreakpoint { at: CacheAt::Document(1), ttl: CacheTtl::OneHour },
+                    ],
                     ..Message::user("what is this?")
                 },
                 Message {
@@ -665,6 +722,12 @@ mod tests {
                         name: "lookup".into(),
                         arguments: json!({"q": "x", "deep": {"a": [1, 2.5, null]}}),
                     }],
+                    order: vec![
+                        BlockKind::Thinking,
+                        BlockKind::ToolCall,
+                        BlockKind::Text(0),
+                        BlockKind::Thinking,
+                    ],
                     ..Message::assistant("")
                 },
                 Message { name: Some("lookup".into()), ..Message::tool_result("call_1", "{\"ok\":true}") },
@@ -755,6 +818,10 @@ mod tests {
         assert_eq!(decoded.messages[3].thinking.len(), 2);
         assert_eq!(decoded.messages[3].cache[0].at, CacheAt::ToolCall(0));
         assert_eq!(decoded.messages[2].images, full.messages[2].images);
+        assert_eq!(decoded.messages[2].cache[0].at, CacheAt::Image(1));
+        assert_eq!(decoded.messages[2].cache[1].at, CacheAt::Document(1));
+        assert_eq!(decoded.messages[2].documents, full.messages[2].documents);
+        assert_eq!(decoded.messages[3].order, full.messages[3].order);
     }
 
     #[test]
@@ -768,6 +835,7 @@ mod tests {
             ThinkingBlock::Redacted { data: "xyz".into() },
         ];
         r.tool_calls = vec![ToolCall { id: "c".into(), name: "f".into(), arguments: json!({}) }];
+        r.order = vec![BlockKind::Thinking, BlockKind::ToolCall, BlockKind::Thinking];
         r.finish_reason = Some(FinishReason::Other("eos_token".into()));
         r.usage = Usage {
             input_tokens: 31,

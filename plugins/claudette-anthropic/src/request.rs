@@ -7,8 +7,9 @@
 
 use claudette_core::types::{json_f32, normalize_tool_arguments};
 use claudette_core::{
-    BackendError, CacheTtl, ChatRequest, ErrorKind, Image, ImageSource, Message, ReasoningEffort,
-    ResponseFormat, Role, Segment, Thinking, ThinkingBlock, ToolChoice, ToolSpec,
+    BackendError, Block, CacheAt, CacheTtl, ChatRequest, DOCUMENT_MEDIA_TYPE, Document, DocumentSource,
+    ErrorKind, Image, ImageSource, Message, ReasoningEffort, ResponseFormat, Role, Segment, Thinking,
+    ThinkingBlock, ToolCall, ToolChoice, ToolSpec,
 };
 use serde_json::{Map, Value, json};
 
@@ -60,16 +61,41 @@ fn image_block(image: &Image) -> Value {
     json!({ "type": "image", "source": source })
 }
 
-/// A message's text and images as blocks in the client's order, the text cut at its cache
-/// breakpoints and at its images; no blocks for empty text without images.
+/// A PDF as a `document` block, its title kept: the model reads it, and Claude Code's Read of
+/// a PDF names the file there.
+fn document_block(document: &Document) -> Value {
+    let source = match &document.source {
+        DocumentSource::Base64 { data } => {
+            json!({ "type": "base64", "media_type": DOCUMENT_MEDIA_TYPE, "data": data })
+        }
+        DocumentSource::Url { url } => json!({ "type": "url", "url": url }),
+    };
+    let mut block = json!({ "type": "document", "source": source });
+    if let Some(title) = &document.title {
+        block["title"] = Value::String(title.clone());
+    }
+    block
+}
+
+/// A message's text, images and documents as blocks in the client's order, the text cut at
+/// its cache breakpoints and at its images and documents; no blocks for empty text without
+/// either (so never an empty text block beside an image, which Anthropic would refuse).
 ///
-/// A breakpoint marks the block that ends where it stands. At one offset the text ending there
-/// comes first, then the breakpoints there, then the images there: so a breakpoint at an
-/// image's position marks the text before the image, never the image. Anthropic refuses
-/// empty text blocks, so a breakpoint with no text of its own (a second one at the same place)
-/// marks the block before it instead, and one before every block (at offset 0) marks none.
+/// A text breakpoint marks the block that ends where it stands. At one offset the text ending
+/// there comes first, then the breakpoints there, then the images there, then the documents:
+/// so a text breakpoint at an image's or a document's position marks the text before it,
+/// never the image or the document; the client marks an image with [`CacheAt::Image`] and a
+/// document with [`CacheAt::Document`], which put `cache_control` on that block (the first
+/// such breakpoint wins, as on text). Anthropic refuses empty text blocks, so a text
+/// breakpoint with no text of its own (a second one at the same place) marks the block before
+/// it instead, and one before every block (at offset 0) marks none.
 fn content_blocks(m: &Message) -> Result<Vec<Value>, BackendError> {
-    // Each breakpoint's byte offset (checked by `cache_segments`): its pieces' lengths so far.
+    range_blocks(m, &text_marks(m)?, 0..m.content.len())
+}
+
+/// Each text breakpoint of `m` as its byte offset (checked by `cache_segments`: the pieces'
+/// lengths so far) and TTL.
+fn text_marks(m: &Message) -> Result<Vec<(usize, CacheTtl)>, BackendError> {
     let mut marks = Vec::new();
     let mut end = 0;
     for (text, ttl) in m.cache_segments()? {
@@ -78,15 +104,44 @@ fn content_blocks(m: &Message) -> Result<Vec<Value>, BackendError> {
             marks.push((end, ttl));
         }
     }
-    let mut marks = marks.into_iter().peekable();
-    let mut blocks: Vec<Value> = Vec::with_capacity(1 + m.images.len() * 2 + marks.len());
+    Ok(marks)
+}
+
+/// [`content_blocks`] of the bytes `range` of `m`'s text: one text block of an assistant turn
+/// whose blocks keep their order, which holds the breakpoints that end inside it (one at its
+/// start ends the block before it) and the images and documents placed in it (one at its end
+/// goes with the next range, unless the text ends there). `marks` are [`text_marks`] of `m`.
+fn range_blocks(
+    m: &Message,
+    marks: &[(usize, CacheTtl)],
+    range: std::ops::Range<usize>,
+) -> Result<Vec<Value>, BackendError> {
+    let mut blocks: Vec<Value> =
+        Vec::with_capacity(1 + (m.images.len() + m.documents.len()) * 2 + marks.len());
+    let mut marks = marks.iter().copied().filter(|&(at, _)| range.start < at && at <= range.end).peekable();
+    // Offsets are of the whole text, as breakpoints and images count them.
     let mut pos = 0;
+    let (mut image_index, mut document_index) = (0u32, 0u32);
     for segment in m.segments() {
-        match segment {
+        let at = match segment {
             Segment::Text(run) => {
+                let (start, end) = (pos.max(range.start), (pos + run.len()).min(range.end));
+                pos += run.len();
+                if start >= end {
+                    continue;
+                }
+                let run = m.content.get(start..end).ok_or_else(|| {
+                    BackendError::invalid(format!(
+                        "a text block from byte {} to {} does not fall between characters of the \
+                         {}-byte message text",
+                        range.start,
+                        range.end,
+                        m.content.len()
+                    ))
+                })?;
                 let mut from = 0;
-                while let Some((at, ttl)) = marks.next_if(|(at, _)| *at <= pos + run.len()) {
-                    let cut = at.saturating_sub(pos).max(from);
+                while let Some((at, ttl)) = marks.next_if(|(at, _)| *at <= end) {
+                    let cut = at.saturating_sub(start).max(from);
                     if cut > from {
                         blocks.push(text_block(&run[from..cut]));
                     }
@@ -96,20 +151,39 @@ fn content_blocks(m: &Message) -> Result<Vec<Value>, BackendError> {
                 if from < run.len() {
                     blocks.push(text_block(&run[from..]));
                 }
-                pos += run.len();
+                continue;
             }
-            Segment::Image(image) => {
-                while let Some((_, ttl)) = marks.next_if(|(at, _)| *at <= pos) {
-                    mark_last(&mut blocks, ttl);
-                }
-                blocks.push(image_block(image));
-            }
+            Segment::Image(_) => CacheAt::Image(next_index(&mut image_index)),
+            Segment::Document(_) => CacheAt::Document(next_index(&mut document_index)),
+        };
+        if pos < range.start || (pos >= range.end && range.end < m.content.len()) {
+            continue;
+        }
+        while let Some((_, ttl)) = marks.next_if(|(at, _)| *at <= pos) {
+            mark_last(&mut blocks, ttl);
+        }
+        blocks.push(match segment {
+            Segment::Image(image) => image_block(image),
+            Segment::Document(document) => document_block(document),
+            Segment::Text(_) => continue,
+        });
+        if let Some(b) = m.cache.iter().find(|b| b.at == at) {
+            mark_last(&mut blocks, b.ttl);
         }
     }
     for (_, ttl) in marks {
         mark_last(&mut blocks, ttl);
     }
     Ok(blocks)
+}
+
+/// The index in its list of the item `count` counts, counting it: [`Message::segments`] yields
+/// every image and document once, each kind in its list's order, so the count so far is the
+/// index its breakpoints name.
+fn next_index(count: &mut u32) -> u32 {
+    let index = *count;
+    *count = count.saturating_add(1);
+    index
 }
 
 /// Puts a breakpoint on the last block, unless it has one (the first breakpoint there wins).
@@ -175,27 +249,24 @@ fn convert_messages(messages: &[Message]) -> Result<(Vec<&Message>, Vec<Value>),
                 }
             }
             Role::Assistant => {
-                let mut blocks = Vec::with_capacity(1 + m.thinking.len() + m.tool_calls.len());
-                // Thinking first, as Anthropic made it.
-                blocks.extend(m.thinking.iter().filter_map(thinking_block));
-                let text = content_blocks(m)?;
-                // Anthropic rejects empty text blocks; a turn that only calls tools has none.
-                if text.is_empty() && m.tool_calls.is_empty() && blocks.is_empty() {
-                    blocks.push(text_block(&m.content));
-                }
-                blocks.extend(text);
-                for (i, call) in m.tool_calls.iter().enumerate() {
-                    let mut block = json!({
-                        "type": "tool_use",
-                        "id": call.id,
-                        "name": call.name,
-                        // Anthropic answers anything but an object with a 400 no other backend gives.
-                        "input": normalize_tool_arguments(&call.arguments),
-                    });
-                    if let Some(ttl) = m.cache_after_call(i) {
-                        block["cache_control"] = cache_control(ttl);
+                // In the turn's own order: Anthropic refuses a turn with thinking whose blocks
+                // come back in another order than it sent them (interleaved thinking).
+                let marks = text_marks(m)?;
+                let order = m.blocks()?;
+                let mut blocks = Vec::with_capacity(order.len());
+                for block in order {
+                    match block {
+                        Block::Thinking(t) => blocks.extend(thinking_block(t)),
+                        Block::Text { text, start } => {
+                            blocks.extend(range_blocks(m, &marks, start..start + text.len())?)
+                        }
+                        Block::ToolCall { call, index } => blocks.push(tool_use_block(m, call, index)),
                     }
-                    blocks.push(block);
+                }
+                // Anthropic rejects empty text blocks, and a turn that only calls tools needs
+                // none; a turn with nothing at all goes as empty text.
+                if blocks.is_empty() {
+                    blocks.push(text_block(""));
                 }
                 turns.push(Turn { role: "assistant", blocks, has_tool_results: false });
             }
@@ -203,7 +274,10 @@ fn convert_messages(messages: &[Message]) -> Result<(Vec<&Message>, Vec<Value>),
                 let id = m.tool_call_id.as_deref().filter(|id| !id.is_empty()).ok_or_else(|| {
                     BackendError::invalid("a tool result message needs the tool_call_id it answers")
                 })?;
-                let content = if m.cache.is_empty() {
+                // A string, unless a breakpoint, an image or a document needs blocks
+                // (`tool_result` content takes `text`, `image` and `document` blocks, as a user
+                // turn's does).
+                let content = if m.cache.is_empty() && m.images.is_empty() && m.documents.is_empty() {
                     Value::String(m.content.clone())
                 } else {
                     Value::Array(content_blocks(m)?)
@@ -223,6 +297,21 @@ fn convert_messages(messages: &[Message]) -> Result<(Vec<&Message>, Vec<Value>),
         }
     }
     Ok((system, turns.into_iter().map(Turn::into_value).collect()))
+}
+
+/// Call `index` of assistant message `m` as a `tool_use` block, with the breakpoint after it.
+fn tool_use_block(m: &Message, call: &ToolCall, index: usize) -> Value {
+    let mut block = json!({
+        "type": "tool_use",
+        "id": call.id,
+        "name": call.name,
+        // Anthropic answers anything but an object with a 400 no other backend gives.
+        "input": normalize_tool_arguments(&call.arguments),
+    });
+    if let Some(ttl) = m.cache_after_call(index) {
+        block["cache_control"] = cache_control(ttl);
+    }
+    block
 }
 
 /// A thinking block as sent back, or `None` for an unsigned one: that is another provider's
@@ -261,8 +350,16 @@ fn tool_turn_lacks_thinking(messages: &[Message]) -> bool {
     let turn_start = messages.iter().rposition(|m| m.role == Role::User).map_or(0, |i| i + 1);
     let mut turn = messages.iter().skip(turn_start).filter(|m| m.role != Role::System);
     let ends_in_results = turn.clone().next_back().is_some_and(|m| m.role == Role::Tool);
-    ends_in_results
-        && turn.find(|m| m.role == Role::Assistant).is_some_and(|m| !m.thinking.iter().any(is_sendable))
+    ends_in_results && turn.find(|m| m.role == Role::Assistant).is_some_and(|m| !leads_with_thinking(m))
+}
+
+/// Whether the first block [`convert_messages`] sends for `m` is thinking. An interleaved turn
+/// may hold signed thinking after text or a call, which does not make it start with thinking.
+/// A turn whose order is refused fails the request anyway.
+fn leads_with_thinking(m: &Message) -> bool {
+    let Ok(blocks) = m.blocks() else { return false };
+    let first = blocks.iter().find(|b| !matches!(b, Block::Thinking(t) if !is_sendable(t)));
+    matches!(first, Some(Block::Thinking(_)))
 }
 
 fn is_claude(model: &str) -> bool {
@@ -325,7 +422,7 @@ fn build(
             ));
         }
     };
-    request.checked_images()?;
+    request.checked_media()?;
     let (system, messages) = convert_messages(&request.messages)?;
     if messages.is_empty() {
         return Err(BackendError::invalid("the request has no user or assistant message"));
@@ -510,7 +607,7 @@ fn thinking_disabled() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use claudette_core::ToolCall;
+    use claudette_core::{BlockKind, ToolCall};
 
     #[test]
     fn user_text_after_tool_results_joins_their_turn() {
@@ -675,8 +772,17 @@ mod tests {
         vec![ThinkingBlock::Thinking { thinking: "hmm".into(), signature: "sig".into() }]
     }
 
+    /// Call `t1` with the text `abc`, unsigned thinking and then signed thinking, in `order`.
+    fn interleaved(order: &[BlockKind]) -> Message {
+        let mut thinking =
+            vec![ThinkingBlock::Thinking { thinking: "echoed".into(), signature: String::new() }];
+        thinking.extend(signed());
+        Message { content: "abc".into(), order: order.to_vec(), ..calls("t1", thinking) }
+    }
+
     #[test]
     fn a_tool_loop_without_leading_signed_thinking_is_sent_without_thinking() {
+        let (th, tc, tx) = (BlockKind::Thinking, BlockKind::ToolCall, BlockKind::Text);
         let unsigned =
             || vec![ThinkingBlock::Thinking { thinking: "echoed".into(), signature: String::new() }];
         let redacted = || vec![ThinkingBlock::Redacted { data: "opaque".into() }];
@@ -708,6 +814,12 @@ mod tests {
             (vec![q()], false),
             // A prefill is not a tool loop.
             (vec![q(), calls("t1", vec![]), result("t1"), Message::assistant("so")], false),
+            // Interleaved: signed thinking after the call does not start the turn…
+            (vec![q(), interleaved(&[th, tx(3), tc, th]), result("t1")], true),
+            // …nor after unsigned thinking, which is not sent, and text…
+            (vec![q(), interleaved(&[th, tx(3), th, tc]), result("t1")], true),
+            // …but before them it does, even when unsigned thinking came first.
+            (vec![q(), interleaved(&[th, th, tc, tx(3)]), result("t1")], false),
         ] {
             assert_eq!(tool_turn_lacks_thinking(&msgs), lacks, "{msgs:?}");
         }
@@ -746,10 +858,14 @@ mod tests {
     }
 
     /// Without images the blocks are the ones the text-only rule (kept here as it was) makes,
-    /// for every placement of up to three breakpoints; with images, the edges of the merged rule.
+    /// for every placement of up to three breakpoints; with up to two images anywhere, image
+    /// breakpoints add `cache_control` to their image (the first one there wins) and change no
+    /// other block, and text breakpoints never mark an image; documents in the images' places,
+    /// with the same breakpoints on them, give the same blocks; then the edges of the merged
+    /// rule.
     #[test]
     fn content_blocks_keep_the_text_rule_and_place_images() {
-        use claudette_core::{CacheAt, CacheBreakpoint};
+        use claudette_core::CacheBreakpoint;
         fn text_only(m: &Message) -> Vec<Value> {
             let mut blocks: Vec<Value> = Vec::new();
             for (text, ttl) in m.cache_segments().unwrap() {
@@ -783,6 +899,39 @@ mod tests {
                 let cache = at.iter().zip(ttls).map(|(&a, ttl)| mark(a, ttl)).collect();
                 let m = Message { cache, ..Message::user(content) };
                 assert_eq!(content_blocks(&m).unwrap(), text_only(&m), "{m:?}");
+                for images in image_layouts(&offsets) {
+                    let text_marked = Message { images, ..m.clone() };
+                    let plain = content_blocks(&text_marked).unwrap();
+                    for image_marks in image_mark_sets(text_marked.images.len()) {
+                        let mut cache = text_marked.cache.clone();
+                        // Image breakpoints anywhere among the text ones: only text ones are ordered.
+                        for (i, b) in image_marks.iter().enumerate() {
+                            cache.insert((i * 2).min(cache.len()), *b);
+                        }
+                        let m = Message { cache, ..text_marked.clone() };
+                        assert_eq!(
+                            content_blocks(&m).unwrap(),
+                            with_image_marks(&plain, &image_marks),
+                            "{m:?}"
+                        );
+                        // Documents in the images' places, marked as they were: the same
+                        // blocks, each image a document.
+                        let documents = as_documents(&m);
+                        assert_eq!(
+                            content_blocks(&documents).unwrap(),
+                            with_image_marks(&plain, &image_marks)
+                                .into_iter()
+                                .map(|mut b| {
+                                    if b["type"] == "image" {
+                                        b["type"] = json!("document");
+                                    }
+                                    b
+                                })
+                                .collect::<Vec<_>>(),
+                            "{documents:?}"
+                        );
+                    }
+                }
             }
         }
 
@@ -813,6 +962,245 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidRequest);
+    }
+
+    #[test]
+    fn tool_results_carry_their_images_as_blocks_and_image_marks_mark_the_image() {
+        use claudette_core::CacheBreakpoint;
+        let url = |u: &str| Image { at: 0, source: ImageSource::Url { url: u.into() } };
+        let png = Image {
+            at: 4,
+            source: ImageSource::Base64 { media_type: "image/png".into(), data: "iVBO".into() },
+        };
+        let on_image = |i, ttl| CacheBreakpoint { at: CacheAt::Image(i), ttl };
+        let msgs = vec![
+            Message::user("shoot"),
+            Message {
+                tool_calls: ["t1", "t2", "t3"]
+                    .map(|id| ToolCall { id: id.into(), name: "read".into(), arguments: json!({}) })
+                    .to_vec(),
+                ..Message::assistant("")
+            },
+            // Only an image: no empty text block beside it.
+            Message {
+                images: vec![url("a")],
+                cache: vec![on_image(0, CacheTtl::OneHour), on_image(0, CacheTtl::FiveMinutes)],
+                ..Message::tool_result("t1", "")
+            },
+            // Text and images in the client's order, blocks without any breakpoint; the error
+            // flag kept.
+            Message { images: vec![url("b"), png.clone()], ..Message::tool_error("t2", "seen; cropped") },
+            Message::tool_result("t3", "plain"),
+            Message {
+                images: vec![png.clone()],
+                cache: vec![on_image(0, CacheTtl::FiveMinutes)],
+                ..Message::user("and")
+            },
+        ];
+        let (_, turns) = convert_messages(&msgs).unwrap();
+        let url_block = |u: &str| json!({"type": "image", "source": {"type": "url", "url": u}});
+        let png_block =
+            json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}});
+        let marked = |mut b: Value, ttl| {
+            b["cache_control"] = cache_control(ttl);
+            b
+        };
+        assert_eq!(
+            turns[2],
+            json!({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1",
+                    "content": [marked(url_block("a"), CacheTtl::OneHour)]},
+                {"type": "tool_result", "tool_use_id": "t2", "is_error": true,
+                    "content": [url_block("b"), text_block("seen"), png_block.clone(), text_block("; cropped")]},
+                {"type": "tool_result", "tool_use_id": "t3", "content": "plain"},
+                text_block("and"),
+                marked(png_block, CacheTtl::FiveMinutes),
+            ]})
+        );
+    }
+
+    /// `m` with a URL document in each image's place and its image breakpoints on them.
+    fn as_documents(m: &Message) -> Message {
+        use claudette_core::CacheBreakpoint;
+        let documents = m
+            .images
+            .iter()
+            .map(|i| {
+                let ImageSource::Url { url } = &i.source else { panic!("a URL image: {i:?}") };
+                Document { at: i.at, source: DocumentSource::Url { url: url.clone() }, title: None }
+            })
+            .collect();
+        let cache = m
+            .cache
+            .iter()
+            .map(|b| match b.at {
+                CacheAt::Image(k) => CacheBreakpoint { at: CacheAt::Document(k), ..*b },
+                _ => *b,
+            })
+            .collect();
+        Message { images: Vec::new(), documents, cache, ..m.clone() }
+    }
+
+    /// A user's PDFs and a Read tool's PDF as `document` blocks where the client put them:
+    /// base64 with Anthropic's one PDF media type, a URL as a URL, the title when given; at one
+    /// offset the image first; a text breakpoint there marks the text, a document breakpoint
+    /// its document (the first one wins); a tool result holding only a PDF is a block list.
+    #[test]
+    fn documents_are_blocks_in_place_and_document_marks_mark_them() {
+        use claudette_core::CacheBreakpoint;
+        let pdf = |at, title: Option<&str>| Document {
+            at,
+            source: DocumentSource::Base64 { data: "JVBERi0x".into() },
+            title: title.map(Into::into),
+        };
+        let url = |at, u: &str| Document { at, source: DocumentSource::Url { url: u.into() }, title: None };
+        let mark = |at, ttl| CacheBreakpoint { at, ttl };
+        let msgs = vec![
+            Message {
+                images: vec![Image { at: 5, source: ImageSource::Url { url: "shot".into() } }],
+                documents: vec![pdf(5, Some("report.pdf")), url(9, "https://x/a.pdf")],
+                cache: vec![
+                    mark(CacheAt::Document(1), CacheTtl::OneHour),
+                    mark(CacheAt::Text(5), CacheTtl::FiveMinutes),
+                    mark(CacheAt::Document(1), CacheTtl::FiveMinutes),
+                ],
+                ..Message::user("read this")
+            },
+            Message {
+                tool_calls: vec![ToolCall { id: "t1".into(), name: "Read".into(), arguments: json!({}) }],
+                ..Message::assistant("")
+            },
+            Message {
+                documents: vec![pdf(0, None)],
+                cache: vec![mark(CacheAt::Document(0), CacheTtl::FiveMinutes)],
+                ..Message::tool_result("t1", "")
+            },
+        ];
+        let (_, turns) = convert_messages(&msgs).unwrap();
+        let marked = |mut b: Value, ttl| {
+            b["cache_control"] = cache_control(ttl);
+            b
+        };
+        let base64 = json!({"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"});
+        assert_eq!(
+            turns[0]["content"],
+            json!([
+                marked(text_block("read "), CacheTtl::FiveMinutes),
+                {"type": "image", "source": {"type": "url", "url": "shot"}},
+                {"type": "document", "source": base64, "title": "report.pdf"},
+                text_block("this"),
+                marked(
+                    json!({"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}),
+                    CacheTtl::OneHour
+                ),
+            ])
+        );
+        assert_eq!(
+            turns[2]["content"],
+            json!([{"type": "tool_result", "tool_use_id": "t1", "content": [
+                marked(json!({"type": "document", "source": base64}), CacheTtl::FiveMinutes),
+            ]}])
+        );
+        // Unmarked, a tool result's PDF still needs the block list (a string has no room).
+        let plain = Message { cache: vec![], ..msgs[2].clone() };
+        let (_, turns) = convert_messages(&[msgs[0].clone(), msgs[1].clone(), plain]).unwrap();
+        assert_eq!(turns[2]["content"][0]["content"], json!([{"type": "document", "source": base64}]));
+    }
+
+    /// Images named `u0`, `u1`, … in order: none, one, or two at every pair of `offsets`.
+    fn image_layouts(offsets: &[u32]) -> Vec<Vec<Image>> {
+        let image = |k: usize, at| Image { at, source: ImageSource::Url { url: format!("u{k}") } };
+        let mut layouts = vec![vec![]];
+        for &a in offsets {
+            layouts.push(vec![image(0, a)]);
+            for &b in offsets.iter().filter(|&&b| b >= a) {
+                layouts.push(vec![image(0, a), image(1, b)]);
+            }
+        }
+        layouts
+    }
+
+    /// Image breakpoints for `n` images: none, one on each, two on one (the first one's TTL
+    /// wins), one on every image.
+    fn image_mark_sets(n: usize) -> Vec<Vec<claudette_core::CacheBreakpoint>> {
+        let mark = |k: usize, ttl| claudette_core::CacheBreakpoint { at: CacheAt::Image(k as u32), ttl };
+        let mut sets = vec![vec![]];
+        for k in 0..n {
+            sets.push(vec![mark(k, CacheTtl::OneHour)]);
+            sets.push(vec![mark(k, CacheTtl::FiveMinutes), mark(k, CacheTtl::OneHour)]);
+        }
+        sets.push((0..n).map(|k| mark(k, CacheTtl::FiveMinutes)).collect());
+        sets
+    }
+
+    /// `plain` (blocks without image breakpoints, where no image is marked) with each image
+    /// `u{k}` marked by the first breakpoint after image `k`.
+    fn with_image_marks(plain: &[Value], marks: &[claudette_core::CacheBreakpoint]) -> Vec<Value> {
+        let mut blocks = plain.to_vec();
+        for block in blocks.iter_mut().filter(|b| b["type"] == "image") {
+            assert!(block.get("cache_control").is_none(), "a text breakpoint marked an image: {plain:?}");
+            let url = block["source"]["url"].as_str().unwrap_or_default().to_owned();
+            let first = marks.iter().find(|b| matches!(b.at, CacheAt::Image(k) if url == format!("u{k}")));
+            if let Some(b) = first {
+                block["cache_control"] = cache_control(b.ttl);
+            }
+        }
+        blocks
+    }
+
+    /// Claude's interleaved answer `[thinking, text, call, thinking, text, call]` goes back in
+    /// that order, each text block cut at the breakpoints inside it: one at the end of the
+    /// first text marks that text, not the next; one inside the second cuts it; one after the
+    /// first call marks that call. Unsigned thinking is dropped where it stood.
+    #[test]
+    fn an_interleaved_turn_goes_back_in_its_order_with_its_breakpoints() {
+        use claudette_core::CacheBreakpoint;
+        let (th, tc, tx) = (BlockKind::Thinking, BlockKind::ToolCall, BlockKind::Text);
+        let think = |t: &str, s: &str| ThinkingBlock::Thinking { thinking: t.into(), signature: s.into() };
+        let call = |id: &str| ToolCall { id: id.into(), name: "f".into(), arguments: json!({"n": 1}) };
+        let at = |at, ttl| CacheBreakpoint { at, ttl };
+        let turn = Message {
+            thinking: vec![think("plan", "s1"), think("echoed", ""), think("next", "s2")],
+            tool_calls: vec![call("c1"), call("c2")],
+            order: vec![th, tx(6), tc, th, th, tx(12), tc],
+            cache: vec![
+                at(CacheAt::Text(6), CacheTtl::OneHour),
+                at(CacheAt::ToolCall(0), CacheTtl::OneHour),
+                at(CacheAt::Text(9), CacheTtl::FiveMinutes),
+            ],
+            ..Message::assistant("First. Then.")
+        };
+        let (_, turns) = convert_messages(&[Message::user("q"), turn.clone()]).unwrap();
+        let marked = |mut b: Value, ttl| {
+            b["cache_control"] = cache_control(ttl);
+            b
+        };
+        let tool_use = |id: &str| json!({"type": "tool_use", "id": id, "name": "f", "input": {"n": 1}});
+        assert_eq!(
+            turns[1]["content"],
+            json!([
+                {"type": "thinking", "thinking": "plan", "signature": "s1"},
+                marked(text_block("First."), CacheTtl::OneHour),
+                marked(tool_use("c1"), CacheTtl::OneHour),
+                {"type": "thinking", "thinking": "next", "signature": "s2"},
+                marked(text_block(" Th"), CacheTtl::FiveMinutes),
+                text_block("en."),
+                tool_use("c2"),
+            ])
+        );
+
+        // The same turn without its order: the usual one, as before.
+        let (_, usual) = convert_messages(&[Message { order: vec![], ..turn.clone() }]).unwrap();
+        let kinds: Vec<&str> =
+            usual[0]["content"].as_array().unwrap().iter().map(|b| b["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["thinking", "thinking", "text", "text", "text", "tool_use", "tool_use"]);
+
+        // An order that does not match the turn is the caller's error, not a reordered turn.
+        let wrong = Message { order: vec![th, tc, th, th, tx(12)], ..turn };
+        let e = body(&ChatRequest::new(vec![Message::user("q"), wrong]), "claude-opus-4-8", 100, false)
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidRequest);
+        assert!(e.message.contains("1 of 2 tool calls"), "{e}");
     }
 
     #[test]

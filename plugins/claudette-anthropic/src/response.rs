@@ -1,6 +1,6 @@
 //! A non-stream Messages response as a [`ChatResponse`].
 
-use claudette_core::{BackendError, ChatResponse, ThinkingBlock, ToolCall};
+use claudette_core::{BackendError, BlockOrder, ChatResponse, ThinkingBlock, ToolCall};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -67,13 +67,20 @@ pub(crate) fn parse(body: &[u8], backend: &str, requested_model: &str) -> Result
     let mut out = ChatResponse::empty(backend, msg.model.unwrap_or_else(|| requested_model.to_owned()));
     out.id = msg.id;
     let mut reasoning = String::new();
+    // Claude thinks between its calls (interleaved thinking), and the turn must go back in the
+    // order it came, which the three lists alone no longer tell.
+    let mut order = BlockOrder::default();
     for block in &msg.content {
         let str_field = |k: &str| block.get(k).and_then(Value::as_str);
         match str_field("type") {
-            Some("text") => out.content.push_str(str_field("text").unwrap_or_default()),
+            Some("text") => {
+                out.content.push_str(str_field("text").unwrap_or_default());
+                order.text(out.content.len());
+            }
             Some("thinking") => {
                 let thinking = str_field("thinking").unwrap_or_default();
                 reasoning.push_str(thinking);
+                order.thinking();
                 out.thinking.push(ThinkingBlock::Thinking {
                     thinking: thinking.to_owned(),
                     signature: str_field("signature").unwrap_or_default().to_owned(),
@@ -81,6 +88,7 @@ pub(crate) fn parse(body: &[u8], backend: &str, requested_model: &str) -> Result
             }
             Some("redacted_thinking") => {
                 if let Some(data) = str_field("data") {
+                    order.thinking();
                     out.thinking.push(ThinkingBlock::Redacted { data: data.to_owned() });
                 }
             }
@@ -109,6 +117,7 @@ pub(crate) fn parse(body: &[u8], backend: &str, requested_model: &str) -> Result
                             .with_provider_body(body));
                     }
                 };
+                order.tool_call();
                 out.tool_calls.push(ToolCall { id: id.to_owned(), name: name.to_owned(), arguments });
             }
             // Server tool blocks, citations-only blocks, future types.
@@ -118,7 +127,60 @@ pub(crate) fn parse(body: &[u8], backend: &str, requested_model: &str) -> Result
     if !reasoning.is_empty() {
         out.reasoning = Some(reasoning);
     }
+    out.order = order.finish();
     out.finish_reason = msg.stop_reason.as_deref().map(|r| finish_reason(r, msg.stop_sequence.as_deref()));
     out.usage = msg.usage.unwrap_or_default().to_usage();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use claudette_core::{Block, BlockKind};
+    use serde_json::json;
+
+    use super::*;
+
+    fn answer(content: Value) -> ChatResponse {
+        let body = json!({"type": "message", "model": "claude-opus-4-8", "content": content,
+                          "stop_reason": "tool_use"});
+        parse(body.to_string().as_bytes(), "claude", "claude-opus-4-8").unwrap()
+    }
+
+    /// Interleaved thinking: the order the blocks came in is kept, an empty text block and a
+    /// server tool block take no place in it, and the usual order is kept as none.
+    #[test]
+    fn the_order_of_an_answers_blocks_is_kept() {
+        let r = answer(json!([
+            {"type": "thinking", "thinking": "plan", "signature": "s1"},
+            {"type": "tool_use", "id": "c1", "name": "f", "input": {}},
+            {"type": "redacted_thinking", "data": "opaque"},
+            {"type": "text", "text": ""},
+            {"type": "server_tool_use", "id": "s", "name": "web_search", "input": {}},
+            {"type": "text", "text": "Found"},
+            {"type": "text", "text": " it."},
+            {"type": "tool_use", "id": "c2", "name": "f", "input": {}},
+        ]));
+        let (th, tc, tx) = (BlockKind::Thinking, BlockKind::ToolCall, BlockKind::Text);
+        assert_eq!(r.order, [th, tc, th, tx(5), tx(9), tc]);
+        let kinds: Vec<String> = r
+            .blocks()
+            .unwrap()
+            .iter()
+            .map(|b| match b {
+                Block::Thinking(ThinkingBlock::Thinking { thinking, .. }) => thinking.clone(),
+                Block::Thinking(ThinkingBlock::Redacted { data }) => data.clone(),
+                Block::Text { text, .. } => (*text).to_owned(),
+                Block::ToolCall { call, .. } => call.id.clone(),
+            })
+            .collect();
+        assert_eq!(kinds, ["plan", "c1", "opaque", "Found", " it.", "c2"]);
+
+        let usual = answer(json!([
+            {"type": "thinking", "thinking": "plan", "signature": "s1"},
+            {"type": "text", "text": "Checking."},
+            {"type": "tool_use", "id": "c1", "name": "f", "input": {}},
+            {"type": "tool_use", "id": "c2", "name": "f", "input": {}},
+        ]));
+        assert!(usual.order.is_empty(), "{:?}", usual.order);
+    }
 }

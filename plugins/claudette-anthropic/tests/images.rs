@@ -1,8 +1,9 @@
 //! Images in user messages as the Anthropic adapter sends them, over real HTTP to a fake
 //! server: `image` blocks among the text blocks in the client's order, cache breakpoints still
 //! on the text they end (a breakpoint where an image stands marks the text before it), the
-//! token count made of the same blocks, and images on a message that cannot take them refused
-//! before any call.
+//! token count made of the same blocks, and images on a message that cannot take them (or a
+//! breakpoint on an image that is not there) refused before any call. Images in tool results
+//! are in `tool_result_images.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use claudette_core::{
@@ -139,22 +140,36 @@ async fn the_token_count_counts_the_images() {
 }
 
 #[tokio::test]
-async fn images_on_a_message_that_is_not_the_users_are_refused_before_any_call() {
+async fn images_where_they_cannot_go_are_refused_before_any_call() {
     let fake = FakeServer::start().await;
     let backend = backend(&fake);
     let images = look(&[]).images;
-    for at in [1, 2, 3] {
-        let mut messages = vec![
+    let messages = || {
+        vec![
             Message::user("q"),
             Message::assistant("a"),
             Message::system("s"),
             Message::tool_result("t1", "r"),
-        ];
+        ]
+    };
+    let mut requests = Vec::new();
+    for at in [1, 2] {
+        let mut messages = messages();
         messages[at].images = images.clone();
-        let request = ChatRequest::new(messages);
+        requests.push((ChatRequest::new(messages), format!("message {at}: images")));
+    }
+    // A breakpoint after an image the message does not have (two images: indexes 0 and 1).
+    for at in [0, 3] {
+        let mut messages = messages();
+        messages[at].images = images.clone();
+        messages[at].cache = vec![CacheBreakpoint { at: CacheAt::Image(2), ttl: CacheTtl::FiveMinutes }];
+        requests
+            .push((ChatRequest::new(messages), format!("message {at}: a cache breakpoint after image 2")));
+    }
+    for (request, says) in requests {
         let err = backend.send(&request).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidRequest, "{err}");
-        assert!(err.to_string().contains(&format!("message {at}: images")), "{err}");
+        assert!(err.to_string().contains(&says), "{err}");
         assert_eq!(backend.count_tokens(&request).await.unwrap_err().kind, ErrorKind::InvalidRequest);
     }
     assert!(fake.received().is_empty());

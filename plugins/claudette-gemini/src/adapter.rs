@@ -5,8 +5,9 @@ use claudette_core::error::scrub_secrets;
 use claudette_core::types::{json_f32, normalize_tool_arguments};
 use claudette_core::{
     AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse,
-    ErrorKind, Framing, HttpRequest, HttpResponse, IMAGE_MEDIA_TYPES, ImageSource, Message, Pricing,
-    ProviderAdapter, ResponseFormat, Role, Segment, StreamDecoder, Thinking, ToolChoice,
+    DOCUMENT_MEDIA_TYPE, DocumentSource, ErrorKind, Framing, HttpRequest, HttpResponse, IMAGE_MEDIA_TYPES,
+    ImageSource, Message, Pricing, ProviderAdapter, ResponseFormat, Role, Segment, StreamDecoder, Thinking,
+    ToolChoice,
 };
 use serde_json::{Map, Value, json};
 
@@ -108,12 +109,16 @@ impl GeminiAdapter {
     /// The `generateContent` JSON body for `request`.
     ///
     /// - System messages become `systemInstruction` (Gemini has no system role in `contents`).
-    /// - A user turn's text and images become its `parts` in the client's order (see
-    ///   [`user_parts`]); images anywhere else are refused ([`ErrorKind::Unsupported`]).
+    /// - A user turn's text, images and documents become its `parts` in the client's order
+    ///   (see [`user_parts`]); images and documents on a system or assistant message are
+    ///   refused ([`ChatRequest::checked_media`]).
     /// - Assistant turns become role `model` with `functionCall` parts; tool results become
     ///   `functionResponse` parts of a `user` turn, named after the call they answer (Gemini
     ///   matches results by function name). Consecutive turns of one role are merged, so the
     ///   results of parallel calls travel together as Gemini expects.
+    /// - A tool result's images and documents (a screenshot the tool took, a PDF it read) go
+    ///   as parts of that same `user` turn, after all of its `functionResponse` parts (see
+    ///   [`close_results`]).
     /// - When `thought_signature_placeholder` is on (default), the first `functionCall` of each
     ///   replayed model turn carries [`THOUGHT_SIGNATURE_PLACEHOLDER`]. Gemini 3 rejects (400)
     ///   replayed function calls without a thought signature; Claudette's neutral history
@@ -145,8 +150,15 @@ impl GeminiAdapter {
     fn prompt(&self, request: &ChatRequest) -> Result<Map<String, Value>, BackendError> {
         let mut system: Vec<Value> = Vec::new();
         let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
-        request.checked_images()?;
+        request.checked_media()?;
+        // The tool results of the current run, and those of them that carry images or documents.
+        let mut results = 0usize;
+        let mut with_media: Vec<(&str, &Message)> = Vec::new();
         for (i, m) in request.messages.iter().enumerate() {
+            if m.role != Role::Tool && results > 0 {
+                close_results(&mut contents, results, &with_media)?;
+                (results, with_media) = (0, Vec::new());
+            }
             let (role, parts) = match m.role {
                 Role::System => {
                     if !m.content.is_empty() {
@@ -156,7 +168,14 @@ impl GeminiAdapter {
                 }
                 Role::User => ("user", user_parts(m)?),
                 Role::Assistant => ("model", self.model_parts(m)),
-                Role::Tool => ("user", vec![function_response(m, &request.messages[..i])?]),
+                Role::Tool => {
+                    let name = tool_name(m, &request.messages[..i])?;
+                    results += 1;
+                    if !m.images.is_empty() || !m.documents.is_empty() {
+                        with_media.push((name, m));
+                    }
+                    ("user", vec![function_response(m, name)])
+                }
             };
             if parts.is_empty() {
                 continue;
@@ -165,6 +184,9 @@ impl GeminiAdapter {
                 Some((last_role, last_parts)) if *last_role == role => last_parts.extend(parts),
                 _ => contents.push((role, parts)),
             }
+        }
+        if results > 0 {
+            close_results(&mut contents, results, &with_media)?;
         }
         if contents.is_empty() {
             return Err(BackendError::invalid("gemini: the request has no user or assistant content"));
@@ -296,23 +318,83 @@ fn text_part(text: &str) -> Option<Value> {
     (!text.is_empty()).then(|| json!({ "text": text }))
 }
 
-/// A user turn's `parts`: its text runs and images in the order the client placed them, since
-/// "the text before the image" and "the text after it" are different prompts. Base64 images
-/// go inline (`inlineData`); a URL goes as `fileData`, which the Gemini API fetches itself
-/// (public and signed http(s) URLs, per Google's "external URLs" input method), see
+/// A user turn's `parts`: its text runs, images and documents in the order the client placed
+/// them, since "the text before the image" and "the text after it" are different prompts.
+/// Base64 goes inline (`inlineData`); a URL goes as `fileData`, which the Gemini API fetches
+/// itself (public and signed http(s) URLs, per Google's "external URLs" input method), see
 /// [`url_image_part`].
 fn user_parts(m: &Message) -> Result<Vec<Value>, BackendError> {
-    m.segments()
-        .map(|segment| match segment {
-            Segment::Text(text) => Ok(json!({ "text": text })),
-            Segment::Image(image) => match &image.source {
-                ImageSource::Base64 { media_type, data } => {
-                    Ok(json!({"inlineData": {"mimeType": media_type, "data": data}}))
-                }
-                ImageSource::Url { url } => url_image_part(url),
-            },
-        })
-        .collect()
+    m.segments().map(segment_part).collect()
+}
+
+/// A piece of a message as a part: text, an image or a document.
+fn segment_part(segment: Segment<'_>) -> Result<Value, BackendError> {
+    match segment {
+        Segment::Text(text) => Ok(json!({ "text": text })),
+        Segment::Image(image) => image_part(&image.source),
+        Segment::Document(document) => document_part(&document.source),
+    }
+}
+
+/// A PDF as a part: base64 inline, a URL as `fileData` (Gemini reads PDFs natively, each page's
+/// text and image). The type is always [`DOCUMENT_MEDIA_TYPE`], so unlike an image's URL
+/// nothing needs telling from the path. The title has no place in Gemini's parts and is left
+/// out.
+fn document_part(source: &DocumentSource) -> Result<Value, BackendError> {
+    match source {
+        DocumentSource::Base64 { data } => {
+            Ok(json!({"inlineData": {"mimeType": DOCUMENT_MEDIA_TYPE, "data": data}}))
+        }
+        DocumentSource::Url { url } if http_url(url).is_some() => {
+            Ok(json!({"fileData": {"mimeType": DOCUMENT_MEDIA_TYPE, "fileUri": url}}))
+        }
+        DocumentSource::Url { .. } => Err(BackendError::new(
+            ErrorKind::Unsupported,
+            "gemini fetches document URLs over http(s) only; this document's URL is not one",
+        )),
+    }
+}
+
+/// `url` parsed, when it is an http(s) URL: the only ones Gemini fetches.
+fn http_url(url: &str) -> Option<url::Url> {
+    url::Url::parse(url).ok().filter(|u| matches!(u.scheme(), "http" | "https"))
+}
+
+/// An image as a part: base64 inline (`inlineData`), a URL as `fileData` ([`url_image_part`]).
+fn image_part(source: &ImageSource) -> Result<Value, BackendError> {
+    match source {
+        ImageSource::Base64 { media_type, data } => {
+            Ok(json!({"inlineData": {"mimeType": media_type, "data": data}}))
+        }
+        ImageSource::Url { url } => url_image_part(url),
+    }
+}
+
+/// Ends a run of `results` tool results in the last (`user`) turn of `contents`: the images
+/// and documents of those in `with_media` (each with its function's name) follow all the
+/// run's `functionResponse` parts, in each result's order, as parts beside them rather than
+/// inside them (nested `functionResponse.parts` is Gemini 3's alone, and takes no `fileData`
+/// on the Gemini API). After all of them, because Gemini counts a parallel call turn's
+/// answers and has refused a turn whose media stood between them ("the number of function
+/// response parts is equal to the number of function call parts"). With more than one result
+/// in the run, a text part names the function each group came from, which the position no
+/// longer tells.
+fn close_results(
+    contents: &mut [(&'static str, Vec<Value>)],
+    results: usize,
+    with_media: &[(&str, &Message)],
+) -> Result<(), BackendError> {
+    let Some((_, parts)) = contents.last_mut() else { return Ok(()) };
+    for (name, m) in with_media {
+        if results > 1 {
+            let what = m.media_summary();
+            parts.push(json!({"text": format!("The result of `{name}` included {what}:")}));
+        }
+        for media in m.segments().filter(|s| !matches!(s, Segment::Text(_))) {
+            parts.push(segment_part(media)?);
+        }
+    }
+    Ok(())
 }
 
 /// A URL image as a `fileData` part. `fileData` wants the image's media type and a URL names
@@ -322,7 +404,7 @@ fn user_parts(m: &Message) -> Result<Vec<Value>, BackendError> {
 /// they are not. Only the path is read: a signed URL's
 /// query says nothing about the file.
 fn url_image_part(url: &str) -> Result<Value, BackendError> {
-    let parsed = url::Url::parse(url).ok().filter(|u| matches!(u.scheme(), "http" | "https"));
+    let parsed = http_url(url);
     let media_type = parsed.as_ref().and_then(|u| {
         let name = u.path_segments()?.next_back()?;
         let (_, ext) = name.rsplit_once('.')?;
@@ -359,13 +441,9 @@ fn check_model_name(model: &str) -> Result<(), BackendError> {
     if ok { Ok(()) } else { Err(BackendError::invalid(format!("gemini: invalid model name `{model}`"))) }
 }
 
-/// A tool result as a `functionResponse` part. Gemini wants the function *name* and an object
-/// `response`: a result that is a JSON object is sent as is, anything else under `"result"`.
-/// A failed call's result goes under `"error"`, the key Google documents for "the function
-/// call failed" (the model reads the rest of `response` as the function's output).
-fn function_response(m: &Message, earlier: &[Message]) -> Result<Value, BackendError> {
-    let name = m
-        .name
+/// The name of the function a tool result answers: Gemini matches results by name, not id.
+fn tool_name<'a>(m: &'a Message, earlier: &'a [Message]) -> Result<&'a str, BackendError> {
+    m.name
         .as_deref()
         .or_else(|| {
             let id = m.tool_call_id.as_deref()?;
@@ -375,14 +453,21 @@ fn function_response(m: &Message, earlier: &[Message]) -> Result<Value, BackendE
             BackendError::invalid(
                 "gemini: a tool result needs the tool's name (set `name`, or answer a call present in the history)",
             )
-        })?;
+        })
+}
+
+/// A tool result as a `functionResponse` part. Gemini wants the function *name* and an object
+/// `response`: a result that is a JSON object is sent as is, anything else under `"result"`.
+/// A failed call's result goes under `"error"`, the key Google documents for "the function
+/// call failed" (the model reads the rest of `response` as the function's output).
+fn function_response(m: &Message, name: &str) -> Value {
     let parsed = serde_json::from_str::<Value>(&m.content).unwrap_or_else(|_| json!(m.content));
     let response = match parsed {
         _ if m.is_error => json!({ "error": parsed }),
         o @ Value::Object(_) => o,
         other => json!({ "result": other }),
     };
-    Ok(json!({"functionResponse": {"name": name, "response": response}}))
+    json!({"functionResponse": {"name": name, "response": response}})
 }
 
 /// A JSON Schema made acceptable to `functionDeclarations[].parameters`, which takes an

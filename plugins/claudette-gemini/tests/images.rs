@@ -1,13 +1,15 @@
 //! Vision input: a user turn's text and images as `parts` in the client's order (inline base64,
-//! URLs as `fileData`), in `generateContent` and `countTokens` alike, and the images Gemini
-//! cannot take refused before anything is sent; over real HTTP on 127.0.0.1 against
-//! `claudette-testkit`'s fake server.
+//! URLs as `fileData`), a tool result's images beside its `functionResponse`, in
+//! `generateContent` and `countTokens` alike, and the images Gemini cannot take refused before
+//! anything is sent; over real HTTP on 127.0.0.1 against `claudette-testkit`'s fake server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use claudette_core::{
     Backend, BackendSettings, ChatRequest, ErrorKind, Image, ImageSource, Message, RetryAction, StreamEvent,
+    ToolCall,
 };
+use claudette_gemini::THOUGHT_SIGNATURE_PLACEHOLDER;
 use claudette_testkit::{FakeServer, Reply};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -119,6 +121,20 @@ async fn images_gemini_cannot_take_are_refused_before_anything_is_sent() {
                 ..ChatRequest::default()
             },
         ),
+        (
+            "no type in a tool result's URL",
+            ChatRequest {
+                messages: vec![
+                    Message::user("look"),
+                    Message {
+                        images: vec![url(0, "https://img.example/render?id=7")],
+                        name: Some("camera".into()),
+                        ..Message::tool_result("c1", "ok")
+                    },
+                ],
+                ..ChatRequest::default()
+            },
+        ),
     ];
     for (why, request) in cases {
         // A URL Gemini cannot take is this provider's limit (another backend may take it); an
@@ -128,7 +144,10 @@ async fn images_gemini_cannot_take_are_refused_before_anything_is_sent() {
         let e = b.send(&request).await.unwrap_err();
         assert_eq!(e.kind, kind, "{why}: {e}");
         if misplaced {
-            assert!(e.message.contains("images can only be sent in a user message"), "{why}: {e}");
+            assert!(
+                e.message.contains("images can only be sent in a user message or a tool result"),
+                "{why}: {e}"
+            );
         } else {
             assert_eq!(e.kind.action(), RetryAction::FailOver, "{why}: another backend may take it");
             assert!(e.message.contains("gemini"), "{why}: {e}");
@@ -136,4 +155,84 @@ async fn images_gemini_cannot_take_are_refused_before_anything_is_sent() {
         assert_eq!(b.count_tokens(&request).await.unwrap_err().kind, kind, "{why}");
     }
     assert_eq!(server.requests(), 0, "nothing was sent");
+}
+
+fn call(name: &str) -> ToolCall {
+    ToolCall { id: format!("call-{name}"), name: name.into(), arguments: json!({}) }
+}
+
+fn answer(name: &str, response: Value) -> Value {
+    json!({"functionResponse": {"name": name, "response": response}})
+}
+
+/// A tool loop whose results carry screenshots: the images go as parts of the `user` turn that
+/// carries the `functionResponse`s, after all of them (Gemini matches a parallel call turn's
+/// answers part for part), named after their function when the turn answers more than one
+/// call; a later user message joins the same turn after them. Counted as sent.
+#[tokio::test]
+async fn a_tool_results_images_go_beside_the_function_responses() {
+    let server = FakeServer::start().await;
+    server.push_n(2, Reply::gemini_text("a cat"));
+    server.push(Reply::gemini_stream(&["a ", "cat"]));
+    server.push(Reply::json(200, json!({"totalTokens": 2100})));
+    let b = backend(&server);
+    let signed = json!(THOUGHT_SIGNATURE_PLACEHOLDER);
+    let screenshot = || vec![base64(0, "image/png", "iVBORw0KGgo="), url(0, "https://img.example/zoom.webp")];
+
+    // Two calls answered in one turn: the function responses first, then the images.
+    let parallel = ChatRequest {
+        messages: vec![
+            Message::user("what is on my screen?"),
+            Message { tool_calls: vec![call("screenshot"), call("read_notes")], ..Message::assistant("") },
+            Message { images: screenshot(), ..Message::tool_result("call-screenshot", "") },
+            Message::tool_result("call-read_notes", "no notes"),
+        ],
+        ..ChatRequest::default()
+    };
+    b.send(&parallel).await.unwrap();
+    let expected = json!([
+        {"role": "user", "parts": [{"text": "what is on my screen?"}]},
+        {"role": "model", "parts": [
+            {"functionCall": {"name": "screenshot", "args": {}}, "thoughtSignature": signed},
+            {"functionCall": {"name": "read_notes", "args": {}}},
+        ]},
+        {"role": "user", "parts": [
+            answer("screenshot", json!({"result": ""})),
+            answer("read_notes", json!({"result": "no notes"})),
+            {"text": "The result of `screenshot` included 2 images:"},
+            inline("image/png", "iVBORw0KGgo="),
+            {"fileData": {"mimeType": "image/webp", "fileUri": "https://img.example/zoom.webp"}},
+        ]},
+    ]);
+    assert_eq!(server.last_json().unwrap()["contents"], expected);
+
+    // One call: its images right after its response, unnamed; the user's next words follow.
+    let single = ChatRequest {
+        messages: vec![
+            Message::user("what is on my screen?"),
+            Message { tool_calls: vec![call("screenshot")], ..Message::assistant("") },
+            Message { images: screenshot(), ..Message::tool_result("call-screenshot", r#"{"size": "1x1"}"#) },
+            Message::user("and the colour?"),
+        ],
+        ..ChatRequest::default()
+    };
+    let expected = json!([
+        {"role": "user", "parts": [{"text": "what is on my screen?"}]},
+        {"role": "model", "parts": [
+            {"functionCall": {"name": "screenshot", "args": {}}, "thoughtSignature": signed},
+        ]},
+        {"role": "user", "parts": [
+            answer("screenshot", json!({"size": "1x1"})),
+            inline("image/png", "iVBORw0KGgo="),
+            {"fileData": {"mimeType": "image/webp", "fileUri": "https://img.example/zoom.webp"}},
+            {"text": "and the colour?"},
+        ]},
+    ]);
+    b.send(&single).await.unwrap();
+    assert_eq!(server.last_json().unwrap()["contents"], expected);
+    let events: Vec<StreamEvent> = b.send_stream(&single).await.unwrap().collect().await;
+    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
+    assert_eq!(server.last_json().unwrap()["contents"], expected);
+    assert_eq!(b.count_tokens(&single).await.unwrap(), 2100);
+    assert_eq!(server.last_json().unwrap()["generateContentRequest"]["contents"], expected);
 }

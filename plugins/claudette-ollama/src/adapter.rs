@@ -107,12 +107,27 @@ impl OllamaAdapter {
     /// The `/api/chat` JSON body for `request`.
     pub fn request_body(&self, request: &ChatRequest, stream: bool) -> Result<Value, BackendError> {
         let model = request.model.as_deref().unwrap_or(&self.info.model);
-        request.checked_images()?;
-        let messages = request
-            .messages
+        request.checked_media()?;
+        // Ollama's chat API reads text and images only (no PDF input), and a document dropped
+        // would have the model answer about what it never saw: refused, so the router tries a
+        // backend that reads it.
+        if let Some(i) = request.messages.iter().position(|m| !m.documents.is_empty()) {
+            return Err(BackendError::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "message {i}: ollama takes no PDF documents (its chat API reads text and images only)"
+                ),
+            ));
+        }
+        // A tool result's images go in a user message after the results: Ollama accepts
+        // `images` on any message, but where the model sees them is up to its chat template
+        // or renderer, and many vision models' templates have no tool role or place images
+        // in user turns only; the model would answer about a screenshot it never saw.
+        let sent = request.messages_with_tool_media_moved();
+        let messages = sent
             .iter()
             .enumerate()
-            .map(|(i, m)| message_json(m, &request.messages[..i]))
+            .map(|(i, m)| message_json(m, &sent[..i]))
             .collect::<Result<Vec<Value>, BackendError>>()?;
         let mut options = Map::new();
         options.insert("num_ctx".into(), json!(self.num_ctx));
@@ -225,8 +240,9 @@ fn message_json(m: &Message, earlier: &[Message]) -> Result<Value, BackendError>
 /// sees the images beside it, so a prompt that put text between two images loses where each
 /// stood (their order is kept). A URL is refused, [`ErrorKind::Unsupported`], because Ollama
 /// takes image bytes only and the gateway never fetches a client's URL: the router tries a
-/// backend that can take the request as it is. (Images outside user messages are refused
-/// before, by [`ChatRequest::checked_images`].)
+/// backend that can take the request as it is. (Images on system and assistant messages are
+/// refused before, by [`ChatRequest::checked_media`], and a tool result's have been moved to
+/// a user message.)
 fn images_json(m: &Message) -> Result<Value, BackendError> {
     m.images
         .iter()

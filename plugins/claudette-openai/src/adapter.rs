@@ -16,8 +16,15 @@ use crate::response::parse_chat_completion;
 use crate::stream::OpenAiStreamDecoder;
 
 /// Provider-specific settings this adapter reads from [`BackendSettings::extra`].
-pub const EXTRA_KEYS: [&str; 6] =
-    ["stream_include_usage", "organization", "context_window", "backend_type", "max_tokens_field", "images"];
+pub const EXTRA_KEYS: [&str; 7] = [
+    "stream_include_usage",
+    "organization",
+    "context_window",
+    "backend_type",
+    "max_tokens_field",
+    "images",
+    "documents",
+];
 
 /// What makes an OpenAI-compatible provider *this* provider: its name, defaults, model table,
 /// the hosts that need a key, and the settings and body fields it adds.
@@ -42,8 +49,19 @@ pub struct OpenAiOptions {
     /// Top-level fields added to every request body.
     pub extra_body: Map<String, Value>,
     /// Whether the provider's models take images, unless a backend's `images` setting says
-    /// otherwise: the router sends image requests only to backends that do.
+    /// otherwise: the router sends image requests only to backends that do. A model the
+    /// table marks text-only ([`ModelEntry::images`]) takes none either way; a model it does
+    /// not know (a custom or self-hosted one) follows this.
     pub images: bool,
+    /// Hosts whose Chat Completions read PDFs as `file` content parts. Only OpenAI's own API
+    /// is known to: vLLM, SGLang, llama.cpp and most proxies answer a `file` part with a 400
+    /// ("Unsupported chat content part type"), which the router cannot fail over from, so a
+    /// backend elsewhere refuses documents before sending ([`ErrorKind::Unsupported`]) and the
+    /// router tries another; its `documents` setting says otherwise for a server that reads
+    /// them.
+    ///
+    /// [`ErrorKind::Unsupported`]: claudette_core::ErrorKind::Unsupported
+    pub document_hosts: Vec<String>,
 }
 
 impl OpenAiOptions {
@@ -58,6 +76,7 @@ impl OpenAiOptions {
             extra_keys: Vec::new(),
             extra_body: Map::new(),
             images: true,
+            document_hosts: vec!["api.openai.com".into()],
         }
     }
 
@@ -93,6 +112,10 @@ impl OpenAiOptions {
         self.images = on;
         self
     }
+    pub fn document_hosts<I: IntoIterator<Item = S>, S: Into<String>>(mut self, hosts: I) -> Self {
+        self.document_hosts = hosts.into_iter().map(Into::into).collect();
+        self
+    }
 }
 
 impl Default for OpenAiOptions {
@@ -113,7 +136,8 @@ impl Default for OpenAiOptions {
 /// | `context_window` | u32 | model table | the model's window, for routing |
 /// | `backend_type` | `cloud` / `self_hosted` | self-hosted for loopback and private hosts | |
 /// | `max_tokens_field` | `max_tokens` / `max_completion_tokens` | `max_tokens`, `max_completion_tokens` for o-series | which field carries `max_tokens` |
-/// | `images` | bool | the provider's ([`OpenAiOptions::images`]) | whether the model takes images; `false` keeps image requests away from a text-only model on a self-hosted server |
+/// | `images` | bool | the model table's word, else the provider's ([`OpenAiOptions::images`]) | whether the model takes images; `false` keeps image requests away from a text-only model on a self-hosted server |
+/// | `documents` | bool | `images`, on a host of [`OpenAiOptions::document_hosts`] (OpenAI's own API) only | whether the server reads PDFs as `file` parts; when not, a request with a document is refused before sending (`Unsupported`) and the router tries another backend |
 ///
 /// Unknown keys are a configuration error (a typo must not silently become a default).
 ///
@@ -134,6 +158,8 @@ pub struct OpenAiAdapter {
     stream_include_usage: bool,
     /// Explicit setting; `None` picks per model (see [`MaxTokensField`]).
     max_tokens_field: Option<MaxTokensField>,
+    /// Whether PDFs are sent as `file` parts (`documents`, see [`OpenAiOptions::document_hosts`]).
+    documents: bool,
     pricing_override: Option<Pricing>,
     /// The table entry of the configured model, looked up once: nearly every request and
     /// answer names that model, and a lookup walks the whole table.
@@ -166,13 +192,23 @@ impl OpenAiAdapter {
         let stream_include_usage = settings.extra_as::<bool>("stream_include_usage")?.unwrap_or(true);
         let organization = settings.extra_as::<String>("organization")?.filter(|o| !o.trim().is_empty());
         let max_tokens_field = settings.extra_as::<MaxTokensField>("max_tokens_field")?;
-        let images = settings.extra_as::<bool>("images")?.unwrap_or(options.images);
+        let explicit_images = settings.extra_as::<bool>("images")?;
         let backend_type = match settings.extra_as::<BackendType>("backend_type")? {
             Some(t) => t,
             None if is_local_host(&base_url) => BackendType::SelfHosted,
             None => BackendType::Cloud,
         };
         let entry = lookup_model(options.models, &model);
+        // The backend's own word wins (a proxy that serves `gpt-4` with vision, or a
+        // deployment known to refuse images); else the provider's default, narrowed by the
+        // table, so a text-only OpenAI model is skipped for an image request rather than
+        // answering it with a 400.
+        let images = explicit_images.unwrap_or_else(|| options.images && entry.is_none_or(|e| e.images));
+        // OpenAI reads a PDF as its text and an image of each page, on vision models only.
+        let documents = settings.extra_as::<bool>("documents")?.unwrap_or_else(|| {
+            let host = base_url.host_str().unwrap_or_default();
+            images && options.document_hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
+        });
         let context_window = match settings.extra_as::<u32>("context_window")? {
             Some(0) => {
                 return Err(BackendError::config(format!(
@@ -230,6 +266,7 @@ impl OpenAiAdapter {
             organization,
             stream_include_usage,
             max_tokens_field,
+            documents,
             pricing_override: settings.pricing,
             own_entry: entry.copied(),
         })
@@ -266,6 +303,7 @@ impl OpenAiAdapter {
             max_tokens_field: spec.max_tokens_field,
             stream_include_usage: spec.stream_include_usage,
             send_top_k: spec.send_top_k,
+            send_documents: spec.send_documents,
             extra: spec.extra.clone(),
         }
     }
@@ -287,6 +325,7 @@ impl OpenAiAdapter {
             // The servers one runs oneself take `top_k`; a cloud API (OpenAI's first) may
             // refuse a parameter it does not know, so a best-effort knob is not risked there.
             send_top_k: self.info.backend_type == BackendType::SelfHosted,
+            send_documents: self.documents,
             extra: &self.options.extra_body,
         }
     }
@@ -465,5 +504,94 @@ mod tests {
         assert!(local("http://[fd00::1]/v1"));
         assert!(!local("https://api.openai.com/v1"));
         assert!(!local("http://8.8.8.8/v1"));
+    }
+
+    fn takes_images(model: &str, images: Option<bool>, options: OpenAiOptions) -> bool {
+        let mut settings = BackendSettings::new("b").model(model).api_key("sk-test");
+        if let Some(on) = images {
+            settings = settings.extra("images", on);
+        }
+        OpenAiAdapter::with_options(&settings, options).unwrap().info().supports_images
+    }
+
+    /// The router sends image requests only to backends that take them, so OpenAI's
+    /// text-only models say so (dated snapshots as their family), and an explicit `images`
+    /// setting wins over the table either way.
+    #[test]
+    fn supports_images_follows_the_model_table_unless_the_settings_say() {
+        let openai = |model: &str| takes_images(model, None, OpenAiOptions::openai());
+        for vision in [
+            "gpt-4o",
+            "gpt-4o-mini-2024-07-18",
+            "gpt-4.1-nano",
+            "gpt-4-turbo",
+            "gpt-4-turbo-2024-04-09",
+            "gpt-4-vision-preview",
+            "gpt-4-1106-vision-preview",
+            "o1",
+            "o1-2024-12-17",
+            "o3",
+            "o4-mini",
+            "openai/gpt-4o",
+        ] {
+            assert!(openai(vision), "{vision} takes images");
+        }
+        for text_only in [
+            "gpt-3.5-turbo",
+            "gpt-3.5-turbo-0125",
+            "gpt-4",
+            "gpt-4-0613",
+            "gpt-4-32k",
+            "gpt-4-turbo-preview",
+            "gpt-4-1106-preview",
+            "gpt-4-0125-preview",
+            "o1-mini",
+            "o1-preview-2024-09-12",
+            "o3-mini",
+            "o3-mini-2025-01-31",
+        ] {
+            assert!(!openai(text_only), "{text_only} reads text only");
+        }
+        // The settings' word wins over the table.
+        assert!(takes_images("gpt-3.5-turbo", Some(true), OpenAiOptions::openai()));
+        assert!(!takes_images("gpt-4o", Some(false), OpenAiOptions::openai()));
+        // A model the table does not know follows the provider's default.
+        assert!(takes_images("tiny-llama", None, OpenAiOptions::openai()));
+        assert!(!takes_images("tiny-llama", None, OpenAiOptions::openai().images(false)));
+        assert!(takes_images("tiny-llama", Some(true), OpenAiOptions::openai().images(false)));
+        // A provider that takes no images by default is not overruled by the table.
+        assert!(!takes_images("gpt-4o", None, OpenAiOptions::openai().images(false)));
+    }
+
+    /// PDFs go as `file` parts to OpenAI's own API, on its vision models; every other server
+    /// (the compatible ones answer a `file` part with a 400) gets them only when its
+    /// `documents` setting says it reads them.
+    #[test]
+    fn documents_are_sent_to_openai_itself_unless_the_settings_say() {
+        let sends = |base_url: &str, model: &str, documents: Option<bool>, options: OpenAiOptions| {
+            let mut settings = BackendSettings::new("b").base_url(base_url).model(model).api_key("sk-test");
+            if let Some(on) = documents {
+                settings = settings.extra("documents", on);
+            }
+            let adapter = OpenAiAdapter::with_options(&settings, options).unwrap();
+            adapter.body_options(&ChatRequest::prompt("x")).send_documents
+        };
+        let openai = OpenAiOptions::openai;
+        assert!(sends("https://api.openai.com/v1", "gpt-4o", None, openai()));
+        assert!(sends("https://API.openai.com/v1", "gpt-4.1-mini", None, openai()));
+        // A text-only model reads no PDF (OpenAI reads each page as an image too).
+        assert!(!sends("https://api.openai.com/v1", "gpt-3.5-turbo", None, openai()));
+        // A compatible server, local or not, is not assumed to.
+        assert!(!sends("http://127.0.0.1:8000/v1", "gpt-4o", None, openai()));
+        assert!(!sends("https://proxy.example.com/v1", "gpt-4o", None, openai()));
+        assert!(!sends(
+            "https://api.openai.com/v1",
+            "gpt-4o",
+            None,
+            openai().document_hosts(Vec::<String>::new())
+        ));
+        // The settings' word wins either way.
+        assert!(sends("https://proxy.example.com/v1", "gpt-4o", Some(true), openai()));
+        assert!(!sends("https://api.openai.com/v1", "gpt-4o", Some(false), openai()));
     }
 }

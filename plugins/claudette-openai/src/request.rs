@@ -3,9 +3,11 @@
 //! The body is serialised straight from borrowing views of the request (no intermediate
 //! `serde_json::Value`, no copy of a message text): this runs for every request.
 
+use std::borrow::Cow;
+
 use claudette_core::{
-    BackendError, ChatRequest, Image, ImageSource, Message, ReasoningEffort, ResponseFormat, Role, Segment,
-    Thinking, ToolCall, ToolChoice, ToolSpec,
+    BackendError, ChatRequest, DOCUMENT_MEDIA_TYPE, Document, DocumentSource, ErrorKind, ImageSource,
+    Message, ReasoningEffort, ResponseFormat, Role, Segment, Thinking, ToolCall, ToolChoice, ToolSpec,
 };
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Serialize, Serializer};
@@ -45,6 +47,12 @@ pub struct BodyOptions {
     /// unknown one with a 400, while the self-hosted servers (vLLM, llama.cpp, SGLang) take it;
     /// the adapter turns it on for self-hosted backends.
     pub send_top_k: bool,
+    /// Send PDFs as `file` content parts, as OpenAI's API reads them. Most compatible
+    /// servers answer a `file` part with a 400, so for them this is off and a request with a
+    /// document is refused ([`ErrorKind::Unsupported`]) before it is sent: the router then
+    /// tries another backend rather than failing on the 400. The adapter sets it per backend
+    /// (its `documents` setting).
+    pub send_documents: bool,
     /// Provider-specific top-level fields merged into every body (a reusing crate's knobs,
     /// e.g. `chat_template_kwargs` for a vLLM Qwen). They override fields set here.
     pub extra: Map<String, Value>,
@@ -57,6 +65,7 @@ impl BodyOptions {
             max_tokens_field: MaxTokensField::MaxTokens,
             stream_include_usage: true,
             send_top_k: false,
+            send_documents: true,
             extra: Map::new(),
         }
     }
@@ -66,8 +75,12 @@ impl BodyOptions {
 ///
 /// Routing-only fields of the request (`backend`, `tags`, `metadata`) are never sent.
 /// Returns `InvalidRequest` for what the server would reject anyway (a tool result without
-/// `tool_call_id`, images on a message that is not the user's, a non-finite temperature), so
-/// the error names the message at fault.
+/// `tool_call_id`, images on a system or assistant message, a non-finite temperature), so
+/// the error names the message at fault, and `Unsupported` for a document this server cannot
+/// take (see [`BodyOptions::send_documents`]; Chat Completions takes no file URL, only
+/// inline data). A tool result's images and documents travel in a user message after the
+/// results ([`ChatRequest::messages_with_tool_media_moved`]): OpenAI takes image and file
+/// parts in user messages only ("Image URLs are only allowed for messages with role 'user'").
 ///
 /// The adapter sends [`encode_body`]'s bytes; this `Value` form is for callers that want to
 /// inspect or amend a body.
@@ -92,6 +105,7 @@ pub(crate) struct BodySpec<'a> {
     pub max_tokens_field: MaxTokensField,
     pub stream_include_usage: bool,
     pub send_top_k: bool,
+    pub send_documents: bool,
     pub extra: &'a Map<String, Value>,
 }
 
@@ -102,6 +116,7 @@ impl<'a> From<&'a BodyOptions> for BodySpec<'a> {
             max_tokens_field: o.max_tokens_field,
             stream_include_usage: o.stream_include_usage,
             send_top_k: o.send_top_k,
+            send_documents: o.send_documents,
             extra: &o.extra,
         }
     }
@@ -114,9 +129,9 @@ pub(crate) fn encode(
     stream: bool,
 ) -> Result<Vec<u8>, BackendError> {
     let body = Body::new(*spec, request, stream)?;
-    // Most of a body is its message texts (and images, megabytes of base64 when there are
-    // any); start there rather than growing from nothing.
-    let texts: usize = request.messages.iter().map(|m| m.content.len() + images_len(&m.images)).sum();
+    // Most of a body is its message texts (and images and documents, megabytes of base64
+    // when there are any); start there rather than growing from nothing.
+    let texts: usize = request.messages.iter().map(|m| m.content.len() + media_len(m)).sum();
     let mut out = Vec::with_capacity(256 + texts + texts / 8);
     let written =
         if body.is_plain() { body.write_plain(&mut out) } else { serde_json::to_writer(&mut out, &body) };
@@ -129,6 +144,9 @@ struct Body<'a> {
     spec: BodySpec<'a>,
     model: &'a str,
     request: &'a ChatRequest,
+    /// The messages as sent: the request's, with tool results' images and documents moved to
+    /// user messages.
+    messages: Cow<'a, [Message]>,
     temperature: Option<Number>,
     top_p: Option<Number>,
     /// The request's `top_k` when this server takes it ([`BodyOptions::send_top_k`]).
@@ -139,18 +157,20 @@ struct Body<'a> {
 impl<'a> Body<'a> {
     fn new(spec: BodySpec<'a>, request: &'a ChatRequest, stream: bool) -> Result<Self, BackendError> {
         request.checked_tool_choice()?;
-        request.checked_images()?;
+        request.checked_media()?;
         for (index, m) in request.messages.iter().enumerate() {
             if m.role == Role::Tool && m.tool_call_id.as_deref().is_none_or(str::is_empty) {
                 return Err(BackendError::invalid(format!(
                     "message {index}: a tool result needs the `tool_call_id` it answers"
                 )));
             }
+            checked_documents(index, m, spec.send_documents)?;
         }
         Ok(Self {
             spec,
             model: request.model.as_deref().filter(|m| !m.is_empty()).unwrap_or(spec.model),
             request,
+            messages: request.messages_with_tool_media_moved(),
             temperature: request.temperature.map(|t| float("temperature", t)).transpose()?,
             top_p: request.top_p.map(|p| float("top_p", p)).transpose()?,
             top_k: request.top_k.filter(|_| spec.send_top_k),
@@ -180,8 +200,8 @@ impl<'a> Body<'a> {
     }
 
     /// Whether this is the common body [`write_plain`](Self::write_plain) writes: text
-    /// messages only (no tool calls or results, no images), no tools, no stop, no seed or
-    /// `top_k`, no provider extras.
+    /// messages only (no tool calls or results, no images or documents), no tools, no stop,
+    /// no seed or `top_k`, no provider extras.
     fn is_plain(&self) -> bool {
         let r = self.request;
         self.spec.extra.is_empty()
@@ -191,9 +211,12 @@ impl<'a> Body<'a> {
             && r.tools.is_empty()
             && r.response_format.is_text()
             && r.stop.is_empty()
-            && r.messages
-                .iter()
-                .all(|m| m.role != Role::Tool && m.tool_calls.is_empty() && m.images.is_empty())
+            && self.messages.iter().all(|m| {
+                m.role != Role::Tool
+                    && m.tool_calls.is_empty()
+                    && m.images.is_empty()
+                    && m.documents.is_empty()
+            })
     }
 
     /// The bytes `serde_json` writes for a [plain](Self::is_plain) body, with the keys and
@@ -205,7 +228,7 @@ impl<'a> Body<'a> {
         out.extend_from_slice(b"{\"model\":");
         serde_json::to_writer(&mut *out, self.model)?;
         out.extend_from_slice(b",\"messages\":[");
-        for (i, m) in r.messages.iter().enumerate() {
+        for (i, m) in self.messages.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
@@ -247,7 +270,7 @@ impl Serialize for Body<'_> {
         // Provider extras override the fields set here: a field they name is written once,
         // with their value, at the end.
         entry(&mut map, extra, "model", &self.model)?;
-        entry(&mut map, extra, "messages", &Messages(&request.messages))?;
+        entry(&mut map, extra, "messages", &Messages(&self.messages))?;
         if let Some(n) = request.max_tokens {
             entry(&mut map, extra, self.spec.max_tokens_field.as_str(), &n)?;
         }
@@ -357,16 +380,19 @@ impl Serialize for WireMessage<'_> {
                 // No error flag in this protocol: a failure is said in the text.
                 map.serialize_entry("content", &m.tool_result_text())?;
             }
-            // Only a user message has images ([`Body::new`] refused them elsewhere); a message
-            // without any keeps the string form, byte for byte what it was before images.
-            Role::User if !m.images.is_empty() => map.serialize_entry("content", &Parts(m))?,
+            // Only a user message has images or documents here ([`Body::new`] refused them on
+            // system and assistant messages, and moved tool results' into user messages); a
+            // message without any keeps the string form, byte for byte what it was before.
+            Role::User if !m.images.is_empty() || !m.documents.is_empty() => {
+                map.serialize_entry("content", &Parts(m))?
+            }
             _ => map.serialize_entry("content", &m.content)?,
         }
         map.end()
     }
 }
 
-/// A user message's text and images as content parts, in the client's order.
+/// A user message's text, images and documents as content parts, in the client's order.
 struct Parts<'a>(&'a Message);
 
 impl Serialize for Parts<'_> {
@@ -375,7 +401,8 @@ impl Serialize for Parts<'_> {
     }
 }
 
-/// `{"type":"text","text":…}` or `{"type":"image_url","image_url":{"url":…}}`.
+/// `{"type":"text","text":…}`, `{"type":"image_url","image_url":{"url":…}}` or
+/// `{"type":"file","file":{"filename":…,"file_data":"data:application/pdf;base64,…"}}`.
 struct Part<'a>(Segment<'a>);
 
 impl Serialize for Part<'_> {
@@ -390,23 +417,30 @@ impl Serialize for Part<'_> {
                 map.serialize_entry("type", "image_url")?;
                 map.serialize_entry("image_url", &ImageUrl(&image.source))?;
             }
+            Segment::Document(document) => {
+                map.serialize_entry("type", "file")?;
+                map.serialize_entry("file", &File(document))?;
+            }
         }
         map.end()
     }
 }
 
-/// The `image_url` object: an inline image as a `data:` URL, written straight into the JSON
-/// string (no copy of megabytes of base64 into an intermediate `String`), a URL as it is.
+/// A `data:` URL of base64 bytes of a media type, written straight into the JSON string (no
+/// copy of megabytes of base64 into an intermediate `String`).
+struct DataUrl<'a>(&'a str, &'a str);
+
+impl Serialize for DataUrl<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("data:{};base64,{}", self.0, self.1))
+    }
+}
+
+/// The `image_url` object: an inline image as a [`DataUrl`], a URL as it is.
 struct ImageUrl<'a>(&'a ImageSource);
 
 impl Serialize for ImageUrl<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        struct DataUrl<'a>(&'a str, &'a str);
-        impl Serialize for DataUrl<'_> {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(&format_args!("data:{};base64,{}", self.0, self.1))
-            }
-        }
         let mut map = serializer.serialize_map(Some(1))?;
         match self.0 {
             ImageSource::Base64 { media_type, data } => {
@@ -418,15 +452,63 @@ impl Serialize for ImageUrl<'_> {
     }
 }
 
-/// About the bytes `images` take in a body (sizing the output buffer only).
-fn images_len(images: &[Image]) -> usize {
-    images
+/// The `file` object of a PDF: OpenAI wants a file name with inline data, so a document the
+/// client gave no title is `document.pdf`. Only inline data reaches here
+/// ([`checked_documents`] refused URLs).
+struct File<'a>(&'a Document);
+
+impl Serialize for File<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let DocumentSource::Base64 { data } = &self.0.source else {
+            return Err(serde::ser::Error::custom("a document URL reached the body"));
+        };
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("filename", self.0.title.as_deref().unwrap_or("document.pdf"))?;
+        map.serialize_entry("file_data", &DataUrl(DOCUMENT_MEDIA_TYPE, data))?;
+        map.end()
+    }
+}
+
+/// Refuses, [`ErrorKind::Unsupported`] so the router tries another backend, the documents of
+/// message `index` this server cannot take: any, when it reads no `file` parts
+/// ([`BodyOptions::send_documents`]); one by URL anywhere, since Chat Completions takes a PDF
+/// as inline data or an uploaded file's id only (`file_url` is the Responses API's), and the
+/// gateway never fetches a client's URL.
+fn checked_documents(index: usize, m: &Message, send_documents: bool) -> Result<(), BackendError> {
+    let by_url = |d: &Document| matches!(d.source, DocumentSource::Url { .. });
+    let why = if m.documents.is_empty() {
+        return Ok(());
+    } else if !send_documents {
+        "this server is not known to read PDF documents (OpenAI `file` parts); set `documents = true` on \
+         the backend if it does"
+    } else if m.documents.iter().any(by_url) {
+        "OpenAI Chat Completions takes no file URL: send the PDF document as base64 data"
+    } else {
+        return Ok(());
+    };
+    Err(BackendError::new(ErrorKind::Unsupported, format!("message {index}: {why}")))
+}
+
+/// About the bytes a message's images and documents take in a body (sizing the output buffer
+/// only).
+fn media_len(m: &Message) -> usize {
+    let images: usize = m
+        .images
         .iter()
         .map(|i| match &i.source {
             ImageSource::Base64 { media_type, data } => 64 + media_type.len() + data.len(),
             ImageSource::Url { url } => 64 + url.len(),
         })
-        .sum()
+        .sum();
+    let documents: usize = m
+        .documents
+        .iter()
+        .map(|d| match &d.source {
+            DocumentSource::Base64 { data } => 96 + d.title.as_ref().map_or(0, String::len) + data.len(),
+            DocumentSource::Url { url } => 64 + url.len(),
+        })
+        .sum();
+    images + documents
 }
 
 /// A role as OpenAI names it.
