@@ -357,7 +357,7 @@ pub(crate) fn config_check(args: ConfigArg) -> Result<(), CliError> {
     let s = &config.server;
     outln!(
         "server: listen {}, body limit {} bytes, {} concurrent requests, {} messages a request, \
-         max_tokens {}, shutdown grace {} ms, header read timeout {} ms, {}",
+         max_tokens {}, shutdown grace {} ms, header read timeout {} ms, token count timeout {} ms, {}",
         s.listen,
         s.max_body_bytes,
         s.max_concurrency,
@@ -365,6 +365,7 @@ pub(crate) fn config_check(args: ConfigArg) -> Result<(), CliError> {
         s.max_output_tokens.map_or_else(|| "uncapped".to_owned(), |n| format!("capped at {n}")),
         s.shutdown_grace.as_millis(),
         s.header_read_timeout.as_millis(),
+        s.count_tokens_timeout.as_millis(),
         match s.workers {
             None => "a serving thread per core".to_owned(),
             Some(0) => "served on the main runtime".to_owned(),

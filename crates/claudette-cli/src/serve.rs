@@ -45,6 +45,7 @@ pub(crate) fn gateway_options(config: &Config) -> GatewayOptions {
         max_output_tokens: s.max_output_tokens.map(std::num::NonZeroU32::get),
         shutdown_grace: s.shutdown_grace,
         header_read_timeout: s.header_read_timeout,
+        count_tokens_timeout: s.count_tokens_timeout,
         admin_from_any: s.admin_from_any,
         workers: s.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         cost_source: None,

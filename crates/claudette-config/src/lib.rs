@@ -94,6 +94,8 @@ pub const DEFAULT_MAX_MESSAGES: usize = 1000;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default time a client gets to send a request head (S-10).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time `count_tokens` waits for a backend's own count before the estimate.
+pub const DEFAULT_COUNT_TOKENS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default of `[ledger] retention_days`: a year and its same month last year.
 pub const DEFAULT_LEDGER_RETENTION_DAYS: u32 = 400;
 /// Longest `[ledger] retention_days` accepted (a larger number is a typo).
@@ -173,6 +175,9 @@ pub struct ServerConfig {
     /// protection). Keep-alive connections idle that long are closed too, so behind a load
     /// balancer set it above the balancer's idle timeout.
     pub header_read_timeout: Duration,
+    /// How long `/v1/messages/count_tokens` waits for a backend's own count before it answers
+    /// with the estimate (`count_tokens_timeout_ms`, default 5 000, at most 600 000).
+    pub count_tokens_timeout: Duration,
     /// Serving threads (`workers`). `None` (the default): one per core. `Some(0)`: connections
     /// run on the process's main runtime.
     pub workers: Option<usize>,
@@ -201,6 +206,7 @@ impl Default for ServerConfig {
             max_output_tokens: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            count_tokens_timeout: DEFAULT_COUNT_TOKENS_TIMEOUT,
             workers: None,
             plugin_dirs: Vec::new(),
             plugin_copy_dir: None,

@@ -232,6 +232,15 @@ fn server(ctx: &Ctx, raw: RawServer, base: &Path, env: &dyn EnvSource) -> Result
         }
         s.header_read_timeout = Duration::from_millis(ms);
     }
+    if let Some(ms) = raw.count_tokens_timeout_ms {
+        if ms == 0 || ms > 600_000 {
+            return Err(ctx.invalid(
+                "server.count_tokens_timeout_ms",
+                format!("{ms} is not between 1 and 600000 (ten minutes)"),
+            ));
+        }
+        s.count_tokens_timeout = Duration::from_millis(ms);
+    }
     if let Some(n) = raw.workers {
         // A thread each: a typo like 10000 would start ten thousand of them.
         if n > MAX_WORKERS {

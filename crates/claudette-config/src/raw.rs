@@ -31,6 +31,7 @@ pub(crate) struct RawServer {
     pub max_output_tokens: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
     pub header_read_timeout_ms: Option<u64>,
+    pub count_tokens_timeout_ms: Option<u64>,
     pub workers: Option<u64>,
     pub plugin_dirs: Vec<PathBuf>,
     pub plugin_copy_dir: Option<PathBuf>,

@@ -46,6 +46,7 @@ max_body_bytes = 2048
 max_concurrency = 7
 shutdown_grace_ms = 1500
 header_read_timeout_ms = 2500
+count_tokens_timeout_ms = 750
 plugin_dirs = ["plugins"]
 
 [[server.keys]]
@@ -112,6 +113,7 @@ fn parses_every_section() {
     assert_eq!(c.server.max_concurrency, 7);
     assert_eq!(c.server.shutdown_grace, Duration::from_millis(1500));
     assert_eq!(c.server.header_read_timeout, Duration::from_millis(2500));
+    assert_eq!(c.server.count_tokens_timeout, Duration::from_millis(750));
     assert_eq!(c.server.plugin_dirs, vec![Path::new("plugins").to_owned()]);
     assert_eq!(c.server.keys.len(), 2);
     assert_eq!(c.server.keys[0].sha256, hash_key(GATEWAY_CANARY));
@@ -529,6 +531,16 @@ fn every_error_names_its_key_path_and_reason() {
             "server.header_read_timeout_ms: 100000000 is more than a day (86400000)",
         ),
         (
+            format!("[server]\ncount_tokens_timeout_ms = 0\n{ollama}"),
+            vec![],
+            "server.count_tokens_timeout_ms: 0 is not between 1 and 600000 (ten minutes)",
+        ),
+        (
+            format!("[server]\ncount_tokens_timeout_ms = 600001\n{ollama}"),
+            vec![],
+            "server.count_tokens_timeout_ms: 600001 is not between 1 and 600000 (ten minutes)",
+        ),
+        (
             format!("[server]\nworkers = 5000\n{ollama}"),
             vec![],
             "server.workers: 5000 is more than the 1024 allowed",
@@ -618,6 +630,7 @@ fn workers_default_to_one_per_core_and_can_be_set() {
     let d = load("[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n", &[]).unwrap();
     assert_eq!(d.server.workers, None);
     assert_eq!(d.server.header_read_timeout, Duration::from_secs(30));
+    assert_eq!(d.server.count_tokens_timeout, Duration::from_secs(5));
     let c = load("[server]\nworkers = 0\n[[backends]]\nprovider = \"ollama\"\nmodel = \"m\"\n", &[]).unwrap();
     assert_eq!(c.server.workers, Some(0));
     let o =

@@ -57,9 +57,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::types::{
-    Block, BlockOrder, ChatRequest, ChatResponse, FinishReason, Message, ReasoningEffort, ResponseFormat,
-    StreamEnd, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice,
-    ToolSpec, new_tool_call_id, ordered_blocks,
+    Block, ChatRequest, ChatResponse, FinishReason, Message, ReasoningEffort, ResponseFormat,
+    StreamBlockOrder, StreamEnd, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta,
+    ToolChoice, ToolSpec, new_tool_call_id, ordered_blocks,
 };
 
 /// Stored answers, by [`CacheKey`].
@@ -306,13 +306,8 @@ pub(crate) struct Assembler {
     block_start: usize,
     thinking: Vec<ThinkingBlock>,
     calls: Vec<PartialCall>,
-    /// The blocks' order, as the events came: a block is written down where it begins (a
-    /// thinking block at its first reasoning, or at its seal when it had none).
-    order: BlockOrder,
-    /// Text has come since the last block of another kind began.
-    text_open: bool,
-    /// The reasoning since the last seal is already written down as a block.
-    block_begun: bool,
+    /// The blocks' order, as the events came.
+    order: StreamBlockOrder,
     /// Bytes kept so far, against `limit`.
     bytes: usize,
     limit: usize,
@@ -336,9 +331,7 @@ impl Assembler {
             block_start: 0,
             thinking: Vec::new(),
             calls: Vec::new(),
-            order: BlockOrder::default(),
-            text_open: false,
-            block_begun: false,
+            order: StreamBlockOrder::default(),
             bytes: 0,
             limit,
         }
@@ -353,13 +346,11 @@ impl Assembler {
         let added = match ev {
             StreamEvent::TextDelta { text } => {
                 self.content.push_str(text);
-                self.text_open |= !text.is_empty();
+                self.order.text(text);
                 text.len()
             }
             StreamEvent::ReasoningDelta { text } => {
-                if !self.block_begun && !text.is_empty() {
-                    self.begin_block();
-                }
+                self.order.reasoning(text);
                 self.reasoning.push_str(text);
                 text.len()
             }
@@ -375,35 +366,15 @@ impl Assembler {
     /// through does: a signature seals the reasoning since the previous seal (even none); a
     /// redacted block is a block of its own, after any unsigned reasoning before it.
     fn seal(&mut self, seal: &ThinkingSeal) -> usize {
+        self.order.seal(seal);
         match seal {
-            ThinkingSeal::Signature(signature) => {
-                if !self.block_begun {
-                    self.begin_block();
-                }
-                self.end_block(signature.clone())
-            }
+            ThinkingSeal::Signature(signature) => self.end_block(signature.clone()),
             ThinkingSeal::Redacted(data) => {
                 let unsigned = self.end_unsigned_block();
-                self.begin_block();
-                self.block_begun = false;
                 self.thinking.push(ThinkingBlock::Redacted { data: data.clone() });
                 unsigned + data.len()
             }
         }
-    }
-
-    /// Ends the text block being streamed, if any, in the order.
-    fn end_text(&mut self) {
-        if std::mem::take(&mut self.text_open) {
-            self.order.text(self.content.len());
-        }
-    }
-
-    /// Writes a thinking block down in the order, where it begins.
-    fn begin_block(&mut self) {
-        self.end_text();
-        self.order.thinking();
-        self.block_begun = true;
     }
 
     /// Closes reasoning streamed since the last seal as a block signed `signature`; the bytes
@@ -411,7 +382,6 @@ impl Assembler {
     fn end_block(&mut self, signature: String) -> usize {
         let thinking = self.reasoning.get(self.block_start..).unwrap_or_default().to_owned();
         self.block_start = self.reasoning.len();
-        self.block_begun = false;
         let added = thinking.len() + signature.len();
         self.thinking.push(ThinkingBlock::Thinking { thinking, signature });
         added
@@ -434,7 +404,6 @@ impl Assembler {
         let k = match known {
             Some(k) if self.calls.get(k).is_some_and(same) => k,
             _ => {
-                self.end_text();
                 self.order.tool_call();
                 self.calls.push(PartialCall {
                     index: delta.index,
@@ -478,13 +447,11 @@ impl Assembler {
             // Reasoning after the last seal is a block of its own, unsigned.
             self.end_unsigned_block();
         }
-        self.end_text();
         // The calls in the order of their indexes, as a JSON answer lists them; two at one index
         // in the order they came. The order of blocks counts calls as they came, so it is kept
-        // only when that is the same order.
-        let mut order = self.order.finish();
-        if !self.calls.is_sorted_by_key(|c| c.index) || self.thinking.is_empty() {
-            // Without thinking blocks, no provider needs text and calls in their old order.
+        // only when that is the same order. Reasoning no seal ended is an unsigned block here.
+        let mut order = self.order.finish(true);
+        if !self.calls.is_sorted_by_key(|c| c.index) {
             order.clear();
         }
         self.calls.sort_by_key(|c| c.index);
@@ -530,7 +497,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::types::{BlockKind, Usage};
+    use crate::types::{BlockKind, BlockOrder, Usage};
 
     fn key(scope: Option<&str>, r: &ChatRequest) -> CacheKey {
         CacheKey::new(scope, r).unwrap()

@@ -60,6 +60,6 @@ pub use types::{
     Block, BlockKind, BlockOrder, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse,
     DOCUMENT_MEDIA_TYPE, DOCUMENT_PAGE_TOKEN_ESTIMATE, DOCUMENT_URL_PAGES, Document, DocumentSource,
     FinishReason, IMAGE_MEDIA_TYPES, IMAGE_TOKEN_ESTIMATE, Image, ImageSource, MAX_CACHE_BREAKPOINTS,
-    Message, ReasoningEffort, ResponseFormat, Role, Segment, StreamEnd, StreamEvent, Thinking, ThinkingBlock,
-    ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage, UsageSource,
+    Message, ReasoningEffort, ResponseFormat, Role, Segment, StreamBlockOrder, StreamEnd, StreamEvent,
+    Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage, UsageSource,
 };

@@ -231,6 +231,106 @@ impl BlockOrder {
     }
 }
 
+/// A streamed answer's block order, written down from its events as they pass: the order a
+/// client that assembles the answer from the stream would see. A block is written down where
+/// it begins: a thinking block at its first reasoning (or at its seal, when it had none), text
+/// at the next block of another kind, a tool call at its first fragment (the caller says when
+/// a fragment starts a new call). There is no order without a sealed thinking block: only
+/// Anthropic's signed thinking needs one.
+///
+/// The response cache assembles stored answers with it, and `/v1/chat/completions` streams
+/// its `block_order` from it, so both read the same stream the same way.
+#[derive(Debug, Default, Clone)]
+pub struct StreamBlockOrder {
+    began: Vec<Began>,
+    /// Bytes of text streamed so far.
+    text_len: usize,
+    /// Text has come since the last block of another kind began.
+    text_open: bool,
+    /// The thinking block being streamed (its place in `began`), until a seal ends it.
+    open: Option<usize>,
+    /// A seal has come.
+    sealed: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Began {
+    /// `sealed`: a seal ended it.
+    Thinking {
+        sealed: bool,
+    },
+    /// A text block ending this many bytes into the text.
+    Text(usize),
+    ToolCall,
+}
+
+impl StreamBlockOrder {
+    pub fn text(&mut self, text: &str) {
+        self.text_len += text.len();
+        self.text_open |= !text.is_empty();
+    }
+
+    pub fn reasoning(&mut self, text: &str) {
+        if self.open.is_none() && !text.is_empty() {
+            self.begin_thinking();
+        }
+    }
+
+    /// A signature ends the block being streamed (one begins here if none is); a redacted
+    /// block is one of its own, and reasoning before it that no signature ended stays
+    /// unsealed.
+    pub fn seal(&mut self, seal: &ThinkingSeal) {
+        if matches!(seal, ThinkingSeal::Redacted(_)) {
+            self.open = None;
+        }
+        if self.open.is_none() {
+            self.begin_thinking();
+        }
+        if let Some(Began::Thinking { sealed }) = self.open.take().and_then(|k| self.began.get_mut(k)) {
+            *sealed = true;
+        }
+        self.sealed = true;
+    }
+
+    /// A fragment that starts a new tool call.
+    pub fn tool_call(&mut self) {
+        self.end_text();
+        self.began.push(Began::ToolCall);
+    }
+
+    fn begin_thinking(&mut self) {
+        self.end_text();
+        self.open = Some(self.began.len());
+        self.began.push(Began::Thinking { sealed: false });
+    }
+
+    fn end_text(&mut self) {
+        if std::mem::take(&mut self.text_open) {
+            self.began.push(Began::Text(self.text_len));
+        }
+    }
+
+    /// The order to keep: empty without a sealed block, or when it is the usual one.
+    /// `unsealed`: reasoning that no seal ended counts as a block (the cache keeps it as an
+    /// unsigned block; a client that only gets sealed blocks back has no such block).
+    pub fn finish(&mut self, unsealed: bool) -> Vec<BlockKind> {
+        if !self.sealed {
+            return Vec::new();
+        }
+        self.end_text();
+        let mut order = BlockOrder::default();
+        for began in &self.began {
+            match *began {
+                Began::Thinking { sealed } if sealed || unsealed => order.thinking(),
+                Began::Thinking { .. } => {}
+                Began::Text(end) => order.text(end),
+                Began::ToolCall => order.tool_call(),
+            }
+        }
+        order.finish()
+    }
+}
+
 /// An image in a user message or a tool result.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Image {

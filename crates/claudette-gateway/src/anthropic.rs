@@ -31,10 +31,10 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use claudette_core::error::scrub_secrets;
 use claudette_core::{
-    Block as TurnBlock, BlockOrder, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, Document,
-    DocumentSource, ErrorKind, FinishReason, Image, ImageSource, MAX_CACHE_BREAKPOINTS, Message,
-    ReasoningEffort, ResponseFormat, Role, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall,
-    ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    BackendError, Block as TurnBlock, BlockOrder, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest,
+    ChatResponse, Document, DocumentSource, ErrorKind, FinishReason, Image, ImageSource,
+    MAX_CACHE_BREAKPOINTS, Message, Phase, ReasoningEffort, ResponseFormat, Role, StreamEvent, Thinking,
+    ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -971,7 +971,17 @@ pub(crate) async fn count_tokens(State(st): State<Shared>, request: Request) -> 
     }
     let selected = st.router.select_with(&chat, &[], overrides).map(|s| s.backend);
     let (backend, counted) = match &selected {
-        Ok(backend) => (backend.name(), backend.count_tokens(&chat).await),
+        Ok(backend) => {
+            let limit = st.count_tokens_timeout;
+            let counted =
+                tokio::time::timeout(limit, backend.count_tokens(&chat)).await.unwrap_or_else(|_| {
+                    Err(BackendError::timeout(
+                        format!("the token count took longer than {} ms", limit.as_millis()),
+                        Phase::AwaitingResponse,
+                    ))
+                });
+            (backend.name(), counted)
+        }
         Err(e) => ("none", Err(e.clone())),
     };
     let (input_tokens, how) = match counted {

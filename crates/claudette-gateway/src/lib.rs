@@ -181,6 +181,12 @@ pub struct GatewayOptions {
     /// it is closed without an answer. A slow body is not cut by it. Default 30 s; more than
     /// a day is refused.
     pub header_read_timeout: Duration,
+    /// How long `POST /v1/messages/count_tokens` waits for the backend's own count before it
+    /// answers with the gateway's estimate. Clients count before they send (Claude Code does,
+    /// before each request), so a provider whose count endpoint hangs would hold every request
+    /// up to the backend's own timeouts. Default 5 s; zero or more than ten minutes is
+    /// refused.
+    pub count_tokens_timeout: Duration,
     /// Serve the admin endpoints (`/metrics`, `/v1/backends`, `/v1/costs`) to non-loopback
     /// clients too (S-08). Off by default: spend and fleet health are operator data.
     pub admin_from_any: bool,
@@ -194,6 +200,9 @@ pub struct GatewayOptions {
     /// figures, since this process started, 31 days at most.
     pub cost_source: Option<Arc<dyn CostSource>>,
 }
+
+/// The longest [`GatewayOptions::count_tokens_timeout`] accepted.
+const MAX_COUNT_TOKENS_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The longest [`GatewayOptions::header_read_timeout`] accepted.
 const MAX_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
@@ -210,6 +219,7 @@ impl Default for GatewayOptions {
             max_output_tokens: None,
             shutdown_grace: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(30),
+            count_tokens_timeout: Duration::from_secs(5),
             admin_from_any: false,
             workers: 0,
             cost_source: None,
@@ -229,6 +239,7 @@ impl std::fmt::Debug for GatewayOptions {
             .field("max_output_tokens", &self.max_output_tokens)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("count_tokens_timeout", &self.count_tokens_timeout)
             .field("admin_from_any", &self.admin_from_any)
             .field("workers", &self.workers)
             .field("cost_source", &self.cost_source)
@@ -248,6 +259,7 @@ pub(crate) struct AppState {
     pub(crate) admin_from_any: bool,
     pub(crate) auth_failures: auth::FailedAuth,
     pub(crate) cost_source: Option<Arc<dyn CostSource>>,
+    pub(crate) count_tokens_timeout: Duration,
 }
 
 /// The gateway: a [`BackendRouter`] behind OpenAI- and Anthropic-compatible HTTP endpoints.
@@ -290,6 +302,12 @@ impl Gateway {
                 reason: "must be > 0 and at most a day".into(),
             });
         }
+        if options.count_tokens_timeout.is_zero() || options.count_tokens_timeout > MAX_COUNT_TOKENS_TIMEOUT {
+            return Err(GatewayError::InvalidOption {
+                option: "count_tokens_timeout",
+                reason: "must be > 0 and at most ten minutes".into(),
+            });
+        }
         if options.max_messages == 0 {
             return Err(GatewayError::InvalidOption { option: "max_messages", reason: "must be > 0".into() });
         }
@@ -315,6 +333,7 @@ impl Gateway {
             admin_from_any: options.admin_from_any,
             auth_failures: auth::FailedAuth::default(),
             cost_source: options.cost_source.clone(),
+            count_tokens_timeout: options.count_tokens_timeout,
         });
         Ok(Gateway { options, state })
     }

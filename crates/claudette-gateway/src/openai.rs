@@ -19,9 +19,9 @@ use std::borrow::Cow;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use claudette_core::{
-    ChatRequest, ChatResponse, Document, DocumentSource, FinishReason, Image, ImageSource, Message,
-    ResponseFormat, Role, StreamEvent, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice,
-    ToolSpec, Usage,
+    Block, BlockKind, BlockOrder, ChatRequest, ChatResponse, Document, DocumentSource, FinishReason, Image,
+    ImageSource, Message, ResponseFormat, Role, StreamBlockOrder, StreamEvent, ThinkingBlock, ThinkingSeal,
+    ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -125,6 +125,10 @@ struct InMessage {
     /// the client got them (see [`thinking_blocks`]).
     #[serde(default)]
     thinking_blocks: Option<Vec<InThinkingBlock>>,
+    /// The order of the turn's blocks, as this gateway gave it in the answer (see
+    /// [`block_order`]).
+    #[serde(default)]
+    block_order: Option<Vec<BlockKind>>,
 }
 
 /// One entry of `thinking_blocks`: `{"type": "thinking", "thinking", "signature"}` or
@@ -323,6 +327,48 @@ fn thinking_blocks(
     Ok(out)
 }
 
+/// An assistant turn's `block_order` checked against the turn it came with, as
+/// [`Message::order`].
+///
+/// Chat Completions keeps thinking, text and tool calls in three fields, which lose their
+/// order; Claude thinks between its calls (interleaved thinking), and Anthropic refuses such a
+/// turn sent back in another order than it made it ("thinking blocks in the latest assistant
+/// message cannot be modified"), on every turn after. The answer says the order in
+/// `block_order` and the client sends it back with the turn, as it does `thinking_blocks`.
+/// An order that does not fit the turn is refused here, naming the field, rather than by
+/// whichever backend reads it: one that ignores the order would serve the turn, Anthropic
+/// would not. The usual order (thinking, text, calls) is kept as none, as adapters keep it.
+fn block_order(message: &mut Message, i: usize) -> Result<(), ApiError> {
+    if message.order.is_empty() {
+        return Ok(());
+    }
+    let param = || format!("messages[{i}].block_order");
+    if message.role != Role::Assistant {
+        return Err(
+            ApiError::invalid("`block_order` is only accepted on assistant messages").with_param(param())
+        );
+    }
+    let order = match message.blocks() {
+        Ok(blocks) => order_of(&blocks),
+        Err(e) => return Err(ApiError::invalid(e.message).with_param(param())),
+    };
+    message.order = order;
+    Ok(())
+}
+
+/// The order of `blocks` as [`Message::order`] keeps it: none when it is the usual one.
+fn order_of(blocks: &[Block<'_>]) -> Vec<BlockKind> {
+    let mut order = BlockOrder::default();
+    for block in blocks {
+        match block {
+            Block::Thinking(_) => order.thinking(),
+            Block::Text { text, start } => order.text(start + text.len()),
+            Block::ToolCall { .. } => order.tool_call(),
+        }
+    }
+    order.finish()
+}
+
 fn message_fault(path: String, m: &Value) -> Option<Fault> {
     let whole = fault::<InMessage>(path.clone(), m)?;
     let narrower = m.as_object().and_then(|o| {
@@ -348,6 +394,10 @@ fn message_fault(path: String, m: &Value) -> Option<Fault> {
                 field("thinking_blocks").and_then(|v| {
                     element_fault::<InThinkingBlock>(Paths::Bracketed, &at("thinking_blocks"), v)
                 })
+            })
+            .or_else(|| {
+                field("block_order")
+                    .and_then(|v| element_fault::<BlockKind>(Paths::Bracketed, &at("block_order"), v))
             })
             .or_else(|| field("name").and_then(|v| fault::<String>(at("name"), v)))
     });
@@ -505,15 +555,18 @@ impl CompletionRequest {
                     .with_param(format!("messages[{i}].tool_call_id")));
             }
             let thinking = thinking_blocks(m.thinking_blocks, role, i)?;
-            out.push(Message {
+            let mut message = Message {
                 tool_calls,
                 tool_call_id: m.tool_call_id,
                 name: m.name,
                 thinking,
                 images,
                 documents,
+                order: m.block_order.unwrap_or_default(),
                 ..Message::new(role, content)
-            });
+            };
+            block_order(&mut message, i)?;
+            out.push(message);
         }
         let mut tools = Vec::new();
         for (i, t) in self.tools.unwrap_or_default().into_iter().enumerate() {
@@ -647,6 +700,11 @@ struct OutMessage<'a> {
     /// assistant turn of a tool loop (see [`thinking_blocks`]). Only Anthropic makes them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     thinking_blocks: Vec<OutThinking<'a>>,
+    /// The order of the turn's blocks, when it is not the usual one: what the client sends
+    /// back on the turn with `thinking_blocks` (see [`block_order`]). Text offsets are byte
+    /// offsets into `content`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    block_order: Vec<BlockKind>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<OutToolCall<'a>>,
 }
@@ -738,6 +796,34 @@ fn usage_json(out: &mut Vec<u8>, u: &Usage) {
     out.extend_from_slice(b"}}");
 }
 
+/// `order` as JSON, the bytes `serde_json` writes for it (checked by a test), for the
+/// hand-written answer.
+fn block_order_json(out: &mut Vec<u8>, order: &[BlockKind]) {
+    out.push(b'[');
+    for (k, kind) in order.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        match kind {
+            BlockKind::Thinking => out.extend_from_slice(b"\"thinking\""),
+            BlockKind::Text(end) => {
+                out.extend_from_slice(b"{\"text\":");
+                json_uint(out, *end);
+                out.push(b'}');
+            }
+            BlockKind::ToolCall => out.extend_from_slice(b"\"tool_call\""),
+        }
+    }
+    out.push(b']');
+}
+
+/// The answer's `block_order`: its order as the client gets its blocks, none when that is the
+/// usual one (or when the adapter's order does not fit the answer, which then goes out in the
+/// usual order, as every endpoint sends it).
+fn answer_order(resp: &ChatResponse) -> Vec<BlockKind> {
+    if resp.order.is_empty() { Vec::new() } else { order_of(&resp.blocks_for_client()) }
+}
+
 /// OpenAI's usage: `prompt_tokens` includes cached tokens, as ours does.
 fn out_usage(u: &Usage) -> OutUsage {
     OutUsage {
@@ -792,6 +878,7 @@ fn completion_body_at(resp: &ChatResponse, created: u64) -> Vec<u8> {
     // and reallocates as it grows.
     let text = resp.content.len() + resp.reasoning.as_ref().map_or(0, String::len);
     let mut out = Vec::with_capacity(512 + text + text / 8);
+    let block_order = answer_order(resp);
     if resp.tool_calls.is_empty() {
         out.extend_from_slice(b"{\"id\":");
         json_str(&mut out, &id);
@@ -815,6 +902,10 @@ fn completion_body_at(resp: &ChatResponse, created: u64) -> Vec<u8> {
                 OutThinking::from(block).write(&mut out);
             }
             out.push(b']');
+        }
+        if !block_order.is_empty() {
+            out.extend_from_slice(b",\"block_order\":");
+            block_order_json(&mut out, &block_order);
         }
         out.extend_from_slice(b"},\"logprobs\":null,\"finish_reason\":");
         json_str(&mut out, finish_reason(resp.finish_reason.as_ref(), false));
@@ -841,6 +932,7 @@ fn completion_body_at(resp: &ChatResponse, created: u64) -> Vec<u8> {
                 refusal: None,
                 reasoning_content: resp.reasoning.as_deref(),
                 thinking_blocks: resp.thinking.iter().map(OutThinking::from).collect(),
+                block_order,
                 tool_calls: resp
                     .tool_calls
                     .iter()
@@ -894,7 +986,9 @@ struct Delta<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    thinking_blocks: Option<[OutThinking<'a>; 1]>,
+    thinking_blocks: Option<&'a [OutThinking<'a>]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    block_order: Option<&'a [BlockKind]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_calls: Option<[ToolDelta<'a>; 1]>,
 }
@@ -925,15 +1019,19 @@ struct StreamError<'a> {
 /// when asked for, then `data: [DONE]`. A failure after commit is `data: {"error":…}` and the
 /// stream closes without `[DONE]`, so no client mistakes it for a complete answer.
 ///
-/// Reasoning streams as `reasoning_content` deltas. Where a thinking block ends with a
-/// signature (Claude), a delta `{"thinking_blocks": [<the whole block>]}` follows: its full
-/// text and signature, or a whole redacted block. The client keeps these entries and sends
-/// them back on the assistant turn, which Anthropic requires in a tool loop with thinking on.
-/// LiteLLM streams the same entries, its text spread over one entry per fragment and the
-/// signature in an entry of its own; here each entry is a whole block, so a client can keep
-/// the entries as they come, and one that concatenates them as LiteLLM's does gets the same
-/// block. The block's text is sent twice that way, but only at seals, and the text deltas
-/// stay as they were.
+/// Reasoning streams as `reasoning_content` deltas. Claude's signed thinking blocks (their
+/// full text and signature, and whole redacted blocks) come in one chunk right before the
+/// finish chunk, `{"thinking_blocks": [...]}`, with `"block_order": [...]` beside them when
+/// the answer's blocks were not in the usual order (thinking between tool calls; see
+/// [`block_order`]). The client keeps them and sends them back on the assistant turn, which
+/// Anthropic requires in a tool loop with thinking on. Once, whole, and in a chunk of their
+/// own: the SDKs' stream accumulators keep an unknown delta field the first time it comes
+/// (openai-python's `accumulate_delta` sets a new key as it is; openai-node's
+/// `Object.assign`s it onto the message), but openai-python raises on a list that comes again
+/// without `index`es in its entries, and openai-node keeps only the last one; a client that
+/// stops reading at the finish reason has read them by then, and the finish chunk stays as it
+/// always was. (LiteLLM streams one entry per text fragment instead, as they come; a client
+/// that concatenates entries gets the same blocks from either.)
 pub(crate) struct OpenAiEncoder {
     id: String,
     created: u64,
@@ -955,6 +1053,9 @@ pub(crate) struct OpenAiEncoder {
     /// The reasoning streamed since the last thinking seal: the text of the block a
     /// signature ends. Empty, and never allocated, in streams without reasoning.
     thinking: String,
+    /// The blocks sealed so far, for the client's `thinking_blocks` at the end.
+    sealed: Vec<ThinkingBlock>,
+    order: StreamBlockOrder,
 }
 
 impl OpenAiEncoder {
@@ -980,6 +1081,8 @@ impl OpenAiEncoder {
             envelope,
             calls: Vec::new(),
             thinking: String::new(),
+            sealed: Vec::new(),
+            order: StreamBlockOrder::default(),
         }
     }
 
@@ -995,6 +1098,7 @@ impl OpenAiEncoder {
             Some(k) if same_call(k) => k,
             _ => {
                 self.calls.push((delta.index, delta.id.clone()));
+                self.order.tool_call();
                 self.calls.len() - 1
             }
         };
@@ -1036,15 +1140,6 @@ impl OpenAiEncoder {
         out.extend_from_slice(self.tail());
     }
 
-    /// A chunk whose delta is `{"thinking_blocks":[block]}`.
-    fn thinking_chunk(&self, out: &mut Vec<u8>, block: &OutThinking<'_>) {
-        out.extend_from_slice(&self.head);
-        out.extend_from_slice(b"{\"thinking_blocks\":[");
-        block.write(out);
-        out.extend_from_slice(b"]}");
-        out.extend_from_slice(self.tail());
-    }
-
     fn chunk(&self, out: &mut Vec<u8>, delta: Delta<'_>, finish: Option<&str>) {
         let choices = [ChunkChoice { index: 0, delta, logprobs: None, finish_reason: finish }];
         let chunk = Chunk {
@@ -1068,24 +1163,29 @@ impl Encoder for OpenAiEncoder {
         match ev {
             StreamEvent::TextDelta { text } => {
                 self.text_chunk(out, b"\"content\":", &text);
+                self.order.text(&text);
                 false
             }
             StreamEvent::ReasoningDelta { text } => {
                 self.text_chunk(out, b"\"reasoning_content\":", &text);
                 self.thinking.push_str(&text);
+                self.order.reasoning(&text);
                 false
             }
             StreamEvent::ThinkingSeal { seal } => {
-                let block = match &seal {
+                self.order.seal(&seal);
+                let block = match seal {
                     ThinkingSeal::Signature(signature) => {
-                        OutThinking::Thinking { thinking: &self.thinking, signature }
+                        ThinkingBlock::Thinking { thinking: std::mem::take(&mut self.thinking), signature }
                     }
                     // Reasoning streamed before it and never signed cannot be sent back to
                     // Anthropic; it reached the client as `reasoning_content` already.
-                    ThinkingSeal::Redacted(data) => OutThinking::RedactedThinking { data },
+                    ThinkingSeal::Redacted(data) => {
+                        self.thinking.clear();
+                        ThinkingBlock::Redacted { data }
+                    }
                 };
-                self.thinking_chunk(out, &block);
-                self.thinking.clear();
+                self.sealed.push(block);
                 false
             }
             StreamEvent::ToolCall { delta } => {
@@ -1102,6 +1202,20 @@ impl Encoder for OpenAiEncoder {
             }
             StreamEvent::Usage { .. } => false,
             StreamEvent::Done { end } => {
+                // Sealed blocks (and their order) go in one chunk of their own: a list field
+                // that arrives twice makes openai-python's stream accumulator raise (it merges
+                // list entries by an `index` these have none of), and openai-node's replaces
+                // the list with each arrival.
+                let order = self.order.finish(false);
+                if !self.sealed.is_empty() {
+                    let blocks: Vec<OutThinking<'_>> = self.sealed.iter().map(OutThinking::from).collect();
+                    let delta = Delta {
+                        thinking_blocks: Some(&blocks),
+                        block_order: (!order.is_empty()).then_some(&order[..]),
+                        ..Delta::default()
+                    };
+                    self.chunk(out, delta, None);
+                }
                 self.finish_chunk(out, finish_reason(end.finish_reason.as_ref(), !self.calls.is_empty()));
                 if self.include_usage {
                     self.usage_chunk(out, &end.usage);
@@ -1138,19 +1252,6 @@ mod tests {
                 let delta = super::Delta { reasoning_content: Some(text), ..super::Delta::default() };
                 enc.chunk(&mut slow, delta, None);
                 assert_eq!(fast, slow);
-            }
-            for (thinking, signature) in [("", "s"), ("Let me \"think\"\n", "EqoB+/=="), ("日本", "")] {
-                let blocks = [
-                    super::OutThinking::Thinking { thinking, signature },
-                    super::OutThinking::RedactedThinking { data: signature },
-                ];
-                for block in blocks {
-                    let (mut fast, mut slow) = (Vec::new(), Vec::new());
-                    enc.thinking_chunk(&mut fast, &block);
-                    let delta = super::Delta { thinking_blocks: Some([block]), ..super::Delta::default() };
-                    enc.chunk(&mut slow, delta, None);
-                    assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
-                }
             }
             for reason in ["stop", "length", "tool_calls", "odd \"reason\""] {
                 let (mut fast, mut slow) = (Vec::new(), Vec::new());
@@ -1192,8 +1293,8 @@ mod tests {
     }
 
     /// The hand-written answer is the bytes the serde structs write, on answers of every
-    /// text-only shape (escapes, non-ASCII, reasoning or not, thinking blocks or not, every
-    /// finish reason, large usage).
+    /// text-only shape (escapes, non-ASCII, reasoning or not, thinking blocks or not, a block
+    /// order or not, every finish reason, large usage).
     #[test]
     fn the_written_answer_is_the_bytes_serde_writes() {
         let texts = ["", "Hello! How can I help you today?", "a \"q\"\n\\ \u{1}\u{7f}", "日本語 🎉"];
@@ -1203,6 +1304,7 @@ mod tests {
             Some(FinishReason::ContentFilter),
             Some(FinishReason::ToolCalls),
         ];
+        let mut ordered = 0;
         for (i, content) in texts.iter().enumerate() {
             for (j, reason) in reasons.iter().enumerate() {
                 let mut resp = ChatResponse::empty("b", texts[(i + j) % texts.len()]);
@@ -1220,6 +1322,12 @@ mod tests {
                         ThinkingBlock::Thinking { thinking: (*content).to_owned(), signature: "sig".into() },
                     ],
                 };
+                // Thinking on both sides of the text: an order of its own.
+                if resp.thinking.len() == 2 && !content.is_empty() {
+                    let end = u32::try_from(content.len()).unwrap();
+                    resp.order = vec![BlockKind::Thinking, BlockKind::Text(end), BlockKind::Thinking];
+                    ordered += 1;
+                }
                 resp.finish_reason = reason.clone();
                 resp.usage = if j == 3 { usage_sample() } else { Usage::default() };
                 let fast = String::from_utf8(completion_body_at(&resp, 1_700_000_000)).unwrap();
@@ -1239,6 +1347,7 @@ mod tests {
                                 refusal: None,
                                 reasoning_content: resp.reasoning.as_deref(),
                                 thinking_blocks: resp.thinking.iter().map(OutThinking::from).collect(),
+                                block_order: resp.order.clone(),
                                 tool_calls: Vec::new(),
                             },
                             logprobs: None,
@@ -1251,6 +1360,7 @@ mod tests {
                 assert_eq!(fast, reference);
             }
         }
+        assert!(ordered > 1);
     }
 
     use claudette_core::{BackendError, ErrorKind, StreamEnd};
@@ -1565,5 +1675,349 @@ mod tests {
         let v: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
         assert_eq!(v["error"]["code"], "stream_interrupted");
         assert!(!text.contains("\"usage\""));
+    }
+
+    use BlockKind::{Text, Thinking as Th, ToolCall as Tc};
+
+    /// An assistant turn of two signed thinking blocks, `content` and two calls, with
+    /// `block_order` set to `order` (absent when `None`).
+    fn turn_with_order(content: &str, order: Option<Value>) -> Value {
+        let mut turn = serde_json::json!({"role": "assistant", "content": content,
+            "thinking_blocks": [
+                {"type": "thinking", "thinking": "first", "signature": "S1"},
+                {"type": "thinking", "thinking": "second", "signature": "S2"}],
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                {"id": "c2", "type": "function", "function": {"name": "f", "arguments": "{}"}}]});
+        if let Some(order) = order {
+            turn["block_order"] = order;
+        }
+        serde_json::json!({"messages": [{"role": "user", "content": "go"}, turn]})
+    }
+
+    /// A body as the handler reads it: a value serde refuses is named by [`locate`].
+    fn parse_body(v: &Value) -> Result<(ChatRequest, Option<String>), ApiError> {
+        parse_located::<CompletionRequest>(v.to_string().as_bytes(), locate, |path, inner| {
+            invalid_value(path, &inner)
+        })?
+        .into_chat()
+    }
+
+    #[test]
+    fn block_order_comes_back_as_the_turns_order() {
+        let order = serde_json::json!(["thinking", "tool_call", "thinking", {"text": 6}, "tool_call"]);
+        let (r, _) = parse_body(&turn_with_order("héllo", Some(order))).unwrap();
+        let turn = &r.messages[1];
+        assert_eq!(turn.order, [Th, Tc, Th, Text(6), Tc]);
+        let kinds: Vec<&str> = turn
+            .blocks()
+            .unwrap()
+            .iter()
+            .map(|b| match b {
+                Block::Thinking(ThinkingBlock::Thinking { thinking, .. }) => thinking.as_str(),
+                Block::Thinking(ThinkingBlock::Redacted { .. }) => "redacted",
+                Block::Text { text, .. } => text,
+                Block::ToolCall { call, .. } => call.id.as_str(),
+            })
+            .collect();
+        assert_eq!(kinds, ["first", "c1", "second", "héllo", "c2"]);
+        // Without it, absent or empty, and in the usual order: the turn as before, no order.
+        let usual = serde_json::json!(["thinking", "thinking", {"text": 6}, "tool_call", "tool_call"]);
+        for order in [None, Some(Value::Null), Some(serde_json::json!([])), Some(usual)] {
+            let (r, _) = parse_body(&turn_with_order("héllo", order.clone())).unwrap();
+            assert!(r.messages[1].order.is_empty(), "{order:?}");
+            assert_eq!(r.messages[1].thinking.len(), 2);
+        }
+    }
+
+    #[test]
+    fn a_block_order_that_does_not_fit_its_turn_is_named() {
+        let refused = |content: &str, order: Value| {
+            let e = parse_body(&turn_with_order(content, Some(order))).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+            (e.param.unwrap().into_owned(), e.message.into_owned())
+        };
+        let at = "messages[1].block_order";
+        // Not an order at all.
+        assert_eq!(refused("hi", serde_json::json!("thinking")).0, at);
+        assert_eq!(refused("hi", serde_json::json!(["thinking", "think"])).0, format!("{at}[1]"));
+        assert_eq!(refused("hi", serde_json::json!([{"text": -1}])).0, format!("{at}[0]"));
+        // An order, but not this turn's.
+        for (order, why) in [
+            (
+                serde_json::json!(["thinking", "thinking", "thinking", {"text": 2}, "tool_call", "tool_call"]),
+                "thinking",
+            ),
+            (serde_json::json!(["thinking", "tool_call", "thinking", {"text": 2}]), "tool calls"),
+            (serde_json::json!(["thinking", "tool_call", "thinking", {"text": 9}, "tool_call"]), "byte 9"),
+            (
+                serde_json::json!(["thinking", "tool_call", "thinking", {"text": 1}, "tool_call"]),
+                "1 of 2 bytes",
+            ),
+        ] {
+            let (param, message) = refused("hi", order.clone());
+            assert_eq!(param, at, "{order}");
+            assert!(message.contains(why), "{order}: {message}");
+        }
+        // Inside a character.
+        let (param, message) =
+            refused("é", serde_json::json!(["thinking", {"text": 1}, "thinking", "tool_call", "tool_call"]));
+        assert_eq!(param, at);
+        assert!(message.contains("between characters"), "{message}");
+        // Only an assistant turn has blocks to order.
+        let e = parse_body(&serde_json::json!({"messages": [
+            {"role": "user", "content": "hi", "block_order": [{"text": 2}, "thinking"]}]}))
+        .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages[0].block_order"));
+    }
+
+    fn interleaved_answer(content: &str, order: Vec<BlockKind>) -> ChatResponse {
+        let mut resp = ChatResponse::empty("b", "m");
+        resp.content = content.into();
+        resp.thinking = vec![
+            ThinkingBlock::Thinking { thinking: "first".into(), signature: "S1".into() },
+            ThinkingBlock::Redacted { data: "R".into() },
+        ];
+        resp.tool_calls = vec![
+            ToolCall { id: "c1".into(), name: "f".into(), arguments: serde_json::json!({}) },
+            ToolCall { id: "c2".into(), name: "f".into(), arguments: serde_json::json!({"a": 1}) },
+        ];
+        resp.order = order;
+        resp.finish_reason = Some(FinishReason::ToolCalls);
+        resp
+    }
+
+    #[test]
+    fn an_answer_says_its_block_order_when_it_has_one() {
+        let message = |resp: &ChatResponse| {
+            let body: Value = serde_json::from_slice(&completion_body_at(resp, 1)).unwrap();
+            body["choices"][0]["message"].clone()
+        };
+        let m = message(&interleaved_answer("日本", vec![Th, Tc, Th, Text(6), Tc]));
+        assert_eq!(
+            m["block_order"],
+            serde_json::json!(["thinking", "tool_call", "thinking", {"text": 6}, "tool_call"])
+        );
+        assert_eq!(m["content"], "日本");
+        assert_eq!(m["thinking_blocks"].as_array().unwrap().len(), 2);
+        assert_eq!(m["tool_calls"].as_array().unwrap().len(), 2);
+        // Right after `thinking_blocks`, in the bytes (a parsed map is sorted).
+        let text = String::from_utf8(completion_body_at(
+            &interleaved_answer("日本", vec![Th, Tc, Th, Text(6), Tc]),
+            1,
+        ))
+        .unwrap();
+        let at = |k: &str| text.find(k).unwrap();
+        assert!(
+            at("\"thinking_blocks\"") < at("\"block_order\"") && at("\"block_order\"") < at("\"tool_calls\"")
+        );
+        // The message sent back as it came is the same turn, in the same order.
+        let (r, _) =
+            parse_body(&serde_json::json!({"messages": [{"role": "user", "content": "go"}, m]})).unwrap();
+        assert_eq!(r.messages[1].order, [Th, Tc, Th, Text(6), Tc]);
+        assert_eq!(r.messages[1].thinking, interleaved_answer("", Vec::new()).thinking);
+
+        // The usual order, none, or one that does not fit the answer (sent in the usual order):
+        // no field.
+        for order in [vec![], vec![Th, Th, Text(6), Tc, Tc], vec![Th, Tc, Text(6)]] {
+            let m = message(&interleaved_answer("日本", order.clone()));
+            assert!(m.get("block_order").is_none(), "{order:?}: {m}");
+        }
+        // A text-only answer (written by hand) carries it too.
+        let mut text_only = interleaved_answer("ab", vec![Th, Text(1), Th, Text(2)]);
+        text_only.tool_calls.clear();
+        text_only.finish_reason = Some(FinishReason::Stop);
+        let m = message(&text_only);
+        assert_eq!(m["block_order"], serde_json::json!(["thinking", {"text": 1}, "thinking", {"text": 2}]));
+    }
+
+    #[test]
+    fn the_written_block_order_is_the_bytes_serde_writes() {
+        for order in [vec![Th], vec![Text(0)], vec![Th, Tc, Th, Text(4_000_000_000), Tc], vec![Tc, Text(7)]] {
+            let mut fast = Vec::new();
+            block_order_json(&mut fast, &order);
+            assert_eq!(String::from_utf8(fast).unwrap(), serde_json::to_string(&order).unwrap());
+        }
+    }
+
+    /// Every chunk's JSON of an encoded stream, `[DONE]` left out.
+    fn encode(events: Vec<StreamEvent>) -> Vec<Value> {
+        let mut enc = OpenAiEncoder::new("m".into(), true);
+        let mut out = Vec::new();
+        for ev in events {
+            enc.event(ev, &mut out);
+        }
+        String::from_utf8(out)
+            .unwrap()
+            .split("\n\n")
+            .filter_map(|f| f.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    fn call_delta(index: u32, id: Option<&str>, arguments: &str) -> StreamEvent {
+        StreamEvent::ToolCall {
+            delta: ToolCallDelta {
+                index,
+                id: id.map(Into::into),
+                name: id.map(|_| "f".into()),
+                arguments: arguments.into(),
+            },
+        }
+    }
+
+    fn signed(signature: &str) -> StreamEvent {
+        StreamEvent::ThinkingSeal { seal: ThinkingSeal::Signature(signature.into()) }
+    }
+
+    fn done() -> StreamEvent {
+        StreamEvent::Done {
+            end: StreamEnd {
+                finish_reason: Some(FinishReason::ToolCalls),
+                usage: Usage::reported(1, 2),
+                cost: 0.0,
+            },
+        }
+    }
+
+    /// The `block_order` deltas of a stream.
+    fn streamed_orders(chunks: &[Value]) -> Vec<Value> {
+        chunks.iter().filter_map(|c| c["choices"][0]["delta"].get("block_order").cloned()).collect()
+    }
+
+    #[test]
+    fn a_stream_says_its_block_order_once_before_the_finish_chunk() {
+        // Anthropic's interleaved answer as events: thinking, call, thinking, text, call (the
+        // upstream numbers its calls 1 and 4, among all its blocks).
+        let chunks = encode(vec![
+            StreamEvent::Usage { usage: Usage::reported(1, 0) },
+            StreamEvent::ReasoningDelta { text: "fir".into() },
+            StreamEvent::ReasoningDelta { text: "st".into() },
+            signed("S1"),
+            call_delta(1, Some("c1"), ""),
+            call_delta(1, None, "{}"),
+            StreamEvent::ReasoningDelta { text: "second".into() },
+            signed("S2"),
+            StreamEvent::text("日"),
+            StreamEvent::text("本"),
+            call_delta(4, Some("c2"), "{\"a\":1}"),
+            done(),
+        ]);
+        let order = serde_json::json!(["thinking", "tool_call", "thinking", {"text": 6}, "tool_call"]);
+        assert_eq!(streamed_orders(&chunks), std::slice::from_ref(&order));
+        let at = chunks.iter().position(|c| c["choices"][0]["delta"].get("block_order").is_some()).unwrap();
+        let own = &chunks[at]["choices"][0];
+        // With the sealed blocks, all in this one chunk: a list that arrived twice would make
+        // openai-python's accumulator raise.
+        let mut keys: Vec<&String> = own["delta"].as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["block_order", "thinking_blocks"], "{own}");
+        assert_eq!(own["delta"]["thinking_blocks"].as_array().unwrap().len(), 2, "{own}");
+        let lists =
+            chunks.iter().filter(|c| c["choices"][0]["delta"].get("thinking_blocks").is_some()).count();
+        assert_eq!(lists, 1);
+        assert!(own["finish_reason"].is_null());
+        assert_eq!(chunks[at + 1]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(chunks[at + 1]["choices"][0]["delta"], serde_json::json!({}));
+
+        // The message a client assembles from the chunks goes back as the same turn.
+        let mut content = String::new();
+        let mut thinking_blocks = Vec::new();
+        let mut calls: Vec<Value> = Vec::new();
+        for c in &chunks {
+            let delta = &c["choices"][0]["delta"];
+            content.push_str(delta["content"].as_str().unwrap_or_default());
+            thinking_blocks.extend(delta["thinking_blocks"].as_array().cloned().unwrap_or_default());
+            for t in delta["tool_calls"].as_array().cloned().unwrap_or_default() {
+                let i = t["index"].as_u64().unwrap() as usize;
+                if i == calls.len() {
+                    calls.push(t.clone());
+                } else {
+                    let args = format!(
+                        "{}{}",
+                        calls[i]["function"]["arguments"].as_str().unwrap(),
+                        t["function"]["arguments"].as_str().unwrap()
+                    );
+                    calls[i]["function"]["arguments"] = Value::String(args);
+                }
+            }
+        }
+        let turn = serde_json::json!({"role": "assistant", "content": content, "thinking_blocks": thinking_blocks,
+                                      "tool_calls": calls, "block_order": order});
+        let (r, _) =
+            parse_body(&serde_json::json!({"messages": [{"role": "user", "content": "go"}, turn]})).unwrap();
+        let ids: Vec<String> = r.messages[1]
+            .blocks()
+            .unwrap()
+            .iter()
+            .map(|b| match b {
+                Block::Thinking(ThinkingBlock::Thinking { thinking, signature }) => {
+                    format!("{thinking}/{signature}")
+                }
+                Block::Thinking(ThinkingBlock::Redacted { data }) => data.clone(),
+                Block::Text { text, .. } => (*text).to_owned(),
+                Block::ToolCall { call, .. } => call.id.clone(),
+            })
+            .collect();
+        assert_eq!(ids, ["first/S1", "c1", "second/S2", "日本", "c2"]);
+    }
+
+    /// Only sealed thinking is a block the client can send back: reasoning no seal ended has
+    /// no place in the order, and a stream with no seal, in the usual order, or cut short has
+    /// no order at all.
+    #[test]
+    fn a_streams_order_counts_only_sealed_thinking() {
+        // Text, reasoning a redacted block follows (the client never gets the reasoning as a
+        // block), the redacted block, a call, a signature with no reasoning of its own, text.
+        let chunks = encode(vec![
+            StreamEvent::text("ab"),
+            StreamEvent::ReasoningDelta { text: "lost".into() },
+            StreamEvent::ThinkingSeal { seal: ThinkingSeal::Redacted("R".into()) },
+            call_delta(0, Some("c1"), "{}"),
+            signed("S"),
+            StreamEvent::text("c"),
+            StreamEvent::ReasoningDelta { text: "trailing".into() },
+            done(),
+        ]);
+        let blocks: Vec<Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["thinking_blocks"].as_array().cloned())
+            .flatten()
+            .collect();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(
+            streamed_orders(&chunks),
+            [serde_json::json!([{"text": 2}, "thinking", "tool_call", "thinking", {"text": 3}])]
+        );
+        // The usual order.
+        let usual = encode(vec![
+            StreamEvent::ReasoningDelta { text: "t".into() },
+            signed("S"),
+            StreamEvent::text("hi"),
+            call_delta(0, Some("c1"), "{}"),
+            call_delta(1, Some("c2"), "{}"),
+            done(),
+        ]);
+        assert!(streamed_orders(&usual).is_empty());
+        // Reasoning no provider signed (Qwen, DeepSeek) between text and a call: no thinking
+        // blocks, so no order.
+        let unsigned = encode(vec![
+            StreamEvent::text("hi"),
+            StreamEvent::ReasoningDelta { text: "hmm".into() },
+            call_delta(0, Some("c1"), "{}"),
+            done(),
+        ]);
+        assert!(streamed_orders(&unsigned).is_empty());
+        // A stream that fails has no order either.
+        let cut = encode(vec![
+            StreamEvent::ReasoningDelta { text: "t".into() },
+            signed("S"),
+            call_delta(0, Some("c1"), "{}"),
+            StreamEvent::ReasoningDelta { text: "u".into() },
+            signed("S2"),
+            StreamEvent::Error { error: BackendError::new(ErrorKind::StreamInterrupted, "cut") },
+        ]);
+        assert!(streamed_orders(&cut).is_empty());
     }
 }

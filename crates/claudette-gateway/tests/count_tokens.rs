@@ -309,3 +309,38 @@ async fn the_count_follows_the_messages_routing_headers() {
     assert!(message.contains("x-claudette-route"), "{message}");
     assert_eq!(cheap.requests() + dear.requests(), 2, "the refused count asked nobody");
 }
+
+/// A count endpoint that hangs does not hold the client for the backend's own timeouts (a
+/// first-byte timeout of minutes): past the gateway's count deadline the estimate is answered.
+/// The test backend's timeouts are far longer than the deadline, so only the deadline can end it.
+#[tokio::test]
+async fn a_hanging_upstream_count_is_estimated_at_the_count_deadline() {
+    let fake = FakeServer::start().await;
+    fake.push(Fake::json(200, json!({"input_tokens": 5})).hang());
+    let mut settings = anthropic_settings("cl", &fake);
+    settings.timeouts.first_byte = std::time::Duration::from_secs(600);
+    settings.timeouts.total = std::time::Duration::from_secs(600);
+    let options = GatewayOptions {
+        count_tokens_timeout: std::time::Duration::from_millis(300),
+        ..GatewayOptions::default()
+    };
+    let gw = start_with(router(vec![anthropic(settings)]), options).await;
+
+    let r =
+        tokio::time::timeout(std::time::Duration::from_secs(60), post(&gw.url, PATH, claude_code_body("cl")))
+            .await
+            .expect("the count answers at its deadline, not the backend's");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("x-claudette-token-count"), Some("estimated"));
+    assert!(r.json()["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(fake.post_requests(), 1, "the backend was asked");
+}
+
+#[test]
+fn the_count_deadline_must_be_positive_and_at_most_ten_minutes() {
+    for bad in [std::time::Duration::ZERO, std::time::Duration::from_secs(601)] {
+        let options = GatewayOptions { count_tokens_timeout: bad, ..GatewayOptions::default() };
+        let e = claudette_gateway::Gateway::new(router(vec![]), options).unwrap_err();
+        assert!(e.to_string().contains("count_tokens_timeout"), "{e}");
+    }
+}

@@ -3,8 +3,9 @@
 //! and Anthropic refuses that turn sent back in any other order ("thinking blocks in the latest
 //! assistant message cannot be modified") on every turn after. The client gets the blocks in
 //! the upstream's order, and its tool loop's turn reaches the upstream in that order again:
-//! from `/v1/messages` (JSON and stream) and `/v1/responses`; `/v1/chat/completions`, which
-//! has no place for the order, still answers such a turn whole.
+//! from `/v1/messages` (JSON and stream) and `/v1/responses`. `/v1/chat/completions` carries
+//! the order in `block_order` (tests/chat_completions_block_order.rs); here, that its answer
+//! is whole.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -33,47 +34,9 @@ fn interleaved_answer() -> Fake {
     )
 }
 
-fn anthropic_event(value: Value) -> String {
-    format!("event: {}\ndata: {value}", value["type"].as_str().unwrap())
-}
-
 /// The same answer streamed, block by block in its order.
 fn interleaved_stream() -> Fake {
-    let mut frames = vec![anthropic_event(json!({"type": "message_start", "message": {"id": "msg_1",
-        "type": "message", "role": "assistant", "model": "claude-fake", "content": [],
-        "stop_reason": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}))];
-    for (index, block) in interleaved().as_array().unwrap().iter().enumerate() {
-        let (start, deltas) = match block["type"].as_str().unwrap() {
-            "thinking" => (
-                json!({"type": "thinking", "thinking": ""}),
-                vec![
-                    json!({"type": "thinking_delta", "thinking": block["thinking"]}),
-                    json!({"type": "signature_delta", "signature": block["signature"]}),
-                ],
-            ),
-            "text" => (
-                json!({"type": "text", "text": ""}),
-                vec![json!({"type": "text_delta", "text": block["text"]})],
-            ),
-            _ => (
-                json!({"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}),
-                vec![json!({"type": "input_json_delta", "partial_json": block["input"].to_string()})],
-            ),
-        };
-        frames.push(anthropic_event(
-            json!({"type": "content_block_start", "index": index, "content_block": start}),
-        ));
-        for delta in deltas {
-            frames.push(anthropic_event(
-                json!({"type": "content_block_delta", "index": index, "delta": delta}),
-            ));
-        }
-        frames.push(anthropic_event(json!({"type": "content_block_stop", "index": index})));
-    }
-    frames.push(anthropic_event(json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"},
-                                       "usage": {"output_tokens": 40}})));
-    frames.push(anthropic_event(json!({"type": "message_stop"})));
-    Fake::sse(frames)
+    Fake::anthropic_stream_blocks(&interleaved(), "tool_use")
 }
 
 fn tools() -> Value {
@@ -245,8 +208,8 @@ async fn a_responses_answer_keeps_its_item_order_and_goes_back_upstream_in_it() 
     assert_eq!(thinking["type"], "enabled", "{thinking}");
 }
 
-/// Chat Completions keeps thinking in a separate `thinking_blocks` list and has no place for
-/// the order; an interleaved answer still comes whole.
+/// Chat Completions keeps thinking in a separate `thinking_blocks` list (the order goes in
+/// `block_order`, see tests/chat_completions_block_order.rs); an interleaved answer comes whole.
 #[tokio::test]
 async fn a_chat_completions_answer_of_an_interleaved_turn_is_whole() {
     let claude = FakeServer::start().await;

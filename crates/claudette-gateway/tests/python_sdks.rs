@@ -129,6 +129,17 @@ async fn official_python_sdks_work_against_the_gateway() {
     let cl_stream = fake(Fake::anthropic_stream(&["Str", "eam", "ed"])).await;
     let cl_cut = fake(Fake::anthropic_stream_error_after(&["so ", "far"], "overloaded_error")).await;
     let cl_count = fake(Fake::json(200, json!({"input_tokens": 4321}))).await;
+    // Claude thinking between its calls, then answering the turn that sent them back.
+    let interleaved = json!([
+        {"type": "thinking", "thinking": "read /a first", "signature": "SIG1"},
+        {"type": "tool_use", "id": "toolu_1", "name": "read", "input": {"path": "/a"}},
+        {"type": "thinking", "thinking": "now /b", "signature": "SIG2"},
+        {"type": "text", "text": "Next: /b."},
+        {"type": "tool_use", "id": "toolu_2", "name": "read", "input": {"path": "/b"}},
+    ]);
+    let cl_interleaved = FakeServer::start().await;
+    cl_interleaved.push(Fake::anthropic_stream_blocks(&interleaved, "tool_use"));
+    cl_interleaved.set_default(Fake::anthropic_text("both read"));
     let r = router(vec![
         openai(openai_settings("oa-json", &oa_json)),
         openai(openai_settings("oa-stream", &oa_stream)),
@@ -139,6 +150,7 @@ async fn official_python_sdks_work_against_the_gateway() {
         anthropic(anthropic_settings("cl-stream", &cl_stream)),
         anthropic(anthropic_settings("cl-cut", &cl_cut)),
         anthropic(anthropic_settings("cl-count", &cl_count)),
+        anthropic(anthropic_settings("cl-interleaved", &cl_interleaved)),
     ]);
     let options =
         GatewayOptions { api_keys: vec![KeyEntry::from_plain("sdk", KEY)], ..GatewayOptions::default() };
@@ -165,6 +177,21 @@ async fn official_python_sdks_work_against_the_gateway() {
     assert_eq!(o["not_found"]["code"], "model_not_found");
     assert_eq!(o["cut"]["text"], "partial");
     assert_eq!(o["auth"]["status"], 401);
+    assert_eq!(
+        o["interleaved"],
+        json!({"block_order": ["thinking", "tool_call", "thinking", {"text": 9}, "tool_call"],
+               "thinking_blocks": 2, "calls": ["read", "read"], "again": "both read"})
+    );
+    let sent = cl_interleaved.received();
+    assert_eq!(sent.len(), 2);
+    let body = sent[1].json();
+    let turn: Vec<&str> = body["messages"][1]["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(turn, ["thinking", "tool_use", "thinking", "text", "tool_use"], "in Claude's order");
 
     let a = script(&python, "anthropic_client.py", &[&gw.url, KEY, &throttled.url]).await;
     println!("anthropic SDK: {a}");

@@ -151,7 +151,7 @@ async fn a_text_answer_carries_its_blocks_and_one_without_thinking_has_none() {
 }
 
 #[tokio::test]
-async fn a_stream_carries_each_whole_block_at_its_seal() {
+async fn a_stream_carries_its_whole_blocks_in_one_chunk_before_the_finish() {
     let claude = FakeServer::start().await;
     claude.push(thought_then_called_streamed());
     claude.push(Fake::anthropic_text("the answer is 42"));
@@ -168,20 +168,22 @@ async fn a_stream_carries_each_whole_block_at_its_seal() {
         .collect();
     let reasoning: String = deltas.iter().filter_map(|d| d["reasoning_content"].as_str()).collect();
     assert_eq!(reasoning, "need the \"file\"\nthen read it", "{}", r.text);
-    // Each block in a delta of its own, whole, right after its reasoning.
-    let entries: Vec<Value> = deltas
+    // Every block whole, in one delta of their own right before the finish chunk: a list
+    // field that came twice would make openai-python's stream accumulator raise (it merges
+    // list entries by `index`), and openai-node's would keep only the last one.
+    let lists: Vec<usize> = deltas
         .iter()
-        .filter_map(|d| d.get("thinking_blocks"))
-        .map(|b| {
-            assert_eq!(b.as_array().unwrap().len(), 1, "{b}");
-            b[0].clone()
-        })
+        .enumerate()
+        .filter(|(_, d)| d.get("thinking_blocks").is_some())
+        .map(|(i, _)| i)
         .collect();
+    assert_eq!(lists.len(), 1, "{}", r.text);
+    let at = lists[0];
+    assert_eq!(deltas[at].as_object().unwrap().len(), 1, "{}", r.text);
+    assert_eq!(deltas[at + 1], json!({}), "the finish chunk follows: {}", r.text);
+    let entries = deltas[at]["thinking_blocks"].as_array().unwrap().clone();
     let second = json!({"type": "thinking", "thinking": "then read it", "signature": "SIG2"});
     assert_eq!(entries, [blocks()[0].clone(), blocks()[1].clone(), second.clone()], "{}", r.text);
-    let first_seal = deltas.iter().position(|d| d.get("thinking_blocks").is_some()).unwrap();
-    assert_eq!(deltas[first_seal - 1]["reasoning_content"], "\"\n", "{}", r.text);
-    assert!(deltas[first_seal].get("reasoning_content").is_none(), "{}", r.text);
 
     // Kept as they came and sent back, they reach the upstream in order.
     let assistant = json!({"role": "assistant", "content": null, "thinking_blocks": entries,

@@ -383,6 +383,51 @@ impl Reply {
         Reply::sse(frames)
     }
 
+    /// A Messages answer's `content` blocks, streamed as Anthropic streams them, in their
+    /// order: a `thinking` block as `thinking_delta` then `signature_delta`, a
+    /// `redacted_thinking` block whole in its `content_block_start`, `text` as one
+    /// `text_delta`, `tool_use` as one `input_json_delta` of its `input`; then `message_delta`
+    /// with `stop_reason` and `message_stop`. For answers whose shape matters (Claude's
+    /// interleaved thinking: thinking, tool_use, thinking, text, tool_use).
+    pub fn anthropic_stream_blocks(blocks: &Value, stop_reason: &str) -> Reply {
+        let mut frames = vec![anthropic_message_start(&format!("msg_fake{}", next_id()))];
+        let empty = Vec::new();
+        for (index, block) in blocks.as_array().unwrap_or(&empty).iter().enumerate() {
+            let (start, deltas) = match block["type"].as_str().unwrap_or_default() {
+                "thinking" => (
+                    json!({"type": "thinking", "thinking": ""}),
+                    vec![
+                        json!({"type": "thinking_delta", "thinking": block["thinking"]}),
+                        json!({"type": "signature_delta", "signature": block["signature"]}),
+                    ],
+                ),
+                "text" => (
+                    json!({"type": "text", "text": ""}),
+                    vec![json!({"type": "text_delta", "text": block["text"]})],
+                ),
+                "tool_use" => (
+                    json!({"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}),
+                    vec![json!({"type": "input_json_delta", "partial_json": block["input"].to_string()})],
+                ),
+                _ => (block.clone(), Vec::new()),
+            };
+            frames.push(event(
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": index, "content_block": start}),
+            ));
+            frames.extend(deltas.into_iter().map(|delta| {
+                event(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+                )
+            }));
+            frames.push(anthropic_block_stop(index));
+        }
+        let output = u32::try_from(blocks.as_array().map_or(0, Vec::len)).unwrap_or(u32::MAX);
+        frames.extend(anthropic_message_end(stop_reason, output));
+        Reply::sse(frames)
+    }
+
     /// An Anthropic error: `{"type":"error","error":{"type": kind,"message"},"request_id":"req_fake"}`.
     pub fn anthropic_error(status: u16, kind: &str, message: &str) -> Reply {
         Reply::json(

@@ -5,12 +5,13 @@
 //! and the message, the stream and the token count all send the same blocks.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use claudette_core::{
-    Backend, BackendSettings, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, Document, DocumentSource,
-    Image, ImageSource, Message, StreamEvent, ToolCall,
+    Backend, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, Document, DocumentSource, Message, ToolCall,
 };
 use claudette_testkit::{FakeServer, Reply};
-use futures::StreamExt;
+use common::{assert_sent_streamed_and_counted, backend, cached, text, url_image, url_image_at};
 use serde_json::{Value, json};
 
 /// The first bytes of a PDF (`%PDF-1.4`), base64: the adapter never decodes it.
@@ -42,24 +43,6 @@ fn url() -> Value {
     json!({"type": "document", "source": {"type": "url", "url": PDF_URL}})
 }
 
-fn text(t: &str) -> Value {
-    json!({"type": "text", "text": t})
-}
-
-fn cached(mut block: Value, ttl: Option<&str>) -> Value {
-    block["cache_control"] = match ttl {
-        None => json!({"type": "ephemeral"}),
-        Some(ttl) => json!({"type": "ephemeral", "ttl": ttl}),
-    };
-    block
-}
-
-fn backend(fake: &FakeServer) -> impl Backend {
-    let settings =
-        BackendSettings::new("claude").base_url(fake.url()).model("claude-sonnet-4-5").api_key("sk-ant-test");
-    claudette_anthropic::backend(&settings).unwrap()
-}
-
 /// The user attaches a titled PDF and a chart before "and", and a PDF by URL at the end; two
 /// Reads run (one returns only a PDF, marked twice: the first mark wins; one fails with text
 /// around a PDF by URL, unmarked, and a breakpoint on its text); the user asks on.
@@ -73,7 +56,7 @@ fn request() -> ChatRequest {
     ChatRequest::new(vec![
         Message::system("be brief"),
         Message {
-            images: vec![Image { at: 8, source: ImageSource::Url { url: PNG_URL.into() } }],
+            images: vec![url_image_at(8, PNG_URL)],
             documents: vec![pdf_at(8, Some("report.pdf")), url_at(question.len() as u32)],
             ..Message::user(question)
         },
@@ -97,7 +80,7 @@ fn expected_messages() -> Value {
     json!([
         {"role": "user", "content": [
             text("compare "),
-            {"type": "image", "source": {"type": "url", "url": PNG_URL}},
+            url_image(PNG_URL),
             pdf(Some("report.pdf")),
             text(" and "),
             url(),
@@ -117,25 +100,8 @@ fn expected_messages() -> Value {
 
 #[tokio::test]
 async fn documents_and_document_breakpoints_are_sent_streamed_and_counted_as_blocks() {
-    let fake = FakeServer::start().await;
-    let backend = backend(&fake);
-    let request = request();
-    fake.push(Reply::anthropic_text("section 2 changed"));
-    assert_eq!(backend.send(&request).await.unwrap().content, "section 2 changed");
-    fake.push(Reply::anthropic_stream(&["section 2", " changed"]));
-    let events: Vec<_> = backend.send_stream(&request).await.unwrap().collect().await;
-    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
-    fake.push(Reply::json(200, json!({"input_tokens": 9100})));
-    assert_eq!(backend.count_tokens(&request).await.unwrap(), 9100);
-
-    let received = fake.received();
-    let paths: Vec<&str> = received.iter().map(|r| r.path.as_str()).collect();
-    assert_eq!(paths, ["/v1/messages", "/v1/messages", "/v1/messages/count_tokens"]);
-    for up in &received {
-        let body = up.json();
-        assert_eq!(body["system"], "be brief", "{body}");
-        assert_eq!(body["messages"], expected_messages(), "{}", up.text());
-    }
+    let answer = ["section 2", " changed"];
+    assert_sent_streamed_and_counted(&request(), &answer, 9100, "be brief", &expected_messages()).await;
 }
 
 /// A PDF alone in a user turn is a block list of one document, never the plain-string form a

@@ -6,50 +6,31 @@
 //! are in `tool_result_images.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use claudette_core::{
-    Backend, BackendSettings, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ErrorKind, Image, ImageSource,
-    Message, StreamEvent,
-};
+mod common;
+
+use claudette_core::{Backend, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ErrorKind, Message};
 use claudette_testkit::{FakeServer, Reply};
-use futures::StreamExt;
+use common::{backend, cached, png, png_at, send_and_stream, text, url_image, url_image_at};
 use serde_json::{Value, json};
 
-const PNG: &str =
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg==";
 const URL: &str = "https://example.com/cat.jpg";
 
 /// "look " + an inline PNG + "and this" + an image by URL, with breakpoints at `cache`.
 fn look(cache: &[(u32, CacheTtl)]) -> Message {
     Message {
-        images: vec![
-            Image { at: 5, source: ImageSource::Base64 { media_type: "image/png".into(), data: PNG.into() } },
-            Image { at: 13, source: ImageSource::Url { url: URL.into() } },
-        ],
+        images: vec![png_at(5), url_image_at(13, URL)],
         cache: cache.iter().map(|&(at, ttl)| CacheBreakpoint { at: CacheAt::Text(at), ttl }).collect(),
         ..Message::user("look and this")
     }
 }
 
-fn png() -> Value {
-    json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}})
-}
-
 fn url() -> Value {
-    json!({"type": "image", "source": {"type": "url", "url": URL}})
+    url_image(URL)
 }
 
-fn text(t: &str) -> Value {
-    json!({"type": "text", "text": t})
-}
-
-fn cached(t: &str) -> Value {
-    json!({"type": "text", "text": t, "cache_control": {"type": "ephemeral"}})
-}
-
-fn backend(fake: &FakeServer) -> impl Backend {
-    let settings =
-        BackendSettings::new("claude").base_url(fake.url()).model("claude-sonnet-4-5").api_key("sk-ant-test");
-    claudette_anthropic::backend(&settings).unwrap()
+/// A text block with the default breakpoint on it.
+fn cached_text(t: &str) -> Value {
+    cached(text(t), None)
 }
 
 /// The `messages` of the one request `user` is sent in (after a system prompt, before an
@@ -78,11 +59,7 @@ async fn images_are_blocks_in_the_clients_order_sent_and_streamed() {
     let fake = FakeServer::start().await;
     let backend = backend(&fake);
     let request = ChatRequest::new(vec![look(&[])]);
-    fake.push(Reply::anthropic_text("fine"));
-    assert_eq!(backend.send(&request).await.unwrap().content, "fine");
-    fake.push(Reply::anthropic_stream(&["fine"]));
-    let events: Vec<_> = backend.send_stream(&request).await.unwrap().collect().await;
-    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
+    send_and_stream(&backend, &fake, &request, &["fine"]).await;
     for up in fake.received() {
         assert_eq!(
             up.json()["messages"],
@@ -102,25 +79,23 @@ async fn a_breakpoint_where_an_image_stands_marks_the_text_before_it() {
     // At both images: the text each one follows, never the image.
     assert_eq!(
         sent(look(&[(5, five), (13, five)])).await["content"],
-        json!([cached("look "), png(), cached("and this"), url()])
+        json!([cached_text("look "), png(), cached_text("and this"), url()])
     );
     // Inside a run of text: cut there, as without images.
     assert_eq!(
         sent(look(&[(9, five), (13, CacheTtl::OneHour)])).await["content"],
-        json!([text("look "), png(), cached("and "),
-            {"type": "text", "text": "this", "cache_control": {"type": "ephemeral", "ttl": "1h"}}, url()])
+        json!([text("look "), png(), cached_text("and "), cached(text("this"), Some("1h")), url()])
     );
     // Two at one image's place: the text before it carries the first, as two at one place of
     // text always did.
     assert_eq!(
         sent(look(&[(5, CacheTtl::OneHour), (5, five)])).await["content"],
-        json!([{"type": "text", "text": "look ", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
-            png(), text("and this"), url()])
+        json!([cached(text("look "), Some("1h")), png(), text("and this"), url()])
     );
     // The same breakpoints without images: the blocks they always made.
     let plain = |cache: &[(u32, CacheTtl)]| Message { images: Vec::new(), ..look(cache) };
-    assert_eq!(sent(plain(&[(5, five)])).await["content"], json!([cached("look "), text("and this")]));
-    assert_eq!(sent(plain(&[(13, five)])).await["content"], json!([cached("look and this")]));
+    assert_eq!(sent(plain(&[(5, five)])).await["content"], json!([cached_text("look "), text("and this")]));
+    assert_eq!(sent(plain(&[(13, five)])).await["content"], json!([cached_text("look and this")]));
 }
 
 #[tokio::test]
@@ -133,7 +108,7 @@ async fn the_token_count_counts_the_images() {
     assert_eq!(up.path, "/v1/messages/count_tokens");
     assert_eq!(
         up.json()["messages"],
-        json!([{"role": "user", "content": [cached("look "), png(), text("and this"), url()]}]),
+        json!([{"role": "user", "content": [cached_text("look "), png(), text("and this"), url()]}]),
         "{}",
         up.text()
     );

@@ -3,9 +3,11 @@
 //! available), in message and token-count bodies alike, and nowhere when no tool asks for it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use claudette_core::{Backend, BackendSettings, ChatRequest, StreamEvent, ToolSpec};
+mod common;
+
+use claudette_core::{Backend, ChatRequest, ToolSpec};
 use claudette_testkit::{FakeServer, Reply};
-use futures::StreamExt;
+use common::{backend, send_and_stream};
 use serde_json::{Value, json};
 
 fn tool(name: &str, strict: bool) -> ToolSpec {
@@ -23,21 +25,11 @@ fn request(strict: bool) -> ChatRequest {
     ChatRequest { tools: vec![tool("weather", strict), tool("time", false)], ..ChatRequest::prompt("Oslo?") }
 }
 
-fn backend(fake: &FakeServer) -> impl Backend {
-    let settings =
-        BackendSettings::new("claude").base_url(fake.url()).model("claude-sonnet-4-5").api_key("sk-ant-test");
-    claudette_anthropic::backend(&settings).unwrap()
-}
-
 #[tokio::test]
 async fn strict_goes_on_the_tool_that_asked() {
     let fake = FakeServer::start().await;
     let backend = backend(&fake);
-    fake.push(Reply::anthropic_text("fine"));
-    assert_eq!(backend.send(&request(true)).await.unwrap().content, "fine");
-    fake.push(Reply::anthropic_stream(&["fine"]));
-    let events: Vec<_> = backend.send_stream(&request(true)).await.unwrap().collect().await;
-    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
+    send_and_stream(&backend, &fake, &request(true), &["fine"]).await;
     fake.push(Reply::json(200, json!({"input_tokens": 42})));
     assert_eq!(backend.count_tokens(&request(true)).await.unwrap(), 42);
     let received = fake.received();

@@ -5,54 +5,25 @@
 //! message, the stream and the token count all send the same blocks.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use claudette_core::{
-    Backend, BackendSettings, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, Image, ImageSource, Message,
-    StreamEvent, ToolCall,
-};
+mod common;
+
+use claudette_core::{Backend, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, Image, Message, ToolCall};
 use claudette_testkit::{FakeServer, Reply};
-use futures::StreamExt;
+use common::{assert_sent_streamed_and_counted, backend, cached, png, png_at, text, url_image, url_image_at};
 use serde_json::{Value, json};
 
-const PNG: &str =
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8/5+hHgAHggJ/PchI7wAAAABJRU5ErkJggg==";
 const URL: &str = "https://example.com/screen.png";
 
-fn png_at(at: u32) -> Image {
-    Image { at, source: ImageSource::Base64 { media_type: "image/png".into(), data: PNG.into() } }
-}
-
 fn url_at(at: u32) -> Image {
-    Image { at, source: ImageSource::Url { url: URL.into() } }
+    url_image_at(at, URL)
 }
 
 fn on_image(index: u32, ttl: CacheTtl) -> CacheBreakpoint {
     CacheBreakpoint { at: CacheAt::Image(index), ttl }
 }
 
-fn png() -> Value {
-    json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}})
-}
-
 fn url() -> Value {
-    json!({"type": "image", "source": {"type": "url", "url": URL}})
-}
-
-fn text(t: &str) -> Value {
-    json!({"type": "text", "text": t})
-}
-
-fn cached(mut block: Value, ttl: Option<&str>) -> Value {
-    block["cache_control"] = match ttl {
-        None => json!({"type": "ephemeral"}),
-        Some(ttl) => json!({"type": "ephemeral", "ttl": ttl}),
-    };
-    block
-}
-
-fn backend(fake: &FakeServer) -> impl Backend {
-    let settings =
-        BackendSettings::new("claude").base_url(fake.url()).model("claude-sonnet-4-5").api_key("sk-ant-test");
-    claudette_anthropic::backend(&settings).unwrap()
+    url_image(URL)
 }
 
 /// A Claude Code-like loop: the user shows a screenshot (its image marked for the cache), three
@@ -116,25 +87,8 @@ fn expected_messages() -> Value {
 
 #[tokio::test]
 async fn tool_result_images_and_image_breakpoints_are_sent_streamed_and_counted_as_blocks() {
-    let fake = FakeServer::start().await;
-    let backend = backend(&fake);
-    let request = request();
-    fake.push(Reply::anthropic_text("the button moved"));
-    assert_eq!(backend.send(&request).await.unwrap().content, "the button moved");
-    fake.push(Reply::anthropic_stream(&["the button", " moved"]));
-    let events: Vec<_> = backend.send_stream(&request).await.unwrap().collect().await;
-    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
-    fake.push(Reply::json(200, json!({"input_tokens": 3100})));
-    assert_eq!(backend.count_tokens(&request).await.unwrap(), 3100);
-
-    let received = fake.received();
-    let paths: Vec<&str> = received.iter().map(|r| r.path.as_str()).collect();
-    assert_eq!(paths, ["/v1/messages", "/v1/messages", "/v1/messages/count_tokens"]);
-    for up in &received {
-        let body = up.json();
-        assert_eq!(body["system"], "be brief", "{body}");
-        assert_eq!(body["messages"], expected_messages(), "{}", up.text());
-    }
+    let answer = ["the button", " moved"];
+    assert_sent_streamed_and_counted(&request(), &answer, 3100, "be brief", &expected_messages()).await;
 }
 
 /// A text-only result stays the plain string every compatible server takes; a marked image the

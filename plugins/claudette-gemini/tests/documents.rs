@@ -6,25 +6,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use claudette_core::{
-    Backend, BackendSettings, ChatRequest, Document, DocumentSource, ErrorKind, Image, ImageSource, Message,
-    RetryAction, StreamEvent, ToolCall,
-};
+mod common;
+
+use claudette_core::{Backend, ChatRequest, Document, DocumentSource, ErrorKind, Message, RetryAction};
 use claudette_gemini::THOUGHT_SIGNATURE_PLACEHOLDER;
-use claudette_testkit::{FakeServer, Reply};
-use futures::StreamExt;
+use claudette_testkit::FakeServer;
+use common::{answer, assert_contents, backend, base64_image, call, file_data, inline, url_image};
 use serde_json::{Value, json};
 
 /// The start of a PDF file, base64.
 const PDF: &str = "JVBERi0xLjcKJeLjz9MK";
-
-fn backend(server: &FakeServer) -> claudette_gemini::GeminiBackend {
-    let settings = BackendSettings::new("gemini-docs")
-        .model("gemini-2.5-flash")
-        .api_key("AIzaSyCANARYdocs0123456789abcdefghijkl")
-        .base_url(format!("{}/v1beta", server.url()));
-    claudette_gemini::backend(&settings).unwrap()
-}
 
 fn pdf(at: u32) -> Document {
     Document { at, source: DocumentSource::Base64 { data: PDF.into() }, title: Some("spec.pdf".into()) }
@@ -35,26 +26,11 @@ fn pdf_at(at: u32, url: &str) -> Document {
 }
 
 fn inline_pdf() -> Value {
-    json!({"inlineData": {"mimeType": "application/pdf", "data": PDF}})
+    inline("application/pdf", PDF)
 }
 
 fn fetched_pdf(url: &str) -> Value {
-    json!({"fileData": {"mimeType": "application/pdf", "fileUri": url}})
-}
-
-/// Sends `request` whole, streamed and counted, and checks each carried `contents`.
-async fn assert_contents(server: &FakeServer, request: &ChatRequest, expected: &Value) {
-    let b = backend(server);
-    server.push(Reply::gemini_text("a report"));
-    server.push(Reply::gemini_stream(&["a ", "report"]));
-    server.push(Reply::json(200, json!({"totalTokens": 3300})));
-    assert_eq!(b.send(request).await.unwrap().content, "a report");
-    assert_eq!(&server.last_json().unwrap()["contents"], expected);
-    let events: Vec<StreamEvent> = b.send_stream(request).await.unwrap().collect().await;
-    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
-    assert_eq!(&server.last_json().unwrap()["contents"], expected);
-    assert_eq!(b.count_tokens(request).await.unwrap(), 3300);
-    assert_eq!(&server.last_json().unwrap()["generateContentRequest"]["contents"], expected);
+    file_data("application/pdf", url)
 }
 
 #[tokio::test]
@@ -63,10 +39,7 @@ async fn documents_go_as_parts_at_their_place_among_text_and_images() {
     let request = ChatRequest::new(vec![
         Message::system("be brief"),
         Message {
-            images: vec![Image {
-                at: 9,
-                source: ImageSource::Base64 { media_type: "image/png".into(), data: "iVBORw0KGgo=".into() },
-            }],
+            images: vec![base64_image(9, "image/png", "iVBORw0KGgo=")],
             // At one offset an image comes before a document.
             documents: vec![pdf(5), pdf_at(9, "https://docs.example/report.pdf?sig=1")],
             ..Message::user("read and compare")
@@ -76,19 +49,11 @@ async fn documents_go_as_parts_at_their_place_among_text_and_images() {
         {"text": "read "},
         inline_pdf(),
         {"text": "and "},
-        {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}},
+        inline("image/png", "iVBORw0KGgo="),
         fetched_pdf("https://docs.example/report.pdf?sig=1"),
         {"text": "compare"},
     ]}]);
     assert_contents(&server, &request, &expected).await;
-}
-
-fn call(name: &str) -> ToolCall {
-    ToolCall { id: format!("call-{name}"), name: name.into(), arguments: json!({}) }
-}
-
-fn answer(name: &str, response: Value) -> Value {
-    json!({"functionResponse": {"name": name, "response": response}})
 }
 
 /// Claude Code's Read tool returns a PDF as a document in the tool result: it goes as a part
@@ -104,10 +69,7 @@ async fn a_tool_results_documents_go_beside_the_function_responses() {
         Message { tool_calls: vec![call("read_spec"), call("read_scan")], ..Message::assistant("") },
         Message { documents: vec![pdf(0)], ..Message::tool_result("call-read_spec", "") },
         Message {
-            images: vec![Image {
-                at: 0,
-                source: ImageSource::Url { url: "https://img.example/p1.png".into() },
-            }],
+            images: vec![url_image(0, "https://img.example/p1.png")],
             documents: vec![pdf_at(0, "https://docs.example/scan.pdf")],
             ..Message::tool_result("call-read_scan", "2 pages")
         },
@@ -124,7 +86,7 @@ async fn a_tool_results_documents_go_beside_the_function_responses() {
             {"text": "The result of `read_spec` included 1 document:"},
             inline_pdf(),
             {"text": "The result of `read_scan` included 1 image and 1 document:"},
-            {"fileData": {"mimeType": "image/png", "fileUri": "https://img.example/p1.png"}},
+            file_data("image/png", "https://img.example/p1.png"),
             fetched_pdf("https://docs.example/scan.pdf"),
         ]},
     ]);

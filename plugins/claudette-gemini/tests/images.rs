@@ -5,37 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use claudette_core::{
-    Backend, BackendSettings, ChatRequest, ErrorKind, Image, ImageSource, Message, RetryAction, StreamEvent,
-    ToolCall,
-};
+mod common;
+
+use claudette_core::{Backend, ChatRequest, ErrorKind, Image, Message, RetryAction, StreamEvent};
 use claudette_gemini::THOUGHT_SIGNATURE_PLACEHOLDER;
 use claudette_testkit::{FakeServer, Reply};
+use common::{answer, assert_contents, backend, base64_image, call, file_data, inline, url_image};
 use futures::StreamExt;
-use serde_json::{Value, json};
-
-fn backend(server: &FakeServer) -> claudette_gemini::GeminiBackend {
-    let settings = BackendSettings::new("gemini-vision")
-        .model("gemini-2.5-flash")
-        .api_key("AIzaSyCANARYvision0123456789abcdefghij")
-        .base_url(format!("{}/v1beta", server.url()));
-    claudette_gemini::backend(&settings).unwrap()
-}
-
-fn base64(at: u32, media_type: &str, data: &str) -> Image {
-    Image { at, source: ImageSource::Base64 { media_type: media_type.into(), data: data.into() } }
-}
-
-fn url(at: u32, url: &str) -> Image {
-    Image { at, source: ImageSource::Url { url: url.into() } }
-}
+use serde_json::json;
 
 fn user(content: &str, images: Vec<Image>) -> ChatRequest {
     ChatRequest { messages: vec![Message { images, ..Message::user(content) }], ..ChatRequest::default() }
-}
-
-fn inline(mime: &str, data: &str) -> Value {
-    json!({"inlineData": {"mimeType": mime, "data": data}})
 }
 
 #[tokio::test]
@@ -51,22 +31,24 @@ async fn text_and_images_go_as_parts_in_the_clients_order() {
     assert_eq!(server.last_json().unwrap()["contents"], json!([{"role": "user", "parts": [{"text": "hi"}]}]));
 
     // Text, an image, more text: three parts, the image between the runs it stood between.
-    let request = user("What is this? And this one?", vec![base64(13, "image/png", "iVBORw0KGgo=")]);
+    let request = user("What is this? And this one?", vec![base64_image(13, "image/png", "iVBORw0KGgo=")]);
     b.send(&request).await.unwrap();
     let expected = json!([{"role": "user", "parts": [
         {"text": "What is this?"}, inline("image/png", "iVBORw0KGgo="), {"text": " And this one?"}]}]);
     assert_eq!(server.last_json().unwrap()["contents"], expected);
 
     // Images first, two at one offset, keep their order; no empty text part around them.
-    let request =
-        user("Compare.", vec![base64(0, "image/jpeg", "/9j/AAA="), base64(0, "image/webp", "UklGRg==")]);
+    let request = user(
+        "Compare.",
+        vec![base64_image(0, "image/jpeg", "/9j/AAA="), base64_image(0, "image/webp", "UklGRg==")],
+    );
     b.send(&request).await.unwrap();
     let expected = json!([{"role": "user", "parts": [
         inline("image/jpeg", "/9j/AAA="), inline("image/webp", "UklGRg=="), {"text": "Compare."}]}]);
     assert_eq!(server.last_json().unwrap()["contents"], expected);
 
     // Streamed the same way.
-    let request = user("Describe", vec![base64(8, "image/gif", "R0lGOD=")]);
+    let request = user("Describe", vec![base64_image(8, "image/gif", "R0lGOD=")]);
     let events: Vec<StreamEvent> = b.send_stream(&request).await.unwrap().collect().await;
     assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
     let expected = json!([{"role": "user", "parts": [{"text": "Describe"}, inline("image/gif", "R0lGOD=")]}]);
@@ -85,9 +67,9 @@ async fn an_image_url_goes_as_file_data_with_the_type_its_path_names() {
     server.push(Reply::gemini_text("a chart"));
     let b = backend(&server);
     let signed = "https://bucket.example/charts/q3.JPG?X-Amz-Signature=abc&type=.png";
-    b.send(&user("Read it", vec![url(7, signed)])).await.unwrap();
+    b.send(&user("Read it", vec![url_image(7, signed)])).await.unwrap();
     let expected = json!([{"role": "user", "parts": [
-        {"text": "Read it"}, {"fileData": {"mimeType": "image/jpeg", "fileUri": signed}}]}]);
+        {"text": "Read it"}, file_data("image/jpeg", signed)]}]);
     assert_eq!(server.last_json().unwrap()["contents"], expected);
 }
 
@@ -95,11 +77,11 @@ async fn an_image_url_goes_as_file_data_with_the_type_its_path_names() {
 async fn images_gemini_cannot_take_are_refused_before_anything_is_sent() {
     let server = FakeServer::start().await;
     let b = backend(&server);
-    let png = || base64(0, "image/png", "iVBORw0KGgo=");
+    let png = || base64_image(0, "image/png", "iVBORw0KGgo=");
     let cases = [
-        ("no type in the path", user("x", vec![url(0, "https://img.example/render?id=7")])),
-        ("not an image type", user("x", vec![url(0, "https://img.example/a.svg")])),
-        ("not http(s)", user("x", vec![url(0, "ftp://img.example/a.png")])),
+        ("no type in the path", user("x", vec![url_image(0, "https://img.example/render?id=7")])),
+        ("not an image type", user("x", vec![url_image(0, "https://img.example/a.svg")])),
+        ("not http(s)", user("x", vec![url_image(0, "ftp://img.example/a.png")])),
         (
             "an assistant turn",
             ChatRequest {
@@ -127,7 +109,7 @@ async fn images_gemini_cannot_take_are_refused_before_anything_is_sent() {
                 messages: vec![
                     Message::user("look"),
                     Message {
-                        images: vec![url(0, "https://img.example/render?id=7")],
+                        images: vec![url_image(0, "https://img.example/render?id=7")],
                         name: Some("camera".into()),
                         ..Message::tool_result("c1", "ok")
                     },
@@ -157,14 +139,6 @@ async fn images_gemini_cannot_take_are_refused_before_anything_is_sent() {
     assert_eq!(server.requests(), 0, "nothing was sent");
 }
 
-fn call(name: &str) -> ToolCall {
-    ToolCall { id: format!("call-{name}"), name: name.into(), arguments: json!({}) }
-}
-
-fn answer(name: &str, response: Value) -> Value {
-    json!({"functionResponse": {"name": name, "response": response}})
-}
-
 /// A tool loop whose results carry screenshots: the images go as parts of the `user` turn that
 /// carries the `functionResponse`s, after all of them (Gemini matches a parallel call turn's
 /// answers part for part), named after their function when the turn answers more than one
@@ -172,12 +146,11 @@ fn answer(name: &str, response: Value) -> Value {
 #[tokio::test]
 async fn a_tool_results_images_go_beside_the_function_responses() {
     let server = FakeServer::start().await;
-    server.push_n(2, Reply::gemini_text("a cat"));
-    server.push(Reply::gemini_stream(&["a ", "cat"]));
-    server.push(Reply::json(200, json!({"totalTokens": 2100})));
+    server.push(Reply::gemini_text("a cat"));
     let b = backend(&server);
     let signed = json!(THOUGHT_SIGNATURE_PLACEHOLDER);
-    let screenshot = || vec![base64(0, "image/png", "iVBORw0KGgo="), url(0, "https://img.example/zoom.webp")];
+    let screenshot =
+        || vec![base64_image(0, "image/png", "iVBORw0KGgo="), url_image(0, "https://img.example/zoom.webp")];
 
     // Two calls answered in one turn: the function responses first, then the images.
     let parallel = ChatRequest {
@@ -201,7 +174,7 @@ async fn a_tool_results_images_go_beside_the_function_responses() {
             answer("read_notes", json!({"result": "no notes"})),
             {"text": "The result of `screenshot` included 2 images:"},
             inline("image/png", "iVBORw0KGgo="),
-            {"fileData": {"mimeType": "image/webp", "fileUri": "https://img.example/zoom.webp"}},
+            file_data("image/webp", "https://img.example/zoom.webp"),
         ]},
     ]);
     assert_eq!(server.last_json().unwrap()["contents"], expected);
@@ -224,15 +197,9 @@ async fn a_tool_results_images_go_beside_the_function_responses() {
         {"role": "user", "parts": [
             answer("screenshot", json!({"size": "1x1"})),
             inline("image/png", "iVBORw0KGgo="),
-            {"fileData": {"mimeType": "image/webp", "fileUri": "https://img.example/zoom.webp"}},
+            file_data("image/webp", "https://img.example/zoom.webp"),
             {"text": "and the colour?"},
         ]},
     ]);
-    b.send(&single).await.unwrap();
-    assert_eq!(server.last_json().unwrap()["contents"], expected);
-    let events: Vec<StreamEvent> = b.send_stream(&single).await.unwrap().collect().await;
-    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
-    assert_eq!(server.last_json().unwrap()["contents"], expected);
-    assert_eq!(b.count_tokens(&single).await.unwrap(), 2100);
-    assert_eq!(server.last_json().unwrap()["generateContentRequest"]["contents"], expected);
+    assert_contents(&server, &single, &expected).await;
 }

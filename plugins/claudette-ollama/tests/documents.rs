@@ -4,27 +4,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use claudette_core::{
-    Backend, BackendSettings, ChatRequest, Document, DocumentSource, ErrorKind, Message, RetryAction,
-    ToolCall,
-};
+mod common;
+
+use claudette_core::{Backend, ChatRequest, Document, DocumentSource, ErrorKind, Message, RetryAction};
 use claudette_testkit::FakeServer;
-use serde_json::json;
+use common::{backend, call};
 
 #[tokio::test]
 async fn documents_are_refused_before_anything_is_sent() {
     let server = FakeServer::start().await;
-    let settings = BackendSettings::new("ollama-vision").model("llava").base_url(server.url());
-    let b = claudette_ollama::backend(&settings).unwrap();
+    let b = backend(&server);
     let pdf = |source| vec![Document { at: 0, source, title: Some("spec.pdf".into()) }];
     let inline = || pdf(DocumentSource::Base64 { data: "JVBERi0xLjcK".into() });
     let by_url = || pdf(DocumentSource::Url { url: "https://docs.example/spec.pdf".into() });
     let in_tool = ChatRequest::new(vec![
         Message::user("read it"),
-        Message {
-            tool_calls: vec![ToolCall { id: "c1".into(), name: "Read".into(), arguments: json!({}) }],
-            ..Message::assistant("")
-        },
+        Message { tool_calls: vec![call("c1", "Read")], ..Message::assistant("") },
         Message { documents: inline(), ..Message::tool_result("c1", "") },
     ]);
     let cases = [

@@ -5,18 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use claudette_core::{
-    Backend, BackendSettings, ChatRequest, ErrorKind, Image, ImageSource, Message, RetryAction, StreamEvent,
-    ToolCall,
+    Backend, ChatRequest, ErrorKind, Image, ImageSource, Message, RetryAction, StreamEvent,
 };
 use claudette_testkit::{FakeServer, Reply};
+use common::{backend, call};
 use futures::StreamExt;
-use serde_json::json;
-
-fn backend(server: &FakeServer) -> claudette_ollama::OllamaBackend {
-    claudette_ollama::backend(&BackendSettings::new("ollama-vision").model("llava").base_url(server.url()))
-        .unwrap()
-}
+use serde_json::{Value, json};
 
 fn base64(at: u32, media_type: &str, data: &str) -> Image {
     Image { at, source: ImageSource::Base64 { media_type: media_type.into(), data: data.into() } }
@@ -24,6 +21,21 @@ fn base64(at: u32, media_type: &str, data: &str) -> Image {
 
 fn user(content: &str, images: Vec<Image>) -> ChatRequest {
     ChatRequest { messages: vec![Message { images, ..Message::user(content) }], ..ChatRequest::default() }
+}
+
+/// Sends `request` whole, then streamed, and checks that each carried `expected` as its
+/// `messages`.
+async fn assert_sent_and_streamed(
+    server: &FakeServer,
+    b: &impl Backend,
+    request: &ChatRequest,
+    expected: &Value,
+) {
+    b.send(request).await.unwrap();
+    assert_eq!(&server.last_json().unwrap()["messages"], expected);
+    let events: Vec<StreamEvent> = b.send_stream(request).await.unwrap().collect().await;
+    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
+    assert_eq!(&server.last_json().unwrap()["messages"], expected);
 }
 
 #[tokio::test]
@@ -42,15 +54,10 @@ async fn base64_images_go_in_the_messages_images_in_order() {
         "What is this? And this one?",
         vec![base64(13, "image/png", "iVBORw0KGgo="), base64(27, "image/jpeg", "/9j/AAA=")],
     );
-    b.send(&request).await.unwrap();
     let expected = json!([{"role": "user", "content": "What is this? And this one?",
                            "images": ["iVBORw0KGgo=", "/9j/AAA="]}]);
-    assert_eq!(server.last_json().unwrap()["messages"], expected);
-
     // Streamed the same way.
-    let events: Vec<StreamEvent> = b.send_stream(&request).await.unwrap().collect().await;
-    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
-    assert_eq!(server.last_json().unwrap()["messages"], expected);
+    assert_sent_and_streamed(&server, &b, &request, &expected).await;
 }
 
 #[tokio::test]
@@ -130,7 +137,6 @@ async fn a_tool_results_images_follow_the_results_in_a_user_message() {
     server.push(Reply::ollama_text("a cat"));
     server.push(Reply::ollama_stream(&["a ", "cat"]));
     let b = backend(&server);
-    let call = |id: &str, name: &str| ToolCall { id: id.into(), name: name.into(), arguments: json!({}) };
     let request = ChatRequest {
         messages: vec![
             Message::user("what is on my screen?"),
@@ -157,9 +163,5 @@ async fn a_tool_results_images_follow_the_results_in_a_user_message() {
         {"role": "user", "content": "The result of tool call c1 included 2 images:",
          "images": ["iVBORw0KGgo=", "/9j/AAA="]},
     ]);
-    b.send(&request).await.unwrap();
-    assert_eq!(server.last_json().unwrap()["messages"], expected);
-    let events: Vec<StreamEvent> = b.send_stream(&request).await.unwrap().collect().await;
-    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
-    assert_eq!(server.last_json().unwrap()["messages"], expected);
+    assert_sent_and_streamed(&server, &b, &request, &expected).await;
 }

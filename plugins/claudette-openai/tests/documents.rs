@@ -5,14 +5,16 @@
 //! `Unsupported`, so the router tries a backend that reads them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 
 use claudette_core::{
     Backend, BackendRouter, BackendSettings, ChatRequest, Document, DocumentSource, ErrorKind, Image,
-    ImageSource, Message, RetryAction, RouterOptions, StreamEvent, ToolCall,
+    ImageSource, Message, RetryAction, RouterOptions,
 };
 use claudette_testkit::{FakeServer, Reply};
-use futures::StreamExt;
+use common::{call, image_part, sent_messages, settings, wire_call};
 use serde_json::json;
 
 /// The start of a PDF file, base64.
@@ -30,8 +32,7 @@ fn pdf_by_url(at: u32) -> Document {
 /// A backend on the fake server; `documents` is its setting (the fake is no OpenAI host, so
 /// it reads no PDFs unless told).
 fn backend(fake: &FakeServer, documents: Option<bool>) -> claudette_openai::OpenAiBackend {
-    let mut settings =
-        BackendSettings::new("oa").base_url(fake.v1_url()).model("gpt-4o-mini").api_key("sk-test");
+    let mut settings = settings(fake);
     if let Some(on) = documents {
         settings = settings.extra("documents", on);
     }
@@ -40,24 +41,6 @@ fn backend(fake: &FakeServer, documents: Option<bool>) -> claudette_openai::Open
 
 fn file_part(filename: &str) -> serde_json::Value {
     json!({"type": "file", "file": {"filename": filename, "file_data": format!("data:application/pdf;base64,{PDF}")}})
-}
-
-/// Sends `request` whole and streamed, and returns the two bodies' `messages`.
-async fn sent_messages(
-    fake: &FakeServer,
-    backend: &impl Backend,
-    request: &ChatRequest,
-) -> Vec<serde_json::Value> {
-    fake.push(Reply::openai_text("fine"));
-    assert_eq!(backend.send(request).await.unwrap().content, "fine");
-    fake.push(Reply::openai_stream(&["fine"]));
-    let events: Vec<_> = backend.send_stream(request).await.unwrap().collect().await;
-    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
-    let sent = fake.received();
-    // The `Value` builder (OpenAI's defaults: documents on) makes the same body.
-    let options = claudette_openai::BodyOptions::new("gpt-4o-mini");
-    assert_eq!(sent[sent.len() - 2].json(), claudette_openai::build_body(&options, request, false).unwrap());
-    sent[sent.len() - 2..].iter().map(|up| up.json()["messages"].clone()).collect()
 }
 
 #[tokio::test]
@@ -80,7 +63,7 @@ async fn a_pdf_is_a_file_part_at_its_place_among_text_and_images() {
             {"type": "text", "text": "read "},
             file_part("q3 report.pdf"),
             {"type": "text", "text": "and "},
-            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{PNG}")}},
+            image_part(&format!("data:image/png;base64,{PNG}")),
             file_part("document.pdf"),
             {"type": "text", "text": "compare"},
         ]},
@@ -102,12 +85,9 @@ async fn a_pdf_is_a_file_part_at_its_place_among_text_and_images() {
 async fn a_tool_results_pdf_follows_the_results_in_a_user_message() {
     let fake = FakeServer::start().await;
     let backend = backend(&fake, Some(true));
-    let call = |id: &str| ToolCall { id: id.into(), name: "Read".into(), arguments: json!({}) };
-    let wire_call =
-        |id: &str| json!({"id": id, "type": "function", "function": {"name": "Read", "arguments": "{}"}});
     let request = ChatRequest::new(vec![
         Message::user("summarise both"),
-        Message { tool_calls: vec![call("c1"), call("c2")], ..Message::assistant("") },
+        Message { tool_calls: vec![call("c1", "Read"), call("c2", "Read")], ..Message::assistant("") },
         Message { documents: vec![pdf(0, Some("spec.pdf"))], ..Message::tool_result("c1", "") },
         Message {
             images: vec![Image {
@@ -120,14 +100,14 @@ async fn a_tool_results_pdf_follows_the_results_in_a_user_message() {
     ]);
     let expected = json!([
         {"role": "user", "content": "summarise both"},
-        {"role": "assistant", "content": null, "tool_calls": [wire_call("c1"), wire_call("c2")]},
+        {"role": "assistant", "content": null, "tool_calls": [wire_call("c1", "Read"), wire_call("c2", "Read")]},
         {"role": "tool", "tool_call_id": "c1", "content": "(the result is 1 document, in the next user message)"},
         {"role": "tool", "tool_call_id": "c2", "content": "pages:"},
         {"role": "user", "content": [
             {"type": "text", "text": "The result of tool call c1 included 1 document:"},
             file_part("spec.pdf"),
             {"type": "text", "text": "\nThe result of tool call c2 included 1 image and 1 document:"},
-            {"type": "image_url", "image_url": {"url": "https://example.com/fig.png"}},
+            image_part("https://example.com/fig.png"),
             file_part("document.pdf"),
         ]},
     ]);
@@ -149,10 +129,7 @@ async fn documents_the_server_cannot_take_are_refused_before_any_call() {
     let by_url = ChatRequest::new(vec![Message { documents: vec![pdf_by_url(4)], ..Message::user("read") }]);
     let tool_url = ChatRequest::new(vec![
         Message::user("read it"),
-        Message {
-            tool_calls: vec![ToolCall { id: "c1".into(), name: "Read".into(), arguments: json!({}) }],
-            ..Message::assistant("")
-        },
+        Message { tool_calls: vec![call("c1", "Read")], ..Message::assistant("") },
         Message { documents: vec![pdf_by_url(0)], ..Message::tool_result("c1", "") },
     ]);
     // A compatible server (vLLM, llama.cpp) answers a `file` part with a 400: not sent unless

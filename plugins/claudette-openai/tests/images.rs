@@ -6,14 +6,16 @@
 //! text-only model of OpenAI's left out of the routing of an image request.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
 
 use claudette_core::{
     Backend, BackendRouter, BackendSettings, ChatRequest, ErrorKind, Image, ImageSource, Message,
-    RouterOptions, SkipReason, StreamEvent, ToolCall,
+    RouterOptions, SkipReason,
 };
 use claudette_testkit::{FakeServer, Reply};
-use futures::StreamExt;
+use common::{backend, call, image_part, sent_messages, wire_call};
 use serde_json::json;
 
 const PNG: &str =
@@ -30,11 +32,6 @@ fn look() -> Message {
     }
 }
 
-fn backend(fake: &FakeServer) -> claudette_openai::OpenAiBackend {
-    let settings = BackendSettings::new("oa").base_url(fake.v1_url()).model("gpt-4o-mini").api_key("sk-test");
-    claudette_openai::backend(&settings).unwrap()
-}
-
 #[tokio::test]
 async fn a_user_message_with_images_is_sent_as_parts_in_the_clients_order() {
     let fake = FakeServer::start().await;
@@ -45,33 +42,21 @@ async fn a_user_message_with_images_is_sent_as_parts_in_the_clients_order() {
         Message::assistant("a cat"),
         Message::user("thanks"),
     ]);
-    fake.push(Reply::openai_text("fine"));
-    assert_eq!(backend.send(&request).await.unwrap().content, "fine");
-    fake.push(Reply::openai_stream(&["fine"]));
-    let events: Vec<_> = backend.send_stream(&request).await.unwrap().collect().await;
-    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
-
-    let sent = fake.received();
-    assert_eq!(sent.len(), 2);
-    for up in &sent {
-        let body = up.json();
-        assert_eq!(
-            body["messages"],
-            json!([
-                {"role": "system", "content": "be brief"},
-                {"role": "user", "content": [
-                    {"type": "text", "text": "look "},
-                    {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{PNG}")}},
-                    {"type": "text", "text": "and this"},
-                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
-                ]},
-                {"role": "assistant", "content": "a cat"},
-                {"role": "user", "content": "thanks"},
-            ]),
-            "{}",
-            up.text()
-        );
+    let expected = json!([
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": [
+            {"type": "text", "text": "look "},
+            image_part(&format!("data:image/png;base64,{PNG}")),
+            {"type": "text", "text": "and this"},
+            image_part("https://example.com/cat.jpg"),
+        ]},
+        {"role": "assistant", "content": "a cat"},
+        {"role": "user", "content": "thanks"},
+    ]);
+    for messages in sent_messages(&fake, &backend, &request).await {
+        assert_eq!(messages, expected);
     }
+    assert_eq!(fake.requests(), 2);
     // The image-only message (no text at all) is parts too, and the whole body is what the
     // `Value` builder makes.
     let only = ChatRequest::new(vec![Message {
@@ -81,10 +66,7 @@ async fn a_user_message_with_images_is_sent_as_parts_in_the_clients_order() {
     fake.push(Reply::openai_text("ok"));
     backend.send(&only).await.unwrap();
     let body = fake.received()[2].json();
-    assert_eq!(
-        body["messages"][0]["content"],
-        json!([{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}])
-    );
+    assert_eq!(body["messages"][0]["content"], json!([image_part("https://example.com/a.png")]));
     let options = claudette_openai::BodyOptions::new("gpt-4o-mini");
     assert_eq!(body, claudette_openai::build_body(&options, &only, false).unwrap());
 }
@@ -114,14 +96,6 @@ async fn images_on_a_system_or_assistant_message_are_refused_before_any_call() {
         assert!(err.to_string().contains(&format!("message {at}: images")), "{err}");
     }
     assert!(fake.received().is_empty());
-}
-
-fn call(id: &str, name: &str) -> ToolCall {
-    ToolCall { id: id.into(), name: name.into(), arguments: json!({}) }
-}
-
-fn wire_call(id: &str, name: &str) -> serde_json::Value {
-    json!({"id": id, "type": "function", "function": {"name": name, "arguments": "{}"}})
 }
 
 /// A tool loop whose tool results carry screenshots: OpenAI refuses image parts in a `tool`
@@ -157,8 +131,8 @@ async fn a_tool_results_images_follow_the_results_in_a_user_message() {
         {"role": "tool", "tool_call_id": "c2", "content": "no notes"},
         {"role": "user", "content": [
             {"type": "text", "text": "The result of tool call c1 included 2 images:"},
-            {"type": "image_url", "image_url": {"url": data_url}},
-            {"type": "image_url", "image_url": {"url": "https://example.com/zoom.jpg"}},
+            image_part(&data_url),
+            image_part("https://example.com/zoom.jpg"),
         ]},
         {"role": "assistant", "content": "a cat"},
         {"role": "user", "content": "zoom in"},
@@ -166,22 +140,14 @@ async fn a_tool_results_images_follow_the_results_in_a_user_message() {
         {"role": "tool", "tool_call_id": "c3", "content": "zoomed 2x"},
         {"role": "user", "content": [
             {"type": "text", "text": "The result of tool call c3 included 1 image:"},
-            {"type": "image_url", "image_url": {"url": "https://example.com/zoom.jpg"}},
+            image_part("https://example.com/zoom.jpg"),
         ]},
     ]);
-    fake.push(Reply::openai_text("a bigger cat"));
-    assert_eq!(backend.send(&request).await.unwrap().content, "a bigger cat");
-    fake.push(Reply::openai_stream(&["a bigger cat"]));
-    let events: Vec<_> = backend.send_stream(&request).await.unwrap().collect().await;
-    assert!(matches!(events.last(), Some(StreamEvent::Done { .. })), "{events:?}");
-    let sent = fake.received();
-    assert_eq!(sent.len(), 2);
-    for up in &sent {
-        assert_eq!(up.json()["messages"], expected, "{}", up.text());
+    // `sent_messages` checks that the `Value` builder sends the same.
+    for messages in sent_messages(&fake, &backend, &request).await {
+        assert_eq!(messages, expected);
     }
-    // The `Value` builder sends the same.
-    let options = claudette_openai::BodyOptions::new("gpt-4o-mini");
-    assert_eq!(sent[0].json(), claudette_openai::build_body(&options, &request, false).unwrap());
+    assert_eq!(fake.requests(), 2);
 }
 
 /// OpenAI's text-only models (`gpt-3.5-turbo`, `o3-mini`) answer an image with a 400: the

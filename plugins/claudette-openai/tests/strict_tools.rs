@@ -3,8 +3,11 @@
 //! OpenAI-compatible server we target takes the field), and nowhere when no tool asks for it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use claudette_core::{Backend, BackendSettings, ChatRequest, StreamEvent, ToolSpec};
+mod common;
+
+use claudette_core::{Backend, ChatRequest, StreamEvent, ToolSpec};
 use claudette_testkit::{FakeServer, Reply};
+use common::{backend, settings};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -32,11 +35,7 @@ fn bodies(fake: &FakeServer) -> Vec<Value> {
 async fn strict_goes_inside_the_function_of_the_tool_that_asked() {
     let fake = FakeServer::start().await;
     for backend_type in ["cloud", "self_hosted"] {
-        let settings = BackendSettings::new("oa")
-            .base_url(fake.v1_url())
-            .model("gpt-4o-mini")
-            .api_key("sk-test")
-            .extra("backend_type", backend_type);
+        let settings = settings(&fake).extra("backend_type", backend_type);
         let backend = claudette_openai::backend(&settings).unwrap();
         fake.push(Reply::openai_text("fine"));
         assert_eq!(backend.send(&request(true)).await.unwrap().content, "fine");
@@ -56,8 +55,7 @@ async fn strict_goes_inside_the_function_of_the_tool_that_asked() {
 #[tokio::test]
 async fn without_strict_no_key_is_written() {
     let fake = FakeServer::start().await;
-    let settings = BackendSettings::new("oa").base_url(fake.v1_url()).model("gpt-4o-mini").api_key("sk-test");
-    let backend = claudette_openai::backend(&settings).unwrap();
+    let backend = backend(&fake);
     fake.push(Reply::openai_text("fine"));
     backend.send(&request(false)).await.unwrap();
     let body = fake.received()[0].text();

@@ -88,4 +88,42 @@ try:
 except openai.AuthenticationError as e:
     out["auth"] = {"status": e.status_code}
 
+# Claude thinking between its tool calls, through the SDK's own stream helper: the signed
+# blocks and their order come once, in one chunk, so its accumulator keeps them (a list that
+# came twice without `index`es made it raise); the message it assembles, sent back as it is,
+# carries them upstream.
+read = {
+    "type": "function",
+    "function": {
+        "name": "read",
+        "strict": True,
+        "parameters": {
+            "type": "object",
+            "properties": {"path": {"type": "string"}},
+            "required": ["path"],
+            "additionalProperties": False,
+        },
+    },
+}
+question = {"role": "user", "content": "read /a and /b"}
+with client.chat.completions.stream(
+    model="cl-interleaved", messages=[question], tools=[read], reasoning_effort="medium", max_tokens=16000
+) as s:
+    for _ in s:
+        pass
+    final = s.get_final_completion()
+message = final.choices[0].message
+extra = message.model_extra or {}
+assert final.choices[0].finish_reason == "tool_calls", final
+results = [{"role": "tool", "tool_call_id": c.id, "content": "ok"} for c in message.tool_calls]
+again = client.chat.completions.create(
+    model="cl-interleaved", messages=[question, message, *results], tools=[read], max_tokens=16000
+)
+out["interleaved"] = {
+    "block_order": extra.get("block_order"),
+    "thinking_blocks": len(extra.get("thinking_blocks") or []),
+    "calls": [c.function.name for c in message.tool_calls],
+    "again": again.choices[0].message.content,
+}
+
 print(json.dumps(out))
