@@ -59,7 +59,7 @@ use sha2::{Digest, Sha256};
 use crate::types::{
     Block, ChatRequest, ChatResponse, FinishReason, Message, ReasoningEffort, ResponseFormat,
     StreamBlockOrder, StreamEnd, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta,
-    ToolChoice, ToolSpec, new_tool_call_id, ordered_blocks,
+    ToolCallSlots, ToolChoice, ToolSpec, new_tool_call_id, ordered_blocks,
 };
 
 /// Stored answers, by [`CacheKey`].
@@ -305,6 +305,9 @@ pub(crate) struct Assembler {
     /// made of the reasoning since the previous one.
     block_start: usize,
     thinking: Vec<ThinkingBlock>,
+    /// Which call each fragment belongs to.
+    slots: ToolCallSlots,
+    /// The calls by position in `slots`.
     calls: Vec<PartialCall>,
     /// The blocks' order, as the events came.
     order: StreamBlockOrder,
@@ -330,6 +333,7 @@ impl Assembler {
             reasoning: String::new(),
             block_start: 0,
             thinking: Vec::new(),
+            slots: ToolCallSlots::new(),
             calls: Vec::new(),
             order: StreamBlockOrder::default(),
             bytes: 0,
@@ -392,35 +396,20 @@ impl Assembler {
         if self.block_start < self.reasoning.len() { self.end_block(String::new()) } else { 0 }
     }
 
-    /// Adds a fragment to its call. A fragment belongs to the call last seen at its `index`,
-    /// unless it names another id: then it starts a call of its own, as the gateway's
-    /// encoders show it to a streaming client (servers that number every parallel call 0).
+    /// Adds a fragment to its call, grouped as the gateway's encoders show it to a streaming
+    /// client ([`ToolCallSlots`]).
     fn tool_call(&mut self, delta: &ToolCallDelta) -> usize {
-        let known = self.calls.iter().rposition(|c| c.index == delta.index);
-        let same = |c: &PartialCall| match (&delta.id, &c.id) {
-            (Some(new), Some(old)) => new == old,
-            _ => true,
-        };
-        let k = match known {
-            Some(k) if self.calls.get(k).is_some_and(same) => k,
-            _ => {
-                self.order.tool_call();
-                self.calls.push(PartialCall {
-                    index: delta.index,
-                    id: None,
-                    name: None,
-                    arguments: String::new(),
-                });
-                self.calls.len() - 1
-            }
-        };
-        let Some(call) = self.calls.get_mut(k) else { return 0 };
+        let slot = self.slots.place(delta);
+        if slot.starts {
+            self.order.tool_call();
+            let call = PartialCall { index: delta.index, id: None, name: None, arguments: String::new() };
+            self.calls.push(call);
+        }
+        let Some(call) = self.calls.get_mut(slot.position) else { return 0 };
         let mut added = delta.arguments.len();
-        if call.id.is_none() {
-            if let Some(id) = &delta.id {
-                added += id.len();
-                call.id = Some(id.clone());
-            }
+        if let Some(id) = delta.id.as_ref().filter(|_| slot.names) {
+            added += id.len();
+            call.id = Some(id.clone());
         }
         if call.name.is_none() {
             if let Some(name) = &delta.name {

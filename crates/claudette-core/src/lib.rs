@@ -61,5 +61,6 @@ pub use types::{
     DOCUMENT_MEDIA_TYPE, DOCUMENT_PAGE_TOKEN_ESTIMATE, DOCUMENT_URL_PAGES, Document, DocumentSource,
     FinishReason, IMAGE_MEDIA_TYPES, IMAGE_TOKEN_ESTIMATE, Image, ImageSource, MAX_CACHE_BREAKPOINTS,
     Message, ReasoningEffort, ResponseFormat, Role, Segment, StreamBlockOrder, StreamEnd, StreamEvent,
-    Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage, UsageSource,
+    Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolCallSlot, ToolCallSlots, ToolChoice,
+    ToolSpec, Usage, UsageSource,
 };

@@ -1380,6 +1380,145 @@ pub struct ToolCallDelta {
     pub arguments: String,
 }
 
+/// Which call each streamed tool-call fragment belongs to, and the calls' positions (0, 1, 2…
+/// in the order they first appeared): the one rule for every reader of a stream, so that a
+/// client streaming an answer in any format and one served it later from the response cache
+/// see the same calls.
+///
+/// Neither the index nor the id tells alone. Upstream indexes are not positions (Anthropic's
+/// count every content block, so a call after text is 1) and need not be unique: Gemini's
+/// OpenAI-compatible stream numbers every parallel call 0, each whole with its own id, and
+/// gluing those would give `{…}{…}` for arguments. OpenAI, on the other hand, names the id
+/// only in a call's first fragment. So a fragment belongs to the call last seen at its index,
+/// unless it names an id and that call has another: then it starts a new call. A call first
+/// seen without an id takes the first id a later fragment names, so a further new id at that
+/// index is again a new call rather than more of this one.
+#[derive(Debug, Clone, Default)]
+pub struct ToolCallSlots {
+    /// Per position: the upstream index and the id, if one was named yet.
+    calls: Vec<(u32, Option<String>)>,
+}
+
+/// Where [`ToolCallSlots::place`] put a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolCallSlot {
+    /// The call's position among the stream's calls.
+    pub position: usize,
+    /// The fragment starts the call: nothing of it came before.
+    pub starts: bool,
+    /// The fragment's id became the call's (its first fragment to name one): a reader that
+    /// counts what it keeps counts it once.
+    pub names: bool,
+}
+
+impl ToolCallSlots {
+    pub fn new() -> ToolCallSlots {
+        ToolCallSlots::default()
+    }
+
+    /// The call `delta` belongs to, recording it if it starts one or names its id.
+    pub fn place(&mut self, delta: &ToolCallDelta) -> ToolCallSlot {
+        let last = self.calls.iter().rposition(|(index, _)| *index == delta.index);
+        if let Some((position, (_, id))) = last.and_then(|p| Some((p, self.calls.get_mut(p)?))) {
+            match (&delta.id, id.as_ref()) {
+                (Some(new), Some(known)) if new != known => {}
+                (Some(new), None) => {
+                    *id = Some(new.clone());
+                    return ToolCallSlot { position, starts: false, names: true };
+                }
+                _ => return ToolCallSlot { position, starts: false, names: false },
+            }
+        }
+        self.calls.push((delta.index, delta.id.clone()));
+        ToolCallSlot { position: self.calls.len() - 1, starts: true, names: delta.id.is_some() }
+    }
+
+    /// How many calls the stream has had so far.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// The upstream index of the call at `position`.
+    pub fn upstream_index(&self, position: usize) -> Option<u32> {
+        self.calls.get(position).map(|(index, _)| *index)
+    }
+
+    /// The id of the call at `position`, if a fragment named one.
+    pub fn id(&self, position: usize) -> Option<&str> {
+        self.calls.get(position).and_then(|(_, id)| id.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tool_call_slots_tests {
+    use super::*;
+
+    fn frag(index: u32, id: Option<&str>) -> ToolCallDelta {
+        ToolCallDelta { index, id: id.map(Into::into), name: None, arguments: String::new() }
+    }
+
+    /// (position, starts, names) of each fragment, placed in order.
+    fn placed(frags: &[(u32, Option<&str>)]) -> Vec<(usize, bool, bool)> {
+        let mut slots = ToolCallSlots::new();
+        frags
+            .iter()
+            .map(|&(index, id)| {
+                let s = slots.place(&frag(index, id));
+                (s.position, s.starts, s.names)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn openai_fragments_follow_their_index_and_positions_count_calls_only() {
+        // Anthropic-style indexes: text was block 0, so the calls are 1 and 2.
+        let got = placed(&[(1, Some("a")), (1, None), (2, Some("b")), (2, None), (1, None)]);
+        assert_eq!(
+            got,
+            [(0, true, true), (0, false, false), (1, true, true), (1, false, false), (0, false, false)]
+        );
+    }
+
+    #[test]
+    fn a_new_id_at_a_used_index_is_a_new_call() {
+        // Gemini's OpenAI-compatible stream: every call whole, every call at index 0.
+        let got = placed(&[(0, Some("a")), (0, Some("b")), (0, Some("c")), (0, None), (0, Some("c"))]);
+        assert_eq!(
+            got,
+            [(0, true, true), (1, true, true), (2, true, true), (2, false, false), (2, false, false)]
+        );
+    }
+
+    #[test]
+    fn a_call_without_an_id_takes_the_first_one_named_later() {
+        let mut slots = ToolCallSlots::new();
+        assert_eq!(slots.place(&frag(0, None)), ToolCallSlot { position: 0, starts: true, names: false });
+        assert_eq!(slots.id(0), None);
+        assert_eq!(
+            slots.place(&frag(0, Some("a"))),
+            ToolCallSlot { position: 0, starts: false, names: true }
+        );
+        assert_eq!(slots.id(0), Some("a"));
+        // Now that it has one, another id at its index is another call.
+        assert_eq!(slots.place(&frag(0, Some("b"))), ToolCallSlot { position: 1, starts: true, names: true });
+        assert_eq!((slots.len(), slots.upstream_index(1), slots.id(1)), (2, Some(0), Some("b")));
+        assert_eq!((slots.upstream_index(2), slots.id(2)), (None, None));
+    }
+
+    #[test]
+    fn a_fragment_goes_to_the_latest_call_at_its_index() {
+        // The first call at index 0 named `a`, a later one at 0 named `b`: an id-less fragment
+        // at 0 is `b`'s, and `a` named again starts a call (it is not the latest at 0).
+        let got = placed(&[(0, Some("a")), (0, Some("b")), (0, None), (0, Some("a"))]);
+        assert_eq!(got.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 1, 1, 2]);
+        assert!(ToolCallSlots::new().is_empty());
+    }
+}
+
 /// How a stream ended cleanly: the provider's terminal marker was seen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamEnd {

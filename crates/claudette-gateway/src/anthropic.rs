@@ -34,7 +34,8 @@ use claudette_core::{
     BackendError, Block as TurnBlock, BlockOrder, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest,
     ChatResponse, Document, DocumentSource, ErrorKind, FinishReason, Image, ImageSource,
     MAX_CACHE_BREAKPOINTS, Message, Phase, ReasoningEffort, ResponseFormat, Role, StreamEvent, Thinking,
-    ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolCallSlot, ToolCallSlots, ToolChoice, ToolSpec,
+    Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -1194,7 +1195,11 @@ struct ErrorEvent<'a> {
 enum Open {
     Text(u32),
     Thinking(u32),
-    Tool { call: u32, block: u32 },
+    /// `call` is the call's position in [`AnthropicEncoder::calls`].
+    Tool {
+        call: usize,
+        block: u32,
+    },
 }
 
 /// The full Messages event sequence: `message_start` and a `ping`, then per content block
@@ -1208,10 +1213,9 @@ pub(crate) struct AnthropicEncoder {
     usage: Option<Usage>,
     open: Option<Open>,
     next_block: u32,
-    /// The upstream's id for the open tool block, if it sent one.
-    open_call_id: Option<String>,
-    /// Tool calls whose block was already closed: upstream index and id.
-    closed_calls: Vec<(u32, Option<String>)>,
+    /// The tool calls so far. Each call opens a block when it starts, so every call but an
+    /// open [`Open::Tool`] has had its block closed.
+    calls: ToolCallSlots,
 }
 
 impl AnthropicEncoder {
@@ -1223,8 +1227,7 @@ impl AnthropicEncoder {
             usage: None,
             open: None,
             next_block: 0,
-            open_call_id: None,
-            closed_calls: Vec::new(),
+            calls: ToolCallSlots::new(),
         }
     }
 
@@ -1258,13 +1261,7 @@ impl AnthropicEncoder {
 
     fn close(&mut self, out: &mut Vec<u8>) {
         if let Some(open) = self.open.take() {
-            let index = match open {
-                Open::Text(i) | Open::Thinking(i) => i,
-                Open::Tool { call, block } => {
-                    self.closed_calls.push((call, self.open_call_id.take()));
-                    block
-                }
-            };
+            let (Open::Text(index) | Open::Thinking(index) | Open::Tool { block: index, .. }) = open;
             respond::event_frame(
                 out,
                 "content_block_stop",
@@ -1285,23 +1282,17 @@ impl AnthropicEncoder {
         index
     }
 
-    /// Whether `delta` belongs to the open tool call at upstream index `call`. The index alone
-    /// does not tell: Gemini's OpenAI-compatible stream numbers every parallel call 0, one whole
-    /// call per chunk, so a fragment naming another id is another call.
-    fn continues(&self, call: u32, delta: &ToolCallDelta) -> bool {
-        call == delta.index
-            && match (&delta.id, &self.open_call_id) {
-                (Some(new), Some(open)) => new == open,
-                _ => true,
-            }
-    }
-
-    /// Whether `delta` is a further fragment of a call whose block is already closed.
-    fn was_closed(&self, delta: &ToolCallDelta) -> bool {
-        match &delta.id {
-            Some(id) => self.closed_calls.iter().any(|(_, closed)| closed.as_ref() == Some(id)),
-            None => self.closed_calls.iter().any(|(call, _)| *call == delta.index),
-        }
+    /// Whether a fragment not of the open call, placed at `slot`, continues a call whose block
+    /// is already closed: the call it belongs to, or (should an upstream repeat a call's id at
+    /// another index) a closed call that named its id.
+    fn was_closed(&self, slot: ToolCallSlot, delta: &ToolCallDelta) -> bool {
+        let open = match self.open {
+            Some(Open::Tool { call, .. }) => Some(call),
+            _ => None,
+        };
+        let closed_id =
+            |p: usize| p != slot.position && Some(p) != open && self.calls.id(p) == delta.id.as_deref();
+        !slot.starts || (delta.id.is_some() && (0..self.calls.len()).any(closed_id))
     }
 
     fn delta(out: &mut Vec<u8>, index: u32, delta: DeltaOut<'_>) {
@@ -1373,9 +1364,10 @@ impl Encoder for AnthropicEncoder {
             }
             StreamEvent::ToolCall { delta } => {
                 self.start(out);
+                let slot = self.calls.place(&delta);
                 let index = match self.open {
-                    Some(Open::Tool { call, block }) if self.continues(call, &delta) => block,
-                    _ if self.was_closed(&delta) => {
+                    Some(Open::Tool { call, block }) if call == slot.position => block,
+                    _ if self.was_closed(slot, &delta) => {
                         // Anthropic's protocol cannot reopen a closed block; say so rather than
                         // hand the client a corrupt tool call.
                         self.close(out);
@@ -1399,8 +1391,7 @@ impl Encoder for AnthropicEncoder {
                                 input: Value::Object(serde_json::Map::new()),
                             },
                         );
-                        self.open = Some(Open::Tool { call: delta.index, block });
-                        self.open_call_id = delta.id;
+                        self.open = Some(Open::Tool { call: slot.position, block });
                         block
                     }
                 };
@@ -1418,7 +1409,7 @@ impl Encoder for AnthropicEncoder {
                 }
                 self.start(out);
                 self.close(out);
-                let tool_use = !self.closed_calls.is_empty();
+                let tool_use = !self.calls.is_empty();
                 let usage = self.usage.map(|u| out_usage(&u)).unwrap_or_else(|| out_usage(&end.usage));
                 let (stop_reason, stop_sequence) = stop_reason(end.finish_reason.as_ref(), tool_use);
                 let delta = MessageDelta {

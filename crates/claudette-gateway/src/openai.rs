@@ -21,7 +21,7 @@ use axum::response::Response;
 use claudette_core::{
     Block, BlockKind, BlockOrder, ChatRequest, ChatResponse, Document, DocumentSource, FinishReason, Image,
     ImageSource, Message, ResponseFormat, Role, StreamBlockOrder, StreamEvent, ThinkingBlock, ThinkingSeal,
-    ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage,
+    ToolCall, ToolCallDelta, ToolCallSlots, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -1044,12 +1044,11 @@ pub(crate) struct OpenAiEncoder {
     head: Vec<u8>,
     /// Where `,"choices":` starts in `head`: the usage chunk has no choice.
     envelope: usize,
-    /// The tool calls sent so far, in order, by their upstream index and id: a call's place
-    /// here is the `index` the client sees. Upstream indexes are not 0, 1, 2… among the calls
-    /// (Anthropic's count every content block, so a call after text is 1), and the SDKs
-    /// accumulate deltas positionally: openai-python's `tool_calls[index]` on a one-call list
-    /// raises at index 1 and appends every argument fragment as a call of its own.
-    calls: Vec<(u32, Option<String>)>,
+    /// The tool calls sent so far: a call's position here is the `index` the client sees, as
+    /// the SDKs accumulate deltas positionally (openai-python's `tool_calls[index]` on a
+    /// one-call list raises at index 1 and appends every argument fragment as a call of its
+    /// own), and upstream indexes are not 0, 1, 2… among the calls.
+    calls: ToolCallSlots,
     /// The reasoning streamed since the last thinking seal: the text of the block a
     /// signature ends. Empty, and never allocated, in streams without reasoning.
     thinking: String,
@@ -1079,30 +1078,20 @@ impl OpenAiEncoder {
             started: false,
             head,
             envelope,
-            calls: Vec::new(),
+            calls: ToolCallSlots::new(),
             thinking: String::new(),
             sealed: Vec::new(),
             order: StreamBlockOrder::default(),
         }
     }
 
-    /// The client's index for this fragment's call. A fragment with a new id at an upstream
-    /// index already in use starts a call of its own (servers that number every call 0).
+    /// The client's index for this fragment's call: its position among the calls.
     fn call_index(&mut self, delta: &ToolCallDelta) -> u32 {
-        let known = self.calls.iter().rposition(|(upstream, _)| *upstream == delta.index);
-        let same_call = |k: usize| match (&delta.id, self.calls.get(k).and_then(|(_, id)| id.as_deref())) {
-            (Some(new), Some(old)) => new == old,
-            _ => true,
-        };
-        let position = match known {
-            Some(k) if same_call(k) => k,
-            _ => {
-                self.calls.push((delta.index, delta.id.clone()));
-                self.order.tool_call();
-                self.calls.len() - 1
-            }
-        };
-        u32::try_from(position).unwrap_or(u32::MAX)
+        let slot = self.calls.place(delta);
+        if slot.starts {
+            self.order.tool_call();
+        }
+        u32::try_from(slot.position).unwrap_or(u32::MAX)
     }
 
     /// The chunk that ends the choice: an empty delta and the finish reason.

@@ -133,8 +133,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use claudette_core::{
     Block, BlockOrder, ChatRequest, ChatResponse, Document, FinishReason, Image, ImageSource, Message,
-    ResponseFormat, Role, StreamEvent, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice,
-    ToolSpec, Usage,
+    ResponseFormat, Role, StreamEvent, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolCallSlots,
+    ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -1368,10 +1368,10 @@ struct ResponsesEncoder {
     items: Vec<Item<'static>>,
     /// The item being written, by its output index.
     open: Option<usize>,
-    /// The calls so far: upstream index, upstream id, output index. Upstream indexes are
-    /// not the calls' positions (Anthropic counts every content block; some servers number
-    /// every call 0), so a fragment with a new id at a known index starts a new call.
-    calls: Vec<(u32, Option<String>, usize)>,
+    /// The calls so far.
+    calls: ToolCallSlots,
+    /// Each call's output index, by its position in `calls`.
+    call_items: Vec<usize>,
 }
 
 impl ResponsesEncoder {
@@ -1386,7 +1386,8 @@ impl ResponsesEncoder {
             started: false,
             items: Vec::new(),
             open: None,
-            calls: Vec::new(),
+            calls: ToolCallSlots::new(),
+            call_items: Vec::new(),
         }
     }
 
@@ -1536,14 +1537,9 @@ impl ResponsesEncoder {
 
     /// The output index of the call this fragment belongs to, starting the call if it is new.
     fn call_item(&mut self, out: &mut Vec<u8>, delta: &ToolCallDelta) -> usize {
-        let known = self.calls.iter().rposition(|(upstream, _, _)| *upstream == delta.index);
-        if let Some((_, id, index)) = known.and_then(|k| self.calls.get(k)) {
-            if match (&delta.id, id) {
-                (Some(new), Some(old)) => new == old,
-                _ => true,
-            } {
-                return *index;
-            }
+        let slot = self.calls.place(delta);
+        if let Some(&index) = self.call_items.get(slot.position) {
+            return index;
         }
         let call_id = delta.id.clone().unwrap_or_else(claudette_core::types::new_tool_call_id);
         let name = delta.name.clone().unwrap_or_default();
@@ -1555,7 +1551,7 @@ impl ResponsesEncoder {
             custom,
         };
         let index = self.open_item(out, if custom { CUSTOM_CALL_PREFIX } else { "fc_" }, kind);
-        self.calls.push((delta.index, delta.id.clone(), index));
+        self.call_items.push(index);
         index
     }
 

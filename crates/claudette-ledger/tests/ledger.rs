@@ -288,15 +288,19 @@ fn a_file_from_a_newer_schema_is_refused() {
 /// Another process holds the file's write lock past `busy_timeout`: commits fail and are
 /// counted, the queue fills and records are dropped and counted, `record` never waits, and
 /// once the lock is gone the ledger writes again.
+///
+/// The busy timeout is long (a second) so the writer is stuck on its first commit while the
+/// records come, however slowly a loaded machine runs this thread, and the queue of 8 fills.
+/// How many records the writer took into that first batch depends on scheduling, so the test
+/// asks only that some were dropped: it used to ask for 150 of 200 with a 20 ms timeout and
+/// failed once under a full workspace run, the writer having taken 144 between failures.
+/// `record` taking under half the busy timeout shows it never waited for the disk.
 #[test]
 fn write_failures_and_a_full_queue_are_counted_never_blocking() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
-    let options = LedgerOptions {
-        busy_timeout: Duration::from_millis(20),
-        queue_capacity: 8,
-        ..LedgerOptions::default()
-    };
+    let options =
+        LedgerOptions { busy_timeout: Duration::from_secs(1), queue_capacity: 8, ..LedgerOptions::default() };
     let l = Ledger::open(&path, options).unwrap();
     let locker = rusqlite::Connection::open(&path).unwrap();
     locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
@@ -306,8 +310,8 @@ fn write_failures_and_a_full_queue_are_counted_never_blocking() {
         l.record(&rec(SystemTime::now(), "a", "m", 1.0));
     }
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(100), "record() waited on the disk: {took:?}");
-    assert!(l.stats().dropped >= 150, "{:?}", l.stats());
+    assert!(took < Duration::from_millis(500), "record() waited on the disk: {took:?}");
+    assert!(l.stats().dropped >= 1, "{:?}", l.stats());
     assert!(matches!(l.flush(), Err(LedgerError::NotCommitted { .. })));
     assert!(l.stats().failed >= 1, "{:?}", l.stats());
     assert_eq!(l.stats().written, 0);

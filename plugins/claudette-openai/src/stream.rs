@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use claudette_core::error::scrub_secrets;
 use claudette_core::{
     BackendError, ErrorKind, FinishReason, Frame, Phase, StreamDecoder, StreamEnd, StreamEvent,
-    ToolCallDelta, Usage,
+    ToolCallDelta, ToolCallSlots, Usage,
 };
 use std::fmt;
 use std::marker::PhantomData;
@@ -57,44 +57,38 @@ pub struct OpenAiStreamDecoder {
     calls: CallIndexes,
 }
 
-/// The index each tool call gets in the events: the upstream's, unless the upstream reuses it.
+/// The index each tool call gets in the events: the upstream's, unless another call has it.
 /// Gemini's OpenAI-compatible stream numbers every parallel call 0 (each whole, with its own
-/// id), so an index alone would glue two calls into one with `{…}{…}` for arguments; a new id at
-/// a used index is a new call and gets the next free index. Fragments without an id continue
-/// the call last seen at their upstream index, as OpenAI's do.
+/// id), so an index alone would glue two calls into one with `{…}{…}` for arguments; which
+/// fragment is which call is [`ToolCallSlots`]'s rule, and a new call whose upstream index is
+/// taken gets the next free one.
 #[derive(Debug, Default)]
 struct CallIndexes {
-    /// (upstream index, id, index in the events), latest last.
-    calls: Vec<(u32, Option<String>, u32)>,
+    calls: ToolCallSlots,
+    /// Each call's index in the events, by its position in `calls`.
+    ours: Vec<u32>,
 }
 
 impl CallIndexes {
     fn remap(&mut self, events: &mut [StreamEvent]) {
         for ev in events {
             if let StreamEvent::ToolCall { delta } = ev {
-                delta.index = self.index_of(delta.index, delta.id.as_deref());
+                delta.index = self.index_of(delta);
             }
         }
     }
 
-    fn index_of(&mut self, upstream: u32, id: Option<&str>) -> u32 {
-        if let Some(last) = self.calls.iter_mut().rev().find(|c| c.0 == upstream) {
-            match (&last.1, id) {
-                (Some(known), Some(id)) if known != id => {}
-                (None, Some(id)) => {
-                    last.1 = Some(id.to_owned());
-                    return last.2;
-                }
-                _ => return last.2,
-            }
+    fn index_of(&mut self, delta: &ToolCallDelta) -> u32 {
+        let slot = self.calls.place(delta);
+        if let Some(&ours) = self.ours.get(slot.position) {
+            return ours;
         }
-        let taken = |i: u32| self.calls.iter().any(|c| c.2 == i);
-        let ours = if taken(upstream) {
-            self.calls.iter().map(|c| c.2).max().map_or(0, |m| m.saturating_add(1))
+        let ours = if self.ours.contains(&delta.index) {
+            self.ours.iter().max().map_or(0, |m| m.saturating_add(1))
         } else {
-            upstream
+            delta.index
         };
-        self.calls.push((upstream, id.map(str::to_owned), ours));
+        self.ours.push(ours);
         ours
     }
 }
