@@ -28,6 +28,7 @@ pub mod registry;
 pub mod router;
 pub mod settings;
 pub mod tokens;
+pub mod turn;
 pub mod types;
 
 pub use adapter::{
