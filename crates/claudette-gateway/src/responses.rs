@@ -1171,8 +1171,11 @@ fn block_kind(block: &ThinkingBlock) -> Option<Kind<'_>> {
 /// `custom_tool`): the [`CUSTOM_INPUT`] string, or else the arguments as text, as the backend
 /// sent them (a model that ignored the schema). Never refused: the client's tool sees what the
 /// model wrote and can say what is wrong with it, where a refusal would cost the whole turn.
+/// No arguments at all (`{}`, or nothing streamed) is an empty input, in a JSON answer and in
+/// a stream alike.
 fn custom_input(arguments: &Value) -> Cow<'_, str> {
     match arguments {
+        Value::Object(o) if o.is_empty() => Cow::Borrowed(""),
         Value::Object(o) => match o.get(CUSTOM_INPUT) {
             Some(Value::String(input)) => Cow::Borrowed(input),
             _ => arguments_text(arguments),
@@ -1183,9 +1186,11 @@ fn custom_input(arguments: &Value) -> Cow<'_, str> {
     }
 }
 
-/// The [`CUSTOM_INPUT`] string of argument text, when it is a JSON object that has one.
+/// The [`CUSTOM_INPUT`] string of argument text, when it is a JSON object that has one; empty
+/// for an empty object (no input, as [`custom_input`] reads `{}`).
 fn custom_input_of(raw: &str) -> Option<String> {
     match serde_json::from_str::<Value>(raw) {
+        Ok(Value::Object(o)) if o.is_empty() => Some(String::new()),
         Ok(Value::Object(mut o)) => match o.remove(CUSTOM_INPUT) {
             Some(Value::String(input)) => Some(input),
             _ => None,
@@ -2149,7 +2154,9 @@ mod tests {
         let input = |v: Value| custom_input(&v).into_owned();
         assert_eq!(input(json!({"input": "a\nb", "extra": 1})), "a\nb");
         assert_eq!(input(json!({"input": 3})), r#"{"input":3}"#);
-        assert_eq!(input(json!({})), "{}");
+        // No arguments is no input, as a stream of the same call gives it.
+        assert_eq!(input(json!({})), "");
+        assert_eq!(custom_input_of("{}").as_deref(), Some(""));
         // Text an adapter kept because it was not JSON, or did not parse.
         assert_eq!(input(json!("*** Begin Patch")), "*** Begin Patch");
         assert_eq!(input(json!(r#"{"input":"x"}"#)), "x");
