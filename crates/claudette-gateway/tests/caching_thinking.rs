@@ -14,10 +14,6 @@ fn sse(name: &str, data: &Value) -> String {
     format!("event: {name}\ndata: {data}")
 }
 
-fn eph() -> Value {
-    json!({"type": "ephemeral"})
-}
-
 #[tokio::test]
 async fn cache_breakpoints_reach_anthropic_where_the_client_put_them() {
     let claude = FakeServer::start().await;

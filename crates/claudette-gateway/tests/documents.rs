@@ -20,10 +20,6 @@ use serde_json::{Value, json};
 const PDF: &str = "JVBERi0xLjcKJeLjz9MKMSAwIG9iago8PC9UeXBlL0NhdGFsb2c+PgplbmRvYmoK";
 const REPORT: &str = "https://example.com/report.pdf";
 
-fn eph() -> Value {
-    json!({"type": "ephemeral"})
-}
-
 fn pdf_url() -> String {
     format!("data:application/pdf;base64,{PDF}")
 }
@@ -37,33 +33,12 @@ fn pdf_block(cache_control: Option<Value>) -> Value {
     b
 }
 
-/// Claude Code's turn after its Read tool read `spec.pdf`: the result is the document alone,
-/// and the document carries the turn's cache breakpoint.
-fn claude_code_read_loop() -> Value {
-    json!({
-        "model": "claude-fake",
-        "max_tokens": 256,
-        "stream": true,
-        "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": eph()}],
-        "tools": [{"name": "Read", "description": "Reads a file",
-            "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}}}],
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "Summarise spec.pdf"}]},
-            {"role": "assistant", "content": [
-                {"type": "text", "text": "Reading it."},
-                {"type": "tool_use", "id": "toolu_01", "name": "Read", "input": {"file_path": "/w/spec.pdf"}}]},
-            {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_01", "content": [pdf_block(Some(eph()))]}]}
-        ]
-    })
-}
-
 #[tokio::test]
 async fn claude_codes_pdf_read_reaches_anthropic_inside_the_tool_result_with_its_mark() {
     let claude = FakeServer::start().await;
     claude.push(Fake::anthropic_stream(&["A two-page ", "spec."]));
     let gw = start(router(vec![anthropic(anthropic_settings("claude", &claude))])).await;
-    let r = post(&gw.url, "/v1/messages", claude_code_read_loop()).await;
+    let r = post(&gw.url, "/v1/messages", claude_code_read_loop("spec.pdf", pdf_block(Some(eph())))).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(anthropic_text(&r.frames()), "A two-page spec.");
     let sent = claude.last_json().unwrap();
@@ -140,7 +115,7 @@ async fn openai_clients_pdfs_reach_openai_as_file_parts() {
         );
     }
     // A Claude Code tool loop routed there: the PDF follows the results in a user message.
-    let mut claude_code = claude_code_read_loop();
+    let mut claude_code = claude_code_read_loop("spec.pdf", pdf_block(Some(eph())));
     claude_code["model"] = json!("auto");
     claude_code["stream"] = json!(false);
     let r = post(&gw.url, "/v1/messages", claude_code).await;
@@ -266,7 +241,7 @@ async fn token_counts_count_pdfs() {
     let claude = FakeServer::start().await;
     claude.push(Fake::json(200, json!({"input_tokens": 4321})));
     let gw = start(router(vec![anthropic(anthropic_settings("claude", &claude))])).await;
-    let mut body = claude_code_read_loop();
+    let mut body = claude_code_read_loop("spec.pdf", pdf_block(Some(eph())));
     body.as_object_mut().unwrap().retain(|k, _| k != "max_tokens" && k != "stream");
     let r = post(&gw.url, "/v1/messages/count_tokens", body.clone()).await;
     assert_eq!(r.status, 200, "{}", r.text);

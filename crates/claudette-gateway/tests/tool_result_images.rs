@@ -17,10 +17,6 @@ use serde_json::{Value, json};
 const PNG: &str =
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg==";
 
-fn eph() -> Value {
-    json!({"type": "ephemeral"})
-}
-
 /// An Anthropic base64 PNG `image` block, marked with `cache_control` when given.
 fn png_block(cache_control: Option<Value>) -> Value {
     let mut b =
@@ -31,29 +27,6 @@ fn png_block(cache_control: Option<Value>) -> Value {
     b
 }
 
-/// Claude Code's turn after its Read tool read `shot.png`: the result is the image alone, and
-/// the image carries the turn's cache breakpoint.
-fn claude_code_read_loop() -> Value {
-    json!({
-        "model": "claude-fake",
-        "max_tokens": 256,
-        "stream": true,
-        "system": [
-            {"type": "text", "text": "You are Claude Code.", "cache_control": eph()}
-        ],
-        "tools": [{"name": "Read", "description": "Reads a file",
-            "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}}}],
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "What is in shot.png?"}]},
-            {"role": "assistant", "content": [
-                {"type": "text", "text": "Reading it."},
-                {"type": "tool_use", "id": "toolu_01", "name": "Read", "input": {"file_path": "/w/shot.png"}}]},
-            {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_01", "content": [png_block(Some(eph()))]}]}
-        ]
-    })
-}
-
 /// Needs the Anthropic adapter to send tool results' images as `image` blocks of the
 /// `tool_result` content and `CacheAt::Image` as `cache_control` on the image block.
 #[tokio::test]
@@ -61,7 +34,7 @@ async fn claude_codes_image_read_reaches_anthropic_inside_the_tool_result_with_i
     let claude = FakeServer::start().await;
     claude.push(Fake::anthropic_stream(&["A red ", "pixel."]));
     let gw = start(router(vec![anthropic(anthropic_settings("claude", &claude))])).await;
-    let r = post(&gw.url, "/v1/messages", claude_code_read_loop()).await;
+    let r = post(&gw.url, "/v1/messages", claude_code_read_loop("shot.png", png_block(Some(eph())))).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(anthropic_text(&r.frames()), "A red pixel.");
     let sent = claude.last_json().unwrap();
@@ -127,7 +100,7 @@ async fn tool_result_images_reach_an_openai_upstream_in_a_user_message_after_the
     let gw = start(router(vec![openai_upstream(&gpt)])).await;
     let data_url = format!("data:image/png;base64,{PNG}");
     // Claude Code routed to an OpenAI-format backend (unstreamed, to read one JSON answer).
-    let mut claude_code = claude_code_read_loop();
+    let mut claude_code = claude_code_read_loop("shot.png", png_block(Some(eph())));
     claude_code["model"] = json!("auto");
     claude_code["stream"] = json!(false);
     let bodies = [

@@ -323,3 +323,30 @@ impl claudette_core::ResponseCache for MapCache {
         self.0.lock().unwrap().insert(key, response.clone());
     }
 }
+
+/// Anthropic's `cache_control` marker.
+pub fn eph() -> serde_json::Value {
+    serde_json::json!({"type": "ephemeral"})
+}
+
+/// Claude Code's streamed turn after its Read tool read `file`: the question, the call, and a
+/// tool result that is `block` alone (an image or a document, carrying the turn's cache
+/// breakpoint as Claude Code puts it on the last block), under a cached system prompt.
+pub fn claude_code_read_loop(file: &str, block: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "model": "claude-fake",
+        "max_tokens": 256,
+        "stream": true,
+        "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": eph()}],
+        "tools": [{"name": "Read", "description": "Reads a file",
+            "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}}}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": format!("What is in {file}?")}]},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "Reading it."},
+                {"type": "tool_use", "id": "toolu_01", "name": "Read", "input": {"file_path": format!("/w/{file}")}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_01", "content": [block]}]}
+        ]
+    })
+}
