@@ -101,7 +101,10 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
                     note!("[tool call: {name}]");
                 }
             }
-            StreamEvent::Usage { .. } | StreamEvent::ThinkingSeal { .. } => {}
+            StreamEvent::Usage { .. }
+            | StreamEvent::ThinkingSeal { .. }
+            | StreamEvent::Native { .. }
+            | StreamEvent::Citation { .. } => {}
             StreamEvent::Done { end } => {
                 if wrote_text {
                     writeln!(out).and_then(|()| out.flush()).map_err(|e| stdout_error(&e))?;

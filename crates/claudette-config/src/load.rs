@@ -494,6 +494,7 @@ fn backend(ctx: &Ctx, i: usize, value: Value, env: &dyn EnvSource) -> Result<Bac
             ("output_per_1k", Some(p.output_per_1k)),
             ("cache_read_per_1k", p.cache_read_per_1k),
             ("cache_write_per_1k", p.cache_write_per_1k),
+            ("web_search_per_1k", p.web_search_per_1k),
         ];
         for (field, rate) in rates {
             if let Some(r) = rate.filter(|r| !r.is_finite() || *r < 0.0) {
@@ -507,6 +508,7 @@ fn backend(ctx: &Ctx, i: usize, value: Value, env: &dyn EnvSource) -> Result<Bac
             output_per_1k: p.output_per_1k,
             cache_read_per_1k: p.cache_read_per_1k,
             cache_write_per_1k: p.cache_write_per_1k,
+            web_search_per_1k: p.web_search_per_1k,
         });
     }
     let mut t = Timeouts::default();

@@ -170,6 +170,8 @@ pub(crate) struct RawPricing {
     pub cache_read_per_1k: Option<f64>,
     #[serde(default)]
     pub cache_write_per_1k: Option<f64>,
+    #[serde(default)]
+    pub web_search_per_1k: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -84,7 +84,7 @@ region = "us"
 tags = ["general", "cheap"]
 priority = 2
 stream_include_usage = false
-pricing = { input_per_1k = 0.5, output_per_1k = 1.5, cache_read_per_1k = 0.25 }
+pricing = { input_per_1k = 0.5, output_per_1k = 1.5, cache_read_per_1k = 0.25, web_search_per_1k = 25 }
 timeouts = { connect_ms = 1234, total_ms = 9000 }
 
 [[backends]]
@@ -143,8 +143,8 @@ fn parses_every_section() {
     assert_eq!(b.settings.extra.get("stream_include_usage"), Some(&serde_json::json!(false)));
     let p = b.settings.pricing.unwrap();
     assert_eq!(
-        (p.input_per_1k, p.output_per_1k, p.cache_read_per_1k, p.cache_write_per_1k),
-        (0.5, 1.5, Some(0.25), None)
+        (p.input_per_1k, p.output_per_1k, p.cache_read_per_1k, p.cache_write_per_1k, p.web_search_per_1k),
+        (0.5, 1.5, Some(0.25), None, Some(25.0))
     );
     assert_eq!(b.settings.timeouts.connect, Duration::from_millis(1234));
     assert_eq!(b.settings.timeouts.total, Duration::from_secs(9));
@@ -741,6 +741,11 @@ fn nan_and_infinity_are_refused_not_read_as_unset() {
         &[],
     );
     assert_eq!(e, "backends[0].pricing.cache_read_per_1k: must be a finite number, found -inf");
+    let e = file_error(
+        &format!("{OLLAMA}pricing = {{ input_per_1k = 1, output_per_1k = 1, web_search_per_1k = -10 }}\n"),
+        &[],
+    );
+    assert_eq!(e, "backends[0].pricing.web_search_per_1k: must be a number ≥ 0, found -10");
     let e = file_error(&format!("[router.retry]\nbudget_ratio = nan\n{OLLAMA}"), &[]);
     assert_eq!(e, "router.retry.budget_ratio: must be a finite number, found NaN");
     // The same through an override: refused and the variable named, not silently dropped.

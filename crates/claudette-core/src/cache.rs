@@ -114,7 +114,13 @@ impl CacheKey {
     /// The key of `request` asked in `scope` (`None`: the anonymous scope). `None` when the
     /// request cannot be encoded, which serde's output for these types never is; such a
     /// request is simply not cached.
+    ///
+    /// A request with provider-run tools (web search, code execution) has no key either: its
+    /// answer is what the web or a container held at the time, not a function of the request.
     pub fn new(scope: Option<&str>, request: &ChatRequest) -> Option<CacheKey> {
+        if !request.native_tools.is_empty() {
+            return None;
+        }
         let mut h = Sha256::new();
         h.update(KEY_DOMAIN);
         // Tagged and length-prefixed: no scope is a prefix of another's encoding, and a tenant
@@ -211,6 +217,8 @@ impl<'a> KeyView<'a> {
             tags,
             thinking,
             output_effort,
+            // A request with any has no key at all (see `CacheKey::new`).
+            native_tools: _,
             // Who asks and how they label it, not what they ask. The tenant is the scope.
             metadata: _,
             request_id: _,
@@ -238,16 +246,21 @@ impl<'a> KeyView<'a> {
 }
 
 /// Whether `response` is a complete answer worth storing (see the [module docs](self)).
+///
+/// An answer with a provider's own blocks or citations is not: a replay could not carry them
+/// (they are whole blocks of one provider's wire), and what they show is the web as it was.
 pub fn is_cacheable(response: &ChatResponse) -> bool {
-    matches!(
-        response.finish_reason,
-        Some(
-            FinishReason::Stop
-                | FinishReason::StopSequence(_)
-                | FinishReason::ToolCalls
-                | FinishReason::Length
+    response.native.is_empty()
+        && response.citations.is_empty()
+        && matches!(
+            response.finish_reason,
+            Some(
+                FinishReason::Stop
+                    | FinishReason::StopSequence(_)
+                    | FinishReason::ToolCalls
+                    | FinishReason::Length
+            )
         )
-    )
 }
 
 /// A stored answer as the events a stream of it would have carried: its usage first (as a
@@ -274,6 +287,8 @@ pub(crate) fn replay(response: &ChatResponse) -> Vec<StreamEvent> {
                 events.push(StreamEvent::ThinkingSeal { seal: ThinkingSeal::Redacted(data.clone()) });
             }
             Block::Text { text, .. } => events.push(StreamEvent::text(text)),
+            // Never stored (`is_cacheable`), so never replayed; passed on should one be.
+            Block::Native(block) => events.push(StreamEvent::Native { block: block.clone() }),
             Block::ToolCall { call, index } => events.push(StreamEvent::ToolCall {
                 delta: ToolCallDelta {
                     index: u32::try_from(index).unwrap_or(u32::MAX),
@@ -360,6 +375,8 @@ impl Assembler {
             }
             StreamEvent::ThinkingSeal { seal } => self.seal(seal),
             StreamEvent::ToolCall { delta } => self.tool_call(delta),
+            // Not stored, as `is_cacheable` says.
+            StreamEvent::Native { .. } | StreamEvent::Citation { .. } => return false,
             StreamEvent::Usage { .. } | StreamEvent::Done { .. } | StreamEvent::Error { .. } => 0,
         };
         self.bytes = self.bytes.saturating_add(added);
@@ -462,7 +479,7 @@ impl Assembler {
                 arguments,
             });
         }
-        if ordered_blocks(&order, &self.thinking, &self.content, &tool_calls).is_err() {
+        if ordered_blocks(&order, &self.thinking, &self.content, &tool_calls, &[]).is_err() {
             order.clear();
         }
         Some(ChatResponse {
@@ -848,6 +865,7 @@ mod tests {
                 StreamEvent::ThinkingSeal { .. } => "seal".into(),
                 StreamEvent::TextDelta { text } => format!("text:{text}"),
                 StreamEvent::ToolCall { delta } => format!("call:{}", delta.id.as_deref().unwrap_or("")),
+                StreamEvent::Native { .. } | StreamEvent::Citation { .. } => "native".into(),
                 StreamEvent::Usage { .. } => "usage".into(),
                 StreamEvent::Done { .. } => "done".into(),
                 StreamEvent::Error { .. } => "error".into(),

@@ -154,6 +154,9 @@ pub enum SkipReason {
     /// The request has images or documents (PDFs, read as page images) and the backend takes
     /// no images.
     NoImages,
+    /// The request carries another provider's own tools or blocks (Anthropic's web search,
+    /// say), which this backend's provider cannot take.
+    OtherDialect,
     /// Already failed in this request.
     AlreadyFailed,
 }

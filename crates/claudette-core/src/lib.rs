@@ -59,9 +59,9 @@ pub use router::{
 pub use settings::{ApiKey, BackendInfo, BackendSettings, BackendType, Pricing, Timeouts};
 pub use types::{
     Block, BlockKind, BlockOrder, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse,
-    DOCUMENT_MEDIA_TYPE, DOCUMENT_PAGE_TOKEN_ESTIMATE, DOCUMENT_URL_PAGES, Document, DocumentSource,
+    DOCUMENT_MEDIA_TYPE, DOCUMENT_PAGE_TOKEN_ESTIMATE, DOCUMENT_URL_PAGES, Dialect, Document, DocumentSource,
     FinishReason, IMAGE_MEDIA_TYPES, IMAGE_TOKEN_ESTIMATE, Image, ImageSource, MAX_CACHE_BREAKPOINTS,
-    Message, ReasoningEffort, ResponseFormat, Role, Segment, StreamBlockOrder, StreamEnd, StreamEvent,
-    Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolCallSlot, ToolCallSlots, ToolChoice,
-    ToolSpec, Usage, UsageSource,
+    Message, NativeBlock, NativeTool, ReasoningEffort, ResponseFormat, Role, Segment, StreamBlockOrder,
+    StreamEnd, StreamEvent, TextCitations, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta,
+    ToolCallSlot, ToolCallSlots, ToolChoice, ToolSpec, Usage, UsageSource,
 };

@@ -481,6 +481,8 @@ impl BackendRouter {
         overrides: RouteOverrides,
         explain: bool,
     ) -> Result<Plan, BackendError> {
+        let dialect = request.native_dialect()?;
+        let (mut considered, mut other_dialect) = (0usize, 0usize);
         let entries = self.entries.read();
         let mut decision = RoutingDecision::default();
         let mut earliest: Option<Rejection> = None;
@@ -516,6 +518,8 @@ impl BackendRouter {
                 Some(SkipReason::NoTools)
             } else if !info.supports_images && request.has_media() {
                 Some(SkipReason::NoImages)
+            } else if dialect.is_some_and(|d| info.provider != d.provider()) {
+                Some(SkipReason::OtherDialect)
             } else if let Err(rej) = e.breaker.check() {
                 if earliest.is_none_or(|x| rej.retry_at < x.retry_at) {
                     earliest = Some(rej);
@@ -524,6 +528,8 @@ impl BackendRouter {
             } else {
                 None
             };
+            considered += 1;
+            other_dialect += usize::from(skip == Some(SkipReason::OtherDialect));
             match skip {
                 Some(reason) if explain => {
                     decision.skipped.push(Skipped { backend: name.to_owned(), reason })
@@ -533,6 +539,14 @@ impl BackendRouter {
             }
         }
         drop(entries);
+        if let Some(d) = dialect.filter(|_| considered > 0 && other_dialect == considered) {
+            // Waiting or retrying cannot help: say what only which backends could take.
+            return Err(BackendError::invalid(format!(
+                "the request carries {0} tools or {0} blocks (server tools such as web search), and no \
+                 candidate backend is of provider `{0}`",
+                d.provider()
+            )));
+        }
 
         let weights = overrides.weights.unwrap_or_else(|| self.options.read().weights());
         let factors = score(&eligible, request, weights);
@@ -1257,7 +1271,11 @@ impl CommittedStream {
                 self.output_bytes = self.output_bytes.saturating_add(delta.arguments.len());
             }
             StreamEvent::Usage { usage } => self.usage_seen = Some(*usage),
-            StreamEvent::ThinkingSeal { .. } | StreamEvent::Done { .. } | StreamEvent::Error { .. } => {}
+            StreamEvent::ThinkingSeal { .. }
+            | StreamEvent::Native { .. }
+            | StreamEvent::Citation { .. }
+            | StreamEvent::Done { .. }
+            | StreamEvent::Error { .. } => {}
         }
     }
 

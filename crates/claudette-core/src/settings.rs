@@ -60,28 +60,43 @@ pub struct Pricing {
     pub cache_read_per_1k: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write_per_1k: Option<f64>,
+    /// Per 1,000 web searches the provider ran for an answer ([`Usage::web_search_requests`]),
+    /// billed on top of the tokens (Anthropic: 10). `None`: searches cost nothing here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_search_per_1k: Option<f64>,
 }
 
 impl Pricing {
-    pub const FREE: Pricing =
-        Pricing { input_per_1k: 0.0, output_per_1k: 0.0, cache_read_per_1k: None, cache_write_per_1k: None };
+    pub const FREE: Pricing = Pricing::new(0.0, 0.0);
 
     pub const fn new(input_per_1k: f64, output_per_1k: f64) -> Self {
-        Self { input_per_1k, output_per_1k, cache_read_per_1k: None, cache_write_per_1k: None }
+        Self {
+            input_per_1k,
+            output_per_1k,
+            cache_read_per_1k: None,
+            cache_write_per_1k: None,
+            web_search_per_1k: None,
+        }
     }
     pub const fn with_cache(mut self, read_per_1k: f64, write_per_1k: f64) -> Self {
         self.cache_read_per_1k = Some(read_per_1k);
         self.cache_write_per_1k = Some(write_per_1k);
         self
     }
+    pub const fn with_web_search(mut self, per_1k: f64) -> Self {
+        self.web_search_per_1k = Some(per_1k);
+        self
+    }
 
-    /// Cost of `usage`: each token class at its own rate, never counted twice.
+    /// Cost of `usage`: each token class at its own rate, never counted twice, and the web
+    /// searches at theirs.
     pub fn cost(&self, usage: &Usage) -> f64 {
-        let per = |tokens: u32, rate: f64| f64::from(tokens) * rate / 1000.0;
+        let per = |count: u32, rate: f64| f64::from(count) * rate / 1000.0;
         per(usage.uncached_input_tokens(), self.input_per_1k)
             + per(usage.cache_read_tokens, self.cache_read_per_1k.unwrap_or(self.input_per_1k))
             + per(usage.cache_write_tokens, self.cache_write_per_1k.unwrap_or(self.input_per_1k))
             + per(usage.output_tokens, self.output_per_1k)
+            + per(usage.web_search_requests, self.web_search_per_1k.unwrap_or(0.0))
     }
 
     /// Cost of a request estimated before it is sent.
@@ -439,5 +454,10 @@ mod tests {
         let u = Usage { cache_read_tokens: 1000, cache_write_tokens: 1000, ..Usage::reported(3000, 1000) };
         let c = p.cost(&u);
         assert!((c - (1.0 + 0.1 + 1.25 + 2.0)).abs() < 1e-9, "{c}");
+        // Searches are billed apart, at their own rate, and free without one.
+        let searched = Usage { web_search_requests: 3, ..u };
+        assert!((p.cost(&searched) - c).abs() < 1e-12);
+        let c = p.with_web_search(10.0).cost(&searched);
+        assert!((c - (1.0 + 0.1 + 1.25 + 2.0 + 0.03)).abs() < 1e-9, "{c}");
     }
 }

@@ -1,5 +1,5 @@
-//! An assistant turn's shape: the order of its blocks (thinking, text, tool calls), and which
-//! call each streamed tool-call fragment belongs to. Every reader of a turn (the adapters, the
+//! An assistant turn's shape: the order of its blocks (thinking, text, tool calls, a
+//! provider's own blocks), and which call each streamed tool-call fragment belongs to. Every reader of a turn (the adapters, the
 //! gateway's encoders and parsers, the response cache) asks here, so a turn read from a
 //! stream, from a JSON answer or from a client's next request is the same turn.
 
@@ -23,6 +23,77 @@ pub enum BlockKind {
     Text(u32),
     /// The next tool call.
     ToolCall,
+    /// The next of the turn's [`NativeBlock`]s.
+    Native,
+}
+
+/// The wire dialect a [`NativeBlock`] or [`NativeTool`] is written in: the provider that
+/// defined it, and the only kind of backend that can take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dialect {
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+impl Dialect {
+    /// The [`BackendInfo::provider`](crate::BackendInfo::provider) of the backends that speak
+    /// it.
+    pub fn provider(self) -> &'static str {
+        match self {
+            Dialect::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// A block of an assistant turn that only its provider understands, carried whole and
+/// unread: Anthropic's server tools (`server_tool_use`, `web_search_tool_result`,
+/// `web_fetch_tool_result`, `code_execution_tool_result`, `mcp_tool_use`, …). The provider
+/// ran these tools itself; the client shows the results and must send them back, unchanged
+/// (search results are encrypted), in its next turn. There is nothing to translate them to
+/// on another provider, so a request carrying one goes only to a backend of its
+/// [`Dialect`], and every other reader passes it by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NativeBlock {
+    pub dialect: Dialect,
+    /// The block as the provider's wire has it, `type` and all.
+    pub block: serde_json::Value,
+}
+
+impl NativeBlock {
+    pub fn anthropic(block: serde_json::Value) -> NativeBlock {
+        NativeBlock { dialect: Dialect::Anthropic, block }
+    }
+
+    /// The block's `type`, or "" when it has none.
+    pub fn kind(&self) -> &str {
+        self.block.get("type").and_then(|t| t.as_str()).unwrap_or("")
+    }
+}
+
+/// A tool the provider defines (Anthropic's `web_search_20250305`, `web_fetch_20250910`,
+/// `code_execution_20250825`, and its client tools such as `bash_20250124` or
+/// `memory_20250818`): the client names it by its versioned `type` and the provider knows
+/// its schema and, for a server tool, runs it. Carried whole, like a [`NativeBlock`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NativeTool {
+    pub dialect: Dialect,
+    /// Where it stood among the request's tools: before the function tool at this index of
+    /// [`ChatRequest::tools`](crate::ChatRequest::tools) (their count: after all of them).
+    /// Tools are the start of the prompt, so their order is part of a cached prefix.
+    pub at: u32,
+    /// The definition as the client sent it, `type`, `name` and options.
+    pub spec: serde_json::Value,
+}
+
+/// The citations of one text block of a turn (Anthropic's `citations`: where a sentence of
+/// the answer came from, a web search result or a document's page), as the provider wrote
+/// them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextCitations {
+    /// The block: the one that ends this many bytes into the turn's text.
+    pub end: u32,
+    pub citations: Vec<serde_json::Value>,
 }
 
 /// One block of an assistant turn, in its order: see [`Message::blocks`].
@@ -40,6 +111,7 @@ pub enum Block<'a> {
         call: &'a ToolCall,
         index: usize,
     },
+    Native(&'a NativeBlock),
 }
 
 /// A turn's blocks in `order`, or the usual order when it is empty. An order that does not
@@ -50,9 +122,18 @@ pub(crate) fn ordered_blocks<'a>(
     thinking: &'a [ThinkingBlock],
     content: &'a str,
     calls: &'a [ToolCall],
+    native: &'a [NativeBlock],
 ) -> Result<Vec<Block<'a>>, BackendError> {
-    let mut blocks = Vec::with_capacity(thinking.len() + 1 + calls.len());
+    let mut blocks = Vec::with_capacity(thinking.len() + 1 + calls.len() + native.len());
     if order.is_empty() {
+        // Native blocks have no usual place: a turn with any keeps an order.
+        if !native.is_empty() {
+            return Err(BackendError::invalid(format!(
+                "the order of an assistant turn's blocks is missing, and the turn has {} provider block(s) \
+                 it must place",
+                native.len()
+            )));
+        }
         blocks.extend(thinking.iter().map(Block::Thinking));
         if !content.is_empty() {
             blocks.push(Block::Text { text: content, start: 0 });
@@ -60,7 +141,7 @@ pub(crate) fn ordered_blocks<'a>(
         blocks.extend(calls.iter().enumerate().map(|(index, call)| Block::ToolCall { call, index }));
         return Ok(blocks);
     }
-    let (mut next_thinking, mut next_call, mut text_end) = (0usize, 0usize, 0usize);
+    let (mut next_thinking, mut next_call, mut next_native, mut text_end) = (0usize, 0usize, 0usize, 0usize);
     let bad =
         |what: String| Err(BackendError::invalid(format!("the order of an assistant turn's blocks {what}")));
     for kind in order {
@@ -79,6 +160,13 @@ pub(crate) fn ordered_blocks<'a>(
                 }
                 None => return bad(format!("names more than the turn's {} tool calls", calls.len())),
             },
+            BlockKind::Native => match native.get(next_native) {
+                Some(block) => {
+                    blocks.push(Block::Native(block));
+                    next_native += 1;
+                }
+                None => return bad(format!("names more than the turn's {} provider blocks", native.len())),
+            },
             BlockKind::Text(end) => {
                 let end = usize::try_from(end).unwrap_or(usize::MAX);
                 match content.get(text_end..end) {
@@ -96,12 +184,17 @@ pub(crate) fn ordered_blocks<'a>(
             }
         }
     }
-    if next_thinking != thinking.len() || next_call != calls.len() || text_end != content.len() {
+    if next_thinking != thinking.len()
+        || next_call != calls.len()
+        || next_native != native.len()
+        || text_end != content.len()
+    {
         return bad(format!(
-            "accounts for {next_thinking} of {} thinking blocks, {next_call} of {} tool calls and {text_end} of \
-             {} bytes of text",
+            "accounts for {next_thinking} of {} thinking blocks, {next_call} of {} tool calls, {next_native} of {} \
+             provider blocks and {text_end} of {} bytes of text",
             thinking.len(),
             calls.len(),
+            native.len(),
             content.len()
         ));
     }
@@ -134,8 +227,11 @@ impl BlockOrder {
     pub fn tool_call(&mut self) {
         self.order.push(BlockKind::ToolCall);
     }
+    pub fn native(&mut self) {
+        self.order.push(BlockKind::Native);
+    }
     /// The order to keep: empty when it is the usual one (thinking, then one text block, then
-    /// the tool calls), so the common turn carries nothing extra.
+    /// the tool calls, and no provider blocks), so the common turn carries nothing extra.
     pub fn finish(self) -> Vec<BlockKind> {
         let kinds = self.order.iter();
         let thinking = kinds.clone().take_while(|k| **k == BlockKind::Thinking).count();
@@ -166,7 +262,7 @@ pub struct StreamBlockOrder {
     text_open: bool,
     /// The thinking block being streamed (its place in `began`), until a seal ends it.
     open: Option<usize>,
-    /// A seal has come.
+    /// A seal or a provider block has come: the order matters.
     sealed: bool,
 }
 
@@ -179,6 +275,7 @@ enum Began {
     /// A text block ending this many bytes into the text.
     Text(usize),
     ToolCall,
+    Native,
 }
 
 impl StreamBlockOrder {
@@ -215,6 +312,14 @@ impl StreamBlockOrder {
         self.began.push(Began::ToolCall);
     }
 
+    /// A provider's block, whole.
+    pub fn native(&mut self) {
+        self.end_text();
+        self.open = None;
+        self.began.push(Began::Native);
+        self.sealed = true;
+    }
+
     fn begin_thinking(&mut self) {
         self.end_text();
         self.open = Some(self.began.len());
@@ -227,7 +332,8 @@ impl StreamBlockOrder {
         }
     }
 
-    /// The order to keep: empty without a sealed block, or when it is the usual one.
+    /// The order to keep: empty without a sealed or provider block, or when it is the usual
+    /// one.
     /// `unsealed`: reasoning that no seal ended counts as a block (the cache keeps it as an
     /// unsigned block; a client that only gets sealed blocks back has no such block).
     pub fn finish(&mut self, unsealed: bool) -> Vec<BlockKind> {
@@ -242,6 +348,7 @@ impl StreamBlockOrder {
                 Began::Thinking { .. } => {}
                 Began::Text(end) => order.text(end),
                 Began::ToolCall => order.tool_call(),
+                Began::Native => order.native(),
             }
         }
         order.finish()

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::decision::RoutingDecision;
 use crate::error::BackendError;
 pub(crate) use crate::turn::ordered_blocks;
-pub use crate::turn::{Block, BlockKind, BlockOrder, StreamBlockOrder, ToolCallSlot, ToolCallSlots};
+pub use crate::turn::{
+    Block, BlockKind, BlockOrder, Dialect, NativeBlock, NativeTool, StreamBlockOrder, TextCitations,
+    ToolCallSlot, ToolCallSlots,
+};
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -93,6 +96,13 @@ pub struct Message {
     /// [`Message::blocks`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub order: Vec<BlockKind>,
+    /// For `Role::Assistant`: the provider's own blocks of this turn (server tool calls and
+    /// their results), placed by [`Self::order`]. See [`NativeBlock`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub native: Vec<NativeBlock>,
+    /// For `Role::Assistant`: the citations of the turn's text blocks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub citations: Vec<TextCitations>,
 }
 
 /// An image in a user message or a tool result.
@@ -205,6 +215,8 @@ impl Message {
             images: Vec::new(),
             documents: Vec::new(),
             order: Vec::new(),
+            native: Vec::new(),
+            citations: Vec::new(),
         }
     }
     pub fn system(content: impl Into<String>) -> Self {
@@ -273,7 +285,13 @@ impl Message {
     /// usual order when it is empty). The text comes as one block in the usual order; in a
     /// kept order, as the client's blocks. An order that does not match the turn is refused.
     pub fn blocks(&self) -> Result<Vec<Block<'_>>, BackendError> {
-        ordered_blocks(&self.order, &self.thinking, &self.content, &self.tool_calls)
+        ordered_blocks(&self.order, &self.thinking, &self.content, &self.tool_calls, &self.native)
+    }
+
+    /// The citations of the text block that ends `end` bytes into the content (none when it
+    /// has none).
+    pub fn citations_at(&self, end: usize) -> &[serde_json::Value] {
+        citations_at(&self.citations, end)
     }
 
     /// A tool result's text for a provider whose tool messages have no error flag (OpenAI
@@ -659,6 +677,10 @@ pub struct ChatRequest {
     pub stop: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolSpec>,
+    /// Tools the provider defines (web search, code execution, …), placed among `tools`. A
+    /// request with any goes only to a backend of their [`Dialect`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub native_tools: Vec<NativeTool>,
     /// Meaningful only with `tools`; `Auto` is sent as no choice at all.
     #[serde(default, skip_serializing_if = "ToolChoice::is_auto")]
     pub tool_choice: ToolChoice,
@@ -799,12 +821,17 @@ impl ChatRequest {
     /// The tool choice, once it is known to be satisfiable: a forced call needs tools, and a
     /// named one must be among them. Every adapter asks here, so each provider refuses the same
     /// requests with the same words (the caller's error: another backend would refuse it too).
+    /// A provider's own tools count, by their `name` (forcing Claude Code's web search is
+    /// `{"type": "tool", "name": "web_search"}`).
     pub fn checked_tool_choice(&self) -> Result<&ToolChoice, BackendError> {
+        let native_name = |name: &str| {
+            self.native_tools.iter().any(|t| t.spec.get("name").and_then(|n| n.as_str()) == Some(name))
+        };
         match &self.tool_choice {
-            ToolChoice::Required if self.tools.is_empty() => {
+            ToolChoice::Required if self.tools.is_empty() && self.native_tools.is_empty() => {
                 Err(BackendError::invalid("tool_choice `required` needs at least one tool"))
             }
-            ToolChoice::Tool(name) if !self.tools.iter().any(|t| &t.name == name) => {
+            ToolChoice::Tool(name) if !self.tools.iter().any(|t| &t.name == name) && !native_name(name) => {
                 Err(BackendError::invalid(format!(
                     "tool_choice names the tool `{name}`, which is not among the request's tools"
                 )))
@@ -868,6 +895,28 @@ impl ChatRequest {
     /// are tried ([`Document`]).
     pub fn has_media(&self) -> bool {
         self.messages.iter().any(|m| !m.images.is_empty() || !m.documents.is_empty())
+    }
+
+    /// The dialect of the request's provider-defined tools and blocks
+    /// ([`Self::native_tools`], [`Message::native`]), when it has any: only a backend of that
+    /// dialect can take it. A request mixing two dialects is refused, naming both.
+    pub fn native_dialect(&self) -> Result<Option<Dialect>, BackendError> {
+        let tools = self.native_tools.iter().map(|t| t.dialect);
+        let blocks = self.messages.iter().flat_map(|m| m.native.iter().map(|b| b.dialect));
+        let mut found: Option<Dialect> = None;
+        for d in tools.chain(blocks) {
+            match found {
+                Some(f) if f != d => {
+                    return Err(BackendError::invalid(format!(
+                        "the request mixes {} and {} tools or blocks; no provider takes both",
+                        f.provider(),
+                        d.provider()
+                    )));
+                }
+                _ => found = Some(d),
+            }
+        }
+        Ok(found)
     }
 
     /// How many prompt-cache breakpoints the request carries, across tools and messages.
@@ -1005,8 +1054,16 @@ pub struct Usage {
     pub cache_write_tokens: u32,
     #[serde(default)]
     pub reasoning_tokens: u32,
+    /// Web searches the provider ran for the answer (Anthropic's
+    /// `server_tool_use.web_search_requests`), billed per search on top of the tokens.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub web_search_requests: u32,
     #[serde(default)]
     pub source: UsageSource,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -1043,6 +1100,13 @@ pub struct ChatResponse {
     /// which a client's next turn carries it back in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub order: Vec<BlockKind>,
+    /// The provider's own blocks of the answer (server tool calls and their results), placed
+    /// by [`Self::order`]; see [`NativeBlock`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub native: Vec<NativeBlock>,
+    /// The citations of the answer's text blocks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub citations: Vec<TextCitations>,
     pub finish_reason: Option<FinishReason>,
     pub usage: Usage,
     /// Model the provider says answered.
@@ -1077,6 +1141,8 @@ impl ChatResponse {
             thinking: Vec::new(),
             tool_calls: Vec::new(),
             order: Vec::new(),
+            native: Vec::new(),
+            citations: Vec::new(),
             finish_reason: None,
             usage: Usage::default(),
             model: model.into(),
@@ -1115,18 +1181,31 @@ impl ChatResponse {
     /// The answer's thinking, text and tool calls as blocks, in [`Self::order`]: see
     /// [`Message::blocks`].
     pub fn blocks(&self) -> Result<Vec<Block<'_>>, BackendError> {
-        ordered_blocks(&self.order, &self.thinking, &self.content, &self.tool_calls)
+        ordered_blocks(&self.order, &self.thinking, &self.content, &self.tool_calls, &self.native)
+    }
+
+    /// The citations of the text block that ends `end` bytes into the content.
+    pub fn citations_at(&self, end: usize) -> &[serde_json::Value] {
+        citations_at(&self.citations, end)
     }
 
     /// The answer's blocks to hand to a client: in [`Self::order`], or in the usual order
     /// (logged) when an adapter gave an order that does not match them. Every item is still
-    /// there; refusing an answer already paid for would be worse than the usual order.
+    /// there (provider blocks, which have no usual place, last); refusing an answer already
+    /// paid for would be worse than the usual order.
     pub fn blocks_for_client(&self) -> Vec<Block<'_>> {
         self.blocks().unwrap_or_else(|e| {
             tracing::warn!(backend = %self.backend, error = %e, "answer sent in the usual block order");
-            ordered_blocks(&[], &self.thinking, &self.content, &self.tool_calls).unwrap_or_default()
+            let mut blocks =
+                ordered_blocks(&[], &self.thinking, &self.content, &self.tool_calls, &[]).unwrap_or_default();
+            blocks.extend(self.native.iter().map(Block::Native));
+            blocks
         })
     }
+}
+
+fn citations_at(all: &[TextCitations], end: usize) -> &[serde_json::Value] {
+    all.iter().find(|c| c.end as usize == end).map(|c| c.citations.as_slice()).unwrap_or_default()
 }
 
 /// A fragment of a tool call in a stream. OpenAI sends the id and name once and the
@@ -1171,6 +1250,11 @@ pub enum StreamEvent {
     ThinkingSeal { seal: ThinkingSeal },
     /// A piece of a tool call.
     ToolCall { delta: ToolCallDelta },
+    /// A provider's own block, whole (a server tool's call or result); see [`NativeBlock`].
+    Native { block: NativeBlock },
+    /// A citation of the text being streamed (Anthropic's `citations_delta`): it belongs to
+    /// the text block the next text extends, or the last one when none follows.
+    Citation { citation: serde_json::Value },
     /// Usage seen mid-stream (Anthropic `message_start`); the final figure is in `Done`.
     Usage { usage: Usage },
     /// Clean end.
@@ -1193,6 +1277,8 @@ impl StreamEvent {
                 | Self::ReasoningDelta { .. }
                 | Self::ThinkingSeal { .. }
                 | Self::ToolCall { .. }
+                | Self::Native { .. }
+                | Self::Citation { .. }
         )
     }
 
@@ -1312,6 +1398,7 @@ mod tests {
                     Block::Thinking(_) => "redacted".into(),
                     Block::Text { text, start } => format!("text {text}@{start}"),
                     Block::ToolCall { call, index } => format!("call {}#{index}", call.id),
+                    Block::Native(n) => format!("native {}", n.kind()),
                 })
                 .collect()
         };
@@ -1342,6 +1429,7 @@ mod tests {
                     BlockKind::Thinking => o.thinking(),
                     BlockKind::Text(end) => o.text(*end as usize),
                     BlockKind::ToolCall => o.tool_call(),
+                    BlockKind::Native => o.native(),
                 }
             }
             o.finish()
@@ -1362,6 +1450,91 @@ mod tests {
         assert_eq!(r.keep_first_tool_call(), 1);
         assert_eq!(r.order, [th, tc, th]);
         assert_eq!(r.blocks().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn provider_blocks_are_placed_by_the_order_and_a_turn_with_any_keeps_one() {
+        let (tx, nat) = (BlockKind::Text, BlockKind::Native);
+        let search =
+            NativeBlock::anthropic(serde_json::json!({"type": "server_tool_use", "id": "srvtoolu_1"}));
+        let results = NativeBlock::anthropic(serde_json::json!({"type": "web_search_tool_result"}));
+        let turn = Message {
+            native: vec![search.clone(), results.clone()],
+            order: vec![tx(4), nat, nat, tx(10)],
+            citations: vec![TextCitations { end: 10, citations: vec![serde_json::json!({"url": "u"})] }],
+            ..Message::assistant("Let mesaid")
+        };
+        let kinds: Vec<String> = turn
+            .blocks()
+            .unwrap()
+            .iter()
+            .map(|b| match b {
+                Block::Text { text, .. } => text.to_string(),
+                Block::Native(n) => n.kind().to_owned(),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(kinds, ["Let ", "server_tool_use", "web_search_tool_result", "mesaid"]);
+        assert_eq!(turn.citations_at(10), [serde_json::json!({"url": "u"})]);
+        assert!(turn.citations_at(4).is_empty());
+
+        // Too few or too many places, or none at all, is refused, naming the provider blocks.
+        for order in [vec![tx(4), nat, tx(10)], vec![tx(4), nat, nat, nat, tx(10)], vec![]] {
+            let e = Message { order, ..turn.clone() }.blocks().unwrap_err();
+            assert!(e.message.contains("provider block"), "{e}");
+        }
+        // Written down from events or blocks, an order with a provider block is always kept.
+        let mut o = BlockOrder::default();
+        o.native();
+        o.text(3);
+        assert_eq!(o.finish(), [nat, tx(3)]);
+        let mut s = StreamBlockOrder::default();
+        s.text("abc");
+        s.native();
+        s.text("de");
+        assert_eq!(s.finish(false), [tx(3), nat, tx(5)]);
+
+        // An answer whose order does not fit still gives every block to the client.
+        let r = ChatResponse { native: vec![search], content: "hi".into(), ..ChatResponse::empty("b", "m") };
+        assert!(r.blocks().is_err());
+        assert!(matches!(r.blocks_for_client()[..], [Block::Text { .. }, Block::Native(_)]));
+    }
+
+    #[test]
+    fn native_dialect_is_the_requests_and_answers_with_native_parts_are_not_cached() {
+        let mut r = ChatRequest::prompt("what is new?");
+        assert_eq!(r.native_dialect().unwrap(), None);
+        let key = crate::CacheKey::of(&r);
+        assert!(key.is_some());
+        r.native_tools.push(NativeTool {
+            dialect: Dialect::Anthropic,
+            at: 0,
+            spec: serde_json::json!({"type": "web_search_20250305", "name": "web_search"}),
+        });
+        assert_eq!(r.native_dialect().unwrap(), Some(Dialect::Anthropic));
+        assert!(crate::CacheKey::of(&r).is_none(), "a web search is not a function of the request");
+        r.native_tools.clear();
+        r.messages.insert(
+            0,
+            Message {
+                native: vec![NativeBlock::anthropic(serde_json::json!({"type": "web_search_tool_result"}))],
+                order: vec![BlockKind::Native],
+                ..Message::assistant("")
+            },
+        );
+        assert_eq!(r.native_dialect().unwrap(), Some(Dialect::Anthropic));
+        assert_ne!(crate::CacheKey::of(&r), key, "the history's blocks are part of the key");
+
+        let answer =
+            ChatResponse { finish_reason: Some(FinishReason::Stop), ..ChatResponse::empty("b", "m") };
+        assert!(crate::cache::is_cacheable(&answer));
+        let cited = ChatResponse {
+            citations: vec![TextCitations { end: 0, citations: vec![serde_json::json!({})] }],
+            ..answer.clone()
+        };
+        assert!(!crate::cache::is_cacheable(&cited));
+        let native = ChatResponse { native: vec![NativeBlock::anthropic(serde_json::json!({}))], ..answer };
+        assert!(!crate::cache::is_cacheable(&native));
     }
 
     #[test]

@@ -337,3 +337,40 @@ async fn an_image_goes_only_to_a_backend_that_takes_images() {
     // Without the image, the cheap one wins.
     assert_eq!(r.select(&ChatRequest::prompt("hi"), &[]).unwrap().backend.name(), "text");
 }
+
+/// A request with a provider's own tools (Anthropic's web search) goes only to a backend of
+/// that provider, whatever it costs; with none left, it is refused as the caller's error
+/// (nothing to wait for or retry), saying which provider it needs.
+#[tokio::test]
+async fn a_server_tool_goes_only_to_its_providers_backends() {
+    use claudette_core::{Dialect, ErrorKind, NativeTool, SkipReason};
+    let clock = FakeClock::new();
+    let cheap = scripted("cheap", Pricing::new(0.1, 0.1), vec![], ok_step);
+    let mut claude = Scripted {
+        info: info("claude", Pricing::new(5.0, 5.0)),
+        steps: Mutex::new(VecDeque::new()),
+        fallback: ok_step,
+    };
+    claude.info.provider = "anthropic".into();
+    let r = router(&clock, RouterOptions::default(), vec![cheap.clone(), Arc::new(claude)]);
+    let search = ChatRequest {
+        native_tools: vec![NativeTool {
+            dialect: Dialect::Anthropic,
+            at: 0,
+            spec: serde_json::json!({"type": "web_search_20250305", "name": "web_search"}),
+        }],
+        ..ChatRequest::prompt("what happened today?")
+    };
+    let sel = r.select(&search, &[]).unwrap();
+    assert_eq!(sel.backend.name(), "claude");
+    let skipped = sel.decision.skipped.iter().find(|s| s.backend == "cheap").unwrap();
+    assert_eq!(skipped.reason, SkipReason::OtherDialect, "{skipped:?}");
+    assert_eq!(r.route_request(&search).await.unwrap().backend, "claude");
+    assert_eq!(r.select(&ChatRequest::prompt("hi"), &[]).unwrap().backend.name(), "cheap");
+
+    let only_cheap = router(&clock, RouterOptions::default(), vec![cheap]);
+    let e = only_cheap.route_request(&search).await.unwrap_err();
+    assert_eq!(e.error.kind, ErrorKind::InvalidRequest, "{e}");
+    assert!(e.error.message.contains("provider `anthropic`"), "{e}");
+    assert_eq!(e.attempts(), 0);
+}

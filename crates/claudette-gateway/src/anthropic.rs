@@ -16,15 +16,26 @@
 //! Refused with a 400 naming the field: images and documents in `system` or an assistant turn
 //! (the neutral request has them on user turns and tool results only); `file` sources
 //! (Anthropic's Files API, which the gateway cannot read); documents that are not PDFs;
-//! `content` document sources (content made to be cited, and the neutral answer has no
-//! citations: send its blocks as `text` and `image` blocks); a document's `citations` when
-//! enabled (no backend but Anthropic cites, and the answer could not carry the citations) and
-//! its `context` (the neutral document has no place for it, and dropped the model would
-//! never read it); and other block types (`search_result`, server tools' blocks).
+//! `content` document sources (content made to be cited: send its blocks as `text` and
+//! `image` blocks); a document's `citations` when enabled (the neutral document cannot ask
+//! for them, so no backend would cite it) and its `context` (the neutral document has no
+//! place for it, and dropped the model would never read it); and other block types
+//! (`search_result`, Anthropic's own blocks outside an assistant turn, any type not listed
+//! here).
 //!
-//! An assistant turn keeps the order of its `thinking`, `text` and `tool_use` blocks, in the
-//! answer and in a client's turn sent back: Claude thinks between its calls (interleaved
-//! thinking), and Anthropic refuses such a turn back in any other order, on every turn after.
+//! Anthropic's own tools, the server tools Claude Code's WebSearch sends (`web_search_…`,
+//! `web_fetch_…`, `code_execution_…`, MCP) and its client tools (`bash_…`, `text_editor_…`,
+//! `computer_…`, `memory_…`): a tool with a `type` other than `custom` is kept whole, in its
+//! place among the function tools, and the blocks those tools write into an assistant turn
+//! ([`NATIVE_BLOCKS`]: `server_tool_use`, `web_search_tool_result`, …) are kept whole in
+//! theirs, as are the `citations` of its text blocks. Such a request goes to an Anthropic
+//! backend only (the router refuses it, naming why, when there is none); the answer carries
+//! those blocks, its text blocks' `citations`, `usage.server_tool_use` and a `pause_turn`
+//! stop, in JSON and in the stream, as Anthropic sends them.
+//!
+//! An assistant turn keeps the order of its blocks, in the answer and in a client's turn
+//! sent back: Claude thinks between its calls (interleaved thinking), and Anthropic refuses
+//! such a turn back in any other order, on every turn after.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue};
@@ -32,10 +43,10 @@ use axum::response::Response;
 use claudette_core::error::scrub_secrets;
 use claudette_core::{
     BackendError, Block as TurnBlock, BlockOrder, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest,
-    ChatResponse, Document, DocumentSource, ErrorKind, FinishReason, Image, ImageSource,
-    MAX_CACHE_BREAKPOINTS, Message, Phase, ReasoningEffort, ResponseFormat, Role, StreamEvent, Thinking,
-    ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolCallSlot, ToolCallSlots, ToolChoice, ToolSpec,
-    Usage,
+    ChatResponse, Dialect, Document, DocumentSource, ErrorKind, FinishReason, Image, ImageSource,
+    MAX_CACHE_BREAKPOINTS, Message, NativeBlock, NativeTool, Phase, ReasoningEffort, ResponseFormat, Role,
+    StreamEvent, TextCitations, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolCallSlot,
+    ToolCallSlots, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -72,7 +83,7 @@ pub(crate) struct MessagesRequest {
     #[serde(default)]
     top_k: Option<u32>,
     #[serde(default)]
-    tools: Option<Vec<InTool>>,
+    tools: Option<Vec<AnyTool>>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
@@ -180,7 +191,127 @@ struct InToolChoice {
     disable_parallel_tool_use: Option<bool>,
 }
 
-type Content = TextOr<Block>;
+type Content = TextOr<InBlock>;
+
+/// The types of the blocks Anthropic's own tools write into an assistant turn (server tools'
+/// calls and results, MCP connector calls and results, code execution's file uploads, context
+/// compaction), as its Messages API lists them. Such a block is the provider's alone: the
+/// client shows it and sends it back unchanged (search results are encrypted), so it is
+/// carried whole, in its place, to an Anthropic backend only. Any other unknown type is
+/// refused, naming it: passed on unread, a block no backend knows would fail upstream instead.
+const NATIVE_BLOCKS: [&str; 13] = [
+    "server_tool_use",
+    "web_search_tool_result",
+    "web_fetch_tool_result",
+    "code_execution_tool_result",
+    "bash_code_execution_tool_result",
+    "text_editor_code_execution_tool_result",
+    "tool_search_tool_result",
+    "advisor_tool_result",
+    "mcp_tool_use",
+    "mcp_tool_result",
+    "container_upload",
+    "compaction",
+    "fallback",
+];
+
+/// A content block: one of Anthropic's own ([`NATIVE_BLOCKS`]), kept whole, or one the
+/// gateway reads, flat.
+// Nearly every block is flat: boxing it would cost each one an allocation to save the rare
+// native block some bytes.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum InBlock {
+    Native(Value),
+    Flat(Block),
+}
+
+impl InBlock {
+    /// The block, or a 400 naming it (`param`) when it is one of Anthropic's own: only an
+    /// assistant turn carries those.
+    fn flat(self, param: &dyn Fn() -> String) -> Result<Block, ApiError> {
+        match self {
+            InBlock::Flat(b) => Ok(b),
+            InBlock::Native(v) => {
+                Err(unsupported(v.get("type").and_then(Value::as_str).unwrap_or(""), param()))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for InBlock {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(InBlockVisitor)
+    }
+}
+
+/// Reads a block's entries up to its `type` (clients write it first), then the rest either
+/// raw, for one of Anthropic's own blocks, or as the flat [`Block`]: the common block is
+/// never buffered whole (see [`TextOr`] for why that matters).
+struct InBlockVisitor;
+
+impl<'de> serde::de::Visitor<'de> for InBlockVisitor {
+    type Value = InBlock;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a content block object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<InBlock, A::Error> {
+        let mut held: Vec<(String, Value)> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value: Value = map.next_value()?;
+            let is_type = key == "type";
+            if is_type && value.as_str().is_some_and(|t| NATIVE_BLOCKS.contains(&t)) {
+                let mut raw: serde_json::Map<String, Value> = held.into_iter().collect();
+                raw.insert(key, value);
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    raw.insert(k, v);
+                }
+                return Ok(InBlock::Native(Value::Object(raw)));
+            }
+            held.push((key, value));
+            if is_type {
+                break;
+            }
+        }
+        let rest = HeldThenRest { held: held.into_iter(), value: None, rest: map };
+        Block::deserialize(serde::de::value::MapAccessDeserializer::new(rest)).map(InBlock::Flat)
+    }
+}
+
+/// A map's entries already read, then the ones still to come.
+struct HeldThenRest<A> {
+    held: std::vec::IntoIter<(String, Value)>,
+    /// The value of the held key just handed out.
+    value: Option<Value>,
+    rest: A,
+}
+
+impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for HeldThenRest<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        use serde::de::IntoDeserializer;
+        match self.held.next() {
+            Some((key, value)) => {
+                self.value = Some(value);
+                seed.deserialize(key.into_deserializer()).map(Some)
+            }
+            None => self.rest.next_key_seed(seed),
+        }
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        match self.value.take() {
+            Some(value) => seed.deserialize(value).map_err(serde::de::Error::custom),
+            None => self.rest.next_value_seed(seed),
+        }
+    }
+}
 
 /// A content block, flat: which fields matter depends on `type`.
 #[derive(Debug, Deserialize)]
@@ -242,8 +373,6 @@ struct InMessage {
 
 #[derive(Debug, Deserialize)]
 struct InTool {
-    #[serde(default)]
-    r#type: Option<String>,
     name: String,
     #[serde(default)]
     description: Option<String>,
@@ -256,10 +385,37 @@ struct InTool {
     strict: Option<bool>,
 }
 
+/// A tool: the client's own (no `type`, or `custom`), or one Anthropic defines, named by its
+/// versioned `type` (`web_search_20250305`, `bash_20250124`, …) and kept whole: the provider
+/// knows its schema, and runs it when it is a server tool.
+#[derive(Debug)]
+enum AnyTool {
+    Client(InTool),
+    Native(Value),
+}
+
+impl<'de> Deserialize<'de> for AnyTool {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(deserializer)?;
+        match v.get("type") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(t)) if t == "custom" => {}
+            Some(Value::String(_)) => return Ok(AnyTool::Native(v)),
+            Some(other) => {
+                let why = String::deserialize(other)
+                    .err()
+                    .map_or_else(|| "expected a string".into(), |e| e.to_string());
+                return Err(serde::de::Error::custom(why));
+            }
+        }
+        InTool::deserialize(v).map(AnyTool::Client).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A tool that failed to parse, named down to its `strict` when that is the field at fault:
 /// the whole tool's error would leave the client to guess which flag it sent wrong.
 fn tool_fault(path: String, t: &Value) -> Option<Fault> {
-    let whole = fault::<InTool>(path.clone(), t)?;
+    let whole = fault::<AnyTool>(path.clone(), t)?;
     let strict =
         t.get("strict").filter(|v| !v.is_null()).and_then(|v| fault::<bool>(format!("{path}.strict"), v));
     Some(strict.unwrap_or(whole))
@@ -396,7 +552,7 @@ impl Parts {
         if enabled.is_some_and(|e| !e.is_null() && e.as_bool() != Some(false)) {
             return Err(invalid_at(
                 format!("{}.citations", param()),
-                &"citations are not supported by this gateway: the answer has no place for them \
+                &"citations are not supported by this gateway: the document cannot ask for them \
                   whichever backend serves it; send the document without `citations`",
             ));
         }
@@ -422,6 +578,44 @@ impl Parts {
             self.mark_last_document(ttl);
         }
         Ok(())
+    }
+}
+
+/// Checks the `name` of one of Anthropic's own tools (`tools.{i}`): Claude calls the tool by
+/// it, and `tool_choice` names it so.
+fn native_tool_name(spec: &Value, i: usize) -> Result<(), ApiError> {
+    let param = format!("tools.{i}.name");
+    match spec.get("name") {
+        None | Some(Value::Null) => Err(required(param)),
+        Some(Value::String(n)) if n.is_empty() => {
+            Err(invalid_at(param, &"String should have at least 1 character"))
+        }
+        Some(Value::String(_)) => Ok(()),
+        Some(other) => match String::deserialize(other) {
+            Err(e) => Err(invalid_at(param, &e)),
+            Ok(_) => Ok(()),
+        },
+    }
+}
+
+/// Checks and counts the `cache_control` of one of Anthropic's own tools or blocks (`param`):
+/// it stays in the tool or block, which goes whole, but Anthropic counts it against the same
+/// limit as every other marker.
+fn native_mark(v: &Value, marks: &mut CacheMarks, param: &dyn Fn() -> String) -> Result<(), ApiError> {
+    let Some(mark) = v.get("cache_control").filter(|c| !c.is_null()) else { return Ok(()) };
+    let mark =
+        InCache::deserialize(mark).map_err(|e| invalid_at(format!("{}.cache_control", param()), &e))?;
+    marks.read(Some(mark), param).map(drop)
+}
+
+/// An assistant text block's `citations` (`param` names the block): where its sentences came
+/// from, as Anthropic wrote them (a web search result, a document's page). Sent back with the
+/// turn, to Anthropic only; none when absent.
+fn text_citations(citations: Option<Value>, param: &dyn Fn() -> String) -> Result<Vec<Value>, ApiError> {
+    match citations {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(cited)) => Ok(cited),
+        Some(_) => Err(invalid_at(format!("{}.citations", param()), &"Input should be a valid list")),
     }
 }
 
@@ -558,6 +752,7 @@ fn block_text(
     let mut out = Parts::default();
     for (j, b) in blocks.into_iter().enumerate() {
         let param = || format!("{}.{j}", base());
+        let b = b.flat(&param)?;
         match b.r#type.as_str() {
             "text" => {
                 let Some(t) = b.text else { return Err(missing_text(param())) };
@@ -583,7 +778,7 @@ fn message_fault(path: String, m: &Value) -> Option<Fault> {
             let content = o.get("content")?;
             let path = format!("{path}.content");
             if content.is_array() {
-                element_fault::<Block>(Paths::Dotted, &path, content)
+                element_fault::<InBlock>(Paths::Dotted, &path, content)
             } else {
                 fault::<Content>(path, content)
             }
@@ -610,7 +805,7 @@ fn locate(v: &Value) -> Option<Fault> {
             "output_config" => fault::<InOutputConfig>(k.into(), v),
             "stop_sequences" => element_fault::<String>(Paths::Dotted, k, v),
             "tools" => list_fault(Paths::Dotted, k, v, tool_fault),
-            "system" if v.is_array() => element_fault::<Block>(Paths::Dotted, k, v),
+            "system" if v.is_array() => element_fault::<InBlock>(Paths::Dotted, k, v),
             "system" => fault::<Content>(k.into(), v),
             _ => None,
         }
@@ -697,11 +892,18 @@ impl MessagesRequest {
         let mut marks = CacheMarks::default();
         // Tools come first in Anthropic's prompt, so their markers are counted first.
         let mut tools = Vec::new();
+        let mut native_tools = Vec::new();
         for (i, t) in self.tools.unwrap_or_default().into_iter().enumerate() {
-            if t.r#type.as_deref().is_some_and(|ty| ty != "custom") {
-                return Err(ApiError::invalid("only client tools with an `input_schema` are supported")
-                    .with_param(format!("tools.{i}.type")));
-            }
+            let t = match t {
+                AnyTool::Client(t) => t,
+                AnyTool::Native(spec) => {
+                    native_tool_name(&spec, i)?;
+                    native_mark(&spec, &mut marks, &|| format!("tools.{i}"))?;
+                    let at = u32::try_from(tools.len()).unwrap_or(u32::MAX);
+                    native_tools.push(NativeTool { dialect: Dialect::Anthropic, at, spec });
+                    continue;
+                }
+            };
             tools.push(ToolSpec {
                 name: t.name,
                 description: t.description.unwrap_or_default(),
@@ -739,15 +941,34 @@ impl MessagesRequest {
             // Claude thinks between its calls (interleaved thinking), and Anthropic refuses the
             // turn back in any other order than it made it.
             let mut order = BlockOrder::default();
+            let (mut native, mut citations) = (Vec::new(), Vec::new());
             let mut had_results = false;
             for (j, b) in blocks.into_iter().enumerate() {
                 let param = || format!("messages.{i}.content.{j}");
+                let b = match b {
+                    // Anthropic's own tools' blocks, in their place, for Anthropic to read.
+                    InBlock::Native(block) if role == Role::Assistant => {
+                        native_mark(&block, &mut marks, &param)?;
+                        native.push(NativeBlock::anthropic(block));
+                        order.native();
+                        continue;
+                    }
+                    other => other.flat(&param)?,
+                };
                 match (b.r#type.as_str(), role) {
                     ("text", _) => match b.text {
                         Some(t) => {
                             // Joined as they came, so each block ends where the next starts.
                             parts.text.push_str(&t);
                             order.text(parts.text.len());
+                            if role == Role::Assistant {
+                                let cited = text_citations(b.citations, &param)?;
+                                // An empty block is no block of the turn; nothing of it is cited.
+                                if !cited.is_empty() && !t.is_empty() {
+                                    let end = u32::try_from(parts.text.len()).unwrap_or(u32::MAX);
+                                    citations.push(TextCitations { end, citations: cited });
+                                }
+                            }
                             if let Some(ttl) = marks.read(b.cache_control, &param)? {
                                 parts.mark_text(ttl);
                             }
@@ -826,6 +1047,8 @@ impl MessagesRequest {
                     images,
                     documents,
                     order,
+                    native,
+                    citations,
                     ..Message::new(role, text)
                 });
             }
@@ -873,6 +1096,7 @@ impl MessagesRequest {
         };
         let request = ChatRequest {
             messages: out,
+            native_tools,
             model: None,
             max_tokens,
             temperature: self.temperature,
@@ -1027,10 +1251,33 @@ struct MessageOut<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum BlockOut<'a> {
-    Thinking { thinking: &'a str, signature: &'a str },
-    RedactedThinking { data: &'a str },
-    Text { text: &'a str },
-    ToolUse { id: &'a str, name: &'a str, input: Value },
+    Thinking {
+        thinking: &'a str,
+        signature: &'a str,
+    },
+    RedactedThinking {
+        data: &'a str,
+    },
+    /// `citations` only when it has some: an answer without is as it always was.
+    Text {
+        text: &'a str,
+        #[serde(skip_serializing_if = "<[Value]>::is_empty")]
+        citations: &'a [Value],
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Value,
+    },
+    /// One of Anthropic's own blocks, as the provider wrote it (`type` and all).
+    #[serde(untagged)]
+    Native(&'a Value),
+}
+
+impl<'a> BlockOut<'a> {
+    fn text(text: &'a str) -> BlockOut<'a> {
+        BlockOut::Text { text, citations: &[] }
+    }
 }
 
 /// Anthropic's usage: `input_tokens` *excludes* cache reads and writes; ours includes them.
@@ -1040,6 +1287,15 @@ struct OutUsage {
     output_tokens: u32,
     cache_creation_input_tokens: u32,
     cache_read_input_tokens: u32,
+    /// Only when the answer searched the web: an answer without is as it always was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_tool_use: Option<ServerToolUse>,
+}
+
+/// What Anthropic's server tools did beyond tokens: each web search is billed.
+#[derive(Serialize, Clone, Copy)]
+struct ServerToolUse {
+    web_search_requests: u32,
 }
 
 fn out_usage(u: &Usage) -> OutUsage {
@@ -1048,6 +1304,8 @@ fn out_usage(u: &Usage) -> OutUsage {
         output_tokens: u.output_tokens,
         cache_creation_input_tokens: u.cache_write_tokens,
         cache_read_input_tokens: u.cache_read_tokens,
+        server_tool_use: (u.web_search_requests > 0)
+            .then_some(ServerToolUse { web_search_requests: u.web_search_requests }),
     }
 }
 
@@ -1107,10 +1365,13 @@ fn message_body(resp: &ChatResponse) -> Vec<u8> {
                 BlockOut::Thinking { thinking, signature }
             }
             TurnBlock::Thinking(ThinkingBlock::Redacted { data }) => BlockOut::RedactedThinking { data },
-            TurnBlock::Text { text, .. } => BlockOut::Text { text },
+            TurnBlock::Text { text, start } => {
+                BlockOut::Text { text, citations: resp.citations_at(start + text.len()) }
+            }
             TurnBlock::ToolCall { call, .. } => {
                 BlockOut::ToolUse { id: &call.id, name: &call.name, input: tool_input(&call.arguments) }
             }
+            TurnBlock::Native(native) => BlockOut::Native(&native.block),
         });
     }
     let (reason, sequence) = stop_reason(resp.finish_reason.as_ref(), !resp.tool_calls.is_empty());
@@ -1137,10 +1398,10 @@ struct MessageStart<'a> {
 }
 
 #[derive(Serialize)]
-struct BlockStart<'a> {
+struct BlockStart<B> {
     r#type: &'static str,
     index: u32,
-    content_block: BlockOut<'a>,
+    content_block: B,
 }
 
 #[derive(Serialize)]
@@ -1159,6 +1420,7 @@ enum DeltaOut<'a> {
     ThinkingDelta { thinking: &'a str },
     SignatureDelta { signature: &'a str },
     InputJsonDelta { partial_json: &'a str },
+    CitationsDelta { citation: &'a Value },
 }
 
 #[derive(Serialize)]
@@ -1193,7 +1455,11 @@ struct ErrorEvent<'a> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Open {
-    Text(u32),
+    /// `texted`: text has been written to it, so a citation now is of another block.
+    Text {
+        block: u32,
+        texted: bool,
+    },
     Thinking(u32),
     /// `call` is the call's position in [`AnthropicEncoder::calls`].
     Tool {
@@ -1203,9 +1469,10 @@ enum Open {
 }
 
 /// The full Messages event sequence: `message_start` and a `ping`, then per content block
-/// `content_block_start` / `_delta`s / `_stop` (text, thinking, tool_use with
-/// `input_json_delta`), then `message_delta` with the final usage and `message_stop`. A
-/// failure after commit is `event: error` and the stream closes without `message_stop`.
+/// `content_block_start` / `_delta`s / `_stop` (text, with its `citations_delta`s; thinking;
+/// tool_use with `input_json_delta`; Anthropic's own blocks as Anthropic streams them), then
+/// `message_delta` with the final usage and `message_stop`. A failure after commit is
+/// `event: error` and the stream closes without `message_stop`.
 pub(crate) struct AnthropicEncoder {
     id: String,
     model: String,
@@ -1236,12 +1503,7 @@ impl AnthropicEncoder {
             return;
         }
         self.started = true;
-        let usage = self.usage.map(|u| out_usage(&u)).unwrap_or(OutUsage {
-            input_tokens: 0,
-            output_tokens: 0,
-            cache_creation_input_tokens: 0,
-            cache_read_input_tokens: 0,
-        });
+        let usage = out_usage(&self.usage.unwrap_or_default());
         let start = MessageStart {
             r#type: "message_start",
             message: MessageOut {
@@ -1261,16 +1523,17 @@ impl AnthropicEncoder {
 
     fn close(&mut self, out: &mut Vec<u8>) {
         if let Some(open) = self.open.take() {
-            let (Open::Text(index) | Open::Thinking(index) | Open::Tool { block: index, .. }) = open;
-            respond::event_frame(
-                out,
-                "content_block_stop",
-                &BlockStop { r#type: "content_block_stop", index },
-            );
+            let (Open::Text { block: index, .. } | Open::Thinking(index) | Open::Tool { block: index, .. }) =
+                open;
+            Self::stop(out, index);
         }
     }
 
-    fn open_block(&mut self, out: &mut Vec<u8>, block: BlockOut<'_>) -> u32 {
+    fn stop(out: &mut Vec<u8>, index: u32) {
+        respond::event_frame(out, "content_block_stop", &BlockStop { r#type: "content_block_stop", index });
+    }
+
+    fn open_block(&mut self, out: &mut Vec<u8>, block: &impl Serialize) -> u32 {
         self.close(out);
         let index = self.next_block;
         self.next_block += 1;
@@ -1295,6 +1558,42 @@ impl AnthropicEncoder {
         !slot.starts || (delta.id.is_some() && (0..self.calls.len()).any(closed_id))
     }
 
+    /// One of Anthropic's own blocks, whole, as Anthropic streams it: a tool call
+    /// (`server_tool_use`, `mcp_tool_use`) starts with an empty `input` that one
+    /// `input_json_delta` fills, as a `tool_use` does; any other block comes whole in its start.
+    fn native(&mut self, out: &mut Vec<u8>, block: &Value) {
+        let streams_input =
+            matches!(block.get("type").and_then(Value::as_str), Some("server_tool_use" | "mcp_tool_use"));
+        let index = match block.as_object().filter(|_| streams_input) {
+            Some(fields) => {
+                let mut start = fields.clone();
+                let input = start.insert("input".to_owned(), Value::Object(serde_json::Map::new()));
+                let input = input.map_or_else(|| "{}".to_owned(), |v| v.to_string());
+                let index = self.open_block(out, &start);
+                Self::delta(out, index, DeltaOut::InputJsonDelta { partial_json: &input });
+                index
+            }
+            None => self.open_block(out, block),
+        };
+        Self::stop(out, index);
+    }
+
+    /// A citation of the text that follows: Anthropic sends a block's citations before its
+    /// text, so one after text starts the next text block (opened with `citations: []`, as
+    /// Anthropic opens a cited block).
+    fn citation(&mut self, out: &mut Vec<u8>, citation: &Value) {
+        let index = match self.open {
+            Some(Open::Text { block, texted: false }) => block,
+            _ => {
+                let block =
+                    self.open_block(out, &serde_json::json!({"type": "text", "text": "", "citations": []}));
+                self.open = Some(Open::Text { block, texted: false });
+                block
+            }
+        };
+        Self::delta(out, index, DeltaOut::CitationsDelta { citation });
+    }
+
     fn delta(out: &mut Vec<u8>, index: u32, delta: DeltaOut<'_>) {
         respond::event_frame(
             out,
@@ -1311,20 +1610,27 @@ impl AnthropicEncoder {
 impl Encoder for AnthropicEncoder {
     fn event(&mut self, ev: StreamEvent, out: &mut Vec<u8>) -> bool {
         match ev {
+            StreamEvent::Native { block } => {
+                self.start(out);
+                self.native(out, &block.block);
+                false
+            }
+            StreamEvent::Citation { citation } => {
+                self.start(out);
+                self.citation(out, &citation);
+                false
+            }
             StreamEvent::Usage { usage } => {
                 self.usage = Some(usage);
                 false
             }
             StreamEvent::TextDelta { text } => {
                 self.start(out);
-                let index = match self.open {
-                    Some(Open::Text(i)) => i,
-                    _ => {
-                        let i = self.open_block(out, BlockOut::Text { text: "" });
-                        self.open = Some(Open::Text(i));
-                        i
-                    }
+                let (index, texted) = match self.open {
+                    Some(Open::Text { block, texted }) => (block, texted),
+                    _ => (self.open_block(out, &BlockOut::text("")), false),
                 };
+                self.open = Some(Open::Text { block: index, texted: texted || !text.is_empty() });
                 Self::delta(out, index, DeltaOut::TextDelta { text: &text });
                 false
             }
@@ -1333,7 +1639,7 @@ impl Encoder for AnthropicEncoder {
                 let index = match self.open {
                     Some(Open::Thinking(i)) => i,
                     _ => {
-                        let i = self.open_block(out, BlockOut::Thinking { thinking: "", signature: "" });
+                        let i = self.open_block(out, &BlockOut::Thinking { thinking: "", signature: "" });
                         self.open = Some(Open::Thinking(i));
                         i
                     }
@@ -1348,13 +1654,13 @@ impl Encoder for AnthropicEncoder {
                         let index = match self.open {
                             Some(Open::Thinking(i)) => i,
                             // A block whose reasoning was empty still needs its signature.
-                            _ => self.open_block(out, BlockOut::Thinking { thinking: "", signature: "" }),
+                            _ => self.open_block(out, &BlockOut::Thinking { thinking: "", signature: "" }),
                         };
                         self.open = Some(Open::Thinking(index));
                         Self::delta(out, index, DeltaOut::SignatureDelta { signature: &signature });
                     }
                     ThinkingSeal::Redacted(data) => {
-                        let index = self.open_block(out, BlockOut::RedactedThinking { data: &data });
+                        let index = self.open_block(out, &BlockOut::RedactedThinking { data: &data });
                         self.open = Some(Open::Thinking(index));
                     }
                 }
@@ -1385,7 +1691,7 @@ impl Encoder for AnthropicEncoder {
                         let name = delta.name.clone().unwrap_or_default();
                         let block = self.open_block(
                             out,
-                            BlockOut::ToolUse {
+                            &BlockOut::ToolUse {
                                 id: &id,
                                 name: &name,
                                 input: Value::Object(serde_json::Map::new()),
@@ -1403,7 +1709,9 @@ impl Encoder for AnthropicEncoder {
             StreamEvent::Done { end } => {
                 if let Some(u) = self.usage.filter(|_| end.usage.input_tokens == 0) {
                     // The final figure lacks the prompt side; keep what message_start reported.
-                    self.usage = Some(Usage { output_tokens: end.usage.output_tokens, ..u });
+                    let web_search_requests = end.usage.web_search_requests.max(u.web_search_requests);
+                    self.usage =
+                        Some(Usage { output_tokens: end.usage.output_tokens, web_search_requests, ..u });
                 } else {
                     self.usage = Some(end.usage);
                 }
@@ -1500,9 +1808,156 @@ mod tests {
         let e = parse(search_result).unwrap_err();
         assert!(e.message.contains("search_result"), "{}", e.message);
         assert_eq!(e.param.as_deref(), Some("messages.0.content.0"));
-        let server_tool = serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
-            "tools": [{"type": "web_search_20250305", "name": "web_search"}]});
-        assert!(parse(server_tool).is_err());
+    }
+
+    /// A body's error as the handler words it (the field at fault located when serde fails).
+    fn refused(body: Value) -> ApiError {
+        match parse_body(body.to_string().as_bytes()).and_then(MessagesRequest::into_chat) {
+            Ok(_) => panic!("accepted: {body}"),
+            Err(e) => e,
+        }
+    }
+
+    fn web_search() -> Value {
+        serde_json::json!({"type": "web_search_20250305", "name": "web_search", "max_uses": 8})
+    }
+
+    fn function_tool(name: &str) -> Value {
+        serde_json::json!({"name": name, "input_schema": {"type": "object"}})
+    }
+
+    /// Claude Code's WebSearch turn as it comes back: text, the search and its (encrypted)
+    /// results, then cited text between uncited text.
+    fn searched_turn() -> Value {
+        serde_json::json!([
+            {"type": "text", "text": "Searching."},
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "rust 2024"}},
+            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+                {"type": "web_search_result", "url": "https://r.example", "title": "R", "encrypted_content": "E1"}]},
+            {"type": "text", "text": "Rust 2024 ", "citations": [
+                {"type": "web_search_result_location", "url": "https://r.example", "cited_text": "c", "encrypted_index": "I1"}]},
+            {"type": "text", "text": "shipped"},
+            {"type": "code_execution_tool_result", "tool_use_id": "srvtoolu_2",
+                "content": {"type": "code_execution_tool_result_error", "error_code": "unavailable"}}
+        ])
+    }
+
+    #[test]
+    fn anthropics_own_tools_are_kept_whole_in_their_place_among_the_function_tools() {
+        let bash = serde_json::json!({"type": "bash_20250124", "name": "bash"});
+        let (r, _) =
+            parse(serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+            "tools": [function_tool("Read"), web_search(), function_tool("Edit"), bash,
+                      {"type": "custom", "name": "Glob", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "tool", "name": "web_search"}}))
+            .unwrap();
+        let names: Vec<&str> = r.tools.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["Read", "Edit", "Glob"]);
+        let native: Vec<(u32, &Value)> = r.native_tools.iter().map(|t| (t.at, &t.spec)).collect();
+        assert_eq!(
+            native,
+            [(1, &web_search()), (2, &serde_json::json!({"type": "bash_20250124", "name": "bash"}))]
+        );
+        assert!(r.native_tools.iter().all(|t| t.dialect == Dialect::Anthropic));
+        assert_eq!(r.tool_choice, ToolChoice::Tool("web_search".into()));
+        // `any` with Anthropic's tools alone may pick one of them.
+        let (r, _) =
+            parse(serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+            "tools": [web_search()], "tool_choice": {"type": "any"}}))
+            .unwrap();
+        assert_eq!((r.tools.len(), r.native_tools.len(), r.tool_choice), (0, 1, ToolChoice::Required));
+    }
+
+    #[test]
+    fn an_assistant_turns_own_blocks_and_citations_are_kept_in_their_place() {
+        let turn = searched_turn();
+        let (r, _) = parse(serde_json::json!({"max_tokens": 5, "tools": [web_search()], "messages": [
+            {"role": "user", "content": "what is new in rust?"},
+            {"role": "assistant", "content": turn.clone()},
+            {"role": "user", "content": "thanks"}]}))
+        .unwrap();
+        let m = &r.messages[1];
+        assert_eq!(m.content, "Searching.Rust 2024 shipped");
+        let native: Vec<&Value> = m.native.iter().map(|n| &n.block).collect();
+        assert_eq!(native, [&turn[1], &turn[2], &turn[5]]);
+        assert_eq!(
+            kinds(&m.blocks().unwrap()),
+            [
+                "text Searching.",
+                "native server_tool_use",
+                "native web_search_tool_result",
+                "text Rust 2024 ",
+                "text shipped",
+                "native code_execution_tool_result"
+            ]
+        );
+        assert_eq!(
+            m.citations,
+            [TextCitations { end: 20, citations: turn[3]["citations"].as_array().unwrap().clone() }]
+        );
+        assert_eq!(r.native_dialect().unwrap(), Some(Dialect::Anthropic));
+    }
+
+    #[test]
+    fn anthropics_own_tools_and_blocks_that_cannot_be_carried_are_named() {
+        let with_tools = |tools: Value| {
+            refused(
+                serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": tools}),
+            )
+        };
+        let named = |e: ApiError| {
+            assert!(e.message.starts_with(e.param.as_deref().unwrap()), "{}", e.message);
+            e.param.unwrap()
+        };
+        let unnamed = serde_json::json!({"type": "web_search_20250305"});
+        let e = with_tools(serde_json::json!([function_tool("Read"), unnamed]));
+        assert_eq!(e.message, "tools.1.name: Field required");
+        for name in [serde_json::json!(null), serde_json::json!(5), serde_json::json!("")] {
+            let tool = serde_json::json!({"type": "web_search_20250305", "name": name});
+            assert_eq!(named(with_tools(serde_json::json!([tool]))), "tools.0.name");
+        }
+        let mut marked = web_search();
+        marked["cache_control"] = serde_json::json!({"type": "persistent"});
+        assert_eq!(named(with_tools(serde_json::json!([marked]))), "tools.0.cache_control.type");
+        // A `type` that is no string is the tool's fault, as before.
+        let e = with_tools(serde_json::json!([{"type": 5, "name": "f"}]));
+        assert_eq!(e.param.as_deref(), Some("tools.0"), "{}", e.message);
+        // tool_choice still names a tool the request has.
+        let e = refused(serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+            "tools": [web_search()], "tool_choice": {"type": "tool", "name": "web_fetch"}}));
+        assert_eq!(e.param.as_deref(), Some("tool_choice"), "{}", e.message);
+
+        // Their blocks belong in an assistant turn only; unknown types are refused anywhere.
+        let result = searched_turn()[2].clone();
+        let in_turn = |role: &str, block: Value| {
+            refused(serde_json::json!({"max_tokens": 5, "messages": [
+                {"role": "user", "content": "x"}, {"role": role, "content": [block]}]}))
+        };
+        let e = in_turn("user", result.clone());
+        assert_eq!(e.param.as_deref(), Some("messages.1.content.0"));
+        assert!(e.message.contains("`web_search_tool_result` are not supported"), "{}", e.message);
+        let e = in_turn("assistant", serde_json::json!({"type": "mystery_block", "data": "x"}));
+        assert_eq!(e.param.as_deref(), Some("messages.1.content.0"));
+        assert!(e.message.contains("`mystery_block` are not supported"), "{}", e.message);
+        let e = refused(serde_json::json!({"max_tokens": 5, "system": [result.clone()],
+            "messages": [{"role": "user", "content": "x"}]}));
+        assert_eq!(e.param.as_deref(), Some("system.0"));
+        let e = refused(tool_results(vec![serde_json::json!(
+            {"type": "tool_result", "tool_use_id": "t1", "content": [result.clone()]})]));
+        assert_eq!(e.param.as_deref(), Some("messages.2.content.0.content.0"));
+        let e =
+            in_turn("assistant", serde_json::json!({"type": "text", "text": "x", "citations": {"url": "u"}}));
+        assert_eq!(named(e), "messages.1.content.0.citations");
+        // Their marks count against Anthropic's limit like any other.
+        let mut marked = result;
+        marked["cache_control"] = eph();
+        let mut marked_tool = web_search();
+        marked_tool["cache_control"] = eph();
+        let e = refused(serde_json::json!({"max_tokens": 5, "tools": [marked_tool],
+            "system": [{"type": "text", "text": "s", "cache_control": eph()}],
+            "messages": [{"role": "user", "content": "x"},
+                {"role": "assistant", "content": [marked.clone(), marked.clone(), marked]}]}));
+        assert_eq!(e.param.as_deref(), Some("messages.1.content.2.cache_control"), "{}", e.message);
     }
 
     #[test]
@@ -2011,6 +2466,7 @@ mod tests {
                 TurnBlock::Thinking(ThinkingBlock::Redacted { data }) => format!("redacted {data}"),
                 TurnBlock::Text { text, .. } => format!("text {text}"),
                 TurnBlock::ToolCall { call, .. } => format!("tool_use {}", call.id),
+                TurnBlock::Native(n) => format!("native {}", n.kind()),
             })
             .collect()
     }
@@ -2139,16 +2595,7 @@ mod tests {
             .collect();
         let expected = [(0, "thinking"), (1, "tool_use"), (2, "thinking"), (3, "text"), (4, "tool_use")];
         assert_eq!(starts, expected.map(|(i, t)| (i, t.to_owned())));
-        // Each block's deltas and stop carry its index, and it stops before the next starts.
-        let mut open = None;
-        for (name, d) in &f {
-            match name.as_str() {
-                "content_block_start" => open = Some(d["index"].clone()),
-                "content_block_delta" => assert_eq!(Some(&d["index"]), open.as_ref(), "{d}"),
-                "content_block_stop" => assert_eq!(Some(d["index"].clone()), open.take(), "{d}"),
-                _ => assert!(open.is_none(), "{name} with a block open"),
-            }
-        }
+        assert_blocks_nest(&f);
         let signatures: Vec<&Value> = f
             .iter()
             .filter(|(_, d)| d["delta"]["type"] == "signature_delta")
@@ -2157,6 +2604,163 @@ mod tests {
         assert_eq!(signatures, [0, 2]);
         let last = &f[f.len() - 2].1;
         assert_eq!(last["delta"]["stop_reason"], "tool_use", "{last}");
+    }
+
+    /// Each block's deltas and stop carry its index, each index is the next, and a block stops
+    /// before the next starts.
+    fn assert_blocks_nest(f: &[(String, Value)]) {
+        let (mut open, mut next) = (None, 0);
+        for (name, d) in f {
+            match name.as_str() {
+                "content_block_start" => {
+                    assert!(open.is_none(), "{d} with a block open");
+                    assert_eq!(d["index"], next, "{d}");
+                    next += 1;
+                    open = Some(d["index"].clone());
+                }
+                "content_block_delta" => assert_eq!(Some(&d["index"]), open.as_ref(), "{d}"),
+                "content_block_stop" => assert_eq!(Some(d["index"].clone()), open.take(), "{d}"),
+                _ => assert!(open.is_none(), "{name} with a block open"),
+            }
+        }
+    }
+
+    fn search_call() -> Value {
+        serde_json::json!({"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search",
+            "input": {"query": "rust 2024"}})
+    }
+
+    fn search_results() -> Value {
+        serde_json::json!({"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1",
+            "content": [{"type": "web_search_result", "url": "https://r.example", "encrypted_content": "E1"}]})
+    }
+
+    fn cite(n: u32) -> Value {
+        serde_json::json!({"type": "web_search_result_location", "url": "https://r.example",
+            "cited_text": format!("c{n}"), "encrypted_index": format!("I{n}")})
+    }
+
+    /// A searched answer's JSON carries Anthropic's blocks verbatim in their place, each text
+    /// block with its citations, the searches in usage and the `pause_turn` stop; an answer
+    /// without any of these is byte for byte what it was.
+    #[test]
+    fn an_answer_carries_anthropics_blocks_citations_searches_and_pause_turn() {
+        use claudette_core::BlockKind::{Native, Text};
+        let answer = ChatResponse {
+            content: "Searching.Rust 2024 shipped".into(),
+            native: vec![NativeBlock::anthropic(search_call()), NativeBlock::anthropic(search_results())],
+            order: vec![Text(10), Native, Native, Text(20), Text(27)],
+            citations: vec![TextCitations { end: 20, citations: vec![cite(1), cite(2)] }],
+            finish_reason: Some(FinishReason::Other("pause_turn".into())),
+            usage: Usage { web_search_requests: 2, ..Usage::reported(10, 5) },
+            id: Some("msg_1".into()),
+            ..ChatResponse::empty("b", "claude")
+        };
+        let body: Value = serde_json::from_slice(&message_body(&answer)).unwrap();
+        assert_eq!(
+            body["content"],
+            serde_json::json!([
+                {"type": "text", "text": "Searching."},
+                search_call(),
+                search_results(),
+                {"type": "text", "text": "Rust 2024 ", "citations": [cite(1), cite(2)]},
+                {"type": "text", "text": "shipped"}
+            ])
+        );
+        assert_eq!(body["stop_reason"], "pause_turn");
+        assert_eq!(body["usage"]["server_tool_use"], serde_json::json!({"web_search_requests": 2}));
+
+        let plain = ChatResponse {
+            content: "hi".into(),
+            finish_reason: Some(FinishReason::Stop),
+            usage: Usage::reported(10, 5),
+            id: Some("msg_2".into()),
+            ..ChatResponse::empty("b", "claude")
+        };
+        assert_eq!(
+            String::from_utf8(message_body(&plain)).unwrap(),
+            r#"{"id":"msg_2","type":"message","role":"assistant","model":"claude","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":5,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}}"#
+        );
+    }
+
+    /// Streamed, Anthropic's blocks come as Anthropic streams them (a server tool's call with
+    /// its input in one `input_json_delta`, a result whole in its start), citations as
+    /// `citations_delta`s of the text block they open, each block at the next index.
+    #[test]
+    fn a_stream_carries_anthropics_blocks_citations_searches_and_pause_turn() {
+        let mut enc = AnthropicEncoder::new("claude".into());
+        let mut out = Vec::new();
+        let native = |v: Value| StreamEvent::Native { block: NativeBlock::anthropic(v) };
+        let citation = |n: u32| StreamEvent::Citation { citation: cite(n) };
+        for ev in [
+            StreamEvent::text("Searching."),
+            native(search_call()),
+            native(search_results()),
+            citation(1),
+            citation(2),
+            StreamEvent::text("Rust "),
+            StreamEvent::text("2024 "),
+            citation(3),
+            StreamEvent::text("shipped"),
+            native(
+                serde_json::json!({"type": "mcp_tool_use", "id": "mcptoolu_1", "name": "f", "server_name": "s", "input": {}}),
+            ),
+            citation(4),
+        ] {
+            assert!(!enc.event(ev, &mut out));
+        }
+        let end = StreamEnd {
+            finish_reason: Some(FinishReason::Other("pause_turn".into())),
+            usage: Usage { web_search_requests: 1, ..Usage::reported(10, 5) },
+            cost: 0.0,
+        };
+        assert!(enc.event(StreamEvent::Done { end }, &mut out));
+        let f = frames(&out);
+        assert_blocks_nest(&f);
+        let starts: Vec<&Value> =
+            f.iter().filter(|(n, _)| n == "content_block_start").map(|(_, d)| &d["content_block"]).collect();
+        let mut call_start = search_call();
+        call_start["input"] = serde_json::json!({});
+        let cited_start = serde_json::json!({"type": "text", "text": "", "citations": []});
+        assert_eq!(
+            starts,
+            [
+                &serde_json::json!({"type": "text", "text": ""}),
+                &call_start,
+                &search_results(),
+                &cited_start,
+                &cited_start,
+                &serde_json::json!({"type": "mcp_tool_use", "id": "mcptoolu_1", "name": "f", "server_name": "s", "input": {}}),
+                &cited_start,
+            ]
+        );
+        let deltas: Vec<(u64, &Value)> = f
+            .iter()
+            .filter(|(n, _)| n == "content_block_delta")
+            .map(|(_, d)| (d["index"].as_u64().unwrap(), &d["delta"]))
+            .collect();
+        let text = |t: &str| serde_json::json!({"type": "text_delta", "text": t});
+        let cited = |n: u32| serde_json::json!({"type": "citations_delta", "citation": cite(n)});
+        let input = |j: &str| serde_json::json!({"type": "input_json_delta", "partial_json": j});
+        assert_eq!(
+            deltas,
+            [
+                (0, &text("Searching.")),
+                (1, &input(r#"{"query":"rust 2024"}"#)),
+                (3, &cited(1)),
+                (3, &cited(2)),
+                (3, &text("Rust ")),
+                (3, &text("2024 ")),
+                (4, &cited(3)),
+                (4, &text("shipped")),
+                (5, &input("{}")),
+                (6, &cited(4)),
+            ]
+        );
+        let (name, last) = &f[f.len() - 2];
+        assert_eq!(name, "message_delta");
+        assert_eq!(last["delta"]["stop_reason"], "pause_turn", "{last}");
+        assert_eq!(last["usage"]["server_tool_use"]["web_search_requests"], 1, "{last}");
     }
 
     #[test]

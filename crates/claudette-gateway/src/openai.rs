@@ -364,6 +364,9 @@ fn order_of(blocks: &[Block<'_>]) -> Vec<BlockKind> {
             Block::Thinking(_) => order.thinking(),
             Block::Text { text, start } => order.text(start + text.len()),
             Block::ToolCall { .. } => order.tool_call(),
+            // Another provider's blocks (a server tool's call or results): Chat Completions has
+            // no place for them, so they are not sent, and the order does not count them.
+            Block::Native(_) => {}
         }
     }
     order.finish()
@@ -615,6 +618,7 @@ impl CompletionRequest {
             self.reasoning_effort.as_deref().map(|e| openai_effort(e, "reasoning_effort")).transpose()?;
         let request = ChatRequest {
             messages: out,
+            native_tools: Vec::new(),
             model: None,
             max_tokens: self.max_completion_tokens.or(self.max_tokens),
             temperature: self.temperature,
@@ -800,7 +804,7 @@ fn usage_json(out: &mut Vec<u8>, u: &Usage) {
 /// hand-written answer.
 fn block_order_json(out: &mut Vec<u8>, order: &[BlockKind]) {
     out.push(b'[');
-    for (k, kind) in order.iter().enumerate() {
+    for (k, kind) in order.iter().filter(|k| **k != BlockKind::Native).enumerate() {
         if k > 0 {
             out.push(b',');
         }
@@ -812,6 +816,7 @@ fn block_order_json(out: &mut Vec<u8>, order: &[BlockKind]) {
                 out.push(b'}');
             }
             BlockKind::ToolCall => out.extend_from_slice(b"\"tool_call\""),
+            BlockKind::Native => {}
         }
     }
     out.push(b']');
@@ -1189,6 +1194,8 @@ impl Encoder for OpenAiEncoder {
                 self.chunk(out, Delta { tool_calls: Some([tool]), ..Delta::default() }, None);
                 false
             }
+            // Not sent, as in a JSON answer (see `order_of`).
+            StreamEvent::Native { .. } | StreamEvent::Citation { .. } => false,
             StreamEvent::Usage { .. } => false,
             StreamEvent::Done { end } => {
                 // Sealed blocks (and their order) go in one chunk of their own: a list field
@@ -1707,6 +1714,7 @@ mod tests {
                 Block::Thinking(ThinkingBlock::Redacted { .. }) => "redacted",
                 Block::Text { text, .. } => text,
                 Block::ToolCall { call, .. } => call.id.as_str(),
+                Block::Native(n) => n.kind(),
             })
             .collect();
         assert_eq!(kinds, ["first", "c1", "second", "héllo", "c2"]);
@@ -1947,6 +1955,7 @@ mod tests {
                 Block::Thinking(ThinkingBlock::Redacted { data }) => data.clone(),
                 Block::Text { text, .. } => (*text).to_owned(),
                 Block::ToolCall { call, .. } => call.id.clone(),
+                Block::Native(n) => n.kind().to_owned(),
             })
             .collect();
         assert_eq!(ids, ["first/S1", "c1", "second/S2", "日本", "c2"]);

@@ -1221,6 +1221,8 @@ fn response_body_at(resp: &ChatResponse, echo: &Echo, custom: &[String], created
         match block {
             Block::Thinking(block) => output.extend(block_kind(block).map(reasoning)),
             Block::Text { text, .. } => output.push(message(Cow::Borrowed(text))),
+            // Another provider's server tool blocks: the Responses API has none of its kind.
+            Block::Native(_) => {}
             Block::ToolCall { call, .. } => {
                 let is_custom = custom.contains(&call.name);
                 output.push(Item {
@@ -1695,6 +1697,7 @@ impl Encoder for ResponsesEncoder {
                 }
                 false
             }
+            StreamEvent::Native { .. } | StreamEvent::Citation { .. } => false,
             StreamEvent::Usage { .. } => false,
             StreamEvent::Done { end } => {
                 let (status, incomplete) = outcome(end.finish_reason.as_ref(), !self.calls.is_empty());
@@ -2408,6 +2411,7 @@ mod tests {
                     Block::ToolCall { call: c, .. } => {
                         events.push(call(k as u32, Some(&c.id), Some(&c.name), "{\"p\":1}"))
                     }
+                    Block::Native(b) => events.push(StreamEvent::Native { block: (*b).clone() }),
                 }
             }
             events.push(done(FinishReason::ToolCalls));
@@ -2468,6 +2472,7 @@ mod tests {
                 Block::Text { text, .. } => format!("text {text}"),
                 Block::ToolCall { call, .. } => format!("call {}", call.id),
                 Block::Thinking(_) => "thinking".into(),
+                Block::Native(n) => format!("native {}", n.kind()),
             })
             .collect();
         assert_eq!(shape, ["call c1", "text one ", "text two", "call c2"]);

@@ -145,16 +145,6 @@ fn sent_turn(claude: &FakeServer) -> Sent {
     Sent { turn: sent["messages"][1]["content"].clone(), thinking: sent["thinking"].clone() }
 }
 
-/// Claude's fake, to give `answers` in turn, and the gateway in front of it.
-async fn claude_answering(answers: impl IntoIterator<Item = Fake>) -> (FakeServer, Running) {
-    let claude = FakeServer::start().await;
-    for answer in answers {
-        claude.push(answer);
-    }
-    let gw = start(router(vec![anthropic(anthropic_settings("claude", &claude))])).await;
-    (claude, gw)
-}
-
 // ------------------------------------------------------------------------------------------
 // /v1/messages and /v1/responses: the blocks and items keep their places.
 

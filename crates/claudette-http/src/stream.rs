@@ -205,7 +205,7 @@ impl State {
                 self.first_content();
                 event
             }
-            StreamEvent::ThinkingSeal { .. } => {
+            StreamEvent::ThinkingSeal { .. } | StreamEvent::Native { .. } | StreamEvent::Citation { .. } => {
                 self.first_content();
                 event
             }

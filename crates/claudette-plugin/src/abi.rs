@@ -56,8 +56,10 @@ pub const ABI_VERSION: u32 = 2;
 /// tool results, documents (`Message::documents`, `CacheAt::Document`), cache breakpoints on
 /// images (`CacheAt::Image`) and the order of an assistant
 /// turn's blocks (`Message::order`, `ChatResponse::order`): a schema-8 plugin would refuse
-/// the new position, or read the order's bytes as the next field.
-pub const SCHEMA_VERSION: u32 = 9;
+/// the new position, or read the order's bytes as the next field; 10, a provider's own tools
+/// and blocks (`ChatRequest::native_tools`, `Message::native`, `ChatResponse::native`,
+/// `BlockKind::Native`, `StreamEvent::Native`), text citations and `Usage::web_search_requests`.
+pub const SCHEMA_VERSION: u32 = 10;
 
 /// The field type of [`ClaudettePlugin::abi_version`]. It is `u64` only under the test feature
 /// that simulates a plugin built against a release of this crate with another layout.
@@ -103,6 +105,7 @@ pub struct FfiPricing {
     pub output_per_1k: f64,
     pub cache_read_per_1k: ROption<f64>,
     pub cache_write_per_1k: ROption<f64>,
+    pub web_search_per_1k: ROption<f64>,
 }
 
 /// [`claudette_core::Timeouts`] in nanoseconds, without JSON: asked for on every call.

@@ -32,10 +32,11 @@
 use std::time::Duration;
 
 use claudette_core::{
-    BackendError, BlockKind, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, Document,
-    DocumentSource, FinishReason, HttpRequest, Image, ImageSource, Message, Method, ReasoningEffort,
-    ResponseFormat, Role, RoutingDecision, StreamEnd, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal,
-    ToolCall, ToolCallDelta, ToolChoice, ToolSpec, Usage, UsageSource,
+    BackendError, BlockKind, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, Dialect,
+    Document, DocumentSource, FinishReason, HttpRequest, Image, ImageSource, Message, Method, NativeBlock,
+    NativeTool, ReasoningEffort, ResponseFormat, Role, RoutingDecision, StreamEnd, StreamEvent,
+    TextCitations, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec,
+    Usage, UsageSource,
 };
 
 /// A decoding failure: the boxed error keeps every reader's `Result` one pointer wide. With
@@ -433,6 +434,7 @@ impl Wire for BlockKind {
                 end.put(out);
             }
             BlockKind::ToolCall => out.push(2),
+            BlockKind::Native => out.push(3),
         }
     }
     #[inline]
@@ -441,6 +443,7 @@ impl Wire for BlockKind {
             0 => Ok(BlockKind::Thinking),
             1 => u32::get(r).map(BlockKind::Text),
             2 => Ok(BlockKind::ToolCall),
+            3 => Ok(BlockKind::Native),
             t => r.bad_tag(t, "block kind"),
         }
     }
@@ -531,6 +534,10 @@ wire_enum!(DocumentSource, "document source", {
     Url { url } = 1,
 });
 wire_struct!(Document { at, source, title });
+wire_enum!(Dialect, "dialect", { Anthropic = 0 });
+wire_struct!(NativeBlock { dialect, block });
+wire_struct!(NativeTool { dialect, at, spec });
+wire_struct!(TextCitations { end, citations });
 wire_struct!(Message {
     role,
     content,
@@ -542,7 +549,9 @@ wire_struct!(Message {
     cache,
     images,
     documents,
-    order
+    order,
+    native,
+    citations
 });
 
 wire_struct!(ChatRequest {
@@ -555,6 +564,7 @@ wire_struct!(ChatRequest {
     seed,
     stop,
     tools,
+    native_tools,
     tool_choice,
     parallel_tool_calls,
     response_format,
@@ -573,6 +583,7 @@ wire_struct!(Usage {
     cache_read_tokens,
     cache_write_tokens,
     reasoning_tokens,
+    web_search_requests,
     source
 });
 
@@ -588,6 +599,8 @@ wire_struct!(ChatResponse {
     thinking,
     tool_calls,
     order,
+    native,
+    citations,
     finish_reason,
     usage,
     model,
@@ -618,6 +631,8 @@ wire_enum!(StreamEvent, "stream event", {
     Done { end } = 4,
     Error { error } = 5,
     ThinkingSeal { seal } = 6,
+    Native { block } = 7,
+    Citation { citation } = 8,
 });
 
 /// The head of an [`HttpRequest`] (method, URL, headers); the body crosses as its own bytes.
@@ -727,7 +742,12 @@ mod tests {
                         BlockKind::ToolCall,
                         BlockKind::Text(0),
                         BlockKind::Thinking,
+                        BlockKind::Native,
                     ],
+                    native: vec![NativeBlock::anthropic(
+                        json!({"type": "server_tool_use", "id": "srvtoolu_1"}),
+                    )],
+                    citations: vec![TextCitations { end: 0, citations: vec![json!({"url": "https://x"})] }],
                     ..Message::assistant("")
                 },
                 Message { name: Some("lookup".into()), ..Message::tool_result("call_1", "{\"ok\":true}") },
@@ -746,6 +766,11 @@ mod tests {
                 parameters: json!({"type": "object", "properties": {"q": {"type": "string"}}}),
                 cache: Some(CacheTtl::OneHour),
                 strict: true,
+            }],
+            native_tools: vec![NativeTool {
+                dialect: Dialect::Anthropic,
+                at: 1,
+                spec: json!({"type": "web_search_20250305", "name": "web_search", "max_uses": 3}),
             }],
             tool_choice: ToolChoice::Tool("lookup".into()),
             parallel_tool_calls: Some(false),
@@ -843,8 +868,12 @@ mod tests {
             cache_read_tokens: 7,
             cache_write_tokens: 1,
             reasoning_tokens: 5,
+            web_search_requests: 2,
             source: UsageSource::Estimated,
         };
+        r.native = vec![NativeBlock::anthropic(json!({"type": "web_search_tool_result", "content": []}))];
+        r.citations =
+            vec![TextCitations { end: 8, citations: vec![json!({"type": "web_search_result_location"})] }];
         r.id = Some("chatcmpl-1".into());
         // JSON kept whole milliseconds and needed `float_roundtrip`; bits are exact.
         r.latency = Duration::new(1, 234_567_891);
@@ -874,6 +903,12 @@ mod tests {
             StreamEvent::ReasoningDelta { text: "r".into() },
             StreamEvent::ThinkingSeal { seal: ThinkingSeal::Signature("EqQB==".into()) },
             StreamEvent::ThinkingSeal { seal: ThinkingSeal::Redacted("opaque".into()) },
+            StreamEvent::Native {
+                block: NativeBlock::anthropic(json!({"type": "server_tool_use", "input": {}})),
+            },
+            StreamEvent::Citation {
+                citation: json!({"type": "web_search_result_location", "url": "https://x"}),
+            },
             StreamEvent::ToolCall {
                 delta: ToolCallDelta {
                     index: 2,

@@ -52,6 +52,7 @@ pub(crate) fn pricing_to_ffi(p: Pricing) -> FfiPricing {
         output_per_1k: p.output_per_1k,
         cache_read_per_1k: p.cache_read_per_1k.into(),
         cache_write_per_1k: p.cache_write_per_1k.into(),
+        web_search_per_1k: p.web_search_per_1k.into(),
     }
 }
 
@@ -61,6 +62,7 @@ pub(crate) fn pricing_from_ffi(p: FfiPricing) -> Pricing {
         output_per_1k: p.output_per_1k,
         cache_read_per_1k: p.cache_read_per_1k.into_option(),
         cache_write_per_1k: p.cache_write_per_1k.into_option(),
+        web_search_per_1k: p.web_search_per_1k.into_option(),
     }
 }
 

@@ -389,6 +389,13 @@ impl Reply {
     /// `text_delta`, `tool_use` as one `input_json_delta` of its `input`; then `message_delta`
     /// with `stop_reason` and `message_stop`. For answers whose shape matters (Claude's
     /// interleaved thinking: thinking, tool_use, thinking, text, tool_use).
+    ///
+    /// Server tools stream as Anthropic streams them too: `server_tool_use` and `mcp_tool_use`
+    /// like `tool_use` (empty `input`, then one `input_json_delta`), a text block with
+    /// `citations` as a start with `citations: []`, one `citations_delta` per citation, then
+    /// its text; any other block (`web_search_tool_result`, …) whole in its start. When the
+    /// answer searched the web, `message_delta`'s usage counts the searches
+    /// (`server_tool_use.web_search_requests`).
     pub fn anthropic_stream_blocks(blocks: &Value, stop_reason: &str) -> Reply {
         let mut frames = vec![anthropic_message_start(&format!("msg_fake{}", next_id()))];
         let empty = Vec::new();
@@ -401,14 +408,28 @@ impl Reply {
                         json!({"type": "signature_delta", "signature": block["signature"]}),
                     ],
                 ),
+                "text" if block.get("citations").is_some_and(Value::is_array) => {
+                    let citations = block["citations"].as_array().into_iter().flatten();
+                    let mut deltas: Vec<Value> =
+                        citations.map(|c| json!({"type": "citations_delta", "citation": c})).collect();
+                    deltas.push(json!({"type": "text_delta", "text": block["text"]}));
+                    (json!({"type": "text", "text": "", "citations": []}), deltas)
+                }
                 "text" => (
                     json!({"type": "text", "text": ""}),
                     vec![json!({"type": "text_delta", "text": block["text"]})],
                 ),
-                "tool_use" => (
-                    json!({"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}),
-                    vec![json!({"type": "input_json_delta", "partial_json": block["input"].to_string()})],
-                ),
+                kind @ ("tool_use" | "server_tool_use" | "mcp_tool_use") => {
+                    let mut start = block.clone();
+                    start["input"] = json!({});
+                    if kind == "tool_use" {
+                        start = json!({"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}});
+                    }
+                    (
+                        start,
+                        vec![json!({"type": "input_json_delta", "partial_json": block["input"].to_string()})],
+                    )
+                }
                 _ => (block.clone(), Vec::new()),
             };
             frames.push(event(
@@ -424,7 +445,23 @@ impl Reply {
             frames.push(anthropic_block_stop(index));
         }
         let output = u32::try_from(blocks.as_array().map_or(0, Vec::len)).unwrap_or(u32::MAX);
-        frames.extend(anthropic_message_end(stop_reason, output));
+        let mut end = anthropic_message_end(stop_reason, output);
+        let searches = blocks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["type"] == "server_tool_use" && b["name"] == "web_search")
+            .count();
+        if searches > 0 {
+            let mut usage = anthropic_usage(output);
+            usage["server_tool_use"] = json!({"web_search_requests": searches});
+            end[0] = event(
+                "message_delta",
+                &json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null},
+                        "usage": usage}),
+            );
+        }
+        frames.extend(end);
         Reply::sse(frames)
     }
 

@@ -3,7 +3,7 @@
 use claudette_core::base_url::endpoint_url;
 use claudette_core::{
     AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse,
-    HttpRequest, HttpResponse, Pricing, ProviderAdapter, StreamDecoder,
+    HttpRequest, HttpResponse, Pricing, ProviderAdapter, StreamDecoder, Usage,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -53,7 +53,8 @@ pub struct AnthropicAdapter {
     official: bool,
     has_key: bool,
     version: String,
-    beta: Option<String>,
+    /// The configured `anthropic_beta` flags, each once, in their order.
+    beta: Vec<String>,
     default_max_tokens: u32,
     pricing_override: Option<Pricing>,
 }
@@ -86,11 +87,11 @@ impl AnthropicAdapter {
             .filter(|v| !v.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.into());
         let beta = match settings.extra_as::<Beta>("anthropic_beta")? {
-            None => None,
-            Some(Beta::One(b)) => Some(b),
-            Some(Beta::Many(list)) => Some(list.join(",")),
-        }
-        .filter(|b| !b.trim().is_empty());
+            None => Vec::new(),
+            Some(Beta::One(b)) => vec![b],
+            Some(Beta::Many(list)) => list,
+        };
+        let beta = merge_betas(beta.iter().map(String::as_str), []);
         let default_max_tokens =
             settings.extra_as::<u32>("default_max_tokens")?.unwrap_or(DEFAULT_MAX_TOKENS);
         if default_max_tokens == 0 {
@@ -105,7 +106,7 @@ impl AnthropicAdapter {
         } else {
             BackendType::Cloud
         });
-        let pricing_override = settings.pricing.map(pricing::with_default_cache_rates);
+        let pricing_override = settings.pricing.map(pricing::with_anthropic_defaults);
         let price = pricing_override.unwrap_or_else(|| pricing::for_model(&model, official));
         if pricing_override.is_none() && pricing::lookup(&model).is_none() && !price.is_free() {
             tracing::warn!(backend = %name, %model, "no built-in price for this model; using its family's highest; set `pricing` to override");
@@ -153,11 +154,16 @@ impl AnthropicAdapter {
         self.messages_url.clone()
     }
 
-    /// Headers every call carries (the key is added by the I/O layer, never here).
-    fn with_headers(&self, mut req: HttpRequest) -> HttpRequest {
+    /// Headers every call carries (the key is added by the I/O layer, never here): the
+    /// configured beta flags, plus those the request's Anthropic tools need (web fetch, code
+    /// execution, …), so a client that names such a tool need not know which backend takes it
+    /// or configure each one.
+    fn with_headers(&self, mut req: HttpRequest, request: Option<&ChatRequest>) -> HttpRequest {
         req = req.header("anthropic-version", self.version.as_str());
-        if let Some(b) = &self.beta {
-            req = req.header("anthropic-beta", b.as_str());
+        let needed = request.map(request::betas).unwrap_or_default();
+        let beta = merge_betas(self.beta.iter().map(String::as_str), needed);
+        if !beta.is_empty() {
+            req = req.header("anthropic-beta", beta.join(",").as_str());
         }
         req
     }
@@ -184,7 +190,7 @@ impl ProviderAdapter for AnthropicAdapter {
         let body = request::body(request, self.model_for(request), self.default_max_tokens, stream)?;
         let req = HttpRequest::post_json(self.messages_url(), &body)?
             .header("accept", if stream { "text/event-stream" } else { "application/json" });
-        Ok(self.with_headers(req))
+        Ok(self.with_headers(req, Some(request)))
     }
 
     /// Anthropic's free `POST /v1/messages/count_tokens`, with the message body's prompt and
@@ -192,7 +198,7 @@ impl ProviderAdapter for AnthropicAdapter {
     fn count_tokens_request(&self, request: &ChatRequest) -> Option<Result<HttpRequest, BackendError>> {
         let built = request::count_body(request, self.model_for(request), self.default_max_tokens)
             .and_then(|body| HttpRequest::post_json(self.count_url.as_str(), &body))
-            .map(|req| self.with_headers(req.header("accept", "application/json")));
+            .map(|req| self.with_headers(req.header("accept", "application/json"), Some(request)));
         Some(built)
     }
 
@@ -209,7 +215,7 @@ impl ProviderAdapter for AnthropicAdapter {
     ) -> Result<ChatResponse, BackendError> {
         let mut out = response::parse(response.body, &self.info.name, self.model_for(request))
             .map_err(|e| e.with_backend(self.info.name.as_str()).with_status(response.status))?;
-        out.cost = self.price_of(&out.model).cost(&out.usage);
+        out.cost = PriceBook::of(self).cost(&out.model, &out.usage);
         Ok(out)
     }
 
@@ -221,12 +227,12 @@ impl ProviderAdapter for AnthropicAdapter {
         let book = PriceBook::of(self);
         Box::new(AnthropicStreamDecoder::new(
             self.model_for(request).to_owned(),
-            Box::new(move |model: &str| book.price(model)),
+            Box::new(move |model: &str, usage: &Usage| book.cost(model, usage)),
         ))
     }
 
     fn health_probe(&self) -> Option<HttpRequest> {
-        Some(self.with_headers(HttpRequest::get(endpoint_url(&self.base, "v1/models", &[]))))
+        Some(self.with_headers(HttpRequest::get(endpoint_url(&self.base, "v1/models", &[])), None))
     }
 
     fn parse_models(&self, body: &[u8]) -> Result<Vec<String>, BackendError> {
@@ -254,6 +260,21 @@ impl ProviderAdapter for AnthropicAdapter {
     }
 }
 
+/// `configured` then `needed`, each flag once, blanks and the spaces around commas dropped
+/// (a configured flag may itself be a comma-separated list).
+fn merge_betas<'a>(
+    configured: impl IntoIterator<Item = &'a str>,
+    needed: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    for flag in configured.into_iter().chain(needed).flat_map(|f| f.split(',')).map(str::trim) {
+        if !flag.is_empty() && !all.iter().any(|f| f == flag) {
+            all.push(flag.to_owned());
+        }
+    }
+    all
+}
+
 /// What pricing a model needs, detached from the adapter so a stream decoder can own it.
 #[derive(Debug, Clone)]
 struct PriceBook {
@@ -271,6 +292,12 @@ impl PriceBook {
             configured: a.info.pricing,
             official: a.official,
         }
+    }
+
+    /// What `usage` cost on `model`: its tokens, and the web searches Anthropic bills apart
+    /// (the price's `web_search_per_1k`).
+    fn cost(&self, model: &str, usage: &Usage) -> f64 {
+        self.price(model).cost(usage)
     }
 
     /// The settings' `pricing` wins for every model of this backend; else the model's table

@@ -24,13 +24,49 @@
 //! | `base_url` | `https://api.anthropic.com` | API root; a trailing `/v1` is accepted |
 //! | `api_key` | – | sent as `x-api-key`; required for `api.anthropic.com` |
 //! | `anthropic_version` | `2023-06-01` | `anthropic-version` header |
-//! | `anthropic_beta` | – | `anthropic-beta` header (a string or a list) |
+//! | `anthropic_beta` | – | `anthropic-beta` flags (a string or a list), sent with those the request's tools need |
 //! | `default_max_tokens` | 4096 | `max_tokens` when the request sets none (Anthropic requires it) |
 //! | `context_window` | 200000 for Claude models | largest prompt + output, for routing |
 //! | `backend_type` | `self_hosted` on loopback, else `cloud` | for routing and reports |
 //!
 //! Prices come from a built-in table (see [`pricing`]) unless `pricing` is set; cache writes
 //! are billed at 1.25× and cache reads at 0.1× the input rate.
+//!
+//! ## Anthropic's own tools
+//!
+//! The tools Anthropic defines ([`ChatRequest::native_tools`]: web search, web fetch, code
+//! execution, computer use, memory, …) go into `tools` as the client wrote them, each where it
+//! stood among the function tools, since tools open the cached prompt prefix; `tool_choice`
+//! may name one. Those still in beta bring their `anthropic-beta` flag (web fetch
+//! `web-fetch-2025-09-10`, code execution `code-execution-2025-05-22` /
+//! `code-execution-2025-08-25`, computer use `computer-use-…`, memory
+//! `context-management-2025-06-27`); web search needs none. A tool this crate does not know
+//! gets no flag: add it with `anthropic_beta`.
+//!
+//! The blocks Anthropic answers with for them (`server_tool_use`, `web_search_tool_result`,
+//! `web_fetch_tool_result`, `code_execution_tool_result`, `mcp_tool_use`, `mcp_tool_result`,
+//! and any it adds later) come back whole as [`ChatResponse::native`] blocks in their place,
+//! and a stream's as one [`StreamEvent::Native`] each at the block's end (a call's input put
+//! together from its fragments). A text block's `citations` are
+//! [`ChatResponse::citations`], and [`StreamEvent::Citation`]s in a stream. An assistant
+//! turn sends all of them back unchanged. `stop_reason: "pause_turn"` (Anthropic paused a
+//! long server-tool turn; the client sends it back to go on) is
+//! [`FinishReason::Other`]`("pause_turn")`.
+//!
+//! The searches (`usage.server_tool_use.web_search_requests`) are
+//! [`Usage::web_search_requests`], billed at the price's `web_search_per_1k`
+//! ([`Pricing`](claudette_core::Pricing); $10 per 1,000 for Claude models and as the default
+//! of a configured `pricing`) on top of the tokens.
+//!
+//! [`ChatRequest::native_tools`]: claudette_core::ChatRequest::native_tools
+//! [`ChatResponse::native`]: claudette_core::ChatResponse::native
+//! [`ChatResponse::citations`]: claudette_core::ChatResponse::citations
+//! [`ChatResponse::cost`]: claudette_core::ChatResponse::cost
+//! [`StreamEvent::Native`]: claudette_core::StreamEvent::Native
+//! [`StreamEvent::Citation`]: claudette_core::StreamEvent::Citation
+//! [`StreamEnd::cost`]: claudette_core::StreamEnd::cost
+//! [`FinishReason::Other`]: claudette_core::FinishReason::Other
+//! [`Usage::web_search_requests`]: claudette_core::Usage::web_search_requests
 //!
 //! ## Usage accounting
 //!

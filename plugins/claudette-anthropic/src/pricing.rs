@@ -35,10 +35,15 @@ const TABLE: &[(&str, f64, f64)] = &[
     ("claude-haiku-4-5", 0.001, 0.005),
 ];
 
-/// An Anthropic price from base input and output rates, cache rates derived.
+/// USD per 1,000 web searches (the `web_search` server tool), billed on top of the tokens.
+pub const WEB_SEARCH_PER_1K: f64 = 10.0;
+
+/// An Anthropic price from base input and output rates, cache rates derived, searches at
+/// Anthropic's rate.
 pub fn anthropic_pricing(input_per_1k: f64, output_per_1k: f64) -> Pricing {
     Pricing::new(input_per_1k, output_per_1k)
         .with_cache(input_per_1k * CACHE_READ_MULTIPLIER, input_per_1k * CACHE_WRITE_MULTIPLIER)
+        .with_web_search(WEB_SEARCH_PER_1K)
 }
 
 /// The part of a model id that names the Claude model: gateways prefix it
@@ -83,11 +88,13 @@ pub fn for_model(model: &str, official: bool) -> Pricing {
 }
 
 /// A settings override. Its cache rates default to Anthropic's multipliers of its input rate
-/// rather than to the input rate itself, because that is how Anthropic bills them.
-pub fn with_default_cache_rates(p: Pricing) -> Pricing {
+/// rather than to the input rate itself, because that is how Anthropic bills them, and its
+/// search rate to Anthropic's.
+pub fn with_anthropic_defaults(p: Pricing) -> Pricing {
     Pricing {
         cache_read_per_1k: p.cache_read_per_1k.or(Some(p.input_per_1k * CACHE_READ_MULTIPLIER)),
         cache_write_per_1k: p.cache_write_per_1k.or(Some(p.input_per_1k * CACHE_WRITE_MULTIPLIER)),
+        web_search_per_1k: p.web_search_per_1k.or(Some(WEB_SEARCH_PER_1K)),
         ..p
     }
 }

@@ -7,9 +7,9 @@
 
 use claudette_core::types::{json_f32, normalize_tool_arguments};
 use claudette_core::{
-    BackendError, Block, CacheAt, CacheTtl, ChatRequest, DOCUMENT_MEDIA_TYPE, Document, DocumentSource,
-    ErrorKind, Image, ImageSource, Message, ReasoningEffort, ResponseFormat, Role, Segment, Thinking,
-    ThinkingBlock, ToolCall, ToolChoice, ToolSpec,
+    BackendError, Block, CacheAt, CacheTtl, ChatRequest, DOCUMENT_MEDIA_TYPE, Dialect, Document,
+    DocumentSource, ErrorKind, Image, ImageSource, Message, NativeBlock, NativeTool, ReasoningEffort,
+    ResponseFormat, Role, Segment, Thinking, ThinkingBlock, ToolCall, ToolChoice, ToolSpec,
 };
 use serde_json::{Map, Value, json};
 
@@ -22,14 +22,14 @@ struct Turn {
 }
 
 impl Turn {
-    /// The wire form: a plain string for a single text block (the common case, and what every
-    /// compatible server accepts), else the block list.
+    /// The wire form: a plain string for a single text block with nothing but its text (the
+    /// common case, and what every compatible server accepts), else the block list.
     fn into_value(self) -> Value {
         let content = match self.blocks.as_slice() {
             [] => Value::String(String::new()),
             [only]
                 if only.get("type").and_then(Value::as_str) == Some("text")
-                    && only.get("cache_control").is_none() =>
+                    && only.as_object().is_some_and(|o| o.len() == 2) =>
             {
                 only.get("text").cloned().unwrap_or_else(|| Value::String(String::new()))
             }
@@ -254,14 +254,34 @@ fn convert_messages(messages: &[Message]) -> Result<(Vec<&Message>, Vec<Value>),
                 let marks = text_marks(m)?;
                 let order = m.blocks()?;
                 let mut blocks = Vec::with_capacity(order.len());
+                let mut cited = 0;
                 for block in order {
                     match block {
                         Block::Thinking(t) => blocks.extend(thinking_block(t)),
                         Block::Text { text, start } => {
-                            blocks.extend(range_blocks(m, &marks, start..start + text.len())?)
+                            let end = start + text.len();
+                            let mut pieces = range_blocks(m, &marks, start..end)?;
+                            let citations = m.citations_at(end);
+                            // Cut by breakpoints, the block's citations go on its last piece
+                            // of text (Anthropic checks none against the piece's text).
+                            let last_text = pieces.iter_mut().rev().find(|b| b["type"] == "text");
+                            if let (false, Some(piece)) = (citations.is_empty(), last_text) {
+                                piece["citations"] = Value::Array(citations.to_vec());
+                                cited += 1;
+                            }
+                            blocks.extend(pieces);
                         }
                         Block::ToolCall { call, index } => blocks.push(tool_use_block(m, call, index)),
+                        Block::Native(n) => blocks.push(anthropic_block(n)?.clone()),
                     }
+                }
+                let citing = m.citations.iter().filter(|c| !c.citations.is_empty()).count();
+                if cited != citing {
+                    return Err(BackendError::invalid(format!(
+                        "an assistant turn has citations for {citing} text block(s), but {cited} of its text \
+                         blocks end where they say (at bytes {})",
+                        m.citations.iter().map(|c| c.end.to_string()).collect::<Vec<_>>().join(", ")
+                    )));
                 }
                 // Anthropic rejects empty text blocks, and a turn that only calls tools needs
                 // none; a turn with nothing at all goes as empty text.
@@ -473,8 +493,8 @@ fn build(
         sampling(request, model, &mut b)?;
     }
     let tool_choice = request.checked_tool_choice()?;
-    if !request.tools.is_empty() {
-        b.insert("tools".into(), Value::Array(request.tools.iter().map(tool_spec).collect()));
+    if let Some(tools) = tools_value(request)? {
+        b.insert("tools".into(), tools);
         let mut choice = match tool_choice {
             ToolChoice::Auto => None,
             ToolChoice::None => Some(json!({"type": "none"})),
@@ -495,6 +515,82 @@ fn build(
         b.insert("stream".into(), true.into());
     }
     Ok(Value::Object(b))
+}
+
+/// The request's tools in the client's order: each of Anthropic's own tools before the
+/// function tool it stood before. Tools open the prompt, so their order is part of every
+/// cached prefix after them. `None` without tools of either kind.
+fn tools_value(request: &ChatRequest) -> Result<Option<Value>, BackendError> {
+    if request.tools.is_empty() && request.native_tools.is_empty() {
+        return Ok(None);
+    }
+    let mut native: Vec<(usize, &Value)> = Vec::with_capacity(request.native_tools.len());
+    for (i, tool) in request.native_tools.iter().enumerate() {
+        let spec = anthropic_tool(tool)?;
+        if spec.get("type").and_then(Value::as_str).is_none() {
+            return Err(BackendError::invalid(format!(
+                "Anthropic tool {i} (`{}`) has no `type`: the API names its own tools by their versioned type",
+                tool_name(tool).unwrap_or("unnamed")
+            )));
+        }
+        native.push((usize::try_from(tool.at).unwrap_or(usize::MAX).min(request.tools.len()), spec));
+    }
+    // Stable: tools at one place keep the order the client wrote them in.
+    native.sort_by_key(|(at, _)| *at);
+    let mut native = native.into_iter().peekable();
+    let mut tools = Vec::with_capacity(request.tools.len() + request.native_tools.len());
+    for (i, tool) in request.tools.iter().enumerate() {
+        while let Some((_, spec)) = native.next_if(|(at, _)| *at == i) {
+            tools.push(spec.clone());
+        }
+        tools.push(tool_spec(tool));
+    }
+    tools.extend(native.map(|(_, spec)| spec.clone()));
+    Ok(Some(Value::Array(tools)))
+}
+
+fn tool_name(tool: &NativeTool) -> Option<&str> {
+    tool.spec.get("name").and_then(Value::as_str)
+}
+
+/// A native tool's definition, if Anthropic defined it; the router sends a request with
+/// another provider's tools to that provider only, so one here is a routing bug, not the
+/// client's.
+fn anthropic_tool(tool: &NativeTool) -> Result<&Value, BackendError> {
+    match tool.dialect {
+        Dialect::Anthropic => Ok(&tool.spec),
+    }
+}
+
+/// A native block of an assistant turn, if Anthropic wrote it (see [`anthropic_tool`]).
+fn anthropic_block(block: &NativeBlock) -> Result<&Value, BackendError> {
+    match block.dialect {
+        Dialect::Anthropic => Ok(&block.block),
+    }
+}
+
+/// The `anthropic-beta` flags the request's Anthropic tools need: those still in beta (their
+/// documentation names the flag). Web search and the text editor and bash tools of Claude 4
+/// need none; a tool not listed here gets none, and the `anthropic_beta` setting can add it.
+pub(crate) fn betas(request: &ChatRequest) -> Vec<&'static str> {
+    let mut flags = Vec::new();
+    for tool in &request.native_tools {
+        let Ok(spec) = anthropic_tool(tool) else { continue };
+        let flag = match spec.get("type").and_then(Value::as_str).unwrap_or_default() {
+            "web_fetch_20250910" => "web-fetch-2025-09-10",
+            "code_execution_20250522" => "code-execution-2025-05-22",
+            "code_execution_20250825" => "code-execution-2025-08-25",
+            "computer_20241022" => "computer-use-2024-10-22",
+            "computer_20250124" => "computer-use-2025-01-24",
+            "computer_20251124" => "computer-use-2025-11-24",
+            "memory_20250818" => "context-management-2025-06-27",
+            _ => continue,
+        };
+        if !flags.contains(&flag) {
+            flags.push(flag);
+        }
+    }
+    flags
 }
 
 /// The sampling knobs and stop sequences of a message body.
@@ -1201,6 +1297,37 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::InvalidRequest);
         assert!(e.message.contains("1 of 2 tool calls"), "{e}");
+    }
+
+    /// Citations go on the text block that ends where they say; citations no block ends at,
+    /// or an Anthropic tool without its `type`, are the caller's error rather than dropped.
+    #[test]
+    fn citations_and_native_tools_are_checked() {
+        let cited = |end: u32| Message {
+            citations: vec![claudette_core::TextCitations { end, citations: vec![json!({"url": "u"})] }],
+            ..Message::assistant("Shannon, 1916.")
+        };
+        let (_, turns) = convert_messages(&[cited(14)]).unwrap();
+        assert_eq!(
+            turns[0]["content"],
+            json!([{"type": "text", "text": "Shannon, 1916.", "citations": [{"url": "u"}]}])
+        );
+        let e = convert_messages(&[cited(7)]).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidRequest);
+        assert!(e.message.contains("at bytes 7"), "{e}");
+
+        let untyped = ChatRequest {
+            native_tools: vec![NativeTool {
+                dialect: Dialect::Anthropic,
+                at: 0,
+                spec: json!({"name": "web_search"}),
+            }],
+            ..ChatRequest::prompt("q")
+        };
+        let e = body(&untyped, "claude-opus-4-8", 100, false).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidRequest);
+        assert!(e.message.contains("`web_search`") && e.message.contains("no `type`"), "{e}");
+        assert!(betas(&untyped).is_empty());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! A non-stream Messages response as a [`ChatResponse`].
 
-use claudette_core::{BackendError, BlockOrder, ChatResponse, ThinkingBlock, ToolCall};
+use claudette_core::{
+    BackendError, BlockOrder, ChatResponse, NativeBlock, TextCitations, ThinkingBlock, ToolCall,
+};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -76,6 +78,11 @@ pub(crate) fn parse(body: &[u8], backend: &str, requested_model: &str) -> Result
             Some("text") => {
                 out.content.push_str(str_field("text").unwrap_or_default());
                 order.text(out.content.len());
+                if let Some(cited) =
+                    block.get("citations").and_then(Value::as_array).filter(|c| !c.is_empty())
+                {
+                    add_citations(&mut out.citations, out.content.len(), cited);
+                }
             }
             Some("thinking") => {
                 let thinking = str_field("thinking").unwrap_or_default();
@@ -120,8 +127,15 @@ pub(crate) fn parse(body: &[u8], backend: &str, requested_model: &str) -> Result
                 order.tool_call();
                 out.tool_calls.push(ToolCall { id: id.to_owned(), name: name.to_owned(), arguments });
             }
-            // Server tool blocks, citations-only blocks, future types.
-            _ => {}
+            // Blocks of Anthropic's own tools (`server_tool_use`, `web_search_tool_result`,
+            // `mcp_tool_use`, …) and any it adds later: the client shows them and sends them back
+            // unchanged (search results are encrypted), so they go whole, in their place.
+            Some(_) => {
+                order.native();
+                out.native.push(NativeBlock::anthropic(block.clone()));
+            }
+            // No type: nothing anyone could send back.
+            None => {}
         }
     }
     if !reasoning.is_empty() {
@@ -131,6 +145,16 @@ pub(crate) fn parse(body: &[u8], backend: &str, requested_model: &str) -> Result
     out.finish_reason = msg.stop_reason.as_deref().map(|r| finish_reason(r, msg.stop_sequence.as_deref()));
     out.usage = msg.usage.unwrap_or_default().to_usage();
     Ok(out)
+}
+
+/// Citations of the text block that ends `end` bytes into the answer's text. A cited block
+/// without text of its own ends where the one before it does, so the two share the place.
+pub(crate) fn add_citations(all: &mut Vec<TextCitations>, end: usize, cited: &[Value]) {
+    let end = u32::try_from(end).unwrap_or(u32::MAX);
+    match all.last_mut() {
+        Some(last) if last.end == end => last.citations.extend_from_slice(cited),
+        _ => all.push(TextCitations { end, citations: cited.to_vec() }),
+    }
 }
 
 #[cfg(test)]
@@ -146,8 +170,8 @@ mod tests {
         parse(body.to_string().as_bytes(), "claude", "claude-opus-4-8").unwrap()
     }
 
-    /// Interleaved thinking: the order the blocks came in is kept, an empty text block and a
-    /// server tool block take no place in it, and the usual order is kept as none.
+    /// Interleaved thinking: the order the blocks came in is kept, an empty text block takes
+    /// no place in it, a server tool block takes its own, and the usual order is kept as none.
     #[test]
     fn the_order_of_an_answers_blocks_is_kept() {
         let r = answer(json!([
@@ -160,8 +184,9 @@ mod tests {
             {"type": "text", "text": " it."},
             {"type": "tool_use", "id": "c2", "name": "f", "input": {}},
         ]));
-        let (th, tc, tx) = (BlockKind::Thinking, BlockKind::ToolCall, BlockKind::Text);
-        assert_eq!(r.order, [th, tc, th, tx(5), tx(9), tc]);
+        let (th, tc, tx, nat) =
+            (BlockKind::Thinking, BlockKind::ToolCall, BlockKind::Text, BlockKind::Native);
+        assert_eq!(r.order, [th, tc, th, nat, tx(5), tx(9), tc]);
         let kinds: Vec<String> = r
             .blocks()
             .unwrap()
@@ -171,9 +196,10 @@ mod tests {
                 Block::Thinking(ThinkingBlock::Redacted { data }) => data.clone(),
                 Block::Text { text, .. } => (*text).to_owned(),
                 Block::ToolCall { call, .. } => call.id.clone(),
+                Block::Native(n) => n.kind().to_owned(),
             })
             .collect();
-        assert_eq!(kinds, ["plan", "c1", "opaque", "Found", " it.", "c2"]);
+        assert_eq!(kinds, ["plan", "c1", "opaque", "server_tool_use", "Found", " it.", "c2"]);
 
         let usual = answer(json!([
             {"type": "thinking", "thinking": "plan", "signature": "s1"},

@@ -16,13 +16,20 @@
 //! - a body that ends without `message_stop` is [`ErrorKind::StreamInterrupted`], never `Done`;
 //! - unknown event types and delta types are ignored, since Anthropic adds them over time.
 //!
+//! Blocks of Anthropic's own tools (`server_tool_use`, `web_search_tool_result`,
+//! `mcp_tool_use`, …) go on whole, one [`StreamEvent::Native`] each at its
+//! `content_block_stop`: a client sends them back unchanged, so a half block is of no use to
+//! it. A call's input streams as `input_json_delta`s as a `tool_use`'s does and is put
+//! together here; a `compaction` block's text as `compaction_delta`s. A text block's
+//! `citations_delta`s are [`StreamEvent::Citation`]s, in their place among its text.
+//!
 //! [`ErrorKind::StreamInterrupted`]: claudette_core::ErrorKind::StreamInterrupted
 
 use std::collections::BTreeMap;
 
 use claudette_core::{
-    BackendError, FinishReason, Frame, Pricing, StreamDecoder, StreamEnd, StreamEvent, ThinkingSeal,
-    ToolCallDelta, UsageSource,
+    BackendError, FinishReason, Frame, NativeBlock, StreamDecoder, StreamEnd, StreamEvent, ThinkingSeal,
+    ToolCallDelta, Usage, UsageSource,
 };
 use serde_json::Value;
 
@@ -43,19 +50,29 @@ enum Block {
         /// the fragments would be left with `""`, which is not JSON (litellm #5063).
         emitted: bool,
     },
-    /// Blocks whose deltas are not ours to pass on: `server_tool_use` (web search, code
-    /// execution) streams its query as `input_json_delta` too, but Anthropic runs that tool
-    /// itself; forwarding it would hand the caller a call it never declared.
+    /// A block of Anthropic's own, held until its stop. Never a [`StreamEvent::ToolCall`]:
+    /// Anthropic runs a `server_tool_use` itself, and passing it on as a call would hand the
+    /// caller one it never declared.
+    Native {
+        block: Value,
+        /// The `input_json_delta` fragments so far, for a block that streams its input.
+        input: Option<String>,
+    },
+    /// Blocks with nothing more to pass on: a redacted thinking block (its start said it all),
+    /// a native block already passed on, a block of no known type.
     Other,
 }
 
-/// Prices the finished stream. Given by the adapter, which knows the settings.
-pub(crate) type PriceFn = Box<dyn Fn(&str) -> Pricing + Send>;
+/// Native blocks whose input streams as `input_json_delta`s.
+const STREAMED_INPUT: &[&str] = &["server_tool_use", "mcp_tool_use"];
+
+/// Costs the finished stream for its model. Given by the adapter, which knows the settings.
+pub(crate) type CostFn = Box<dyn Fn(&str, &Usage) -> f64 + Send>;
 
 /// Decoder for one Anthropic stream.
 pub struct AnthropicStreamDecoder {
     model: String,
-    price: PriceFn,
+    cost: CostFn,
     blocks: BTreeMap<u32, Block>,
     usage: WireUsage,
     finish: Option<FinishReason>,
@@ -91,15 +108,8 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 }
 
 impl AnthropicStreamDecoder {
-    pub(crate) fn new(model: String, price: PriceFn) -> Self {
-        Self {
-            model,
-            price,
-            blocks: BTreeMap::new(),
-            usage: WireUsage::default(),
-            finish: None,
-            ended: false,
-        }
+    pub(crate) fn new(model: String, cost: CostFn) -> Self {
+        Self { model, cost, blocks: BTreeMap::new(), usage: WireUsage::default(), finish: None, ended: false }
     }
 
     fn usage_event(&self) -> StreamEvent {
@@ -121,16 +131,26 @@ impl AnthropicStreamDecoder {
         StreamEvent::ToolCall { delta: ToolCallDelta { index, id, name, arguments } }
     }
 
-    /// Emits the whole `input` a tool block received at its start, or `{}` for a call without
-    /// arguments, if no fragments carried them: the concatenated fragments must be JSON.
-    fn close_block(&mut self, index: u32, out: &mut Vec<StreamEvent>) {
-        if let Some(Block::ToolUse { start_input, emitted }) = self.blocks.get_mut(&index) {
-            if !*emitted {
+    /// Ends the block at `index`. A tool block emits the whole `input` it received at its
+    /// start, or `{}` for a call without arguments, if no fragments carried them: the
+    /// concatenated fragments must be JSON. A native block goes on whole, once.
+    fn close_block(&mut self, index: u32, out: &mut Vec<StreamEvent>) -> Result<(), BackendError> {
+        match self.blocks.get_mut(&index) {
+            Some(Block::ToolUse { start_input, emitted }) if !*emitted => {
                 *emitted = true;
                 let args = start_input.take().unwrap_or_else(|| "{}".to_owned());
                 out.push(Self::tool_delta(index, None, None, args));
             }
+            Some(slot @ Block::Native { .. }) => {
+                if let Block::Native { block, input } = std::mem::replace(slot, Block::Other) {
+                    out.push(StreamEvent::Native {
+                        block: NativeBlock::anthropic(whole(index, block, input)?),
+                    });
+                }
+            }
+            _ => {}
         }
+        Ok(())
     }
 
     fn on_event(&mut self, kind: &str, v: &Value, raw: &str) -> Result<Vec<StreamEvent>, BackendError> {
@@ -187,7 +207,11 @@ impl AnthropicStreamDecoder {
                         };
                         Block::ToolUse { start_input, emitted: false }
                     }
-                    _ => Block::Other,
+                    Some(kind) => Block::Native {
+                        block: cb.clone(),
+                        input: STREAMED_INPUT.contains(&kind).then(String::new),
+                    },
+                    None => Block::Other,
                 };
                 self.blocks.insert(index, block);
             }
@@ -207,12 +231,33 @@ impl AnthropicStreamDecoder {
                     }
                     Some("input_json_delta") => {
                         // Anthropic opens with an empty fragment; it carries nothing.
-                        if let (Some(Block::ToolUse { emitted, .. }), Some(p)) = (
-                            self.blocks.get_mut(&index),
-                            str_at(delta, &["partial_json"]).filter(|p| !p.is_empty()),
-                        ) {
-                            *emitted = true;
-                            out.push(Self::tool_delta(index, None, None, p.to_owned()));
+                        let fragment = str_at(delta, &["partial_json"]).filter(|p| !p.is_empty());
+                        match (self.blocks.get_mut(&index), fragment) {
+                            (Some(Block::ToolUse { emitted, .. }), Some(p)) => {
+                                *emitted = true;
+                                out.push(Self::tool_delta(index, None, None, p.to_owned()));
+                            }
+                            (Some(Block::Native { input: Some(buffer), .. }), Some(p)) => buffer.push_str(p),
+                            _ => {}
+                        }
+                    }
+                    // A citation of the text block being streamed, before the text it cites.
+                    Some("citations_delta") => {
+                        if let (Some(Block::Text), Some(citation)) =
+                            (self.blocks.get(&index), delta.get("citation").filter(|c| !c.is_null()))
+                        {
+                            out.push(StreamEvent::Citation { citation: citation.clone() });
+                        }
+                    }
+                    // A compaction block's summary, in pieces like text.
+                    Some("compaction_delta") => {
+                        if let (Some(Block::Native { block, .. }), Some(more)) =
+                            (self.blocks.get_mut(&index), str_at(delta, &["content"]))
+                        {
+                            if block.get("type").and_then(Value::as_str) == Some("compaction") {
+                                let so_far = block.get("content").and_then(Value::as_str).unwrap_or_default();
+                                block["content"] = Value::String(format!("{so_far}{more}"));
+                            }
                         }
                     }
                     // The thinking block's signature, sent once just before its stop; a client
@@ -226,13 +271,13 @@ impl AnthropicStreamDecoder {
                             });
                         }
                     }
-                    // citations_delta, future types.
+                    // Future types, and any delta of a native block not named above.
                     _ => {}
                 }
             }
             "content_block_stop" => {
                 let index = index_of(v)?;
-                self.close_block(index, &mut out);
+                self.close_block(index, &mut out)?;
             }
             "message_delta" => {
                 if let Some(r) = str_at(v, &["delta", "stop_reason"]) {
@@ -245,11 +290,11 @@ impl AnthropicStreamDecoder {
             "message_stop" => {
                 let open: Vec<u32> = self.blocks.keys().copied().collect();
                 for i in open {
-                    self.close_block(i, &mut out);
+                    self.close_block(i, &mut out)?;
                 }
                 let usage = self.usage.to_usage();
                 let cost = if usage.source == UsageSource::Reported {
-                    (self.price)(&self.model).cost(&usage)
+                    (self.cost)(&self.model, &usage)
                 } else {
                     0.0
                 };
@@ -314,6 +359,30 @@ impl StreamDecoder for AnthropicStreamDecoder {
         self.ended = true;
         Err(BackendError::interrupted("the stream ended before `message_stop`"))
     }
+}
+
+/// A native block as it ends: a block that streams its input gets the fragments' JSON as
+/// `input` (the start's, or `{}`, when none came). Fragments that are not JSON (the stream
+/// was cut or mangled inside the input) are an error: a block sent back with a guessed input
+/// would be refused, or worse, taken.
+fn whole(index: u32, mut block: Value, input: Option<String>) -> Result<Value, BackendError> {
+    let Some(fragments) = input else { return Ok(block) };
+    let parsed = if fragments.trim().is_empty() {
+        match block.get("input") {
+            Some(v) if !v.is_null() => return Ok(block),
+            _ => Value::Object(serde_json::Map::new()),
+        }
+    } else {
+        serde_json::from_str::<Value>(&fragments).map_err(|e| {
+            let kind = block.get("type").and_then(Value::as_str).unwrap_or_default();
+            BackendError::malformed(format!(
+                "the input of the `{kind}` block at index {index} is not JSON ({e}): the stream was cut or \
+                 mangled inside it"
+            ))
+        })?
+    };
+    block["input"] = parsed;
+    Ok(block)
 }
 
 /// Event names the decoder acts on.

@@ -16,6 +16,17 @@ pub(crate) struct WireUsage {
     pub cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
     pub cache_read_input_tokens: Option<u64>,
+    /// What the server tools Anthropic ran cost beyond tokens (`null` from some compatible
+    /// servers).
+    #[serde(default)]
+    pub server_tool_use: Option<WireServerToolUse>,
+}
+
+/// `usage.server_tool_use`: Anthropic bills each web search (web fetches are free).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub(crate) struct WireServerToolUse {
+    #[serde(default)]
+    pub web_search_requests: Option<u64>,
 }
 
 fn sat(v: Option<u64>) -> u32 {
@@ -23,8 +34,17 @@ fn sat(v: Option<u64>) -> u32 {
 }
 
 impl WireUsage {
+    /// No count at all (an empty `server_tool_use` counts nothing either).
     pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+        self.input_tokens.is_none()
+            && self.output_tokens.is_none()
+            && self.cache_creation_input_tokens.is_none()
+            && self.cache_read_input_tokens.is_none()
+            && self.web_search_requests().is_none()
+    }
+
+    fn web_search_requests(&self) -> Option<u64> {
+        self.server_tool_use.and_then(|s| s.web_search_requests)
     }
 
     /// Takes every field `later` carries. Anthropic's stream usage is cumulative, so the later
@@ -44,6 +64,8 @@ impl WireUsage {
         self.cache_creation_input_tokens =
             newer(self.cache_creation_input_tokens, later.cache_creation_input_tokens);
         self.cache_read_input_tokens = newer(self.cache_read_input_tokens, later.cache_read_input_tokens);
+        let searches = newer(self.web_search_requests(), later.web_search_requests());
+        self.server_tool_use = searches.map(|n| WireServerToolUse { web_search_requests: Some(n) });
     }
 
     /// The neutral form. Anthropic's `input_tokens` excludes cache reads and writes; ours is
@@ -60,6 +82,7 @@ impl WireUsage {
             cache_read_tokens: read,
             cache_write_tokens: write,
             reasoning_tokens: 0,
+            web_search_requests: sat(self.web_search_requests()),
             source: UsageSource::Reported,
         }
     }
@@ -94,6 +117,7 @@ mod tests {
             output_tokens: Some(5),
             cache_creation_input_tokens: Some(100),
             cache_read_input_tokens: Some(1000),
+            server_tool_use: None,
         };
         let u = w.to_usage();
         assert_eq!(u.input_tokens, 1110);
@@ -107,6 +131,30 @@ mod tests {
         assert_eq!(finish_reason("stop_sequence", Some("END")), FinishReason::StopSequence("END".into()));
         assert_eq!(finish_reason("stop_sequence", None), FinishReason::Stop);
         assert_eq!(finish_reason("end_turn", None), FinishReason::Stop);
+    }
+
+    /// A server tool's long turn that Anthropic paused is no error and no usual stop: the
+    /// client sends the turn back as it is to let Claude go on.
+    #[test]
+    fn pause_turn_and_refusal_keep_their_meaning() {
+        assert_eq!(finish_reason("pause_turn", None), FinishReason::Other("pause_turn".into()));
+        assert_eq!(finish_reason("refusal", None), FinishReason::ContentFilter);
+    }
+
+    #[test]
+    fn web_searches_are_counted_and_merged_like_tokens() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<WireUsage>(v).unwrap();
+        let mut u = parse(serde_json::json!({"input_tokens": 9, "server_tool_use": null}));
+        assert_eq!(u.to_usage().web_search_requests, 0);
+        u.merge(&parse(
+            serde_json::json!({"output_tokens": 3, "server_tool_use": {"web_search_requests": 2}}),
+        ));
+        u.merge(&parse(serde_json::json!({"output_tokens": 4})));
+        assert_eq!(u.to_usage().web_search_requests, 2);
+        assert_eq!(u.to_usage().input_tokens, 9);
+        let only = parse(serde_json::json!({"server_tool_use": {"web_search_requests": 1}}));
+        assert!(!only.is_empty());
+        assert!(parse(serde_json::json!({"server_tool_use": {}})).is_empty());
     }
 
     #[test]

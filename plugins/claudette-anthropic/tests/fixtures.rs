@@ -421,6 +421,11 @@ fn full_stream_expected() -> Vec<StreamEvent> {
         },
         StreamEvent::text("Je vérifie la météo à "),
         StreamEvent::text("Paris 涌现 🌦"),
+        // A citation of the text block, passed on in its place.
+        StreamEvent::Citation {
+            citation: serde_json::json!({"type": "char_location", "cited_text": "x", "document_index": 0,
+                                         "start_char_index": 0, "end_char_index": 1}),
+        },
         tool(Some("toolu_01T1x1fJ34qAmk2tNTrN7Up6"), Some("get_weather"), ""),
         tool(None, None, "{\"city\": \"Pa"),
         tool(None, None, "ris\", \"unit\": \"c\"}"),

@@ -9,10 +9,13 @@
 #![cfg(feature = "http")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::{block_start, delta, event, stop, tool};
+
 use claudette_anthropic::ClaudeBackend;
 use claudette_core::{
     Backend, BackendSettings, Block, ChatRequest, ChatResponse, Message, ReasoningEffort, StreamEvent,
-    Thinking, ThinkingBlock, ThinkingSeal, ToolCallDelta, ToolSpec,
+    Thinking, ThinkingBlock, ThinkingSeal, ToolCallDelta,
 };
 use claudette_testkit::{FakeServer, Reply};
 use futures::StreamExt;
@@ -26,16 +29,6 @@ fn backend(server: &FakeServer) -> ClaudeBackend {
         .api_key("sk-ant-api03-canary-interleaved-0123456789")
         .model(MODEL);
     claudette_anthropic::backend(&settings).unwrap()
-}
-
-fn tool(name: &str) -> ToolSpec {
-    ToolSpec {
-        name: name.into(),
-        description: String::new(),
-        parameters: json!({"type": "object", "properties": {}}),
-        cache: None,
-        strict: false,
-    }
 }
 
 fn request(messages: Vec<Message>) -> ChatRequest {
@@ -70,6 +63,7 @@ fn shape(r: &ChatResponse) -> Vec<String> {
             Block::Thinking(ThinkingBlock::Redacted { data }) => format!("redacted:{data}"),
             Block::Text { text, .. } => format!("text:{text}"),
             Block::ToolCall { call, .. } => format!("call:{}", call.id),
+            Block::Native(n) => format!("native:{}", n.kind()),
         })
         .collect()
 }
@@ -126,25 +120,6 @@ async fn an_interleaved_answer_goes_back_in_the_order_it_came() {
     server.push(Reply::json(200, json!({"input_tokens": 64})));
     assert_eq!(b.count_tokens(&request(messages)).await.unwrap(), 64);
     assert_eq!(server.received().last().unwrap().json()["messages"][1]["content"], interleaved_content());
-}
-
-fn event(name: &str, data: Value) -> String {
-    format!("event: {name}\ndata: {data}")
-}
-
-fn block_start(index: u32, block: Value) -> String {
-    event(
-        "content_block_start",
-        json!({"type": "content_block_start", "index": index, "content_block": block}),
-    )
-}
-
-fn delta(index: u32, delta: Value) -> String {
-    event("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": delta}))
-}
-
-fn stop(index: u32) -> String {
-    event("content_block_stop", json!({"type": "content_block_stop", "index": index}))
 }
 
 /// The same answer streamed: each block's events come on in wire order, so the thinking

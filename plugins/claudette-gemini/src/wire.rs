@@ -102,6 +102,7 @@ impl UsageMetadata {
             cache_read_tokens: self.cached_content_token_count,
             cache_write_tokens: 0,
             reasoning_tokens: self.thoughts_token_count,
+            web_search_requests: 0,
             source: claudette_core::UsageSource::Reported,
         }
     }

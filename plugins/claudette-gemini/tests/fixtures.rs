@@ -289,6 +289,7 @@ fn thinking_cache_and_usage_split() {
             cache_read_tokens: 600,
             cache_write_tokens: 0,
             reasoning_tokens: 97,
+            web_search_requests: 0,
             source: UsageSource::Reported
         }
     );

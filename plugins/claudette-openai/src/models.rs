@@ -43,6 +43,7 @@ const fn price(input: f64, output: f64, cached: Option<f64>) -> Pricing {
         output_per_1k: output,
         cache_read_per_1k: cached,
         cache_write_per_1k: None,
+        web_search_per_1k: None,
     }
 }
 

@@ -75,6 +75,7 @@ impl UsageWire {
             cache_read_tokens: cached.min(input),
             cache_write_tokens: 0,
             reasoning_tokens: reasoning.min(output),
+            web_search_requests: 0,
             source: UsageSource::Reported,
         })
     }

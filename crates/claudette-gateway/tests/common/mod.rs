@@ -350,3 +350,15 @@ pub fn claude_code_read_loop(file: &str, block: serde_json::Value) -> serde_json
         ]
     })
 }
+
+/// Claude's fake, to give `answers` in turn, and the gateway in front of it.
+pub async fn claude_answering(
+    answers: impl IntoIterator<Item = claudette_testkit::Reply>,
+) -> (claudette_testkit::FakeServer, Running) {
+    let claude = claudette_testkit::FakeServer::start().await;
+    for answer in answers {
+        claude.push(answer);
+    }
+    let gw = start(router(vec![anthropic(anthropic_settings("claude", &claude))])).await;
+    (claude, gw)
+}

@@ -3,7 +3,7 @@
 //! count), so that every test checks the same three calls the same way.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use claudette_core::{Backend, BackendSettings, ChatRequest, Image, ImageSource, StreamEvent};
+use claudette_core::{Backend, BackendSettings, ChatRequest, Image, ImageSource, StreamEvent, ToolSpec};
 use claudette_testkit::{FakeServer, Reply};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -91,5 +91,36 @@ pub async fn assert_sent_streamed_and_counted(
         let body = up.json();
         assert_eq!(body["system"], system, "{body}");
         assert_eq!(&body["messages"], messages, "{}", up.text());
+    }
+}
+
+/// One SSE frame of Anthropic's stream, for tests that write a stream by hand.
+pub fn event(name: &str, data: Value) -> String {
+    format!("event: {name}\ndata: {data}")
+}
+
+pub fn block_start(index: u32, block: Value) -> String {
+    event(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": index, "content_block": block}),
+    )
+}
+
+pub fn delta(index: u32, delta: Value) -> String {
+    event("content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": delta}))
+}
+
+pub fn stop(index: u32) -> String {
+    event("content_block_stop", json!({"type": "content_block_stop", "index": index}))
+}
+
+/// A function tool taking an empty object.
+pub fn tool(name: &str) -> ToolSpec {
+    ToolSpec {
+        name: name.into(),
+        description: String::new(),
+        parameters: json!({"type": "object", "properties": {}}),
+        cache: None,
+        strict: false,
     }
 }
