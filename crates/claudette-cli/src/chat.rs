@@ -104,7 +104,8 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
             StreamEvent::Usage { .. }
             | StreamEvent::ThinkingSeal { .. }
             | StreamEvent::Native { .. }
-            | StreamEvent::Citation { .. } => {}
+            | StreamEvent::Citation { .. }
+            | StreamEvent::NativeField { .. } => {}
             StreamEvent::Done { end } => {
                 if wrote_text {
                     writeln!(out).and_then(|()| out.flush()).map_err(|e| stdout_error(&e))?;

@@ -57,7 +57,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::types::{
-    Block, ChatRequest, ChatResponse, FinishReason, Message, ReasoningEffort, ResponseFormat,
+    Block, ChatRequest, ChatResponse, FinishReason, Message, NativeField, ReasoningEffort, ResponseFormat,
     StreamBlockOrder, StreamEnd, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta,
     ToolCallSlots, ToolChoice, ToolSpec, new_tool_call_id, ordered_blocks,
 };
@@ -115,10 +115,11 @@ impl CacheKey {
     /// request cannot be encoded, which serde's output for these types never is; such a
     /// request is simply not cached.
     ///
-    /// A request with provider-run tools (web search, code execution) has no key either: its
-    /// answer is what the web or a container held at the time, not a function of the request.
+    /// A request with provider-run tools (web search, code execution) or a required native
+    /// field (a container, MCP servers) has no key either: its answer is what the web, a
+    /// container or a server held at the time, not a function of the request.
     pub fn new(scope: Option<&str>, request: &ChatRequest) -> Option<CacheKey> {
-        if !request.native_tools.is_empty() {
+        if !request.native_tools.is_empty() || request.native_fields.iter().any(|f| f.required) {
             return None;
         }
         let mut h = Sha256::new();
@@ -186,6 +187,7 @@ struct KeyView<'a> {
     seed: &'a Option<i64>,
     stop: &'a [String],
     tools: &'a [ToolSpec],
+    native_fields: &'a [NativeField],
     tool_choice: &'a ToolChoice,
     parallel_tool_calls: &'a Option<bool>,
     response_format: &'a ResponseFormat,
@@ -219,6 +221,7 @@ impl<'a> KeyView<'a> {
             output_effort,
             // A request with any has no key at all (see `CacheKey::new`).
             native_tools: _,
+            native_fields,
             // Who asks and how they label it, not what they ask. The tenant is the scope.
             metadata: _,
             request_id: _,
@@ -234,6 +237,7 @@ impl<'a> KeyView<'a> {
             seed,
             stop,
             tools,
+            native_fields,
             tool_choice,
             parallel_tool_calls,
             response_format,
@@ -252,6 +256,7 @@ impl<'a> KeyView<'a> {
 pub fn is_cacheable(response: &ChatResponse) -> bool {
     response.native.is_empty()
         && response.citations.is_empty()
+        && response.native_fields.is_empty()
         && matches!(
             response.finish_reason,
             Some(
@@ -376,7 +381,9 @@ impl Assembler {
             StreamEvent::ThinkingSeal { seal } => self.seal(seal),
             StreamEvent::ToolCall { delta } => self.tool_call(delta),
             // Not stored, as `is_cacheable` says.
-            StreamEvent::Native { .. } | StreamEvent::Citation { .. } => return false,
+            StreamEvent::Native { .. } | StreamEvent::Citation { .. } | StreamEvent::NativeField { .. } => {
+                return false;
+            }
             StreamEvent::Usage { .. } | StreamEvent::Done { .. } | StreamEvent::Error { .. } => 0,
         };
         self.bytes = self.bytes.saturating_add(added);
@@ -865,7 +872,9 @@ mod tests {
                 StreamEvent::ThinkingSeal { .. } => "seal".into(),
                 StreamEvent::TextDelta { text } => format!("text:{text}"),
                 StreamEvent::ToolCall { delta } => format!("call:{}", delta.id.as_deref().unwrap_or("")),
-                StreamEvent::Native { .. } | StreamEvent::Citation { .. } => "native".into(),
+                StreamEvent::Native { .. }
+                | StreamEvent::Citation { .. }
+                | StreamEvent::NativeField { .. } => "native".into(),
                 StreamEvent::Usage { .. } => "usage".into(),
                 StreamEvent::Done { .. } => "done".into(),
                 StreamEvent::Error { .. } => "error".into(),

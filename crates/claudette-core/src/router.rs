@@ -542,8 +542,8 @@ impl BackendRouter {
         if let Some(d) = dialect.filter(|_| considered > 0 && other_dialect == considered) {
             // Waiting or retrying cannot help: say what only which backends could take.
             return Err(BackendError::invalid(format!(
-                "the request carries {0} tools or {0} blocks (server tools such as web search), and no \
-                 candidate backend is of provider `{0}`",
+                "the request carries {0}'s own tools, blocks or fields (server tools such as web search, \
+                 a code execution container, MCP servers), and no candidate backend is of provider `{0}`",
                 d.provider()
             )));
         }
@@ -1274,6 +1274,7 @@ impl CommittedStream {
             StreamEvent::ThinkingSeal { .. }
             | StreamEvent::Native { .. }
             | StreamEvent::Citation { .. }
+            | StreamEvent::NativeField { .. }
             | StreamEvent::Done { .. }
             | StreamEvent::Error { .. } => {}
         }

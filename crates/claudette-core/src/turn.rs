@@ -86,6 +86,60 @@ pub struct NativeTool {
     pub spec: serde_json::Value,
 }
 
+/// A top-level field of a request or an answer in a provider's own terms, carried whole:
+/// Anthropic's `context_management` (Claude Code's context editing), `container` (the code
+/// execution container a conversation works in, asked for by id and named in the answer),
+/// `mcp_servers` (the MCP connector), `service_tier`.
+///
+/// Its `Debug` hides every value under a key that names a credential (`mcp_servers` carry
+/// each server's `authorization_token`), so a request printed in a log never shows one.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct NativeField {
+    pub dialect: Dialect,
+    pub name: String,
+    pub value: serde_json::Value,
+    /// In a request: another provider may not take it without the field (an MCP server, a
+    /// container holding the conversation's files), so it goes only to a backend of the
+    /// dialect. Otherwise (context editing, a service tier) another provider is sent the
+    /// request without it, as it is sent other knobs it lacks. Unused in an answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+}
+
+impl std::fmt::Debug for NativeField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeField")
+            .field("dialect", &self.dialect)
+            .field("name", &self.name)
+            .field("value", &redacted(&self.value))
+            .field("required", &self.required)
+            .finish()
+    }
+}
+
+/// `value` with every entry under a credential-like key replaced.
+fn redacted(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    fn secret(key: &str) -> bool {
+        let k = key.to_ascii_lowercase();
+        ["token", "secret", "password", "authorization", "api_key", "apikey", "credential"]
+            .iter()
+            .any(|s| k.contains(s))
+    }
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = if secret(k) { Value::String("REDACTED".into()) } else { redacted(v) };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
+        other => other.clone(),
+    }
+}
+
 /// The citations of one text block of a turn (Anthropic's `citations`: where a sentence of
 /// the answer came from, a web search result or a document's page), as the provider wrote
 /// them.

@@ -13,8 +13,8 @@ use crate::decision::RoutingDecision;
 use crate::error::BackendError;
 pub(crate) use crate::turn::ordered_blocks;
 pub use crate::turn::{
-    Block, BlockKind, BlockOrder, Dialect, NativeBlock, NativeTool, StreamBlockOrder, TextCitations,
-    ToolCallSlot, ToolCallSlots,
+    Block, BlockKind, BlockOrder, Dialect, NativeBlock, NativeField, NativeTool, StreamBlockOrder,
+    TextCitations, ToolCallSlot, ToolCallSlots,
 };
 
 /// Who wrote a message.
@@ -681,6 +681,11 @@ pub struct ChatRequest {
     /// request with any goes only to a backend of their [`Dialect`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub native_tools: Vec<NativeTool>,
+    /// Top-level fields in a provider's own terms; see [`NativeField`]. Each is sent to a
+    /// backend of its dialect only; a [`required`](NativeField::required) one keeps the
+    /// request to such backends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub native_fields: Vec<NativeField>,
     /// Meaningful only with `tools`; `Auto` is sent as no choice at all.
     #[serde(default, skip_serializing_if = "ToolChoice::is_auto")]
     pub tool_choice: ToolChoice,
@@ -903,8 +908,9 @@ impl ChatRequest {
     pub fn native_dialect(&self) -> Result<Option<Dialect>, BackendError> {
         let tools = self.native_tools.iter().map(|t| t.dialect);
         let blocks = self.messages.iter().flat_map(|m| m.native.iter().map(|b| b.dialect));
+        let fields = self.native_fields.iter().filter(|f| f.required).map(|f| f.dialect);
         let mut found: Option<Dialect> = None;
-        for d in tools.chain(blocks) {
+        for d in tools.chain(blocks).chain(fields) {
             match found {
                 Some(f) if f != d => {
                     return Err(BackendError::invalid(format!(
@@ -1107,6 +1113,10 @@ pub struct ChatResponse {
     /// The citations of the answer's text blocks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub citations: Vec<TextCitations>,
+    /// Top-level fields of the provider's answer in its own terms (Anthropic's `container`,
+    /// `context_management`); see [`NativeField`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub native_fields: Vec<NativeField>,
     pub finish_reason: Option<FinishReason>,
     pub usage: Usage,
     /// Model the provider says answered.
@@ -1143,6 +1153,7 @@ impl ChatResponse {
             order: Vec::new(),
             native: Vec::new(),
             citations: Vec::new(),
+            native_fields: Vec::new(),
             finish_reason: None,
             usage: Usage::default(),
             model: model.into(),
@@ -1255,6 +1266,10 @@ pub enum StreamEvent {
     /// A citation of the text being streamed (Anthropic's `citations_delta`): it belongs to
     /// the text block the next text extends, or the last one when none follows.
     Citation { citation: serde_json::Value },
+    /// A top-level field of the answer in the provider's own terms (Anthropic's `container`
+    /// or `context_management`, which come with the stream's end); see [`NativeField`]. Not
+    /// content: it may come after the answer's last block.
+    NativeField { field: NativeField },
     /// Usage seen mid-stream (Anthropic `message_start`); the final figure is in `Done`.
     Usage { usage: Usage },
     /// Clean end.
@@ -1524,6 +1539,31 @@ mod tests {
         );
         assert_eq!(r.native_dialect().unwrap(), Some(Dialect::Anthropic));
         assert_ne!(crate::CacheKey::of(&r), key, "the history's blocks are part of the key");
+
+        // A native field keeps the request to its dialect only when another provider cannot
+        // do without it; an optional one is part of the key, a required one leaves none.
+        let field = |name: &str, required: bool| NativeField {
+            dialect: Dialect::Anthropic,
+            name: name.into(),
+            value: serde_json::json!({}),
+            required,
+        };
+        let mut plain = ChatRequest::prompt("what is new?");
+        plain.native_fields.push(field("context_management", false));
+        assert_eq!(plain.native_dialect().unwrap(), None);
+        assert!(crate::CacheKey::of(&plain).is_some_and(|k| Some(k) != key));
+        plain.native_fields.push(field("mcp_servers", true));
+        assert_eq!(plain.native_dialect().unwrap(), Some(Dialect::Anthropic));
+        assert!(crate::CacheKey::of(&plain).is_none());
+
+        // An MCP server's token never shows in a printed request.
+        plain.native_fields[1].value = serde_json::json!([{"type": "url", "url": "https://mcp.example/sse",
+            "name": "docs", "authorization_token": "sk-canary-mcp-0123456789"}]);
+        let shown = format!("{plain:?}");
+        assert!(
+            !shown.contains("canary") && shown.contains("REDACTED") && shown.contains("mcp.example"),
+            "{shown}"
+        );
 
         let answer =
             ChatResponse { finish_reason: Some(FinishReason::Stop), ..ChatResponse::empty("b", "m") };

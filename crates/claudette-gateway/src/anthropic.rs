@@ -33,6 +33,15 @@
 //! those blocks, its text blocks' `citations`, `usage.server_tool_use` and a `pause_turn`
 //! stop, in JSON and in the stream, as Anthropic sends them.
 //!
+//! Anthropic's own top-level fields are carried whole too, their type checked (a 400 names
+//! the field): `mcp_servers` (the MCP connector) and `container` (the code execution
+//! container to work in) keep the request to Anthropic backends, as their servers and files
+//! are there; `context_management` (Claude Code's context editing) and `service_tier` go to an
+//! Anthropic backend and are left out for any other. The answer's `container` and
+//! `context_management` come back where Anthropic writes them: top-level in JSON; in the
+//! stream, the container in the final `message_delta`'s `delta` and the context management
+//! beside it.
+//!
 //! An assistant turn keeps the order of its blocks, in the answer and in a client's turn
 //! sent back: Claude thinks between its calls (interleaved thinking), and Anthropic refuses
 //! such a turn back in any other order, on every turn after.
@@ -44,9 +53,9 @@ use claudette_core::error::scrub_secrets;
 use claudette_core::{
     BackendError, Block as TurnBlock, BlockOrder, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest,
     ChatResponse, Dialect, Document, DocumentSource, ErrorKind, FinishReason, Image, ImageSource,
-    MAX_CACHE_BREAKPOINTS, Message, NativeBlock, NativeTool, Phase, ReasoningEffort, ResponseFormat, Role,
-    StreamEvent, TextCitations, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolCallSlot,
-    ToolCallSlots, ToolChoice, ToolSpec, Usage,
+    MAX_CACHE_BREAKPOINTS, Message, NativeBlock, NativeField, NativeTool, Phase, ReasoningEffort,
+    ResponseFormat, Role, StreamEvent, TextCitations, Thinking, ThinkingBlock, ThinkingSeal, ToolCall,
+    ToolCallDelta, ToolCallSlot, ToolCallSlots, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -94,6 +103,16 @@ pub(crate) struct MessagesRequest {
     thinking: Option<InThinking>,
     #[serde(default)]
     output_config: Option<InOutputConfig>,
+    // Anthropic's own top-level fields, carried whole (see `native_field`): as JSON, since
+    // the gateway checks their type only and Anthropic reads the rest.
+    #[serde(default)]
+    mcp_servers: Option<Value>,
+    #[serde(default)]
+    container: Option<Value>,
+    #[serde(default)]
+    context_management: Option<Value>,
+    #[serde(default)]
+    service_tier: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -619,6 +638,57 @@ fn text_citations(citations: Option<Value>, param: &dyn Fn() -> String) -> Resul
     }
 }
 
+/// The JSON type one of Anthropic's own top-level request fields takes.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    List,
+    Object,
+    Text,
+    /// `container`: the id of a container to reuse, or an object naming it and its skills.
+    TextOrObject,
+}
+
+impl Shape {
+    fn fits(self, v: &Value) -> bool {
+        match self {
+            Shape::List => v.is_array(),
+            Shape::Object => v.is_object(),
+            Shape::Text => v.is_string(),
+            Shape::TextOrObject => v.is_string() || v.is_object(),
+        }
+    }
+
+    /// Anthropic's wording for a value of another type.
+    fn expected(self) -> &'static str {
+        match self {
+            Shape::List => "Input should be a valid list",
+            Shape::Object => "Input should be a valid dictionary",
+            Shape::Text => "Input should be a valid string",
+            Shape::TextOrObject => "Input should be a valid string (a container id) or a valid dictionary",
+        }
+    }
+}
+
+/// One of Anthropic's own top-level request fields (`name`), when present and not null,
+/// carried whole for an Anthropic backend to read: the gateway checks its type only, so a
+/// field Anthropic extends still goes through. `required` when another provider cannot serve
+/// the request without it; an empty list asks for nothing another provider lacks.
+fn native_field(
+    out: &mut Vec<NativeField>,
+    name: &str,
+    value: Option<Value>,
+    shape: Shape,
+    required: bool,
+) -> Result<(), ApiError> {
+    let Some(value) = value else { return Ok(()) };
+    if !shape.fits(&value) {
+        return Err(invalid_at(name.to_owned(), &shape.expected()));
+    }
+    let required = required && value.as_array().is_none_or(|a| !a.is_empty());
+    out.push(NativeField { dialect: Dialect::Anthropic, name: name.to_owned(), value, required });
+    Ok(())
+}
+
 fn unsupported(kind: &str, param: String) -> ApiError {
     ApiError::invalid(format!("content blocks of type `{kind}` are not supported by this gateway"))
         .with_param(param)
@@ -1094,9 +1164,25 @@ impl MessagesRequest {
                 }
             },
         };
+        let mut native_fields = Vec::new();
+        // Another provider cannot reach the MCP servers, nor the container that holds the
+        // conversation's files: such a request goes to Anthropic or nowhere.
+        native_field(&mut native_fields, "mcp_servers", self.mcp_servers, Shape::List, true)?;
+        native_field(&mut native_fields, "container", self.container, Shape::TextOrObject, true)?;
+        // Claude Code's context editing and the service tier are knobs: another provider is
+        // sent the request without them, as it is sent other knobs it lacks.
+        native_field(
+            &mut native_fields,
+            "context_management",
+            self.context_management,
+            Shape::Object,
+            false,
+        )?;
+        native_field(&mut native_fields, "service_tier", self.service_tier, Shape::Text, false)?;
         let request = ChatRequest {
             messages: out,
             native_tools,
+            native_fields,
             model: None,
             max_tokens,
             temperature: self.temperature,
@@ -1246,6 +1332,19 @@ struct MessageOut<'a> {
     stop_reason: Option<&'a str>,
     stop_sequence: Option<&'a str>,
     usage: OutUsage,
+    /// Only when the upstream named them (see [`answer_field`]): an answer without is as it
+    /// always was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context_management: Option<&'a Value>,
+}
+
+/// One of Anthropic's own top-level answer fields (`container`, `context_management`) as the
+/// upstream wrote it, the last when it wrote several. The client needs them back: the
+/// container's id to work in the same container next turn, the edits context management made.
+fn answer_field<'a>(fields: &'a [NativeField], name: &str) -> Option<&'a Value> {
+    fields.iter().rev().find(|f| f.dialect == Dialect::Anthropic && f.name == name).map(|f| &f.value)
 }
 
 #[derive(Serialize)]
@@ -1384,6 +1483,8 @@ fn message_body(resp: &ChatResponse) -> Vec<u8> {
         stop_reason: Some(reason),
         stop_sequence: sequence,
         usage: out_usage(&resp.usage),
+        container: answer_field(&resp.native_fields, "container"),
+        context_management: answer_field(&resp.native_fields, "context_management"),
     };
     serde_json::to_vec(&body).unwrap_or_default()
 }
@@ -1429,17 +1530,23 @@ struct BlockStop {
     index: u32,
 }
 
+/// Anthropic streams the answer's `container` in `delta`, beside the stop reason, and its
+/// `context_management` beside `delta`; neither when the upstream named none.
 #[derive(Serialize)]
 struct MessageDelta<'a> {
     r#type: &'static str,
     delta: StopDelta<'a>,
     usage: OutUsage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context_management: Option<&'a Value>,
 }
 
 #[derive(Serialize)]
 struct StopDelta<'a> {
     stop_reason: &'a str,
     stop_sequence: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<&'a Value>,
 }
 
 #[derive(Serialize)]
@@ -1483,6 +1590,8 @@ pub(crate) struct AnthropicEncoder {
     /// The tool calls so far. Each call opens a block when it starts, so every call but an
     /// open [`Open::Tool`] has had its block closed.
     calls: ToolCallSlots,
+    /// The answer's own top-level fields, held for the final `message_delta`.
+    native_fields: Vec<NativeField>,
 }
 
 impl AnthropicEncoder {
@@ -1495,6 +1604,7 @@ impl AnthropicEncoder {
             open: None,
             next_block: 0,
             calls: ToolCallSlots::new(),
+            native_fields: Vec::new(),
         }
     }
 
@@ -1515,6 +1625,8 @@ impl AnthropicEncoder {
                 stop_reason: None,
                 stop_sequence: None,
                 usage,
+                container: None,
+                context_management: None,
             },
         };
         respond::event_frame(out, "message_start", &start);
@@ -1610,6 +1722,10 @@ impl AnthropicEncoder {
 impl Encoder for AnthropicEncoder {
     fn event(&mut self, ev: StreamEvent, out: &mut Vec<u8>) -> bool {
         match ev {
+            StreamEvent::NativeField { field } => {
+                self.native_fields.push(field);
+                false
+            }
             StreamEvent::Native { block } => {
                 self.start(out);
                 self.native(out, &block.block);
@@ -1722,8 +1838,13 @@ impl Encoder for AnthropicEncoder {
                 let (stop_reason, stop_sequence) = stop_reason(end.finish_reason.as_ref(), tool_use);
                 let delta = MessageDelta {
                     r#type: "message_delta",
-                    delta: StopDelta { stop_reason, stop_sequence },
+                    delta: StopDelta {
+                        stop_reason,
+                        stop_sequence,
+                        container: answer_field(&self.native_fields, "container"),
+                    },
                     usage,
+                    context_management: answer_field(&self.native_fields, "context_management"),
                 };
                 respond::event_frame(out, "message_delta", &delta);
                 respond::event_frame(out, "message_stop", &TypeOnly { r#type: "message_stop" });
@@ -2794,5 +2915,154 @@ mod tests {
         assert!(!enc.event(call(1, Some("b")), &mut out));
         assert!(enc.event(call(0, None), &mut out));
         assert_eq!(frames(&out).last().unwrap().0, "error");
+    }
+
+    fn mcp_server() -> Value {
+        serde_json::json!({"type": "url", "url": "https://mcp.example/sse", "name": "tickets"})
+    }
+
+    fn clear_tool_uses() -> Value {
+        serde_json::json!({"edits": [{"type": "clear_tool_uses_20250919",
+            "trigger": {"type": "input_tokens", "value": 30000}, "keep": {"type": "tool_uses", "value": 3}}]})
+    }
+
+    fn field(name: &str, value: Value, required: bool) -> NativeField {
+        NativeField { dialect: Dialect::Anthropic, name: name.into(), value, required }
+    }
+
+    /// `mcp_servers` and `container` keep the request to Anthropic (its servers and files are
+    /// there); `context_management` and `service_tier` are knobs another provider goes without.
+    #[test]
+    fn anthropics_own_top_level_fields_are_carried_whole() {
+        let mut body = serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+            "mcp_servers": [mcp_server()], "container": {"id": "container_1", "skills": []},
+            "context_management": clear_tool_uses(), "service_tier": "auto"});
+        let (r, _) = parse(body.clone()).unwrap();
+        assert_eq!(
+            r.native_fields,
+            [
+                field("mcp_servers", serde_json::json!([mcp_server()]), true),
+                field("container", serde_json::json!({"id": "container_1", "skills": []}), true),
+                field("context_management", clear_tool_uses(), false),
+                field("service_tier", serde_json::json!("auto"), false),
+            ]
+        );
+        assert_eq!(r.native_dialect().unwrap(), Some(Dialect::Anthropic));
+
+        // A container named by its id alone; an empty server list asks for nothing.
+        body["container"] = serde_json::json!("container_1");
+        body["mcp_servers"] = serde_json::json!([]);
+        let (r, _) = parse(body.clone()).unwrap();
+        assert_eq!(r.native_fields[0], field("mcp_servers", serde_json::json!([]), false));
+        assert_eq!(r.native_fields[1], field("container", serde_json::json!("container_1"), true));
+
+        // Null is absent, and an ordinary request has none.
+        for name in ["mcp_servers", "container", "context_management", "service_tier"] {
+            body[name] = Value::Null;
+        }
+        assert!(parse(body).unwrap().0.native_fields.is_empty());
+        let (r, _) =
+            parse(serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}))
+                .unwrap();
+        assert!(r.native_fields.is_empty());
+        assert_eq!(r.native_dialect().unwrap(), None);
+    }
+
+    #[test]
+    fn anthropics_own_top_level_fields_of_the_wrong_type_are_named() {
+        for (name, value, why) in [
+            ("mcp_servers", mcp_server(), "valid list"),
+            ("mcp_servers", serde_json::json!("https://mcp.example/sse"), "valid list"),
+            ("container", serde_json::json!(["container_1"]), "container id"),
+            ("container", serde_json::json!(7), "container id"),
+            ("context_management", serde_json::json!([clear_tool_uses()]), "valid dictionary"),
+            ("context_management", serde_json::json!("clear_tool_uses_20250919"), "valid dictionary"),
+            ("service_tier", serde_json::json!({"tier": "auto"}), "valid string"),
+            ("service_tier", serde_json::json!(true), "valid string"),
+        ] {
+            let mut body =
+                serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+            body[name] = value;
+            for e in [refused(body.clone()), count_refused(body)] {
+                assert_eq!(e.param.as_deref(), Some(name), "{}", e.message);
+                assert!(
+                    e.message.starts_with(&format!("{name}: ")) && e.message.contains(why),
+                    "{}",
+                    e.message
+                );
+                assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+            }
+        }
+    }
+
+    /// A token count's body, refused as `/v1/messages/count_tokens` refuses it.
+    fn count_refused(body: Value) -> ApiError {
+        match parse_body(body.to_string().as_bytes()).and_then(MessagesRequest::into_count) {
+            Ok(_) => panic!("accepted: {body}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn an_answers_container_and_context_management_follow_its_usage() {
+        let container = serde_json::json!({"id": "container_1", "expires_at": "2026-01-01T00:00:00Z"});
+        let edits = serde_json::json!({"applied_edits": [{"type": "clear_tool_uses_20250919",
+            "cleared_tool_uses": 2, "cleared_input_tokens": 9000}]});
+        let answer = ChatResponse {
+            content: "hi".into(),
+            finish_reason: Some(FinishReason::Stop),
+            usage: Usage::reported(10, 5),
+            id: Some("msg_2".into()),
+            native_fields: vec![
+                field("container", container.clone(), false),
+                field("context_management", edits.clone(), false),
+                // A name Anthropic's answer has no place for at the top level: not written.
+                field("service_tier", serde_json::json!("standard"), false),
+            ],
+            ..ChatResponse::empty("b", "claude")
+        };
+        let body = String::from_utf8(message_body(&answer)).unwrap();
+        let usage = r#""usage":{"input_tokens":10,"output_tokens":5,"cache_creation_input_tokens":0,"cache_read_input_tokens":0}"#;
+        assert_eq!(
+            body,
+            format!(
+                r#"{{"id":"msg_2","type":"message","role":"assistant","model":"claude","content":[{{"type":"text","text":"hi"}}],"stop_reason":"end_turn","stop_sequence":null,{usage},"container":{container},"context_management":{edits}}}"#
+            )
+        );
+
+        let mut enc = AnthropicEncoder::new("claude".into());
+        let mut out = Vec::new();
+        assert!(!enc.event(StreamEvent::text("hi"), &mut out));
+        for f in answer.native_fields.clone() {
+            assert!(!enc.event(StreamEvent::NativeField { field: f }, &mut out));
+        }
+        let end =
+            StreamEnd { finish_reason: Some(FinishReason::Stop), usage: Usage::reported(10, 5), cost: 0.0 };
+        assert!(enc.event(StreamEvent::Done { end }, &mut out));
+        let f = frames(&out);
+        let (name, last) = &f[f.len() - 2];
+        assert_eq!(name, "message_delta");
+        assert_eq!(
+            last,
+            &serde_json::json!({"type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": null, "container": container},
+                "usage": {"input_tokens": 10, "output_tokens": 5, "cache_creation_input_tokens": 0,
+                          "cache_read_input_tokens": 0},
+                "context_management": edits})
+        );
+        // Not content: nothing else of the stream changed.
+        assert_eq!(f.iter().filter(|(n, _)| n == "content_block_start").count(), 1);
+        assert!(f[0].1["message"].get("container").is_none(), "{}", f[0].1);
+
+        // Without them, the final `message_delta` is as it always was.
+        let mut enc = AnthropicEncoder::new("claude".into());
+        let mut out = Vec::new();
+        let end =
+            StreamEnd { finish_reason: Some(FinishReason::Stop), usage: Usage::reported(10, 5), cost: 0.0 };
+        assert!(enc.event(StreamEvent::Done { end }, &mut out));
+        let f = frames(&out);
+        let (_, last) = &f[f.len() - 2];
+        assert_eq!(last["delta"], serde_json::json!({"stop_reason": "end_turn", "stop_sequence": null}));
+        assert!(last.get("context_management").is_none(), "{last}");
     }
 }

@@ -619,6 +619,7 @@ impl CompletionRequest {
         let request = ChatRequest {
             messages: out,
             native_tools: Vec::new(),
+            native_fields: Vec::new(),
             model: None,
             max_tokens: self.max_completion_tokens.or(self.max_tokens),
             temperature: self.temperature,
@@ -1195,7 +1196,9 @@ impl Encoder for OpenAiEncoder {
                 false
             }
             // Not sent, as in a JSON answer (see `order_of`).
-            StreamEvent::Native { .. } | StreamEvent::Citation { .. } => false,
+            StreamEvent::Native { .. } | StreamEvent::Citation { .. } | StreamEvent::NativeField { .. } => {
+                false
+            }
             StreamEvent::Usage { .. } => false,
             StreamEvent::Done { end } => {
                 // Sealed blocks (and their order) go in one chunk of their own: a list field

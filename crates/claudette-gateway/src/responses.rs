@@ -1697,7 +1697,9 @@ impl Encoder for ResponsesEncoder {
                 }
                 false
             }
-            StreamEvent::Native { .. } | StreamEvent::Citation { .. } => false,
+            StreamEvent::Native { .. } | StreamEvent::Citation { .. } | StreamEvent::NativeField { .. } => {
+                false
+            }
             StreamEvent::Usage { .. } => false,
             StreamEvent::Done { end } => {
                 let (status, incomplete) = outcome(end.finish_reason.as_ref(), !self.calls.is_empty());

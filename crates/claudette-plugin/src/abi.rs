@@ -58,8 +58,10 @@ pub const ABI_VERSION: u32 = 2;
 /// turn's blocks (`Message::order`, `ChatResponse::order`): a schema-8 plugin would refuse
 /// the new position, or read the order's bytes as the next field; 10, a provider's own tools
 /// and blocks (`ChatRequest::native_tools`, `Message::native`, `ChatResponse::native`,
-/// `BlockKind::Native`, `StreamEvent::Native`), text citations and `Usage::web_search_requests`.
-pub const SCHEMA_VERSION: u32 = 10;
+/// `BlockKind::Native`, `StreamEvent::Native`), text citations and `Usage::web_search_requests`;
+/// 11, a provider's own top-level fields (`ChatRequest::native_fields`,
+/// `ChatResponse::native_fields`, `StreamEvent::NativeField`).
+pub const SCHEMA_VERSION: u32 = 11;
 
 /// The field type of [`ClaudettePlugin::abi_version`]. It is `u64` only under the test feature
 /// that simulates a plugin built against a release of this crate with another layout.

@@ -34,7 +34,7 @@ use std::time::Duration;
 use claudette_core::{
     BackendError, BlockKind, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, Dialect,
     Document, DocumentSource, FinishReason, HttpRequest, Image, ImageSource, Message, Method, NativeBlock,
-    NativeTool, ReasoningEffort, ResponseFormat, Role, RoutingDecision, StreamEnd, StreamEvent,
+    NativeField, NativeTool, ReasoningEffort, ResponseFormat, Role, RoutingDecision, StreamEnd, StreamEvent,
     TextCitations, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec,
     Usage, UsageSource,
 };
@@ -538,6 +538,7 @@ wire_enum!(Dialect, "dialect", { Anthropic = 0 });
 wire_struct!(NativeBlock { dialect, block });
 wire_struct!(NativeTool { dialect, at, spec });
 wire_struct!(TextCitations { end, citations });
+wire_struct!(NativeField { dialect, name, value, required });
 wire_struct!(Message {
     role,
     content,
@@ -565,6 +566,7 @@ wire_struct!(ChatRequest {
     stop,
     tools,
     native_tools,
+    native_fields,
     tool_choice,
     parallel_tool_calls,
     response_format,
@@ -601,6 +603,7 @@ wire_struct!(ChatResponse {
     order,
     native,
     citations,
+    native_fields,
     finish_reason,
     usage,
     model,
@@ -633,6 +636,7 @@ wire_enum!(StreamEvent, "stream event", {
     ThinkingSeal { seal } = 6,
     Native { block } = 7,
     Citation { citation } = 8,
+    NativeField { field } = 9,
 });
 
 /// The head of an [`HttpRequest`] (method, URL, headers); the body crosses as its own bytes.
@@ -772,6 +776,12 @@ mod tests {
                 at: 1,
                 spec: json!({"type": "web_search_20250305", "name": "web_search", "max_uses": 3}),
             }],
+            native_fields: vec![NativeField {
+                dialect: Dialect::Anthropic,
+                name: "container".into(),
+                value: json!("container_011CZ"),
+                required: true,
+            }],
             tool_choice: ToolChoice::Tool("lookup".into()),
             parallel_tool_calls: Some(false),
             response_format: ResponseFormat::JsonSchema {
@@ -871,6 +881,12 @@ mod tests {
             web_search_requests: 2,
             source: UsageSource::Estimated,
         };
+        r.native_fields = vec![NativeField {
+            dialect: Dialect::Anthropic,
+            name: "context_management".into(),
+            value: json!({"applied_edits": []}),
+            required: false,
+        }];
         r.native = vec![NativeBlock::anthropic(json!({"type": "web_search_tool_result", "content": []}))];
         r.citations =
             vec![TextCitations { end: 8, citations: vec![json!({"type": "web_search_result_location"})] }];
@@ -908,6 +924,14 @@ mod tests {
             },
             StreamEvent::Citation {
                 citation: json!({"type": "web_search_result_location", "url": "https://x"}),
+            },
+            StreamEvent::NativeField {
+                field: NativeField {
+                    dialect: Dialect::Anthropic,
+                    name: "container".into(),
+                    value: json!({"id": "container_1", "expires_at": "2026-11-24T06:00:00Z"}),
+                    required: false,
+                },
             },
             StreamEvent::ToolCall {
                 delta: ToolCallDelta {

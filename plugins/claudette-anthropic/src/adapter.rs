@@ -155,9 +155,9 @@ impl AnthropicAdapter {
     }
 
     /// Headers every call carries (the key is added by the I/O layer, never here): the
-    /// configured beta flags, plus those the request's Anthropic tools need (web fetch, code
-    /// execution, …), so a client that names such a tool need not know which backend takes it
-    /// or configure each one.
+    /// configured beta flags, plus those the request's Anthropic tools and fields need (web
+    /// fetch, code execution, context editing, …), so a client that names such a tool need not
+    /// know which backend takes it or configure each one.
     fn with_headers(&self, mut req: HttpRequest, request: Option<&ChatRequest>) -> HttpRequest {
         req = req.header("anthropic-version", self.version.as_str());
         let needed = request.map(request::betas).unwrap_or_default();

@@ -24,7 +24,7 @@
 //! | `base_url` | `https://api.anthropic.com` | API root; a trailing `/v1` is accepted |
 //! | `api_key` | – | sent as `x-api-key`; required for `api.anthropic.com` |
 //! | `anthropic_version` | `2023-06-01` | `anthropic-version` header |
-//! | `anthropic_beta` | – | `anthropic-beta` flags (a string or a list), sent with those the request's tools need |
+//! | `anthropic_beta` | – | `anthropic-beta` flags (a string or a list), sent with those the request's tools and fields need |
 //! | `default_max_tokens` | 4096 | `max_tokens` when the request sets none (Anthropic requires it) |
 //! | `context_window` | 200000 for Claude models | largest prompt + output, for routing |
 //! | `backend_type` | `self_hosted` on loopback, else `cloud` | for routing and reports |
@@ -67,6 +67,25 @@
 //! [`StreamEnd::cost`]: claudette_core::StreamEnd::cost
 //! [`FinishReason::Other`]: claudette_core::FinishReason::Other
 //! [`Usage::web_search_requests`]: claudette_core::Usage::web_search_requests
+//!
+//! ## Anthropic's own fields
+//!
+//! The request's Anthropic fields ([`ChatRequest::native_fields`]: Claude Code's
+//! `context_management`, the code execution `container`, the MCP connector's `mcp_servers`,
+//! `service_tier`, …) are top-level keys of the body as the client wrote them; a count sends
+//! those its endpoint takes (`context_management`, `mcp_servers`). One named like a key the
+//! adapter writes (`model`, `messages`, `stream`, …) is refused, never sent in its place. They
+//! bring their flags: `context-management-2025-06-27` (and `compact-2026-01-12` for a
+//! compaction edit), `mcp-client-2025-11-20` with an `mcp_toolset` tool else
+//! `mcp-client-2025-04-04`, and for a container with `skills` `code-execution-2025-08-25` and
+//! `skills-2025-10-02`. The answer's `container` (whose id the next turn names to work in it
+//! again) and `context_management` (the edits applied) come back as
+//! [`ChatResponse::native_fields`], and as [`StreamEvent::NativeField`]s just before a
+//! stream's `Done`.
+//!
+//! [`ChatRequest::native_fields`]: claudette_core::ChatRequest::native_fields
+//! [`ChatResponse::native_fields`]: claudette_core::ChatResponse::native_fields
+//! [`StreamEvent::NativeField`]: claudette_core::StreamEvent::NativeField
 //!
 //! ## Usage accounting
 //!

@@ -8,8 +8,8 @@
 use claudette_core::types::{json_f32, normalize_tool_arguments};
 use claudette_core::{
     BackendError, Block, CacheAt, CacheTtl, ChatRequest, DOCUMENT_MEDIA_TYPE, Dialect, Document,
-    DocumentSource, ErrorKind, Image, ImageSource, Message, NativeBlock, NativeTool, ReasoningEffort,
-    ResponseFormat, Role, Segment, Thinking, ThinkingBlock, ToolCall, ToolChoice, ToolSpec,
+    DocumentSource, ErrorKind, Image, ImageSource, Message, NativeBlock, NativeField, NativeTool,
+    ReasoningEffort, ResponseFormat, Role, Segment, Thinking, ThinkingBlock, ToolCall, ToolChoice, ToolSpec,
 };
 use serde_json::{Map, Value, json};
 
@@ -397,7 +397,8 @@ enum Purpose {
         stream: bool,
     },
     /// `/v1/messages/count_tokens`, which takes the prompt's fields only (`model`, `messages`,
-    /// `system`, `tools`, `tool_choice`, `thinking`, `output_config`) and refuses the rest.
+    /// `system`, `tools`, `tool_choice`, `thinking`, `output_config`, and the native fields of
+    /// [`COUNT_FIELDS`]) and refuses the rest.
     Count,
 }
 
@@ -514,7 +515,75 @@ fn build(
     if purpose == (Purpose::Message { stream: true }) {
         b.insert("stream".into(), true.into());
     }
+    add_native_fields(request, purpose, &mut b)?;
     Ok(Value::Object(b))
+}
+
+/// The top-level keys this adapter writes from the request's own fields. A native field of
+/// one of these names would silently replace what the router chose (the model, the
+/// conversation, the stream), so such a request is refused rather than sent either way.
+const OWN_FIELDS: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "max_tokens",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "stream",
+    "metadata",
+    "output_config",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+];
+
+/// The native fields `/v1/messages/count_tokens` takes besides the prompt (the parameters of
+/// the SDKs' `count_tokens`). The rest (`container`, `service_tier`, …) it refuses, and they
+/// do not change the count.
+const COUNT_FIELDS: &[&str] = &["context_management", "mcp_servers", "cache_control", "speed"];
+
+/// The request's Anthropic fields, each a top-level key as the client wrote it (a count gets
+/// those it takes). A name the adapter writes, or one given twice, is refused with the name.
+fn add_native_fields(
+    request: &ChatRequest,
+    purpose: Purpose,
+    b: &mut Map<String, Value>,
+) -> Result<(), BackendError> {
+    let mut seen: Vec<&str> = Vec::with_capacity(request.native_fields.len());
+    for field in &request.native_fields {
+        let Some(value) = anthropic_field(field) else { continue };
+        let name = field.name.as_str();
+        if OWN_FIELDS.contains(&name) {
+            return Err(BackendError::invalid(format!(
+                "the Anthropic field `{name}` is one the adapter writes from the request itself; it cannot \
+                 be given as a native field"
+            )));
+        }
+        if seen.contains(&name) {
+            return Err(BackendError::invalid(format!("the Anthropic field `{name}` is given twice")));
+        }
+        seen.push(name);
+        if purpose == Purpose::Count && !COUNT_FIELDS.contains(&name) {
+            continue;
+        }
+        b.insert(name.to_owned(), value.clone());
+    }
+    Ok(())
+}
+
+/// A native field's value, if it is Anthropic's; another provider's field is that provider's
+/// knob, sent to its backends only.
+fn anthropic_field(field: &NativeField) -> Option<&Value> {
+    match field.dialect {
+        Dialect::Anthropic => Some(&field.value),
+    }
+}
+
+/// The request's Anthropic field `name`, if it has one.
+fn native_field<'a>(request: &'a ChatRequest, name: &str) -> Option<&'a Value> {
+    request.native_fields.iter().filter(|f| f.name == name).find_map(anthropic_field)
 }
 
 /// The request's tools in the client's order: each of Anthropic's own tools before the
@@ -569,14 +638,28 @@ fn anthropic_block(block: &NativeBlock) -> Result<&Value, BackendError> {
     }
 }
 
-/// The `anthropic-beta` flags the request's Anthropic tools need: those still in beta (their
-/// documentation names the flag). Web search and the text editor and bash tools of Claude 4
-/// need none; a tool not listed here gets none, and the `anthropic_beta` setting can add it.
+/// The MCP connector's flag when the tools name its servers through `mcp_toolset`; the
+/// earlier (deprecated) flag takes servers configured in `mcp_servers` alone.
+const MCP_CLIENT: &str = "mcp-client-2025-11-20";
+const MCP_CLIENT_LEGACY: &str = "mcp-client-2025-04-04";
+
+/// The `anthropic-beta` flags the request's Anthropic tools and fields need: those still in
+/// beta (their documentation names the flag). Web search and the text editor and bash tools
+/// of Claude 4 need none, nor do a container named by id and a service tier; anything not
+/// listed here gets none, and the `anthropic_beta` setting can add it.
 pub(crate) fn betas(request: &ChatRequest) -> Vec<&'static str> {
     let mut flags = Vec::new();
+    let mut add = |flag: &'static str| {
+        if !flags.contains(&flag) {
+            flags.push(flag);
+        }
+    };
+    let mut toolset = false;
     for tool in &request.native_tools {
         let Ok(spec) = anthropic_tool(tool) else { continue };
-        let flag = match spec.get("type").and_then(Value::as_str).unwrap_or_default() {
+        let kind = spec.get("type").and_then(Value::as_str).unwrap_or_default();
+        toolset |= kind == "mcp_toolset";
+        add(match kind {
             "web_fetch_20250910" => "web-fetch-2025-09-10",
             "code_execution_20250522" => "code-execution-2025-05-22",
             "code_execution_20250825" => "code-execution-2025-08-25",
@@ -584,11 +667,25 @@ pub(crate) fn betas(request: &ChatRequest) -> Vec<&'static str> {
             "computer_20250124" => "computer-use-2025-01-24",
             "computer_20251124" => "computer-use-2025-11-24",
             "memory_20250818" => "context-management-2025-06-27",
+            "mcp_toolset" => MCP_CLIENT,
             _ => continue,
-        };
-        if !flags.contains(&flag) {
-            flags.push(flag);
+        });
+    }
+    if let Some(config) = native_field(request, "context_management") {
+        add("context-management-2025-06-27");
+        // Server-side compaction is an edit of its own, with its own flag.
+        let edits = config.get("edits").and_then(Value::as_array).into_iter().flatten();
+        if edits.filter_map(|e| e.get("type").and_then(Value::as_str)).any(|t| t == "compact_20260112") {
+            add("compact-2026-01-12");
         }
+    }
+    if native_field(request, "mcp_servers").is_some() {
+        add(if toolset { MCP_CLIENT } else { MCP_CLIENT_LEGACY });
+    }
+    // Agent Skills load into the code execution container, and need both flags.
+    if native_field(request, "container").and_then(|c| c.get("skills")).is_some_and(|s| !s.is_null()) {
+        add("code-execution-2025-08-25");
+        add("skills-2025-10-02");
     }
     flags
 }

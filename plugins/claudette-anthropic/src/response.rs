@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::classify_event;
-use crate::wire::{WireUsage, finish_reason};
+use crate::wire::{ANSWER_FIELDS, WireUsage, answer_field, finish_reason};
 
 #[derive(Debug, Deserialize)]
 struct WireMessage {
@@ -55,6 +55,7 @@ pub(crate) fn parse(body: &[u8], backend: &str, requested_model: &str) -> Result
     if value.get("content").is_none() {
         return Err(BackendError::malformed("response has no `content` array").with_provider_body(body));
     }
+    let native_fields = ANSWER_FIELDS.iter().filter_map(|name| answer_field(name, value.get(name))).collect();
     let msg: WireMessage = serde_json::from_value(value).map_err(|e| {
         BackendError::malformed(format!("unexpected response shape: {e}")).with_provider_body(body)
     })?;
@@ -68,6 +69,7 @@ pub(crate) fn parse(body: &[u8], backend: &str, requested_model: &str) -> Result
 
     let mut out = ChatResponse::empty(backend, msg.model.unwrap_or_else(|| requested_model.to_owned()));
     out.id = msg.id;
+    out.native_fields = native_fields;
     let mut reasoning = String::new();
     // Claude thinks between its calls (interleaved thinking), and the turn must go back in the
     // order it came, which the three lists alone no longer tell.

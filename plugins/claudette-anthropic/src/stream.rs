@@ -23,6 +23,11 @@
 //! together here; a `compaction` block's text as `compaction_delta`s. A text block's
 //! `citations_delta`s are [`StreamEvent::Citation`]s, in their place among its text.
 //!
+//! The answer's top-level `container` and `context_management` come with `message_start`'s
+//! message and with `message_delta` (`delta.container`, the event's `context_management`);
+//! each goes on as one [`StreamEvent::NativeField`], its last value, just before `Done`. They
+//! are passed on as written, whatever their shape.
+//!
 //! [`ErrorKind::StreamInterrupted`]: claudette_core::ErrorKind::StreamInterrupted
 
 use std::collections::BTreeMap;
@@ -34,7 +39,7 @@ use claudette_core::{
 use serde_json::Value;
 
 use crate::error::classify_event;
-use crate::wire::{WireUsage, finish_reason};
+use crate::wire::{ANSWER_FIELDS, WireUsage, answer_field, finish_reason};
 
 /// What a content block index holds.
 #[derive(Debug)]
@@ -76,6 +81,8 @@ pub struct AnthropicStreamDecoder {
     blocks: BTreeMap<u32, Block>,
     usage: WireUsage,
     finish: Option<FinishReason>,
+    /// The last non-null value of each of [`ANSWER_FIELDS`].
+    fields: [Option<Value>; ANSWER_FIELDS.len()],
     /// `Done` or an error was returned; later input is ignored.
     ended: bool,
 }
@@ -87,6 +94,7 @@ impl std::fmt::Debug for AnthropicStreamDecoder {
             .field("blocks", &self.blocks.len())
             .field("usage", &self.usage)
             .field("finish", &self.finish)
+            .field("fields", &self.fields)
             .field("ended", &self.ended)
             .finish()
     }
@@ -109,7 +117,24 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 
 impl AnthropicStreamDecoder {
     pub(crate) fn new(model: String, cost: CostFn) -> Self {
-        Self { model, cost, blocks: BTreeMap::new(), usage: WireUsage::default(), finish: None, ended: false }
+        Self {
+            model,
+            cost,
+            blocks: BTreeMap::new(),
+            usage: WireUsage::default(),
+            finish: None,
+            fields: Default::default(),
+            ended: false,
+        }
+    }
+
+    /// Keeps the answer fields `at` holds (null is no value: an earlier one stays).
+    fn take_fields<'v>(&mut self, at: impl Fn(&'static str) -> Option<&'v Value>) {
+        for (slot, name) in self.fields.iter_mut().zip(ANSWER_FIELDS) {
+            if let Some(v) = at(name).filter(|v| !v.is_null()) {
+                *slot = Some(v.clone());
+            }
+        }
     }
 
     fn usage_event(&self) -> StreamEvent {
@@ -161,6 +186,7 @@ impl AnthropicStreamDecoder {
                 if let Some(m) = str_at(msg, &["model"]).filter(|m| !m.is_empty()) {
                     self.model = m.to_owned();
                 }
+                self.take_fields(|name| msg.get(name));
                 if self.take_usage(msg.get("usage"))? {
                     out.push(self.usage_event());
                 }
@@ -283,6 +309,10 @@ impl AnthropicStreamDecoder {
                 if let Some(r) = str_at(v, &["delta", "stop_reason"]) {
                     self.finish = Some(finish_reason(r, str_at(v, &["delta", "stop_sequence"])));
                 }
+                // Anthropic puts `container` in the delta and `context_management` beside it;
+                // either is taken from either place.
+                let delta = v.get("delta");
+                self.take_fields(|name| delta.and_then(|d| d.get(name)).or_else(|| v.get(name)));
                 if self.take_usage(v.get("usage"))? {
                     out.push(self.usage_event());
                 }
@@ -291,6 +321,11 @@ impl AnthropicStreamDecoder {
                 let open: Vec<u32> = self.blocks.keys().copied().collect();
                 for i in open {
                     self.close_block(i, &mut out)?;
+                }
+                for (slot, name) in self.fields.iter_mut().zip(ANSWER_FIELDS) {
+                    if let Some(field) = answer_field(name, slot.take().as_ref()) {
+                        out.push(StreamEvent::NativeField { field });
+                    }
                 }
                 let usage = self.usage.to_usage();
                 let cost = if usage.source == UsageSource::Reported {

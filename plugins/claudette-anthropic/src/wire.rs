@@ -1,7 +1,26 @@
 //! Pieces of the Messages wire format shared by the response parser and the stream decoder.
 
-use claudette_core::{FinishReason, Usage, UsageSource};
+use claudette_core::{Dialect, FinishReason, NativeField, Usage, UsageSource};
 use serde::Deserialize;
+use serde_json::Value;
+
+/// The top-level fields of an answer a client needs back as Anthropic wrote them, in the
+/// order they are passed on: `container` (the code execution container, whose id the next
+/// turn names to work in it again) and `context_management` (the context edits Anthropic
+/// applied).
+pub(crate) const ANSWER_FIELDS: [&str; 2] = ["container", "context_management"];
+
+/// `value` as the answer's field `name`, unless it is null (Anthropic writes `container:
+/// null` when no container was used).
+pub(crate) fn answer_field(name: &str, value: Option<&Value>) -> Option<NativeField> {
+    let value = value.filter(|v| !v.is_null())?;
+    Some(NativeField {
+        dialect: Dialect::Anthropic,
+        name: name.to_owned(),
+        value: value.clone(),
+        required: false,
+    })
+}
 
 /// Anthropic's `usage` object. Every field is optional because compatible servers leave some
 /// out (llama.cpp sends no `cache_creation_input_tokens`; DashScope sends input counts only in
