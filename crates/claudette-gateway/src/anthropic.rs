@@ -113,6 +113,15 @@ pub(crate) struct MessagesRequest {
     context_management: Option<Value>,
     #[serde(default)]
     service_tier: Option<Value>,
+    #[serde(default)]
+    inference_geo: Option<Value>,
+    /// Automatic prompt caching: Anthropic places the breakpoint itself.
+    #[serde(default)]
+    cache_control: Option<Value>,
+    /// The structured-outputs beta's form of `output_config.format`, still sent by clients
+    /// built on it.
+    #[serde(default)]
+    output_format: Option<InFormat>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,10 +164,27 @@ const OUTPUT_SCHEMA_NAME: &str = "output";
 /// enforced by Anthropic (constrained decoding), so it is a strict schema here too: a
 /// backend that cannot promise it refuses and the router fails over, rather than hand the
 /// client's parser prose.
+///
+/// `output_format` (the structured-outputs beta's name for the format) is the same format:
+/// dropped, the client's schema would silently not be enforced. Given with
+/// `output_config.format`, it is refused rather than one of the two picked.
 fn output_config(
     config: Option<InOutputConfig>,
+    output_format: Option<InFormat>,
 ) -> Result<(Option<ReasoningEffort>, ResponseFormat), ApiError> {
-    let Some(config) = config else { return Ok((None, ResponseFormat::Text)) };
+    let config = config.unwrap_or(InOutputConfig { effort: None, format: None });
+    let (format, at) = match (config.format, output_format) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "output_format: the answer's format is given twice, here and in `output_config.format`; \
+                 send it in `output_config.format` only",
+            )
+            .with_param("output_format"));
+        }
+        (Some(f), None) => (Some(f), "output_config.format"),
+        (None, Some(f)) => (Some(f), "output_format"),
+        (None, None) => (None, ""),
+    };
     let effort = match config.effort.as_deref() {
         None => None,
         Some(e) => match OUTPUT_EFFORTS.into_iter().find(|o| o.as_str() == e) {
@@ -171,21 +197,18 @@ fn output_config(
             }
         },
     };
-    let format = match config.format {
+    let format = match format {
         None => ResponseFormat::Text,
         Some(f) => match (f.r#type.as_str(), f.schema) {
             ("json_schema", Some(schema)) => {
                 ResponseFormat::JsonSchema { name: OUTPUT_SCHEMA_NAME.to_owned(), schema, strict: true }
             }
-            ("json_schema", None) => {
-                return Err(ApiError::invalid("output_config.format.schema: Field required")
-                    .with_param("output_config.format.schema"));
-            }
+            ("json_schema", None) => return Err(required(format!("{at}.schema"))),
             (other, _) => {
                 return Err(ApiError::invalid(format!(
-                    "output_config.format.type: unknown type `{other}`; expected `json_schema`"
+                    "{at}.type: unknown type `{other}`; expected `json_schema`"
                 ))
-                .with_param("output_config.format.type"));
+                .with_param(format!("{at}.type")));
             }
         },
     };
@@ -873,6 +896,7 @@ fn locate(v: &Value) -> Option<Fault> {
             "tool_choice" => fault::<InToolChoice>(k.into(), v),
             "thinking" => fault::<InThinking>(k.into(), v),
             "output_config" => fault::<InOutputConfig>(k.into(), v),
+            "output_format" => fault::<InFormat>(k.into(), v),
             "stop_sequences" => element_fault::<String>(Paths::Dotted, k, v),
             "tools" => list_fault(Paths::Dotted, k, v, tool_fault),
             "system" if v.is_array() => element_fault::<InBlock>(Paths::Dotted, k, v),
@@ -891,6 +915,7 @@ fn locate(v: &Value) -> Option<Fault> {
         "tool_choice",
         "thinking",
         "output_config",
+        "output_format",
         "stop_sequences",
         "tools",
         "system",
@@ -1141,7 +1166,7 @@ impl MessagesRequest {
                 }
             }),
         };
-        let (output_effort, response_format) = output_config(self.output_config)?;
+        let (output_effort, response_format) = output_config(self.output_config, self.output_format)?;
         let parallel_tool_calls =
             self.tool_choice.as_ref().and_then(|c| c.disable_parallel_tool_use).map(|disable| !disable);
         let tool_choice = match self.tool_choice {
@@ -1179,6 +1204,11 @@ impl MessagesRequest {
             false,
         )?;
         native_field(&mut native_fields, "service_tier", self.service_tier, Shape::Text, false)?;
+        // Where the model may run (data residency): another provider's region is not the
+        // client's to give away.
+        native_field(&mut native_fields, "inference_geo", self.inference_geo, Shape::Text, true)?;
+        // Other providers cache prompts on their own.
+        native_field(&mut native_fields, "cache_control", self.cache_control, Shape::Object, false)?;
         let request = ChatRequest {
             messages: out,
             native_tools,
@@ -2966,6 +2996,45 @@ mod tests {
                 .unwrap();
         assert!(r.native_fields.is_empty());
         assert_eq!(r.native_dialect().unwrap(), None);
+    }
+
+    /// Data residency keeps a request to Anthropic; automatic caching is a knob others go
+    /// without. The structured-outputs beta's `output_format` is the answer's format, as
+    /// `output_config.format` is; both at once is refused, naming it.
+    #[test]
+    fn residency_automatic_caching_and_the_betas_output_format() {
+        let base = serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]});
+        let with = |extra: Value| {
+            let mut b = base.clone();
+            b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            b
+        };
+        let (r, _) = parse(with(serde_json::json!({"inference_geo": "us", "cache_control": eph()}))).unwrap();
+        assert_eq!(
+            r.native_fields,
+            [field("inference_geo", serde_json::json!("us"), true), field("cache_control", eph(), false)]
+        );
+        assert_eq!(r.native_dialect().unwrap(), Some(Dialect::Anthropic));
+
+        let schema = serde_json::json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let format = serde_json::json!({"type": "json_schema", "schema": schema});
+        let (r, _) = parse(with(serde_json::json!({"output_format": format}))).unwrap();
+        assert_eq!(
+            r.response_format,
+            ResponseFormat::JsonSchema {
+                name: OUTPUT_SCHEMA_NAME.into(),
+                schema: schema.clone(),
+                strict: true
+            }
+        );
+        let (via_config, _) = parse(with(serde_json::json!({"output_config": {"format": format}}))).unwrap();
+        assert_eq!(via_config.response_format, r.response_format);
+        let e =
+            parse(with(serde_json::json!({"output_format": format, "output_config": {"format": format}})))
+                .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("output_format"), "{}", e.message);
+        let e = parse(with(serde_json::json!({"output_format": {"type": "json_schema"}}))).unwrap_err();
+        assert_eq!(e.message, "output_format.schema: Field required");
     }
 
     #[test]

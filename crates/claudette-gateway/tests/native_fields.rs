@@ -282,3 +282,46 @@ async fn an_answers_container_and_context_management_reach_the_client_in_the_str
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(!r.text.contains("container") && !r.text.contains("context_management"), "{}", r.text);
 }
+
+/// The structured-outputs beta's `output_format` is the answer's format: it reaches Anthropic
+/// as `output_config.format` and an OpenAI-format backend as a strict `json_schema`, rather
+/// than being dropped (the client's parser would get prose). A malformed one is a 400 naming
+/// it; `inference_geo` keeps the request to Anthropic, `cache_control` (automatic caching)
+/// does not.
+#[tokio::test]
+async fn the_betas_output_format_residency_and_automatic_caching() {
+    let schema = json!({"type": "object", "properties": {"item": {"type": "string"}}, "required": ["item"]});
+    let format = json!({"output_format": {"type": "json_schema", "schema": schema}});
+    let (claude, gw) = claude_answering([Fake::anthropic_text("{\"item\":\"milk\"}")]).await;
+    let r = post(&gw.url, PATH, claude_code_request(format.clone(), false)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let sent = claude.last_json().unwrap();
+    assert_eq!(sent["output_config"]["format"]["schema"], schema, "{sent}");
+    assert!(sent.get("output_format").is_none(), "{sent}");
+
+    let (gpt, gw) = openai_only().await;
+    let r = post(&gw.url, PATH, claude_code_request(format, false)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let sent = gpt.last_json().unwrap();
+    assert_eq!(sent["response_format"]["type"], "json_schema", "{sent}");
+    assert_eq!(sent["response_format"]["json_schema"]["schema"], schema, "{sent}");
+
+    let bad =
+        post(&gw.url, PATH, claude_code_request(json!({"output_format": {"schema": schema}}), false)).await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert!(bad.text.contains("output_format"), "{}", bad.text);
+
+    // Automatic caching is a knob OpenAI goes without; residency is not.
+    let r = post(&gw.url, PATH, claude_code_request(json!({"cache_control": eph()}), false)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = post(&gw.url, PATH, claude_code_request(json!({"inference_geo": "us"}), false)).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("provider `anthropic`"), "{}", r.text);
+
+    let (claude, gw) = claude_answering([Fake::anthropic_text("ok")]).await;
+    let both = json!({"inference_geo": "us", "cache_control": eph()});
+    let r = post(&gw.url, PATH, claude_code_request(both, false)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let sent = claude.last_json().unwrap();
+    assert_eq!((&sent["inference_geo"], &sent["cache_control"]), (&json!("us"), &eph()), "{sent}");
+}

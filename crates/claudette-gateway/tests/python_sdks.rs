@@ -137,6 +137,26 @@ async fn official_python_sdks_work_against_the_gateway() {
         {"type": "text", "text": "Next: /b."},
         {"type": "tool_use", "id": "toolu_2", "name": "read", "input": {"path": "/b"}},
     ]);
+    // A web search answer: Claude searches, gets encrypted results, and cites one.
+    let search = json!([
+        {"type": "text", "text": "I'll search."},
+        {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "claude shannon born"}},
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+            {"type": "web_search_result", "url": "https://en.wikipedia.org/wiki/Claude_Shannon",
+             "title": "Claude Shannon", "encrypted_content": "EqgfCioIARgB", "page_age": "April 30, 2025"}]},
+        {"type": "text", "text": "He was born on April 30, 1916.", "citations": [
+            {"type": "web_search_result_location", "url": "https://en.wikipedia.org/wiki/Claude_Shannon",
+             "title": "Claude Shannon", "encrypted_index": "Eo8BCioIAhgB", "cited_text": "born April 30, 1916"}]},
+    ]);
+    let cl_search = FakeServer::start().await;
+    cl_search.push(Fake::anthropic_stream_blocks(&search, "end_turn"));
+    cl_search.push(Fake::json(
+        200,
+        json!({"id": "msg_search", "type": "message", "role": "assistant", "model": "claude-fake",
+               "content": search, "stop_reason": "end_turn", "stop_sequence": null,
+               "usage": {"input_tokens": 10, "output_tokens": 4, "server_tool_use": {"web_search_requests": 1}}}),
+    ));
+    cl_search.set_default(Fake::anthropic_text("In Petoskey, Michigan."));
     let cl_interleaved = FakeServer::start().await;
     cl_interleaved.push(Fake::anthropic_stream_blocks(&interleaved, "tool_use"));
     cl_interleaved.set_default(Fake::anthropic_text("both read"));
@@ -151,6 +171,7 @@ async fn official_python_sdks_work_against_the_gateway() {
         anthropic(anthropic_settings("cl-cut", &cl_cut)),
         anthropic(anthropic_settings("cl-count", &cl_count)),
         anthropic(anthropic_settings("cl-interleaved", &cl_interleaved)),
+        anthropic(anthropic_settings("cl-search", &cl_search)),
     ]);
     let options =
         GatewayOptions { api_keys: vec![KeyEntry::from_plain("sdk", KEY)], ..GatewayOptions::default() };
@@ -217,6 +238,22 @@ async fn official_python_sdks_work_against_the_gateway() {
         assert_eq!(body["tools"][0]["name"], "add");
     }
     assert_eq!(a["throttled"], json!([[429, "30"], [429, "30"]]));
+    assert_eq!(
+        a["search"],
+        json!({"kinds": ["server_tool_use", "web_search_tool_result"],
+               "text": "I'll search.He was born on April 30, 1916.",
+               "cited": ["https://en.wikipedia.org/wiki/Claude_Shannon"], "query": ["claude shannon born"],
+               "results": ["https://en.wikipedia.org/wiki/Claude_Shannon"], "searches": 1,
+               "stop_reason": "end_turn", "again": "In Petoskey, Michigan."})
+    );
+    let sent = cl_search.received();
+    assert_eq!(sent.len(), 3);
+    let body = sent[2].json();
+    assert_eq!(body["tools"][0], json!({"type": "web_search_20250305", "name": "web_search", "max_uses": 3}));
+    let turn = &body["messages"][1]["content"];
+    assert_eq!(turn[1], search[1], "the search call goes back as Claude made it: {turn}");
+    assert_eq!(turn[2], search[2], "the encrypted results go back unchanged: {turn}");
+    assert_eq!(turn[3]["citations"], search[3]["citations"], "{turn}");
     assert_eq!(throttled_fake.post_requests(), 1, "the second throttled call never left the gateway");
 }
 

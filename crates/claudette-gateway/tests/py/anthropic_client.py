@@ -84,6 +84,45 @@ out["count"] = {
     "backend": raw.headers.get("x-claudette-backend"),
 }
 
+# Web search, as Claude Code's WebSearch asks for it: the server tool's blocks, the cited text
+# and the searches come out of the SDK's stream accumulator as out of its JSON call, and the
+# turn goes back as the SDK hands it over.
+search_args = dict(
+    model="cl-search",
+    max_tokens=200,
+    messages=[{"role": "user", "content": "When was Claude Shannon born?"}],
+    tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}],
+)
+with client.messages.stream(**search_args) as stream:
+    streamed = stream.get_final_message()
+created = client.messages.create(**search_args)
+
+
+def searched(m):
+    return {
+        "kinds": [b.type for b in m.content if b.type != "text"],
+        "text": "".join(b.text for b in m.content if b.type == "text"),
+        "cited": [c.url for b in m.content if b.type == "text" for c in (b.citations or [])],
+        "query": [b.input["query"] for b in m.content if b.type == "server_tool_use"],
+        "results": [r.url for b in m.content if b.type == "web_search_tool_result" for r in b.content],
+        "searches": m.usage.server_tool_use.web_search_requests,
+        "stop_reason": m.stop_reason,
+    }
+
+
+assert searched(streamed) == searched(created), (searched(streamed), searched(created))
+again = client.messages.create(
+    model="cl-search",
+    max_tokens=200,
+    messages=search_args["messages"]
+    + [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in streamed.content]},
+        {"role": "user", "content": "Thanks. And where?"},
+    ],
+    tools=search_args["tools"],
+)
+out["search"] = dict(searched(streamed), again=again.content[0].text)
+
 # Unknown model: NotFoundError.
 try:
     client.messages.create(model="no-such-model", max_tokens=5, messages=[{"role": "user", "content": "x"}])
