@@ -155,6 +155,11 @@ pub struct Document {
     /// `title`): the model sees it, and OpenAI wants a name with inline file data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// The answer may cite the document's pages (Anthropic's `citations: {"enabled": true}`;
+    /// the citations come back as [`ChatResponse::citations`]). A knob: a provider without
+    /// citations reads the document all the same and answers without them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub citations: bool,
 }
 
 /// Where a PDF's bytes are ([`DOCUMENT_MEDIA_TYPE`]).
@@ -1594,7 +1599,12 @@ mod tests {
         let marked =
             |i| ChatRequest::new(vec![Message { cache: vec![mark(i)], ..with_images(Message::user("x")) }]);
         marked(0).checked_media().unwrap();
-        let doc = Document { at: 0, source: DocumentSource::Base64 { data: "JVBE".into() }, title: None };
+        let doc = Document {
+            citations: false,
+            at: 0,
+            source: DocumentSource::Base64 { data: "JVBE".into() },
+            title: None,
+        };
         let e = ChatRequest::new(vec![Message { documents: vec![doc.clone()], ..Message::assistant("a") }])
             .checked_media()
             .unwrap_err();
@@ -1634,6 +1644,7 @@ mod tests {
             Message {
                 images: vec![url_image(0, "https://x/3.png")],
                 documents: vec![Document {
+                    citations: false,
                     at: 0,
                     source: DocumentSource::Url { url: "https://x/report.pdf".into() },
                     title: Some("report.pdf".into()),
@@ -1707,6 +1718,7 @@ mod tests {
         assert_eq!(text_of(&m("é!", vec![image(1, "in"), image(99, "end")])), "[é]<in>[!]<end>");
         // Documents stand among them; images first at one offset.
         let doc = |at: u32, url: &str| Document {
+            citations: false,
             at,
             source: DocumentSource::Url { url: url.into() },
             title: None,
@@ -1735,6 +1747,7 @@ mod tests {
         assert!(crate::tokens::estimate_request_tokens(&r) >= 2 * IMAGE_TOKEN_ESTIMATE);
         // Documents too: a page per 50 KB of PDF, ten for a URL.
         let pdf = |data: &str| Document {
+            citations: false,
             at: 0,
             source: DocumentSource::Base64 { data: data.into() },
             title: None,

@@ -590,14 +590,19 @@ impl Parts {
         marks: &mut CacheMarks,
         newline: bool,
     ) -> Result<(), ApiError> {
-        let enabled = b.citations.as_ref().and_then(|c| c.get("enabled"));
-        if enabled.is_some_and(|e| !e.is_null() && e.as_bool() != Some(false)) {
-            return Err(invalid_at(
-                format!("{}.citations", param()),
-                &"citations are not supported by this gateway: the document cannot ask for them \
-                  whichever backend serves it; send the document without `citations`",
-            ));
-        }
+        let citations = match b.citations.as_ref().filter(|c| !c.is_null()) {
+            None => false,
+            Some(c) => match c.get("enabled") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(on)) => *on,
+                Some(_) => {
+                    return Err(invalid_at(
+                        format!("{}.citations.enabled", param()),
+                        &"Input should be a valid boolean",
+                    ));
+                }
+            },
+        };
         if b.context.as_ref().is_some_and(|c| !c.is_null() && c.as_str() != Some("")) {
             return Err(invalid_at(
                 format!("{}.context", param()),
@@ -606,6 +611,14 @@ impl Parts {
             ));
         }
         let source = match document_source(b.source, param)? {
+            // A text document is read as text here, and text has no pages to cite.
+            DocumentIn::Text(_) if citations => {
+                return Err(invalid_at(
+                    format!("{}.citations", param()),
+                    &"citations are supported on PDF documents (`base64` or `url` sources) only by this \
+                      gateway, not on a `text` source; send the text without `citations`",
+                ));
+            }
             DocumentIn::Text(text) => {
                 self.push_text(&text, newline);
                 if let Some(ttl) = marks.read(b.cache_control, param)? {
@@ -615,7 +628,7 @@ impl Parts {
             }
             DocumentIn::Pdf(source) => source,
         };
-        self.documents.push(document_at(&self.text, source, b.title));
+        self.documents.push(Document { citations, ..document_at(&self.text, source, b.title) });
         if let Some(ttl) = marks.read(b.cache_control, param)? {
             self.mark_last_document(ttl);
         }
@@ -2364,7 +2377,12 @@ mod tests {
     }
 
     fn pdf(at: u32, title: Option<&str>) -> Document {
-        Document { at, source: DocumentSource::Base64 { data: PDF.into() }, title: title.map(Into::into) }
+        Document {
+            citations: false,
+            at,
+            source: DocumentSource::Base64 { data: PDF.into() },
+            title: title.map(Into::into),
+        }
     }
 
     #[test]
@@ -2389,6 +2407,7 @@ mod tests {
             [
                 pdf(5, Some("spec.pdf")),
                 Document {
+                    citations: false,
                     at: 5,
                     source: DocumentSource::Url { url: "https://example.com/r.pdf".into() },
                     title: None
@@ -2476,11 +2495,21 @@ mod tests {
             assert_eq!(user(document(source.clone())).0, format!("{at}{field}"), "{source}");
         }
         assert_eq!(user(serde_json::json!({"type": "document"})).0, format!("{at}.source"));
+        // Citations: a PDF may ask for them; a text document (read as text) may not, and the
+        // flag must be a boolean.
         let mut cited = pdf_block(None);
         cited["citations"] = serde_json::json!({"enabled": true});
-        let (param, message) = user(cited);
+        let (r, _) = parse(serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what does it say?"}, cited.clone()]}]}))
+        .unwrap();
+        assert!(r.messages[0].documents[0].citations);
+        cited["citations"] = serde_json::json!({"enabled": "yes"});
+        assert_eq!(user(cited).0, format!("{at}.citations.enabled"));
+        let text_cited = serde_json::json!({"type": "document", "citations": {"enabled": true},
+            "source": {"type": "text", "media_type": "text/plain", "data": "The grass is green."}});
+        let (param, message) = user(text_cited);
         assert_eq!(param, format!("{at}.citations"));
-        assert!(message.contains("citations are not supported"), "{message}");
+        assert!(message.contains("PDF documents"), "{message}");
         let mut with_context = pdf_block(None);
         with_context["context"] = "from the 2024 audit".into();
         assert_eq!(user(with_context).0, format!("{at}.context"));

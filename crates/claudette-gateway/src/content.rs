@@ -268,7 +268,7 @@ pub(crate) fn image_at(text: &str, source: ImageSource) -> Image {
 
 /// A document at the current end of `text`, with the file name or title the client gave.
 pub(crate) fn document_at(text: &str, source: DocumentSource, title: Option<String>) -> Document {
-    Document { at: end_of(text), source, title }
+    Document { at: end_of(text), source, title, citations: false }
 }
 
 /// An image given as a URL, as both OpenAI protocols give one (`image_url.url`, the Responses

@@ -1462,6 +1462,7 @@ mod tests {
                 file_part(serde_json::json!({"file_data": PDF_URL, "filename": "r.pdf"}))]}]}))
         .unwrap();
         let pdf = |at: u32, title: Option<&str>| Document {
+            citations: false,
             at,
             source: DocumentSource::Base64 { data: "JVBERi0xLjcK".into() },
             title: title.map(Into::into),

@@ -1876,6 +1876,7 @@ mod tests {
                 {"type": "input_file", "file_data": PDF_URL, "filename": "r.pdf"}]}]}))
         .unwrap();
         let pdf = |at: u32, title: Option<&str>| Document {
+            citations: false,
             at,
             source: DocumentSource::Base64 { data: "JVBERi0xLjcK".into() },
             title: title.map(Into::into),
@@ -1886,7 +1887,12 @@ mod tests {
             user.documents,
             [
                 pdf(5, Some("a.pdf")),
-                Document { at: 8, source: DocumentSource::Url { url: REPORT.into() }, title: None }
+                Document {
+                    citations: false,
+                    at: 8,
+                    source: DocumentSource::Url { url: REPORT.into() },
+                    title: None
+                }
             ]
         );
         assert_eq!(user.images.iter().map(|i| i.at).collect::<Vec<_>>(), [5]);

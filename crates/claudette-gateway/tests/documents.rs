@@ -79,6 +79,56 @@ async fn attached_pdfs_reach_anthropic_where_they_stood_with_their_titles() {
     );
 }
 
+/// A PDF may ask for citations: Anthropic gets the flag on the document, and the answer's
+/// page citations come back on its text, in JSON and in a stream. Another provider reads the
+/// PDF all the same and answers without them.
+#[tokio::test]
+async fn a_pdf_asking_for_citations_gets_its_pages_cited() {
+    let citation = json!({"type": "page_location", "cited_text": "Revenue grew 12 %.", "document_index": 0,
+                          "document_title": "report.pdf", "start_page_number": 2, "end_page_number": 3});
+    let answer = json!([
+        {"type": "text", "text": "According to the report, "},
+        {"type": "text", "text": "revenue grew 12 %.", "citations": [citation]},
+    ]);
+    let claude = FakeServer::start().await;
+    claude.push(Fake::json(
+        200,
+        json!({"id": "msg_c", "type": "message", "role": "assistant", "model": "claude-fake",
+        "content": answer, "stop_reason": "end_turn", "stop_sequence": null,
+        "usage": {"input_tokens": 3000, "output_tokens": 12}}),
+    ));
+    claude.push(Fake::anthropic_stream_blocks(&answer, "end_turn"));
+    let gw = start(router(vec![anthropic(anthropic_settings("claude", &claude))])).await;
+    let mut cited = pdf_block(None);
+    cited["title"] = json!("report.pdf");
+    cited["citations"] = json!({"enabled": true});
+    let body = |stream: bool| {
+        json!({"model": "auto", "max_tokens": 64, "stream": stream, "messages": [{"role": "user", "content": [
+            cited.clone(), {"type": "text", "text": "How did revenue change?"}]}]})
+    };
+
+    let r = post(&gw.url, "/v1/messages", body(false)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(claude.last_json().unwrap()["messages"][0]["content"][0], cited);
+    assert_eq!(r.json()["content"], answer, "{}", r.text);
+
+    let r = post(&gw.url, "/v1/messages", body(true)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let deltas = event_data(&r.frames(), "content_block_delta");
+    let cites: Vec<&Value> = deltas.iter().filter_map(|d| d["delta"].get("citation")).collect();
+    assert_eq!(cites, [&citation], "{}", r.text);
+    assert_eq!(anthropic_text(&r.frames()), "According to the report, revenue grew 12 %.");
+
+    // OpenAI reads the PDF without the flag.
+    let gpt = FakeServer::start().await;
+    gpt.push(openai_answer(json!({"role": "assistant", "content": "Up 12 %."}), "stop"));
+    let gw = start(router(vec![openai_reading_pdfs(&gpt)])).await;
+    let r = post(&gw.url, "/v1/messages", body(false)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let sent = gpt.last_json().unwrap();
+    assert_eq!(sent["messages"][0]["content"][0]["type"], "file", "{sent}");
+}
+
 /// An upstream that reads PDFs as Chat Completions `file` parts, as OpenAI's own API does.
 fn openai_reading_pdfs(fake: &FakeServer) -> claudette_core::SharedBackend {
     openai(openai_settings("gpt", fake).extra("images", true).extra("documents", true))
@@ -213,9 +263,10 @@ async fn pdfs_that_cannot_be_carried_are_refused_naming_the_field() {
     assert_eq!(refused(&gw, "/v1/messages", messages(docx)).await, format!("{at}.source.media_type"));
     let file = json!({"type": "document", "source": {"type": "file", "file_id": "file_011"}});
     assert_eq!(refused(&gw, "/v1/messages", messages(file)).await, format!("{at}.source.type"));
-    let mut cited = pdf_block(None);
-    cited["citations"] = json!({"enabled": true});
-    assert_eq!(refused(&gw, "/v1/messages", messages(cited)).await, format!("{at}.citations"));
+    // A text document is read as text, which has no pages to cite.
+    let cited_text = json!({"type": "document", "citations": {"enabled": true},
+        "source": {"type": "text", "media_type": "text/plain", "data": "The grass is green."}});
+    assert_eq!(refused(&gw, "/v1/messages", messages(cited_text)).await, format!("{at}.citations"));
 
     let chat = |file: Value| json!({"model": "auto", "messages": [{"role": "user", "content": [{"type": "file", "file": file}]}]});
     let at = "messages[0].content[0].file";

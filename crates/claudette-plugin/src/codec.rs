@@ -533,7 +533,7 @@ wire_enum!(DocumentSource, "document source", {
     Base64 { data } = 0,
     Url { url } = 1,
 });
-wire_struct!(Document { at, source, title });
+wire_struct!(Document { at, source, title, citations });
 wire_enum!(Dialect, "dialect", { Anthropic = 0 });
 wire_struct!(NativeBlock { dialect, block });
 wire_struct!(NativeTool { dialect, at, spec });
@@ -714,11 +714,13 @@ mod tests {
                     ],
                     documents: vec![
                         Document {
+                            citations: false,
                             at: 2,
                             source: DocumentSource::Base64 { data: "JVBERi0x".into() },
                             title: None,
                         },
                         Document {
+                            citations: false,
                             at: 13,
                             source: DocumentSource::Url { url: "https://example.com/a.pdf".into() },
                             title: Some("a.pdf".into()),

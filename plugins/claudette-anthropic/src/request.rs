@@ -74,6 +74,9 @@ fn document_block(document: &Document) -> Value {
     if let Some(title) = &document.title {
         block["title"] = Value::String(title.clone());
     }
+    if document.citations {
+        block["citations"] = json!({ "enabled": true });
+    }
     block
 }
 
@@ -1220,7 +1223,12 @@ mod tests {
             .iter()
             .map(|i| {
                 let ImageSource::Url { url } = &i.source else { panic!("a URL image: {i:?}") };
-                Document { at: i.at, source: DocumentSource::Url { url: url.clone() }, title: None }
+                Document {
+                    citations: false,
+                    at: i.at,
+                    source: DocumentSource::Url { url: url.clone() },
+                    title: None,
+                }
             })
             .collect();
         let cache = m
@@ -1242,11 +1250,17 @@ mod tests {
     fn documents_are_blocks_in_place_and_document_marks_mark_them() {
         use claudette_core::CacheBreakpoint;
         let pdf = |at, title: Option<&str>| Document {
+            citations: false,
             at,
             source: DocumentSource::Base64 { data: "JVBERi0x".into() },
             title: title.map(Into::into),
         };
-        let url = |at, u: &str| Document { at, source: DocumentSource::Url { url: u.into() }, title: None };
+        let url = |at, u: &str| Document {
+            citations: false,
+            at,
+            source: DocumentSource::Url { url: u.into() },
+            title: None,
+        };
         let mark = |at, ttl| CacheBreakpoint { at, ttl };
         let msgs = vec![
             Message {

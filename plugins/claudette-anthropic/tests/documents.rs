@@ -20,11 +20,16 @@ const PDF_URL: &str = "https://example.com/spec.pdf";
 const PNG_URL: &str = "https://example.com/chart.png";
 
 fn pdf_at(at: u32, title: Option<&str>) -> Document {
-    Document { at, source: DocumentSource::Base64 { data: PDF.into() }, title: title.map(Into::into) }
+    Document {
+        citations: false,
+        at,
+        source: DocumentSource::Base64 { data: PDF.into() },
+        title: title.map(Into::into),
+    }
 }
 
 fn url_at(at: u32) -> Document {
-    Document { at, source: DocumentSource::Url { url: PDF_URL.into() }, title: None }
+    Document { citations: false, at, source: DocumentSource::Url { url: PDF_URL.into() }, title: None }
 }
 
 fn on_document(index: u32, ttl: CacheTtl) -> CacheBreakpoint {

@@ -18,11 +18,16 @@ use serde_json::{Value, json};
 const PDF: &str = "JVBERi0xLjcKJeLjz9MK";
 
 fn pdf(at: u32) -> Document {
-    Document { at, source: DocumentSource::Base64 { data: PDF.into() }, title: Some("spec.pdf".into()) }
+    Document {
+        citations: false,
+        at,
+        source: DocumentSource::Base64 { data: PDF.into() },
+        title: Some("spec.pdf".into()),
+    }
 }
 
 fn pdf_at(at: u32, url: &str) -> Document {
-    Document { at, source: DocumentSource::Url { url: url.into() }, title: None }
+    Document { citations: false, at, source: DocumentSource::Url { url: url.into() }, title: None }
 }
 
 fn inline_pdf() -> Value {

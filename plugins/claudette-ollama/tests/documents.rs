@@ -14,7 +14,7 @@ use common::{backend, call};
 async fn documents_are_refused_before_anything_is_sent() {
     let server = FakeServer::start().await;
     let b = backend(&server);
-    let pdf = |source| vec![Document { at: 0, source, title: Some("spec.pdf".into()) }];
+    let pdf = |source| vec![Document { citations: false, at: 0, source, title: Some("spec.pdf".into()) }];
     let inline = || pdf(DocumentSource::Base64 { data: "JVBERi0xLjcK".into() });
     let by_url = || pdf(DocumentSource::Url { url: "https://docs.example/spec.pdf".into() });
     let in_tool = ChatRequest::new(vec![

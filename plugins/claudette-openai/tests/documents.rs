@@ -22,11 +22,21 @@ const PDF: &str = "JVBERi0xLjcKJeLjz9MK";
 const PNG: &str = "iVBORw0KGgo=";
 
 fn pdf(at: u32, title: Option<&str>) -> Document {
-    Document { at, source: DocumentSource::Base64 { data: PDF.into() }, title: title.map(Into::into) }
+    Document {
+        citations: false,
+        at,
+        source: DocumentSource::Base64 { data: PDF.into() },
+        title: title.map(Into::into),
+    }
 }
 
 fn pdf_by_url(at: u32) -> Document {
-    Document { at, source: DocumentSource::Url { url: "https://example.com/report.pdf".into() }, title: None }
+    Document {
+        citations: false,
+        at,
+        source: DocumentSource::Url { url: "https://example.com/report.pdf".into() },
+        title: None,
+    }
 }
 
 /// A backend on the fake server; `documents` is its setting (the fake is no OpenAI host, so
