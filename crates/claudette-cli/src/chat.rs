@@ -105,7 +105,8 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
             | StreamEvent::ThinkingSeal { .. }
             | StreamEvent::Native { .. }
             | StreamEvent::Citation { .. }
-            | StreamEvent::NativeField { .. } => {}
+            | StreamEvent::NativeField { .. }
+            | StreamEvent::TextEnd => {}
             StreamEvent::Done { end } => {
                 if wrote_text {
                     writeln!(out).and_then(|()| out.flush()).map_err(|e| stdout_error(&e))?;

@@ -291,7 +291,10 @@ pub(crate) fn replay(response: &ChatResponse) -> Vec<StreamEvent> {
             Block::Thinking(ThinkingBlock::Redacted { data }) => {
                 events.push(StreamEvent::ThinkingSeal { seal: ThinkingSeal::Redacted(data.clone()) });
             }
-            Block::Text { text, .. } => events.push(StreamEvent::text(text)),
+            Block::Text { text, .. } => {
+                events.push(StreamEvent::text(text));
+                events.push(StreamEvent::TextEnd);
+            }
             // Never stored (`is_cacheable`), so never replayed; passed on should one be.
             Block::Native(block) => events.push(StreamEvent::Native { block: block.clone() }),
             Block::ToolCall { call, index } => events.push(StreamEvent::ToolCall {
@@ -379,6 +382,10 @@ impl Assembler {
                 text.len()
             }
             StreamEvent::ThinkingSeal { seal } => self.seal(seal),
+            StreamEvent::TextEnd => {
+                self.order.text_end();
+                0
+            }
             StreamEvent::ToolCall { delta } => self.tool_call(delta),
             // Not stored, as `is_cacheable` says.
             StreamEvent::Native { .. } | StreamEvent::Citation { .. } | StreamEvent::NativeField { .. } => {
@@ -627,6 +634,7 @@ mod tests {
                 StreamEvent::ThinkingSeal { seal: ThinkingSeal::Signature("sig".into()) },
                 StreamEvent::ThinkingSeal { seal: ThinkingSeal::Redacted("opaque".into()) },
                 StreamEvent::text("Hello"),
+                StreamEvent::TextEnd,
                 StreamEvent::ToolCall {
                     delta: ToolCallDelta {
                         index: 0,
@@ -871,6 +879,7 @@ mod tests {
                 StreamEvent::ReasoningDelta { text } => format!("think:{text}"),
                 StreamEvent::ThinkingSeal { .. } => "seal".into(),
                 StreamEvent::TextDelta { text } => format!("text:{text}"),
+                StreamEvent::TextEnd => "text_end".into(),
                 StreamEvent::ToolCall { delta } => format!("call:{}", delta.id.as_deref().unwrap_or("")),
                 StreamEvent::Native { .. }
                 | StreamEvent::Citation { .. }
@@ -890,6 +899,7 @@ mod tests {
                 "think:second",
                 "seal",
                 "text:Now the second.",
+                "text_end",
                 "call:c2",
                 "done"
             ]

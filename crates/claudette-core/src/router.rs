@@ -1275,6 +1275,7 @@ impl CommittedStream {
             | StreamEvent::Native { .. }
             | StreamEvent::Citation { .. }
             | StreamEvent::NativeField { .. }
+            | StreamEvent::TextEnd
             | StreamEvent::Done { .. }
             | StreamEvent::Error { .. } => {}
         }

@@ -360,6 +360,11 @@ impl StreamBlockOrder {
         self.sealed = true;
     }
 
+    /// The provider ended the text block being streamed ([`StreamEvent::TextEnd`](crate::StreamEvent::TextEnd)).
+    pub fn text_end(&mut self) {
+        self.end_text();
+    }
+
     /// A fragment that starts a new tool call.
     pub fn tool_call(&mut self) {
         self.end_text();

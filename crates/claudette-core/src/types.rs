@@ -1259,6 +1259,12 @@ pub struct StreamEnd {
 pub enum StreamEvent {
     /// A piece of answer text.
     TextDelta { text: String },
+    /// The text block being streamed ends here: text after it is a block of its own. Sent by
+    /// a provider whose answers are blocks (Anthropic), so a client that gets blocks back gets
+    /// the same ones from a stream as from a JSON answer (a cited sentence is a block of its
+    /// own between uncited ones), and sends back the turn as the provider wrote it. Readers
+    /// without blocks pass it by.
+    TextEnd,
     /// A piece of reasoning text, kept apart from the answer.
     ReasoningDelta { text: String },
     /// The end of a thinking block: its signature, or a whole redacted block. A client sends
@@ -1513,6 +1519,14 @@ mod tests {
         s.native();
         s.text("de");
         assert_eq!(s.finish(false), [tx(3), nat, tx(5)]);
+        // A provider that ends its text blocks keeps them apart in a stream too.
+        let mut s = StreamBlockOrder::default();
+        s.text("ab");
+        s.text_end();
+        s.text_end();
+        s.text("cd");
+        s.native();
+        assert_eq!(s.finish(false), [tx(2), tx(4), nat]);
 
         // An answer whose order does not fit still gives every block to the client.
         let r = ChatResponse { native: vec![search], content: "hi".into(), ..ChatResponse::empty("b", "m") };

@@ -1769,6 +1769,14 @@ impl Encoder for AnthropicEncoder {
                 self.native_fields.push(field);
                 false
             }
+            // The upstream's text block ended: the next text is a block of its own, as in the
+            // JSON answer.
+            StreamEvent::TextEnd => {
+                if matches!(self.open, Some(Open::Text { .. })) {
+                    self.close(out);
+                }
+                false
+            }
             StreamEvent::Native { block } => {
                 self.start(out);
                 self.native(out, &block.block);

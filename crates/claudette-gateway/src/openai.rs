@@ -1199,6 +1199,11 @@ impl Encoder for OpenAiEncoder {
             StreamEvent::Native { .. } | StreamEvent::Citation { .. } | StreamEvent::NativeField { .. } => {
                 false
             }
+            // Text blocks count in `block_order` as in a JSON answer.
+            StreamEvent::TextEnd => {
+                self.order.text_end();
+                false
+            }
             StreamEvent::Usage { .. } => false,
             StreamEvent::Done { end } => {
                 // Sealed blocks (and their order) go in one chunk of their own: a list field

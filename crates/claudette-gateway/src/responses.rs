@@ -1700,6 +1700,16 @@ impl Encoder for ResponsesEncoder {
             StreamEvent::Native { .. } | StreamEvent::Citation { .. } | StreamEvent::NativeField { .. } => {
                 false
             }
+            // A message item per text block, as in a JSON answer.
+            StreamEvent::TextEnd => {
+                if matches!(
+                    self.open.and_then(|i| self.items.get(i)),
+                    Some(Item { kind: Kind::Message(_), .. })
+                ) {
+                    self.close(out, "completed");
+                }
+                false
+            }
             StreamEvent::Usage { .. } => false,
             StreamEvent::Done { end } => {
                 let (status, incomplete) = outcome(end.finish_reason.as_ref(), !self.calls.is_empty());

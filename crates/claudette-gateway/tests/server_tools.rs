@@ -31,7 +31,8 @@ fn cite(n: u32) -> Value {
 }
 
 /// A searched answer as Anthropic writes it: text, the search and its encrypted results, then
-/// cited text. The text has a multi-byte character: citations are placed by byte offsets.
+/// cited text and an uncited sentence after it (a block of its own in a stream too). The text
+/// has a multi-byte character: citations are placed by byte offsets.
 fn searched_blocks() -> Value {
     json!([
         {"type": "text", "text": "I'll look that up — one moment."},
@@ -42,7 +43,8 @@ fn searched_blocks() -> Value {
             {"type": "web_search_result", "url": "https://news.example/2", "title": "News 2",
              "encrypted_content": "ENC2"}]},
         {"type": "text", "text": "The 2024 edition shipped with Rust 1.85", "citations": [cite(1)]},
-        {"type": "text", "text": " in February 2025.", "citations": [cite(2), cite(1)]}
+        {"type": "text", "text": " in February 2025.", "citations": [cite(2), cite(1)]},
+        {"type": "text", "text": " Editions are opt-in per crate."}
     ])
 }
 

@@ -209,7 +209,7 @@ impl State {
                 self.first_content();
                 event
             }
-            StreamEvent::Usage { .. } | StreamEvent::NativeField { .. } => event,
+            StreamEvent::Usage { .. } | StreamEvent::NativeField { .. } | StreamEvent::TextEnd => event,
             StreamEvent::Done { mut end } => {
                 if end.usage.source == UsageSource::Missing {
                     end.usage =

@@ -60,8 +60,8 @@ pub const ABI_VERSION: u32 = 2;
 /// and blocks (`ChatRequest::native_tools`, `Message::native`, `ChatResponse::native`,
 /// `BlockKind::Native`, `StreamEvent::Native`), text citations and `Usage::web_search_requests`;
 /// 11, a provider's own top-level fields (`ChatRequest::native_fields`,
-/// `ChatResponse::native_fields`, `StreamEvent::NativeField`); 12, `Document::citations`.
-pub const SCHEMA_VERSION: u32 = 12;
+/// `ChatResponse::native_fields`, `StreamEvent::NativeField`); 12, `Document::citations`; 13, `StreamEvent::TextEnd`.
+pub const SCHEMA_VERSION: u32 = 13;
 
 /// The field type of [`ClaudettePlugin::abi_version`]. It is `u64` only under the test feature
 /// that simulates a plugin built against a release of this crate with another layout.

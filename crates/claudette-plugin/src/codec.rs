@@ -637,6 +637,7 @@ wire_enum!(StreamEvent, "stream event", {
     Native { block } = 7,
     Citation { citation } = 8,
     NativeField { field } = 9,
+    TextEnd = 10,
 });
 
 /// The head of an [`HttpRequest`] (method, URL, headers); the body crosses as its own bytes.

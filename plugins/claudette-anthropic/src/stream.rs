@@ -166,6 +166,12 @@ impl AnthropicStreamDecoder {
                 let args = start_input.take().unwrap_or_else(|| "{}".to_owned());
                 out.push(Self::tool_delta(index, None, None, args));
             }
+            // The next text is a block of its own, as in a JSON answer. Once: a block the
+            // stream's end closes again is not ended twice.
+            Some(slot @ Block::Text) => {
+                *slot = Block::Other;
+                out.push(StreamEvent::TextEnd);
+            }
             Some(slot @ Block::Native { .. }) => {
                 if let Block::Native { block, input } = std::mem::replace(slot, Block::Other) {
                     out.push(StreamEvent::Native {

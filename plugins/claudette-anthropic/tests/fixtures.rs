@@ -426,6 +426,8 @@ fn full_stream_expected() -> Vec<StreamEvent> {
             citation: serde_json::json!({"type": "char_location", "cited_text": "x", "document_index": 0,
                                          "start_char_index": 0, "end_char_index": 1}),
         },
+        // The text block's end.
+        StreamEvent::TextEnd,
         tool(Some("toolu_01T1x1fJ34qAmk2tNTrN7Up6"), Some("get_weather"), ""),
         tool(None, None, "{\"city\": \"Pa"),
         tool(None, None, "ris\", \"unit\": \"c\"}"),

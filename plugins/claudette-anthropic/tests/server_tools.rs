@@ -141,6 +141,7 @@ fn assemble(events: &[StreamEvent]) -> ChatResponse {
                 order.text(text);
             }
             StreamEvent::Citation { citation } => waiting.push(citation.clone()),
+            StreamEvent::TextEnd => order.text_end(),
             StreamEvent::Native { block } => {
                 order.native();
                 r.native.push(block.clone());
@@ -332,26 +333,11 @@ async fn a_web_search_answer_reads_the_same_from_json_and_from_a_stream() {
     // Each citation comes before the text it cites.
     let cited = events.iter().position(|e| matches!(e, StreamEvent::Citation { .. })).unwrap();
     assert_eq!(events[cited + 1], StreamEvent::text("Claude Shannon was born on April 30, 1916"));
-    // A stream tells no text block from the next one of text (the core's events have no
-    // boundary between them): the three answer blocks come as one, which holds the citation.
-    let (tx, nat) = (BlockKind::Text, BlockKind::Native);
-    let first = "I'll search for when Claude Shannon was born.".len() as u32;
-    let all = r.content.len() as u32;
-    assert_eq!(s.order, [tx(first), nat, nat, tx(all)]);
-    assert_eq!(s.citations, [TextCitations { end: all, citations: vec![citation()] }]);
-    assert_eq!(joined_text_blocks(&r.order), s.order);
-}
-
-/// `order` with each run of text blocks as its last one.
-fn joined_text_blocks(order: &[BlockKind]) -> Vec<BlockKind> {
-    let mut joined: Vec<BlockKind> = Vec::new();
-    for kind in order {
-        if let (Some(BlockKind::Text(_)), BlockKind::Text(_)) = (joined.last(), kind) {
-            joined.pop();
-        }
-        joined.push(*kind);
-    }
-    joined
+    // Each text block ends where it ended upstream, so the stream holds the same blocks as
+    // the JSON answer, the citation on its own block.
+    assert_eq!(events.iter().filter(|e| **e == StreamEvent::TextEnd).count(), 4);
+    assert_eq!(s.order, r.order);
+    assert_eq!(s.citations, r.citations);
 }
 
 /// Each search is billed on top of the tokens, $10 per 1,000 unless the configured `pricing`
