@@ -540,7 +540,7 @@ impl BackendRouter {
         }
         drop(entries);
         if let Some(d) = dialect.filter(|_| considered > 0 && other_dialect == considered) {
-            // Waiting or retrying cannot help: say what only which backends could take.
+            // Waiting or retrying cannot help: say which provider the request needs.
             return Err(BackendError::invalid(format!(
                 "the request carries {0}'s own tools, blocks or fields (server tools such as web search, \
                  a code execution container, MCP servers), and no candidate backend is of provider `{0}`",
