@@ -85,6 +85,9 @@ pub struct AnthropicStreamDecoder {
     fields: [Option<Value>; ANSWER_FIELDS.len()],
     /// `Done` or an error was returned; later input is ignored.
     ended: bool,
+    /// Web searches whose results came, counted as they come: the stream reports its count
+    /// only at its end, and a stream cut after a search has still paid for it.
+    searches: u32,
 }
 
 impl std::fmt::Debug for AnthropicStreamDecoder {
@@ -125,6 +128,7 @@ impl AnthropicStreamDecoder {
             finish: None,
             fields: Default::default(),
             ended: false,
+            searches: 0,
         }
     }
 
@@ -138,7 +142,15 @@ impl AnthropicStreamDecoder {
     }
 
     fn usage_event(&self) -> StreamEvent {
-        StreamEvent::Usage { usage: self.usage.to_usage() }
+        StreamEvent::Usage { usage: self.usage() }
+    }
+
+    /// The usage so far: the upstream's figures, with at least the searches whose results
+    /// came (a compatible server may report none).
+    fn usage(&self) -> Usage {
+        let mut usage = self.usage.to_usage();
+        usage.web_search_requests = usage.web_search_requests.max(self.searches);
+        usage
     }
 
     fn take_usage(&mut self, v: Option<&Value>) -> Result<bool, BackendError> {
@@ -174,9 +186,18 @@ impl AnthropicStreamDecoder {
             }
             Some(slot @ Block::Native { .. }) => {
                 if let Block::Native { block, input } = std::mem::replace(slot, Block::Other) {
+                    // A search that ran (its results are a list; an error is an object) is
+                    // billed: said at once, for the bill of a stream cut before its end.
+                    let searched = block.get("type").and_then(Value::as_str)
+                        == Some("web_search_tool_result")
+                        && block.get("content").is_some_and(Value::is_array);
                     out.push(StreamEvent::Native {
                         block: NativeBlock::anthropic(whole(index, block, input)?),
                     });
+                    if searched {
+                        self.searches = self.searches.saturating_add(1);
+                        out.push(self.usage_event());
+                    }
                 }
             }
             _ => {}
@@ -333,7 +354,7 @@ impl AnthropicStreamDecoder {
                         out.push(StreamEvent::NativeField { field });
                     }
                 }
-                let usage = self.usage.to_usage();
+                let usage = self.usage();
                 let cost = if usage.source == UsageSource::Reported {
                     (self.cost)(&self.model, &usage)
                 } else {

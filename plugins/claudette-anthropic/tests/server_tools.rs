@@ -520,3 +520,29 @@ async fn a_cut_server_tool_input_is_a_typed_error() {
         "{events:?}"
     );
 }
+
+/// A search is billed once it ran, not only when the stream's end reports it: a stream cut
+/// right after the search results books the search with the tokens (`analyze_costs`), and
+/// the usage events say so as soon as the results come.
+#[tokio::test]
+async fn a_stream_cut_after_a_search_books_the_search() {
+    use claudette_core::costs::GroupBy;
+    use claudette_core::{BackendRouter, RouterOptions};
+    let server = FakeServer::start().await;
+    // message_start, then 3 frames for the text, 3 for the search call, 2 for its results.
+    server.push(Reply::anthropic_stream_blocks(&search_blocks(), "end_turn").cut_after(9));
+    let router = BackendRouter::new(RouterOptions::default());
+    router.register_backend(std::sync::Arc::new(backend(&server))).unwrap();
+    let events: Vec<StreamEvent> =
+        router.route_stream(&search_request(vec![Message::user("q")])).await.unwrap().collect().await;
+    let results = events
+        .iter()
+        .position(|e| matches!(e, StreamEvent::Native { block } if block.kind() == "web_search_tool_result"));
+    let Some(StreamEvent::Usage { usage }) = results.and_then(|i| events.get(i + 1)) else {
+        panic!("no usage after the results: {events:?}")
+    };
+    assert_eq!(usage.web_search_requests, 1);
+    assert!(matches!(events.last(), Some(StreamEvent::Error { .. })), "{events:?}");
+    let booked = router.analyze_costs(std::time::Duration::from_secs(3600), GroupBy::Backend).total_cost;
+    assert!(booked >= 0.01, "the search ($0.01) is in the bill: {booked}");
+}
