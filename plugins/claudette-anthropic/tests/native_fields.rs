@@ -24,10 +24,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 fn settings(server: &FakeServer) -> BackendSettings {
-    BackendSettings::new("claude-fields")
-        .base_url(server.url())
-        .api_key("sk-ant-api03-canary-fields-0123456789")
-        .model(CLAUDE_FAKE_MODEL)
+    common::claude_settings("claude-fields", server)
 }
 
 fn backend(server: &FakeServer) -> ClaudeBackend {

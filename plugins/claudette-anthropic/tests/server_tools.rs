@@ -25,10 +25,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 fn settings(server: &FakeServer) -> BackendSettings {
-    BackendSettings::new("claude-search")
-        .base_url(server.url())
-        .api_key("sk-ant-api03-canary-search-0123456789")
-        .model(CLAUDE_FAKE_MODEL)
+    common::claude_settings("claude-search", server)
 }
 
 fn backend(server: &FakeServer) -> ClaudeBackend {

@@ -124,3 +124,12 @@ pub fn tool(name: &str) -> ToolSpec {
         strict: false,
     }
 }
+
+/// Settings of the Claude backend `name` on the fake server, at the fake's model, with a
+/// canary key that names it.
+pub fn claude_settings(name: &str, fake: &FakeServer) -> BackendSettings {
+    BackendSettings::new(name)
+        .base_url(fake.url())
+        .api_key(format!("sk-ant-api03-canary-{name}-0123456789"))
+        .model(claudette_testkit::shapes::CLAUDE_FAKE_MODEL)
+}
