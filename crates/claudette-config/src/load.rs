@@ -12,7 +12,7 @@ use std::num::NonZeroU32;
 use std::path::Path;
 use std::time::Duration;
 
-use claudette_core::{ApiKey, BackendSettings, Pricing, RouterOptions, Timeouts};
+use claudette_core::{ApiKey, BackendSettings, LongContext, Pricing, RouterOptions, Timeouts};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
@@ -495,6 +495,9 @@ fn backend(ctx: &Ctx, i: usize, value: Value, env: &dyn EnvSource) -> Result<Bac
             ("cache_read_per_1k", p.cache_read_per_1k),
             ("cache_write_per_1k", p.cache_write_per_1k),
             ("web_search_per_1k", p.web_search_per_1k),
+            ("long_context.input_factor", p.long_context.as_ref().map(|l| l.input_factor)),
+            ("long_context.output_factor", p.long_context.as_ref().map(|l| l.output_factor)),
+            ("fast_factor", p.fast_factor),
         ];
         for (field, rate) in rates {
             if let Some(r) = rate.filter(|r| !r.is_finite() || *r < 0.0) {
@@ -509,6 +512,12 @@ fn backend(ctx: &Ctx, i: usize, value: Value, env: &dyn EnvSource) -> Result<Bac
             cache_read_per_1k: p.cache_read_per_1k,
             cache_write_per_1k: p.cache_write_per_1k,
             web_search_per_1k: p.web_search_per_1k,
+            long_context: p.long_context.map(|l| LongContext {
+                above_input_tokens: l.above_input_tokens,
+                input_factor: l.input_factor,
+                output_factor: l.output_factor,
+            }),
+            fast_factor: p.fast_factor,
         });
     }
     let mut t = Timeouts::default();

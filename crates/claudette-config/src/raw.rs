@@ -172,6 +172,18 @@ pub(crate) struct RawPricing {
     pub cache_write_per_1k: Option<f64>,
     #[serde(default)]
     pub web_search_per_1k: Option<f64>,
+    #[serde(default)]
+    pub long_context: Option<RawLongContext>,
+    #[serde(default)]
+    pub fast_factor: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLongContext {
+    pub above_input_tokens: u32,
+    pub input_factor: f64,
+    pub output_factor: f64,
 }
 
 #[derive(Debug, Default, Deserialize)]

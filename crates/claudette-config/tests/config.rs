@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use claudette_config::{Config, ConfigError, ConfigSource, hash_key};
-use claudette_core::{BreakerState, Registry};
+use claudette_core::{BreakerState, LongContext, Registry};
 
 // Link the providers so their link-time registrations are visible to `Registry::linked()`.
 use claudette_anthropic as _;
@@ -84,7 +84,7 @@ region = "us"
 tags = ["general", "cheap"]
 priority = 2
 stream_include_usage = false
-pricing = { input_per_1k = 0.5, output_per_1k = 1.5, cache_read_per_1k = 0.25, web_search_per_1k = 25 }
+pricing = { input_per_1k = 0.5, output_per_1k = 1.5, cache_read_per_1k = 0.25, web_search_per_1k = 25, fast_factor = 2, long_context = { above_input_tokens = 128000, input_factor = 2, output_factor = 1.5 } }
 timeouts = { connect_ms = 1234, total_ms = 9000 }
 
 [[backends]]
@@ -146,6 +146,8 @@ fn parses_every_section() {
         (p.input_per_1k, p.output_per_1k, p.cache_read_per_1k, p.cache_write_per_1k, p.web_search_per_1k),
         (0.5, 1.5, Some(0.25), None, Some(25.0))
     );
+    let long = LongContext { above_input_tokens: 128_000, input_factor: 2.0, output_factor: 1.5 };
+    assert_eq!((p.long_context, p.fast_factor), (Some(long), Some(2.0)));
     assert_eq!(b.settings.timeouts.connect, Duration::from_millis(1234));
     assert_eq!(b.settings.timeouts.total, Duration::from_secs(9));
     assert_eq!(b.settings.timeouts.idle, Duration::from_secs(30), "unset timeouts keep their defaults");
@@ -746,6 +748,14 @@ fn nan_and_infinity_are_refused_not_read_as_unset() {
         &[],
     );
     assert_eq!(e, "backends[0].pricing.web_search_per_1k: must be a number ≥ 0, found -10");
+    let e = file_error(
+        &format!(
+            "{OLLAMA}pricing = {{ input_per_1k = 1, output_per_1k = 1, long_context = \
+             {{ above_input_tokens = 1, input_factor = -2, output_factor = 1 }} }}\n"
+        ),
+        &[],
+    );
+    assert_eq!(e, "backends[0].pricing.long_context.input_factor: must be a number ≥ 0, found -2");
     let e = file_error(&format!("[router.retry]\nbudget_ratio = nan\n{OLLAMA}"), &[]);
     assert_eq!(e, "router.retry.budget_ratio: must be a finite number, found NaN");
     // The same through an override: refused and the variable named, not silently dropped.

@@ -57,9 +57,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::types::{
-    Block, ChatRequest, ChatResponse, FinishReason, Message, NativeField, ReasoningEffort, ResponseFormat,
-    StreamBlockOrder, StreamEnd, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta,
-    ToolCallSlots, ToolChoice, ToolSpec, new_tool_call_id, ordered_blocks,
+    Block, ChatRequest, ChatResponse, FinishReason, Message, NativeField, NativeFlag, ReasoningEffort,
+    ResponseFormat, StreamBlockOrder, StreamEnd, StreamEvent, Thinking, ThinkingBlock, ThinkingSeal,
+    ToolCall, ToolCallDelta, ToolCallSlots, ToolChoice, ToolSpec, new_tool_call_id, ordered_blocks,
 };
 
 /// Stored answers, by [`CacheKey`].
@@ -188,6 +188,9 @@ struct KeyView<'a> {
     stop: &'a [String],
     tools: &'a [ToolSpec],
     native_fields: &'a [NativeField],
+    /// Left out when empty, so the keys of requests without flags stay what they were.
+    #[serde(skip_serializing_if = "<[NativeFlag]>::is_empty")]
+    native_flags: &'a [NativeFlag],
     tool_choice: &'a ToolChoice,
     parallel_tool_calls: &'a Option<bool>,
     response_format: &'a ResponseFormat,
@@ -222,6 +225,8 @@ impl<'a> KeyView<'a> {
             // A request with any has no key at all (see `CacheKey::new`).
             native_tools: _,
             native_fields,
+            // A flag can change the answer (thinking between tool calls, a longer output).
+            native_flags,
             // Who asks and how they label it, not what they ask. The tenant is the scope.
             metadata: _,
             request_id: _,
@@ -238,6 +243,7 @@ impl<'a> KeyView<'a> {
             stop,
             tools,
             native_fields,
+            native_flags,
             tool_choice,
             parallel_tool_calls,
             response_format,
@@ -566,6 +572,13 @@ mod tests {
             ChatRequest { tags: vec!["eu".into()], ..base.clone() },
             ChatRequest { thinking: Some(Thinking::Adaptive), ..base.clone() },
             ChatRequest { output_effort: Some(ReasoningEffort::Low), ..base.clone() },
+            ChatRequest {
+                native_flags: vec![NativeFlag {
+                    dialect: crate::Dialect::Anthropic,
+                    flag: "interleaved-thinking-2025-05-14".into(),
+                }],
+                ..base.clone()
+            },
             ChatRequest { messages: vec![Message::system("s"), Message::user("hi")], ..base.clone() },
         ];
         let mut seen = std::collections::HashSet::from([k]);

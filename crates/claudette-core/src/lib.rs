@@ -56,12 +56,12 @@ pub use router::{
     BackendRouter, OptimizationTarget, RetryPolicy, RouteError, RouteOverrides, RoutedStream, RouterOptions,
     Selection, Weights,
 };
-pub use settings::{ApiKey, BackendInfo, BackendSettings, BackendType, Pricing, Timeouts};
+pub use settings::{ApiKey, BackendInfo, BackendSettings, BackendType, LongContext, Pricing, Timeouts};
 pub use types::{
     Block, BlockKind, BlockOrder, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse,
     DOCUMENT_MEDIA_TYPE, DOCUMENT_PAGE_TOKEN_ESTIMATE, DOCUMENT_URL_PAGES, Dialect, Document, DocumentSource,
     FinishReason, IMAGE_MEDIA_TYPES, IMAGE_TOKEN_ESTIMATE, Image, ImageSource, MAX_CACHE_BREAKPOINTS,
-    Message, NativeBlock, NativeField, NativeTool, ReasoningEffort, ResponseFormat, Role, Segment,
-    StreamBlockOrder, StreamEnd, StreamEvent, TextCitations, Thinking, ThinkingBlock, ThinkingSeal, ToolCall,
-    ToolCallDelta, ToolCallSlot, ToolCallSlots, ToolChoice, ToolSpec, Usage, UsageSource,
+    Message, NativeBlock, NativeField, NativeFlag, NativeTool, ReasoningEffort, ResponseFormat, Role,
+    Segment, StreamBlockOrder, StreamEnd, StreamEvent, TextCitations, Thinking, ThinkingBlock, ThinkingSeal,
+    ToolCall, ToolCallDelta, ToolCallSlot, ToolCallSlots, ToolChoice, ToolSpec, Usage, UsageSource,
 };

@@ -64,6 +64,24 @@ pub struct Pricing {
     /// billed on top of the tokens (Anthropic: 10). `None`: searches cost nothing here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web_search_per_1k: Option<f64>,
+    /// Higher rates for a long prompt (Anthropic's long-context pricing). `None`: one rate
+    /// whatever the prompt's length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_context: Option<LongContext>,
+    /// Factor on every token rate for an answer served in the provider's fast mode
+    /// ([`Usage::fast_mode`]: Anthropic's `speed: "fast"`, billed at 6×). `None`: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_factor: Option<f64>,
+}
+
+/// Factors on a price's token rates for a prompt of more than `above_input_tokens` (cache
+/// reads and writes counted in). Anthropic bills such a prompt, which only the million-token
+/// context allows, at 2× every input rate and 1.5× the output rate, for the whole request.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LongContext {
+    pub above_input_tokens: u32,
+    pub input_factor: f64,
+    pub output_factor: f64,
 }
 
 impl Pricing {
@@ -76,6 +94,8 @@ impl Pricing {
             cache_read_per_1k: None,
             cache_write_per_1k: None,
             web_search_per_1k: None,
+            long_context: None,
+            fast_factor: None,
         }
     }
     pub const fn with_cache(mut self, read_per_1k: f64, write_per_1k: f64) -> Self {
@@ -87,15 +107,30 @@ impl Pricing {
         self.web_search_per_1k = Some(per_1k);
         self
     }
+    pub const fn with_long_context(mut self, long: LongContext) -> Self {
+        self.long_context = Some(long);
+        self
+    }
+    pub const fn with_fast_factor(mut self, factor: f64) -> Self {
+        self.fast_factor = Some(factor);
+        self
+    }
 
-    /// Cost of `usage`: each token class at its own rate, never counted twice, and the web
+    /// Cost of `usage`: each token class at its own rate, never counted twice, scaled for a
+    /// long prompt and for fast mode (the two stack, as Anthropic bills them), and the web
     /// searches at theirs.
     pub fn cost(&self, usage: &Usage) -> f64 {
         let per = |count: u32, rate: f64| f64::from(count) * rate / 1000.0;
-        per(usage.uncached_input_tokens(), self.input_per_1k)
+        let (long_in, long_out) = self
+            .long_context
+            .filter(|l| usage.input_tokens > l.above_input_tokens)
+            .map_or((1.0, 1.0), |l| (l.input_factor, l.output_factor));
+        let fast = if usage.fast_mode { self.fast_factor.unwrap_or(1.0) } else { 1.0 };
+        let input = per(usage.uncached_input_tokens(), self.input_per_1k)
             + per(usage.cache_read_tokens, self.cache_read_per_1k.unwrap_or(self.input_per_1k))
-            + per(usage.cache_write_tokens, self.cache_write_per_1k.unwrap_or(self.input_per_1k))
-            + per(usage.output_tokens, self.output_per_1k)
+            + per(usage.cache_write_tokens, self.cache_write_per_1k.unwrap_or(self.input_per_1k));
+        let output = per(usage.output_tokens, self.output_per_1k);
+        (input * long_in + output * long_out) * fast
             + per(usage.web_search_requests, self.web_search_per_1k.unwrap_or(0.0))
     }
 
@@ -459,5 +494,38 @@ mod tests {
         assert!((p.cost(&searched) - c).abs() < 1e-12);
         let c = p.with_web_search(10.0).cost(&searched);
         assert!((c - (1.0 + 0.1 + 1.25 + 2.0 + 0.03)).abs() < 1e-9, "{c}");
+    }
+
+    /// Anthropic's own example rates: Opus 4.6 at $5/$25 per million is $30/$150 in fast
+    /// mode, $10/$37.50 over 200K input tokens, and $60/$225 with both.
+    #[test]
+    fn long_prompts_and_fast_mode_scale_the_token_rates_and_stack() {
+        let long = LongContext { above_input_tokens: 200_000, input_factor: 2.0, output_factor: 1.5 };
+        let p =
+            Pricing::new(0.005, 0.025).with_long_context(long).with_fast_factor(6.0).with_web_search(10.0);
+        let per_million = |input: u32, fast_mode: bool| {
+            let u = Usage { fast_mode, ..Usage::reported(input, 1_000_000) };
+            let input_cost = p.cost(&Usage { output_tokens: 0, ..u }) * 1e6 / f64::from(input);
+            (input_cost, p.cost(&Usage { input_tokens: 0, ..u }), p.cost(&u))
+        };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        let (i, o, _) = per_million(200_000, false);
+        assert!(close(i, 5.0) && close(o, 25.0), "{i} {o}: at the threshold, the plain rates");
+        let (i, _, both) = per_million(200_001, false);
+        assert!(close(i, 10.0) && close(both, 200_001.0 * 10.0 / 1e6 + 37.5), "{i} {both}");
+        let (i, o, _) = per_million(1000, true);
+        assert!(close(i, 30.0) && close(o, 150.0), "{i} {o}");
+        let (i, _, both) = per_million(400_000, true);
+        assert!(close(i, 60.0) && close(both, 400_000.0 * 60.0 / 1e6 + 225.0), "{i} {both}");
+        // Cache tokens count toward the threshold and scale with the input rate; searches
+        // keep their own price.
+        let cached =
+            Usage { cache_read_tokens: 150_000, web_search_requests: 2, ..Usage::reported(250_000, 0) };
+        let c = p.cost(&cached);
+        assert!(close(c, (100_000.0 * 0.005 + 150_000.0 * 0.005) * 2.0 / 1000.0 + 0.02), "{c}");
+        // Without the settings, neither changes a price.
+        let plain = Pricing::new(0.005, 0.025);
+        let fast = Usage { fast_mode: true, ..Usage::reported(400_000, 1000) };
+        assert!(close(plain.cost(&fast), 400_000.0 * 0.005 / 1000.0 + 0.025));
     }
 }

@@ -117,6 +117,19 @@ impl std::fmt::Debug for NativeField {
     }
 }
 
+/// A feature the client asked its provider for by the provider's own name, outside the body:
+/// Anthropic's `anthropic-beta` flags (`context-1m-2025-08-07` for a million-token prompt,
+/// `interleaved-thinking-2025-05-14` for thinking between tool calls, …), which Claude Code
+/// sends on every request. A backend of the dialect sends them with those it derives from the
+/// request and those its configuration names; another provider is sent the request without
+/// them, as it is sent other knobs it lacks: a flag turns on a feature of one provider's
+/// models, it does not change what is asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeFlag {
+    pub dialect: Dialect,
+    pub flag: String,
+}
+
 /// `value` with every entry under a credential-like key replaced.
 fn redacted(value: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;

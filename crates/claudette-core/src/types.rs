@@ -13,8 +13,8 @@ use crate::decision::RoutingDecision;
 use crate::error::BackendError;
 pub(crate) use crate::turn::ordered_blocks;
 pub use crate::turn::{
-    Block, BlockKind, BlockOrder, Dialect, NativeBlock, NativeField, NativeTool, StreamBlockOrder,
-    TextCitations, ToolCallSlot, ToolCallSlots,
+    Block, BlockKind, BlockOrder, Dialect, NativeBlock, NativeField, NativeFlag, NativeTool,
+    StreamBlockOrder, TextCitations, ToolCallSlot, ToolCallSlots,
 };
 
 /// Who wrote a message.
@@ -691,6 +691,9 @@ pub struct ChatRequest {
     /// request to such backends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub native_fields: Vec<NativeField>,
+    /// Provider features asked for outside the body; see [`NativeFlag`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub native_flags: Vec<NativeFlag>,
     /// Meaningful only with `tools`; `Auto` is sent as no choice at all.
     #[serde(default, skip_serializing_if = "ToolChoice::is_auto")]
     pub tool_choice: ToolChoice,
@@ -1069,6 +1072,10 @@ pub struct Usage {
     /// `server_tool_use.web_search_requests`), billed per search on top of the tokens.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub web_search_requests: u32,
+    /// Served in the provider's fast mode (Anthropic's `usage.speed: "fast"`), which bills
+    /// every token at [`Pricing::fast_factor`](crate::Pricing::fast_factor) times its rate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fast_mode: bool,
     #[serde(default)]
     pub source: UsageSource,
 }

@@ -36,8 +36,9 @@
 //! Anthropic's own top-level fields are carried whole too, their type checked (a 400 names
 //! the field): `mcp_servers` (the MCP connector) and `container` (the code execution
 //! container to work in) keep the request to Anthropic backends, as their servers and files
-//! are there; `context_management` (Claude Code's context editing) and `service_tier` go to an
-//! Anthropic backend and are left out for any other. The answer's `container` and
+//! are there; `context_management` (Claude Code's context editing), `service_tier` and `speed`
+//! (fast mode) go to an Anthropic backend and are left out for any other. The client's
+//! `anthropic-beta` flags go with them ([`NativeFlag`]). The answer's `container` and
 //! `context_management` come back where Anthropic writes them: top-level in JSON; in the
 //! stream, the container in the final `message_delta`'s `delta` and the context management
 //! beside it.
@@ -47,13 +48,13 @@
 //! such a turn back in any other order, on every turn after.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use claudette_core::error::scrub_secrets;
 use claudette_core::{
     BackendError, Block as TurnBlock, BlockOrder, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest,
     ChatResponse, Dialect, Document, DocumentSource, ErrorKind, FinishReason, Image, ImageSource,
-    MAX_CACHE_BREAKPOINTS, Message, NativeBlock, NativeField, NativeTool, Phase, ReasoningEffort,
+    MAX_CACHE_BREAKPOINTS, Message, NativeBlock, NativeField, NativeFlag, NativeTool, Phase, ReasoningEffort,
     ResponseFormat, Role, StreamEvent, TextCitations, Thinking, ThinkingBlock, ThinkingSeal, ToolCall,
     ToolCallDelta, ToolCallSlot, ToolCallSlots, ToolChoice, ToolSpec, Usage,
 };
@@ -115,6 +116,9 @@ pub(crate) struct MessagesRequest {
     service_tier: Option<Value>,
     #[serde(default)]
     inference_geo: Option<Value>,
+    /// Fast mode (`"fast"`): the same model, faster, at 6× the price.
+    #[serde(default)]
+    speed: Option<Value>,
     /// Automatic prompt caching: Anthropic places the breakpoint itself.
     #[serde(default)]
     cache_control: Option<Value>,
@@ -1222,10 +1226,15 @@ impl MessagesRequest {
         native_field(&mut native_fields, "inference_geo", self.inference_geo, Shape::Text, true)?;
         // Other providers cache prompts on their own.
         native_field(&mut native_fields, "cache_control", self.cache_control, Shape::Object, false)?;
+        // Claude Code's `/fast`: a speed another provider's model goes without, as it goes
+        // without other knobs it lacks. Billed at the fast rate only when Anthropic says it
+        // served the answer fast (`usage.speed`).
+        native_field(&mut native_fields, "speed", self.speed, Shape::Text, false)?;
         let request = ChatRequest {
             messages: out,
             native_tools,
             native_fields,
+            native_flags: Vec::new(),
             model: None,
             max_tokens,
             temperature: self.temperature,
@@ -1258,11 +1267,57 @@ fn parse_body(bytes: &[u8]) -> Result<MessagesRequest, ApiError> {
     parse_located(bytes, locate, |path, inner| ApiError::invalid(format!("{path}: {inner}")).with_param(path))
 }
 
+/// The most `anthropic-beta` flags a request may carry: Claude Code sends about six; far more
+/// is a malformed header, refused before it is copied into every upstream call.
+const MAX_BETA_FLAGS: usize = 32;
+
+/// The client's `anthropic-beta` flags (the header may come more than once, each a
+/// comma-separated list), for an Anthropic backend to send on ([`NativeFlag`]). Without them a
+/// Claude Code user behind the gateway loses what the flags turn on: a million-token context
+/// (`context-1m-…`, whose prompts Anthropic refuses without it), thinking between tool calls,
+/// streamed tool input. `oauth-…` flags are dropped: they declare the client's own credential
+/// (a Claude subscription), and the upstream call carries the backend's key instead. A flag
+/// that is not a flag name is refused without echoing it (a header can hold anything).
+fn beta_flags(headers: &HeaderMap) -> Result<Vec<NativeFlag>, ApiError> {
+    let bad = |why: String| {
+        Err(ApiError::invalid(format!("anthropic-beta header: {why}")).with_param("anthropic-beta"))
+    };
+    let mut flags: Vec<NativeFlag> = Vec::new();
+    for value in headers.get_all("anthropic-beta") {
+        let Ok(value) = value.to_str() else {
+            return bad("it is not ASCII text".into());
+        };
+        for flag in value.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+            let name_like = flag.len() <= 64
+                && flag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+            if !name_like {
+                return bad(format!(
+                    "flag {} is not a beta name (letters, digits, '-', '.' and '_', at most 64)",
+                    flags.len() + 1
+                ));
+            }
+            if flag.starts_with("oauth-") || flags.iter().any(|f| f.flag == flag) {
+                continue;
+            }
+            if flags.len() == MAX_BETA_FLAGS {
+                return bad(format!("more than {MAX_BETA_FLAGS} flags"));
+            }
+            flags.push(NativeFlag { dialect: Dialect::Anthropic, flag: flag.to_owned() });
+        }
+    }
+    Ok(flags)
+}
+
 pub(crate) async fn messages(State(st): State<Shared>, request: Request) -> Response {
+    let flags = match beta_flags(request.headers()) {
+        Ok(f) => f,
+        Err(e) => return respond::local_error(EP, e),
+    };
     let prepared = respond::prepare(&st, EP, request, |bytes| {
         let parsed = parse_body(bytes).map_err(|e| respond::local_error(EP, e))?;
         let stream = parsed.is_stream();
-        let (request, model) = parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;
+        let (mut request, model) = parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;
+        request.native_flags = flags;
         Ok((request, model, stream))
     })
     .await;
@@ -1309,6 +1364,12 @@ pub(crate) async fn count_tokens(State(st): State<Shared>, request: Request) -> 
         Ok(o) => o,
         Err(e) => return respond::local_error(COUNT_EP, e),
     };
+    // Counted with the flags the message will carry (a million-token prompt is counted only
+    // with the flag that allows it).
+    let flags = match beta_flags(request.headers()) {
+        Ok(f) => f,
+        Err(e) => return respond::local_error(COUNT_EP, e),
+    };
     let admitted = match respond::admit(&st, COUNT_EP, request.into_body()).await {
         Ok(a) => a,
         Err(resp) => return resp,
@@ -1317,6 +1378,7 @@ pub(crate) async fn count_tokens(State(st): State<Shared>, request: Request) -> 
         Ok(parsed) => parsed,
         Err(e) => return respond::local_error(COUNT_EP, e),
     };
+    chat.native_flags = flags;
     if let Err(resp) = limits::check_request(&st, COUNT_EP, &mut chat) {
         return resp;
     }
@@ -1432,6 +1494,9 @@ struct OutUsage {
     /// Only when the answer searched the web: an answer without is as it always was.
     #[serde(skip_serializing_if = "Option::is_none")]
     server_tool_use: Option<ServerToolUse>,
+    /// Only when fast mode served the answer, which the client pays 6× for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    speed: Option<&'static str>,
 }
 
 /// What Anthropic's server tools did beyond tokens: each web search is billed.
@@ -1448,6 +1513,7 @@ fn out_usage(u: &Usage) -> OutUsage {
         cache_read_input_tokens: u.cache_read_tokens,
         server_tool_use: (u.web_search_requests > 0)
             .then_some(ServerToolUse { web_search_requests: u.web_search_requests }),
+        speed: u.fast_mode.then_some("fast"),
     }
 }
 
@@ -3003,7 +3069,7 @@ mod tests {
     fn anthropics_own_top_level_fields_are_carried_whole() {
         let mut body = serde_json::json!({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
             "mcp_servers": [mcp_server()], "container": {"id": "container_1", "skills": []},
-            "context_management": clear_tool_uses(), "service_tier": "auto"});
+            "context_management": clear_tool_uses(), "service_tier": "auto", "speed": "fast"});
         let (r, _) = parse(body.clone()).unwrap();
         assert_eq!(
             r.native_fields,
@@ -3012,6 +3078,7 @@ mod tests {
                 field("container", serde_json::json!({"id": "container_1", "skills": []}), true),
                 field("context_management", clear_tool_uses(), false),
                 field("service_tier", serde_json::json!("auto"), false),
+                field("speed", serde_json::json!("fast"), false),
             ]
         );
         assert_eq!(r.native_dialect().unwrap(), Some(Dialect::Anthropic));
@@ -3024,7 +3091,7 @@ mod tests {
         assert_eq!(r.native_fields[1], field("container", serde_json::json!("container_1"), true));
 
         // Null is absent, and an ordinary request has none.
-        for name in ["mcp_servers", "container", "context_management", "service_tier"] {
+        for name in ["mcp_servers", "container", "context_management", "service_tier", "speed"] {
             body[name] = Value::Null;
         }
         assert!(parse(body).unwrap().0.native_fields.is_empty());

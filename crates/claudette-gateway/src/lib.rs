@@ -8,8 +8,8 @@
 //!
 //! | method and path | what |
 //! |---|---|
-//! | `POST /v1/chat/completions` | OpenAI Chat Completions: JSON, or SSE `chat.completion.chunk`s with `stream_options.include_usage`; tools; errors in OpenAI's `{"error":{message,type,param,code}}` |
-//! | `POST /v1/responses` | OpenAI Responses, stateless: JSON or the typed SSE events (`response.created` … `response.completed`); function tools and tool loops sent whole in `input`; stored state (`previous_response_id`, `conversation`, `background`), built-in tools, `input_image`/`input_file` by `file_id` and audio input refused with 400; images (data: or http(s) URL) and PDFs (`input_file` with `file_data` as a data: URL, or `file_url`) in user input and function call outputs accepted; `store` accepted but not honoured |
+//! | `POST /v1/chat/completions` | OpenAI Chat Completions: JSON, or SSE `chat.completion.chunk`s with `stream_options.include_usage`; tools; `web_search_options` served by Claude's web search, its citations as `url_citation` annotations; errors in OpenAI's `{"error":{message,type,param,code}}` |
+//! | `POST /v1/responses` | OpenAI Responses, stateless: JSON or the typed SSE events (`response.created` … `response.completed`); function tools and tool loops sent whole in `input`; stored state (`previous_response_id`, `conversation`, `background`), built-in tools other than web search (served by Claude's, as `web_search_call` items and `url_citation` annotations), `input_image`/`input_file` by `file_id` and audio input refused with 400; images (data: or http(s) URL) and PDFs (`input_file` with `file_data` as a data: URL, or `file_url`) in user input and function call outputs accepted; `store` accepted but not honoured |
 //! | `POST /v1/messages` | Anthropic Messages: JSON, or the full SSE event sequence (`message_start` … `message_stop`, `ping`s); tools; errors in Anthropic's `{"type":"error","error":{type,message}}` |
 //! | `POST /v1/messages/count_tokens` | Anthropic's token count (`?beta=true` too): `{"input_tokens": N}` for a Messages body without `max_tokens`, from the backend a message would be routed to when its provider counts (Anthropic, Gemini), else the gateway's estimate; `x-claudette-token-count: exact\|estimated` says which. A failed upstream count gives the estimate, never an error; no cost, no breaker change |
 //! | `POST /api/chat` | the seeds' integration: `{"message": "…"}` → `{"response": "…"}`, errors `{"error": "…"}` |
@@ -73,7 +73,9 @@
 //!   [`GatewayOptions::allow_unauthenticated_non_loopback`] is set (S-08).
 //! - Client credentials are never forwarded: the router builds upstream requests from backend
 //!   settings only, and upstream base URLs come only from configuration — request bodies are
-//!   parsed into provider-neutral types and unknown fields are ignored (S-09).
+//!   parsed into provider-neutral types and unknown fields are ignored (S-09). The one client
+//!   header that reaches an upstream is `anthropic-beta`, as checked flag names for an
+//!   Anthropic backend (`oauth-…` flags, which describe the client's own credential, dropped).
 //! - Request bodies are capped ([`GatewayOptions::max_body_bytes`], 413 before any upstream
 //!   call), in-flight inference requests are capped ([`GatewayOptions::max_concurrency`], a
 //!   fail-fast 503 with `Retry-After: 1` rather than an unbounded queue), and request logs carry
@@ -128,6 +130,7 @@ mod responses;
 mod routing;
 mod server;
 mod simple;
+mod web_search;
 
 use std::future::Future;
 use std::net::SocketAddr;

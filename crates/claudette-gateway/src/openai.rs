@@ -24,7 +24,7 @@ use claudette_core::{
     ToolCall, ToolCallDelta, ToolCallSlots, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::content::{
     Fault, Paths, TextOr, arguments_text, checked_tool_choice, document_at, element_fault, fault, image_at,
@@ -34,6 +34,7 @@ use crate::content::{
 use crate::error::{ApiError, Flavor};
 use crate::ids;
 use crate::respond::{self, Encoder, Endpoint, Shared, json_str, json_uint};
+use crate::web_search::{self, Location, Search, StreamCitations, UrlCitation};
 
 const EP: Endpoint = Endpoint { label: "chat_completions", flavor: Flavor::OpenAi };
 
@@ -87,6 +88,9 @@ pub(crate) struct CompletionRequest {
     functions: Option<Value>,
     #[serde(default)]
     reasoning_effort: Option<String>,
+    /// Kept raw and read by [`web_search`], which names the field at fault in it.
+    #[serde(default)]
+    web_search_options: Option<Value>,
 }
 
 /// `"auto"`, `"none"`, `"required"`, or `{"type": "function", "function": {"name": …}}`.
@@ -282,6 +286,64 @@ fn file_part(v: Option<Value>, at: &str) -> Result<(DocumentSource, Option<Strin
             Err(invalid_value(at.to_owned(), &"expected an object `{\"file_data\": …, \"filename\": …}`"))
         }
     }
+}
+
+/// `web_search_options` as the search the client asked for: none when absent or null, a
+/// search with OpenAI's defaults for `{}`. Checked field by field against OpenAI's schema, so
+/// a mistake is named by its path: read loosely, a misspelt location would quietly search
+/// from nowhere. `search_context_size` is checked and not passed on (see
+/// [`Search::claude_tool`]).
+fn web_search(v: Option<&Value>) -> Result<Option<Search>, ApiError> {
+    const AT: &str = "web_search_options";
+    let options = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(invalid_value(AT.into(), &"expected an object")),
+    };
+    match options.get("search_context_size") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if matches!(s.as_str(), "low" | "medium" | "high") => {}
+        Some(other) => {
+            return Err(invalid_value(
+                format!("{AT}.search_context_size"),
+                &format_args!("expected `low`, `medium` or `high`, got {other}"),
+            ));
+        }
+    }
+    let location = match options.get("user_location") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(l)) => Some(user_location(l)?),
+        Some(_) => return Err(invalid_value(format!("{AT}.user_location"), &"expected an object")),
+    };
+    Ok(Some(Search { location, allowed_domains: Vec::new() }))
+}
+
+/// `web_search_options.user_location`: `{"type": "approximate", "approximate": {…}}`, both
+/// required as OpenAI requires them.
+fn user_location(l: &Map<String, Value>) -> Result<Location, ApiError> {
+    const AT: &str = "web_search_options.user_location";
+    match l.get("type") {
+        Some(Value::String(t)) if t == "approximate" => {}
+        None | Some(Value::Null) => return Err(missing(format!("{AT}.type"))),
+        Some(other) => {
+            return Err(invalid_value(
+                format!("{AT}.type"),
+                &format_args!("expected `approximate`, got {other}"),
+            ));
+        }
+    }
+    let approximate = match l.get("approximate") {
+        Some(Value::Object(a)) => a,
+        None | Some(Value::Null) => return Err(missing(format!("{AT}.approximate"))),
+        Some(_) => return Err(invalid_value(format!("{AT}.approximate"), &"expected an object")),
+    };
+    Location::read(&format!("{AT}.approximate"), approximate)
+}
+
+/// Whether a request from this endpoint searches the web: the search is the only tool of a
+/// provider's own it ever carries.
+fn searches(request: &ChatRequest) -> bool {
+    !request.native_tools.is_empty()
 }
 
 /// An assistant turn's `thinking_blocks` as the neutral blocks.
@@ -589,6 +651,11 @@ impl CompletionRequest {
                     .unwrap_or(false),
             });
         }
+        // After the function tools, as Claude Code puts its own search among its tools.
+        let native_tools = match web_search(self.web_search_options.as_ref())? {
+            Some(search) => vec![search.claude_tool(tools.len())],
+            None => Vec::new(),
+        };
         let mut metadata = self.metadata.unwrap_or_default();
         if let Some(user) = self.user {
             metadata.insert("user".into(), Value::String(user));
@@ -618,8 +685,9 @@ impl CompletionRequest {
             self.reasoning_effort.as_deref().map(|e| openai_effort(e, "reasoning_effort")).transpose()?;
         let request = ChatRequest {
             messages: out,
-            native_tools: Vec::new(),
+            native_tools,
             native_fields: Vec::new(),
+            native_flags: Vec::new(),
             model: None,
             max_tokens: self.max_completion_tokens.or(self.max_tokens),
             temperature: self.temperature,
@@ -656,18 +724,28 @@ pub(crate) async fn chat_completions(State(st): State<Shared>, request: Request)
         let parsed: CompletionRequest =
             parse_located(bytes, locate, |path, inner| invalid_value(path, &inner))
                 .map_err(|e| respond::local_error(EP, e))?;
-        let flags = (parsed.is_stream(), parsed.include_usage());
-        let (request, model) = parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;
-        Ok((request, model, flags))
+        let (stream, include_usage) = (parsed.is_stream(), parsed.include_usage());
+        let (mut request, model) = parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;
+        let searched = searches(&request);
+        if searched {
+            let asked = "`web_search_options`";
+            let param = "web_search_options".into();
+            web_search::refuse_unservable(&st.router, model.as_deref(), &mut request, asked, param)
+                .map_err(|e| respond::local_error(EP, e))?;
+        }
+        Ok((request, model, (stream, include_usage, searched)))
     })
     .await;
     let prepared = match prepared {
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let (stream, include_usage) = prepared.extra;
+    let (stream, include_usage, searched) = prepared.extra;
     if stream {
-        respond::answer_stream(&st, EP, prepared, |model| OpenAiEncoder::new(model, include_usage)).await
+        respond::answer_stream(&st, EP, prepared, |model| {
+            OpenAiEncoder::new(model, include_usage).citing(searched)
+        })
+        .await
     } else {
         respond::answer_json(&st, EP, prepared, completion_body).await
     }
@@ -699,6 +777,10 @@ struct OutMessage<'a> {
     role: &'static str,
     content: Option<&'a str>,
     refusal: Option<&'a str>,
+    /// The web search results the answer cites, where it cites them; only on an answer that
+    /// has some, so every other answer is the bytes it always was.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    annotations: Vec<OutAnnotation<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
     /// The reasoning again, as the provider's signed blocks: what a client sends back on the
@@ -750,6 +832,36 @@ impl OutThinking<'_> {
             }
         }
         out.push(b'}');
+    }
+}
+
+/// OpenAI's `url_citation` annotation: a search result the text from `start_index` to
+/// `end_index` (characters, not bytes) cites.
+#[derive(Serialize)]
+struct OutAnnotation<'a> {
+    r#type: &'static str,
+    url_citation: OutUrlCitation<'a>,
+}
+
+#[derive(Serialize)]
+struct OutUrlCitation<'a> {
+    start_index: usize,
+    end_index: usize,
+    url: &'a str,
+    title: &'a str,
+}
+
+impl<'a> From<&'a UrlCitation> for OutAnnotation<'a> {
+    fn from(c: &'a UrlCitation) -> Self {
+        OutAnnotation {
+            r#type: "url_citation",
+            url_citation: OutUrlCitation {
+                start_index: c.start,
+                end_index: c.end,
+                url: &c.url,
+                title: &c.title,
+            },
+        }
     }
 }
 
@@ -873,8 +985,9 @@ fn completion_body(resp: &ChatResponse) -> Vec<u8> {
     completion_body_at(resp, ids::unix_now())
 }
 
-/// The answer written by hand when it has no tool calls (nearly every answer), else by
-/// `serde_json` from the [`Completion`] structs; the same bytes either way (checked by a test).
+/// The answer written by hand when it has no tool calls and cites no search results (nearly
+/// every answer), else by `serde_json` from the [`Completion`] structs; the same bytes either
+/// way (checked by a test).
 fn completion_body_at(resp: &ChatResponse, created: u64) -> Vec<u8> {
     let id = match &resp.id {
         Some(id) => std::borrow::Cow::Borrowed(id.as_str()),
@@ -885,7 +998,9 @@ fn completion_body_at(resp: &ChatResponse, created: u64) -> Vec<u8> {
     let text = resp.content.len() + resp.reasoning.as_ref().map_or(0, String::len);
     let mut out = Vec::with_capacity(512 + text + text / 8);
     let block_order = answer_order(resp);
-    if resp.tool_calls.is_empty() {
+    // Nothing to place, and no allocation, on an answer without citations.
+    let citations = web_search::url_citations(resp);
+    if resp.tool_calls.is_empty() && citations.is_empty() {
         out.extend_from_slice(b"{\"id\":");
         json_str(&mut out, &id);
         out.extend_from_slice(b",\"object\":\"chat.completion\",\"created\":");
@@ -936,6 +1051,7 @@ fn completion_body_at(resp: &ChatResponse, created: u64) -> Vec<u8> {
                 role: "assistant",
                 content,
                 refusal: None,
+                annotations: citations.iter().map(OutAnnotation::from).collect(),
                 reasoning_content: resp.reasoning.as_deref(),
                 thinking_blocks: resp.thinking.iter().map(OutThinking::from).collect(),
                 block_order,
@@ -950,7 +1066,7 @@ fn completion_body_at(resp: &ChatResponse, created: u64) -> Vec<u8> {
                     .collect(),
             },
             logprobs: None,
-            finish_reason: finish_reason(resp.finish_reason.as_ref(), true),
+            finish_reason: finish_reason(resp.finish_reason.as_ref(), !resp.tool_calls.is_empty()),
         }],
         usage: out_usage(&resp.usage),
     };
@@ -989,6 +1105,8 @@ struct Delta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<&'a [OutAnnotation<'a>]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1038,6 +1156,10 @@ struct StreamError<'a> {
 /// stops reading at the finish reason has read them by then, and the finish chunk stays as it
 /// always was. (LiteLLM streams one entry per text fragment instead, as they come; a client
 /// that concatenates entries gets the same blocks from either.)
+///
+/// A searched answer's citations ([`Self::citing`]) come the way OpenAI's search models send
+/// them, and for the same reasons once: `{"annotations": [...]}` in a chunk of their own
+/// before the finish chunk (and before the thinking blocks' chunk).
 pub(crate) struct OpenAiEncoder {
     id: String,
     created: u64,
@@ -1061,6 +1183,9 @@ pub(crate) struct OpenAiEncoder {
     /// The blocks sealed so far, for the client's `thinking_blocks` at the end.
     sealed: Vec<ThinkingBlock>,
     order: StreamBlockOrder,
+    /// The citations of search results so far, placed in the text as it streams; only when
+    /// the request searched, so other streams do no work for them.
+    citations: Option<StreamCitations>,
 }
 
 impl OpenAiEncoder {
@@ -1088,7 +1213,15 @@ impl OpenAiEncoder {
             thinking: String::new(),
             sealed: Vec::new(),
             order: StreamBlockOrder::default(),
+            citations: None,
         }
+    }
+
+    /// Sends the answer's citations of web search results as `annotations`, when `searched`
+    /// (the request asked for a search).
+    pub(crate) fn citing(mut self, searched: bool) -> OpenAiEncoder {
+        self.citations = searched.then(StreamCitations::default);
+        self
     }
 
     /// The client's index for this fragment's call: its position among the calls.
@@ -1159,6 +1292,9 @@ impl Encoder for OpenAiEncoder {
             StreamEvent::TextDelta { text } => {
                 self.text_chunk(out, b"\"content\":", &text);
                 self.order.text(&text);
+                if let Some(citations) = &mut self.citations {
+                    citations.text(&text);
+                }
                 false
             }
             StreamEvent::ReasoningDelta { text } => {
@@ -1195,22 +1331,35 @@ impl Encoder for OpenAiEncoder {
                 self.chunk(out, Delta { tool_calls: Some([tool]), ..Delta::default() }, None);
                 false
             }
-            // Not sent, as in a JSON answer (see `order_of`).
-            StreamEvent::Native { .. } | StreamEvent::Citation { .. } | StreamEvent::NativeField { .. } => {
+            // Citations of search results become `annotations` at the end; the rest is not
+            // sent, as in a JSON answer (see `order_of`).
+            StreamEvent::Citation { citation } => {
+                if let Some(citations) = &mut self.citations {
+                    citations.citation(&citation);
+                }
                 false
             }
+            StreamEvent::Native { .. } | StreamEvent::NativeField { .. } => false,
             // Text blocks count in `block_order` as in a JSON answer.
             StreamEvent::TextEnd => {
                 self.order.text_end();
+                if let Some(citations) = &mut self.citations {
+                    citations.text_end();
+                }
                 false
             }
             StreamEvent::Usage { .. } => false,
             StreamEvent::Done { end } => {
-                // Sealed blocks (and their order) go in one chunk of their own: a list field
-                // that arrives twice makes openai-python's stream accumulator raise (it merges
-                // list entries by an `index` these have none of), and openai-node's replaces
-                // the list with each arrival.
+                // Annotations, and sealed blocks (with their order), each go in one chunk of
+                // their own: a list field that arrives twice makes openai-python's stream
+                // accumulator raise (it merges list entries by an `index` these have none
+                // of), and openai-node's replaces the list with each arrival.
                 let order = self.order.finish(false);
+                let cited = self.citations.as_mut().map(StreamCitations::finish).unwrap_or_default();
+                if !cited.is_empty() {
+                    let annotations: Vec<OutAnnotation<'_>> = cited.iter().map(OutAnnotation::from).collect();
+                    self.chunk(out, Delta { annotations: Some(&annotations), ..Delta::default() }, None);
+                }
                 if !self.sealed.is_empty() {
                     let blocks: Vec<OutThinking<'_>> = self.sealed.iter().map(OutThinking::from).collect();
                     let delta = Delta {
@@ -1349,6 +1498,7 @@ mod tests {
                                 role: "assistant",
                                 content: Some(&resp.content),
                                 refusal: None,
+                                annotations: Vec::new(),
                                 reasoning_content: resp.reasoning.as_deref(),
                                 thinking_blocks: resp.thinking.iter().map(OutThinking::from).collect(),
                                 block_order: resp.order.clone(),
@@ -1367,9 +1517,129 @@ mod tests {
         assert!(ordered > 1);
     }
 
-    use claudette_core::{BackendError, ErrorKind, StreamEnd};
+    use claudette_core::{BackendError, ErrorKind, NativeBlock, StreamEnd, TextCitations};
 
     use super::*;
+
+    fn cite(url: &str) -> Value {
+        serde_json::json!({"type": "web_search_result_location", "url": url, "title": format!("T \"{url}\""),
+                           "encrypted_index": "E", "cited_text": "c"})
+    }
+
+    /// Claude's searched answer: "Café " (5 characters, 6 bytes), the search, a sentence
+    /// citing two results, and an uncited tail.
+    fn searched(tool_call: bool) -> ChatResponse {
+        let mut resp = ChatResponse::empty("b", "m");
+        resp.content = ["Café ", "is open.", " Until 9."].concat();
+        resp.native = vec![NativeBlock::anthropic(
+            serde_json::json!({"type": "server_tool_use", "id": "s", "name": "web_search", "input": {}}),
+        )];
+        resp.order = vec![BlockKind::Text(6), BlockKind::Native, BlockKind::Text(14), BlockKind::Text(23)];
+        resp.citations =
+            vec![TextCitations { end: 14, citations: vec![cite("https://a"), cite("https://b")] }];
+        if tool_call {
+            resp.tool_calls =
+                vec![ToolCall { id: "c1".into(), name: "f".into(), arguments: serde_json::json!({}) }];
+            resp.order.push(BlockKind::ToolCall);
+        }
+        resp.finish_reason = Some(FinishReason::Length);
+        resp
+    }
+
+    fn annotation(url: &str, start: usize, end: usize) -> Value {
+        serde_json::json!({"type": "url_citation", "url_citation":
+            {"start_index": start, "end_index": end, "url": url, "title": format!("T \"{url}\"")}})
+    }
+
+    #[test]
+    fn an_answer_citing_search_results_annotates_them_in_characters() {
+        for tool_call in [false, true] {
+            let text = String::from_utf8(completion_body_at(&searched(tool_call), 1)).unwrap();
+            let body: Value = serde_json::from_str(&text).unwrap();
+            let choice = &body["choices"][0];
+            assert_eq!(
+                choice["message"]["annotations"],
+                serde_json::json!([annotation("https://a", 5, 13), annotation("https://b", 5, 13)]),
+                "{text}"
+            );
+            assert_eq!(choice["message"]["content"], "Café is open. Until 9.", "{text}");
+            assert_eq!(choice["finish_reason"], "length", "{text}");
+            // OpenAI's place for them, right after `refusal`; no provider block in the answer.
+            assert!(text.contains("\"refusal\":null,\"annotations\":[{\"type\":\"url_citation\""), "{text}");
+            assert!(!text.contains("server_tool_use"), "{text}");
+            assert_eq!(choice["message"].get("tool_calls").is_some(), tool_call, "{text}");
+        }
+        // Citations of something other than a search result (a document) are not annotations,
+        // and an answer with none has no key at all.
+        let mut documents = searched(false);
+        documents.citations[0].citations =
+            vec![serde_json::json!({"type": "char_location", "cited_text": "x"})];
+        let text = String::from_utf8(completion_body_at(&documents, 1)).unwrap();
+        assert!(!text.contains("annotations"), "{text}");
+    }
+
+    #[test]
+    fn web_search_options_become_claudes_search_tool_after_the_function_tools() {
+        let request = |options: Value| {
+            serde_json::json!({"messages": [{"role": "user", "content": "news?"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}], "web_search_options": options})
+        };
+        let (r, _) = parse(request(serde_json::json!({
+            "search_context_size": "high",
+            "user_location": {"type": "approximate",
+                              "approximate": {"city": "Paris", "country": "FR", "region": null, "timezone": "Europe/Paris"}}
+        })))
+        .unwrap();
+        assert_eq!(r.native_tools.len(), 1);
+        assert_eq!(r.native_tools[0].at, 1);
+        assert_eq!(
+            r.native_tools[0].spec,
+            serde_json::json!({"type": "web_search_20250305", "name": "web_search", "user_location":
+                {"type": "approximate", "city": "Paris", "country": "FR", "timezone": "Europe/Paris"}})
+        );
+        let (r, _) = parse(request(serde_json::json!({}))).unwrap();
+        assert_eq!(
+            r.native_tools[0].spec,
+            serde_json::json!({"type": "web_search_20250305", "name": "web_search"})
+        );
+        for absent in [Value::Null, serde_json::json!({"user_location": null, "search_context_size": null})] {
+            let (r, _) = parse(request(absent.clone())).unwrap();
+            assert_eq!(r.native_tools.is_empty(), absent.is_null(), "{absent}");
+        }
+    }
+
+    #[test]
+    fn malformed_web_search_options_are_named_by_path() {
+        let at = "web_search_options";
+        for (options, param) in [
+            (serde_json::json!(true), at.to_owned()),
+            (serde_json::json!({"search_context_size": "huge"}), format!("{at}.search_context_size")),
+            (serde_json::json!({"search_context_size": 3}), format!("{at}.search_context_size")),
+            (serde_json::json!({"user_location": "Paris"}), format!("{at}.user_location")),
+            (serde_json::json!({"user_location": {"approximate": {}}}), format!("{at}.user_location.type")),
+            (
+                serde_json::json!({"user_location": {"type": "exact", "approximate": {}}}),
+                format!("{at}.user_location.type"),
+            ),
+            (
+                serde_json::json!({"user_location": {"type": "approximate"}}),
+                format!("{at}.user_location.approximate"),
+            ),
+            (
+                serde_json::json!({"user_location": {"type": "approximate", "approximate": []}}),
+                format!("{at}.user_location.approximate"),
+            ),
+            (
+                serde_json::json!({"user_location": {"type": "approximate", "approximate": {"country": 33}}}),
+                format!("{at}.user_location.approximate.country"),
+            ),
+        ] {
+            let e = parse(serde_json::json!({"messages": [{"role": "user", "content": "x"}], "web_search_options": options}))
+                .unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{options}");
+            assert_eq!(e.param.as_deref(), Some(param.as_str()), "{options}: {}", e.message);
+        }
+    }
 
     fn parse(v: Value) -> Result<(ChatRequest, Option<String>), ApiError> {
         serde_json::from_value::<CompletionRequest>(v).unwrap().into_chat()
@@ -1848,7 +2118,10 @@ mod tests {
 
     /// Every chunk's JSON of an encoded stream, `[DONE]` left out.
     fn encode(events: Vec<StreamEvent>) -> Vec<Value> {
-        let mut enc = OpenAiEncoder::new("m".into(), true);
+        encode_with(OpenAiEncoder::new("m".into(), true), events)
+    }
+
+    fn encode_with(mut enc: OpenAiEncoder, events: Vec<StreamEvent>) -> Vec<Value> {
         let mut out = Vec::new();
         for ev in events {
             enc.event(ev, &mut out);
@@ -1885,6 +2158,58 @@ mod tests {
                 cost: 0.0,
             },
         }
+    }
+
+    #[test]
+    fn a_searched_stream_sends_its_annotations_once_before_the_finish_chunk() {
+        let events = || {
+            vec![
+                StreamEvent::text("Café "),
+                StreamEvent::TextEnd,
+                StreamEvent::Native {
+                    block: NativeBlock::anthropic(serde_json::json!({"type": "server_tool_use", "id": "s"})),
+                },
+                StreamEvent::Citation { citation: cite("https://a") },
+                StreamEvent::Citation { citation: cite("https://b") },
+                StreamEvent::text("is "),
+                StreamEvent::text("open."),
+                StreamEvent::TextEnd,
+                StreamEvent::text(" Until 9."),
+                StreamEvent::TextEnd,
+                StreamEvent::ReasoningDelta { text: "t".into() },
+                signed("S"),
+                done(),
+            ]
+        };
+        let chunks = encode_with(OpenAiEncoder::new("m".into(), true).citing(true), events());
+        let with = |key: &str| -> Vec<usize> {
+            (0..chunks.len()).filter(|&i| chunks[i]["choices"][0]["delta"].get(key).is_some()).collect()
+        };
+        let at = with("annotations");
+        assert_eq!(at.len(), 1, "{chunks:?}");
+        let delta = &chunks[at[0]]["choices"][0]["delta"];
+        assert_eq!(
+            delta,
+            &serde_json::json!({"annotations": [annotation("https://a", 5, 13), annotation("https://b", 5, 13)]})
+        );
+        assert!(chunks[at[0]]["choices"][0]["finish_reason"].is_null());
+        // Then the thinking blocks' chunk, then the finish chunk.
+        assert_eq!(with("thinking_blocks"), [at[0] + 1]);
+        assert_eq!(chunks[at[0] + 2]["choices"][0]["finish_reason"], "stop");
+        let text: String =
+            chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+        assert_eq!(text, "Café is open. Until 9.");
+
+        // A request that did not search: nothing placed, nothing sent.
+        let plain = encode_with(OpenAiEncoder::new("m".into(), true), events());
+        assert!(plain.iter().all(|c| c["choices"][0]["delta"].get("annotations").is_none()));
+        assert_eq!(plain.len(), chunks.len() - 1);
+        // A search whose answer cites nothing: no chunk either.
+        let uncited = encode_with(
+            OpenAiEncoder::new("m".into(), false).citing(true),
+            vec![StreamEvent::text("hi"), StreamEvent::TextEnd, done()],
+        );
+        assert!(uncited.iter().all(|c| c["choices"][0]["delta"].get("annotations").is_none()));
     }
 
     /// The `block_order` deltas of a stream.

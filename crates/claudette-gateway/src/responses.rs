@@ -17,10 +17,10 @@
 //!   `data:application/pdf;base64,…` URL, or `file_url` an `http(s)` URL the provider fetches
 //!   (the gateway never does); its `filename` is kept as the document's title.
 //! - `model` (`auto`, a backend name or a backend's model, as on `/v1/chat/completions`),
-//!   `max_output_tokens`, `temperature`, `top_p`, `function` and `custom` `tools` (see
-//!   below), `tool_choice`, `parallel_tool_calls`, `text.format` (`text`, `json_object`,
-//!   `json_schema`), `reasoning.effort`, `metadata` and `user` (kept for logs and the ledger,
-//!   never sent upstream), `stream`.
+//!   `max_output_tokens`, `temperature`, `top_p`, `function` and `custom` `tools` and the
+//!   `web_search` tool (see below), `tool_choice`, `parallel_tool_calls`, `text.format`
+//!   (`text`, `json_object`, `json_schema`), `reasoning.effort`, `metadata` and `user` (kept
+//!   for logs and the ledger, never sent upstream), `include`, `stream`.
 //! - The answer is a Response object: `reasoning` items when the backend returned reasoning,
 //!   a `message` item with the text, one `function_call` (or `custom_tool_call`) item per
 //!   tool call, and usage. The items come in the order the backend made them: Claude thinks
@@ -88,17 +88,50 @@
 //!   which keeps their order (see `AssistantTurn`): Anthropic refuses a turn with thinking
 //!   sent back in another order than it made it.
 //!
+//! ## Web search
+//!
+//! The hosted `web_search` tool (`web_search_2025_08_26`, and the older `web_search_preview`
+//! and `web_search_preview_2025_03_11`) is served by Claude's web search (see
+//! [`crate::web_search`]): the tool becomes Claude's, in its place among the function tools,
+//! with the `user_location` and `filters.allowed_domains` the client gave, and the request
+//! goes to Anthropic backends only. With none that could take it (only OpenAI-format
+//! backends, or a `model` naming another one) the request is refused before any upstream
+//! call, saying so. `search_context_size` is accepted and not honoured: Claude decides how
+//! much of the results it reads, and has no knob for it. `external_web_access: false` (cached
+//! results only, no live fetch) is refused: Claude's search always goes out live.
+//! `tool_choice` `{"type": "web_search"}` (or a preview type) forces the search.
+//!
+//! Each search of the answer is a `web_search_call` item in its place among the others, its id
+//! `ws_` and the id Anthropic gave the search, `status` `completed`, `failed` when Anthropic
+//! answered the search with an error, `incomplete` when no result came;
+//! `action: {"type": "search", "query"}`, with the results' URLs as `action.sources` when
+//! `include` asks for `web_search_call.action.sources`. The answer's citations of the results
+//! are `url_citation` annotations of its `output_text` parts, offsets in characters of the
+//! part's text (a part is one of Claude's text blocks, and a citation covers a whole block). A
+//! stream has OpenAI's events for them: the call's `response.output_item.added`,
+//! `response.web_search_call.in_progress` and `….searching` when Claude has written the query,
+//! `….completed` (not for a failed search) and `response.output_item.done` when its results
+//! come; a `response.output_text.annotation.added` per citation as its text block ends, before
+//! the part's `response.output_text.done`. The part in `response.content_part.done` and the
+//! item in `response.output_item.done` carry the annotations, as the final response does.
+//! Citations are tracked only in streams of requests that offered the search.
+//!
+//! `web_search_call` items in `input` (a stateless client sends its earlier output back) are
+//! accepted and dropped: Claude's results are encrypted blocks that cannot be rebuilt from the
+//! call's query and sources, and the assistant's text after the call, which stays in its turn,
+//! carries what the search found on.
+//!
 //! ## Refused (400 naming the field)
 //!
 //! The gateway stores nothing, so what points at stored state cannot be served:
 //! `previous_response_id`, `conversation`, `background: true` (polled later, so stored),
 //! `prompt` (a template stored at OpenAI), `item_reference` input items and `input_image` and
 //! `input_file` parts given by `file_id` (a file uploaded to OpenAI). Tools other than
-//! `function` and `custom`, and their call items, are OpenAI's platform: hosted on its servers
-//! (`web_search`, `file_search`, `code_interpreter`, `mcp`, `image_generation`, …) or called
-//! in formats only its models are trained on (`computer_use_preview`, `local_shell`, `shell`,
-//! the hosted `apply_patch`). The providers behind the gateway have none of them, and a
-//! request served without them would be answered by a model that believes it can search.
+//! `function`, `custom` and the web search, and their call items, are OpenAI's platform:
+//! hosted on its servers (`file_search`, `code_interpreter`, `mcp`, `image_generation`, …) or
+//! called in formats only its models are trained on (`computer_use_preview`, `local_shell`,
+//! `shell`, the hosted `apply_patch`). The providers behind the gateway have none of them, and
+//! a request served without them would be answered by a model that believes it has them.
 //!
 //! `input_audio` content is refused: the neutral request carries text, images and PDFs only.
 //! So are images and files anywhere but user messages and tool outputs (in assistant and
@@ -120,8 +153,9 @@
 //!   or none) are dropped (`input_item` says why).
 //! - `detail` on an `input_image` or an `input_file`: it tunes OpenAI's own resizing, and no
 //!   other provider has a knob it could become.
-//! - `include`: `encrypted_content` is given whether asked for or not (see above), and
-//!   nothing else it can name exists here.
+//! - `include`: `encrypted_content` is given whether asked for or not (see above),
+//!   `web_search_call.action.sources` is honoured (see above), and nothing else it can name
+//!   exists here.
 //! - `reasoning.summary`, `text.verbosity`, `truncation`, `service_tier`, `prompt_cache_key`
 //!   and other unknown fields are ignored, as on `/v1/chat/completions`.
 
@@ -133,8 +167,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use claudette_core::{
     Block, BlockOrder, ChatRequest, ChatResponse, Document, FinishReason, Image, ImageSource, Message,
-    ResponseFormat, Role, StreamEvent, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolCallSlots,
-    ToolChoice, ToolSpec, Usage,
+    NativeBlock, ResponseFormat, Role, StreamEvent, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta,
+    ToolCallSlots, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -145,6 +179,7 @@ use crate::content::{
 };
 use crate::error::{ApiError, Class, Flavor};
 use crate::respond::{self, Encoder, Endpoint, Shared};
+use crate::web_search::{self, Location, Search, StreamCitations, UrlCitation, url_citations};
 use crate::{ids, openai};
 
 const EP: Endpoint = Endpoint { label: "responses", flavor: Flavor::OpenAi };
@@ -184,6 +219,8 @@ struct ResponsesRequest {
     stream: Option<bool>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    include: Option<Vec<String>>,
     /// Read only to refuse them: each names state kept at OpenAI.
     #[serde(default)]
     previous_response_id: Option<String>,
@@ -242,14 +279,28 @@ struct EchoText {
 }
 
 /// A parsed request: the neutral request, the model the client named, whether to stream,
-/// what the answer echoes, and the names of the `custom` tools (offered upstream as
-/// functions, whose calls the answer turns back into `custom_tool_call` items).
+/// what the answer echoes, what its items depend on, and where the web search tool stood
+/// among `tools`.
 struct Parsed {
     request: ChatRequest,
     model: Option<String>,
     stream: bool,
     echo: Echo,
+    outputs: Outputs,
+    web_search: Option<usize>,
+}
+
+/// What the answer's items depend on in the request.
+#[derive(Debug, Default)]
+struct Outputs {
+    /// The names of the `custom` tools, offered upstream as functions, whose calls the answer
+    /// turns back into `custom_tool_call` items.
     custom: Vec<String>,
+    /// The request offered the web search: a stream's citations are tracked (see
+    /// [`Citations`]), which ordinary streams have no use for.
+    web_search: bool,
+    /// `include` asks for `web_search_call.action.sources`.
+    sources: bool,
 }
 
 /// A refusal of a field that names state kept server-side.
@@ -485,6 +536,9 @@ fn input_item(
             out.push(Message { name, images, documents, ..Message::tool_result(call_id, output) });
         }
         "reasoning" => turn.waiting.extend(unseal(&mut item, &path)?),
+        // A search of an earlier answer (see `web_search_call`): checked, then dropped. It
+        // does not end the assistant turn: the text after it is the same answer's.
+        "web_search_call" => web_search_call(&mut item, &path)?,
         "item_reference" => {
             return Err(ApiError::invalid(
                 "`item_reference` items name items stored at the server, and this gateway is \
@@ -495,13 +549,31 @@ fn input_item(
         other => {
             return Err(ApiError::invalid(format!(
                 "input items of type `{other}` are not supported by this gateway: it carries \
-                 messages, `function_call`, `custom_tool_call` and their `…_output` items \
-                 (OpenAI's platform tools are not available behind it)"
+                 messages, `function_call`, `custom_tool_call` and their `…_output` items, and \
+                 takes `web_search_call` items (OpenAI's other platform tools are not available \
+                 behind it)"
             ))
             .with_param(format!("{path}.type")));
         }
     }
     Ok(())
+}
+
+/// A `web_search_call` input item (`path` names it), checked as OpenAI's SDKs type it: an
+/// `id`, a `status` and, when given, an `action` with a `type`.
+///
+/// The item is dropped, not sent on. Claude's search results are encrypted blocks that only
+/// the search itself produces; the item's query and sources cannot rebuild them, and a
+/// `server_tool_use` without its results is refused by Anthropic. The answer's text after the
+/// search, which stays in the turn, carries on what the search found.
+fn web_search_call(item: &mut Map<String, Value>, path: &str) -> Result<(), ApiError> {
+    take_str(item, "id", path)?;
+    take_str(item, "status", path)?;
+    match item.get("action") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Object(action)) if action.get("type").is_some_and(Value::is_string) => Ok(()),
+        Some(_) => Err(invalid_value(format!("{path}.action"), &"expected an object with a string `type`")),
+    }
 }
 
 /// What starts every `encrypted_content` this gateway writes: it tells ours from OpenAI's
@@ -595,8 +667,25 @@ fn unseal(item: &mut Map<String, Value>, path: &str) -> Result<Option<ThinkingBl
 /// The one argument of the function a custom tool is offered as: the tool's free text.
 const CUSTOM_INPUT: &str = "input";
 
-/// `tools[i]` as the neutral request offers it, and whether it is a `custom` tool.
-fn tool_spec(i: usize, tool: &Value) -> Result<(ToolSpec, bool), ApiError> {
+/// A tool of the request.
+enum Tool {
+    Function(ToolSpec),
+    /// A `custom` tool, as the function it is offered as.
+    Custom(ToolSpec),
+    WebSearch(Search),
+}
+
+/// The types of OpenAI's hosted web search tool: the current one, its dated version, and the
+/// preview's (which clients written for it still send).
+const WEB_SEARCH_TYPES: [&str; 4] =
+    ["web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11"];
+
+/// The name Claude's web search tool has, which a forced choice names
+/// ([`Search::claude_tool`]).
+const WEB_SEARCH_NAME: &str = "web_search";
+
+/// `tools[i]` as the neutral request offers it.
+fn tool_spec(i: usize, tool: &Value) -> Result<Tool, ApiError> {
     let path = format!("tools[{i}]");
     let Some(obj) = tool.as_object() else {
         return Err(
@@ -606,11 +695,14 @@ fn tool_spec(i: usize, tool: &Value) -> Result<(ToolSpec, bool), ApiError> {
     let custom = match obj.get("type").and_then(Value::as_str) {
         Some("function") => false,
         Some("custom") => true,
+        Some(kind) if WEB_SEARCH_TYPES.contains(&kind) => {
+            return web_search_tool(&path, obj).map(Tool::WebSearch);
+        }
         Some(other) => {
             return Err(ApiError::invalid(format!(
                 "`{other}` tools are part of OpenAI's platform (run on its servers, or called in \
                  a format only its models produce); the providers behind this gateway have no \
-                 such tool, so only `function` and `custom` tools are supported"
+                 such tool, so only `function`, `custom` and `web_search` tools are supported"
             ))
             .with_param(format!("{path}.type")));
         }
@@ -621,7 +713,7 @@ fn tool_spec(i: usize, tool: &Value) -> Result<(ToolSpec, bool), ApiError> {
     };
     let description = obj.get("description").and_then(Value::as_str).unwrap_or_default();
     if custom {
-        return Ok((custom_tool(&path, obj, name, description)?, true));
+        return Ok(Tool::Custom(custom_tool(&path, obj, name, description)?));
     }
     // OpenAI's own default here is `true`; an absent `strict` is taken as `false` (nothing
     // sent), because a strict tool whose schema a backend cannot take strictly (an optional
@@ -639,7 +731,72 @@ fn tool_spec(i: usize, tool: &Value) -> Result<(ToolSpec, bool), ApiError> {
             .unwrap_or_else(|| serde_json::json!({"type": "object", "properties": {}})),
         ..ToolSpec::default()
     };
-    Ok((spec, false))
+    Ok(Tool::Function(spec))
+}
+
+/// A web search tool (`path` names it) as the search Claude is asked for. Fields it has no
+/// use for are not read, as elsewhere; those it reads are checked and named when wrong.
+fn web_search_tool(path: &str, tool: &Map<String, Value>) -> Result<Search, ApiError> {
+    let field = |key: &str| tool.get(key).filter(|v| !v.is_null());
+    if let Some(size) = field("search_context_size") {
+        // Claude decides how much of the results it reads: checked, not honoured.
+        if !matches!(size.as_str(), Some("low" | "medium" | "high")) {
+            let param = format!("{path}.search_context_size");
+            return Err(invalid_value(param, &"expected `low`, `medium` or `high`"));
+        }
+    }
+    match field("external_web_access") {
+        None | Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => {
+            return Err(ApiError::invalid(
+                "`external_web_access: false` asks for cached results only, and the web search \
+                 behind this gateway (Claude's) always searches the live web; leave it out or set \
+                 it to `true`",
+            )
+            .with_param(format!("{path}.external_web_access")));
+        }
+        Some(_) => return Err(invalid_value(format!("{path}.external_web_access"), &"expected a boolean")),
+    }
+    let location = match field("user_location") {
+        None => None,
+        Some(Value::Object(l)) => Some(user_location(&format!("{path}.user_location"), l)?),
+        Some(_) => return Err(invalid_value(format!("{path}.user_location"), &"expected an object")),
+    };
+    let allowed_domains = match field("filters") {
+        None => Vec::new(),
+        Some(Value::Object(filters)) => allowed_domains(&format!("{path}.filters"), filters)?,
+        Some(_) => return Err(invalid_value(format!("{path}.filters"), &"expected an object")),
+    };
+    Ok(Search { location, allowed_domains })
+}
+
+/// A web search tool's `user_location` (`path` names it): `{"type": "approximate"}` and the
+/// optional `city`, `region`, `country` and `timezone` strings.
+fn user_location(path: &str, location: &Map<String, Value>) -> Result<Location, ApiError> {
+    match location.get("type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(kind)) if kind == "approximate" => {}
+        Some(_) => return Err(invalid_value(format!("{path}.type"), &"expected `approximate`")),
+    }
+    Location::read(path, location)
+}
+
+/// A web search tool's `filters.allowed_domains` (`path` names the filters): a list of
+/// domains, or none.
+fn allowed_domains(path: &str, filters: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
+    let param = format!("{path}.allowed_domains");
+    match filters.get("allowed_domains") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(domains)) => domains
+            .iter()
+            .enumerate()
+            .map(|(k, d)| match d {
+                Value::String(d) => Ok(d.clone()),
+                _ => Err(invalid_value(format!("{param}[{k}]"), &"expected a string")),
+            })
+            .collect(),
+        Some(_) => Err(invalid_value(param, &"expected a list of domains")),
+    }
 }
 
 /// A `custom` tool as a function every provider can offer: one required string argument,
@@ -713,9 +870,11 @@ fn custom_tool(
     })
 }
 
-/// `"auto"`, `"none"`, `"required"`, `{"type": "function", "name": …}` or `{"type": "custom",
-/// "name": …}` (the function a custom tool is offered as).
-fn tool_choice(choice: Option<&Value>) -> Result<ToolChoice, ApiError> {
+/// `"auto"`, `"none"`, `"required"`, `{"type": "function", "name": …}`, `{"type": "custom",
+/// "name": …}` (the function a custom tool is offered as) or `{"type": "web_search"}` (or
+/// another of [`WEB_SEARCH_TYPES`]: the web search tool, by the name Claude's has; `search`
+/// says whether the request offers it).
+fn tool_choice(choice: Option<&Value>, search: bool) -> Result<ToolChoice, ApiError> {
     match choice {
         None => Ok(ToolChoice::Auto),
         Some(Value::String(mode)) => match mode.as_str() {
@@ -732,9 +891,21 @@ fn tool_choice(choice: Option<&Value>) -> Result<ToolChoice, ApiError> {
                 Some(name) => Ok(ToolChoice::Tool(name.to_owned())),
                 None => Err(missing("tool_choice.name".into())),
             },
+            // Claude's tool is named, and a function of that name would be forced instead.
+            Some(kind) if WEB_SEARCH_TYPES.contains(&kind) => {
+                if search {
+                    Ok(ToolChoice::Tool(WEB_SEARCH_NAME.to_owned()))
+                } else {
+                    Err(ApiError::invalid(format!(
+                        "tool_choice `{kind}` forces the web search, and `tools` has no web search tool"
+                    ))
+                    .with_param("tool_choice"))
+                }
+            }
             Some(other) => Err(ApiError::invalid(format!(
                 "tool_choice of type `{other}` is not supported by this gateway; send `auto`, \
-                 `none`, `required` or {{\"type\": \"function\" (or \"custom\"), \"name\": …}}"
+                 `none`, `required`, {{\"type\": \"function\" (or \"custom\"), \"name\": …}} or \
+                 {{\"type\": \"web_search\"}}"
             ))
             .with_param("tool_choice.type")),
             None => Err(missing("tool_choice.type".into())),
@@ -786,6 +957,7 @@ fn locate(v: &Value) -> Option<Fault> {
             "parallel_tool_calls" | "stream" | "background" => fault::<bool>(k.into(), v),
             "metadata" => fault::<Map<String, Value>>(k.into(), v),
             "tools" => fault::<Vec<Value>>(k.into(), v),
+            "include" => fault::<Vec<String>>(k.into(), v),
             "text" => fault::<TextConfig>(k.into(), v),
             "reasoning" => match v.as_object() {
                 Some(r) => ["effort", "summary"].into_iter().find_map(|s| {
@@ -810,6 +982,7 @@ fn locate(v: &Value) -> Option<Fault> {
         "background",
         "metadata",
         "tools",
+        "include",
         "text",
         "reasoning",
     ]
@@ -867,8 +1040,37 @@ impl ResponsesRequest {
         let raw_tools = self.tools.unwrap_or_default();
         let mut tools: Vec<ToolSpec> = Vec::with_capacity(raw_tools.len());
         let mut custom = Vec::new();
+        // The web search tool: where it stood in `tools`, and as Claude's tool.
+        let mut search = None;
+        let offers_search = raw_tools.iter().any(|t| {
+            t.get("type").and_then(Value::as_str).is_some_and(|kind| WEB_SEARCH_TYPES.contains(&kind))
+        });
         for (i, raw) in raw_tools.iter().enumerate() {
-            let (spec, is_custom) = tool_spec(i, raw)?;
+            let (spec, is_custom) = match tool_spec(i, raw)? {
+                Tool::Function(spec) => (spec, false),
+                Tool::Custom(spec) => (spec, true),
+                Tool::WebSearch(s) => {
+                    if let Some((first, _)) = search {
+                        return Err(ApiError::invalid(format!(
+                            "tools[{i}] is a second web search tool (tools[{first}] is one); offer it once"
+                        ))
+                        .with_param(format!("tools[{i}].type")));
+                    }
+                    // Before the function tool that comes next, as the client placed it.
+                    search = Some((i, s.claude_tool(tools.len())));
+                    continue;
+                }
+            };
+            if offers_search && spec.name == WEB_SEARCH_NAME {
+                // Claude's search tool has this name, and Anthropic refuses two tools of one name.
+                let param = format!("tools[{i}].name");
+                return Err(ApiError::invalid(format!(
+                    "Invalid value for '{param}': `{WEB_SEARCH_NAME}` is the name of the web search \
+                     tool this gateway serves (Claude's), which the request also offers; name this \
+                     tool otherwise"
+                ))
+                .with_param(param));
+            }
             // The answer tells a custom tool's call from a function's by name alone.
             let clash = tools.iter().position(|t| t.name == spec.name);
             if let Some(j) = clash.filter(|_| is_custom || custom.contains(&spec.name)) {
@@ -886,7 +1088,7 @@ impl ResponsesRequest {
             }
             tools.push(spec);
         }
-        let choice = tool_choice(self.tool_choice.as_ref())?;
+        let choice = tool_choice(self.tool_choice.as_ref(), search.is_some())?;
         let format_value = self.text.and_then(|t| t.format).filter(|f| !f.is_null());
         let response_format = response_format(format_value.as_ref())?;
         let (effort, summary) = self.reasoning.map(|r| (r.effort, r.summary)).unwrap_or_default();
@@ -896,6 +1098,11 @@ impl ResponsesRequest {
         if let Some(user) = &self.user {
             metadata.insert("user".into(), Value::String(user.clone()));
         }
+        let sources = self.include.iter().flatten().any(|i| i == "web_search_call.action.sources");
+        let (web_search, native_tools) = match search {
+            Some((i, tool)) => (Some(i), vec![tool]),
+            None => (None, Vec::new()),
+        };
         let request = ChatRequest {
             messages,
             max_tokens: self.max_output_tokens,
@@ -903,6 +1110,7 @@ impl ResponsesRequest {
             top_p: self.top_p,
             parallel_tool_calls: self.parallel_tool_calls,
             tools,
+            native_tools,
             tool_choice: choice,
             response_format,
             metadata,
@@ -925,7 +1133,15 @@ impl ResponsesRequest {
             user: self.user,
             metadata: echo_metadata,
         };
-        Ok(Parsed { request, model: self.model, stream: self.stream.unwrap_or(false), echo, custom })
+        let outputs = Outputs { custom, web_search: web_search.is_some(), sources };
+        Ok(Parsed {
+            request,
+            model: self.model,
+            stream: self.stream.unwrap_or(false),
+            echo,
+            outputs,
+            web_search,
+        })
     }
 }
 
@@ -938,9 +1154,15 @@ pub(crate) async fn responses(State(st): State<Shared>, request: Request) -> Res
             ApiError::invalid(format!("Invalid value for '{path}': {inner}.")).with_param(path)
         })
         .map_err(|e| respond::local_error(EP, e))?;
-        let Parsed { request, model, stream, echo, custom } =
+        let Parsed { mut request, model, stream, echo, outputs, web_search } =
             parsed.into_chat().map_err(|e| respond::local_error(EP, e))?;
-        Ok((request, model, (stream, echo, custom)))
+        if let Some(tool) = web_search {
+            let param = format!("tools[{tool}]");
+            let asked = format!("the web search tool at `{param}`");
+            web_search::refuse_unservable(&st.router, model.as_deref(), &mut request, &asked, param)
+                .map_err(|e| respond::local_error(EP, e))?;
+        }
+        Ok((request, model, (stream, echo, outputs)))
     })
     .await;
     let mut prepared = match prepared {
@@ -949,11 +1171,11 @@ pub(crate) async fn responses(State(st): State<Shared>, request: Request) -> Res
     };
     let stream = prepared.extra.0;
     let echo = std::mem::take(&mut prepared.extra.1);
-    let custom = std::mem::take(&mut prepared.extra.2);
+    let outputs = std::mem::take(&mut prepared.extra.2);
     if stream {
-        respond::answer_stream(&st, EP, prepared, |model| ResponsesEncoder::new(model, echo, custom)).await
+        respond::answer_stream(&st, EP, prepared, |model| ResponsesEncoder::new(model, echo, outputs)).await
     } else {
-        respond::answer_json(&st, EP, prepared, |resp| response_body(resp, &echo, &custom)).await
+        respond::answer_json(&st, EP, prepared, |resp| response_body(resp, &echo, &outputs)).await
     }
 }
 
@@ -966,6 +1188,14 @@ struct Item<'a> {
     id: String,
     status: &'static str,
     kind: Kind<'a>,
+    /// A message's `url_citation` annotations, offsets in characters of its text.
+    annotations: Vec<UrlCitation>,
+}
+
+impl<'a> Item<'a> {
+    fn new(id: String, status: &'static str, kind: Kind<'a>) -> Item<'a> {
+        Item { id, status, kind, annotations: Vec::new() }
+    }
 }
 
 enum Kind<'a> {
@@ -985,6 +1215,37 @@ enum Kind<'a> {
         arguments: Cow<'a, str>,
         custom: bool,
     },
+    /// A `web_search_call` item: Claude's `server_tool_use` and what its results said.
+    /// Owned in a JSON answer too: searches are few, and a stream needs them owned.
+    Search {
+        /// The search's id, which its results name (`tool_use_id`).
+        call_id: String,
+        query: Option<String>,
+        outcome: Searched,
+        /// The results' URLs, when `include` asks for them.
+        sources: Vec<String>,
+    },
+}
+
+/// What came of a search.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Searched {
+    /// No results (yet).
+    Pending,
+    Done,
+    /// Anthropic's `web_search_tool_result_error`.
+    Failed,
+}
+
+impl Searched {
+    /// The item's `status` once it is closed.
+    fn status(self) -> &'static str {
+        match self {
+            Searched::Pending => "incomplete",
+            Searched::Done => "completed",
+            Searched::Failed => "failed",
+        }
+    }
 }
 
 impl Item<'_> {
@@ -1021,6 +1282,14 @@ impl Item<'_> {
                 input: if whole { arguments } else { "" },
                 status,
             },
+            Kind::Search { query, sources, .. } => WireItem::WebSearchCall {
+                id,
+                status,
+                action: WireAction::Search {
+                    query: query.as_deref(),
+                    sources: (whole && !sources.is_empty()).then_some(Sources(sources)),
+                },
+            },
         }
     }
 
@@ -1028,11 +1297,13 @@ impl Item<'_> {
     /// block without text (a redacted one) has none: there is nothing to show.
     fn part(&self) -> Option<WirePart<'_>> {
         match &self.kind {
-            Kind::Message(text) => Some(WirePart::OutputText { text, annotations: [], logprobs: [] }),
+            Kind::Message(text) => {
+                Some(WirePart::OutputText { text, annotations: Annotations(&self.annotations), logprobs: [] })
+            }
             Kind::Reasoning { text, sealed } if !text.is_empty() || sealed.is_none() => {
                 Some(WirePart::ReasoningText { text })
             }
-            Kind::Reasoning { .. } | Kind::Call { .. } => None,
+            Kind::Reasoning { .. } | Kind::Call { .. } | Kind::Search { .. } => None,
         }
     }
 }
@@ -1074,13 +1345,74 @@ enum WireItem<'a> {
         input: &'a str,
         status: &'a str,
     },
+    WebSearchCall {
+        id: &'a str,
+        status: &'a str,
+        action: WireAction<'a>,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireAction<'a> {
+    Search {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        query: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sources: Option<Sources<'a>>,
+    },
+}
+
+/// A search's `sources`: `{"type": "url", "url": …}` each.
+struct Sources<'a>(&'a [String]);
+
+impl Serialize for Sources<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Source<'a> {
+            r#type: &'static str,
+            url: &'a str,
+        }
+        s.collect_seq(self.0.iter().map(|url| Source { r#type: "url", url }))
+    }
 }
 
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum WirePart<'a> {
-    OutputText { text: &'a str, annotations: [(); 0], logprobs: [(); 0] },
+    OutputText { text: &'a str, annotations: Annotations<'a>, logprobs: [(); 0] },
     ReasoningText { text: &'a str },
+}
+
+/// An `output_text` part's `annotations`: `url_citation`s.
+#[derive(Clone, Copy)]
+struct Annotations<'a>(&'a [UrlCitation]);
+
+impl Serialize for Annotations<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(WireAnnotation::from))
+    }
+}
+
+#[derive(Serialize)]
+struct WireAnnotation<'a> {
+    r#type: &'static str,
+    start_index: usize,
+    end_index: usize,
+    url: &'a str,
+    title: &'a str,
+}
+
+impl<'a> From<&'a UrlCitation> for WireAnnotation<'a> {
+    fn from(c: &'a UrlCitation) -> Self {
+        WireAnnotation {
+            r#type: "url_citation",
+            start_index: c.start,
+            end_index: c.end,
+            url: &c.url,
+            title: &c.title,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -1199,16 +1531,80 @@ fn custom_input_of(raw: &str) -> Option<String> {
     }
 }
 
-fn response_body(resp: &ChatResponse, echo: &Echo, custom: &[String]) -> Vec<u8> {
-    response_body_at(resp, echo, custom, ids::unix_now())
+/// Claude's `server_tool_use` of its web search as a `web_search_call` item, still
+/// `in_progress`: its id is `ws_` and the search's, so the item is the same in a stream and a
+/// JSON answer. `None` for any other block.
+fn search_call(block: &NativeBlock) -> Option<Item<'static>> {
+    let b = &block.block;
+    if block.kind() != "server_tool_use" || b.get("name").and_then(Value::as_str) != Some(WEB_SEARCH_NAME) {
+        return None;
+    }
+    let call_id = b.get("id").and_then(Value::as_str).unwrap_or_default();
+    let id = if call_id.is_empty() { ids::new_id("ws_") } else { format!("ws_{call_id}") };
+    let query = b.pointer("/input/query").and_then(Value::as_str).map(str::to_owned);
+    let kind =
+        Kind::Search { call_id: call_id.to_owned(), query, outcome: Searched::Pending, sources: Vec::new() };
+    Some(Item::new(id, "in_progress", kind))
 }
 
-fn response_body_at(resp: &ChatResponse, echo: &Echo, custom: &[String], created_at: u64) -> Vec<u8> {
+/// A search's results (`web_search_tool_result`): the search they answer, what came of it and,
+/// when `sources` asks, the results' URLs. `None` for any other block.
+fn search_result(block: &NativeBlock, sources: bool) -> Option<(&str, Searched, Vec<String>)> {
+    if block.kind() != "web_search_tool_result" {
+        return None;
+    }
+    let call_id = block.block.get("tool_use_id").and_then(Value::as_str)?;
+    // Results are a list; an error (`web_search_tool_result_error`) is an object.
+    match block.block.get("content") {
+        Some(Value::Array(results)) => {
+            let urls = results.iter().filter_map(|r| r.get("url").and_then(Value::as_str));
+            let urls = if sources { urls.map(str::to_owned).collect() } else { Vec::new() };
+            Some((call_id, Searched::Done, urls))
+        }
+        _ => Some((call_id, Searched::Failed, Vec::new())),
+    }
+}
+
+/// The `web_search_call` item among `items` of the search `call_id`, by its output index.
+fn search_item(items: &[Item<'_>], call_id: &str) -> Option<usize> {
+    items.iter().rposition(|i| matches!(&i.kind, Kind::Search { call_id: c, .. } if c == call_id))
+}
+
+/// Records a search's results on its item; its `status` says what came of it.
+fn searched(item: &mut Item<'_>, result: Searched, urls: Vec<String>) {
+    if let Kind::Search { outcome, sources, .. } = &mut item.kind {
+        *outcome = result;
+        *sources = urls;
+        item.status = result.status();
+    }
+}
+
+/// A citation of the text block that starts `from` characters into the answer's text, with
+/// the offsets counted in the block's own text (its `output_text` part).
+fn in_part(citation: &UrlCitation, from: usize) -> UrlCitation {
+    UrlCitation {
+        start: citation.start.saturating_sub(from),
+        end: citation.end.saturating_sub(from),
+        ..citation.clone()
+    }
+}
+
+fn response_body(resp: &ChatResponse, echo: &Echo, outputs: &Outputs) -> Vec<u8> {
+    response_body_at(resp, echo, outputs, ids::unix_now())
+}
+
+fn response_body_at(resp: &ChatResponse, echo: &Echo, outputs: &Outputs, created_at: u64) -> Vec<u8> {
+    let custom = &outputs.custom;
     let (status, incomplete) = outcome(resp.finish_reason.as_ref(), !resp.tool_calls.is_empty());
     let blocks = resp.blocks_for_client();
     let mut output = Vec::with_capacity(2 + blocks.len());
-    let reasoning = |kind| Item { id: ids::new_id("rs_"), status: "completed", kind };
-    let message = |text| Item { id: ids::new_id("msg_"), status: "completed", kind: Kind::Message(text) };
+    let reasoning = |kind| Item::new(ids::new_id("rs_"), "completed", kind);
+    let message = |text| Item::new(ids::new_id("msg_"), "completed", Kind::Message(text));
+    // The citations of search results, placed in the parts of the text blocks they cite (each
+    // block a message item). Characters are counted only as far as there are citations.
+    let citations = url_citations(resp);
+    let mut cited = citations.iter().peekable();
+    let mut chars = 0;
     if resp.thinking.is_empty() {
         if let Some(text) = resp.reasoning.as_deref().filter(|r| !r.is_empty()) {
             output.push(reasoning(Kind::Reasoning { text: Cow::Borrowed(text), sealed: None }));
@@ -1220,15 +1616,36 @@ fn response_body_at(resp: &ChatResponse, echo: &Echo, custom: &[String], created
     for block in blocks {
         match block {
             Block::Thinking(block) => output.extend(block_kind(block).map(reasoning)),
-            Block::Text { text, .. } => output.push(message(Cow::Borrowed(text))),
-            // Another provider's server tool blocks: the Responses API has none of its kind.
-            Block::Native(_) => {}
+            Block::Text { text, .. } => {
+                let mut item = message(Cow::Borrowed(text));
+                if cited.peek().is_some() {
+                    let from = chars;
+                    chars += text.chars().count();
+                    while let Some(c) = cited.next_if(|c| c.start < chars) {
+                        item.annotations.push(in_part(c, from));
+                    }
+                }
+                output.push(item);
+            }
+            // A search is an item where Claude ran it; its results say how it went. Other
+            // server tool blocks have no item of their kind in the Responses API.
+            Block::Native(block) => {
+                if let Some(mut item) = search_call(block) {
+                    // Until its results say otherwise.
+                    item.status = Searched::Pending.status();
+                    output.push(item);
+                } else if let Some((call_id, result, urls)) = search_result(block, outputs.sources) {
+                    if let Some(item) = search_item(&output, call_id).and_then(|i| output.get_mut(i)) {
+                        searched(item, result, urls);
+                    }
+                }
+            }
             Block::ToolCall { call, .. } => {
                 let is_custom = custom.contains(&call.name);
-                output.push(Item {
-                    id: ids::new_id(if is_custom { CUSTOM_CALL_PREFIX } else { "fc_" }),
-                    status: "completed",
-                    kind: Kind::Call {
+                output.push(Item::new(
+                    ids::new_id(if is_custom { CUSTOM_CALL_PREFIX } else { "fc_" }),
+                    "completed",
+                    Kind::Call {
                         call_id: Cow::Borrowed(&call.id),
                         name: Cow::Borrowed(&call.name),
                         arguments: if is_custom {
@@ -1238,7 +1655,7 @@ fn response_body_at(resp: &ChatResponse, echo: &Echo, custom: &[String], created
                         },
                         custom: is_custom,
                     },
-                });
+                ));
             }
         }
     }
@@ -1343,6 +1760,27 @@ struct CallDoneEvent<'a> {
     input: Option<&'a str>,
 }
 
+/// `response.output_text.annotation.added`.
+#[derive(Serialize)]
+struct AnnotationEvent<'a> {
+    r#type: &'static str,
+    sequence_number: u64,
+    item_id: &'a str,
+    output_index: usize,
+    content_index: u32,
+    annotation_index: usize,
+    annotation: WireAnnotation<'a>,
+}
+
+/// `response.web_search_call.in_progress`, `….searching` and `….completed`.
+#[derive(Serialize)]
+struct SearchEvent<'a> {
+    r#type: &'static str,
+    sequence_number: u64,
+    output_index: usize,
+    item_id: &'a str,
+}
+
 #[derive(Serialize)]
 struct ErrorEvent<'a> {
     r#type: &'static str,
@@ -1362,10 +1800,14 @@ struct ErrorEvent<'a> {
 /// A call is a custom tool's when the name it starts with is one (every adapter names a call
 /// in its first fragment); its arguments are held, not streamed, and its input goes out
 /// whole when it closes (the module doc says why).
+///
+/// A web search is an item from Claude's `server_tool_use` to its results (both come whole,
+/// one after the other). The citations of its results are placed as the text blocks they
+/// cite end, with [`Citations`], only when the request offered the search.
 struct ResponsesEncoder {
     echo: Echo,
-    /// The names of the request's custom tools.
-    custom: Vec<String>,
+    outputs: Outputs,
+    cites: Option<Citations>,
     id: String,
     created_at: u64,
     model: String,
@@ -1381,11 +1823,35 @@ struct ResponsesEncoder {
     call_items: Vec<usize>,
 }
 
+/// A stream's citations of search results, placed on the message items of the text blocks
+/// they cite.
+#[derive(Debug, Default)]
+struct Citations {
+    tracker: StreamCitations,
+    /// Characters of answer text so far.
+    chars: usize,
+    /// Each message item's output index and where its text starts, in characters of the
+    /// answer's text: where a citation starts says whose it is (it covers a whole block).
+    parts: Vec<(usize, usize)>,
+}
+
+impl Citations {
+    /// A piece of the text of the message item at output `index`.
+    fn text(&mut self, index: usize, text: &str) {
+        if self.parts.last().map(|&(i, _)| i) != Some(index) {
+            self.parts.push((index, self.chars));
+        }
+        self.chars += text.chars().count();
+        self.tracker.text(text);
+    }
+}
+
 impl ResponsesEncoder {
-    fn new(model: String, echo: Echo, custom: Vec<String>) -> ResponsesEncoder {
+    fn new(model: String, echo: Echo, outputs: Outputs) -> ResponsesEncoder {
         ResponsesEncoder {
             echo,
-            custom,
+            cites: outputs.web_search.then(Citations::default),
+            outputs,
             id: ids::new_id("resp_"),
             created_at: ids::unix_now(),
             model,
@@ -1458,11 +1924,16 @@ impl ResponsesEncoder {
         }
     }
 
-    /// Starts an output item, closing the one before it.
+    /// Starts an output item, its id made with `prefix`, closing the one before it.
     fn open_item(&mut self, out: &mut Vec<u8>, prefix: &str, kind: Kind<'static>) -> usize {
+        self.open_with(out, Item::new(ids::new_id(prefix), "in_progress", kind))
+    }
+
+    /// Starts `item`, closing the one before it.
+    fn open_with(&mut self, out: &mut Vec<u8>, item: Item<'static>) -> usize {
         self.close(out, "completed");
         let index = self.items.len();
-        self.items.push(Item { id: ids::new_id(prefix), status: "in_progress", kind });
+        self.items.push(item);
         self.open = Some(index);
         self.item_event(out, "response.output_item.added", index, false);
         // Items without a text part (calls, redacted blocks) announce none.
@@ -1471,10 +1942,18 @@ impl ResponsesEncoder {
     }
 
     /// Ends the open item, if any, with `status`: its text or arguments whole, then the item.
+    /// A search's own status is what its results said.
     fn close(&mut self, out: &mut Vec<u8>, status: &'static str) {
         let Some(index) = self.open.take() else { return };
+        if self.cites.is_some() && matches!(self.items.get(index), Some(Item { kind: Kind::Message(_), .. }))
+        {
+            self.annotate(out);
+        }
         let Some(item) = self.items.get_mut(index) else { return };
-        item.status = status;
+        item.status = match item.kind {
+            Kind::Search { outcome, .. } => outcome.status(),
+            _ => status,
+        };
         if let Kind::Call { arguments, custom: true, .. } = &mut item.kind {
             if let Some(input) = custom_input_of(arguments) {
                 *arguments = Cow::Owned(input);
@@ -1538,8 +2017,65 @@ impl ResponsesEncoder {
                 };
                 respond::event_frame(out, name, &event);
             }
+            Kind::Search { outcome: Searched::Done, .. } => {
+                search_frame(seq, out, "response.web_search_call.completed", item, index);
+            }
+            Kind::Search { .. } => {}
         }
         self.item_event(out, "response.output_item.done", index, true);
+    }
+
+    /// The citations placed since the last call (those of the text block that just ended,
+    /// mostly), each added to its message item with a `response.output_text.annotation.added`.
+    /// Offsets count characters of the item's text, which is one text block.
+    fn annotate(&mut self, out: &mut Vec<u8>) {
+        let Some(cites) = self.cites.as_mut() else { return };
+        // `finish` places what it can, and can be asked again as the stream goes on.
+        for citation in cites.tracker.finish() {
+            let Some(&(index, from)) = cites.parts.iter().rev().find(|&&(_, from)| from == citation.start)
+            else {
+                continue;
+            };
+            let Some(item) = self.items.get_mut(index) else { continue };
+            let annotation_index = item.annotations.len();
+            item.annotations.push(in_part(&citation, from));
+            let Some(annotation) = item.annotations.last() else { continue };
+            let name = "response.output_text.annotation.added";
+            let event = AnnotationEvent {
+                r#type: name,
+                sequence_number: next(&mut self.seq),
+                item_id: &item.id,
+                output_index: index,
+                content_index: 0,
+                annotation_index,
+                annotation: WireAnnotation::from(annotation),
+            };
+            respond::event_frame(out, name, &event);
+        }
+    }
+
+    /// A block of the provider's own: a search opens its item, its results close it. Other
+    /// blocks have no item of their kind in the Responses API.
+    fn native(&mut self, out: &mut Vec<u8>, block: &NativeBlock) {
+        if let Some(item) = search_call(block) {
+            // Claude has written the query; the search runs until its results come.
+            let index = self.open_with(out, item);
+            for name in ["response.web_search_call.in_progress", "response.web_search_call.searching"] {
+                if let Some(item) = self.items.get(index) {
+                    search_frame(&mut self.seq, out, name, item, index);
+                }
+            }
+        } else if let Some((call_id, result, urls)) = search_result(block, self.outputs.sources) {
+            let Some(index) = search_item(&self.items, call_id) else { return };
+            if let Some(item) = self.items.get_mut(index) {
+                searched(item, result, urls);
+            }
+            // Results for a search already closed (something came between) are in the final
+            // response only.
+            if self.open == Some(index) {
+                self.close(out, result.status());
+            }
+        }
     }
 
     /// The output index of the call this fragment belongs to, starting the call if it is new.
@@ -1550,7 +2086,7 @@ impl ResponsesEncoder {
         }
         let call_id = delta.id.clone().unwrap_or_else(claudette_core::types::new_tool_call_id);
         let name = delta.name.clone().unwrap_or_default();
-        let custom = self.custom.contains(&name);
+        let custom = self.outputs.custom.contains(&name);
         let kind = Kind::Call {
             call_id: Cow::Owned(call_id),
             name: Cow::Owned(name),
@@ -1615,20 +2151,30 @@ impl ResponsesEncoder {
             match &mut item.kind {
                 Kind::Message(t) | Kind::Reasoning { text: t, .. } => t.to_mut().push_str(text),
                 Kind::Call { arguments, .. } => arguments.to_mut().push_str(text),
+                Kind::Search { .. } => {}
             }
         }
     }
 }
 
+/// The `response.web_search_call.*` event `name` of the search `item` at output `index`.
+fn search_frame(seq: &mut u64, out: &mut Vec<u8>, name: &'static str, item: &Item<'_>, index: usize) {
+    let event =
+        SearchEvent { r#type: name, sequence_number: next(seq), output_index: index, item_id: &item.id };
+    respond::event_frame(out, name, &event);
+}
+
 /// The delta event of `item` at output `index`.
 fn delta_frame(seq: &mut u64, out: &mut Vec<u8>, item: &Item<'_>, index: usize, delta: &str) {
-    let sequence_number = next(seq);
     let (name, content_index, logprobs) = match item.kind {
         Kind::Message(_) => ("response.output_text.delta", Some(0), Some([])),
         Kind::Reasoning { .. } => ("response.reasoning_text.delta", Some(0), None),
         Kind::Call { custom: false, .. } => ("response.function_call_arguments.delta", None, None),
         Kind::Call { custom: true, .. } => ("response.custom_tool_call_input.delta", None, None),
+        // A search has no deltas: it comes whole.
+        Kind::Search { .. } => return,
     };
+    let sequence_number = next(seq);
     let event = DeltaEvent {
         r#type: name,
         sequence_number,
@@ -1663,6 +2209,9 @@ impl Encoder for ResponsesEncoder {
                 let index = self.text_item(out, false);
                 self.append(index, &text);
                 self.delta_event(out, index, &text);
+                if let Some(cites) = self.cites.as_mut() {
+                    cites.text(index, &text);
+                }
                 false
             }
             StreamEvent::ReasoningDelta { text } => {
@@ -1697,9 +2246,17 @@ impl Encoder for ResponsesEncoder {
                 }
                 false
             }
-            StreamEvent::Native { .. } | StreamEvent::Citation { .. } | StreamEvent::NativeField { .. } => {
+            StreamEvent::Native { block } => {
+                self.native(out, &block);
                 false
             }
+            StreamEvent::Citation { citation } => {
+                if let Some(cites) = self.cites.as_mut() {
+                    cites.tracker.citation(&citation);
+                }
+                false
+            }
+            StreamEvent::NativeField { .. } => false,
             // A message item per text block, as in a JSON answer.
             StreamEvent::TextEnd => {
                 if matches!(
@@ -1717,6 +2274,8 @@ impl Encoder for ResponsesEncoder {
                     self.text_item(out, false);
                 }
                 self.close(out, if incomplete.is_some() { "incomplete" } else { "completed" });
+                // Citations after the answer's last text belong to its last text block.
+                self.annotate(out);
                 let name = if incomplete.is_some() { "response.incomplete" } else { "response.completed" };
                 self.response_event(out, name, status, incomplete, None, Some(&end.usage));
                 true
@@ -1752,7 +2311,7 @@ impl Encoder for ResponsesEncoder {
 
 #[cfg(test)]
 mod tests {
-    use claudette_core::{BackendError, DocumentSource, ErrorKind, StreamEnd};
+    use claudette_core::{BackendError, BlockKind, DocumentSource, ErrorKind, StreamEnd, TextCitations};
     use serde_json::json;
 
     use super::*;
@@ -1786,7 +2345,8 @@ mod tests {
 
     /// [`encode`] for a request whose `custom` tools are these.
     fn encode_custom(custom: Vec<String>, events: Vec<StreamEvent>) -> Vec<(String, Value)> {
-        let mut enc = ResponsesEncoder::new("m".into(), Echo::default(), custom);
+        let mut enc =
+            ResponsesEncoder::new("m".into(), Echo::default(), Outputs { custom, ..Outputs::default() });
         let mut out = Vec::new();
         let n = events.len();
         for (i, ev) in events.into_iter().enumerate() {
@@ -2233,7 +2793,9 @@ mod tests {
         assert_eq!(response["output"][0]["content"][0]["text"], "");
         let mut resp = ChatResponse::empty("b", "m");
         resp.finish_reason = Some(FinishReason::Stop);
-        let v: Value = serde_json::from_slice(&response_body_at(&resp, &Echo::default(), &[], 1)).unwrap();
+        let v: Value =
+            serde_json::from_slice(&response_body_at(&resp, &Echo::default(), &Outputs::default(), 1))
+                .unwrap();
         assert_eq!(v["output"][0]["content"][0]["text"], "");
         assert_eq!(v["created_at"], 1);
     }
@@ -2267,6 +2829,62 @@ mod tests {
     fn unsealed(item: &Value) -> Option<ThinkingBlock> {
         let mut item = item.as_object().unwrap().clone();
         unseal(&mut item, "input[0]").unwrap()
+    }
+
+    /// A search whose results never came is `incomplete`, in a stream and a JSON answer alike,
+    /// and a citation after the answer's last text is that block's, added as the stream ends.
+    #[test]
+    fn a_search_without_results_is_incomplete_and_a_late_citation_joins_the_last_block() {
+        let search = NativeBlock::anthropic(
+            json!({"type": "server_tool_use", "id": "s1", "name": "web_search", "input": {"query": "q"}}),
+        );
+        let cite = json!({"type": "web_search_result_location", "url": "https://a", "title": "A"});
+        let outputs = Outputs { web_search: true, ..Outputs::default() };
+        let mut enc = ResponsesEncoder::new("m".into(), Echo::default(), outputs);
+        let mut out = Vec::new();
+        for ev in [
+            StreamEvent::text("Hé "),
+            StreamEvent::TextEnd,
+            StreamEvent::Native { block: search.clone() },
+            StreamEvent::text("cité"),
+            StreamEvent::TextEnd,
+            StreamEvent::Citation { citation: cite.clone() },
+            done(FinishReason::Stop),
+        ] {
+            enc.event(ev, &mut out);
+        }
+        let text = String::from_utf8(out).unwrap();
+        let frames: Vec<Value> = text
+            .split("\n\n")
+            .filter_map(|f| f.split_once("data: ").map(|(_, d)| serde_json::from_str(d).unwrap()))
+            .collect();
+        let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+        assert!(!kinds.contains(&"response.web_search_call.completed"), "{text}");
+        let [.., added, completed] = &frames[..] else { panic!("{text}") };
+        let annotation = json!({"type": "url_citation", "start_index": 0, "end_index": 4, "url": "https://a", "title": "A"});
+        assert_eq!(added["type"], "response.output_text.annotation.added");
+        assert_eq!(
+            (added["output_index"].clone(), added["annotation"].clone()),
+            (json!(2), annotation.clone())
+        );
+        let output = &completed["response"]["output"];
+        assert_eq!(
+            output[1],
+            json!({"type": "web_search_call", "id": "ws_s1", "status": "incomplete",
+                                     "action": {"type": "search", "query": "q"}})
+        );
+        assert_eq!(output[2]["content"][0]["annotations"], json!([annotation]));
+
+        let mut resp = ChatResponse::empty("b", "m");
+        resp.content = "Hé cité".into();
+        resp.native = vec![search];
+        resp.order = vec![BlockKind::Text(4), BlockKind::Native, BlockKind::Text(9)];
+        resp.citations = vec![TextCitations { end: 9, citations: vec![cite] }];
+        let whole: Value =
+            serde_json::from_slice(&response_body_at(&resp, &Echo::default(), &Outputs::default(), 1))
+                .unwrap();
+        assert_eq!(whole["output"][1], output[1]);
+        assert_eq!(whole["output"][2]["content"], output[2]["content"]);
     }
 
     #[test]
@@ -2351,7 +2969,8 @@ mod tests {
         resp.tool_calls = vec![ToolCall { id: "toolu_1".into(), name: "read".into(), arguments: json!({}) }];
         resp.finish_reason = Some(FinishReason::ToolCalls);
         let mut whole: Value =
-            serde_json::from_slice(&response_body_at(&resp, &Echo::default(), &[], 1)).unwrap();
+            serde_json::from_slice(&response_body_at(&resp, &Echo::default(), &Outputs::default(), 1))
+                .unwrap();
         let mut streamed = streamed.clone();
         for item in whole["output"].as_array_mut().unwrap().iter_mut().chain(streamed.as_array_mut().unwrap())
         {
@@ -2377,7 +2996,8 @@ mod tests {
             let blocks = resp.blocks().unwrap();
 
             let whole: Value =
-                serde_json::from_slice(&response_body_at(&resp, &Echo::default(), &[], 1)).unwrap();
+                serde_json::from_slice(&response_body_at(&resp, &Echo::default(), &Outputs::default(), 1))
+                    .unwrap();
             let output = whole["output"].as_array().unwrap().clone();
             let shape: Vec<String> = output
                 .iter()

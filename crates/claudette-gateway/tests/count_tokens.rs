@@ -108,7 +108,13 @@ async fn the_beta_query_of_the_sdks_and_claude_code_is_served_the_same() {
     let up = &fake.received()[0];
     assert_eq!(up.path, PATH);
     assert_eq!(up.query, None, "the client's query string is not passed on");
-    assert_eq!(up.header("anthropic-beta"), None, "nor its headers");
+    assert_eq!(
+        up.header("anthropic-version"),
+        Some("2023-06-01"),
+        "the backend's version, not the client's header"
+    );
+    // Its beta flags go on, as with the message it counts for (tests/beta_flags.rs).
+    assert_eq!(up.header("anthropic-beta"), Some("token-counting-2024-11-01"));
 }
 
 #[tokio::test]

@@ -56,18 +56,10 @@ fn claude_code_request(extra: Value, stream: bool) -> Value {
     body
 }
 
-/// A gateway with an OpenAI-format backend, free, and an Anthropic one that costs: a request
-/// that cares for cost goes to the OpenAI one unless only Anthropic can take it.
+/// [`common::openai_and_claude`], Claude answering "from claude".
 async fn openai_and_claude() -> (FakeServer, FakeServer, Running) {
-    let gpt = FakeServer::start().await;
-    let claude = FakeServer::start().await;
-    gpt.set_default(openai_answer(json!({"role": "assistant", "content": "from gpt"}), "stop"));
+    let (gpt, claude, gw) = common::openai_and_claude().await;
     claude.set_default(Fake::anthropic_text("from claude"));
-    let gw = start(router(vec![
-        openai(priced(openai_settings("gpt", &gpt), 0.0, 0.0)),
-        anthropic(priced(anthropic_settings("claude", &claude), 3.0, 15.0)),
-    ]))
-    .await;
     (gpt, claude, gw)
 }
 
@@ -77,8 +69,6 @@ async fn openai_only() -> (FakeServer, Running) {
     let gw = start(router(vec![openai(openai_settings("gpt", &gpt))])).await;
     (gpt, gw)
 }
-
-const BY_COST: [(&str, &str); 1] = [("x-claudette-weights", "cost=1")];
 
 // ------------------------------------------------------------------------------------------
 // Requests

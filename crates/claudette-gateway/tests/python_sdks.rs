@@ -157,6 +157,22 @@ async fn official_python_sdks_work_against_the_gateway() {
                "usage": {"input_tokens": 10, "output_tokens": 4, "server_tool_use": {"web_search_requests": 1}}}),
     ));
     cl_search.set_default(Fake::anthropic_text("In Petoskey, Michigan."));
+    let cl_fast = fake(Fake::json(
+        200,
+        json!({"id": "msg_fast", "type": "message", "role": "assistant", "model": "claude-fake",
+               "content": [{"type": "text", "text": "Fast."}], "stop_reason": "end_turn", "stop_sequence": null,
+               "usage": {"input_tokens": 1000, "output_tokens": 1000, "speed": "fast"}}),
+    ))
+    .await;
+    // The same search answered to an OpenAI-format client (`web_search_options`).
+    let cl_oa_search = FakeServer::start().await;
+    cl_oa_search.push(Fake::anthropic_stream_blocks(&search, "end_turn"));
+    cl_oa_search.set_default(Fake::json(
+        200,
+        json!({"id": "msg_search", "type": "message", "role": "assistant", "model": "claude-fake",
+               "content": search, "stop_reason": "end_turn", "stop_sequence": null,
+               "usage": {"input_tokens": 10, "output_tokens": 4, "server_tool_use": {"web_search_requests": 1}}}),
+    ));
     let cl_interleaved = FakeServer::start().await;
     cl_interleaved.push(Fake::anthropic_stream_blocks(&interleaved, "tool_use"));
     cl_interleaved.set_default(Fake::anthropic_text("both read"));
@@ -172,6 +188,8 @@ async fn official_python_sdks_work_against_the_gateway() {
         anthropic(anthropic_settings("cl-count", &cl_count)),
         anthropic(anthropic_settings("cl-interleaved", &cl_interleaved)),
         anthropic(anthropic_settings("cl-search", &cl_search)),
+        anthropic(anthropic_settings("cl-fast", &cl_fast)),
+        anthropic(anthropic_settings("cl-oa-search", &cl_oa_search)),
     ]);
     let options =
         GatewayOptions { api_keys: vec![KeyEntry::from_plain("sdk", KEY)], ..GatewayOptions::default() };
@@ -203,6 +221,19 @@ async fn official_python_sdks_work_against_the_gateway() {
         json!({"block_order": ["thinking", "tool_call", "thinking", {"text": 9}, "tool_call"],
                "thinking_blocks": 2, "calls": ["read", "read"], "again": "both read"})
     );
+    assert_eq!(
+        o["search"],
+        json!({"content": "I'll search.He was born on April 30, 1916.",
+               "cited": [{"url": "https://en.wikipedia.org/wiki/Claude_Shannon", "title": "Claude Shannon",
+                          "text": "He was born on April 30, 1916."}]})
+    );
+    for up in cl_oa_search.received() {
+        assert_eq!(
+            up.json()["tools"],
+            json!([{"type": "web_search_20250305", "name": "web_search",
+                    "user_location": {"type": "approximate", "city": "Petoskey", "country": "US"}}])
+        );
+    }
     let sent = cl_interleaved.received();
     assert_eq!(sent.len(), 2);
     let body = sent[1].json();
@@ -255,6 +286,13 @@ async fn official_python_sdks_work_against_the_gateway() {
     assert_eq!(turn[2], search[2], "the encrypted results go back unchanged: {turn}");
     assert_eq!(turn[3]["citations"], search[3]["citations"], "{turn}");
     assert_eq!(throttled_fake.post_requests(), 1, "the second throttled call never left the gateway");
+    // Priced like a Sonnet ($3 / $15 per million), at 6x.
+    assert_eq!((&a["fast"]["text"], &a["fast"]["speed"]), (&json!("Fast."), &json!("fast")), "{a}");
+    let cost: f64 = a["fast"]["cost"].as_str().unwrap().parse().unwrap();
+    assert!((cost - 0.108).abs() < 1e-9, "{cost}");
+    let up = cl_fast.received().pop().unwrap();
+    assert_eq!(up.header("anthropic-beta"), Some("fast-mode-2026-02-01,context-1m-2025-08-07"));
+    assert_eq!(up.json()["speed"], "fast");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

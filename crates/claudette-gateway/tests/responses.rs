@@ -395,7 +395,8 @@ async fn what_a_stateless_router_cannot_do_is_refused_before_any_upstream_call()
         (json!({"input": "x", "conversation": "conv_123"}), "conversation"),
         (json!({"input": "x", "background": true}), "background"),
         (json!({"input": "x", "prompt": {"id": "pmpt_1"}}), "prompt"),
-        (json!({"input": "x", "tools": [{"type": "web_search"}]}), "tools[0].type"),
+        // Served by Claude's web search, which this fleet has no backend for.
+        (json!({"input": "x", "tools": [{"type": "web_search"}]}), "tools[0]"),
         (
             json!({"input": "x", "tools": [add_tool()[0].clone(), {"type": "code_interpreter", "container": {"type": "auto"}}]}),
             "tools[1].type",
@@ -408,7 +409,7 @@ async fn what_a_stateless_router_cannot_do_is_refused_before_any_upstream_call()
         ),
         (json!({"input": [{"type": "item_reference", "id": "msg_1"}]}), "input[0]"),
         (
-            json!({"input": [{"type": "web_search_call", "id": "ws_1", "status": "completed"}]}),
+            json!({"input": [{"type": "file_search_call", "id": "fs_1", "status": "completed"}]}),
             "input[0].type",
         ),
         (
@@ -426,8 +427,11 @@ async fn what_a_stateless_router_cannot_do_is_refused_before_any_upstream_call()
     }
     let msg = post(&gw.url, PATH, json!({"input": "x", "previous_response_id": "resp_1"})).await.json();
     assert!(msg["error"]["message"].as_str().unwrap().contains("stateless"), "{msg}");
+    let msg = post(&gw.url, PATH, json!({"input": "x", "tools": [{"type": "file_search"}]})).await.json();
+    assert!(msg["error"]["message"].as_str().unwrap().contains("file_search"), "{msg}");
     let msg = post(&gw.url, PATH, json!({"input": "x", "tools": [{"type": "web_search"}]})).await.json();
-    assert!(msg["error"]["message"].as_str().unwrap().contains("web_search"), "{msg}");
+    let msg = msg["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("web search") && msg.contains("`anthropic`"), "{msg}");
     assert_eq!(fake.post_requests(), 0);
     // An unknown model is the same local 404 as on chat completions.
     let r = post(&gw.url, PATH, json!({"model": "gpt-nope", "input": "x"})).await;

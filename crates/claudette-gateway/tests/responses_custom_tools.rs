@@ -310,7 +310,7 @@ async fn name_clashes_bad_formats_and_other_platform_tools_are_refused_naming_th
         (json!([{"type": "apply_patch"}]), "tools[0].type"),
         (json!([{"type": "local_shell"}]), "tools[0].type"),
         (json!([{"type": "shell"}]), "tools[0].type"),
-        (json!([{"type": "web_search"}]), "tools[0].type"),
+        (json!([{"type": "file_search", "vector_store_ids": ["vs_1"]}]), "tools[0].type"),
     ];
     for (tools, param) in cases {
         let r = post(&gw.url, PATH, json!({"input": "x", "tools": tools})).await;

@@ -25,29 +25,6 @@ fn function_tool(name: &str) -> Value {
            "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}})
 }
 
-fn cite(n: u32) -> Value {
-    json!({"type": "web_search_result_location", "url": format!("https://news.example/{n}"),
-           "title": format!("News {n}"), "cited_text": format!("quote {n}"), "encrypted_index": format!("EI{n}")})
-}
-
-/// A searched answer as Anthropic writes it: text, the search and its encrypted results, then
-/// cited text and an uncited sentence after it (a block of its own in a stream too). The text
-/// has a multi-byte character: citations are placed by byte offsets.
-fn searched_blocks() -> Value {
-    json!([
-        {"type": "text", "text": "I'll look that up — one moment."},
-        {"type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search", "input": {"query": "rust 2024 edition"}},
-        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_01", "content": [
-            {"type": "web_search_result", "url": "https://news.example/1", "title": "News 1",
-             "encrypted_content": "ENC1", "page_age": "2 days ago"},
-            {"type": "web_search_result", "url": "https://news.example/2", "title": "News 2",
-             "encrypted_content": "ENC2"}]},
-        {"type": "text", "text": "The 2024 edition shipped with Rust 1.85", "citations": [cite(1)]},
-        {"type": "text", "text": " in February 2025.", "citations": [cite(2), cite(1)]},
-        {"type": "text", "text": " Editions are opt-in per crate."}
-    ])
-}
-
 fn searched_answer(stop_reason: &str) -> Fake {
     Fake::json(
         200,
@@ -210,22 +187,6 @@ async fn a_streamed_web_search_answer_assembles_to_the_json_answer_and_goes_back
     let (_, _, turn) = sent(&claude);
     assert_eq!(turn, json!({"role": "assistant", "content": searched_blocks()}));
 }
-
-/// A gateway with an OpenAI-format backend, free, and an Anthropic one that costs: a request
-/// that cares for cost goes to the OpenAI one unless only Anthropic can take it.
-async fn openai_and_claude() -> (FakeServer, FakeServer, Running) {
-    let gpt = FakeServer::start().await;
-    let claude = FakeServer::start().await;
-    gpt.set_default(openai_answer(json!({"role": "assistant", "content": "from gpt"}), "stop"));
-    let gw = start(router(vec![
-        openai(priced(openai_settings("gpt", &gpt), 0.0, 0.0)),
-        anthropic(priced(anthropic_settings("claude", &claude), 3.0, 15.0)),
-    ]))
-    .await;
-    (gpt, claude, gw)
-}
-
-const BY_COST: [(&str, &str); 1] = [("x-claudette-weights", "cost=1")];
 
 #[tokio::test]
 async fn a_web_search_goes_to_the_anthropic_backend_beside_an_openai_one() {

@@ -60,8 +60,8 @@ pub const ABI_VERSION: u32 = 2;
 /// and blocks (`ChatRequest::native_tools`, `Message::native`, `ChatResponse::native`,
 /// `BlockKind::Native`, `StreamEvent::Native`), text citations and `Usage::web_search_requests`;
 /// 11, a provider's own top-level fields (`ChatRequest::native_fields`,
-/// `ChatResponse::native_fields`, `StreamEvent::NativeField`); 12, `Document::citations`; 13, `StreamEvent::TextEnd`.
-pub const SCHEMA_VERSION: u32 = 13;
+/// `ChatResponse::native_fields`, `StreamEvent::NativeField`); 12, `Document::citations`; 13, `StreamEvent::TextEnd`; 14, `ChatRequest::native_flags` and `Usage::fast_mode`.
+pub const SCHEMA_VERSION: u32 = 14;
 
 /// The field type of [`ClaudettePlugin::abi_version`]. It is `u64` only under the test feature
 /// that simulates a plugin built against a release of this crate with another layout.
@@ -108,6 +108,17 @@ pub struct FfiPricing {
     pub cache_read_per_1k: ROption<f64>,
     pub cache_write_per_1k: ROption<f64>,
     pub web_search_per_1k: ROption<f64>,
+    pub long_context: ROption<FfiLongContext>,
+    pub fast_factor: ROption<f64>,
+}
+
+/// [`claudette_core::LongContext`].
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq)]
+pub struct FfiLongContext {
+    pub above_input_tokens: u32,
+    pub input_factor: f64,
+    pub output_factor: f64,
 }
 
 /// [`claudette_core::Timeouts`] in nanoseconds, without JSON: asked for on every call.

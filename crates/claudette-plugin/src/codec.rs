@@ -34,9 +34,9 @@ use std::time::Duration;
 use claudette_core::{
     BackendError, BlockKind, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, Dialect,
     Document, DocumentSource, FinishReason, HttpRequest, Image, ImageSource, Message, Method, NativeBlock,
-    NativeField, NativeTool, ReasoningEffort, ResponseFormat, Role, RoutingDecision, StreamEnd, StreamEvent,
-    TextCitations, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice, ToolSpec,
-    Usage, UsageSource,
+    NativeField, NativeFlag, NativeTool, ReasoningEffort, ResponseFormat, Role, RoutingDecision, StreamEnd,
+    StreamEvent, TextCitations, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice,
+    ToolSpec, Usage, UsageSource,
 };
 
 /// A decoding failure: the boxed error keeps every reader's `Result` one pointer wide. With
@@ -539,6 +539,7 @@ wire_struct!(NativeBlock { dialect, block });
 wire_struct!(NativeTool { dialect, at, spec });
 wire_struct!(TextCitations { end, citations });
 wire_struct!(NativeField { dialect, name, value, required });
+wire_struct!(NativeFlag { dialect, flag });
 wire_struct!(Message {
     role,
     content,
@@ -567,6 +568,7 @@ wire_struct!(ChatRequest {
     tools,
     native_tools,
     native_fields,
+    native_flags,
     tool_choice,
     parallel_tool_calls,
     response_format,
@@ -586,6 +588,7 @@ wire_struct!(Usage {
     cache_write_tokens,
     reasoning_tokens,
     web_search_requests,
+    fast_mode,
     source
 });
 
@@ -785,6 +788,10 @@ mod tests {
                 value: json!("container_011CZ"),
                 required: true,
             }],
+            native_flags: vec![NativeFlag {
+                dialect: Dialect::Anthropic,
+                flag: "context-1m-2025-08-07".into(),
+            }],
             tool_choice: ToolChoice::Tool("lookup".into()),
             parallel_tool_calls: Some(false),
             response_format: ResponseFormat::JsonSchema {
@@ -882,6 +889,7 @@ mod tests {
             cache_write_tokens: 1,
             reasoning_tokens: 5,
             web_search_requests: 2,
+            fast_mode: true,
             source: UsageSource::Estimated,
         };
         r.native_fields = vec![NativeField {

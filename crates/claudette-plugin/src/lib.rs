@@ -155,8 +155,8 @@ mod wire;
 
 pub use abi::{
     ABI_VERSION, ClaudettePlugin, ClaudettePlugin_Ref, FfiAdapter, FfiAdapter_TO, FfiHttpRequest,
-    FfiHttpResponse, FfiPricing, FfiResult, FfiStreamDecoder, FfiStreamDecoder_TO, FfiTimeouts,
-    SCHEMA_VERSION,
+    FfiHttpResponse, FfiLongContext, FfiPricing, FfiResult, FfiStreamDecoder, FfiStreamDecoder_TO,
+    FfiTimeouts, SCHEMA_VERSION,
 };
 #[doc(hidden)]
 pub use guest::__private;

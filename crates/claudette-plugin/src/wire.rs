@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use abi_stable::std_types::{ROption, RString, RVec};
-use claudette_core::{BackendError, HttpRequest, Pricing, Timeouts};
+use claudette_core::{BackendError, HttpRequest, LongContext, Pricing, Timeouts};
 use serde::{Deserialize, Serialize};
 
-use crate::abi::{FfiHttpRequest, FfiPricing, FfiTimeouts};
+use crate::abi::{FfiHttpRequest, FfiLongContext, FfiPricing, FfiTimeouts};
 use crate::codec;
 
 /// `BackendError::code` of an error that stands for a panic caught inside a plugin.
@@ -53,6 +53,15 @@ pub(crate) fn pricing_to_ffi(p: Pricing) -> FfiPricing {
         cache_read_per_1k: p.cache_read_per_1k.into(),
         cache_write_per_1k: p.cache_write_per_1k.into(),
         web_search_per_1k: p.web_search_per_1k.into(),
+        long_context: p
+            .long_context
+            .map(|l| FfiLongContext {
+                above_input_tokens: l.above_input_tokens,
+                input_factor: l.input_factor,
+                output_factor: l.output_factor,
+            })
+            .into(),
+        fast_factor: p.fast_factor.into(),
     }
 }
 
@@ -63,6 +72,12 @@ pub(crate) fn pricing_from_ffi(p: FfiPricing) -> Pricing {
         cache_read_per_1k: p.cache_read_per_1k.into_option(),
         cache_write_per_1k: p.cache_write_per_1k.into_option(),
         web_search_per_1k: p.web_search_per_1k.into_option(),
+        long_context: p.long_context.into_option().map(|l| LongContext {
+            above_input_tokens: l.above_input_tokens,
+            input_factor: l.input_factor,
+            output_factor: l.output_factor,
+        }),
+        fast_factor: p.fast_factor.into_option(),
     }
 }
 

@@ -87,18 +87,18 @@ fn f33_another_schema_version_is_refused() {
 
 #[test]
 fn f33_a_plugin_of_the_previous_schema_is_refused_by_the_schema_check() {
-    // Schema 13 added `StreamEvent::TextEnd`: a schema-12 plugin's host would refuse the event's
-    // tag in every Anthropic stream. Nothing in the adapter's layout changed, so only this check
+    // Schema 14 added `ChatRequest::native_flags`: a schema-13 plugin would read every request
+    // it is handed one field short. Nothing in the adapter's layout changed, so only this check
     // stands between such a build and the host. (The numbers are spelled out to
     // pin this bump; the next bump updates them.)
     let dir = plugin_dir();
     let file = install(&fixture("schema-previous"), dir.path(), "libprevious.so");
     let e = load_file(&file, &LoadOptions::default()).unwrap_err();
     match &e {
-        PluginError::SchemaVersion { found, expected, .. } => assert_eq!((*found, *expected), (12, 13)),
+        PluginError::SchemaVersion { found, expected, .. } => assert_eq!((*found, *expected), (13, 14)),
         other => panic!("expected a schema version error, got {other}"),
     }
-    assert!(e.to_string().contains("schema version 12, this host uses version 13"), "{e}");
+    assert!(e.to_string().contains("schema version 13, this host uses version 14"), "{e}");
     named(&e, &file);
 }
 

@@ -2,7 +2,7 @@
 
 use claudette_core::base_url::endpoint_url;
 use claudette_core::{
-    AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse,
+    AuthScheme, BackendError, BackendInfo, BackendSettings, BackendType, ChatRequest, ChatResponse, Dialect,
     HttpRequest, HttpResponse, Pricing, ProviderAdapter, StreamDecoder, Usage,
 };
 use serde::Deserialize;
@@ -157,11 +157,14 @@ impl AnthropicAdapter {
     /// Headers every call carries (the key is added by the I/O layer, never here): the
     /// configured beta flags, plus those the request's Anthropic tools and fields need (web
     /// fetch, code execution, context editing, …), so a client that names such a tool need not
-    /// know which backend takes it or configure each one.
+    /// know which backend takes it or configure each one, plus those the client asked for
+    /// itself ([`ChatRequest::native_flags`]: Claude Code's `anthropic-beta` header).
     fn with_headers(&self, mut req: HttpRequest, request: Option<&ChatRequest>) -> HttpRequest {
         req = req.header("anthropic-version", self.version.as_str());
         let needed = request.map(request::betas).unwrap_or_default();
-        let beta = merge_betas(self.beta.iter().map(String::as_str), needed);
+        let asked = request.into_iter().flat_map(|r| &r.native_flags);
+        let asked = asked.filter(|f| f.dialect == Dialect::Anthropic).map(|f| f.flag.as_str());
+        let beta = merge_betas(self.beta.iter().map(String::as_str), needed.into_iter().chain(asked));
         if !beta.is_empty() {
             req = req.header("anthropic-beta", beta.join(",").as_str());
         }

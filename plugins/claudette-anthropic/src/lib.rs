@@ -24,13 +24,14 @@
 //! | `base_url` | `https://api.anthropic.com` | API root; a trailing `/v1` is accepted |
 //! | `api_key` | – | sent as `x-api-key`; required for `api.anthropic.com` |
 //! | `anthropic_version` | `2023-06-01` | `anthropic-version` header |
-//! | `anthropic_beta` | – | `anthropic-beta` flags (a string or a list), sent with those the request's tools and fields need |
+//! | `anthropic_beta` | – | `anthropic-beta` flags (a string or a list), sent with those the request's tools and fields need and those the client asked for ([`ChatRequest::native_flags`]) |
 //! | `default_max_tokens` | 4096 | `max_tokens` when the request sets none (Anthropic requires it) |
 //! | `context_window` | 200000 for Claude models | largest prompt + output, for routing |
 //! | `backend_type` | `self_hosted` on loopback, else `cloud` | for routing and reports |
 //!
 //! Prices come from a built-in table (see [`pricing`]) unless `pricing` is set; cache writes
-//! are billed at 1.25× and cache reads at 0.1× the input rate.
+//! are billed at 1.25× and cache reads at 0.1× the input rate, a prompt over 200,000 input
+//! tokens at 2× input and 1.5× output, and an answer served in fast mode (`usage.speed`) at 6×.
 //!
 //! ## Anthropic's own tools
 //!
@@ -58,6 +59,7 @@
 //! ([`Pricing`](claudette_core::Pricing); $10 per 1,000 for Claude models and as the default
 //! of a configured `pricing`) on top of the tokens.
 //!
+//! [`ChatRequest::native_flags`]: claudette_core::ChatRequest::native_flags
 //! [`ChatRequest::native_tools`]: claudette_core::ChatRequest::native_tools
 //! [`ChatResponse::native`]: claudette_core::ChatResponse::native
 //! [`ChatResponse::citations`]: claudette_core::ChatResponse::citations

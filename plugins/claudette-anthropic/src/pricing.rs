@@ -8,7 +8,7 @@
 //! Lookup is by longest prefix, so dated ids (`claude-sonnet-4-5-20250929`) and aliases
 //! (`claude-sonnet-4-5`) share an entry, and `claude-opus-4-5` beats `claude-opus-4`.
 
-use claudette_core::Pricing;
+use claudette_core::{LongContext, Pricing};
 
 /// Cache write (5-minute TTL) multiplier on the base input rate.
 pub const CACHE_WRITE_MULTIPLIER: f64 = 1.25;
@@ -38,12 +38,25 @@ const TABLE: &[(&str, f64, f64)] = &[
 /// USD per 1,000 web searches (the `web_search` server tool), billed on top of the tokens.
 pub const WEB_SEARCH_PER_1K: f64 = 10.0;
 
-/// An Anthropic price from base input and output rates, cache rates derived, searches at
-/// Anthropic's rate.
+/// Anthropic's long-context pricing: a prompt of more than 200,000 input tokens (cache reads
+/// and writes included), which only the million-token context (`context-1m-…`) allows, is
+/// billed at 2× every input rate and 1.5× the output rate. A model limited to 200,000 tokens
+/// never reaches it, so every Claude price carries it.
+pub const LONG_CONTEXT: LongContext =
+    LongContext { above_input_tokens: 200_000, input_factor: 2.0, output_factor: 1.5 };
+
+/// Fast mode (`speed: "fast"`, answered with `usage.speed: "fast"`) bills every token at 6×,
+/// on top of long-context pricing.
+pub const FAST_FACTOR: f64 = 6.0;
+
+/// An Anthropic price from base input and output rates, cache rates derived, searches, long
+/// prompts and fast mode at Anthropic's rates.
 pub fn anthropic_pricing(input_per_1k: f64, output_per_1k: f64) -> Pricing {
     Pricing::new(input_per_1k, output_per_1k)
         .with_cache(input_per_1k * CACHE_READ_MULTIPLIER, input_per_1k * CACHE_WRITE_MULTIPLIER)
         .with_web_search(WEB_SEARCH_PER_1K)
+        .with_long_context(LONG_CONTEXT)
+        .with_fast_factor(FAST_FACTOR)
 }
 
 /// The part of a model id that names the Claude model: gateways prefix it
@@ -89,12 +102,14 @@ pub fn for_model(model: &str, official: bool) -> Pricing {
 
 /// A settings override. Its cache rates default to Anthropic's multipliers of its input rate
 /// rather than to the input rate itself, because that is how Anthropic bills them, and its
-/// search rate to Anthropic's.
+/// search, long-context and fast-mode rates to Anthropic's.
 pub fn with_anthropic_defaults(p: Pricing) -> Pricing {
     Pricing {
         cache_read_per_1k: p.cache_read_per_1k.or(Some(p.input_per_1k * CACHE_READ_MULTIPLIER)),
         cache_write_per_1k: p.cache_write_per_1k.or(Some(p.input_per_1k * CACHE_WRITE_MULTIPLIER)),
         web_search_per_1k: p.web_search_per_1k.or(Some(WEB_SEARCH_PER_1K)),
+        long_context: p.long_context.or(Some(LONG_CONTEXT)),
+        fast_factor: p.fast_factor.or(Some(FAST_FACTOR)),
         ..p
     }
 }

@@ -39,6 +39,19 @@ pub(crate) struct WireUsage {
     /// servers).
     #[serde(default)]
     pub server_tool_use: Option<WireServerToolUse>,
+    /// Which speed served the answer: fast mode (`speed: "fast"` asked) bills every token at
+    /// 6×, and Anthropic may serve such a request at standard speed instead.
+    #[serde(default)]
+    pub speed: Option<Speed>,
+}
+
+/// `usage.speed`. Any value but `fast` is billed at the standard rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Speed {
+    Fast,
+    #[serde(other)]
+    Standard,
 }
 
 /// `usage.server_tool_use`: Anthropic bills each web search (web fetches are free).
@@ -85,6 +98,7 @@ impl WireUsage {
         self.cache_read_input_tokens = newer(self.cache_read_input_tokens, later.cache_read_input_tokens);
         let searches = newer(self.web_search_requests(), later.web_search_requests());
         self.server_tool_use = searches.map(|n| WireServerToolUse { web_search_requests: Some(n) });
+        self.speed = later.speed.or(self.speed);
     }
 
     /// The neutral form. Anthropic's `input_tokens` excludes cache reads and writes; ours is
@@ -102,6 +116,7 @@ impl WireUsage {
             cache_write_tokens: write,
             reasoning_tokens: 0,
             web_search_requests: sat(self.web_search_requests()),
+            fast_mode: self.speed == Some(Speed::Fast),
             source: UsageSource::Reported,
         }
     }
@@ -137,6 +152,7 @@ mod tests {
             cache_creation_input_tokens: Some(100),
             cache_read_input_tokens: Some(1000),
             server_tool_use: None,
+            speed: None,
         };
         let u = w.to_usage();
         assert_eq!(u.input_tokens, 1110);
@@ -174,6 +190,20 @@ mod tests {
         let only = parse(serde_json::json!({"server_tool_use": {"web_search_requests": 1}}));
         assert!(!only.is_empty());
         assert!(parse(serde_json::json!({"server_tool_use": {}})).is_empty());
+    }
+
+    #[test]
+    fn fast_mode_is_read_from_either_usage_of_a_stream() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<WireUsage>(v).unwrap();
+        assert!(parse(serde_json::json!({"input_tokens": 9, "speed": "fast"})).to_usage().fast_mode);
+        assert!(!parse(serde_json::json!({"input_tokens": 9, "speed": "standard"})).to_usage().fast_mode);
+        assert!(!parse(serde_json::json!({"input_tokens": 9, "speed": "turbo"})).to_usage().fast_mode);
+        let mut u = parse(serde_json::json!({"input_tokens": 9, "speed": "fast"}));
+        u.merge(&parse(serde_json::json!({"output_tokens": 4})));
+        assert!(u.to_usage().fast_mode, "a later usage without `speed` keeps it");
+        let mut u = parse(serde_json::json!({"input_tokens": 9}));
+        u.merge(&parse(serde_json::json!({"output_tokens": 4, "speed": "fast"})));
+        assert!(u.to_usage().fast_mode);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use common::{block_start, delta, event, stop, tool};
 use claudette_anthropic::ClaudeBackend;
 use claudette_core::{
     Backend, BackendSettings, Block, BlockKind, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest,
-    ChatResponse, Dialect, ErrorKind, FinishReason, Message, NativeBlock, NativeTool, Pricing,
+    ChatResponse, Dialect, ErrorKind, FinishReason, Message, NativeBlock, NativeFlag, NativeTool, Pricing,
     StreamBlockOrder, StreamEvent, TextCitations, ToolChoice, Usage,
 };
 use claudette_testkit::shapes::{CLAUDE_FAKE_MODEL, PROMPT_TOKENS};
@@ -284,6 +284,20 @@ async fn the_beta_header_carries_what_the_tools_need_with_the_configured_flags()
     let plain = backend(&server);
     plain.send(&search_request(vec![Message::user("news?")])).await.unwrap();
     assert_eq!(server.received().last().unwrap().header("anthropic-beta"), None);
+
+    // The client's own flags come last, each once, on the message and the count alike.
+    let flag = |f: &str| NativeFlag { dialect: Dialect::Anthropic, flag: f.into() };
+    let asked = ChatRequest {
+        native_flags: vec![flag("context-1m-2025-08-07"), flag("web-fetch-2025-09-10")],
+        ..request.clone()
+    };
+    b.send(&asked).await.unwrap();
+    let with_client_flags = "interleaved-thinking-2025-05-14,code-execution-2025-08-25,web-fetch-2025-09-10,\
+                             computer-use-2025-01-24,context-1m-2025-08-07";
+    assert_eq!(server.received().last().unwrap().header("anthropic-beta"), Some(with_client_flags));
+    server.push(Reply::json(200, json!({"input_tokens": 12})));
+    b.count_tokens(&asked).await.unwrap();
+    assert_eq!(server.received().last().unwrap().header("anthropic-beta"), Some(with_client_flags));
 }
 
 /// One web search, answered as JSON and as a stream: the same text, the same Anthropic blocks

@@ -103,6 +103,7 @@ impl UsageMetadata {
             cache_write_tokens: 0,
             reasoning_tokens: self.thoughts_token_count,
             web_search_requests: 0,
+            fast_mode: false,
             source: claudette_core::UsageSource::Reported,
         }
     }

@@ -290,6 +290,7 @@ fn thinking_cache_and_usage_split() {
             cache_write_tokens: 0,
             reasoning_tokens: 97,
             web_search_requests: 0,
+            fast_mode: false,
             source: UsageSource::Reported
         }
     );

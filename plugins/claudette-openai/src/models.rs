@@ -44,6 +44,8 @@ const fn price(input: f64, output: f64, cached: Option<f64>) -> Pricing {
         cache_read_per_1k: cached,
         cache_write_per_1k: None,
         web_search_per_1k: None,
+        long_context: None,
+        fast_factor: None,
     }
 }
 

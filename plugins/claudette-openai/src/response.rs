@@ -76,6 +76,7 @@ impl UsageWire {
             cache_write_tokens: 0,
             reasoning_tokens: reasoning.min(output),
             web_search_requests: 0,
+            fast_mode: false,
             source: UsageSource::Reported,
         })
     }

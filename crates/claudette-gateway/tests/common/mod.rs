@@ -362,3 +362,45 @@ pub async fn claude_answering(
     let gw = start(router(vec![anthropic(anthropic_settings("claude", &claude))])).await;
     (claude, gw)
 }
+
+/// A gateway with an OpenAI-format backend `gpt`, free (answering "from gpt"), and an
+/// Anthropic one `claude` that costs: a request that cares for cost ([`BY_COST`]) goes to the
+/// OpenAI one unless only Anthropic can take it.
+pub async fn openai_and_claude() -> (claudette_testkit::FakeServer, claudette_testkit::FakeServer, Running) {
+    let gpt = claudette_testkit::FakeServer::start().await;
+    let claude = claudette_testkit::FakeServer::start().await;
+    gpt.set_default(openai_answer(serde_json::json!({"role": "assistant", "content": "from gpt"}), "stop"));
+    let gw = start(router(vec![
+        openai(priced(openai_settings("gpt", &gpt), 0.0, 0.0)),
+        anthropic(priced(anthropic_settings("claude", &claude), 3.0, 15.0)),
+    ]))
+    .await;
+    (gpt, claude, gw)
+}
+
+/// Routing weights that choose the cheapest backend.
+pub const BY_COST: [(&str, &str); 1] = [("x-claudette-weights", "cost=1")];
+
+/// Anthropic's citation of web search result `n` (`https://news.example/{n}`, "News {n}").
+pub fn web_cite(n: u32) -> serde_json::Value {
+    serde_json::json!({"type": "web_search_result_location", "url": format!("https://news.example/{n}"),
+           "title": format!("News {n}"), "cited_text": format!("quote {n}"), "encrypted_index": format!("EI{n}")})
+}
+
+/// A searched answer as Anthropic writes it: text with a multi-byte character (31 characters,
+/// 33 bytes), the search and its encrypted results, a block citing result 1, one citing 2 and
+/// 1, and an uncited sentence after them (a block of its own in a stream too).
+pub fn searched_blocks() -> serde_json::Value {
+    serde_json::json!([
+        {"type": "text", "text": "I'll look that up — one moment."},
+        {"type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search", "input": {"query": "rust 2024 edition"}},
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_01", "content": [
+            {"type": "web_search_result", "url": "https://news.example/1", "title": "News 1",
+             "encrypted_content": "ENC1", "page_age": "2 days ago"},
+            {"type": "web_search_result", "url": "https://news.example/2", "title": "News 2",
+             "encrypted_content": "ENC2"}]},
+        {"type": "text", "text": "The 2024 edition shipped with Rust 1.85", "citations": [web_cite(1)]},
+        {"type": "text", "text": " in February 2025.", "citations": [web_cite(2), web_cite(1)]},
+        {"type": "text", "text": " Editions are opt-in per crate."}
+    ])
+}

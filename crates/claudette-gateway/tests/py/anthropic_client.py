@@ -123,6 +123,22 @@ again = client.messages.create(
 )
 out["search"] = dict(searched(streamed), again=again.content[0].text)
 
+# Claude Code's `/fast` through the SDK's beta surface: the flags go as `betas`, `speed` in the
+# body; the answer says it was served fast and costs 6x.
+raw = client.beta.messages.with_raw_response.create(
+    model="cl-fast",
+    max_tokens=50,
+    betas=["fast-mode-2026-02-01", "context-1m-2025-08-07"],
+    messages=[{"role": "user", "content": "quick"}],
+    extra_body={"speed": "fast"},
+)
+fast = raw.parse()
+out["fast"] = {
+    "text": fast.content[0].text,
+    "speed": getattr(fast.usage, "speed", None),
+    "cost": raw.headers.get("x-claudette-cost"),
+}
+
 # Unknown model: NotFoundError.
 try:
     client.messages.create(model="no-such-model", max_tokens=5, messages=[{"role": "user", "content": "x"}])

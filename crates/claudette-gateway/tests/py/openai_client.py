@@ -126,4 +126,33 @@ out["interleaved"] = {
     "again": again.choices[0].message.content,
 }
 
+# Web search through `web_search_options`, served by Claude's search: the cited sources come
+# back as `url_citation` annotations, from the SDK's stream accumulator as from its JSON call.
+search_args = dict(
+    model="cl-oa-search",
+    messages=[{"role": "user", "content": "When was Claude Shannon born?"}],
+    web_search_options={
+        "search_context_size": "low",
+        "user_location": {"type": "approximate", "approximate": {"country": "US", "city": "Petoskey"}},
+    },
+)
+with client.chat.completions.stream(**search_args) as s:
+    for _ in s:
+        pass
+    streamed = s.get_final_completion().choices[0].message
+created = client.chat.completions.create(**search_args).choices[0].message
+
+
+def cited(m):
+    return [
+        {"url": a.url_citation.url, "title": a.url_citation.title,
+         "text": m.content[a.url_citation.start_index:a.url_citation.end_index]}
+        for a in (m.annotations or [])
+    ]
+
+
+assert streamed.content == created.content, (streamed.content, created.content)
+assert cited(streamed) == cited(created), (cited(streamed), cited(created))
+out["search"] = {"content": created.content, "cited": cited(created)}
+
 print(json.dumps(out))
