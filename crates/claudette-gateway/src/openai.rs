@@ -86,6 +86,12 @@ pub(crate) struct CompletionRequest {
     /// The deprecated form of `tools`: read only to refuse it.
     #[serde(default)]
     functions: Option<Value>,
+    /// Output modalities (`["text", "audio"]`) and the voice for audio: read only to refuse
+    /// audio output, which no backend behind the gateway writes.
+    #[serde(default)]
+    modalities: Option<Value>,
+    #[serde(default)]
+    audio: Option<Value>,
     #[serde(default)]
     reasoning_effort: Option<String>,
     /// Kept raw and read by [`web_search`], which names the field at fault in it.
@@ -579,6 +585,25 @@ impl CompletionRequest {
         if self.logprobs == Some(true) {
             return Err(
                 ApiError::invalid("`logprobs` are not supported by this gateway").with_param("logprobs")
+            );
+        }
+        // Served as text, an answer asked for as speech leaves the client with no `audio` to
+        // play and nothing to say why.
+        let audio_out = |m: &Value| m.as_str().is_none_or(|m| m != "text");
+        if let Some(Value::Array(asked)) = &self.modalities
+            && asked.iter().any(audio_out)
+        {
+            return Err(ApiError::invalid(
+                "audio output is not supported by this gateway; ask for `modalities: [\"text\"]` or leave it out",
+            )
+            .with_param("modalities"));
+        }
+        if self.modalities.as_ref().is_some_and(|m| !m.is_null() && !m.is_array()) {
+            return Err(invalid_value("modalities".into(), &"expected a list"));
+        }
+        if self.audio.as_ref().is_some_and(|a| !a.is_null()) {
+            return Err(
+                ApiError::invalid("audio output is not supported by this gateway").with_param("audio")
             );
         }
         // Dropped, they would leave the model answering without the functions it was offered.

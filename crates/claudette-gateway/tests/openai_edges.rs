@@ -176,6 +176,12 @@ async fn requests_whose_answer_we_cannot_shape_are_refused_and_structured_output
         (json!({"response_format": {"json_schema": {}}}), "response_format.type"),
         (json!({"logprobs": true, "top_logprobs": 2}), "logprobs"),
         (json!({"functions": [{"name": "f", "parameters": {"type": "object"}}]}), "functions"),
+        (
+            json!({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}),
+            "modalities",
+        ),
+        (json!({"modalities": "audio"}), "modalities"),
+        (json!({"audio": {"voice": "alloy", "format": "mp3"}}), "audio"),
     ];
     for (extra, param) in refused {
         for stream in [false, true] {
@@ -191,6 +197,7 @@ async fn requests_whose_answer_we_cannot_shape_are_refused_and_structured_output
     let served = [
         json!({"response_format": {"type": "text"}}),
         json!({"response_format": null, "logprobs": false, "functions": null}),
+        json!({"modalities": ["text"], "audio": null}),
         json!({"seed": 7, "parallel_tool_calls": false, "user": "u", "metadata": {"k": "v"}}),
     ];
     for extra in served {
