@@ -62,6 +62,7 @@ pub use types::{
     DOCUMENT_MEDIA_TYPE, DOCUMENT_PAGE_TOKEN_ESTIMATE, DOCUMENT_URL_PAGES, Dialect, Document, DocumentSource,
     FinishReason, IMAGE_MEDIA_TYPES, IMAGE_TOKEN_ESTIMATE, Image, ImageSource, MAX_CACHE_BREAKPOINTS,
     Message, NativeBlock, NativeField, NativeFlag, NativeTool, ReasoningEffort, ResponseFormat, Role,
-    Segment, StreamBlockOrder, StreamEnd, StreamEvent, TextCitations, Thinking, ThinkingBlock, ThinkingSeal,
-    ToolCall, ToolCallDelta, ToolCallSlot, ToolCallSlots, ToolChoice, ToolSpec, Usage, UsageSource,
+    Segment, ServiceTier, StreamBlockOrder, StreamEnd, StreamEvent, TextCitations, Thinking, ThinkingBlock,
+    ThinkingSeal, ToolCall, ToolCallDelta, ToolCallSlot, ToolCallSlots, ToolChoice, ToolSpec, Usage,
+    UsageSource,
 };

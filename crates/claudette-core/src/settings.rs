@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::base_url::redact_url;
 use crate::error::BackendError;
-use crate::types::Usage;
+use crate::types::{ServiceTier, Usage};
 
 /// An API key. Its `Debug` prints `[REDACTED]`, it has no `Display` and no `Serialize`, and its
 /// memory is zeroed on drop, so it cannot end up in logs, error text or a config dump by
@@ -68,8 +68,8 @@ pub struct Pricing {
     /// whatever the prompt's length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub long_context: Option<LongContext>,
-    /// Factor on every token rate for an answer served in the provider's fast mode
-    /// ([`Usage::fast_mode`]: Anthropic's `speed: "fast"`, billed at 6×). `None`: 1.
+    /// Factor on every token rate for an answer served in the provider's fast lane
+    /// ([`ServiceTier::Fast`]: Anthropic's fast mode, billed at 6×). `None`: 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fast_factor: Option<f64>,
 }
@@ -117,20 +117,23 @@ impl Pricing {
     }
 
     /// Cost of `usage`: each token class at its own rate, never counted twice, scaled for a
-    /// long prompt and for fast mode (the two stack, as Anthropic bills them), and the web
-    /// searches at theirs.
+    /// long prompt and for the tier that served it (the two stack, as Anthropic bills them),
+    /// and the web searches at theirs.
     pub fn cost(&self, usage: &Usage) -> f64 {
         let per = |count: u32, rate: f64| f64::from(count) * rate / 1000.0;
         let (long_in, long_out) = self
             .long_context
             .filter(|l| usage.input_tokens > l.above_input_tokens)
             .map_or((1.0, 1.0), |l| (l.input_factor, l.output_factor));
-        let fast = if usage.fast_mode { self.fast_factor.unwrap_or(1.0) } else { 1.0 };
+        let tier = match usage.tier {
+            ServiceTier::Standard => 1.0,
+            ServiceTier::Fast => self.fast_factor.unwrap_or(1.0),
+        };
         let input = per(usage.uncached_input_tokens(), self.input_per_1k)
             + per(usage.cache_read_tokens, self.cache_read_per_1k.unwrap_or(self.input_per_1k))
             + per(usage.cache_write_tokens, self.cache_write_per_1k.unwrap_or(self.input_per_1k));
         let output = per(usage.output_tokens, self.output_per_1k);
-        (input * long_in + output * long_out) * fast
+        (input * long_in + output * long_out) * tier
             + per(usage.web_search_requests, self.web_search_per_1k.unwrap_or(0.0))
     }
 
@@ -503,8 +506,9 @@ mod tests {
         let long = LongContext { above_input_tokens: 200_000, input_factor: 2.0, output_factor: 1.5 };
         let p =
             Pricing::new(0.005, 0.025).with_long_context(long).with_fast_factor(6.0).with_web_search(10.0);
-        let per_million = |input: u32, fast_mode: bool| {
-            let u = Usage { fast_mode, ..Usage::reported(input, 1_000_000) };
+        let per_million = |input: u32, fast: bool| {
+            let tier = if fast { ServiceTier::Fast } else { ServiceTier::Standard };
+            let u = Usage { tier, ..Usage::reported(input, 1_000_000) };
             let input_cost = p.cost(&Usage { output_tokens: 0, ..u }) * 1e6 / f64::from(input);
             (input_cost, p.cost(&Usage { input_tokens: 0, ..u }), p.cost(&u))
         };
@@ -525,7 +529,7 @@ mod tests {
         assert!(close(c, (100_000.0 * 0.005 + 150_000.0 * 0.005) * 2.0 / 1000.0 + 0.02), "{c}");
         // Without the settings, neither changes a price.
         let plain = Pricing::new(0.005, 0.025);
-        let fast = Usage { fast_mode: true, ..Usage::reported(400_000, 1000) };
+        let fast = Usage { tier: ServiceTier::Fast, ..Usage::reported(400_000, 1000) };
         assert!(close(plain.cost(&fast), 400_000.0 * 0.005 / 1000.0 + 0.025));
     }
 }

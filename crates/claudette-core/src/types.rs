@@ -1072,12 +1072,28 @@ pub struct Usage {
     /// `server_tool_use.web_search_requests`), billed per search on top of the tokens.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub web_search_requests: u32,
-    /// Served in the provider's fast mode (Anthropic's `usage.speed: "fast"`), which bills
-    /// every token at [`Pricing::fast_factor`](crate::Pricing::fast_factor) times its rate.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub fast_mode: bool,
+    /// The tier that served the answer, which scales every token's price.
+    #[serde(default, skip_serializing_if = "ServiceTier::is_standard")]
+    pub tier: ServiceTier,
     #[serde(default)]
     pub source: UsageSource,
+}
+
+/// The tier of service that answered, as the provider reports it: a provider's fast lane
+/// (Anthropic's fast mode, `usage.speed: "fast"`) bills every token at
+/// [`Pricing::fast_factor`](crate::Pricing::fast_factor) times its rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceTier {
+    #[default]
+    Standard,
+    Fast,
+}
+
+impl ServiceTier {
+    pub fn is_standard(&self) -> bool {
+        *self == ServiceTier::Standard
+    }
 }
 
 fn is_zero(n: &u32) -> bool {

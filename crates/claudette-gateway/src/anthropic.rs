@@ -55,8 +55,8 @@ use claudette_core::{
     BackendError, Block as TurnBlock, BlockOrder, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest,
     ChatResponse, Dialect, Document, DocumentSource, ErrorKind, FinishReason, Image, ImageSource,
     MAX_CACHE_BREAKPOINTS, Message, NativeBlock, NativeField, NativeFlag, NativeTool, Phase, ReasoningEffort,
-    ResponseFormat, Role, StreamEvent, TextCitations, Thinking, ThinkingBlock, ThinkingSeal, ToolCall,
-    ToolCallDelta, ToolCallSlot, ToolCallSlots, ToolChoice, ToolSpec, Usage,
+    ResponseFormat, Role, ServiceTier, StreamEvent, TextCitations, Thinking, ThinkingBlock, ThinkingSeal,
+    ToolCall, ToolCallDelta, ToolCallSlot, ToolCallSlots, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -1513,7 +1513,7 @@ fn out_usage(u: &Usage) -> OutUsage {
         cache_read_input_tokens: u.cache_read_tokens,
         server_tool_use: (u.web_search_requests > 0)
             .then_some(ServerToolUse { web_search_requests: u.web_search_requests }),
-        speed: u.fast_mode.then_some("fast"),
+        speed: (u.tier == ServiceTier::Fast).then_some("fast"),
     }
 }
 

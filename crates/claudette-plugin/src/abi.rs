@@ -60,7 +60,7 @@ pub const ABI_VERSION: u32 = 2;
 /// and blocks (`ChatRequest::native_tools`, `Message::native`, `ChatResponse::native`,
 /// `BlockKind::Native`, `StreamEvent::Native`), text citations and `Usage::web_search_requests`;
 /// 11, a provider's own top-level fields (`ChatRequest::native_fields`,
-/// `ChatResponse::native_fields`, `StreamEvent::NativeField`); 12, `Document::citations`; 13, `StreamEvent::TextEnd`; 14, `ChatRequest::native_flags` and `Usage::fast_mode`.
+/// `ChatResponse::native_fields`, `StreamEvent::NativeField`); 12, `Document::citations`; 13, `StreamEvent::TextEnd`; 14, `ChatRequest::native_flags` and `Usage::tier`.
 pub const SCHEMA_VERSION: u32 = 14;
 
 /// The field type of [`ClaudettePlugin::abi_version`]. It is `u64` only under the test feature

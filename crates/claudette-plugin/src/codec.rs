@@ -34,9 +34,9 @@ use std::time::Duration;
 use claudette_core::{
     BackendError, BlockKind, CacheAt, CacheBreakpoint, CacheTtl, ChatRequest, ChatResponse, Dialect,
     Document, DocumentSource, FinishReason, HttpRequest, Image, ImageSource, Message, Method, NativeBlock,
-    NativeField, NativeFlag, NativeTool, ReasoningEffort, ResponseFormat, Role, RoutingDecision, StreamEnd,
-    StreamEvent, TextCitations, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta, ToolChoice,
-    ToolSpec, Usage, UsageSource,
+    NativeField, NativeFlag, NativeTool, ReasoningEffort, ResponseFormat, Role, RoutingDecision, ServiceTier,
+    StreamEnd, StreamEvent, TextCitations, Thinking, ThinkingBlock, ThinkingSeal, ToolCall, ToolCallDelta,
+    ToolChoice, ToolSpec, Usage, UsageSource,
 };
 
 /// A decoding failure: the boxed error keeps every reader's `Result` one pointer wide. With
@@ -535,6 +535,7 @@ wire_enum!(DocumentSource, "document source", {
 });
 wire_struct!(Document { at, source, title, citations });
 wire_enum!(Dialect, "dialect", { Anthropic = 0 });
+wire_enum!(ServiceTier, "service tier", { Standard = 0, Fast = 1 });
 wire_struct!(NativeBlock { dialect, block });
 wire_struct!(NativeTool { dialect, at, spec });
 wire_struct!(TextCitations { end, citations });
@@ -588,7 +589,7 @@ wire_struct!(Usage {
     cache_write_tokens,
     reasoning_tokens,
     web_search_requests,
-    fast_mode,
+    tier,
     source
 });
 
@@ -889,7 +890,7 @@ mod tests {
             cache_write_tokens: 1,
             reasoning_tokens: 5,
             web_search_requests: 2,
-            fast_mode: true,
+            tier: ServiceTier::Fast,
             source: UsageSource::Estimated,
         };
         r.native_fields = vec![NativeField {

@@ -1,6 +1,6 @@
 //! Pieces of the Messages wire format shared by the response parser and the stream decoder.
 
-use claudette_core::{Dialect, FinishReason, NativeField, Usage, UsageSource};
+use claudette_core::{Dialect, FinishReason, NativeField, ServiceTier, Usage, UsageSource};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -116,7 +116,7 @@ impl WireUsage {
             cache_write_tokens: write,
             reasoning_tokens: 0,
             web_search_requests: sat(self.web_search_requests()),
-            fast_mode: self.speed == Some(Speed::Fast),
+            tier: if self.speed == Some(Speed::Fast) { ServiceTier::Fast } else { ServiceTier::Standard },
             source: UsageSource::Reported,
         }
     }
@@ -195,15 +195,24 @@ mod tests {
     #[test]
     fn fast_mode_is_read_from_either_usage_of_a_stream() {
         let parse = |v: serde_json::Value| serde_json::from_value::<WireUsage>(v).unwrap();
-        assert!(parse(serde_json::json!({"input_tokens": 9, "speed": "fast"})).to_usage().fast_mode);
-        assert!(!parse(serde_json::json!({"input_tokens": 9, "speed": "standard"})).to_usage().fast_mode);
-        assert!(!parse(serde_json::json!({"input_tokens": 9, "speed": "turbo"})).to_usage().fast_mode);
+        assert!(
+            parse(serde_json::json!({"input_tokens": 9, "speed": "fast"})).to_usage().tier
+                == ServiceTier::Fast
+        );
+        assert_eq!(
+            parse(serde_json::json!({"input_tokens": 9, "speed": "standard"})).to_usage().tier,
+            ServiceTier::Standard
+        );
+        assert_eq!(
+            parse(serde_json::json!({"input_tokens": 9, "speed": "turbo"})).to_usage().tier,
+            ServiceTier::Standard
+        );
         let mut u = parse(serde_json::json!({"input_tokens": 9, "speed": "fast"}));
         u.merge(&parse(serde_json::json!({"output_tokens": 4})));
-        assert!(u.to_usage().fast_mode, "a later usage without `speed` keeps it");
+        assert!(u.to_usage().tier == ServiceTier::Fast, "a later usage without `speed` keeps it");
         let mut u = parse(serde_json::json!({"input_tokens": 9}));
         u.merge(&parse(serde_json::json!({"output_tokens": 4, "speed": "fast"})));
-        assert!(u.to_usage().fast_mode);
+        assert!(u.to_usage().tier == ServiceTier::Fast);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use claudette_core::types::new_tool_call_id;
-use claudette_core::{BackendError, ErrorKind, FinishReason, ToolCall, Usage};
+use claudette_core::{BackendError, ErrorKind, FinishReason, ServiceTier, ToolCall, Usage};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -103,7 +103,7 @@ impl UsageMetadata {
             cache_write_tokens: 0,
             reasoning_tokens: self.thoughts_token_count,
             web_search_requests: 0,
-            fast_mode: false,
+            tier: ServiceTier::Standard,
             source: claudette_core::UsageSource::Reported,
         }
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use claudette_core::{
     AuthScheme, BackendError, BackendSettings, BackendType, ChatRequest, ErrorKind, FinishReason, Framing,
-    HttpResponse, Message, Method, Outcome, Pricing, ProviderAdapter, RetryAction, StreamEnd, StreamEvent,
-    StreamParser, ToolCall, ToolCallDelta, ToolSpec, Usage, UsageSource,
+    HttpResponse, Message, Method, Outcome, Pricing, ProviderAdapter, RetryAction, ServiceTier, StreamEnd,
+    StreamEvent, StreamParser, ToolCall, ToolCallDelta, ToolSpec, Usage, UsageSource,
 };
 use claudette_gemini::GeminiAdapter;
 use claudette_gemini::pricing::{PRICES, known_price};
@@ -290,7 +290,7 @@ fn thinking_cache_and_usage_split() {
             cache_write_tokens: 0,
             reasoning_tokens: 97,
             web_search_requests: 0,
-            fast_mode: false,
+            tier: ServiceTier::Standard,
             source: UsageSource::Reported
         }
     );

@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use claudette_core::{BackendError, ChatResponse, FinishReason, ToolCall, Usage, UsageSource};
+use claudette_core::{BackendError, ChatResponse, FinishReason, ServiceTier, ToolCall, Usage, UsageSource};
 use serde::Deserialize as _;
 use serde_json::Value;
 
@@ -76,7 +76,7 @@ impl UsageWire {
             cache_write_tokens: 0,
             reasoning_tokens: reasoning.min(output),
             web_search_requests: 0,
-            fast_mode: false,
+            tier: ServiceTier::Standard,
             source: UsageSource::Reported,
         })
     }
