@@ -4,8 +4,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
+use claudette::core::{Dialect, NativeTool};
 use claudette::{ChatRequest, Message, RouteError, StreamEvent};
 use futures::StreamExt;
+use serde_json::Value;
 
 use crate::common::{CliError, build_router, load_config, money, note, outln, stdout_error};
 
@@ -29,6 +31,11 @@ pub(crate) struct ChatArgs {
     /// Sampling temperature.
     #[arg(long, value_name = "T")]
     pub temperature: Option<f32>,
+    /// Let Claude search the web (Anthropic's `web_search` server tool, billed per search):
+    /// the request goes to Anthropic backends only. Each search is noted as it runs, and the
+    /// sources the answer cites are listed after it.
+    #[arg(long)]
+    pub web_search: bool,
     /// Configuration file (default: $CLAUDETTE_CONFIG, then ./claudette.toml, then discovery).
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -66,6 +73,13 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
     request.backend = args.backend.clone();
     request.max_tokens = args.max_tokens;
     request.temperature = args.temperature;
+    if args.web_search {
+        request.native_tools.push(NativeTool {
+            dialect: Dialect::Anthropic,
+            at: 0,
+            spec: serde_json::json!({"type": "web_search_20250305", "name": "web_search"}),
+        });
+    }
 
     if args.json {
         let response = router.route_request(&request).await.map_err(route_failure)?;
@@ -78,6 +92,7 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     let mut wrote_text = false;
     let mut in_reasoning = false;
+    let mut sources = Sources::default();
     while let Some(event) = stream.next().await {
         match event {
             StreamEvent::TextDelta { text } => {
@@ -101,10 +116,14 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
                     note!("[tool call: {name}]");
                 }
             }
+            StreamEvent::Native { block } => {
+                if let Some(query) = searched(&block.block) {
+                    note!("[searching the web: {query}]");
+                }
+            }
+            StreamEvent::Citation { citation } => sources.cite(&citation),
             StreamEvent::Usage { .. }
             | StreamEvent::ThinkingSeal { .. }
-            | StreamEvent::Native { .. }
-            | StreamEvent::Citation { .. }
             | StreamEvent::NativeField { .. }
             | StreamEvent::TextEnd => {}
             StreamEvent::Done { end } => {
@@ -114,10 +133,16 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
                 if in_reasoning {
                     note!();
                 }
+                sources.write(&mut out).map_err(|e| stdout_error(&e))?;
+                let searches = match end.usage.web_search_requests {
+                    0 => String::new(),
+                    1 => " · 1 search".to_owned(),
+                    n => format!(" · {n} searches"),
+                };
                 let d = stream.decision();
                 let attempts = d.attempts.len();
                 note!(
-                    "[{} · {} in / {} out tokens{} · {} · {} attempt{}]",
+                    "[{} · {} in / {} out tokens{}{searches} · {} · {} attempt{}]",
                     stream.backend(),
                     end.usage.input_tokens,
                     end.usage.output_tokens,
@@ -145,6 +170,42 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), CliError> {
         }
     }
     Err(CliError::failure("the stream ended without a final event"))
+}
+
+/// The query of a web search Claude runs (a `server_tool_use` block of its `web_search`).
+fn searched(block: &Value) -> Option<&str> {
+    (block.get("type")?.as_str()? == "server_tool_use" && block.get("name")?.as_str()? == "web_search")
+        .then(|| block.get("input")?.get("query")?.as_str())
+        .flatten()
+}
+
+/// The web pages an answer cites, each once, in the order first cited.
+#[derive(Default)]
+struct Sources(Vec<(String, String)>);
+
+impl Sources {
+    fn cite(&mut self, citation: &Value) {
+        let Some(url) = citation.get("url").and_then(Value::as_str) else { return };
+        if !self.0.iter().any(|(u, _)| u == url) {
+            let title = citation.get("title").and_then(Value::as_str).unwrap_or_default();
+            self.0.push((url.to_owned(), title.to_owned()));
+        }
+    }
+
+    /// After the answer, on stdout: they are part of it (where its claims come from).
+    fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        writeln!(out, "\nSources:")?;
+        for (i, (url, title)) in self.0.iter().enumerate() {
+            match title.is_empty() {
+                true => writeln!(out, "[{}] {url}", i + 1)?,
+                false => writeln!(out, "[{}] {title} <{url}>", i + 1)?,
+            }
+        }
+        out.flush()
+    }
 }
 
 fn route_failure(e: RouteError) -> CliError {

@@ -416,6 +416,57 @@ async fn chat_streams_the_answer_and_reports_the_route() {
     assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
 }
 
+/// `--web-search` gives Claude its web search: the request goes to the Anthropic backend (the
+/// cheaper OpenAI one cannot search), each search is noted on stderr as it runs, the cited
+/// pages follow the answer on stdout, and the search is counted in the summary line. Without
+/// an Anthropic backend it is an error that says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_can_search_the_web_and_lists_the_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let gpt = FakeServer::start().await;
+    let claude = FakeServer::start().await;
+    let cite = json!({"type": "web_search_result_location", "url": "https://en.wikipedia.org/wiki/Claude_Shannon",
+                      "title": "Claude Shannon", "encrypted_index": "EI", "cited_text": "born April 30, 1916"});
+    let blocks = json!([
+        {"type": "text", "text": "I'll search."},
+        {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "claude shannon born"}},
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+            {"type": "web_search_result", "url": "https://en.wikipedia.org/wiki/Claude_Shannon",
+             "title": "Claude Shannon", "encrypted_content": "ENC"}]},
+        {"type": "text", "text": "He was born on April 30, 1916.", "citations": [cite.clone(), cite]}
+    ]);
+    claude.set_default(Reply::anthropic_stream_blocks(&blocks, "end_turn"));
+    let claude_backend = format!(
+        "\n[[backends]]\nname = \"claude\"\nprovider = \"anthropic\"\nmodel = \"claude-fake\"\nbase_url = \"{}\"\n\
+         api_key_env = \"TEST_BACKEND_KEY\"\n",
+        claude.url()
+    );
+    let path = write_config(dir.path(), &gpt, &claude_backend);
+    let mut cmd = claudette(dir.path());
+    cmd.args(["chat", "When was Claude Shannon born?", "--web-search", "--config"]).arg(&path);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        o.stdout,
+        "I'll search.He was born on April 30, 1916.\n\nSources:\n\
+         [1] Claude Shannon <https://en.wikipedia.org/wiki/Claude_Shannon>\n"
+    );
+    assert!(o.stderr.contains("[searching the web: claude shannon born]"), "{}", o.stderr);
+    assert!(o.stderr.contains("[claude · ") && o.stderr.contains(" · 1 search · "), "{}", o.stderr);
+    assert_eq!(gpt.post_requests(), 0);
+    let sent = claude.last_json().unwrap();
+    assert_eq!(sent["tools"], json!([{"type": "web_search_20250305", "name": "web_search"}]));
+
+    // Only the OpenAI backend: refused, naming the provider it needs.
+    let only_gpt = write_config(dir.path(), &gpt, "");
+    let mut cmd = claudette(dir.path());
+    cmd.args(["chat", "news?", "--web-search", "--config"]).arg(&only_gpt);
+    let o = run(cmd).await;
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("provider `anthropic`"), "{}", o.stderr);
+    assert_eq!(gpt.post_requests(), 0);
+}
+
 /// Tokens reach stdout while the upstream stream is still open: the first piece is printed
 /// although the rest is held back by a 30 s gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
