@@ -310,12 +310,23 @@ async fn the_official_python_sdk_speaks_responses_to_the_gateway() {
     let tool = fake(Fake::openai_tool_call("call_1", "add", r#"{"a":1,"b":2}"#)).await;
     let tool_stream = fake(Fake::openai_stream_tool_call("call_2", "add", &["{\"a\":1,", "\"b\":2}"])).await;
     let cut = fake(Fake::openai_stream(&["par", "tial", "never"]).cut_after(3)).await;
+    // A searched answer (`tests/common`), as JSON first and then streamed.
+    let blocks = searched_blocks();
+    let cl_search = FakeServer::start().await;
+    cl_search.push(Fake::json(
+        200,
+        json!({"id": "msg_search", "type": "message", "role": "assistant", "model": "claude-fake",
+               "content": blocks, "stop_reason": "end_turn", "stop_sequence": null,
+               "usage": {"input_tokens": 10, "output_tokens": 4, "server_tool_use": {"web_search_requests": 1}}}),
+    ));
+    cl_search.push(Fake::anthropic_stream_blocks(&blocks, "end_turn"));
     let r = router(vec![
         openai(openai_settings("oa-json", &json_fake)),
         openai(openai_settings("oa-stream", &stream)),
         openai(openai_settings("oa-tool", &tool)),
         openai(openai_settings("oa-tool-stream", &tool_stream)),
         openai(openai_settings("oa-cut", &cut)),
+        anthropic(anthropic_settings("cl-search", &cl_search)),
     ]);
     let options = GatewayOptions {
         api_keys: vec![KeyEntry::from_plain("sdk", RESPONSES_KEY)],
@@ -347,6 +358,26 @@ async fn the_official_python_sdk_speaks_responses_to_the_gateway() {
                "code": "stream_interrupted", "failed_status": "failed"})
     );
     assert_eq!(o["stateful"], json!({"status": 400, "param": "previous_response_id"}));
+    let cited = |n: u32, text: &str| json!({"url": format!("https://news.example/{n}"), "text": text});
+    assert_eq!(
+        o["search"],
+        json!({"calls": [{"status": "completed", "query": "rust 2024 edition",
+                          "sources": ["https://news.example/1", "https://news.example/2"]}],
+               "text": "I'll look that up — one moment.The 2024 edition shipped with Rust 1.85 in February 2025. \
+                        Editions are opt-in per crate.",
+               "cited": [cited(1, "The 2024 edition shipped with Rust 1.85"), cited(2, " in February 2025."),
+                         cited(1, " in February 2025.")],
+               "events": ["response.web_search_call.in_progress", "response.web_search_call.searching",
+                          "response.web_search_call.completed", "response.output_text.annotation.added",
+                          "response.output_text.annotation.added", "response.output_text.annotation.added"]})
+    );
+    for up in cl_search.received() {
+        assert_eq!(
+            up.json()["tools"],
+            json!([{"type": "web_search_20250305", "name": "web_search",
+                    "user_location": {"type": "approximate", "city": "Paris"}}])
+        );
+    }
 
     // The second tool turn reached the provider as a tool loop.
     let up = json_fake.last_json().unwrap();

@@ -155,4 +155,35 @@ try:
 except openai.BadRequestError as e:
     out["stateful"] = {"status": e.status_code, "param": e.param}
 
+# Web search, served by Claude's: the search call and the annotated text as the SDK's typed
+# models hold them, from the JSON answer and from the stream (every event validated), with the
+# sources `include` asks for.
+search_args = dict(
+    model="cl-search",
+    input="When was Claude Shannon born?",
+    tools=[{"type": "web_search", "user_location": {"type": "approximate", "city": "Paris"}}],
+    include=["web_search_call.action.sources"],
+)
+
+
+def searched(response):
+    calls = [i for i in response.output if i.type == "web_search_call"]
+    parts = [p for i in response.output if i.type == "message" for p in i.content]
+    return {
+        "calls": [{"status": c.status, "query": c.action.query, "sources": [s.url for s in c.action.sources]}
+                  for c in calls],
+        "text": response.output_text,
+        "cited": [{"url": a.url, "text": p.text[a.start_index:a.end_index]} for p in parts for a in p.annotations],
+    }
+
+
+created = strict_response(client.responses.create(**search_args))
+kinds = []
+for event in events(**search_args):
+    kinds.append(event.type)
+    if event.type == "response.completed":
+        streamed = strict_response(event.response)
+assert searched(created) == searched(streamed), (searched(created), searched(streamed))
+out["search"] = dict(searched(created), events=[k for k in kinds if "web_search" in k or "annotation" in k])
+
 print(json.dumps(out))
