@@ -1223,6 +1223,81 @@ impl ChatResponse {
         ordered_blocks(&self.order, &self.thinking, &self.content, &self.tool_calls, &self.native)
     }
 
+    /// Whether the provider paused the turn before its end (Anthropic's `pause_turn`: a long
+    /// turn of its server tools, such as many web searches). The turn goes on when it is sent
+    /// back as it is ([`Self::to_turn`]) in the next request.
+    pub fn is_paused(&self) -> bool {
+        matches!(&self.finish_reason, Some(FinishReason::Other(r)) if r == "pause_turn")
+    }
+
+    /// The answer as the assistant turn a client sends back: its blocks, their order and
+    /// citations, as the provider wrote them.
+    pub fn to_turn(&self) -> Message {
+        Message {
+            tool_calls: self.tool_calls.clone(),
+            thinking: self.thinking.clone(),
+            order: self.order.clone(),
+            native: self.native.clone(),
+            citations: self.citations.clone(),
+            ..Message::assistant(self.content.clone())
+        }
+    }
+
+    /// This answer, then `next`: the provider's answer to this one sent back as its turn
+    /// after a pause ([`Self::is_paused`]), which goes on with the same turn. One answer, as if
+    /// the turn had not paused: the blocks of both in order (text offsets, citations and the
+    /// block order of `next` moved past this answer's text), the usage, cost and latency of
+    /// both calls added up, and `next`'s stop, model and backend. The decision keeps every
+    /// attempt of both.
+    pub fn continued_by(mut self, next: ChatResponse) -> ChatResponse {
+        let shift = u32::try_from(self.content.len()).unwrap_or(u32::MAX);
+        let mut order = turn_order(&self);
+        order.extend(turn_order(&next).into_iter().map(|k| match k {
+            BlockKind::Text(end) => BlockKind::Text(end.saturating_add(shift)),
+            k => k,
+        }));
+        self.order = order;
+        self.content.push_str(&next.content);
+        self.thinking.extend(next.thinking);
+        self.tool_calls.extend(next.tool_calls);
+        self.native.extend(next.native);
+        self.citations.extend(
+            next.citations.into_iter().map(|c| TextCitations { end: c.end.saturating_add(shift), ..c }),
+        );
+        self.native_fields.extend(next.native_fields);
+        self.reasoning = match (self.reasoning.take(), next.reasoning) {
+            (Some(a), Some(b)) => Some(a + &b),
+            (a, b) => a.or(b),
+        };
+        let (a, b) = (self.usage, next.usage);
+        self.usage = Usage {
+            input_tokens: a.input_tokens.saturating_add(b.input_tokens),
+            output_tokens: a.output_tokens.saturating_add(b.output_tokens),
+            cache_read_tokens: a.cache_read_tokens.saturating_add(b.cache_read_tokens),
+            cache_write_tokens: a.cache_write_tokens.saturating_add(b.cache_write_tokens),
+            reasoning_tokens: a.reasoning_tokens.saturating_add(b.reasoning_tokens),
+            web_search_requests: a.web_search_requests.saturating_add(b.web_search_requests),
+            // Informational once the calls are priced: fast if either call was.
+            tier: if b.tier.is_standard() { a.tier } else { b.tier },
+            source: if a.source == b.source { a.source } else { UsageSource::Estimated },
+        };
+        self.cost += next.cost;
+        self.latency += next.latency;
+        self.finish_reason = next.finish_reason;
+        self.model = next.model;
+        self.backend = next.backend;
+        self.cache_hit = false;
+        self.warnings.extend(next.warnings);
+        self.decision = match (self.decision.take(), next.decision) {
+            (Some(mut first), Some(then)) => {
+                first.attempts.extend(then.attempts);
+                Some(first)
+            }
+            (a, b) => a.or(b),
+        };
+        self
+    }
+
     /// The citations of the text block that ends `end` bytes into the content.
     pub fn citations_at(&self, end: usize) -> &[serde_json::Value] {
         citations_at(&self.citations, end)
@@ -1241,6 +1316,25 @@ impl ChatResponse {
             blocks
         })
     }
+}
+
+/// An answer's block order spelt out, the usual one included, so that it still holds with
+/// another answer's blocks after it.
+fn turn_order(resp: &ChatResponse) -> Vec<BlockKind> {
+    if !resp.order.is_empty() {
+        return resp.order.clone();
+    }
+    resp.blocks_for_client()
+        .iter()
+        .map(|b| match b {
+            Block::Thinking(_) => BlockKind::Thinking,
+            Block::Text { text, start } => {
+                BlockKind::Text(u32::try_from(start + text.len()).unwrap_or(u32::MAX))
+            }
+            Block::ToolCall { .. } => BlockKind::ToolCall,
+            Block::Native(_) => BlockKind::Native,
+        })
+        .collect()
 }
 
 fn citations_at(all: &[TextCitations], end: usize) -> &[serde_json::Value] {
@@ -1423,6 +1517,47 @@ pub mod duration_ms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A paused search turn and the answer that goes on with it make one answer: the second's
+    /// text blocks, citations and order after the first's, both calls' usage and cost, the
+    /// second's stop. Sent back, the paused answer is the same turn.
+    #[test]
+    fn a_paused_turn_and_its_continuation_are_one_answer() {
+        let native = |kind: &str| NativeBlock::anthropic(serde_json::json!({"type": kind}));
+        let mut first = ChatResponse::empty("claude", "m");
+        first.content = "Looking é.".into(); // 11 bytes
+        first.native = vec![native("server_tool_use"), native("web_search_tool_result")];
+        first.order = vec![BlockKind::Text(11), BlockKind::Native, BlockKind::Native];
+        first.finish_reason = Some(FinishReason::Other("pause_turn".into()));
+        first.usage = Usage { web_search_requests: 1, ..Usage::reported(100, 10) };
+        first.cost = 0.5;
+        assert!(first.is_paused());
+        let turn = first.to_turn();
+        assert_eq!((turn.role, turn.content.as_str(), turn.native.len()), (Role::Assistant, "Looking é.", 2));
+        assert_eq!(turn.blocks().unwrap().len(), 3);
+
+        let mut next = ChatResponse::empty("claude", "m2");
+        next.content = "Found it.".into();
+        next.citations = vec![TextCitations { end: 9, citations: vec![serde_json::json!({"url": "u"})] }];
+        next.finish_reason = Some(FinishReason::Stop);
+        next.usage = Usage::reported(150, 20);
+        next.cost = 0.25;
+        let both = first.continued_by(next);
+        assert!(!both.is_paused());
+        assert_eq!(both.content, "Looking é.Found it.");
+        assert_eq!(
+            both.order,
+            [BlockKind::Text(11), BlockKind::Native, BlockKind::Native, BlockKind::Text(20)]
+        );
+        assert_eq!(both.citations_at(20), [serde_json::json!({"url": "u"})]);
+        assert_eq!(both.blocks().unwrap().len(), 4);
+        assert_eq!(
+            (both.usage.input_tokens, both.usage.output_tokens, both.usage.web_search_requests),
+            (250, 30, 1)
+        );
+        assert!((both.cost - 0.75).abs() < 1e-12);
+        assert_eq!((both.model.as_str(), both.finish_reason), ("m2", Some(FinishReason::Stop)));
+    }
 
     fn url_image(at: u32, url: &str) -> Image {
         Image { at, source: ImageSource::Url { url: url.into() } }

@@ -147,11 +147,49 @@ pub(crate) async fn answer_json<X>(
 ) -> Response {
     match st.router.route_request_with(&p.request, p.overrides).await {
         Ok(resp) => {
+            let resp = match ep.flavor {
+                // Anthropic's clients send a paused turn back themselves.
+                Flavor::Anthropic => resp,
+                Flavor::OpenAi | Flavor::Simple => go_on(st, &p, resp).await,
+            };
             let bytes = body(&resp);
             json_ok(ep, p.admitted.started, bytes, &resp.backend, resp.cost, resp.decision.as_ref())
         }
         Err(e) => routed_error(ep, p.admitted.started, &e),
     }
+}
+
+/// The most times a paused turn is sent back for a client that cannot: Anthropic pauses a
+/// server-tool turn after about ten tool iterations, so each continuation is a long turn of
+/// its own.
+const MAX_CONTINUATIONS: usize = 3;
+
+/// The whole turn, for a client whose protocol has no paused answer to send back (OpenAI's
+/// formats, the seeds' `/api/chat`): a turn Anthropic paused ([`ChatResponse::is_paused`],
+/// a long web search) is sent back as it is, as Anthropic asks, and the answers that go on
+/// with it join it. Served paused, the client would take half an answer for a whole one. A
+/// continuation that fails leaves the answer as far as it got (logged); it is already paid.
+async fn go_on<X>(st: &AppState, p: &Prepared<X>, mut resp: ChatResponse) -> ChatResponse {
+    let mut request = None;
+    let asked = p.request.messages.len();
+    for _ in 0..MAX_CONTINUATIONS {
+        if !resp.is_paused() {
+            break;
+        }
+        // The question, then the turn so far, whole.
+        let next = request.get_or_insert_with(|| p.request.clone());
+        next.messages.truncate(asked);
+        next.messages.push(resp.to_turn());
+        match st.router.route_request_with(next, p.overrides).await {
+            Ok(more) => resp = resp.continued_by(more),
+            Err(e) => {
+                let error = scrub_secrets(&e.error.to_string());
+                tracing::warn!(backend = %resp.backend, %error, "a paused turn could not go on");
+                break;
+            }
+        }
+    }
+    resp
 }
 
 /// Routes a prepared request as a stream and answers with SSE from `encoder(model)`, where
