@@ -50,18 +50,18 @@ fn assert_went_on(claude: &FakeServer, first: &Value) {
     assert_eq!(body["tools"], sent[0].json()["tools"]);
 }
 
+/// A Chat Completions question asking for a web search.
+fn chat_search() -> Value {
+    json!({"model": "auto", "messages": user("What is new in Rust?"), "web_search_options": {}})
+}
+
 const WHOLE: &str = "I'll look that up — one moment.The 2024 edition shipped with Rust 1.85 in February 2025. \
                      Editions are opt-in per crate.";
 
 #[tokio::test]
 async fn chat_completions_get_the_whole_turn_of_a_paused_search() {
     let (claude, gw, first) = claude_pausing_once().await;
-    let r = post(
-        &gw.url,
-        "/v1/chat/completions",
-        json!({"model": "auto", "messages": user("What is new in Rust?"), "web_search_options": {}}),
-    )
-    .await;
+    let r = post(&gw.url, "/v1/chat/completions", chat_search()).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let answer = r.json();
     let message = &answer["choices"][0]["message"];
@@ -118,12 +118,7 @@ async fn a_turn_that_keeps_pausing_is_sent_back_three_times_at_most() {
     let claude = FakeServer::start().await;
     claude.set_default(message(first.clone(), "pause_turn", 1));
     let gw = start(router(vec![anthropic(anthropic_settings("claude", &claude))])).await;
-    let r = post(
-        &gw.url,
-        "/v1/chat/completions",
-        json!({"model": "auto", "messages": user("What is new in Rust?"), "web_search_options": {}}),
-    )
-    .await;
+    let r = post(&gw.url, "/v1/chat/completions", chat_search()).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(claude.post_requests(), 4);
     let opening = "I'll look that up — one moment.";
