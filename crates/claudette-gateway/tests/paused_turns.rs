@@ -12,13 +12,8 @@ use common::*;
 use serde_json::{Value, json};
 
 fn message(blocks: Value, stop_reason: &str, searches: u32) -> Fake {
-    Fake::json(
-        200,
-        json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-fake",
-               "content": blocks, "stop_reason": stop_reason, "stop_sequence": null,
-               "usage": {"input_tokens": 100, "output_tokens": 10,
-                         "server_tool_use": {"web_search_requests": searches}}}),
-    )
+    let usage = json!({"input_tokens": 100, "output_tokens": 10, "server_tool_use": {"web_search_requests": searches}});
+    Fake::anthropic_blocks(blocks, stop_reason, usage)
 }
 
 /// The searched answer of `tests/common`, paused after the search: its first three blocks,

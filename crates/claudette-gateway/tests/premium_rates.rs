@@ -27,12 +27,7 @@ fn fast_request(stream: bool) -> Value {
 const FAST_FLAG: [(&str, &str); 1] = [("anthropic-beta", "fast-mode-2026-02-01")];
 
 fn answer(usage: Value) -> Fake {
-    Fake::json(
-        200,
-        json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-fake",
-               "content": [{"type": "text", "text": "Done."}], "stop_reason": "end_turn",
-               "stop_sequence": null, "usage": usage}),
-    )
+    Fake::anthropic_blocks(json!([{"type": "text", "text": "Done."}]), "end_turn", usage)
 }
 
 /// A stream whose `message_start` says fast mode and whose `message_delta` has the final

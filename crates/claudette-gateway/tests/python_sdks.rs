@@ -104,6 +104,11 @@ async fn script(python: &Path, name: &str, args: &[&str]) -> serde_json::Value {
 
 /// One fake per scenario, each always giving the same answer, so scenario order does not
 /// matter.
+/// The usage of a searched answer: one search.
+fn searched_usage() -> serde_json::Value {
+    json!({"input_tokens": 10, "output_tokens": 4, "server_tool_use": {"web_search_requests": 1}})
+}
+
 async fn fake(reply: Fake) -> FakeServer {
     let f = FakeServer::start().await;
     f.set_default(reply);
@@ -150,29 +155,18 @@ async fn official_python_sdks_work_against_the_gateway() {
     ]);
     let cl_search = FakeServer::start().await;
     cl_search.push(Fake::anthropic_stream_blocks(&search, "end_turn"));
-    cl_search.push(Fake::json(
-        200,
-        json!({"id": "msg_search", "type": "message", "role": "assistant", "model": "claude-fake",
-               "content": search, "stop_reason": "end_turn", "stop_sequence": null,
-               "usage": {"input_tokens": 10, "output_tokens": 4, "server_tool_use": {"web_search_requests": 1}}}),
-    ));
+    cl_search.push(Fake::anthropic_blocks(search.clone(), "end_turn", searched_usage()));
     cl_search.set_default(Fake::anthropic_text("In Petoskey, Michigan."));
-    let cl_fast = fake(Fake::json(
-        200,
-        json!({"id": "msg_fast", "type": "message", "role": "assistant", "model": "claude-fake",
-               "content": [{"type": "text", "text": "Fast."}], "stop_reason": "end_turn", "stop_sequence": null,
-               "usage": {"input_tokens": 1000, "output_tokens": 1000, "speed": "fast"}}),
+    let cl_fast = fake(Fake::anthropic_blocks(
+        json!([{"type": "text", "text": "Fast."}]),
+        "end_turn",
+        json!({"input_tokens": 1000, "output_tokens": 1000, "speed": "fast"}),
     ))
     .await;
     // The same search answered to an OpenAI-format client (`web_search_options`).
     let cl_oa_search = FakeServer::start().await;
     cl_oa_search.push(Fake::anthropic_stream_blocks(&search, "end_turn"));
-    cl_oa_search.set_default(Fake::json(
-        200,
-        json!({"id": "msg_search", "type": "message", "role": "assistant", "model": "claude-fake",
-               "content": search, "stop_reason": "end_turn", "stop_sequence": null,
-               "usage": {"input_tokens": 10, "output_tokens": 4, "server_tool_use": {"web_search_requests": 1}}}),
-    ));
+    cl_oa_search.set_default(Fake::anthropic_blocks(search.clone(), "end_turn", searched_usage()));
     let cl_interleaved = FakeServer::start().await;
     cl_interleaved.push(Fake::anthropic_stream_blocks(&interleaved, "tool_use"));
     cl_interleaved.set_default(Fake::anthropic_text("both read"));
@@ -313,12 +307,7 @@ async fn the_official_python_sdk_speaks_responses_to_the_gateway() {
     // A searched answer (`tests/common`), as JSON first and then streamed.
     let blocks = searched_blocks();
     let cl_search = FakeServer::start().await;
-    cl_search.push(Fake::json(
-        200,
-        json!({"id": "msg_search", "type": "message", "role": "assistant", "model": "claude-fake",
-               "content": blocks, "stop_reason": "end_turn", "stop_sequence": null,
-               "usage": {"input_tokens": 10, "output_tokens": 4, "server_tool_use": {"web_search_requests": 1}}}),
-    ));
+    cl_search.push(Fake::anthropic_blocks(blocks.clone(), "end_turn", searched_usage()));
     cl_search.push(Fake::anthropic_stream_blocks(&blocks, "end_turn"));
     let r = router(vec![
         openai(openai_settings("oa-json", &json_fake)),

@@ -337,6 +337,19 @@ impl Reply {
         anthropic_message(json!([{"type": "text", "text": text}]), "end_turn", words(text))
     }
 
+    /// A `message` with these content `blocks`, `stop_reason` and `usage` (Anthropic's whole
+    /// `usage` object: server tool counts, `speed`, …), for answers the other shapes do not
+    /// write (server tools and citations, a paused turn, fast mode).
+    pub fn anthropic_blocks(blocks: Value, stop_reason: &str, usage: Value) -> Reply {
+        Reply::json(
+            200,
+            json!({"id": format!("msg_fake{}", next_id()), "type": "message", "role": "assistant",
+                   "content": blocks, "model": CLAUDE_FAKE_MODEL, "stop_reason": stop_reason,
+                   "stop_sequence": null, "usage": usage}),
+        )
+        .header("request-id", "req_fake")
+    }
+
     /// A `message` with one `tool_use` block (`input` is a JSON *object*) and
     /// `stop_reason: "tool_use"`.
     pub fn anthropic_tool_use(id: &str, name: &str, input: Value) -> Reply {
