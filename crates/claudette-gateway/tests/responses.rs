@@ -21,24 +21,6 @@ fn add_tool() -> Value {
             "strict": true}])
 }
 
-/// The frames of a Responses stream as (event name, JSON data), checking what every event
-/// must have: the name repeated as `type`, and `sequence_number` counting up from 0.
-fn events(r: &Reply) -> Vec<(String, Value)> {
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert!(r.header("content-type").unwrap().starts_with("text/event-stream"), "{:?}", r.headers);
-    assert!(!r.text.contains("[DONE]"), "the Responses API has no [DONE]: {}", r.text);
-    let frames = r.frames();
-    let mut out = Vec::with_capacity(frames.len());
-    for (i, (name, data)) in frames.into_iter().enumerate() {
-        let name = name.unwrap_or_else(|| panic!("frame {i} has no event name: {data}"));
-        let v: Value = serde_json::from_str(&data).unwrap();
-        assert_eq!(v["type"], name.as_str(), "{data}");
-        assert_eq!(v["sequence_number"], i as u64, "sequence numbers count from 0: {}", r.text);
-        out.push((name, v));
-    }
-    out
-}
-
 fn names(events: &[(String, Value)]) -> Vec<&str> {
     events.iter().map(|(n, _)| n.as_str()).collect()
 }
@@ -216,7 +198,7 @@ async fn an_answer_cut_by_max_output_tokens_is_incomplete() {
     assert_eq!(v["output"][0]["content"][0]["text"], "The answer is");
 
     let r = post(&gw.url, PATH, json!({"input": "why?", "max_output_tokens": 3, "stream": true})).await;
-    let ev = events(&r);
+    let ev = responses_events(&r);
     let (last, data) = ev.last().unwrap();
     assert_eq!(last, "response.incomplete", "{}", r.text);
     assert!(!names(&ev).contains(&"response.completed"));
@@ -232,7 +214,7 @@ async fn a_stream_is_the_typed_event_sequence_in_order() {
     fake.push(Fake::openai_stream(&["Hel", "lo"]));
     let gw = start(router(vec![openai(openai_settings("oa", &fake))])).await;
     let r = post(&gw.url, PATH, json!({"model": "oa", "input": "hi", "stream": true})).await;
-    let ev = events(&r);
+    let ev = responses_events(&r);
     assert_eq!(
         names(&ev),
         [
@@ -298,7 +280,7 @@ async fn a_streamed_tool_call_is_a_function_call_item_with_argument_deltas() {
     fake.push(Fake::openai_stream_tool_call("call_2", "add", &["{\"a\":", "1}"]));
     let gw = start(router(vec![openai(openai_settings("oa", &fake))])).await;
     let r = post(&gw.url, PATH, json!({"input": "add", "tools": add_tool(), "stream": true})).await;
-    let ev = events(&r);
+    let ev = responses_events(&r);
     assert_eq!(
         names(&ev),
         [
@@ -355,7 +337,7 @@ async fn reasoning_text_is_a_reasoning_item_before_the_message() {
     assert_eq!(v["output"][1]["content"][0]["text"], "4");
 
     let r = post(&gw.url, PATH, json!({"input": "2+2?", "stream": true})).await;
-    let ev = events(&r);
+    let ev = responses_events(&r);
     assert_eq!(
         names(&ev)[2..],
         [
@@ -450,7 +432,7 @@ async fn a_failure_before_the_first_token_fails_over_invisibly() {
     r.set_failover_chain(["bad", "good"]).unwrap();
     let gw = start(r).await;
     let resp = post(&gw.url, PATH, json!({"input": "x", "stream": true})).await;
-    let ev = events(&resp);
+    let ev = responses_events(&resp);
     assert_eq!(resp.header("x-claudette-backend"), Some("good"));
     assert_eq!(resp.header("x-claudette-attempts"), Some("2"));
     assert!(!resp.text.contains("boom"), "{}", resp.text);
@@ -470,7 +452,7 @@ async fn a_failure_after_commit_ends_with_error_and_response_failed() {
     r.set_failover_chain(["cut", "spare"]).unwrap();
     let gw = start(r).await;
     let resp = post(&gw.url, PATH, json!({"input": "x", "stream": true})).await;
-    let ev = events(&resp);
+    let ev = responses_events(&resp);
     let text: String = ev
         .iter()
         .filter(|(n, _)| n == "response.output_text.delta")
@@ -688,7 +670,7 @@ async fn a_streamed_answer_seals_each_block_in_its_item_done_and_in_the_complete
     let first = json!({"input": "read /x", "tools": read_tool(), "reasoning": {"effort": "high"},
                        "stream": true});
     let r = post(&gw.url, PATH, first).await;
-    let ev = events(&r);
+    let ev = responses_events(&r);
     let done: Vec<Value> =
         ev.iter().filter(|(n, _)| n == "response.output_item.done").map(|(_, d)| d["item"].clone()).collect();
     check_sealed(&done);

@@ -51,22 +51,6 @@ fn refused(r: &Reply) -> String {
     v["error"]["param"].as_str().unwrap_or_else(|| panic!("no param: {}", r.text)).to_owned()
 }
 
-/// The frames of a Responses stream as (event name, JSON data), sequence numbers checked.
-fn events(r: &Reply) -> Vec<(String, Value)> {
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.frames()
-        .into_iter()
-        .enumerate()
-        .map(|(i, (name, data))| {
-            let name = name.unwrap_or_else(|| panic!("frame {i} has no event name: {data}"));
-            let v: Value = serde_json::from_str(&data).unwrap();
-            assert_eq!(v["type"], name.as_str(), "{data}");
-            assert_eq!(v["sequence_number"], i as u64, "{}", r.text);
-            (name, v)
-        })
-        .collect()
-}
-
 /// Checks the description a custom tool is offered with: its own, then where its text goes
 /// and the grammar whole.
 fn check_description(description: &str) {
@@ -161,7 +145,7 @@ async fn a_streamed_custom_call_sends_its_input_whole_as_custom_tool_call_input_
     let gw = start(router(vec![openai(openai_settings("oa", &fake))])).await;
     let body = json!({"input": "fix a.txt", "tools": [shell(), apply_patch()], "stream": true});
     let r = post(&gw.url, PATH, body).await;
-    check_custom_stream(&events(&r), "call_2", PATCH);
+    check_custom_stream(&responses_events(&r), "call_2", PATCH);
 }
 
 #[tokio::test]
@@ -190,7 +174,7 @@ async fn behind_anthropic_a_custom_tool_is_a_tool_with_an_input_string_json_and_
 
     let body = json!({"input": "fix a.txt", "tools": [apply_patch()], "stream": true});
     let r = post(&gw.url, PATH, body).await;
-    check_custom_stream(&events(&r), "toolu_2", PATCH);
+    check_custom_stream(&responses_events(&r), "toolu_2", PATCH);
 }
 
 #[tokio::test]
@@ -266,7 +250,7 @@ async fn arguments_that_ignore_the_schema_come_back_as_the_input_unchanged() {
 
     let body = json!({"input": "fix", "tools": [apply_patch()], "stream": true});
     let r = post(&gw.url, PATH, body).await;
-    check_custom_stream(&events(&r), "call_2", "{\"patch\":\"x\"}");
+    check_custom_stream(&responses_events(&r), "call_2", "{\"patch\":\"x\"}");
 }
 
 #[tokio::test]

@@ -142,25 +142,6 @@ async fn claude(answers: impl IntoIterator<Item = Fake>) -> (FakeServer, Running
     (fake, gw)
 }
 
-/// The frames of a Responses stream as (event name, data), each name checked against `type`
-/// and the sequence numbers against their order.
-fn events(r: &Reply) -> Vec<(String, Value)> {
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.frames()
-        .into_iter()
-        .enumerate()
-        .map(|(i, (name, data))| {
-            let name = name.unwrap();
-            let v: Value = serde_json::from_str(&data).unwrap();
-            assert_eq!(
-                (v["type"].as_str(), v["sequence_number"].as_u64()),
-                (Some(name.as_str()), Some(i as u64))
-            );
-            (name, v)
-        })
-        .collect()
-}
-
 /// A 400 in OpenAI's envelope: its `param` and message.
 fn refused(r: &Reply) -> (String, String) {
     assert_eq!(r.status, 400, "{}", r.text);
@@ -223,7 +204,7 @@ async fn a_streamed_search_has_openais_events_and_ends_as_the_json_answer() {
     let json_answer = post(&gw.url, PATH, request(false)).await.json();
 
     let r = post(&gw.url, PATH, request(true)).await;
-    let ev = events(&r);
+    let ev = responses_events(&r);
     let text_events = |annotations: usize| {
         let mut names =
             vec!["response.output_item.added", "response.content_part.added", "response.output_text.delta"];
@@ -310,7 +291,7 @@ async fn a_streamed_search_has_openais_events_and_ends_as_the_json_answer() {
 
     // A failed search: no `completed` event, and its status says it failed.
     let r = post(&gw.url, PATH, request(true)).await;
-    let ev = events(&r);
+    let ev = responses_events(&r);
     let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, sequence(false), "{}", r.text);
     let done: Vec<&Value> =

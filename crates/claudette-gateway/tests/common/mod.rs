@@ -404,3 +404,22 @@ pub fn searched_blocks() -> serde_json::Value {
         {"type": "text", "text": " Editions are opt-in per crate."}
     ])
 }
+
+/// The frames of a Responses stream as (event name, JSON data), checking what every event
+/// must have: the name repeated as `type`, and `sequence_number` counting up from 0; and
+/// that the stream is SSE without Chat Completions' `[DONE]`.
+pub fn responses_events(r: &Reply) -> Vec<(String, serde_json::Value)> {
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.header("content-type").unwrap().starts_with("text/event-stream"), "{:?}", r.headers);
+    assert!(!r.text.contains("[DONE]"), "the Responses API has no [DONE]: {}", r.text);
+    let frames = r.frames();
+    let mut out = Vec::with_capacity(frames.len());
+    for (i, (name, data)) in frames.into_iter().enumerate() {
+        let name = name.unwrap_or_else(|| panic!("frame {i} has no event name: {data}"));
+        let v: serde_json::Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(v["type"], name.as_str(), "{data}");
+        assert_eq!(v["sequence_number"], i as u64, "sequence numbers count from 0: {}", r.text);
+        out.push((name, v));
+    }
+    out
+}
